@@ -1,0 +1,65 @@
+/* usp/config.h: one attention problem and how it is sharded.
+ *
+ * A configuration names the global problem (batch, seq, heads, kv_heads,
+ * head_dim, causal, scale, dtype), the 2-D mesh world = ulysses x ring, the
+ * ring variant and the rank placement, and the seed of the generated inputs.
+ * usp_config_validate() is the one place that decides whether it can run. */
+#ifndef USP_CONFIG_H
+#define USP_CONFIG_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <math.h>
+#include "usp/error.h"
+
+typedef enum { USP_F64, USP_F32, USP_F16, USP_BF16 } usp_dtype;
+
+typedef enum {
+    USP_RING_BASIC,     /* contiguous chunks, K/V rotate around the ring */
+    USP_RING_ZIGZAG,    /* ring rank r holds chunks r and 2R-1-r (causal balance) */
+    USP_RING_STRIPE,    /* token t lives on ring rank t mod R (causal balance) */
+    USP_RING_ALLGATHER  /* K/V all-gathered in the ring group (llama3-style) */
+} usp_ring_impl;
+
+typedef enum {
+    USP_LAYOUT_ULYSSES_INNER, /* g = ring_rank * ulysses + ulysses_rank */
+    USP_LAYOUT_RING_INNER     /* g = ulysses_rank * ring + ring_rank */
+} usp_layout;
+
+typedef struct {
+    int batch, seq, heads, kv_heads, head_dim;
+    int causal;          /* 0 or 1 */
+    double scale;        /* softmax scale; 0 means 1/sqrt(head_dim) */
+    usp_dtype dtype;
+    int ulysses, ring;   /* world = ulysses * ring */
+    usp_ring_impl ring_impl;
+    usp_layout layout;
+    uint64_t seed;
+} usp_config;
+
+/* batch 1, seq 4096, 8 heads (8 kv), D 64, causal, fp64, ulysses 2 x ring 2,
+ * zigzag, ulysses-inner, seed 1234. */
+usp_config usp_config_default(void);
+
+/* USP_OK, or USP_EINVAL with a reason naming the constraint and the numbers,
+ * e.g. "seq 1000 is not divisible by 2*ring*ulysses = 16 (zigzag)". */
+usp_status usp_config_validate(const usp_config *cfg);
+
+static inline int usp_world(const usp_config *c) { return c->ulysses * c->ring; }
+static inline double usp_scale(const usp_config *c) {
+    return c->scale > 0 ? c->scale : 1.0 / sqrt((double)c->head_dim);
+}
+
+/* Names <-> enums ("f64" "fp64" "float64"; "zigzag"; "ulysses-inner"). */
+const char *usp_dtype_name(usp_dtype d);
+const char *usp_ring_impl_name(usp_ring_impl r);
+const char *usp_layout_name(usp_layout l);
+usp_status usp_parse_dtype(const char *s, usp_dtype *out);
+usp_status usp_parse_ring_impl(const char *s, usp_ring_impl *out);
+usp_status usp_parse_layout(const char *s, usp_layout *out);
+size_t usp_dtype_size(usp_dtype d);
+
+/* One line "B=1 L=4096 H=8 Hkv=8 D=64 causal fp64 ulysses=2 ring=2 zigzag ulysses-inner seed=1234". */
+void usp_config_describe(const usp_config *c, char *buf, size_t n);
+
+#endif
