@@ -1,0 +1,77 @@
+/* cli.h: what the `usp` subcommands share.
+ *
+ * Each subcommand lives in its own cmd_<name>.c with
+ *   int cmd_<name>(int argc, char **argv);
+ * and returns the process exit code: 0 success, 1 a check failed or an
+ * internal error, 2 bad input (after printing "usp: <cmd>: <why>"). */
+#ifndef USP_CLI_H
+#define USP_CLI_H
+
+#include <getopt.h>
+#include <stdio.h>
+#include "usp/config.h"
+
+/* Long options every command that takes a problem accepts, to splice into a
+ * getopt_long table: --batch --seq --heads --kv-heads --head-dim --causal
+ * --no-causal --scale --dtype --ulysses --ring --ring-impl --layout --seed.
+ * Their codes are USP_OPT_CONFIG_FIRST .. USP_OPT_CONFIG_LAST; commands use
+ * codes from USP_OPT_CMD_FIRST upwards for their own long options. */
+enum {
+    USP_OPT_CONFIG_FIRST = 1000,
+    USP_OPT_BATCH = USP_OPT_CONFIG_FIRST, USP_OPT_SEQ, USP_OPT_HEADS, USP_OPT_KV_HEADS,
+    USP_OPT_HEAD_DIM, USP_OPT_CAUSAL, USP_OPT_NO_CAUSAL, USP_OPT_SCALE, USP_OPT_DTYPE,
+    USP_OPT_ULYSSES, USP_OPT_RING, USP_OPT_RING_IMPL, USP_OPT_LAYOUT, USP_OPT_SEED,
+    USP_OPT_CONFIG_LAST = USP_OPT_SEED,
+    USP_OPT_CMD_FIRST = 1100
+};
+#define USP_CLI_CONFIG_LONGOPTS                                   \
+    {"batch", required_argument, 0, USP_OPT_BATCH},               \
+    {"seq", required_argument, 0, USP_OPT_SEQ},                   \
+    {"heads", required_argument, 0, USP_OPT_HEADS},               \
+    {"kv-heads", required_argument, 0, USP_OPT_KV_HEADS},         \
+    {"head-dim", required_argument, 0, USP_OPT_HEAD_DIM},         \
+    {"causal", no_argument, 0, USP_OPT_CAUSAL},                   \
+    {"no-causal", no_argument, 0, USP_OPT_NO_CAUSAL},             \
+    {"scale", required_argument, 0, USP_OPT_SCALE},               \
+    {"dtype", required_argument, 0, USP_OPT_DTYPE},               \
+    {"ulysses", required_argument, 0, USP_OPT_ULYSSES},           \
+    {"ring", required_argument, 0, USP_OPT_RING},                 \
+    {"ring-impl", required_argument, 0, USP_OPT_RING_IMPL},       \
+    {"layout", required_argument, 0, USP_OPT_LAYOUT},             \
+    {"seed", required_argument, 0, USP_OPT_SEED}
+
+/* Applies one parsed config option. Returns 1 if `opt` was a config option,
+ * 0 if not; on a bad value prints "usp: <cmd>: <why>" and returns -1.
+ * --kv-heads defaults to --heads when not given (see usp_cli_config_finish). */
+int usp_cli_config_option(const char *cmd, int opt, const char *arg, usp_config *cfg);
+/* Call after parsing: fills defaults that depend on other options. */
+void usp_cli_config_finish(usp_config *cfg);
+/* The config options' --help lines. */
+void usp_cli_config_help(FILE *f);
+
+/* Prints "usp: <cmd>: <message>" on stderr and returns 2. */
+int usp_cli_bad_input(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints "usp: <cmd>: " + usp_error() and returns 2 or 1 by the status. */
+int usp_cli_report(const char *cmd, int status);
+
+/* Strict number parsing: whole string, in range. 0 on success. */
+int usp_parse_int(const char *s, long lo, long hi, long *out);
+int usp_parse_double(const char *s, double *out);
+
+/* Writes a JSON string literal (quoted, escaped). */
+void usp_json_string(FILE *f, const char *s);
+
+/* Subcommands (those of a backend that was not built say so and return 2). */
+int cmd_run(int argc, char **argv);
+int cmd_schedule(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_platform(int argc, char **argv);
+int cmd_sweep(int argc, char **argv);
+int cmd_kernel_check(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv);
+int cmd_validate(int argc, char **argv);
+int cmd_trace(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
+int cmd_costs(int argc, char **argv);
+
+#endif
