@@ -1,0 +1,52 @@
+/* usp/rankmem.h: one rank's buffers in host memory, and the work on them.
+ *
+ * Executors that move real numbers on the CPU (the in-process executor and
+ * the simulator in numerics mode) share this: a compute step is applied by
+ * usp_rank_compute(), a communication step is cut into messages with
+ * usp_rank_msg_pack() and put back with usp_rank_msg_unpack(). Only the
+ * transport differs between them, so their outputs are bit-identical.
+ *
+ * Messages of a comm step, by kind (group = the step's group; peer index =
+ * position in that group):
+ *   ALL_TO_ALL       to peer i: piece i of SEND;  from peer j: piece j of RECV
+ *   SENDRECV         one message to peer_send, one from peer_recv: src[] / dst[]
+ *   ALLGATHER        to every peer: the own block of src[];  from j: block j of dst[]
+ *   REDUCE_SCATTER   to peer i: block i of src[];  from j: summed into dst[]
+ * A rank sends to itself too (index = its own position); the unpacks of one
+ * step must be applied in peer order 0, 1, .., n-1 so sums round the same. */
+#ifndef USP_RANKMEM_H
+#define USP_RANKMEM_H
+
+#include "usp/executor.h"
+
+typedef struct {
+    const usp_schedule *sched;
+    int rank;
+    void *buf[USP_BUF_COUNT];     /* owner-resolved; NULL where unused */
+    size_t elem[USP_BUF_COUNT];   /* bytes per element: 8 (f64) or 4 (f32) */
+} usp_rank_mem;
+
+/* Allocates every buffer the rank's list uses (dtype f64 or f32 only). */
+usp_status usp_rank_mem_alloc(const usp_schedule *s, int rank, usp_rank_mem *m);
+void usp_rank_mem_free(usp_rank_mem *m);
+
+/* Copies the rank's shards of q, k, v (and dout when the schedule has a
+ * backward) out of the global fp64 inputs, converted to the dtype. */
+void usp_rank_mem_load(usp_rank_mem *m, const usp_inputs *in);
+/* Writes the rank's shards of o, lse (and dq, dk, dv) into the result's
+ * global fp64 arrays. */
+void usp_rank_mem_store(const usp_rank_mem *m, usp_result *r);
+
+/* Applies one COMPUTE-stream step. */
+void usp_rank_compute(usp_rank_mem *m, const usp_step *st);
+
+/* Number of messages of a comm step (group size, or 1 for SENDRECV) and the
+ * bytes of each. */
+int usp_rank_msg_count(const usp_rank_mem *m, const usp_step *st);
+size_t usp_rank_msg_bytes(const usp_rank_mem *m, const usp_step *st);
+/* Fills `msg` (usp_rank_msg_bytes long) with what goes to peer index i. */
+void usp_rank_msg_pack(const usp_rank_mem *m, const usp_step *st, int i, void *msg);
+/* Applies what came from peer index j. */
+void usp_rank_msg_unpack(usp_rank_mem *m, const usp_step *st, int j, const void *msg);
+
+#endif
