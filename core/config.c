@@ -1,1 +1,128 @@
-/* placeholder */
+/* config.c: defaults, names and the one validation of a configuration. */
+#include "usp/config.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+usp_config usp_config_default(void) {
+    usp_config c = {
+        .batch = 1, .seq = 4096, .heads = 8, .kv_heads = 8, .head_dim = 64,
+        .causal = 1, .scale = 0, .dtype = USP_F64,
+        .ulysses = 2, .ring = 2, .ring_impl = USP_RING_ZIGZAG,
+        .layout = USP_LAYOUT_ULYSSES_INNER, .seed = 1234,
+    };
+    return c;
+}
+
+static const char *dtype_names[] = {"fp64", "fp32", "fp16", "bf16"};
+static const char *ring_impl_names[] = {"basic", "zigzag", "stripe", "allgather"};
+static const char *layout_names[] = {"ulysses-inner", "ring-inner"};
+
+const char *usp_dtype_name(usp_dtype d) { return dtype_names[d]; }
+const char *usp_ring_impl_name(usp_ring_impl r) { return ring_impl_names[r]; }
+const char *usp_layout_name(usp_layout l) { return layout_names[l]; }
+
+size_t usp_dtype_size(usp_dtype d) {
+    static const size_t sizes[] = {8, 4, 2, 2};
+    return sizes[d];
+}
+
+usp_status usp_parse_dtype(const char *s, usp_dtype *out) {
+    static const struct { const char *name; usp_dtype d; } names[] = {
+        {"fp64", USP_F64}, {"f64", USP_F64}, {"float64", USP_F64}, {"double", USP_F64},
+        {"fp32", USP_F32}, {"f32", USP_F32}, {"float32", USP_F32}, {"float", USP_F32},
+        {"fp16", USP_F16}, {"f16", USP_F16}, {"float16", USP_F16}, {"half", USP_F16},
+        {"bf16", USP_BF16}, {"bfloat16", USP_BF16},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcasecmp(s, names[i].name) == 0) { *out = names[i].d; return USP_OK; }
+    return usp_fail(USP_EINVAL, "unknown dtype '%s' (fp64, fp32, fp16, bf16)", s);
+}
+
+usp_status usp_parse_ring_impl(const char *s, usp_ring_impl *out) {
+    for (int i = 0; i < 4; i++)
+        if (strcasecmp(s, ring_impl_names[i]) == 0) { *out = (usp_ring_impl)i; return USP_OK; }
+    return usp_fail(USP_EINVAL, "unknown ring_impl '%s' (basic, zigzag, stripe, allgather)", s);
+}
+
+usp_status usp_parse_layout(const char *s, usp_layout *out) {
+    for (int i = 0; i < 2; i++)
+        if (strcasecmp(s, layout_names[i]) == 0) { *out = (usp_layout)i; return USP_OK; }
+    return usp_fail(USP_EINVAL, "unknown layout '%s' (ulysses-inner, ring-inner)", s);
+}
+
+void usp_config_describe(const usp_config *c, char *buf, size_t n) {
+    snprintf(buf, n,
+             "B=%d L=%d H=%d Hkv=%d D=%d %s %s scale=%.6g ulysses=%d ring=%d %s %s seed=%llu",
+             c->batch, c->seq, c->heads, c->kv_heads, c->head_dim,
+             c->causal ? "causal" : "non-causal", usp_dtype_name(c->dtype), usp_scale(c),
+             c->ulysses, c->ring, usp_ring_impl_name(c->ring_impl),
+             usp_layout_name(c->layout), (unsigned long long)c->seed);
+}
+
+/* The problem itself, independent of sharding. */
+static usp_status validate_problem(const usp_config *c) {
+    if (c->batch < 1) return usp_fail(USP_EINVAL, "batch %d must be >= 1", c->batch);
+    if (c->seq < 1) return usp_fail(USP_EINVAL, "seq %d must be >= 1", c->seq);
+    if (c->heads < 1) return usp_fail(USP_EINVAL, "heads %d must be >= 1", c->heads);
+    if (c->kv_heads < 1) return usp_fail(USP_EINVAL, "kv_heads %d must be >= 1", c->kv_heads);
+    if (c->head_dim < 1 || c->head_dim > 256)
+        return usp_fail(USP_EINVAL, "head_dim %d is outside 1..256", c->head_dim);
+    if (c->heads % c->kv_heads != 0)
+        return usp_fail(USP_EINVAL, "heads %d is not divisible by kv_heads %d (GQA needs H %% Hkv == 0)",
+                        c->heads, c->kv_heads);
+    if (!(c->scale >= 0) || c->scale > 1e6)
+        return usp_fail(USP_EINVAL, "scale %g must be > 0 (or 0 for 1/sqrt(head_dim))", c->scale);
+    if ((unsigned)c->dtype > USP_BF16) return usp_fail(USP_EINVAL, "unknown dtype %d", (int)c->dtype);
+    double elems = (double)c->batch * c->seq * c->heads * c->head_dim;
+    if (elems > 4e12)
+        return usp_fail(USP_EINVAL, "batch*seq*heads*head_dim = %.3g elements is too large", elems);
+    return USP_OK;
+}
+
+/* Token counts each layout needs to split evenly. */
+static usp_status validate_tokens(const usp_config *c) {
+    int world = c->ulysses * c->ring;
+    const char *impl = usp_ring_impl_name(c->ring_impl);
+    int balanced = c->ring_impl == USP_RING_ZIGZAG ||
+                   (c->ring_impl == USP_RING_ALLGATHER && c->causal);
+    if (balanced) {
+        long need = 2L * c->ring * c->ulysses;
+        if (c->seq % need != 0)
+            return usp_fail(USP_EINVAL, "seq %d is not divisible by 2*ring*ulysses = %ld (%s)",
+                            c->seq, need, impl);
+    } else if (c->seq % world != 0) {
+        return usp_fail(USP_EINVAL, "seq %d is not divisible by ulysses*ring = %d (%s)",
+                        c->seq, world, impl);
+    }
+    if ((c->ring_impl == USP_RING_ZIGZAG || c->ring_impl == USP_RING_STRIPE) && !c->causal)
+        return usp_fail(USP_EINVAL, "ring_impl %s balances causal work only; use basic or "
+                        "allgather for non-causal attention", impl);
+    return USP_OK;
+}
+
+static usp_status validate_heads(const usp_config *c) {
+    int u = c->ulysses, hkv = c->kv_heads;
+    if (c->heads % u != 0)
+        return usp_fail(USP_EINVAL, "heads %d is not divisible by ulysses %d", c->heads, u);
+    if (hkv % u != 0 && u % hkv != 0)
+        return usp_fail(USP_EINVAL, "kv_heads %d and ulysses %d: one must divide the other "
+                        "(K/V heads are split, or replicated when kv_heads < ulysses)", hkv, u);
+    return USP_OK;
+}
+
+usp_status usp_config_validate(const usp_config *c) {
+    USP_TRY(validate_problem(c));
+    if (c->ulysses < 1) return usp_fail(USP_EINVAL, "ulysses %d must be >= 1", c->ulysses);
+    if (c->ring < 1) return usp_fail(USP_EINVAL, "ring %d must be >= 1", c->ring);
+    if ((long)c->ulysses * c->ring > 65536)
+        return usp_fail(USP_EINVAL, "ulysses*ring = %ld ranks is more than 65536",
+                        (long)c->ulysses * c->ring);
+    if ((unsigned)c->ring_impl > USP_RING_ALLGATHER)
+        return usp_fail(USP_EINVAL, "unknown ring_impl %d", (int)c->ring_impl);
+    if ((unsigned)c->layout > USP_LAYOUT_RING_INNER)
+        return usp_fail(USP_EINVAL, "unknown layout %d", (int)c->layout);
+    USP_TRY(validate_heads(c));
+    return validate_tokens(c);
+}

@@ -1,1 +1,555 @@
-/* placeholder */
+/* schedule.c: builds every rank's USP step list (see usp/schedule.h).
+ *
+ * Forward, for the rank at ring rank r, ulysses rank u:
+ *   all-to-all Q, K, V (sequence -> heads)       skipped when ulysses == 1
+ *   O = 0, LSE = -inf
+ *   ring step s = 0..R-1: K/V block of ring rank (r - s) mod R is local;
+ *     send it on to r+1 while attending to it (s < R-1), merge into (O, LSE)
+ *     (allgather: gather all blocks first, then attend to each)
+ *   all-to-all O, LSE back (heads -> sequence)
+ * Backward mirrors it: dO all-to-all, DELTA = rowsum(O*dO), the ring visits
+ * every block again; dK/dV of a block travel with it and arrive home after
+ * R hops (allgather: reduce-scatter), then dQ, dK, dV go back.
+ *
+ * Dependencies are derived, not written by hand: each step names the buffers
+ * it reads and writes, and its `dep` is the latest step on the other stream
+ * that wrote what it reads, or touched what it writes. */
+#include "usp/schedule.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "usp/a2a.h"
+#include "usp/layout.h"
+
+typedef struct {
+    const usp_config *c;
+    usp_rank_schedule *rs;
+    int cap;
+    int last_write[USP_BUF_COUNT];
+    int last_read[USP_BUF_COUNT][2];
+    int comm_tag;
+} builder;
+
+#define MAX_BUFS 8
+typedef struct { usp_buf b[MAX_BUFS]; int n; } buf_set;
+
+/* ---------------------------------------------------------------- groups */
+
+int usp_group_size(const usp_config *c, usp_group g) {
+    return g == USP_GROUP_ULYSSES ? c->ulysses : g == USP_GROUP_RING ? c->ring : 1;
+}
+
+int usp_group_member(const usp_config *c, usp_group g, int rank, int index) {
+    int r, u;
+    usp_coords_of(c, rank, &r, &u);
+    if (g == USP_GROUP_ULYSSES) return usp_rank_of(c, r, index);
+    if (g == USP_GROUP_RING) return usp_rank_of(c, index, u);
+    return rank;
+}
+
+int usp_group_index(const usp_config *c, usp_group g, int rank) {
+    int r, u;
+    usp_coords_of(c, rank, &r, &u);
+    return g == USP_GROUP_ULYSSES ? u : g == USP_GROUP_RING ? r : 0;
+}
+
+/* ---------------------------------------------------------------- masks */
+
+double usp_block_pairs(const usp_block *b) {
+    double n = b->q_len, m = b->kv_len;
+    if (!b->causal) return n * m;
+    /* row i sees min(m, max(0, i + diag + 1)) keys */
+    double total = 0;
+    long first_seen = b->diag >= 0 ? 0 : -(long)b->diag;           /* first row with a key */
+    long first_full = (long)m - 1 - b->diag;                        /* first row seeing all m */
+    if (first_full < first_seen) first_full = first_seen;
+    long lo = first_seen, hi = first_full < (long)n ? first_full : (long)n; /* partial rows [lo,hi) */
+    if (hi > lo) {
+        double a0 = lo + b->diag + 1, a1 = (hi - 1) + b->diag + 1;
+        total += (a0 + a1) * (double)(hi - lo) / 2;
+    }
+    if ((long)n > first_full) total += (n - first_full) * m;
+    return total;
+}
+
+/* The (query rows, key rows) of local queries of ring rank r against the K/V
+ * block of ring rank j that the causal mask lets through, fully masked parts
+ * skipped. Returns how many blocks (0..2) were written. */
+static int ring_blocks(const usp_config *c, int r, int j, usp_block out[2]) {
+    int n = c->seq / c->ring, h = n / 2;
+    usp_block all = {0, n, 0, n, 0, 0}, diag = {0, n, 0, n, 1, 0};
+    if (!c->causal) { out[0] = all; return 1; }
+    switch (usp_token_layout(c)) {
+    case USP_RING_ZIGZAG: /* queries: chunks r, 2R-1-r; keys: chunks j, 2R-1-j */
+        if (j == r) { out[0] = diag; return 1; }
+        if (j < r) { out[0] = (usp_block){0, n, 0, h, 0, 0}; return 1; }
+        out[0] = (usp_block){h, h, 0, n, 0, 0};
+        return 1;
+    case USP_RING_STRIPE: /* query r + R*i sees key j + R*k iff k <= i (j <= r) or k < i */
+        out[0] = diag;
+        if (j > r) out[0].diag = -1;
+        return 1;
+    default: /* basic: contiguous chunks */
+        if (j == r) { out[0] = diag; return 1; }
+        if (j < r) { out[0] = all; return 1; }
+        return 0;
+    }
+}
+
+/* ---------------------------------------------------------------- buffers */
+
+size_t usp_buf_elem_size(usp_buf_role role, usp_dtype dtype) {
+    size_t s = usp_dtype_size(dtype);
+    return (role != USP_ROLE_DATA && s < 4) ? 4 : s;
+}
+
+static const char *buf_names[USP_BUF_COUNT] = {
+    "q_in", "k_in", "v_in", "do_in", "q", "k", "v", "kb0", "vb0", "kb1", "vb1",
+    "k_all", "v_all", "o_blk", "lse_blk", "o", "lse", "do", "delta", "dq",
+    "dkb0", "dvb0", "dkb1", "dvb1", "dk", "dv", "dk_all", "dv_all", "send", "recv",
+    "o_out", "lse_out", "dq_out", "dk_out", "dv_out"};
+
+const char *usp_buf_name(usp_buf b) {
+    return (b >= 0 && b < USP_BUF_COUNT) ? buf_names[b] : "-";
+}
+
+static usp_buf_role buf_role(usp_buf b) {
+    switch (b) {
+    case USP_BUF_LSE_BLK: case USP_BUF_LSE: case USP_BUF_DELTA: case USP_BUF_LSE_OUT:
+        return USP_ROLE_STATS;
+    case USP_BUF_O_BLK: case USP_BUF_O: case USP_BUF_DQ: case USP_BUF_DKB0: case USP_BUF_DVB0:
+    case USP_BUF_DKB1: case USP_BUF_DVB1: case USP_BUF_DK: case USP_BUF_DV:
+    case USP_BUF_DK_ALL: case USP_BUF_DV_ALL: case USP_BUF_SEND: case USP_BUF_RECV:
+    case USP_BUF_O_OUT: case USP_BUF_DQ_OUT: case USP_BUF_DK_OUT: case USP_BUF_DV_OUT:
+        return USP_ROLE_ACCUM;
+    default:
+        return USP_ROLE_DATA;
+    }
+}
+
+static long buf_elems(const usp_config *c, usp_buf b) {
+    long B = c->batch, D = c->head_dim, R = c->ring, lr = c->seq / R, ls = lr / c->ulysses;
+    long hu = usp_heads_per_rank(c), hkvu = usp_kv_heads_per_rank(c);
+    long block = B * lr * hkvu * D, staging = 0;
+    for (usp_a2a a = USP_A2A_Q; a <= USP_A2A_DKV; a++) {
+        long e = usp_a2a_piece_elems(c, a) * c->ulysses;
+        if (e > staging) staging = e;
+    }
+    switch (b) {
+    case USP_BUF_Q_IN: case USP_BUF_DO_IN: case USP_BUF_O_OUT: case USP_BUF_DQ_OUT:
+        return B * ls * c->heads * D;
+    case USP_BUF_K_IN: case USP_BUF_V_IN: case USP_BUF_DK_OUT: case USP_BUF_DV_OUT:
+        return B * ls * c->kv_heads * D;
+    case USP_BUF_LSE_OUT: return B * c->heads * ls;
+    case USP_BUF_Q: case USP_BUF_DO: case USP_BUF_O: case USP_BUF_O_BLK: case USP_BUF_DQ:
+        return B * lr * hu * D;
+    case USP_BUF_LSE: case USP_BUF_LSE_BLK: case USP_BUF_DELTA: return B * hu * lr;
+    case USP_BUF_K_ALL: case USP_BUF_V_ALL: case USP_BUF_DK_ALL: case USP_BUF_DV_ALL:
+        return R * block;
+    case USP_BUF_SEND: case USP_BUF_RECV: return staging;
+    default: return block; /* K, V, ring buffers, DK, DV */
+    }
+}
+
+usp_buf usp_buf_owner(const usp_rank_schedule *rs, usp_buf b) {
+    while (b != USP_BUF_NONE && rs->bufs[b].alias != USP_BUF_NONE) b = rs->bufs[b].alias;
+    return b;
+}
+
+static double buf_bytes(const builder *bd, usp_buf b) {
+    return (double)buf_elems(bd->c, b) * usp_buf_elem_size(buf_role(b), bd->c->dtype);
+}
+
+/* ---------------------------------------------------------------- emitting */
+
+static usp_step step_new(usp_step_kind kind, usp_phase phase, const char *name) {
+    usp_step st;
+    memset(&st, 0, sizeof st);
+    st.kind = kind;
+    st.phase = phase;
+    st.stream = (kind == USP_STEP_ALL_TO_ALL || kind == USP_STEP_SENDRECV ||
+                 kind == USP_STEP_ALLGATHER || kind == USP_STEP_REDUCE_SCATTER)
+                    ? USP_STREAM_COMM : USP_STREAM_COMPUTE;
+    st.src[0] = st.src[1] = st.dst[0] = st.dst[1] = USP_BUF_NONE;
+    st.peer_send = st.peer_recv = -1;
+    st.ring_step = -1;
+    st.dep = -1;
+    st.tag = -1;
+    snprintf(st.name, sizeof st.name, "%s.%s", phase == USP_PHASE_FWD ? "fwd" : "bwd", name);
+    return st;
+}
+
+static void note_use(builder *bd, usp_buf b, int idx) {
+    usp_buf_info *bi = &bd->rs->bufs[usp_buf_owner(bd->rs, b)];
+    if (bi->first_step < 0) bi->first_step = idx;
+    bi->last_step = idx;
+}
+
+/* Appends st; its dep comes from what it reads and writes. */
+static usp_status emit(builder *bd, usp_step st, buf_set reads, buf_set writes) {
+    usp_rank_schedule *rs = bd->rs;
+    if (rs->nsteps == bd->cap) {
+        int cap = bd->cap ? bd->cap * 2 : 64;
+        usp_step *grown = realloc(rs->steps, (size_t)cap * sizeof *grown);
+        if (!grown) return usp_fail(USP_EINTERNAL, "out of memory building the schedule");
+        rs->steps = grown;
+        bd->cap = cap;
+    }
+    int idx = rs->nsteps, other = st.stream == USP_STREAM_COMPUTE ? USP_STREAM_COMM : USP_STREAM_COMPUTE;
+    int dep = -1;
+    for (int i = 0; i < reads.n; i++) {
+        usp_buf o = usp_buf_owner(rs, reads.b[i]);
+        int w = bd->last_write[o];
+        if (w >= 0 && rs->steps[w].stream == (usp_stream)other && w > dep) dep = w;
+    }
+    for (int i = 0; i < writes.n; i++) {
+        usp_buf o = usp_buf_owner(rs, writes.b[i]);
+        int w = bd->last_write[o], r = bd->last_read[o][other];
+        if (w >= 0 && rs->steps[w].stream == (usp_stream)other && w > dep) dep = w;
+        if (r > dep) dep = r;
+    }
+    st.dep = dep;
+    if (st.stream == USP_STREAM_COMM) st.tag = bd->comm_tag++;
+    for (int i = 0; i < reads.n; i++) {
+        usp_buf o = usp_buf_owner(rs, reads.b[i]);
+        bd->last_read[o][st.stream] = idx;
+        note_use(bd, o, idx);
+    }
+    for (int i = 0; i < writes.n; i++) {
+        usp_buf o = usp_buf_owner(rs, writes.b[i]);
+        bd->last_write[o] = idx;
+        note_use(bd, o, idx);
+    }
+    rs->steps[rs->nsteps++] = st;
+    return USP_OK;
+}
+
+static buf_set set_of(int n, ...) {
+    buf_set s = {{0}, 0};
+    va_list ap;
+    va_start(ap, n);
+    for (int i = 0; i < n; i++) {
+        usp_buf b = (usp_buf)va_arg(ap, int);
+        if (b != USP_BUF_NONE) s.b[s.n++] = b;
+    }
+    va_end(ap);
+    return s;
+}
+
+/* ---------------------------------------------------------------- pieces */
+
+static const char *a2a_tensor_name(usp_buf b) {
+    switch (b) {
+    case USP_BUF_Q_IN: return "q";
+    case USP_BUF_K_IN: return "k";
+    case USP_BUF_V_IN: return "v";
+    case USP_BUF_DO_IN: return "do";
+    case USP_BUF_O: return "o";
+    case USP_BUF_LSE: return "lse";
+    case USP_BUF_DQ: return "dq";
+    case USP_BUF_DK: return "dk";
+    default: return "dv";
+    }
+}
+
+/* PACK src -> SEND, ALL_TO_ALL SEND -> RECV, UNPACK RECV -> dst. */
+static usp_status emit_all_to_all(builder *bd, usp_phase ph, usp_a2a a, usp_buf src, usp_buf dst) {
+    const usp_config *c = bd->c;
+    const char *t = a2a_tensor_name(src);
+    char name[32];
+    double elem = (double)usp_buf_elem_size(buf_role(src), c->dtype);
+    double piece = usp_a2a_piece_elems(c, a) * elem, total = piece * c->ulysses;
+
+    snprintf(name, sizeof name, "a2a.%s.pack", t);
+    usp_step pack = step_new(USP_STEP_PACK, ph, name);
+    pack.src[0] = src; pack.dst[0] = USP_BUF_SEND; pack.a2a = a;
+    pack.bytes_mem = 2 * total;
+    USP_TRY(emit(bd, pack, set_of(1, src), set_of(1, USP_BUF_SEND)));
+
+    snprintf(name, sizeof name, "a2a.%s", t);
+    usp_step x = step_new(USP_STEP_ALL_TO_ALL, ph, name);
+    x.group = USP_GROUP_ULYSSES; x.a2a = a;
+    x.src[0] = USP_BUF_SEND; x.dst[0] = USP_BUF_RECV;
+    x.bytes_sent = piece * (c->ulysses - 1);
+    USP_TRY(emit(bd, x, set_of(1, USP_BUF_SEND), set_of(1, USP_BUF_RECV)));
+
+    snprintf(name, sizeof name, "a2a.%s.unpack", t);
+    usp_step un = step_new(USP_STEP_UNPACK, ph, name);
+    un.src[0] = USP_BUF_RECV; un.dst[0] = dst; un.a2a = a;
+    un.bytes_mem = 2 * total;
+    return emit(bd, un, set_of(1, USP_BUF_RECV), set_of(1, dst));
+}
+
+static usp_status emit_init(builder *bd, usp_phase ph, const char *name, usp_buf a, usp_buf b) {
+    usp_step st = step_new(USP_STEP_INIT, ph, name);
+    st.dst[0] = a; st.dst[1] = b;
+    st.bytes_mem = buf_bytes(bd, a) + (b != USP_BUF_NONE ? buf_bytes(bd, b) : 0);
+    return emit(bd, st, set_of(0), set_of(2, a, b));
+}
+
+/* K/V (or dK/dV) to ring rank r+1, from r-1. */
+static usp_status emit_sendrecv(builder *bd, usp_phase ph, const char *name, int s,
+                                usp_buf s0, usp_buf s1, usp_buf d0, usp_buf d1) {
+    const usp_config *c = bd->c;
+    int r = bd->rs->ring_rank, u = bd->rs->ulysses_rank;
+    usp_step st = step_new(USP_STEP_SENDRECV, ph, name);
+    st.group = USP_GROUP_RING;
+    st.ring_step = s;
+    st.src[0] = s0; st.src[1] = s1; st.dst[0] = d0; st.dst[1] = d1;
+    st.peer_send = usp_rank_of(c, (r + 1) % c->ring, u);
+    st.peer_recv = usp_rank_of(c, (r - 1 + c->ring) % c->ring, u);
+    st.bytes_sent = buf_bytes(bd, s0) + buf_bytes(bd, s1);
+    return emit(bd, st, set_of(2, s0, s1), set_of(2, d0, d1));
+}
+
+/* Attention of the local queries against the K/V block of ring rank j, held
+ * in (k, v) at block index kv_block: forward + merge, or backward into (dk, dv). */
+static usp_status emit_attention(builder *bd, usp_phase ph, const char *prefix, int s, int j,
+                                 usp_buf k, usp_buf v, int kv_block, usp_buf dk, usp_buf dv) {
+    const usp_config *c = bd->c;
+    usp_block blks[2];
+    int n = ring_blocks(c, bd->rs->ring_rank, j, blks);
+    double per_pair = (ph == USP_PHASE_FWD ? 4.0 : 10.0) * c->head_dim * c->batch * usp_heads_per_rank(c);
+    for (int i = 0; i < n; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "%s.attn", prefix);
+        usp_step st = step_new(ph == USP_PHASE_FWD ? USP_STEP_ATTN_FWD : USP_STEP_ATTN_BWD, ph, name);
+        st.ring_step = s; st.kv_block = kv_block; st.src_block = j; st.blk = blks[i];
+        st.src[0] = k; st.src[1] = v;
+        st.flops = per_pair * usp_block_pairs(&blks[i]);
+        if (ph == USP_PHASE_FWD) {
+            st.dst[0] = USP_BUF_O_BLK; st.dst[1] = USP_BUF_LSE_BLK;
+            USP_TRY(emit(bd, st, set_of(3, USP_BUF_Q, k, v), set_of(2, USP_BUF_O_BLK, USP_BUF_LSE_BLK)));
+            snprintf(name, sizeof name, "%s.merge", prefix);
+            usp_step m = step_new(USP_STEP_MERGE, ph, name);
+            m.ring_step = s; m.blk = blks[i];
+            m.src[0] = USP_BUF_O_BLK; m.src[1] = USP_BUF_LSE_BLK;
+            m.dst[0] = USP_BUF_O; m.dst[1] = USP_BUF_LSE;
+            double row = (double)c->batch * usp_heads_per_rank(c) *
+                         (c->head_dim * usp_buf_elem_size(USP_ROLE_ACCUM, c->dtype) +
+                          usp_buf_elem_size(USP_ROLE_STATS, c->dtype));
+            m.bytes_mem = 3 * row * blks[i].q_len; /* read both, write one */
+            USP_TRY(emit(bd, m, set_of(4, USP_BUF_O_BLK, USP_BUF_LSE_BLK, USP_BUF_O, USP_BUF_LSE),
+                         set_of(2, USP_BUF_O, USP_BUF_LSE)));
+        } else {
+            st.dst[0] = dk; st.dst[1] = dv;
+            USP_TRY(emit(bd, st,
+                         set_of(8, USP_BUF_Q, k, v, USP_BUF_DO, USP_BUF_LSE, USP_BUF_DELTA, dk, dv),
+                         set_of(3, USP_BUF_DQ, dk, dv)));
+        }
+    }
+    return USP_OK;
+}
+
+/* ---------------------------------------------------------------- passes */
+
+static usp_buf ring_k(int s) { return s == 0 ? USP_BUF_K : (s % 2 ? USP_BUF_KB1 : USP_BUF_KB0); }
+static usp_buf ring_v(int s) { return s == 0 ? USP_BUF_V : (s % 2 ? USP_BUF_VB1 : USP_BUF_VB0); }
+static int uses_allgather(const usp_config *c) { return c->ring_impl == USP_RING_ALLGATHER && c->ring > 1; }
+
+static usp_status build_forward(builder *bd) {
+    const usp_config *c = bd->c;
+    int r = bd->rs->ring_rank, R = c->ring;
+    if (c->ulysses > 1) {
+        USP_TRY(emit_all_to_all(bd, USP_PHASE_FWD, USP_A2A_Q, USP_BUF_Q_IN, USP_BUF_Q));
+        USP_TRY(emit_all_to_all(bd, USP_PHASE_FWD, USP_A2A_KV, USP_BUF_K_IN, USP_BUF_K));
+        USP_TRY(emit_all_to_all(bd, USP_PHASE_FWD, USP_A2A_KV, USP_BUF_V_IN, USP_BUF_V));
+    }
+    USP_TRY(emit_init(bd, USP_PHASE_FWD, "init", USP_BUF_O, USP_BUF_LSE));
+    char prefix[24];
+    if (uses_allgather(c)) {
+        usp_step g = step_new(USP_STEP_ALLGATHER, USP_PHASE_FWD, "allgather.kv");
+        g.group = USP_GROUP_RING;
+        g.src[0] = USP_BUF_K; g.src[1] = USP_BUF_V; g.dst[0] = USP_BUF_K_ALL; g.dst[1] = USP_BUF_V_ALL;
+        g.bytes_sent = (R - 1) * (buf_bytes(bd, USP_BUF_K) + buf_bytes(bd, USP_BUF_V));
+        USP_TRY(emit(bd, g, set_of(2, USP_BUF_K, USP_BUF_V), set_of(2, USP_BUF_K_ALL, USP_BUF_V_ALL)));
+        for (int j = 0; j < R; j++) {
+            snprintf(prefix, sizeof prefix, "block%d", j);
+            USP_TRY(emit_attention(bd, USP_PHASE_FWD, prefix, j, j, USP_BUF_K_ALL, USP_BUF_V_ALL, j,
+                                   USP_BUF_NONE, USP_BUF_NONE));
+        }
+    } else {
+        for (int s = 0; s < R; s++) {
+            snprintf(prefix, sizeof prefix, "ring%d", s);
+            if (s < R - 1) {
+                char name[32];
+                snprintf(name, sizeof name, "%s.kv", prefix);
+                USP_TRY(emit_sendrecv(bd, USP_PHASE_FWD, name, s, ring_k(s), ring_v(s),
+                                      ring_k(s + 1), ring_v(s + 1)));
+            }
+            USP_TRY(emit_attention(bd, USP_PHASE_FWD, prefix, s, (r - s + R) % R, ring_k(s),
+                                   ring_v(s), 0, USP_BUF_NONE, USP_BUF_NONE));
+        }
+    }
+    if (c->ulysses > 1) {
+        USP_TRY(emit_all_to_all(bd, USP_PHASE_FWD, USP_A2A_O, USP_BUF_O, USP_BUF_O_OUT));
+        USP_TRY(emit_all_to_all(bd, USP_PHASE_FWD, USP_A2A_LSE, USP_BUF_LSE, USP_BUF_LSE_OUT));
+    }
+    return USP_OK;
+}
+
+/* dK/dV buffers at ring step s, and where they go after it. */
+static usp_buf ring_dk(int R, int s) { return R == 1 || s == R ? USP_BUF_DK : (s % 2 ? USP_BUF_DKB1 : USP_BUF_DKB0); }
+static usp_buf ring_dv(int R, int s) { return R == 1 || s == R ? USP_BUF_DV : (s % 2 ? USP_BUF_DVB1 : USP_BUF_DVB0); }
+
+static usp_status build_backward_ring(builder *bd) {
+    int r = bd->rs->ring_rank, R = bd->c->ring;
+    char prefix[24], name[32];
+    USP_TRY(emit_init(bd, USP_PHASE_BWD, "init.dkv", ring_dk(R, 0), ring_dv(R, 0)));
+    for (int s = 0; s < R; s++) {
+        snprintf(prefix, sizeof prefix, "ring%d", s);
+        if (s < R - 1) {
+            snprintf(name, sizeof name, "%s.kv", prefix);
+            USP_TRY(emit_sendrecv(bd, USP_PHASE_BWD, name, s, ring_k(s), ring_v(s),
+                                  ring_k(s + 1), ring_v(s + 1)));
+        }
+        USP_TRY(emit_attention(bd, USP_PHASE_BWD, prefix, s, (r - s + R) % R, ring_k(s), ring_v(s),
+                               0, ring_dk(R, s), ring_dv(R, s)));
+        if (R > 1) {
+            snprintf(name, sizeof name, "%s.dkv", prefix);
+            USP_TRY(emit_sendrecv(bd, USP_PHASE_BWD, name, s, ring_dk(R, s), ring_dv(R, s),
+                                  ring_dk(R, s + 1), ring_dv(R, s + 1)));
+        }
+    }
+    return USP_OK;
+}
+
+static usp_status build_backward_allgather(builder *bd) {
+    int R = bd->c->ring;
+    char prefix[24];
+    USP_TRY(emit_init(bd, USP_PHASE_BWD, "init.dkv", USP_BUF_DK_ALL, USP_BUF_DV_ALL));
+    for (int j = 0; j < R; j++) {
+        snprintf(prefix, sizeof prefix, "block%d", j);
+        USP_TRY(emit_attention(bd, USP_PHASE_BWD, prefix, j, j, USP_BUF_K_ALL, USP_BUF_V_ALL, j,
+                               USP_BUF_DK_ALL, USP_BUF_DV_ALL));
+    }
+    usp_step rs = step_new(USP_STEP_REDUCE_SCATTER, USP_PHASE_BWD, "reduce_scatter.dkv");
+    rs.group = USP_GROUP_RING;
+    rs.src[0] = USP_BUF_DK_ALL; rs.src[1] = USP_BUF_DV_ALL; rs.dst[0] = USP_BUF_DK; rs.dst[1] = USP_BUF_DV;
+    rs.bytes_sent = (R - 1) * (buf_bytes(bd, USP_BUF_DK) + buf_bytes(bd, USP_BUF_DV));
+    return emit(bd, rs, set_of(2, USP_BUF_DK_ALL, USP_BUF_DV_ALL), set_of(2, USP_BUF_DK, USP_BUF_DV));
+}
+
+static usp_status build_backward(builder *bd) {
+    const usp_config *c = bd->c;
+    if (c->ulysses > 1)
+        USP_TRY(emit_all_to_all(bd, USP_PHASE_BWD, USP_A2A_Q, USP_BUF_DO_IN, USP_BUF_DO));
+    usp_step prep = step_new(USP_STEP_BWD_PREP, USP_PHASE_BWD, "prep");
+    prep.src[0] = USP_BUF_O; prep.src[1] = USP_BUF_DO; prep.dst[0] = USP_BUF_DELTA;
+    prep.bytes_mem = buf_bytes(bd, USP_BUF_O) + buf_bytes(bd, USP_BUF_DO) + buf_bytes(bd, USP_BUF_DELTA);
+    USP_TRY(emit(bd, prep, set_of(2, USP_BUF_O, USP_BUF_DO), set_of(1, USP_BUF_DELTA)));
+    USP_TRY(emit_init(bd, USP_PHASE_BWD, "init.dq", USP_BUF_DQ, USP_BUF_NONE));
+    USP_TRY(uses_allgather(c) ? build_backward_allgather(bd) : build_backward_ring(bd));
+    if (c->ulysses > 1) {
+        USP_TRY(emit_all_to_all(bd, USP_PHASE_BWD, USP_A2A_O, USP_BUF_DQ, USP_BUF_DQ_OUT));
+        USP_TRY(emit_all_to_all(bd, USP_PHASE_BWD, USP_A2A_DKV, USP_BUF_DK, USP_BUF_DK_OUT));
+        USP_TRY(emit_all_to_all(bd, USP_PHASE_BWD, USP_A2A_DKV, USP_BUF_DV, USP_BUF_DV_OUT));
+    }
+    return USP_OK;
+}
+
+/* ---------------------------------------------------------------- assembly */
+
+static void declare_buffers(const usp_config *c, usp_rank_schedule *rs) {
+    for (int b = 0; b < USP_BUF_COUNT; b++) {
+        rs->bufs[b] = (usp_buf_info){buf_names[b], buf_elems(c, b), buf_role(b), USP_BUF_NONE, -1, -1};
+    }
+    if (c->ulysses == 1) { /* no all-to-all: the head-sharded tensors are the shards */
+        static const usp_buf pairs[][2] = {
+            {USP_BUF_Q, USP_BUF_Q_IN}, {USP_BUF_K, USP_BUF_K_IN}, {USP_BUF_V, USP_BUF_V_IN},
+            {USP_BUF_DO, USP_BUF_DO_IN}, {USP_BUF_O_OUT, USP_BUF_O}, {USP_BUF_LSE_OUT, USP_BUF_LSE},
+            {USP_BUF_DQ_OUT, USP_BUF_DQ}, {USP_BUF_DK_OUT, USP_BUF_DK}, {USP_BUF_DV_OUT, USP_BUF_DV}};
+        for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++)
+            rs->bufs[pairs[i][0]].alias = pairs[i][1];
+    }
+}
+
+/* Inputs live from the start, outputs to the end; unused buffers get 0 elements. */
+static void close_lifetimes(usp_rank_schedule *rs, int backward) {
+    static const usp_buf inputs[] = {USP_BUF_Q_IN, USP_BUF_K_IN, USP_BUF_V_IN, USP_BUF_DO_IN};
+    static const usp_buf outputs[] = {USP_BUF_O_OUT, USP_BUF_LSE_OUT, USP_BUF_DQ_OUT,
+                                      USP_BUF_DK_OUT, USP_BUF_DV_OUT};
+    for (size_t i = 0; i < 4; i++) {
+        if (inputs[i] == USP_BUF_DO_IN && !backward) continue;
+        usp_buf_info *bi = &rs->bufs[usp_buf_owner(rs, inputs[i])];
+        bi->first_step = 0;
+        if (bi->last_step < 0) bi->last_step = 0;
+    }
+    for (size_t i = 0; i < 5; i++) {
+        if (i >= 2 && !backward) continue;
+        usp_buf_info *bi = &rs->bufs[usp_buf_owner(rs, outputs[i])];
+        if (bi->first_step < 0) bi->first_step = 0;
+        bi->last_step = rs->nsteps - 1;
+    }
+    for (int b = 0; b < USP_BUF_COUNT; b++) {
+        usp_buf_info *bi = &rs->bufs[b];
+        if (bi->alias != USP_BUF_NONE) {
+            if (rs->bufs[usp_buf_owner(rs, b)].first_step < 0) bi->elems = 0;
+        } else if (bi->first_step < 0) {
+            bi->elems = 0;
+        }
+    }
+}
+
+static usp_status build_rank(const usp_config *c, int rank, int backward, usp_rank_schedule *rs) {
+    builder bd = {.c = c, .rs = rs};
+    rs->rank = rank;
+    usp_coords_of(c, rank, &rs->ring_rank, &rs->ulysses_rank);
+    declare_buffers(c, rs);
+    for (int b = 0; b < USP_BUF_COUNT; b++) {
+        bd.last_write[b] = -1;
+        bd.last_read[b][0] = bd.last_read[b][1] = -1;
+    }
+    USP_TRY(build_forward(&bd));
+    rs->nfwd = rs->nsteps;
+    if (backward) USP_TRY(build_backward(&bd));
+    close_lifetimes(rs, backward);
+    return USP_OK;
+}
+
+usp_status usp_schedule_build(const usp_config *cfg, int backward, usp_schedule *out) {
+    memset(out, 0, sizeof *out);
+    USP_TRY(usp_config_validate(cfg));
+    out->cfg = *cfg;
+    out->world = usp_world(cfg);
+    out->backward = backward;
+    out->ranks = usp_calloc((size_t)out->world, sizeof *out->ranks);
+    if (!out->ranks) return USP_EINTERNAL;
+    for (int g = 0; g < out->world; g++) {
+        usp_status st = build_rank(&out->cfg, g, backward, &out->ranks[g]);
+        if (st != USP_OK) { usp_schedule_free(out); return st; }
+    }
+    return USP_OK;
+}
+
+void usp_schedule_free(usp_schedule *s) {
+    if (s->ranks)
+        for (int g = 0; g < s->world; g++) free(s->ranks[g].steps);
+    free(s->ranks);
+    memset(s, 0, sizeof *s);
+}
+
+double usp_peak_bytes(const usp_rank_schedule *rs, usp_dtype dtype) {
+    double peak = 0;
+    for (int i = 0; i < (rs->nsteps ? rs->nsteps : 1); i++) {
+        double live = 0;
+        for (int b = 0; b < USP_BUF_COUNT; b++) {
+            const usp_buf_info *bi = &rs->bufs[b];
+            if (bi->alias != USP_BUF_NONE || bi->elems == 0) continue;
+            if (bi->first_step <= i && i <= bi->last_step)
+                live += (double)bi->elems * usp_buf_elem_size(bi->role, dtype);
+        }
+        if (live > peak) peak = live;
+    }
+    return peak;
+}
+
+const char *usp_step_kind_name(usp_step_kind k) {
+    static const char *names[USP_STEP_KIND_COUNT] = {
+        "pack", "all_to_all", "unpack", "sendrecv", "allgather", "reduce_scatter",
+        "init", "attn_fwd", "merge", "bwd_prep", "attn_bwd"};
+    return (k >= 0 && k < USP_STEP_KIND_COUNT) ? names[k] : "?";
+}
