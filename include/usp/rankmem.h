@@ -32,10 +32,10 @@ void usp_rank_mem_free(usp_rank_mem *m);
 
 /* Copies the rank's shards of q, k, v (and dout when the schedule has a
  * backward) out of the global fp64 inputs, converted to the dtype. */
-void usp_rank_mem_load(usp_rank_mem *m, const usp_inputs *in);
+usp_status usp_rank_mem_load(usp_rank_mem *m, const usp_inputs *in);
 /* Writes the rank's shards of o, lse (and dq, dk, dv) into the result's
  * global fp64 arrays. */
-void usp_rank_mem_store(const usp_rank_mem *m, usp_result *r);
+usp_status usp_rank_mem_store(const usp_rank_mem *m, usp_result *r);
 
 /* Applies one COMPUTE-stream step. */
 void usp_rank_compute(usp_rank_mem *m, const usp_step *st);
