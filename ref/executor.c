@@ -6,6 +6,7 @@
  * buffered (the payload is copied into the receiver's mailbox), so the turn
  * order cannot deadlock a valid schedule; if no rank can move, the schedule
  * is broken and the run stops with the rank and step that wait. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "usp/executor.h"
 
 #include <stdlib.h>
