@@ -1,1 +1,126 @@
-/* placeholder */
+/* cli.c: option parsing and reporting shared by the subcommands. */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+int usp_cli_bad_input(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "usp: %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 2;
+}
+
+int usp_cli_report(const char *cmd, int status) {
+    fprintf(stderr, "usp: %s: %s\n", cmd, usp_error());
+    return status == USP_EINVAL ? 2 : 1;
+}
+
+int usp_parse_int(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end != '\0' || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+int usp_parse_double(const char *s, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end != '\0' || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+static int int_option(const char *cmd, const char *name, const char *arg, long lo, long hi, int *dst) {
+    long v;
+    if (usp_parse_int(arg, lo, hi, &v) != 0)
+        return usp_cli_bad_input(cmd, "--%s '%s' is not an integer in %ld..%ld", name, arg, lo, hi), -1;
+    *dst = (int)v;
+    return 1;
+}
+
+/* kv_heads left at 0 means "same as heads" until usp_cli_config_finish. */
+int usp_cli_config_option(const char *cmd, int opt, const char *arg, usp_config *cfg) {
+    const long big = 1L << 30;
+    switch (opt) {
+    case USP_OPT_BATCH: return int_option(cmd, "batch", arg, 1, big, &cfg->batch);
+    case USP_OPT_SEQ: return int_option(cmd, "seq", arg, 1, big, &cfg->seq);
+    case USP_OPT_HEADS: return int_option(cmd, "heads", arg, 1, 1 << 16, &cfg->heads);
+    case USP_OPT_KV_HEADS: return int_option(cmd, "kv-heads", arg, 1, 1 << 16, &cfg->kv_heads);
+    case USP_OPT_HEAD_DIM: return int_option(cmd, "head-dim", arg, 1, 256, &cfg->head_dim);
+    case USP_OPT_ULYSSES: return int_option(cmd, "ulysses", arg, 1, 65536, &cfg->ulysses);
+    case USP_OPT_RING: return int_option(cmd, "ring", arg, 1, 65536, &cfg->ring);
+    case USP_OPT_CAUSAL: cfg->causal = 1; return 1;
+    case USP_OPT_NO_CAUSAL: cfg->causal = 0; return 1;
+    case USP_OPT_SCALE:
+        if (usp_parse_double(arg, &cfg->scale) != 0 || cfg->scale <= 0)
+            return usp_cli_bad_input(cmd, "--scale '%s' is not a positive number", arg), -1;
+        return 1;
+    case USP_OPT_SEED: {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(arg, &end, 10);
+        if (errno || end == arg || *end || arg[0] == '-')
+            return usp_cli_bad_input(cmd, "--seed '%s' is not a non-negative integer", arg), -1;
+        cfg->seed = v;
+        return 1;
+    }
+    case USP_OPT_DTYPE:
+        if (usp_parse_dtype(arg, &cfg->dtype) != USP_OK) return usp_cli_report(cmd, USP_EINVAL), -1;
+        return 1;
+    case USP_OPT_RING_IMPL:
+        if (usp_parse_ring_impl(arg, &cfg->ring_impl) != USP_OK) return usp_cli_report(cmd, USP_EINVAL), -1;
+        return 1;
+    case USP_OPT_LAYOUT:
+        if (usp_parse_layout(arg, &cfg->layout) != USP_OK) return usp_cli_report(cmd, USP_EINVAL), -1;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+void usp_cli_config_finish(usp_config *cfg) {
+    if (cfg->kv_heads <= 0) cfg->kv_heads = cfg->heads;
+}
+
+void usp_cli_config_help(FILE *f) {
+    usp_config d = usp_config_default();
+    fprintf(f,
+            "Problem and sharding:\n"
+            "  --batch B           batch size (default %d)\n"
+            "  --seq L             sequence length, tokens (default %d)\n"
+            "  --heads H           query heads (default %d)\n"
+            "  --kv-heads HKV      key/value heads, H %% HKV == 0 (default: H)\n"
+            "  --head-dim D        head dimension, 1..256 (default %d)\n"
+            "  --causal | --no-causal   mask (default causal)\n"
+            "  --scale S           softmax scale (default 1/sqrt(D))\n"
+            "  --dtype T           fp64, fp32, fp16, bf16 (default %s)\n"
+            "  --ulysses U         ulysses degree: all-to-all over heads (default %d)\n"
+            "  --ring R            ring degree: K/V passed around a ring (default %d)\n"
+            "  --ring-impl I       basic, zigzag, stripe, allgather (default %s)\n"
+            "  --layout P          ulysses-inner (g = r*U + u) or ring-inner (g = u*R + r)\n"
+            "  --seed N            seed of the generated inputs (default %llu)\n",
+            d.batch, d.seq, d.heads, d.head_dim, usp_dtype_name(d.dtype), d.ulysses, d.ring,
+            usp_ring_impl_name(d.ring_impl), (unsigned long long)d.seed);
+}
+
+void usp_json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+        else if (ch == '\n') fputs("\\n", f);
+        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+        else fputc(ch, f);
+    }
+    fputc('"', f);
+}

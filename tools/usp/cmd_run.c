@@ -1,1 +1,184 @@
-/* placeholder */
+/* usp run: one sharded attention, checked against the fp64 reference. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "cli.h"
+#include "runcase.h"
+#include "usp/npy.h"
+
+typedef struct {
+    const char *backend, *input_dir, *dump_dir, *trace_path;
+    int json, backward;
+} run_options;
+
+static void help(void) {
+    printf("usage: usp run [options] [problem options]\n\n"
+           "Runs the USP schedule of one problem, checks every output (O, LSE, dQ, dK,\n"
+           "dV) against the exact fp64 dense reference, and reports what each rank\n"
+           "sent and held. Exit 0 when every tensor passes, 1 when one does not,\n"
+           "2 on bad input.\n\n"
+           "  --backend B       ref (in-process, all ranks in this process)\n"
+           "  --input DIR       read DIR/q.npy k.npy v.npy [do.npy], (B, L, H, D)\n"
+           "  --dump DIR        write o lse dq dk dv and ref_o ... ref_dv as .npy\n"
+           "  --trace FILE      write a Chrome trace (Perfetto) of every step\n"
+           "  --forward-only    skip the backward pass\n"
+           "  --json            one JSON object instead of the text summary\n\n");
+    usp_cli_config_help(stdout);
+}
+
+/* ------------------------------------------------------------ output */
+
+static void json_number(double x) {
+    if (isfinite(x)) printf("%.6g", x); else printf("null");
+}
+
+static void print_text(const usp_case *c, const run_options *o) {
+    char desc[256];
+    usp_config_describe(&c->cfg, desc, sizeof desc);
+    printf("usp run: %s\nbackend %s, world %d = ulysses %d x ring %d\n\n", desc, o->backend,
+           c->sched.world, c->cfg.ulysses, c->cfg.ring);
+    printf("%-6s %12s %12s %10s  %s\n", "tensor", "max_abs_err", "rel_err", "tolerance", "result");
+    for (int t = 0; t < c->ntensors; t++) {
+        const usp_error_stats *e = &c->err[t];
+        printf("%-6s %12.3e %12.3e %10.0e  %s", usp_tensor_names[t], e->max_abs, e->rel,
+               c->tol[t], e->pass ? "pass" : "FAIL");
+        if (e->nan_count) printf(" (%ld NaN)", e->nan_count);
+        if (e->inf_mismatch) printf(" (%ld -inf mismatches)", e->inf_mismatch);
+        printf("\n");
+    }
+    printf("\n%-5s %12s %12s %12s %12s %12s\n", "rank", "a2a MiB", "ring MiB", "allgather",
+           "red_scatter", "peak MiB");
+    int world = c->sched.world, shown = world <= 16 ? world : 4;
+    for (int g = 0; g < shown; g++) {
+        const usp_rank_stats *r = &c->res.ranks[g];
+        printf("%-5d %12.3f %12.3f %12.3f %12.3f %12.3f\n", g,
+               r->bytes_sent[USP_STEP_ALL_TO_ALL] / 1048576, r->bytes_sent[USP_STEP_SENDRECV] / 1048576,
+               r->bytes_sent[USP_STEP_ALLGATHER] / 1048576,
+               r->bytes_sent[USP_STEP_REDUCE_SCATTER] / 1048576, r->peak_bytes / 1048576);
+    }
+    if (shown < world) printf("... (%d more ranks; --json lists all)\n", world - shown);
+    printf("\nresult: %s\n", c->pass ? "PASS" : "FAIL");
+}
+
+static void print_json(const usp_case *c, const run_options *o) {
+    char desc[256];
+    const usp_config *k = &c->cfg;
+    usp_config_describe(k, desc, sizeof desc);
+    printf("{\"config\": {\"batch\": %d, \"seq\": %d, \"heads\": %d, \"kv_heads\": %d, "
+           "\"head_dim\": %d, \"causal\": %s, \"scale\": %.17g, \"dtype\": \"%s\", \"ulysses\": %d, "
+           "\"ring\": %d, \"ring_impl\": \"%s\", \"layout\": \"%s\", \"seed\": %llu},\n",
+           k->batch, k->seq, k->heads, k->kv_heads, k->head_dim, k->causal ? "true" : "false",
+           usp_scale(k), usp_dtype_name(k->dtype), k->ulysses, k->ring,
+           usp_ring_impl_name(k->ring_impl), usp_layout_name(k->layout), (unsigned long long)k->seed);
+    printf(" \"backend\": \"%s\", \"world\": %d,\n \"tensors\": {", o->backend, c->sched.world);
+    for (int t = 0; t < c->ntensors; t++) {
+        const usp_error_stats *e = &c->err[t];
+        printf("%s\"%s\": {\"max_abs_err\": ", t ? ", " : "", usp_tensor_names[t]);
+        json_number(e->max_abs);
+        printf(", \"rel_err\": ");
+        json_number(e->rel);
+        printf(", \"tolerance\": %g, \"nan\": %ld, \"inf_mismatch\": %ld, \"pass\": %s}", c->tol[t],
+               e->nan_count, e->inf_mismatch, e->pass ? "true" : "false");
+    }
+    printf("},\n \"ranks\": [");
+    for (int g = 0; g < c->sched.world; g++) {
+        const usp_rank_stats *r = &c->res.ranks[g];
+        printf("%s\n  {\"rank\": %d, \"peak_bytes\": %.0f, \"flops\": %.0f, \"bytes_sent\": {", g ? "," : "",
+               g, r->peak_bytes, r->flops);
+        for (int kind = 0; kind < USP_STEP_KIND_COUNT; kind++)
+            if (r->bytes_sent[kind] > 0)
+                printf("%s\"%s\": %.0f", kind == USP_STEP_ALL_TO_ALL ? "" : ", ",
+                       usp_step_kind_name((usp_step_kind)kind), r->bytes_sent[kind]);
+        printf("}}");
+    }
+    printf("\n ],\n \"pass\": %s}\n", c->pass ? "true" : "false");
+}
+
+/* ------------------------------------------------------------ dump */
+
+static usp_status make_dir(const char *dir) {
+    if (mkdir(dir, 0777) == 0 || errno == EEXIST) return USP_OK;
+    return usp_fail(USP_EINVAL, "cannot create directory '%s': %s", dir, strerror(errno));
+}
+
+static void tensor_shape(const usp_config *k, int t, long shape[4], int *ndim) {
+    if (t == USP_T_LSE) { shape[0] = k->batch; shape[1] = k->heads; shape[2] = k->seq; *ndim = 3; return; }
+    int nh = (t == USP_T_DK || t == USP_T_DV) ? k->kv_heads : k->heads;
+    shape[0] = k->batch; shape[1] = k->seq; shape[2] = nh; shape[3] = k->head_dim;
+    *ndim = 4;
+}
+
+static usp_status dump(const usp_case *c, const char *dir) {
+    USP_TRY(make_dir(dir));
+    for (int t = 0; t < c->ntensors; t++) {
+        long shape[4];
+        int ndim;
+        char path[4096];
+        tensor_shape(&c->cfg, t, shape, &ndim);
+        snprintf(path, sizeof path, "%s/%s.npy", dir, usp_tensor_names[t]);
+        USP_TRY(usp_npy_write(path, ndim, shape, usp_case_output(c, t), 0));
+        snprintf(path, sizeof path, "%s/ref_%s.npy", dir, usp_tensor_names[t]);
+        USP_TRY(usp_npy_write(path, ndim, shape, c->ref[t], 0));
+    }
+    return USP_OK;
+}
+
+/* ------------------------------------------------------------ main */
+
+static int parse(int argc, char **argv, usp_config *cfg, run_options *o) {
+    enum { OPT_BACKEND = USP_OPT_CMD_FIRST, OPT_INPUT, OPT_DUMP, OPT_TRACE, OPT_FWD, OPT_JSON, OPT_HELP };
+    static const struct option opts[] = {
+        USP_CLI_CONFIG_LONGOPTS,
+        {"backend", required_argument, 0, OPT_BACKEND}, {"input", required_argument, 0, OPT_INPUT},
+        {"dump", required_argument, 0, OPT_DUMP}, {"trace", required_argument, 0, OPT_TRACE},
+        {"forward-only", no_argument, 0, OPT_FWD}, {"json", no_argument, 0, OPT_JSON},
+        {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int r = usp_cli_config_option("run", opt, optarg, cfg);
+        if (r < 0) return 2;
+        if (r > 0) continue;
+        switch (opt) {
+        case OPT_BACKEND: o->backend = optarg; break;
+        case OPT_INPUT: o->input_dir = optarg; break;
+        case OPT_DUMP: o->dump_dir = optarg; break;
+        case OPT_TRACE: o->trace_path = optarg; break;
+        case OPT_FWD: o->backward = 0; break;
+        case OPT_JSON: o->json = 1; break;
+        case OPT_HELP: help(); return -1;
+        default: return usp_cli_bad_input("run", "unknown option (usp run --help)");
+        }
+    }
+    if (optind < argc) return usp_cli_bad_input("run", "unexpected argument '%s'", argv[optind]);
+    usp_cli_config_finish(cfg);
+    if (strcmp(o->backend, "ref") != 0)
+        return usp_cli_bad_input("run", "unknown backend '%s' (ref)", o->backend);
+    return 0;
+}
+
+int cmd_run(int argc, char **argv) {
+    usp_config cfg = usp_config_default();
+    cfg.kv_heads = 0;
+    run_options o = {.backend = "ref", .backward = 1};
+    int rc = parse(argc, argv, &cfg, &o);
+    if (rc) return rc < 0 ? 0 : rc;
+
+    usp_case c = {.cfg = cfg, .backward = o.backward};
+    usp_trace trace, *tp = NULL;
+    if (o.trace_path) { usp_trace_init(&trace, o.backend, &cfg); tp = &trace; }
+    usp_status st = usp_case_run(&c, o.input_dir, usp_exec_ref, NULL, tp);
+    if (st == USP_OK && o.dump_dir) st = dump(&c, o.dump_dir);
+    if (st == USP_OK && tp) st = usp_trace_write(tp, o.trace_path);
+    if (st == USP_OK) {
+        if (o.json) print_json(&c, &o); else print_text(&c, &o);
+        rc = c.pass ? 0 : 1;
+    } else {
+        rc = usp_cli_report("run", st);
+    }
+    if (tp) usp_trace_free(tp);
+    usp_case_free(&c);
+    return rc;
+}

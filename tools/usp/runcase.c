@@ -1,0 +1,75 @@
+/* runcase.c: run one problem and check it against the reference. */
+#include "runcase.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include "usp/attention.h"
+
+const char *const usp_tensor_names[USP_T_COUNT] = {"o", "lse", "dq", "dk", "dv"};
+
+long usp_case_elems(const usp_config *c, int t) {
+    long tokens = (long)c->batch * c->seq;
+    switch (t) {
+    case USP_T_O: case USP_T_DQ: return tokens * c->heads * c->head_dim;
+    case USP_T_LSE: return tokens * c->heads;
+    default: return tokens * c->kv_heads * c->head_dim;
+    }
+}
+
+double *usp_case_output(const usp_case *c, int t) {
+    double *out[USP_T_COUNT] = {c->res.o, c->res.lse, c->res.dq, c->res.dk, c->res.dv};
+    return out[t];
+}
+
+usp_status usp_exec_ref(const usp_schedule *s, const usp_inputs *in, usp_result *out,
+                        usp_trace *trace, void *ctx) {
+    (void)ctx;
+    return usp_ref_execute(s, in, out, trace);
+}
+
+static usp_status compute_reference(usp_case *c) {
+    for (int t = 0; t < c->ntensors; t++) {
+        c->ref[t] = usp_malloc((size_t)usp_case_elems(&c->cfg, t) * sizeof(double));
+        if (!c->ref[t]) return USP_EINTERNAL;
+    }
+    usp_inputs *in = &c->in;
+    USP_TRY(usp_ref_forward(&c->cfg, in->q, in->k, in->v, c->ref[USP_T_O], c->ref[USP_T_LSE]));
+    if (!c->backward) return USP_OK;
+    return usp_ref_backward(&c->cfg, in->q, in->k, in->v, c->ref[USP_T_O], c->ref[USP_T_LSE],
+                            in->dout, c->ref[USP_T_DQ], c->ref[USP_T_DK], c->ref[USP_T_DV]);
+}
+
+static void compare_all(usp_case *c) {
+    c->pass = 1;
+    for (int t = 0; t < c->ntensors; t++) {
+        c->tol[t] = usp_tolerance(c->cfg.dtype, t >= USP_T_DQ);
+        double *x = usp_case_output(c, t);
+        if (!x) { c->pass = 0; continue; }
+        c->err[t] = usp_compare(x, c->ref[t], usp_case_elems(&c->cfg, t), c->tol[t]);
+        if (!c->err[t].pass) c->pass = 0;
+    }
+}
+
+usp_status usp_case_run(usp_case *c, const char *input_dir, usp_exec_fn exec, void *ctx,
+                        usp_trace *trace) {
+    c->ntensors = c->backward ? USP_T_COUNT : 2;
+    USP_TRY(usp_schedule_build(&c->cfg, c->backward, &c->sched));
+    USP_TRY(usp_inputs_make(&c->cfg, input_dir, &c->in));
+    USP_TRY(compute_reference(c));
+    USP_TRY(usp_result_init(&c->res, &c->sched, 1));
+    USP_TRY(exec(&c->sched, &c->in, &c->res, trace, ctx));
+    compare_all(c);
+    return USP_OK;
+}
+
+void usp_case_free(usp_case *c) {
+    for (int t = 0; t < USP_T_COUNT; t++) free(c->ref[t]);
+    usp_result_free(&c->res);
+    usp_inputs_free(&c->in);
+    usp_schedule_free(&c->sched);
+    usp_config keep = c->cfg;
+    int backward = c->backward;
+    memset(c, 0, sizeof *c);
+    c->cfg = keep;
+    c->backward = backward;
+}
