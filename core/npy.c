@@ -158,9 +158,11 @@ static usp_status parse_fortran_order(header_cursor *c, npy_header *h) {
 /* One non-negative dimension; Python 2 era files may carry an 'L' suffix. */
 static usp_status parse_dimension(header_cursor *c, long *out) {
     skip_spaces(c);
-    if (c->p < c->end && *c->p == '-')
+    if (c->p >= c->end)
+        return usp_fail(USP_EINVAL, "%s: header not terminated: 'shape' not closed", c->path);
+    if (*c->p == '-')
         return usp_fail(USP_EINVAL, "%s: header: negative dimension in 'shape'", c->path);
-    if (c->p >= c->end || *c->p < '0' || *c->p > '9')
+    if (*c->p < '0' || *c->p > '9')
         return usp_fail(USP_EINVAL, "%s: header: 'shape' must be a tuple of integers",
                         c->path);
     long value = 0;
