@@ -1,0 +1,160 @@
+/* test_cli.c: the usp command refuses bad input with exit 2 and one line.
+ * argv[1] is the path of the usp binary. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "usp/npy.h"
+
+static const char *usp_bin;
+static char dir[256];
+
+/* Runs `usp <args>`, returns its exit code and its stderr (first line) in err. */
+static int run_usp(const char *args, char *err, size_t n) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1 >/dev/null", usp_bin, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    err[0] = '\0';
+    size_t used = fread(err, 1, n - 1, p);
+    err[used] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void expect_refusal(const char *args, const char *message) {
+    char err[4096];
+    int rc = run_usp(args, err, sizeof err);
+    if (rc != 2 || !strstr(err, message))
+        fail_msg("usp %s: exit %d, stderr '%s', expected exit 2 with '%s'", args, rc, err, message);
+    char *nl = strchr(err, '\n');
+    if (!nl || nl[1] != '\0') fail_msg("usp %s: more than one line: '%s'", args, err);
+}
+
+static void test_bad_configurations(void **state) {
+    (void)state;
+    expect_refusal("run --seq 1000 --ulysses 2 --ring 4", "seq 1000 is not divisible by 2*ring*ulysses = 16 (zigzag)");
+    expect_refusal("run --heads 8 --kv-heads 3", "heads 8 is not divisible by kv_heads 3");
+    expect_refusal("run --dtype int8", "unknown dtype 'int8'");
+    expect_refusal("run --ring-impl spiral", "unknown ring_impl 'spiral'");
+    expect_refusal("run --layout diagonal", "unknown layout 'diagonal'");
+    expect_refusal("run --seq abc", "--seq 'abc' is not an integer");
+    expect_refusal("run --head-dim 300", "--head-dim '300' is not an integer in 1..256");
+    expect_refusal("run --backend tpu", "unknown backend 'tpu'");
+    expect_refusal("run --no-causal", "ring_impl zigzag balances causal work only");
+    expect_refusal("run --scale -2", "--scale '-2' is not a positive number");
+    expect_refusal("run --heads 6 --ulysses 4 --ring 1", "heads 6 is not divisible by ulysses 4");
+    expect_refusal("run --heads 12 --kv-heads 6 --ulysses 4 --ring 1", "kv_heads 6 and ulysses 4: one must divide the other");
+    expect_refusal("run --dtype bf16", "the CPU executors compute in fp64 or fp32");
+    expect_refusal("run extra", "unexpected argument 'extra'");
+    expect_refusal("schedule --rank 99", "--rank 99 but world is 4");
+    expect_refusal("verify --dtype bf16", "the in-process executor runs fp64 or fp32");
+    expect_refusal("frobnicate", "unknown command 'frobnicate'");
+}
+
+/* ---------------------------------------------------------- .npy inputs */
+
+#define SHAPE "--batch 1 --seq 16 --heads 2 --head-dim 4 --ulysses 2 --ring 2"
+static const long good_shape[4] = {1, 16, 2, 4};
+
+static void write_good_inputs(void) {
+    double x[128];
+    for (int i = 0; i < 128; i++) x[i] = (i % 7) * 0.25 - 0.5;
+    const char *names[] = {"q", "k", "v"};
+    for (int i = 0; i < 3; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s.npy", dir, names[i]);
+        assert_int_equal(usp_npy_write(path, 4, good_shape, x, 0), USP_OK);
+    }
+}
+
+/* Replaces k.npy with raw bytes. */
+static void write_k_raw(const char *header, size_t data_bytes) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/k.npy", dir);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    size_t hl = strlen(header);
+    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(hl & 0xff), (unsigned char)(hl >> 8)};
+    fwrite(pre, 1, 10, f);
+    fwrite(header, 1, hl, f);
+    for (size_t i = 0; i < data_bytes; i++) fputc(0, f);
+    fclose(f);
+}
+
+static void expect_input_refusal(const char *message) {
+    char args[1024];
+    snprintf(args, sizeof args, "run " SHAPE " --input %s", dir);
+    expect_refusal(args, message);
+}
+
+static void test_malformed_npy_inputs(void **state) {
+    (void)state;
+    write_good_inputs();
+    char args[1024], err[4096];
+    snprintf(args, sizeof args, "run " SHAPE " --input %s", dir);
+    assert_int_equal(run_usp(args, err, sizeof err), 0);
+
+    write_k_raw("{'descr': '<i4', 'fortran_order': False, 'shape': (1, 16, 2, 4), }          \n", 128 * 4);
+    expect_input_refusal("k.npy");
+    write_k_raw("{'descr': '<f8', 'fortran_order': True, 'shape': (1, 16, 2, 4), }           \n", 128 * 8);
+    expect_input_refusal("ortran");
+    write_k_raw("{'descr': '<f8', 'fortran_order': False, 'shape': (1, 8, 2, 4), }           \n", 64 * 8);
+    expect_input_refusal("shape (1, 8, 2, 4) but (1, 16, 2, 4) expected");
+    write_k_raw("{'descr': '<f8', 'fortran_order': False, 'shape': (1, 16, 2, 4), }          \n", 100);
+    expect_input_refusal("k.npy");
+    write_k_raw("{'descr': '>f8', 'fortran_order': False, 'shape': (1, 16, 2, 4), }          \n", 128 * 8);
+    expect_input_refusal("k.npy");
+
+    write_good_inputs();
+    char path[512];
+    snprintf(path, sizeof path, "%s/v.npy", dir);
+    FILE *f = fopen(path, "wb");
+    fputs("not a numpy file at all", f);
+    fclose(f);
+    expect_input_refusal("v.npy");
+
+    write_good_inputs();
+    double x[128] = {0};
+    x[5] = 0.0 / 0.0;
+    snprintf(path, sizeof path, "%s/q.npy", dir);
+    assert_int_equal(usp_npy_write(path, 4, good_shape, x, 0), USP_OK);
+    expect_input_refusal("q.npy");
+
+    write_good_inputs();
+    snprintf(path, sizeof path, "%s/k.npy", dir);
+    unlink(path);
+    expect_input_refusal("k.npy");
+}
+
+static void test_help_and_json(void **state) {
+    (void)state;
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s run --help >/dev/null && %s schedule --help >/dev/null && "
+             "%s verify --help >/dev/null && %s --help >/dev/null", usp_bin, usp_bin, usp_bin, usp_bin);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s run --seq 64 --heads 4 --head-dim 8 --json | grep -q '\"pass\": true'", usp_bin);
+    assert_int_equal(system(cmd), 0);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { fprintf(stderr, "usage: test_cli PATH-TO-USP\n"); return 2; }
+    usp_bin = argv[1];
+    snprintf(dir, sizeof dir, "/tmp/usp-cli-XXXXXX");
+    if (!mkdtemp(dir)) return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_configurations),
+        cmocka_unit_test(test_malformed_npy_inputs),
+        cmocka_unit_test(test_help_and_json),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) rc = rc ? rc : 1;
+    return rc;
+}
