@@ -112,15 +112,3 @@ void usp_cli_config_help(FILE *f) {
             d.batch, d.seq, d.heads, d.head_dim, usp_dtype_name(d.dtype), d.ulysses, d.ring,
             usp_ring_impl_name(d.ring_impl), (unsigned long long)d.seed);
 }
-
-void usp_json_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-        else if (ch == '\n') fputs("\\n", f);
-        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-        else fputc(ch, f);
-    }
-    fputc('"', f);
-}

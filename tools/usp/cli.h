@@ -58,9 +58,6 @@ int usp_cli_report(const char *cmd, int status);
 int usp_parse_int(const char *s, long lo, long hi, long *out);
 int usp_parse_double(const char *s, double *out);
 
-/* Writes a JSON string literal (quoted, escaped). */
-void usp_json_string(FILE *f, const char *s);
-
 /* Subcommands (those of a backend that was not built say so and return 2). */
 int cmd_run(int argc, char **argv);
 int cmd_schedule(int argc, char **argv);
