@@ -7,11 +7,23 @@
 #include "cli.h"
 #include "runcase.h"
 #include "usp/npy.h"
+#ifdef USP_HAVE_SIM
+#include "usp/sim.h"
+#endif
 
 typedef struct {
     const char *backend, *input_dir, *dump_dir, *trace_path;
     int json, backward;
+#ifdef USP_HAVE_SIM
+    usp_sim_options sim;
+#endif
 } run_options;
+
+#ifdef USP_HAVE_SIM
+#define USP_DEFAULT_BACKEND "sim"
+#else
+#define USP_DEFAULT_BACKEND "ref"
+#endif
 
 static void help(void) {
     printf("usage: usp run [options] [problem options]\n\n"
@@ -19,7 +31,15 @@ static void help(void) {
            "dV) against the exact fp64 dense reference, and reports what each rank\n"
            "sent and held. Exit 0 when every tensor passes, 1 when one does not,\n"
            "2 on bad input.\n\n"
-           "  --backend B       ref (in-process, all ranks in this process)\n"
+           "  --backend B       sim (SimGrid, the default when built with it) or ref\n"
+           "                    (in-process: all ranks in this process, no time model)\n"
+           "  --platform P      sim: a preset (h200x8, h200x2, a100x8, l20x8, a800-2n,\n"
+           "                    h100-fattree, torus, dragonfly) or a SimGrid XML file\n"
+           "                    (default h200x8; usp platform --help lists the presets)\n"
+           "  --hostmap FILE    sim: host names of ranks 0, 1, ... one per line\n"
+           "  --profile P       sim: device profile, JSON file or built-in name\n"
+           "  --no-numerics     sim: time only; no tensors, no check (thousands of ranks)\n"
+           "  --cfg NAME:VALUE  sim: a SimGrid setting (repeatable)\n"
            "  --input DIR       read DIR/q.npy k.npy v.npy [do.npy], (B, L, H, D)\n"
            "  --dump DIR        write o lse dq dk dv and ref_o ... ref_dv as .npy\n"
            "  --trace FILE      write a Chrome trace (Perfetto) of every step\n"
@@ -29,6 +49,14 @@ static void help(void) {
 }
 
 /* ------------------------------------------------------------ output */
+
+#ifdef USP_HAVE_SIM
+static int sim_report(const usp_case *c, const run_options *o, usp_sim_report *rep) {
+    if (strcmp(o->backend, "sim") != 0) return 0;
+    if (usp_sim_report_make(&c->sched, &c->res, &o->sim, rep) != USP_OK) return 0;
+    return 1;
+}
+#endif
 
 static void json_number(double x) {
     if (isfinite(x)) printf("%.6g", x); else printf("null");
@@ -59,8 +87,14 @@ static void print_text(const usp_case *c, const run_options *o) {
                r->bytes_sent[USP_STEP_REDUCE_SCATTER] / 1048576, r->peak_bytes / 1048576);
     }
     if (shown < world) printf("... (%d more ranks; --json lists all)\n", world - shown);
+#ifdef USP_HAVE_SIM
+    usp_sim_report rep;
+    if (sim_report(c, o, &rep)) { printf("\n"); usp_sim_report_print(stdout, &rep); }
+#endif
+    if (!c->ntensors) { printf("\nresult: timing only (--no-numerics), nothing checked\n"); return; }
     printf("\nresult: %s\n", c->pass ? "PASS" : "FAIL");
 }
+
 
 static void print_json(const usp_case *c, const run_options *o) {
     char desc[256];
@@ -93,7 +127,17 @@ static void print_json(const usp_case *c, const run_options *o) {
                        usp_step_kind_name((usp_step_kind)kind), r->bytes_sent[kind]);
         printf("}}");
     }
-    printf("\n ],\n \"pass\": %s}\n", c->pass ? "true" : "false");
+    printf("\n ],\n");
+#ifdef USP_HAVE_SIM
+    usp_sim_report rep;
+    if (sim_report(c, o, &rep)) {
+        printf(" \"sim\": ");
+        usp_sim_report_json(stdout, &rep);
+        printf(",\n");
+    }
+#endif
+    if (c->ntensors) printf(" \"pass\": %s}\n", c->pass ? "true" : "false");
+    else printf(" \"pass\": null}\n");
 }
 
 /* ------------------------------------------------------------ dump */
@@ -127,10 +171,55 @@ static usp_status dump(const usp_case *c, const char *dir) {
 
 /* ------------------------------------------------------------ main */
 
+enum {
+    OPT_BACKEND = USP_OPT_CMD_FIRST, OPT_INPUT, OPT_DUMP, OPT_TRACE, OPT_FWD, OPT_JSON, OPT_HELP,
+    OPT_PLATFORM, OPT_HOSTMAP, OPT_PROFILE, OPT_NO_NUMERICS, OPT_CFG
+};
+
+/* Options of the simulator; without SimGrid they are refused by name. */
+static int parse_sim_option(int opt, const char *arg, run_options *o) {
+#ifdef USP_HAVE_SIM
+    usp_sim_options *s = &o->sim;
+    switch (opt) {
+    case OPT_PLATFORM: s->platform = arg; return 0;
+    case OPT_HOSTMAP: s->hostmap = arg; return 0;
+    case OPT_PROFILE: s->profile = arg; return 0;
+    case OPT_NO_NUMERICS: s->numerics = 0; return 0;
+    case OPT_CFG:
+        if (s->ncfg == USP_SIM_MAX_CFG)
+            return usp_cli_bad_input("run", "at most %d --cfg settings", USP_SIM_MAX_CFG);
+        if (!strchr(arg, ':'))
+            return usp_cli_bad_input("run", "--cfg '%s' is not NAME:VALUE", arg);
+        s->cfg_overrides[s->ncfg++] = arg;
+        return 0;
+    default: break;
+    }
+#else
+    (void)arg; (void)o;
+    if (opt >= OPT_PLATFORM && opt <= OPT_CFG)
+        return usp_cli_bad_input("run", "this usp was built without SimGrid: no simulator options");
+#endif
+    return usp_cli_bad_input("run", "unknown option (usp run --help)");
+}
+
+static int check_backend(const run_options *o) {
+    if (!strcmp(o->backend, "ref")) return 0;
+#ifdef USP_HAVE_SIM
+    if (!strcmp(o->backend, "sim")) return 0;
+    return usp_cli_bad_input("run", "unknown backend '%s' (sim, ref)", o->backend);
+#else
+    if (!strcmp(o->backend, "sim"))
+        return usp_cli_bad_input("run", "backend sim: this usp was built without SimGrid");
+    return usp_cli_bad_input("run", "unknown backend '%s' (ref)", o->backend);
+#endif
+}
+
 static int parse(int argc, char **argv, usp_config *cfg, run_options *o) {
-    enum { OPT_BACKEND = USP_OPT_CMD_FIRST, OPT_INPUT, OPT_DUMP, OPT_TRACE, OPT_FWD, OPT_JSON, OPT_HELP };
     static const struct option opts[] = {
         USP_CLI_CONFIG_LONGOPTS,
+        {"platform", required_argument, 0, OPT_PLATFORM}, {"hostmap", required_argument, 0, OPT_HOSTMAP},
+        {"profile", required_argument, 0, OPT_PROFILE}, {"no-numerics", no_argument, 0, OPT_NO_NUMERICS},
+        {"cfg", required_argument, 0, OPT_CFG},
         {"backend", required_argument, 0, OPT_BACKEND}, {"input", required_argument, 0, OPT_INPUT},
         {"dump", required_argument, 0, OPT_DUMP}, {"trace", required_argument, 0, OPT_TRACE},
         {"forward-only", no_argument, 0, OPT_FWD}, {"json", no_argument, 0, OPT_JSON},
@@ -149,28 +238,58 @@ static int parse(int argc, char **argv, usp_config *cfg, run_options *o) {
         case OPT_FWD: o->backward = 0; break;
         case OPT_JSON: o->json = 1; break;
         case OPT_HELP: help(); return -1;
-        default: return usp_cli_bad_input("run", "unknown option (usp run --help)");
+        default:
+            if (parse_sim_option(opt, optarg, o) != 0) return 2;
+            break;
         }
     }
     if (optind < argc) return usp_cli_bad_input("run", "unexpected argument '%s'", argv[optind]);
     usp_cli_config_finish(cfg);
-    if (strcmp(o->backend, "ref") != 0)
-        return usp_cli_bad_input("run", "unknown backend '%s' (ref)", o->backend);
-    return 0;
+    return check_backend(o);
+}
+
+#ifdef USP_HAVE_SIM
+static usp_status exec_sim(const usp_schedule *s, const usp_inputs *in, usp_result *out,
+                           usp_trace *trace, void *ctx) {
+    return usp_sim_execute(s, in, ctx, out, trace);
+}
+
+/* Timing only: no inputs, no reference, no outputs. */
+static usp_status run_timing_only(usp_case *c, const run_options *o, usp_trace *tp) {
+    USP_TRY(usp_schedule_build(&c->cfg, c->backward, &c->sched));
+    USP_TRY(usp_result_init(&c->res, &c->sched, 0));
+    USP_TRY(usp_sim_execute(&c->sched, NULL, &o->sim, &c->res, tp));
+    c->ntensors = 0;
+    c->pass = 1;
+    return USP_OK;
+}
+#endif
+
+static usp_status run_case(usp_case *c, const run_options *o, usp_trace *tp) {
+#ifdef USP_HAVE_SIM
+    if (!strcmp(o->backend, "sim")) {
+        if (!o->sim.numerics) return run_timing_only(c, o, tp);
+        return usp_case_run(c, o->input_dir, exec_sim, (void *)&o->sim, tp);
+    }
+#endif
+    return usp_case_run(c, o->input_dir, usp_exec_ref, NULL, tp);
 }
 
 int cmd_run(int argc, char **argv) {
     usp_config cfg = usp_config_default();
     cfg.kv_heads = 0;
-    run_options o = {.backend = "ref", .backward = 1};
+    run_options o = {.backend = USP_DEFAULT_BACKEND, .backward = 1};
+#ifdef USP_HAVE_SIM
+    o.sim.numerics = 1;
+#endif
     int rc = parse(argc, argv, &cfg, &o);
     if (rc) return rc < 0 ? 0 : rc;
 
     usp_case c = {.cfg = cfg, .backward = o.backward};
     usp_trace trace, *tp = NULL;
     if (o.trace_path) { usp_trace_init(&trace, o.backend, &cfg); tp = &trace; }
-    usp_status st = usp_case_run(&c, o.input_dir, usp_exec_ref, NULL, tp);
-    if (st == USP_OK && o.dump_dir) st = dump(&c, o.dump_dir);
+    usp_status st = run_case(&c, &o, tp);
+    if (st == USP_OK && o.dump_dir && c.ntensors) st = dump(&c, o.dump_dir);
     if (st == USP_OK && tp) st = usp_trace_write(tp, o.trace_path);
     if (st == USP_OK) {
         if (o.json) print_json(&c, &o); else print_text(&c, &o);
