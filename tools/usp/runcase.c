@@ -1,6 +1,7 @@
 /* runcase.c: run one problem and check it against the reference. */
 #include "runcase.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "usp/attention.h"
@@ -50,13 +51,23 @@ static void compare_all(usp_case *c) {
     }
 }
 
+/* Problems past ~20 GFLOP take seconds on a CPU: say what is going on. */
+static void progress(const usp_case *c, const char *what) {
+    const usp_config *k = &c->cfg;
+    double flops = 4.0 * k->batch * (double)k->seq * k->seq * k->heads * k->head_dim;
+    if (c->backward) flops *= 3.5;
+    if (flops > 2e10) fprintf(stderr, "usp: %s (%.0f GFLOP)...\n", what, flops / 1e9);
+}
+
 usp_status usp_case_run(usp_case *c, const char *input_dir, usp_exec_fn exec, void *ctx,
                         usp_trace *trace) {
     c->ntensors = c->backward ? USP_T_COUNT : 2;
     USP_TRY(usp_schedule_build(&c->cfg, c->backward, &c->sched));
     USP_TRY(usp_inputs_make(&c->cfg, input_dir, &c->in));
+    progress(c, "computing the fp64 dense reference");
     USP_TRY(compute_reference(c));
     USP_TRY(usp_result_init(&c->res, &c->sched, 1));
+    progress(c, "running the sharded schedule");
     USP_TRY(exec(&c->sched, &c->in, &c->res, trace, ctx));
     compare_all(c);
     return USP_OK;
