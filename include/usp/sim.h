@@ -1,0 +1,143 @@
+/* usp/sim.h: the SimGrid executor, its platforms and device profiles.
+ *
+ * usp_sim_execute() runs a schedule on a simulated machine: every rank is a
+ * SimGrid actor pair (a compute stream and a comm stream), messages cross the
+ * platform's links, compute steps last what the device profile says. With
+ * numerics on, real shards travel and the CPU block kernels compute, so the
+ * outputs are bit-identical to usp_ref_execute(); with numerics off only
+ * sizes travel (no tensor memory), for thousands of ranks.
+ *
+ * SimGrid can be initialized once per process, so each simulation runs in a
+ * forked child that sends its result back through a pipe: callers may
+ * simulate as often as they like.
+ *
+ * Platforms are named by a spec: a preset ("h200x8", "h100-fattree",
+ * "torus:dims=4x4x4") or a SimGrid XML file. Presets with a variable size
+ * are sized for the world unless the spec says otherwise. */
+#ifndef USP_SIM_H
+#define USP_SIM_H
+
+#include <stdio.h>
+#include "usp/executor.h"
+
+#define USP_SIM_MAX_CFG 8
+
+typedef struct {
+    const char *platform;  /* preset spec or SimGrid XML file; NULL: "h200x8" */
+    const char *hostmap;   /* file of host names, one per line, line i = rank i;
+                            * NULL: hosts in natural name order (gpu2 before gpu10) */
+    const char *profile;   /* device profile: JSON file or built-in name ("h200");
+                            * NULL: the preset's GPU (h200 for an XML file) */
+    int numerics;          /* 1: real shards and CPU kernels (needs inputs) */
+    const char *cfg_overrides[USP_SIM_MAX_CFG]; /* SimGrid settings "name:value" */
+    int ncfg;
+} usp_sim_options;
+
+/* Runs `s` on the simulated platform. `in` is required when o->numerics is
+ * set (out must then have been initialized with outputs) and ignored
+ * otherwise. `out` must have been set up with usp_result_init(); its times
+ * and per-rank statistics are filled. `trace` may be NULL. */
+usp_status usp_sim_execute(const usp_schedule *s, const usp_inputs *in, const usp_sim_options *o,
+                           usp_result *out, usp_trace *trace);
+
+/* ---------------------------------------------------------- the summary */
+
+/* What a simulated run says beyond usp_result: efficiency and memory. */
+typedef struct {
+    char platform[128];        /* spec as given, or the file */
+    char gpu[64];              /* device profile name, "NVIDIA H200 SXM" */
+    int numerics;
+    double time_fwd_s, time_bwd_s, time_total_s;
+    double flops_per_gpu;      /* forward + backward, mean over ranks */
+    double tflops_per_gpu;     /* flops_per_gpu / time_total_s / 1e12 */
+    double peak_dense_tflops;  /* the profile's peak for the dtype */
+    double mfu;                /* tflops_per_gpu / peak_dense_tflops */
+    double compute_s_max, comm_s_max, exposed_comm_s_max; /* over ranks */
+    double exposed_comm_s_mean;
+    double peak_bytes_max;     /* live activations of the busiest rank */
+    int peak_rank;
+    double capacity_bytes;     /* the GPU's memory */
+    int oom;                   /* 1 when peak_bytes_max exceeds capacity_bytes */
+} usp_sim_report;
+
+/* Derives the report of a finished run (loads the profile named by o). */
+usp_status usp_sim_report_make(const usp_schedule *s, const usp_result *r, const usp_sim_options *o,
+                               usp_sim_report *rep);
+/* The "sim" section of usp run's summary: readable lines, or one JSON
+ * object (no trailing newline) to place as the value of a "sim" member. */
+void usp_sim_report_print(FILE *f, const usp_sim_report *rep);
+void usp_sim_report_json(FILE *f, const usp_sim_report *rep);
+
+/* ------------------------------------------------------------ platforms */
+
+/* Size parameters of a preset; 0 means "the preset's default, or what the
+ * world needs". */
+typedef struct {
+    int nodes;                /* multi-node presets */
+    int dims[3];              /* torus */
+    int groups, chassis, routers, hosts_per_router; /* dragonfly */
+    double bw_gbps, lat_us;   /* torus, dragonfly, star: per link */
+} usp_platform_params;
+
+/* Writes the SimGrid XML of preset `name` sized for `world` ranks (0: the
+ * preset's default size). Unknown names and impossible sizes: USP_EINVAL. */
+usp_status usp_platform_write(const char *name, const usp_platform_params *p, int world, FILE *f);
+
+/* Parses "name[:key=value,...]" (keys: nodes, dims=AxBxC, groups, chassis,
+ * routers, hosts, bw (GB/s), lat (us)) into a preset name and parameters.
+ * Returns USP_EINVAL on an unknown preset or key. */
+usp_status usp_platform_parse_spec(const char *spec, char *name, size_t n, usp_platform_params *p);
+
+/* 1 if `spec` names a preset (possibly with parameters), 0 if it is a file. */
+int usp_platform_is_preset(const char *spec);
+
+/* The built-in device profile a preset's GPUs use ("h200"), or NULL. */
+const char *usp_platform_gpu(const char *name);
+
+/* Preset names, NULL-terminated, and a one-line description of each. */
+const char *const *usp_platform_presets(void);
+const char *usp_platform_describe(const char *name);
+
+/* ------------------------------------------------------- device profiles */
+
+/* Built-in profile names, NULL-terminated ("a100", "a800", "h100", "h200", "l20"). */
+const char *const *usp_profile_names(void);
+/* Checks that a profile (file or built-in name) loads: every field present. */
+usp_status usp_profile_check(const char *name_or_file);
+
+/* --------------------------------------------------------------- sweeps */
+
+typedef struct {
+    usp_config cfg;
+    usp_status status;        /* USP_OK, or why this point did not run */
+    char why[160];
+    double time_fwd_s, time_bwd_s, time_total_s;
+    double compute_s, exposed_comm_s; /* of the critical rank (the one ending last) */
+    double peak_bytes;
+    int oom;
+    double mfu;
+} usp_sweep_point;
+
+typedef struct {
+    usp_sweep_point *points;  /* ranked: runnable ones by time, then the refused */
+    int count, ran;
+} usp_sweep;
+
+/* Every ulysses x ring factorization of world x ring_impl x layout of the
+ * problem in `base` (its ulysses/ring/ring_impl/layout are ignored), timed
+ * in timing-only mode with forward and backward. Points that do not apply
+ * (layout with a degree of 1, ring_impl with ring 1) are left out; points
+ * the configuration refuses are kept with their reason. progress, when not
+ * NULL, gets one "\r..." line per point. */
+usp_status usp_sweep_run(const usp_config *base, int world, const usp_sim_options *o,
+                         FILE *progress, usp_sweep *out);
+void usp_sweep_free(usp_sweep *sw);
+
+void usp_sweep_print_table(FILE *f, const usp_sweep *sw);
+void usp_sweep_print_csv(FILE *f, const usp_sweep *sw);
+void usp_sweep_print_json(FILE *f, const usp_sweep *sw, const char *platform);
+/* A bar per configuration: predicted time split into compute and exposed
+ * communication. */
+usp_status usp_sweep_write_svg(const usp_sweep *sw, const char *title, const char *path);
+
+#endif

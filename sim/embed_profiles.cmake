@@ -1,0 +1,20 @@
+# Writes OUT: a C file holding every sim/profiles/*.json as a string, so the
+# `usp` binary knows the built-in device profiles from any directory.
+#   cmake -DOUT=profiles_embedded.c -DDIR=sim/profiles -P embed_profiles.cmake
+file(GLOB profiles "${DIR}/*.json")
+list(SORT profiles)
+set(body "/* Generated from the JSON files of sim/profiles by sim/embed_profiles.cmake. */\n#include \"internal.h\"\n\nconst sim_embedded_profile SIM_EMBEDDED_PROFILES[] = {\n")
+set(count 0)
+foreach(path ${profiles})
+  get_filename_component(name "${path}" NAME_WE)
+  file(READ "${path}" text)
+  string(REPLACE "\\" "\\\\" text "${text}")
+  string(REPLACE "\"" "\\\"" text "${text}")
+  string(REPLACE "\n" "\\n\"\n    \"" text "${text}")
+  string(APPEND body "  {\"${name}\",\n    \"${text}\"},\n")
+  math(EXPR count "${count} + 1")
+endforeach()
+string(APPEND body "};\nconst int SIM_NEMBEDDED_PROFILES = ${count};\n")
+file(WRITE "${OUT}.tmp" "${body}")
+file(COPY_FILE "${OUT}.tmp" "${OUT}" ONLY_IF_DIFFERENT)
+file(REMOVE "${OUT}.tmp")

@@ -1,0 +1,464 @@
+/* engine.c: one simulation, run by SimGrid in the current process.
+ *
+ * Every rank is two actors on its GPU's host, one per stream: the compute
+ * actor sleeps for each compute step's device time, the comm actor posts a
+ * comm step's messages and waits for them, so a ring transfer overlaps the
+ * attention block as on a GPU. A step waits for its `dep` (a step of the
+ * other stream) on the rank's condition variable.
+ *
+ * Messages go through one mailbox per ordered pair of ranks; both sides
+ * post a pair's messages in schedule order, and each carries its step's tag,
+ * which the receiver checks. An all-to-all is its U-1 pairwise transfers at
+ * once, sharing the links; ALLGATHER and REDUCE_SCATTER are the pairwise
+ * messages of rankmem.h (every peer at once), not a ring algorithm.
+ *
+ * Numerics: compute steps run the CPU kernels (usp_rank_compute) when they
+ * start, messages carry the packed bytes (copied when sent), and a comm
+ * step's messages are unpacked in peer order once all have arrived, as in
+ * the in-process executor, so the outputs are bit-identical to it. */
+#define _POSIX_C_SOURCE 200809L
+#include "internal.h"
+
+#include <ctype.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <simgrid/actor.h>
+#include <simgrid/comm.h>
+#include <simgrid/cond.h>
+#include <simgrid/engine.h>
+#include <simgrid/host.h>
+#include <simgrid/mailbox.h>
+#include <simgrid/mutex.h>
+#include <xbt/config.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "usp/rankmem.h"
+
+/* ------------------------------------------------------ error checking */
+
+static char g_error[512];   /* the first failure of this simulation */
+static usp_status g_status = USP_OK;
+
+static int call_failed(const char *call, int line) {
+    if (g_status == USP_OK) {
+        g_status = USP_EINTERNAL;
+        snprintf(g_error, sizeof g_error, "SimGrid call failed (engine.c:%d): %s", line, call);
+    }
+    return -1;
+}
+
+static int rank_failed(usp_status st, const char *fmt, int rank, int step, const char *what) {
+    if (g_status == USP_OK) {
+        g_status = st;
+        snprintf(g_error, sizeof g_error, fmt, rank, step, what);
+    }
+    return -1;
+}
+
+static inline int sg_failed_error(sg_error_t e) { return e != SG_OK; }
+static inline int sg_failed_handle(const void *h) { return h == NULL; }
+/* Every SimGrid call that reports an outcome (an sg_error_t, or a handle
+ * that is NULL on failure) goes through SG_CHECK. */
+#define SG_FAILED(x) _Generic((x), sg_error_t: sg_failed_error, default: sg_failed_handle)(x)
+#define SG_CHECK(call)                                                   \
+    do {                                                                 \
+        if (SG_FAILED(call)) return call_failed(#call, __LINE__);        \
+    } while (0)
+
+/* ------------------------------------------------------------ the ranks */
+
+typedef struct {
+    int rank;
+    const usp_rank_schedule *rs;
+    sg_host_t host;
+    sg_mutex_t mutex;
+    sg_cond_t cond;
+    char *done;              /* [nsteps] */
+    double *start, *end;     /* [nsteps] */
+    usp_rank_mem mem;        /* numerics only */
+    int have_mem;
+} rank_sim;
+
+typedef struct {
+    const sim_job *job;
+    const usp_config *cfg;
+    rank_sim *ranks;
+    int numerics;
+} sim_state;
+
+static sim_state g_sim;
+
+/* Header of a numerics message; the packed bytes follow. */
+typedef struct {
+    int tag, from;
+    size_t bytes;
+} msg_header;
+
+static void mark_done(rank_sim *r, int i, double start) {
+    r->start[i] = start;
+    r->end[i] = simgrid_get_clock();
+    r->done[i] = 1;
+    sg_cond_notify_all(r->cond);
+}
+
+static void wait_dep(rank_sim *r, int dep) {
+    if (dep < 0) return;
+    sg_mutex_lock(r->mutex);
+    while (!r->done[dep]) sg_cond_wait(r->cond, r->mutex);
+    sg_mutex_unlock(r->mutex);
+}
+
+/* --------------------------------------------------------- the compute stream */
+
+static void compute_stream(int argc, char **argv) {
+    (void)argc; (void)argv;
+    rank_sim *r = sg_actor_self_get_data();
+    const sim_profile *prof = g_sim.job->profile;
+    for (int i = 0; i < r->rs->nsteps && g_status == USP_OK; i++) {
+        const usp_step *st = &r->rs->steps[i];
+        if (st->stream != USP_STREAM_COMPUTE) continue;
+        wait_dep(r, st->dep);
+        double start = simgrid_get_clock();
+        if (g_sim.numerics) usp_rank_compute(&r->mem, st);
+        sg_actor_sleep_for(sim_step_seconds(prof, g_sim.cfg, st));
+        mark_done(r, i, start);
+    }
+}
+
+/* --------------------------------------------------------- the comm stream */
+
+static int peer_count(const usp_step *st) {
+    return st->kind == USP_STEP_SENDRECV ? 1 : usp_group_size(g_sim.cfg, st->group);
+}
+
+static int send_peer(int rank, const usp_step *st, int i) {
+    return st->kind == USP_STEP_SENDRECV ? st->peer_send : usp_group_member(g_sim.cfg, st->group, rank, i);
+}
+
+static int recv_peer(int rank, const usp_step *st, int j) {
+    return st->kind == USP_STEP_SENDRECV ? st->peer_recv : usp_group_member(g_sim.cfg, st->group, rank, j);
+}
+
+/* Simulated bytes of one message: bytes_sent covers the n-1 remote peers
+ * of a group step, or the one message of a SENDRECV. */
+static long message_bytes(const usp_step *st, int n) {
+    double b = st->kind == USP_STEP_SENDRECV || n < 2 ? st->bytes_sent : st->bytes_sent / (n - 1);
+    return (long)(b + 0.5);
+}
+
+static sg_mailbox_t mailbox(int from, int to) {
+    char name[32];
+    snprintf(name, sizeof name, "%d>%d", from, to);
+    return sg_mailbox_by_name(name);
+}
+
+/* Timing-only messages carry their tag in the payload pointer. */
+static void *tag_token(int tag) { return (void *)(intptr_t)(tag + 1); }
+
+static void *pack_message(rank_sim *r, const usp_step *st, int i) {
+    size_t bytes = usp_rank_msg_bytes(&r->mem, st);
+    msg_header *h = malloc(sizeof *h + bytes);
+    if (!h) return NULL;
+    *h = (msg_header){st->tag, r->rank, bytes};
+    usp_rank_msg_pack(&r->mem, st, i, h + 1);
+    return h;
+}
+
+typedef struct {
+    sg_comm_t *comms;
+    void **payloads;   /* [n]: what arrived from peer j (or was packed for self) */
+    int ncomms;
+} comm_step_io;
+
+static int post_sends(rank_sim *r, int step, const usp_step *st, int n, comm_step_io *io) {
+    sg_mailbox_t mb;
+    long bytes = message_bytes(st, n);
+    for (int i = 0; i < n; i++) {
+        int to = send_peer(r->rank, st, i);
+        void *payload = g_sim.numerics ? pack_message(r, st, i) : tag_token(st->tag);
+        if (!payload) return rank_failed(USP_EINTERNAL, "rank %d step %d (%s): out of memory", r->rank, step, st->name);
+        if (to == r->rank) { io->payloads[i] = payload; continue; }
+        SG_CHECK(mb = mailbox(r->rank, to));
+        SG_CHECK(io->comms[io->ncomms++] = sg_mailbox_put_async(mb, payload, bytes));
+    }
+    return 0;
+}
+
+static int post_receives(rank_sim *r, const usp_step *st, int n, comm_step_io *io) {
+    sg_mailbox_t mb;
+    for (int j = 0; j < n; j++) {
+        int from = recv_peer(r->rank, st, j);
+        if (from == r->rank) continue;
+        SG_CHECK(mb = mailbox(from, r->rank));
+        SG_CHECK(io->comms[io->ncomms++] = sg_mailbox_get_async(mb, &io->payloads[j]));
+    }
+    return 0;
+}
+
+static int tag_of(const void *payload) {
+    return g_sim.numerics ? ((const msg_header *)payload)->tag : (int)((intptr_t)payload - 1);
+}
+
+/* Checks every message and, with numerics, unpacks them in peer order. */
+static int apply_messages(rank_sim *r, int i, const usp_step *st, int n, comm_step_io *io) {
+    for (int j = 0; j < n; j++) {
+        if (!io->payloads[j] || tag_of(io->payloads[j]) != st->tag)
+            return rank_failed(USP_EINTERNAL, "rank %d step %d (%s): a message arrived out of schedule order",
+                               r->rank, i, st->name);
+        if (!g_sim.numerics) continue;
+        usp_rank_msg_unpack(&r->mem, st, j, (const msg_header *)io->payloads[j] + 1);
+        free(io->payloads[j]);
+        io->payloads[j] = NULL;
+    }
+    return 0;
+}
+
+static int run_comm_step(rank_sim *r, int i, const usp_step *st) {
+    int n = peer_count(st);
+    sg_comm_t comms[2 * n];
+    void *payloads[n];
+    memset(payloads, 0, sizeof payloads);
+    comm_step_io io = {comms, payloads, 0};
+    if (post_sends(r, i, st, n, &io) != 0 || post_receives(r, st, n, &io) != 0) return -1;
+    for (int k = 0; k < io.ncomms; k++) SG_CHECK(sg_comm_wait(comms[k]));
+    return apply_messages(r, i, st, n, &io);
+}
+
+static void comm_stream(int argc, char **argv) {
+    (void)argc; (void)argv;
+    rank_sim *r = sg_actor_self_get_data();
+    for (int i = 0; i < r->rs->nsteps && g_status == USP_OK; i++) {
+        const usp_step *st = &r->rs->steps[i];
+        if (st->stream != USP_STREAM_COMM) continue;
+        wait_dep(r, st->dep);
+        double start = simgrid_get_clock();
+        if (run_comm_step(r, i, st) != 0) return;
+        mark_done(r, i, start);
+    }
+}
+
+/* ------------------------------------------------------------ set-up */
+
+static void init_simgrid(const usp_sim_options *o) {
+    static const char *const defaults[] = {
+        "--cfg=network/model:CM02", "--cfg=network/crosstraffic:0", "--cfg=network/TCP-gamma:0",
+        "--log=root.thres:warning",
+    };
+    enum { NDEF = sizeof defaults / sizeof defaults[0] };
+    char *argv[1 + NDEF + USP_SIM_MAX_CFG + 1];
+    char overrides[USP_SIM_MAX_CFG][256];
+    int argc = 0;
+    argv[argc++] = "usp";
+    for (int i = 0; i < NDEF; i++) argv[argc++] = (char *)defaults[i];
+    for (int i = 0; o && i < o->ncfg && i < USP_SIM_MAX_CFG; i++) {
+        snprintf(overrides[i], sizeof overrides[i], "--cfg=%s", o->cfg_overrides[i]);
+        argv[argc++] = overrides[i];
+    }
+    argv[argc] = NULL;
+    simgrid_init(&argc, argv);
+}
+
+static int cmp_host_names(const void *a, const void *b) {
+    return sim_natural_cmp(sg_host_get_name(*(const sg_host_t *)a), sg_host_get_name(*(const sg_host_t *)b));
+}
+
+/* Hosts of the ranks: the map's names, or the platform's hosts in natural name order. */
+static usp_status place_ranks(const sim_job *job, rank_sim *ranks, int world) {
+    size_t nhosts = sg_host_count();
+    if (job->hosts) {
+        for (int g = 0; g < world; g++)
+            if (!(ranks[g].host = sg_host_by_name(job->hosts[g])))
+                return usp_fail(USP_EINVAL, "host map: rank %d: no host '%s' in %s", g, job->hosts[g],
+                                job->opts && job->opts->platform ? job->opts->platform : "the platform");
+        return USP_OK;
+    }
+    if (nhosts < (size_t)world)
+        return usp_fail(USP_EINVAL, "platform %s has %zu hosts, fewer than the %d ranks",
+                        job->opts && job->opts->platform ? job->opts->platform : "h200x8", nhosts, world);
+    sg_host_t *hosts = sg_host_list();
+    if (!hosts) return usp_fail(USP_EINTERNAL, "SimGrid call failed: sg_host_list()");
+    qsort(hosts, nhosts, sizeof *hosts, cmp_host_names);
+    for (int g = 0; g < world; g++) ranks[g].host = hosts[g];
+    free(hosts);
+    return USP_OK;
+}
+
+static usp_status alloc_rank(rank_sim *r, const usp_schedule *s, int g, const sim_job *job) {
+    r->rank = g;
+    r->rs = &s->ranks[g];
+    int n = r->rs->nsteps;
+    r->done = calloc((size_t)n + 1, 1);
+    r->start = calloc((size_t)n + 1, sizeof *r->start);
+    r->end = calloc((size_t)n + 1, sizeof *r->end);
+    if (!r->done || !r->start || !r->end) return usp_fail(USP_EINTERNAL, "out of memory for rank %d", g);
+    if (!job->inputs) return USP_OK;
+    USP_TRY(usp_rank_mem_alloc(s, g, &r->mem));
+    r->have_mem = 1;
+    return usp_rank_mem_load(&r->mem, job->inputs);
+}
+
+/* Stacks: the CPU kernels run on the compute actor's stack in numerics
+ * mode; timing-only actors need little, which keeps thousands of ranks small. */
+enum { TIMING_STACK_BYTES = 128 * 1024 };
+
+static usp_status start_actors(rank_sim *r) {
+    char name[48];
+    sg_actor_t a;
+    void (*const code[2])(int, char **) = {compute_stream, comm_stream};
+    if (!(r->mutex = sg_mutex_init()) || !(r->cond = sg_cond_init()))
+        return usp_fail(USP_EINTERNAL, "SimGrid call failed: sg_mutex_init/sg_cond_init");
+    for (int k = 0; k < 2; k++) {
+        snprintf(name, sizeof name, "rank%d-%s", r->rank, k ? "comm" : "compute");
+        if (!(a = sg_actor_init(name, r->host))) return usp_fail(USP_EINTERNAL, "SimGrid call failed: sg_actor_init");
+        sg_actor_set_data(a, r);
+        if (!g_sim.numerics) sg_actor_set_stacksize(a, TIMING_STACK_BYTES);
+        sg_actor_start(a, code[k], 0, NULL);
+    }
+    return USP_OK;
+}
+
+/* ------------------------------------------------------------ results */
+
+static double last_end(const rank_sim *r, int from, int to) {
+    double t = 0;
+    for (int i = from; i < to; i++)
+        if (r->end[i] > t) t = r->end[i];
+    return t;
+}
+
+/* The intervals of one stream of a rank, in list order (which is time order). */
+static int stream_intervals(const rank_sim *r, usp_stream s, double *st, double *en) {
+    int n = 0;
+    for (int i = 0; i < r->rs->nsteps; i++)
+        if (r->rs->steps[i].stream == s) { st[n] = r->start[i]; en[n] = r->end[i]; n++; }
+    return n;
+}
+
+static usp_status rank_stats(const rank_sim *r, sim_timeline *tl) {
+    int n = r->rs->nsteps;
+    double *buf = malloc(4 * ((size_t)n + 1) * sizeof *buf);
+    if (!buf) return usp_fail(USP_EINTERNAL, "out of memory");
+    double *cs = buf, *ce = buf + n + 1, *ms = buf + 2 * (n + 1), *me = buf + 3 * (n + 1);
+    int nc = stream_intervals(r, USP_STREAM_COMPUTE, cs, ce);
+    int nm = stream_intervals(r, USP_STREAM_COMM, ms, me);
+    double c = 0, m = 0;
+    for (int i = 0; i < nc; i++) c += ce[i] - cs[i];
+    for (int i = 0; i < nm; i++) m += me[i] - ms[i];
+    tl->compute_s[r->rank] = c;
+    tl->comm_s[r->rank] = m;
+    tl->exposed_s[r->rank] = sim_exposed_time(cs, ce, nc, ms, me, nm);
+    free(buf);
+    return USP_OK;
+}
+
+static usp_status collect(const usp_schedule *s, rank_sim *ranks, sim_timeline *tl, int keep_steps) {
+    double fwd = 0, total = 0;
+    for (int g = 0; g < s->world; g++) {
+        rank_sim *r = &ranks[g];
+        for (int i = 0; i < r->rs->nsteps; i++)
+            if (!r->done[i])
+                return usp_fail(USP_EINTERNAL, "simulation stalled: rank %d never finished step %d (%s)",
+                                g, i, r->rs->steps[i].name);
+        double f = last_end(r, 0, r->rs->nfwd), t = last_end(r, 0, r->rs->nsteps);
+        if (f > fwd) fwd = f;
+        if (t > total) total = t;
+        USP_TRY(rank_stats(r, tl));
+        if (keep_steps) { tl->start[g] = r->start; tl->end[g] = r->end; r->start = r->end = NULL; }
+    }
+    tl->time_fwd_s = fwd;
+    tl->time_bwd_s = s->backward ? total - fwd : 0;
+    return USP_OK;
+}
+
+static usp_status store_outputs(const sim_job *job, rank_sim *ranks, int world) {
+    for (int g = 0; g < world && job->inputs; g++) USP_TRY(usp_rank_mem_store(&ranks[g].mem, job->outputs));
+    return USP_OK;
+}
+
+static usp_status timeline_alloc(sim_timeline *tl, int world, int keep_steps) {
+    memset(tl, 0, sizeof *tl);
+    tl->compute_s = calloc((size_t)world, sizeof(double));
+    tl->comm_s = calloc((size_t)world, sizeof(double));
+    tl->exposed_s = calloc((size_t)world, sizeof(double));
+    if (keep_steps) {
+        tl->start = calloc((size_t)world, sizeof(double *));
+        tl->end = calloc((size_t)world, sizeof(double *));
+    }
+    if (!tl->compute_s || !tl->comm_s || !tl->exposed_s || (keep_steps && (!tl->start || !tl->end)))
+        return usp_fail(USP_EINTERNAL, "out of memory");
+    return USP_OK;
+}
+
+static usp_status simulate(const sim_job *job, rank_sim *ranks, sim_timeline *tl,
+                           void (*phase)(int, void *), void *ctx) {
+    const usp_schedule *s = job->sched;
+    init_simgrid(job->opts);
+    if (phase) phase(0, ctx);
+    simgrid_load_platform(job->platform_file);
+    if (phase) phase(1, ctx);
+    USP_TRY(place_ranks(job, ranks, s->world));
+    for (int g = 0; g < s->world; g++) USP_TRY(alloc_rank(&ranks[g], s, g, job));
+    for (int g = 0; g < s->world; g++) USP_TRY(start_actors(&ranks[g]));
+    simgrid_run();
+    if (g_status != USP_OK) return usp_fail(g_status, "%s", g_error);
+    USP_TRY(collect(s, ranks, tl, job->keep_steps));
+    return store_outputs(job, ranks, s->world);
+}
+
+usp_status sim_engine_run(const sim_job *job, sim_timeline *tl, void (*phase)(int, void *), void *ctx) {
+    const usp_schedule *s = job->sched;
+#ifdef _OPENMP
+    /* This process was forked: GNU OpenMP's thread pool did not survive the
+     * fork and would hang the first parallel region. The kernels give the
+     * same bits on any number of threads. */
+    omp_set_num_threads(1);
+#endif
+    memset(&g_sim, 0, sizeof g_sim);
+    g_sim.job = job;
+    g_sim.cfg = &s->cfg;
+    g_sim.numerics = job->inputs != NULL;
+    USP_TRY(timeline_alloc(tl, s->world, job->keep_steps));
+    g_sim.ranks = calloc((size_t)s->world, sizeof *g_sim.ranks);
+    if (!g_sim.ranks) return usp_fail(USP_EINTERNAL, "out of memory");
+    return simulate(job, g_sim.ranks, tl, phase, ctx);
+    /* The child exits right after reporting: SimGrid's objects and the
+     * rank buffers go with the process. */
+}
+
+/* ------------------------------------------------------------- helpers */
+
+double sim_exposed_time(const double *cs, const double *ce, int nc, const double *ms, const double *me, int nm) {
+    double exposed = 0;
+    int k = 0;
+    for (int i = 0; i < nm; i++) {
+        double covered = 0;
+        while (k < nc && ce[k] <= ms[i]) k++;
+        for (int j = k; j < nc && cs[j] < me[i]; j++) {
+            double lo = cs[j] > ms[i] ? cs[j] : ms[i], hi = ce[j] < me[i] ? ce[j] : me[i];
+            if (hi > lo) covered += hi - lo;
+        }
+        exposed += (me[i] - ms[i]) - covered;
+    }
+    return exposed;
+}
+
+int sim_natural_cmp(const char *a, const char *b) {
+    while (*a && *b) {
+        if (isdigit((unsigned char)*a) && isdigit((unsigned char)*b)) {
+            char *ea, *eb;
+            unsigned long long x = strtoull(a, &ea, 10), y = strtoull(b, &eb, 10);
+            if (x != y) return x < y ? -1 : 1;
+            a = ea;
+            b = eb;
+            continue;
+        }
+        if (*a != *b) return (unsigned char)*a < (unsigned char)*b ? -1 : 1;
+        a++;
+        b++;
+    }
+    return (unsigned char)*a - (unsigned char)*b;
+}

@@ -1,0 +1,333 @@
+/* execute.c: usp_sim_execute, one simulation in a forked child.
+ *
+ * SimGrid initializes once per process, so the parent checks what it can
+ * (profile, platform, host map), forks, and the child simulates and writes
+ * its result back through a pipe: a phase record before and after loading
+ * the platform, then one result record. The child's stderr goes to a
+ * temporary file: when the child dies (SimGrid aborts on a bad platform
+ * file), the parent reports SimGrid's reason instead of hanging or crashing. */
+#define _GNU_SOURCE /* mkstemps */
+#include "internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+enum { REC_PHASE = 1, REC_RESULT = 2 };
+
+typedef struct {
+    int type, value;           /* PHASE: 0 loading the platform, 1 loaded */
+} phase_record;
+
+typedef struct {
+    int type, status;
+    char message[512];
+} result_record;
+
+/* -------------------------------------------------------------- pipe I/O */
+
+static int write_full(int fd, const void *buf, size_t n) {
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int read_full(int fd, void *buf, size_t n) {
+    char *p = buf;
+    while (n > 0) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static void copy_str(char *dst, size_t n, const char *src) {
+    size_t len = strlen(src);
+    if (len >= n) len = n - 1;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
+/* ------------------------------------------------------------- the child */
+
+typedef struct { int fd; } child_ctx;
+
+static void report_phase(int loaded, void *ctx) {
+    phase_record rec = {REC_PHASE, loaded};
+    write_full(((child_ctx *)ctx)->fd, &rec, sizeof rec);
+}
+
+/* The arrays the parent expects, in order, and their lengths. */
+static int output_arrays(const usp_schedule *s, usp_result *out, double **arrays, size_t *lens) {
+    const usp_config *c = &s->cfg;
+    size_t q = (size_t)c->batch * c->seq * c->heads * c->head_dim;
+    size_t kv = (size_t)c->batch * c->seq * c->kv_heads * c->head_dim;
+    size_t lse = (size_t)c->batch * c->heads * c->seq;
+    double *a[5] = {out->o, out->lse, out->dq, out->dk, out->dv};
+    size_t l[5] = {q, lse, q, kv, kv};
+    int n = 0;
+    for (int i = 0; i < 5; i++)
+        if (a[i]) { arrays[n] = a[i]; lens[n++] = l[i]; }
+    return n;
+}
+
+static int send_result(int fd, const sim_job *job, const sim_timeline *tl) {
+    const usp_schedule *s = job->sched;
+    size_t w = (size_t)s->world;
+    double times[2] = {tl->time_fwd_s, tl->time_bwd_s};
+    if (write_full(fd, times, sizeof times) || write_full(fd, tl->compute_s, w * sizeof(double)) ||
+        write_full(fd, tl->comm_s, w * sizeof(double)) || write_full(fd, tl->exposed_s, w * sizeof(double)))
+        return -1;
+    for (int g = 0; job->keep_steps && g < s->world; g++) {
+        size_t n = (size_t)s->ranks[g].nsteps * sizeof(double);
+        if (write_full(fd, tl->start[g], n) || write_full(fd, tl->end[g], n)) return -1;
+    }
+    double *arrays[5];
+    size_t lens[5];
+    int na = job->inputs ? output_arrays(s, job->outputs, arrays, lens) : 0;
+    for (int i = 0; i < na; i++)
+        if (write_full(fd, arrays[i], lens[i] * sizeof(double))) return -1;
+    return 0;
+}
+
+static void child_main(int fd, int err_fd, const sim_job *job) {
+    signal(SIGPIPE, SIG_DFL);
+    dup2(err_fd, STDERR_FILENO);
+    child_ctx ctx = {fd};
+    sim_timeline tl;
+    usp_status st = sim_engine_run(job, &tl, report_phase, &ctx);
+    result_record rec = {REC_RESULT, st, ""};
+    if (st != USP_OK) copy_str(rec.message, sizeof rec.message, usp_error());
+    if (write_full(fd, &rec, sizeof rec) == 0 && st == USP_OK) send_result(fd, job, &tl);
+    close(fd);
+    _exit(0); /* no atexit handlers: they belong to the parent */
+}
+
+/* ------------------------------------------------------------ the parent */
+
+/* SimGrid's reason from the child's stderr: the first ERROR/CRITICAL line,
+ * without its "[time] file:line: [category/LEVEL] " prefix. */
+static void child_reason(FILE *err, char *buf, size_t n) {
+    char line[1024];
+    buf[0] = '\0';
+    rewind(err);
+    while (fgets(line, sizeof line, err)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *lvl = strstr(line, "/ERROR] ");
+        if (!lvl) lvl = strstr(line, "/CRITICAL] ");
+        if (!lvl) { if (line[0] && !buf[0]) copy_str(buf, n, line); continue; }
+        if (strstr(lvl, "Exiting now")) continue;
+        copy_str(buf, n, strstr(lvl, "] ") + 2);
+        return;
+    }
+}
+
+typedef struct {
+    int phase;              /* last phase the child reported, -1 none */
+    int got_result;
+    result_record rec;
+} child_outcome;
+
+static int read_result(int fd, const usp_schedule *s, usp_result *out, usp_trace *trace, int keep_steps,
+                       int numerics) {
+    size_t w = (size_t)s->world;
+    double times[2];
+    double *stats = malloc(3 * w * sizeof *stats);
+    if (!stats || read_full(fd, times, sizeof times) || read_full(fd, stats, 3 * w * sizeof *stats)) {
+        free(stats);
+        return -1;
+    }
+    out->time_fwd_s = times[0];
+    out->time_bwd_s = times[1];
+    for (size_t g = 0; g < w; g++) {
+        out->ranks[g].compute_s += stats[g];
+        out->ranks[g].comm_s += stats[w + g];
+        out->ranks[g].exposed_comm_s += stats[2 * w + g];
+    }
+    free(stats);
+    for (int g = 0; keep_steps && g < s->world; g++) {
+        const usp_rank_schedule *rs = &s->ranks[g];
+        size_t n = (size_t)rs->nsteps;
+        double *t = malloc(2 * (n + 1) * sizeof *t);
+        int bad = !t || read_full(fd, t, n * sizeof *t) || read_full(fd, t + n, n * sizeof *t);
+        for (size_t i = 0; !bad && trace && i < n; i++)
+            bad = usp_trace_add(trace, g, (int)i, &rs->steps[i], t[i] * 1e6, (t[n + i] - t[i]) * 1e6) != USP_OK;
+        free(t);
+        if (bad) return -1;
+    }
+    double *arrays[5];
+    size_t lens[5];
+    int na = numerics ? output_arrays(s, out, arrays, lens) : 0;
+    for (int i = 0; i < na; i++)
+        if (read_full(fd, arrays[i], lens[i] * sizeof(double))) return -1;
+    return 0;
+}
+
+static void read_child(int fd, const sim_job *job, usp_result *out, usp_trace *trace, child_outcome *oc) {
+    int type;
+    oc->phase = -1;
+    oc->got_result = 0;
+    while (read_full(fd, &type, sizeof type) == 0) {
+        if (type == REC_PHASE) {
+            phase_record p;
+            if (read_full(fd, &p.value, sizeof p.value)) return;
+            oc->phase = p.value;
+            continue;
+        }
+        if (type != REC_RESULT || read_full(fd, &oc->rec.status, sizeof oc->rec - sizeof type)) return;
+        oc->rec.message[sizeof oc->rec.message - 1] = '\0';
+        if (oc->rec.status != USP_OK) { oc->got_result = 1; return; }
+        oc->got_result = read_result(fd, job->sched, out, trace, job->keep_steps, job->inputs != NULL) == 0;
+        return;
+    }
+}
+
+static usp_status child_failed(const child_outcome *oc, int wstatus, FILE *err, const char *platform) {
+    char reason[512];
+    child_reason(err, reason, sizeof reason);
+    if (oc->phase == 0)
+        return usp_fail(USP_EINVAL, "platform %s: %s", platform, reason[0] ? reason : "SimGrid could not load it");
+    if (WIFSIGNALED(wstatus))
+        return usp_fail(USP_EINTERNAL, "the simulation died (signal %d)%s%s", WTERMSIG(wstatus),
+                        reason[0] ? ": " : "", reason);
+    return usp_fail(USP_EINTERNAL, "the simulation ended without a result%s%s", reason[0] ? ": " : "", reason);
+}
+
+static usp_status run_in_child(const sim_job *job, usp_result *out, usp_trace *trace) {
+    int fds[2];
+    FILE *err = tmpfile();
+    if (!err || pipe(fds) != 0) {
+        if (err) fclose(err);
+        return usp_fail(USP_EINTERNAL, "cannot start the simulation: %s", strerror(errno));
+    }
+    fflush(NULL); /* the child must not write the parent's buffered output again */
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]); close(fds[1]); fclose(err);
+        return usp_fail(USP_EINTERNAL, "cannot fork the simulation: %s", strerror(errno));
+    }
+    if (pid == 0) { close(fds[0]); child_main(fds[1], fileno(err), job); }
+    close(fds[1]);
+    child_outcome oc;
+    read_child(fds[0], job, out, trace, &oc);
+    close(fds[0]); /* a child still writing gets SIGPIPE rather than blocking */
+    int wstatus = 0;
+    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {}
+    usp_status st;
+    if (oc.got_result) st = oc.rec.status == USP_OK ? USP_OK : usp_fail((usp_status)oc.rec.status, "%s", oc.rec.message);
+    else st = child_failed(&oc, wstatus, err, job->opts && job->opts->platform ? job->opts->platform : "h200x8");
+    fclose(err);
+    return st;
+}
+
+/* ------------------------------------------------------------ platforms */
+
+/* A preset is written to a temporary file for SimGrid to load. */
+static usp_status write_preset(const char *spec, int world, char *path, size_t n) {
+    char name[64];
+    usp_platform_params p;
+    USP_TRY(usp_platform_parse_spec(spec, name, sizeof name, &p));
+    const char *dir = getenv("TMPDIR");
+    snprintf(path, n, "%s/usp-platform-XXXXXX.xml", dir && *dir ? dir : "/tmp");
+    int fd = mkstemps(path, 4);
+    if (fd < 0) return usp_fail(USP_EINTERNAL, "cannot create %s: %s", path, strerror(errno));
+    FILE *f = fdopen(fd, "w");
+    if (!f) { close(fd); unlink(path); return usp_fail(USP_EINTERNAL, "cannot write %s", path); }
+    usp_status st = usp_platform_write(name, &p, world, f);
+    if (fclose(f) != 0 && st == USP_OK) st = usp_fail(USP_EINTERNAL, "cannot write %s", path);
+    if (st != USP_OK) unlink(path);
+    return st;
+}
+
+static usp_status check_platform_file(const char *spec) {
+    FILE *f = fopen(spec, "r");
+    if (f) { fclose(f); return USP_OK; }
+    if (!strchr(spec, '/') && !strstr(spec, ".xml")) {
+        char name[64];
+        usp_platform_params p;
+        return usp_platform_parse_spec(spec, name, sizeof name, &p); /* names the presets */
+    }
+    return usp_fail(USP_EINVAL, "platform %s: %s", spec, strerror(errno));
+}
+
+/* ------------------------------------------------------------- host map */
+
+static void free_hosts(char **hosts, int n) {
+    if (!hosts) return;
+    for (int i = 0; i < n; i++) free(hosts[i]);
+    free(hosts);
+}
+
+/* One host name per line, line i for rank i; blank lines and '#' comments skipped. */
+static usp_status read_hostmap(const char *path, int world, char ***out) {
+    FILE *f = fopen(path, "r");
+    if (!f) return usp_fail(USP_EINVAL, "host map %s: %s", path, strerror(errno));
+    char **hosts = calloc((size_t)world, sizeof *hosts), line[512];
+    int n = 0, oom = !hosts;
+    while (!oom && n < world && fgets(line, sizeof line, f)) {
+        char *p = line + strspn(line, " \t");
+        p[strcspn(p, " \t\r\n#")] = '\0';
+        if (!*p) continue;
+        oom = !(hosts[n++] = strdup(p));
+    }
+    fclose(f);
+    if (oom) { free_hosts(hosts, n); return usp_fail(USP_EINTERNAL, "out of memory reading %s", path); }
+    if (n < world) {
+        free_hosts(hosts, n);
+        return usp_fail(USP_EINVAL, "host map %s names %d hosts, fewer than the %d ranks", path, n, world);
+    }
+    *out = hosts;
+    return USP_OK;
+}
+
+/* ------------------------------------------------------------ the call */
+
+static usp_status check_request(const usp_schedule *s, const usp_inputs *in, const usp_sim_options *o,
+                                const usp_result *out) {
+    if (!s || !out || !out->ranks || out->world != s->world)
+        return usp_fail(USP_EINTERNAL, "usp_sim_execute: the result is not set up for this schedule");
+    if (o->numerics && (!in || !out->o || !out->lse || (s->backward && (!out->dq || !out->dk || !out->dv))))
+        return usp_fail(USP_EINTERNAL, "usp_sim_execute: numerics needs the inputs and a result with outputs");
+    if (o->ncfg < 0 || o->ncfg > USP_SIM_MAX_CFG)
+        return usp_fail(USP_EINVAL, "at most %d SimGrid settings", USP_SIM_MAX_CFG);
+    for (int i = 0; i < o->ncfg; i++)
+        if (!o->cfg_overrides[i] || !strchr(o->cfg_overrides[i], ':'))
+            return usp_fail(USP_EINVAL, "SimGrid setting '%s' is not name:value",
+                            o->cfg_overrides[i] ? o->cfg_overrides[i] : "");
+    return USP_OK;
+}
+
+usp_status usp_sim_execute(const usp_schedule *s, const usp_inputs *in, const usp_sim_options *o,
+                           usp_result *out, usp_trace *trace) {
+    static const usp_sim_options defaults = {0};
+    if (!o) o = &defaults;
+    USP_TRY(check_request(s, in, o, out));
+    sim_profile prof;
+    USP_TRY(sim_profile_load(sim_profile_for(o), &prof));
+    USP_TRY(sim_profile_supports(&prof, &s->cfg));
+    const char *spec = o->platform ? o->platform : "h200x8";
+    char path[4096];
+    int temp = usp_platform_is_preset(spec);
+    if (temp) USP_TRY(write_preset(spec, s->world, path, sizeof path));
+    else { USP_TRY(check_platform_file(spec)); snprintf(path, sizeof path, "%s", spec); }
+    char **hosts = NULL;
+    usp_status st = o->hostmap ? read_hostmap(o->hostmap, s->world, &hosts) : USP_OK;
+    sim_job job = {s, o->numerics ? in : NULL, out, &prof, path, hosts, o, trace != NULL};
+    if (st == USP_OK) st = run_in_child(&job, out, trace);
+    if (st == USP_OK) usp_result_count_schedule(out, s);
+    free_hosts(hosts, s->world);
+    if (temp) unlink(path);
+    return st;
+}

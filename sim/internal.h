@@ -1,0 +1,74 @@
+/* internal.h: what the parts of the simulator share (not installed). */
+#ifndef USP_SIM_INTERNAL_H
+#define USP_SIM_INTERNAL_H
+
+#include <stdio.h>
+#include "usp/sim.h"
+
+/* ------------------------------------------------------ device profiles */
+
+enum { SIM_NDTYPES = 4, SIM_MAX_HEAD_DIMS = 8 };
+
+typedef struct {
+    int head_dim;
+    double fwd_flops, bwd_flops;   /* FLOP/s */
+} sim_attention_rate;
+
+typedef struct {
+    char name[64];
+    sim_attention_rate rates[SIM_NDTYPES][SIM_MAX_HEAD_DIMS]; /* by usp_dtype */
+    int nrates[SIM_NDTYPES];
+    double peak_flops[SIM_NDTYPES];
+    double masked_fwd, masked_bwd; /* efficiency of partial (masked) blocks */
+    double hbm_bytes_per_s;
+    double launch_s;
+    double capacity_bytes;
+} sim_profile;
+
+/* Loads a built-in profile ("h200") or a JSON file; every field is required. */
+usp_status sim_profile_load(const char *name_or_file, sim_profile *p);
+/* USP_EINVAL when the profile has no attention figures for the config's dtype. */
+usp_status sim_profile_supports(const sim_profile *p, const usp_config *c);
+/* Seconds a COMPUTE step takes on the device (0 for comm steps). */
+double sim_step_seconds(const sim_profile *p, const usp_config *c, const usp_step *st);
+/* The profile the options name: o->profile, else the preset's GPU, else h200. */
+const char *sim_profile_for(const usp_sim_options *o);
+
+/* Built-in profile texts, generated from sim/profiles/<gpu>.json. */
+typedef struct { const char *name, *json; } sim_embedded_profile;
+extern const sim_embedded_profile SIM_EMBEDDED_PROFILES[];
+extern const int SIM_NEMBEDDED_PROFILES;
+
+/* ------------------------------------------------------------- engine */
+
+/* What the child process computes and sends back. */
+typedef struct {
+    double time_fwd_s, time_bwd_s;
+    double *compute_s, *comm_s, *exposed_s; /* [world] */
+    double **start, **end;                  /* [world][nsteps], only with a trace */
+} sim_timeline;
+
+typedef struct {
+    const usp_schedule *sched;
+    const usp_inputs *inputs;   /* NULL: timing only */
+    usp_result *outputs;        /* numerics: where the shards are stored */
+    const sim_profile *profile;
+    const char *platform_file;
+    char **hosts;               /* [world] host names, or NULL: natural order */
+    const usp_sim_options *opts;
+    int keep_steps;             /* fill timeline start/end */
+} sim_job;
+
+/* Runs one simulation in this process (SimGrid initialized here: once per
+ * process). `phase` is called when the platform starts and ends loading. */
+usp_status sim_engine_run(const sim_job *job, sim_timeline *tl, void (*phase)(int loaded, void *ctx),
+                          void *ctx);
+
+/* Exposed communication: time the comm stream is busy while compute is not.
+ * Intervals of each stream are in order and disjoint. */
+double sim_exposed_time(const double *cs, const double *ce, int nc, const double *ms, const double *me, int nm);
+
+/* Natural order of names: digit runs compare as numbers ("gpu2" < "gpu10"). */
+int sim_natural_cmp(const char *a, const char *b);
+
+#endif

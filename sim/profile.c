@@ -1,0 +1,190 @@
+/* profile.c: device profiles, and how long a compute step takes.
+ *
+ * A profile (sim/profiles/<gpu>.json, also compiled in) gives the achieved
+ * attention TFLOP/s by dtype, head dim and direction, the efficiency of
+ * partial (masked) blocks, the HBM bandwidth of memory-bound steps, the
+ * launch overhead, the memory capacity and the dense peak for MFU. */
+#define _POSIX_C_SOURCE 200809L
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "usp/json.h"
+
+/* -------------------------------------------------------------- loading */
+
+static const char *const DTYPE_KEYS[SIM_NDTYPES] = {
+    [USP_F64] = "fp64", [USP_F32] = "fp32", [USP_F16] = "fp16", [USP_BF16] = "bf16"};
+
+static usp_status member(const usp_json *obj, const char *key, usp_json_type type, const usp_json **out) {
+    *out = usp_json_get(obj, key);
+    if (!*out) return usp_fail(USP_EINVAL, "line %d: missing field '%s'", obj->line, key);
+    if ((*out)->type != type)
+        return usp_fail(USP_EINVAL, "line %d: '%s' must be an %s", (*out)->line, key, usp_json_type_name(type));
+    return USP_OK;
+}
+
+static usp_status positive(const usp_json *obj, const char *key, double *out) {
+    USP_TRY(usp_json_get_number(obj, key, out));
+    if (!(*out > 0))
+        return usp_fail(USP_EINVAL, "line %d: '%s' must be positive", usp_json_get(obj, key)->line, key);
+    return USP_OK;
+}
+
+/* "128": {"fwd": 352, "bwd": 304} */
+static usp_status load_head_dims(const usp_json *by_dim, sim_profile *p, int d) {
+    if (by_dim->count == 0 || by_dim->count > SIM_MAX_HEAD_DIMS)
+        return usp_fail(USP_EINVAL, "line %d: 1 to %d head dims per dtype", by_dim->line, SIM_MAX_HEAD_DIMS);
+    for (size_t i = 0; i < by_dim->count; i++) {
+        char *end;
+        long hd = strtol(by_dim->keys[i], &end, 10);
+        if (*end || hd < 1) return usp_fail(USP_EINVAL, "line %d: head dim '%s' is not a positive integer",
+                                            by_dim->items[i].line, by_dim->keys[i]);
+        sim_attention_rate *r = &p->rates[d][i];
+        r->head_dim = (int)hd;
+        USP_TRY(positive(&by_dim->items[i], "fwd", &r->fwd_flops));
+        USP_TRY(positive(&by_dim->items[i], "bwd", &r->bwd_flops));
+        r->fwd_flops *= 1e12;
+        r->bwd_flops *= 1e12;
+    }
+    p->nrates[d] = (int)by_dim->count;
+    return USP_OK;
+}
+
+static usp_status dtype_index(const char *key, int line, int *d) {
+    usp_dtype dt;
+    if (usp_parse_dtype(key, &dt) != USP_OK)
+        return usp_fail(USP_EINVAL, "line %d: unknown dtype '%s' (bf16, fp16, fp32, fp64)", line, key);
+    *d = (int)dt;
+    return USP_OK;
+}
+
+static usp_status load_rates(const usp_json *root, sim_profile *p) {
+    const usp_json *att, *peak;
+    USP_TRY(member(root, "attention_tflops", USP_JSON_OBJECT, &att));
+    USP_TRY(member(root, "peak_dense_tflops", USP_JSON_OBJECT, &peak));
+    if (att->count == 0) return usp_fail(USP_EINVAL, "line %d: 'attention_tflops' names no dtype", att->line);
+    for (size_t i = 0; i < att->count; i++) {
+        int d = 0;
+        USP_TRY(dtype_index(att->keys[i], att->items[i].line, &d));
+        if (att->items[i].type != USP_JSON_OBJECT)
+            return usp_fail(USP_EINVAL, "line %d: 'attention_tflops.%s' must be an object",
+                            att->items[i].line, att->keys[i]);
+        USP_TRY(load_head_dims(&att->items[i], p, d));
+        USP_TRY(positive(peak, DTYPE_KEYS[d], &p->peak_flops[d]));
+        p->peak_flops[d] *= 1e12;
+    }
+    return USP_OK;
+}
+
+static usp_status load_tree(const usp_json *root, sim_profile *p) {
+    const usp_json *masked;
+    const char *name;
+    double hbm, launch_us, mem_gb;
+    if (root->type != USP_JSON_OBJECT) return usp_fail(USP_EINVAL, "line %d: a profile is a JSON object", root->line);
+    USP_TRY(usp_json_get_string(root, "name", &name));
+    snprintf(p->name, sizeof p->name, "%s", name);
+    USP_TRY(load_rates(root, p));
+    USP_TRY(member(root, "masked_block_efficiency", USP_JSON_OBJECT, &masked));
+    USP_TRY(positive(masked, "fwd", &p->masked_fwd));
+    USP_TRY(positive(masked, "bwd", &p->masked_bwd));
+    USP_TRY(positive(root, "hbm_gbps", &hbm));
+    USP_TRY(usp_json_get_number(root, "launch_overhead_us", &launch_us));
+    if (launch_us < 0) return usp_fail(USP_EINVAL, "'launch_overhead_us' must not be negative");
+    USP_TRY(positive(root, "memory_gb", &mem_gb));
+    p->hbm_bytes_per_s = hbm * 1e9;
+    p->launch_s = launch_us * 1e-6;
+    p->capacity_bytes = mem_gb * 1e9;
+    return USP_OK;
+}
+
+static const char *embedded(const char *name) {
+    for (int i = 0; i < SIM_NEMBEDDED_PROFILES; i++)
+        if (strcmp(SIM_EMBEDDED_PROFILES[i].name, name) == 0) return SIM_EMBEDDED_PROFILES[i].json;
+    return NULL;
+}
+
+const char *const *usp_profile_names(void) {
+    static const char *names[16];
+    for (int i = 0; i < SIM_NEMBEDDED_PROFILES && i < 15; i++) names[i] = SIM_EMBEDDED_PROFILES[i].name;
+    return names;
+}
+
+usp_status sim_profile_load(const char *name_or_file, sim_profile *p) {
+    memset(p, 0, sizeof *p);
+    const char *text = embedded(name_or_file);
+    usp_json *root = NULL;
+    usp_status st = text ? usp_json_parse(text, strlen(text), &root) : usp_json_parse_file(name_or_file, &root);
+    if (st == USP_OK) st = load_tree(root, p);
+    usp_json_free(root);
+    if (st != USP_OK) usp_error_prefix("profile %s: ", name_or_file);
+    return st;
+}
+
+usp_status usp_profile_check(const char *name_or_file) {
+    sim_profile p;
+    return sim_profile_load(name_or_file, &p);
+}
+
+const char *sim_profile_for(const usp_sim_options *o) {
+    if (o && o->profile) return o->profile;
+    const char *spec = o && o->platform ? o->platform : "h200x8";
+    char name[64];
+    usp_platform_params params;
+    if (usp_platform_is_preset(spec) && usp_platform_parse_spec(spec, name, sizeof name, &params) == USP_OK)
+        return usp_platform_gpu(name);
+    return "h200";
+}
+
+/* ------------------------------------------------------------- timing */
+
+usp_status sim_profile_supports(const sim_profile *p, const usp_config *c) {
+    if (p->nrates[c->dtype] == 0)
+        return usp_fail(USP_EINVAL, "profile %s has no %s attention figures", p->name, usp_dtype_name(c->dtype));
+    return USP_OK;
+}
+
+/* The listed head dim nearest to the config's (the larger on a tie):
+ * kernels of neighbouring head dims run at similar rates. */
+static const sim_attention_rate *rate_for(const sim_profile *p, const usp_config *c) {
+    const sim_attention_rate *best = NULL;
+    for (int i = 0; i < p->nrates[c->dtype]; i++) {
+        const sim_attention_rate *r = &p->rates[c->dtype][i];
+        int dist = abs(r->head_dim - c->head_dim);
+        if (!best || dist < abs(best->head_dim - c->head_dim) ||
+            (dist == abs(best->head_dim - c->head_dim) && r->head_dim > best->head_dim))
+            best = r;
+    }
+    return best;
+}
+
+/* A causal block with some pairs masked out runs below the full-block rate. */
+static int is_partial(const usp_block *b) {
+    double pairs = usp_block_pairs(b);
+    return b->causal && pairs > 0 && pairs < (double)b->q_len * b->kv_len;
+}
+
+static double attention_seconds(const sim_profile *p, const usp_config *c, const usp_step *st) {
+    const sim_attention_rate *r = rate_for(p, c);
+    int fwd = st->kind == USP_STEP_ATTN_FWD;
+    double rate = fwd ? r->fwd_flops : r->bwd_flops;
+    if (is_partial(&st->blk)) rate *= fwd ? p->masked_fwd : p->masked_bwd;
+    return st->flops / rate;
+}
+
+double sim_step_seconds(const sim_profile *p, const usp_config *c, const usp_step *st) {
+    switch (st->kind) {
+    case USP_STEP_ATTN_FWD:
+    case USP_STEP_ATTN_BWD:
+        return p->launch_s + attention_seconds(p, c, st);
+    case USP_STEP_PACK:
+    case USP_STEP_UNPACK:
+    case USP_STEP_MERGE:
+    case USP_STEP_INIT:
+    case USP_STEP_BWD_PREP:
+        return p->launch_s + st->bytes_mem / p->hbm_bytes_per_s;
+    default:
+        return 0;
+    }
+}

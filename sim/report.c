@@ -1,0 +1,81 @@
+/* report.c: the simulator's part of a run summary: efficiency and memory. */
+#include "internal.h"
+
+#include <string.h>
+#include "usp/json.h"
+
+usp_status usp_sim_report_make(const usp_schedule *s, const usp_result *r, const usp_sim_options *o,
+                               usp_sim_report *rep) {
+    sim_profile prof;
+    USP_TRY(sim_profile_load(sim_profile_for(o), &prof));
+    memset(rep, 0, sizeof *rep);
+    snprintf(rep->platform, sizeof rep->platform, "%s", o && o->platform ? o->platform : "h200x8");
+    snprintf(rep->gpu, sizeof rep->gpu, "%s", prof.name);
+    rep->numerics = o ? o->numerics : 0;
+    rep->time_fwd_s = r->time_fwd_s;
+    rep->time_bwd_s = r->time_bwd_s;
+    rep->time_total_s = r->time_fwd_s + r->time_bwd_s;
+    rep->capacity_bytes = prof.capacity_bytes;
+    rep->peak_dense_tflops = prof.peak_flops[s->cfg.dtype] / 1e12;
+    double flops = 0, exposed = 0;
+    for (int g = 0; g < r->world; g++) {
+        const usp_rank_stats *st = &r->ranks[g];
+        flops += st->flops;
+        exposed += st->exposed_comm_s;
+        if (st->compute_s > rep->compute_s_max) rep->compute_s_max = st->compute_s;
+        if (st->comm_s > rep->comm_s_max) rep->comm_s_max = st->comm_s;
+        if (st->exposed_comm_s > rep->exposed_comm_s_max) rep->exposed_comm_s_max = st->exposed_comm_s;
+        if (st->peak_bytes > rep->peak_bytes_max) { rep->peak_bytes_max = st->peak_bytes; rep->peak_rank = g; }
+    }
+    rep->flops_per_gpu = r->world ? flops / r->world : 0;
+    rep->exposed_comm_s_mean = r->world ? exposed / r->world : 0;
+    if (rep->time_total_s > 0) rep->tflops_per_gpu = rep->flops_per_gpu / rep->time_total_s / 1e12;
+    if (rep->peak_dense_tflops > 0) rep->mfu = rep->tflops_per_gpu / rep->peak_dense_tflops;
+    rep->oom = rep->peak_bytes_max > rep->capacity_bytes;
+    return USP_OK;
+}
+
+void usp_sim_report_print(FILE *f, const usp_sim_report *rep) {
+    const double GiB = 1024.0 * 1024 * 1024;
+    fprintf(f, "simulated on %s, %s (%s)\n", rep->platform, rep->gpu,
+            rep->numerics ? "numerics on" : "timing only");
+    fprintf(f, "  predicted time   fwd %.3f ms  bwd %.3f ms  total %.3f ms\n", rep->time_fwd_s * 1e3,
+            rep->time_bwd_s * 1e3, rep->time_total_s * 1e3);
+    fprintf(f, "  per GPU          %.1f TFLOP/s, MFU %.1f%% of %.0f TFLOP/s peak\n", rep->tflops_per_gpu,
+            rep->mfu * 100, rep->peak_dense_tflops);
+    fprintf(f, "  busiest rank     compute %.3f ms  comm %.3f ms  exposed comm %.3f ms (mean %.3f ms)\n",
+            rep->compute_s_max * 1e3, rep->comm_s_max * 1e3, rep->exposed_comm_s_max * 1e3,
+            rep->exposed_comm_s_mean * 1e3);
+    fprintf(f, "  peak activations %.2f GiB on rank %d of %.1f GiB: %s\n", rep->peak_bytes_max / GiB,
+            rep->peak_rank, rep->capacity_bytes / GiB, rep->oom ? "OUT OF MEMORY" : "fits");
+}
+
+static void member(FILE *f, const char *key, double v, int last) {
+    usp_json_write_string(f, key);
+    fputs(": ", f);
+    usp_json_write_number(f, v);
+    if (!last) fputs(", ", f);
+}
+
+void usp_sim_report_json(FILE *f, const usp_sim_report *rep) {
+    fputs("{\"platform\": ", f);
+    usp_json_write_string(f, rep->platform);
+    fputs(", \"gpu\": ", f);
+    usp_json_write_string(f, rep->gpu);
+    fprintf(f, ", \"numerics\": %s, \"oom\": %s, ", rep->numerics ? "true" : "false", rep->oom ? "true" : "false");
+    member(f, "time_fwd_s", rep->time_fwd_s, 0);
+    member(f, "time_bwd_s", rep->time_bwd_s, 0);
+    member(f, "time_total_s", rep->time_total_s, 0);
+    member(f, "flops_per_gpu", rep->flops_per_gpu, 0);
+    member(f, "tflops_per_gpu", rep->tflops_per_gpu, 0);
+    member(f, "peak_dense_tflops", rep->peak_dense_tflops, 0);
+    member(f, "mfu", rep->mfu, 0);
+    member(f, "compute_s_max", rep->compute_s_max, 0);
+    member(f, "comm_s_max", rep->comm_s_max, 0);
+    member(f, "exposed_comm_s_max", rep->exposed_comm_s_max, 0);
+    member(f, "exposed_comm_s_mean", rep->exposed_comm_s_mean, 0);
+    member(f, "peak_bytes", rep->peak_bytes_max, 0);
+    member(f, "peak_rank", rep->peak_rank, 0);
+    member(f, "capacity_bytes", rep->capacity_bytes, 1);
+    fputc('}', f);
+}

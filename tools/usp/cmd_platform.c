@@ -1,0 +1,154 @@
+/* cmd_platform.c: `usp platform`, the built-in platforms as SimGrid XML. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "usp/json.h"
+#include "usp/sim.h"
+
+enum {
+    OPT_PRESET = USP_OPT_CMD_FIRST, OPT_NODES, OPT_DIMS, OPT_GROUPS, OPT_CHASSIS, OPT_ROUTERS,
+    OPT_HOSTS_PER_ROUTER, OPT_BW, OPT_LAT, OPT_WORLD, OPT_LIST, OPT_JSON, OPT_HELP
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: usp platform --preset NAME [options] [-o FILE]\n"
+               "       usp platform --list [--json]\n"
+               "Writes a built-in platform as SimGrid XML (stdout, or -o FILE). Every simulating\n"
+               "command takes the same names with --platform NAME[:key=value,...], or an XML file.\n\n"
+               "  --preset NAME          see --list\n"
+               "  --nodes N              multi-node presets (h100-fattree, a800-2n), star: hosts\n"
+               "  --world N              size the preset for N ranks (default: its own size, or 8)\n"
+               "  --dims AxBxC           torus\n"
+               "  --groups G --chassis C --routers R --hosts-per-router N   dragonfly\n"
+               "  --bw GBPS --lat US     torus, dragonfly, star: every link\n"
+               "  -o, --output FILE      write there instead of stdout\n"
+               "  --list                 the presets and what they model\n"
+               "  --json                 with --list: a JSON array\n"
+               "  -h, --help\n");
+}
+
+static void list_presets(int json) {
+    const char *const *names = usp_platform_presets();
+    if (json) fputc('[', stdout);
+    for (int i = 0; names[i]; i++) {
+        if (json) {
+            fputs(i ? ",\n {\"name\": " : "{\"name\": ", stdout);
+            usp_json_write_string(stdout, names[i]);
+            fputs(", \"gpu\": ", stdout);
+            usp_json_write_string(stdout, usp_platform_gpu(names[i]));
+            fputs(", \"about\": ", stdout);
+            usp_json_write_string(stdout, usp_platform_describe(names[i]));
+            fputc('}', stdout);
+        } else {
+            printf("%-13s %-5s %s\n", names[i], usp_platform_gpu(names[i]), usp_platform_describe(names[i]));
+        }
+    }
+    if (json) fputs("]\n", stdout);
+}
+
+static int int_arg(const char *name, const char *arg, int *out) {
+    long v;
+    if (usp_parse_int(arg, 1, 1000000, &v) != 0)
+        return usp_cli_bad_input("platform", "--%s '%s' is not an integer in 1..1000000", name, arg);
+    *out = (int)v;
+    return 0;
+}
+
+static int double_arg(const char *name, const char *arg, int allow_zero, double *out) {
+    if (usp_parse_double(arg, out) != 0 || *out < 0 || (!allow_zero && *out == 0))
+        return usp_cli_bad_input("platform", "--%s '%s' is not a %s number", name, arg,
+                                 allow_zero ? "non-negative" : "positive");
+    return 0;
+}
+
+static int parse_dims(const char *arg, int dims[3]) {
+    char spec[64];
+    char name[16];
+    usp_platform_params p;
+    snprintf(spec, sizeof spec, "torus:dims=%s", arg);
+    if (usp_platform_parse_spec(spec, name, sizeof name, &p) != USP_OK) return usp_cli_report("platform", USP_EINVAL);
+    memcpy(dims, p.dims, sizeof p.dims);
+    return 0;
+}
+
+typedef struct {
+    const char *preset, *output;
+    int world, list, json;
+    usp_platform_params p;
+} platform_args;
+
+static int parse_option(int opt, const char *arg, platform_args *a) {
+    switch (opt) {
+    case OPT_PRESET: a->preset = arg; return 0;
+    case 'o': a->output = arg; return 0;
+    case OPT_NODES: return int_arg("nodes", arg, &a->p.nodes);
+    case OPT_WORLD: return int_arg("world", arg, &a->world);
+    case OPT_DIMS: return parse_dims(arg, a->p.dims);
+    case OPT_GROUPS: return int_arg("groups", arg, &a->p.groups);
+    case OPT_CHASSIS: return int_arg("chassis", arg, &a->p.chassis);
+    case OPT_ROUTERS: return int_arg("routers", arg, &a->p.routers);
+    case OPT_HOSTS_PER_ROUTER: return int_arg("hosts-per-router", arg, &a->p.hosts_per_router);
+    case OPT_BW: return double_arg("bw", arg, 0, &a->p.bw_gbps);
+    case OPT_LAT: return double_arg("lat", arg, 1, &a->p.lat_us);
+    case OPT_LIST: a->list = 1; return 0;
+    case OPT_JSON: a->json = 1; return 0;
+    default: return usp_cli_bad_input("platform", "unknown option (see usp platform --help)");
+    }
+}
+
+/* Options given on the command line win over the NAME:key=value ones. */
+static usp_platform_params merge(const usp_platform_params *spec, const usp_platform_params *cli) {
+    usp_platform_params p = *spec;
+    if (cli->nodes) p.nodes = cli->nodes;
+    if (cli->dims[0]) memcpy(p.dims, cli->dims, sizeof p.dims);
+    if (cli->groups) p.groups = cli->groups;
+    if (cli->chassis) p.chassis = cli->chassis;
+    if (cli->routers) p.routers = cli->routers;
+    if (cli->hosts_per_router) p.hosts_per_router = cli->hosts_per_router;
+    if (cli->bw_gbps > 0) p.bw_gbps = cli->bw_gbps;
+    if (cli->lat_us >= 0) p.lat_us = cli->lat_us;
+    return p;
+}
+
+static int write_platform(const platform_args *a) {
+    char name[64];
+    usp_platform_params base;
+    if (usp_platform_parse_spec(a->preset, name, sizeof name, &base) != USP_OK)
+        return usp_cli_report("platform", USP_EINVAL);
+    usp_platform_params p = merge(&base, &a->p);
+    FILE *f = a->output ? fopen(a->output, "w") : stdout;
+    if (!f) return usp_cli_bad_input("platform", "cannot write %s", a->output);
+    usp_status st = usp_platform_write(name, &p, a->world, f);
+    if (a->output && fclose(f) != 0 && st == USP_OK) st = usp_fail(USP_EINTERNAL, "cannot write %s", a->output);
+    if (st != USP_OK) {
+        if (a->output) remove(a->output);
+        return usp_cli_report("platform", st);
+    }
+    return 0;
+}
+
+int cmd_platform(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"preset", required_argument, 0, OPT_PRESET}, {"nodes", required_argument, 0, OPT_NODES},
+        {"world", required_argument, 0, OPT_WORLD}, {"dims", required_argument, 0, OPT_DIMS},
+        {"groups", required_argument, 0, OPT_GROUPS}, {"chassis", required_argument, 0, OPT_CHASSIS},
+        {"routers", required_argument, 0, OPT_ROUTERS},
+        {"hosts-per-router", required_argument, 0, OPT_HOSTS_PER_ROUTER},
+        {"bw", required_argument, 0, OPT_BW}, {"lat", required_argument, 0, OPT_LAT},
+        {"output", required_argument, 0, 'o'}, {"list", no_argument, 0, OPT_LIST},
+        {"json", no_argument, 0, OPT_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    platform_args a = {0};
+    a.p.lat_us = -1;
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
+        if (opt == 'h') { usage(stdout); return 0; }
+        if (opt == '?') return 2;
+        if (parse_option(opt, optarg, &a) != 0) return 2;
+    }
+    if (optind < argc) return usp_cli_bad_input("platform", "unexpected argument '%s'", argv[optind]);
+    if (a.list) { list_presets(a.json); return 0; }
+    if (!a.preset) return usp_cli_bad_input("platform", "--preset NAME is required (usp platform --list)");
+    return write_platform(&a);
+}
