@@ -17,6 +17,7 @@ static const command commands[] = {
     {"platform", cmd_platform, "write a SimGrid platform preset as XML"},
     {"sweep", cmd_sweep, "rank every ulysses x ring split by simulated time"},
     {"kernel-check", cmd_kernel_check, "check GPU attention kernels against the reference"},
+    {"trace", cmd_trace, "compare two traces step by step, or draw them as an SVG timeline"},
 };
 
 static void usage(FILE *f) {
