@@ -5,8 +5,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "cli.h"
+#include "run_report.h"
 #include "runcase.h"
 #include "usp/npy.h"
+#ifdef USP_HAVE_GPU_EXEC
+#include "run_gpu.h"
+#endif
 #ifdef USP_HAVE_SIM
 #include "usp/sim.h"
 #endif
@@ -44,7 +48,8 @@ static void help(void) {
            "  --dump DIR        write o lse dq dk dv and ref_o ... ref_dv as .npy\n"
            "  --trace FILE      write a Chrome trace (Perfetto) of every step\n"
            "  --forward-only    skip the backward pass\n"
-           "  --json            one JSON object instead of the text summary\n\n");
+           "  --json            one JSON object instead of the text summary\n"
+           "  --backend gpu     one process per GPU over NCCL (usp run --backend gpu --help)\n\n");
     usp_cli_config_help(stdout);
 }
 
@@ -91,6 +96,9 @@ static void print_text(const usp_case *c, const run_options *o) {
     usp_sim_report rep;
     if (sim_report(c, o, &rep)) { printf("\n"); usp_sim_report_print(stdout, &rep); }
 #endif
+    if (!strcmp(o->backend, "gpu"))
+        printf("\ntime: forward %.3f ms, backward %.3f ms (CUDA events, median of the timed runs)\n",
+               c->res.time_fwd_s * 1e3, c->res.time_bwd_s * 1e3);
     if (!c->ntensors) { printf("\nresult: timing only (--no-numerics), nothing checked\n"); return; }
     printf("\nresult: %s\n", c->pass ? "PASS" : "FAIL");
 }
@@ -136,6 +144,8 @@ static void print_json(const usp_case *c, const run_options *o) {
         printf(",\n");
     }
 #endif
+    if (!strcmp(o->backend, "gpu"))
+        printf(" \"time_fwd_s\": %.6g, \"time_bwd_s\": %.6g,\n", c->res.time_fwd_s, c->res.time_bwd_s);
     if (c->ntensors) printf(" \"pass\": %s}\n", c->pass ? "true" : "false");
     else printf(" \"pass\": null}\n");
 }
@@ -168,6 +178,13 @@ static usp_status dump(const usp_case *c, const char *dir) {
     }
     return USP_OK;
 }
+
+void usp_run_print(const usp_case *c, const char *backend, int json) {
+    run_options o = {.backend = backend, .json = json};
+    if (json) print_json(c, &o); else print_text(c, &o);
+}
+
+usp_status usp_run_dump(const usp_case *c, const char *dir) { return dump(c, dir); }
 
 /* ------------------------------------------------------------ main */
 
@@ -202,7 +219,11 @@ static int parse_sim_option(int opt, const char *arg, run_options *o) {
     return usp_cli_bad_input("run", "unknown option (usp run --help)");
 }
 
-static int check_backend(const run_options *o) {
+static int check_backend(const run_options *o, const usp_config *cfg) {
+    int cpu = !strcmp(o->backend, "ref") || !strcmp(o->backend, "sim");
+    if (cpu && cfg->dtype != USP_F64 && cfg->dtype != USP_F32)
+        return usp_cli_bad_input("run", "dtype %s: the CPU executors compute in fp64 or fp32 "
+                                 "(fp16 and bf16 run on --backend gpu)", usp_dtype_name(cfg->dtype));
     if (!strcmp(o->backend, "ref")) return 0;
 #ifdef USP_HAVE_SIM
     if (!strcmp(o->backend, "sim")) return 0;
@@ -245,7 +266,7 @@ static int parse(int argc, char **argv, usp_config *cfg, run_options *o) {
     }
     if (optind < argc) return usp_cli_bad_input("run", "unexpected argument '%s'", argv[optind]);
     usp_cli_config_finish(cfg);
-    return check_backend(o);
+    return check_backend(o, cfg);
 }
 
 #ifdef USP_HAVE_SIM
@@ -275,7 +296,23 @@ static usp_status run_case(usp_case *c, const run_options *o, usp_trace *tp) {
     return usp_case_run(c, o->input_dir, usp_exec_ref, NULL, tp);
 }
 
+/* --backend gpu has its own process model and options (run_gpu.c). */
+static int wants_gpu(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--backend=gpu")) return 1;
+        if (!strcmp(argv[i], "--backend") && i + 1 < argc && !strcmp(argv[i + 1], "gpu")) return 1;
+    }
+    return 0;
+}
+
 int cmd_run(int argc, char **argv) {
+    if (wants_gpu(argc, argv)) {
+#ifdef USP_HAVE_GPU_EXEC
+        return usp_run_gpu_main(argc, argv);
+#else
+        return usp_cli_bad_input("run", "backend gpu: this usp was built without CUDA and NCCL");
+#endif
+    }
     usp_config cfg = usp_config_default();
     cfg.kv_heads = 0;
     run_options o = {.backend = USP_DEFAULT_BACKEND, .backward = 1};
