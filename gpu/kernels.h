@@ -1,0 +1,70 @@
+/* kernels.h: launchers of the built-in kernels (C++ side of usp_gpu).
+ *
+ * Parameters are flattened from the kernel.h descriptors: element pointers,
+ * strides in elements, and the usp_block. builtin.cu validates the
+ * descriptors and picks a launcher; each launcher returns USP_KERNEL_* and
+ * writes a reason into `why` on failure. */
+#ifndef USP_GPU_KERNELS_H
+#define USP_GPU_KERNELS_H
+
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "usp/kernel.h"
+
+/* One check for every CUDA call: a failure becomes USP_KERNEL_ECUDA with the
+ * call, the file:line and CUDA's message in `why`. Used inside launchers,
+ * which have `why` and `why_len` in scope. */
+#define USP_CUDA_TRY(call)                                                        \
+    do {                                                                          \
+        cudaError_t usp_cu_e_ = (call);                                           \
+        if (usp_cu_e_ != cudaSuccess) {                                           \
+            snprintf(why, why_len, "%s failed at %s:%d: %s", #call, __FILE__,     \
+                     __LINE__, cudaGetErrorString(usp_cu_e_));                    \
+            return USP_KERNEL_ECUDA;                                              \
+        }                                                                         \
+    } while (0)
+
+/* Launch check: the configuration error a launch leaves behind. */
+#define USP_CUDA_LAUNCHED() USP_CUDA_TRY(cudaGetLastError())
+
+struct UspFwdParams {
+    const void *q, *k, *v;
+    void *o;
+    float *lse;
+    int64_t q_sb, q_sl, q_sh, k_sb, k_sl, k_sh, v_sb, v_sl, v_sh, o_sb, o_sl, o_sh;
+    int64_t lse_sb, lse_sh;
+    int b, h, hkv, d;
+    int q_begin, q_len, kv_begin, kv_len, causal, diag;
+    float scale;
+};
+
+struct UspBwdParams {
+    const void *q, *k, *v, *dout;
+    const float *lse, *delta;
+    float *dq, *dk, *dv;
+    int64_t q_sb, q_sl, q_sh, k_sb, k_sl, k_sh, v_sb, v_sl, v_sh, do_sb, do_sl, do_sh;
+    int64_t dq_sb, dq_sl, dq_sh, dk_sb, dk_sl, dk_sh, dv_sb, dv_sl, dv_sh;
+    int64_t lse_sb, lse_sh, dl_sb, dl_sh;
+    int b, h, hkv, d;
+    int q_begin, q_len, kv_begin, kv_len, causal, diag;
+    float scale;
+};
+
+/* Tiled tensor-core kernels: bf16/fp16 inputs, D in {64, 128}. */
+int usp_tc_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t st,
+               char *why, size_t why_len);
+int usp_tc_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
+int usp_tc_supports(usp_dtype in, int d);
+
+/* Simple kernels (one thread a row, fp32 math): any D <= 256, fp32 inputs too. */
+int usp_simple_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t st,
+                   char *why, size_t why_len);
+int usp_simple_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
+
+/* Row kernels: DELTA and the LSE merge. */
+int usp_prep_launch(const usp_kprep_args *a, cudaStream_t st, char *why, size_t why_len);
+int usp_merge_launch(const usp_kmerge_args *a, cudaStream_t st, char *why, size_t why_len);
+
+#endif

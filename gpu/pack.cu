@@ -1,0 +1,210 @@
+/* pack.cu: pack/unpack around the ulysses all-to-all (layouts in usp/gpu_pack.h).
+ *
+ * One thread per destination element; the source index is computed from the
+ * destination's, so every kernel is a gather and no two threads write the
+ * same element. Copies move raw elements of 2, 4 or 8 bytes; only the DKV
+ * unpack does arithmetic (the sum of replicas). Memory-bound and simple. */
+#include <cuda_runtime.h>
+#include "kernels.h"
+#include "plugins/naive_kernels.cuh"
+#include "usp/gpu_pack.h"
+
+namespace {
+
+struct Geom {
+    int B, Ls, U, H, Hkv, D, Hu, Hkvu;
+};
+
+__host__ __device__ inline int kv_first(const Geom &g, int u) { return (int)((int64_t)u * g.Hkv / g.U); }
+
+/* Heads per piece for the token-major patterns. */
+__host__ __device__ inline int piece_heads(const Geom &g, usp_a2a a) {
+    return (a == USP_A2A_KV || a == USP_A2A_DKV) ? g.Hkvu : g.Hu;
+}
+
+/* SEND element idx (piece-major) <- its source element. */
+template <typename E>
+__global__ void pack_kernel(usp_a2a a, Geom g, const E *src, E *send, int64_t n) {
+    int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (idx >= n) return;
+    const int64_t Lr = (int64_t)g.U * g.Ls;
+    int64_t s;
+    if (a == USP_A2A_LSE) {   /* piece (B,Hu,Ls) from (B,Hu,Lr) */
+        int64_t t = idx % g.Ls, r = idx / g.Ls;
+        int64_t hh = r % g.Hu; r /= g.Hu;
+        int64_t b = r % g.B, u = r / g.B;
+        s = (b * g.Hu + hh) * Lr + u * g.Ls + t;
+    } else {                  /* piece (B,Ls,nh,D) */
+        int nh = piece_heads(g, a);
+        int64_t d = idx % g.D, r = idx / g.D;
+        int64_t hh = r % nh; r /= nh;
+        int64_t t = r % g.Ls; r /= g.Ls;
+        int64_t b = r % g.B, u = r / g.B;
+        if (a == USP_A2A_Q)
+            s = ((b * g.Ls + t) * g.H + u * g.Hu + hh) * g.D + d;
+        else if (a == USP_A2A_KV)
+            s = ((b * g.Ls + t) * g.Hkv + kv_first(g, (int)u) + hh) * g.D + d;
+        else   /* O, DKV: tokens [u*Ls, +Ls) of (B,Lr,nh,D) */
+            s = ((b * Lr + u * g.Ls + t) * nh + hh) * g.D + d;
+    }
+    send[idx] = src[s];
+}
+
+/* dst element idx <- RECV (Q, KV, O, LSE: a copy). */
+template <typename E>
+__global__ void unpack_kernel(usp_a2a a, Geom g, const E *recv, E *dst, int64_t n) {
+    int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (idx >= n) return;
+    const int64_t Lr = (int64_t)g.U * g.Ls;
+    int64_t s;
+    if (a == USP_A2A_LSE) {   /* dst (B,H,Ls) */
+        int64_t t = idx % g.Ls, r = idx / g.Ls;
+        int64_t hd = r % g.H, b = r / g.H;
+        int64_t u = hd / g.Hu, hh = hd % g.Hu;
+        s = ((u * g.B + b) * g.Hu + hh) * g.Ls + t;
+    } else if (a == USP_A2A_O) {   /* dst (B,Ls,H,D) */
+        int64_t d = idx % g.D, r = idx / g.D;
+        int64_t hd = r % g.H; r /= g.H;
+        int64_t t = r % g.Ls, b = r / g.Ls;
+        int64_t u = hd / g.Hu, hh = hd % g.Hu;
+        s = (((u * g.B + b) * g.Ls + t) * g.Hu + hh) * g.D + d;
+    } else {                       /* Q, KV: dst (B,Lr,nh,D) */
+        int nh = piece_heads(g, a);
+        int64_t d = idx % g.D, r = idx / g.D;
+        int64_t hh = r % nh; r /= nh;
+        int64_t tt = r % Lr, b = r / Lr;
+        int64_t u = tt / g.Ls, t = tt % g.Ls;
+        s = (((u * g.B + b) * g.Ls + t) * nh + hh) * g.D + d;
+    }
+    dst[idx] = recv[s];
+}
+
+/* DKV: dst (B,Ls,Hkv,D) = sum, in rank order, of the pieces holding the head. */
+__global__ void unpack_dkv_kernel(Geom g, usp_dtype dt, const void *recv, void *dst, int64_t n) {
+    int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (idx >= n) return;
+    int64_t d = idx % g.D, r = idx / g.D;
+    int kh = (int)(r % g.Hkv);
+    r /= g.Hkv;
+    int64_t t = r % g.Ls, b = r / g.Ls;
+    double acc = 0.0;
+    for (int u = 0; u < g.U; ++u) {
+        int k0 = kv_first(g, u);
+        if (kh < k0 || kh >= k0 + g.Hkvu) continue;
+        int64_t s = (((u * (int64_t)g.B + b) * g.Ls + t) * g.Hkvu + (kh - k0)) * g.D + d;
+        if (dt == USP_F64)
+            acc += static_cast<const double *>(recv)[s];
+        else   /* fp32 sum for 32- and 16-bit data: the rounding the CPU executors use */
+            acc = (float)acc + naive::ld(recv, dt, s);
+    }
+    if (dt == USP_F64)
+        static_cast<double *>(dst)[idx] = acc;
+    else
+        naive::st(dst, dt, idx, (float)acc);
+}
+
+Geom geom_of(const usp_a2a_dims *d) {
+    Geom g;
+    g.B = d->batch; g.Ls = d->seq_shard; g.U = d->ulysses;
+    g.H = d->heads; g.Hkv = d->kv_heads; g.D = d->head_dim;
+    g.Hu = d->heads / d->ulysses;
+    g.Hkvu = d->kv_heads >= d->ulysses ? d->kv_heads / d->ulysses : 1;
+    return g;
+}
+
+usp_status check_geom(const usp_a2a_dims *d) {
+    if (d->batch <= 0 || d->seq_shard <= 0 || d->ulysses <= 0 || d->heads <= 0 || d->kv_heads <= 0 ||
+        d->head_dim <= 0)
+        return usp_fail(USP_EINVAL, "a2a: sizes must be positive (B %d, Ls %d, U %d, H %d, Hkv %d, D %d)",
+                        d->batch, d->seq_shard, d->ulysses, d->heads, d->kv_heads, d->head_dim);
+    if (d->heads % d->ulysses != 0)
+        return usp_fail(USP_EINVAL, "a2a: heads %d not divisible by ulysses %d", d->heads, d->ulysses);
+    if (d->kv_heads % d->ulysses != 0 && d->ulysses % d->kv_heads != 0)
+        return usp_fail(USP_EINVAL, "a2a: kv heads %d and ulysses %d: one must divide the other", d->kv_heads,
+                        d->ulysses);
+    return USP_OK;
+}
+
+long piece_elems(usp_a2a a, const Geom &g) {
+    if (a == USP_A2A_LSE) return (long)g.B * g.Hu * g.Ls;
+    if (a == USP_A2A_NONE) return 0;
+    return (long)g.B * g.Ls * piece_heads(g, a) * g.D;
+}
+
+int64_t dst_elems(usp_a2a a, const Geom &g) {
+    int64_t Lr = (int64_t)g.U * g.Ls;
+    switch (a) {
+    case USP_A2A_Q: return (int64_t)g.B * Lr * g.Hu * g.D;
+    case USP_A2A_KV: return (int64_t)g.B * Lr * g.Hkvu * g.D;
+    case USP_A2A_O: return (int64_t)g.B * g.Ls * g.H * g.D;
+    case USP_A2A_LSE: return (int64_t)g.B * g.H * g.Ls;
+    case USP_A2A_DKV: return (int64_t)g.B * g.Ls * g.Hkv * g.D;
+    default: return 0;
+    }
+}
+
+usp_status launched(const char *what) {
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return usp_fail(USP_EINTERNAL, "%s launch: %s", what, cudaGetErrorString(e));
+    return USP_OK;
+}
+
+template <template <typename> class K, typename... Args>
+usp_status by_size(size_t size, int64_t n, cudaStream_t st, Args... args) {
+    unsigned blocks = (unsigned)((n + 255) / 256);
+    if (size == 2) K<uint16_t>::go(blocks, st, args...);
+    else if (size == 4) K<uint32_t>::go(blocks, st, args...);
+    else K<uint64_t>::go(blocks, st, args...);
+    return USP_OK;
+}
+
+template <typename E> struct PackGo {
+    static void go(unsigned blocks, cudaStream_t st, usp_a2a a, Geom g, const void *src, void *dst, int64_t n) {
+        pack_kernel<E><<<blocks, 256, 0, st>>>(a, g, static_cast<const E *>(src), static_cast<E *>(dst), n);
+    }
+};
+template <typename E> struct UnpackGo {
+    static void go(unsigned blocks, cudaStream_t st, usp_a2a a, Geom g, const void *src, void *dst, int64_t n) {
+        unpack_kernel<E><<<blocks, 256, 0, st>>>(a, g, static_cast<const E *>(src), static_cast<E *>(dst), n);
+    }
+};
+
+} // namespace
+
+extern "C" usp_a2a_dims usp_a2a_dims_of(const usp_config *c) {
+    usp_a2a_dims d;
+    d.batch = c->batch;
+    d.seq_shard = c->seq / (c->ulysses * c->ring);
+    d.ulysses = c->ulysses;
+    d.heads = c->heads;
+    d.kv_heads = c->kv_heads;
+    d.head_dim = c->head_dim;
+    return d;
+}
+
+extern "C" long usp_gpu_a2a_piece_elems(usp_a2a a, const usp_a2a_dims *d) { return piece_elems(a, geom_of(d)); }
+
+extern "C" usp_status usp_gpu_a2a_pack(usp_a2a a, const usp_a2a_dims *d, usp_dtype dt, const void *src,
+                                       void *send, void *stream) {
+    USP_TRY(check_geom(d));
+    if (a == USP_A2A_NONE) return usp_fail(USP_EINVAL, "pack: no a2a pattern");
+    Geom g = geom_of(d);
+    int64_t n = (int64_t)piece_elems(a, g) * g.U;
+    by_size<PackGo>(usp_dtype_size(dt), n, static_cast<cudaStream_t>(stream), a, g, src, send, n);
+    return launched("a2a pack");
+}
+
+extern "C" usp_status usp_gpu_a2a_unpack(usp_a2a a, const usp_a2a_dims *d, usp_dtype dt, const void *recv,
+                                         void *dst, void *stream) {
+    USP_TRY(check_geom(d));
+    if (a == USP_A2A_NONE) return usp_fail(USP_EINVAL, "unpack: no a2a pattern");
+    Geom g = geom_of(d);
+    int64_t n = dst_elems(a, g);
+    cudaStream_t st = static_cast<cudaStream_t>(stream);
+    if (a == USP_A2A_DKV) {
+        unpack_dkv_kernel<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(g, dt, recv, dst, n);
+        return launched("a2a unpack (dK/dV)");
+    }
+    by_size<UnpackGo>(usp_dtype_size(dt), n, st, a, g, recv, dst, n);
+    return launched("a2a unpack");
+}
