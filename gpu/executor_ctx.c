@@ -1,0 +1,95 @@
+/* executor_ctx.c: a rank process's GPU, links and communicators
+ * (usp_gpu_open / usp_gpu_close / usp_gpu_abort of usp/gpu_exec.h). */
+#define _POSIX_C_SOURCE 200809L /* setenv */
+#include "executor_ctx.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include "executor_cuda.h"
+
+int usp_gpu_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError(); /* no driver: not an error worth keeping */
+        return 0;
+    }
+    return n;
+}
+
+int usp_gpu_rank(const usp_gpu_ctx *ctx) { return ctx->env.rank; }
+int usp_gpu_world(const usp_gpu_ctx *ctx) { return ctx->env.world; }
+
+static usp_status bind_device(usp_gpu_ctx *ctx) {
+    int count = usp_gpu_device_count();
+    if (count == 0)
+        return usp_fail(USP_EINTERNAL, "rank %d: no CUDA device is visible to this process", ctx->env.rank);
+    int local = ctx->env.local_rank >= 0 ? ctx->env.local_rank : ctx->env.rank;
+    ctx->device = local % count;
+    USP_CUDA_CHECK(cudaSetDevice(ctx->device));
+    USP_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->compute, cudaStreamNonBlocking));
+    USP_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->comm, cudaStreamNonBlocking));
+    USP_CUDA_CHECK(cudaMalloc((void **)&ctx->scratch, sizeof(float)));
+    USP_CUDA_CHECK(cudaMemset(ctx->scratch, 0, sizeof(float)));
+    return USP_OK;
+}
+
+/* Rank 0 makes the NCCL id; the links carry it to the others. */
+static usp_status connect_ranks(usp_gpu_ctx *ctx) {
+    ncclUniqueId id;
+    memset(&id, 0, sizeof id);
+    if (ctx->env.world > 1 && ctx->env.rank == 0) USP_NCCL_CHECK(ncclGetUniqueId(&id));
+    USP_TRY(usp_links_open(&ctx->links, &ctx->env, ctx->timeout_s, &id, sizeof id));
+    usp_status st = usp_nccl_open(&ctx->nccl, &ctx->links, ctx->env.rank, ctx->env.world, &id, ctx->timeout_s);
+    if (st != USP_OK) usp_error_prefix("rank %d: ", ctx->env.rank);
+    return st;
+}
+
+usp_status usp_gpu_open(const usp_gpu_env *env, double timeout_s, usp_gpu_ctx **out) {
+    /* NVLink SHARP (multicast) buffers cost GPU memory and help none of the
+     * executor's collectives, which are point-to-point or small; a user who
+     * wants them sets the variable. */
+    setenv("NCCL_NVLS_ENABLE", "0", 0);
+    *out = NULL;
+    usp_gpu_ctx *ctx = usp_calloc(1, sizeof *ctx);
+    if (!ctx) return USP_EINTERNAL;
+    ctx->env = *env;
+    ctx->timeout_s = timeout_s > 0 ? timeout_s : 300;
+    usp_status st = bind_device(ctx);
+    if (st == USP_OK) st = connect_ranks(ctx);
+    if (st != USP_OK) {
+        usp_gpu_abort(ctx);
+        return st;
+    }
+    *out = ctx;
+    return USP_OK;
+}
+
+usp_status usp_gpu_barrier(usp_gpu_ctx *ctx) { return usp_links_barrier(&ctx->links); }
+
+static void free_device(usp_gpu_ctx *ctx) {
+    if (ctx->scratch) cudaFree(ctx->scratch);
+    if (ctx->compute) cudaStreamDestroy(ctx->compute);
+    if (ctx->comm) cudaStreamDestroy(ctx->comm);
+}
+
+void usp_gpu_close(usp_gpu_ctx *ctx) {
+    if (!ctx) return;
+    /* every rank past its last NCCL call before any communicator goes */
+    if (usp_links_barrier(&ctx->links) != USP_OK) {
+        usp_gpu_abort(ctx);
+        return;
+    }
+    usp_nccl_close(&ctx->nccl);
+    usp_links_close(&ctx->links, 1);
+    free_device(ctx);
+    free(ctx);
+}
+
+void usp_gpu_abort(usp_gpu_ctx *ctx) {
+    if (!ctx) return;
+    if (!ctx->failed) usp_links_fail(&ctx->links, usp_error());
+    usp_nccl_abort(&ctx->nccl);
+    usp_links_close(&ctx->links, 0);
+    free_device(ctx);
+    free(ctx);
+}
