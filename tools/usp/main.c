@@ -18,6 +18,8 @@ static const command commands[] = {
     {"sweep", cmd_sweep, "rank every ulysses x ring split by simulated time"},
     {"kernel-check", cmd_kernel_check, "check GPU attention kernels against the reference"},
     {"trace", cmd_trace, "compare two traces step by step, or draw them as an SVG timeline"},
+    {"plan", cmd_plan, "rank dp x tp x ulysses x ring x ZeRO mixes of a training step"},
+    {"costs", cmd_costs, "per-layer communication and memory of each parallelism"},
 };
 
 static void usage(FILE *f) {

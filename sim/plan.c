@@ -1,0 +1,239 @@
+/* plan.c: enumerate the mixes, simulate each one's representative layer and
+ * step-level parts, rank them.
+ *
+ * Programs that time the same thing are simulated once: ZeRO-1 and ZeRO-2
+ * send the same bytes at the same moments (they differ in memory only), and
+ * every ZeRO stage is the same program when one GPU holds each TP shard. */
+#include "plan_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Programs per simulation: bounds the memory the step lists take. */
+enum { BATCH_PROGRAMS = 24 };
+
+void usp_plan_options_init(usp_plan_options *o) {
+    memset(o, 0, sizeof *o);
+    o->zero = -1;
+    o->recompute = -1;
+}
+
+/* ------------------------------------------------------------ enumeration */
+
+static int fixed_ok(int fixed, int value) { return fixed <= 0 || fixed == value; }
+
+static usp_status add_point(usp_plan *p, int *cap, const usp_mix *x) {
+    if (p->count == *cap) {
+        int n = *cap ? *cap * 2 : 64;
+        usp_plan_point *grown = realloc(p->points, (size_t)n * sizeof *grown);
+        if (!grown) return usp_fail(USP_EINTERNAL, "out of memory enumerating mixes");
+        p->points = grown;
+        *cap = n;
+    }
+    usp_plan_point *pt = &p->points[p->count++];
+    memset(pt, 0, sizeof *pt);
+    pt->mix = *x;
+    return USP_OK;
+}
+
+/* Every dp x tp x ulysses x ring = gpus, ZeRO stage and recomputation the
+ * options leave open. */
+static usp_status enumerate(const usp_plan_options *o, usp_plan *p) {
+    int cap = 0, n = o->gpus;
+    for (int tp = 1; tp <= n; tp++) {
+        if (n % tp || !fixed_ok(o->tp, tp)) continue;
+        for (int u = 1; u <= n / tp; u++) {
+            if ((n / tp) % u || !fixed_ok(o->ulysses, u)) continue;
+            for (int r = 1; r <= n / tp / u; r++) {
+                int dp = n / tp / u / r;
+                if ((n / tp / u) % r || !fixed_ok(o->ring, r) || !fixed_ok(o->dp, dp)) continue;
+                /* One GPU per TP shard: every ZeRO stage is ZeRO-0. */
+                int zmax = o->zero < 0 && dp * u * r == 1 ? 0 : 3;
+                for (int z = 0; z <= zmax; z++) {
+                    if (o->zero >= 0 && o->zero != z) continue;
+                    for (int rc = 0; rc <= 1; rc++) {
+                        if (o->recompute >= 0 && o->recompute != rc) continue;
+                        usp_mix x = {dp, tp, u, r, z, rc, 1};
+                        USP_TRY(add_point(p, &cap, &x));
+                    }
+                }
+            }
+        }
+    }
+    return USP_OK;
+}
+
+/* ----------------------------------------------------- distinct programs */
+
+/* What decides a program's steps: the degrees, the ZeRO traffic pattern,
+ * recomputation (layers only). */
+typedef struct {
+    usp_mix mix;
+    int layer;
+} program_key;
+
+static int zero_pattern(const usp_mix *x) {
+    if (usp_mix_zero_group(x) < 2) return 0;
+    return x->zero == 2 ? 1 : x->zero;
+}
+
+static int same_program(const program_key *k, const usp_mix *x, int layer) {
+    const usp_mix *y = &k->mix;
+    return k->layer == layer && y->dp == x->dp && y->tp == x->tp && y->ulysses == x->ulysses && y->ring == x->ring &&
+           y->tp_sp == x->tp_sp && zero_pattern(y) == zero_pattern(x) && (!layer || y->recompute == x->recompute);
+}
+
+typedef struct {
+    program_key *keys;
+    int count, cap;
+} program_set;
+
+/* The index of the program that times (x, layer), added when new. */
+static int program_index(program_set *ps, const usp_mix *x, int layer) {
+    for (int i = 0; i < ps->count; i++)
+        if (same_program(&ps->keys[i], x, layer)) return i;
+    if (ps->count == ps->cap) {
+        int n = ps->cap ? ps->cap * 2 : 64;
+        program_key *grown = realloc(ps->keys, (size_t)n * sizeof *grown);
+        if (!grown) return -1;
+        ps->keys = grown;
+        ps->cap = n;
+    }
+    ps->keys[ps->count] = (program_key){*x, layer};
+    return ps->count++;
+}
+
+/* Builds and simulates programs [from, to) of the set. */
+static usp_status simulate_batch(const usp_workload *w, const usp_plan_options *o, const plan_device *dev,
+                                 const program_set *ps, int from, int to, plan_sim_result *results) {
+    int n = to - from;
+    plan_program *progs = usp_calloc((size_t)n, sizeof *progs);
+    const plan_program **ptrs = usp_calloc((size_t)n, sizeof *ptrs);
+    usp_status st = progs && ptrs ? USP_OK : USP_EINTERNAL;
+    for (int i = 0; st == USP_OK && i < n; i++) {
+        const program_key *k = &ps->keys[from + i];
+        st = k->layer ? plan_build_layer(w, &k->mix, dev, &progs[i]) : plan_build_edges(w, &k->mix, dev, &progs[i]);
+        ptrs[i] = &progs[i];
+    }
+    if (st == USP_OK) st = plan_simulate(ptrs, n, o->platform, o->gpus, results + from);
+    for (int i = 0; progs && i < n; i++) plan_program_free(&progs[i]);
+    free(progs);
+    free(ptrs);
+    return st;
+}
+
+static usp_status simulate_all(const usp_workload *w, const usp_plan_options *o, const plan_device *dev,
+                               const program_set *ps, plan_sim_result *results) {
+    for (int from = 0; from < ps->count; from += BATCH_PROGRAMS) {
+        int to = from + BATCH_PROGRAMS < ps->count ? from + BATCH_PROGRAMS : ps->count;
+        USP_TRY(simulate_batch(w, o, dev, ps, from, to, results));
+    }
+    return USP_OK;
+}
+
+/* ------------------------------------------------------------- evaluation */
+
+static void fill_point(const usp_plan *p, usp_plan_point *pt, const plan_sim_result *layer,
+                       const plan_sim_result *edges) {
+    double layers = p->work.model.layers;
+    pt->layer_fwd_s = layer->fwd_s;
+    pt->layer_bwd_s = layer->makespan_s - layer->fwd_s;
+    pt->edges_s = edges->makespan_s;
+    pt->step_s = layers * layer->makespan_s + edges->makespan_s;
+    pt->compute_s = layers * layer->compute_s + edges->compute_s;
+    pt->exposed_s = pt->step_s - pt->compute_s;
+    for (int t = 0; t < USP_TERM_COUNT; t++) {
+        pt->simulated.layer[t] = layer->bytes[t];
+        pt->simulated.edges[t] = edges->bytes[t];
+        pt->simulated.step[t] = layers * layer->bytes[t] + edges->bytes[t];
+    }
+    pt->tflops_per_gpu = p->flops.total / p->gpus / pt->step_s / 1e12;
+    pt->mfu = pt->tflops_per_gpu * 1e12 / p->peak_flops;
+}
+
+static int point_class(const usp_plan_point *pt) { return pt->status != USP_OK ? 2 : pt->oom ? 1 : 0; }
+
+static int cmp_points(const void *a, const void *b) {
+    const usp_plan_point *x = a, *y = b;
+    int cx = point_class(x), cy = point_class(y);
+    if (cx != cy) return cx - cy;
+    if (cx == 2) return 0;
+    if (x->step_s != y->step_s) return x->step_s > y->step_s ? 1 : -1;
+    return (x->mem.total > y->mem.total) - (x->mem.total < y->mem.total);
+}
+
+/* Checks every point, simulates the runnable ones, ranks. */
+static usp_status evaluate(const usp_workload *w, const usp_plan_options *o, const plan_device *dev, usp_plan *p) {
+    program_set ps = {0};
+    int *which = usp_calloc((size_t)p->count * 2 + 1, sizeof *which);
+    if (!which) return USP_EINTERNAL;
+    usp_status st = USP_OK;
+    for (int i = 0; st == USP_OK && i < p->count; i++) {
+        usp_plan_point *pt = &p->points[i];
+        pt->status = usp_mix_check(w, &pt->mix, o->gpus);
+        if (pt->status != USP_OK) { snprintf(pt->why, sizeof pt->why, "%s", usp_error()); continue; }
+        usp_memory_closed_form(w, &pt->mix, &pt->mem);
+        pt->oom = pt->mem.total > p->capacity_bytes;
+        which[2 * i] = program_index(&ps, &pt->mix, 1);
+        which[2 * i + 1] = program_index(&ps, &pt->mix, 0);
+        if (which[2 * i] < 0 || which[2 * i + 1] < 0) st = usp_fail(USP_EINTERNAL, "out of memory");
+        p->runnable++;
+    }
+    plan_sim_result *res = st == USP_OK ? usp_calloc((size_t)ps.count + 1, sizeof *res) : NULL;
+    if (st == USP_OK && !res) st = USP_EINTERNAL;
+    if (st == USP_OK) st = simulate_all(w, o, dev, &ps, res);
+    for (int i = 0; st == USP_OK && i < p->count; i++)
+        if (p->points[i].status == USP_OK) fill_point(p, &p->points[i], &res[which[2 * i]], &res[which[2 * i + 1]]);
+    if (st == USP_OK) qsort(p->points, (size_t)p->count, sizeof *p->points, cmp_points);
+    free(res);
+    free(ps.keys);
+    free(which);
+    return st;
+}
+
+/* ------------------------------------------------------------- the calls */
+
+static usp_status start_plan(const usp_workload *w, const usp_plan_options *o, plan_device *dev, usp_plan *p) {
+    memset(p, 0, sizeof *p);
+    USP_TRY(usp_model_validate(&w->model));
+    if (w->seq < 1 || w->global_batch < 1)
+        return usp_fail(USP_EINVAL, "seq %d and global batch %d must be >= 1", w->seq, w->global_batch);
+    if (o->gpus < 1 || o->gpus > 4096) return usp_fail(USP_EINVAL, "gpus %d is not in 1..4096", o->gpus);
+    usp_sim_options so = {.platform = o->platform, .profile = o->profile};
+    USP_TRY(plan_device_load(sim_profile_for(&so), w, o->matmul_tflops, dev));
+    p->work = *w;
+    p->gpus = o->gpus;
+    snprintf(p->platform, sizeof p->platform, "%s", o->platform ? o->platform : "h200x8");
+    snprintf(p->gpu, sizeof p->gpu, "%s", dev->prof.name);
+    p->peak_flops = dev->peak_flops;
+    p->matmul_flops = dev->matmul_flops;
+    p->capacity_bytes = dev->prof.capacity_bytes;
+    usp_model_flops(w, &p->flops);
+    return USP_OK;
+}
+
+usp_status usp_plan_run(const usp_workload *w, const usp_plan_options *o, usp_plan *out) {
+    plan_device dev;
+    USP_TRY(start_plan(w, o, &dev, out));
+    usp_status st = enumerate(o, out);
+    if (st == USP_OK && out->count == 0)
+        st = usp_fail(USP_EINVAL, "no dp x tp x ulysses x ring = %d within the given degrees", o->gpus);
+    if (st == USP_OK) st = evaluate(w, o, &dev, out);
+    if (st != USP_OK) usp_plan_free(out);
+    return st;
+}
+
+usp_status usp_plan_one(const usp_workload *w, const usp_plan_options *o, const usp_mix *x, usp_plan *out) {
+    plan_device dev;
+    USP_TRY(start_plan(w, o, &dev, out));
+    int cap = 0;
+    usp_status st = add_point(out, &cap, x);
+    if (st == USP_OK) st = evaluate(w, o, &dev, out);
+    if (st != USP_OK) usp_plan_free(out);
+    return st;
+}
+
+void usp_plan_free(usp_plan *p) {
+    free(p->points);
+    memset(p, 0, sizeof *p);
+}

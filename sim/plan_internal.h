@@ -1,0 +1,150 @@
+/* plan_internal.h: what the parts of the planner share (not installed).
+ *
+ * A "layer program" is, for every rank, one ordered list of steps on three
+ * in-order streams, the way the USP schedule is (usp/schedule.h):
+ *   COMPUTE  matrix products, attention blocks, memory-bound kernels;
+ *   COMM     activation collectives: TP, the USP all-to-alls and ring;
+ *   BG       gradient and parameter collectives of DP and ZeRO, which real
+ *            frameworks run on their own stream behind the computation.
+ * A step starts after the previous step of its stream and after its deps
+ * (earlier steps of other streams). plan_sim.c runs programs in SimGrid. */
+#ifndef USP_PLAN_INTERNAL_H
+#define USP_PLAN_INTERNAL_H
+
+#include "internal.h"
+#include "usp/plan.h"
+#include "usp/schedule.h"
+
+/* Built-in model texts, generated from sim/models/<name>.json. */
+typedef struct { const char *name, *json; } plan_embedded_model;
+extern const plan_embedded_model PLAN_EMBEDDED_MODELS[];
+extern const int PLAN_NEMBEDDED_MODELS;
+
+/* ----------------------------------------------------------- dimensions */
+
+/* Bytes the planner assumes each GPU loses to the CUDA context, NCCL
+ * buffers and allocator fragmentation. */
+#define PLAN_RESERVED_BYTES 1.0e9
+/* Optimizer states per parameter: fp32 master weights, Adam momentum and
+ * variance (the USP paper's OS = 6 P for 2-byte parameters). */
+#define PLAN_OPTIMIZER_BYTES_PER_PARAM 12.0
+/* Bytes the optimizer step reads and writes per local parameter: master,
+ * momentum, variance read and written (24), the gradient read (2), the bf16
+ * parameter written (2). */
+#define PLAN_OPTIMIZER_TRAFFIC_PER_PARAM 28.0
+/* Matrix-product rate as a fraction of the dense peak when the profile
+ * gives none: bf16 8192^3 on H200 measured 790 of 989 TFLOP/s (ANCHORS.md). */
+#define PLAN_MATMUL_PEAK_FRACTION (790.0 / 989.0)
+
+/* Everything the closed forms and the program builder derive from a
+ * workload and a mix, as doubles (products overflow int). */
+typedef struct {
+    double b;            /* sequences per DP rank */
+    double L, h, H, Hkv, D, F, V;
+    double layers;
+    double T, U, R, Z;
+    double S;            /* tokens per USP rank: b L / (U R) */
+    double St;           /* tokens per GPU between TP regions: S / T with sp, S without */
+    double Ht, Hkvt;     /* heads per TP rank */
+    double Hu, Hkvu;     /* per ulysses rank; K/V heads replicated when Hkvt < U */
+    double Vt;           /* vocabulary rows per TP rank (padded up) */
+    double mlp_mats;     /* 3 (SwiGLU) or 2 (GELU) */
+    double e, ea, es;    /* element bytes: data, accumulators, statistics (as the USP schedule) */
+    double p_layer;      /* parameters of one layer on one TP shard */
+    double p_edges;      /* embedding, LM head, final norm on one TP shard */
+    double shard_layer, shard_edges; /* their ZeRO shards, padded up */
+    int sp, zero, recompute;
+    int ring_allgather;  /* K/V all-gathered instead of passed around */
+} plan_dims;
+
+void plan_dims_make(const usp_workload *w, const usp_mix *x, plan_dims *d);
+/* The attention problem of one layer: heads / TP, the mix's ulysses x ring. */
+usp_config plan_attention_config(const usp_workload *w, const usp_mix *x);
+
+/* ------------------------------------------------------------ programs */
+
+typedef enum { PLAN_COMPUTE, PLAN_COMM, PLAN_BG, PLAN_NSTREAMS } plan_stream;
+
+typedef enum {
+    PLAN_STEP_COMPUTE,   /* lasts `seconds` */
+    PLAN_STEP_ALLGATHER, /* every member ends with every member's shard */
+    PLAN_STEP_REDUCE_SCATTER, /* every member ends with its shard summed over the members */
+    PLAN_STEP_ALLREDUCE, /* reduce-scatter, then all-gather */
+    PLAN_STEP_ALL_TO_ALL,/* a message to every other member */
+    PLAN_STEP_SENDRECV   /* one message to peer_send, one from peer_recv */
+} plan_step_kind;
+
+typedef enum { PLAN_GROUP_NONE, PLAN_GROUP_TP, PLAN_GROUP_ULYSSES, PLAN_GROUP_RING,
+               PLAN_GROUP_ZERO } plan_group;
+
+typedef struct {
+    plan_step_kind kind;
+    plan_stream stream;
+    int backward;        /* 0: forward pass, 1: backward (recomputation included) */
+    plan_group group;
+    usp_comm_term term;
+    int counted;         /* 0: stands for traffic another step already counts */
+    double seconds;      /* COMPUTE */
+    double message;      /* comm: bytes per peer: the shard of a collective (per round for
+                          * ALLREDUCE), the piece of an all-to-all, the SENDRECV message */
+    int direct;          /* collectives: 1 sends every peer its shard (as the simulator's engine
+                          * does for the USP schedule's); 0 runs NCCL-style rings */
+    int peer_send, peer_recv; /* SENDRECV: global ranks */
+    int dep[2];          /* earlier steps of other streams, or -1 */
+    char name[40];
+} plan_step;
+
+typedef struct {
+    int nsteps, cap;
+    plan_step *steps;
+} plan_rank_program;
+
+typedef struct {
+    usp_mix mix;
+    int world;
+    plan_rank_program *ranks;
+} plan_program;
+
+/* The device as the planner times it. */
+typedef struct {
+    sim_profile prof;
+    double matmul_flops;     /* achieved rate of large matrix products */
+    double peak_flops;       /* dense peak of the workload dtype */
+} plan_device;
+
+usp_status plan_device_load(const char *profile, const usp_workload *w, double matmul_tflops,
+                            plan_device *dev);
+
+/* One representative layer, forward and backward (recomputation included),
+ * with the gradient and parameter collectives of one layer on BG. */
+usp_status plan_build_layer(const usp_workload *w, const usp_mix *x, const plan_device *dev,
+                            plan_program *out);
+/* The once-per-step parts: embedding, LM head, their collectives, the
+ * collectives the first and last layer cannot hide, the optimizer step. */
+usp_status plan_build_edges(const usp_workload *w, const usp_mix *x, const plan_device *dev,
+                            plan_program *out);
+void plan_program_free(plan_program *p);
+
+/* Global rank of coordinates (dp index, ring rank, ulysses rank, tp rank):
+ * TP innermost, then ulysses, then ring, then DP, so that TP and ulysses
+ * groups are consecutive GPUs (one node). */
+int plan_rank_of(const usp_mix *x, int d, int r, int u, int t);
+void plan_coords_of(const usp_mix *x, int g, int *d, int *r, int *u, int *t);
+int plan_group_size(const usp_mix *x, plan_group grp);
+int plan_group_member(const usp_mix *x, plan_group grp, int rank, int index);
+
+/* ----------------------------------------------------------- simulation */
+
+typedef struct {
+    double makespan_s;       /* last step end, over ranks */
+    double fwd_s;            /* last forward step end, over ranks */
+    double compute_s;        /* busy compute of the rank that ends last */
+    double bytes[USP_TERM_COUNT]; /* sent by rank 0, counted steps only */
+} plan_sim_result;
+
+/* Runs the programs one after the other in one SimGrid simulation (in a
+ * forked child: SimGrid initializes once per process). */
+usp_status plan_simulate(const plan_program *const *progs, int n, const char *platform, int gpus,
+                         plan_sim_result *results);
+
+#endif

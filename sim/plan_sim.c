@@ -1,0 +1,489 @@
+/* plan_sim.c: layer programs run in SimGrid.
+ *
+ * Every rank is three actors on its GPU's host, one per stream (compute,
+ * activation comm, gradient/parameter comm); a step waits for its deps on
+ * the rank's condition variable, as in the simulator's engine. Collectives
+ * are sent directly: every member sends its message to every other member
+ * at once and the links share the load (NCCL's intra-node algorithms on
+ * NVSwitch behave so; the bytes per GPU equal the ring algorithm's). An
+ * all-reduce is a reduce-scatter round, then an all-gather round.
+ *
+ * All programs of one plan run in one simulation, one after the other: a
+ * controller actor starts a program's actors, waits for them at a barrier,
+ * and starts the next, so the platform is loaded once. SimGrid initializes
+ * once per process, so the simulation runs in a forked child that writes the
+ * results back through a pipe. */
+#define _GNU_SOURCE /* mkstemps */
+#include "plan_internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <simgrid/actor.h>
+#include <simgrid/barrier.h>
+#include <simgrid/comm.h>
+#include <simgrid/cond.h>
+#include <simgrid/engine.h>
+#include <simgrid/host.h>
+#include <simgrid/mailbox.h>
+#include <simgrid/mutex.h>
+
+/* ---------------------------------------------------------- the child */
+
+enum { MAX_CHANNELS = 16, NGROUPS = PLAN_GROUP_ZERO + 1 };
+
+/* A member's neighbours in each channel of a ring collective. */
+typedef struct {
+    int ready, k;
+    int succ[MAX_CHANNELS], pred[MAX_CHANNELS];
+} ring_paths;
+
+typedef struct {
+    int rank;
+    const plan_rank_program *rp;
+    ring_paths rings[NGROUPS];
+    sg_mutex_t mutex;
+    sg_cond_t cond;
+    char *done;
+    double *start, *end;
+    int *ordinal;            /* comm steps: position among its stream's comm steps (the message tag) */
+} rank_state;
+
+typedef struct {
+    const plan_program *const *progs;
+    int nprogs, world;
+    sg_host_t *hosts;        /* [world] */
+    plan_sim_result *results;
+    const plan_program *prog;/* the one running */
+    rank_state *ranks;
+    sg_bar_t barrier;
+    double bytes[USP_TERM_COUNT];
+    char error[256];
+} sim_state;
+
+static sim_state g;
+
+static void fail(const char *fmt, int rank, const char *step) {
+    if (!g.error[0]) snprintf(g.error, sizeof g.error, fmt, rank, step);
+}
+
+static void mark_done(rank_state *r, int i, double start) {
+    r->start[i] = start;
+    r->end[i] = simgrid_get_clock();
+    r->done[i] = 1;
+    sg_cond_notify_all(r->cond);
+}
+
+static void wait_deps(rank_state *r, const plan_step *st) {
+    sg_mutex_lock(r->mutex);
+    for (int k = 0; k < 2; k++)
+        while (st->dep[k] >= 0 && !r->done[st->dep[k]]) sg_cond_wait(r->cond, r->mutex);
+    sg_mutex_unlock(r->mutex);
+}
+
+static sg_mailbox_t mailbox(int from, int to, plan_stream s) {
+    char name[48];
+    snprintf(name, sizeof name, "%d>%d:%d", from, to, (int)s);
+    return sg_mailbox_by_name(name);
+}
+
+static void *tag_token(int tag) { return (void *)(intptr_t)(tag + 1); }
+
+/* One round: `n` messages of `bytes` to to[k] and from from[k], all at once. */
+static int exchange(rank_state *r, int i, const plan_step *st, const int *to, const int *from, const double *bytes,
+                    int n) {
+    sg_comm_t comms[2 * n];
+    void *got[n];
+    int nc = 0;
+    for (int k = 0; k < n; k++) {
+        long b = (long)(bytes[k] + 0.5);
+        comms[nc++] = sg_mailbox_put_async(mailbox(r->rank, to[k], st->stream), tag_token(r->ordinal[i]), b);
+        if (st->counted && r->rank == 0) g.bytes[st->term] += (double)b;
+    }
+    for (int k = 0; k < n; k++) comms[nc++] = sg_mailbox_get_async(mailbox(from[k], r->rank, st->stream), &got[k]);
+    for (int k = 0; k < nc; k++)
+        if (!comms[k] || sg_comm_wait(comms[k]) != SG_OK) { fail("rank %d: a transfer of %s failed", r->rank, st->name); return -1; }
+    for (int k = 0; k < n; k++)
+        if (got[k] != tag_token(r->ordinal[i])) {
+            fail("rank %d: a message arrived out of order at %s", r->rank, st->name);
+            return -1;
+        }
+    return 0;
+}
+
+/* ------------------------------------------------------- ring collectives */
+
+/* NCCL runs all-gather, reduce-scatter and all-reduce as rings over several
+ * channels; across nodes each channel enters and leaves a node through a
+ * different GPU, so every NIC carries its share. Here the members of a group
+ * are cut into islands (runs of consecutive members joined by the fastest
+ * routes: one node); channel c enters every island at its c-th member, goes
+ * around it and leaves from the member before. With equal islands there are
+ * as many channels as members per island, else one plain ring. A
+ * member sends (n-1)/n of the gathered tensor in total, split evenly over
+ * the channels, to its successor in each: the pipelined ring's bytes, with
+ * the per-call latency paid once. */
+static void island_successors(int n, int m, int c, int *succ) {
+    int islands = n / m;
+    for (int i = 0; i < islands; i++)
+        for (int j = 0; j < m; j++) {
+            int exit_here = j == (c + m - 1) % m;
+            succ[i * m + j] = exit_here ? ((i + 1) % islands) * m + c : i * m + (j + 1) % m;
+        }
+}
+
+static int island_size(const int *members, int n) {
+    double bw[n], best = 0;
+    for (int i = 0; i + 1 < n; i++) {
+        bw[i] = sg_host_get_route_bandwidth(g.hosts[members[i]], g.hosts[members[i + 1]]);
+        if (bw[i] > best) best = bw[i];
+    }
+    int size = 0, start = 0;
+    for (int i = 0; i + 1 < n; i++)
+        if (bw[i] < best * 0.999) {
+            if (!size) size = i + 1 - start;
+            if (i + 1 - start != size) return n;
+            start = i + 1;
+        }
+    return size && n - start == size ? size : n;
+}
+
+static void ring_paths_make(const rank_state *r, plan_group grp, ring_paths *rp) {
+    int n = plan_group_size(&g.prog->mix, grp), members[n], me = 0;
+    for (int i = 0; i < n; i++) {
+        members[i] = plan_group_member(&g.prog->mix, grp, r->rank, i);
+        if (members[i] == r->rank) me = i;
+    }
+    int m = island_size(members, n), succ[n];
+    rp->k = m < MAX_CHANNELS ? m : MAX_CHANNELS;
+    for (int c = 0; c < rp->k; c++) {
+        island_successors(n, m, c, succ);
+        rp->succ[c] = members[succ[me]];
+        for (int i = 0; i < n; i++)
+            if (succ[i] == me) rp->pred[c] = members[i];
+    }
+    rp->ready = 1;
+}
+
+/* Channels with the same neighbours travel as one message. */
+static int ring_messages(const ring_paths *rp, double total, int *to, int *from, double *bytes) {
+    int n = 0;
+    for (int c = 0; c < rp->k; c++) {
+        int k = 0;
+        while (k < n && !(to[k] == rp->succ[c] && from[k] == rp->pred[c])) k++;
+        if (k == n) { to[n] = rp->succ[c]; from[n] = rp->pred[c]; bytes[n++] = 0; }
+        bytes[k] += total / rp->k;
+    }
+    return n;
+}
+
+static int run_comm(rank_state *r, int i, const plan_step *st) {
+    int rounds = st->kind == PLAN_STEP_ALLREDUCE ? 2 : 1;
+    if (st->kind == PLAN_STEP_SENDRECV) {
+        for (int k = 0; k < rounds; k++)
+            if (exchange(r, i, st, &st->peer_send, &st->peer_recv, &st->message, 1) != 0) return -1;
+        return 0;
+    }
+    int n = plan_group_size(&g.prog->mix, st->group), count = 0;
+    if (n < 2) return 0;
+    int to[n > MAX_CHANNELS ? n : MAX_CHANNELS], from[n > MAX_CHANNELS ? n : MAX_CHANNELS];
+    double bytes[n > MAX_CHANNELS ? n : MAX_CHANNELS];
+    if (st->kind == PLAN_STEP_ALL_TO_ALL || st->direct) {
+        for (int k = 0; k < n; k++) {
+            int m = plan_group_member(&g.prog->mix, st->group, r->rank, k);
+            if (m != r->rank) { to[count] = from[count] = m; bytes[count++] = st->message; }
+        }
+    } else {
+        ring_paths *rp = &r->rings[st->group];
+        if (!rp->ready) ring_paths_make(r, st->group, rp);
+        count = ring_messages(rp, (n - 1) * st->message, to, from, bytes);
+    }
+    for (int k = 0; k < rounds; k++)
+        if (exchange(r, i, st, to, from, bytes, count) != 0) return -1;
+    return 0;
+}
+
+static void run_stream(plan_stream s) {
+    rank_state *r = sg_actor_self_get_data();
+    for (int i = 0; i < r->rp->nsteps && !g.error[0]; i++) {
+        const plan_step *st = &r->rp->steps[i];
+        if (st->stream != s) continue;
+        wait_deps(r, st);
+        double start = simgrid_get_clock();
+        if (st->kind == PLAN_STEP_COMPUTE) {
+            if (st->seconds > 0) sg_actor_sleep_for(st->seconds);
+        } else if (run_comm(r, i, st) != 0) {
+            break;
+        }
+        mark_done(r, i, start);
+    }
+    sg_barrier_wait(g.barrier);
+}
+
+static void compute_actor(int argc, char **argv) { (void)argc; (void)argv; run_stream(PLAN_COMPUTE); }
+static void comm_actor(int argc, char **argv) { (void)argc; (void)argv; run_stream(PLAN_COMM); }
+static void bg_actor(int argc, char **argv) { (void)argc; (void)argv; run_stream(PLAN_BG); }
+
+/* ------------------------------------------------- one program at a time */
+
+enum { STACK_BYTES = 128 * 1024 };
+
+static int setup_rank(rank_state *r, int g_rank) {
+    r->rank = g_rank;
+    r->rp = &g.prog->ranks[g_rank];
+    int n = r->rp->nsteps + 1;
+    r->done = calloc((size_t)n, 1);
+    r->start = calloc((size_t)n, sizeof *r->start);
+    r->end = calloc((size_t)n, sizeof *r->end);
+    r->ordinal = calloc((size_t)n, sizeof *r->ordinal);
+    r->mutex = sg_mutex_init();
+    r->cond = sg_cond_init();
+    if (!r->done || !r->start || !r->end || !r->ordinal || !r->mutex || !r->cond) return -1;
+    int count[PLAN_NSTREAMS] = {0};
+    for (int i = 0; i < r->rp->nsteps; i++) r->ordinal[i] = count[r->rp->steps[i].stream]++;
+    return 0;
+}
+
+static int start_actors(rank_state *r) {
+    static void (*const code[PLAN_NSTREAMS])(int, char **) = {compute_actor, comm_actor, bg_actor};
+    for (int s = 0; s < PLAN_NSTREAMS; s++) {
+        char name[48];
+        snprintf(name, sizeof name, "rank%d-stream%d", r->rank, s);
+        sg_actor_t a = sg_actor_init(name, g.hosts[r->rank]);
+        if (!a) return -1;
+        sg_actor_set_data(a, r);
+        sg_actor_set_stacksize(a, STACK_BYTES);
+        sg_actor_start(a, code[s], 0, NULL);
+    }
+    return 0;
+}
+
+static void free_ranks(void) {
+    for (int k = 0; g.ranks && k < g.world; k++) {
+        rank_state *r = &g.ranks[k];
+        free(r->done); free(r->start); free(r->end); free(r->ordinal);
+        if (r->cond) sg_cond_destroy(r->cond);
+        if (r->mutex) sg_mutex_destroy(r->mutex);
+    }
+    free(g.ranks);
+    g.ranks = NULL;
+}
+
+/* Times relative to the program's start; busy compute of the rank that ends last. */
+static void summarize(double t0, plan_sim_result *res) {
+    memset(res, 0, sizeof *res);
+    int critical = 0;
+    for (int k = 0; k < g.world; k++) {
+        const rank_state *r = &g.ranks[k];
+        double busy = 0, last = 0;
+        for (int i = 0; i < r->rp->nsteps; i++) {
+            const plan_step *st = &r->rp->steps[i];
+            if (!r->done[i]) { fail("rank %d never finished %s", k, st->name); return; }
+            double end = r->end[i] - t0;
+            if (end > last) last = end;
+            if (!st->backward && end > res->fwd_s) res->fwd_s = end;
+            if (st->stream == PLAN_COMPUTE) busy += r->end[i] - r->start[i];
+        }
+        if (last >= res->makespan_s) { res->makespan_s = last; critical = k; res->compute_s = busy; }
+    }
+    (void)critical;
+    memcpy(res->bytes, g.bytes, sizeof res->bytes);
+}
+
+static int run_program(int p) {
+    g.prog = g.progs[p];
+    memset(g.bytes, 0, sizeof g.bytes);
+    g.ranks = calloc((size_t)g.world, sizeof *g.ranks);
+    if (!g.ranks) return -1;
+    for (int k = 0; k < g.world; k++)
+        if (setup_rank(&g.ranks[k], k) != 0) return -1;
+    g.barrier = sg_barrier_init((unsigned)(g.world * PLAN_NSTREAMS + 1));
+    double t0 = simgrid_get_clock();
+    for (int k = 0; k < g.world; k++)
+        if (start_actors(&g.ranks[k]) != 0) return -1;
+    sg_barrier_wait(g.barrier);
+    sg_barrier_destroy(g.barrier);
+    summarize(t0, &g.results[p]);
+    free_ranks();
+    return 0;
+}
+
+static void controller(int argc, char **argv) {
+    (void)argc; (void)argv;
+    for (int p = 0; p < g.nprogs && !g.error[0]; p++)
+        if (run_program(p) != 0 && !g.error[0]) snprintf(g.error, sizeof g.error, "out of memory in the simulation");
+}
+
+/* ------------------------------------------------------------ set-up */
+
+static void init_simgrid(void) {
+    /* The simulator's network settings (ARCHITECTURE.md, "Timing model"). */
+    char *argv[] = {"usp", "--cfg=network/model:CM02", "--cfg=network/crosstraffic:0",
+                    "--cfg=network/TCP-gamma:0", "--log=root.thres:warning", NULL};
+    int argc = 5;
+    simgrid_init(&argc, argv);
+}
+
+static int cmp_hosts(const void *a, const void *b) {
+    return sim_natural_cmp(sg_host_get_name(*(const sg_host_t *)a), sg_host_get_name(*(const sg_host_t *)b));
+}
+
+static int place_ranks(void) {
+    size_t n = sg_host_count();
+    if (n < (size_t)g.world) {
+        snprintf(g.error, sizeof g.error, "the platform has %zu hosts, fewer than the %d GPUs", n, g.world);
+        return -1;
+    }
+    g.hosts = sg_host_list();
+    if (!g.hosts) return -1;
+    qsort(g.hosts, n, sizeof *g.hosts, cmp_hosts);
+    return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t n) {
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int read_full(int fd, void *buf, size_t n) {
+    char *p = buf;
+    while (n > 0) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* Writes a status int, a 256-byte reason, then the results. */
+static void child_main(int fd, int err_fd, const char *platform_file) {
+    signal(SIGPIPE, SIG_DFL);
+    dup2(err_fd, STDERR_FILENO);
+    init_simgrid();
+    simgrid_load_platform(platform_file);
+    if (place_ranks() == 0) {
+        sg_actor_t c = sg_actor_init("controller", g.hosts[0]);
+        if (c) { sg_actor_start(c, controller, 0, NULL); simgrid_run(); }
+        else snprintf(g.error, sizeof g.error, "cannot start the simulation");
+    }
+    int status = g.error[0] ? USP_EINTERNAL : USP_OK;
+    if (write_full(fd, &status, sizeof status) == 0 && write_full(fd, g.error, sizeof g.error) == 0 && status == USP_OK)
+        write_full(fd, g.results, (size_t)g.nprogs * sizeof *g.results);
+    close(fd);
+    _exit(0);
+}
+
+/* ----------------------------------------------------------- the parent */
+
+static void copy_str(char *dst, size_t n, const char *src) {
+    size_t len = strlen(src);
+    if (len >= n) len = n - 1;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
+/* SimGrid's reason when the child died: the first ERROR/CRITICAL line. */
+static void child_reason(FILE *err, char *buf, size_t n) {
+    char line[512];
+    buf[0] = '\0';
+    rewind(err);
+    while (fgets(line, sizeof line, err)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *lvl = strstr(line, "/ERROR] ");
+        if (!lvl) lvl = strstr(line, "/CRITICAL] ");
+        if (lvl && !strstr(lvl, "Exiting now")) { copy_str(buf, n, strstr(lvl, "] ") + 2); return; }
+        if (!buf[0] && line[0]) copy_str(buf, n, line);
+    }
+}
+
+static usp_status run_child(const char *platform_file, const char *spec) {
+    int fds[2];
+    FILE *err = tmpfile();
+    if (!err || pipe(fds) != 0) {
+        if (err) fclose(err);
+        return usp_fail(USP_EINTERNAL, "cannot start the simulation: %s", strerror(errno));
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]); close(fds[1]); fclose(err);
+        return usp_fail(USP_EINTERNAL, "cannot fork the simulation: %s", strerror(errno));
+    }
+    if (pid == 0) { close(fds[0]); child_main(fds[1], fileno(err), platform_file); }
+    close(fds[1]);
+    int status = -1;
+    char reason[256] = "";
+    int ok = read_full(fds[0], &status, sizeof status) == 0 && read_full(fds[0], reason, sizeof reason) == 0 &&
+             (status != USP_OK || read_full(fds[0], g.results, (size_t)g.nprogs * sizeof *g.results) == 0);
+    close(fds[0]);
+    int wstatus = 0;
+    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {}
+    usp_status st = USP_OK;
+    reason[sizeof reason - 1] = '\0';
+    if (!ok) {
+        char why[256];
+        child_reason(err, why, sizeof why);
+        st = usp_fail(USP_EINVAL, "platform %s: the simulation ended without a result%s%s", spec, why[0] ? ": " : "",
+                      why);
+    } else if (status != USP_OK) {
+        st = usp_fail(USP_EINTERNAL, "simulation: %s", reason);
+    }
+    fclose(err);
+    return st;
+}
+
+static usp_status write_preset(const char *spec, int gpus, char *path, size_t n) {
+    char name[64];
+    usp_platform_params p;
+    USP_TRY(usp_platform_parse_spec(spec, name, sizeof name, &p));
+    const char *dir = getenv("TMPDIR");
+    snprintf(path, n, "%s/usp-plan-XXXXXX.xml", dir && *dir ? dir : "/tmp");
+    int fd = mkstemps(path, 4);
+    if (fd < 0) return usp_fail(USP_EINTERNAL, "cannot create %s: %s", path, strerror(errno));
+    FILE *f = fdopen(fd, "w");
+    if (!f) { close(fd); unlink(path); return usp_fail(USP_EINTERNAL, "cannot write %s", path); }
+    usp_status st = usp_platform_write(name, &p, gpus, f);
+    if (fclose(f) != 0 && st == USP_OK) st = usp_fail(USP_EINTERNAL, "cannot write %s", path);
+    if (st != USP_OK) unlink(path);
+    return st;
+}
+
+usp_status plan_simulate(const plan_program *const *progs, int n, const char *platform, int gpus,
+                         plan_sim_result *results) {
+    if (n == 0) return USP_OK;
+    memset(&g, 0, sizeof g);
+    g.progs = progs;
+    g.nprogs = n;
+    g.world = gpus;
+    g.results = results;
+    for (int p = 0; p < n; p++)
+        if (progs[p]->world != gpus)
+            return usp_fail(USP_EINTERNAL, "a program of %d ranks in a simulation of %d GPUs", progs[p]->world, gpus);
+    const char *spec = platform ? platform : "h200x8";
+    char path[4096];
+    int temp = usp_platform_is_preset(spec);
+    if (temp) USP_TRY(write_preset(spec, gpus, path, sizeof path));
+    else {
+        FILE *f = fopen(spec, "r");
+        if (!f) return usp_fail(USP_EINVAL, "platform %s: %s", spec, strerror(errno));
+        fclose(f);
+        snprintf(path, sizeof path, "%s", spec);
+    }
+    usp_status st = run_child(path, spec);
+    if (temp) unlink(path);
+    return st;
+}

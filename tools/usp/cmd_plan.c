@@ -1,0 +1,187 @@
+/* usp plan: rank the DP x TP x ulysses x ring x ZeRO mixes of a training step. */
+#include <stdlib.h>
+#include <string.h>
+#include "cli.h"
+#include "usp/plan.h"
+
+static void help(void) {
+    printf(
+        "usage: usp plan --model M --seq L --gpus N [--platform P] [options]\n\n"
+        "Which mix of data parallelism (dp), tensor parallelism with sequence parallel\n"
+        "(tp), Ulysses degree, ring degree and ZeRO stage trains a model fastest on a\n"
+        "cluster without running out of memory? Every dp x tp x ulysses x ring = N is\n"
+        "tried with ZeRO 0-3, with and without full activation recomputation; mixes\n"
+        "that cannot run are refused with the reason.\n\n"
+        "How a step is predicted: one representative transformer layer per mix is\n"
+        "simulated in SimGrid on the platform (forward and backward on every GPU: the\n"
+        "matrix products, the USP attention schedule of heads/tp, the TP all-gathers\n"
+        "and reduce-scatters, and one layer's ZeRO/DP gradient and parameter\n"
+        "collectives overlapped with the computation, as Megatron-LM overlaps them),\n"
+        "then multiplied by the layer count; the embedding, LM head, the collectives\n"
+        "nothing can hide and the optimizer step are simulated once. Compute times\n"
+        "come from the device profile: attention at its measured rate, matrix\n"
+        "products at --matmul-tflops (default: the profile's, else 80%% of the dense\n"
+        "peak, the ratio measured on H200), memory-bound kernels at its HBM rate.\n\n"
+        "FLOPs (model FLOPs, the USP paper's MFU convention; recomputation is never\n"
+        "counted): per step, linear 6 x (matrix parameters incl. the LM head) x tokens;\n"
+        "attention 4 x B x L^2 x H x D per layer forward, halved when causal (causal\n"
+        "attention counted once), backward twice the forward. TFLOP/s per GPU = step\n"
+        "FLOPs / GPUs / step time; MFU = that / the profile's dense peak.\n\n"
+        "Memory per GPU: parameters and gradients (dtype), optimizer states (12 B per\n"
+        "parameter), ZeRO-sharded over the dp x ulysses x ring GPUs of a TP shard;\n"
+        "the activations every layer keeps; the largest transient; 1 GB reserved.\n"
+        "OOM marks a mix whose peak exceeds the profile's memory.\n\n"
+        "Options:\n"
+        "  --model M           llama2-7b, llama3-8b, llama3-70b, gpt, or a model .json\n"
+        "  --seq L             tokens per sequence; a K suffix multiplies by 1024 (64K)\n"
+        "  --gpus N            GPUs to use\n"
+        "  --platform P        SimGrid preset or XML file (default h200x8; usp platform --list)\n"
+        "  --profile F         device profile (default: the preset's GPU)\n"
+        "  --global-batch B    sequences per step (default 1); dp must divide it\n"
+        "  --dtype T           bf16 or fp16 (default bf16)\n"
+        "  --ring-impl I       zigzag, stripe, basic, allgather (default zigzag)\n"
+        "  --no-causal         bidirectional attention (default causal)\n"
+        "  --dp/--tp/--ulysses/--ring K   fix a degree\n"
+        "  --zero S            fix the ZeRO stage (0-3)\n"
+        "  --recompute yes|no  fix full activation recomputation\n"
+        "  --matmul-tflops X   achieved TFLOP/s of the matrix products\n"
+        "  --top K             show the K best mixes (default 10, 0: all)\n"
+        "  --per-degrees       one row per dp x tp x ulysses x ring: its best ZeRO stage\n"
+        "                      and recomputation\n"
+        "  --all               also list the refused degrees with their reason\n"
+        "  --explain[=K]       communication volume and memory of the K-th mix (default\n"
+        "                      the best), term by term, closed form and simulated\n"
+        "  --json              one JSON object\n");
+}
+
+typedef struct {
+    usp_workload w;
+    usp_plan_options o;
+    const char *model;
+    int top, all, distinct, explain, json;
+} plan_args;
+
+static int seq_option(const char *arg, int *out) {
+    char buf[32];
+    long v;
+    size_t n = strlen(arg);
+    int k = n > 0 && (arg[n - 1] == 'K' || arg[n - 1] == 'k');
+    if (n >= sizeof buf) return -1;
+    memcpy(buf, arg, n + 1);
+    if (k) buf[n - 1] = '\0';
+    if (usp_parse_int(buf, 1, k ? (1L << 21) : (1L << 31) - 1, &v) != 0) return -1;
+    *out = (int)(k ? v * 1024 : v);
+    return 0;
+}
+
+static int int_opt(const char *name, const char *arg, long lo, long hi, int *out) {
+    long v;
+    if (usp_parse_int(arg, lo, hi, &v) != 0)
+        return usp_cli_bad_input("plan", "--%s '%s' is not an integer in %ld..%ld", name, arg, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+enum {
+    OPT_MODEL = USP_OPT_CMD_FIRST, OPT_SEQ, OPT_GPUS, OPT_PLATFORM, OPT_PROFILE, OPT_BATCH, OPT_DTYPE, OPT_RING_IMPL,
+    OPT_NO_CAUSAL, OPT_DP, OPT_TP, OPT_ULYSSES, OPT_RING, OPT_ZERO, OPT_RECOMPUTE, OPT_MATMUL, OPT_TOP, OPT_ALL,
+    OPT_EXPLAIN, OPT_DISTINCT, OPT_JSON, OPT_HELP
+};
+
+static int apply_option(plan_args *a, int opt, const char *arg) {
+    switch (opt) {
+    case OPT_MODEL: a->model = arg; return 0;
+    case OPT_SEQ:
+        return seq_option(arg, &a->w.seq) ? usp_cli_bad_input("plan", "--seq '%s' is not a token count", arg) : 0;
+    case OPT_GPUS: return int_opt("gpus", arg, 1, 4096, &a->o.gpus);
+    case OPT_PLATFORM: a->o.platform = arg; return 0;
+    case OPT_PROFILE: a->o.profile = arg; return 0;
+    case OPT_BATCH: return int_opt("global-batch", arg, 1, 1 << 20, &a->w.global_batch);
+    case OPT_DTYPE:
+        if (usp_parse_dtype(arg, &a->w.dtype) != USP_OK) return usp_cli_report("plan", USP_EINVAL);
+        return 0;
+    case OPT_RING_IMPL:
+        if (usp_parse_ring_impl(arg, &a->w.ring_impl) != USP_OK) return usp_cli_report("plan", USP_EINVAL);
+        return 0;
+    case OPT_NO_CAUSAL: a->w.causal = 0; return 0;
+    case OPT_DP: return int_opt("dp", arg, 1, 4096, &a->o.dp);
+    case OPT_TP: return int_opt("tp", arg, 1, 4096, &a->o.tp);
+    case OPT_ULYSSES: return int_opt("ulysses", arg, 1, 4096, &a->o.ulysses);
+    case OPT_RING: return int_opt("ring", arg, 1, 4096, &a->o.ring);
+    case OPT_ZERO: return int_opt("zero", arg, 0, 3, &a->o.zero);
+    case OPT_RECOMPUTE:
+        if (strcmp(arg, "yes") && strcmp(arg, "no"))
+            return usp_cli_bad_input("plan", "--recompute '%s' is not yes or no", arg);
+        a->o.recompute = strcmp(arg, "yes") == 0;
+        return 0;
+    case OPT_MATMUL:
+        if (usp_parse_double(arg, &a->o.matmul_tflops) != 0 || !(a->o.matmul_tflops > 0))
+            return usp_cli_bad_input("plan", "--matmul-tflops '%s' is not a positive number", arg);
+        return 0;
+    case OPT_TOP: return int_opt("top", arg, 0, 1 << 20, &a->top);
+    case OPT_ALL: a->all = 1; return 0;
+    case OPT_EXPLAIN: return arg ? int_opt("explain", arg, 1, 1 << 20, &a->explain) : (a->explain = 1, 0);
+    case OPT_DISTINCT: a->distinct = 1; return 0;
+    case OPT_JSON: a->json = 1; return 0;
+    default: return usp_cli_bad_input("plan", "unknown option (usp plan --help)");
+    }
+}
+
+static int parse(int argc, char **argv, plan_args *a) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, OPT_MODEL}, {"seq", required_argument, 0, OPT_SEQ},
+        {"gpus", required_argument, 0, OPT_GPUS}, {"platform", required_argument, 0, OPT_PLATFORM},
+        {"profile", required_argument, 0, OPT_PROFILE}, {"global-batch", required_argument, 0, OPT_BATCH},
+        {"dtype", required_argument, 0, OPT_DTYPE}, {"ring-impl", required_argument, 0, OPT_RING_IMPL},
+        {"no-causal", no_argument, 0, OPT_NO_CAUSAL}, {"dp", required_argument, 0, OPT_DP},
+        {"tp", required_argument, 0, OPT_TP}, {"ulysses", required_argument, 0, OPT_ULYSSES},
+        {"ring", required_argument, 0, OPT_RING}, {"zero", required_argument, 0, OPT_ZERO},
+        {"recompute", required_argument, 0, OPT_RECOMPUTE}, {"matmul-tflops", required_argument, 0, OPT_MATMUL},
+        {"top", required_argument, 0, OPT_TOP}, {"all", no_argument, 0, OPT_ALL},
+        {"explain", optional_argument, 0, OPT_EXPLAIN}, {"per-degrees", no_argument, 0, OPT_DISTINCT},
+        {"json", no_argument, 0, OPT_JSON},
+        {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt == OPT_HELP) { help(); return -1; }
+        int rc = apply_option(a, opt, optarg);
+        if (rc) return rc;
+    }
+    if (optind < argc) return usp_cli_bad_input("plan", "unexpected argument '%s'", argv[optind]);
+    if (a->o.gpus < 1) return usp_cli_bad_input("plan", "--gpus is required (how many GPUs to plan for)");
+    if (a->w.dtype != USP_BF16 && a->w.dtype != USP_F16)
+        return usp_cli_bad_input("plan", "--dtype %s: training mixes are planned in bf16 or fp16",
+                                 usp_dtype_name(a->w.dtype));
+    return 0;
+}
+
+int cmd_plan(int argc, char **argv) {
+    plan_args a;
+    memset(&a, 0, sizeof a);
+    a.w = usp_workload_default();
+    usp_plan_options_init(&a.o);
+    a.model = "llama3-8b";
+    a.top = 10;
+    int rc = parse(argc, argv, &a);
+    if (rc) return rc < 0 ? 0 : rc;
+    usp_status st = usp_model_load(a.model, &a.w.model);
+    if (st != USP_OK) return usp_cli_report("plan", st);
+    usp_plan p;
+    st = usp_plan_run(&a.w, &a.o, &p);
+    if (st != USP_OK) return usp_cli_report("plan", st);
+    if (a.explain > p.runnable) {
+        usp_plan_free(&p);
+        return usp_cli_bad_input("plan", "--explain=%d but only %d mixes can run", a.explain, p.runnable);
+    }
+    if (a.json) {
+        usp_plan_print_json(stdout, &p, a.top, a.all, a.distinct, a.explain - 1);
+    } else {
+        usp_plan_print(stdout, &p, a.top, a.all, a.distinct);
+        if (a.explain) usp_plan_explain(stdout, &p, a.explain - 1);
+    }
+    int none = p.runnable == 0;
+    usp_plan_free(&p);
+    if (none) return usp_cli_bad_input("plan", "no mix can run (--all lists the reasons)");
+    return 0;
+}
