@@ -4,8 +4,12 @@
  * The block kernels spend their time in cblas products of score tiles, so
  * the fair anchor is the machine's own large dgemm/sgemm, measured in the
  * same run with all threads. Forward FLOPs are 4*B*L^2*H*D (QK^T and PV),
- * halved under a causal mask; backward FLOPs are 2.5x the forward's (the
- * usual convention; the kernels recompute P, so they do more work).
+ * about halved under a causal mask; backward FLOPs are 2.5x the forward's
+ * (the usual convention; the kernels recompute P, so they do more work).
+ *
+ * Each rate is given per wall-clock second and per CPU second of the
+ * process. On a machine shared with other work the wall-clock ratio moves
+ * with the load from one step to the next; the CPU-time ratio does not.
  *
  *   bench_ref            fp64 and fp32 forward, fp64 backward at L=16384 H=8 D=128
  *   bench_ref --long     also L=131072 H=1 D=128 causal fp64, forward and
@@ -30,19 +34,35 @@
 #include "usp/attention.h"
 
 enum {
-    ANCHOR_N = 4096,       /* square products for the dgemm/sgemm anchors */
-    ANCHOR_REPEATS = 2,    /* best of, after a warm-up */
+    ANCHOR_N = 4096,    /* square products for the dgemm/sgemm anchors */
+    ANCHOR_REPEATS = 2, /* best of, after a warm-up */
     MAIN_SEQ = 16384, MAIN_HEADS = 8, MAIN_HEAD_DIM = 128,
-    LONG_SEQ = 131072, LONG_HEADS = 1, LONG_HEAD_DIM = 128
+    LONG_SEQ = 131072, LONG_HEADS = 1, LONG_HEAD_DIM = 128,
+    MAX_ROWS = 5
 };
 
-/* The memory the long problem may use: its tensors take 1 GiB in fp64. */
+/* The memory the long problem may use: its fp64 tensors take 1 GiB. */
 static const double LONG_RSS_LIMIT_BYTES = 2.0 * 1024 * 1024 * 1024;
 
-static double now_seconds(void) {
+/* ---- clocks ------------------------------------------------------------------ */
+
+typedef struct {
+    double wall, cpu; /* seconds */
+} stopwatch;
+
+static stopwatch clock_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    double cpu = (double)u.ru_utime.tv_sec + 1e-6 * (double)u.ru_utime.tv_usec +
+                 (double)u.ru_stime.tv_sec + 1e-6 * (double)u.ru_stime.tv_usec;
+    return (stopwatch){(double)t.tv_sec + 1e-9 * (double)t.tv_nsec, cpu};
+}
+
+static stopwatch clock_since(stopwatch start) {
+    stopwatch end = clock_now();
+    return (stopwatch){end.wall - start.wall, end.cpu - start.cpu};
 }
 
 static double peak_rss_bytes(void) {
@@ -87,55 +107,93 @@ static float *random_f32(long n) {
     return x;
 }
 
+/* ---- rates ---------------------------------------------------------------------- */
+
+typedef struct {
+    double wall, cpu; /* GFLOP per wall second, per CPU second; 0: not measured */
+} rate;
+
+static rate rate_of(double flops, stopwatch took) {
+    return (rate){flops / took.wall * 1e-9, took.cpu > 0 ? flops / took.cpu * 1e-9 : 0};
+}
+
+static rate rate_ratio(rate r, rate anchor) {
+    return (rate){anchor.wall > 0 ? r.wall / anchor.wall : 0, anchor.cpu > 0 ? r.cpu / anchor.cpu : 0};
+}
+
+static rate rate_best(rate a, rate b) {
+    return (rate){a.wall > b.wall ? a.wall : b.wall, a.cpu > b.cpu ? a.cpu : b.cpu};
+}
+
 /* ---- anchors ------------------------------------------------------------------ */
 
 typedef struct {
-    double dgemm, sgemm; /* GFLOP/s, 0 when there is no cblas */
+    rate dgemm, sgemm; /* zero when there is no cblas */
 } anchors;
 
 #ifdef USP_HAVE_CBLAS
-static double time_dgemm(int n, const double *a, const double *b, double *c) {
-    double t = now_seconds();
+static stopwatch time_dgemm(int n, const double *a, const double *b, double *c) {
+    stopwatch t = clock_now();
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, a, n, b, n, 0.0, c, n);
-    return now_seconds() - t;
+    return clock_since(t);
 }
 
-static double time_sgemm(int n, const float *a, const float *b, float *c) {
-    double t = now_seconds();
+static stopwatch time_sgemm(int n, const float *a, const float *b, float *c) {
+    stopwatch t = clock_now();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-    return now_seconds() - t;
+    return clock_since(t);
+}
+
+static rate measure_dgemm(void) {
+    long n = ANCHOR_N, elems = n * n;
+    double *a = random_f64(elems), *b = random_f64(elems), *c = alloc_or_die(sizeof *c * (size_t)elems);
+    rate best = {0, 0};
+    time_dgemm(1024, a, b, c); /* warm-up: threads and buffers */
+    for (int r = 0; r < ANCHOR_REPEATS; r++)
+        best = rate_best(best, rate_of(2.0 * n * n * n, time_dgemm((int)n, a, b, c)));
+    free(a), free(b), free(c);
+    return best;
+}
+
+static rate measure_sgemm(void) {
+    long n = ANCHOR_N, elems = n * n;
+    float *a = random_f32(elems), *b = random_f32(elems), *c = alloc_or_die(sizeof *c * (size_t)elems);
+    rate best = {0, 0};
+    time_sgemm(1024, a, b, c);
+    for (int r = 0; r < ANCHOR_REPEATS; r++)
+        best = rate_best(best, rate_of(2.0 * n * n * n, time_sgemm((int)n, a, b, c)));
+    free(a), free(b), free(c);
+    return best;
 }
 
 static anchors measure_anchors(void) {
-    long n = ANCHOR_N, elems = n * n;
-    double flops = 2.0 * n * n * n, best_d = 1e30, best_s = 1e30;
-    double *a = random_f64(elems), *b = random_f64(elems), *c = alloc_or_die(sizeof *c * (size_t)elems);
-    time_dgemm(1024, a, b, c); /* warm-up: threads and buffers */
-    for (int r = 0; r < ANCHOR_REPEATS; r++) {
-        double t = time_dgemm((int)n, a, b, c);
-        best_d = t < best_d ? t : best_d;
-    }
-    free(a), free(b), free(c);
-    float *fa = random_f32(elems), *fb = random_f32(elems), *fc = alloc_or_die(sizeof *fc * (size_t)elems);
-    time_sgemm(1024, fa, fb, fc);
-    for (int r = 0; r < ANCHOR_REPEATS; r++) {
-        double t = time_sgemm((int)n, fa, fb, fc);
-        best_s = t < best_s ? t : best_s;
-    }
-    free(fa), free(fb), free(fc);
-    return (anchors){flops / best_d * 1e-9, flops / best_s * 1e-9};
+    progress("dgemm and sgemm anchors", 4.0 * ANCHOR_REPEATS * ANCHOR_N * ANCHOR_N * (double)ANCHOR_N);
+    return (anchors){measure_dgemm(), measure_sgemm()};
 }
 #else
-static anchors measure_anchors(void) { return (anchors){0, 0}; }
+static anchors measure_anchors(void) { return (anchors){{0, 0}, {0, 0}}; }
 #endif
 
 /* ---- attention runs -------------------------------------------------------------- */
 
 typedef struct {
     const char *name;   /* "fwd_f64", ... */
+    const char *anchor; /* "dgemm" or "sgemm" */
     int seq, heads, head_dim, causal;
-    double seconds, gflops, anchor_ratio; /* anchor_ratio 0 when no anchor */
+    double seconds;     /* wall clock */
+    rate gflops, ratio; /* ratio: to the anchor */
 } result;
+
+static result result_named(const char *name, const char *anchor, const usp_config *c) {
+    result r = {.name = name, .anchor = anchor, .seq = c->seq, .heads = c->heads,
+                .head_dim = c->head_dim, .causal = c->causal};
+    return r;
+}
+
+static void result_set(result *r, double flops, stopwatch took) {
+    r->seconds = took.wall;
+    r->gflops = rate_of(flops, took);
+}
 
 static usp_config problem_config(int seq, int heads, int head_dim, int causal) {
     usp_config c = usp_config_default();
@@ -151,44 +209,35 @@ static double forward_flops(const usp_config *c) {
     return 4.0 * c->batch * c->heads * c->head_dim * pairs;
 }
 
-static void finish(result *r, double seconds, double flops, double anchor_gflops) {
-    r->seconds = seconds;
-    r->gflops = flops / seconds * 1e-9;
-    r->anchor_ratio = anchor_gflops > 0 ? r->gflops / anchor_gflops : 0;
-}
-
 static void die_on(usp_status st) {
     if (st == USP_OK) return;
     fprintf(stderr, "bench_ref: %s\n", usp_error());
     exit(1);
 }
 
-/* fp64 forward (and backward when `backward`) of one problem through the
- * dense reference. */
-static void run_f64(const usp_config *c, int backward, double dgemm, result *fwd, result *bwd) {
+/* fp64 forward, then backward, of one problem through the dense reference. */
+static void run_f64(const usp_config *c, result *fwd, result *bwd) {
     long q_elems = (long)c->batch * c->seq * c->heads * c->head_dim;
     long stat_elems = (long)c->batch * c->heads * c->seq;
     double *q = random_f64(q_elems), *k = random_f64(q_elems), *v = random_f64(q_elems);
     double *o = alloc_or_die(sizeof *o * (size_t)q_elems), *lse = alloc_or_die(sizeof *lse * (size_t)stat_elems);
     double flops = forward_flops(c);
     progress(fwd->name, flops);
-    double t = now_seconds();
+    stopwatch t = clock_now();
     die_on(usp_ref_forward(c, q, k, v, o, lse));
-    finish(fwd, now_seconds() - t, flops, dgemm);
-    if (backward) {
-        double *dout = random_f64(q_elems), *dq = alloc_or_die(sizeof *dq * (size_t)q_elems);
-        double *dk = alloc_or_die(sizeof *dk * (size_t)q_elems), *dv = alloc_or_die(sizeof *dv * (size_t)q_elems);
-        progress(bwd->name, 2.5 * flops);
-        t = now_seconds();
-        die_on(usp_ref_backward(c, q, k, v, o, lse, dout, dq, dk, dv));
-        finish(bwd, now_seconds() - t, 2.5 * flops, dgemm);
-        free(dout), free(dq), free(dk), free(dv);
-    }
+    result_set(fwd, flops, clock_since(t));
+    double *dout = random_f64(q_elems), *dq = alloc_or_die(sizeof *dq * (size_t)q_elems);
+    double *dk = alloc_or_die(sizeof *dk * (size_t)q_elems), *dv = alloc_or_die(sizeof *dv * (size_t)q_elems);
+    progress(bwd->name, 2.5 * flops);
+    t = clock_now();
+    die_on(usp_ref_backward(c, q, k, v, o, lse, dout, dq, dk, dv));
+    result_set(bwd, 2.5 * flops, clock_since(t));
+    free(dout), free(dq), free(dk), free(dv);
     free(q), free(k), free(v), free(o), free(lse);
 }
 
 /* fp32 forward of one problem through the block kernel. */
-static void run_fwd_f32(const usp_config *c, double sgemm, result *fwd) {
+static void run_fwd_f32(const usp_config *c, result *fwd) {
     long q_elems = (long)c->batch * c->seq * c->heads * c->head_dim;
     long stat_elems = (long)c->batch * c->heads * c->seq;
     usp_attn_shape s = {.batch = c->batch, .hq = c->heads, .hkv = c->kv_heads, .d = c->head_dim,
@@ -199,9 +248,9 @@ static void run_fwd_f32(const usp_config *c, double sgemm, result *fwd) {
     float *o = alloc_or_die(sizeof *o * (size_t)q_elems), *lse = alloc_or_die(sizeof *lse * (size_t)stat_elems);
     double flops = forward_flops(c);
     progress(fwd->name, flops);
-    double t = now_seconds();
+    stopwatch t = clock_now();
     usp_attn_fwd_f32(&s, &blk, q, k, v, o, lse);
-    finish(fwd, now_seconds() - t, flops, sgemm);
+    result_set(fwd, flops, clock_since(t));
     free(q), free(k), free(v), free(o), free(lse);
 }
 
@@ -211,6 +260,14 @@ typedef struct {
     int json, long_run, seq, heads;
 } options;
 
+typedef struct {
+    anchors anchor;
+    result rows[MAX_ROWS];
+    int nrows;
+    int long_run;
+    double long_rss; /* bytes */
+} report;
+
 static int thread_count(void) {
 #ifdef _OPENMP
     return omp_get_max_threads();
@@ -219,63 +276,67 @@ static int thread_count(void) {
 #endif
 }
 
-static void print_result_row(const result *r, const char *anchor) {
-    printf("%-12s %-6s %7d %5d %4d %9.2f %9.1f", r->name, r->causal ? "causal" : "full", r->seq,
-           r->heads, r->head_dim, r->seconds, r->gflops);
-    if (r->anchor_ratio > 0)
-        printf("   %5.1f%% of %s\n", 100 * r->anchor_ratio, anchor);
+static void print_result_row(const result *r) {
+    printf("%-12s %-6s %7d %3d %4d %8.2f %8.1f %8.1f", r->name, r->causal ? "causal" : "full",
+           r->seq, r->heads, r->head_dim, r->seconds, r->gflops.wall, r->gflops.cpu);
+    if (r->ratio.wall > 0)
+        printf("   %5.1f%% / %5.1f%% of %s\n", 100 * r->ratio.wall, 100 * r->ratio.cpu, r->anchor);
     else
         printf("\n");
 }
 
-static void print_table(const anchors *a, const result *rows, const char **anchor_names, int n,
-                        int long_run, double long_rss) {
-    printf("threads %d; anchors (%dx%d products, all threads): dgemm %.1f GFLOP/s, sgemm %.1f GFLOP/s\n",
-           thread_count(), ANCHOR_N, ANCHOR_N, a->dgemm, a->sgemm);
-    printf("%-12s %-6s %7s %5s %4s %9s %9s   %s\n", "kernel", "mask", "L", "H", "D", "seconds",
-           "GFLOP/s", "vs anchor");
-    for (int i = 0; i < n; i++) print_result_row(&rows[i], anchor_names[i]);
-    if (long_run)
+static void print_table(const report *rep) {
+    const anchors *a = &rep->anchor;
+    printf("threads %d; anchors, %dx%d products on all threads (GFLOP/s per wall / CPU second):\n"
+           "  dgemm %.1f / %.1f, sgemm %.1f / %.1f\n",
+           thread_count(), ANCHOR_N, ANCHOR_N, a->dgemm.wall, a->dgemm.cpu, a->sgemm.wall, a->sgemm.cpu);
+    printf("%-12s %-6s %7s %3s %4s %8s %8s %8s   %s\n", "kernel", "mask", "L", "H", "D", "seconds",
+           "GF/wall", "GF/cpu", "of anchor (wall / cpu)");
+    for (int i = 0; i < rep->nrows; i++) print_result_row(&rep->rows[i]);
+    if (rep->long_run)
         printf("long run peak resident memory: %.2f GiB (limit %.0f GiB): %s\n",
-               long_rss / (1024.0 * 1024 * 1024), LONG_RSS_LIMIT_BYTES / (1024.0 * 1024 * 1024),
-               long_rss < LONG_RSS_LIMIT_BYTES ? "ok" : "OVER");
+               rep->long_rss / (1024.0 * 1024 * 1024), LONG_RSS_LIMIT_BYTES / (1024.0 * 1024 * 1024),
+               rep->long_rss < LONG_RSS_LIMIT_BYTES ? "ok" : "OVER");
 }
 
-static void print_json_result(const result *r, const char *anchor) {
-    printf("\"%s\": {\"seq\": %d, \"heads\": %d, \"head_dim\": %d, \"causal\": %s, "
-           "\"seconds\": %.3f, \"gflops\": %.2f",
-           r->name, r->seq, r->heads, r->head_dim, r->causal ? "true" : "false", r->seconds, r->gflops);
-    if (r->anchor_ratio > 0) printf(", \"ratio_to_%s\": %.4f", anchor, r->anchor_ratio);
+static void print_json_result(const result *r) {
+    printf(", \"%s\": {\"seq\": %d, \"heads\": %d, \"head_dim\": %d, \"causal\": %s, "
+           "\"seconds\": %.3f, \"gflops\": %.2f, \"gflops_per_cpu_second\": %.2f",
+           r->name, r->seq, r->heads, r->head_dim, r->causal ? "true" : "false", r->seconds,
+           r->gflops.wall, r->gflops.cpu);
+    if (r->ratio.wall > 0)
+        printf(", \"ratio_to_%s\": %.4f, \"cpu_ratio_to_%s\": %.4f", r->anchor, r->ratio.wall,
+               r->anchor, r->ratio.cpu);
     printf("}");
 }
 
-static void print_json(const anchors *a, const result *rows, const char **anchor_names, int n,
-                       int long_run, double long_rss) {
-    printf("{\"threads\": %d, \"anchor_n\": %d, \"dgemm_gflops\": %.2f, \"sgemm_gflops\": %.2f",
-           thread_count(), ANCHOR_N, a->dgemm, a->sgemm);
-    for (int i = 0; i < n; i++) {
-        printf(", ");
-        print_json_result(&rows[i], anchor_names[i]);
-    }
-    if (long_run)
-        printf(", \"long_peak_rss_bytes\": %.0f, \"long_rss_ok\": %s", long_rss,
-               long_rss < LONG_RSS_LIMIT_BYTES ? "true" : "false");
+static void print_json(const report *rep) {
+    const anchors *a = &rep->anchor;
+    printf("{\"threads\": %d, \"anchor_n\": %d, \"dgemm_gflops\": %.2f, \"dgemm_gflops_per_cpu_second\": %.2f, "
+           "\"sgemm_gflops\": %.2f, \"sgemm_gflops_per_cpu_second\": %.2f",
+           thread_count(), ANCHOR_N, a->dgemm.wall, a->dgemm.cpu, a->sgemm.wall, a->sgemm.cpu);
+    for (int i = 0; i < rep->nrows; i++) print_json_result(&rep->rows[i]);
+    if (rep->long_run)
+        printf(", \"long_peak_rss_bytes\": %.0f, \"long_rss_ok\": %s", rep->long_rss,
+               rep->long_rss < LONG_RSS_LIMIT_BYTES ? "true" : "false");
     printf("}\n");
 }
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: bench_ref [--json] [--long] [--seq L] [--heads H]\n"
-            "  Forward GFLOP/s of the CPU attention kernels (fp64 usp_ref_forward, fp32\n"
+            "  GFLOP/s of the CPU attention kernels (fp64 usp_ref_forward and backward, fp32\n"
             "  usp_attn_fwd_f32; non-causal, batch 1, D=%d, L=%d, H=%d) beside dgemm/sgemm\n"
-            "  GFLOP/s measured in the same run, and fp64 backward GFLOP/s (2.5x forward FLOPs).\n"
-            "  --long   also L=%d H=%d D=%d causal fp64 forward and backward: wall time and\n"
-            "           peak resident memory (must stay under 2 GiB)\n"
+            "  measured in the same run on all threads, per wall-clock and per CPU second.\n"
+            "  Backward FLOPs are counted as 2.5x the forward's.\n"
+            "  --long   first L=%d H=%d D=%d causal fp64 forward and backward: wall time\n"
+            "           and peak resident memory (must stay under 2 GiB)\n"
             "  --json   one JSON object on stdout\n"
             "  --seq, --heads  change L and H of the main problem\n",
             MAIN_HEAD_DIM, MAIN_SEQ, MAIN_HEADS, LONG_SEQ, LONG_HEADS, LONG_HEAD_DIM);
 }
 
+/* -1 to go on, else the exit status. */
 static int parse_options(int argc, char **argv, options *o) {
     static const struct option longopts[] = {
         {"json", no_argument, NULL, 'j'}, {"long", no_argument, NULL, 'l'},
@@ -300,42 +361,45 @@ static int parse_options(int argc, char **argv, options *o) {
     return -1;
 }
 
-enum { MAX_ROWS = 5 };
+/* The long causal problem runs first, so that the peak resident memory
+ * read after it is its own. */
+static void run_long(report *rep) {
+    usp_config c = problem_config(LONG_SEQ, LONG_HEADS, LONG_HEAD_DIM, 1);
+    result *fwd = &rep->rows[rep->nrows], *bwd = &rep->rows[rep->nrows + 1];
+    *fwd = result_named("long_fwd_f64", "dgemm", &c);
+    *bwd = result_named("long_bwd_f64", "dgemm", &c);
+    run_f64(&c, fwd, bwd);
+    rep->nrows += 2;
+    rep->long_run = 1;
+    rep->long_rss = peak_rss_bytes();
+}
+
+static void run_main(report *rep, const options *opt) {
+    usp_config c = problem_config(opt->seq, opt->heads, MAIN_HEAD_DIM, 0);
+    result *rows = &rep->rows[rep->nrows];
+    rows[0] = result_named("fwd_f64", "dgemm", &c);
+    rows[1] = result_named("bwd_f64", "dgemm", &c);
+    rows[2] = result_named("fwd_f32", "sgemm", &c);
+    run_f64(&c, &rows[0], &rows[1]);
+    run_fwd_f32(&c, &rows[2]);
+    rep->nrows += 3;
+}
 
 int main(int argc, char **argv) {
     options opt;
     int rc = parse_options(argc, argv, &opt);
     if (rc >= 0) return rc;
-    result rows[MAX_ROWS];
-    const char *anchor_names[MAX_ROWS];
-    int n = 0;
-    double long_rss = 0;
-    /* The long problem first, so that the peak resident memory is its own. */
-    if (opt.long_run) {
-        usp_config c = problem_config(LONG_SEQ, LONG_HEADS, LONG_HEAD_DIM, 1);
-        rows[n] = (result){"long_fwd_f64", c.seq, c.heads, c.head_dim, 1, 0, 0, 0};
-        rows[n + 1] = (result){"long_bwd_f64", c.seq, c.heads, c.head_dim, 1, 0, 0, 0};
-        run_f64(&c, 1, 0, &rows[n], &rows[n + 1]);
-        anchor_names[n] = anchor_names[n + 1] = "dgemm";
-        n += 2;
-        long_rss = peak_rss_bytes();
+    report rep = {0};
+    if (opt.long_run) run_long(&rep);
+    rep.anchor = measure_anchors();
+    run_main(&rep, &opt);
+    for (int i = 0; i < rep.nrows; i++) {
+        result *r = &rep.rows[i];
+        r->ratio = rate_ratio(r->gflops, strcmp(r->anchor, "sgemm") == 0 ? rep.anchor.sgemm : rep.anchor.dgemm);
     }
-    progress("dgemm and sgemm anchors", 4.0 * ANCHOR_REPEATS * ANCHOR_N * ANCHOR_N * (double)ANCHOR_N);
-    anchors a = measure_anchors();
-    for (int i = 0; i < n; i++) finish(&rows[i], rows[i].seconds,
-                                       rows[i].gflops * rows[i].seconds * 1e9, a.dgemm);
-    usp_config c = problem_config(opt.seq, opt.heads, MAIN_HEAD_DIM, 0);
-    rows[n] = (result){"fwd_f64", c.seq, c.heads, c.head_dim, 0, 0, 0, 0};
-    rows[n + 1] = (result){"bwd_f64", c.seq, c.heads, c.head_dim, 0, 0, 0, 0};
-    rows[n + 2] = (result){"fwd_f32", c.seq, c.heads, c.head_dim, 0, 0, 0, 0};
-    run_f64(&c, 1, a.dgemm, &rows[n], &rows[n + 1]);
-    run_fwd_f32(&c, a.sgemm, &rows[n + 2]);
-    anchor_names[n] = anchor_names[n + 1] = "dgemm";
-    anchor_names[n + 2] = "sgemm";
-    n += 3;
     if (opt.json)
-        print_json(&a, rows, anchor_names, n, opt.long_run, long_rss);
+        print_json(&rep);
     else
-        print_table(&a, rows, anchor_names, n, opt.long_run, long_rss);
+        print_table(&rep);
     return 0;
 }
