@@ -1,0 +1,310 @@
+/* test_plan.c: the whole-model planner.
+ *
+ * - the built-in models have the published parameter counts;
+ * - impossible mixes are refused with the reason;
+ * - the closed forms match hand-written formulas of the USP paper's table;
+ * - the bytes the simulation moves equal the closed forms, term by term, for
+ *   every row of the costs table and for mixed parallelism across two nodes;
+ * - model FLOPs, TFLOP/s and MFU follow the stated convention;
+ * - ZeRO stages and recomputation lower the memory as they should;
+ * - a whole plan ranks fitting mixes first, by step time. */
+#define _GNU_SOURCE /* mkstemps */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "usp/plan.h"
+
+/* Closed forms and simulated counts are sums of whole bytes (the test
+ * shapes divide evenly), exact in doubles far below 2^53. */
+#define EXACT 0.0
+
+/* A small model: simulations of it take milliseconds. 2 layers, hidden 512,
+ * 8 heads of 64 (4 K/V heads), SwiGLU 1024, vocabulary 2048. */
+static usp_workload small_workload(int seq, int batch) {
+    usp_workload w = usp_workload_default();
+    usp_model m = {"small", 2, 512, 8, 4, 64, 1024, 2048, 1, 0};
+    w.model = m;
+    w.seq = seq;
+    w.global_batch = batch;
+    return w;
+}
+
+static usp_mix mix(int dp, int tp, int u, int r, int zero, int rc) {
+    usp_mix x = {dp, tp, u, r, zero, rc, 1};
+    return x;
+}
+
+/* ----------------------------------------------------------------- models */
+
+static void test_builtin_models(void **state) {
+    (void)state;
+    /* Parameter counts published with the checkpoints (Hugging Face model cards). */
+    static const struct { const char *name; double params; } known[] = {
+        {"llama2-7b", 6738415616.0}, {"llama3-8b", 8030261248.0}, {"llama3-70b", 70553706496.0}};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        usp_model m;
+        assert_int_equal(usp_model_load(known[i].name, &m), USP_OK);
+        assert_string_equal(m.name, known[i].name);
+        assert_true(usp_model_params(&m) == known[i].params);
+    }
+    usp_model gpt;
+    assert_int_equal(usp_model_load("gpt", &gpt), USP_OK);
+    assert_int_equal(gpt.gated_mlp, 0);
+    assert_int_equal(gpt.tied_embeddings, 1);
+    assert_int_equal(gpt.ffn, 4 * gpt.hidden);
+    const char *const *names = usp_model_names();
+    int n = 0;
+    while (names[n]) n++;
+    assert_true(n >= 4);
+}
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_model_files(void **state) {
+    (void)state;
+    char path[] = "/tmp/usp-test-model-XXXXXX.json";
+    int fd = mkstemps(path, 5);
+    assert_true(fd >= 0);
+    close(fd);
+    write_file(path, "{\"name\": \"mine\", \"layers\": 4, \"hidden\": 1024, \"heads\": 16, \"kv_heads\": 4,\n"
+                     " \"ffn\": 4096, \"vocab\": 32000, \"mlp\": \"gelu\"}\n");
+    usp_model m;
+    assert_int_equal(usp_model_load(path, &m), USP_OK);
+    assert_int_equal(m.head_dim, 64);
+    assert_int_equal(m.gated_mlp, 0);
+    write_file(path, "{\"name\": \"broken\", \"hidden\": 1024, \"heads\": 16, \"kv_heads\": 4,\n"
+                     " \"ffn\": 4096, \"vocab\": 32000}\n");
+    assert_int_equal(usp_model_load(path, &m), USP_EINVAL);
+    assert_non_null(strstr(usp_error(), "'layers'"));
+    write_file(path, "{\"name\": \"gqa\", \"layers\": 4, \"hidden\": 1024, \"heads\": 16, \"kv_heads\": 5,\n"
+                     " \"ffn\": 4096, \"vocab\": 32000}\n");
+    assert_int_equal(usp_model_load(path, &m), USP_EINVAL);
+    assert_non_null(strstr(usp_error(), "heads 16 are not divisible by kv_heads 5"));
+    unlink(path);
+    assert_int_equal(usp_model_load("llama9", &m), USP_EINVAL);
+    assert_non_null(strstr(usp_error(), "unknown model 'llama9'"));
+}
+
+/* --------------------------------------------------------------- refusals */
+
+static void expect_refusal(const usp_workload *w, usp_mix x, int gpus, const char *reason) {
+    assert_int_equal(usp_mix_check(w, &x, gpus), USP_EINVAL);
+    if (!strstr(usp_error(), reason)) fail_msg("refused with '%s', expected '%s'", usp_error(), reason);
+}
+
+static void test_refusals(void **state) {
+    (void)state;
+    usp_workload w = usp_workload_default(); /* llama3-8b: 32 heads, 8 K/V heads */
+    expect_refusal(&w, mix(1, 8, 8, 1, 0, 0), 64, "heads 32 are not divisible by tp x ulysses = 8 x 8 = 64");
+    expect_refusal(&w, mix(1, 16, 1, 1, 0, 0), 16, "kv_heads 8 are not divisible by tp 16");
+    expect_refusal(&w, mix(1, 2, 2, 2, 0, 0), 16, "16 GPUs are not dp x tp x ulysses x ring = 1 x 2 x 2 x 2 = 8");
+    expect_refusal(&w, mix(2, 1, 4, 2, 0, 0), 16, "global batch 1 is not divisible by dp 2");
+    w.seq = 1004;
+    expect_refusal(&w, mix(1, 2, 2, 2, 0, 0), 8, "seq 1004 is not divisible by tp x ulysses x ring = 8");
+    w.seq = 65536 + 8;
+    expect_refusal(&w, mix(1, 1, 2, 4, 0, 0), 8, "seq 65544 is not divisible by 2*ring*ulysses = 16 (zigzag)");
+    w.seq = 65536;
+    expect_refusal(&w, mix(1, 1, 1, 1, 4, 0), 1, "ZeRO stage 4 is not 0..3");
+    assert_int_equal(usp_mix_check(&w, &(usp_mix){1, 4, 2, 2, 1, 0, 1}, 16), USP_OK);
+}
+
+/* ------------------------------------------------ closed forms by hand */
+
+/* llama3-8b at seq 64K, batch 8, degree 8: the table's rows written out. */
+static void test_closed_forms_by_hand(void **state) {
+    (void)state;
+    usp_workload w = usp_workload_default();
+    w.global_batch = 8;
+    usp_cost rows[USP_COST_ROWS];
+    usp_status st[USP_COST_ROWS];
+    char why[USP_COST_ROWS][200];
+    assert_int_equal(usp_costs(&w, 8, 2, rows, st, why), USP_OK);
+    for (int r = 0; r < USP_COST_ROWS; r++) assert_int_equal(st[r], USP_OK);
+    double L = 65536, h = 4096, e = 2;
+    /* TP-sp: 10 all-gathers/reduce-scatters of the (8 L / 8) x h tokens each GPU holds. */
+    assert_true(rows[USP_COST_TP_SP].act_bytes == 10 * 7 * L * h * e);
+    /* TP: 4 all-reduces of 8 L x h, 2 (n-1)/n each. */
+    assert_true(rows[USP_COST_TP].act_bytes == 4 * 2 * 7 * (8 * L * h * e / 8));
+    /* Ulysses 8: S = L tokens per GPU, 4 query heads, 1 K/V head per GPU after the
+     * all-to-all; Q K V dO in bf16, O dQ dK dV LSE in fp32. */
+    double q = L * 4 * 128, kv = L * 1 * 128, lse = L * 4;
+    double fwd = 7 * (q * 2 + 2 * kv * 2 + q * 4 + lse * 4), bwd = 7 * (q * 2 + q * 4 + 2 * kv * 4);
+    assert_true(rows[USP_COST_ULYSSES].act_bytes == fwd + bwd);
+    /* Ring 8: K/V blocks of L tokens x 8 K/V heads: 7 hops forward, 7 K/V + 8 dK/dV hops backward. */
+    double block = L * 8 * 128;
+    assert_true(rows[USP_COST_RING].act_bytes == 7 * 2 * block * 2 + 7 * 2 * block * 2 + 8 * 2 * block * 4);
+    /* One layer has 218,112,000 parameters; DP all-reduces them, ZeRO-3 gathers twice. */
+    double p = 218112000;
+    assert_true(rows[USP_COST_DP].param_bytes == 2 * 7 * (p / 8) * e);
+    assert_true(rows[USP_COST_ZERO1].param_bytes == 2 * 7 * (p / 8) * e);
+    assert_true(rows[USP_COST_ZERO3].param_bytes == 3 * 7 * (p / 8) * e);
+    assert_true(rows[USP_COST_TP].param_bytes == 0 && rows[USP_COST_DP].act_bytes == 0);
+    /* Memory: ZeRO-1 shards the optimizer states (12 B), ZeRO-3 parameters too. */
+    assert_true(rows[USP_COST_DP].os_bytes == 12 * p);
+    assert_true(rows[USP_COST_ZERO1].os_bytes == 12 * p / 8);
+    assert_true(rows[USP_COST_ZERO2].pg_bytes == e * p + e * p / 8);
+    assert_true(rows[USP_COST_ZERO3].pg_bytes == 2 * e * p / 8);
+    assert_true(rows[USP_COST_TP].pg_bytes == 2 * e * p / 8 + 2 * e * 2 * h * 7 / 8); /* norms replicated */
+    /* Activations: TP without sp keeps the norms' tensors whole. */
+    assert_true(rows[USP_COST_TP].act_mem_bytes > rows[USP_COST_TP_SP].act_mem_bytes);
+}
+
+/* -------------------------------------------- simulated bytes = closed form */
+
+static usp_plan_options options(const char *platform, int gpus) {
+    usp_plan_options o;
+    usp_plan_options_init(&o);
+    o.platform = platform;
+    o.gpus = gpus;
+    return o;
+}
+
+/* Simulates one mix; every term of its layer, edges and step bytes must equal the closed form. */
+static void expect_simulated_bytes(const usp_workload *w, usp_mix x, const char *platform) {
+    usp_plan_options o = options(platform, usp_mix_gpus(&x));
+    usp_plan p;
+    usp_status st = usp_plan_one(w, &o, &x, &p);
+    if (st != USP_OK) fail_msg("%s", usp_error());
+    assert_int_equal(p.count, 1);
+    const usp_plan_point *pt = &p.points[0];
+    if (pt->status != USP_OK) fail_msg("refused: %s", pt->why);
+    usp_comm_bytes cf;
+    usp_comm_closed_form(w, &x, &cf);
+    char name[64];
+    usp_mix_describe(&x, name, sizeof name);
+    double total = 0;
+    for (int t = 0; t < USP_TERM_COUNT; t++) {
+        if (fabs(pt->simulated.layer[t] - cf.layer[t]) > EXACT || fabs(pt->simulated.edges[t] - cf.edges[t]) > EXACT ||
+            fabs(pt->simulated.step[t] - cf.step[t]) > EXACT)
+            fail_msg("%s, %s: simulated %.0f + %.0f bytes, closed form %.0f + %.0f", name,
+                     usp_comm_term_name((usp_comm_term)t), pt->simulated.layer[t], pt->simulated.edges[t],
+                     cf.layer[t], cf.edges[t]);
+        total += cf.step[t];
+    }
+    if (usp_mix_gpus(&x) > 1 && total <= 0) fail_msg("%s: no traffic at all", name);
+    assert_true(pt->step_s > 0 && pt->compute_s > 0 && pt->compute_s <= pt->step_s * (1 + 1e-9));
+    usp_plan_free(&p);
+}
+
+/* Every row of the costs table at degree 4, simulated on one node. */
+static void test_costs_rows_simulated(void **state) {
+    (void)state;
+    usp_workload w = small_workload(4096, 4);
+    usp_cost rows[USP_COST_ROWS];
+    usp_status st[USP_COST_ROWS];
+    char why[USP_COST_ROWS][200];
+    assert_int_equal(usp_costs(&w, 4, 2, rows, st, why), USP_OK);
+    for (int r = 0; r < USP_COST_ROWS; r++) {
+        if (st[r] != USP_OK) fail_msg("row %s refused: %s", rows[r].name, why[r]);
+        expect_simulated_bytes(&w, rows[r].mix, "h200x8");
+        usp_comm_bytes cf;
+        usp_comm_closed_form(&w, &rows[r].mix, &cf);
+        assert_true(rows[r].act_bytes == cf.layer[USP_TERM_TP] + cf.layer[USP_TERM_ULYSSES] + cf.layer[USP_TERM_RING]);
+        assert_true(rows[r].param_bytes ==
+                    cf.layer[USP_TERM_ZERO_PARAM] + cf.layer[USP_TERM_GRAD_RS] + cf.layer[USP_TERM_GRAD_AR]);
+    }
+}
+
+/* Mixed parallelism over two nodes (ring collectives with one channel per
+ * NIC), recomputation, the all-gather ring variant, TP without sp. */
+static void test_mixes_simulated(void **state) {
+    (void)state;
+    usp_workload w = small_workload(8192, 2);
+    expect_simulated_bytes(&w, mix(1, 2, 4, 2, 1, 0), "a800-2n");
+    expect_simulated_bytes(&w, mix(2, 2, 2, 2, 3, 1), "a800-2n");
+    expect_simulated_bytes(&w, mix(2, 1, 2, 4, 0, 0), "a800-2n");
+    expect_simulated_bytes(&w, mix(1, 1, 1, 16, 2, 0), "a800-2n");
+    w.ring_impl = USP_RING_ALLGATHER;
+    expect_simulated_bytes(&w, mix(1, 2, 2, 4, 1, 1), "a800-2n");
+    w.ring_impl = USP_RING_ZIGZAG;
+    usp_mix nosp = mix(1, 4, 2, 1, 0, 1);
+    nosp.tp_sp = 0;
+    expect_simulated_bytes(&w, nosp, "h200x8");
+}
+
+/* ------------------------------------------------------------ FLOPs, MFU */
+
+static void test_flops_convention(void **state) {
+    (void)state;
+    usp_workload w = usp_workload_default();
+    usp_flops f;
+    usp_model_flops(&w, &f);
+    double L = 65536, matrices = 8030261248.0 - 128256.0 * 4096 - 65 * 4096.0; /* minus embedding, norms */
+    assert_true(fabs(f.linear - 6 * matrices * L) <= 1e-12 * f.linear);
+    assert_true(fabs(f.attention - 32 * 3 * 4 * L * L * 32 * 128 / 2) <= 1e-12 * f.attention);
+    w.causal = 0;
+    usp_flops full;
+    usp_model_flops(&w, &full);
+    assert_true(fabs(full.attention - 2 * f.attention) <= 1e-12 * f.attention);
+}
+
+static void test_plan_ranking(void **state) {
+    (void)state;
+    usp_workload w = small_workload(8192, 2);
+    usp_plan_options o = options("h200x8", 8);
+    usp_plan p;
+    if (usp_plan_run(&w, &o, &p) != USP_OK) fail_msg("%s", usp_error());
+    assert_true(p.runnable > 10);
+    int cls = 0;
+    double last = 0;
+    for (int i = 0; i < p.count; i++) {
+        const usp_plan_point *pt = &p.points[i];
+        int c = pt->status != USP_OK ? 2 : pt->oom;
+        assert_true(c >= cls);
+        if (c != cls) last = 0;
+        cls = c;
+        if (c == 2) { assert_true(strlen(pt->why) > 0); continue; }
+        assert_true(pt->step_s >= last);
+        last = pt->step_s;
+        double tflops = p.flops.total / 8 / pt->step_s / 1e12;
+        assert_true(fabs(pt->tflops_per_gpu - tflops) <= 1e-9 * tflops);
+        assert_true(fabs(pt->mfu - tflops * 1e12 / p.peak_flops) <= 1e-9);
+        assert_true(pt->mfu > 0 && pt->mfu < 1);
+    }
+    usp_plan_free(&p);
+}
+
+/* ----------------------------------------------------------------- memory */
+
+static void test_memory_ordering(void **state) {
+    (void)state;
+    usp_workload w = usp_workload_default();
+    w.seq = 131072;
+    usp_memory m[4], rc;
+    for (int z = 0; z < 4; z++) {
+        usp_mix x = mix(1, 2, 4, 2, z, 0);
+        usp_memory_closed_form(&w, &x, &m[z]);
+    }
+    assert_true(m[1].optimizer < m[0].optimizer && m[1].grads == m[0].grads);
+    assert_true(m[2].grads < m[1].grads && m[2].params == m[1].params);
+    assert_true(m[3].params < m[2].params);
+    assert_true(m[3].total < m[2].total && m[2].total < m[1].total && m[1].total < m[0].total);
+    usp_mix x = mix(1, 2, 4, 2, 1, 1);
+    usp_memory_closed_form(&w, &x, &rc);
+    assert_true(rc.activations < m[1].activations / 10);
+    /* 16 GB of bf16 parameters for 8.03 B parameters, unsharded at tp 1 ZeRO-0 */
+    usp_memory_closed_form(&w, &(usp_mix){1, 1, 8, 1, 0, 0, 1}, &m[0]);
+    assert_true(m[0].params == 2 * 8030261248.0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_builtin_models),    cmocka_unit_test(test_model_files),
+        cmocka_unit_test(test_refusals),          cmocka_unit_test(test_closed_forms_by_hand),
+        cmocka_unit_test(test_costs_rows_simulated), cmocka_unit_test(test_mixes_simulated),
+        cmocka_unit_test(test_flops_convention),  cmocka_unit_test(test_plan_ranking),
+        cmocka_unit_test(test_memory_ordering),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,115 @@
+/* test_plan_cli.c: usp plan and usp costs as a user runs them: help that
+ * states the FLOP convention, one-line refusals with exit 2, JSON that
+ * parses. USP_BIN is the path of the usp binary. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include "usp/json.h"
+
+/* Runs `usp <args>`; returns the exit code, stdout in out, stderr in err. */
+static int run_usp(const char *args, char *out, size_t nout, char *err, size_t nerr) {
+    char cmd[2048];
+    static const char *err_path = "/tmp/usp-test-plan-cli.err";
+    snprintf(cmd, sizeof cmd, "%s %s 2>%s", USP_BIN, args, err_path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t used = fread(out, 1, nout - 1, p);
+    out[used] = '\0';
+    int status = pclose(p);
+    FILE *e = fopen(err_path, "r");
+    assert_non_null(e);
+    used = fread(err, 1, nerr - 1, e);
+    err[used] = '\0';
+    fclose(e);
+    remove(err_path);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static char out[1 << 20], err[1 << 16];
+
+static void expect_refusal(const char *args, const char *message) {
+    int rc = run_usp(args, out, sizeof out, err, sizeof err);
+    if (rc != 2 || !strstr(err, message))
+        fail_msg("usp %s: exit %d, stderr '%s', expected exit 2 with '%s'", args, rc, err, message);
+    char *nl = strchr(err, '\n');
+    if (!nl || nl[1] != '\0') fail_msg("usp %s: more than one line: '%s'", args, err);
+}
+
+static void test_help(void **state) {
+    (void)state;
+    assert_int_equal(run_usp("plan --help", out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "representative transformer layer"));
+    assert_non_null(strstr(out, "halved when causal"));
+    assert_non_null(strstr(out, "recomputation is never"));
+    assert_int_equal(run_usp("costs --help", out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "Table 2"));
+    assert_int_equal(run_usp("--help", out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "plan"));
+    assert_non_null(strstr(out, "costs"));
+}
+
+static void test_refusals(void **state) {
+    (void)state;
+    expect_refusal("plan --seq 64K", "usp: plan: --gpus is required");
+    expect_refusal("plan --gpus 16 --model llama9", "usp: plan: unknown model 'llama9' (built in: ");
+    expect_refusal("plan --gpus 16 --seq 12x", "usp: plan: --seq '12x' is not a token count");
+    expect_refusal("plan --gpus 16 --zero 5", "usp: plan: --zero '5' is not an integer in 0..3");
+    expect_refusal("plan --gpus 16 --platform a800-2n --tp 8 --ulysses 8 --ring 1 --dp 1",
+                   "no dp x tp x ulysses x ring = 16 within the given degrees");
+    expect_refusal("plan --gpus 64 --platform h100-fattree --tp 8 --ulysses 8 --ring 1 --dp 1",
+                   "no mix can run");
+    expect_refusal("plan --gpus 16 --platform nowhere.xml", "platform nowhere.xml");
+    expect_refusal("plan --gpus 8 --dtype fp64", "training mixes are planned in bf16 or fp16");
+    expect_refusal("costs --degree 8 --ulysses 3", "usp: costs: ulysses 3 does not divide the degree 8");
+    expect_refusal("costs --heads 30 --kv-heads 7", "heads 30 are not divisible by kv_heads 7");
+}
+
+/* The impossible mix names its reason in the listing. */
+static void test_refused_listing(void **state) {
+    (void)state;
+    int rc = run_usp("plan --gpus 64 --platform h100-fattree --tp 8 --ulysses 8 --ring 1 --dp 1 --all", out,
+                     sizeof out, err, sizeof err);
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "heads 32 are not divisible by tp x ulysses = 8 x 8 = 64"));
+}
+
+static void expect_json(const char *args, const char *member) {
+    int rc = run_usp(args, out, sizeof out, err, sizeof err);
+    if (rc != 0) fail_msg("usp %s: exit %d: %s", args, rc, err);
+    usp_json *root = NULL;
+    if (usp_json_parse(out, strlen(out), &root) != USP_OK) fail_msg("usp %s: %s", args, usp_error());
+    assert_non_null(usp_json_get(root, member));
+    usp_json_free(root);
+}
+
+static void test_json(void **state) {
+    (void)state;
+    expect_json("costs --json", "rows");
+    expect_json("plan --model llama2-7b --seq 16K --gpus 8 --platform h200x8 --tp 2 --zero 1 --recompute no "
+                "--json --explain --all",
+                "explain");
+}
+
+static void test_table(void **state) {
+    (void)state;
+    int rc = run_usp("plan --model llama3-8b --seq 64K --gpus 16 --platform a800-2n --zero 1 --recompute no --top 3 --explain", out,
+                     sizeof out, err, sizeof err);
+    if (rc != 0) fail_msg("exit %d: %s", rc, err);
+    assert_non_null(strstr(out, "TFLOP/s/GPU"));
+    assert_non_null(strstr(out, "MFU"));
+    assert_non_null(strstr(out, "ulysses all-to-all"));
+    assert_non_null(strstr(out, "optimizer states"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_help), cmocka_unit_test(test_refusals), cmocka_unit_test(test_refused_listing),
+        cmocka_unit_test(test_json), cmocka_unit_test(test_table),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
