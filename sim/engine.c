@@ -1,10 +1,13 @@
 /* engine.c: one simulation, run by SimGrid in the current process.
  *
- * Every rank is two actors on its GPU's host, one per stream: the compute
- * actor sleeps for each compute step's device time, the comm actor posts a
- * comm step's messages and waits for them, so a ring transfer overlaps the
- * attention block as on a GPU. A step waits for its `dep` (a step of the
- * other stream) on the rank's condition variable.
+ * Every rank is one actor on its GPU's host, with two in-order streams.
+ * The comm stream is real SimGrid activity: a comm step posts its messages
+ * and waits for them. The compute stream is a timeline the actor keeps
+ * itself: a compute step starts when the stream is free and its `dep` (a
+ * comm step) has ended, and lasts what the device profile says, so it needs
+ * no simulated activity; a comm step whose dep is a compute step sleeps
+ * until that step ends. Ring transfers thus overlap the attention blocks as
+ * on a GPU, at the cost of one activity per message.
  *
  * Messages go through one mailbox per ordered pair of ranks; both sides
  * post a pair's messages in schedule order, and each carries its step's tag,
@@ -12,10 +15,10 @@
  * once, sharing the links; ALLGATHER and REDUCE_SCATTER are the pairwise
  * messages of rankmem.h (every peer at once), not a ring algorithm.
  *
- * Numerics: compute steps run the CPU kernels (usp_rank_compute) when they
- * start, messages carry the packed bytes (copied when sent), and a comm
- * step's messages are unpacked in peer order once all have arrived, as in
- * the in-process executor, so the outputs are bit-identical to it. */
+ * Numerics: a compute step runs the CPU kernels (usp_rank_compute) once its
+ * dep has arrived, messages carry the packed bytes (copied when sent), and
+ * a comm step's messages are unpacked in peer order once all have arrived,
+ * as in the in-process executor, so the outputs are bit-identical to it. */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
@@ -26,11 +29,9 @@
 
 #include <simgrid/actor.h>
 #include <simgrid/comm.h>
-#include <simgrid/cond.h>
 #include <simgrid/engine.h>
 #include <simgrid/host.h>
 #include <simgrid/mailbox.h>
-#include <simgrid/mutex.h>
 #include <xbt/config.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -71,14 +72,22 @@ static inline int sg_failed_handle(const void *h) { return h == NULL; }
 
 /* ------------------------------------------------------------ the ranks */
 
+/* The mailboxes a rank uses, by peer: looked up by name once. */
+typedef struct {
+    int *peer;
+    sg_mailbox_t *to, *from;
+    int count, cap;
+} mailbox_cache;
+
 typedef struct {
     int rank;
     const usp_rank_schedule *rs;
     sg_host_t host;
-    sg_mutex_t mutex;
-    sg_cond_t cond;
-    char *done;              /* [nsteps] */
+    char *done;              /* [nsteps]: its end time is known */
     double *start, *end;     /* [nsteps] */
+    int next_compute;        /* the first compute step not yet timed */
+    double compute_free;     /* when the compute stream is free */
+    mailbox_cache mailboxes;
     usp_rank_mem mem;        /* numerics only */
     int have_mem;
 } rank_sim;
@@ -98,35 +107,29 @@ typedef struct {
     size_t bytes;
 } msg_header;
 
-static void mark_done(rank_sim *r, int i, double start) {
-    r->start[i] = start;
-    r->end[i] = simgrid_get_clock();
-    r->done[i] = 1;
-    sg_cond_notify_all(r->cond);
+static int next_on_stream(const usp_rank_schedule *rs, int i, usp_stream stream) {
+    while (i < rs->nsteps && rs->steps[i].stream != stream) i++;
+    return i;
 }
 
-static void wait_dep(rank_sim *r, int dep) {
-    if (dep < 0) return;
-    sg_mutex_lock(r->mutex);
-    while (!r->done[dep]) sg_cond_wait(r->cond, r->mutex);
-    sg_mutex_unlock(r->mutex);
-}
+/* ------------------------------------------------------ the compute stream */
 
-/* --------------------------------------------------------- the compute stream */
-
-static void compute_stream(int argc, char **argv) {
-    (void)argc; (void)argv;
-    rank_sim *r = sg_actor_self_get_data();
-    const sim_profile *prof = g_sim.job->profile;
-    for (int i = 0; i < r->rs->nsteps && g_status == USP_OK; i++) {
-        const usp_step *st = &r->rs->steps[i];
-        if (st->stream != USP_STREAM_COMPUTE) continue;
-        wait_dep(r, st->dep);
-        double start = simgrid_get_clock();
+/* Times every compute step whose dep has ended, in stream order; with
+ * numerics on, runs its kernels now (every step it reads from has run). */
+static void advance_compute(rank_sim *r) {
+    const usp_rank_schedule *rs = r->rs;
+    int k = r->next_compute;
+    for (; k < rs->nsteps; k = next_on_stream(rs, k + 1, USP_STREAM_COMPUTE)) {
+        const usp_step *st = &rs->steps[k];
+        if (st->dep >= 0 && !r->done[st->dep]) break;
+        double start = r->compute_free;
+        if (st->dep >= 0 && r->end[st->dep] > start) start = r->end[st->dep];
         if (g_sim.numerics) usp_rank_compute(&r->mem, st);
-        sg_actor_sleep_for(sim_step_seconds(prof, g_sim.cfg, st));
-        mark_done(r, i, start);
+        r->start[k] = start;
+        r->end[k] = r->compute_free = start + sim_step_seconds(g_sim.job->profile, g_sim.cfg, st);
+        r->done[k] = 1;
     }
+    r->next_compute = k;
 }
 
 /* --------------------------------------------------------- the comm stream */
@@ -150,10 +153,34 @@ static long message_bytes(const usp_step *st, int n) {
     return (long)(b + 0.5);
 }
 
-static sg_mailbox_t mailbox(int from, int to) {
+static sg_mailbox_t mailbox_named(int from, int to) {
     char name[32];
     snprintf(name, sizeof name, "%d>%d", from, to);
     return sg_mailbox_by_name(name);
+}
+
+/* The mailbox of messages from rank `from` to rank `to`, one of which is r. */
+static sg_mailbox_t mailbox(rank_sim *r, int from, int to) {
+    mailbox_cache *mc = &r->mailboxes;
+    int peer = from == r->rank ? to : from;
+    for (int i = 0; i < mc->count; i++)
+        if (mc->peer[i] == peer) return from == r->rank ? mc->to[i] : mc->from[i];
+    if (mc->count == mc->cap) {
+        int cap = mc->cap ? 2 * mc->cap : 8;
+        int *p = realloc(mc->peer, cap * sizeof *p);
+        if (p) mc->peer = p;
+        sg_mailbox_t *t = realloc(mc->to, cap * sizeof *t);
+        if (t) mc->to = t;
+        sg_mailbox_t *f = realloc(mc->from, cap * sizeof *f);
+        if (f) mc->from = f;
+        if (!p || !t || !f) return NULL;
+        mc->cap = cap;
+    }
+    mc->peer[mc->count] = peer;
+    mc->to[mc->count] = mailbox_named(r->rank, peer);
+    mc->from[mc->count] = mailbox_named(peer, r->rank);
+    mc->count++;
+    return from == r->rank ? mc->to[mc->count - 1] : mc->from[mc->count - 1];
 }
 
 /* Timing-only messages carry their tag in the payload pointer. */
@@ -182,7 +209,7 @@ static int post_sends(rank_sim *r, int step, const usp_step *st, int n, comm_ste
         void *payload = g_sim.numerics ? pack_message(r, st, i) : tag_token(st->tag);
         if (!payload) return rank_failed(USP_EINTERNAL, "rank %d step %d (%s): out of memory", r->rank, step, st->name);
         if (to == r->rank) { io->payloads[i] = payload; continue; }
-        SG_CHECK(mb = mailbox(r->rank, to));
+        SG_CHECK(mb = mailbox(r, r->rank, to));
         SG_CHECK(io->comms[io->ncomms++] = sg_mailbox_put_async(mb, payload, bytes));
     }
     return 0;
@@ -193,7 +220,7 @@ static int post_receives(rank_sim *r, const usp_step *st, int n, comm_step_io *i
     for (int j = 0; j < n; j++) {
         int from = recv_peer(r->rank, st, j);
         if (from == r->rank) continue;
-        SG_CHECK(mb = mailbox(from, r->rank));
+        SG_CHECK(mb = mailbox(r, from, r->rank));
         SG_CHECK(io->comms[io->ncomms++] = sg_mailbox_get_async(mb, &io->payloads[j]));
     }
     return 0;
@@ -228,17 +255,32 @@ static int run_comm_step(rank_sim *r, int i, const usp_step *st) {
     return apply_messages(r, i, st, n, &io);
 }
 
-static void comm_stream(int argc, char **argv) {
+/* A comm step starts when the comm stream is free (the previous one has
+ * returned) and its dep, a compute step, has ended. */
+static int wait_for_dep(rank_sim *r, int i, const usp_step *st) {
+    if (st->dep < 0) return 0;
+    if (!r->done[st->dep])
+        return rank_failed(USP_EINTERNAL, "rank %d step %d (%s) waits for a compute step that cannot run",
+                           r->rank, i, st->name);
+    if (r->end[st->dep] > simgrid_get_clock()) sg_actor_sleep_until(r->end[st->dep]);
+    return 0;
+}
+
+static void rank_actor(int argc, char **argv) {
     (void)argc; (void)argv;
     rank_sim *r = sg_actor_self_get_data();
-    for (int i = 0; i < r->rs->nsteps && g_status == USP_OK; i++) {
-        const usp_step *st = &r->rs->steps[i];
-        if (st->stream != USP_STREAM_COMM) continue;
-        wait_dep(r, st->dep);
-        double start = simgrid_get_clock();
-        if (run_comm_step(r, i, st) != 0) return;
-        mark_done(r, i, start);
+    const usp_rank_schedule *rs = r->rs;
+    r->next_compute = next_on_stream(rs, 0, USP_STREAM_COMPUTE);
+    for (int i = next_on_stream(rs, 0, USP_STREAM_COMM); i < rs->nsteps && g_status == USP_OK;
+         i = next_on_stream(rs, i + 1, USP_STREAM_COMM)) {
+        advance_compute(r);
+        if (wait_for_dep(r, i, &rs->steps[i]) != 0) return;
+        r->start[i] = simgrid_get_clock();
+        if (run_comm_step(r, i, &rs->steps[i]) != 0) return;
+        r->end[i] = simgrid_get_clock();
+        r->done[i] = 1;
     }
+    advance_compute(r);
 }
 
 /* ------------------------------------------------------------ set-up */
@@ -301,23 +343,18 @@ static usp_status alloc_rank(rank_sim *r, const usp_schedule *s, int g, const si
     return usp_rank_mem_load(&r->mem, job->inputs);
 }
 
-/* Stacks: the CPU kernels run on the compute actor's stack in numerics
- * mode; timing-only actors need little, which keeps thousands of ranks small. */
-enum { TIMING_STACK_BYTES = 128 * 1024 };
+/* Stacks: the CPU kernels run on the actor's stack in numerics mode;
+ * timing-only actors need little, which keeps thousands of ranks small. */
+enum { TIMING_STACK_KIB = 128 };
 
-static usp_status start_actors(rank_sim *r) {
-    char name[48];
+static usp_status start_actor(rank_sim *r) {
+    char name[32];
     sg_actor_t a;
-    void (*const code[2])(int, char **) = {compute_stream, comm_stream};
-    if (!(r->mutex = sg_mutex_init()) || !(r->cond = sg_cond_init()))
-        return usp_fail(USP_EINTERNAL, "SimGrid call failed: sg_mutex_init/sg_cond_init");
-    for (int k = 0; k < 2; k++) {
-        snprintf(name, sizeof name, "rank%d-%s", r->rank, k ? "comm" : "compute");
-        if (!(a = sg_actor_init(name, r->host))) return usp_fail(USP_EINTERNAL, "SimGrid call failed: sg_actor_init");
-        sg_actor_set_data(a, r);
-        if (!g_sim.numerics) sg_actor_set_stacksize(a, TIMING_STACK_BYTES);
-        sg_actor_start(a, code[k], 0, NULL);
-    }
+    snprintf(name, sizeof name, "rank%d", r->rank);
+    if (!(a = sg_actor_init(name, r->host))) return usp_fail(USP_EINTERNAL, "SimGrid call failed: sg_actor_init");
+    sg_actor_set_data(a, r);
+    if (!g_sim.numerics) sg_actor_set_stacksize(a, TIMING_STACK_KIB); /* in KiB */
+    sg_actor_start(a, rank_actor, 0, NULL);
     return USP_OK;
 }
 
@@ -402,7 +439,7 @@ static usp_status simulate(const sim_job *job, rank_sim *ranks, sim_timeline *tl
     if (phase) phase(1, ctx);
     USP_TRY(place_ranks(job, ranks, s->world));
     for (int g = 0; g < s->world; g++) USP_TRY(alloc_rank(&ranks[g], s, g, job));
-    for (int g = 0; g < s->world; g++) USP_TRY(start_actors(&ranks[g]));
+    for (int g = 0; g < s->world; g++) USP_TRY(start_actor(&ranks[g]));
     simgrid_run();
     if (g_status != USP_OK) return usp_fail(g_status, "%s", g_error);
     USP_TRY(collect(s, ranks, tl, job->keep_steps));

@@ -19,7 +19,7 @@ static const char *const DTYPE_KEYS[SIM_NDTYPES] = {
 
 static usp_status member(const usp_json *obj, const char *key, usp_json_type type, const usp_json **out) {
     *out = usp_json_get(obj, key);
-    if (!*out) return usp_fail(USP_EINVAL, "line %d: missing field '%s'", obj->line, key);
+    if (!*out) return usp_fail(USP_EINVAL, "line %d: missing '%s'", obj->line, key);
     if ((*out)->type != type)
         return usp_fail(USP_EINVAL, "line %d: '%s' must be an %s", (*out)->line, key, usp_json_type_name(type));
     return USP_OK;

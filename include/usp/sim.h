@@ -112,7 +112,7 @@ typedef struct {
     usp_status status;        /* USP_OK, or why this point did not run */
     char why[160];
     double time_fwd_s, time_bwd_s, time_total_s;
-    double compute_s, exposed_comm_s; /* of the critical rank (the one ending last) */
+    double compute_s, exposed_comm_s; /* of the rank with the most compute */
     double peak_bytes;
     int oom;
     double mfu;

@@ -1,0 +1,136 @@
+/* test_sim_errors.c: what the simulator refuses, with the reason, and the
+ * exit status 2 the commands give for it. */
+#define _GNU_SOURCE /* mkstemps */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "usp/executor.h"
+#include "usp/sim.h"
+
+static char *temp_file(const char *text, const char *suffix) {
+    static char paths[8][64];
+    static int n;
+    char *path = paths[n++ % 8];
+    snprintf(path, 64, "/tmp/usp-test-XXXXXX%s", suffix);
+    int fd = mkstemps(path, (int)strlen(suffix));
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+/* Runs a timing-only 2 x 2 problem and expects USP_EINVAL with `reason` in the message. */
+static void expect_refusal(const usp_sim_options *o, const char *reason) {
+    usp_config c = usp_config_default();
+    usp_schedule s;
+    usp_result r;
+    assert_int_equal(usp_schedule_build(&c, 1, &s), USP_OK);
+    assert_int_equal(usp_result_init(&r, &s, 0), USP_OK);
+    usp_status st = usp_sim_execute(&s, NULL, o, &r, NULL);
+    if (st != USP_EINVAL) fail_msg("status %d, expected USP_EINVAL (%s)", st, usp_error());
+    if (!strstr(usp_error(), reason)) fail_msg("reason '%s' does not say '%s'", usp_error(), reason);
+    usp_result_free(&r);
+    usp_schedule_free(&s);
+}
+
+static void unknown_preset(void **state) {
+    (void)state;
+    usp_sim_options o = {.platform = "h300x8"};
+    expect_refusal(&o, "unknown platform preset 'h300x8'");
+    o.platform = "torus:sides=4";
+    expect_refusal(&o, "unknown platform parameter 'sides'");
+}
+
+static void bad_platform_file(void **state) {
+    (void)state;
+    usp_sim_options o = {.platform = temp_file("<?xml version='1.0'?>\n<platform version=\"4.1\">\n"
+                                               "<zone id=\"z\" routing=\"Full\">\n<host id=\"a\" speed=\"1f\">\n"
+                                               "</zone></platform>\n", ".xml")};
+    expect_refusal(&o, "Parse error");
+    o.platform = "/nonexistent/platform.xml";
+    expect_refusal(&o, "No such file");
+}
+
+static const char *const TWO_HOSTS =
+    "<?xml version='1.0'?>\n<!DOCTYPE platform SYSTEM \"https://simgrid.org/simgrid.dtd\">\n"
+    "<platform version=\"4.1\"><zone id=\"z\" routing=\"Full\">\n"
+    "<host id=\"a\" speed=\"1Gf\"/><host id=\"b\" speed=\"1Gf\"/>\n"
+    "<link id=\"l\" bandwidth=\"1GBps\" latency=\"1us\"/>\n"
+    "<route src=\"a\" dst=\"b\"><link_ctn id=\"l\"/></route>\n</zone></platform>\n";
+
+static void fewer_hosts_than_ranks(void **state) {
+    (void)state;
+    usp_sim_options o = {.platform = "h200x2"};
+    expect_refusal(&o, "fewer than the 4 ranks");
+    o.platform = temp_file(TWO_HOSTS, ".xml");
+    expect_refusal(&o, "has 2 hosts, fewer than the 4 ranks");
+    o.platform = "h200x8";
+    o.hostmap = temp_file("gpu0\ngpu1\n", ".txt");
+    expect_refusal(&o, "names 2 hosts, fewer than the 4 ranks");
+    o.hostmap = temp_file("gpu0\ngpu1\ngpu9\ngpu3\n", ".txt");
+    expect_refusal(&o, "no host 'gpu9'");
+}
+
+static void profile_missing_a_field(void **state) {
+    (void)state;
+    usp_sim_options o = {.profile = temp_file(
+        "{\"name\": \"x\", \"attention_tflops\": {\"fp64\": {\"64\": {\"fwd\": 1, \"bwd\": 1}}},\n"
+        " \"masked_block_efficiency\": {\"fwd\": 1, \"bwd\": 1}, \"launch_overhead_us\": 0,\n"
+        " \"memory_gb\": 80, \"peak_dense_tflops\": {\"fp64\": 67}}\n", ".json")};
+    expect_refusal(&o, "missing 'hbm_gbps'");
+    o.profile = "b200";
+    expect_refusal(&o, "b200");
+    o.profile = temp_file("{\"name\": \"x\", \"attention_tflops\": {\"bf16\": {\"64\": {\"fwd\": 1, \"bwd\": 1}}},"
+                          " \"masked_block_efficiency\": {\"fwd\": 1, \"bwd\": 1}, \"hbm_gbps\": 1,"
+                          " \"launch_overhead_us\": 0, \"memory_gb\": 80, \"peak_dense_tflops\": {\"bf16\": 1}}",
+                          ".json");
+    expect_refusal(&o, "no fp64 attention figures");
+}
+
+/* The commands: exit 2 and "usp: <cmd>: <why>" on stderr. */
+static void command_refuses(const char *args, const char *reason) {
+    char cmd[512], err[] = "/tmp/usp-test-err-XXXXXX";
+    close(mkstemp(err));
+    snprintf(cmd, sizeof cmd, "%s %s >/dev/null 2>%s", USP_BIN, args, err);
+    int status = system(cmd);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) != 2) fail_msg("'usp %s' exited %d, expected 2", args, WEXITSTATUS(status));
+    char text[1024] = "";
+    FILE *f = fopen(err, "r");
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    unlink(err);
+    if (!strstr(text, reason)) fail_msg("'usp %s' said '%s', not '%s'", args, text, reason);
+}
+
+static void commands_exit_2(void **state) {
+    (void)state;
+    command_refuses("platform --preset nosuch", "usp: platform: unknown platform preset 'nosuch'");
+    command_refuses("sweep --world 4 --platform nosuch --quiet", "usp: sweep: unknown platform preset");
+    command_refuses("sweep --world 16 --platform h200x8 --quiet", "fewer than the 16 ranks");
+    char args[256];
+    snprintf(args, sizeof args, "sweep --world 4 --quiet --platform %s", temp_file("<platform>", ".xml"));
+    command_refuses(args, "usp: sweep: platform");
+    snprintf(args, sizeof args, "sweep --world 4 --quiet --profile %s", temp_file("{\"name\": \"x\"}", ".json"));
+    command_refuses(args, "missing 'attention_tflops'");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(unknown_preset),
+        cmocka_unit_test(bad_platform_file),
+        cmocka_unit_test(fewer_hosts_than_ranks),
+        cmocka_unit_test(profile_missing_a_field),
+        cmocka_unit_test(commands_exit_2),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,104 @@
+/* test_sim_numerics.c: the simulator with numerics on gives the very bits of
+ * the in-process executor, on every case of `usp verify` (world 1, 2, 4, 8,
+ * every ulysses x ring split, ring_impl, layout, causal or not, kv_heads 8,
+ * 2 and 1), forward and backward, in fp64; and in fp32 on the world-8
+ * cases of `usp verify --quick` (one layout, kv_heads 8 and 1). Each case is
+ * a fresh simulation in a child process (tens of ms), hence the subset. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "usp/executor.h"
+#include "usp/sim.h"
+
+typedef struct { usp_ring_impl impl; int causal; } impl_case;
+static const impl_case IMPLS[] = {
+    {USP_RING_BASIC, 0}, {USP_RING_BASIC, 1}, {USP_RING_ZIGZAG, 1},
+    {USP_RING_STRIPE, 1}, {USP_RING_ALLGATHER, 0}, {USP_RING_ALLGATHER, 1}};
+static const int WORLDS[] = {1, 2, 4, 8};
+static const int KV_HEADS[] = {8, 2, 1};
+
+/* The shapes of usp verify: balanced layouts need seq % (2*world) == 0. */
+static int case_seq(const usp_config *c, int world) {
+    int balanced = c->ring_impl == USP_RING_ZIGZAG || (c->ring_impl == USP_RING_ALLGATHER && c->causal);
+    return balanced ? 2 * world * (24 / world) : world * (47 / world);
+}
+
+static void same_bits(const char *what, const usp_config *c, const double *a, const double *b, long n) {
+    if (memcmp(a, b, (size_t)n * sizeof *a) == 0) return;
+    char desc[256];
+    usp_config_describe(c, desc, sizeof desc);
+    long i = 0;
+    while (i < n && memcmp(&a[i], &b[i], sizeof *a) == 0) i++;
+    fail_msg("%s differs at %ld (sim %.17g, ref %.17g): %s", what, i, a[i], b[i], desc);
+}
+
+static void compare_case(const usp_config *c) {
+    usp_schedule s;
+    usp_inputs in;
+    usp_result ref, sim;
+    assert_int_equal(usp_schedule_build(c, 1, &s), USP_OK);
+    assert_int_equal(usp_inputs_make(c, NULL, &in), USP_OK);
+    assert_int_equal(usp_result_init(&ref, &s, 1), USP_OK);
+    assert_int_equal(usp_result_init(&sim, &s, 1), USP_OK);
+    assert_int_equal(usp_ref_execute(&s, &in, &ref, NULL), USP_OK);
+    usp_sim_options o = {.platform = "h200x8", .numerics = 1};
+    if (usp_sim_execute(&s, &in, &o, &sim, NULL) != USP_OK) fail_msg("%s", usp_error());
+    long q = (long)c->batch * c->seq * c->heads * c->head_dim;
+    long kv = (long)c->batch * c->seq * c->kv_heads * c->head_dim;
+    same_bits("o", c, sim.o, ref.o, q);
+    same_bits("lse", c, sim.lse, ref.lse, (long)c->batch * c->heads * c->seq);
+    same_bits("dq", c, sim.dq, ref.dq, q);
+    same_bits("dk", c, sim.dk, ref.dk, kv);
+    same_bits("dv", c, sim.dv, ref.dv, kv);
+    assert_true(sim.time_fwd_s > 0 && sim.time_bwd_s > 0);
+    usp_result_free(&ref);
+    usp_result_free(&sim);
+    usp_inputs_free(&in);
+    usp_schedule_free(&s);
+}
+
+static void verify_matrix(usp_dtype dtype, int quick) {
+    int n = 0, ran = 0;
+    for (size_t w = quick ? 3 : 0; w < sizeof WORLDS / sizeof WORLDS[0]; w++)
+        for (int u = 1; u <= WORLDS[w]; u *= 2)
+            for (size_t i = 0; i < sizeof IMPLS / sizeof IMPLS[0]; i++)
+                for (int lay = 0; lay < (quick ? 1 : 2); lay++)
+                    for (size_t kv = 0; kv < sizeof KV_HEADS / sizeof KV_HEADS[0]; kv++) {
+                        if (quick && kv == 1) continue;
+                        usp_config c = usp_config_default();
+                        c.ulysses = u; c.ring = WORLDS[w] / u;
+                        c.ring_impl = IMPLS[i].impl; c.causal = IMPLS[i].causal;
+                        c.layout = (usp_layout)lay; c.kv_heads = KV_HEADS[kv];
+                        c.heads = 8; c.head_dim = 16; c.dtype = dtype;
+                        c.batch = 1 + (int)(kv % 2);
+                        c.seed = 100 + n++;
+                        c.seq = case_seq(&c, WORLDS[w]);
+                        compare_case(&c);
+                        ran++;
+                    }
+    assert_int_equal(ran, quick ? 48 : 360);
+}
+
+static void verify_cases_fp64(void **state) { (void)state; verify_matrix(USP_F64, 0); }
+static void verify_quick_cases_fp32(void **state) { (void)state; verify_matrix(USP_F32, 1); }
+
+/* A larger case, where blocks span many kernel tiles. */
+static void larger_case(void **state) {
+    (void)state;
+    usp_config c = usp_config_default(); /* L=4096, H=8, D=64, causal zigzag, 2 x 2 */
+    c.seq = 1024;
+    compare_case(&c);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(verify_cases_fp64),
+        cmocka_unit_test(verify_quick_cases_fp32),
+        cmocka_unit_test(larger_case),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,193 @@
+/* test_sim_timing.c: the simulator's time against closed forms on star
+ * platforms (every host one split-duplex link of bandwidth BW and latency
+ * LAT to a central router, so a route is two links: 2*LAT + bytes/BW).
+ * The simulation is deterministic; the tolerance only absorbs the rounding
+ * of SimGrid's clock. */
+#define _GNU_SOURCE /* mkstemps */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "usp/executor.h"
+#include "usp/sim.h"
+
+static const double BW = 10e9;    /* bytes/s: the "bw=10" of the star spec */
+static const double LAT = 5e-6;   /* s: "lat=5" */
+static const char *const STAR = "star:bw=10,lat=5";
+/* SimGrid accumulates time in doubles over a few events. */
+static const double REL_TOL = 1e-9;
+
+static void assert_close(double got, double want) {
+    if (fabs(got - want) > REL_TOL * fabs(want))
+        fail_msg("got %.12g s, closed form %.12g s (rel %.2e)", got, want, fabs(got - want) / want);
+}
+
+/* ------------------------------------------- schedules written by hand */
+
+static void one_step_schedule(usp_schedule *s, int ulysses, int ring, usp_step step) {
+    memset(s, 0, sizeof *s);
+    s->cfg = usp_config_default();
+    s->cfg.ulysses = ulysses;
+    s->cfg.ring = ring;
+    s->world = ulysses * ring;
+    s->ranks = calloc((size_t)s->world, sizeof *s->ranks);
+    for (int g = 0; g < s->world; g++) {
+        usp_rank_schedule *rs = &s->ranks[g];
+        rs->rank = g;
+        rs->nsteps = rs->nfwd = 1;
+        rs->steps = calloc(1, sizeof *rs->steps);
+        rs->steps[0] = step;
+        if (step.kind == USP_STEP_SENDRECV) {
+            rs->steps[0].peer_send = (g + 1) % s->world;
+            rs->steps[0].peer_recv = (g + s->world - 1) % s->world;
+        }
+    }
+}
+
+static usp_step comm_step(usp_step_kind kind, usp_group group, double bytes) {
+    usp_step st = {.kind = kind, .stream = USP_STREAM_COMM, .group = group, .dep = -1, .ring_step = -1,
+                   .bytes_sent = bytes};
+    for (int i = 0; i < 2; i++) st.src[i] = st.dst[i] = USP_BUF_NONE;
+    snprintf(st.name, sizeof st.name, "%s", usp_step_kind_name(kind));
+    return st;
+}
+
+static usp_result simulate(const usp_schedule *s, const char *platform, const char *profile) {
+    usp_result r;
+    assert_int_equal(usp_result_init(&r, s, 0), USP_OK);
+    usp_sim_options o = {.platform = platform, .profile = profile};
+    if (usp_sim_execute(s, NULL, &o, &r, NULL) != USP_OK) fail_msg("%s", usp_error());
+    return r;
+}
+
+/* One transfer of S bytes each way between two hosts: lat + S/bw, both
+ * directions at full bandwidth (split-duplex links). */
+static void one_transfer(void **state) {
+    (void)state;
+    const double S = 64e6;
+    usp_schedule s;
+    one_step_schedule(&s, 1, 2, comm_step(USP_STEP_SENDRECV, USP_GROUP_RING, S));
+    usp_result r = simulate(&s, STAR, NULL);
+    assert_close(r.time_fwd_s, 2 * LAT + S / BW);
+    assert_close(r.ranks[0].comm_s, 2 * LAT + S / BW);
+    assert_close(r.ranks[1].exposed_comm_s, 2 * LAT + S / BW);
+    usp_result_free(&r);
+    usp_schedule_free(&s);
+}
+
+/* An all-to-all of U ranks, pieces of P bytes: each host's link carries U-1
+ * flows out and U-1 in, max-min fair, so every flow gets BW/(U-1):
+ * 2*LAT + (U-1)*P/BW. */
+static void all_to_all(void **state) {
+    (void)state;
+    const double P = 8e6;
+    for (int u = 2; u <= 8; u *= 2) {
+        usp_schedule s;
+        one_step_schedule(&s, u, 1, comm_step(USP_STEP_ALL_TO_ALL, USP_GROUP_ULYSSES, (u - 1) * P));
+        usp_result r = simulate(&s, STAR, NULL);
+        assert_close(r.time_fwd_s, 2 * LAT + (u - 1) * P / BW);
+        usp_result_free(&r);
+        usp_schedule_free(&s);
+    }
+}
+
+/* ------------------------------------------------- real ring schedules */
+
+static usp_config ring_config(int ring) {
+    usp_config c = usp_config_default(); /* H=8, D=64, fp64 */
+    c.ulysses = 1;
+    c.ring = ring;
+    c.ring_impl = USP_RING_BASIC;
+    c.causal = 0;
+    return c;
+}
+
+/* Forward ring attention where every block computes longer than its K/V
+ * transfer (h200 fp64: 2.1 GFLOP per block at 27 TFLOP/s is 80 us; 8.4 MB
+ * at 1000 GB/s is 10 us): no communication is exposed on any rank. */
+static void compute_hides_ring(void **state) {
+    (void)state;
+    usp_config c = ring_config(4);
+    usp_schedule s;
+    assert_int_equal(usp_schedule_build(&c, 0, &s), USP_OK);
+    usp_result r = simulate(&s, "star:bw=1000,lat=1", "h200");
+    for (int g = 0; g < s.world; g++) {
+        assert_true(r.ranks[g].comm_s > 0);
+        if (r.ranks[g].exposed_comm_s > 1e-12) fail_msg("rank %d exposes %.3g s", g, r.ranks[g].exposed_comm_s);
+    }
+    usp_result_free(&r);
+    usp_schedule_free(&s);
+}
+
+/* A profile whose kernels take no time. */
+static char *instant_profile(void) {
+    static char path[] = "/tmp/usp-test-profile-XXXXXX.json";
+    int fd = mkstemps(path, 5);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs("{\"name\": \"instant\", \"attention_tflops\": {\"fp64\": {\"64\": {\"fwd\": 1e15, \"bwd\": 1e15}}},"
+          " \"masked_block_efficiency\": {\"fwd\": 1, \"bwd\": 1}, \"hbm_gbps\": 1e15,"
+          " \"launch_overhead_us\": 0, \"memory_gb\": 80, \"peak_dense_tflops\": {\"fp64\": 67}}\n", f);
+    fclose(f);
+    return path;
+}
+
+/* With compute at zero, the forward ring of R ranks is R-1 transfers of one
+ * K/V block, one after the other. */
+static void ring_without_compute(void **state) {
+    (void)state;
+    char *profile = instant_profile();
+    for (int ring = 2; ring <= 8; ring *= 2) {
+        usp_config c = ring_config(ring);
+        usp_schedule s;
+        assert_int_equal(usp_schedule_build(&c, 0, &s), USP_OK);
+        double block = 0;
+        for (int i = 0; i < s.ranks[0].nsteps; i++)
+            if (s.ranks[0].steps[i].kind == USP_STEP_SENDRECV) block = s.ranks[0].steps[i].bytes_sent;
+        assert_true(block > 0);
+        usp_result r = simulate(&s, STAR, profile);
+        if (fabs(r.time_fwd_s - (ring - 1) * (2 * LAT + block / BW)) > 1e-6 * r.time_fwd_s)
+            fail_msg("ring %d: %.9g s, (R-1) transfers %.9g s", ring, r.time_fwd_s,
+                     (ring - 1) * (2 * LAT + block / BW));
+        usp_result_free(&r);
+        usp_schedule_free(&s);
+    }
+    unlink(profile);
+}
+
+/* Timing-only and numerics runs of one schedule predict the same times. */
+static void numerics_do_not_change_time(void **state) {
+    (void)state;
+    usp_config c = usp_config_default();
+    c.seq = 256;
+    usp_schedule s;
+    usp_inputs in;
+    assert_int_equal(usp_schedule_build(&c, 1, &s), USP_OK);
+    assert_int_equal(usp_inputs_make(&c, NULL, &in), USP_OK);
+    usp_result a = simulate(&s, "h200x8", NULL), b;
+    assert_int_equal(usp_result_init(&b, &s, 1), USP_OK);
+    usp_sim_options o = {.numerics = 1};
+    assert_int_equal(usp_sim_execute(&s, &in, &o, &b, NULL), USP_OK);
+    assert_true(a.time_fwd_s == b.time_fwd_s && a.time_bwd_s == b.time_bwd_s);
+    usp_result_free(&a);
+    usp_result_free(&b);
+    usp_inputs_free(&in);
+    usp_schedule_free(&s);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(one_transfer),
+        cmocka_unit_test(all_to_all),
+        cmocka_unit_test(compute_hides_ring),
+        cmocka_unit_test(ring_without_compute),
+        cmocka_unit_test(numerics_do_not_change_time),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
