@@ -299,6 +299,7 @@ int bwd_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len
 
 int usp_tc_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len) {
     if (p.q_len <= 0 || p.kv_len <= 0) return USP_KERNEL_OK;
+    if (usp_wgmma_enabled()) return usp_wg_bwd(p, in, st, why, why_len);
     if (in == USP_BF16)
         return p.d == 64 ? bwd_launch<__nv_bfloat16, 64>(p, st, why, why_len)
                          : bwd_launch<__nv_bfloat16, 128>(p, st, why, why_len);

@@ -7,6 +7,8 @@
 #include "kernels.h"
 #include "plugins/naive_kernels.cuh"
 #include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
 
 namespace {
 
@@ -160,7 +162,7 @@ int builtin_merge(const usp_kmerge_args *a, void *stream, char *why, size_t why_
 const usp_kernel builtin_kernel = {
     USP_KERNEL_ABI_VERSION,
     sizeof(usp_kernel),
-    "usp built-in (mma.sync tiles, sm_90)",
+    "usp built-in (wgmma tiles on sm_90a, mma.sync elsewhere)",
     (1u << USP_BF16) | (1u << USP_F16) | (1u << USP_F32),
     builtin_forward,
     builtin_bwd_prep,
@@ -169,5 +171,20 @@ const usp_kernel builtin_kernel = {
 };
 
 } // namespace
+
+int usp_wgmma_enabled(void) {
+    static int forced = -1;   /* USP_GPU_TILES=mma: the mma.sync kernels everywhere */
+    if (forced < 0) {
+        const char *e = getenv("USP_GPU_TILES");
+        forced = e && !strcmp(e, "mma") ? 1 : 0;
+    }
+    if (forced) return 0;
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+        return 0;
+    return major == 9 && minor == 0;
+}
 
 extern "C" const usp_kernel *usp_kernel_builtin(void) { return &builtin_kernel; }

@@ -58,6 +58,13 @@ int usp_tc_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t 
 int usp_tc_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
 int usp_tc_supports(usp_dtype in, int d);
 
+/* The same on Hopper's warpgroup MMA (sm_90a); usp_tc_* call them when
+ * usp_wgmma_enabled(): the current device is compute capability 9.0 and the
+ * environment does not say USP_GPU_TILES=mma. */
+int usp_wg_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t st, char *why, size_t why_len);
+int usp_wg_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
+int usp_wgmma_enabled(void);
+
 /* Simple kernels (one thread a row, fp32 math): any D <= 256, fp32 inputs too. */
 int usp_simple_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t st,
                    char *why, size_t why_len);

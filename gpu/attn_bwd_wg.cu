@@ -1,0 +1,284 @@
+/* attn_bwd_wg.cu: attention backward on Hopper's warpgroup MMA (wgmma, sm_90a).
+ *
+ * One CTA of 2 warpgroups owns BN = 128 keys of one K/V head (64 keys a
+ * warpgroup); K and V stay in shared memory, dK and dV accumulate in
+ * registers, and the CTA walks every query tile (BM = 64) of every query head
+ * of its GQA group that can see its keys. Working transposed makes every
+ * product a wgmma without moving P:
+ *
+ *   S^T  = K Q^T       (64 keys x BM)   SS, both K-major
+ *   dP^T = V dO^T                        SS, both K-major
+ *   P^T  = exp(scale S^T - LSE),  dS^T = P^T * (dP^T - DELTA)   registers
+ *   dV  += P^T dO      (64 keys x D)    RS: P^T from registers, dO MN-major
+ *   dK  += dS^T Q                        RS: dS^T from registers, Q MN-major
+ *   dQ  += dS K        (BM x D)         SS: dS^T written to shared memory and
+ *                                        read MN-major, K MN-major; fp32 atomics
+ *
+ * For D = 128 the two warpgroups split dQ's columns (64 each); for D = 64 they
+ * split its keys and both add their partial dQ.
+ *
+ * Shared memory at D = 128: K, V 2 x 32 KB, Q, dO 2 x 2 x 16 KB, dS^T 16 KB,
+ * LSE and DELTA 1 KB: 145 KB, one CTA an SM. */
+#include "kernels.h"
+#include "wgcommon.cuh"
+#include <math.h>
+
+namespace {
+
+using namespace uspk;
+
+constexpr int WB_BM = 64;
+constexpr int WB_BN = 128;
+constexpr int WB_NTH = 256;
+
+template <int D>
+constexpr int wb_smem_bytes() {
+    return (2 * WB_BN * D + 4 * WB_BM * D + WB_BN * WB_BM) * 2 + 4 * WB_BM * 4 + 1024;
+}
+
+/* dV/dK products: N = D. */
+template <typename T, int D> struct kv_mma;
+template <typename T> struct kv_mma<T, 128> {
+    static __device__ __forceinline__ void mma(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
+        wg<T>::template rs128<1>(d, a, db, 1);
+    }
+};
+template <typename T> struct kv_mma<T, 64> {
+    static __device__ __forceinline__ void mma(float (&d)[32], const uint32_t (&a)[4], uint64_t db) {
+        wg<T>::template rs64<1>(d, a, db, 1);
+    }
+};
+
+struct WbWork {
+    int n0, mt_first, nm, iters, group;
+};
+
+__device__ __forceinline__ WbWork wb_work(const UspBwdParams &p) {
+    WbWork w;
+    w.n0 = blockIdx.x * WB_BN;
+    w.group = p.h / p.hkv;
+    int m_first = p.causal ? max(0, w.n0 - p.diag) : 0;   /* first row that sees key n0 */
+    w.mt_first = m_first / WB_BM;
+    int mtiles = (p.q_len + WB_BM - 1) / WB_BM;
+    w.nm = m_first < p.q_len ? mtiles - w.mt_first : 0;
+    w.iters = w.group * w.nm;
+    return w;
+}
+
+/* 4-byte async copy (LSE, DELTA rows); src_bytes = 0 writes zero. */
+__device__ __forceinline__ void cp_async4(void *dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(src_bytes));
+}
+
+/* P^T and dS^T of the thread's 32 elements; dS^T also into shared memory
+ * (atom layout, rows = keys, columns = queries), both packed for RS wgmma. */
+template <typename T>
+__device__ __forceinline__ void wb_softmax_grad(const UspBwdParams &p, float (&s)[32], float (&dp)[32],
+                                                const float *lse, const float *dl, T *sdS, int key_row,
+                                                int n0, int m0, bool masked, uint32_t (&pa)[4][4],
+                                                uint32_t (&da)[4][4]) {
+    const int t = threadIdx.x & 3;
+    const float sl2 = p.scale * USP_LOG2E;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        float pv[4], ds[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int q = 8 * j + 2 * t + (e & 1);   /* query in the tile */
+            const int r = m0 + q;
+            float lv = lse[q];
+            /* +inf gives P = 0: rows past the end, rows that saw no key */
+            float lse2 = (r < p.q_len && lv != -INFINITY) ? lv * USP_LOG2E : INFINITY;
+            float x = exp2f(fmaf(s[4 * j + e], sl2, -lse2));
+            if (masked) {
+                int c = n0 + key_row + (e >> 1) * 8;
+                if (c >= p.kv_len || (p.causal && c > r + p.diag)) x = 0.0f;
+            }
+            pv[e] = x;
+            ds[e] = x * (dp[4 * j + e] - dl[q]);
+        }
+        /* A fragments of k-step j/2: n8 block j is columns (2t, 2t+1) of half j&1 */
+        const int kk = j >> 1, hi = (j & 1) * 2;
+        pa[kk][hi] = elem<T>::pack2(pv[0], pv[1]);
+        pa[kk][hi + 1] = elem<T>::pack2(pv[2], pv[3]);
+        da[kk][hi] = elem<T>::pack2(ds[0], ds[1]);
+        da[kk][hi + 1] = elem<T>::pack2(ds[2], ds[3]);
+        *reinterpret_cast<uint32_t *>(sdS + wsw<WB_BN>(key_row, j) + 2 * t) = da[kk][hi];
+        *reinterpret_cast<uint32_t *>(sdS + wsw<WB_BN>(key_row + 8, j) + 2 * t) = da[kk][hi + 1];
+    }
+}
+
+/* dK or dV rows of the warpgroup += acc * mul (owned by this CTA: no atomics). */
+template <int D>
+__device__ __forceinline__ void wb_store_kv(const float (&acc)[D / 2], float *g, int64_t sl, int key_row0,
+                                            int kv_len, float mul) {
+    const int t = threadIdx.x & 3;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        int r = key_row0 + hf * 8;
+        if (r >= kv_len) continue;
+        float *row = g + (int64_t)r * sl + 2 * t;
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j) {
+            float2 *q2 = reinterpret_cast<float2 *>(row + 8 * j);
+            float2 v = *q2;
+            v.x += acc[4 * j + 2 * hf] * mul;
+            v.y += acc[4 * j + 2 * hf + 1] * mul;
+            *q2 = v;
+        }
+    }
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p) {
+    constexpr int BM = WB_BM, BN = WB_BN, ND = D / 2;
+    extern __shared__ unsigned char smem_raw[];
+    T *sK = reinterpret_cast<T *>(align1024(smem_raw));   /* BN x D */
+    T *sV = sK + BN * D;                                    /* BN x D */
+    T *sQ = sV + BN * D;                                    /* 2 x BM x D */
+    T *sdO = sQ + 2 * BM * D;                               /* 2 x BM x D */
+    T *sdS = sdO + 2 * BM * D;                              /* BN x BM: dS^T */
+    float *sL = reinterpret_cast<float *>(sdS + BN * BM);   /* 2 x BM: LSE */
+    float *sDl = sL + 2 * BM;                               /* 2 x BM: DELTA */
+
+    const WbWork wk = wb_work(p);
+    if (wk.iters == 0) return;   /* no query sees these keys */
+    const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+    const int hk = blockIdx.y, b = blockIdx.z, n0 = wk.n0;
+    const int key_row = wgi * 64 + warp * 16 + (lane >> 2);   /* tile key of e>>1 = 0 */
+
+    const T *gk = static_cast<const T *>(p.k) + b * p.k_sb + (int64_t)(p.kv_begin + n0) * p.k_sl + hk * p.k_sh;
+    const T *gv = static_cast<const T *>(p.v) + b * p.v_sb + (int64_t)(p.kv_begin + n0) * p.v_sl + hk * p.v_sh;
+    load_tile_wg<BN, D, WB_NTH>(sK, gk, p.k_sl, p.kv_len - n0);
+    load_tile_wg<BN, D, WB_NTH>(sV, gv, p.v_sl, p.kv_len - n0);
+
+    auto q_tile = [&](int it, int &h, int &m0) {
+        h = hk * wk.group + it / wk.nm;
+        m0 = (wk.mt_first + it % wk.nm) * BM;
+    };
+    auto prefetch = [&](int it, int stage) {
+        int h, m0;
+        q_tile(it, h, m0);
+        const T *gq = static_cast<const T *>(p.q) + b * p.q_sb + (int64_t)(p.q_begin + m0) * p.q_sl + h * p.q_sh;
+        const T *gd = static_cast<const T *>(p.dout) + b * p.do_sb + (int64_t)(p.q_begin + m0) * p.do_sl + h * p.do_sh;
+        load_tile_wg<BM, D, WB_NTH>(sQ + stage * BM * D, gq, p.q_sl, p.q_len - m0);
+        load_tile_wg<BM, D, WB_NTH>(sdO + stage * BM * D, gd, p.do_sl, p.q_len - m0);
+        const int i = threadIdx.x & (BM - 1);
+        const bool ok = m0 + i < p.q_len;
+        if (threadIdx.x < BM) {
+            const float *src = p.lse + b * p.lse_sb + h * p.lse_sh + p.q_begin + m0 + (ok ? i : 0);
+            cp_async4(sL + stage * BM + i, src, ok ? 4 : 0);
+        } else if (threadIdx.x < 2 * BM) {
+            const float *src = p.delta + b * p.dl_sb + h * p.dl_sh + p.q_begin + m0 + (ok ? i : 0);
+            cp_async4(sDl + stage * BM + i, src, ok ? 4 : 0);
+        }
+    };
+    prefetch(0, 0);
+    cp_async_commit();
+
+    float dv[ND], dk[ND];
+#pragma unroll
+    for (int i = 0; i < ND; ++i) dv[i] = dk[i] = 0.0f;
+    const T *sKw = sK + wgi * 64 * 64, *sVw = sV + wgi * 64 * 64;   /* this warpgroup's 64 keys */
+
+    for (int it = 0; it < wk.iters; ++it) {
+        const int stage = it & 1;
+        cp_async_wait<0>();
+        fence_async_smem();
+        __syncthreads();   /* tile `it` landed; the other stage and dS^T are free */
+        if (it + 1 < wk.iters) prefetch(it + 1, stage ^ 1);
+        cp_async_commit();
+
+        int h, m0;
+        q_tile(it, h, m0);
+        const T *cQ = sQ + stage * BM * D, *cdO = sdO + stage * BM * D;
+
+        float s[32], dp[32];
+        wg_arrive();
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc)
+            wg<T>::template ss64<0, 0>(s, wg_desc_k<BN>(sKw, kc), wg_desc_k<BM>(cQ, kc), kc > 0);
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc)
+            wg<T>::template ss64<0, 0>(dp, wg_desc_k<BN>(sVw, kc), wg_desc_k<BM>(cdO, kc), kc > 0);
+        wg_commit();
+        wg_wait<0>();
+        wg_fence_regs(s);
+        wg_fence_regs(dp);
+
+        const bool masked = n0 + BN > p.kv_len || (p.causal && n0 + BN - 1 > m0 + p.diag);
+        uint32_t pa[4][4], da[4][4];
+        wb_softmax_grad<T>(p, s, dp, sL + stage * BM, sDl + stage * BM, sdS, key_row, n0, m0, masked, pa, da);
+
+        wg_fence_regs(dv);
+        wg_fence_regs(dk);
+        wg_arrive();
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; ++kk) kv_mma<T, D>::mma(dv, pa[kk], wg_desc_mn<BM>(cdO, kk));
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; ++kk) kv_mma<T, D>::mma(dk, da[kk], wg_desc_mn<BM>(cQ, kk));
+        wg_commit();
+
+        fence_async_smem();   /* dS^T stores -> the dQ wgmma */
+        __syncthreads();
+
+        float dq[32];
+        wg_arrive();
+        if (D == 128) {   /* columns 64*wgi.. of dQ, over all BN keys */
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; ++kk)
+                wg<T>::template ss64<1, 1>(dq, wg_desc_mn<BN>(sdS, kk), wg_desc_mn<BN>(sK + wgi * BN * 64, kk),
+                                           kk > 0);
+        } else {          /* all 64 columns, over this warpgroup's 64 keys */
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk)
+                wg<T>::template ss64<1, 1>(dq, wg_desc_mn<BN>(sdS + wgi * 64 * 64, kk),
+                                           wg_desc_mn<BN>(sK + wgi * 64 * 64, kk), kk > 0);
+        }
+        wg_commit();
+        wg_wait<0>();
+        wg_fence_regs(dq);
+        wg_fence_regs(dv);
+        wg_fence_regs(dk);
+
+        const int t = lane & 3, col0 = D == 128 ? wgi * 64 : 0;
+        float *gdq = p.dq + b * p.dq_sb + (int64_t)p.q_begin * p.dq_sl + h * p.dq_sh;
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            int r = m0 + warp * 16 + (lane >> 2) + hf * 8;
+            if (r >= p.q_len) continue;
+            float *row = gdq + (int64_t)r * p.dq_sl + col0 + 2 * t;
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+                atomicAdd(reinterpret_cast<float2 *>(row + 8 * j),
+                          make_float2(dq[4 * j + 2 * hf] * p.scale, dq[4 * j + 2 * hf + 1] * p.scale));
+        }
+    }
+
+    const int krow = n0 + key_row;
+    float *gdk = p.dk + b * p.dk_sb + (int64_t)p.kv_begin * p.dk_sl + hk * p.dk_sh;
+    float *gdv = p.dv + b * p.dv_sb + (int64_t)p.kv_begin * p.dv_sl + hk * p.dv_sh;
+    wb_store_kv<D>(dk, gdk, p.dk_sl, krow, p.kv_len, p.scale);
+    wb_store_kv<D>(dv, gdv, p.dv_sl, krow, p.kv_len, 1.0f);
+}
+
+template <typename T, int D>
+int wb_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len) {
+    constexpr int smem = wb_smem_bytes<D>();
+    auto kern = bwd_wg_kernel<T, D>;
+    USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    dim3 grid((p.kv_len + WB_BN - 1) / WB_BN, p.hkv, p.b);
+    kern<<<grid, WB_NTH, smem, st>>>(p);
+    USP_CUDA_LAUNCHED();
+    return USP_KERNEL_OK;
+}
+
+} // namespace
+
+int usp_wg_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len) {
+    if (p.q_len <= 0 || p.kv_len <= 0) return USP_KERNEL_OK;
+    if (in == USP_BF16)
+        return p.d == 64 ? wb_launch<__nv_bfloat16, 64>(p, st, why, why_len)
+                         : wb_launch<__nv_bfloat16, 128>(p, st, why, why_len);
+    return p.d == 64 ? wb_launch<__half, 64>(p, st, why, why_len) : wb_launch<__half, 128>(p, st, why, why_len);
+}

@@ -1,0 +1,220 @@
+/* attn_fwd_wg.cu: attention forward on Hopper's warpgroup MMA (wgmma, sm_90a).
+ *
+ * One CTA of 2 warpgroups computes BM = 128 query rows of one head (64 rows a
+ * warpgroup). For each tile of BN = 128 keys:
+ *   S = Q K^T   wgmma, A = Q and B = K from shared memory (both K-major);
+ *   online softmax on the S registers (fp32, base 2, scale folded in);
+ *   O += P V    wgmma, A = P from registers (the accumulator layout of S is the
+ *               register-operand layout), B = V from shared memory read
+ *               MN-major (the transpose flag), so V needs no transpose.
+ * K/V tiles are double-buffered with cp.async; every thread fences its copies
+ * into the async proxy before the barrier that precedes the wgmma reads.
+ *
+ * Shared memory at D = 128: Q 32 KB + 2 x (K 32 KB + V 32 KB) = 160 KB, one
+ * CTA an SM; registers: S 64 + O 64 + P 32 a thread.
+ *
+ * Masks are those of attn_fwd.cu (usp_block): tiles past the last visible key
+ * are skipped, tiles that cross the diagonal or the end of the keys are masked
+ * element by element. */
+#include "kernels.h"
+#include "wgcommon.cuh"
+#include <math.h>
+
+namespace {
+
+using namespace uspk;
+
+constexpr int WF_BM = 128;
+constexpr int WF_BN = 128;
+constexpr int WF_NTH = 256;
+
+template <int D>
+constexpr int wf_smem_bytes() { return (WF_BM * D + 4 * WF_BN * D) * 2 + 1024; }
+
+/* O accumulator of one warpgroup row block: 64 x D fp32, D/2 registers a thread. */
+template <typename T, int D> struct pv;
+template <typename T> struct pv<T, 128> {
+    static __device__ __forceinline__ void mma(float (&o)[64], const uint32_t (&a)[4], uint64_t db) {
+        wg<T>::template rs128<1>(o, a, db, 1);
+    }
+};
+template <typename T> struct pv<T, 64> {
+    static __device__ __forceinline__ void mma(float (&o)[32], const uint32_t (&a)[4], uint64_t db) {
+        wg<T>::template rs64<1>(o, a, db, 1);
+    }
+};
+
+template <typename TO, int D>
+__device__ void wf_write_empty(const UspFwdParams &p, int m0, int b, int h) {
+    int rows = min(WF_BM, p.q_len - m0);
+    for (int idx = threadIdx.x; idx < rows * D; idx += blockDim.x) {
+        int r = idx / D, c = idx % D;
+        TO *o = static_cast<TO *>(p.o) + b * p.o_sb + (int64_t)(p.q_begin + m0 + r) * p.o_sl + h * p.o_sh;
+        o[c] = TO(0.0f);
+    }
+    for (int r = threadIdx.x; r < rows; r += blockDim.x)
+        p.lse[b * p.lse_sb + h * p.lse_sh + p.q_begin + m0 + r] = -INFINITY;
+}
+
+/* Scores that the block's mask hides become -inf. Element e of n8 block j sits
+ * at row r_base + (e>>1)*8, column n0 + 8j + 2t + (e&1). */
+__device__ __forceinline__ void wf_mask(float (&s)[WF_BN / 2], const UspFwdParams &p, int r_base, int n0) {
+    const int t = threadIdx.x & 3;
+#pragma unroll
+    for (int j = 0; j < WF_BN / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            int r = r_base + (e >> 1) * 8;
+            int c = n0 + 8 * j + 2 * t + (e & 1);
+            if (c >= p.kv_len || (p.causal && c > r + p.diag)) s[4 * j + e] = -INFINITY;
+        }
+}
+
+template <typename T, typename TO, int D>
+__global__ void __launch_bounds__(WF_NTH, 1) fwd_wg_kernel(const UspFwdParams p) {
+    constexpr int BM = WF_BM, BN = WF_BN, ND = D / 2;
+    extern __shared__ unsigned char smem_raw[];
+    T *sQ = reinterpret_cast<T *>(align1024(smem_raw));   /* BM x D */
+    T *sK = sQ + BM * D;                                    /* 2 x BN x D */
+    T *sV = sK + 2 * BN * D;                                /* 2 x BN x D */
+
+    const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+    const int m0 = (gridDim.x - 1 - blockIdx.x) * BM;   /* heavy causal tiles first */
+    const int h = blockIdx.y, b = blockIdx.z, hk = h / (p.h / p.hkv);
+
+    int kv_end = p.kv_len;
+    if (p.causal) kv_end = min(kv_end, m0 + BM + p.diag);
+    const int ntiles = kv_end > 0 ? (kv_end + BN - 1) / BN : 0;
+    if (ntiles == 0) {
+        wf_write_empty<TO, D>(p, m0, b, h);
+        return;
+    }
+    const T *gq = static_cast<const T *>(p.q) + b * p.q_sb + (int64_t)(p.q_begin + m0) * p.q_sl + h * p.q_sh;
+    const T *gk = static_cast<const T *>(p.k) + b * p.k_sb + (int64_t)p.kv_begin * p.k_sl + hk * p.k_sh;
+    const T *gv = static_cast<const T *>(p.v) + b * p.v_sb + (int64_t)p.kv_begin * p.v_sl + hk * p.v_sh;
+    load_tile_wg<BM, D, WF_NTH>(sQ, gq, p.q_sl, p.q_len - m0);
+    load_tile_wg<BN, D, WF_NTH>(sK, gk, p.k_sl, p.kv_len);
+    load_tile_wg<BN, D, WF_NTH>(sV, gv, p.v_sl, p.kv_len);
+    cp_async_commit();
+
+    const float sl2 = p.scale * USP_LOG2E;
+    const int r_base = m0 + wgi * 64 + warp * 16 + (lane >> 2);   /* block-local row of e = 0 */
+    const T *sQw = sQ + wgi * 64 * 64;                             /* this warpgroup's 64 rows */
+    float o[ND];
+#pragma unroll
+    for (int i = 0; i < ND; ++i) o[i] = 0.0f;
+    float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+    for (int j = 0; j < ntiles; ++j) {
+        if (j + 1 < ntiles) {
+            int n1 = (j + 1) * BN, st = (j + 1) & 1;
+            load_tile_wg<BN, D, WF_NTH>(sK + st * BN * D, gk + n1 * p.k_sl, p.k_sl, p.kv_len - n1);
+            load_tile_wg<BN, D, WF_NTH>(sV + st * BN * D, gv + n1 * p.v_sl, p.v_sl, p.kv_len - n1);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
+        fence_async_smem();
+        __syncthreads();
+        const T *cK = sK + (j & 1) * BN * D, *cV = sV + (j & 1) * BN * D;
+
+        float s[BN / 2];
+        wg_arrive();
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc)
+            wg<T>::template ss128<0, 0>(s, wg_desc_k<BM>(sQw, kc), wg_desc_k<BN>(cK, kc), kc > 0);
+        wg_commit();
+        wg_wait<0>();
+        wg_fence_regs(s);
+
+        const int n0 = j * BN;
+        if (n0 + BN > p.kv_len || (p.causal && n0 + BN - 1 > m0 + p.diag)) wf_mask(s, p, r_base, n0);
+
+        /* online softmax: this thread's rows are e>>1 = 0, 1; a row's 4 threads share it */
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            float tmax = -INFINITY;
+#pragma unroll
+            for (int jj = 0; jj < BN / 8; ++jj) tmax = fmaxf(tmax, fmaxf(s[4 * jj + 2 * hf], s[4 * jj + 2 * hf + 1]));
+            tmax = quad_max(tmax);
+            float mnew = fmaxf(mx[hf], tmax);
+            float mref = mnew == -INFINITY ? 0.0f : mnew * sl2;
+            float corr = exp2f(mx[hf] * sl2 - mref);
+            mx[hf] = mnew;
+            float sum = 0.0f;
+#pragma unroll
+            for (int jj = 0; jj < BN / 8; ++jj)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    float pv_ = exp2f(fmaf(s[4 * jj + 2 * hf + e], sl2, -mref));
+                    s[4 * jj + 2 * hf + e] = pv_;
+                    sum += pv_;
+                }
+            l[hf] = l[hf] * corr + sum;
+#pragma unroll
+            for (int jj = 0; jj < D / 8; ++jj) {
+                o[4 * jj + 2 * hf] *= corr;
+                o[4 * jj + 2 * hf + 1] *= corr;
+            }
+        }
+
+        uint32_t pa[BN / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+            pa[kk][0] = elem<T>::pack2(s[8 * kk + 0], s[8 * kk + 1]);
+            pa[kk][1] = elem<T>::pack2(s[8 * kk + 2], s[8 * kk + 3]);
+            pa[kk][2] = elem<T>::pack2(s[8 * kk + 4], s[8 * kk + 5]);
+            pa[kk][3] = elem<T>::pack2(s[8 * kk + 6], s[8 * kk + 7]);
+        }
+        wg_fence_regs(o);
+        wg_arrive();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) pv<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(cV, kk));
+        wg_commit();
+        wg_wait<0>();
+        wg_fence_regs(o);
+        __syncthreads();   /* this stage is refilled by the next iteration's prefetch */
+    }
+
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        float lt = quad_sum(l[hf]);
+        float inv = lt > 0.0f ? 1.0f / lt : 0.0f;
+        int r = r_base + hf * 8;
+        if (r >= p.q_len) continue;
+        int64_t grow = p.q_begin + r;
+        TO *orow = static_cast<TO *>(p.o) + b * p.o_sb + grow * p.o_sl + h * p.o_sh;
+#pragma unroll
+        for (int jj = 0; jj < D / 8; ++jj)
+            out2<TO>::store(orow + 8 * jj + (lane & 3) * 2, o[4 * jj + 2 * hf] * inv, o[4 * jj + 2 * hf + 1] * inv);
+        if ((lane & 3) == 0)
+            p.lse[b * p.lse_sb + h * p.lse_sh + grow] = lt > 0.0f ? (mx[hf] * sl2 + log2f(lt)) * USP_LN2 : -INFINITY;
+    }
+}
+
+template <typename T, typename TO, int D>
+int wf_launch(const UspFwdParams &p, cudaStream_t st, char *why, size_t why_len) {
+    constexpr int smem = wf_smem_bytes<D>();
+    auto kern = fwd_wg_kernel<T, TO, D>;
+    USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    dim3 grid((p.q_len + WF_BM - 1) / WF_BM, p.h, p.b);
+    kern<<<grid, WF_NTH, smem, st>>>(p);
+    USP_CUDA_LAUNCHED();
+    return USP_KERNEL_OK;
+}
+
+template <typename T, typename TO>
+int wf_by_d(const UspFwdParams &p, cudaStream_t st, char *why, size_t why_len) {
+    if (p.d == 64) return wf_launch<T, TO, 64>(p, st, why, why_len);
+    return wf_launch<T, TO, 128>(p, st, why, why_len);
+}
+
+} // namespace
+
+int usp_wg_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t st, char *why, size_t why_len) {
+    if (p.q_len <= 0) return USP_KERNEL_OK;
+    bool o32 = out == USP_F32;
+    if (in == USP_BF16)
+        return o32 ? wf_by_d<__nv_bfloat16, float>(p, st, why, why_len)
+                   : wf_by_d<__nv_bfloat16, __nv_bfloat16>(p, st, why, why_len);
+    return o32 ? wf_by_d<__half, float>(p, st, why, why_len) : wf_by_d<__half, __half>(p, st, why, why_len);
+}

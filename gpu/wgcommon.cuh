@@ -1,0 +1,74 @@
+/* wgcommon.cuh: shared-memory tiles and descriptors for wgmma (sm_90a).
+ *
+ * A tile of R rows x D columns (16-bit) is stored as D/64 "atoms" of R rows x
+ * 64 columns; an atom row is 128 bytes, and its 16-byte chunk c sits at chunk
+ * c ^ (row & 7): the 128-byte swizzle that wgmma's descriptors name. Atoms
+ * start on 1024-byte boundaries (R is a multiple of 8 and tiles are 1024-byte
+ * aligned), so the descriptors' base offset is 0.
+ *
+ * The same tile serves wgmma as:
+ *   K-major operand (rows = M or N, columns = K): LBO unused, SBO = 1024
+ *     (8 rows); the k-th 16-column step starts (k%4)*32 bytes into atom k/4;
+ *   MN-major operand (rows = K, columns = M or N; transpose flag set):
+ *     LBO = R*128 (next 64 columns), SBO = 1024 (next 8 rows of K); the k-th
+ *     16-row step starts k*2048 bytes in. */
+#ifndef USP_GPU_WGCOMMON_CUH
+#define USP_GPU_WGCOMMON_CUH
+
+#include "kcommon.cuh"
+#include "wgmma.cuh"
+
+namespace uspk {
+
+/* Element offset of (row, 16-byte chunk) in an atom-layout tile of R rows. */
+template <int R>
+__device__ __forceinline__ int wsw(int row, int chunk) {
+    return ((chunk >> 3) * R + row) * 64 + (((chunk & 7) ^ (row & 7)) << 3);
+}
+
+/* ROWS x D tile into atom layout; rows >= valid are zero. */
+template <int ROWS, int D, int NTHREADS, typename T>
+__device__ __forceinline__ void load_tile_wg(T *s, const T *g, int64_t stride, int valid) {
+    constexpr int CPR = D / 8;
+    static_assert((ROWS * CPR) % NTHREADS == 0, "tile chunks must split evenly over threads");
+#pragma unroll
+    for (int i = 0; i < ROWS * CPR / NTHREADS; ++i) {
+        int c = threadIdx.x + i * NTHREADS;
+        int r = c / CPR, ch = c % CPR;
+        bool ok = r < valid;
+        const T *src = ok ? g + r * stride + ch * 8 : g;
+        cp_async16(s + wsw<ROWS>(r, ch), src, ok ? 16 : 0);
+    }
+}
+
+__device__ __forceinline__ uint64_t wg_desc(const void *p, uint32_t lbo, uint32_t sbo) {
+    uint32_t a = smem_u32(p);
+    return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)((lbo & 0x3FFFF) >> 4) << 16) |
+           ((uint64_t)((sbo & 0x3FFFF) >> 4) << 32) | (1ull << 62);
+}
+/* K-major operand of an R-row tile, 16-column step k. */
+template <int R, typename T>
+__device__ __forceinline__ uint64_t wg_desc_k(const T *tile, int k) {
+    return wg_desc(tile + (k >> 2) * R * 64 + (k & 3) * 16, 16, 1024);
+}
+/* MN-major operand of an R-row tile (rows = K), 16-row step k. */
+template <int R, typename T>
+__device__ __forceinline__ uint64_t wg_desc_mn(const T *tile, int k) {
+    return wg_desc(tile + k * 16 * 64, R * 128, 1024);
+}
+
+__device__ __forceinline__ void wg_arrive() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+/* cp.async (generic proxy) writes, then wgmma (async proxy) reads: fence in each writer. */
+__device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+/* Rounds a dynamic shared-memory base up to 1024 bytes (atoms must be aligned). */
+__device__ __forceinline__ unsigned char *align1024(unsigned char *p) {
+    return p + ((1024 - (smem_u32(p) & 1023)) & 1023);
+}
+
+} // namespace uspk
+
+#endif
