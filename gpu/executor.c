@@ -612,6 +612,7 @@ usp_status usp_gpu_execute(const usp_schedule *s, const usp_inputs *in, const us
     USP_CUDA_CHECK(cudaSetDevice(ctx->device));
     usp_status st = execute(&r, in, o, out, trace);
     if (st != USP_OK) {
+        if (strncmp(usp_error(), "rank ", 5) != 0) usp_error_prefix("rank %d: ", r.rank);
         /* Peers may be inside NCCL kernels that wait for this rank: tell
          * them, and end the communicators before freeing memory they use. */
         usp_links_fail(&ctx->links, usp_error());

@@ -71,9 +71,11 @@ static usp_status split_one(usp_nccl *n, const usp_config *c, usp_group g, ncclC
     int color = g == USP_GROUP_ULYSSES ? ring_rank : ulysses_rank;
     int key = usp_group_index(c, g, n->rank);
     ncclConfig_t cfg = nonblocking_config();
+    const char *what = g == USP_GROUP_ULYSSES ? "splitting the ulysses groups" : "splitting the ring groups";
     USP_NCCL_CHECK(ncclCommSplit(n->world_comm, color, key, out, &cfg));
-    return wait_ready(n, *out, g == USP_GROUP_ULYSSES ? "splitting the ulysses groups"
-                                                      : "splitting the ring groups");
+    /* a non-blocking split keeps the parent busy too until it is done */
+    USP_TRY(wait_ready(n, n->world_comm, what));
+    return wait_ready(n, *out, what);
 }
 
 usp_status usp_nccl_split(usp_nccl *n, const usp_config *c) {
