@@ -25,11 +25,30 @@ namespace {
 using namespace uspk;
 
 constexpr int WF_BM = 128;
-constexpr int WF_BN = 128;
 constexpr int WF_NTH = 256;
 
+/* Key tile and CTAs an SM by head dim: at D = 64 a 64-key tile keeps S, O and
+ * P within 128 registers, so two CTAs share an SM and one's softmax overlaps
+ * the other's products; at D = 128 one CTA of 128-key tiles. */
+template <int D> struct wf_cfg;
+template <> struct wf_cfg<128> { static constexpr int BN = 128, MINB = 1; };
+template <> struct wf_cfg<64> { static constexpr int BN = 64, MINB = 2; };
+
 template <int D>
-constexpr int wf_smem_bytes() { return (WF_BM * D + 4 * WF_BN * D) * 2 + 1024; }
+constexpr int wf_smem_bytes() { return (WF_BM * D + 4 * wf_cfg<D>::BN * D) * 2 + 1024; }
+
+/* S = Q K^T over one K tile: N = BN. */
+template <typename T, int BN> struct qk;
+template <typename T> struct qk<T, 128> {
+    static __device__ __forceinline__ void mma(float (&s)[64], uint64_t da, uint64_t db, int acc) {
+        wg<T>::template ss128<0, 0>(s, da, db, acc);
+    }
+};
+template <typename T> struct qk<T, 64> {
+    static __device__ __forceinline__ void mma(float (&s)[32], uint64_t da, uint64_t db, int acc) {
+        wg<T>::template ss64<0, 0>(s, da, db, acc);
+    }
+};
 
 /* O accumulator of one warpgroup row block: 64 x D fp32, D/2 registers a thread. */
 template <typename T, int D> struct pv;
@@ -58,10 +77,11 @@ __device__ void wf_write_empty(const UspFwdParams &p, int m0, int b, int h) {
 
 /* Scores that the block's mask hides become -inf. Element e of n8 block j sits
  * at row r_base + (e>>1)*8, column n0 + 8j + 2t + (e&1). */
-__device__ __forceinline__ void wf_mask(float (&s)[WF_BN / 2], const UspFwdParams &p, int r_base, int n0) {
+template <int BN>
+__device__ __forceinline__ void wf_mask(float (&s)[BN / 2], const UspFwdParams &p, int r_base, int n0) {
     const int t = threadIdx.x & 3;
 #pragma unroll
-    for (int j = 0; j < WF_BN / 8; ++j)
+    for (int j = 0; j < BN / 8; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             int r = r_base + (e >> 1) * 8;
@@ -71,8 +91,8 @@ __device__ __forceinline__ void wf_mask(float (&s)[WF_BN / 2], const UspFwdParam
 }
 
 template <typename T, typename TO, int D>
-__global__ void __launch_bounds__(WF_NTH, 1) fwd_wg_kernel(const UspFwdParams p) {
-    constexpr int BM = WF_BM, BN = WF_BN, ND = D / 2;
+__global__ void __launch_bounds__(WF_NTH, wf_cfg<D>::MINB) fwd_wg_kernel(const UspFwdParams p) {
+    constexpr int BM = WF_BM, BN = wf_cfg<D>::BN, ND = D / 2;
     extern __shared__ unsigned char smem_raw[];
     T *sQ = reinterpret_cast<T *>(align1024(smem_raw));   /* BM x D */
     T *sK = sQ + BM * D;                                    /* 2 x BN x D */
@@ -121,13 +141,13 @@ __global__ void __launch_bounds__(WF_NTH, 1) fwd_wg_kernel(const UspFwdParams p)
         wg_arrive();
 #pragma unroll
         for (int kc = 0; kc < D / 16; ++kc)
-            wg<T>::template ss128<0, 0>(s, wg_desc_k<BM>(sQw, kc), wg_desc_k<BN>(cK, kc), kc > 0);
+            qk<T, BN>::mma(s, wg_desc_k<BM>(sQw, kc), wg_desc_k<BN>(cK, kc), kc > 0);
         wg_commit();
         wg_wait<0>();
         wg_fence_regs(s);
 
         const int n0 = j * BN;
-        if (n0 + BN > p.kv_len || (p.causal && n0 + BN - 1 > m0 + p.diag)) wf_mask(s, p, r_base, n0);
+        if (n0 + BN > p.kv_len || (p.causal && n0 + BN - 1 > m0 + p.diag)) wf_mask<BN>(s, p, r_base, n0);
 
         /* online softmax: this thread's rows are e>>1 = 0, 1; a row's 4 threads share it */
 #pragma unroll

@@ -26,14 +26,15 @@ __device__ __forceinline__ int wsw(int row, int chunk) {
     return ((chunk >> 3) * R + row) * 64 + (((chunk & 7) ^ (row & 7)) << 3);
 }
 
-/* ROWS x D tile into atom layout; rows >= valid are zero. */
+/* ROWS x D tile into atom layout by NTHREADS threads (tid = 0..NTHREADS-1);
+ * rows >= valid are zero. */
 template <int ROWS, int D, int NTHREADS, typename T>
-__device__ __forceinline__ void load_tile_wg(T *s, const T *g, int64_t stride, int valid) {
+__device__ __forceinline__ void load_tile_wg(T *s, const T *g, int64_t stride, int valid, int tid = threadIdx.x) {
     constexpr int CPR = D / 8;
     static_assert((ROWS * CPR) % NTHREADS == 0, "tile chunks must split evenly over threads");
 #pragma unroll
     for (int i = 0; i < ROWS * CPR / NTHREADS; ++i) {
-        int c = threadIdx.x + i * NTHREADS;
+        int c = tid + i * NTHREADS;
         int r = c / CPR, ch = c % CPR;
         bool ok = r < valid;
         const T *src = ok ? g + r * stride + ch * 8 : g;
@@ -63,6 +64,9 @@ template <int N>
 __device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 /* cp.async (generic proxy) writes, then wgmma (async proxy) reads: fence in each writer. */
 __device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+/* Barrier of one warpgroup (ids 1.. ; 0 is __syncthreads). */
+__device__ __forceinline__ void wg_barrier(int id) { asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory"); }
 
 /* Rounds a dynamic shared-memory base up to 1024 bytes (atoms must be aligned). */
 __device__ __forceinline__ unsigned char *align1024(unsigned char *p) {
