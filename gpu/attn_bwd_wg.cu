@@ -80,7 +80,7 @@ __device__ __forceinline__ void cp_async4(void *dst, const void *src, int src_by
 /* P^T and dS^T of the thread's 32 elements; dS^T also into the warpgroup's
  * shared tile (atom layout, rows = its 64 keys, columns = queries), both
  * packed for RS wgmma. key_row: the thread's row in that tile (e>>1 = 0);
- * n0 + kw0 + key_row is its key in the block. */
+ * n0 (the warpgroup's first key in the block) + key_row is its key. */
 template <typename T>
 __device__ __forceinline__ void wb_softmax_grad(const UspBwdParams &p, float (&s)[32], float (&dp)[32],
                                                 const float *lse, const float *dl, T *sdS, int key_row,

@@ -73,6 +73,8 @@ if has plugin; then
 fi
 
 stamp "done"
+# at most a few files travel back: everything in one archive, the main ones beside it
+(cd "$OUT" && tar czf all.tgz --exclude=all.tgz . && rm -f build.log san_*.txt plugin.txt bad_abi.txt)
 echo "================ summary"
 cat "$SUM"
 [ -f "$OUT/kcheck.txt" ] && grep -E "FAIL" "$OUT/kcheck.txt" | head -20
