@@ -36,10 +36,27 @@ static usp_status add_point(usp_plan *p, int *cap, const usp_mix *x) {
     return USP_OK;
 }
 
+static usp_status add_variants(const usp_plan_options *o, usp_plan *p, int *cap, int dp, int tp, int u, int r) {
+    /* One GPU per TP shard: every ZeRO stage is ZeRO-0. */
+    int zmax = o->zero < 0 && dp * u * r == 1 ? 0 : 3;
+    for (int z = 0; z <= zmax; z++) {
+        if (o->zero >= 0 && o->zero != z) continue;
+        for (int rc = 0; rc <= 1; rc++) {
+            if (o->recompute >= 0 && o->recompute != rc) continue;
+            usp_mix x = {dp, tp, u, r, z, rc, 1};
+            USP_TRY(add_point(p, cap, &x));
+        }
+    }
+    return USP_OK;
+}
+
 /* Every dp x tp x ulysses x ring = gpus, ZeRO stage and recomputation the
- * options leave open. */
+ * options leave open. Four fixed degrees are taken as given, so that a
+ * product other than the GPU count is refused with the reason. */
 static usp_status enumerate(const usp_plan_options *o, usp_plan *p) {
     int cap = 0, n = o->gpus;
+    if (o->dp > 0 && o->tp > 0 && o->ulysses > 0 && o->ring > 0)
+        return add_variants(o, p, &cap, o->dp, o->tp, o->ulysses, o->ring);
     for (int tp = 1; tp <= n; tp++) {
         if (n % tp || !fixed_ok(o->tp, tp)) continue;
         for (int u = 1; u <= n / tp; u++) {
@@ -47,16 +64,7 @@ static usp_status enumerate(const usp_plan_options *o, usp_plan *p) {
             for (int r = 1; r <= n / tp / u; r++) {
                 int dp = n / tp / u / r;
                 if ((n / tp / u) % r || !fixed_ok(o->ring, r) || !fixed_ok(o->dp, dp)) continue;
-                /* One GPU per TP shard: every ZeRO stage is ZeRO-0. */
-                int zmax = o->zero < 0 && dp * u * r == 1 ? 0 : 3;
-                for (int z = 0; z <= zmax; z++) {
-                    if (o->zero >= 0 && o->zero != z) continue;
-                    for (int rc = 0; rc <= 1; rc++) {
-                        if (o->recompute >= 0 && o->recompute != rc) continue;
-                        usp_mix x = {dp, tp, u, r, z, rc, 1};
-                        USP_TRY(add_point(p, &cap, &x));
-                    }
-                }
+                USP_TRY(add_variants(o, p, &cap, dp, tp, u, r));
             }
         }
     }
@@ -162,22 +170,52 @@ static int cmp_points(const void *a, const void *b) {
     return (x->mem.total > y->mem.total) - (x->mem.total < y->mem.total);
 }
 
-/* Checks every point, simulates the runnable ones, ranks. */
-static usp_status evaluate(const usp_workload *w, const usp_plan_options *o, const plan_device *dev, usp_plan *p) {
-    program_set ps = {0};
-    int *which = usp_calloc((size_t)p->count * 2 + 1, sizeof *which);
-    if (!which) return USP_EINTERNAL;
-    usp_status st = USP_OK;
-    for (int i = 0; st == USP_OK && i < p->count; i++) {
+/* Refuses the impossible points with their reason; the memory of the others. */
+static void check_points(const usp_workload *w, const usp_plan_options *o, usp_plan *p) {
+    for (int i = 0; i < p->count; i++) {
         usp_plan_point *pt = &p->points[i];
         pt->status = usp_mix_check(w, &pt->mix, o->gpus);
         if (pt->status != USP_OK) { snprintf(pt->why, sizeof pt->why, "%s", usp_error()); continue; }
         usp_memory_closed_form(w, &pt->mix, &pt->mem);
         pt->oom = pt->mem.total > p->capacity_bytes;
-        which[2 * i] = program_index(&ps, &pt->mix, 1);
-        which[2 * i + 1] = program_index(&ps, &pt->mix, 0);
-        if (which[2 * i] < 0 || which[2 * i + 1] < 0) st = usp_fail(USP_EINTERNAL, "out of memory");
         p->runnable++;
+    }
+}
+
+/* Recomputation only slows a mix down: where the same mix fits without it,
+ * the recomputing twin is dropped unsimulated. */
+static int fits_without_recompute(const usp_plan *p, const usp_mix *x) {
+    for (int j = 0; j < p->count; j++) {
+        const usp_plan_point *q = &p->points[j];
+        usp_mix y = q->mix;
+        y.recompute = 1;
+        if (!q->mix.recompute && q->status == USP_OK && !q->oom && !memcmp(&y, x, sizeof y)) return 1;
+    }
+    return 0;
+}
+
+static void drop_needless_recomputation(usp_plan *p) {
+    int kept = 0;
+    for (int i = 0; i < p->count; i++) {
+        usp_plan_point *pt = &p->points[i];
+        if (pt->status == USP_OK && pt->mix.recompute && fits_without_recompute(p, &pt->mix)) { p->runnable--; continue; }
+        p->points[kept++] = *pt;
+    }
+    p->count = kept;
+}
+
+/* Simulates the runnable points (each distinct program once) and ranks. */
+static usp_status simulate_points(const usp_workload *w, const usp_plan_options *o, const plan_device *dev,
+                                  usp_plan *p) {
+    program_set ps = {0};
+    int *which = usp_calloc((size_t)p->count * 2 + 1, sizeof *which);
+    if (!which) return USP_EINTERNAL;
+    usp_status st = USP_OK;
+    for (int i = 0; st == USP_OK && i < p->count; i++) {
+        if (p->points[i].status != USP_OK) continue;
+        which[2 * i] = program_index(&ps, &p->points[i].mix, 1);
+        which[2 * i + 1] = program_index(&ps, &p->points[i].mix, 0);
+        if (which[2 * i] < 0 || which[2 * i + 1] < 0) st = usp_fail(USP_EINTERNAL, "out of memory");
     }
     plan_sim_result *res = st == USP_OK ? usp_calloc((size_t)ps.count + 1, sizeof *res) : NULL;
     if (st == USP_OK && !res) st = USP_EINTERNAL;
@@ -218,7 +256,11 @@ usp_status usp_plan_run(const usp_workload *w, const usp_plan_options *o, usp_pl
     usp_status st = enumerate(o, out);
     if (st == USP_OK && out->count == 0)
         st = usp_fail(USP_EINVAL, "no dp x tp x ulysses x ring = %d within the given degrees", o->gpus);
-    if (st == USP_OK) st = evaluate(w, o, &dev, out);
+    if (st == USP_OK) {
+        check_points(w, o, out);
+        if (o->recompute < 0) drop_needless_recomputation(out);
+        st = simulate_points(w, o, &dev, out);
+    }
     if (st != USP_OK) usp_plan_free(out);
     return st;
 }
@@ -228,7 +270,10 @@ usp_status usp_plan_one(const usp_workload *w, const usp_plan_options *o, const 
     USP_TRY(start_plan(w, o, &dev, out));
     int cap = 0;
     usp_status st = add_point(out, &cap, x);
-    if (st == USP_OK) st = evaluate(w, o, &dev, out);
+    if (st == USP_OK) {
+        check_points(w, o, out);
+        st = simulate_points(w, o, &dev, out);
+    }
     if (st != USP_OK) usp_plan_free(out);
     return st;
 }

@@ -59,10 +59,15 @@ static void test_refusals(void **state) {
     expect_refusal("plan --gpus 16 --model llama9", "usp: plan: unknown model 'llama9' (built in: ");
     expect_refusal("plan --gpus 16 --seq 12x", "usp: plan: --seq '12x' is not a token count");
     expect_refusal("plan --gpus 16 --zero 5", "usp: plan: --zero '5' is not an integer in 0..3");
-    expect_refusal("plan --gpus 16 --platform a800-2n --tp 8 --ulysses 8 --ring 1 --dp 1",
+    expect_refusal("plan --gpus 16 --platform a800-2n --tp 16 --ulysses 2",
                    "no dp x tp x ulysses x ring = 16 within the given degrees");
     expect_refusal("plan --gpus 64 --platform h100-fattree --tp 8 --ulysses 8 --ring 1 --dp 1",
-                   "no mix can run");
+                   "usp: plan: heads 32 are not divisible by tp x ulysses = 8 x 8 = 64");
+    expect_refusal("plan --gpus 16 --platform a800-2n --tp 2 --ulysses 2 --ring 2 --dp 1",
+                   "usp: plan: 16 GPUs are not dp x tp x ulysses x ring = 1 x 2 x 2 x 2 = 8");
+    expect_refusal("plan --gpus 16 --platform a800-2n --seq 1000 --tp 4 --ulysses 2 --ring 2 --dp 1",
+                   "usp: plan: seq 1000 is not divisible by tp x ulysses x ring = 16");
+    expect_refusal("plan --gpus 16 --platform a800-2n --tp 2 --seq 1002", "no mix can run");
     expect_refusal("plan --gpus 16 --platform nowhere.xml", "platform nowhere.xml");
     expect_refusal("plan --gpus 8 --dtype fp64", "training mixes are planned in bf16 or fp16");
     expect_refusal("costs --degree 8 --ulysses 3", "usp: costs: ulysses 3 does not divide the degree 8");

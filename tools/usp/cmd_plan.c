@@ -11,7 +11,8 @@ static void help(void) {
         "(tp), Ulysses degree, ring degree and ZeRO stage trains a model fastest on a\n"
         "cluster without running out of memory? Every dp x tp x ulysses x ring = N is\n"
         "tried with ZeRO 0-3, with and without full activation recomputation; mixes\n"
-        "that cannot run are refused with the reason.\n\n"
+        "that cannot run are refused with the reason. A recomputing mix is listed only\n"
+        "where the same mix does not fit without recomputation (or --recompute yes).\n\n"
         "How a step is predicted: one representative transformer layer per mix is\n"
         "simulated in SimGrid on the platform (forward and backward on every GPU: the\n"
         "matrix products, the USP attention schedule of heads/tp, the TP all-gathers\n"
@@ -156,6 +157,16 @@ static int parse(int argc, char **argv, plan_args *a) {
     return 0;
 }
 
+/* Nothing can run: one reason when every refused mix has the same degrees. */
+static int refuse_all(const usp_plan *p) {
+    for (int i = 1; i < p->count; i++) {
+        const usp_mix *a = &p->points[0].mix, *b = &p->points[i].mix;
+        if (a->dp != b->dp || a->tp != b->tp || a->ulysses != b->ulysses || a->ring != b->ring)
+            return usp_cli_bad_input("plan", "no mix can run (--all lists the reasons)");
+    }
+    return usp_cli_bad_input("plan", "%s", p->points[0].why);
+}
+
 int cmd_plan(int argc, char **argv) {
     plan_args a;
     memset(&a, 0, sizeof a);
@@ -180,8 +191,7 @@ int cmd_plan(int argc, char **argv) {
         usp_plan_print(stdout, &p, a.top, a.all, a.distinct);
         if (a.explain) usp_plan_explain(stdout, &p, a.explain - 1);
     }
-    int none = p.runnable == 0;
+    rc = p.runnable == 0 ? refuse_all(&p) : 0;
     usp_plan_free(&p);
-    if (none) return usp_cli_bad_input("plan", "no mix can run (--all lists the reasons)");
-    return 0;
+    return rc;
 }
