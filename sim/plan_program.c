@@ -25,6 +25,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include "usp/json.h"
 
 typedef struct {
     const usp_workload *w;
@@ -354,12 +355,29 @@ void plan_program_free(plan_program *p) {
 
 /* ------------------------------------------------------------- the device */
 
+/* The optional "matmul_tflops": {"bf16": 250, ...} of a profile (the
+ * simulator's loader does not need it); 0 when absent. */
+static double profile_matmul_flops(const char *name_or_file, usp_dtype dtype) {
+    const char *text = NULL;
+    for (int i = 0; i < SIM_NEMBEDDED_PROFILES; i++)
+        if (strcmp(SIM_EMBEDDED_PROFILES[i].name, name_or_file) == 0) text = SIM_EMBEDDED_PROFILES[i].json;
+    usp_json *root = NULL;
+    usp_status st = text ? usp_json_parse(text, strlen(text), &root) : usp_json_parse_file(name_or_file, &root);
+    double tflops = 0;
+    const usp_json *rates = st == USP_OK ? usp_json_get(root, "matmul_tflops") : NULL;
+    const usp_json *rate = rates ? usp_json_get(rates, usp_dtype_name(dtype)) : NULL;
+    if (rate && rate->type == USP_JSON_NUMBER && rate->number > 0) tflops = rate->number;
+    usp_json_free(root);
+    return tflops * 1e12;
+}
+
 usp_status plan_device_load(const char *profile, const usp_workload *w, double matmul_tflops, plan_device *dev) {
     memset(dev, 0, sizeof *dev);
     USP_TRY(sim_profile_load(profile, &dev->prof));
     usp_config c = plan_attention_config(w, &(usp_mix){1, 1, 1, 1, 0, 0, 1});
     USP_TRY(sim_profile_supports(&dev->prof, &c));
     dev->peak_flops = dev->prof.peak_flops[w->dtype];
-    dev->matmul_flops = matmul_tflops > 0 ? matmul_tflops * 1e12 : PLAN_MATMUL_PEAK_FRACTION * dev->peak_flops;
+    dev->matmul_flops = matmul_tflops > 0 ? matmul_tflops * 1e12 : profile_matmul_flops(profile, w->dtype);
+    if (dev->matmul_flops <= 0) dev->matmul_flops = PLAN_MATMUL_PEAK_FRACTION * dev->peak_flops;
     return USP_OK;
 }

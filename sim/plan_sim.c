@@ -64,6 +64,7 @@ typedef struct {
     sg_bar_t barrier;
     double bytes[USP_TERM_COUNT];
     char error[256];
+    usp_status status;       /* of the error: USP_EINVAL when the platform cannot hold the GPUs */
 } sim_state;
 
 static sim_state g;
@@ -336,7 +337,8 @@ static int cmp_hosts(const void *a, const void *b) {
 static int place_ranks(void) {
     size_t n = sg_host_count();
     if (n < (size_t)g.world) {
-        snprintf(g.error, sizeof g.error, "the platform has %zu hosts, fewer than the %d GPUs", n, g.world);
+        snprintf(g.error, sizeof g.error, "%zu hosts, fewer than the %d GPUs", n, g.world);
+        g.status = USP_EINVAL;
         return -1;
     }
     g.hosts = sg_host_list();
@@ -380,7 +382,7 @@ static void child_main(int fd, int err_fd, const char *platform_file) {
         if (c) { sg_actor_start(c, controller, 0, NULL); simgrid_run(); }
         else snprintf(g.error, sizeof g.error, "cannot start the simulation");
     }
-    int status = g.error[0] ? USP_EINTERNAL : USP_OK;
+    int status = !g.error[0] ? USP_OK : g.status != USP_OK ? g.status : USP_EINTERNAL;
     if (write_full(fd, &status, sizeof status) == 0 && write_full(fd, g.error, sizeof g.error) == 0 && status == USP_OK)
         write_full(fd, g.results, (size_t)g.nprogs * sizeof *g.results);
     close(fd);
@@ -439,6 +441,8 @@ static usp_status run_child(const char *platform_file, const char *spec) {
         child_reason(err, why, sizeof why);
         st = usp_fail(USP_EINVAL, "platform %s: the simulation ended without a result%s%s", spec, why[0] ? ": " : "",
                       why);
+    } else if (status == USP_EINVAL) {
+        st = usp_fail(USP_EINVAL, "platform %s: %s", spec, reason);
     } else if (status != USP_OK) {
         st = usp_fail(USP_EINTERNAL, "simulation: %s", reason);
     }
