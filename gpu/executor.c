@@ -389,13 +389,24 @@ static void destroy_events(gpu_run *r) {
     free(r->end);
 }
 
+/* USP_GPU_SYNC_STEPS=1: the host waits for each step before the next, so
+ * no two steps overlap (for telling a race from a wrong result). */
+static int one_step_at_a_time(void) {
+    const char *e = getenv("USP_GPU_SYNC_STEPS");
+    return e && !strcmp(e, "1");
+}
+
 /* All ranks start together: both streams begin after a world all-reduce. */
 static usp_status run_once(gpu_run *r) {
     usp_gpu_ctx *ctx = r->ctx;
+    int serial = one_step_at_a_time();
     USP_TRY(usp_nccl_barrier(&ctx->nccl, ctx->scratch, ctx->comm));
     USP_CUDA_CHECK(cudaEventRecord(r->t0, ctx->comm));
     USP_CUDA_CHECK(cudaStreamWaitEvent(ctx->compute, r->t0, 0));
-    for (int i = 0; i < r->rs->nsteps; i++) USP_TRY(enqueue_step(r, i));
+    for (int i = 0; i < r->rs->nsteps; i++) {
+        USP_TRY(enqueue_step(r, i));
+        if (serial) USP_TRY(wait_stream(r, stream_of(r, &r->rs->steps[i]), r->rs->steps[i].name));
+    }
     return wait_steps(r);
 }
 

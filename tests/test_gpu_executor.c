@@ -258,6 +258,9 @@ static int check_case(int index, const usp_config *c, const usp_inputs *in, cons
     return pass;
 }
 
+/* USP_TEST_KERNEL=PATH.so: the matrix through a plugin's kernels. */
+static const usp_kernel *matrix_kernel;
+
 static usp_status run_case(usp_gpu_ctx *ctx, int index, const usp_config *c, int *pass) {
     usp_schedule s;
     usp_inputs in;
@@ -266,7 +269,7 @@ static usp_status run_case(usp_gpu_ctx *ctx, int index, const usp_config *c, int
     USP_TRY(usp_schedule_build(c, 1, &s));
     usp_status st = usp_inputs_make(c, NULL, &in);
     if (st == USP_OK) st = usp_result_init(&res, &s, root);
-    usp_gpu_options o = {.ctx = ctx, .warmup = 0, .iters = 1, .gather_outputs = 1};
+    usp_gpu_options o = {.ctx = ctx, .kernel = matrix_kernel, .warmup = 0, .iters = 1, .gather_outputs = 1};
     if (st == USP_OK) st = usp_gpu_execute(&s, &in, &o, &res, NULL);
     if (st == USP_OK && root) *pass = check_case(index, c, &in, &res);
     usp_result_free(&res);
@@ -280,6 +283,12 @@ static int matrix_rank(void) {
     usp_gpu_env env;
     int found, failed = 0, cases = 0;
     if (usp_gpu_env_read(&env, &found) != USP_OK || !found) return 3;
+    void *plugin = NULL;
+    const char *kernel_path = getenv("USP_TEST_KERNEL");
+    if (kernel_path && usp_kernel_load(kernel_path, &matrix_kernel, &plugin) != USP_OK) {
+        fprintf(stderr, "matrix: %s\n", usp_error());
+        return 3;
+    }
     usp_gpu_ctx *ctx;
     if (usp_gpu_open(&env, 60, &ctx) != USP_OK) {
         fprintf(stderr, "matrix: %s\n", usp_error());
@@ -296,8 +305,11 @@ static int matrix_rank(void) {
         failed += !pass;
         cases++;
     }
-    if (env.rank == 0) printf("matrix (%s): %d cases, %d failed\n", getenv("USP_TEST_PATH"), cases, failed);
+    if (env.rank == 0)
+        printf("matrix (%s, kernel %s): %d cases, %d failed\n", getenv("USP_TEST_PATH"),
+               kernel_path ? kernel_path : "built in", cases, failed);
     usp_gpu_close(ctx);
+    if (plugin) usp_kernel_unload(plugin);
     return failed ? 1 : 0;
 }
 

@@ -91,7 +91,8 @@ typedef struct {
  * to the end of the last step. `trace` (rank 0, may be NULL) gets the steps
  * of the last timed run of every rank, rank as pid, tid 0 compute / 1 comm.
  * For tests, USP_GPU_INJECT_FAILURE="R:S" makes rank R fail at step S
- * ("R:S:die": its process is killed there). */
+ * ("R:S:die": its process is killed there); USP_GPU_SYNC_STEPS=1 runs one
+ * step at a time (no overlap), to tell a race from a wrong result. */
 usp_status usp_gpu_execute(const usp_schedule *s, const usp_inputs *in, const usp_gpu_options *o,
                            usp_result *out, usp_trace *trace);
 

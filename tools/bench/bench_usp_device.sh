@@ -8,6 +8,7 @@
 #            .carry/cmocka when the machine has none)
 # test       test_gpu_executor: the world-2 matrix (self-launched, then by
 #            environment), usp run both ways, the failure paths
+# diag       the matrix plain, one step at a time, on mma.sync tiles, on the naive plugin
 # trace      Chrome traces of two 2-GPU runs (ring 2 zigzag, ulysses 2), 32K tokens
 # launchers  usp run under torchrun, under mpirun (when installed), by hand
 # bench      tools/bench-usp: USP beside PyTorch context parallel, scaling efficiency
@@ -39,7 +40,7 @@ if has build; then
   fi
   cmake -S . -B "$BUILD" -DBUILD_TESTING=ON -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc "${extra[@]}" \
     > "$OUT/build.log" 2>&1
-  targets="usp bench_usp test_gpu_executor"
+  targets="usp bench_usp test_gpu_executor usp_naive_plugin"
   if ! cmake --build "$BUILD" -j32 --target $targets >> "$OUT/build.log" 2>&1; then
     say "build failed; again without -Werror (this copy of the tree only)"
     grep -m8 -E "error|Error" "$OUT/build.log" | tee -a "$SUM"
@@ -56,6 +57,24 @@ if has test; then
   timeout $(( $(left) > 300 ? 300 : $(left) )) "$BUILD/tests/test_gpu_executor" > "$OUT/test_gpu.txt" 2>&1
   say "test_gpu_executor rc=$?"
   grep -E "^matrix \(|FAIL|\[  (PASSED|FAILED)|skipped" "$OUT/test_gpu.txt" | tee -a "$SUM"
+fi
+
+if has diag; then
+  # which part is wrong: one step at a time, the mma.sync tiles, the naive plugin, one GPU
+  D=$OUT/diag.txt
+  for v in "plain:" "sync-steps:USP_GPU_SYNC_STEPS=1" "mma-tiles:USP_GPU_TILES=mma" \
+           "naive-plugin:USP_TEST_KERNEL=$PWD/$BUILD/plugins/naive_plugin.so"; do
+    stamp "matrix ${v%%:*}"
+    echo "== ${v%%:*}" >> "$D"
+    env ${v#*:} timeout 120 "$BUILD/tests/test_gpu_executor" --matrix >> "$D" 2>&1
+    say "  rc=$? $(grep '^matrix' "$D" | tail -1)"
+  done
+  stamp "one GPU, three times"
+  for i in 1 2 3; do
+    $U run --backend gpu --ulysses 1 --ring 1 --dtype bf16 --seq 512 --heads 8 --head-dim 128 --no-causal \
+      >> "$D" 2>&1
+    say "  1 GPU run $i rc=$?"
+  done
 fi
 
 if has trace; then
