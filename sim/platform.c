@@ -86,12 +86,14 @@ static void xml_link(xml_out *x, const char *id, double gbps, double lat_us) {
             "sharing_policy=\"SPLITDUPLEX\"/>\n", id, gbps, lat_us);
 }
 
-/* A route between neighbours through 1..3 links, used both ways (the way
- * back takes each split-duplex link in its other direction). */
-static void xml_route(xml_out *x, const char *src, const char *dst, const char *l1, const char *l2) {
-    fprintf(x->routes, "    <route src=\"%s\" dst=\"%s\" symmetrical=\"YES\">"
-            "<link_ctn id=\"%s\" direction=\"UP\"/>", src, dst, l1);
-    if (l2) fprintf(x->routes, "<link_ctn id=\"%s\" direction=\"UP\"/>", l2);
+/* A route between neighbours through 1 to 3 links (NULL ends the list),
+ * used both ways (the way back takes each split-duplex link in its other
+ * direction). */
+static void xml_route(xml_out *x, const char *src, const char *dst, const char *l1, const char *l2,
+                      const char *l3) {
+    const char *links[3] = {l1, l2, l3};
+    fprintf(x->routes, "    <route src=\"%s\" dst=\"%s\" symmetrical=\"YES\">", src, dst);
+    for (int i = 0; i < 3 && links[i]; i++) fprintf(x->routes, "<link_ctn id=\"%s\" direction=\"UP\"/>", links[i]);
     fprintf(x->routes, "</route>\n");
 }
 
@@ -103,17 +105,25 @@ static void gpu_name(char *buf, size_t n, int node, int gpu, int multi) {
 }
 
 /* One node: `gpus` GPUs on a non-blocking switch (NVSwitch) with `gbps` per
- * direction per GPU. */
+ * direction per GPU: the GPU's NVLink ports, then its switch ports.
+ *
+ * Routing counts links, so the link counts steer the paths: a GPU reaches
+ * its switch through 2 links and its rail (NIC) through 3, so a peer in the
+ * node is 4 links away over NVLink and 6 or more over the network, and a
+ * GPU of another node on another rail is reached through the spine (8)
+ * rather than through a GPU of its own node (10). */
 static void emit_switched_node(xml_out *x, int node, int gpus, double gbps, int multi) {
-    char sw[48], host[48], link[64];
+    char sw[48], host[48], link[64], port[64];
     snprintf(sw, sizeof sw, multi ? "node%d-nvswitch" : "nvswitch", node);
     xml_router(x, sw);
     for (int g = 0; g < gpus; g++) {
         gpu_name(host, sizeof host, node, g, multi);
         snprintf(link, sizeof link, "%s-nvlink", host);
+        snprintf(port, sizeof port, "%s-nvswitch-port", host);
         xml_host(x, host);
         xml_link(x, link, gbps, ACCESS_LAT_US);
-        xml_route(x, host, sw, link, NULL);
+        xml_link(x, port, gbps, 0);
+        xml_route(x, host, sw, link, port, NULL);
     }
 }
 
@@ -148,7 +158,7 @@ static usp_status emit_h200x2(const preset *ps, const usp_platform_params *p, xm
     xml_host(x, "gpu0");
     xml_host(x, "gpu1");
     xml_link(x, "nvlink", H200_PAIR_GBPS, H200_PAIR_LAT_US);
-    xml_route(x, "gpu0", "gpu1", "nvlink", NULL);
+    xml_route(x, "gpu0", "gpu1", "nvlink", NULL, NULL);
     return USP_OK;
 }
 
@@ -165,17 +175,17 @@ static usp_status emit_l20x8(const preset *ps, const usp_platform_params *p, xml
         xml_router(x, sw);
         xml_router(x, cpu);
         xml_link(x, link, PCIE4_GBPS, SWITCH_LAT_US);
-        xml_route(x, sw, cpu, link, NULL);
+        xml_route(x, sw, cpu, link, NULL, NULL);
     }
     xml_link(x, "upi", UPI_GBPS, SWITCH_LAT_US);
-    xml_route(x, "cpu0", "cpu1", "upi", NULL);
+    xml_route(x, "cpu0", "cpu1", "upi", NULL, NULL);
     for (int g = 0; g < 8; g++) {
         gpu_name(host, sizeof host, 0, g, 0);
         snprintf(link, sizeof link, "%s-pcie", host);
         snprintf(sw, sizeof sw, "pcie-switch%d", g / 4);
         xml_host(x, host);
         xml_link(x, link, PCIE4_GBPS, ACCESS_LAT_US);
-        xml_route(x, host, sw, link, NULL);
+        xml_route(x, host, sw, link, NULL, NULL);
     }
     return USP_OK;
 }
@@ -184,7 +194,7 @@ static usp_status emit_l20x8(const preset *ps, const usp_platform_params *p, xml
  * 2i+1 through their PCIe links; NIC i of every node on rail switch i. */
 static usp_status emit_a800(const preset *ps, const usp_platform_params *p, xml_out *x) {
     int nodes = p->nodes ? p->nodes : ps->default_nodes;
-    char host[48], pcie[64], nic[48], rail[32];
+    char host[48], pcie[64], nic[48], port[48], rail[32];
     for (int r = 0; r < 4; r++) {
         snprintf(rail, sizeof rail, "rail%d", r);
         xml_router(x, rail);
@@ -193,15 +203,18 @@ static usp_status emit_a800(const preset *ps, const usp_platform_params *p, xml_
         emit_switched_node(x, n, 8, A800_NVLINK_GBPS, 1);
         for (int r = 0; r < 4; r++) {
             snprintf(nic, sizeof nic, "node%d-nic%d", n, r);
+            snprintf(port, sizeof port, "node%d-nic%d-port", n, r);
             xml_link(x, nic, NIC400_GBPS, SWITCH_LAT_US);
+            xml_link(x, port, NIC400_GBPS, 0);
         }
         for (int g = 0; g < 8; g++) {
             gpu_name(host, sizeof host, n, g, 1);
             snprintf(pcie, sizeof pcie, "%s-pcie", host);
             snprintf(nic, sizeof nic, "node%d-nic%d", n, g / 2);
+            snprintf(port, sizeof port, "node%d-nic%d-port", n, g / 2);
             snprintf(rail, sizeof rail, "rail%d", g / 2);
             xml_link(x, pcie, PCIE4_GBPS, ACCESS_LAT_US);
-            xml_route(x, host, rail, pcie, nic);
+            xml_route(x, host, rail, pcie, nic, port);
         }
     }
     return USP_OK;
@@ -215,7 +228,7 @@ static usp_status emit_h100_fattree(const preset *ps, const usp_platform_params 
     int nodes = p->nodes ? p->nodes : ps->default_nodes;
     int leaves = (nodes + LEAF_NODES - 1) / LEAF_NODES;
     int per_leaf = nodes < LEAF_NODES ? nodes : LEAF_NODES;
-    char host[48], pcie[64], nic[64], leaf[48], up[64];
+    char host[48], pcie[64], nic[64], port[64], leaf[48], up[64];
     xml_router(x, "spine");
     for (int r = 0; r < 8; r++)
         for (int l = 0; l < leaves; l++) {
@@ -223,7 +236,7 @@ static usp_status emit_h100_fattree(const preset *ps, const usp_platform_params 
             snprintf(up, sizeof up, "rail%d-leaf%d-up", r, l);
             xml_router(x, leaf);
             xml_link(x, up, per_leaf * NIC400_GBPS, SWITCH_LAT_US);
-            xml_route(x, leaf, "spine", up, NULL);
+            xml_route(x, leaf, "spine", up, NULL, NULL);
         }
     for (int n = 0; n < nodes; n++) {
         emit_switched_node(x, n, 8, NVLINK4_GBPS, 1);
@@ -231,10 +244,12 @@ static usp_status emit_h100_fattree(const preset *ps, const usp_platform_params 
             gpu_name(host, sizeof host, n, g, 1);
             snprintf(pcie, sizeof pcie, "%s-pcie", host);
             snprintf(nic, sizeof nic, "%s-nic", host);
+            snprintf(port, sizeof port, "%s-leaf-port", host);
             snprintf(leaf, sizeof leaf, "rail%d-leaf%d", g, n / LEAF_NODES);
             xml_link(x, pcie, PCIE5_GBPS, ACCESS_LAT_US);
             xml_link(x, nic, NIC400_GBPS, SWITCH_LAT_US);
-            xml_route(x, host, leaf, pcie, nic);
+            xml_link(x, port, NIC400_GBPS, 0);
+            xml_route(x, host, leaf, pcie, nic, port);
         }
     }
     return USP_OK;
@@ -253,7 +268,7 @@ static usp_status emit_star(const preset *ps, const usp_platform_params *p, xml_
         snprintf(link, sizeof link, "host%d-link", h);
         xml_host(x, host);
         xml_link(x, link, gbps, lat);
-        xml_route(x, host, "center", link, NULL);
+        xml_route(x, host, "center", link, NULL, NULL);
     }
     return USP_OK;
 }
