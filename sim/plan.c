@@ -6,6 +6,7 @@
  * every ZeRO stage is the same program when one GPU holds each TP shard. */
 #include "plan_internal.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -161,13 +162,28 @@ static void fill_point(const usp_plan *p, usp_plan_point *pt, const plan_sim_res
 
 static int point_class(const usp_plan_point *pt) { return pt->status != USP_OK ? 2 : pt->oom ? 1 : 0; }
 
+/* Step times within 1e-4 of each other are a tie (the simulation's own
+ * rounding is far below that), broken by fewer bytes on the network, then
+ * less memory: ZeRO-2 before ZeRO-1 before ZeRO-3 when all hide alike. */
+static long time_bucket(double s) { return lround(log(s) * 1e4); }
+
+static double step_bytes(const usp_plan_point *p) {
+    double b = 0;
+    for (int t = 0; t < USP_TERM_COUNT; t++) b += p->simulated.step[t];
+    return b;
+}
+
+static int cmp_double(double a, double b) { return (a > b) - (a < b); }
+
 static int cmp_points(const void *a, const void *b) {
     const usp_plan_point *x = a, *y = b;
     int cx = point_class(x), cy = point_class(y);
     if (cx != cy) return cx - cy;
     if (cx == 2) return 0;
-    if (x->step_s != y->step_s) return x->step_s > y->step_s ? 1 : -1;
-    return (x->mem.total > y->mem.total) - (x->mem.total < y->mem.total);
+    long tx = time_bucket(x->step_s), ty = time_bucket(y->step_s);
+    if (tx != ty) return tx > ty ? 1 : -1;
+    int by_bytes = cmp_double(step_bytes(x), step_bytes(y));
+    return by_bytes ? by_bytes : cmp_double(x->mem.total, y->mem.total);
 }
 
 /* Refuses the impossible points with their reason; the memory of the others. */

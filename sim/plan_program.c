@@ -207,12 +207,13 @@ static int column_backward(builder *b, const char *name, double flops, int ready
     return reduced == dgrad ? -1 : reduced;
 }
 
-/* Backward of one layer (after its recomputed forward, if any). */
-static int layer_backward(builder *b) {
+/* Backward of one layer (after its recomputed forward, if any); `ready` is
+ * the compute step the output gradient comes after. */
+static int layer_backward(builder *b, int ready) {
     const plan_dims *d = &b->d;
     const usp_rank_schedule *rs = own_attention(b);
     double tok_h = d->St * d->h * d->e, mlp_out = 2 * d->S * d->F / d->T * d->h;
-    int i = tp_gather(b, "tp.ag.dmlp_out", b->rp->nsteps - 1);
+    int i = tp_gather(b, "tp.ag.dmlp_out", ready);
     i = gemm(b, "mlp_out.dgrad", mlp_out, i);
     gemm(b, "mlp_out.wgrad", mlp_out, -1);
     i = memory_bound(b, "activation.bwd", (2 * d->mlp_mats - 1) * d->S * d->F / d->T * d->e, -1);
@@ -270,8 +271,8 @@ static usp_status build_layer_rank(builder *b) {
     int bg = b->x->zero == 3 ? param_gather(b, "zero.ag.params.bwd", b->d.shard_layer, 1, fwd_end) : -1;
     int red = grad_reduce(b, "grad.reduce", b->d.shard_layer, 1, fwd_end);
     if (red < 0) red = bg;
-    if (b->x->recompute && layer_forward(b, "rc.") < 0) return usp_fail(USP_EINTERNAL, "out of memory");
-    if (layer_backward(b) < 0) return usp_fail(USP_EINTERNAL, "out of memory building a layer");
+    int ready = b->x->recompute ? layer_forward(b, "rc.") : fwd_end;
+    if (ready < 0 || layer_backward(b, ready) < 0) return usp_fail(USP_EINTERNAL, "out of memory building a layer");
     wait_for(b, "bwd.wait.grads", red);
     return USP_OK;
 }

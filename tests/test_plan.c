@@ -265,7 +265,7 @@ static void test_plan_ranking(void **state) {
         if (c != cls) last = 0;
         cls = c;
         if (c == 2) { assert_true(strlen(pt->why) > 0); continue; }
-        assert_true(pt->step_s >= last);
+        assert_true(pt->step_s >= last * (1 - 2e-4)); /* ties within 1e-4 go by bytes, then memory */
         last = pt->step_s;
         double tflops = p.flops.total / 8 / pt->step_s / 1e12;
         assert_true(fabs(pt->tflops_per_gpu - tflops) <= 1e-9 * tflops);

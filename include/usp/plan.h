@@ -152,7 +152,8 @@ typedef struct {
     int gpus;
     double peak_flops, matmul_flops, capacity_bytes;
     usp_flops flops;
-    usp_plan_point *points;     /* ranked: fitting by step time, then out of memory, then refused */
+    usp_plan_point *points;     /* ranked: fitting by step time, then out of memory, then refused;
+                                 * times within 1e-4 tie, fewer bytes sent first, then less memory */
     int count, runnable;
 } usp_plan;
 
