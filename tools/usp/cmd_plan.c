@@ -51,8 +51,9 @@ static void help(void) {
         "  --per-degrees       one row per dp x tp x ulysses x ring: its best ZeRO stage\n"
         "                      and recomputation\n"
         "  --all               also list the refused degrees with their reason\n"
-        "  --explain[=K]       communication volume and memory of the K-th mix (default\n"
-        "                      the best), term by term, closed form and simulated\n"
+        "  --explain[=K]       communication volume and memory of the mix ranked K (the\n"
+        "                      rank column; default 1), term by term, closed form and\n"
+        "                      simulated\n"
         "  --json              one JSON object\n");
 }
 
@@ -182,7 +183,7 @@ int cmd_plan(int argc, char **argv) {
     usp_plan p;
     st = usp_plan_run(&a.w, &a.o, &p);
     if (st != USP_OK) return usp_cli_report("plan", st);
-    if (a.explain > p.runnable) {
+    if (p.runnable > 0 && a.explain > p.runnable) {
         usp_plan_free(&p);
         return usp_cli_bad_input("plan", "--explain=%d but only %d mixes can run", a.explain, p.runnable);
     }
