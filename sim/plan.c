@@ -10,8 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Programs per simulation: bounds the memory the step lists take. */
-enum { BATCH_PROGRAMS = 24 };
+/* Programs per simulation, and rank programs held at once: bounds the
+ * memory the step lists take (a few hundred bytes per step). */
+enum { BATCH_PROGRAMS = 24, BATCH_RANKS = 4096 };
 
 void usp_plan_options_init(usp_plan_options *o) {
     memset(o, 0, sizeof *o);
@@ -133,8 +134,11 @@ static usp_status simulate_batch(const usp_workload *w, const usp_plan_options *
 
 static usp_status simulate_all(const usp_workload *w, const usp_plan_options *o, const plan_device *dev,
                                const program_set *ps, plan_sim_result *results) {
-    for (int from = 0; from < ps->count; from += BATCH_PROGRAMS) {
-        int to = from + BATCH_PROGRAMS < ps->count ? from + BATCH_PROGRAMS : ps->count;
+    int batch = BATCH_RANKS / o->gpus;
+    if (batch > BATCH_PROGRAMS) batch = BATCH_PROGRAMS;
+    if (batch < 1) batch = 1;
+    for (int from = 0; from < ps->count; from += batch) {
+        int to = from + batch < ps->count ? from + batch : ps->count;
         USP_TRY(simulate_batch(w, o, dev, ps, from, to, results));
     }
     return USP_OK;
