@@ -81,6 +81,19 @@ static void one_transfer(void **state) {
     usp_schedule_free(&s);
 }
 
+/* The h200x2 preset is the fit of the measured NCCL send/recv between two
+ * H200 (ANCHORS.md): 105 us + bytes / 329 GB/s. */
+static void h200x2_reproduces_its_fit(void **state) {
+    (void)state;
+    const double S = 64.0 * 1024 * 1024;
+    usp_schedule s;
+    one_step_schedule(&s, 1, 2, comm_step(USP_STEP_SENDRECV, USP_GROUP_RING, S));
+    usp_result r = simulate(&s, "h200x2", NULL);
+    assert_close(r.time_fwd_s, 105e-6 + S / 329e9);
+    usp_result_free(&r);
+    usp_schedule_free(&s);
+}
+
 /* An all-to-all of U ranks, pieces of P bytes: each host's link carries U-1
  * flows out and U-1 in, max-min fair, so every flow gets BW/(U-1):
  * 2*LAT + (U-1)*P/BW. */
@@ -184,6 +197,7 @@ static void numerics_do_not_change_time(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(one_transfer),
+        cmocka_unit_test(h200x2_reproduces_its_fit),
         cmocka_unit_test(all_to_all),
         cmocka_unit_test(compute_hides_ring),
         cmocka_unit_test(ring_without_compute),
