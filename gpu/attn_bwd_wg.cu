@@ -1,24 +1,24 @@
 /* attn_bwd_wg.cu: attention backward on Hopper's warpgroup MMA (wgmma, sm_90a).
  *
- * One CTA of 2 warpgroups owns BN = 128 keys of one K/V head, 64 keys a
- * warpgroup. K and V sit in shared memory for the whole CTA; dK and dV
- * accumulate in registers. Each warpgroup walks every query tile (BM = 64) of
- * every query head of the GQA group that can see its keys, with its own
- * double-buffered Q/dO tiles and its own barrier, so the two warpgroups drift
- * apart and one's exponentials overlap the other's matrix products. Working
- * transposed makes every product a wgmma without moving P:
+ * One CTA of 2 warpgroups owns BN = 128 keys of one K/V head (64 keys a
+ * warpgroup); K and V stay in shared memory, dK and dV accumulate in
+ * registers, and the CTA walks every query tile (BM = 64) of every query head
+ * of its GQA group that can see its keys. Working transposed makes every
+ * product a wgmma without moving P:
  *
  *   S^T  = K Q^T       (64 keys x BM)   SS, both K-major
  *   dP^T = V dO^T                        SS, both K-major
  *   P^T  = exp(scale S^T - LSE),  dS^T = P^T * (dP^T - DELTA)   registers
  *   dV  += P^T dO      (64 keys x D)    RS: P^T from registers, dO MN-major
  *   dK  += dS^T Q                        RS: dS^T from registers, Q MN-major
- *   dQ  += dS K        (BM x D)         SS: dS^T through shared memory, read
- *                                        MN-major, K MN-major; each warpgroup
- *                                        adds its keys' part with fp32 atomics
+ *   dQ  += dS K        (BM x D)         SS: dS^T written to shared memory and
+ *                                        read MN-major, K MN-major; fp32 atomics
  *
- * Shared memory at D = 128: K, V 2 x 32 KB; per warpgroup Q, dO 2 x 2 x 16 KB,
- * dS^T 8 KB, LSE and DELTA 1 KB: 210 KB, one CTA an SM. */
+ * For D = 128 the two warpgroups split dQ's columns (64 each); for D = 64 they
+ * split its keys and both add their partial dQ.
+ *
+ * Shared memory at D = 128: K, V 2 x 32 KB, Q, dO 2 x 2 x 16 KB, dS^T 16 KB,
+ * LSE and DELTA 1 KB: 145 KB, one CTA an SM. */
 #include "kernels.h"
 #include "wgcommon.cuh"
 #include <math.h>
@@ -31,28 +31,21 @@ constexpr int WB_BM = 64;
 constexpr int WB_BN = 128;
 constexpr int WB_NTH = 256;
 
-/* Per warpgroup: Q, dO (2 stages each), dS^T (64 keys x BM), LSE and DELTA (2 stages). */
 template <int D>
-constexpr int wb_wg_bytes() { return (4 * WB_BM * D + 64 * WB_BM) * 2 + 4 * WB_BM * 4; }
-template <int D>
-constexpr int wb_smem_bytes() { return 2 * WB_BN * D * 2 + 2 * wb_wg_bytes<D>() + 1024; }
+constexpr int wb_smem_bytes() {
+    return (2 * WB_BN * D + 4 * WB_BM * D + WB_BN * WB_BM) * 2 + 4 * WB_BM * 4 + 1024;
+}
 
-/* dV/dK (RS) and dQ (SS, both MN-major) products: N = D. */
-template <typename T, int D> struct n_d;
-template <typename T> struct n_d<T, 128> {
-    static __device__ __forceinline__ void rs(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
+/* dV/dK products: N = D. */
+template <typename T, int D> struct kv_mma;
+template <typename T> struct kv_mma<T, 128> {
+    static __device__ __forceinline__ void mma(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
         wg<T>::template rs128<1>(d, a, db, 1);
     }
-    static __device__ __forceinline__ void ss_t(float (&d)[64], uint64_t da, uint64_t db, int scale_d) {
-        wg<T>::template ss128<1, 1>(d, da, db, scale_d);
-    }
 };
-template <typename T> struct n_d<T, 64> {
-    static __device__ __forceinline__ void rs(float (&d)[32], const uint32_t (&a)[4], uint64_t db) {
+template <typename T> struct kv_mma<T, 64> {
+    static __device__ __forceinline__ void mma(float (&d)[32], const uint32_t (&a)[4], uint64_t db) {
         wg<T>::template rs64<1>(d, a, db, 1);
-    }
-    static __device__ __forceinline__ void ss_t(float (&d)[32], uint64_t da, uint64_t db, int scale_d) {
-        wg<T>::template ss64<1, 1>(d, da, db, scale_d);
     }
 };
 
@@ -77,10 +70,8 @@ __device__ __forceinline__ void cp_async4(void *dst, const void *src, int src_by
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(src_bytes));
 }
 
-/* P^T and dS^T of the thread's 32 elements; dS^T also into the warpgroup's
- * shared tile (atom layout, rows = its 64 keys, columns = queries), both
- * packed for RS wgmma. key_row: the thread's row in that tile (e>>1 = 0);
- * n0 (the warpgroup's first key in the block) + key_row is its key. */
+/* P^T and dS^T of the thread's 32 elements; dS^T also into shared memory
+ * (atom layout, rows = keys, columns = queries), both packed for RS wgmma. */
 template <typename T>
 __device__ __forceinline__ void wb_softmax_grad(const UspBwdParams &p, float (&s)[32], float (&dp)[32],
                                                 const float *lse, const float *dl, T *sdS, int key_row,
@@ -100,7 +91,7 @@ __device__ __forceinline__ void wb_softmax_grad(const UspBwdParams &p, float (&s
             float lse2 = (r < p.q_len && lv != -INFINITY) ? lv * USP_LOG2E : INFINITY;
             float x = exp2f(fmaf(s[4 * j + e], sl2, -lse2));
             if (masked) {
-                int c = n0 + key_row + (e >> 1) * 8;   /* n0 includes the warpgroup's offset */
+                int c = n0 + key_row + (e >> 1) * 8;
                 if (c >= p.kv_len || (p.causal && c > r + p.diag)) x = 0.0f;
             }
             pv[e] = x;
@@ -112,8 +103,44 @@ __device__ __forceinline__ void wb_softmax_grad(const UspBwdParams &p, float (&s
         pa[kk][hi + 1] = elem<T>::pack2(pv[2], pv[3]);
         da[kk][hi] = elem<T>::pack2(ds[0], ds[1]);
         da[kk][hi + 1] = elem<T>::pack2(ds[2], ds[3]);
-        *reinterpret_cast<uint32_t *>(sdS + wsw<64>(key_row, j) + 2 * t) = da[kk][hi];
-        *reinterpret_cast<uint32_t *>(sdS + wsw<64>(key_row + 8, j) + 2 * t) = da[kk][hi + 1];
+        *reinterpret_cast<uint32_t *>(sdS + wsw<WB_BN>(key_row, j) + 2 * t) = da[kk][hi];
+        *reinterpret_cast<uint32_t *>(sdS + wsw<WB_BN>(key_row + 8, j) + 2 * t) = da[kk][hi + 1];
+    }
+}
+
+/* dQ rows (row0, row0 + 8) of the warp's 64 columns from col0 += scale * acc.
+ * Atomics are what the backward waits on most: neighbouring lanes swap half
+ * their pairs so that each lane adds four consecutive floats of one row in one
+ * 16-byte atomic (sm_90), half the operations of float2 ones; p.dq_vec4 = 0
+ * (unaligned dQ, or USP_GPU_DQ_ATOMIC=2) keeps float2. */
+__device__ __forceinline__ void wb_add_dq(const UspBwdParams &p, const float (&acc)[32], float *gdq, int row0,
+                                          int col0) {
+    const int t = threadIdx.x & 3;
+    if (p.dq_vec4) {
+        const bool odd = t & 1;
+        const int r = row0 + (odd ? 8 : 0);
+        float *row = gdq + (int64_t)r * p.dq_sl + col0 + 2 * (t & 2);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            /* even lanes keep row0's pair and take the partner's; odd lanes row0+8's */
+            float g0 = odd ? acc[4 * j] : acc[4 * j + 2], g1 = odd ? acc[4 * j + 1] : acc[4 * j + 3];
+            float y0 = __shfl_xor_sync(0xffffffffu, g0, 1), y1 = __shfl_xor_sync(0xffffffffu, g1, 1);
+            float4 v = odd ? make_float4(y0, y1, acc[4 * j + 2], acc[4 * j + 3])
+                           : make_float4(acc[4 * j], acc[4 * j + 1], y0, y1);
+            v.x *= p.scale; v.y *= p.scale; v.z *= p.scale; v.w *= p.scale;
+            if (r < p.q_len) atomicAdd(reinterpret_cast<float4 *>(row + 8 * j), v);
+        }
+        return;
+    }
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        int r = row0 + hf * 8;
+        if (r >= p.q_len) continue;
+        float *row = gdq + (int64_t)r * p.dq_sl + col0 + 2 * t;
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+            atomicAdd(reinterpret_cast<float2 *>(row + 8 * j),
+                      make_float2(acc[4 * j + 2 * hf] * p.scale, acc[4 * j + 2 * hf + 1] * p.scale));
     }
 }
 
@@ -142,23 +169,19 @@ template <typename T, int D>
 __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p) {
     constexpr int BM = WB_BM, BN = WB_BN, ND = D / 2;
     extern __shared__ unsigned char smem_raw[];
-    unsigned char *base = align1024(smem_raw);
-    T *sK = reinterpret_cast<T *>(base);   /* BN x D */
-    T *sV = sK + BN * D;                    /* BN x D */
+    T *sK = reinterpret_cast<T *>(align1024(smem_raw));   /* BN x D */
+    T *sV = sK + BN * D;                                    /* BN x D */
+    T *sQ = sV + BN * D;                                    /* 2 x BM x D */
+    T *sdO = sQ + 2 * BM * D;                               /* 2 x BM x D */
+    T *sdS = sdO + 2 * BM * D;                              /* BN x BM: dS^T */
+    float *sL = reinterpret_cast<float *>(sdS + BN * BM);   /* 2 x BM: LSE */
+    float *sDl = sL + 2 * BM;                               /* 2 x BM: DELTA */
 
     const WbWork wk = wb_work(p);
     if (wk.iters == 0) return;   /* no query sees these keys */
-    const int wgi = threadIdx.x >> 7, tid = threadIdx.x & 127;
-    const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+    const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
     const int hk = blockIdx.y, b = blockIdx.z, n0 = wk.n0;
-
-    /* this warpgroup's tiles */
-    unsigned char *mine = base + 2 * BN * D * 2 + wgi * wb_wg_bytes<D>();
-    T *sQ = reinterpret_cast<T *>(mine);                    /* 2 x BM x D */
-    T *sdO = sQ + 2 * BM * D;                               /* 2 x BM x D */
-    T *sdS = sdO + 2 * BM * D;                              /* 64 x BM: dS^T of its keys */
-    float *sL = reinterpret_cast<float *>(sdS + 64 * BM);   /* 2 x BM */
-    float *sDl = sL + 2 * BM;                               /* 2 x BM */
+    const int key_row = wgi * 64 + warp * 16 + (lane >> 2);   /* tile key of e>>1 = 0 */
 
     const T *gk = static_cast<const T *>(p.k) + b * p.k_sb + (int64_t)(p.kv_begin + n0) * p.k_sl + hk * p.k_sh;
     const T *gv = static_cast<const T *>(p.v) + b * p.v_sb + (int64_t)(p.kv_begin + n0) * p.v_sl + hk * p.v_sh;
@@ -169,43 +192,36 @@ __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p)
         h = hk * wk.group + it / wk.nm;
         m0 = (wk.mt_first + it % wk.nm) * BM;
     };
-    auto prefetch = [&](int it, int stage) {   /* by this warpgroup's 128 threads */
+    auto prefetch = [&](int it, int stage) {
         int h, m0;
         q_tile(it, h, m0);
         const T *gq = static_cast<const T *>(p.q) + b * p.q_sb + (int64_t)(p.q_begin + m0) * p.q_sl + h * p.q_sh;
         const T *gd = static_cast<const T *>(p.dout) + b * p.do_sb + (int64_t)(p.q_begin + m0) * p.do_sl + h * p.do_sh;
-        load_tile_wg<BM, D, 128>(sQ + stage * BM * D, gq, p.q_sl, p.q_len - m0, tid);
-        load_tile_wg<BM, D, 128>(sdO + stage * BM * D, gd, p.do_sl, p.q_len - m0, tid);
-        const int i = tid & (BM - 1);
+        load_tile_wg<BM, D, WB_NTH>(sQ + stage * BM * D, gq, p.q_sl, p.q_len - m0);
+        load_tile_wg<BM, D, WB_NTH>(sdO + stage * BM * D, gd, p.do_sl, p.q_len - m0);
+        const int i = threadIdx.x & (BM - 1);
         const bool ok = m0 + i < p.q_len;
-        if (tid < BM) {
+        if (threadIdx.x < BM) {
             const float *src = p.lse + b * p.lse_sb + h * p.lse_sh + p.q_begin + m0 + (ok ? i : 0);
             cp_async4(sL + stage * BM + i, src, ok ? 4 : 0);
-        } else {
+        } else if (threadIdx.x < 2 * BM) {
             const float *src = p.delta + b * p.dl_sb + h * p.dl_sh + p.q_begin + m0 + (ok ? i : 0);
             cp_async4(sDl + stage * BM + i, src, ok ? 4 : 0);
         }
     };
     prefetch(0, 0);
     cp_async_commit();
-    cp_async_wait<0>();
-    fence_async_smem();
-    __syncthreads();   /* K and V, loaded by both warpgroups, are complete; from here on each goes alone */
 
     float dv[ND], dk[ND];
 #pragma unroll
     for (int i = 0; i < ND; ++i) dv[i] = dk[i] = 0.0f;
     const T *sKw = sK + wgi * 64 * 64, *sVw = sV + wgi * 64 * 64;   /* this warpgroup's 64 keys */
-    const int key_row = warp * 16 + (lane >> 2);                    /* row in those 64, e>>1 = 0 */
-    const int nw = n0 + wgi * 64;                                    /* block-local key of row 0 */
 
     for (int it = 0; it < wk.iters; ++it) {
         const int stage = it & 1;
-        if (it > 0) {
-            cp_async_wait<0>();
-            fence_async_smem();
-            wg_barrier(1 + wgi);   /* tile `it` landed; the other stage and dS^T are free */
-        }
+        cp_async_wait<0>();
+        fence_async_smem();
+        __syncthreads();   /* tile `it` landed; the other stage and dS^T are free */
         if (it + 1 < wk.iters) prefetch(it + 1, stage ^ 1);
         cp_async_commit();
 
@@ -226,48 +242,46 @@ __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p)
         wg_fence_regs(s);
         wg_fence_regs(dp);
 
-        const bool masked = nw + 64 > p.kv_len || (p.causal && nw + 63 > m0 + p.diag);
+        const bool masked = n0 + BN > p.kv_len || (p.causal && n0 + BN - 1 > m0 + p.diag);
         uint32_t pa[4][4], da[4][4];
-        wb_softmax_grad<T>(p, s, dp, sL + stage * BM, sDl + stage * BM, sdS, key_row, nw, m0, masked, pa, da);
+        wb_softmax_grad<T>(p, s, dp, sL + stage * BM, sDl + stage * BM, sdS, key_row, n0, m0, masked, pa, da);
 
         wg_fence_regs(dv);
         wg_fence_regs(dk);
         wg_arrive();
 #pragma unroll
-        for (int kk = 0; kk < BM / 16; ++kk) n_d<T, D>::rs(dv, pa[kk], wg_desc_mn<BM>(cdO, kk));
+        for (int kk = 0; kk < BM / 16; ++kk) kv_mma<T, D>::mma(dv, pa[kk], wg_desc_mn<BM>(cdO, kk));
 #pragma unroll
-        for (int kk = 0; kk < BM / 16; ++kk) n_d<T, D>::rs(dk, da[kk], wg_desc_mn<BM>(cQ, kk));
+        for (int kk = 0; kk < BM / 16; ++kk) kv_mma<T, D>::mma(dk, da[kk], wg_desc_mn<BM>(cQ, kk));
         wg_commit();
 
         fence_async_smem();   /* dS^T stores -> the dQ wgmma */
-        wg_barrier(1 + wgi);
+        __syncthreads();
 
-        float dq[ND];
+        float dq[32];
         wg_arrive();
+        if (D == 128) {   /* columns 64*wgi.. of dQ, over all BN keys */
 #pragma unroll
-        for (int kk = 0; kk < 4; ++kk)
-            n_d<T, D>::ss_t(dq, wg_desc_mn<64>(sdS, kk), wg_desc_mn<BN>(sKw, kk), kk > 0);
+            for (int kk = 0; kk < BN / 16; ++kk)
+                wg<T>::template ss64<1, 1>(dq, wg_desc_mn<BN>(sdS, kk), wg_desc_mn<BN>(sK + wgi * BN * 64, kk),
+                                           kk > 0);
+        } else {          /* all 64 columns, over this warpgroup's 64 keys */
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk)
+                wg<T>::template ss64<1, 1>(dq, wg_desc_mn<BN>(sdS + wgi * 64 * 64, kk),
+                                           wg_desc_mn<BN>(sK + wgi * 64 * 64, kk), kk > 0);
+        }
         wg_commit();
         wg_wait<0>();
         wg_fence_regs(dq);
         wg_fence_regs(dv);
         wg_fence_regs(dk);
 
-        const int t = lane & 3;
         float *gdq = p.dq + b * p.dq_sb + (int64_t)p.q_begin * p.dq_sl + h * p.dq_sh;
-#pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-            int r = m0 + warp * 16 + (lane >> 2) + hf * 8;
-            if (r >= p.q_len) continue;
-            float *row = gdq + (int64_t)r * p.dq_sl + 2 * t;
-#pragma unroll
-            for (int j = 0; j < D / 8; ++j)
-                atomicAdd(reinterpret_cast<float2 *>(row + 8 * j),
-                          make_float2(dq[4 * j + 2 * hf] * p.scale, dq[4 * j + 2 * hf + 1] * p.scale));
-        }
+        wb_add_dq(p, dq, gdq, m0 + warp * 16 + (lane >> 2), D == 128 ? wgi * 64 : 0);
     }
 
-    const int krow = nw + key_row;
+    const int krow = n0 + key_row;
     float *gdk = p.dk + b * p.dk_sb + (int64_t)p.kv_begin * p.dk_sl + hk * p.dk_sh;
     float *gdv = p.dv + b * p.dv_sb + (int64_t)p.kv_begin * p.dv_sl + hk * p.dv_sh;
     wb_store_kv<D>(dk, gdk, p.dk_sl, krow, p.kv_len, p.scale);
