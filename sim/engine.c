@@ -62,13 +62,11 @@ static int rank_failed(usp_status st, const char *fmt, int rank, int step, const
 
 static inline int sg_failed_error(sg_error_t e) { return e != SG_OK; }
 static inline int sg_failed_handle(const void *h) { return h == NULL; }
-/* Every SimGrid call that reports an outcome (an sg_error_t, or a handle
- * that is NULL on failure) goes through SG_CHECK. */
 #define SG_FAILED(x) _Generic((x), sg_error_t: sg_failed_error, default: sg_failed_handle)(x)
-#define SG_CHECK(call)                                                   \
-    do {                                                                 \
-        if (SG_FAILED(call)) return call_failed(#call, __LINE__);        \
-    } while (0)
+/* Every SimGrid call that reports an outcome (an sg_error_t, or a handle
+ * that is NULL on failure) goes through SG_CHECK: true when the call failed,
+ * which is then recorded as the simulation's error. */
+#define SG_CHECK(call) (SG_FAILED(call) ? call_failed(#call, __LINE__) : 0)
 
 /* ------------------------------------------------------------ the ranks */
 
@@ -209,8 +207,9 @@ static int post_sends(rank_sim *r, int step, const usp_step *st, int n, comm_ste
         void *payload = g_sim.numerics ? pack_message(r, st, i) : tag_token(st->tag);
         if (!payload) return rank_failed(USP_EINTERNAL, "rank %d step %d (%s): out of memory", r->rank, step, st->name);
         if (to == r->rank) { io->payloads[i] = payload; continue; }
-        SG_CHECK(mb = mailbox(r, r->rank, to));
-        SG_CHECK(io->comms[io->ncomms++] = sg_mailbox_put_async(mb, payload, bytes));
+        if (SG_CHECK(mb = mailbox(r, r->rank, to)) ||
+            SG_CHECK(io->comms[io->ncomms++] = sg_mailbox_put_async(mb, payload, bytes)))
+            return -1;
     }
     return 0;
 }
@@ -220,8 +219,9 @@ static int post_receives(rank_sim *r, const usp_step *st, int n, comm_step_io *i
     for (int j = 0; j < n; j++) {
         int from = recv_peer(r->rank, st, j);
         if (from == r->rank) continue;
-        SG_CHECK(mb = mailbox(r, from, r->rank));
-        SG_CHECK(io->comms[io->ncomms++] = sg_mailbox_get_async(mb, &io->payloads[j]));
+        if (SG_CHECK(mb = mailbox(r, from, r->rank)) ||
+            SG_CHECK(io->comms[io->ncomms++] = sg_mailbox_get_async(mb, &io->payloads[j])))
+            return -1;
     }
     return 0;
 }
@@ -251,7 +251,8 @@ static int run_comm_step(rank_sim *r, int i, const usp_step *st) {
     memset(payloads, 0, sizeof payloads);
     comm_step_io io = {comms, payloads, 0};
     if (post_sends(r, i, st, n, &io) != 0 || post_receives(r, st, n, &io) != 0) return -1;
-    for (int k = 0; k < io.ncomms; k++) SG_CHECK(sg_comm_wait(comms[k]));
+    for (int k = 0; k < io.ncomms; k++)
+        if (SG_CHECK(sg_comm_wait(comms[k]))) return -1;
     return apply_messages(r, i, st, n, &io);
 }
 
@@ -321,8 +322,8 @@ static usp_status place_ranks(const sim_job *job, rank_sim *ranks, int world) {
     if (nhosts < (size_t)world)
         return usp_fail(USP_EINVAL, "platform %s has %zu hosts, fewer than the %d ranks",
                         job->opts && job->opts->platform ? job->opts->platform : "h200x8", nhosts, world);
-    sg_host_t *hosts = sg_host_list();
-    if (!hosts) return usp_fail(USP_EINTERNAL, "SimGrid call failed: sg_host_list()");
+    sg_host_t *hosts;
+    if (SG_CHECK(hosts = sg_host_list())) return usp_fail(g_status, "%s", g_error);
     qsort(hosts, nhosts, sizeof *hosts, cmp_host_names);
     for (int g = 0; g < world; g++) ranks[g].host = hosts[g];
     free(hosts);
@@ -351,7 +352,7 @@ static usp_status start_actor(rank_sim *r) {
     char name[32];
     sg_actor_t a;
     snprintf(name, sizeof name, "rank%d", r->rank);
-    if (!(a = sg_actor_init(name, r->host))) return usp_fail(USP_EINTERNAL, "SimGrid call failed: sg_actor_init");
+    if (SG_CHECK(a = sg_actor_init(name, r->host))) return usp_fail(g_status, "%s", g_error);
     sg_actor_set_data(a, r);
     if (!g_sim.numerics) sg_actor_set_stacksize(a, TIMING_STACK_KIB); /* in KiB */
     sg_actor_start(a, rank_actor, 0, NULL);

@@ -95,6 +95,48 @@ static void profile_missing_a_field(void **state) {
     expect_refusal(&o, "no fp64 attention figures");
 }
 
+/* Two ranks, one SENDRECV each, with the given tags; rank 1 may have none. */
+static void broken_schedule(usp_schedule *s, int tag0, int tag1, int rank1_steps) {
+    memset(s, 0, sizeof *s);
+    s->cfg = usp_config_default();
+    s->cfg.ulysses = 1;
+    s->cfg.ring = 2;
+    s->world = 2;
+    s->ranks = calloc(2, sizeof *s->ranks);
+    for (int g = 0; g < 2; g++) {
+        usp_rank_schedule *rs = &s->ranks[g];
+        rs->rank = g;
+        rs->nsteps = rs->nfwd = g == 0 ? 1 : rank1_steps;
+        rs->steps = calloc(1, sizeof *rs->steps);
+        rs->steps[0] = (usp_step){.kind = USP_STEP_SENDRECV, .stream = USP_STREAM_COMM, .group = USP_GROUP_RING,
+                                  .src = {USP_BUF_NONE, USP_BUF_NONE}, .dst = {USP_BUF_NONE, USP_BUF_NONE},
+                                  .peer_send = 1 - g, .peer_recv = 1 - g, .tag = g ? tag1 : tag0, .dep = -1,
+                                  .bytes_sent = 1e6, .name = "kv"};
+    }
+}
+
+static void expect_internal(const usp_schedule *s, const char *reason) {
+    usp_result r;
+    assert_int_equal(usp_result_init(&r, s, 0), USP_OK);
+    usp_sim_options o = {.platform = "h200x2"};
+    usp_status st = usp_sim_execute(s, NULL, &o, &r, NULL);
+    if (st != USP_EINTERNAL) fail_msg("status %d, expected USP_EINTERNAL (%s)", st, usp_error());
+    if (!strstr(usp_error(), reason)) fail_msg("reason '%s' does not say '%s'", usp_error(), reason);
+    usp_result_free(&r);
+}
+
+/* A broken schedule ends the simulation with a reason, not a hang. */
+static void broken_schedules(void **state) {
+    (void)state;
+    usp_schedule s;
+    broken_schedule(&s, 1, 2, 1);
+    expect_internal(&s, "out of schedule order");
+    usp_schedule_free(&s);
+    broken_schedule(&s, 1, 1, 0);
+    expect_internal(&s, "rank 0 never finished step 0 (kv)");
+    usp_schedule_free(&s);
+}
+
 /* The commands: exit 2 and "usp: <cmd>: <why>" on stderr. */
 static void command_refuses(const char *args, const char *reason) {
     char cmd[512], err[] = "/tmp/usp-test-err-XXXXXX";
@@ -130,6 +172,7 @@ int main(void) {
         cmocka_unit_test(bad_platform_file),
         cmocka_unit_test(fewer_hosts_than_ranks),
         cmocka_unit_test(profile_missing_a_field),
+        cmocka_unit_test(broken_schedules),
         cmocka_unit_test(commands_exit_2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
