@@ -25,8 +25,8 @@ static void usage(FILE *f) {
                "  --csv | --json    machine-readable output instead of the table\n"
                "  --svg FILE        a bar chart of predicted time, compute and exposed communication\n"
                "  --quiet           no progress line on stderr\n\n"
-               "Problem (the ulysses, ring, ring-impl and layout options are swept over;\n"
-               "dtype defaults to bf16 here):\n");
+               "The --ulysses, --ring, --ring-impl and --layout options below are swept over;\n"
+               "--dtype defaults to bf16 here (a timing question: the dtype GPUs run).\n\n");
     usp_cli_config_help(f);
 }
 
