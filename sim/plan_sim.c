@@ -377,6 +377,8 @@ static void child_main(int fd, int err_fd, const char *platform_file) {
     dup2(err_fd, STDERR_FILENO);
     init_simgrid();
     simgrid_load_platform(platform_file);
+    int loaded = 1; /* SimGrid exits on a platform it cannot load: the parent then reads nothing */
+    if (write_full(fd, &loaded, sizeof loaded) != 0) _exit(0);
     if (place_ranks() == 0) {
         sg_actor_t c = sg_actor_init("controller", g.hosts[0]);
         if (c) { sg_actor_start(c, controller, 0, NULL); simgrid_run(); }
@@ -427,9 +429,10 @@ static usp_status run_child(const char *platform_file, const char *spec) {
     }
     if (pid == 0) { close(fds[0]); child_main(fds[1], fileno(err), platform_file); }
     close(fds[1]);
-    int status = -1;
+    int loaded = 0, status = -1;
     char reason[256] = "";
-    int ok = read_full(fds[0], &status, sizeof status) == 0 && read_full(fds[0], reason, sizeof reason) == 0 &&
+    int ok = read_full(fds[0], &loaded, sizeof loaded) == 0 && read_full(fds[0], &status, sizeof status) == 0 &&
+             read_full(fds[0], reason, sizeof reason) == 0 &&
              (status != USP_OK || read_full(fds[0], g.results, (size_t)g.nprogs * sizeof *g.results) == 0);
     close(fds[0]);
     int wstatus = 0;
@@ -439,8 +442,8 @@ static usp_status run_child(const char *platform_file, const char *spec) {
     if (!ok) {
         char why[256];
         child_reason(err, why, sizeof why);
-        st = usp_fail(USP_EINVAL, "platform %s: the simulation ended without a result%s%s", spec, why[0] ? ": " : "",
-                      why);
+        if (!loaded) st = usp_fail(USP_EINVAL, "platform %s: %s", spec, why[0] ? why : "SimGrid could not load it");
+        else st = usp_fail(USP_EINTERNAL, "the simulation ended without a result%s%s", why[0] ? ": " : "", why);
     } else if (status == USP_EINVAL) {
         st = usp_fail(USP_EINVAL, "platform %s: %s", spec, reason);
     } else if (status != USP_OK) {
