@@ -108,11 +108,14 @@ __device__ __forceinline__ void wb_softmax_grad(const UspBwdParams &p, float (&s
     }
 }
 
-/* dQ rows (row0, row0 + 8) of the warp's 64 columns from col0 += scale * acc.
- * Atomics are what the backward waits on most: neighbouring lanes swap half
- * their pairs so that each lane adds four consecutive floats of one row in one
- * 16-byte atomic (sm_90), half the operations of float2 ones; p.dq_vec4 = 0
- * (unaligned dQ, or USP_GPU_DQ_ATOMIC=2) keeps float2. */
+/* dQ rows (row0, row0 + 8) of the warp's 64 columns from col0 += scale * acc,
+ * with 8-byte atomics. A variant in which each warpgroup added its own keys'
+ * dQ (twice the atomics, warpgroups otherwise independent) ran at 210 instead
+ * of 301 TFLOP/s (gpu/NOTES.md, v3), so the atomics weigh. With p.dq_vec4
+ * neighbouring lanes swap half their pairs and each lane adds four
+ * consecutive floats of one row in one 16-byte atomic (sm_90), half the
+ * operations. That path is opt-in (USP_GPU_DQ_ATOMIC=4) until it has been
+ * checked and timed on a GPU. */
 __device__ __forceinline__ void wb_add_dq(const UspBwdParams &p, const float (&acc)[32], float *gdq, int row0,
                                           int col0) {
     const int t = threadIdx.x & 3;

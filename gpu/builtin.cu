@@ -101,10 +101,11 @@ UspBwdParams bwd_params(const usp_kbwd_args *a) {
     p.kv_begin = a->blk.kv_begin; p.kv_len = a->blk.kv_len;
     p.causal = a->blk.causal; p.diag = a->blk.diag;
     p.scale = a->scale;
-    /* USP_GPU_DQ_ATOMIC=2: two-float atomics even where four would do */
+    /* USP_GPU_DQ_ATOMIC=4: 16-byte dQ atomics where dQ is aligned for them
+     * (not yet measured on a GPU, hence not the default; see gpu/NOTES.md) */
     const char *e = getenv("USP_GPU_DQ_ATOMIC");
     p.dq_vec4 = (reinterpret_cast<uintptr_t>(a->dq.ptr) & 15) == 0 && a->dq.sb % 4 == 0 && a->dq.sl % 4 == 0 &&
-                a->dq.sh % 4 == 0 && !(e && !strcmp(e, "2"));
+                a->dq.sh % 4 == 0 && e && !strcmp(e, "4");
     return p;
 }
 

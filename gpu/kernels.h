@@ -50,7 +50,7 @@ struct UspBwdParams {
     int b, h, hkv, d;
     int q_begin, q_len, kv_begin, kv_len, causal, diag;
     float scale;
-    int dq_vec4;   /* dQ rows 16-byte aligned: 16-byte atomics (wgmma backward) */
+    int dq_vec4;   /* 16-byte dQ atomics in the wgmma backward (opt-in, see builtin.cu) */
 };
 
 /* Tiled tensor-core kernels: bf16/fp16 inputs, D in {64, 128}. */
