@@ -1,9 +1,11 @@
 /* missing.c: the subcommands of backends this binary was built without. */
 #include "cli.h"
 
+#if !defined(USP_HAVE_SIM) || !defined(USP_HAVE_GPU)
 static int not_built(const char *cmd, const char *what) {
     return usp_cli_bad_input(cmd, "this usp was built without %s", what);
 }
+#endif
 
 #ifndef USP_HAVE_SIM
 int cmd_platform(int argc, char **argv) { (void)argc; (void)argv; return not_built("platform", "SimGrid (install libsimgrid-dev and rebuild)"); }
