@@ -33,10 +33,12 @@
 #include <pthread.h>
 #endif
 
-/* Tiles. Forward: 128 query rows x 256 keys keeps the (rows x D) query
- * slice, the (keys x D) K/V slices and the score tile of one thread inside
- * L2 for D <= 128; OpenBLAS reaches its full single-core rate on these shapes
- * (measured with tools/bench-ref). Backward keeps two score-sized tiles. */
+/* Tiles. Forward: 128 query rows x 256 keys keeps one thread's query
+ * slice, K/V slices and score tile (128, 256, 256, 256 KiB in fp64 at
+ * D = 128) near L2. Measured on one core at L = 8192, D = 128: 128x256 and
+ * 256x256 are fastest; 128x512, 256x128 and 128x128 lose 5-10% (more
+ * copying into OpenBLAS's packed panels per FLOP, or more L2 misses).
+ * Backward: 128x128, within noise of 64..256 rows and 128..256 keys. */
 enum {
     FWD_TILE_ROWS = 128,
     FWD_TILE_COLS = 256,
