@@ -112,12 +112,16 @@ static int next_on_stream(const usp_rank_schedule *rs, int i, usp_stream stream)
 
 /* ------------------------------------------------------ the compute stream */
 
-/* Times every compute step whose dep has ended, in stream order; with
- * numerics on, runs its kernels now (every step it reads from has run). */
-static void advance_compute(rank_sim *r) {
+/* Times the compute steps listed before `limit`, in stream order. Their
+ * deps have ended: each is a comm step listed before them, and the comm
+ * steps before `limit` are done. With numerics on, runs their kernels now,
+ * so every buffer is read and written in list order, as the in-process
+ * executor does. A step's time depends only on its dep's end and the stream,
+ * not on when it is worked out. */
+static void advance_compute(rank_sim *r, int limit) {
     const usp_rank_schedule *rs = r->rs;
     int k = r->next_compute;
-    for (; k < rs->nsteps; k = next_on_stream(rs, k + 1, USP_STREAM_COMPUTE)) {
+    for (; k < limit; k = next_on_stream(rs, k + 1, USP_STREAM_COMPUTE)) {
         const usp_step *st = &rs->steps[k];
         if (st->dep >= 0 && !r->done[st->dep]) break;
         double start = r->compute_free;
@@ -274,14 +278,14 @@ static void rank_actor(int argc, char **argv) {
     r->next_compute = next_on_stream(rs, 0, USP_STREAM_COMPUTE);
     for (int i = next_on_stream(rs, 0, USP_STREAM_COMM); i < rs->nsteps && g_status == USP_OK;
          i = next_on_stream(rs, i + 1, USP_STREAM_COMM)) {
-        advance_compute(r);
+        advance_compute(r, i);
         if (wait_for_dep(r, i, &rs->steps[i]) != 0) return;
         r->start[i] = simgrid_get_clock();
         if (run_comm_step(r, i, &rs->steps[i]) != 0) return;
         r->end[i] = simgrid_get_clock();
         r->done[i] = 1;
     }
-    advance_compute(r);
+    advance_compute(r, rs->nsteps);
 }
 
 /* ------------------------------------------------------------ set-up */
