@@ -58,12 +58,17 @@ static usp_step comm_step(usp_step_kind kind, usp_group group, double bytes) {
     return st;
 }
 
-static usp_result simulate(const usp_schedule *s, const char *platform, const char *profile) {
+static usp_result simulate_with(const usp_schedule *s, const char *platform, const char *profile,
+                                const char *setting) {
     usp_result r;
     assert_int_equal(usp_result_init(&r, s, 0), USP_OK);
-    usp_sim_options o = {.platform = platform, .profile = profile};
+    usp_sim_options o = {.platform = platform, .profile = profile, .cfg_overrides = {setting}, .ncfg = setting != NULL};
     if (usp_sim_execute(s, NULL, &o, &r, NULL) != USP_OK) fail_msg("%s", usp_error());
     return r;
+}
+
+static usp_result simulate(const usp_schedule *s, const char *platform, const char *profile) {
+    return simulate_with(s, platform, profile, NULL);
 }
 
 /* One transfer of S bytes each way between two hosts: lat + S/bw, both
@@ -77,6 +82,19 @@ static void one_transfer(void **state) {
     assert_close(r.time_fwd_s, 2 * LAT + S / BW);
     assert_close(r.ranks[0].comm_s, 2 * LAT + S / BW);
     assert_close(r.ranks[1].exposed_comm_s, 2 * LAT + S / BW);
+    usp_result_free(&r);
+    usp_schedule_free(&s);
+}
+
+/* SimGrid settings override the defaults: LV08 multiplies latency by 13.01
+ * and bandwidth by 0.97 (SimGrid's calibration of TCP). */
+static void settings_override(void **state) {
+    (void)state;
+    const double S = 64e6;
+    usp_schedule s;
+    one_step_schedule(&s, 1, 2, comm_step(USP_STEP_SENDRECV, USP_GROUP_RING, S));
+    usp_result r = simulate_with(&s, STAR, NULL, "network/model:LV08");
+    assert_close(r.time_fwd_s, 13.01 * 2 * LAT + S / (0.97 * BW));
     usp_result_free(&r);
     usp_schedule_free(&s);
 }
@@ -198,6 +216,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(one_transfer),
         cmocka_unit_test(h200x2_reproduces_its_fit),
+        cmocka_unit_test(settings_override),
         cmocka_unit_test(all_to_all),
         cmocka_unit_test(compute_hides_ring),
         cmocka_unit_test(ring_without_compute),
