@@ -55,7 +55,9 @@ U=$BUILD/usp
 if has test; then
   stamp "test_gpu_executor"
   timeout $(( $(left) > 300 ? 300 : $(left) )) "$BUILD/tests/test_gpu_executor" > "$OUT/test_gpu.txt" 2>&1
-  say "test_gpu_executor rc=$?"
+  rc=$?
+  say "test_gpu_executor rc=$rc"
+  [ $rc -ne 0 ] && STEPS="$STEPS,diag" # a failure: find out which part
   grep -E "^matrix \(|FAIL|\[  (PASSED|FAILED)|skipped" "$OUT/test_gpu.txt" | tee -a "$SUM"
 fi
 
@@ -71,7 +73,7 @@ if has diag; then
   done
   stamp "one GPU, three times"
   for i in 1 2 3; do
-    $U run --backend gpu --ulysses 1 --ring 1 --dtype bf16 --seq 512 --heads 8 --head-dim 128 --no-causal \
+    $U run --backend gpu --ulysses 1 --ring 1 --ring-impl basic --dtype bf16 --seq 512 --heads 8 --head-dim 128 \
       >> "$D" 2>&1
     say "  1 GPU run $i rc=$?"
   done
