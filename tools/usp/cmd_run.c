@@ -23,6 +23,9 @@ typedef struct {
 #endif
 } run_options;
 
+/* The simulator always leaves a trace behind unless told where. */
+#define USP_DEFAULT_SIM_TRACE "usp-trace.json"
+
 #ifdef USP_HAVE_SIM
 #define USP_DEFAULT_BACKEND "sim"
 #else
@@ -46,7 +49,8 @@ static void help(void) {
            "  --cfg NAME:VALUE  sim: a SimGrid setting (repeatable)\n"
            "  --input DIR       read DIR/q.npy k.npy v.npy [do.npy], (B, L, H, D)\n"
            "  --dump DIR        write o lse dq dk dv and ref_o ... ref_dv as .npy\n"
-           "  --trace FILE      write a Chrome trace (Perfetto) of every step\n"
+           "  --trace FILE      write a Chrome trace (Perfetto) of every step (sim writes\n"
+           "                    " USP_DEFAULT_SIM_TRACE " when not given)\n"
            "  --forward-only    skip the backward pass\n"
            "  --json            one JSON object instead of the text summary\n"
            "  --backend gpu     one process per GPU over NCCL (usp run --backend gpu --help)\n\n");
@@ -99,6 +103,7 @@ static void print_text(const usp_case *c, const run_options *o) {
     if (!strcmp(o->backend, "gpu"))
         printf("\ntime: forward %.3f ms, backward %.3f ms (CUDA events, median of the timed runs)\n",
                c->res.time_fwd_s * 1e3, c->res.time_bwd_s * 1e3);
+    if (o->trace_path) printf("\ntrace: %s (open in ui.perfetto.dev)\n", o->trace_path);
     if (!c->ntensors) { printf("\nresult: timing only (--no-numerics), nothing checked\n"); return; }
     printf("\nresult: %s\n", c->pass ? "PASS" : "FAIL");
 }
@@ -219,11 +224,19 @@ static int parse_sim_option(int opt, const char *arg, run_options *o) {
     return usp_cli_bad_input("run", "unknown option (usp run --help)");
 }
 
+/* Whether the run moves real numbers on the CPU (ref, or sim with numerics). */
+static int computes_on_cpu(const run_options *o) {
+    if (!strcmp(o->backend, "ref")) return 1;
+#ifdef USP_HAVE_SIM
+    if (!strcmp(o->backend, "sim")) return o->sim.numerics;
+#endif
+    return 0;
+}
+
 static int check_backend(const run_options *o, const usp_config *cfg) {
-    int cpu = !strcmp(o->backend, "ref") || !strcmp(o->backend, "sim");
-    if (cpu && cfg->dtype != USP_F64 && cfg->dtype != USP_F32)
+    if (computes_on_cpu(o) && cfg->dtype != USP_F64 && cfg->dtype != USP_F32)
         return usp_cli_bad_input("run", "dtype %s: the CPU executors compute in fp64 or fp32 "
-                                 "(fp16 and bf16 run on --backend gpu)", usp_dtype_name(cfg->dtype));
+                                 "(fp16 and bf16 run on --backend gpu, or --no-numerics)", usp_dtype_name(cfg->dtype));
     if (!strcmp(o->backend, "ref")) return 0;
 #ifdef USP_HAVE_SIM
     if (!strcmp(o->backend, "sim")) return 0;
@@ -321,6 +334,7 @@ int cmd_run(int argc, char **argv) {
 #endif
     int rc = parse(argc, argv, &cfg, &o);
     if (rc) return rc < 0 ? 0 : rc;
+    if (!o.trace_path && !strcmp(o.backend, "sim")) o.trace_path = USP_DEFAULT_SIM_TRACE;
 
     usp_case c = {.cfg = cfg, .backward = o.backward};
     usp_trace trace, *tp = NULL;
