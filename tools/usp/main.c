@@ -17,6 +17,8 @@ static const command commands[] = {
     {"platform", cmd_platform, "write a SimGrid platform preset as XML"},
     {"sweep", cmd_sweep, "rank every ulysses x ring split by simulated time"},
     {"kernel-check", cmd_kernel_check, "check GPU attention kernels against the reference"},
+    {"calibrate", cmd_calibrate, "measure kernels and NCCL on the GPUs: a device profile and a platform"},
+    {"validate", cmd_validate, "the simulator against recorded GPU runs, phase by phase"},
     {"trace", cmd_trace, "compare two traces step by step, or draw them as an SVG timeline"},
     {"plan", cmd_plan, "rank dp x tp x ulysses x ring x ZeRO mixes of a training step"},
     {"costs", cmd_costs, "per-layer communication and memory of each parallelism"},

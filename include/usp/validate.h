@@ -1,0 +1,226 @@
+/* usp/validate.h: the simulator checked against measured GPU runs.
+ *
+ * A recorded case is a GPU trace, <name>.trace.json (what the GPU executor
+ * writes), and its sidecar <name>.json:
+ *
+ *   {"trace": "<name>.trace.json", "role": "held-out" | "calibration",
+ *    "backward": true, "config": {"batch": 1, "seq": 32768, ...},
+ *    "profile": "h200-calibrated", "platform": "../sim/platforms/h200x2-calibrated.xml",
+ *    "bound_pct": 10, "measured_ms": {"fwd": 12.8, "bwd": 55.3, "iters": 3},
+ *    "device": "2x NVIDIA H200"}
+ *
+ * Relative paths in a sidecar start at the sidecar's directory; a profile
+ * that is not a file is a built-in name. Calibration cases fit the device
+ * profile; held-out cases only test it.
+ *
+ * Phases are measured the same way on a measured and on a predicted trace,
+ * from the common start of the run (time 0):
+ *   FWD_A2A   forward all-to-all: PACK, ALL_TO_ALL and UNPACK steps
+ *   FWD_RING  the rest of the forward: INIT, SENDRECV, ALLGATHER, ATTN_FWD, MERGE
+ *   BWD_A2A   backward PACK, ALL_TO_ALL, UNPACK
+ *   BWD_RING  the rest of the backward
+ * each as the time covered by the union of a rank's step intervals (both
+ * streams), the largest over ranks; and
+ *   FWD       the end of the last forward step on any rank
+ *   BWD       TOTAL - FWD (0 without a backward)
+ *   TOTAL     the end of the last step on any rank.
+ * The error of a phase is (predicted - measured) / measured in percent. */
+#ifndef USP_VALIDATE_H
+#define USP_VALIDATE_H
+
+#include <stdio.h>
+#include "usp/schedule.h"
+#include "usp/trace.h"
+
+/* ---------------------------------------------------------------- phases */
+
+typedef enum {
+    USP_VPHASE_FWD_A2A, USP_VPHASE_FWD_RING, USP_VPHASE_BWD_A2A, USP_VPHASE_BWD_RING,
+    USP_VPHASE_FWD, USP_VPHASE_BWD, USP_VPHASE_TOTAL,
+    USP_VPHASE_COUNT
+} usp_vphase;
+
+/* "fwd.a2a", "fwd.ring", "bwd.a2a", "bwd.ring", "fwd", "bwd", "total". */
+const char *usp_vphase_name(usp_vphase p);
+
+/* Phase times (us) of trace `t` of schedule `s`. Every step of every rank
+ * must appear exactly once with the schedule's kind; otherwise USP_EINVAL
+ * names the first mismatch (the trace is of another schedule). */
+usp_status usp_vphases_of_trace(const usp_schedule *s, const usp_trace *t, double us[USP_VPHASE_COUNT]);
+
+/* The trace's events indexed by step: ev[g][i] for rank g, step i (NULL where
+ * missing). Checked as usp_vphases_of_trace does. Free with usp_vsteps_free. */
+typedef struct {
+    const usp_trace_event ***ev;
+    int world;
+} usp_vsteps;
+usp_status usp_vsteps_index(const usp_schedule *s, const usp_trace *t, usp_vsteps *out);
+void usp_vsteps_free(usp_vsteps *v);
+
+/* ---------------------------------------------------------------- cases */
+
+typedef enum { USP_VROLE_CALIBRATION, USP_VROLE_HELD_OUT } usp_vrole;
+
+const char *usp_vrole_name(usp_vrole r); /* "calibration", "held-out" */
+
+typedef struct {
+    char name[96];          /* file stem: <name>.json, <name>.trace.json */
+    char dir[512];          /* the sidecar's directory */
+    char trace[1024];       /* the measured trace, resolved */
+    usp_config cfg;
+    int backward;
+    usp_vrole role;
+    char profile[1024];     /* built-in name or resolved path */
+    char platform[1024];    /* preset spec or resolved path */
+    char profile_raw[512], platform_raw[512]; /* as the sidecar says */
+    double bound_pct;       /* the largest |error| of TOTAL allowed */
+    double measured_fwd_ms, measured_bwd_ms; /* median of `iters` timed runs; 0 if absent */
+    int iters;
+    char device[96];
+} usp_vcase;
+
+/* Reads a sidecar. Refuses missing or malformed fields with the file and line. */
+usp_status usp_vcase_read(const char *sidecar, usp_vcase *c);
+/* Writes c as a sidecar (its trace field relative: "<name>.trace.json"). */
+usp_status usp_vcase_write(const usp_vcase *c, const char *sidecar);
+
+/* Every <name>.trace.json of `dir` that has a sidecar <name>.json, in name
+ * order. A trace without a sidecar is refused (its configuration is unknown).
+ * Free *cases with free(). */
+usp_status usp_vcase_list(const char *dir, usp_vcase **cases, int *count);
+
+/* ------------------------------------------------------ re-simulation */
+
+typedef struct {
+    double measured_us[USP_VPHASE_COUNT], predicted_us[USP_VPHASE_COUNT];
+    double error_pct[USP_VPHASE_COUNT]; /* NAN where the phase is absent from both */
+} usp_vcompare;
+
+/* Re-simulates case c in timing-only mode with its profile and platform
+ * (or `profile` / `platform` when not NULL) and compares phase by phase.
+ * `predicted`, when not NULL, receives the simulated trace (caller frees).
+ * Needs the simulator (usp_sim). */
+usp_status usp_vcase_validate(const usp_vcase *c, const char *profile, const char *platform,
+                              usp_vcompare *out, usp_trace *predicted);
+
+/* Mean and largest |error| per phase over the cases that have the phase. */
+typedef struct {
+    int cases;
+    int count[USP_VPHASE_COUNT];
+    double mean_abs_pct[USP_VPHASE_COUNT], max_abs_pct[USP_VPHASE_COUNT];
+} usp_vsummary;
+
+void usp_vsummary_make(const usp_vcompare *cmp, const int *include, int n, usp_vsummary *out);
+
+/* ------------------------------------------------------------ fitting */
+
+/* t = lat + x / rate, fitted by least squares on relative residuals
+ * ((fit - t) / t), so small and large points count alike. A negative
+ * intercept is refitted as 0. Residuals in percent. */
+typedef struct {
+    double intercept, slope;       /* t = intercept + slope * x */
+    double rms_pct, max_pct;       /* of (fit - t) / t */
+    int points;
+} usp_affine_fit;
+
+usp_status usp_fit_affine(const double *x, const double *t, int n, usp_affine_fit *out);
+
+/* ----------------------------------------------- profiles and platforms */
+
+enum { USP_PROFILE_MAX_RATES = 16 };
+
+typedef struct {
+    usp_dtype dtype;
+    int head_dim;
+    double fwd_tflops, bwd_tflops;
+} usp_profile_rate;
+
+/* A device profile as sim/profiles/<gpu>.json holds it. */
+typedef struct {
+    char name[128], kernel[128], source[2048];
+    usp_profile_rate rates[USP_PROFILE_MAX_RATES];
+    int nrates;
+    double masked_fwd, masked_bwd;
+    double hbm_gbps, launch_us, memory_gb;
+    double peak_tflops[4];          /* by usp_dtype; every dtype with rates needs one */
+} usp_profile_desc;
+
+usp_status usp_profile_desc_read(const char *path, usp_profile_desc *p);
+usp_status usp_profile_desc_write(const usp_profile_desc *p, FILE *f);
+usp_status usp_profile_desc_save(const usp_profile_desc *p, const char *path);
+/* The rate entry of (dtype, head_dim), added when absent; NULL when full. */
+usp_profile_rate *usp_profile_rate_of(usp_profile_desc *p, usp_dtype dt, int head_dim);
+
+/* A platform of `gpus` GPUs whose every GPU-to-GPU transfer takes
+ * lat_us + bytes / (gbps * 1e9): two GPUs on one split-duplex link, more on
+ * one router with half the latency on each GPU's link. SimGrid XML. */
+usp_status usp_platform_write_fitted(FILE *f, const char *id, int gpus, double lat_us, double gbps,
+                                     const char *comment);
+
+/* ------------------------------------------- calibration measurements */
+
+/* What `usp calibrate` measures on the GPU machine, and what it is written
+ * to and read back from (JSON), so that the fits can be redone anywhere. */
+typedef struct {
+    usp_dtype dtype;
+    int head_dim, seq, heads;
+    int backward, causal;          /* causal: the block's own causal mask (diagonal) */
+    double flops, seconds;
+} usp_calib_attn;
+
+typedef struct {
+    char kind[16];                 /* "pack", "unpack", "merge", "init", "bwd_prep" */
+    double bytes, seconds;
+} usp_calib_mem;
+
+typedef struct {
+    char op[16];                   /* "sendrecv", "all_to_all" */
+    double bytes, seconds;         /* bytes one rank sends to its peer */
+} usp_calib_comm;
+
+enum { USP_CALIB_MAX = 512 };
+
+typedef struct {
+    char device[96];
+    int gpus;
+    int nccl_version;
+    double memory_gb;
+    double launch_us;              /* an almost empty kernel, event to event */
+    usp_calib_attn attn[USP_CALIB_MAX];
+    int nattn;
+    usp_calib_mem mem[64];
+    int nmem;
+    usp_calib_comm comm[USP_CALIB_MAX];
+    int ncomm;
+} usp_calib;
+
+usp_status usp_calib_write(const usp_calib *m, FILE *f);
+usp_status usp_calib_save(const usp_calib *m, const char *path);
+usp_status usp_calib_read(const char *path, usp_calib *m);
+
+/* What the fits give. */
+typedef struct {
+    usp_profile_desc profile;
+    usp_affine_fit link;           /* seconds against bytes, every comm point >= min_bytes */
+    usp_affine_fit link_sendrecv, link_all_to_all;
+    double lat_us, gbps;           /* of `link` */
+} usp_calib_fit;
+
+/* Fits the profile and the link from measurements: attention TFLOP/s per
+ * (dtype, head dim, direction) from the slope of time against FLOPs of the
+ * full blocks; the masked efficiency from the causal blocks; one memory
+ * bandwidth over every memory-bound kernel (bytes over time, summed); the
+ * launch overhead; the link from every comm point of at least min_bytes.
+ * `base` (may be NULL) supplies what was not measured (fp64 figures, peaks).
+ * `report` (may be NULL) gets the tables with the fits' residuals. */
+usp_status usp_calib_fit_run(const usp_calib *m, const usp_profile_desc *base, double min_bytes,
+                             FILE *report, usp_calib_fit *out);
+
+/* Refits, from the calibration cases among `cases`, the attention rates of
+ * the (dtype, head dim) keys they use, the masked efficiencies, the memory
+ * bandwidth and the launch overhead of p (the step durations of the measured
+ * traces, summed: the fitted profile reproduces the calibration cases' busy
+ * time). `report` (may be NULL) gets what changed. */
+usp_status usp_profile_refine(usp_profile_desc *p, const usp_vcase *cases, int n, FILE *report);
+
+#endif

@@ -1,0 +1,348 @@
+/* validate_case.c: recorded cases (sidecar files) and the phases of a trace
+ * (usp/validate.h). Plain C on usp_core: it builds where the GPU executor
+ * records cases and where the simulator re-simulates them. */
+#define _POSIX_C_SOURCE 200809L
+#include "usp/validate.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "usp/json.h"
+
+/* ---------------------------------------------------------------- names */
+
+static const char *const PHASE_NAMES[USP_VPHASE_COUNT] = {
+    [USP_VPHASE_FWD_A2A] = "fwd.a2a", [USP_VPHASE_FWD_RING] = "fwd.ring",
+    [USP_VPHASE_BWD_A2A] = "bwd.a2a", [USP_VPHASE_BWD_RING] = "bwd.ring",
+    [USP_VPHASE_FWD] = "fwd", [USP_VPHASE_BWD] = "bwd", [USP_VPHASE_TOTAL] = "total"};
+
+const char *usp_vphase_name(usp_vphase p) {
+    return p >= 0 && p < USP_VPHASE_COUNT ? PHASE_NAMES[p] : "?";
+}
+
+const char *usp_vrole_name(usp_vrole r) { return r == USP_VROLE_CALIBRATION ? "calibration" : "held-out"; }
+
+/* ------------------------------------------------------ steps of a trace */
+
+void usp_vsteps_free(usp_vsteps *v) {
+    for (int g = 0; v->ev && g < v->world; g++) free(v->ev[g]);
+    free(v->ev);
+    memset(v, 0, sizeof *v);
+}
+
+static usp_status place_event(const usp_schedule *s, const usp_trace_event *e, usp_vsteps *v) {
+    if (e->rank < 0 || e->rank >= s->world)
+        return usp_fail(USP_EINVAL, "rank %d of step '%s' is not one of the %d ranks of the configuration",
+                        e->rank, e->name, s->world);
+    const usp_rank_schedule *rs = &s->ranks[e->rank];
+    if (e->step < 0 || e->step >= rs->nsteps || rs->steps[e->step].kind != e->kind)
+        return usp_fail(USP_EINVAL, "rank %d step %d '%s' (%s) is not in the schedule of the configuration",
+                        e->rank, e->step, e->name, usp_step_kind_name(e->kind));
+    if (v->ev[e->rank][e->step])
+        return usp_fail(USP_EINVAL, "rank %d step %d '%s' appears twice", e->rank, e->step, e->name);
+    v->ev[e->rank][e->step] = e;
+    return USP_OK;
+}
+
+static usp_status check_complete(const usp_schedule *s, const usp_vsteps *v) {
+    for (int g = 0; g < s->world; g++)
+        for (int i = 0; i < s->ranks[g].nsteps; i++)
+            if (!v->ev[g][i])
+                return usp_fail(USP_EINVAL, "rank %d step %d '%s' is missing from the trace", g, i,
+                                s->ranks[g].steps[i].name);
+    return USP_OK;
+}
+
+usp_status usp_vsteps_index(const usp_schedule *s, const usp_trace *t, usp_vsteps *out) {
+    memset(out, 0, sizeof *out);
+    out->ev = usp_calloc((size_t)s->world, sizeof *out->ev);
+    if (!out->ev) return USP_EINTERNAL;
+    out->world = s->world;
+    usp_status st = USP_OK;
+    for (int g = 0; g < s->world && st == USP_OK; g++)
+        if (!(out->ev[g] = usp_calloc((size_t)s->ranks[g].nsteps + 1, sizeof **out->ev))) st = USP_EINTERNAL;
+    for (long k = 0; k < t->count && st == USP_OK; k++) st = place_event(s, &t->events[k], out);
+    if (st == USP_OK) st = check_complete(s, out);
+    if (st != USP_OK) usp_vsteps_free(out);
+    return st;
+}
+
+/* ---------------------------------------------------------------- phases */
+
+typedef struct { double a, b; } interval;
+
+static int by_start(const void *x, const void *y) {
+    const interval *p = x, *q = y;
+    return p->a < q->a ? -1 : p->a > q->a;
+}
+
+/* Time covered by the union of n intervals (sorted here). */
+static double union_length(interval *iv, int n) {
+    qsort(iv, (size_t)n, sizeof *iv, by_start);
+    double covered = 0, lo = 0, hi = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        if (iv[i].a > hi) {
+            if (hi > lo) covered += hi - lo;
+            lo = iv[i].a;
+            hi = iv[i].b;
+        } else if (iv[i].b > hi) {
+            hi = iv[i].b;
+        }
+    }
+    if (hi > lo) covered += hi - lo;
+    return covered;
+}
+
+static int is_a2a(usp_step_kind k) {
+    return k == USP_STEP_PACK || k == USP_STEP_ALL_TO_ALL || k == USP_STEP_UNPACK;
+}
+
+/* Which of the four interval phases a step belongs to. */
+static usp_vphase interval_phase(const usp_rank_schedule *rs, int i) {
+    int fwd = i < rs->nfwd;
+    if (is_a2a(rs->steps[i].kind)) return fwd ? USP_VPHASE_FWD_A2A : USP_VPHASE_BWD_A2A;
+    return fwd ? USP_VPHASE_FWD_RING : USP_VPHASE_BWD_RING;
+}
+
+/* One rank's four union lengths and its forward and last ends. */
+static usp_status rank_phases(const usp_rank_schedule *rs, const usp_trace_event *const *ev, double us[USP_VPHASE_COUNT]) {
+    interval *iv = usp_malloc(((size_t)rs->nsteps + 1) * sizeof *iv);
+    if (!iv) return USP_EINTERNAL;
+    for (int p = USP_VPHASE_FWD_A2A; p <= USP_VPHASE_BWD_RING; p++) {
+        int n = 0;
+        for (int i = 0; i < rs->nsteps; i++)
+            if (interval_phase(rs, i) == (usp_vphase)p)
+                iv[n++] = (interval){ev[i]->start_us, ev[i]->start_us + ev[i]->dur_us};
+        us[p] = union_length(iv, n);
+    }
+    free(iv);
+    us[USP_VPHASE_FWD] = us[USP_VPHASE_TOTAL] = 0;
+    for (int i = 0; i < rs->nsteps; i++) {
+        double end = ev[i]->start_us + ev[i]->dur_us;
+        if (i < rs->nfwd && end > us[USP_VPHASE_FWD]) us[USP_VPHASE_FWD] = end;
+        if (end > us[USP_VPHASE_TOTAL]) us[USP_VPHASE_TOTAL] = end;
+    }
+    return USP_OK;
+}
+
+usp_status usp_vphases_of_trace(const usp_schedule *s, const usp_trace *t, double us[USP_VPHASE_COUNT]) {
+    usp_vsteps v;
+    USP_TRY(usp_vsteps_index(s, t, &v));
+    memset(us, 0, USP_VPHASE_COUNT * sizeof *us);
+    usp_status st = USP_OK;
+    for (int g = 0; g < s->world && st == USP_OK; g++) {
+        double r[USP_VPHASE_COUNT];
+        st = rank_phases(&s->ranks[g], v.ev[g], r);
+        for (int p = 0; st == USP_OK && p < USP_VPHASE_COUNT; p++)
+            if (r[p] > us[p]) us[p] = r[p];
+    }
+    us[USP_VPHASE_BWD] = s->backward ? us[USP_VPHASE_TOTAL] - us[USP_VPHASE_FWD] : 0;
+    usp_vsteps_free(&v);
+    return st;
+}
+
+/* ---------------------------------------------------------------- paths */
+
+static void dir_of(const char *path, char *dir, size_t n) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) { snprintf(dir, n, "."); return; }
+    size_t len = (size_t)(slash - path);
+    if (len == 0) len = 1; /* "/file" */
+    snprintf(dir, n, "%.*s", (int)len, path);
+}
+
+/* A relative name that exists as a file beside the sidecar is that file;
+ * anything else (a preset spec, a built-in profile) stays as it is. */
+static void resolve(const char *dir, const char *raw, char *out, size_t n) {
+    if (raw[0] != '/') {
+        int len = snprintf(out, n, "%s/%s", dir, raw);
+        if (len > 0 && (size_t)len < n && access(out, R_OK) == 0) return;
+    }
+    snprintf(out, n, "%s", raw);
+}
+
+/* ---------------------------------------------------------- reading */
+
+static usp_status read_config(const usp_json *root, usp_config *c) {
+    const usp_json *cj = usp_json_get(root, "config");
+    if (!cj || cj->type != USP_JSON_OBJECT) return usp_fail(USP_EINVAL, "line %d: missing object 'config'", root->line);
+    const char *dtype, *impl, *layout;
+    double seed = 0, scale = 0;
+    *c = usp_config_default();
+    USP_TRY(usp_json_get_int(cj, "batch", &c->batch));
+    USP_TRY(usp_json_get_int(cj, "seq", &c->seq));
+    USP_TRY(usp_json_get_int(cj, "heads", &c->heads));
+    USP_TRY(usp_json_get_int(cj, "kv_heads", &c->kv_heads));
+    USP_TRY(usp_json_get_int(cj, "head_dim", &c->head_dim));
+    USP_TRY(usp_json_get_bool(cj, "causal", &c->causal));
+    USP_TRY(usp_json_get_int(cj, "ulysses", &c->ulysses));
+    USP_TRY(usp_json_get_int(cj, "ring", &c->ring));
+    USP_TRY(usp_json_get_string(cj, "dtype", &dtype));
+    USP_TRY(usp_json_get_string(cj, "ring_impl", &impl));
+    USP_TRY(usp_json_get_string(cj, "layout", &layout));
+    if (usp_json_get(cj, "scale")) USP_TRY(usp_json_get_number(cj, "scale", &scale));
+    if (usp_json_get(cj, "seed")) USP_TRY(usp_json_get_number(cj, "seed", &seed));
+    USP_TRY(usp_parse_dtype(dtype, &c->dtype));
+    USP_TRY(usp_parse_ring_impl(impl, &c->ring_impl));
+    USP_TRY(usp_parse_layout(layout, &c->layout));
+    c->scale = scale;
+    c->seed = (uint64_t)seed;
+    return usp_config_validate(c);
+}
+
+static usp_status read_role(const usp_json *root, usp_vrole *role) {
+    const char *r;
+    USP_TRY(usp_json_get_string(root, "role", &r));
+    if (!strcmp(r, "calibration")) *role = USP_VROLE_CALIBRATION;
+    else if (!strcmp(r, "held-out")) *role = USP_VROLE_HELD_OUT;
+    else return usp_fail(USP_EINVAL, "line %d: role '%s' is neither 'calibration' nor 'held-out'",
+                         usp_json_get(root, "role")->line, r);
+    return USP_OK;
+}
+
+/* "measured_ms": {"fwd": ..., "bwd": ..., "iters": ...}, optional. */
+static usp_status read_measured(const usp_json *root, usp_vcase *c) {
+    const usp_json *m = usp_json_get(root, "measured_ms");
+    if (!m) return USP_OK;
+    USP_TRY(usp_json_get_number(m, "fwd", &c->measured_fwd_ms));
+    USP_TRY(usp_json_get_number(m, "bwd", &c->measured_bwd_ms));
+    return usp_json_get_int(m, "iters", &c->iters);
+}
+
+static usp_status read_strings(const usp_json *root, usp_vcase *c) {
+    const char *trace, *profile, *platform, *device = "";
+    USP_TRY(usp_json_get_string(root, "trace", &trace));
+    USP_TRY(usp_json_get_string(root, "profile", &profile));
+    USP_TRY(usp_json_get_string(root, "platform", &platform));
+    if (usp_json_get(root, "device")) USP_TRY(usp_json_get_string(root, "device", &device));
+    snprintf(c->profile_raw, sizeof c->profile_raw, "%s", profile);
+    snprintf(c->platform_raw, sizeof c->platform_raw, "%s", platform);
+    snprintf(c->device, sizeof c->device, "%s", device);
+    resolve(c->dir, trace, c->trace, sizeof c->trace);
+    resolve(c->dir, profile, c->profile, sizeof c->profile);
+    resolve(c->dir, platform, c->platform, sizeof c->platform);
+    return USP_OK;
+}
+
+static usp_status read_tree(const usp_json *root, usp_vcase *c) {
+    if (root->type != USP_JSON_OBJECT) return usp_fail(USP_EINVAL, "a case is a JSON object");
+    USP_TRY(read_strings(root, c));
+    USP_TRY(read_role(root, &c->role));
+    USP_TRY(usp_json_get_bool(root, "backward", &c->backward));
+    USP_TRY(usp_json_get_number(root, "bound_pct", &c->bound_pct));
+    if (!(c->bound_pct > 0)) return usp_fail(USP_EINVAL, "'bound_pct' must be positive");
+    USP_TRY(read_measured(root, c));
+    return read_config(root, &c->cfg);
+}
+
+static void stem_of(const char *path, char *out, size_t n) {
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t len = strlen(base);
+    if (len > 5 && !strcmp(base + len - 5, ".json")) len -= 5;
+    snprintf(out, n, "%.*s", (int)len, base);
+}
+
+usp_status usp_vcase_read(const char *sidecar, usp_vcase *c) {
+    memset(c, 0, sizeof *c);
+    dir_of(sidecar, c->dir, sizeof c->dir);
+    stem_of(sidecar, c->name, sizeof c->name);
+    usp_json *root = NULL;
+    usp_status st = usp_json_parse_file(sidecar, &root);
+    if (st == USP_OK) {
+        st = read_tree(root, c);
+        if (st != USP_OK) usp_error_prefix("%s: ", sidecar);
+    }
+    usp_json_free(root);
+    return st;
+}
+
+/* ---------------------------------------------------------- writing */
+
+static void write_config(FILE *f, const usp_config *c) {
+    fprintf(f, "  \"config\": {\"batch\": %d, \"seq\": %d, \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d,\n"
+               "             \"causal\": %s, \"scale\": ",
+            c->batch, c->seq, c->heads, c->kv_heads, c->head_dim, c->causal ? "true" : "false");
+    usp_json_write_number(f, c->scale);
+    fprintf(f, ", \"dtype\": \"%s\", \"ulysses\": %d, \"ring\": %d,\n"
+               "             \"ring_impl\": \"%s\", \"layout\": \"%s\", \"seed\": %llu},\n",
+            usp_dtype_name(c->dtype), c->ulysses, c->ring, usp_ring_impl_name(c->ring_impl),
+            usp_layout_name(c->layout), (unsigned long long)c->seed);
+}
+
+static void write_case(FILE *f, const usp_vcase *c) {
+    fprintf(f, "{\n  \"trace\": ");
+    char trace[128];
+    snprintf(trace, sizeof trace, "%s.trace.json", c->name);
+    usp_json_write_string(f, trace);
+    fprintf(f, ",\n  \"role\": \"%s\",\n  \"backward\": %s,\n", usp_vrole_name(c->role),
+            c->backward ? "true" : "false");
+    write_config(f, &c->cfg);
+    fprintf(f, "  \"profile\": ");
+    usp_json_write_string(f, c->profile_raw);
+    fprintf(f, ",\n  \"platform\": ");
+    usp_json_write_string(f, c->platform_raw);
+    fprintf(f, ",\n  \"bound_pct\": ");
+    usp_json_write_number(f, c->bound_pct);
+    fprintf(f, ",\n  \"measured_ms\": {\"fwd\": %.4f, \"bwd\": %.4f, \"iters\": %d},\n  \"device\": ",
+            c->measured_fwd_ms, c->measured_bwd_ms, c->iters);
+    usp_json_write_string(f, c->device);
+    fprintf(f, "\n}\n");
+}
+
+usp_status usp_vcase_write(const usp_vcase *c, const char *sidecar) {
+    FILE *f = fopen(sidecar, "w");
+    if (!f) return usp_fail(USP_EINVAL, "cannot write %s", sidecar);
+    write_case(f, c);
+    if (fclose(f) != 0) return usp_fail(USP_EINTERNAL, "cannot write %s", sidecar);
+    return USP_OK;
+}
+
+/* ---------------------------------------------------------- listing */
+
+static const char TRACE_SUFFIX[] = ".trace.json";
+
+static int is_trace_name(const char *name) {
+    size_t n = strlen(name), s = sizeof TRACE_SUFFIX - 1;
+    return n > s && !strcmp(name + n - s, TRACE_SUFFIX);
+}
+
+static int by_name(const void *a, const void *b) {
+    return strcmp(((const usp_vcase *)a)->name, ((const usp_vcase *)b)->name);
+}
+
+/* Appends the case of trace file `name` in `dir`. */
+static usp_status add_case(const char *dir, const char *name, usp_vcase **cases, int *count, int *cap) {
+    if (*count == *cap) {
+        int grown = *cap ? 2 * *cap : 16;
+        usp_vcase *more = realloc(*cases, (size_t)grown * sizeof *more);
+        if (!more) return usp_fail(USP_EINTERNAL, "out of memory listing %s", dir);
+        *cases = more;
+        *cap = grown;
+    }
+    char sidecar[2048];
+    snprintf(sidecar, sizeof sidecar, "%s/%.*s.json", dir, (int)(strlen(name) - (sizeof TRACE_SUFFIX - 1)), name);
+    if (access(sidecar, R_OK) != 0)
+        return usp_fail(USP_EINVAL, "%s/%s has no sidecar %s (its configuration is unknown)", dir, name, sidecar);
+    USP_TRY(usp_vcase_read(sidecar, &(*cases)[*count]));
+    (*count)++;
+    return USP_OK;
+}
+
+usp_status usp_vcase_list(const char *dir, usp_vcase **cases, int *count) {
+    *cases = NULL;
+    *count = 0;
+    DIR *d = opendir(dir);
+    if (!d) return usp_fail(USP_EINVAL, "cannot read directory %s", dir);
+    usp_status st = USP_OK;
+    int cap = 0;
+    struct dirent *e;
+    while (st == USP_OK && (e = readdir(d)))
+        if (is_trace_name(e->d_name)) st = add_case(dir, e->d_name, cases, count, &cap);
+    closedir(d);
+    if (st != USP_OK) { free(*cases); *cases = NULL; *count = 0; return st; }
+    if (*count) qsort(*cases, (size_t)*count, sizeof **cases, by_name);
+    return USP_OK;
+}

@@ -1,0 +1,397 @@
+/* validate_fit.c: the fits of `usp calibrate` (usp/validate.h): kernel
+ * rates, memory bandwidth and link parameters from measurements, and the
+ * refinement of a profile from the step durations of measured traces.
+ * Plain C on usp_core. */
+#define _POSIX_C_SOURCE 200809L
+#include "usp/validate.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "usp/trace_read.h"
+
+/* ------------------------------------------------------------ affine fit */
+
+/* Weighted sums of the normal equations, weights 1/t^2 (relative residuals). */
+typedef struct { double s0, sx, sxx, st, sxt; } fit_sums;
+
+static fit_sums sums_of(const double *x, const double *t, int n) {
+    fit_sums s = {0, 0, 0, 0, 0};
+    for (int i = 0; i < n; i++) {
+        double w = 1 / (t[i] * t[i]);
+        s.s0 += w;
+        s.sx += w * x[i];
+        s.sxx += w * x[i] * x[i];
+        s.st += w * t[i];
+        s.sxt += w * x[i] * t[i];
+    }
+    return s;
+}
+
+static void residuals(const double *x, const double *t, int n, usp_affine_fit *f) {
+    double sq = 0, worst = 0;
+    for (int i = 0; i < n; i++) {
+        double r = (f->intercept + f->slope * x[i] - t[i]) / t[i];
+        sq += r * r;
+        if (fabs(r) > fabs(worst)) worst = r;
+    }
+    f->rms_pct = 100 * sqrt(sq / n);
+    f->max_pct = 100 * worst;
+}
+
+usp_status usp_fit_affine(const double *x, const double *t, int n, usp_affine_fit *out) {
+    memset(out, 0, sizeof *out);
+    if (n < 1) return usp_fail(USP_EINVAL, "nothing to fit");
+    for (int i = 0; i < n; i++)
+        if (!(x[i] > 0 && t[i] > 0)) return usp_fail(USP_EINVAL, "fit point %d: size and time must be positive", i);
+    fit_sums s = sums_of(x, t, n);
+    double det = s.s0 * s.sxx - s.sx * s.sx;
+    if (n >= 2 && det > 1e-12 * s.s0 * s.sxx) {
+        out->intercept = (s.st * s.sxx - s.sx * s.sxt) / det;
+        out->slope = (s.s0 * s.sxt - s.sx * s.st) / det;
+    }
+    if (n < 2 || !(det > 1e-12 * s.s0 * s.sxx) || out->intercept < 0 || !(out->slope > 0)) {
+        /* one point, one size, or a fixed cost the data cannot carry: through 0 */
+        out->intercept = 0;
+        out->slope = s.sxt / s.sxx;
+    }
+    out->points = n;
+    residuals(x, t, n, out);
+    return USP_OK;
+}
+
+/* ------------------------------------------------- measurements: kernels */
+
+static const char *dtype_key(usp_dtype d) { return usp_dtype_name(d); }
+
+/* Fits the points of one (dtype, head dim, direction, mask) group. */
+static int fit_attn_group(const usp_calib *m, usp_dtype dt, int d, int bwd, int causal, usp_affine_fit *f) {
+    double x[USP_CALIB_MAX], t[USP_CALIB_MAX];
+    int n = 0;
+    for (int i = 0; i < m->nattn; i++) {
+        const usp_calib_attn *a = &m->attn[i];
+        if (a->dtype == dt && a->head_dim == d && a->backward == bwd && a->causal == causal) {
+            x[n] = a->flops;
+            t[n++] = a->seconds;
+        }
+    }
+    return n > 0 && usp_fit_affine(x, t, n, f) == USP_OK;
+}
+
+/* The (dtype, head dim) pairs measured, each once. */
+static int attn_keys(const usp_calib *m, usp_dtype *dts, int *dims) {
+    int n = 0;
+    for (int i = 0; i < m->nattn; i++) {
+        int seen = 0;
+        for (int k = 0; k < n; k++) seen |= dts[k] == m->attn[i].dtype && dims[k] == m->attn[i].head_dim;
+        if (!seen && n < USP_PROFILE_MAX_RATES) { dts[n] = m->attn[i].dtype; dims[n++] = m->attn[i].head_dim; }
+    }
+    return n;
+}
+
+static void report_attn(FILE *r, usp_dtype dt, int d, int bwd, int causal, const usp_affine_fit *f) {
+    if (!r) return;
+    fprintf(r, "  %-5s D=%-4d %-3s %-6s  %7.1f TFLOP/s  fixed %7.1f us  residual rms %5.1f%% max %+6.1f%% (%d sizes)\n",
+            dtype_key(dt), d, bwd ? "bwd" : "fwd", causal ? "causal" : "full", 1e-12 / f->slope,
+            f->intercept * 1e6, f->rms_pct, f->max_pct, f->points);
+}
+
+/* Rates of the full blocks into the profile; the causal/full ratio into
+ * the masked efficiencies (mean over the keys that have both). */
+static void fit_attention(const usp_calib *m, usp_profile_desc *p, FILE *r) {
+    usp_dtype dts[USP_PROFILE_MAX_RATES];
+    int dims[USP_PROFILE_MAX_RATES], nkeys = attn_keys(m, dts, dims);
+    double eff_sum[2] = {0, 0};
+    int eff_n[2] = {0, 0};
+    if (r) fprintf(r, "attention kernels: time = fixed + FLOPs / rate, by dtype, head dim, direction, mask\n");
+    for (int k = 0; k < nkeys; k++) {
+        usp_profile_rate *pr = usp_profile_rate_of(p, dts[k], dims[k]);
+        for (int bwd = 0; bwd < 2 && pr; bwd++) {
+            usp_affine_fit full, causal;
+            int has_full = fit_attn_group(m, dts[k], dims[k], bwd, 0, &full);
+            int has_causal = fit_attn_group(m, dts[k], dims[k], bwd, 1, &causal);
+            if (has_full) report_attn(r, dts[k], dims[k], bwd, 0, &full);
+            if (has_causal) report_attn(r, dts[k], dims[k], bwd, 1, &causal);
+            if (!has_full) continue;
+            double rate = 1e-12 / full.slope;
+            if (bwd) pr->bwd_tflops = rate;
+            else pr->fwd_tflops = rate;
+            if (has_causal) { eff_sum[bwd] += full.slope / causal.slope; eff_n[bwd]++; }
+        }
+    }
+    if (eff_n[0]) p->masked_fwd = eff_sum[0] / eff_n[0];
+    if (eff_n[1]) p->masked_bwd = eff_sum[1] / eff_n[1];
+    if (r) fprintf(r, "  masked-block efficiency (causal rate / full rate, mean): fwd %.3f  bwd %.3f\n",
+                   p->masked_fwd, p->masked_bwd);
+}
+
+/* One bandwidth for every memory-bound kernel: their bytes over their time. */
+static void fit_memory(const usp_calib *m, usp_profile_desc *p, FILE *r) {
+    double bytes = 0, seconds = 0;
+    if (r) fprintf(r, "memory-bound kernels (bytes read + written):\n");
+    for (int i = 0; i < m->nmem; i++) {
+        bytes += m->mem[i].bytes;
+        seconds += m->mem[i].seconds;
+        if (r) fprintf(r, "  %-9s %9.1f MB %9.1f us %8.0f GB/s\n", m->mem[i].kind, m->mem[i].bytes / 1e6,
+                       m->mem[i].seconds * 1e6, m->mem[i].bytes / m->mem[i].seconds / 1e9);
+    }
+    if (seconds > 0) p->hbm_gbps = bytes / seconds / 1e9;
+    if (r) fprintf(r, "  one bandwidth for all of them (sum of bytes / sum of time): %.0f GB/s\n", p->hbm_gbps);
+}
+
+/* ---------------------------------------------------- measurements: link */
+
+static int comm_points(const usp_calib *m, const char *op, double min_bytes, double *x, double *t) {
+    int n = 0;
+    for (int i = 0; i < m->ncomm; i++)
+        if ((!op || !strcmp(m->comm[i].op, op)) && m->comm[i].bytes >= min_bytes) {
+            x[n] = m->comm[i].bytes;
+            t[n++] = m->comm[i].seconds;
+        }
+    return n;
+}
+
+static void report_comm(const usp_calib *m, const usp_calib_fit *fit, FILE *r) {
+    fprintf(r, "NCCL between the GPUs: time = latency + bytes / bandwidth\n");
+    fprintf(r, "  %-10s %12s %11s %9s %11s %9s\n", "op", "bytes", "measured us", "GB/s", "fitted us", "residual");
+    for (int i = 0; i < m->ncomm; i++) {
+        const usp_calib_comm *c = &m->comm[i];
+        double fitted = fit->link.intercept + fit->link.slope * c->bytes;
+        fprintf(r, "  %-10s %12.0f %11.1f %9.1f %11.1f %+8.1f%%\n", c->op, c->bytes, c->seconds * 1e6,
+                c->bytes / c->seconds / 1e9, fitted * 1e6, 100 * (fitted - c->seconds) / c->seconds);
+    }
+    const usp_affine_fit *f[3] = {&fit->link_sendrecv, &fit->link_all_to_all, &fit->link};
+    const char *names[3] = {"sendrecv", "all_to_all", "both (platform)"};
+    for (int k = 0; k < 3; k++)
+        if (f[k]->points)
+            fprintf(r, "  fit %-16s %7.1f us + bytes / %6.1f GB/s   residual rms %5.1f%% max %+6.1f%% (%d points)\n",
+                    names[k], f[k]->intercept * 1e6, 1e-9 / f[k]->slope, f[k]->rms_pct, f[k]->max_pct, f[k]->points);
+}
+
+static usp_status fit_link(const usp_calib *m, double min_bytes, usp_calib_fit *out, FILE *r) {
+    double *x = usp_malloc(USP_CALIB_MAX * sizeof *x), *t = usp_malloc(USP_CALIB_MAX * sizeof *t);
+    usp_status st = x && t ? USP_OK : USP_EINTERNAL;
+    int n = st == USP_OK ? comm_points(m, "sendrecv", min_bytes, x, t) : 0;
+    if (n) st = usp_fit_affine(x, t, n, &out->link_sendrecv);
+    n = st == USP_OK ? comm_points(m, "all_to_all", min_bytes, x, t) : 0;
+    if (n && st == USP_OK) st = usp_fit_affine(x, t, n, &out->link_all_to_all);
+    n = st == USP_OK ? comm_points(m, NULL, min_bytes, x, t) : 0;
+    if (st == USP_OK && n == 0) st = usp_fail(USP_EINVAL, "no comm measurement of %.0f bytes or more", min_bytes);
+    if (st == USP_OK) st = usp_fit_affine(x, t, n, &out->link);
+    free(x);
+    free(t);
+    USP_TRY(st);
+    out->lat_us = out->link.intercept * 1e6;
+    out->gbps = 1e-9 / out->link.slope;
+    if (r) report_comm(m, out, r);
+    return USP_OK;
+}
+
+/* ----------------------------------------------------- measurements: all */
+
+/* What was not measured comes from the base profile, else H200 data-sheet
+ * figures (dense peaks; fp64 attention as the built-in h200 profile's estimate). */
+static void profile_defaults(const usp_calib *m, const usp_profile_desc *base, usp_profile_desc *p) {
+    static const double DATASHEET_PEAK[4] = {[USP_F64] = 67, [USP_F32] = 67, [USP_F16] = 989, [USP_BF16] = 989};
+    if (base) *p = *base;
+    else memset(p, 0, sizeof *p);
+    for (int d = 0; d < 4; d++)
+        if (!(p->peak_tflops[d] > 0)) p->peak_tflops[d] = DATASHEET_PEAK[d];
+    if (!(p->masked_fwd > 0)) p->masked_fwd = 1;
+    if (!(p->masked_bwd > 0)) p->masked_bwd = 1;
+    snprintf(p->name, sizeof p->name, "%s (usp calibrate)", m->device[0] ? m->device : "GPU");
+    snprintf(p->kernel, sizeof p->kernel, "usp built-in attention kernels (kernel ABI v1)");
+    if (m->memory_gb > 0) p->memory_gb = m->memory_gb;
+    p->launch_us = m->launch_us;
+}
+
+usp_status usp_calib_fit_run(const usp_calib *m, const usp_profile_desc *base, double min_bytes, FILE *report,
+                             usp_calib_fit *out) {
+    memset(out, 0, sizeof *out);
+    profile_defaults(m, base, &out->profile);
+    fit_attention(m, &out->profile, report);
+    fit_memory(m, &out->profile, report);
+    if (report) fprintf(report, "launch overhead (an almost empty kernel): %.2f us\n", m->launch_us);
+    if (m->ncomm) USP_TRY(fit_link(m, min_bytes, out, report));
+    snprintf(out->profile.source, sizeof out->profile.source,
+             "usp calibrate on %s (NCCL %d): attention TFLOP/s = slope of time against FLOPs of full "
+             "blocks over block sizes; masked efficiency = causal-diagonal over full rate; hbm_gbps = all "
+             "memory-bound kernels (pack, unpack, merge, init, bwd_prep), summed bytes over summed time; "
+             "launch = an almost empty kernel. Figures not measured (fp64, dense peaks) from the base "
+             "profile or the NVIDIA data sheet.",
+             m->device, m->nccl_version);
+    return USP_OK;
+}
+
+/* ---------------------------------------------- refinement from traces */
+
+/* Step durations of the calibration traces, summed by what sets their time. */
+typedef struct {
+    usp_dtype dtype;
+    int head_dim;
+    double flops[2][2], seconds[2][2];   /* [bwd][partial] */
+} attn_sums;
+
+typedef struct {
+    attn_sums keys[USP_PROFILE_MAX_RATES];
+    int nkeys;
+    double mem_bytes, mem_seconds;
+    double *gaps;                         /* us between compute steps that waited for nothing */
+    int ngaps, capgaps;
+    int traces;
+} trace_sums;
+
+static attn_sums *sums_key(trace_sums *s, usp_dtype dt, int d) {
+    for (int i = 0; i < s->nkeys; i++)
+        if (s->keys[i].dtype == dt && s->keys[i].head_dim == d) return &s->keys[i];
+    if (s->nkeys == USP_PROFILE_MAX_RATES) return NULL;
+    attn_sums *k = &s->keys[s->nkeys++];
+    memset(k, 0, sizeof *k);
+    k->dtype = dt;
+    k->head_dim = d;
+    return k;
+}
+
+/* As the simulator decides: a causal block with some, not all, pairs masked. */
+static int is_partial(const usp_block *b) {
+    double pairs = usp_block_pairs(b);
+    return b->causal && pairs > 0 && pairs < (double)b->q_len * b->kv_len;
+}
+
+static int is_memory_bound(usp_step_kind k) {
+    return k == USP_STEP_PACK || k == USP_STEP_UNPACK || k == USP_STEP_MERGE || k == USP_STEP_INIT ||
+           k == USP_STEP_BWD_PREP;
+}
+
+static usp_status add_gap(trace_sums *s, double gap) {
+    if (s->ngaps == s->capgaps) {
+        int cap = s->capgaps ? 2 * s->capgaps : 256;
+        double *g = realloc(s->gaps, (size_t)cap * sizeof *g);
+        if (!g) return usp_fail(USP_EINTERNAL, "out of memory");
+        s->gaps = g;
+        s->capgaps = cap;
+    }
+    s->gaps[s->ngaps++] = gap;
+    return USP_OK;
+}
+
+/* Gaps longer than this are waits the schedule explains (a peer, a
+ * transfer), not the cost of starting a kernel. */
+#define LAUNCH_GAP_MAX_US 50.0
+
+/* The idle time before a compute step that could have started at once. */
+static usp_status rank_gaps(const usp_rank_schedule *rs, const usp_trace_event *const *ev, trace_sums *s) {
+    double prev_end = -1;
+    for (int i = 0; i < rs->nsteps; i++) {
+        const usp_step *st = &rs->steps[i];
+        if (st->stream != USP_STREAM_COMPUTE) continue;
+        double ready = prev_end;
+        if (st->dep >= 0) ready = fmax(ready, ev[st->dep]->start_us + ev[st->dep]->dur_us);
+        double gap = ev[i]->start_us - ready;
+        if (prev_end >= 0 && gap >= 0 && gap < LAUNCH_GAP_MAX_US) USP_TRY(add_gap(s, gap));
+        prev_end = ev[i]->start_us + ev[i]->dur_us;
+    }
+    return USP_OK;
+}
+
+static usp_status rank_sums(const usp_schedule *sch, const usp_rank_schedule *rs, const usp_trace_event *const *ev,
+                            trace_sums *s) {
+    for (int i = 0; i < rs->nsteps; i++) {
+        const usp_step *st = &rs->steps[i];
+        double sec = ev[i]->dur_us * 1e-6;
+        if (is_memory_bound(st->kind)) { s->mem_bytes += st->bytes_mem; s->mem_seconds += sec; }
+        if (st->kind != USP_STEP_ATTN_FWD && st->kind != USP_STEP_ATTN_BWD) continue;
+        attn_sums *k = sums_key(s, sch->cfg.dtype, sch->cfg.head_dim);
+        if (!k) return usp_fail(USP_EINVAL, "more than %d (dtype, head dim) pairs", USP_PROFILE_MAX_RATES);
+        int bwd = st->kind == USP_STEP_ATTN_BWD, part = is_partial(&st->blk);
+        k->flops[bwd][part] += st->flops;
+        k->seconds[bwd][part] += sec;
+    }
+    return rank_gaps(rs, ev, s);
+}
+
+static usp_status case_sums(const usp_vcase *c, trace_sums *s) {
+    usp_schedule sch;
+    usp_trace t;
+    usp_vsteps v;
+    USP_TRY(usp_schedule_build(&c->cfg, c->backward, &sch));
+    usp_status st = usp_trace_read(c->trace, &t);
+    if (st == USP_OK) {
+        st = usp_vsteps_index(&sch, &t, &v);
+        if (st != USP_OK) usp_error_prefix("%s: ", c->trace);
+        for (int g = 0; st == USP_OK && g < sch.world; g++) st = rank_sums(&sch, &sch.ranks[g], v.ev[g], s);
+        if (v.ev) usp_vsteps_free(&v);
+        usp_trace_free(&t);
+    }
+    usp_schedule_free(&sch);
+    s->traces++;
+    return st;
+}
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Full-block rates set the profile's rates; partial blocks set the masked
+ * efficiency, weighted by their time across keys. */
+static void apply_attention(usp_profile_desc *p, const trace_sums *s, FILE *r) {
+    double part_time[2] = {0, 0}, eff_weighted[2] = {0, 0};
+    for (int k = 0; k < s->nkeys; k++) {
+        const attn_sums *a = &s->keys[k];
+        usp_profile_rate *pr = usp_profile_rate_of(p, a->dtype, a->head_dim);
+        for (int bwd = 0; bwd < 2 && pr; bwd++) {
+            double *rate = bwd ? &pr->bwd_tflops : &pr->fwd_tflops, old = *rate;
+            if (a->seconds[bwd][0] > 0) *rate = a->flops[bwd][0] / a->seconds[bwd][0] / 1e12;
+            if (r) fprintf(r, "  %s D=%d %s full blocks: %.1f -> %.1f TFLOP/s (%.2f ms of steps)\n",
+                           usp_dtype_name(a->dtype), a->head_dim, bwd ? "bwd" : "fwd", old, *rate,
+                           a->seconds[bwd][0] * 1e3);
+            if (!(a->seconds[bwd][1] > 0) || !(*rate > 0)) continue;
+            double eff = a->flops[bwd][1] / a->seconds[bwd][1] / 1e12 / *rate;
+            eff_weighted[bwd] += eff * a->seconds[bwd][1];
+            part_time[bwd] += a->seconds[bwd][1];
+        }
+    }
+    for (int bwd = 0; bwd < 2; bwd++) {
+        double *eff = bwd ? &p->masked_bwd : &p->masked_fwd, old = *eff;
+        if (part_time[bwd] > 0) *eff = eff_weighted[bwd] / part_time[bwd];
+        if (r) fprintf(r, "  masked-block efficiency %s: %.3f -> %.3f\n", bwd ? "bwd" : "fwd", old, *eff);
+    }
+}
+
+static void apply_memory_and_launch(usp_profile_desc *p, trace_sums *s, FILE *r) {
+    double old_hbm = p->hbm_gbps, old_launch = p->launch_us;
+    if (s->mem_seconds > 0) p->hbm_gbps = s->mem_bytes / s->mem_seconds / 1e9;
+    if (s->ngaps > 0) {
+        qsort(s->gaps, (size_t)s->ngaps, sizeof *s->gaps, compare_doubles);
+        p->launch_us = s->gaps[s->ngaps / 2];
+    }
+    if (r) {
+        fprintf(r, "  memory-bound steps: %.0f -> %.0f GB/s (%.2f GB in %.2f ms)\n", old_hbm, p->hbm_gbps,
+                s->mem_bytes / 1e9, s->mem_seconds * 1e3);
+        fprintf(r, "  launch overhead (median idle time before a ready compute step, %d steps): %.2f -> %.2f us\n",
+                s->ngaps, old_launch, p->launch_us);
+    }
+}
+
+usp_status usp_profile_refine(usp_profile_desc *p, const usp_vcase *cases, int n, FILE *report) {
+    trace_sums s;
+    memset(&s, 0, sizeof s);
+    usp_status st = USP_OK;
+    for (int i = 0; i < n && st == USP_OK; i++)
+        if (cases[i].role == USP_VROLE_CALIBRATION) st = case_sums(&cases[i], &s);
+    if (st == USP_OK && s.traces == 0) st = usp_fail(USP_EINVAL, "no calibration case to fit the profile to");
+    if (st == USP_OK) {
+        if (report) fprintf(report, "refined from the step durations of %d calibration traces:\n", s.traces);
+        apply_attention(p, &s, report);
+        apply_memory_and_launch(p, &s, report);
+        size_t len = strlen(p->source);
+        snprintf(p->source + len, sizeof p->source - len,
+                 " Refined from %d measured calibration traces (usp calibrate --traces): attention rates of "
+                 "full blocks and the masked efficiency from ATTN step durations, hbm_gbps from the "
+                 "memory-bound steps, launch from the median idle time before a ready compute step.",
+                 s.traces);
+    }
+    free(s.gaps);
+    return st;
+}
