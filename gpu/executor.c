@@ -92,7 +92,10 @@ static usp_status load_shard(gpu_run *r, usp_buf b, const double *global, int nh
         usp_scatter_tokens(r->c, r->rank, global, shard, nh, r->c->head_dim, sizeof(double));
         for (long i = 0; i < n; i++) narrow[i] = (float)shard[i]; /* exact: already rounded to the dtype */
         cudaError_t e = cudaMalloc((void **)&staging, (size_t)n * sizeof(float));
-        if (e == cudaSuccess) e = cudaMemcpy(staging, narrow, (size_t)n * sizeof(float), cudaMemcpyHostToDevice);
+        /* on the stream: a plain cudaMemcpy from pageable memory may return
+         * before its DMA ends, and our streams do not wait for the legacy one */
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(staging, narrow, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, r->ctx->compute);
         if (e != cudaSuccess) st = usp_fail(USP_EINTERNAL, "loading %s: %s", usp_buf_name(b), cudaGetErrorString(e));
     }
     if (st == USP_OK) st = usp_gpu_from_f32(r->buf[b], r->dt[b], staging, n, r->ctx->compute);
@@ -119,7 +122,8 @@ static usp_status generate_inputs(gpu_run *r) {
     for (long i = 0; i < ls; i++) host[i] = usp_rank_token(c, r->rank, i);
     usp_status st = USP_OK;
     cudaError_t e = cudaMalloc((void **)&tokens, (size_t)ls * sizeof *tokens);
-    if (e == cudaSuccess) e = cudaMemcpy(tokens, host, (size_t)ls * sizeof *tokens, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(tokens, host, (size_t)ls * sizeof *tokens, cudaMemcpyHostToDevice, r->ctx->compute);
     if (e != cudaSuccess) st = usp_fail(USP_EINTERNAL, "generating inputs: %s", cudaGetErrorString(e));
     if (st == USP_OK) st = generate_shard(r, USP_BUF_Q_IN, USP_TENSOR_Q, c->heads, tokens);
     if (st == USP_OK) st = generate_shard(r, USP_BUF_K_IN, USP_TENSOR_K, c->kv_heads, tokens);
@@ -535,7 +539,7 @@ static usp_status gather_timing(gpu_run *r, const timing_layout *t, const double
     if (r->rank == 0 && !all) return USP_EINTERNAL;
     usp_status st = USP_OK;
     if (cudaMalloc((void **)&mine, t->len * sizeof *mine) != cudaSuccess ||
-        cudaMemcpy(mine, rec, t->len * sizeof *mine, cudaMemcpyHostToDevice) != cudaSuccess)
+        cudaMemcpyAsync(mine, rec, t->len * sizeof *mine, cudaMemcpyHostToDevice, r->ctx->comm) != cudaSuccess)
         st = usp_fail(USP_EINTERNAL, "rank %d: timing: %s", r->rank, cudaGetErrorString(cudaGetLastError()));
     if (st == USP_OK) st = gather_bytes(r, mine, all, t->len * sizeof *mine);
     if (st == USP_OK && r->rank == 0) st = publish_timing(r->s, t, all, out, trace);

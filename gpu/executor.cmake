@@ -39,7 +39,7 @@ endif()
 message(STATUS "usp: NCCL from ${USP_NCCL_LIBRARY}")
 
 add_library(usp_gpu_exec STATIC
-  bootstrap.c launch.c nccl_transport.c nccl_watchdog.c executor_ctx.c executor.c executor_kernels.cu)
+  bootstrap.c launch.c nccl_transport.c executor_ctx.c executor.c executor_kernels.cu)
 target_include_directories(usp_gpu_exec
   PUBLIC ${PROJECT_SOURCE_DIR}/include ${USP_NCCL_INCLUDE_DIR}
   PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
@@ -47,5 +47,5 @@ target_compile_options(usp_gpu_exec PRIVATE
   $<$<COMPILE_LANGUAGE:C>:${USP_WARNINGS}>
   $<$<COMPILE_LANGUAGE:CUDA>:${USP_CUDA_FLAGS}>)
 # linked by full path: a wheel's lib/ may have libnccl.so.2 and no libnccl.so
-target_link_libraries(usp_gpu_exec PUBLIC usp_gpu usp_core CUDA::cudart Threads::Threads ${USP_NCCL_LIBRARY})
+target_link_libraries(usp_gpu_exec PUBLIC usp_gpu usp_core CUDA::cudart ${USP_NCCL_LIBRARY})
 set_target_properties(usp_gpu_exec PROPERTIES POSITION_INDEPENDENT_CODE ON)

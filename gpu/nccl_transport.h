@@ -1,15 +1,13 @@
 /* nccl_transport.h: the communication steps of a schedule, through NCCL
  * (inside usp_gpu).
  *
- * The world communicator is made non-blocking (ncclConfig_t.blocking = 0)
- * and waited for by polling ncclCommGetAsyncError, with a deadline and the
- * TCP links checked in between, so a peer that never arrives ends the wait
- * with a message. The communicators that move data are split from it as
- * blocking ones: a blocking call has enqueued its kernels when it returns,
- * so the CUDA event recorded after it orders the next step (a non-blocking
- * one may launch later). Their calls that may block run under the watchdog
- * (nccl_watchdog.h). The ulysses and ring groups are split per
- * configuration (mesh and layout) and kept until the next one differs. */
+ * Communicators are non-blocking (ncclConfig_t.blocking = 0): a call that
+ * returns ncclInProgress is waited for by polling ncclCommGetAsyncError, with
+ * a deadline and the TCP links checked in between, so a peer that never
+ * arrives or fails elsewhere ends the wait with a message. The world
+ * communicator lives as long as the process; the ulysses and ring groups are
+ * split from it per configuration (mesh and layout) and kept until the next
+ * configuration differs. */
 #ifndef USP_GPU_NCCL_TRANSPORT_H
 #define USP_GPU_NCCL_TRANSPORT_H
 
@@ -28,16 +26,11 @@
                             ncclGetErrorString(usp_nccl_r_), ncclGetLastError(NULL));  \
     } while (0)
 
-typedef struct usp_nccl_watchdog usp_nccl_watchdog;
-
 typedef struct {
     int rank, world;
-    ncclComm_t world_comm;        /* non-blocking: bounded set-up; parent of the others */
-    ncclComm_t data;              /* blocking copy of the world: barriers, gathers */
-    ncclComm_t ulysses, ring;     /* blocking; NULL where the group has one rank */
+    ncclComm_t world_comm;
+    ncclComm_t ulysses, ring;     /* NULL where the group has one rank */
     int group_key[3];             /* ulysses, ring, layout the groups were split for */
-    int gone;                     /* the watchdog aborted every communicator */
-    usp_nccl_watchdog *watch;
     usp_links *links;
     double timeout_s;
 } usp_nccl;
