@@ -1,0 +1,337 @@
+/* test_validate.c: the simulator against recorded GPU runs (usp/validate.h).
+ *
+ * The recorded cases of traces/ are re-simulated and each must stay within
+ * the bound recorded beside it, and the held-out ones within the acceptance
+ * bars: a change to the simulator that breaks agreement with the hardware
+ * fails here, on a machine without a GPU. The pieces (fits, phases,
+ * sidecars, profiles) are checked on synthetic data first. */
+#define _XOPEN_SOURCE 700
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "usp/executor.h"
+#include "usp/sim.h"
+#include "usp/trace_read.h"
+#include "usp/validate.h"
+
+/* The acceptance bars of the held-out cases (traces/README.md). */
+#define HELD_OUT_MEAN_BOUND_PCT 5.0
+#define HELD_OUT_MAX_BOUND_PCT 10.0
+/* Exact data through a least-squares fit: rounding only. */
+#define FIT_TOLERANCE_REL 1e-9
+/* A trace written with "%.3f" us and read back: phases agree to well under this. */
+#define SELF_ERROR_PCT 1e-3
+
+static char tmp_dir[256];
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static int make_tmp_dir(void **state) {
+    (void)state;
+    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/usp_test_validate_XXXXXX");
+    return mkdtemp(tmp_dir) ? 0 : -1;
+}
+
+static int remove_tmp_dir(void **state) {
+    (void)state;
+    return nftw(tmp_dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static const char *tmp_path(const char *name) {
+    static char path[4][512];
+    static int next;
+    next = (next + 1) % 4;
+    snprintf(path[next], sizeof path[next], "%s/%s", tmp_dir, name);
+    return path[next];
+}
+
+/* ------------------------------------------------------------ fits */
+
+static void test_fit_affine_exact(void **state) {
+    (void)state;
+    double x[6], t[6];
+    for (int i = 0; i < 6; i++) {
+        x[i] = 1e6 * (1 << (2 * i));
+        t[i] = 20e-6 + x[i] / 300e9;
+    }
+    usp_affine_fit f;
+    assert_int_equal(usp_fit_affine(x, t, 6, &f), USP_OK);
+    assert_true(fabs(f.intercept - 20e-6) < FIT_TOLERANCE_REL * 20e-6 * 1e3);
+    assert_true(fabs(f.slope * 300e9 - 1) < FIT_TOLERANCE_REL * 1e3);
+    assert_true(f.rms_pct < 1e-6);
+    assert_int_equal(f.points, 6);
+}
+
+static void test_fit_affine_no_negative_latency(void **state) {
+    (void)state;
+    /* a line through (0, -5 us): the fit falls back to a pure rate */
+    double x[3] = {1e6, 1e7, 1e8}, t[3];
+    for (int i = 0; i < 3; i++) t[i] = -5e-6 + x[i] / 100e9;
+    usp_affine_fit f;
+    assert_int_equal(usp_fit_affine(x, t, 3, &f), USP_OK);
+    assert_true(f.intercept == 0);
+    assert_true(f.slope > 0);
+    assert_true(f.rms_pct > 0);
+    double bad[1] = {0};
+    assert_int_equal(usp_fit_affine(bad, t, 1, &f), USP_EINVAL);
+}
+
+/* Synthetic measurements with known rates come back out of the fit. */
+static void test_calib_fit(void **state) {
+    (void)state;
+    usp_calib *m = calloc(1, sizeof *m);
+    assert_non_null(m);
+    snprintf(m->device, sizeof m->device, "test GPU");
+    m->gpus = 2;
+    m->memory_gb = 80;
+    m->launch_us = 3;
+    for (int bwd = 0; bwd < 2; bwd++)
+        for (int causal = 0; causal < 2; causal++)
+            for (int l = 1; l <= 4; l++) {
+                double flops = 1e12 * l, rate = (bwd ? 200e12 : 400e12) * (causal ? 0.8 : 1);
+                m->attn[m->nattn++] = (usp_calib_attn){USP_BF16, 128, 4096 * l, 16, bwd, causal, flops,
+                                                       10e-6 + flops / rate};
+            }
+    m->mem[m->nmem++] = (usp_calib_mem){"pack", 1e9, 1e-3};
+    m->mem[m->nmem++] = (usp_calib_mem){"merge", 3e9, 1e-3};
+    for (double b = 1 << 20; b <= (1 << 30); b *= 4) m->comm[m->ncomm++] = (usp_calib_comm){"sendrecv", b, 15e-6 + b / 250e9};
+    usp_calib_fit fit;
+    assert_int_equal(usp_calib_fit_run(m, NULL, 1 << 20, NULL, &fit), USP_OK);
+    usp_profile_rate *r = usp_profile_rate_of(&fit.profile, USP_BF16, 128);
+    assert_true(fabs(r->fwd_tflops - 400) < 1e-6 && fabs(r->bwd_tflops - 200) < 1e-6);
+    assert_true(fabs(fit.profile.masked_fwd - 0.8) < 1e-9 && fabs(fit.profile.masked_bwd - 0.8) < 1e-9);
+    assert_true(fabs(fit.profile.hbm_gbps - 2000) < 1e-6);
+    assert_true(fabs(fit.lat_us - 15) < 1e-6 && fabs(fit.gbps - 250) < 1e-6);
+    /* written, the profile is one the simulator loads */
+    assert_int_equal(usp_profile_desc_save(&fit.profile, tmp_path("fitted.json")), USP_OK);
+    assert_int_equal(usp_profile_check(tmp_path("fitted.json")), USP_OK);
+    /* and the measurements read back the same */
+    assert_int_equal(usp_calib_save(m, tmp_path("calibration.json")), USP_OK);
+    usp_calib *back = calloc(1, sizeof *back);
+    assert_int_equal(usp_calib_read(tmp_path("calibration.json"), back), USP_OK);
+    assert_int_equal(back->nattn, m->nattn);
+    assert_int_equal(back->ncomm, m->ncomm);
+    assert_true(fabs(back->attn[5].seconds / m->attn[5].seconds - 1) < 1e-6);
+    free(back);
+    free(m);
+}
+
+/* ------------------------------------------------------------ platform */
+
+static usp_status simulate(const usp_config *c, int backward, const char *platform, const char *profile,
+                           usp_trace *t, usp_result *r) {
+    usp_schedule s;
+    USP_TRY(usp_schedule_build(c, backward, &s));
+    usp_sim_options o = {.platform = platform, .profile = profile};
+    usp_status st = usp_result_init(r, &s, 0);
+    usp_trace_init(t, "sim", c);
+    if (st == USP_OK) st = usp_sim_execute(&s, NULL, &o, r, t);
+    usp_schedule_free(&s);
+    return st;
+}
+
+static usp_config two_gpu_config(int ulysses) {
+    usp_config c = usp_config_default();
+    c.dtype = USP_BF16;
+    c.head_dim = 128;
+    c.seq = 8192;
+    c.heads = c.kv_heads = 8;
+    c.ulysses = ulysses;
+    c.ring = 2 / ulysses;
+    c.ring_impl = ulysses == 2 ? USP_RING_BASIC : USP_RING_ZIGZAG;
+    return c;
+}
+
+/* A fitted 2-GPU platform is the closed form: its all-to-all of one piece
+ * each way takes lat + bytes / bw, as the fit said. */
+static void test_fitted_platform(void **state) {
+    (void)state;
+    const char *xml = tmp_path("fitted.xml");
+    FILE *f = fopen(xml, "w");
+    assert_non_null(f);
+    assert_int_equal(usp_platform_write_fitted(f, "fitted", 2, 20.0, 250.0, "test"), USP_OK);
+    fclose(f);
+    usp_config c = two_gpu_config(2);
+    usp_trace t;
+    usp_result r;
+    assert_int_equal(simulate(&c, 0, xml, "h200", &t, &r), USP_OK);
+    int found = 0;
+    for (long i = 0; i < t.count; i++) {
+        const usp_trace_event *e = &t.events[i];
+        if (e->kind != USP_STEP_ALL_TO_ALL || e->rank != 0 || strcmp(e->name, "fwd.a2a.k")) continue;
+        double expect = 20.0 + e->bytes / 250e9 * 1e6;
+        assert_true(fabs(e->dur_us - expect) < 1e-3 * expect);
+        found = 1;
+    }
+    assert_true(found);
+    usp_result_free(&r);
+    usp_trace_free(&t);
+    f = fopen(tmp_path("fitted4.xml"), "w");
+    assert_int_equal(usp_platform_write_fitted(f, "fitted4", 4, 20.0, 250.0, "four"), USP_OK);
+    fclose(f);
+    c.ulysses = 4;
+    c.ring = 1;
+    assert_int_equal(simulate(&c, 0, tmp_path("fitted4.xml"), "h200", &t, &r), USP_OK);
+    usp_result_free(&r);
+    usp_trace_free(&t);
+}
+
+/* ------------------------------------------------------------ phases */
+
+/* A simulated trace as the "measured" one of a case: re-simulated with the
+ * same profile and platform, every phase agrees. */
+static void write_self_case(const char *name, usp_vrole role, int ulysses, int backward) {
+    usp_config c = two_gpu_config(ulysses);
+    usp_trace t;
+    usp_result r;
+    char path[600];
+    assert_int_equal(simulate(&c, backward, "h200x2", "h200", &t, &r), USP_OK);
+    snprintf(path, sizeof path, "%s/%s.trace.json", tmp_dir, name);
+    assert_int_equal(usp_trace_write(&t, path), USP_OK);
+    usp_vcase vc;
+    memset(&vc, 0, sizeof vc);
+    snprintf(vc.name, sizeof vc.name, "%s", name);
+    vc.cfg = c;
+    vc.backward = backward;
+    vc.role = role;
+    vc.bound_pct = 1;
+    snprintf(vc.profile_raw, sizeof vc.profile_raw, "h200");
+    snprintf(vc.platform_raw, sizeof vc.platform_raw, "h200x2");
+    vc.measured_fwd_ms = r.time_fwd_s * 1e3;
+    vc.measured_bwd_ms = r.time_bwd_s * 1e3;
+    vc.iters = 1;
+    snprintf(path, sizeof path, "%s/%s.json", tmp_dir, name);
+    assert_int_equal(usp_vcase_write(&vc, path), USP_OK);
+    usp_result_free(&r);
+    usp_trace_free(&t);
+}
+
+static void test_self_validation(void **state) {
+    (void)state;
+    write_self_case("ulysses-fb", USP_VROLE_CALIBRATION, 2, 1);
+    write_self_case("ring-f", USP_VROLE_HELD_OUT, 1, 0);
+    usp_vcase *cases;
+    int n;
+    assert_int_equal(usp_vcase_list(tmp_dir, &cases, &n), USP_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(cases[0].name, "ring-f"); /* name order */
+    assert_int_equal(cases[0].role, USP_VROLE_HELD_OUT);
+    assert_int_equal(cases[0].backward, 0);
+    for (int i = 0; i < n; i++) {
+        usp_vcompare m;
+        assert_int_equal(usp_vcase_validate(&cases[i], NULL, NULL, &m, NULL), USP_OK);
+        for (int p = 0; p < USP_VPHASE_COUNT; p++)
+            assert_true(isnan(m.error_pct[p]) || fabs(m.error_pct[p]) < SELF_ERROR_PCT);
+        /* the phases partition the run as defined */
+        assert_true(m.measured_us[USP_VPHASE_TOTAL] > 0);
+        assert_true(fabs(m.measured_us[USP_VPHASE_FWD] + m.measured_us[USP_VPHASE_BWD] -
+                         m.measured_us[USP_VPHASE_TOTAL]) < 1e-6);
+        assert_true(m.measured_us[USP_VPHASE_FWD_A2A] + m.measured_us[USP_VPHASE_FWD_RING] <=
+                    m.measured_us[USP_VPHASE_FWD] * 1.000001 + 1e-3);
+        if (cases[i].cfg.ulysses == 1) assert_true(m.measured_us[USP_VPHASE_FWD_A2A] == 0);
+        else assert_true(m.measured_us[USP_VPHASE_FWD_A2A] > 0);
+    }
+    /* another profile predicts otherwise: the comparison sees it */
+    usp_vcompare m;
+    assert_int_equal(usp_vcase_validate(&cases[1], "a100", NULL, &m, NULL), USP_OK);
+    assert_true(m.error_pct[USP_VPHASE_TOTAL] > 10);
+    free(cases);
+}
+
+/* The trace of one schedule is refused as that of another. */
+static void test_mismatched_trace(void **state) {
+    (void)state;
+    usp_config c = two_gpu_config(2);
+    usp_trace t;
+    usp_result r;
+    assert_int_equal(simulate(&c, 1, "h200x2", "h200", &t, &r), USP_OK);
+    usp_schedule other;
+    usp_config d = two_gpu_config(1);
+    assert_int_equal(usp_schedule_build(&d, 1, &other), USP_OK);
+    double us[USP_VPHASE_COUNT];
+    assert_int_equal(usp_vphases_of_trace(&other, &t, us), USP_EINVAL);
+    usp_schedule fwd_only;
+    assert_int_equal(usp_schedule_build(&c, 0, &fwd_only), USP_OK);
+    assert_int_equal(usp_vphases_of_trace(&fwd_only, &t, us), USP_EINVAL); /* steps beyond the forward */
+    usp_schedule_free(&other);
+    usp_schedule_free(&fwd_only);
+    usp_result_free(&r);
+    usp_trace_free(&t);
+}
+
+static void test_bad_sidecars(void **state) {
+    (void)state;
+    const char *p = tmp_path("bad.json");
+    FILE *f = fopen(p, "w");
+    fprintf(f, "{\"trace\": \"x.trace.json\", \"role\": \"training\", \"backward\": true}\n");
+    fclose(f);
+    usp_vcase c;
+    assert_int_equal(usp_vcase_read(p, &c), USP_EINVAL);
+    assert_non_null(strstr(usp_error(), "bad.json"));
+    f = fopen(tmp_path("orphan.trace.json"), "w");
+    fprintf(f, "{\"traceEvents\": []}\n");
+    fclose(f);
+    usp_vcase *cases;
+    int n;
+    assert_int_equal(usp_vcase_list(tmp_dir, &cases, &n), USP_EINVAL); /* a trace without a sidecar */
+    remove(tmp_path("orphan.trace.json"));
+    remove(p);
+}
+
+/* ------------------------------------------------------------ the recorded cases */
+
+static void test_recorded_gpu_cases(void **state) {
+    (void)state;
+    usp_vcase *cases;
+    int n;
+    assert_int_equal(usp_vcase_list(USP_TRACES_DIR, &cases, &n), USP_OK);
+    if (n == 0) { free(cases); skip(); }
+    usp_vcompare *cmp = calloc((size_t)n, sizeof *cmp);
+    int *held = calloc((size_t)n, sizeof *held), nheld = 0;
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(usp_vcase_validate(&cases[i], NULL, NULL, &cmp[i], NULL), USP_OK);
+        double e = fabs(cmp[i].error_pct[USP_VPHASE_TOTAL]);
+        printf("  %-34s %-11s total error %+6.1f%% (bound %.0f%%)\n", cases[i].name, usp_vrole_name(cases[i].role),
+               cmp[i].error_pct[USP_VPHASE_TOTAL], cases[i].bound_pct);
+        assert_true(e <= cases[i].bound_pct);
+        held[i] = cases[i].role == USP_VROLE_HELD_OUT;
+        nheld += held[i];
+    }
+    usp_vsummary s;
+    usp_vsummary_make(cmp, held, n, &s);
+    assert_int_equal(s.cases, nheld);
+    if (nheld) {
+        assert_true(s.mean_abs_pct[USP_VPHASE_TOTAL] <= HELD_OUT_MEAN_BOUND_PCT);
+        assert_true(s.max_abs_pct[USP_VPHASE_TOTAL] <= HELD_OUT_MAX_BOUND_PCT);
+    }
+    free(held);
+    free(cmp);
+    free(cases);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fit_affine_exact),
+        cmocka_unit_test(test_fit_affine_no_negative_latency),
+        cmocka_unit_test(test_calib_fit),
+        cmocka_unit_test(test_fitted_platform),
+        cmocka_unit_test(test_self_validation),
+        cmocka_unit_test(test_mismatched_trace),
+        cmocka_unit_test(test_bad_sidecars),
+        cmocka_unit_test(test_recorded_gpu_cases),
+    };
+    return cmocka_run_group_tests(tests, make_tmp_dir, remove_tmp_dir);
+}
