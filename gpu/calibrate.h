@@ -38,7 +38,7 @@ usp_status usp_calib_measure_comm(usp_gpu_ctx *ctx, const double *sizes, int nsi
 /* Every rank: runs each case with the GPU executor (inputs made on the
  * GPU, no reference), `warmup` untimed and `iters` timed runs. Rank 0 writes
  * <dir>/<name>.trace.json (the last timed run) and the sidecar
- * <dir>/<name>.json with the median times, and a line per case to `progress`. */
+ * <dir>/<name>.case.json with the median times, and a line per case to `progress`. */
 usp_status usp_calib_record_cases(usp_gpu_ctx *ctx, usp_vcase *cases, int n, const char *dir, int warmup, int iters,
                                   FILE *progress);
 

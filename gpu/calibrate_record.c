@@ -30,12 +30,12 @@ static usp_status device_name(usp_gpu_ctx *ctx, char *out, size_t n) {
 
 /* Rank 0: the trace of the last timed run and the sidecar beside it. */
 static usp_status write_case(usp_vcase *c, const case_run *r, const char *dir) {
-    char path[2048];
+    char path[sizeof c->trace];
     c->measured_fwd_ms = r->res.time_fwd_s * 1e3;
     c->measured_bwd_ms = r->res.time_bwd_s * 1e3;
-    snprintf(path, sizeof path, "%s/%s.trace.json", dir, c->name);
-    USP_TRY(usp_trace_write(&r->trace, path));
-    snprintf(path, sizeof path, "%s/%s.json", dir, c->name);
+    snprintf(c->trace, sizeof c->trace, "%s/%s.trace.json", dir, c->name);
+    USP_TRY(usp_trace_write(&r->trace, c->trace));
+    snprintf(path, sizeof path, "%s/%s.case.json", dir, c->name);
     return usp_vcase_write(c, path);
 }
 

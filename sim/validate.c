@@ -8,7 +8,17 @@
 #include "usp/sim.h"
 #include "usp/trace_read.h"
 
+/* A case without a trace: its forward and backward medians; the phases
+ * inside them were not measured. */
+static void measured_totals(const usp_vcase *c, double us[USP_VPHASE_COUNT]) {
+    for (int p = 0; p < USP_VPHASE_COUNT; p++) us[p] = NAN;
+    us[USP_VPHASE_FWD] = c->measured_fwd_ms * 1e3;
+    us[USP_VPHASE_BWD] = c->backward ? c->measured_bwd_ms * 1e3 : 0;
+    us[USP_VPHASE_TOTAL] = us[USP_VPHASE_FWD] + us[USP_VPHASE_BWD];
+}
+
 static usp_status measured_phases(const usp_vcase *c, const usp_schedule *s, double us[USP_VPHASE_COUNT]) {
+    if (!c->trace[0]) { measured_totals(c, us); return USP_OK; }
     usp_trace t;
     USP_TRY(usp_trace_read(c->trace, &t));
     usp_status st = usp_vphases_of_trace(s, &t, us);
@@ -33,7 +43,7 @@ static usp_status predicted_phases(const usp_vcase *c, const usp_schedule *s, co
 }
 
 static double error_pct(double measured, double predicted) {
-    if (measured == 0 && predicted == 0) return NAN;
+    if (isnan(measured) || (measured == 0 && predicted == 0)) return NAN;
     if (measured == 0) return INFINITY;
     return 100 * (predicted - measured) / measured;
 }

@@ -212,15 +212,17 @@ static usp_status read_measured(const usp_json *root, usp_vcase *c) {
 }
 
 static usp_status read_strings(const usp_json *root, usp_vcase *c) {
-    const char *trace, *profile, *platform, *device = "";
-    USP_TRY(usp_json_get_string(root, "trace", &trace));
+    const char *trace = NULL, *profile, *platform, *device = "";
+    const usp_json *tj = usp_json_get(root, "trace");
+    if (!tj) return usp_fail(USP_EINVAL, "line %d: missing 'trace' (a file name, or null)", root->line);
+    if (tj->type != USP_JSON_NULL) USP_TRY(usp_json_get_string(root, "trace", &trace));
     USP_TRY(usp_json_get_string(root, "profile", &profile));
     USP_TRY(usp_json_get_string(root, "platform", &platform));
     if (usp_json_get(root, "device")) USP_TRY(usp_json_get_string(root, "device", &device));
     snprintf(c->profile_raw, sizeof c->profile_raw, "%s", profile);
     snprintf(c->platform_raw, sizeof c->platform_raw, "%s", platform);
     snprintf(c->device, sizeof c->device, "%s", device);
-    resolve(c->dir, trace, c->trace, sizeof c->trace);
+    if (trace) resolve(c->dir, trace, c->trace, sizeof c->trace);
     resolve(c->dir, profile, c->profile, sizeof c->profile);
     resolve(c->dir, platform, c->platform, sizeof c->platform);
     return USP_OK;
@@ -234,14 +236,26 @@ static usp_status read_tree(const usp_json *root, usp_vcase *c) {
     USP_TRY(usp_json_get_number(root, "bound_pct", &c->bound_pct));
     if (!(c->bound_pct > 0)) return usp_fail(USP_EINVAL, "'bound_pct' must be positive");
     USP_TRY(read_measured(root, c));
+    if (!c->trace[0] && !(c->measured_fwd_ms > 0))
+        return usp_fail(USP_EINVAL, "a case without a trace needs 'measured_ms' with a positive 'fwd'");
     return read_config(root, &c->cfg);
 }
 
+static const char CASE_SUFFIX[] = ".case.json";
+static const char TRACE_SUFFIX[] = ".trace.json";
+
+static int has_suffix(const char *name, const char *suffix) {
+    size_t n = strlen(name), s = strlen(suffix);
+    return n > s && !strcmp(name + n - s, suffix);
+}
+
+/* The case name: the file name without directory and ".case.json" (or ".json"). */
 static void stem_of(const char *path, char *out, size_t n) {
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     size_t len = strlen(base);
-    if (len > 5 && !strcmp(base + len - 5, ".json")) len -= 5;
+    if (has_suffix(base, CASE_SUFFIX)) len -= sizeof CASE_SUFFIX - 1;
+    else if (has_suffix(base, ".json")) len -= 5;
     snprintf(out, n, "%.*s", (int)len, base);
 }
 
@@ -275,8 +289,9 @@ static void write_config(FILE *f, const usp_config *c) {
 static void write_case(FILE *f, const usp_vcase *c) {
     fprintf(f, "{\n  \"trace\": ");
     char trace[128];
-    snprintf(trace, sizeof trace, "%s.trace.json", c->name);
-    usp_json_write_string(f, trace);
+    snprintf(trace, sizeof trace, "%s%s", c->name, TRACE_SUFFIX);
+    if (c->trace[0]) usp_json_write_string(f, trace);
+    else fprintf(f, "null");
     fprintf(f, ",\n  \"role\": \"%s\",\n  \"backward\": %s,\n", usp_vrole_name(c->role),
             c->backward ? "true" : "false");
     write_config(f, &c->cfg);
@@ -302,30 +317,36 @@ usp_status usp_vcase_write(const usp_vcase *c, const char *sidecar) {
 
 /* ---------------------------------------------------------- listing */
 
-static const char TRACE_SUFFIX[] = ".trace.json";
-
-static int is_trace_name(const char *name) {
-    size_t n = strlen(name), s = sizeof TRACE_SUFFIX - 1;
-    return n > s && !strcmp(name + n - s, TRACE_SUFFIX);
-}
-
 static int by_name(const void *a, const void *b) {
     return strcmp(((const usp_vcase *)a)->name, ((const usp_vcase *)b)->name);
 }
 
-/* Appends the case of trace file `name` in `dir`. */
-static usp_status add_case(const char *dir, const char *name, usp_vcase **cases, int *count, int *cap) {
-    if (*count == *cap) {
-        int grown = *cap ? 2 * *cap : 16;
-        usp_vcase *more = realloc(*cases, (size_t)grown * sizeof *more);
-        if (!more) return usp_fail(USP_EINTERNAL, "out of memory listing %s", dir);
-        *cases = more;
-        *cap = grown;
-    }
+static usp_status grow(usp_vcase **cases, int count, int *cap) {
+    if (count < *cap) return USP_OK;
+    int grown = *cap ? 2 * *cap : 16;
+    usp_vcase *more = realloc(*cases, (size_t)grown * sizeof *more);
+    if (!more) return usp_fail(USP_EINTERNAL, "out of memory listing cases");
+    *cases = more;
+    *cap = grown;
+    return USP_OK;
+}
+
+/* A trace must have its sidecar: without it, its configuration is unknown. */
+static usp_status check_sidecar(const char *dir, const char *trace_name) {
     char sidecar[2048];
-    snprintf(sidecar, sizeof sidecar, "%s/%.*s.json", dir, (int)(strlen(name) - (sizeof TRACE_SUFFIX - 1)), name);
+    int stem = (int)(strlen(trace_name) - (sizeof TRACE_SUFFIX - 1));
+    snprintf(sidecar, sizeof sidecar, "%s/%.*s%s", dir, stem, trace_name, CASE_SUFFIX);
     if (access(sidecar, R_OK) != 0)
-        return usp_fail(USP_EINVAL, "%s/%s has no sidecar %s (its configuration is unknown)", dir, name, sidecar);
+        return usp_fail(USP_EINVAL, "%s/%s has no sidecar %s (its configuration is unknown)", dir, trace_name, sidecar);
+    return USP_OK;
+}
+
+static usp_status add_entry(const char *dir, const char *name, usp_vcase **cases, int *count, int *cap) {
+    if (has_suffix(name, TRACE_SUFFIX)) return check_sidecar(dir, name);
+    if (!has_suffix(name, CASE_SUFFIX)) return USP_OK;
+    char sidecar[2048];
+    snprintf(sidecar, sizeof sidecar, "%s/%s", dir, name);
+    USP_TRY(grow(cases, *count, cap));
     USP_TRY(usp_vcase_read(sidecar, &(*cases)[*count]));
     (*count)++;
     return USP_OK;
@@ -339,8 +360,7 @@ usp_status usp_vcase_list(const char *dir, usp_vcase **cases, int *count) {
     usp_status st = USP_OK;
     int cap = 0;
     struct dirent *e;
-    while (st == USP_OK && (e = readdir(d)))
-        if (is_trace_name(e->d_name)) st = add_case(dir, e->d_name, cases, count, &cap);
+    while (st == USP_OK && (e = readdir(d))) st = add_entry(dir, e->d_name, cases, count, &cap);
     closedir(d);
     if (st != USP_OK) { free(*cases); *cases = NULL; *count = 0; return st; }
     if (*count) qsort(*cases, (size_t)*count, sizeof **cases, by_name);

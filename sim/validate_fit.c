@@ -199,27 +199,40 @@ static void profile_defaults(const usp_calib *m, const usp_profile_desc *base, u
         if (!(p->peak_tflops[d] > 0)) p->peak_tflops[d] = DATASHEET_PEAK[d];
     if (!(p->masked_fwd > 0)) p->masked_fwd = 1;
     if (!(p->masked_bwd > 0)) p->masked_bwd = 1;
-    snprintf(p->name, sizeof p->name, "%s (usp calibrate)", m->device[0] ? m->device : "GPU");
+    snprintf(p->name, sizeof p->name, "%s, usp kernels (usp calibrate)", m->device[0] ? m->device : "GPU");
     snprintf(p->kernel, sizeof p->kernel, "usp built-in attention kernels (kernel ABI v1)");
     if (m->memory_gb > 0) p->memory_gb = m->memory_gb;
-    p->launch_us = m->launch_us;
+    if (m->nmem) p->launch_us = m->launch_us;
+}
+
+/* The profile's "source": what was measured, how it was fitted, what was not. */
+static void describe_sources(const usp_calib *m, usp_profile_desc *p) {
+    char *s = p->source;
+    size_t n = sizeof p->source, len;
+    snprintf(s, n, "usp calibrate on %s%s%s%s.", m->device, m->source[0] ? " (" : "", m->source,
+             m->source[0] ? ")" : "");
+    len = strlen(s);
+    if (m->nattn)
+        snprintf(s + len, n - len, " Attention TFLOP/s: slope of time against FLOPs of full blocks over block "
+                 "sizes; masked efficiency: causal-diagonal over full rate.");
+    len = strlen(s);
+    if (m->nmem)
+        snprintf(s + len, n - len, " hbm_gbps: every memory-bound kernel (pack, unpack, merge, init, bwd_prep), "
+                 "summed bytes over summed time; launch: an almost empty kernel.");
+    len = strlen(s);
+    snprintf(s + len, n - len, " Not measured here (%s%sfp64, dense peaks): the base profile or the NVIDIA data sheet.",
+             m->nattn ? "" : "attention rates, ", m->nmem ? "" : "memory bandwidth, launch, ");
 }
 
 usp_status usp_calib_fit_run(const usp_calib *m, const usp_profile_desc *base, double min_bytes, FILE *report,
                              usp_calib_fit *out) {
     memset(out, 0, sizeof *out);
     profile_defaults(m, base, &out->profile);
-    fit_attention(m, &out->profile, report);
-    fit_memory(m, &out->profile, report);
-    if (report) fprintf(report, "launch overhead (an almost empty kernel): %.2f us\n", m->launch_us);
+    if (m->nattn) fit_attention(m, &out->profile, report);
+    if (m->nmem) fit_memory(m, &out->profile, report);
+    if (report && m->nmem) fprintf(report, "launch overhead (an almost empty kernel): %.2f us\n", m->launch_us);
     if (m->ncomm) USP_TRY(fit_link(m, min_bytes, out, report));
-    snprintf(out->profile.source, sizeof out->profile.source,
-             "usp calibrate on %s (NCCL %d): attention TFLOP/s = slope of time against FLOPs of full "
-             "blocks over block sizes; masked efficiency = causal-diagonal over full rate; hbm_gbps = all "
-             "memory-bound kernels (pack, unpack, merge, init, bwd_prep), summed bytes over summed time; "
-             "launch = an almost empty kernel. Figures not measured (fp64, dense peaks) from the base "
-             "profile or the NVIDIA data sheet.",
-             m->device, m->nccl_version);
+    describe_sources(m, &out->profile);
     return USP_OK;
 }
 
@@ -393,5 +406,107 @@ usp_status usp_profile_refine(usp_profile_desc *p, const usp_vcase *cases, int n
                  s.traces);
     }
     free(s.gaps);
+    return st;
+}
+
+/* ------------------------------------------------ the link from traces */
+
+typedef struct {
+    double *bytes, *seconds;
+    int n, cap;
+} transfer_points;
+
+static usp_status add_point(transfer_points *c, double bytes, double seconds) {
+    if (c->n == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 64;
+        double *b = realloc(c->bytes, (size_t)cap * sizeof *b);
+        if (b) c->bytes = b;
+        double *t = realloc(c->seconds, (size_t)cap * sizeof *t);
+        if (t) c->seconds = t;
+        if (!b || !t) return usp_fail(USP_EINTERNAL, "out of memory");
+        c->cap = cap;
+    }
+    c->bytes[c->n] = bytes;
+    c->seconds[c->n++] = seconds;
+    return USP_OK;
+}
+
+/* When the first and the last rank posted comm step `tag` (the group's
+ * steps carry one tag). */
+static void posts(const usp_schedule *s, const usp_vsteps *v, int tag, double *first, double *last) {
+    *first = INFINITY;
+    *last = -INFINITY;
+    for (int g = 0; g < s->world; g++)
+        for (int i = 0; i < s->ranks[g].nsteps; i++)
+            if (s->ranks[g].steps[i].stream == USP_STREAM_COMM && s->ranks[g].steps[i].tag == tag) {
+                *first = fmin(*first, v->ev[g][i]->start_us);
+                *last = fmax(*last, v->ev[g][i]->start_us);
+            }
+}
+
+/* Only transfers whose ends posted this close together measure the link:
+ * NCCL moves part of a message before the later end posts, so a skewed
+ * transfer looks faster than the link is. */
+#define LINK_FIT_MAX_SKEW_US 20.0
+
+static usp_status trace_transfer_points(const usp_schedule *s, const usp_vsteps *v, double min_bytes, transfer_points *c) {
+    for (int g = 0; g < s->world; g++)
+        for (int i = 0; i < s->ranks[g].nsteps; i++) {
+            const usp_step *st = &s->ranks[g].steps[i];
+            int peers = usp_group_size(&s->cfg, st->group);
+            if (st->kind != USP_STEP_SENDRECV && st->kind != USP_STEP_ALL_TO_ALL) continue;
+            double bytes = st->kind == USP_STEP_SENDRECV || peers < 2 ? st->bytes_sent : st->bytes_sent / (peers - 1);
+            double first, last;
+            posts(s, v, st->tag, &first, &last);
+            double us = v->ev[g][i]->start_us + v->ev[g][i]->dur_us - last;
+            if (bytes >= min_bytes && us > 0 && last - first <= LINK_FIT_MAX_SKEW_US)
+                USP_TRY(add_point(c, bytes, us * 1e-6));
+        }
+    return USP_OK;
+}
+
+static usp_status case_transfer_points(const usp_vcase *c, double min_bytes, transfer_points *pts) {
+    usp_schedule sch;
+    usp_trace t;
+    usp_vsteps v;
+    USP_TRY(usp_schedule_build(&c->cfg, c->backward, &sch));
+    usp_status st = usp_trace_read(c->trace, &t);
+    if (st == USP_OK) {
+        st = usp_vsteps_index(&sch, &t, &v);
+        if (st == USP_OK) {
+            st = trace_transfer_points(&sch, &v, min_bytes, pts);
+            usp_vsteps_free(&v);
+        }
+        usp_trace_free(&t);
+    }
+    usp_schedule_free(&sch);
+    return st;
+}
+
+usp_status usp_link_fit_traces(const usp_vcase *cases, int n, double min_bytes, FILE *report, usp_affine_fit *out,
+                               int *gpus) {
+    transfer_points pts = {0};
+    usp_status st = USP_OK;
+    *gpus = 0;
+    for (int i = 0; i < n && st == USP_OK; i++) {
+        if (cases[i].role != USP_VROLE_CALIBRATION || !cases[i].trace[0]) continue;
+        st = case_transfer_points(&cases[i], min_bytes, &pts);
+        if (usp_world(&cases[i].cfg) > *gpus) *gpus = usp_world(&cases[i].cfg);
+    }
+    if (st == USP_OK && pts.n == 0) st = usp_fail(USP_EINVAL, "no transfer of %.0f bytes or more in the calibration traces", min_bytes);
+    if (st == USP_OK) st = usp_fit_affine(pts.bytes, pts.seconds, pts.n, out);
+    if (st == USP_OK && report) {
+        fprintf(report, "link from the traces' transfers whose ends posted within %.0f us (from the later "
+                        "post to the end):\n", LINK_FIT_MAX_SKEW_US);
+        for (int i = 0; i < pts.n; i++)
+            fprintf(report, "  %12.0f bytes %9.1f us %7.1f GB/s  fitted %9.1f us %+6.1f%%\n", pts.bytes[i],
+                    pts.seconds[i] * 1e6, pts.bytes[i] / pts.seconds[i] / 1e9,
+                    (out->intercept + out->slope * pts.bytes[i]) * 1e6,
+                    100 * (out->intercept + out->slope * pts.bytes[i] - pts.seconds[i]) / pts.seconds[i]);
+        fprintf(report, "  fit %.1f us + bytes / %.1f GB/s   residual rms %.1f%% max %+.1f%% (%d transfers)\n",
+                out->intercept * 1e6, 1e-9 / out->slope, out->rms_pct, out->max_pct, out->points);
+    }
+    free(pts.bytes);
+    free(pts.seconds);
     return st;
 }

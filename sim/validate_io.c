@@ -221,6 +221,8 @@ static void write_attn(FILE *f, const usp_calib_attn *a, int last) {
 usp_status usp_calib_write(const usp_calib *m, FILE *f) {
     fprintf(f, "{\n  \"device\": ");
     usp_json_write_string(f, m->device);
+    fprintf(f, ",\n  \"source\": ");
+    usp_json_write_string(f, m->source);
     fprintf(f, ",\n  \"gpus\": %d,\n  \"nccl_version\": %d,\n  \"memory_gb\": %.1f,\n  \"launch_us\": %.3f,\n",
             m->gpus, m->nccl_version, m->memory_gb, m->launch_us);
     fprintf(f, "  \"attention\": [\n");
@@ -280,6 +282,7 @@ static usp_status read_named(const usp_json *e, const char *key, char *out, size
 static usp_status read_calib_tree(const usp_json *root, usp_calib *m) {
     const usp_json *att, *mem, *comm;
     USP_TRY(read_named(root, "device", m->device, sizeof m->device));
+    if (usp_json_get(root, "source")) USP_TRY(read_named(root, "source", m->source, sizeof m->source));
     USP_TRY(usp_json_get_int(root, "gpus", &m->gpus));
     USP_TRY(usp_json_get_int(root, "nccl_version", &m->nccl_version));
     USP_TRY(usp_json_get_number(root, "memory_gb", &m->memory_gb));

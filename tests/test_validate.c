@@ -213,7 +213,8 @@ static void write_self_case(const char *name, usp_vrole role, int ulysses, int b
     vc.measured_fwd_ms = r.time_fwd_s * 1e3;
     vc.measured_bwd_ms = r.time_bwd_s * 1e3;
     vc.iters = 1;
-    snprintf(path, sizeof path, "%s/%s.json", tmp_dir, name);
+    snprintf(vc.trace, sizeof vc.trace, "%s/%s.trace.json", tmp_dir, name);
+    snprintf(path, sizeof path, "%s/%s.case.json", tmp_dir, name);
     assert_int_equal(usp_vcase_write(&vc, path), USP_OK);
     usp_result_free(&r);
     usp_trace_free(&t);
@@ -274,13 +275,13 @@ static void test_mismatched_trace(void **state) {
 
 static void test_bad_sidecars(void **state) {
     (void)state;
-    const char *p = tmp_path("bad.json");
+    const char *p = tmp_path("bad.case.json");
     FILE *f = fopen(p, "w");
     fprintf(f, "{\"trace\": \"x.trace.json\", \"role\": \"training\", \"backward\": true}\n");
     fclose(f);
     usp_vcase c;
     assert_int_equal(usp_vcase_read(p, &c), USP_EINVAL);
-    assert_non_null(strstr(usp_error(), "bad.json"));
+    assert_non_null(strstr(usp_error(), "bad.case.json"));
     f = fopen(tmp_path("orphan.trace.json"), "w");
     fprintf(f, "{\"traceEvents\": []}\n");
     fclose(f);

@@ -1,7 +1,7 @@
 /* usp/validate.h: the simulator checked against measured GPU runs.
  *
- * A recorded case is a GPU trace, <name>.trace.json (what the GPU executor
- * writes), and its sidecar <name>.json:
+ * A recorded case is a sidecar, <name>.case.json, and usually the GPU trace
+ * it names, <name>.trace.json (what the GPU executor writes):
  *
  *   {"trace": "<name>.trace.json", "role": "held-out" | "calibration",
  *    "backward": true, "config": {"batch": 1, "seq": 32768, ...},
@@ -11,7 +11,9 @@
  *
  * Relative paths in a sidecar start at the sidecar's directory; a profile
  * that is not a file is a built-in name. Calibration cases fit the device
- * profile; held-out cases only test it.
+ * profile; held-out cases only test it. A case whose "trace" is null holds
+ * only the measured forward and backward times (a benchmark's medians): it
+ * is compared on FWD, BWD and TOTAL alone.
  *
  * Phases are measured the same way on a measured and on a predicted trace,
  * from the common start of the run (time 0):
@@ -64,9 +66,9 @@ typedef enum { USP_VROLE_CALIBRATION, USP_VROLE_HELD_OUT } usp_vrole;
 const char *usp_vrole_name(usp_vrole r); /* "calibration", "held-out" */
 
 typedef struct {
-    char name[96];          /* file stem: <name>.json, <name>.trace.json */
+    char name[96];          /* file stem: <name>.case.json, <name>.trace.json */
     char dir[512];          /* the sidecar's directory */
-    char trace[1024];       /* the measured trace, resolved */
+    char trace[1024];       /* the measured trace, resolved; "" when there is none */
     usp_config cfg;
     int backward;
     usp_vrole role;
@@ -81,11 +83,12 @@ typedef struct {
 
 /* Reads a sidecar. Refuses missing or malformed fields with the file and line. */
 usp_status usp_vcase_read(const char *sidecar, usp_vcase *c);
-/* Writes c as a sidecar (its trace field relative: "<name>.trace.json"). */
+/* Writes c as a sidecar; its trace field is "<name>.trace.json", or null
+ * when c->trace is empty. */
 usp_status usp_vcase_write(const usp_vcase *c, const char *sidecar);
 
-/* Every <name>.trace.json of `dir` that has a sidecar <name>.json, in name
- * order. A trace without a sidecar is refused (its configuration is unknown).
+/* Every <name>.case.json of `dir`, in name order. A <name>.trace.json
+ * without its sidecar is refused (its configuration would be unknown).
  * Free *cases with free(). */
 usp_status usp_vcase_list(const char *dir, usp_vcase **cases, int *count);
 
@@ -93,7 +96,8 @@ usp_status usp_vcase_list(const char *dir, usp_vcase **cases, int *count);
 
 typedef struct {
     double measured_us[USP_VPHASE_COUNT], predicted_us[USP_VPHASE_COUNT];
-    double error_pct[USP_VPHASE_COUNT]; /* NAN where the phase is absent from both */
+    /* NAN where the phase is absent from both, or was not measured (NAN measured_us) */
+    double error_pct[USP_VPHASE_COUNT];
 } usp_vcompare;
 
 /* Re-simulates case c in timing-only mode with its profile and platform
@@ -182,6 +186,7 @@ enum { USP_CALIB_MAX = 512 };
 
 typedef struct {
     char device[96];
+    char source[256];              /* where the figures come from, when not this program */
     int gpus;
     int nccl_version;
     double memory_gb;
@@ -222,5 +227,13 @@ usp_status usp_calib_fit_run(const usp_calib *m, const usp_profile_desc *base, d
  * traces, summed: the fitted profile reproduces the calibration cases' busy
  * time). `report` (may be NULL) gets what changed. */
 usp_status usp_profile_refine(usp_profile_desc *p, const usp_vcase *cases, int n, FILE *report);
+
+/* Fits the link (seconds = intercept + slope * bytes) to the SENDRECV and
+ * ALL_TO_ALL steps of the calibration cases' traces of at least min_bytes a
+ * message: a transfer's time runs from the later of its two ends posting to
+ * the step's end. *gpus gets the largest world of those cases. Where no
+ * NCCL sweep was run, this is the platform's link. */
+usp_status usp_link_fit_traces(const usp_vcase *cases, int n, double min_bytes, FILE *report, usp_affine_fit *out,
+                               int *gpus);
 
 #endif

@@ -143,17 +143,17 @@ static void platform_id(const char *path, char *id, size_t n) {
     snprintf(id, n, "%.*s", (int)strcspn(base, "."), base);
 }
 
-static usp_status write_platform(const calibrate_options *o, const usp_calib *m, const usp_calib_fit *fit) {
-    char id[128], comment[512];
+/* source: where the link's figures come from, for the file's comment. */
+static usp_status write_platform(const calibrate_options *o, int gpus, const char *source, const usp_calib_fit *fit) {
+    char id[128], comment[1024];
     platform_id(o->platform_out, id, sizeof id);
     snprintf(comment, sizeof comment,
-             "usp calibrate: %d x %s, NCCL %d. Every GPU-to-GPU transfer takes %.1f us + bytes / %.1f GB/s, "
-             "fitted to NCCL send/recv and all-to-all of %.0f bytes and more (residual rms %.1f%%, max %+.1f%%)",
-             m->gpus, m->device, m->nccl_version, fit->lat_us, fit->gbps, o->min_bytes, fit->link.rms_pct,
-             fit->link.max_pct);
+             "usp calibrate: %d GPUs. Every GPU-to-GPU transfer takes %.1f us + bytes / %.1f GB/s, fitted to %s "
+             "of %.0f bytes and more (residual rms %.1f%%, max %+.1f%%)",
+             gpus, fit->lat_us, fit->gbps, source, o->min_bytes, fit->link.rms_pct, fit->link.max_pct);
     FILE *f = fopen(o->platform_out, "w");
     if (!f) return usp_fail(USP_EINVAL, "cannot write %s", o->platform_out);
-    usp_status st = usp_platform_write_fitted(f, id, m->gpus, fit->lat_us, fit->gbps, comment);
+    usp_status st = usp_platform_write_fitted(f, id, gpus, fit->lat_us, fit->gbps, comment);
     if (fclose(f) != 0 && st == USP_OK) st = usp_fail(USP_EINTERNAL, "cannot write %s", o->platform_out);
     return st;
 }
@@ -163,14 +163,44 @@ static usp_status load_base(const calibrate_options *o, usp_profile_desc *base, 
     return o->base ? usp_profile_desc_read(o->base, base) : USP_OK;
 }
 
-/* Refines fit->profile from the calibration cases of --traces. */
-static usp_status refine(const calibrate_options *o, usp_calib_fit *fit, FILE *report) {
+/* Refines fit->profile from the calibration cases of --traces; without a
+ * NCCL sweep, the link comes from their transfers too (*gpus set then). */
+static usp_status refine(const calibrate_options *o, usp_calib_fit *fit, int need_link, int *gpus, FILE *report) {
     usp_vcase *cases;
     int n;
     USP_TRY(usp_vcase_list(o->traces, &cases, &n));
     usp_status st = usp_profile_refine(&fit->profile, cases, n, report);
+    if (st == USP_OK && need_link) st = usp_link_fit_traces(cases, n, o->min_bytes, report, &fit->link, gpus);
+    if (st == USP_OK && need_link) {
+        fit->lat_us = fit->link.intercept * 1e6;
+        fit->gbps = 1e-9 / fit->link.slope;
+    }
     free(cases);
     return st;
+}
+
+/* "send/recv", "all-to-all" or both: what the measurements hold. */
+static const char *comm_ops(const usp_calib *m) {
+    int sr = 0, a2a = 0;
+    for (int i = 0; i < m->ncomm; i++) {
+        sr |= !strcmp(m->comm[i].op, "sendrecv");
+        a2a |= !strcmp(m->comm[i].op, "all_to_all");
+    }
+    return sr && a2a ? "send/recv and all-to-all" : sr ? "send/recv" : "all-to-all";
+}
+
+/* The link comes from the NCCL sweep when there was one, else from the traces. */
+static usp_status write_outputs(const calibrate_options *o, const usp_calib *m, int trace_gpus, const usp_calib_fit *fit) {
+    char source[512];
+    USP_TRY(usp_profile_desc_save(&fit->profile, o->profile_out));
+    if (m && m->ncomm) {
+        snprintf(source, sizeof source, "NCCL %s between %d x %s (NCCL %d%s%s)", comm_ops(m), m->gpus, m->device,
+                 m->nccl_version, m->source[0] ? "; " : "", m->source);
+        return write_platform(o, m->gpus, source, fit);
+    }
+    if (trace_gpus < 2) return USP_OK;
+    snprintf(source, sizeof source, "the send/recv and all-to-all steps of the calibration traces in %s", o->traces);
+    return write_platform(o, trace_gpus, source, fit);
 }
 
 /* From measurements (m may be NULL: --traces alone), the outputs. */
@@ -178,14 +208,13 @@ static int fit_and_write(const calibrate_options *o, const usp_calib *m) {
     usp_profile_desc *base = malloc(sizeof *base);
     usp_calib_fit *fit = calloc(1, sizeof *fit);
     FILE *report = o->json ? NULL : stdout;
-    int has_base = 0;
+    int has_base = 0, trace_gpus = 0, has_link = m && m->ncomm > 0;
     usp_status st = base && fit ? load_base(o, base, &has_base) : USP_EINTERNAL;
     if (st == USP_OK && m) st = usp_calib_fit_run(m, has_base ? base : NULL, o->min_bytes, report, fit);
     if (st == USP_OK && !m) fit->profile = *base;
-    if (st == USP_OK && o->traces) st = refine(o, fit, report);
-    if (st == USP_OK) st = usp_profile_desc_save(&fit->profile, o->profile_out);
-    int has_link = m && m->ncomm > 0;
-    if (st == USP_OK && has_link) st = write_platform(o, m, fit);
+    if (st == USP_OK && o->traces) st = refine(o, fit, !has_link, &trace_gpus, report);
+    has_link = has_link || trace_gpus >= 2;
+    if (st == USP_OK) st = write_outputs(o, m, trace_gpus, fit);
     if (st == USP_OK && o->json) print_json(fit, has_link);
     if (st == USP_OK && !o->json)
         printf("wrote %s%s%s\n", o->profile_out, has_link ? " and " : "", has_link ? o->platform_out : "");

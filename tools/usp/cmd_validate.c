@@ -47,12 +47,14 @@ static void help(void) {
            "                    [--profile P] [--platform X] [--predicted-dir D]\n"
            "       usp validate --gpus N --cases FILE --record DIR [--warmup W] [--iters I]\n"
            "                    [--case-profile P] [--case-platform X] [--timeout S]\n\n"
-           "Compares the simulator with measured GPU runs. Every <name>.trace.json of DIR\n"
-           "with its sidecar <name>.json (configuration, role, profile, platform, bound) is\n"
-           "re-simulated, timing only, and compared phase by phase: fwd.a2a (forward pack,\n"
+           "Compares the simulator with measured GPU runs. Every recorded case of DIR, a\n"
+           "sidecar <name>.case.json (configuration, role, profile, platform, bound) and\n"
+           "the GPU trace it names, <name>.trace.json, is re-simulated, timing only, and\n"
+           "compared phase by phase: fwd.a2a (forward pack,\n"
            "all-to-all, unpack), fwd.ring (the rest of the forward), bwd (total - forward)\n"
            "and total; each a2a/ring phase is the time the union of a rank's steps covers,\n"
-           "the largest over ranks; error = (predicted - measured) / measured.\n"
+           "the largest over ranks; error = (predicted - measured) / measured. A case\n"
+           "without a trace (\"trace\": null) is compared on fwd, bwd and total only.\n"
            "Calibration cases (used to fit the profile) and held-out cases are summarized\n"
            "apart.\n\n"
            "  --traces DIR        the recorded cases to re-simulate\n"
@@ -65,7 +67,7 @@ static void help(void) {
            "  --verbose           measured and predicted ms of every phase\n"
            "  --json              one JSON object instead of the tables\n\n"
            "Recording (GPU executor builds): runs each case of FILE on N GPUs, writes\n"
-           "DIR/<name>.trace.json (last timed run) and DIR/<name>.json (median times),\n"
+           "DIR/<name>.trace.json (last timed run) and DIR/<name>.case.json (median times),\n"
            "then, where the simulator is built, validates DIR.\n"
            "  --gpus N            ranks to start on this machine\n"
            "  --cases FILE        one case a line: NAME ROLE [options]; ROLE is calibration or\n"
@@ -271,7 +273,7 @@ static void print_err(double e) {
 }
 
 static void print_case_line(const usp_vcase *c, const usp_vcompare *m) {
-    printf("%-30s %-11s %10.3f %10.3f", c->name, usp_vrole_name(c->role), m->measured_us[USP_VPHASE_TOTAL] / 1e3,
+    printf("%-40s %-11s %10.3f %10.3f", c->name, usp_vrole_name(c->role), m->measured_us[USP_VPHASE_TOTAL] / 1e3,
            m->predicted_us[USP_VPHASE_TOTAL] / 1e3);
     print_err(m->error_pct[USP_VPHASE_TOTAL]);
     printf(" %5.0f%%", c->bound_pct);
@@ -300,7 +302,7 @@ static void print_summary(const char *title, const usp_vsummary *s) {
 }
 
 static void print_tables(const usp_vcase *cases, const usp_vcompare *cmp, int n, int verbose) {
-    printf("%-30s %-11s %10s %10s %9s %6s %9s %9s %9s\n", "case", "role", "meas. ms", "pred. ms", "total",
+    printf("%-40s %-11s %10s %10s %9s %6s %9s %9s %9s\n", "case", "role", "meas. ms", "pred. ms", "total",
            "bound", "fwd.a2a", "fwd.ring", "bwd");
     for (int i = 0; i < n; i++) {
         print_case_line(&cases[i], &cmp[i]);
