@@ -74,9 +74,9 @@ static usp_status read_profile_tree(const usp_json *root, usp_profile_desc *p) {
 usp_status usp_profile_desc_read(const char *path, usp_profile_desc *p) {
     memset(p, 0, sizeof *p);
     usp_json *root = NULL;
-    usp_status st = usp_json_parse_file(path, &root);
-    if (st == USP_OK && root->type != USP_JSON_OBJECT) st = usp_fail(USP_EINVAL, "a profile is a JSON object");
-    if (st == USP_OK) st = read_profile_tree(root, p);
+    usp_status st = usp_json_parse_file(path, &root); /* its reasons name the file */
+    if (st != USP_OK) return st;
+    st = root->type != USP_JSON_OBJECT ? usp_fail(USP_EINVAL, "a profile is a JSON object") : read_profile_tree(root, p);
     usp_json_free(root);
     if (st != USP_OK) usp_error_prefix("profile %s: ", path);
     return st;
@@ -308,9 +308,9 @@ static usp_status read_calib_tree(const usp_json *root, usp_calib *m) {
 usp_status usp_calib_read(const char *path, usp_calib *m) {
     memset(m, 0, sizeof *m);
     usp_json *root = NULL;
-    usp_status st = usp_json_parse_file(path, &root);
-    if (st == USP_OK && root->type != USP_JSON_OBJECT) st = usp_fail(USP_EINVAL, "not a JSON object");
-    if (st == USP_OK) st = read_calib_tree(root, m);
+    usp_status st = usp_json_parse_file(path, &root); /* its reasons name the file */
+    if (st != USP_OK) return st;
+    st = root->type != USP_JSON_OBJECT ? usp_fail(USP_EINVAL, "not a JSON object") : read_calib_tree(root, m);
     usp_json_free(root);
     if (st != USP_OK) usp_error_prefix("%s: ", path);
     return st;

@@ -23,7 +23,7 @@
 
 typedef struct {
     const char *measurements, *traces, *base, *profile_out, *platform_out, *measurements_out;
-    int gpus, quick, json;
+    int gpus, quick, json, link_from_traces;
     double min_bytes, timeout_s;
 } calibrate_options;
 
@@ -44,6 +44,8 @@ static void help(void) {
            "  --measurements FILE   fit from measurements saved by an earlier run instead\n"
            "  --traces DIR          refine the profile from the step durations of the\n"
            "                        calibration cases recorded in DIR (usp validate)\n"
+           "  --link-from-traces    without NCCL measurements, fit the platform's link to the\n"
+           "                        calibration traces' transfers (few points: a fallback)\n"
            "  --base PROFILE.json   figures not measured (fp64, dense peaks) come from it\n"
            "  --min-bytes B         smallest message of the link fit (default %.0f)\n"
            "  --profile-out FILE    the profile (default profile-calibrated.json)\n"
@@ -58,7 +60,7 @@ static void help(void) {
 
 enum {
     OPT_GPUS = USP_OPT_CMD_FIRST, OPT_QUICK, OPT_MEAS, OPT_TRACES, OPT_BASE, OPT_MIN_BYTES, OPT_PROFILE_OUT,
-    OPT_PLATFORM_OUT, OPT_MEAS_OUT, OPT_TIMEOUT, OPT_JSON, OPT_HELP
+    OPT_PLATFORM_OUT, OPT_MEAS_OUT, OPT_TIMEOUT, OPT_JSON, OPT_LINK_TRACES, OPT_HELP
 };
 
 static int number_arg(const char *name, const char *arg, double lo, double *out) {
@@ -84,6 +86,7 @@ static int apply_option(int opt, const char *arg, calibrate_options *o) {
     case OPT_MEAS_OUT: o->measurements_out = arg; return 0;
     case OPT_TIMEOUT: return number_arg("timeout", arg, 1, &o->timeout_s);
     case OPT_JSON: o->json = 1; return 0;
+    case OPT_LINK_TRACES: o->link_from_traces = 1; return 0;
     default: return usp_cli_bad_input("calibrate", "unknown option or missing value (usp calibrate --help)");
     }
 }
@@ -95,6 +98,8 @@ static int check_modes(const calibrate_options *o) {
         return usp_cli_bad_input("calibrate", "nothing to do: --gpus N, --measurements FILE or --traces DIR");
     if (!o->gpus && !o->measurements && !o->base)
         return usp_cli_bad_input("calibrate", "--traces alone refines a profile: name it with --base PROFILE.json");
+    if (o->link_from_traces && !o->traces)
+        return usp_cli_bad_input("calibrate", "--link-from-traces needs --traces DIR");
     return 0;
 }
 
@@ -106,7 +111,8 @@ static int parse(int argc, char **argv, calibrate_options *o) {
         {"base", required_argument, 0, OPT_BASE}, {"min-bytes", required_argument, 0, OPT_MIN_BYTES},
         {"profile-out", required_argument, 0, OPT_PROFILE_OUT}, {"platform-out", required_argument, 0, OPT_PLATFORM_OUT},
         {"measurements-out", required_argument, 0, OPT_MEAS_OUT}, {"timeout", required_argument, 0, OPT_TIMEOUT},
-        {"json", no_argument, 0, OPT_JSON}, {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
+        {"json", no_argument, 0, OPT_JSON}, {"link-from-traces", no_argument, 0, OPT_LINK_TRACES},
+        {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
     int opt;
     optind = 1;
     opterr = 0;
@@ -212,7 +218,7 @@ static int fit_and_write(const calibrate_options *o, const usp_calib *m) {
     usp_status st = base && fit ? load_base(o, base, &has_base) : USP_EINTERNAL;
     if (st == USP_OK && m) st = usp_calib_fit_run(m, has_base ? base : NULL, o->min_bytes, report, fit);
     if (st == USP_OK && !m) fit->profile = *base;
-    if (st == USP_OK && o->traces) st = refine(o, fit, !has_link, &trace_gpus, report);
+    if (st == USP_OK && o->traces) st = refine(o, fit, !has_link && o->link_from_traces, &trace_gpus, report);
     has_link = has_link || trace_gpus >= 2;
     if (st == USP_OK) st = write_outputs(o, m, trace_gpus, fit);
     if (st == USP_OK && o->json) print_json(fit, has_link);
@@ -257,7 +263,8 @@ static usp_status measure(usp_gpu_ctx *ctx, const calibrate_options *o, usp_cali
     usp_calib_grid g = grid_of(o->quick);
     double sizes[32];
     int nsizes = comm_sizes(sizes);
-    FILE *progress = usp_gpu_rank(ctx) == 0 ? stdout : NULL;
+    /* with --json, stdout carries the result alone */
+    FILE *progress = usp_gpu_rank(ctx) != 0 ? NULL : o->json ? stderr : stdout;
     USP_TRY(usp_calib_measure_kernels(ctx, &g, m, progress));
     USP_TRY(usp_calib_measure_comm(ctx, sizes, nsizes, o->quick ? 3 : 7, m));
     if (progress) fflush(progress);
