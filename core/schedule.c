@@ -494,8 +494,16 @@ static void close_lifetimes(usp_rank_schedule *rs, int backward) {
     }
 }
 
+/* Steps a rank can need: forward a2a 9 + 6, init, R ring steps of at most
+ * 3 (sendrecv, attention, merge); backward a2a 3 + 9, prep, 2 inits, R ring
+ * steps of at most 3 (kv, attention, dkv), or R attentions + reduce-scatter.
+ * Reserving it once keeps large worlds from re-copying growing arrays. */
+static int steps_bound(const usp_config *c) { return 6 * c->ring + 40; }
+
 static usp_status build_rank(const usp_config *c, int rank, int backward, usp_rank_schedule *rs) {
-    builder bd = {.c = c, .rs = rs};
+    builder bd = {.c = c, .rs = rs, .cap = steps_bound(c)};
+    rs->steps = usp_malloc((size_t)bd.cap * sizeof *rs->steps);
+    if (!rs->steps) return USP_EINTERNAL;
     rs->rank = rank;
     usp_coords_of(c, rank, &rs->ring_rank, &rs->ulysses_rank);
     declare_buffers(c, rs);
