@@ -8,6 +8,7 @@
  * file), the parent reports SimGrid's reason instead of hanging or crashing. */
 #define _GNU_SOURCE /* mkstemps */
 #include "internal.h"
+#include "usp/fdio.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -27,32 +28,6 @@ typedef struct {
     char message[512];
 } result_record;
 
-/* -------------------------------------------------------------- pipe I/O */
-
-static int write_full(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int read_full(int fd, void *buf, size_t n) {
-    char *p = buf;
-    while (n > 0) {
-        ssize_t r = read(fd, p, n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return -1;
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 static void copy_str(char *dst, size_t n, const char *src) {
     size_t len = strlen(src);
     if (len >= n) len = n - 1;
@@ -66,7 +41,7 @@ typedef struct { int fd; } child_ctx;
 
 static void report_phase(int loaded, void *ctx) {
     phase_record rec = {REC_PHASE, loaded};
-    write_full(((child_ctx *)ctx)->fd, &rec, sizeof rec);
+    usp_write_full(((child_ctx *)ctx)->fd, &rec, sizeof rec);
 }
 
 /* The arrays the parent expects, in order, and their lengths. */
@@ -87,18 +62,19 @@ static int send_result(int fd, const sim_job *job, const sim_timeline *tl) {
     const usp_schedule *s = job->sched;
     size_t w = (size_t)s->world;
     double times[2] = {tl->time_fwd_s, tl->time_bwd_s};
-    if (write_full(fd, times, sizeof times) || write_full(fd, tl->compute_s, w * sizeof(double)) ||
-        write_full(fd, tl->comm_s, w * sizeof(double)) || write_full(fd, tl->exposed_s, w * sizeof(double)))
+    if (usp_write_full(fd, times, sizeof times) || usp_write_full(fd, tl->compute_s, w * sizeof(double)) ||
+        usp_write_full(fd, tl->comm_s, w * sizeof(double)) ||
+        usp_write_full(fd, tl->exposed_s, w * sizeof(double)))
         return -1;
     for (int g = 0; job->keep_steps && g < s->world; g++) {
         size_t n = (size_t)s->ranks[g].nsteps * sizeof(double);
-        if (write_full(fd, tl->start[g], n) || write_full(fd, tl->end[g], n)) return -1;
+        if (usp_write_full(fd, tl->start[g], n) || usp_write_full(fd, tl->end[g], n)) return -1;
     }
     double *arrays[5];
     size_t lens[5];
     int na = job->inputs ? output_arrays(s, job->outputs, arrays, lens) : 0;
     for (int i = 0; i < na; i++)
-        if (write_full(fd, arrays[i], lens[i] * sizeof(double))) return -1;
+        if (usp_write_full(fd, arrays[i], lens[i] * sizeof(double))) return -1;
     return 0;
 }
 
@@ -110,7 +86,7 @@ static void child_main(int fd, int err_fd, const sim_job *job) {
     usp_status st = sim_engine_run(job, &tl, report_phase, &ctx);
     result_record rec = {REC_RESULT, st, ""};
     if (st != USP_OK) copy_str(rec.message, sizeof rec.message, usp_error());
-    if (write_full(fd, &rec, sizeof rec) == 0 && st == USP_OK) send_result(fd, job, &tl);
+    if (usp_write_full(fd, &rec, sizeof rec) == 0 && st == USP_OK) send_result(fd, job, &tl);
     close(fd);
     _exit(0); /* no atexit handlers: they belong to the parent */
 }
@@ -145,7 +121,7 @@ static int read_result(int fd, const usp_schedule *s, usp_result *out, usp_trace
     size_t w = (size_t)s->world;
     double times[2];
     double *stats = malloc(3 * w * sizeof *stats);
-    if (!stats || read_full(fd, times, sizeof times) || read_full(fd, stats, 3 * w * sizeof *stats)) {
+    if (!stats || usp_read_full(fd, times, sizeof times) || usp_read_full(fd, stats, 3 * w * sizeof *stats)) {
         free(stats);
         return -1;
     }
@@ -161,7 +137,7 @@ static int read_result(int fd, const usp_schedule *s, usp_result *out, usp_trace
         const usp_rank_schedule *rs = &s->ranks[g];
         size_t n = (size_t)rs->nsteps;
         double *t = malloc(2 * (n + 1) * sizeof *t);
-        int bad = !t || read_full(fd, t, n * sizeof *t) || read_full(fd, t + n, n * sizeof *t);
+        int bad = !t || usp_read_full(fd, t, n * sizeof *t) || usp_read_full(fd, t + n, n * sizeof *t);
         for (size_t i = 0; !bad && trace && i < n; i++)
             bad = usp_trace_add(trace, g, (int)i, &rs->steps[i], t[i] * 1e6, (t[n + i] - t[i]) * 1e6) != USP_OK;
         free(t);
@@ -171,7 +147,7 @@ static int read_result(int fd, const usp_schedule *s, usp_result *out, usp_trace
     size_t lens[5];
     int na = numerics ? output_arrays(s, out, arrays, lens) : 0;
     for (int i = 0; i < na; i++)
-        if (read_full(fd, arrays[i], lens[i] * sizeof(double))) return -1;
+        if (usp_read_full(fd, arrays[i], lens[i] * sizeof(double))) return -1;
     return 0;
 }
 
@@ -179,14 +155,14 @@ static void read_child(int fd, const sim_job *job, usp_result *out, usp_trace *t
     int type;
     oc->phase = -1;
     oc->got_result = 0;
-    while (read_full(fd, &type, sizeof type) == 0) {
+    while (usp_read_full(fd, &type, sizeof type) == 0) {
         if (type == REC_PHASE) {
             phase_record p;
-            if (read_full(fd, &p.value, sizeof p.value)) return;
+            if (usp_read_full(fd, &p.value, sizeof p.value)) return;
             oc->phase = p.value;
             continue;
         }
-        if (type != REC_RESULT || read_full(fd, &oc->rec.status, sizeof oc->rec - sizeof type)) return;
+        if (type != REC_RESULT || usp_read_full(fd, &oc->rec.status, sizeof oc->rec - sizeof type)) return;
         oc->rec.message[sizeof oc->rec.message - 1] = '\0';
         if (oc->rec.status != USP_OK) { oc->got_result = 1; return; }
         oc->got_result = read_result(fd, job->sched, out, trace, job->keep_steps, job->inputs != NULL) == 0;

@@ -15,6 +15,7 @@
  * results back through a pipe. */
 #define _GNU_SOURCE /* mkstemps */
 #include "plan_internal.h"
+#include "usp/fdio.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -347,30 +348,6 @@ static int place_ranks(void) {
     return 0;
 }
 
-static int write_full(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int read_full(int fd, void *buf, size_t n) {
-    char *p = buf;
-    while (n > 0) {
-        ssize_t r = read(fd, p, n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return -1;
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 /* Writes a status int, a 256-byte reason, then the results. */
 static void child_main(int fd, int err_fd, const char *platform_file) {
     signal(SIGPIPE, SIG_DFL);
@@ -378,15 +355,16 @@ static void child_main(int fd, int err_fd, const char *platform_file) {
     init_simgrid();
     simgrid_load_platform(platform_file);
     int loaded = 1; /* SimGrid exits on a platform it cannot load: the parent then reads nothing */
-    if (write_full(fd, &loaded, sizeof loaded) != 0) _exit(0);
+    if (usp_write_full(fd, &loaded, sizeof loaded) != 0) _exit(0);
     if (place_ranks() == 0) {
         sg_actor_t c = sg_actor_init("controller", g.hosts[0]);
         if (c) { sg_actor_start(c, controller, 0, NULL); simgrid_run(); }
         else snprintf(g.error, sizeof g.error, "cannot start the simulation");
     }
     int status = !g.error[0] ? USP_OK : g.status != USP_OK ? g.status : USP_EINTERNAL;
-    if (write_full(fd, &status, sizeof status) == 0 && write_full(fd, g.error, sizeof g.error) == 0 && status == USP_OK)
-        write_full(fd, g.results, (size_t)g.nprogs * sizeof *g.results);
+    if (usp_write_full(fd, &status, sizeof status) == 0 && usp_write_full(fd, g.error, sizeof g.error) == 0 &&
+        status == USP_OK)
+        usp_write_full(fd, g.results, (size_t)g.nprogs * sizeof *g.results);
     close(fd);
     _exit(0);
 }
@@ -431,9 +409,9 @@ static usp_status run_child(const char *platform_file, const char *spec) {
     close(fds[1]);
     int loaded = 0, status = -1;
     char reason[256] = "";
-    int ok = read_full(fds[0], &loaded, sizeof loaded) == 0 && read_full(fds[0], &status, sizeof status) == 0 &&
-             read_full(fds[0], reason, sizeof reason) == 0 &&
-             (status != USP_OK || read_full(fds[0], g.results, (size_t)g.nprogs * sizeof *g.results) == 0);
+    int ok = usp_read_full(fds[0], &loaded, sizeof loaded) == 0 && usp_read_full(fds[0], &status, sizeof status) == 0 &&
+             usp_read_full(fds[0], reason, sizeof reason) == 0 &&
+             (status != USP_OK || usp_read_full(fds[0], g.results, (size_t)g.nprogs * sizeof *g.results) == 0);
     close(fds[0]);
     int wstatus = 0;
     while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {}
