@@ -6,12 +6,11 @@
  * the platform, then one result record. The child's stderr goes to a
  * temporary file: when the child dies (SimGrid aborts on a bad platform
  * file), the parent reports SimGrid's reason instead of hanging or crashing. */
-#define _GNU_SOURCE /* mkstemps */
+#define _POSIX_C_SOURCE 200809L /* strdup */
 #include "internal.h"
 #include "usp/fdio.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -27,13 +26,6 @@ typedef struct {
     int type, status;
     char message[512];
 } result_record;
-
-static void copy_str(char *dst, size_t n, const char *src) {
-    size_t len = strlen(src);
-    if (len >= n) len = n - 1;
-    memcpy(dst, src, len);
-    dst[len] = '\0';
-}
 
 /* ------------------------------------------------------------- the child */
 
@@ -78,17 +70,14 @@ static int send_result(int fd, const sim_job *job, const sim_timeline *tl) {
     return 0;
 }
 
-static void child_main(int fd, int err_fd, const sim_job *job) {
-    signal(SIGPIPE, SIG_DFL);
-    dup2(err_fd, STDERR_FILENO);
+static void child_main(int fd, const void *arg) {
+    const sim_job *job = arg;
     child_ctx ctx = {fd};
     sim_timeline tl;
     usp_status st = sim_engine_run(job, &tl, report_phase, &ctx);
     result_record rec = {REC_RESULT, st, ""};
-    if (st != USP_OK) copy_str(rec.message, sizeof rec.message, usp_error());
+    if (st != USP_OK) sim_copy_str(rec.message, sizeof rec.message, usp_error());
     if (usp_write_full(fd, &rec, sizeof rec) == 0 && st == USP_OK) send_result(fd, job, &tl);
-    close(fd);
-    _exit(0); /* no atexit handlers: they belong to the parent */
 }
 
 /* ------------------------------------------------------------ the parent */
@@ -103,9 +92,9 @@ static void child_reason(FILE *err, char *buf, size_t n) {
         line[strcspn(line, "\n")] = '\0';
         char *lvl = strstr(line, "/ERROR] ");
         if (!lvl) lvl = strstr(line, "/CRITICAL] ");
-        if (!lvl) { if (line[0] && !buf[0]) copy_str(buf, n, line); continue; }
+        if (!lvl) { if (line[0] && !buf[0]) sim_copy_str(buf, n, line); continue; }
         if (strstr(lvl, "Exiting now")) continue;
-        copy_str(buf, n, strstr(lvl, "] ") + 2);
+        sim_copy_str(buf, n, strstr(lvl, "] ") + 2);
         return;
     }
 }
@@ -182,50 +171,19 @@ static usp_status child_failed(const child_outcome *oc, int wstatus, FILE *err, 
 }
 
 static usp_status run_in_child(const sim_job *job, usp_result *out, usp_trace *trace) {
-    int fds[2];
-    FILE *err = tmpfile();
-    if (!err || pipe(fds) != 0) {
-        if (err) fclose(err);
-        return usp_fail(USP_EINTERNAL, "cannot start the simulation: %s", strerror(errno));
-    }
-    fflush(NULL); /* the child must not write the parent's buffered output again */
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fds[0]); close(fds[1]); fclose(err);
-        return usp_fail(USP_EINTERNAL, "cannot fork the simulation: %s", strerror(errno));
-    }
-    if (pid == 0) { close(fds[0]); child_main(fds[1], fileno(err), job); }
-    close(fds[1]);
+    sim_child c;
+    USP_TRY(sim_child_start(&c, child_main, job));
     child_outcome oc;
-    read_child(fds[0], job, out, trace, &oc);
-    close(fds[0]); /* a child still writing gets SIGPIPE rather than blocking */
-    int wstatus = 0;
-    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {}
+    read_child(c.fd, job, out, trace, &oc);
+    int wstatus = sim_child_wait(&c);
     usp_status st;
     if (oc.got_result) st = oc.rec.status == USP_OK ? USP_OK : usp_fail((usp_status)oc.rec.status, "%s", oc.rec.message);
-    else st = child_failed(&oc, wstatus, err, job->opts && job->opts->platform ? job->opts->platform : "h200x8");
-    fclose(err);
+    else st = child_failed(&oc, wstatus, c.err, job->opts && job->opts->platform ? job->opts->platform : "h200x8");
+    fclose(c.err);
     return st;
 }
 
 /* ------------------------------------------------------------ platforms */
-
-/* A preset is written to a temporary file for SimGrid to load. */
-static usp_status write_preset(const char *spec, int world, char *path, size_t n) {
-    char name[64];
-    usp_platform_params p;
-    USP_TRY(usp_platform_parse_spec(spec, name, sizeof name, &p));
-    const char *dir = getenv("TMPDIR");
-    snprintf(path, n, "%s/usp-platform-XXXXXX.xml", dir && *dir ? dir : "/tmp");
-    int fd = mkstemps(path, 4);
-    if (fd < 0) return usp_fail(USP_EINTERNAL, "cannot create %s: %s", path, strerror(errno));
-    FILE *f = fdopen(fd, "w");
-    if (!f) { close(fd); unlink(path); return usp_fail(USP_EINTERNAL, "cannot write %s", path); }
-    usp_status st = usp_platform_write(name, &p, world, f);
-    if (fclose(f) != 0 && st == USP_OK) st = usp_fail(USP_EINTERNAL, "cannot write %s", path);
-    if (st != USP_OK) unlink(path);
-    return st;
-}
 
 static usp_status check_platform_file(const char *spec) {
     FILE *f = fopen(spec, "r");
@@ -296,7 +254,7 @@ usp_status usp_sim_execute(const usp_schedule *s, const usp_inputs *in, const us
     const char *spec = o->platform ? o->platform : "h200x8";
     char path[4096];
     int temp = usp_platform_is_preset(spec);
-    if (temp) USP_TRY(write_preset(spec, s->world, path, sizeof path));
+    if (temp) USP_TRY(sim_write_preset(spec, s->world, "usp-platform", path, sizeof path));
     else { USP_TRY(check_platform_file(spec)); snprintf(path, sizeof path, "%s", spec); }
     char **hosts = NULL;
     usp_status st = o->hostmap ? read_hostmap(o->hostmap, s->world, &hosts) : USP_OK;

@@ -3,6 +3,7 @@
 #define USP_SIM_INTERNAL_H
 
 #include <stdio.h>
+#include <sys/types.h>
 #include "usp/sim.h"
 
 /* ------------------------------------------------------ device profiles */
@@ -70,5 +71,28 @@ double sim_exposed_time(const double *cs, const double *ce, int nc, const double
 
 /* Natural order of names: digit runs compare as numbers ("gpu2" < "gpu10"). */
 int sim_natural_cmp(const char *a, const char *b);
+
+/* ------------------------------------------------- the simulation child */
+
+/* A forked child running one simulation. */
+typedef struct {
+    pid_t pid;
+    int fd;    /* read end of the pipe the child writes its result to */
+    FILE *err; /* the child's stderr; the caller closes it */
+} sim_child;
+
+/* Forks a child that runs body(fd, arg), fd the write end of the pipe, with
+ * its stderr in c->err and SIGPIPE fatal; the child then exits without the
+ * parent's atexit handlers. */
+usp_status sim_child_start(sim_child *c, void (*body)(int fd, const void *arg), const void *arg);
+/* Closes the read end and waits for the child: its wait status. */
+int sim_child_wait(sim_child *c);
+
+/* Copies src into dst[n], cut to fit, always terminated. */
+void sim_copy_str(char *dst, size_t n, const char *src);
+
+/* Writes the preset platform `spec` sized for `world` GPUs to a new file
+ * $TMPDIR/<prefix>-XXXXXX.xml (path[n]); the caller removes it. */
+usp_status sim_write_preset(const char *spec, int world, const char *prefix, char *path, size_t n);
 
 #endif

@@ -13,16 +13,13 @@
  * and starts the next, so the platform is loaded once. SimGrid initializes
  * once per process, so the simulation runs in a forked child that writes the
  * results back through a pipe. */
-#define _GNU_SOURCE /* mkstemps */
 #include "plan_internal.h"
 #include "usp/fdio.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <simgrid/actor.h>
@@ -349,13 +346,11 @@ static int place_ranks(void) {
 }
 
 /* Writes a status int, a 256-byte reason, then the results. */
-static void child_main(int fd, int err_fd, const char *platform_file) {
-    signal(SIGPIPE, SIG_DFL);
-    dup2(err_fd, STDERR_FILENO);
+static void child_main(int fd, const void *platform_file) {
     init_simgrid();
     simgrid_load_platform(platform_file);
     int loaded = 1; /* SimGrid exits on a platform it cannot load: the parent then reads nothing */
-    if (usp_write_full(fd, &loaded, sizeof loaded) != 0) _exit(0);
+    if (usp_write_full(fd, &loaded, sizeof loaded) != 0) return;
     if (place_ranks() == 0) {
         sg_actor_t c = sg_actor_init("controller", g.hosts[0]);
         if (c) { sg_actor_start(c, controller, 0, NULL); simgrid_run(); }
@@ -365,18 +360,9 @@ static void child_main(int fd, int err_fd, const char *platform_file) {
     if (usp_write_full(fd, &status, sizeof status) == 0 && usp_write_full(fd, g.error, sizeof g.error) == 0 &&
         status == USP_OK)
         usp_write_full(fd, g.results, (size_t)g.nprogs * sizeof *g.results);
-    close(fd);
-    _exit(0);
 }
 
 /* ----------------------------------------------------------- the parent */
-
-static void copy_str(char *dst, size_t n, const char *src) {
-    size_t len = strlen(src);
-    if (len >= n) len = n - 1;
-    memcpy(dst, src, len);
-    dst[len] = '\0';
-}
 
 /* SimGrid's reason when the child died: the first ERROR/CRITICAL line. */
 static void child_reason(FILE *err, char *buf, size_t n) {
@@ -387,39 +373,25 @@ static void child_reason(FILE *err, char *buf, size_t n) {
         line[strcspn(line, "\n")] = '\0';
         char *lvl = strstr(line, "/ERROR] ");
         if (!lvl) lvl = strstr(line, "/CRITICAL] ");
-        if (lvl && !strstr(lvl, "Exiting now")) { copy_str(buf, n, strstr(lvl, "] ") + 2); return; }
-        if (!buf[0] && line[0]) copy_str(buf, n, line);
+        if (lvl && !strstr(lvl, "Exiting now")) { sim_copy_str(buf, n, strstr(lvl, "] ") + 2); return; }
+        if (!buf[0] && line[0]) sim_copy_str(buf, n, line);
     }
 }
 
 static usp_status run_child(const char *platform_file, const char *spec) {
-    int fds[2];
-    FILE *err = tmpfile();
-    if (!err || pipe(fds) != 0) {
-        if (err) fclose(err);
-        return usp_fail(USP_EINTERNAL, "cannot start the simulation: %s", strerror(errno));
-    }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fds[0]); close(fds[1]); fclose(err);
-        return usp_fail(USP_EINTERNAL, "cannot fork the simulation: %s", strerror(errno));
-    }
-    if (pid == 0) { close(fds[0]); child_main(fds[1], fileno(err), platform_file); }
-    close(fds[1]);
+    sim_child c;
+    USP_TRY(sim_child_start(&c, child_main, platform_file));
     int loaded = 0, status = -1;
     char reason[256] = "";
-    int ok = usp_read_full(fds[0], &loaded, sizeof loaded) == 0 && usp_read_full(fds[0], &status, sizeof status) == 0 &&
-             usp_read_full(fds[0], reason, sizeof reason) == 0 &&
-             (status != USP_OK || usp_read_full(fds[0], g.results, (size_t)g.nprogs * sizeof *g.results) == 0);
-    close(fds[0]);
-    int wstatus = 0;
-    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {}
+    int ok = usp_read_full(c.fd, &loaded, sizeof loaded) == 0 && usp_read_full(c.fd, &status, sizeof status) == 0 &&
+             usp_read_full(c.fd, reason, sizeof reason) == 0 &&
+             (status != USP_OK || usp_read_full(c.fd, g.results, (size_t)g.nprogs * sizeof *g.results) == 0);
+    sim_child_wait(&c);
     usp_status st = USP_OK;
     reason[sizeof reason - 1] = '\0';
     if (!ok) {
         char why[256];
-        child_reason(err, why, sizeof why);
+        child_reason(c.err, why, sizeof why);
         if (!loaded) st = usp_fail(USP_EINVAL, "platform %s: %s", spec, why[0] ? why : "SimGrid could not load it");
         else st = usp_fail(USP_EINTERNAL, "the simulation ended without a result%s%s", why[0] ? ": " : "", why);
     } else if (status == USP_EINVAL) {
@@ -427,23 +399,7 @@ static usp_status run_child(const char *platform_file, const char *spec) {
     } else if (status != USP_OK) {
         st = usp_fail(USP_EINTERNAL, "simulation: %s", reason);
     }
-    fclose(err);
-    return st;
-}
-
-static usp_status write_preset(const char *spec, int gpus, char *path, size_t n) {
-    char name[64];
-    usp_platform_params p;
-    USP_TRY(usp_platform_parse_spec(spec, name, sizeof name, &p));
-    const char *dir = getenv("TMPDIR");
-    snprintf(path, n, "%s/usp-plan-XXXXXX.xml", dir && *dir ? dir : "/tmp");
-    int fd = mkstemps(path, 4);
-    if (fd < 0) return usp_fail(USP_EINTERNAL, "cannot create %s: %s", path, strerror(errno));
-    FILE *f = fdopen(fd, "w");
-    if (!f) { close(fd); unlink(path); return usp_fail(USP_EINTERNAL, "cannot write %s", path); }
-    usp_status st = usp_platform_write(name, &p, gpus, f);
-    if (fclose(f) != 0 && st == USP_OK) st = usp_fail(USP_EINTERNAL, "cannot write %s", path);
-    if (st != USP_OK) unlink(path);
+    fclose(c.err);
     return st;
 }
 
@@ -461,7 +417,7 @@ usp_status plan_simulate(const plan_program *const *progs, int n, const char *pl
     const char *spec = platform ? platform : "h200x8";
     char path[4096];
     int temp = usp_platform_is_preset(spec);
-    if (temp) USP_TRY(write_preset(spec, gpus, path, sizeof path));
+    if (temp) USP_TRY(sim_write_preset(spec, gpus, "usp-plan", path, sizeof path));
     else {
         FILE *f = fopen(spec, "r");
         if (!f) return usp_fail(USP_EINVAL, "platform %s: %s", spec, strerror(errno));

@@ -18,13 +18,6 @@ static int variant_applies(int ulysses, int ring, usp_ring_impl impl, usp_layout
     return 1;
 }
 
-static void copy_reason(char *dst, size_t n, const char *src) {
-    size_t len = strlen(src);
-    if (len >= n) len = n - 1;
-    memcpy(dst, src, len);
-    dst[len] = '\0';
-}
-
 /* The rank with the most compute is the bottleneck device; its compute,
  * exposed communication and the rest (waiting for slower peers) explain
  * the predicted time. */
@@ -119,7 +112,7 @@ usp_status usp_sweep_run(const usp_config *base, int world, const usp_sim_option
         pt->status = usp_config_validate(&pt->cfg);
         if (pt->status == USP_OK) pt->status = time_point(pt, o, &sim_failed);
         if (pt->status == USP_OK) out->ran++;
-        else copy_reason(pt->why, sizeof pt->why, usp_error());
+        else sim_copy_str(pt->why, sizeof pt->why, usp_error());
         if (sim_failed || pt->status == USP_EINTERNAL) st = pt->status; /* no point can run: stop */
     }
     if (progress) fprintf(progress, "\r%79s\r", "");
