@@ -6,7 +6,6 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +14,7 @@
 
 #include "usp/inputs.h"
 #include "usp/npy.h"
+#include "test_util.h"
 
 /* Sample size for the moment checks; with n = 2^18 draws the standard error
  * of the mean is 1/sqrt(n) ~ 0.002 and of the variance sqrt(2/n) ~ 0.003, so
@@ -26,28 +26,14 @@ static const double VARIANCE_TOLERANCE = 0.015;
 static const double WITHIN_ONE_SIGMA = 0.682689492137;
 static const double WITHIN_ONE_SIGMA_TOLERANCE = 0.005;
 
-static char tmp_dir[256];
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static int make_tmp_dir(void **state) {
     (void)state;
-    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/usp_test_inputs_XXXXXX");
-    return mkdtemp(tmp_dir) ? 0 : -1;
-}
-
-static int remove_tmp_dir(void **state) {
-    (void)state;
-    return nftw(tmp_dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    return tmp_dir_make("usp_test_inputs");
 }
 
 /* A fresh subdirectory of the temporary directory for one test's files. */
 static const char *fresh_dir(const char *name) {
-    static char path[512];
-    snprintf(path, sizeof path, "%s/%s", tmp_dir, name);
+    const char *path = tmp_path(name);
     assert_int_equal(mkdir(path, 0700), 0);
     return path;
 }

@@ -9,7 +9,6 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,29 +16,11 @@
 #include <sys/stat.h>
 
 #include "usp/npy.h"
-
-static char tmp_dir[256];
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
+#include "test_util.h"
 
 static int make_tmp_dir(void **state) {
     (void)state;
-    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/usp_test_npy_XXXXXX");
-    return mkdtemp(tmp_dir) ? 0 : -1;
-}
-
-static int remove_tmp_dir(void **state) {
-    (void)state;
-    return nftw(tmp_dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
-
-static const char *tmp_path(const char *name) {
-    static char path[512];
-    snprintf(path, sizeof path, "%s/%s", tmp_dir, name);
-    return path;
+    return tmp_dir_make("usp_test_npy");
 }
 
 static void write_bytes(const char *name, const void *bytes, size_t n) {

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "usp/plan.h"
+#include "test_util.h"
 
 /* Closed forms and simulated counts are sums of whole bytes (the test
  * shapes divide evenly), exact in doubles far below 2^53. */
@@ -64,30 +65,23 @@ static void test_builtin_models(void **state) {
     assert_true(n >= 4);
 }
 
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static void test_model_files(void **state) {
     (void)state;
     char path[] = "/tmp/usp-test-model-XXXXXX.json";
     int fd = mkstemps(path, 5);
     assert_true(fd >= 0);
     close(fd);
-    write_file(path, "{\"name\": \"mine\", \"layers\": 4, \"hidden\": 1024, \"heads\": 16, \"kv_heads\": 4,\n"
+    write_text(path, "{\"name\": \"mine\", \"layers\": 4, \"hidden\": 1024, \"heads\": 16, \"kv_heads\": 4,\n"
                      " \"ffn\": 4096, \"vocab\": 32000, \"mlp\": \"gelu\"}\n");
     usp_model m;
     assert_int_equal(usp_model_load(path, &m), USP_OK);
     assert_int_equal(m.head_dim, 64);
     assert_int_equal(m.gated_mlp, 0);
-    write_file(path, "{\"name\": \"broken\", \"hidden\": 1024, \"heads\": 16, \"kv_heads\": 4,\n"
+    write_text(path, "{\"name\": \"broken\", \"hidden\": 1024, \"heads\": 16, \"kv_heads\": 4,\n"
                      " \"ffn\": 4096, \"vocab\": 32000}\n");
     assert_int_equal(usp_model_load(path, &m), USP_EINVAL);
     assert_non_null(strstr(usp_error(), "'layers'"));
-    write_file(path, "{\"name\": \"gqa\", \"layers\": 4, \"hidden\": 1024, \"heads\": 16, \"kv_heads\": 5,\n"
+    write_text(path, "{\"name\": \"gqa\", \"layers\": 4, \"hidden\": 1024, \"heads\": 16, \"kv_heads\": 5,\n"
                      " \"ffn\": 4096, \"vocab\": 32000}\n");
     assert_int_equal(usp_model_load(path, &m), USP_EINVAL);
     assert_non_null(strstr(usp_error(), "heads 16 are not divisible by kv_heads 5"));

@@ -12,17 +12,16 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "usp/executor.h"
 #include "usp/sim.h"
 #include "usp/trace_read.h"
 #include "usp/validate.h"
+#include "test_util.h"
 
 /* The acceptance bars of the held-out cases (traces/README.md). */
 #define HELD_OUT_MEAN_BOUND_PCT 5.0
@@ -32,30 +31,9 @@
 /* A trace written with "%.3f" us and read back: phases agree to well under this. */
 #define SELF_ERROR_PCT 1e-3
 
-static char tmp_dir[256];
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static int make_tmp_dir(void **state) {
     (void)state;
-    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/usp_test_validate_XXXXXX");
-    return mkdtemp(tmp_dir) ? 0 : -1;
-}
-
-static int remove_tmp_dir(void **state) {
-    (void)state;
-    return nftw(tmp_dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
-
-static const char *tmp_path(const char *name) {
-    static char path[4][512];
-    static int next;
-    next = (next + 1) % 4;
-    snprintf(path[next], sizeof path[next], "%s/%s", tmp_dir, name);
-    return path[next];
+    return tmp_dir_make("usp_test_validate");
 }
 
 /* ------------------------------------------------------------ fits */
