@@ -21,6 +21,7 @@
 #endif
 
 #include "usp/attention.h"
+#include "test_random.h"
 
 /* fp64 kernels against the long-double loops, relative to the largest
  * element of each tensor. Rounding in D <= 256-term products, lkv <= 1000-
@@ -76,24 +77,6 @@ typedef struct {
     double *q, *k, *v, *dout;
 } problem;
 
-static uint64_t rng_state;
-
-/* Uniform in (-1, 1), from xorshift64*: the same numbers on every machine. */
-static double uniform(void) {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    uint64_t x = rng_state * 0x2545F4914F6CDD1DULL;
-    return (double)(x >> 11) * 0x1p-52 - 1.0;
-}
-
-static double *random_tensor(long n) {
-    double *x = malloc(sizeof *x * (size_t)n);
-    assert_non_null(x);
-    for (long i = 0; i < n; i++) x[i] = uniform();
-    return x;
-}
-
 static double *filled(long n, double value) {
     double *x = malloc(sizeof *x * (size_t)n);
     assert_non_null(x);
@@ -112,7 +95,7 @@ static problem problem_make(const attn_case *c, uint64_t seed) {
     p.q_elems = (long)c->batch * c->lq * c->hq * c->d;
     p.kv_elems = (long)c->batch * c->lkv * c->hkv * c->d;
     p.stat_elems = (long)c->batch * c->hq * c->lq;
-    rng_state = seed * 0x9E3779B97F4A7C15ULL + 1;
+    rng_seed(seed);
     p.q = random_tensor(p.q_elems);
     p.k = random_tensor(p.kv_elems);
     p.v = random_tensor(p.kv_elems);

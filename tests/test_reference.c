@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "usp/attention.h"
+#include "test_random.h"
 
 /* O = V[0] for the first causal query: the softmax of one score is exactly
  * 1, so only the final rounding of O = (1 * V[0]) / 1 may remain. */
@@ -42,24 +43,6 @@ typedef struct {
     long q_elems, kv_elems, stat_elems;
     double *q, *k, *v, *dout, *o, *lse;
 } problem;
-
-static uint64_t rng_state;
-
-/* Uniform in (-1, 1), from xorshift64*. */
-static double uniform(void) {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    uint64_t x = rng_state * 0x2545F4914F6CDD1DULL;
-    return (double)(x >> 11) * 0x1p-52 - 1.0;
-}
-
-static double *random_tensor(long n) {
-    double *x = malloc(sizeof *x * (size_t)n);
-    assert_non_null(x);
-    for (long i = 0; i < n; i++) x[i] = uniform();
-    return x;
-}
 
 static double *zeros(long n) {
     double *x = calloc((size_t)n, sizeof *x);
@@ -85,7 +68,7 @@ static problem problem_make(usp_config cfg, uint64_t seed) {
     p.q_elems = (long)cfg.batch * cfg.seq * cfg.heads * cfg.head_dim;
     p.kv_elems = (long)cfg.batch * cfg.seq * cfg.kv_heads * cfg.head_dim;
     p.stat_elems = (long)cfg.batch * cfg.heads * cfg.seq;
-    rng_state = seed * 0x9E3779B97F4A7C15ULL + 1;
+    rng_seed(seed);
     p.q = random_tensor(p.q_elems);
     p.k = random_tensor(p.kv_elems);
     p.v = random_tensor(p.kv_elems);
