@@ -40,12 +40,36 @@ int usp_parse_double(const char *s, double *out) {
     return 0;
 }
 
-static int int_option(const char *cmd, const char *name, const char *arg, long lo, long hi, int *dst) {
+int usp_cli_int_option(const char *cmd, const char *name, const char *arg, long lo, long hi, int *out) {
     long v;
     if (usp_parse_int(arg, lo, hi, &v) != 0)
-        return usp_cli_bad_input(cmd, "--%s '%s' is not an integer in %ld..%ld", name, arg, lo, hi), -1;
-    *dst = (int)v;
-    return 1;
+        return usp_cli_bad_input(cmd, "--%s '%s' is not an integer in %ld..%ld", name, arg, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+int usp_cli_seconds_option(const char *cmd, const char *name, const char *arg, double *out) {
+    if (usp_parse_double(arg, out) || !(*out > 0))
+        return usp_cli_bad_input(cmd, "--%s '%s' is not a positive number of seconds", name, arg);
+    return 0;
+}
+
+int usp_cli_parse(const char *cmd, int argc, char **argv, const struct option *opts, int help_opt,
+                  void (*help)(void), usp_cli_apply_fn apply, void *ctx) {
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt == help_opt) { help(); return -1; }
+        int rc = apply(opt, optarg, ctx);
+        if (rc) return rc;
+    }
+    if (optind < argc) return usp_cli_bad_input(cmd, "unexpected argument '%s'", argv[optind]);
+    return 0;
+}
+
+/* A config option's answer: 1 applied, -1 refused (see usp_cli_config_option). */
+static int int_option(const char *cmd, const char *name, const char *arg, long lo, long hi, int *dst) {
+    return usp_cli_int_option(cmd, name, arg, lo, hi, dst) ? -1 : 1;
 }
 
 /* kv_heads left at 0 means "same as heads" until usp_cli_config_finish. */

@@ -58,6 +58,23 @@ int usp_cli_report(const char *cmd, int status);
 int usp_parse_int(const char *s, long lo, long hi, long *out);
 int usp_parse_double(const char *s, double *out);
 
+/* The value of --<name> as an integer in lo..hi: 0, or after printing
+ * "usp: <cmd>: --<name> '<arg>' is not an integer in lo..hi", 2. */
+int usp_cli_int_option(const char *cmd, const char *name, const char *arg, long lo, long hi, int *out);
+/* The value of --<name> as a positive number of seconds: 0, or 2 after
+ * saying why not. */
+int usp_cli_seconds_option(const char *cmd, const char *name, const char *arg, double *out);
+
+/* Applies one option of a command to its settings (ctx): 0, or the exit
+ * code of a refusal (already printed). */
+typedef int (*usp_cli_apply_fn)(int opt, const char *arg, void *ctx);
+/* Parses argv with getopt_long over opts (long options only): the option
+ * coded help_opt prints help() and gives -1; each other one goes to apply,
+ * and its first non-zero answer is returned; an argument that is not an
+ * option is refused (2). 0: every option applied. */
+int usp_cli_parse(const char *cmd, int argc, char **argv, const struct option *opts, int help_opt,
+                  void (*help)(void), usp_cli_apply_fn apply, void *ctx);
+
 /* Subcommands (those of a backend that was not built say so and return 2). */
 int cmd_run(int argc, char **argv);
 int cmd_schedule(int argc, char **argv);

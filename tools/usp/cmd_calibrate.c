@@ -69,7 +69,8 @@ static int number_arg(const char *name, const char *arg, double lo, double *out)
     return 0;
 }
 
-static int apply_option(int opt, const char *arg, calibrate_options *o) {
+static int apply_option(int opt, const char *arg, void *ctx) {
+    calibrate_options *o = ctx;
     long v;
     switch (opt) {
     case OPT_GPUS:
@@ -113,15 +114,9 @@ static int parse(int argc, char **argv, calibrate_options *o) {
         {"measurements-out", required_argument, 0, OPT_MEAS_OUT}, {"timeout", required_argument, 0, OPT_TIMEOUT},
         {"json", no_argument, 0, OPT_JSON}, {"link-from-traces", no_argument, 0, OPT_LINK_TRACES},
         {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
-    int opt;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (opt == OPT_HELP) { help(); return -1; }
-        if (apply_option(opt, optarg, o)) return 2;
-    }
-    if (optind < argc) return usp_cli_bad_input("calibrate", "unexpected argument '%s'", argv[optind]);
-    return check_modes(o);
+    opterr = 0; /* getopt's own message off: a refusal stays one line */
+    int rc = usp_cli_parse("calibrate", argc, argv, opts, OPT_HELP, help, apply_option, o);
+    return rc ? rc : check_modes(o);
 }
 
 /* ------------------------------------------------------------ fitting */

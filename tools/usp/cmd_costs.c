@@ -55,7 +55,8 @@ static int int_opt(const char *name, const char *arg, long lo, long hi, int *out
     return 0;
 }
 
-static int apply_option(costs_args *a, int opt, const char *arg) {
+static int apply_option(int opt, const char *arg, void *ctx) {
+    costs_args *a = ctx;
     static const char *dim_names[] = {"hidden", "heads", "kv-heads", "head-dim", "ffn", "vocab"};
     if (opt >= OPT_HIDDEN && opt < OPT_MLP)
         return int_opt(dim_names[opt - OPT_HIDDEN], arg, 1, 1 << 24, &a->dims[opt - OPT_HIDDEN]);
@@ -91,15 +92,7 @@ static int parse(int argc, char **argv, costs_args *a) {
         {"degree", required_argument, 0, OPT_DEGREE}, {"ulysses", required_argument, 0, OPT_ULYSSES},
         {"dtype", required_argument, 0, OPT_DTYPE}, {"ring-impl", required_argument, 0, OPT_RING_IMPL},
         {"json", no_argument, 0, OPT_JSON}, {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
-    int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (opt == OPT_HELP) { help(); return -1; }
-        int rc = apply_option(a, opt, optarg);
-        if (rc) return rc;
-    }
-    if (optind < argc) return usp_cli_bad_input("costs", "unexpected argument '%s'", argv[optind]);
-    return 0;
+    return usp_cli_parse("costs", argc, argv, opts, OPT_HELP, help, apply_option, a);
 }
 
 /* The divisor of n nearest sqrt(n) from below: 16 -> 4, 8 -> 2. */

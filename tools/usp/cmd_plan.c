@@ -78,11 +78,7 @@ static int seq_option(const char *arg, int *out) {
 }
 
 static int int_opt(const char *name, const char *arg, long lo, long hi, int *out) {
-    long v;
-    if (usp_parse_int(arg, lo, hi, &v) != 0)
-        return usp_cli_bad_input("plan", "--%s '%s' is not an integer in %ld..%ld", name, arg, lo, hi);
-    *out = (int)v;
-    return 0;
+    return usp_cli_int_option("plan", name, arg, lo, hi, out);
 }
 
 enum {
@@ -91,7 +87,8 @@ enum {
     OPT_EXPLAIN, OPT_DISTINCT, OPT_JSON, OPT_HELP
 };
 
-static int apply_option(plan_args *a, int opt, const char *arg) {
+static int apply_option(int opt, const char *arg, void *ctx) {
+    plan_args *a = ctx;
     switch (opt) {
     case OPT_MODEL: a->model = arg; return 0;
     case OPT_SEQ:
@@ -144,14 +141,8 @@ static int parse(int argc, char **argv, plan_args *a) {
         {"explain", optional_argument, 0, OPT_EXPLAIN}, {"per-degrees", no_argument, 0, OPT_DISTINCT},
         {"json", no_argument, 0, OPT_JSON},
         {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
-    int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (opt == OPT_HELP) { help(); return -1; }
-        int rc = apply_option(a, opt, optarg);
-        if (rc) return rc;
-    }
-    if (optind < argc) return usp_cli_bad_input("plan", "unexpected argument '%s'", argv[optind]);
+    int rc = usp_cli_parse("plan", argc, argv, opts, OPT_HELP, help, apply_option, a);
+    if (rc) return rc;
     if (a->o.gpus < 1) return usp_cli_bad_input("plan", "--gpus is required (how many GPUs to plan for)");
     if (a->w.dtype != USP_BF16 && a->w.dtype != USP_F16)
         return usp_cli_bad_input("plan", "--dtype %s: training mixes are planned in bf16 or fp16",

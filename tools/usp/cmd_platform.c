@@ -48,11 +48,7 @@ static void list_presets(int json) {
 }
 
 static int int_arg(const char *name, const char *arg, int *out) {
-    long v;
-    if (usp_parse_int(arg, 1, 1000000, &v) != 0)
-        return usp_cli_bad_input("platform", "--%s '%s' is not an integer in 1..1000000", name, arg);
-    *out = (int)v;
-    return 0;
+    return usp_cli_int_option("platform", name, arg, 1, 1000000, out);
 }
 
 static int double_arg(const char *name, const char *arg, int allow_zero, double *out) {

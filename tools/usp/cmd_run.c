@@ -194,8 +194,7 @@ usp_status usp_run_dump(const usp_case *c, const char *dir) { return dump(c, dir
 /* ------------------------------------------------------------ main */
 
 enum {
-    OPT_BACKEND = USP_OPT_CMD_FIRST, OPT_INPUT, OPT_DUMP, OPT_TRACE, OPT_FWD, OPT_JSON, OPT_HELP,
-    OPT_PLATFORM, OPT_HOSTMAP, OPT_PROFILE, OPT_NO_NUMERICS, OPT_CFG
+    OPT_PLATFORM = RUN_OPT_OWN_FIRST, OPT_HOSTMAP, OPT_PROFILE, OPT_NO_NUMERICS, OPT_CFG
 };
 
 /* Options of the simulator; without SimGrid they are refused by name. */
@@ -248,36 +247,38 @@ static int check_backend(const run_options *o, const usp_config *cfg) {
 #endif
 }
 
+typedef struct {
+    usp_config *cfg;
+    run_options *o;
+} parse_target;
+
+/* A problem option, one that every backend takes, or one of the simulator. */
+static int apply_option(int opt, const char *arg, void *ctx) {
+    parse_target *t = ctx;
+    int r = usp_cli_config_option("run", opt, arg, t->cfg);
+    if (r) return r < 0 ? 2 : 0;
+    run_options *o = t->o;
+    switch (opt) {
+    case RUN_OPT_BACKEND: o->backend = arg; return 0;
+    case RUN_OPT_INPUT: o->input_dir = arg; return 0;
+    case RUN_OPT_DUMP: o->dump_dir = arg; return 0;
+    case RUN_OPT_TRACE: o->trace_path = arg; return 0;
+    case RUN_OPT_FWD: o->backward = 0; return 0;
+    case RUN_OPT_JSON: o->json = 1; return 0;
+    default: return parse_sim_option(opt, arg, o) != 0 ? 2 : 0;
+    }
+}
+
 static int parse(int argc, char **argv, usp_config *cfg, run_options *o) {
     static const struct option opts[] = {
         USP_CLI_CONFIG_LONGOPTS,
         {"platform", required_argument, 0, OPT_PLATFORM}, {"hostmap", required_argument, 0, OPT_HOSTMAP},
         {"profile", required_argument, 0, OPT_PROFILE}, {"no-numerics", no_argument, 0, OPT_NO_NUMERICS},
         {"cfg", required_argument, 0, OPT_CFG},
-        {"backend", required_argument, 0, OPT_BACKEND}, {"input", required_argument, 0, OPT_INPUT},
-        {"dump", required_argument, 0, OPT_DUMP}, {"trace", required_argument, 0, OPT_TRACE},
-        {"forward-only", no_argument, 0, OPT_FWD}, {"json", no_argument, 0, OPT_JSON},
-        {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
-    int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int r = usp_cli_config_option("run", opt, optarg, cfg);
-        if (r < 0) return 2;
-        if (r > 0) continue;
-        switch (opt) {
-        case OPT_BACKEND: o->backend = optarg; break;
-        case OPT_INPUT: o->input_dir = optarg; break;
-        case OPT_DUMP: o->dump_dir = optarg; break;
-        case OPT_TRACE: o->trace_path = optarg; break;
-        case OPT_FWD: o->backward = 0; break;
-        case OPT_JSON: o->json = 1; break;
-        case OPT_HELP: help(); return -1;
-        default:
-            if (parse_sim_option(opt, optarg, o) != 0) return 2;
-            break;
-        }
-    }
-    if (optind < argc) return usp_cli_bad_input("run", "unexpected argument '%s'", argv[optind]);
+        USP_RUN_LONGOPTS, {0, 0, 0, 0}};
+    parse_target t = {cfg, o};
+    int rc = usp_cli_parse("run", argc, argv, opts, RUN_OPT_HELP, help, apply_option, &t);
+    if (rc) return rc;
     usp_cli_config_finish(cfg);
     return check_backend(o, cfg);
 }

@@ -95,11 +95,7 @@ enum {
 };
 
 static int int_arg(const char *name, const char *arg, long lo, long hi, int *out) {
-    long v;
-    if (usp_parse_int(arg, lo, hi, &v))
-        return usp_cli_bad_input("validate", "--%s '%s' is not an integer in %ld..%ld", name, arg, lo, hi);
-    *out = (int)v;
-    return 0;
+    return usp_cli_int_option("validate", name, arg, lo, hi, out);
 }
 
 static int role_arg(const char *arg, int *role) {
@@ -110,7 +106,8 @@ static int role_arg(const char *arg, int *role) {
     return 0;
 }
 
-static int apply_option(int opt, const char *arg, validate_options *o) {
+static int apply_option(int opt, const char *arg, void *ctx) {
+    validate_options *o = ctx;
     switch (opt) {
     case OPT_TRACES: o->traces = arg; return 0;
     case OPT_CHECK: o->check = 1; return 0;
@@ -127,10 +124,7 @@ static int apply_option(int opt, const char *arg, validate_options *o) {
     case OPT_ITERS: return int_arg("iters", arg, 1, 100, &o->iters);
     case OPT_CASE_PROFILE: o->case_profile = arg; return 0;
     case OPT_CASE_PLATFORM: o->case_platform = arg; return 0;
-    case OPT_TIMEOUT:
-        if (usp_parse_double(arg, &o->timeout_s) || !(o->timeout_s > 0))
-            return usp_cli_bad_input("validate", "--timeout '%s' is not a positive number of seconds", arg);
-        return 0;
+    case OPT_TIMEOUT: return usp_cli_seconds_option("validate", "timeout", arg, &o->timeout_s);
     default: return usp_cli_bad_input("validate", "unknown option or missing value (usp validate --help)");
     }
 }
@@ -156,15 +150,9 @@ static int parse(int argc, char **argv, validate_options *o) {
         {"iters", required_argument, 0, OPT_ITERS}, {"case-profile", required_argument, 0, OPT_CASE_PROFILE},
         {"case-platform", required_argument, 0, OPT_CASE_PLATFORM}, {"timeout", required_argument, 0, OPT_TIMEOUT},
         {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
-    int opt;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (opt == OPT_HELP) { help(); return -1; }
-        if (apply_option(opt, optarg, o)) return 2;
-    }
-    if (optind < argc) return usp_cli_bad_input("validate", "unexpected argument '%s'", argv[optind]);
-    return check_modes(o);
+    opterr = 0; /* getopt's own message off: a refusal stays one line */
+    int rc = usp_cli_parse("validate", argc, argv, opts, OPT_HELP, help, apply_option, o);
+    return rc ? rc : check_modes(o);
 }
 
 /* ------------------------------------------------------------ case files */

@@ -50,62 +50,57 @@ static void help(void) {
 /* ------------------------------------------------------------ options */
 
 enum {
-    OPT_BACKEND = USP_OPT_CMD_FIRST, OPT_INPUT, OPT_DUMP, OPT_TRACE, OPT_FWD, OPT_JSON, OPT_HELP,
-    OPT_GPUS, OPT_KERNEL, OPT_NO_CHECK, OPT_TIMEOUT, OPT_WARMUP, OPT_ITERS
+    OPT_GPUS = RUN_OPT_OWN_FIRST, OPT_KERNEL, OPT_NO_CHECK, OPT_TIMEOUT, OPT_WARMUP, OPT_ITERS
 };
 
 static int int_arg(const char *name, const char *arg, long lo, long hi, int *out) {
-    long v;
-    if (usp_parse_int(arg, lo, hi, &v))
-        return usp_cli_bad_input("run", "--%s '%s' is not an integer in %ld..%ld", name, arg, lo, hi);
-    *out = (int)v;
-    return 0;
+    return usp_cli_int_option("run", name, arg, lo, hi, out);
 }
 
 static int own_option(int opt, const char *arg, gpu_options *o) {
     switch (opt) {
-    case OPT_BACKEND:
+    case RUN_OPT_BACKEND:
         if (strcmp(arg, "gpu") != 0) return usp_cli_bad_input("run", "--backend %s cannot follow --backend gpu", arg);
         return 0;
-    case OPT_INPUT: o->input_dir = arg; return 0;
-    case OPT_DUMP: o->dump_dir = arg; return 0;
-    case OPT_TRACE: o->trace_path = arg; return 0;
-    case OPT_FWD: o->backward = 0; return 0;
-    case OPT_JSON: o->json = 1; return 0;
+    case RUN_OPT_INPUT: o->input_dir = arg; return 0;
+    case RUN_OPT_DUMP: o->dump_dir = arg; return 0;
+    case RUN_OPT_TRACE: o->trace_path = arg; return 0;
+    case RUN_OPT_FWD: o->backward = 0; return 0;
+    case RUN_OPT_JSON: o->json = 1; return 0;
     case OPT_GPUS: return int_arg("gpus", arg, 1, 4096, &o->gpus);
     case OPT_KERNEL: o->kernel_path = arg; return 0;
     case OPT_NO_CHECK: o->check = 0; return 0;
     case OPT_WARMUP: return int_arg("warmup", arg, 0, 1000, &o->warmup);
     case OPT_ITERS: return int_arg("iters", arg, 1, 1000, &o->iters);
-    case OPT_TIMEOUT:
-        if (usp_parse_double(arg, &o->timeout_s) || !(o->timeout_s > 0))
-            return usp_cli_bad_input("run", "--timeout '%s' is not a positive number of seconds", arg);
-        return 0;
+    case OPT_TIMEOUT: return usp_cli_seconds_option("run", "timeout", arg, &o->timeout_s);
     default: return usp_cli_bad_input("run", "unknown option for --backend gpu (usp run --backend gpu --help)");
     }
+}
+
+typedef struct {
+    usp_config *cfg;
+    gpu_options *o;
+} parse_target;
+
+/* A problem option, else one of --backend gpu's own. */
+static int apply_option(int opt, const char *arg, void *ctx) {
+    parse_target *t = ctx;
+    int r = usp_cli_config_option("run", opt, arg, t->cfg);
+    if (r) return r < 0 ? 2 : 0;
+    return own_option(opt, arg, t->o) ? 2 : 0;
 }
 
 /* 0: go on; -1: --help was printed; else the exit code. */
 static int parse(int argc, char **argv, usp_config *cfg, gpu_options *o) {
     static const struct option opts[] = {
         USP_CLI_CONFIG_LONGOPTS,
-        {"backend", required_argument, 0, OPT_BACKEND}, {"input", required_argument, 0, OPT_INPUT},
-        {"dump", required_argument, 0, OPT_DUMP}, {"trace", required_argument, 0, OPT_TRACE},
-        {"forward-only", no_argument, 0, OPT_FWD}, {"json", no_argument, 0, OPT_JSON},
-        {"help", no_argument, 0, OPT_HELP}, {"gpus", required_argument, 0, OPT_GPUS},
+        USP_RUN_LONGOPTS, {"gpus", required_argument, 0, OPT_GPUS},
         {"kernel", required_argument, 0, OPT_KERNEL}, {"no-check", no_argument, 0, OPT_NO_CHECK},
         {"timeout", required_argument, 0, OPT_TIMEOUT}, {"warmup", required_argument, 0, OPT_WARMUP},
         {"iters", required_argument, 0, OPT_ITERS}, {0, 0, 0, 0}};
-    int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int r = usp_cli_config_option("run", opt, optarg, cfg);
-        if (r < 0) return 2;
-        if (r > 0) continue;
-        if (opt == OPT_HELP) { help(); return -1; }
-        if (own_option(opt, optarg, o)) return 2;
-    }
-    if (optind < argc) return usp_cli_bad_input("run", "unexpected argument '%s'", argv[optind]);
+    parse_target t = {cfg, o};
+    int rc = usp_cli_parse("run", argc, argv, opts, RUN_OPT_HELP, help, apply_option, &t);
+    if (rc) return rc;
     usp_cli_config_finish(cfg);
     if (usp_config_validate(cfg) != USP_OK) return usp_cli_report("run", USP_EINVAL);
     if (!o->check && (o->dump_dir || o->input_dir))
