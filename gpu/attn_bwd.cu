@@ -41,23 +41,6 @@ constexpr int bwd_smem_bytes() {
 }
 template <int D> struct bwd_minb { static constexpr int v = 1; };
 
-/* Where the CTA's (head, query tile) sequence starts and how long it is. */
-struct BwdWork {
-    int n0, mt_first, nm, iters, group;
-};
-
-__device__ __forceinline__ BwdWork bwd_work(const UspBwdParams &p) {
-    BwdWork w;
-    w.n0 = blockIdx.x * BWD_BN;
-    w.group = p.h / p.hkv;
-    int m_first = p.causal ? max(0, w.n0 - p.diag) : 0;   /* first row that sees key n0 */
-    w.mt_first = m_first / BWD_BM;
-    int mtiles = (p.q_len + BWD_BM - 1) / BWD_BM;
-    w.nm = m_first < p.q_len ? mtiles - w.mt_first : 0;
-    w.iters = w.group * w.nm;
-    return w;
-}
-
 /* S (or dP) for the warp's 32 x 32 piece: A rows from sA (BM x D), B from sB (BN x D). */
 template <typename T, int D>
 __device__ __forceinline__ void bwd_nt(float acc[2][4][4], const T *sA, const T *sB, int wm, int wn) {
@@ -182,7 +165,7 @@ __global__ void __launch_bounds__(BWD_NTH, bwd_minb<D>::v) bwd_kernel(const UspB
     T *sP = sdO + 2 * BM * D;                   /* BM x BN */
     T *sdS = sP + BM * BN;                      /* BM x BN */
 
-    const BwdWork wk = bwd_work(p);
+    const BwdWork wk = bwd_work<BWD_BM, BWD_BN>(p);
     if (wk.iters == 0) return;   /* no query sees these keys: nothing to add */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int hk = blockIdx.y, b = blockIdx.z;

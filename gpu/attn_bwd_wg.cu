@@ -36,35 +36,6 @@ constexpr int wb_smem_bytes() {
     return (2 * WB_BN * D + 4 * WB_BM * D + WB_BN * WB_BM) * 2 + 4 * WB_BM * 4 + 1024;
 }
 
-/* dV/dK products: N = D. */
-template <typename T, int D> struct kv_mma;
-template <typename T> struct kv_mma<T, 128> {
-    static __device__ __forceinline__ void mma(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
-        wg<T>::template rs128<1>(d, a, db, 1);
-    }
-};
-template <typename T> struct kv_mma<T, 64> {
-    static __device__ __forceinline__ void mma(float (&d)[32], const uint32_t (&a)[4], uint64_t db) {
-        wg<T>::template rs64<1>(d, a, db, 1);
-    }
-};
-
-struct WbWork {
-    int n0, mt_first, nm, iters, group;
-};
-
-__device__ __forceinline__ WbWork wb_work(const UspBwdParams &p) {
-    WbWork w;
-    w.n0 = blockIdx.x * WB_BN;
-    w.group = p.h / p.hkv;
-    int m_first = p.causal ? max(0, w.n0 - p.diag) : 0;   /* first row that sees key n0 */
-    w.mt_first = m_first / WB_BM;
-    int mtiles = (p.q_len + WB_BM - 1) / WB_BM;
-    w.nm = m_first < p.q_len ? mtiles - w.mt_first : 0;
-    w.iters = w.group * w.nm;
-    return w;
-}
-
 /* 4-byte async copy (LSE, DELTA rows); src_bytes = 0 writes zero. */
 __device__ __forceinline__ void cp_async4(void *dst, const void *src, int src_bytes) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(src_bytes));
@@ -180,7 +151,7 @@ __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p)
     float *sL = reinterpret_cast<float *>(sdS + BN * BM);   /* 2 x BM: LSE */
     float *sDl = sL + 2 * BM;                               /* 2 x BM: DELTA */
 
-    const WbWork wk = wb_work(p);
+    const BwdWork wk = bwd_work<WB_BM, WB_BN>(p);
     if (wk.iters == 0) return;   /* no query sees these keys */
     const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
     const int hk = blockIdx.y, b = blockIdx.z, n0 = wk.n0;
@@ -253,9 +224,9 @@ __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p)
         wg_fence_regs(dk);
         wg_arrive();
 #pragma unroll
-        for (int kk = 0; kk < BM / 16; ++kk) kv_mma<T, D>::mma(dv, pa[kk], wg_desc_mn<BM>(cdO, kk));
+        for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dv, pa[kk], wg_desc_mn<BM>(cdO, kk));
 #pragma unroll
-        for (int kk = 0; kk < BM / 16; ++kk) kv_mma<T, D>::mma(dk, da[kk], wg_desc_mn<BM>(cQ, kk));
+        for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dk, da[kk], wg_desc_mn<BM>(cQ, kk));
         wg_commit();
 
         fence_async_smem();   /* dS^T stores -> the dQ wgmma */

@@ -32,19 +32,6 @@ template <> struct fwd_cfg<128> { static constexpr int BN = 64; };
 template <int D, int BN>
 constexpr int fwd_smem_bytes() { return (FWD_BM * D + 4 * BN * D) * 2; }
 
-/* Rows that see no key at all: O = 0, LSE = -inf. */
-template <typename TO, int D>
-__device__ void fwd_write_empty(const UspFwdParams &p, int m0, int b, int h) {
-    int rows = min(FWD_BM, p.q_len - m0);
-    for (int idx = threadIdx.x; idx < rows * D; idx += blockDim.x) {
-        int r = idx / D, c = idx % D;
-        TO *o = static_cast<TO *>(p.o) + b * p.o_sb + (int64_t)(p.q_begin + m0 + r) * p.o_sl + h * p.o_sh;
-        o[c] = TO(0.0f);
-    }
-    for (int r = threadIdx.x; r < rows; r += blockDim.x)
-        p.lse[b * p.lse_sb + h * p.lse_sh + p.q_begin + m0 + r] = -INFINITY;
-}
-
 /* S[mt][nt] = Q rows (warp's 32) x K tile^T, fp32. */
 template <typename T, int D, int BN>
 __device__ __forceinline__ void fwd_qk(float s[2][BN / 8][4], const T *sQ, const T *cK, int wrow) {
@@ -107,7 +94,7 @@ __global__ void __launch_bounds__(FWD_WARPS * 32, 2) fwd_kernel(const UspFwdPara
     if (p.causal) kv_end = min(kv_end, m0 + BM + p.diag);
     const int ntiles = kv_end > 0 ? (kv_end + BN - 1) / BN : 0;
     if (ntiles == 0) {
-        fwd_write_empty<TO, D>(p, m0, b, h);
+        fwd_write_empty<TO, D, BM>(p, m0, b, h);
         return;
     }
     const T *gq = static_cast<const T *>(p.q) + b * p.q_sb + (int64_t)(p.q_begin + m0) * p.q_sl + h * p.q_sh;

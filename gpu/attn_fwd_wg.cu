@@ -50,31 +50,6 @@ template <typename T> struct qk<T, 64> {
     }
 };
 
-/* O accumulator of one warpgroup row block: 64 x D fp32, D/2 registers a thread. */
-template <typename T, int D> struct pv;
-template <typename T> struct pv<T, 128> {
-    static __device__ __forceinline__ void mma(float (&o)[64], const uint32_t (&a)[4], uint64_t db) {
-        wg<T>::template rs128<1>(o, a, db, 1);
-    }
-};
-template <typename T> struct pv<T, 64> {
-    static __device__ __forceinline__ void mma(float (&o)[32], const uint32_t (&a)[4], uint64_t db) {
-        wg<T>::template rs64<1>(o, a, db, 1);
-    }
-};
-
-template <typename TO, int D>
-__device__ void wf_write_empty(const UspFwdParams &p, int m0, int b, int h) {
-    int rows = min(WF_BM, p.q_len - m0);
-    for (int idx = threadIdx.x; idx < rows * D; idx += blockDim.x) {
-        int r = idx / D, c = idx % D;
-        TO *o = static_cast<TO *>(p.o) + b * p.o_sb + (int64_t)(p.q_begin + m0 + r) * p.o_sl + h * p.o_sh;
-        o[c] = TO(0.0f);
-    }
-    for (int r = threadIdx.x; r < rows; r += blockDim.x)
-        p.lse[b * p.lse_sb + h * p.lse_sh + p.q_begin + m0 + r] = -INFINITY;
-}
-
 /* Scores that the block's mask hides become -inf. Element e of n8 block j sits
  * at row r_base + (e>>1)*8, column n0 + 8j + 2t + (e&1). */
 template <int BN>
@@ -106,7 +81,7 @@ __global__ void __launch_bounds__(WF_NTH, wf_cfg<D>::MINB) fwd_wg_kernel(const U
     if (p.causal) kv_end = min(kv_end, m0 + BM + p.diag);
     const int ntiles = kv_end > 0 ? (kv_end + BN - 1) / BN : 0;
     if (ntiles == 0) {
-        wf_write_empty<TO, D>(p, m0, b, h);
+        fwd_write_empty<TO, D, BM>(p, m0, b, h);
         return;
     }
     const T *gq = static_cast<const T *>(p.q) + b * p.q_sb + (int64_t)(p.q_begin + m0) * p.q_sl + h * p.q_sh;
@@ -120,7 +95,7 @@ __global__ void __launch_bounds__(WF_NTH, wf_cfg<D>::MINB) fwd_wg_kernel(const U
     const float sl2 = p.scale * USP_LOG2E;
     const int r_base = m0 + wgi * 64 + warp * 16 + (lane >> 2);   /* block-local row of e = 0 */
     const T *sQw = sQ + wgi * 64 * 64;                             /* this warpgroup's 64 rows */
-    float o[ND];
+    float o[ND]; /* O of this warpgroup's 64 rows x D, fp32: D/2 registers a thread */
 #pragma unroll
     for (int i = 0; i < ND; ++i) o[i] = 0.0f;
     float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
@@ -188,7 +163,7 @@ __global__ void __launch_bounds__(WF_NTH, wf_cfg<D>::MINB) fwd_wg_kernel(const U
         wg_fence_regs(o);
         wg_arrive();
 #pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) pv<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(cV, kk));
+        for (int kk = 0; kk < BN / 16; ++kk) rs_mma<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(cV, kk));
         wg_commit();
         wg_wait<0>();
         wg_fence_regs(o);

@@ -19,6 +19,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
+#include "kernels.h"
 
 #define USP_LOG2E 1.4426950408889634f
 #define USP_LN2 0.6931471805599453f
@@ -172,6 +173,40 @@ __device__ __forceinline__ float quad_max(float x) {
 __device__ __forceinline__ float quad_sum(float x) {
     x += __shfl_xor_sync(0xffffffffu, x, 1);
     return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+/* ---- work of a thread block ---------------------------------------------- */
+
+/* Rows of the BM-row query tile at m0 that see no key at all: O = 0, LSE = -inf. */
+template <typename TO, int D, int BM>
+__device__ void fwd_write_empty(const UspFwdParams &p, int m0, int b, int h) {
+    int rows = min(BM, p.q_len - m0);
+    for (int idx = threadIdx.x; idx < rows * D; idx += blockDim.x) {
+        int r = idx / D, c = idx % D;
+        TO *o = static_cast<TO *>(p.o) + b * p.o_sb + (int64_t)(p.q_begin + m0 + r) * p.o_sl + h * p.o_sh;
+        o[c] = TO(0.0f);
+    }
+    for (int r = threadIdx.x; r < rows; r += blockDim.x)
+        p.lse[b * p.lse_sb + h * p.lse_sh + p.q_begin + m0 + r] = -INFINITY;
+}
+
+/* Where a backward CTA's (head, query tile) sequence starts and how long it
+ * is: the CTA owns a BN-key tile and visits BM-row query tiles. */
+struct BwdWork {
+    int n0, mt_first, nm, iters, group;
+};
+
+template <int BM, int BN>
+__device__ __forceinline__ BwdWork bwd_work(const UspBwdParams &p) {
+    BwdWork w;
+    w.n0 = blockIdx.x * BN;
+    w.group = p.h / p.hkv;
+    int m_first = p.causal ? max(0, w.n0 - p.diag) : 0;   /* first row that sees key n0 */
+    w.mt_first = m_first / BM;
+    int mtiles = (p.q_len + BM - 1) / BM;
+    w.nm = m_first < p.q_len ? mtiles - w.mt_first : 0;
+    w.iters = w.group * w.nm;
+    return w;
 }
 
 } // namespace uspk

@@ -68,6 +68,21 @@ __device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.a
 /* Barrier of one warpgroup (ids 1.. ; 0 is __syncthreads). */
 __device__ __forceinline__ void wg_barrier(int id) { asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory"); }
 
+/* Accumulates A (registers, 64 x 16) times a 16 x N shared tile into an
+ * accumulator N wide: the products whose N is the head dim (O += P V,
+ * dV += P^T dO, dK += dS^T Q). */
+template <typename T, int N> struct rs_mma;
+template <typename T> struct rs_mma<T, 128> {
+    static __device__ __forceinline__ void mma(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
+        wg<T>::template rs128<1>(d, a, db, 1);
+    }
+};
+template <typename T> struct rs_mma<T, 64> {
+    static __device__ __forceinline__ void mma(float (&d)[32], const uint32_t (&a)[4], uint64_t db) {
+        wg<T>::template rs64<1>(d, a, db, 1);
+    }
+};
+
 /* Rounds a dynamic shared-memory base up to 1024 bytes (atoms must be aligned). */
 __device__ __forceinline__ unsigned char *align1024(unsigned char *p) {
     return p + ((1024 - (smem_u32(p) & 1023)) & 1023);
