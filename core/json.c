@@ -7,16 +7,15 @@
  * owns nothing. */
 #define _POSIX_C_SOURCE 200809L
 #include "usp/json.h"
+#include "usp/fileio.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 typedef struct {
     const char *p, *end;
@@ -398,21 +397,10 @@ usp_status usp_json_parse(const char *text, size_t len, usp_json **out) {
 }
 
 static usp_status read_whole_file(const char *path, char **text, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return usp_fail(USP_EINVAL, "%s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
-        int err = errno;
-        fclose(f);
-        return usp_fail(USP_EINTERNAL, "%s: %s", path, strerror(err));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        int is_dir = S_ISDIR(st.st_mode);
-        fclose(f);
-        return usp_fail(USP_EINVAL, "%s: %s", path,
-                        is_dir ? strerror(EISDIR) : "not a regular file");
-    }
-    size_t size = (size_t)st.st_size;
+    FILE *f;
+    long long file_size;
+    USP_TRY(usp_open_regular_file(path, &f, &file_size));
+    size_t size = (size_t)file_size;
     char *buf = usp_malloc(size + 1);
     usp_status status = buf ? USP_OK : USP_EINTERNAL;
     if (buf && fread(buf, 1, size, f) != size)

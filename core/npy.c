@@ -9,6 +9,7 @@
  * from users and a bare "bad file" would leave them guessing. */
 #define _POSIX_C_SOURCE 200809L
 #include "usp/npy.h"
+#include "usp/fileio.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -17,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static const unsigned char npy_magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
 
@@ -249,25 +249,6 @@ static usp_status parse_header_dict(const char *path, const char *text, size_t l
 
 /* ---------- file reading ---------- */
 
-static usp_status open_regular_file(const char *path, FILE **out, long long *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return usp_fail(USP_EINVAL, "%s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
-        int err = errno;
-        fclose(f);
-        return usp_fail(USP_EINTERNAL, "%s: %s", path, strerror(err));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        fclose(f);
-        return usp_fail(USP_EINVAL, "%s: %s", path,
-                        S_ISDIR(st.st_mode) ? strerror(EISDIR) : "not a regular file");
-    }
-    *out = f;
-    *size = (long long)st.st_size;
-    return USP_OK;
-}
-
 static uint32_t little_endian_u32(const unsigned char *b, int bytes) {
     uint32_t v = 0;
     for (int i = bytes - 1; i >= 0; i--) v = (v << 8) | b[i];
@@ -435,7 +416,7 @@ usp_status usp_npy_read(const char *path, usp_npy *out) {
     memset(out, 0, sizeof *out);
     FILE *f = NULL;
     long long size = 0;
-    USP_TRY(open_regular_file(path, &f, &size));
+    USP_TRY(usp_open_regular_file(path, &f, &size));
     usp_status st = read_open_file(path, f, size, out);
     fclose(f);
     return st;
@@ -539,11 +520,5 @@ usp_status usp_npy_write(const char *path, int ndim, const long *shape,
     int failed = fwrite(preamble, 1, sizeof preamble, f) != sizeof preamble
               || fwrite(header, 1, header_len, f) != header_len
               || write_elements(f, data, elems, as_f32) != 0;
-    int err = errno;
-    if (fclose(f) != 0 && !failed) {
-        failed = 1;
-        err = errno;
-    }
-    if (failed) return usp_fail(USP_EINTERNAL, "%s: write failed: %s", path, strerror(err));
-    return USP_OK;
+    return usp_close_written(f, failed, path);
 }

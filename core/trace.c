@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "usp/fileio.h"
 #include "usp/json.h"
 
 /* ---------- building ---------- */
@@ -145,14 +146,7 @@ usp_status usp_trace_write(const usp_trace *t, const char *path) {
     }
     write_document(f, t, order);
     free(order);
-    int failed = ferror(f);
-    int err = errno;
-    if (fclose(f) != 0 && !failed) {
-        failed = 1;
-        err = errno;
-    }
-    if (failed) return usp_fail(USP_EINTERNAL, "%s: write failed: %s", path, strerror(err));
-    return USP_OK;
+    return usp_close_written(f, ferror(f), path);
 }
 
 /* ---------- reading ---------- */
