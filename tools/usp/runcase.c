@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "usp/attention.h"
 
 const char *const usp_tensor_names[USP_T_COUNT] = {"o", "lse", "dq", "dk", "dv"};
@@ -59,10 +60,33 @@ static void progress(const usp_case *c, const char *what) {
     if (flops > 2e10) fprintf(stderr, "usp: %s (%.0f GFLOP)...\n", what, flops / 1e9);
 }
 
+/* Bytes a checked CPU run holds at once: the fp64 inputs, the reference and
+ * the gathered outputs (three sets of global tensors), and every rank's
+ * buffers at their busiest. */
+static double bytes_needed(const usp_case *c) {
+    double global = 0;
+    for (int t = 0; t < c->ntensors; t++) global += (double)usp_case_elems(&c->cfg, t);
+    double ranks = 0;
+    for (int g = 0; g < c->sched.world; g++) ranks += usp_peak_bytes(&c->sched.ranks[g], c->cfg.dtype);
+    return 3 * 8 * global + ranks;
+}
+
+/* Refuses, before allocating anything, a problem this machine cannot hold. */
+static usp_status check_fits(const usp_case *c) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    if (pages <= 0 || page <= 0) return USP_OK;
+    double have = (double)pages * page, need = bytes_needed(c);
+    if (need <= have) return USP_OK;
+    return usp_fail(USP_EINVAL, "checking this problem on the CPU needs about %.1f GiB, this machine "
+                    "has %.1f GiB (a smaller --seq, or --no-numerics for time only)",
+                    need / (1 << 30), have / (1 << 30));
+}
+
 usp_status usp_case_run(usp_case *c, const char *input_dir, usp_exec_fn exec, void *ctx,
                         usp_trace *trace) {
     c->ntensors = c->backward ? USP_T_COUNT : 2;
     USP_TRY(usp_schedule_build(&c->cfg, c->backward, &c->sched));
+    USP_TRY(check_fits(c));
     USP_TRY(usp_inputs_make(&c->cfg, input_dir, &c->in));
     progress(c, "computing the fp64 dense reference");
     USP_TRY(compute_reference(c));
