@@ -55,6 +55,9 @@ static void test_bad_configurations(void **state) {
     expect_refusal("schedule --rank 99", "--rank 99 but world is 4");
     expect_refusal("verify --dtype bf16", "the in-process executor runs fp64 or fp32");
     expect_refusal("frobnicate", "unknown command 'frobnicate'");
+    /* about 7.5 TB of tensors: refused before any allocation */
+    expect_refusal("run --backend ref --seq 100000000 --ulysses 1 --ring 1",
+                   "checking this problem on the CPU needs about");
 }
 
 /* ---------------------------------------------------------- .npy inputs */
