@@ -561,3 +561,14 @@ const char *usp_step_kind_name(usp_step_kind k) {
         "init", "attn_fwd", "merge", "bwd_prep", "attn_bwd"};
     return (k >= 0 && k < USP_STEP_KIND_COUNT) ? names[k] : "?";
 }
+
+int usp_step_memory_bound(usp_step_kind k) {
+    return k == USP_STEP_PACK || k == USP_STEP_UNPACK || k == USP_STEP_MERGE || k == USP_STEP_INIT ||
+           k == USP_STEP_BWD_PREP;
+}
+
+usp_step_kind usp_step_kind_of(const char *name) {
+    for (int k = 0; k < USP_STEP_KIND_COUNT; k++)
+        if (strcmp(usp_step_kind_name((usp_step_kind)k), name) == 0) return (usp_step_kind)k;
+    return USP_STEP_KIND_COUNT;
+}

@@ -22,11 +22,15 @@ typedef struct {
     double peak_flops[SIM_NDTYPES];
     double masked_fwd, masked_bwd; /* efficiency of partial (masked) blocks */
     double hbm_bytes_per_s;
+    /* by usp_step_kind, memory-bound kinds only: 'memory_gbps', else hbm_gbps
+     * (the copy kernels of one GPU differ up to sevenfold in achieved rate) */
+    double mem_bytes_per_s[USP_STEP_KIND_COUNT];
     double launch_s;
     double capacity_bytes;
 } sim_profile;
 
-/* Loads a built-in profile ("h200") or a JSON file; every field is required. */
+/* Loads a built-in profile ("h200") or a JSON file; every field is required
+ * but 'memory_gbps'. */
 usp_status sim_profile_load(const char *name_or_file, sim_profile *p);
 /* USP_EINVAL when the profile has no attention figures for the config's dtype. */
 usp_status sim_profile_supports(const sim_profile *p, const usp_config *c);

@@ -2,8 +2,8 @@
  *
  * A profile (sim/profiles/<gpu>.json, also compiled in) gives the achieved
  * attention TFLOP/s by dtype, head dim and direction, the efficiency of
- * partial (masked) blocks, the HBM bandwidth of memory-bound steps, the
- * launch overhead, the memory capacity and the dense peak for MFU. */
+ * partial (masked) blocks, the HBM bandwidth of memory-bound steps (one
+ * figure, and optionally one per step kind), the launch overhead, the memory capacity and the dense peak for MFU. */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
@@ -78,6 +78,29 @@ static usp_status load_rates(const usp_json *root, sim_profile *p) {
     return USP_OK;
 }
 
+/* "memory_gbps": {"pack": 622, "merge": 1739}: the kinds it names run at
+ * their own rate, the others at hbm_gbps. */
+static usp_status load_memory_rates(const usp_json *root, double hbm_gbps, sim_profile *p) {
+    for (int k = 0; k < USP_STEP_KIND_COUNT; k++)
+        if (usp_step_memory_bound((usp_step_kind)k)) p->mem_bytes_per_s[k] = hbm_gbps * 1e9;
+    const usp_json *by_kind = usp_json_get(root, "memory_gbps");
+    if (!by_kind) return USP_OK;
+    if (by_kind->type != USP_JSON_OBJECT)
+        return usp_fail(USP_EINVAL, "line %d: 'memory_gbps' must be an object", by_kind->line);
+    for (size_t i = 0; i < by_kind->count; i++) {
+        const usp_json *v = &by_kind->items[i];
+        usp_step_kind k = usp_step_kind_of(by_kind->keys[i]);
+        if (k == USP_STEP_KIND_COUNT || !usp_step_memory_bound(k))
+            return usp_fail(USP_EINVAL, "line %d: 'memory_gbps.%s' is not a memory-bound step kind "
+                            "(pack, unpack, merge, init, bwd_prep)", v->line, by_kind->keys[i]);
+        if (v->type != USP_JSON_NUMBER || !(v->number > 0))
+            return usp_fail(USP_EINVAL, "line %d: 'memory_gbps.%s' must be a positive number", v->line,
+                            by_kind->keys[i]);
+        p->mem_bytes_per_s[k] = v->number * 1e9;
+    }
+    return USP_OK;
+}
+
 static usp_status load_tree(const usp_json *root, sim_profile *p) {
     const usp_json *masked;
     const char *name;
@@ -90,6 +113,7 @@ static usp_status load_tree(const usp_json *root, sim_profile *p) {
     USP_TRY(positive(masked, "fwd", &p->masked_fwd));
     USP_TRY(positive(masked, "bwd", &p->masked_bwd));
     USP_TRY(positive(root, "hbm_gbps", &hbm));
+    USP_TRY(load_memory_rates(root, hbm, p));
     USP_TRY(usp_json_get_number(root, "launch_overhead_us", &launch_us));
     if (launch_us < 0) return usp_fail(USP_EINVAL, "'launch_overhead_us' must not be negative");
     USP_TRY(positive(root, "memory_gb", &mem_gb));
@@ -183,7 +207,7 @@ double sim_step_seconds(const sim_profile *p, const usp_config *c, const usp_ste
     case USP_STEP_MERGE:
     case USP_STEP_INIT:
     case USP_STEP_BWD_PREP:
-        return p->launch_s + st->bytes_mem / p->hbm_bytes_per_s;
+        return p->launch_s + st->bytes_mem / p->mem_bytes_per_s[st->kind];
     default:
         return 0;
     }

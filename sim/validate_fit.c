@@ -125,18 +125,28 @@ static void fit_attention(const usp_calib *m, usp_profile_desc *p, FILE *r) {
                    p->masked_fwd, p->masked_bwd);
 }
 
-/* One bandwidth for every memory-bound kernel: their bytes over their time. */
+/* Each kind's bandwidth (its bytes over its time) into memory_gbps: the
+ * kinds differ several-fold; hbm_gbps, over all of them, is what a kind
+ * without a figure falls back to. */
 static void fit_memory(const usp_calib *m, usp_profile_desc *p, FILE *r) {
-    double bytes = 0, seconds = 0;
+    double bytes = 0, seconds = 0, kind_bytes[USP_STEP_KIND_COUNT] = {0}, kind_seconds[USP_STEP_KIND_COUNT] = {0};
     if (r) fprintf(r, "memory-bound kernels (bytes read + written):\n");
     for (int i = 0; i < m->nmem; i++) {
+        usp_step_kind k = usp_step_kind_of(m->mem[i].kind);
         bytes += m->mem[i].bytes;
         seconds += m->mem[i].seconds;
+        if (k != USP_STEP_KIND_COUNT && usp_step_memory_bound(k)) {
+            kind_bytes[k] += m->mem[i].bytes;
+            kind_seconds[k] += m->mem[i].seconds;
+        }
         if (r) fprintf(r, "  %-9s %9.1f MB %9.1f us %8.0f GB/s\n", m->mem[i].kind, m->mem[i].bytes / 1e6,
                        m->mem[i].seconds * 1e6, m->mem[i].bytes / m->mem[i].seconds / 1e9);
     }
+    for (int k = 0; k < USP_STEP_KIND_COUNT; k++)
+        if (kind_seconds[k] > 0) p->memory_gbps[k] = kind_bytes[k] / kind_seconds[k] / 1e9;
     if (seconds > 0) p->hbm_gbps = bytes / seconds / 1e9;
-    if (r) fprintf(r, "  one bandwidth for all of them (sum of bytes / sum of time): %.0f GB/s\n", p->hbm_gbps);
+    if (r) fprintf(r, "  each kind at its own rate (memory_gbps); for the others, all of them (sum of bytes / sum "
+                      "of time): %.0f GB/s\n", p->hbm_gbps);
 }
 
 /* ---------------------------------------------------- measurements: link */
@@ -217,8 +227,9 @@ static void describe_sources(const usp_calib *m, usp_profile_desc *p) {
                  "sizes; masked efficiency: causal-diagonal over full rate.");
     len = strlen(s);
     if (m->nmem)
-        snprintf(s + len, n - len, " hbm_gbps: every memory-bound kernel (pack, unpack, merge, init, bwd_prep), "
-                 "summed bytes over summed time; launch: an almost empty kernel.");
+        snprintf(s + len, n - len, " memory_gbps: each memory-bound kernel (pack, unpack, merge, init, bwd_prep), "
+                 "bytes over time; hbm_gbps: all of them, summed bytes over summed time; launch: an almost empty "
+                 "kernel.");
     len = strlen(s);
     snprintf(s + len, n - len, " Not measured here (%s%sfp64, dense peaks): the base profile or the NVIDIA data sheet.",
              m->nattn ? "" : "attention rates, ", m->nmem ? "" : "memory bandwidth, launch, ");
@@ -249,6 +260,8 @@ typedef struct {
     attn_sums keys[USP_PROFILE_MAX_RATES];
     int nkeys;
     double mem_bytes, mem_seconds;
+    double kind_bytes[USP_STEP_KIND_COUNT], kind_seconds[USP_STEP_KIND_COUNT];
+    int kind_steps[USP_STEP_KIND_COUNT];
     double *gaps;                         /* us between compute steps that waited for nothing */
     int ngaps, capgaps;
     int traces;
@@ -269,11 +282,6 @@ static attn_sums *sums_key(trace_sums *s, usp_dtype dt, int d) {
 static int is_partial(const usp_block *b) {
     double pairs = usp_block_pairs(b);
     return b->causal && pairs > 0 && pairs < (double)b->q_len * b->kv_len;
-}
-
-static int is_memory_bound(usp_step_kind k) {
-    return k == USP_STEP_PACK || k == USP_STEP_UNPACK || k == USP_STEP_MERGE || k == USP_STEP_INIT ||
-           k == USP_STEP_BWD_PREP;
 }
 
 static usp_status add_gap(trace_sums *s, double gap) {
@@ -312,7 +320,13 @@ static usp_status rank_sums(const usp_schedule *sch, const usp_rank_schedule *rs
     for (int i = 0; i < rs->nsteps; i++) {
         const usp_step *st = &rs->steps[i];
         double sec = ev[i]->dur_us * 1e-6;
-        if (is_memory_bound(st->kind)) { s->mem_bytes += st->bytes_mem; s->mem_seconds += sec; }
+        if (usp_step_memory_bound(st->kind)) {
+            s->mem_bytes += st->bytes_mem;
+            s->mem_seconds += sec;
+            s->kind_bytes[st->kind] += st->bytes_mem;
+            s->kind_seconds[st->kind] += sec;
+            s->kind_steps[st->kind]++;
+        }
         if (st->kind != USP_STEP_ATTN_FWD && st->kind != USP_STEP_ATTN_BWD) continue;
         attn_sums *k = sums_key(s, sch->cfg.dtype, sch->cfg.head_dim);
         if (!k) return usp_fail(USP_EINVAL, "more than %d (dtype, head dim) pairs", USP_PROFILE_MAX_RATES);
@@ -372,6 +386,20 @@ static void apply_attention(usp_profile_desc *p, const trace_sums *s, FILE *r) {
     }
 }
 
+/* A kind with enough steps in the traces gets their rate; one with fewer
+ * keeps its figure (a few short steps measure the launch more than the copy). */
+static void apply_memory_kinds(usp_profile_desc *p, const trace_sums *s, FILE *r) {
+    for (int k = 0; k < USP_STEP_KIND_COUNT; k++) {
+        if (!usp_step_memory_bound((usp_step_kind)k) || s->kind_steps[k] == 0) continue;
+        double old = p->memory_gbps[k];
+        int enough = s->kind_steps[k] >= USP_REFINE_MIN_MEM_STEPS && s->kind_seconds[k] > 0;
+        if (enough) p->memory_gbps[k] = s->kind_bytes[k] / s->kind_seconds[k] / 1e9;
+        if (r) fprintf(r, "    %-9s %.0f -> %.0f GB/s (%d steps, %.2f GB in %.2f ms%s)\n",
+                       usp_step_kind_name((usp_step_kind)k), old, p->memory_gbps[k], s->kind_steps[k],
+                       s->kind_bytes[k] / 1e9, s->kind_seconds[k] * 1e3, enough ? "" : ": too few, kept");
+    }
+}
+
 static void apply_memory_and_launch(usp_profile_desc *p, trace_sums *s, FILE *r) {
     double old_hbm = p->hbm_gbps, old_launch = p->launch_us;
     if (s->mem_seconds > 0) p->hbm_gbps = s->mem_bytes / s->mem_seconds / 1e9;
@@ -379,12 +407,11 @@ static void apply_memory_and_launch(usp_profile_desc *p, trace_sums *s, FILE *r)
         qsort(s->gaps, (size_t)s->ngaps, sizeof *s->gaps, compare_doubles);
         p->launch_us = s->gaps[s->ngaps / 2];
     }
-    if (r) {
-        fprintf(r, "  memory-bound steps: %.0f -> %.0f GB/s (%.2f GB in %.2f ms)\n", old_hbm, p->hbm_gbps,
-                s->mem_bytes / 1e9, s->mem_seconds * 1e3);
-        fprintf(r, "  launch overhead (median idle time before a ready compute step, %d steps): %.2f -> %.2f us\n",
-                s->ngaps, old_launch, p->launch_us);
-    }
+    if (r) fprintf(r, "  memory-bound steps: %.0f -> %.0f GB/s (%.2f GB in %.2f ms), by kind:\n", old_hbm,
+                   p->hbm_gbps, s->mem_bytes / 1e9, s->mem_seconds * 1e3);
+    apply_memory_kinds(p, s, r);
+    if (r) fprintf(r, "  launch overhead (median idle time before a ready compute step, %d steps): %.2f -> %.2f us\n",
+                   s->ngaps, old_launch, p->launch_us);
 }
 
 usp_status usp_profile_refine(usp_profile_desc *p, const usp_vcase *cases, int n, FILE *report) {
@@ -402,8 +429,9 @@ usp_status usp_profile_refine(usp_profile_desc *p, const usp_vcase *cases, int n
         snprintf(p->source + len, sizeof p->source - len,
                  " Refined from %d measured calibration traces (usp calibrate --traces): attention rates of "
                  "full blocks and the masked efficiency from ATTN step durations, hbm_gbps from the "
-                 "memory-bound steps, launch from the median idle time before a ready compute step.",
-                 s.traces);
+                 "memory-bound steps and memory_gbps from those of each kind with %d steps or more, launch "
+                 "from the median idle time before a ready compute step.",
+                 s.traces, USP_REFINE_MIN_MEM_STEPS);
     }
     free(s.gaps);
     return st;

@@ -53,6 +53,22 @@ static usp_status read_rates(const usp_json *root, usp_profile_desc *p) {
     return USP_OK;
 }
 
+/* Optional "memory_gbps": {"pack": 622, ...}; kinds it does not name stay 0. */
+static usp_status read_memory_rates(const usp_json *root, usp_profile_desc *p) {
+    const usp_json *by_kind = usp_json_get(root, "memory_gbps");
+    if (!by_kind) return USP_OK;
+    if (by_kind->type != USP_JSON_OBJECT)
+        return usp_fail(USP_EINVAL, "line %d: 'memory_gbps' must be an object", by_kind->line);
+    for (size_t i = 0; i < by_kind->count; i++) {
+        usp_step_kind k = usp_step_kind_of(by_kind->keys[i]);
+        if (k == USP_STEP_KIND_COUNT || !usp_step_memory_bound(k))
+            return usp_fail(USP_EINVAL, "line %d: 'memory_gbps.%s' is not a memory-bound step kind",
+                            by_kind->items[i].line, by_kind->keys[i]);
+        USP_TRY(usp_json_get_number(by_kind, by_kind->keys[i], &p->memory_gbps[k]));
+    }
+    return USP_OK;
+}
+
 static usp_status read_profile_tree(const usp_json *root, usp_profile_desc *p) {
     const char *name, *kernel = "", *source = "";
     USP_TRY(usp_json_get_string(root, "name", &name));
@@ -67,6 +83,7 @@ static usp_status read_profile_tree(const usp_json *root, usp_profile_desc *p) {
     USP_TRY(usp_json_get_number(masked, "fwd", &p->masked_fwd));
     USP_TRY(usp_json_get_number(masked, "bwd", &p->masked_bwd));
     USP_TRY(usp_json_get_number(root, "hbm_gbps", &p->hbm_gbps));
+    USP_TRY(read_memory_rates(root, p));
     USP_TRY(usp_json_get_number(root, "launch_overhead_us", &p->launch_us));
     return usp_json_get_number(root, "memory_gb", &p->memory_gb);
 }
@@ -119,6 +136,18 @@ static usp_status check_writable(const usp_profile_desc *p) {
     return USP_OK;
 }
 
+/* ,"memory_gbps": {"pack": 622, "merge": 1739}: only the kinds that have one. */
+static void write_memory_rates(FILE *f, const usp_profile_desc *p) {
+    int first = 1;
+    for (int k = 0; k < USP_STEP_KIND_COUNT; k++) {
+        if (!(p->memory_gbps[k] > 0)) continue;
+        fprintf(f, "%s\"%s\": %.0f", first ? "  \"memory_gbps\": {" : ", ", usp_step_kind_name((usp_step_kind)k),
+                p->memory_gbps[k]);
+        first = 0;
+    }
+    if (!first) fprintf(f, "},\n");
+}
+
 usp_status usp_profile_desc_write(const usp_profile_desc *p, FILE *f) {
     USP_TRY(check_writable(p));
     fprintf(f, "{\n  \"name\": ");
@@ -137,8 +166,9 @@ usp_status usp_profile_desc_write(const usp_profile_desc *p, FILE *f) {
     }
     fprintf(f, "\n  },\n  \"masked_block_efficiency\": {\"fwd\": %.3f, \"bwd\": %.3f},\n", p->masked_fwd,
             p->masked_bwd);
-    fprintf(f, "  \"hbm_gbps\": %.0f,\n  \"launch_overhead_us\": %.2f,\n  \"memory_gb\": %.0f,\n",
-            p->hbm_gbps, p->launch_us, p->memory_gb);
+    fprintf(f, "  \"hbm_gbps\": %.0f,\n", p->hbm_gbps);
+    write_memory_rates(f, p);
+    fprintf(f, "  \"launch_overhead_us\": %.2f,\n  \"memory_gb\": %.0f,\n", p->launch_us, p->memory_gb);
     fprintf(f, "  \"peak_dense_tflops\": {");
     first = 1;
     for (int k = 0; k < 4; k++) {

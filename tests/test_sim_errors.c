@@ -95,6 +95,40 @@ static void profile_missing_a_field(void **state) {
     expect_refusal(&o, "no fp64 attention figures");
 }
 
+/* A profile whose 'memory_gbps' (on line 3) is `by_kind`. */
+static const char *profile_with_memory(const char *by_kind) {
+    char text[1024];
+    snprintf(text, sizeof text,
+             "{\"name\": \"x\", \"attention_tflops\": {\"fp64\": {\"64\": {\"fwd\": 1, \"bwd\": 1}}},\n"
+             " \"masked_block_efficiency\": {\"fwd\": 1, \"bwd\": 1}, \"hbm_gbps\": 100,\n"
+             " \"memory_gbps\": %s,\n"
+             " \"launch_overhead_us\": 0, \"memory_gb\": 80, \"peak_dense_tflops\": {\"fp64\": 67}}\n",
+             by_kind);
+    return temp_file(text, ".json");
+}
+
+/* Any subset of the memory-bound kinds loads; another name, a figure that
+ * is not positive or not a number is refused with the field and its line. */
+static void profile_memory_rates(void **state) {
+    (void)state;
+    assert_int_equal(usp_profile_check(profile_with_memory("{}")), USP_OK);
+    assert_int_equal(usp_profile_check(profile_with_memory(
+                         "{\"pack\": 622, \"unpack\": 614, \"merge\": 1739, \"init\": 4194, \"bwd_prep\": 2061}")),
+                     USP_OK);
+    usp_sim_options o = {.profile = profile_with_memory("{\"pack\": 600, \"copy\": 1}")};
+    expect_refusal(&o, "line 3: 'memory_gbps.copy' is not a memory-bound step kind");
+    o.profile = profile_with_memory("{\"attn_fwd\": 1}");
+    expect_refusal(&o, "line 3: 'memory_gbps.attn_fwd' is not a memory-bound step kind");
+    o.profile = profile_with_memory("{\"merge\": 0}");
+    expect_refusal(&o, "line 3: 'memory_gbps.merge' must be a positive number");
+    o.profile = profile_with_memory("{\"init\": -5}");
+    expect_refusal(&o, "line 3: 'memory_gbps.init' must be a positive number");
+    o.profile = profile_with_memory("{\"pack\": \"fast\"}");
+    expect_refusal(&o, "line 3: 'memory_gbps.pack' must be a positive number");
+    o.profile = profile_with_memory("600");
+    expect_refusal(&o, "line 3: 'memory_gbps' must be an object");
+}
+
 /* Two ranks, one SENDRECV each, with the given tags; rank 1 may have none. */
 static void broken_schedule(usp_schedule *s, int tag0, int tag1, int rank1_steps) {
     memset(s, 0, sizeof *s);
@@ -172,6 +206,7 @@ int main(void) {
         cmocka_unit_test(bad_platform_file),
         cmocka_unit_test(fewer_hosts_than_ranks),
         cmocka_unit_test(profile_missing_a_field),
+        cmocka_unit_test(profile_memory_rates),
         cmocka_unit_test(broken_schedules),
         cmocka_unit_test(commands_exit_2),
     };

@@ -192,6 +192,52 @@ static void ring_without_compute(void **state) {
     unlink(profile);
 }
 
+/* ------------------------------------------------ memory-bound steps */
+
+static const char *const PER_KIND_PROFILE =
+    "{\"name\": \"per-kind\", \"attention_tflops\": {\"fp64\": {\"64\": {\"fwd\": 1, \"bwd\": 1}}},"
+    " \"masked_block_efficiency\": {\"fwd\": 1, \"bwd\": 1}, \"hbm_gbps\": 100,"
+    " \"memory_gbps\": {\"pack\": 25, \"merge\": 400},"
+    " \"launch_overhead_us\": 2, \"memory_gb\": 80, \"peak_dense_tflops\": {\"fp64\": 67}}\n";
+
+static char *profile_file(const char *json) {
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/usp-test-profile-XXXXXX.json");
+    int fd = mkstemps(path, 5);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs(json, f);
+    fclose(f);
+    return path;
+}
+
+static usp_step memory_step(usp_step_kind kind, double bytes) {
+    usp_step st = {.kind = kind, .stream = USP_STREAM_COMPUTE, .dep = -1, .ring_step = -1, .bytes_mem = bytes};
+    for (int i = 0; i < 2; i++) st.src[i] = st.dst[i] = USP_BUF_NONE;
+    snprintf(st.name, sizeof st.name, "%s", usp_step_kind_name(kind));
+    return st;
+}
+
+/* A memory-bound step takes launch + bytes_mem / its kind's memory_gbps;
+ * a kind the profile does not name (UNPACK), bytes_mem / hbm_gbps. */
+static void memory_rate_by_kind(void **state) {
+    (void)state;
+    const double B = 64e6;
+    const usp_step_kind kinds[3] = {USP_STEP_PACK, USP_STEP_MERGE, USP_STEP_UNPACK};
+    const double gbps[3] = {25, 400, 100};
+    char *profile = profile_file(PER_KIND_PROFILE);
+    for (int i = 0; i < 3; i++) {
+        usp_schedule s;
+        one_step_schedule(&s, 1, 2, memory_step(kinds[i], B));
+        usp_result r = simulate(&s, STAR, profile);
+        assert_close(r.time_fwd_s, 2e-6 + B / (gbps[i] * 1e9));
+        assert_close(r.ranks[1].compute_s, 2e-6 + B / (gbps[i] * 1e9));
+        usp_result_free(&r);
+        usp_schedule_free(&s);
+    }
+    unlink(profile);
+}
+
 /* Timing-only and numerics runs of one schedule predict the same times. */
 static void numerics_do_not_change_time(void **state) {
     (void)state;
@@ -220,6 +266,7 @@ int main(void) {
         cmocka_unit_test(all_to_all),
         cmocka_unit_test(compute_hides_ring),
         cmocka_unit_test(ring_without_compute),
+        cmocka_unit_test(memory_rate_by_kind),
         cmocka_unit_test(numerics_do_not_change_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

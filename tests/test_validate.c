@@ -92,10 +92,19 @@ static void test_calib_fit(void **state) {
     assert_true(fabs(r->fwd_tflops - 400) < 1e-6 && fabs(r->bwd_tflops - 200) < 1e-6);
     assert_true(fabs(fit.profile.masked_fwd - 0.8) < 1e-9 && fabs(fit.profile.masked_bwd - 0.8) < 1e-9);
     assert_true(fabs(fit.profile.hbm_gbps - 2000) < 1e-6);
+    /* each kind at its own rate; a kind not measured stays unset (hbm_gbps) */
+    assert_true(fabs(fit.profile.memory_gbps[USP_STEP_PACK] - 1000) < 1e-6);
+    assert_true(fabs(fit.profile.memory_gbps[USP_STEP_MERGE] - 3000) < 1e-6);
+    assert_true(fit.profile.memory_gbps[USP_STEP_UNPACK] == 0);
     assert_true(fabs(fit.lat_us - 15) < 1e-6 && fabs(fit.gbps - 250) < 1e-6);
     /* written, the profile is one the simulator loads */
     assert_int_equal(usp_profile_desc_save(&fit.profile, tmp_path("fitted.json")), USP_OK);
     assert_int_equal(usp_profile_check(tmp_path("fitted.json")), USP_OK);
+    usp_profile_desc *reread = calloc(1, sizeof *reread);
+    assert_int_equal(usp_profile_desc_read(tmp_path("fitted.json"), reread), USP_OK);
+    assert_true(reread->memory_gbps[USP_STEP_PACK] == 1000 && reread->memory_gbps[USP_STEP_MERGE] == 3000);
+    assert_true(reread->memory_gbps[USP_STEP_INIT] == 0);
+    free(reread);
     /* and the measurements read back the same */
     assert_int_equal(usp_calib_save(m, tmp_path("calibration.json")), USP_OK);
     usp_calib *back = calloc(1, sizeof *back);

@@ -153,6 +153,11 @@ int usp_group_index(const usp_config *c, usp_group g, int rank);
 long usp_a2a_piece_elems(const usp_config *c, usp_a2a a);
 
 const char *usp_step_kind_name(usp_step_kind k);
+/* PACK, UNPACK, MERGE, INIT and BWD_PREP: steps whose time is the bytes they
+ * move through device memory (bytes_mem), not FLOPs or a link. */
+int usp_step_memory_bound(usp_step_kind k);
+/* The kind usp_step_kind_name gives `name` for; USP_STEP_KIND_COUNT when none. */
+usp_step_kind usp_step_kind_of(const char *name);
 const char *usp_buf_name(usp_buf b);
 
 /* Writes one rank's steps readably, one per line. */

@@ -146,6 +146,7 @@ typedef struct {
     int nrates;
     double masked_fwd, masked_bwd;
     double hbm_gbps, launch_us, memory_gb;
+    double memory_gbps[USP_STEP_KIND_COUNT]; /* by memory-bound step kind; 0: hbm_gbps */
     double peak_tflops[4];          /* by usp_dtype; every dtype with rates needs one */
 } usp_profile_desc;
 
@@ -213,8 +214,9 @@ typedef struct {
 
 /* Fits the profile and the link from measurements: attention TFLOP/s per
  * (dtype, head dim, direction) from the slope of time against FLOPs of the
- * full blocks; the masked efficiency from the causal blocks; one memory
- * bandwidth over every memory-bound kernel (bytes over time, summed); the
+ * full blocks; the masked efficiency from the causal blocks; the memory
+ * bandwidth of each memory-bound kernel kind (memory_gbps) and, over all of
+ * them, hbm_gbps (bytes over time, summed); the
  * launch overhead; the link from every comm point of at least min_bytes.
  * `base` (may be NULL) supplies what was not measured (fp64 figures, peaks).
  * `report` (may be NULL) gets the tables with the fits' residuals. */
@@ -223,9 +225,11 @@ usp_status usp_calib_fit_run(const usp_calib *m, const usp_profile_desc *base, d
 
 /* Refits, from the calibration cases among `cases`, the attention rates of
  * the (dtype, head dim) keys they use, the masked efficiencies, the memory
- * bandwidth and the launch overhead of p (the step durations of the measured
+ * bandwidth (hbm_gbps over every memory-bound step; memory_gbps of each kind
+ * with at least USP_REFINE_MIN_MEM_STEPS steps) and the launch overhead of p (the step durations of the measured
  * traces, summed: the fitted profile reproduces the calibration cases' busy
  * time). `report` (may be NULL) gets what changed. */
+enum { USP_REFINE_MIN_MEM_STEPS = 8 };
 usp_status usp_profile_refine(usp_profile_desc *p, const usp_vcase *cases, int n, FILE *report);
 
 /* Fits the link (seconds = intercept + slope * bytes) to the SENDRECV and

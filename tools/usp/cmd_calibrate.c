@@ -36,14 +36,17 @@ static void help(void) {
            "forward and backward), the memory-bound kernels' GB/s (pack, unpack, merge,\n"
            "init, bwd_prep) and NCCL send/recv and all-to-all from 64 KiB to 1 GiB; fits\n"
            "time = fixed + size / rate to each, prints the fits with their residuals, and\n"
-           "writes a device profile (the format of sim/profiles/*.json: usp run --profile)\n"
+           "writes a device profile (the format of sim/profiles/*.json: usp run --profile;\n"
+           "memory_gbps gives each memory-bound kind its own GB/s, hbm_gbps all of them)\n"
            "and a SimGrid platform whose GPU-to-GPU link is the fitted NCCL latency and\n"
            "bandwidth (usp run --platform FILE.xml).\n\n"
            "  --gpus N              measure with N ranks on this machine (GPU executor builds)\n"
            "  --quick               fewer kernel sizes, head dim 128 only\n"
            "  --measurements FILE   fit from measurements saved by an earlier run instead\n"
            "  --traces DIR          refine the profile from the step durations of the\n"
-           "                        calibration cases recorded in DIR (usp validate)\n"
+           "                        calibration cases recorded in DIR (usp validate); a\n"
+           "                        memory-bound kind with %d steps or more there gets\n"
+           "                        their GB/s, one with fewer keeps its measured figure\n"
            "  --link-from-traces    without NCCL measurements, fit the platform's link to the\n"
            "                        calibration traces' transfers (few points: a fallback)\n"
            "  --base PROFILE.json   figures not measured (fp64, dense peaks) come from it\n"
@@ -53,7 +56,7 @@ static void help(void) {
            "  --measurements-out F  where --gpus saves its measurements (default calibration.json)\n"
            "  --timeout S           a rank that takes longer fails the run (default 300)\n"
            "  --json                the fitted profile and link as one JSON object\n",
-           DEFAULT_MIN_BYTES);
+           USP_REFINE_MIN_MEM_STEPS, DEFAULT_MIN_BYTES);
 }
 
 /* ------------------------------------------------------------ options */
