@@ -159,8 +159,10 @@ usp_buf usp_buf_owner(const usp_rank_schedule *rs, usp_buf b) {
     return b;
 }
 
+/* Sizes were declared once per rank (declare_buffers); read them from there. */
 static double buf_bytes(const builder *bd, usp_buf b) {
-    return (double)buf_elems(bd->c, b) * usp_buf_elem_size(buf_role(b), bd->c->dtype);
+    const usp_buf_info *bi = &bd->rs->bufs[b];
+    return (double)bi->elems * usp_buf_elem_size(bi->role, bd->c->dtype);
 }
 
 /* ---------------------------------------------------------------- emitting */
