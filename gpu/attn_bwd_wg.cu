@@ -51,18 +51,16 @@ __device__ __forceinline__ void cp_async4(void *dst, const void *src, int src_by
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(src_bytes));
 }
 
-/* P^T and dS^T of the thread's 32 elements; dS^T also into shared memory
- * (atom layout, rows = keys, columns = queries), both packed for RS wgmma. */
+/* P^T of the thread's 32 elements, in place of S^T (fp32, kept for dS^T),
+ * and packed as the A fragments of dV += P^T dO. Runs while the tensor cores
+ * still compute dP^T. */
 template <typename T>
-__device__ __forceinline__ void wb_softmax_grad(const UspBwdParams &p, float (&s)[32], float (&dp)[32],
-                                                const float *lse, const float *dl, T *sdS, int key_row,
-                                                int n0, int m0, bool masked, uint32_t (&pa)[4][4],
-                                                uint32_t (&da)[4][4]) {
+__device__ __forceinline__ void wb_probs(const UspBwdParams &p, float (&s)[32], const float *lse, int key_row,
+                                         int n0, int m0, bool masked, uint32_t (&pa)[4][4]) {
     const int t = threadIdx.x & 3;
     const float sl2 = p.scale * USP_LOG2E;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-        float pv[4], ds[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int q = 8 * j + 2 * t + (e & 1);   /* query in the tile */
@@ -75,13 +73,28 @@ __device__ __forceinline__ void wb_softmax_grad(const UspBwdParams &p, float (&s
                 int c = n0 + key_row + (e >> 1) * 8;
                 if (c >= p.kv_len || (p.causal && c > r + p.diag)) x = 0.0f;
             }
-            pv[e] = x;
-            ds[e] = x * (dp[4 * j + e] - dl[q]);
+            s[4 * j + e] = x;
         }
         /* A fragments of k-step j/2: n8 block j is columns (2t, 2t+1) of half j&1 */
         const int kk = j >> 1, hi = (j & 1) * 2;
-        pa[kk][hi] = elem<T>::pack2(pv[0], pv[1]);
-        pa[kk][hi + 1] = elem<T>::pack2(pv[2], pv[3]);
+        pa[kk][hi] = elem<T>::pack2(s[4 * j], s[4 * j + 1]);
+        pa[kk][hi + 1] = elem<T>::pack2(s[4 * j + 2], s[4 * j + 3]);
+    }
+}
+
+/* dS^T = P^T * (dP^T - DELTA) of the thread's 32 elements, packed as the A
+ * fragments of dK += dS^T Q and stored to shared memory (atom layout, rows =
+ * keys, columns = queries) for dQ += dS K. */
+template <typename T>
+__device__ __forceinline__ void wb_dscores(const float (&pr)[32], const float (&dp)[32], const float *dl, T *sdS,
+                                           int key_row, uint32_t (&da)[4][4]) {
+    const int t = threadIdx.x & 3;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        float ds[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) ds[e] = pr[4 * j + e] * (dp[4 * j + e] - dl[8 * j + 2 * t + (e & 1)]);
+        const int kk = j >> 1, hi = (j & 1) * 2;
         da[kk][hi] = elem<T>::pack2(ds[0], ds[1]);
         da[kk][hi + 1] = elem<T>::pack2(ds[2], ds[3]);
         *reinterpret_cast<uint32_t *>(sdS + wsw<WB_BN>(key_row, j) + 2 * t) = da[kk][hi];
@@ -237,29 +250,33 @@ __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p)
         cp_async_wait<0>();
         fence_async_smem();
         __syncthreads();   /* tile `it` landed; the other stage and dS^T are free */
-        if (it + 1 < wk.iters) prefetch(it + 1, stage ^ 1);
-        cp_async_commit();
-
         int h, m0;
         q_tile(it, h, m0);
         const T *cQ = sQ + stage * BM * D, *cdO = sdO + stage * BM * D;
 
+        /* S^T and dP^T as two groups: the exponentials of P^T run while the
+         * tensor cores compute dP^T; the next tile's loads are issued behind both */
         float s[32], dp[32];
         wg_arrive();
 #pragma unroll
         for (int kc = 0; kc < D / 16; ++kc)
             wg<T>::template ss64<0, 0>(s, wg_desc_k<BN>(sKw, kc), wg_desc_k<BM>(cQ, kc), kc > 0);
+        wg_commit();
 #pragma unroll
         for (int kc = 0; kc < D / 16; ++kc)
             wg<T>::template ss64<0, 0>(dp, wg_desc_k<BN>(sVw, kc), wg_desc_k<BM>(cdO, kc), kc > 0);
         wg_commit();
-        wg_wait<0>();
-        wg_fence_regs(s);
-        wg_fence_regs(dp);
+        if (it + 1 < wk.iters) prefetch(it + 1, stage ^ 1);
+        cp_async_commit();
 
         const bool masked = n0 + BN > p.kv_len || (p.causal && n0 + BN - 1 > m0 + p.diag);
         uint32_t pa[4][4], da[4][4];
-        wb_softmax_grad<T>(p, s, dp, sL + stage * BM, sDl + stage * BM, sdS, key_row, n0, m0, masked, pa, da);
+        wg_wait<1>();
+        wg_fence_regs(s);
+        wb_probs<T>(p, s, sL + stage * BM, key_row, n0, m0, masked, pa);
+        wg_wait<0>();
+        wg_fence_regs(dp);
+        wb_dscores<T>(s, dp, sDl + stage * BM, sdS, key_row, da);
 
         wg_fence_regs(dv);
         wg_fence_regs(dk);

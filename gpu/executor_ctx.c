@@ -19,6 +19,18 @@ int usp_gpu_device_count(void) {
 int usp_gpu_rank(const usp_gpu_ctx *ctx) { return ctx->env.rank; }
 int usp_gpu_world(const usp_gpu_ctx *ctx) { return ctx->env.world; }
 
+/* The comm stream gets the device's greatest priority: an NCCL kernel
+ * enqueued while an attention kernel fills every SM then takes the next free
+ * SMs instead of queueing behind the attention kernel's remaining blocks
+ * (gpu/NOTES.md has what it changed). USP_GPU_COMM_PRIORITY=normal keeps both
+ * streams equal. */
+static int comm_stream_priority(void) {
+    const char *e = getenv("USP_GPU_COMM_PRIORITY");
+    int least = 0, greatest = 0;
+    if ((e && !strcmp(e, "normal")) || cudaDeviceGetStreamPriorityRange(&least, &greatest) != cudaSuccess) return 0;
+    return greatest;
+}
+
 static usp_status bind_device(usp_gpu_ctx *ctx) {
     int count = usp_gpu_device_count();
     if (count == 0)
@@ -27,7 +39,7 @@ static usp_status bind_device(usp_gpu_ctx *ctx) {
     ctx->device = local % count;
     USP_CUDA_CHECK(cudaSetDevice(ctx->device));
     USP_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->compute, cudaStreamNonBlocking));
-    USP_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->comm, cudaStreamNonBlocking));
+    USP_CUDA_CHECK(cudaStreamCreateWithPriority(&ctx->comm, cudaStreamNonBlocking, comm_stream_priority()));
     USP_CUDA_CHECK(cudaMalloc((void **)&ctx->scratch, sizeof(float)));
     USP_CUDA_CHECK(cudaMemset(ctx->scratch, 0, sizeof(float)));
     return USP_OK;
