@@ -23,6 +23,7 @@
 #include "internal.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +113,32 @@ static int next_on_stream(const usp_rank_schedule *rs, int i, usp_stream stream)
 
 /* ------------------------------------------------------ the compute stream */
 
+/* When an attention step that would take `seconds` alone, starting at
+ * `start`, ends, if it runs at (1 - slowdown) of its rate while a comm step
+ * listed before it transfers. Those comm steps have ended (their times are
+ * known) and, on one in-order stream, do not overlap each other: walking
+ * back from step k finds the ones still running after `start`, latest
+ * first. Comm steps listed after k (not yet timed) are not counted. */
+static double stretched_end(const rank_sim *r, int k, double start, double seconds, double slowdown) {
+    int busy[16], n = 0;
+    for (int j = k - 1; j >= 0 && n < 16; j--) {
+        if (r->rs->steps[j].stream != USP_STREAM_COMM || !r->done[j]) continue;
+        if (r->end[j] <= start) break;
+        busy[n++] = j;
+    }
+    double t = start, work = seconds, rate = 1.0 - slowdown;
+    for (int i = n - 1; i >= 0; i--) {   /* earliest first */
+        double cs = fmax(r->start[busy[i]], t), ce = r->end[busy[i]];
+        if (cs - t >= work) break;           /* done before this transfer starts */
+        work -= cs - t;
+        t = cs;
+        if ((ce - t) * rate >= work) return t + work / rate;
+        work -= (ce - t) * rate;
+        t = ce;
+    }
+    return t + work;
+}
+
 /* Times the compute steps listed before `limit`, in stream order. Their
  * deps have ended: each is a comm step listed before them, and the comm
  * steps before `limit` are done. With numerics on, runs their kernels now,
@@ -128,7 +155,9 @@ static void advance_compute(rank_sim *r, int limit) {
         if (st->dep >= 0 && r->end[st->dep] > start) start = r->end[st->dep];
         if (g_sim.numerics) usp_rank_compute(&r->mem, st);
         r->start[k] = start;
-        r->end[k] = r->compute_free = start + sim_step_seconds(g_sim.job->profile, g_sim.cfg, st);
+        double sec = sim_step_seconds(g_sim.job->profile, g_sim.cfg, st), slow = g_sim.job->profile->comm_slowdown;
+        int attn = st->kind == USP_STEP_ATTN_FWD || st->kind == USP_STEP_ATTN_BWD;
+        r->end[k] = r->compute_free = attn && slow > 0 ? stretched_end(r, k, start, sec, slow) : start + sec;
         r->done[k] = 1;
     }
     r->next_compute = k;

@@ -13,6 +13,9 @@ enum { SIM_NDTYPES = 4, SIM_MAX_HEAD_DIMS = 8 };
 typedef struct {
     int head_dim;
     double fwd_flops, bwd_flops;   /* FLOP/s */
+    double fwd_fixed_s, bwd_fixed_s; /* per kernel ('fwd_fixed_us', optional): the
+                                        small-size cost an affine fit of measured
+                                        kernel times finds */
 } sim_attention_rate;
 
 typedef struct {
@@ -27,10 +30,14 @@ typedef struct {
     double mem_bytes_per_s[USP_STEP_KIND_COUNT];
     double launch_s;
     double capacity_bytes;
+    /* fraction of an attention kernel's rate lost while its rank's comm
+     * stream transfers ('comm_overlap_slowdown', default 0): the NCCL kernel
+     * holds SMs and memory bandwidth the attention kernel then lacks */
+    double comm_slowdown;
 } sim_profile;
 
 /* Loads a built-in profile ("h200") or a JSON file; every field is required
- * but 'memory_gbps'. */
+ * but 'memory_gbps', 'comm_overlap_slowdown' and the rates' fixed times. */
 usp_status sim_profile_load(const char *name_or_file, sim_profile *p);
 /* USP_EINVAL when the profile has no attention figures for the config's dtype. */
 usp_status sim_profile_supports(const sim_profile *p, const usp_config *c);

@@ -32,7 +32,16 @@ static usp_status positive(const usp_json *obj, const char *key, double *out) {
     return USP_OK;
 }
 
-/* "128": {"fwd": 352, "bwd": 304} */
+/* Optional, 0 when absent: microseconds in, seconds out. */
+static usp_status fixed_time(const usp_json *obj, const char *key, double *seconds) {
+    const usp_json *v = usp_json_get(obj, key);
+    if (v && (v->type != USP_JSON_NUMBER || !(v->number >= 0)))
+        return usp_fail(USP_EINVAL, "line %d: '%s' must be a number >= 0", v->line, key);
+    *seconds = v ? v->number * 1e-6 : 0;
+    return USP_OK;
+}
+
+/* "128": {"fwd": 352, "bwd": 304} (and optionally "fwd_fixed_us", "bwd_fixed_us") */
 static usp_status load_head_dims(const usp_json *by_dim, sim_profile *p, int d) {
     if (by_dim->count == 0 || by_dim->count > SIM_MAX_HEAD_DIMS)
         return usp_fail(USP_EINVAL, "line %d: 1 to %d head dims per dtype", by_dim->line, SIM_MAX_HEAD_DIMS);
@@ -47,6 +56,8 @@ static usp_status load_head_dims(const usp_json *by_dim, sim_profile *p, int d) 
         USP_TRY(positive(&by_dim->items[i], "bwd", &r->bwd_flops));
         r->fwd_flops *= 1e12;
         r->bwd_flops *= 1e12;
+        USP_TRY(fixed_time(&by_dim->items[i], "fwd_fixed_us", &r->fwd_fixed_s));
+        USP_TRY(fixed_time(&by_dim->items[i], "bwd_fixed_us", &r->bwd_fixed_s));
     }
     p->nrates[d] = (int)by_dim->count;
     return USP_OK;
@@ -101,6 +112,15 @@ static usp_status load_memory_rates(const usp_json *root, double hbm_gbps, sim_p
     return USP_OK;
 }
 
+/* Optional, 0 when absent; below 1, or the kernel would never finish. */
+static usp_status load_comm_slowdown(const usp_json *root, sim_profile *p) {
+    const usp_json *v = usp_json_get(root, "comm_overlap_slowdown");
+    if (v && (v->type != USP_JSON_NUMBER || !(v->number >= 0 && v->number < 1)))
+        return usp_fail(USP_EINVAL, "line %d: 'comm_overlap_slowdown' must be a number in [0, 1)", v->line);
+    p->comm_slowdown = v ? v->number : 0;
+    return USP_OK;
+}
+
 static usp_status load_tree(const usp_json *root, sim_profile *p) {
     const usp_json *masked;
     const char *name;
@@ -117,6 +137,7 @@ static usp_status load_tree(const usp_json *root, sim_profile *p) {
     USP_TRY(usp_json_get_number(root, "launch_overhead_us", &launch_us));
     if (launch_us < 0) return usp_fail(USP_EINVAL, "'launch_overhead_us' must not be negative");
     USP_TRY(positive(root, "memory_gb", &mem_gb));
+    USP_TRY(load_comm_slowdown(root, p));
     p->hbm_bytes_per_s = hbm * 1e9;
     p->launch_s = launch_us * 1e-6;
     p->capacity_bytes = mem_gb * 1e9;
@@ -194,7 +215,7 @@ static double attention_seconds(const sim_profile *p, const usp_config *c, const
     int fwd = st->kind == USP_STEP_ATTN_FWD;
     double rate = fwd ? r->fwd_flops : r->bwd_flops;
     if (is_partial(&st->blk)) rate *= fwd ? p->masked_fwd : p->masked_bwd;
-    return st->flops / rate;
+    return (fwd ? r->fwd_fixed_s : r->bwd_fixed_s) + st->flops / rate;
 }
 
 double sim_step_seconds(const sim_profile *p, const usp_config *c, const usp_step *st) {

@@ -113,9 +113,9 @@ static void fit_attention(const usp_calib *m, usp_profile_desc *p, FILE *r) {
             if (has_full) report_attn(r, dts[k], dims[k], bwd, 0, &full);
             if (has_causal) report_attn(r, dts[k], dims[k], bwd, 1, &causal);
             if (!has_full) continue;
-            double rate = 1e-12 / full.slope;
-            if (bwd) pr->bwd_tflops = rate;
-            else pr->fwd_tflops = rate;
+            double rate = 1e-12 / full.slope, fixed = fmax(0.0, full.intercept * 1e6);
+            if (bwd) { pr->bwd_tflops = rate; pr->bwd_fixed_us = fixed; }
+            else { pr->fwd_tflops = rate; pr->fwd_fixed_us = fixed; }
             if (has_causal) { eff_sum[bwd] += full.slope / causal.slope; eff_n[bwd]++; }
         }
     }
@@ -256,9 +256,19 @@ typedef struct {
     double flops[2][2], seconds[2][2];   /* [bwd][partial] */
 } attn_sums;
 
+/* One measured attention step: what it computed, how long it took, and how
+ * much of that time a transfer listed before it on its rank was running. */
+typedef struct {
+    usp_dtype dtype;
+    int head_dim, bwd, partial;
+    double flops, seconds, overlap_s;
+} attn_obs;
+
 typedef struct {
     attn_sums keys[USP_PROFILE_MAX_RATES];
     int nkeys;
+    attn_obs *obs;
+    int nobs, capobs;
     double mem_bytes, mem_seconds;
     double kind_bytes[USP_STEP_KIND_COUNT], kind_seconds[USP_STEP_KIND_COUNT];
     int kind_steps[USP_STEP_KIND_COUNT];
@@ -284,15 +294,15 @@ static int is_partial(const usp_block *b) {
     return b->causal && pairs > 0 && pairs < (double)b->q_len * b->kv_len;
 }
 
-static usp_status add_gap(trace_sums *s, double gap) {
-    if (s->ngaps == s->capgaps) {
-        int cap = s->capgaps ? 2 * s->capgaps : 256;
-        double *g = realloc(s->gaps, (size_t)cap * sizeof *g);
+static usp_status push(double **a, int *n, int *cap, double v) {
+    if (*n == *cap) {
+        int c = *cap ? 2 * *cap : 256;
+        double *g = realloc(*a, (size_t)c * sizeof *g);
         if (!g) return usp_fail(USP_EINTERNAL, "out of memory");
-        s->gaps = g;
-        s->capgaps = cap;
+        *a = g;
+        *cap = c;
     }
-    s->gaps[s->ngaps++] = gap;
+    (*a)[(*n)++] = v;
     return USP_OK;
 }
 
@@ -309,10 +319,34 @@ static usp_status rank_gaps(const usp_rank_schedule *rs, const usp_trace_event *
         double ready = prev_end;
         if (st->dep >= 0) ready = fmax(ready, ev[st->dep]->start_us + ev[st->dep]->dur_us);
         double gap = ev[i]->start_us - ready;
-        if (prev_end >= 0 && gap >= 0 && gap < LAUNCH_GAP_MAX_US) USP_TRY(add_gap(s, gap));
+        if (prev_end >= 0 && gap >= 0 && gap < LAUNCH_GAP_MAX_US) USP_TRY(push(&s->gaps, &s->ngaps, &s->capgaps, gap));
         prev_end = ev[i]->start_us + ev[i]->dur_us;
     }
     return USP_OK;
+}
+
+static usp_status add_obs(trace_sums *s, attn_obs o) {
+    if (s->nobs == s->capobs) {
+        int cap = s->capobs ? 2 * s->capobs : 256;
+        attn_obs *a = realloc(s->obs, (size_t)cap * sizeof *a);
+        if (!a) return usp_fail(USP_EINTERNAL, "out of memory");
+        s->obs = a;
+        s->capobs = cap;
+    }
+    s->obs[s->nobs++] = o;
+    return USP_OK;
+}
+
+/* Seconds of step i during which a comm step listed before it ran (the
+ * comm stream is in order: its steps do not overlap each other). */
+static double comm_overlap(const usp_rank_schedule *rs, const usp_trace_event *const *ev, int i) {
+    double a = ev[i]->start_us, b = a + ev[i]->dur_us, us = 0;
+    for (int j = 0; j < i; j++) {
+        if (rs->steps[j].stream != USP_STREAM_COMM) continue;
+        double lo = fmax(a, ev[j]->start_us), hi = fmin(b, ev[j]->start_us + ev[j]->dur_us);
+        if (hi > lo) us += hi - lo;
+    }
+    return us * 1e-6;
 }
 
 static usp_status rank_sums(const usp_schedule *sch, const usp_rank_schedule *rs, const usp_trace_event *const *ev,
@@ -328,11 +362,9 @@ static usp_status rank_sums(const usp_schedule *sch, const usp_rank_schedule *rs
             s->kind_steps[st->kind]++;
         }
         if (st->kind != USP_STEP_ATTN_FWD && st->kind != USP_STEP_ATTN_BWD) continue;
-        attn_sums *k = sums_key(s, sch->cfg.dtype, sch->cfg.head_dim);
-        if (!k) return usp_fail(USP_EINVAL, "more than %d (dtype, head dim) pairs", USP_PROFILE_MAX_RATES);
-        int bwd = st->kind == USP_STEP_ATTN_BWD, part = is_partial(&st->blk);
-        k->flops[bwd][part] += st->flops;
-        k->seconds[bwd][part] += sec;
+        attn_obs o = {sch->cfg.dtype, sch->cfg.head_dim, st->kind == USP_STEP_ATTN_BWD, is_partial(&st->blk),
+                      st->flops, sec, comm_overlap(rs, ev, i)};
+        USP_TRY(add_obs(s, o));
     }
     return rank_gaps(rs, ev, s);
 }
@@ -358,6 +390,53 @@ static usp_status case_sums(const usp_vcase *c, trace_sums *s) {
 static int compare_doubles(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
+}
+
+static const usp_profile_rate *rate_entry(const usp_profile_desc *p, usp_dtype dt, int head_dim) {
+    for (int k = 0; k < p->nrates; k++)
+        if (p->rates[k].dtype == dt && p->rates[k].head_dim == head_dim) return &p->rates[k];
+    return NULL;
+}
+
+/* The profile's fixed time of an observed step's kernel (0 without one). */
+static double fixed_seconds(const usp_profile_desc *p, const attn_obs *o) {
+    const usp_profile_rate *pr = rate_entry(p, o->dtype, o->head_dim);
+    return pr ? (o->bwd ? pr->bwd_fixed_us : pr->fwd_fixed_us) * 1e-6 : 0;
+}
+
+/* The attention steps summed by (dtype, head dim, direction, partial), each
+ * step's time less its kernel's fixed time and less what the transfers
+ * beside it cost (slowdown x overlap): what remains is FLOPs / rate. */
+static usp_status attention_sums(const usp_profile_desc *p, trace_sums *s, double slowdown) {
+    s->nkeys = 0;
+    for (int i = 0; i < s->nobs; i++) {
+        const attn_obs *o = &s->obs[i];
+        attn_sums *k = sums_key(s, o->dtype, o->head_dim);
+        if (!k) return usp_fail(USP_EINVAL, "more than %d (dtype, head dim) pairs", USP_PROFILE_MAX_RATES);
+        k->flops[o->bwd][o->partial] += o->flops;
+        k->seconds[o->bwd][o->partial] += o->seconds - fixed_seconds(p, o) - slowdown * o->overlap_s;
+    }
+    return USP_OK;
+}
+
+/* A step that would take d0 alone and shares o seconds with a transfer, at
+ * (1 - f) of its rate meanwhile, takes d = d0 + f o: f is the least-squares
+ * slope of (d - d0) over o, for the steps with some overlap. */
+static double fit_comm_slowdown(const usp_profile_desc *p, const trace_sums *s, double *overlapped_s) {
+    double num = 0, den = 0;
+    *overlapped_s = 0;
+    for (int i = 0; i < s->nobs; i++) {
+        const attn_obs *o = &s->obs[i];
+        const usp_profile_rate *pr = rate_entry(p, o->dtype, o->head_dim);
+        double rate = pr ? (o->bwd ? pr->bwd_tflops : pr->fwd_tflops) * 1e12 : 0;
+        if (o->partial) rate *= o->bwd ? p->masked_bwd : p->masked_fwd;
+        if (!(o->overlap_s > 0) || !(rate > 0)) continue;
+        num += (o->seconds - fixed_seconds(p, o) - o->flops / rate) * o->overlap_s;
+        den += o->overlap_s * o->overlap_s;
+        *overlapped_s += o->overlap_s;
+    }
+    double f = den > 0 ? num / den : 0;
+    return f < 0 ? 0 : f > 0.9 ? 0.9 : f;
 }
 
 /* Full-block rates set the profile's rates; partial blocks set the masked
@@ -386,6 +465,26 @@ static void apply_attention(usp_profile_desc *p, const trace_sums *s, FILE *r) {
     }
 }
 
+/* Rates and the slowdown depend on each other: rounds of one then the other
+ * settle them (each round moves f by a fraction of its last move). */
+static usp_status apply_attention_and_overlap(usp_profile_desc *p, trace_sums *s, FILE *r) {
+    double f = 0, old = p->comm_slowdown, overlapped = 0;
+    for (int round = 0; round < 100; round++) {
+        USP_TRY(attention_sums(p, s, f));
+        usp_profile_desc trial = *p;
+        apply_attention(&trial, s, NULL);
+        double last = f;
+        f = fit_comm_slowdown(&trial, s, &overlapped);
+        if (fabs(f - last) < 1e-6) break;
+    }
+    USP_TRY(attention_sums(p, s, f));
+    apply_attention(p, s, r);
+    p->comm_slowdown = f;
+    if (r) fprintf(r, "  attention rate lost while a transfer runs: %.3f -> %.3f (%.2f ms of attention overlapped)\n",
+                   old, f, overlapped * 1e3);
+    return USP_OK;
+}
+
 /* A kind with enough steps in the traces gets their rate; one with fewer
  * keeps its figure (a few short steps measure the launch more than the copy). */
 static void apply_memory_kinds(usp_profile_desc *p, const trace_sums *s, FILE *r) {
@@ -400,13 +499,15 @@ static void apply_memory_kinds(usp_profile_desc *p, const trace_sums *s, FILE *r
     }
 }
 
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, compare_doubles);
+    return v[n / 2];
+}
+
 static void apply_memory_and_launch(usp_profile_desc *p, trace_sums *s, FILE *r) {
     double old_hbm = p->hbm_gbps, old_launch = p->launch_us;
     if (s->mem_seconds > 0) p->hbm_gbps = s->mem_bytes / s->mem_seconds / 1e9;
-    if (s->ngaps > 0) {
-        qsort(s->gaps, (size_t)s->ngaps, sizeof *s->gaps, compare_doubles);
-        p->launch_us = s->gaps[s->ngaps / 2];
-    }
+    if (s->ngaps > 0) p->launch_us = median(s->gaps, s->ngaps);
     if (r) fprintf(r, "  memory-bound steps: %.0f -> %.0f GB/s (%.2f GB in %.2f ms), by kind:\n", old_hbm,
                    p->hbm_gbps, s->mem_bytes / 1e9, s->mem_seconds * 1e3);
     apply_memory_kinds(p, s, r);
@@ -423,17 +524,20 @@ usp_status usp_profile_refine(usp_profile_desc *p, const usp_vcase *cases, int n
     if (st == USP_OK && s.traces == 0) st = usp_fail(USP_EINVAL, "no calibration case to fit the profile to");
     if (st == USP_OK) {
         if (report) fprintf(report, "refined from the step durations of %d calibration traces:\n", s.traces);
-        apply_attention(p, &s, report);
+        st = apply_attention_and_overlap(p, &s, report);
+    }
+    if (st == USP_OK) {
         apply_memory_and_launch(p, &s, report);
         size_t len = strlen(p->source);
         snprintf(p->source + len, sizeof p->source - len,
                  " Refined from %d measured calibration traces (usp calibrate --traces): attention rates of "
-                 "full blocks and the masked efficiency from ATTN step durations, hbm_gbps from the "
+                 "full blocks, the masked efficiency and comm_overlap_slowdown from ATTN step durations, hbm_gbps from the "
                  "memory-bound steps and memory_gbps from those of each kind with %d steps or more, launch "
                  "from the median idle time before a ready compute step.",
                  s.traces, USP_REFINE_MIN_MEM_STEPS);
     }
     free(s.gaps);
+    free(s.obs);
     return st;
 }
 

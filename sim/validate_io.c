@@ -22,7 +22,7 @@ usp_profile_rate *usp_profile_rate_of(usp_profile_desc *p, usp_dtype dt, int hea
         if (p->rates[i].dtype == dt && p->rates[i].head_dim == head_dim) return &p->rates[i];
     if (p->nrates == USP_PROFILE_MAX_RATES) return NULL;
     usp_profile_rate *r = &p->rates[p->nrates++];
-    *r = (usp_profile_rate){dt, head_dim, 0, 0};
+    *r = (usp_profile_rate){dt, head_dim, 0, 0, 0, 0};
     return r;
 }
 
@@ -34,6 +34,12 @@ static usp_status read_head_dims(const usp_json *by_dim, usp_dtype dt, usp_profi
                                 by_dim->items[i].line, by_dim->keys[i], USP_PROFILE_MAX_RATES);
         USP_TRY(usp_json_get_number(&by_dim->items[i], "fwd", &r->fwd_tflops));
         USP_TRY(usp_json_get_number(&by_dim->items[i], "bwd", &r->bwd_tflops));
+        if (usp_json_get(&by_dim->items[i], "fwd_fixed_us"))
+            USP_TRY(usp_json_get_number(&by_dim->items[i], "fwd_fixed_us", &r->fwd_fixed_us));
+        if (usp_json_get(&by_dim->items[i], "bwd_fixed_us"))
+            USP_TRY(usp_json_get_number(&by_dim->items[i], "bwd_fixed_us", &r->bwd_fixed_us));
+        if (!(r->fwd_fixed_us >= 0 && r->bwd_fixed_us >= 0))
+            return usp_fail(USP_EINVAL, "line %d: fixed times must not be negative", by_dim->items[i].line);
     }
     return USP_OK;
 }
@@ -85,6 +91,11 @@ static usp_status read_profile_tree(const usp_json *root, usp_profile_desc *p) {
     USP_TRY(usp_json_get_number(root, "hbm_gbps", &p->hbm_gbps));
     USP_TRY(read_memory_rates(root, p));
     USP_TRY(usp_json_get_number(root, "launch_overhead_us", &p->launch_us));
+    if (usp_json_get(root, "comm_overlap_slowdown"))
+        USP_TRY(usp_json_get_number(root, "comm_overlap_slowdown", &p->comm_slowdown));
+    if (!(p->comm_slowdown >= 0 && p->comm_slowdown < 1))
+        return usp_fail(USP_EINVAL, "'comm_overlap_slowdown' must be in [0, 1)");
+
     return usp_json_get_number(root, "memory_gb", &p->memory_gb);
 }
 
@@ -119,9 +130,14 @@ static void write_dtype_rates(FILE *f, const usp_profile_desc *p, usp_dtype dt) 
         if (p->rates[i].dtype == dt) sorted[n++] = p->rates[i];
     qsort(sorted, (size_t)n, sizeof *sorted, by_head_dim);
     fprintf(f, "    \"%s\": {", DTYPE_KEYS[dt]);
-    for (int i = 0; i < n; i++)
-        fprintf(f, "%s\"%d\": {\"fwd\": %.1f, \"bwd\": %.1f}", i ? ", " : "", sorted[i].head_dim,
+    for (int i = 0; i < n; i++) {
+        fprintf(f, "%s\"%d\": {\"fwd\": %.1f, \"bwd\": %.1f", i ? ", " : "", sorted[i].head_dim,
                 sorted[i].fwd_tflops, sorted[i].bwd_tflops);
+        if (sorted[i].fwd_fixed_us > 0 || sorted[i].bwd_fixed_us > 0)
+            fprintf(f, ", \"fwd_fixed_us\": %.1f, \"bwd_fixed_us\": %.1f", sorted[i].fwd_fixed_us,
+                    sorted[i].bwd_fixed_us);
+        fprintf(f, "}");
+    }
     fprintf(f, "}");
 }
 
@@ -169,6 +185,7 @@ usp_status usp_profile_desc_write(const usp_profile_desc *p, FILE *f) {
     fprintf(f, "  \"hbm_gbps\": %.0f,\n", p->hbm_gbps);
     write_memory_rates(f, p);
     fprintf(f, "  \"launch_overhead_us\": %.2f,\n  \"memory_gb\": %.0f,\n", p->launch_us, p->memory_gb);
+    if (p->comm_slowdown > 0) fprintf(f, "  \"comm_overlap_slowdown\": %.3f,\n", p->comm_slowdown);
     fprintf(f, "  \"peak_dense_tflops\": {");
     first = 1;
     for (int k = 0; k < 4; k++) {

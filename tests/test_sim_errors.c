@@ -129,6 +129,36 @@ static void profile_memory_rates(void **state) {
     expect_refusal(&o, "line 3: 'memory_gbps' must be an object");
 }
 
+/* A profile with `rate` as its fp64 head-dim-64 entry (line 1) and `extra`
+ * members on line 3. */
+static const char *profile_with(const char *rate, const char *extra) {
+    char text[1024];
+    snprintf(text, sizeof text,
+             "{\"name\": \"x\", \"attention_tflops\": {\"fp64\": {\"64\": %s}},\n"
+             " \"masked_block_efficiency\": {\"fwd\": 1, \"bwd\": 1}, \"hbm_gbps\": 100,\n"
+             " %s\n"
+             " \"launch_overhead_us\": 0, \"memory_gb\": 80, \"peak_dense_tflops\": {\"fp64\": 67}}\n",
+             rate, extra);
+    return temp_file(text, ".json");
+}
+
+/* The optional comm slowdown (a fraction below 1) and fixed kernel times
+ * (not negative) load when valid and are refused with their line when not. */
+static void profile_overlap_and_fixed_times(void **state) {
+    (void)state;
+    const char *rate = "{\"fwd\": 1, \"bwd\": 1}";
+    assert_int_equal(usp_profile_check(profile_with(rate, "\"comm_overlap_slowdown\": 0.2,")), USP_OK);
+    assert_int_equal(usp_profile_check(profile_with(
+                         "{\"fwd\": 1, \"bwd\": 1, \"fwd_fixed_us\": 18, \"bwd_fixed_us\": 0}", "")),
+                     USP_OK);
+    usp_sim_options o = {.profile = profile_with(rate, "\"comm_overlap_slowdown\": 1,")};
+    expect_refusal(&o, "line 3: 'comm_overlap_slowdown' must be a number in [0, 1)");
+    o.profile = profile_with(rate, "\"comm_overlap_slowdown\": \"some\",");
+    expect_refusal(&o, "line 3: 'comm_overlap_slowdown' must be a number in [0, 1)");
+    o.profile = profile_with("{\"fwd\": 1, \"bwd\": 1, \"bwd_fixed_us\": -3}", "");
+    expect_refusal(&o, "line 1: 'bwd_fixed_us' must be a number >= 0");
+}
+
 /* Two ranks, one SENDRECV each, with the given tags; rank 1 may have none. */
 static void broken_schedule(usp_schedule *s, int tag0, int tag1, int rank1_steps) {
     memset(s, 0, sizeof *s);
@@ -207,6 +237,7 @@ int main(void) {
         cmocka_unit_test(fewer_hosts_than_ranks),
         cmocka_unit_test(profile_missing_a_field),
         cmocka_unit_test(profile_memory_rates),
+        cmocka_unit_test(profile_overlap_and_fixed_times),
         cmocka_unit_test(broken_schedules),
         cmocka_unit_test(commands_exit_2),
     };

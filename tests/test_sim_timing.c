@@ -238,6 +238,48 @@ static void memory_rate_by_kind(void **state) {
     unlink(profile);
 }
 
+/* ------------------------------------- attention beside a transfer */
+
+static const char *const OVERLAP_PROFILE =
+    "{\"name\": \"overlap\", \"attention_tflops\": {\"fp64\": {\"64\": {\"fwd\": 1, \"bwd\": 1,"
+    " \"fwd_fixed_us\": 5}}}, \"masked_block_efficiency\": {\"fwd\": 1, \"bwd\": 1}, \"hbm_gbps\": 100,"
+    " \"comm_overlap_slowdown\": 0.25,"
+    " \"launch_overhead_us\": 0, \"memory_gb\": 80, \"peak_dense_tflops\": {\"fp64\": 67}}\n";
+
+/* Each rank: a transfer of S bytes (T = 2 LAT + S/BW), then a full-block
+ * forward attention step of F FLOPs that does not wait for it. Alone it
+ * takes d0 = fixed + F / rate; beside the transfer it runs at 1 - f of its
+ * rate, so it ends at T + d0 - (1 - f) T when it outlasts the transfer and
+ * at d0 / (1 - f) when it does not. */
+static void attention_slowed_by_transfer(void **state) {
+    (void)state;
+    const double f = 0.25, fixed = 5e-6, rate = 1e12, S = 1e6, T = 2 * LAT + S / BW;
+    const double flops[2] = {2e8, 4e7};   /* 205 us (outlasts the 110 us transfer), 45 us (inside it) */
+    char *profile = profile_file(OVERLAP_PROFILE);
+    for (int i = 0; i < 2; i++) {
+        usp_schedule s;
+        one_step_schedule(&s, 1, 2, comm_step(USP_STEP_SENDRECV, USP_GROUP_RING, S));
+        for (int g = 0; g < s.world; g++) {
+            usp_rank_schedule *rs = &s.ranks[g];
+            rs->steps = realloc(rs->steps, 2 * sizeof *rs->steps);
+            usp_step a = {.kind = USP_STEP_ATTN_FWD, .stream = USP_STREAM_COMPUTE, .dep = -1, .ring_step = 0,
+                          .flops = flops[i], .blk = {.q_len = 64, .kv_len = 64}};
+            for (int k = 0; k < 2; k++) a.src[k] = a.dst[k] = USP_BUF_NONE;
+            snprintf(a.name, sizeof a.name, "attn");
+            rs->steps[1] = a;
+            rs->nsteps = rs->nfwd = 2;
+        }
+        usp_result r = simulate(&s, STAR, profile);
+        double d0 = fixed + flops[i] / rate;
+        double end = d0 > (1 - f) * T ? T + d0 - (1 - f) * T : d0 / (1 - f);
+        assert_close(r.ranks[0].compute_s, end);
+        assert_close(r.time_fwd_s, fmax(end, T));
+        usp_result_free(&r);
+        usp_schedule_free(&s);
+    }
+    unlink(profile);
+}
+
 /* Timing-only and numerics runs of one schedule predict the same times. */
 static void numerics_do_not_change_time(void **state) {
     (void)state;
@@ -267,6 +309,7 @@ int main(void) {
         cmocka_unit_test(compute_hides_ring),
         cmocka_unit_test(ring_without_compute),
         cmocka_unit_test(memory_rate_by_kind),
+        cmocka_unit_test(attention_slowed_by_transfer),
         cmocka_unit_test(numerics_do_not_change_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "usp/executor.h"
 #include "usp/sim.h"
@@ -90,6 +91,7 @@ static void test_calib_fit(void **state) {
     assert_int_equal(usp_calib_fit_run(m, NULL, 1 << 20, NULL, &fit), USP_OK);
     usp_profile_rate *r = usp_profile_rate_of(&fit.profile, USP_BF16, 128);
     assert_true(fabs(r->fwd_tflops - 400) < 1e-6 && fabs(r->bwd_tflops - 200) < 1e-6);
+    assert_true(fabs(r->fwd_fixed_us - 10) < 1e-6 && fabs(r->bwd_fixed_us - 10) < 1e-6);
     assert_true(fabs(fit.profile.masked_fwd - 0.8) < 1e-9 && fabs(fit.profile.masked_bwd - 0.8) < 1e-9);
     assert_true(fabs(fit.profile.hbm_gbps - 2000) < 1e-6);
     /* each kind at its own rate; a kind not measured stays unset (hbm_gbps) */
@@ -104,6 +106,7 @@ static void test_calib_fit(void **state) {
     assert_int_equal(usp_profile_desc_read(tmp_path("fitted.json"), reread), USP_OK);
     assert_true(reread->memory_gbps[USP_STEP_PACK] == 1000 && reread->memory_gbps[USP_STEP_MERGE] == 3000);
     assert_true(reread->memory_gbps[USP_STEP_INIT] == 0);
+    assert_true(fabs(usp_profile_rate_of(reread, USP_BF16, 128)->bwd_fixed_us - 10) < 0.05);
     free(reread);
     /* and the measurements read back the same */
     assert_int_equal(usp_calib_save(m, tmp_path("calibration.json")), USP_OK);
@@ -140,6 +143,46 @@ static usp_config two_gpu_config(int ulysses) {
     c.ring = 2 / ulysses;
     c.ring_impl = ulysses == 2 ? USP_RING_BASIC : USP_RING_ZIGZAG;
     return c;
+}
+
+/* A trace simulated with a known comm_overlap_slowdown, refined from a
+ * profile without one, gives the slowdown back, and the attention rates
+ * stay those it was simulated with. Not causal: with zigzag's causal ring of
+ * 2, the overlapped steps are exactly the masked ones, and the masked-block
+ * efficiency would take the slowdown's place. */
+static void test_refine_recovers_slowdown(void **state) {
+    (void)state;
+    usp_profile_desc *truth = calloc(1, sizeof *truth), *guess = calloc(1, sizeof *guess);
+    assert_int_equal(usp_profile_desc_read(USP_PROFILES_DIR "/h200.json", truth), USP_OK);
+    *guess = *truth;
+    truth->comm_slowdown = 0.2;
+    truth->launch_us = 0;   /* simulated step times include it, measured ones do not */
+    assert_int_equal(usp_profile_desc_save(truth, tmp_path("slow.json")), USP_OK);
+    usp_config c = two_gpu_config(1);
+    c.causal = 0;
+    c.ring_impl = USP_RING_BASIC;
+    usp_trace t;
+    usp_result r;
+    assert_int_equal(simulate(&c, 1, "h200x2", tmp_path("slow.json"), &t, &r), USP_OK);
+    usp_vcase vc;
+    memset(&vc, 0, sizeof vc);
+    vc.cfg = c;
+    vc.backward = 1;
+    vc.role = USP_VROLE_CALIBRATION;
+    snprintf(vc.trace, sizeof vc.trace, "%s", tmp_path("slow.trace.json"));
+    assert_int_equal(usp_trace_write(&t, vc.trace), USP_OK);
+    assert_int_equal(usp_profile_refine(guess, &vc, 1, NULL), USP_OK);
+    if (fabs(guess->comm_slowdown - 0.2) > 0.01) fail_msg("slowdown %.4f, simulated with 0.2", guess->comm_slowdown);
+    const usp_profile_rate *want = usp_profile_rate_of(truth, USP_BF16, 128),
+                           *got = usp_profile_rate_of(guess, USP_BF16, 128);
+    assert_true(fabs(got->fwd_tflops / want->fwd_tflops - 1) < 0.01);
+    assert_true(fabs(got->bwd_tflops / want->bwd_tflops - 1) < 0.01);
+    usp_result_free(&r);
+    usp_trace_free(&t);
+    unlink(tmp_path("slow.json"));
+    unlink(vc.trace);
+    free(truth);
+    free(guess);
 }
 
 /* A fitted 2-GPU platform is the closed form: its all-to-all of one piece
@@ -316,6 +359,7 @@ int main(void) {
         cmocka_unit_test(test_fit_affine_no_negative_latency),
         cmocka_unit_test(test_calib_fit),
         cmocka_unit_test(test_fitted_platform),
+        cmocka_unit_test(test_refine_recovers_slowdown),
         cmocka_unit_test(test_self_validation),
         cmocka_unit_test(test_mismatched_trace),
         cmocka_unit_test(test_bad_sidecars),

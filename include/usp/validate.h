@@ -137,6 +137,7 @@ typedef struct {
     usp_dtype dtype;
     int head_dim;
     double fwd_tflops, bwd_tflops;
+    double fwd_fixed_us, bwd_fixed_us;   /* per kernel, besides FLOPs / rate; 0: none */
 } usp_profile_rate;
 
 /* A device profile as sim/profiles/<gpu>.json holds it. */
@@ -148,6 +149,7 @@ typedef struct {
     double hbm_gbps, launch_us, memory_gb;
     double memory_gbps[USP_STEP_KIND_COUNT]; /* by memory-bound step kind; 0: hbm_gbps */
     double peak_tflops[4];          /* by usp_dtype; every dtype with rates needs one */
+    double comm_slowdown;           /* attention rate lost while a transfer runs; 0: none */
 } usp_profile_desc;
 
 usp_status usp_profile_desc_read(const char *path, usp_profile_desc *p);

@@ -390,7 +390,13 @@ static int filter_role(usp_vcase *cases, int n, int role) {
     return kept;
 }
 
+static int make_dir(const char *dir) {
+    if (mkdir(dir, 0777) == 0 || errno == EEXIST) return 0;
+    return usp_cli_bad_input("validate", "cannot create %s: %s", dir, strerror(errno));
+}
+
 static int compare_all(const validate_options *o, const usp_vcase *cases, int n, usp_vcompare *cmp) {
+    if (o->predicted_dir && make_dir(o->predicted_dir)) return 2;
     for (int i = 0; i < n; i++) {
         usp_trace t;
         usp_status st = usp_vcase_validate(&cases[i], o->profile, o->platform, &cmp[i], o->predicted_dir ? &t : NULL);
@@ -465,11 +471,6 @@ static int record_rank(const usp_gpu_env *env, const validate_options *o, usp_vc
     int rc = usp_cli_report("validate", st);
     usp_gpu_abort(ctx);
     return rc;
-}
-
-static int make_dir(const char *dir) {
-    if (mkdir(dir, 0777) == 0 || errno == EEXIST) return 0;
-    return usp_cli_bad_input("validate", "cannot create %s: %s", dir, strerror(errno));
 }
 
 static int record(int argc, char **argv, const validate_options *o, usp_vcase *cases, int n) {
