@@ -12,16 +12,13 @@
  *   dV  += P^T dO      (64 keys x D)    RS: P^T from registers, dO MN-major
  *   dK  += dS^T Q                        RS: dS^T from registers, Q MN-major
  *   dQ  += dS K        (BM x D)         SS: dS^T written to shared memory and
- *                                        read MN-major, K MN-major; added to
- *                                        global fp32 dQ by atomics or by bulk
- *                                        reductions from shared memory
+ *                                        read MN-major, K MN-major; fp32 atomics
  *
  * For D = 128 the two warpgroups split dQ's columns (64 each); for D = 64 they
  * split its keys and both add their partial dQ.
  *
  * Shared memory at D = 128: K, V 2 x 32 KB, Q, dO 2 x 2 x 16 KB, dS^T 16 KB,
- * LSE and DELTA 1 KB: 145 KB, one CTA an SM; 217 KB with the dQ staging of
- * the bulk path. */
+ * LSE and DELTA 1 KB: 145 KB, one CTA an SM. */
 #include "kernels.h"
 #include "wgcommon.cuh"
 #include <math.h>
@@ -34,16 +31,9 @@ constexpr int WB_BM = 64;
 constexpr int WB_BN = 128;
 constexpr int WB_NTH = 256;
 
-/* dQ staging for bulk reductions: 2 stages x 2 warpgroups x 64 rows of 64
- * floats, rows padded to 72 floats so that a warp's float2 stores of an
- * accumulator fragment hit 32 different banks. */
-constexpr int WB_DQ_LD = 72;
-constexpr int WB_DQ_TILE = WB_BM * WB_DQ_LD;   /* floats of one warpgroup's tile */
-constexpr int WB_DQ_BYTES = 2 * 2 * WB_DQ_TILE * 4;
-
 template <int D>
-constexpr int wb_smem_bytes(bool bulk_dq) {
-    return (2 * WB_BN * D + 4 * WB_BM * D + WB_BN * WB_BM) * 2 + 4 * WB_BM * 4 + 1024 + (bulk_dq ? WB_DQ_BYTES : 0);
+constexpr int wb_smem_bytes() {
+    return (2 * WB_BN * D + 4 * WB_BM * D + WB_BN * WB_BM) * 2 + 4 * WB_BM * 4 + 1024;
 }
 
 /* 4-byte async copy (LSE, DELTA rows); src_bytes = 0 writes zero. */
@@ -103,31 +93,14 @@ __device__ __forceinline__ void wb_dscores(const float (&pr)[32], const float (&
 }
 
 /* dQ rows (row0, row0 + 8) of the warp's 64 columns from col0 += scale * acc,
- * with 8-byte atomics. A variant in which each warpgroup added its own keys'
- * dQ (twice the atomics, warpgroups otherwise independent) ran at 210 instead
- * of 301 TFLOP/s (gpu/NOTES.md, v3), so the atomics weigh. With p.dq_vec4
- * neighbouring lanes swap half their pairs and each lane adds four
- * consecutive floats of one row in one 16-byte atomic (sm_90), half the
- * operations (USP_DQ_ATOMIC4). */
+ * with 8-byte atomics. Measured against other ways on an H200 (gpu/NOTES.md,
+ * v2-v4): each warpgroup adding its own keys' dQ (twice the atomics, no CTA
+ * barrier) ran a third slower; 16-byte atomics (half the operations) and
+ * shared memory + bulk reductions by the copy engine (cp.reduce.async.bulk,
+ * one operation a row) were 1-3% slower. */
 __device__ __forceinline__ void wb_add_dq(const UspBwdParams &p, const float (&acc)[32], float *gdq, int row0,
                                           int col0) {
     const int t = threadIdx.x & 3;
-    if (p.dq_mode == USP_DQ_ATOMIC4) {
-        const bool odd = t & 1;
-        const int r = row0 + (odd ? 8 : 0);
-        float *row = gdq + (int64_t)r * p.dq_sl + col0 + 2 * (t & 2);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            /* even lanes keep row0's pair and take the partner's; odd lanes row0+8's */
-            float g0 = odd ? acc[4 * j] : acc[4 * j + 2], g1 = odd ? acc[4 * j + 1] : acc[4 * j + 3];
-            float y0 = __shfl_xor_sync(0xffffffffu, g0, 1), y1 = __shfl_xor_sync(0xffffffffu, g1, 1);
-            float4 v = odd ? make_float4(y0, y1, acc[4 * j + 2], acc[4 * j + 3])
-                           : make_float4(acc[4 * j], acc[4 * j + 1], y0, y1);
-            v.x *= p.scale; v.y *= p.scale; v.z *= p.scale; v.w *= p.scale;
-            if (r < p.q_len) atomicAdd(reinterpret_cast<float4 *>(row + 8 * j), v);
-        }
-        return;
-    }
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
         int r = row0 + hf * 8;
@@ -139,34 +112,6 @@ __device__ __forceinline__ void wb_add_dq(const UspBwdParams &p, const float (&a
                       make_float2(acc[4 * j + 2 * hf] * p.scale, acc[4 * j + 2 * hf + 1] * p.scale));
     }
 }
-
-/* The bulk path: the warpgroup's dQ tile (64 rows x 64 floats, already
- * scaled) goes to shared memory, then one thread a row hands the row to the
- * copy engine, which adds it into global dQ at L2 (cp.reduce.async.bulk): one
- * operation of 256 bytes instead of 32 atomics. The staging tile is reused two
- * iterations later; wb_dq_drain before that. */
-__device__ __forceinline__ void wb_stage_dq(const UspBwdParams &p, const float (&acc)[32], float *tile) {
-    const int t = threadIdx.x & 3, r0 = ((threadIdx.x >> 5) & 3) * 16 + ((threadIdx.x & 31) >> 2);
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-        float *row = tile + (r0 + 8 * hf) * WB_DQ_LD + 2 * t;
-#pragma unroll
-        for (int j = 0; j < 8; ++j)
-            *reinterpret_cast<float2 *>(row + 8 * j) =
-                make_float2(acc[4 * j + 2 * hf] * p.scale, acc[4 * j + 2 * hf + 1] * p.scale);
-    }
-}
-
-__device__ __forceinline__ void wb_reduce_dq_row(float *g, const float *s) {
-    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], 256;\n"
-                 ::"l"(g), "r"(smem_u32(s)) : "memory");
-}
-
-__device__ __forceinline__ void wb_dq_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
-
-/* Waits until at most N of this thread's bulk reductions still read shared memory. */
-template <int N>
-__device__ __forceinline__ void wb_dq_drain() { asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory"); }
 
 /* dK or dV rows of the warpgroup += acc * mul (owned by this CTA: no atomics). */
 template <int D>
@@ -200,15 +145,12 @@ __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p)
     T *sdS = sdO + 2 * BM * D;                              /* BN x BM: dS^T */
     float *sL = reinterpret_cast<float *>(sdS + BN * BM);   /* 2 x BM: LSE */
     float *sDl = sL + 2 * BM;                               /* 2 x BM: DELTA */
-    float *sDQ = sDl + 2 * BM;                              /* bulk path: 2 x 2 x BM x WB_DQ_LD */
 
     const BwdWork wk = bwd_work<WB_BM, WB_BN>(p);
     if (wk.iters == 0) return;   /* no query sees these keys */
     const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
     const int hk = blockIdx.y, b = blockIdx.z, n0 = wk.n0;
     const int key_row = wgi * 64 + warp * 16 + (lane >> 2);   /* tile key of e>>1 = 0 */
-    const bool bulk_dq = p.dq_mode == USP_DQ_BULK;
-    const int wg_tid = threadIdx.x & 127;   /* the bulk path: threads 0..63 issue a row each */
 
     const T *gk = static_cast<const T *>(p.k) + b * p.k_sb + (int64_t)(p.kv_begin + n0) * p.k_sl + hk * p.k_sh;
     const T *gv = static_cast<const T *>(p.v) + b * p.v_sb + (int64_t)(p.kv_begin + n0) * p.v_sl + hk * p.v_sh;
@@ -246,7 +188,6 @@ __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p)
 
     for (int it = 0; it < wk.iters; ++it) {
         const int stage = it & 1;
-        if (bulk_dq && wg_tid < BM) wb_dq_drain<1>();   /* this stage's dQ tile of it - 2 was read */
         cp_async_wait<0>();
         fence_async_smem();
         __syncthreads();   /* tile `it` landed; the other stage and dS^T are free */
@@ -310,22 +251,8 @@ __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p)
         wg_fence_regs(dk);
 
         float *gdq = p.dq + b * p.dq_sb + (int64_t)p.q_begin * p.dq_sl + h * p.dq_sh;
-        const int col0 = D == 128 ? wgi * 64 : 0;
-        if (bulk_dq) {
-            float *tile = sDQ + (stage * 2 + wgi) * WB_DQ_TILE;
-            wb_stage_dq(p, dq, tile);
-            fence_async_smem();   /* generic-proxy stores -> the copy engine's reads */
-            wg_barrier(1 + wgi);
-            if (wg_tid < BM) {
-                if (m0 + wg_tid < p.q_len)
-                    wb_reduce_dq_row(gdq + (int64_t)(m0 + wg_tid) * p.dq_sl + col0, tile + wg_tid * WB_DQ_LD);
-                wb_dq_commit();   /* one group an iteration, empty past the end */
-            }
-        } else {
-            wb_add_dq(p, dq, gdq, m0 + warp * 16 + (lane >> 2), col0);
-        }
+        wb_add_dq(p, dq, gdq, m0 + warp * 16 + (lane >> 2), D == 128 ? wgi * 64 : 0);
     }
-    if (bulk_dq && wg_tid < BM) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
 
     const int krow = n0 + key_row;
     float *gdk = p.dk + b * p.dk_sb + (int64_t)p.kv_begin * p.dk_sl + hk * p.dk_sh;
@@ -336,7 +263,7 @@ __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p)
 
 template <typename T, int D>
 int wb_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len) {
-    const int smem = wb_smem_bytes<D>(p.dq_mode == USP_DQ_BULK);
+    constexpr int smem = wb_smem_bytes<D>();
     auto kern = bwd_wg_kernel<T, D>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid((p.kv_len + WB_BN - 1) / WB_BN, p.hkv, p.b);

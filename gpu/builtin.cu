@@ -82,19 +82,6 @@ UspFwdParams fwd_params(const usp_kfwd_args *a) {
     return p;
 }
 
-/* How the wgmma backward adds dQ. 16-byte atomics and bulk reductions need
- * 16-byte aligned rows; USP_GPU_DQ=atomic|atomic4|bulk picks one (to time
- * them against each other), else the default below (gpu/NOTES.md has why). */
-int dq_mode(const usp_ktensor &dq) {
-    const bool aligned16 =
-        (reinterpret_cast<uintptr_t>(dq.ptr) & 15) == 0 && dq.sb % 4 == 0 && dq.sl % 4 == 0 && dq.sh % 4 == 0;
-    const char *e = getenv("USP_GPU_DQ");
-    if (e && !strcmp(e, "atomic")) return USP_DQ_ATOMIC2;
-    if (aligned16 && e && !strcmp(e, "atomic4")) return USP_DQ_ATOMIC4;
-    if (aligned16 && e && !strcmp(e, "bulk")) return USP_DQ_BULK;
-    return USP_DQ_ATOMIC2;
-}
-
 UspBwdParams bwd_params(const usp_kbwd_args *a) {
     UspBwdParams p;
     p.q = a->q.ptr; p.k = a->k.ptr; p.v = a->v.ptr; p.dout = a->dout.ptr;
@@ -114,7 +101,6 @@ UspBwdParams bwd_params(const usp_kbwd_args *a) {
     p.kv_begin = a->blk.kv_begin; p.kv_len = a->blk.kv_len;
     p.causal = a->blk.causal; p.diag = a->blk.diag;
     p.scale = a->scale;
-    p.dq_mode = dq_mode(a->dq);
     return p;
 }
 

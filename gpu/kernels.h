@@ -50,9 +50,6 @@ struct UspBwdParams {
     int b, h, hkv, d;
     int q_begin, q_len, kv_begin, kv_len, causal, diag;
     float scale;
-    /* How the wgmma backward adds dQ (builtin.cu picks, USP_GPU_DQ overrides):
-     * 8-byte atomics, 16-byte atomics, or shared memory + bulk reductions */
-    int dq_mode;
 };
 
 /* Tiled tensor-core kernels: bf16/fp16 inputs, D in {64, 128}. */
@@ -67,7 +64,6 @@ int usp_tc_supports(usp_dtype in, int d);
 int usp_wg_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t st, char *why, size_t why_len);
 int usp_wg_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
 int usp_wgmma_enabled(void);
-enum { USP_DQ_ATOMIC2 = 0, USP_DQ_ATOMIC4 = 1, USP_DQ_BULK = 2 };
 
 /* Simple kernels (one thread a row, fp32 math): any D <= 256, fp32 inputs too. */
 int usp_simple_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t st,

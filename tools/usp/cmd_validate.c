@@ -249,6 +249,14 @@ static int read_cases(const validate_options *o, usp_vcase **cases, int *count) 
 
 /* ------------------------------------------------------------ re-simulation */
 
+#if defined(USP_HAVE_SIM) || defined(USP_HAVE_GPU_EXEC)
+/* A directory the command writes into (one level; an existing one is fine). */
+static int make_dir(const char *dir) {
+    if (mkdir(dir, 0777) == 0 || errno == EEXIST) return 0;
+    return usp_cli_bad_input("validate", "cannot create %s: %s", dir, strerror(errno));
+}
+#endif
+
 #ifdef USP_HAVE_SIM
 
 /* The phases a table shows; the JSON has them all. */
@@ -388,11 +396,6 @@ static int filter_role(usp_vcase *cases, int n, int role) {
     for (int i = 0; i < n; i++)
         if (role == ROLE_ALL || (int)cases[i].role == role) cases[kept++] = cases[i];
     return kept;
-}
-
-static int make_dir(const char *dir) {
-    if (mkdir(dir, 0777) == 0 || errno == EEXIST) return 0;
-    return usp_cli_bad_input("validate", "cannot create %s: %s", dir, strerror(errno));
 }
 
 static int compare_all(const validate_options *o, const usp_vcase *cases, int n, usp_vcompare *cmp) {
