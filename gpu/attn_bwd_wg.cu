@@ -15,7 +15,8 @@
  *                                        read MN-major, K MN-major; fp32 atomics
  *
  * For D = 128 the two warpgroups split dQ's columns (64 each); for D = 64 they
- * split its keys and both add their partial dQ.
+ * split its keys, and the two partial dQ are summed in shared memory, each
+ * warpgroup adding half the rows (wb_pair_dq).
  *
  * Shared memory at D = 128: K, V 2 x 32 KB, Q, dO 2 x 2 x 16 KB, dS^T 16 KB,
  * LSE and DELTA 1 KB: 145 KB, one CTA an SM. */
@@ -31,9 +32,14 @@ constexpr int WB_BM = 64;
 constexpr int WB_BN = 128;
 constexpr int WB_NTH = 256;
 
+/* At D = 64 four warps hand their dQ fragments (32 floats a lane) to the
+ * other warpgroup's warp of the same rows: 16 KB. */
+constexpr int WB_DQ_XCH_FLOATS = 4 * 32 * 32;
+
 template <int D>
 constexpr int wb_smem_bytes() {
-    return (2 * WB_BN * D + 4 * WB_BM * D + WB_BN * WB_BM) * 2 + 4 * WB_BM * 4 + 1024;
+    return (2 * WB_BN * D + 4 * WB_BM * D + WB_BN * WB_BM) * 2 + 4 * WB_BM * 4 + 1024 +
+           (D == 64 ? WB_DQ_XCH_FLOATS * 4 : 0);
 }
 
 /* 4-byte async copy (LSE, DELTA rows); src_bytes = 0 writes zero. */
@@ -113,6 +119,28 @@ __device__ __forceinline__ void wb_add_dq(const UspBwdParams &p, const float (&a
     }
 }
 
+/* D = 64: both warpgroups hold a dQ of all 64 columns for the same 64 rows,
+ * each over its own 64 keys. Warp w of one warpgroup and warp w of the other
+ * hold the same rows: rows 0-31 (warps 0, 1) are summed and added by
+ * warpgroup 0, rows 32-63 by warpgroup 1, so each dQ element gets one atomic
+ * add a tile instead of two. Returns whether this warp adds its (now summed)
+ * fragment. `xch` is 16 KB of shared memory, free until the next tile. */
+__device__ __forceinline__ bool wb_pair_dq(float (&acc)[32], float *xch, int wgi, int warp, int lane) {
+    const bool keep = (wgi == 0) == (warp < 2);
+    float *slot = xch + warp * 32 * 32 + lane;   /* [warp][register][lane]: no bank conflicts */
+    if (!keep) {
+#pragma unroll
+        for (int i = 0; i < 32; ++i) slot[i * 32] = acc[i];
+    }
+    /* the two warps of rows 16*warp..: ids 1-4 (0 is __syncthreads) */
+    asm volatile("bar.sync %0, 64;\n" ::"r"(1 + warp) : "memory");
+    if (keep) {
+#pragma unroll
+        for (int i = 0; i < 32; ++i) acc[i] += slot[i * 32];
+    }
+    return keep;
+}
+
 /* dK or dV rows of the warpgroup += acc * mul (owned by this CTA: no atomics). */
 template <int D>
 __device__ __forceinline__ void wb_store_kv(const float (&acc)[D / 2], float *g, int64_t sl, int key_row0,
@@ -145,6 +173,7 @@ __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p)
     T *sdS = sdO + 2 * BM * D;                              /* BN x BM: dS^T */
     float *sL = reinterpret_cast<float *>(sdS + BN * BM);   /* 2 x BM: LSE */
     float *sDl = sL + 2 * BM;                               /* 2 x BM: DELTA */
+    float *sX = sDl + 2 * BM;                               /* D = 64: dQ exchange */
 
     const BwdWork wk = bwd_work<WB_BM, WB_BN>(p);
     if (wk.iters == 0) return;   /* no query sees these keys */
@@ -251,7 +280,8 @@ __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p)
         wg_fence_regs(dk);
 
         float *gdq = p.dq + b * p.dq_sb + (int64_t)p.q_begin * p.dq_sl + h * p.dq_sh;
-        wb_add_dq(p, dq, gdq, m0 + warp * 16 + (lane >> 2), D == 128 ? wgi * 64 : 0);
+        if (D == 128 || wb_pair_dq(dq, sX, wgi, warp, lane))
+            wb_add_dq(p, dq, gdq, m0 + warp * 16 + (lane >> 2), D == 128 ? wgi * 64 : 0);
     }
 
     const int krow = n0 + key_row;
