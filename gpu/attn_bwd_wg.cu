@@ -132,8 +132,7 @@ __device__ __forceinline__ bool wb_pair_dq(float (&acc)[32], float *xch, int wgi
 #pragma unroll
         for (int i = 0; i < 32; ++i) slot[i * 32] = acc[i];
     }
-    /* the two warps of rows 16*warp..: ids 1-4 (0 is __syncthreads) */
-    asm volatile("bar.sync %0, 64;\n" ::"r"(1 + warp) : "memory");
+    named_barrier<64>(1 + warp);   /* the two warps of rows 16*warp.. */
     if (keep) {
 #pragma unroll
         for (int i = 0; i < 32; ++i) acc[i] += slot[i * 32];

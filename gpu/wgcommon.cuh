@@ -65,8 +65,11 @@ __device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.
 /* cp.async (generic proxy) writes, then wgmma (async proxy) reads: fence in each writer. */
 __device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
-/* Barrier of one warpgroup (ids 1.. ; 0 is __syncthreads). */
-__device__ __forceinline__ void wg_barrier(int id) { asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory"); }
+/* Barrier of THREADS threads (a multiple of 32) under id 1.. (0 is __syncthreads). */
+template <int THREADS>
+__device__ __forceinline__ void named_barrier(int id) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "n"(THREADS) : "memory");
+}
 
 /* Accumulates A (registers, 64 x 16) times a 16 x N shared tile into an
  * accumulator N wide: the products whose N is the head dim (O += P V,

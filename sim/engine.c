@@ -113,22 +113,27 @@ static int next_on_stream(const usp_rank_schedule *rs, int i, usp_stream stream)
 
 /* ------------------------------------------------------ the compute stream */
 
+static int is_timed_comm(const rank_sim *r, int j) {
+    return r->rs->steps[j].stream == USP_STREAM_COMM && r->done[j];
+}
+
 /* When an attention step that would take `seconds` alone, starting at
  * `start`, ends, if it runs at (1 - slowdown) of its rate while a comm step
  * listed before it transfers. Those comm steps have ended (their times are
- * known) and, on one in-order stream, do not overlap each other: walking
- * back from step k finds the ones still running after `start`, latest
- * first. Comm steps listed after k (not yet timed) are not counted. */
+ * known) and, on one in-order stream, do not overlap each other and end in
+ * list order: walking back from step k finds the first one still running
+ * after `start`. Comm steps listed after k (not yet timed) are not counted. */
 static double stretched_end(const rank_sim *r, int k, double start, double seconds, double slowdown) {
-    int busy[16], n = 0;
-    for (int j = k - 1; j >= 0 && n < 16; j--) {
-        if (r->rs->steps[j].stream != USP_STREAM_COMM || !r->done[j]) continue;
+    int first = k;
+    for (int j = k - 1; j >= 0; j--) {
+        if (!is_timed_comm(r, j)) continue;
         if (r->end[j] <= start) break;
-        busy[n++] = j;
+        first = j;
     }
     double t = start, work = seconds, rate = 1.0 - slowdown;
-    for (int i = n - 1; i >= 0; i--) {   /* earliest first */
-        double cs = fmax(r->start[busy[i]], t), ce = r->end[busy[i]];
+    for (int j = first; j < k; j++) {   /* earliest first */
+        if (!is_timed_comm(r, j)) continue;
+        double cs = fmax(r->start[j], t), ce = r->end[j];
         if (cs - t >= work) break;           /* done before this transfer starts */
         work -= cs - t;
         t = cs;

@@ -392,15 +392,9 @@ static int compare_doubles(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static const usp_profile_rate *rate_entry(const usp_profile_desc *p, usp_dtype dt, int head_dim) {
-    for (int k = 0; k < p->nrates; k++)
-        if (p->rates[k].dtype == dt && p->rates[k].head_dim == head_dim) return &p->rates[k];
-    return NULL;
-}
-
 /* The profile's fixed time of an observed step's kernel (0 without one). */
 static double fixed_seconds(const usp_profile_desc *p, const attn_obs *o) {
-    const usp_profile_rate *pr = rate_entry(p, o->dtype, o->head_dim);
+    const usp_profile_rate *pr = usp_profile_rate_find(p, o->dtype, o->head_dim);
     return pr ? (o->bwd ? pr->bwd_fixed_us : pr->fwd_fixed_us) * 1e-6 : 0;
 }
 
@@ -427,7 +421,7 @@ static double fit_comm_slowdown(const usp_profile_desc *p, const trace_sums *s, 
     *overlapped_s = 0;
     for (int i = 0; i < s->nobs; i++) {
         const attn_obs *o = &s->obs[i];
-        const usp_profile_rate *pr = rate_entry(p, o->dtype, o->head_dim);
+        const usp_profile_rate *pr = usp_profile_rate_find(p, o->dtype, o->head_dim);
         double rate = pr ? (o->bwd ? pr->bwd_tflops : pr->fwd_tflops) * 1e12 : 0;
         if (o->partial) rate *= o->bwd ? p->masked_bwd : p->masked_fwd;
         if (!(o->overlap_s > 0) || !(rate > 0)) continue;

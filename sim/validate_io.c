@@ -17,9 +17,15 @@ static const usp_dtype DTYPE_ORDER[4] = {USP_BF16, USP_F16, USP_F32, USP_F64};
 
 /* ------------------------------------------------------- profile: reading */
 
-usp_profile_rate *usp_profile_rate_of(usp_profile_desc *p, usp_dtype dt, int head_dim) {
+const usp_profile_rate *usp_profile_rate_find(const usp_profile_desc *p, usp_dtype dt, int head_dim) {
     for (int i = 0; i < p->nrates; i++)
         if (p->rates[i].dtype == dt && p->rates[i].head_dim == head_dim) return &p->rates[i];
+    return NULL;
+}
+
+usp_profile_rate *usp_profile_rate_of(usp_profile_desc *p, usp_dtype dt, int head_dim) {
+    const usp_profile_rate *found = usp_profile_rate_find(p, dt, head_dim);
+    if (found) return &p->rates[found - p->rates];
     if (p->nrates == USP_PROFILE_MAX_RATES) return NULL;
     usp_profile_rate *r = &p->rates[p->nrates++];
     *r = (usp_profile_rate){dt, head_dim, 0, 0, 0, 0};
@@ -95,7 +101,6 @@ static usp_status read_profile_tree(const usp_json *root, usp_profile_desc *p) {
         USP_TRY(usp_json_get_number(root, "comm_overlap_slowdown", &p->comm_slowdown));
     if (!(p->comm_slowdown >= 0 && p->comm_slowdown < 1))
         return usp_fail(USP_EINVAL, "'comm_overlap_slowdown' must be in [0, 1)");
-
     return usp_json_get_number(root, "memory_gb", &p->memory_gb);
 }
 

@@ -157,6 +157,8 @@ usp_status usp_profile_desc_write(const usp_profile_desc *p, FILE *f);
 usp_status usp_profile_desc_save(const usp_profile_desc *p, const char *path);
 /* The rate entry of (dtype, head_dim), added when absent; NULL when full. */
 usp_profile_rate *usp_profile_rate_of(usp_profile_desc *p, usp_dtype dt, int head_dim);
+/* The rate entry of (dtype, head_dim); NULL when absent. */
+const usp_profile_rate *usp_profile_rate_find(const usp_profile_desc *p, usp_dtype dt, int head_dim);
 
 /* A platform of `gpus` GPUs whose every GPU-to-GPU transfer takes
  * lat_us + bytes / (gbps * 1e9): two GPUs on one split-duplex link, more on
