@@ -1,6 +1,0 @@
-# The whole-model planner, part of usp_sim (included from sim/CMakeLists.txt).
-set(USP_PLAN_EMBEDDED ${CMAKE_CURRENT_BINARY_DIR}/plan_models_embedded.c)
-usp_embed_json(${USP_PLAN_EMBEDDED} ${CMAKE_CURRENT_SOURCE_DIR}/models plan_internal.h plan_embedded_model
-               PLAN_EMBEDDED_MODELS PLAN_NEMBEDDED_MODELS "model descriptions")
-target_sources(usp_sim PRIVATE plan.c plan_model.c plan_costs.c plan_program.c plan_sim.c
-  plan_print.c ${USP_PLAN_EMBEDDED})
