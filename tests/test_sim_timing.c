@@ -100,7 +100,7 @@ static void settings_override(void **state) {
 }
 
 /* The h200x2 preset is the fit of the measured NCCL send/recv between two
- * H200 (ANCHORS.md): 105 us + bytes / 329 GB/s. */
+ * H200 (sim/SOURCES.md, GPU-to-GPU links): 105 us + bytes / 329 GB/s. */
 static void h200x2_reproduces_its_fit(void **state) {
     (void)state;
     const double S = 64.0 * 1024 * 1024;

@@ -7,7 +7,7 @@
  * links, computed once per source. Torus and dragonfly use SimGrid's own
  * cluster topologies.
  *
- * Latency. The measured NCCL send/recv between two H200 (ANCHORS.md, 1 MiB
+ * Latency. The measured NCCL send/recv between two H200 (sim/SOURCES.md, 1 MiB
  * to 1 GiB) fits lat + bytes/bw with lat = 105 us and bw = 329 GB/s within
  * 15% at every size. That latency is mostly per-call software cost, paid by
  * every GPU-to-GPU transfer whatever the wire, so each GPU's own access links
@@ -23,7 +23,7 @@
 
 /* ---------------------------------------------------------- the figures */
 
-/* Fitted to ANCHORS.md "GPU-to-GPU links": 2x H200 over 18 NVLinks. */
+/* Fitted to sim/SOURCES.md "GPU-to-GPU links": 2x H200 over 18 NVLinks. */
 static const double H200_PAIR_LAT_US = 105.0, H200_PAIR_GBPS = 329.0;
 /* Half of the per-call latency on each GPU's access link. */
 static const double ACCESS_LAT_US = 105.0 / 2;
@@ -34,7 +34,7 @@ static const double NVLINK4_GBPS = 450.0, NVLINK3_GBPS = 300.0, A800_NVLINK_GBPS
 static const double PCIE4_GBPS = 31.5, PCIE5_GBPS = 63.0;
 /* Intel UPI between the two sockets of a PCIe server: 3 links x 20.8 GB/s. */
 static const double UPI_GBPS = 62.4;
-/* One 400 Gb/s NIC (ConnectX-7 NDR): 46-49 GB/s measured (ANCHORS.md). */
+/* One 400 Gb/s NIC (ConnectX-7 NDR): 46-49 GB/s published (sim/SOURCES.md). */
 static const double NIC400_GBPS = 48.0;
 /* A switch hop: cut-through latency of an InfiniBand/PCIe switch. */
 static const double SWITCH_LAT_US = 0.5;
@@ -491,7 +491,7 @@ static void write_header(FILE *f, const preset *ps, const usp_platform_params *p
     if (ps->gpus_per_node && !ps->fixed_size) fprintf(f, "     nodes=%d\n", p->nodes ? p->nodes : ps->default_nodes);
     if (ps->gpus_per_node)
         fprintf(f, "     GPU access links carry %.3g us each: half the per-call latency fitted to the\n"
-                "     measured NCCL send/recv between two H200 (ANCHORS.md).\n", ACCESS_LAT_US);
+                "     measured NCCL send/recv between two H200 (sim/SOURCES.md).\n", ACCESS_LAT_US);
     fprintf(f, "-->\n<platform version=\"4.1\">\n");
     if (!is_cluster(ps)) fprintf(f, "  <zone id=\"%s\" routing=\"DijkstraCache\">\n", ps->name);
 }

@@ -33,7 +33,7 @@ extern const int PLAN_NEMBEDDED_MODELS;
  * parameter written (2). */
 #define PLAN_OPTIMIZER_TRAFFIC_PER_PARAM 28.0
 /* Matrix-product rate as a fraction of the dense peak when the profile
- * gives none: bf16 8192^3 on H200 measured 790 of 989 TFLOP/s (ANCHORS.md). */
+ * gives none: bf16 8192^3 on H200 measured 790 of 989 TFLOP/s (sim/SOURCES.md). */
 #define PLAN_MATMUL_PEAK_FRACTION (790.0 / 989.0)
 
 /* Everything the closed forms and the program builder derive from a
