@@ -2,6 +2,7 @@
  *
  *   usp validate --traces DIR [--check]          re-simulates every recorded case of DIR
  *   usp validate --gpus N --cases FILE --record DIR   runs the cases on the GPUs first
+ *   usp validate --published [DIR]               re-predicts published measurements
  *
  * A recorded case is a GPU trace and its sidecar (usp/validate.h). Each is
  * re-simulated with its device profile and platform and compared phase by
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "cli.h"
+#include "validate_published.h"
 #include "usp/json.h"
 #include "usp/validate.h"
 #ifdef USP_HAVE_SIM
@@ -36,15 +38,16 @@
 enum { ROLE_ALL = -1 };
 
 typedef struct {
-    const char *traces, *cases_file, *record_dir, *profile, *platform, *predicted_dir;
+    const char *traces, *cases_file, *record_dir, *profile, *platform, *predicted_dir, *published;
     const char *case_profile, *case_platform;
-    int gpus, warmup, iters, check, json, verbose, role;
+    int gpus, warmup, iters, check, json, verbose, role, quiet;
     double timeout_s;
 } validate_options;
 
 static void help(void) {
     printf("usage: usp validate --traces DIR [--check] [--json] [--role R] [--verbose]\n"
            "                    [--profile P] [--platform X] [--predicted-dir D]\n"
+           "       usp validate --published [DIR] [--json] [--quiet] [--profile P] [--platform X]\n"
            "       usp validate --gpus N --cases FILE --record DIR [--warmup W] [--iters I]\n"
            "                    [--case-profile P] [--case-platform X] [--timeout S]\n\n"
            "Compares the simulator with measured GPU runs. Every recorded case of DIR, a\n"
@@ -67,6 +70,13 @@ static void help(void) {
            "  --predicted-dir D   write each simulated trace as D/<name>.sim.json\n"
            "  --verbose           measured and predicted ms of every phase\n"
            "  --json              one JSON object instead of the tables\n\n"
+           "Published measurements (--published, default DIR %s): every table of\n"
+           "DIR (one JSON file each: source, hardware, every row) re-predicted, timing only,\n"
+           "on the table's platform and profile: each row measured vs predicted throughput\n"
+           "and its error, and per table (and per sequence length) the mean and largest\n"
+           "|error| and the Spearman rank correlation of predicted vs measured. These rows\n"
+           "are held out: nothing is fitted to them (traces/README.md).\n"
+           "  --quiet             no progress line on stderr\n\n"
            "Recording (GPU executor builds): runs each case of FILE on N GPUs, writes\n"
            "DIR/<name>.trace.json (last timed run) and DIR/<name>.case.json (median times),\n"
            "then, where the simulator is built, validates DIR.\n"
@@ -82,7 +92,8 @@ static void help(void) {
            "  --case-platform X   the platform sidecars name, relative to DIR\n"
            "                      (default %s)\n"
            "  --timeout S         a rank or step that takes longer fails (default 300)\n",
-           HELD_OUT_MEAN_BOUND_PCT, HELD_OUT_MAX_BOUND_PCT, CASE_DEFAULT_BOUND_PCT, CASE_DEFAULT_PROFILE,
+           HELD_OUT_MEAN_BOUND_PCT, HELD_OUT_MAX_BOUND_PCT, USP_PUBLISHED_DEFAULT_DIR, CASE_DEFAULT_BOUND_PCT,
+           CASE_DEFAULT_PROFILE,
            CASE_DEFAULT_PLATFORM);
 }
 
@@ -91,7 +102,7 @@ static void help(void) {
 enum {
     OPT_TRACES = USP_OPT_CMD_FIRST, OPT_CHECK, OPT_JSON, OPT_ROLE, OPT_PROFILE, OPT_PLATFORM, OPT_PREDICTED,
     OPT_VERBOSE, OPT_GPUS, OPT_CASES, OPT_RECORD, OPT_WARMUP, OPT_ITERS, OPT_CASE_PROFILE, OPT_CASE_PLATFORM,
-    OPT_TIMEOUT, OPT_HELP
+    OPT_TIMEOUT, OPT_PUBLISHED, OPT_QUIET, OPT_HELP
 };
 
 static int int_arg(const char *name, const char *arg, long lo, long hi, int *out) {
@@ -125,12 +136,17 @@ static int apply_option(int opt, const char *arg, void *ctx) {
     case OPT_CASE_PROFILE: o->case_profile = arg; return 0;
     case OPT_CASE_PLATFORM: o->case_platform = arg; return 0;
     case OPT_TIMEOUT: return usp_cli_seconds_option("validate", "timeout", arg, &o->timeout_s);
+    case OPT_PUBLISHED: o->published = arg && *arg ? arg : USP_PUBLISHED_DEFAULT_DIR; return 0;
+    case OPT_QUIET: o->quiet = 1; return 0;
     default: return usp_cli_bad_input("validate", "unknown option or missing value (usp validate --help)");
     }
 }
 
 static int check_modes(const validate_options *o) {
     int live = o->gpus || o->cases_file || o->record_dir;
+    if (o->published && (live || o->traces))
+        return usp_cli_bad_input("validate", "--published excludes --traces and --gpus/--cases/--record");
+    if (o->published) return 0;
     if (live && o->traces) return usp_cli_bad_input("validate", "--traces and --gpus/--cases/--record exclude each other");
     if (!live && !o->traces) return usp_cli_bad_input("validate", "nothing to do: --traces DIR, or --gpus N --cases FILE --record DIR");
     if (live && (!o->gpus || !o->cases_file || !o->record_dir))
@@ -149,6 +165,7 @@ static int parse(int argc, char **argv, validate_options *o) {
         {"record", required_argument, 0, OPT_RECORD}, {"warmup", required_argument, 0, OPT_WARMUP},
         {"iters", required_argument, 0, OPT_ITERS}, {"case-profile", required_argument, 0, OPT_CASE_PROFILE},
         {"case-platform", required_argument, 0, OPT_CASE_PLATFORM}, {"timeout", required_argument, 0, OPT_TIMEOUT},
+        {"published", optional_argument, 0, OPT_PUBLISHED}, {"quiet", no_argument, 0, OPT_QUIET},
         {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
     opterr = 0; /* getopt's own message off: a refusal stays one line */
     int rc = usp_cli_parse("validate", argc, argv, opts, OPT_HELP, help, apply_option, o);
@@ -509,21 +526,31 @@ static int record(int argc, char **argv, const validate_options *o, usp_vcase *c
 
 #endif
 
+/* The mode the options chose: published tables, recorded traces, or recording. */
+static int run_mode(int argc, char **argv, const validate_options *o) {
+    if (o->published) return usp_validate_published(o->published, o->profile, o->platform, o->json, o->quiet);
+    if (o->traces) return validate_traces(o);
+    usp_vcase *cases;
+    int n, rc;
+    if ((rc = read_cases(o, &cases, &n)) != 0) return rc;
+    for (int i = 0; i < n && rc == 0; i++)
+        if (usp_world(&cases[i].cfg) != o->gpus)
+            rc = usp_cli_bad_input("validate", "case %s has ulysses %d x ring %d = %d ranks, --gpus is %d",
+                                   cases[i].name, cases[i].cfg.ulysses, cases[i].cfg.ring,
+                                   usp_world(&cases[i].cfg), o->gpus);
+    if (rc == 0) rc = record(argc, argv, o, cases, n);
+    free(cases);
+    return rc;
+}
+
 int cmd_validate(int argc, char **argv) {
     validate_options o = {.warmup = 2, .iters = 5, .role = ROLE_ALL, .timeout_s = 300,
                           .case_profile = CASE_DEFAULT_PROFILE, .case_platform = CASE_DEFAULT_PLATFORM};
-    int rc = parse(argc, argv, &o);
-    if (rc) return rc < 0 ? 0 : rc;
-    if (o.traces) return validate_traces(&o);
-    usp_vcase *cases;
-    int n;
-    if ((rc = read_cases(&o, &cases, &n)) != 0) return rc;
-    for (int i = 0; i < n && rc == 0; i++)
-        if (usp_world(&cases[i].cfg) != o.gpus)
-            rc = usp_cli_bad_input("validate", "case %s has ulysses %d x ring %d = %d ranks, --gpus is %d",
-                                   cases[i].name, cases[i].cfg.ulysses, cases[i].cfg.ring,
-                                   usp_world(&cases[i].cfg), o.gpus);
-    if (rc == 0) rc = record(argc, argv, &o, cases, n);
-    free(cases);
-    return rc;
+    int jargc;
+    char **joined = usp_validate_join_published(argc, argv, &jargc); /* "--published DIR" as one argument */
+    if (!joined) return 1;
+    int rc = parse(jargc, joined, &o);
+    if (rc == 0) rc = run_mode(jargc, joined, &o);
+    usp_validate_free_joined(joined);
+    return rc < 0 ? 0 : rc;
 }

@@ -1,0 +1,114 @@
+/* usp/published.h: the simulator against measurements published by others.
+ *
+ * traces/published/ holds one JSON file per published table (a paper's
+ * attention benchmark, a training-throughput table), every row the source
+ * reports, with the source, hardware and software. Every row is held out:
+ * nothing is fitted to them. usp_pub_predict() re-predicts each row with
+ * the simulator (timing only) on the table's platform preset and device
+ * profile, and the summary gives per table (and per sequence length inside
+ * it) the mean and largest |error| and the Spearman rank correlation
+ * between predicted and measured throughput.
+ *
+ * A table file:
+ *
+ *   {"table": "usp-paper-l20x8-attention", "title": "...", "kind": "attention" | "training",
+ *    "source": {"paper": "...", "url": "...", "table": "...", "read": "..."},
+ *    "hardware": "...", "software": "...", "metric": "iters_per_s" | "tflops_per_gpu",
+ *    "platform": "l20x8", "profile": "l20",
+ *    "problem": {...}, "rows": [{...}, ...]}
+ *
+ * attention: "problem" holds batch, heads, kv_heads, head_dim, dtype, causal,
+ *   backward, layout; each row seq, ulysses, ring, ring_impl, "column" (the
+ *   source's column name) and "measured" (iterations per second of the
+ *   forward, or of forward + backward when "backward" is true). Predicted:
+ *   1 / the simulated time of the schedule.
+ * training: "problem" holds model (a built-in name or a file beside the
+ *   table), gpus, dtype, causal, ring_impl, zero, recompute, tp_sp; each row
+ *   seq, global_batch, dp, tp, ulysses, ring and "measured" (TFLOP/s per GPU
+ *   as Megatron-LM prints them: causal attention counted in full, see
+ *   usp_megatron_flops). Predicted: usp_plan_one's step time, converted
+ *   with the same FLOP count, so the error is that of the step time.
+ *
+ * Errors are (predicted - measured) / measured of the throughput, in
+ * percent. Rows the simulator cannot run keep their reason and are left out
+ * of the statistics (the count says so). */
+#ifndef USP_PUBLISHED_H
+#define USP_PUBLISHED_H
+
+#include <stdio.h>
+#include "usp/config.h"
+#include "usp/plan.h"
+
+typedef enum { USP_PUB_ATTENTION, USP_PUB_TRAINING } usp_pub_kind;
+
+typedef struct {
+    char label[96];        /* "32K u4 r2 lb-ring (zigzag)" */
+    int seq;               /* tokens: the group a row belongs to */
+    usp_config cfg;        /* attention */
+    int backward;          /* attention: forward + backward timed */
+    int global_batch;      /* training */
+    usp_mix mix;           /* training */
+    double measured;       /* throughput in the table's metric */
+    double predicted;      /* same unit; NAN when the row could not be predicted */
+    double predicted_s;    /* the simulated time: one call (attention) or one step (training) */
+    double error_pct;      /* 100 (predicted - measured) / measured; NAN when not predicted */
+    int oom;               /* training: the planner puts the mix over the GPU's memory */
+    usp_status status;     /* USP_OK, or why the row was not predicted (why) */
+    char why[200];
+} usp_pub_row;
+
+typedef struct {
+    char file[512];        /* the table's path */
+    char name[96], title[200], metric[32];
+    char source[800];      /* paper, table and URL on one line */
+    char hardware[400];
+    char platform[128], profile[128];
+    usp_pub_kind kind;
+    usp_workload work;     /* training: the model and the fixed parts of the workload */
+    usp_mix base_mix;      /* training: zero, recompute, tp_sp */
+    int gpus;
+    usp_pub_row *rows;
+    int nrows;
+} usp_pub_table;
+
+/* Reads one table; missing or malformed fields are refused with the file and line. */
+usp_status usp_pub_table_read(const char *path, usp_pub_table *t);
+void usp_pub_table_free(usp_pub_table *t);
+
+/* Every *.json of `dir`, in name order (*tables freed with usp_pub_tables_free). */
+usp_status usp_pub_tables_read(const char *dir, usp_pub_table **tables, int *count);
+void usp_pub_tables_free(usp_pub_table *tables, int count);
+
+/* Re-predicts every row. A row the simulator refuses keeps its reason
+ * (status, why) and the call goes on; only an internal failure returns an
+ * error. `platform` / `profile`, when not NULL, replace the table's.
+ * progress, when not NULL, gets one "\r..." line per row. Needs the simulator. */
+usp_status usp_pub_predict(usp_pub_table *t, const char *platform, const char *profile, FILE *progress);
+
+/* Statistics over the rows of t with a prediction (only those of sequence
+ * length `seq` when seq > 0). */
+typedef struct {
+    int rows, predicted;   /* rows considered, rows with a prediction */
+    double mean_abs_pct, max_abs_pct;
+    double spearman;       /* of predicted vs measured throughput; NAN with fewer than 2 rows or no spread */
+} usp_pub_stats;
+void usp_pub_stats_make(const usp_pub_table *t, int seq, usp_pub_stats *s);
+
+/* Spearman rank correlation of x and y (ties take their average rank): the
+ * Pearson correlation of the ranks. NAN when n < 2 or either has no spread. */
+double usp_spearman(const double *x, const double *y, int n);
+
+/* Training FLOPs of one step as Megatron-LM counts them (training.py
+ * num_floating_point_operations, 2024): 12 x batch x seq x layers x hidden^2 x
+ * ((1 + kv_heads/heads + seq/hidden) x heads x head_dim / hidden
+ *  + ffn/hidden x (3/2 when gated) + vocab / (2 x layers x hidden)),
+ * causal attention counted in full; the vocabulary unpadded. */
+double usp_megatron_flops(const usp_model *m, int seq, int batch);
+
+/* Per table: the rows (measured, predicted, error), then the statistics per
+ * sequence length and for the table. */
+void usp_pub_print(FILE *f, const usp_pub_table *tables, int count);
+/* One JSON object: {"tables": [{..., "rows": [...], "by_seq": [...], "all": {...}}]}. */
+void usp_pub_print_json(FILE *f, const usp_pub_table *tables, int count);
+
+#endif

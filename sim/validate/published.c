@@ -1,0 +1,376 @@
+/* published.c: published measurements re-predicted (usp/published.h).
+ *
+ * Reading a table (one JSON file of traces/published/), re-predicting each
+ * row with the simulator (attention rows) or the planner (training rows),
+ * and the statistics: mean and largest |error|, Spearman's rank correlation.
+ * Printing is in published_print.c. Needs usp_sim (the simulator, planner). */
+#define _POSIX_C_SOURCE 200809L
+#include "usp/published.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "usp/json.h"
+#include "usp/schedule.h"
+#include "usp/executor.h"
+#include "usp/sim.h"
+
+/* ------------------------------------------------------------ reading */
+
+static usp_status copy_string(const usp_json *obj, const char *key, char *out, size_t n) {
+    const char *s;
+    USP_TRY(usp_json_get_string(obj, key, &s));
+    snprintf(out, n, "%s", s);
+    return USP_OK;
+}
+
+/* "paper, table (url)" from the source object. */
+static usp_status read_source(const usp_json *root, usp_pub_table *t) {
+    const usp_json *src = usp_json_get(root, "source");
+    if (!src || src->type != USP_JSON_OBJECT)
+        return usp_fail(USP_EINVAL, "line %d: 'source' must be an object (paper, url, table, read)", root->line);
+    const char *paper, *table, *url;
+    USP_TRY(usp_json_get_string(src, "paper", &paper));
+    USP_TRY(usp_json_get_string(src, "table", &table));
+    USP_TRY(usp_json_get_string(src, "url", &url));
+    snprintf(t->source, sizeof t->source, "%s; %s", paper, table);
+    return USP_OK;
+}
+
+static usp_status object_of(const usp_json *root, const char *key, const usp_json **out) {
+    *out = usp_json_get(root, key);
+    if (!*out || (*out)->type != USP_JSON_OBJECT)
+        return usp_fail(USP_EINVAL, "line %d: '%s' must be an object", root->line, key);
+    return USP_OK;
+}
+
+static usp_status read_attention_problem(const usp_json *p, usp_config *cfg, int *backward) {
+    const char *dtype, *layout;
+    *cfg = usp_config_default();
+    USP_TRY(usp_json_get_int(p, "batch", &cfg->batch));
+    USP_TRY(usp_json_get_int(p, "heads", &cfg->heads));
+    USP_TRY(usp_json_get_int(p, "kv_heads", &cfg->kv_heads));
+    USP_TRY(usp_json_get_int(p, "head_dim", &cfg->head_dim));
+    USP_TRY(usp_json_get_bool(p, "causal", &cfg->causal));
+    USP_TRY(usp_json_get_bool(p, "backward", backward));
+    USP_TRY(usp_json_get_string(p, "dtype", &dtype));
+    USP_TRY(usp_json_get_string(p, "layout", &layout));
+    if (usp_parse_dtype(dtype, &cfg->dtype) != USP_OK || usp_parse_layout(layout, &cfg->layout) != USP_OK)
+        return usp_fail(USP_EINVAL, "line %d: %s", p->line, usp_error());
+    return USP_OK;
+}
+
+/* A row's throughput as the source prints it. */
+static usp_status read_measured(const usp_json *r, double *out) {
+    USP_TRY(usp_json_get_number(r, "measured", out));
+    if (!(*out > 0)) return usp_fail(USP_EINVAL, "line %d: 'measured' must be positive", r->line);
+    return USP_OK;
+}
+
+static usp_status read_attention_row(const usp_json *r, const usp_config *base, int backward, usp_pub_row *row) {
+    const char *impl, *column;
+    row->cfg = *base;
+    row->backward = backward;
+    USP_TRY(usp_json_get_int(r, "seq", &row->cfg.seq));
+    USP_TRY(usp_json_get_int(r, "ulysses", &row->cfg.ulysses));
+    USP_TRY(usp_json_get_int(r, "ring", &row->cfg.ring));
+    USP_TRY(usp_json_get_string(r, "ring_impl", &impl));
+    USP_TRY(usp_json_get_string(r, "column", &column));
+    USP_TRY(read_measured(r, &row->measured));
+    if (usp_parse_ring_impl(impl, &row->cfg.ring_impl) != USP_OK)
+        return usp_fail(USP_EINVAL, "line %d: %s", r->line, usp_error());
+    row->seq = row->cfg.seq;
+    snprintf(row->label, sizeof row->label, "%dK u%d r%d %s (%s)", row->seq / 1024, row->cfg.ulysses,
+             row->cfg.ring, column, impl);
+    return USP_OK;
+}
+
+static usp_status read_training_problem(const usp_json *p, const char *dir, usp_pub_table *t) {
+    const char *model, *dtype, *impl;
+    USP_TRY(usp_json_get_string(p, "model", &model));
+    USP_TRY(usp_json_get_int(p, "gpus", &t->gpus));
+    USP_TRY(usp_json_get_string(p, "dtype", &dtype));
+    USP_TRY(usp_json_get_string(p, "ring_impl", &impl));
+    USP_TRY(usp_json_get_bool(p, "causal", &t->work.causal));
+    USP_TRY(usp_json_get_int(p, "zero", &t->base_mix.zero));
+    USP_TRY(usp_json_get_bool(p, "recompute", &t->base_mix.recompute));
+    USP_TRY(usp_json_get_bool(p, "tp_sp", &t->base_mix.tp_sp));
+    if (usp_parse_dtype(dtype, &t->work.dtype) != USP_OK || usp_parse_ring_impl(impl, &t->work.ring_impl) != USP_OK)
+        return usp_fail(USP_EINVAL, "line %d: %s", p->line, usp_error());
+    char path[1100];
+    snprintf(path, sizeof path, "%s/%s", dir, model);
+    int is_file = strstr(model, ".json") && access(path, R_OK) == 0;
+    return usp_model_load(is_file ? path : model, &t->work.model);
+}
+
+static usp_status read_training_row(const usp_json *r, const usp_pub_table *t, usp_pub_row *row) {
+    row->mix = t->base_mix;
+    USP_TRY(usp_json_get_int(r, "seq", &row->seq));
+    USP_TRY(usp_json_get_int(r, "global_batch", &row->global_batch));
+    USP_TRY(usp_json_get_int(r, "dp", &row->mix.dp));
+    USP_TRY(usp_json_get_int(r, "tp", &row->mix.tp));
+    USP_TRY(usp_json_get_int(r, "ulysses", &row->mix.ulysses));
+    USP_TRY(usp_json_get_int(r, "ring", &row->mix.ring));
+    USP_TRY(read_measured(r, &row->measured));
+    snprintf(row->label, sizeof row->label, "%dK b%d dp%d tp%d u%d r%d", row->seq / 1024, row->global_batch,
+             row->mix.dp, row->mix.tp, row->mix.ulysses, row->mix.ring);
+    return USP_OK;
+}
+
+static usp_status read_rows(const usp_json *root, const char *dir, usp_pub_table *t) {
+    const usp_json *p, *rows = usp_json_get(root, "rows");
+    USP_TRY(object_of(root, "problem", &p));
+    if (!rows || rows->type != USP_JSON_ARRAY || rows->count == 0)
+        return usp_fail(USP_EINVAL, "line %d: 'rows' must be a non-empty array", root->line);
+    usp_config base;
+    int backward = 0;
+    if (t->kind == USP_PUB_ATTENTION) USP_TRY(read_attention_problem(p, &base, &backward));
+    else USP_TRY(read_training_problem(p, dir, t));
+    t->rows = usp_calloc(rows->count, sizeof *t->rows);
+    if (!t->rows) return USP_EINTERNAL;
+    for (size_t i = 0; i < rows->count; i++) {
+        const usp_json *r = &rows->items[i];
+        usp_pub_row *row = &t->rows[t->nrows++];
+        row->predicted = row->predicted_s = row->error_pct = NAN;
+        if (r->type != USP_JSON_OBJECT) return usp_fail(USP_EINVAL, "line %d: a row must be an object", r->line);
+        if (t->kind == USP_PUB_ATTENTION) USP_TRY(read_attention_row(r, &base, backward, row));
+        else USP_TRY(read_training_row(r, t, row));
+    }
+    return USP_OK;
+}
+
+static usp_status read_tree(const usp_json *root, const char *dir, usp_pub_table *t) {
+    const char *kind;
+    if (root->type != USP_JSON_OBJECT) return usp_fail(USP_EINVAL, "line %d: a table must be an object", root->line);
+    USP_TRY(copy_string(root, "table", t->name, sizeof t->name));
+    USP_TRY(copy_string(root, "title", t->title, sizeof t->title));
+    USP_TRY(copy_string(root, "metric", t->metric, sizeof t->metric));
+    USP_TRY(copy_string(root, "hardware", t->hardware, sizeof t->hardware));
+    USP_TRY(copy_string(root, "platform", t->platform, sizeof t->platform));
+    USP_TRY(copy_string(root, "profile", t->profile, sizeof t->profile));
+    USP_TRY(usp_json_get_string(root, "kind", &kind));
+    USP_TRY(read_source(root, t));
+    if (!strcmp(kind, "attention")) t->kind = USP_PUB_ATTENTION;
+    else if (!strcmp(kind, "training")) t->kind = USP_PUB_TRAINING;
+    else return usp_fail(USP_EINVAL, "line %d: 'kind' must be attention or training, not '%s'", root->line, kind);
+    const char *want = t->kind == USP_PUB_ATTENTION ? "iters_per_s" : "tflops_per_gpu";
+    if (strcmp(t->metric, want))
+        return usp_fail(USP_EINVAL, "line %d: 'metric' of a %s table must be %s", root->line, kind, want);
+    return read_rows(root, dir, t);
+}
+
+usp_status usp_pub_table_read(const char *path, usp_pub_table *t) {
+    memset(t, 0, sizeof *t);
+    snprintf(t->file, sizeof t->file, "%s", path);
+    t->work = usp_workload_default();
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    else snprintf(dir, sizeof dir, ".");
+    usp_json *root = NULL;
+    usp_status st = usp_json_parse_file(path, &root);
+    if (st == USP_OK) {
+        st = read_tree(root, dir, t);
+        if (st != USP_OK) usp_error_prefix("%s: ", path);
+    }
+    usp_json_free(root);
+    if (st != USP_OK) usp_pub_table_free(t);
+    return st;
+}
+
+void usp_pub_table_free(usp_pub_table *t) {
+    free(t->rows);
+    t->rows = NULL;
+    t->nrows = 0;
+}
+
+static int by_file(const void *a, const void *b) {
+    return strcmp(((const usp_pub_table *)a)->file, ((const usp_pub_table *)b)->file);
+}
+
+usp_status usp_pub_tables_read(const char *dir, usp_pub_table **tables, int *count) {
+    *tables = NULL;
+    *count = 0;
+    DIR *d = opendir(dir);
+    if (!d) return usp_fail(USP_EINVAL, "cannot read directory %s", dir);
+    usp_status st = USP_OK;
+    int cap = 0;
+    struct dirent *e;
+    while (st == USP_OK && (e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n < 6 || strcmp(e->d_name + n - 5, ".json") || e->d_name[0] == '.') continue;
+        if (*count == cap) {
+            cap = cap ? 2 * cap : 8;
+            usp_pub_table *grown = realloc(*tables, (size_t)cap * sizeof **tables);
+            if (!grown) { st = USP_EINTERNAL; break; }
+            *tables = grown;
+        }
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        st = usp_pub_table_read(path, &(*tables)[*count]);
+        if (st == USP_OK) (*count)++;
+    }
+    closedir(d);
+    if (st == USP_OK && *count == 0) st = usp_fail(USP_EINVAL, "no table (*.json) in %s", dir);
+    if (st != USP_OK) {
+        usp_pub_tables_free(*tables, *count);
+        *tables = NULL;
+        *count = 0;
+        return st;
+    }
+    qsort(*tables, (size_t)*count, sizeof **tables, by_file);
+    return USP_OK;
+}
+
+void usp_pub_tables_free(usp_pub_table *tables, int count) {
+    for (int i = 0; i < count; i++) usp_pub_table_free(&tables[i]);
+    free(tables);
+}
+
+/* ------------------------------------------------------------ FLOPs */
+
+double usp_megatron_flops(const usp_model *m, int seq, int batch) {
+    double h = m->hidden, L = seq, layers = m->layers;
+    double q_ratio = (double)m->heads * m->head_dim / h;
+    double attention = (1.0 + (double)m->kv_heads / m->heads + L / h) * q_ratio;
+    double mlp = (double)m->ffn / h * (m->gated_mlp ? 1.5 : 1.0);
+    double logit = (double)m->vocab / (2.0 * layers * h);
+    return 12.0 * batch * L * layers * h * h * (attention + mlp + logit);
+}
+
+/* ------------------------------------------------------------ predicting */
+
+static void row_refused(usp_pub_row *row) {
+    row->status = USP_EINVAL;
+    snprintf(row->why, sizeof row->why, "%s", usp_error());
+}
+
+static usp_status predict_attention(const usp_pub_table *t, const char *platform, const char *profile,
+                                    usp_pub_row *row) {
+    if (usp_config_validate(&row->cfg) != USP_OK) { row_refused(row); return USP_OK; }
+    usp_schedule s;
+    if (usp_schedule_build(&row->cfg, row->backward, &s) != USP_OK) { row_refused(row); return USP_OK; }
+    usp_sim_options o = {.platform = platform ? platform : t->platform, .profile = profile ? profile : t->profile};
+    usp_result r;
+    usp_status st = usp_result_init(&r, &s, 0);
+    if (st == USP_OK) {
+        st = usp_sim_execute(&s, NULL, &o, &r, NULL);
+        if (st == USP_OK) {
+            row->predicted_s = r.time_fwd_s + (row->backward ? r.time_bwd_s : 0);
+            row->predicted = 1.0 / row->predicted_s;
+        } else row_refused(row);
+        usp_result_free(&r);
+    }
+    usp_schedule_free(&s);
+    return st == USP_EINTERNAL ? st : USP_OK;
+}
+
+static usp_status predict_training(const usp_pub_table *t, const char *platform, const char *profile,
+                                   usp_pub_row *row) {
+    usp_workload w = t->work;
+    w.seq = row->seq;
+    w.global_batch = row->global_batch;
+    usp_plan_options o;
+    usp_plan_options_init(&o);
+    o.platform = platform ? platform : t->platform;
+    o.profile = profile ? profile : t->profile;
+    o.gpus = t->gpus;
+    usp_plan p;
+    usp_status st = usp_plan_one(&w, &o, &row->mix, &p);
+    if (st == USP_EINTERNAL) return st;
+    if (st != USP_OK) { row_refused(row); return USP_OK; }
+    const usp_plan_point *pt = &p.points[0];
+    if (pt->status != USP_OK) {
+        row->status = pt->status;
+        snprintf(row->why, sizeof row->why, "%s", pt->why);
+    } else {
+        row->predicted_s = pt->step_s;
+        row->oom = pt->oom;
+        row->predicted = usp_megatron_flops(&w.model, w.seq, w.global_batch) / (t->gpus * pt->step_s) / 1e12;
+    }
+    usp_plan_free(&p);
+    return USP_OK;
+}
+
+usp_status usp_pub_predict(usp_pub_table *t, const char *platform, const char *profile, FILE *progress) {
+    for (int i = 0; i < t->nrows; i++) {
+        usp_pub_row *row = &t->rows[i];
+        if (progress) {
+            fprintf(progress, "\r%s: row %d of %d (%s)          ", t->name, i + 1, t->nrows, row->label);
+            fflush(progress);
+        }
+        row->status = USP_OK;
+        row->why[0] = 0;
+        row->predicted = row->predicted_s = row->error_pct = NAN;
+        usp_status st = t->kind == USP_PUB_ATTENTION ? predict_attention(t, platform, profile, row)
+                                                     : predict_training(t, platform, profile, row);
+        if (st != USP_OK) {
+            usp_error_prefix("%s, row %d (%s): ", t->name, i + 1, row->label);
+            return st;
+        }
+        if (row->status == USP_OK) row->error_pct = 100 * (row->predicted - row->measured) / row->measured;
+    }
+    if (progress) fprintf(progress, "\r%*s\r", 100, "");
+    return USP_OK;
+}
+
+/* ------------------------------------------------------------ statistics */
+
+/* Average ranks (1-based) of x into r; ties share the mean of their ranks. */
+static void ranks_of(const double *x, int n, double *r) {
+    for (int i = 0; i < n; i++) {
+        int less = 0, equal = 0;
+        for (int j = 0; j < n; j++) {
+            if (x[j] < x[i]) less++;
+            else if (x[j] == x[i]) equal++;
+        }
+        r[i] = less + (equal + 1) / 2.0;
+    }
+}
+
+double usp_spearman(const double *x, const double *y, int n) {
+    if (n < 2) return NAN;
+    double *rx = malloc((size_t)n * sizeof *rx), *ry = malloc((size_t)n * sizeof *ry);
+    if (!rx || !ry) { free(rx); free(ry); return NAN; }
+    ranks_of(x, n, rx);
+    ranks_of(y, n, ry);
+    double mx = 0, my = 0;
+    for (int i = 0; i < n; i++) { mx += rx[i]; my += ry[i]; }
+    mx /= n;
+    my /= n;
+    double sxy = 0, sxx = 0, syy = 0;
+    for (int i = 0; i < n; i++) {
+        sxy += (rx[i] - mx) * (ry[i] - my);
+        sxx += (rx[i] - mx) * (rx[i] - mx);
+        syy += (ry[i] - my) * (ry[i] - my);
+    }
+    free(rx);
+    free(ry);
+    return sxx > 0 && syy > 0 ? sxy / sqrt(sxx * syy) : NAN;
+}
+
+void usp_pub_stats_make(const usp_pub_table *t, int seq, usp_pub_stats *s) {
+    memset(s, 0, sizeof *s);
+    s->spearman = NAN;
+    double *m = malloc((size_t)t->nrows * sizeof *m), *p = malloc((size_t)t->nrows * sizeof *p);
+    if (!m || !p) { free(m); free(p); return; }
+    for (int i = 0; i < t->nrows; i++) {
+        const usp_pub_row *row = &t->rows[i];
+        if (seq > 0 && row->seq != seq) continue;
+        s->rows++;
+        if (isnan(row->error_pct)) continue;
+        double e = fabs(row->error_pct);
+        m[s->predicted] = row->measured;
+        p[s->predicted] = row->predicted;
+        s->predicted++;
+        s->mean_abs_pct += e;
+        if (e > s->max_abs_pct) s->max_abs_pct = e;
+    }
+    if (s->predicted) s->mean_abs_pct /= s->predicted;
+    s->spearman = usp_spearman(p, m, s->predicted);
+    free(m);
+    free(p);
+}

@@ -1,0 +1,142 @@
+/* test_published.c: published measurements re-predicted (usp/published.h).
+ *
+ * Every table of traces/published/ is read and every row re-predicted: no row
+ * may be dropped or fail, and each table's mean and largest |error| must stay
+ * within the bounds below. These rows are held out (never fitted): the
+ * bounds are not targets, they record today's errors so that a change to the
+ * simulator that makes a prediction worse fails here. A deliberate change to
+ * the model comes with new bounds (and the new table in traces/README.md).
+ * The statistics (Spearman's rank correlation, the Megatron-LM FLOP count)
+ * are checked on closed forms first. */
+#define _XOPEN_SOURCE 700
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "usp/plan.h"
+#include "usp/published.h"
+#include "test_util.h"
+
+/* Closed forms computed in double precision: rounding only. */
+#define CLOSED_FORM_REL 1e-12
+
+/* Per table: the mean and largest |error| of the throughput today, rounded
+ * up, plus 2 percentage points of slack (the same rule as the recorded 2 x
+ * H200 cases' bounds, traces/README.md). Measured by
+ * `usp validate --published traces/published`. */
+typedef struct {
+    const char *table;
+    int rows;
+    double mean_pct, max_pct;
+} table_bound;
+
+static const table_bound BOUNDS[] = {
+    {"usp-paper-a100x8-attention", 16, 161, 318},
+    {"usp-paper-a800x16-llama3-8b", 26, 22, 82},
+    {"usp-paper-a800x16-llama3-8b-long", 5, 5, 11},
+    {"usp-paper-a800x8-llama2-7b", 9, 11, 20},
+    {"usp-paper-l20x8-attention", 24, 78, 376},
+};
+#define NBOUNDS ((int)(sizeof BOUNDS / sizeof BOUNDS[0]))
+
+/* ------------------------------------------------------------ closed forms */
+
+static void test_spearman_closed_forms(void **state) {
+    (void)state;
+    double x[5] = {1, 2, 3, 4, 5}, up[5] = {10, 20, 30, 40, 50}, down[5] = {5, 4, 3, 2, 1};
+    assert_true(fabs(usp_spearman(x, up, 5) - 1) < CLOSED_FORM_REL);
+    assert_true(fabs(usp_spearman(x, down, 5) + 1) < CLOSED_FORM_REL);
+    /* one swap of neighbours among 5: 1 - 6 * 2 / (5 * 24) = 0.9 */
+    double swap[5] = {1, 3, 2, 4, 5};
+    assert_true(fabs(usp_spearman(x, swap, 5) - 0.9) < CLOSED_FORM_REL);
+    /* ties take their average rank: ranks (1.5, 1.5, 3) against (1, 2, 3) */
+    double tie[3] = {7, 7, 9}, lin[3] = {1, 2, 3};
+    assert_true(fabs(usp_spearman(tie, lin, 3) - sqrt(0.75)) < CLOSED_FORM_REL);
+    assert_true(isnan(usp_spearman(x, up, 1)));
+    double flat[3] = {2, 2, 2};
+    assert_true(isnan(usp_spearman(flat, lin, 3)));
+}
+
+static void test_megatron_flops(void **state) {
+    (void)state;
+    usp_model m;
+    assert_int_equal(usp_model_load("llama3-8b", &m), USP_OK);
+    /* 12 x 65536 x 32 x 4096^2 x ((1 + 8/32 + 16) + 14336/4096 x 1.5 + 128256 / (2 x 32 x 4096)) */
+    double want = 12.0 * 65536 * 32 * 4096.0 * 4096 * (17.25 + 5.25 + 128256.0 / 262144);
+    assert_true(fabs(usp_megatron_flops(&m, 65536, 1) / want - 1) < CLOSED_FORM_REL);
+    /* usp plan counts causal attention once: 0.652 of Megatron-LM's count at 64K (sim/PLAN.md) */
+    usp_workload w = usp_workload_default();
+    w.model = m;
+    usp_flops f;
+    usp_model_flops(&w, &f);
+    assert_true(fabs(f.total / usp_megatron_flops(&m, 65536, 1) - 0.652) < 0.001);
+}
+
+/* ------------------------------------------------------------ tables */
+
+static void test_bad_tables(void **state) {
+    (void)state;
+    assert_int_equal(tmp_dir_make("usp_test_published"), 0);
+    const char *path = tmp_path("bad.json");
+    write_text(path, "{\"table\": \"t\", \"title\": \"x\", \"kind\": \"attention\", \"metric\": \"iters_per_s\",\n"
+                          " \"hardware\": \"h\", \"platform\": \"l20x8\", \"profile\": \"l20\",\n"
+                          " \"source\": {\"paper\": \"p\", \"url\": \"u\", \"table\": \"T1\"},\n"
+                          " \"problem\": {\"batch\": 1}, \"rows\": []}\n");
+    usp_pub_table t;
+    assert_int_equal(usp_pub_table_read(path, &t), USP_EINVAL);
+    assert_non_null(strstr(usp_error(), "bad.json"));
+    assert_non_null(strstr(usp_error(), "rows"));
+    write_text(path, "{\"table\": \"t\", \"title\": \"x\", \"kind\": \"speed\"}\n");
+    assert_int_equal(usp_pub_table_read(path, &t), USP_EINVAL);
+    remove_tmp_dir(NULL);
+}
+
+static const table_bound *bound_of(const char *name) {
+    for (int i = 0; i < NBOUNDS; i++)
+        if (!strcmp(BOUNDS[i].table, name)) return &BOUNDS[i];
+    return NULL;
+}
+
+static void test_published_tables(void **state) {
+    (void)state;
+    usp_pub_table *tables;
+    int n;
+    assert_int_equal(usp_pub_tables_read(USP_PUBLISHED_DIR, &tables, &n), USP_OK);
+    assert_int_equal(n, NBOUNDS); /* a new table comes with its bound */
+    for (int i = 0; i < n; i++) {
+        usp_pub_table *t = &tables[i];
+        const table_bound *b = bound_of(t->name);
+        if (!b) fail_msg("table %s has no bound in test_published.c", t->name);
+        assert_int_equal(usp_pub_predict(t, NULL, NULL, NULL), USP_OK);
+        assert_int_equal(t->nrows, b->rows); /* every row the source reports */
+        for (int r = 0; r < t->nrows; r++)
+            if (t->rows[r].status != USP_OK || !isfinite(t->rows[r].predicted))
+                fail_msg("%s row %d (%s) not predicted: %s", t->name, r + 1, t->rows[r].label, t->rows[r].why);
+        usp_pub_stats s;
+        usp_pub_stats_make(t, 0, &s);
+        assert_int_equal(s.predicted, t->nrows);
+        if (s.mean_abs_pct > b->mean_pct || s.max_abs_pct > b->max_pct)
+            fail_msg("%s: mean |error| %.1f%% (bound %.0f%%), max %.1f%% (bound %.0f%%)", t->name, s.mean_abs_pct,
+                     b->mean_pct, s.max_abs_pct, b->max_pct);
+        print_message("%-36s mean %6.1f%%  max %6.1f%%  spearman %+.2f\n", t->name, s.mean_abs_pct, s.max_abs_pct,
+                      s.spearman);
+    }
+    usp_pub_tables_free(tables, n);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_spearman_closed_forms),
+        cmocka_unit_test(test_megatron_flops),
+        cmocka_unit_test(test_bad_tables),
+        cmocka_unit_test(test_published_tables),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
