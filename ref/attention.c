@@ -90,25 +90,10 @@ static inline long max_long(long a, long b) { return a > b ? a : b; }
 static inline long ceil_div(long a, long b) { return (a + b - 1) / b; }
 
 /* ---- the mask ---------------------------------------------------------- *
- * Query i (from q_begin) sees key j (from kv_begin) iff !causal or j <= i + diag. */
-
-/* How many leading keys at least one of rows [i0, i0+rows) sees. */
-static long keys_seen_by_rows(const usp_block *blk, long i0, long rows) {
-    if (!blk->causal) return blk->kv_len;
-    long last_visible = i0 + rows - 1 + blk->diag;
-    return max_long(0, min_long(blk->kv_len, last_visible + 1));
-}
-
-/* First query row that sees key j0 (q_len when none does). */
-static long first_row_seeing(const usp_block *blk, long j0) {
-    if (!blk->causal) return 0;
-    return min_long(blk->q_len, max_long(0, j0 - blk->diag));
-}
-
-/* Whether some pair of the tile rows [i0, +rows) x keys [j0, +cols) is hidden. */
-static int tile_is_cut(const usp_block *blk, long i0, long j0, long cols) {
-    return blk->causal && j0 + cols - 1 > i0 + blk->diag;
-}
+ * One key interval a query row (usp/rowmask.h): the block's causal/diag mask,
+ * or the per-row arrays of a usp_row_mask. A tile of rows visits the key
+ * tiles of the union of its rows' intervals, and masks element by element
+ * only where some row does not see the whole tile. */
 
 /* ---- BLAS threads ------------------------------------------------------ *
  * Inside our parallel regions every BLAS call must run on its calling

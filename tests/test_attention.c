@@ -73,6 +73,7 @@ enum { NCASES = sizeof CASES / sizeof CASES[0] };
 typedef struct {
     usp_attn_shape s;
     usp_block blk;
+    usp_row_mask mask; /* NULL arrays: the block's causal/diag */
     long q_elems, kv_elems, stat_elems;
     double *q, *k, *v, *dout;
 } problem;
@@ -116,7 +117,14 @@ static long tok(const problem *p, int b, long row, int heads, int h, long rows) 
 static long stat(const problem *p, int b, int h, long row) {
     return ((long)b * p->s.hq + h) * p->s.lq + row;
 }
-static int visible(const usp_block *blk, long i, long j) {
+/* Written out from the definitions of usp/attention.h and usp/rowmask.h,
+ * not through usp_row_keys: [lo, hi) clipped to the block's keys, or causal. */
+static int visible(const problem *p, int b, long i, long j) {
+    const usp_block *blk = &p->blk;
+    if (p->mask.lo) {
+        long at = (long)b * blk->q_len + i;
+        return j >= p->mask.lo[at] && j < p->mask.hi[at] && j >= 0 && j < blk->kv_len;
+    }
     return !blk->causal || j <= i + blk->diag;
 }
 
@@ -140,7 +148,7 @@ static void naive_forward_row(const problem *p, int b, int h, long i, double *o,
     int d = p->s.d, g = h / (p->s.hq / p->s.hkv);
     long double max = -INFINITY, sum = 0, acc[256] = {0};
     for (long j = 0; j < p->blk.kv_len; j++)
-        if (visible(&p->blk, i, j)) max = fmaxl(max, naive_score(p, b, h, i, j));
+        if (visible(p, b, i, j)) max = fmaxl(max, naive_score(p, b, h, i, j));
     double *oi = o + tok(p, b, p->blk.q_begin + i, p->s.hq, h, p->s.lq);
     if (max == -INFINITY) {
         for (int e = 0; e < d; e++) oi[e] = 0;
@@ -148,7 +156,7 @@ static void naive_forward_row(const problem *p, int b, int h, long i, double *o,
         return;
     }
     for (long j = 0; j < p->blk.kv_len; j++) {
-        if (!visible(&p->blk, i, j)) continue;
+        if (!visible(p, b, i, j)) continue;
         long double w = expl(naive_score(p, b, h, i, j) - max);
         const double *vj = p->v + tok(p, b, p->blk.kv_begin + j, p->s.hkv, g, p->s.lkv);
         sum += w;
@@ -205,7 +213,7 @@ static void naive_backward(const problem *p, const double *lse, const double *de
                 long st = stat(p, b, h, p->blk.q_begin + i);
                 if (lse[st] == -INFINITY) continue;
                 for (long j = 0; j < p->blk.kv_len; j++)
-                    if (visible(&p->blk, i, j))
+                    if (visible(p, b, i, j))
                         naive_backward_pair(p, b, h, i, j, expl(naive_score(p, b, h, i, j) - lse[st]),
                                             delta[st], &acc);
             }
@@ -269,7 +277,7 @@ static void assert_rows_untouched(const double *x, int batch, long rows, int hea
 /* ---- forward ------------------------------------------------------------- */
 
 static void run_forward(const problem *p, double *o, double *lse) {
-    usp_attn_fwd_f64(&p->s, &p->blk, p->q, p->k, p->v, o, lse);
+    usp_attn_fwd_masked_f64(&p->s, &p->blk, &p->mask, p->q, p->k, p->v, o, lse);
 }
 
 static void test_forward_matches_loops(void **state) {
@@ -536,6 +544,161 @@ static void test_fp32_matches_fp64(void **state) {
                   largest_bwd_error);
 }
 
+/* ---- per-row key intervals ------------------------------------------------ */
+
+/* Masks as the schedule hands them to kernels (usp/rowmask.h): query row i
+ * of the block sits at position i + q_pos of the sequence, key j at j; both
+ * lie in packed documents of length doc (0: one document). */
+typedef enum {
+    MASK_DOCS,        /* causal inside documents */
+    MASK_DOCS_FULL,   /* bidirectional inside documents */
+    MASK_WINDOW,      /* sliding window left/right, no documents */
+    MASK_DOC_WINDOW,  /* window inside documents */
+    MASK_SCATTERED,   /* seeded intervals, some empty, some past the ends */
+} mask_kind;
+
+typedef struct {
+    mask_kind kind;
+    int doc, left, right, q_pos;
+} mask_case;
+
+static int32_t clampi(long x, long lo, long hi) { return (int32_t)(x < lo ? lo : x > hi ? hi : x); }
+
+static void mask_fill(problem *p, const mask_case *m, int32_t *lo, int32_t *hi) {
+    rng_seed(99);
+    for (int b = 0; b < p->s.batch; b++)
+        for (long i = 0; i < p->blk.q_len; i++) {
+            long at = (long)b * p->blk.q_len + i, pos = i + m->q_pos;
+            /* documents differ by batch element: shifted by 3b */
+            long doc_lo = 0, doc_hi = p->blk.kv_len;
+            if (m->doc > 0) {
+                long shifted = pos + 3 * b;
+                doc_lo = shifted / m->doc * m->doc - 3 * b;
+                doc_hi = doc_lo + m->doc;
+            }
+            long a = doc_lo, z = doc_hi;
+            switch (m->kind) {
+            case MASK_DOCS: z = pos + 1 < z ? pos + 1 : z; break;
+            case MASK_DOCS_FULL: break;
+            case MASK_WINDOW:
+            case MASK_DOC_WINDOW:
+                if (m->left >= 0 && pos - m->left > a) a = pos - m->left;
+                if (m->right >= 0 && pos + m->right + 1 < z) z = pos + m->right + 1;
+                break;
+            case MASK_SCATTERED:
+                a = (long)((uniform() + 1) / 2 * (p->blk.kv_len + 10)) - 5;
+                z = a + (long)((uniform() + 1) * 20) - 8;
+                break;
+            }
+            lo[at] = clampi(a, -20, p->blk.kv_len + 20);
+            hi[at] = clampi(z, -20, p->blk.kv_len + 20);
+        }
+    p->mask.lo = lo;
+    p->mask.hi = hi;
+}
+
+static void check_row_mask(const attn_case *c, const mask_case *m, int index) {
+    problem p = problem_make(c, (uint64_t)index + 500);
+    round_inputs_to_float(&p);
+    long n = (long)p.s.batch * p.blk.q_len;
+    int32_t *lo = malloc(sizeof *lo * (size_t)n), *hi = malloc(sizeof *hi * (size_t)n);
+    assert_true(lo && hi);
+    mask_fill(&p, m, lo, hi);
+    /* forward */
+    double *o = filled(p.q_elems, UNTOUCHED), *lse = filled(p.stat_elems, UNTOUCHED);
+    double *o_ref = filled(p.q_elems, UNTOUCHED), *lse_ref = filled(p.stat_elems, UNTOUCHED);
+    run_forward(&p, o, lse);
+    naive_forward(&p, o_ref, lse_ref);
+    assert_close(o, o_ref, p.q_elems, FP64_TOL, "masked O", index);
+    assert_close(lse, lse_ref, p.stat_elems, FP64_TOL, "masked LSE", index);
+    assert_rows_untouched(o, p.s.batch, p.s.lq, p.s.hq, p.s.d, p.blk.q_begin, p.blk.q_len, "O");
+    /* rows with an empty interval: -inf and exactly 0 */
+    for (int b = 0; b < p.s.batch; b++)
+        for (long i = 0; i < p.blk.q_len; i++) {
+            long at = (long)b * p.blk.q_len + i;
+            int empty = lo[at] >= hi[at] || hi[at] <= 0 || lo[at] >= p.blk.kv_len;
+            for (int h = 0; h < p.s.hq && empty; h++) {
+                assert_true(lse[stat(&p, b, h, p.blk.q_begin + i)] == -INFINITY);
+                long t = tok(&p, b, p.blk.q_begin + i, p.s.hq, h, p.s.lq);
+                for (int e = 0; e < p.s.d; e++) assert_true(o[t + e] == 0.0);
+            }
+        }
+    /* backward */
+    fwd_bwd got = fwd_bwd_make(&p), want = fwd_bwd_make(&p);
+    usp_attn_bwd_prep_f64(&p.s, got.o, p.dout, got.delta);
+    naive_delta(&p, want.o, want.delta);
+    usp_attn_bwd_masked_f64(&p.s, &p.blk, &p.mask, p.q, p.k, p.v, p.dout, got.lse, got.delta,
+                            got.dq, got.dk, got.dv);
+    naive_backward(&p, want.lse, want.delta, want.dq, want.dk, want.dv);
+    assert_close(got.dq, want.dq, p.q_elems, FP64_TOL, "masked dQ", index);
+    assert_close(got.dk, want.dk, p.kv_elems, FP64_TOL, "masked dK", index);
+    assert_close(got.dv, want.dv, p.kv_elems, FP64_TOL, "masked dV", index);
+    /* fp32 against the fp64 kernels on the same inputs */
+    f32_run f = f32_run_make(&p);
+    usp_attn_fwd_masked_f32(&p.s, &p.blk, &p.mask, f.q, f.k, f.v, f.o, f.lse);
+    usp_attn_bwd_prep_f32(&p.s, f.o, f.dout, f.delta);
+    usp_attn_bwd_masked_f32(&p.s, &p.blk, &p.mask, f.q, f.k, f.v, f.dout, f.lse, f.delta, f.dq,
+                            f.dk, f.dv);
+    double *dq64 = filled(p.q_elems, 0), *dk64 = filled(p.kv_elems, 0), *dv64 = filled(p.kv_elems, 0);
+    double *o64 = filled(p.q_elems, 0), *delta64 = filled(p.stat_elems, 0);
+    double *lse64 = filled(p.stat_elems, 0);
+    run_forward(&p, o64, lse64);
+    usp_attn_bwd_prep_f64(&p.s, o64, p.dout, delta64);
+    usp_attn_bwd_masked_f64(&p.s, &p.blk, &p.mask, p.q, p.k, p.v, p.dout, lse64, delta64, dq64,
+                            dk64, dv64);
+    struct { const float *got; const double *want; long n; const char *what; } cmp[] = {
+        {f.o, o64, p.q_elems, "fp32 masked O"},   {f.lse, lse64, p.stat_elems, "fp32 masked LSE"},
+        {f.dq, dq64, p.q_elems, "fp32 masked dQ"}, {f.dk, dk64, p.kv_elems, "fp32 masked dK"},
+        {f.dv, dv64, p.kv_elems, "fp32 masked dV"},
+    };
+    for (size_t x = 0; x < sizeof cmp / sizeof cmp[0]; x++) {
+        double err = rel_err_f32(cmp[x].got, cmp[x].want, cmp[x].n);
+        if (!(err <= FP32_TOL)) fail_msg("mask %d: %s relative error %.3g > %.1g", index, cmp[x].what, err, FP32_TOL);
+    }
+    free(dq64), free(dk64), free(dv64), free(o64), free(delta64), free(lse64);
+    f32_run_free(&f);
+    fwd_bwd_free(&got), fwd_bwd_free(&want);
+    free(o), free(lse), free(o_ref), free(lse_ref), free(lo), free(hi);
+    problem_free(&p);
+}
+
+/* Every mask kind on blocks larger than the CPU tiles (so that some key
+ * tiles are skipped, some run unmasked and some masked), documents not
+ * aligned to tiles, windows smaller and larger than a tile, GQA, and a
+ * block whose rows start inside the buffers. */
+static void test_row_masks_match_loops(void **state) {
+    (void)state;
+    const attn_case big = {1, 4, 2, 32, 700, 700, 0, 700, 0, 700, 0, 0, 0};
+    const attn_case batched = {2, 2, 1, 16, 300, 320, 20, 270, 10, 300, 0, 0, 0};
+    const struct { const attn_case *c; mask_case m; } runs[] = {
+        {&big, {MASK_DOCS, 173, 0, 0, 0}},
+        {&big, {MASK_DOCS_FULL, 300, 0, 0, 0}},
+        {&big, {MASK_WINDOW, 0, 40, 0, 0}},
+        {&big, {MASK_WINDOW, 0, 300, 17, 0}},
+        {&big, {MASK_DOC_WINDOW, 251, 100, -1, 0}},
+        {&big, {MASK_SCATTERED, 0, 0, 0, 0}},
+        {&batched, {MASK_DOCS, 61, 0, 0, 30}},
+        {&batched, {MASK_WINDOW, 0, 5, 5, -40}},
+        {&batched, {MASK_SCATTERED, 0, 0, 0, 0}},
+    };
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) check_row_mask(runs[r].c, &runs[r].m, (int)r);
+}
+
+/* NULL arrays are the block's own mask, bit for bit. */
+static void test_null_row_mask_is_block_mask(void **state) {
+    (void)state;
+    const attn_case c = {1, 2, 1, 16, 300, 300, 0, 300, 0, 300, 1, 3, 0};
+    problem p = problem_make(&c, 5);
+    double *o1 = filled(p.q_elems, 0), *l1 = filled(p.stat_elems, 0);
+    double *o2 = filled(p.q_elems, 0), *l2 = filled(p.stat_elems, 0);
+    usp_attn_fwd_f64(&p.s, &p.blk, p.q, p.k, p.v, o1, l1);
+    usp_attn_fwd_masked_f64(&p.s, &p.blk, NULL, p.q, p.k, p.v, o2, l2);
+    assert_memory_equal(o1, o2, sizeof(double) * (size_t)p.q_elems);
+    assert_memory_equal(l1, l2, sizeof(double) * (size_t)p.stat_elems);
+    free(o1), free(l1), free(o2), free(l2);
+    problem_free(&p);
+}
+
 /* ---- determinism ------------------------------------------------------------ */
 
 typedef struct {
@@ -598,6 +761,8 @@ int main(void) {
         cmocka_unit_test(test_merge_infinite_and_huge_lse),
         cmocka_unit_test(test_fp32_matches_fp64),
         cmocka_unit_test(test_same_bits_every_call),
+        cmocka_unit_test(test_row_masks_match_loops),
+        cmocka_unit_test(test_null_row_mask_is_block_mask),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 #define USP_ATTENTION_H
 
 #include "usp/config.h"
+#include "usp/rowmask.h"
 #include "usp/schedule.h"
 
 typedef struct {
@@ -31,6 +32,23 @@ void usp_attn_fwd_f64(const usp_attn_shape *s, const usp_block *blk,
 void usp_attn_fwd_f32(const usp_attn_shape *s, const usp_block *blk,
                       const float *q, const float *k, const float *v,
                       float *o, float *lse);
+
+/* The same with a per-row key interval mask (usp/rowmask.h): mask->lo and
+ * mask->hi are [batch][blk->q_len] int32, local key coordinates; they
+ * replace the block's causal/diag. mask NULL (or NULL arrays): the block's
+ * own mask, exactly as usp_attn_fwd / usp_attn_bwd. */
+void usp_attn_fwd_masked_f64(const usp_attn_shape *s, const usp_block *blk, const usp_row_mask *mask,
+                             const double *q, const double *k, const double *v, double *o,
+                             double *lse);
+void usp_attn_fwd_masked_f32(const usp_attn_shape *s, const usp_block *blk, const usp_row_mask *mask,
+                             const float *q, const float *k, const float *v, float *o, float *lse);
+void usp_attn_bwd_masked_f64(const usp_attn_shape *s, const usp_block *blk, const usp_row_mask *mask,
+                             const double *q, const double *k, const double *v, const double *dout,
+                             const double *lse, const double *delta, double *dq, double *dk,
+                             double *dv);
+void usp_attn_bwd_masked_f32(const usp_attn_shape *s, const usp_block *blk, const usp_row_mask *mask,
+                             const float *q, const float *k, const float *v, const float *dout,
+                             const float *lse, const float *delta, float *dq, float *dk, float *dv);
 
 /* Merge: for rows [row_begin, row_begin+rows), (o, lse) becomes the attention
  * over the union of the keys of (o, lse) and of (o_blk, lse_blk). Overflow-safe:
