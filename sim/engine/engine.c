@@ -11,9 +11,13 @@
  *
  * Messages go through one mailbox per ordered pair of ranks; both sides
  * post a pair's messages in schedule order, and each carries its step's tag,
- * which the receiver checks. An all-to-all is its U-1 pairwise transfers at
- * once, sharing the links; ALLGATHER and REDUCE_SCATTER are the pairwise
- * messages of rankmem.h (every peer at once), not a ring algorithm.
+ * which the receiver checks. What NCCL would do with a comm step is the
+ * network layer's call (sim/network/step.c): a delay paid first (per-call
+ * and pipeline latency), then one message to every peer with the simulated
+ * bytes it gives (an all-to-all's pairs; a ring's flows to the successors,
+ * rendezvous-only messages to the others), all at once, sharing the links.
+ * On a platform without topology props that is the old model: the pairwise
+ * messages of rankmem.h, every peer at once, no delay.
  *
  * Numerics: a compute step runs the CPU kernels (usp_rank_compute) once its
  * dep has arrived, messages carry the packed bytes (copied when sent), and
@@ -39,6 +43,7 @@
 #endif
 
 #include "usp/rankmem.h"
+#include "network/step.h"
 
 /* ------------------------------------------------------ error checking */
 
@@ -96,6 +101,8 @@ typedef struct {
     const usp_config *cfg;
     rank_sim *ranks;
     int numerics;
+    sg_host_t *hosts;        /* [world]: the ranks' hosts */
+    sim_net net;             /* what NCCL would do on them */
 } sim_state;
 
 static sim_state g_sim;
@@ -182,13 +189,6 @@ static int recv_peer(int rank, const usp_step *st, int j) {
     return st->kind == USP_STEP_SENDRECV ? st->peer_recv : usp_group_member(g_sim.cfg, st->group, rank, j);
 }
 
-/* Simulated bytes of one message: bytes_sent covers the n-1 remote peers
- * of a group step, or the one message of a SENDRECV. */
-static long message_bytes(const usp_step *st, int n) {
-    double b = st->kind == USP_STEP_SENDRECV || n < 2 ? st->bytes_sent : st->bytes_sent / (n - 1);
-    return (long)(b + 0.5);
-}
-
 static sg_mailbox_t mailbox_named(int from, int to) {
     char name[32];
     snprintf(name, sizeof name, "%d>%d", from, to);
@@ -235,13 +235,14 @@ typedef struct {
     sg_comm_t *comms;
     void **payloads;   /* [n]: what arrived from peer j (or was packed for self) */
     int ncomms;
+    const double *bytes_to; /* [n]: simulated bytes to peer i (the network layer's plan) */
 } comm_step_io;
 
 static int post_sends(rank_sim *r, int step, const usp_step *st, int n, comm_step_io *io) {
     sg_mailbox_t mb;
-    long bytes = message_bytes(st, n);
     for (int i = 0; i < n; i++) {
         int to = send_peer(r->rank, st, i);
+        long bytes = (long)(io->bytes_to[i] + 0.5);
         void *payload = g_sim.numerics ? pack_message(r, st, i) : tag_token(st->tag);
         if (!payload) return rank_failed(USP_EINTERNAL, "rank %d step %d (%s): out of memory", r->rank, step, st->name);
         if (to == r->rank) { io->payloads[i] = payload; continue; }
@@ -286,8 +287,13 @@ static int run_comm_step(rank_sim *r, int i, const usp_step *st) {
     int n = peer_count(st);
     sg_comm_t comms[2 * n];
     void *payloads[n];
+    double bytes_to[n + 1];
     memset(payloads, 0, sizeof payloads);
-    comm_step_io io = {comms, payloads, 0};
+    comm_step_io io = {comms, payloads, 0, bytes_to};
+    sim_coll_plan plan;
+    double delay = sim_step_plan(&g_sim.net, g_sim.cfg, st, r->rank, n, &plan, bytes_to);
+    if (delay < 0) return rank_failed(USP_EINTERNAL, "rank %d step %d (%s): out of memory", r->rank, i, st->name);
+    if (delay > 0) sg_actor_sleep_for(delay);
     if (post_sends(r, i, st, n, &io) != 0 || post_receives(r, st, n, &io) != 0) return -1;
     for (int k = 0; k < io.ncomms; k++)
         if (SG_CHECK(sg_comm_wait(comms[k]))) return -1;
@@ -478,6 +484,10 @@ static usp_status simulate(const sim_job *job, rank_sim *ranks, sim_timeline *tl
     if (phase) phase(1, ctx);
     USP_TRY(place_ranks(job, ranks, s->world));
     for (int g = 0; g < s->world; g++) USP_TRY(alloc_rank(&ranks[g], s, g, job));
+    if (!(g_sim.hosts = malloc((size_t)s->world * sizeof *g_sim.hosts)))
+        return usp_fail(USP_EINTERNAL, "out of memory");
+    for (int g = 0; g < s->world; g++) g_sim.hosts[g] = ranks[g].host;
+    USP_TRY(sim_net_load(&g_sim.net, g_sim.hosts, s->world));
     for (int g = 0; g < s->world; g++) USP_TRY(start_actor(&ranks[g]));
     simgrid_run();
     if (g_status != USP_OK) return usp_fail(g_status, "%s", g_error);

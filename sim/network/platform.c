@@ -1,20 +1,19 @@
 /* platform.c: the built-in platforms, written as SimGrid XML.
  *
- * Most presets are a graph of hosts (GPUs), routers (NVSwitch, PCIe
- * switches, network switches) and split-duplex links (each direction has the
- * full bandwidth, as NVLink, PCIe and InfiniBand do), routed by SimGrid's
- * DijkstraCache zone: the route between two GPUs is the path with the fewest
- * links, computed once per source. Torus and dragonfly use SimGrid's own
- * cluster topologies.
- *
- * Latency. The measured NCCL send/recv between two H200 (sim/SOURCES.md, 1 MiB
- * to 1 GiB) fits lat + bytes/bw with lat = 105 us and bw = 329 GB/s within
- * 15% at every size. That latency is mostly per-call software cost, paid by
- * every GPU-to-GPU transfer whatever the wire, so each GPU's own access links
- * carry half of it (a route has two ends); switch-to-switch links add their
- * wire latency only. */
+ * Machine presets (h200x8, h100x8, a100x8, a800x8, l20x8, rtx4090x4,
+ * a800-2n, h100-fattree) are servers redrawn from real machines' topologies
+ * (sim/network/machine.c): GPUs, PCIe switches, sockets, NVSwitch, NICs and
+ * rails, with the topology props from which the network layer (nccl.h)
+ * decides NCCL's transport per pair; their links carry achieved bandwidth and
+ * no latency (NCCL's latencies are the layer's). The other presets are plain
+ * graphs without props, for which the layer keeps the route as given:
+ * h200x2 (the fit of the measured NCCL send/recv between two H200,
+ * sim/SOURCES.md: 105 us + bytes / 329 GB/s within 15% from 1 MiB to 1 GiB),
+ * star (the closed forms of the tests), and SimGrid's torus and dragonfly
+ * clusters. */
 #define _POSIX_C_SOURCE 200809L /* open_memstream */
 #include "usp/sim.h"
+#include "machine.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -25,22 +24,6 @@
 
 /* Fitted to sim/SOURCES.md "GPU-to-GPU links": 2x H200 over 18 NVLinks. */
 static const double H200_PAIR_LAT_US = 105.0, H200_PAIR_GBPS = 329.0;
-/* Half of the per-call latency on each GPU's access link. */
-static const double ACCESS_LAT_US = 105.0 / 2;
-/* NVLink per direction per GPU (NVIDIA data sheets): NVLink 4 (H100, H200)
- * 18 links x 25 GB/s; NVLink 3 (A100) 12 x 25 GB/s; A800 8 x 25 GB/s. */
-static const double NVLINK4_GBPS = 450.0, NVLINK3_GBPS = 300.0, A800_NVLINK_GBPS = 200.0;
-/* PCIe per direction, x16: Gen4 16 GT/s, Gen5 32 GT/s, 128b/130b coding. */
-static const double PCIE4_GBPS = 31.5, PCIE5_GBPS = 63.0;
-/* Intel UPI between the two sockets of a PCIe server: 3 links x 20.8 GB/s. */
-static const double UPI_GBPS = 62.4;
-/* One 400 Gb/s NIC (ConnectX-7 NDR): 46-49 GB/s published (sim/SOURCES.md). */
-static const double NIC400_GBPS = 48.0;
-/* A switch hop: cut-through latency of an InfiniBand/PCIe switch. */
-static const double SWITCH_LAT_US = 0.5;
-/* Rail leaves of a two-level fat tree: 64-port switches, half the ports
- * down to nodes, half up to spines. */
-static const int LEAF_NODES = 32;
 /* Generic torus/dragonfly/star links unless the spec says otherwise. */
 static const double GENERIC_GBPS = 48.0, GENERIC_LAT_US = 1.0;
 
@@ -97,36 +80,6 @@ static void xml_route(xml_out *x, const char *src, const char *dst, const char *
     fprintf(x->routes, "</route>\n");
 }
 
-/* Host name of GPU g of node n: "gpu3" on one node, "node12-gpu3" on many,
- * so that natural name order is rank order. */
-static void gpu_name(char *buf, size_t n, int node, int gpu, int multi) {
-    if (multi) snprintf(buf, n, "node%d-gpu%d", node, gpu);
-    else snprintf(buf, n, "gpu%d", gpu);
-}
-
-/* One node: `gpus` GPUs on a non-blocking switch (NVSwitch) with `gbps` per
- * direction per GPU: the GPU's NVLink ports, then its switch ports.
- *
- * Routing counts links, so the link counts steer the paths: a GPU reaches
- * its switch through 2 links and its rail (NIC) through 3, so a peer in the
- * node is 4 links away over NVLink and 6 or more over the network, and a
- * GPU of another node on another rail is reached through the spine (8)
- * rather than through a GPU of its own node (10). */
-static void emit_switched_node(xml_out *x, int node, int gpus, double gbps, int multi) {
-    char sw[48], host[48], link[64], port[64];
-    snprintf(sw, sizeof sw, multi ? "node%d-nvswitch" : "nvswitch", node);
-    xml_router(x, sw);
-    for (int g = 0; g < gpus; g++) {
-        gpu_name(host, sizeof host, node, g, multi);
-        snprintf(link, sizeof link, "%s-nvlink", host);
-        snprintf(port, sizeof port, "%s-nvswitch-port", host);
-        xml_host(x, host);
-        xml_link(x, link, gbps, ACCESS_LAT_US);
-        xml_link(x, port, gbps, 0);
-        xml_route(x, host, sw, link, port, NULL);
-    }
-}
-
 /* ------------------------------------------------------------- presets */
 
 typedef struct preset preset;
@@ -138,19 +91,10 @@ struct preset {
     int default_nodes;   /* 0: sized for the world */
     int fixed_size;      /* 1: --nodes does not apply */
     emit_fn emit;
+    /* machine presets (sim/network/machine.c): the server, redrawn from a real
+     * machine's topology, with NCCL's transports as props */
+    void (*machine)(sim_machine *m, int nodes);
 };
-
-static usp_status emit_h200x8(const preset *ps, const usp_platform_params *p, xml_out *x) {
-    (void)ps; (void)p;
-    emit_switched_node(x, 0, 8, NVLINK4_GBPS, 0);
-    return USP_OK;
-}
-
-static usp_status emit_a100x8(const preset *ps, const usp_platform_params *p, xml_out *x) {
-    (void)ps; (void)p;
-    emit_switched_node(x, 0, 8, NVLINK3_GBPS, 0);
-    return USP_OK;
-}
 
 /* Two H200 joined directly: one link with the fitted latency and bandwidth. */
 static usp_status emit_h200x2(const preset *ps, const usp_platform_params *p, xml_out *x) {
@@ -159,99 +103,6 @@ static usp_status emit_h200x2(const preset *ps, const usp_platform_params *p, xm
     xml_host(x, "gpu1");
     xml_link(x, "nvlink", H200_PAIR_GBPS, H200_PAIR_LAT_US);
     xml_route(x, "gpu0", "gpu1", "nvlink", NULL, NULL);
-    return USP_OK;
-}
-
-/* 8 L20 without NVLink: 4 GPUs per PCIe Gen4 switch, one switch per socket,
- * sockets joined by UPI. Peer traffic between sockets crosses both switch
- * uplinks and UPI. */
-static usp_status emit_l20x8(const preset *ps, const usp_platform_params *p, xml_out *x) {
-    (void)ps; (void)p;
-    char host[32], link[48], sw[32], cpu[32];
-    for (int s = 0; s < 2; s++) {
-        snprintf(sw, sizeof sw, "pcie-switch%d", s);
-        snprintf(cpu, sizeof cpu, "cpu%d", s);
-        snprintf(link, sizeof link, "pcie-uplink%d", s);
-        xml_router(x, sw);
-        xml_router(x, cpu);
-        xml_link(x, link, PCIE4_GBPS, SWITCH_LAT_US);
-        xml_route(x, sw, cpu, link, NULL, NULL);
-    }
-    xml_link(x, "upi", UPI_GBPS, SWITCH_LAT_US);
-    xml_route(x, "cpu0", "cpu1", "upi", NULL, NULL);
-    for (int g = 0; g < 8; g++) {
-        gpu_name(host, sizeof host, 0, g, 0);
-        snprintf(link, sizeof link, "%s-pcie", host);
-        snprintf(sw, sizeof sw, "pcie-switch%d", g / 4);
-        xml_host(x, host);
-        xml_link(x, link, PCIE4_GBPS, ACCESS_LAT_US);
-        xml_route(x, host, sw, link, NULL, NULL);
-    }
-    return USP_OK;
-}
-
-/* Nodes of 8 A800 on NVSwitch; 4 NICs per node, NIC i shared by GPUs 2i and
- * 2i+1 through their PCIe links; NIC i of every node on rail switch i. */
-static usp_status emit_a800(const preset *ps, const usp_platform_params *p, xml_out *x) {
-    int nodes = p->nodes ? p->nodes : ps->default_nodes;
-    char host[48], pcie[64], nic[48], port[48], rail[32];
-    for (int r = 0; r < 4; r++) {
-        snprintf(rail, sizeof rail, "rail%d", r);
-        xml_router(x, rail);
-    }
-    for (int n = 0; n < nodes; n++) {
-        emit_switched_node(x, n, 8, A800_NVLINK_GBPS, 1);
-        for (int r = 0; r < 4; r++) {
-            snprintf(nic, sizeof nic, "node%d-nic%d", n, r);
-            snprintf(port, sizeof port, "node%d-nic%d-port", n, r);
-            xml_link(x, nic, NIC400_GBPS, SWITCH_LAT_US);
-            xml_link(x, port, NIC400_GBPS, 0);
-        }
-        for (int g = 0; g < 8; g++) {
-            gpu_name(host, sizeof host, n, g, 1);
-            snprintf(pcie, sizeof pcie, "%s-pcie", host);
-            snprintf(nic, sizeof nic, "node%d-nic%d", n, g / 2);
-            snprintf(port, sizeof port, "node%d-nic%d-port", n, g / 2);
-            snprintf(rail, sizeof rail, "rail%d", g / 2);
-            xml_link(x, pcie, PCIE4_GBPS, ACCESS_LAT_US);
-            xml_route(x, host, rail, pcie, nic, port);
-        }
-    }
-    return USP_OK;
-}
-
-/* Nodes of 8 H100 on NVSwitch; GPU g of every node has its own 400 Gb/s NIC
- * on rail g (rail-optimized). A rail has one leaf per LEAF_NODES nodes; the
- * spine layer is one router whose links to the leaves carry the sum of the
- * leaf's down-links (a non-blocking two-level fat tree). */
-static usp_status emit_h100_fattree(const preset *ps, const usp_platform_params *p, xml_out *x) {
-    int nodes = p->nodes ? p->nodes : ps->default_nodes;
-    int leaves = (nodes + LEAF_NODES - 1) / LEAF_NODES;
-    int per_leaf = nodes < LEAF_NODES ? nodes : LEAF_NODES;
-    char host[48], pcie[64], nic[64], port[64], leaf[48], up[64];
-    xml_router(x, "spine");
-    for (int r = 0; r < 8; r++)
-        for (int l = 0; l < leaves; l++) {
-            snprintf(leaf, sizeof leaf, "rail%d-leaf%d", r, l);
-            snprintf(up, sizeof up, "rail%d-leaf%d-up", r, l);
-            xml_router(x, leaf);
-            xml_link(x, up, per_leaf * NIC400_GBPS, SWITCH_LAT_US);
-            xml_route(x, leaf, "spine", up, NULL, NULL);
-        }
-    for (int n = 0; n < nodes; n++) {
-        emit_switched_node(x, n, 8, NVLINK4_GBPS, 1);
-        for (int g = 0; g < 8; g++) {
-            gpu_name(host, sizeof host, n, g, 1);
-            snprintf(pcie, sizeof pcie, "%s-pcie", host);
-            snprintf(nic, sizeof nic, "%s-nic", host);
-            snprintf(port, sizeof port, "%s-leaf-port", host);
-            snprintf(leaf, sizeof leaf, "rail%d-leaf%d", g, n / LEAF_NODES);
-            xml_link(x, pcie, PCIE5_GBPS, ACCESS_LAT_US);
-            xml_link(x, nic, NIC400_GBPS, SWITCH_LAT_US);
-            xml_link(x, port, NIC400_GBPS, 0);
-            xml_route(x, host, leaf, pcie, nic, port);
-        }
-    }
     return USP_OK;
 }
 
@@ -297,24 +148,143 @@ static usp_status emit_dragonfly(const preset *ps, const usp_platform_params *p,
     return USP_OK;
 }
 
+
+/* ------------------------------------------------ machines (machine.c) */
+
+/* Achieved bandwidths, per direction per GPU, GB/s. NVSwitch nodes: what
+ * NCCL's ring collectives reach as bus bandwidth (the link's share after
+ * protocol overhead): NVLink 4 (H100, H200) 370 of 450 ("NCCL can get an
+ * effective NVLink bandwidth of 370GB/s", NVIDIA/nccl-tests issue 212); A100
+ * 235 of 300 (NCCL's own cap for sm80 in src/graph/tuning.cc); A800 (8 of
+ * A100's 12 NVLinks) 235 x 8/12. */
+static const double NVL4_ACHIEVED_GBPS = 370.0, A100_ACHIEVED_GBPS = 235.0, A800_ACHIEVED_GBPS = 156.7;
+/* PCIe Gen4 x16 as GPU DMA reaches it (24 of 31.5 GB/s: nvbandwidth and
+ * p2pBandwidthLatencyTest on Gen4 servers report 24-26 GB/s); Gen5 x16 48. */
+static const double PCIE4_ACHIEVED_GBPS = 24.0, PCIE5_ACHIEVED_GBPS = 48.0;
+
+static void nvswitch_node(sim_machine *m, const char *name, int nodes, double nvl, double pcie, int nics) {
+    memset(m, 0, sizeof *m);
+    snprintf(m->name, sizeof m->name, "%s", name);
+    m->nodes = nodes;
+    m->gpus = 8;
+    m->sockets = 2;
+    m->switches = 4;              /* HGX boards: 4 PCIe switches, 2 GPUs (and their NICs) on each */
+    for (int k = 0; k < 4; k++) m->switch_socket[k] = k / 2;
+    for (int g = 0; g < 8; g++) {
+        m->gpu_switch[g] = g / 2;
+        m->gpu_fabric[g] = 0;
+        m->gpu_nic[g] = nics ? g * nics / 8 : -1;
+    }
+    m->nics = nics;
+    for (int i = 0; i < nics; i++) m->nic_switch[i] = i * 4 / nics;
+    m->nvlink_gbps = nvl;
+    m->pcie_gbps = pcie;
+    m->cpu_link_gbps = 40;
+}
+
+static void machine_h200x8(sim_machine *m, int nodes) {
+    nvswitch_node(m, "h200x8", nodes, NVL4_ACHIEVED_GBPS, PCIE5_ACHIEVED_GBPS, 0);
+    snprintf(m->about, sizeof m->about, "HGX H200: 8 GPUs on NVSwitch (NVLink 4, 450 GB/s per direction, %g "
+             "achieved by NCCL), 4 PCIe Gen5 switches, 2 sockets", NVL4_ACHIEVED_GBPS);
+}
+
+static void machine_h100x8(sim_machine *m, int nodes) {
+    nvswitch_node(m, "h100x8", nodes, NVL4_ACHIEVED_GBPS, PCIE5_ACHIEVED_GBPS, 0);
+    snprintf(m->about, sizeof m->about, "DGX/HGX H100: 8 GPUs on NVSwitch (NVLink 4, 450 GB/s per direction, "
+             "%g achieved by NCCL), 4 PCIe Gen5 switches, 2 sockets", NVL4_ACHIEVED_GBPS);
+}
+
+static void machine_a100x8(sim_machine *m, int nodes) {
+    nvswitch_node(m, "a100x8", nodes, A100_ACHIEVED_GBPS, PCIE4_ACHIEVED_GBPS, 0);
+    snprintf(m->about, sizeof m->about, "DGX A100: 8 A100 SXM on NVSwitch (NVLink 3, 300 GB/s per direction, "
+             "%g achieved by NCCL), 4 PCIe Gen4 switches, 2 sockets", A100_ACHIEVED_GBPS);
+}
+
+static void machine_a800x8(sim_machine *m, int nodes) {
+    nvswitch_node(m, "a800x8", nodes, A800_ACHIEVED_GBPS, PCIE4_ACHIEVED_GBPS, 0);
+    snprintf(m->about, sizeof m->about, "8 A800 SXM on NVSwitch (8 NVLink 3 links, 200 GB/s per direction, "
+             "%.4g achieved), 4 PCIe Gen4 switches, 2 sockets", A800_ACHIEVED_GBPS);
+}
+
+/* Two nodes of 8 A800, 4 x 400 Gb/s RDMA NICs per node, NIC i on rail i,
+ * shared by the two GPUs of its PCIe switch (GPUDirect RDMA). */
+static void machine_a800_2n(sim_machine *m, int nodes) {
+    nvswitch_node(m, "a800-2n", nodes, A800_ACHIEVED_GBPS, PCIE4_ACHIEVED_GBPS, 4);
+    snprintf(m->about, sizeof m->about, "%d nodes of 8 A800 on NVSwitch (%.4g GB/s achieved per direction), "
+             "4 x 400 Gb/s RDMA NICs per node (48 GB/s each), NIC i on rail i, GPUDirect RDMA", nodes,
+             A800_ACHIEVED_GBPS);
+}
+
+/* Nodes of 8 H100, one 400 Gb/s NIC per GPU under its PCIe switch, NIC g of
+ * every node on rail g, rails joined by a non-blocking spine. */
+static void machine_h100_fattree(sim_machine *m, int nodes) {
+    nvswitch_node(m, "h100-fattree", nodes, NVL4_ACHIEVED_GBPS, PCIE5_ACHIEVED_GBPS, 8);
+    snprintf(m->about, sizeof m->about, "%d nodes of 8 H100 on NVSwitch (%g GB/s achieved per direction), "
+             "one 400 Gb/s NIC per GPU (48 GB/s), rail-optimized, non-blocking spine", nodes, NVL4_ACHIEVED_GBPS);
+}
+
+/* 8 L20 (or L40S) without NVLink, as in NVIDIA/nccl issue 1817's server (bus
+ * ids 12/13, 47/48 on socket 0, 91/92, c4/c5 on socket 1): 2 GPUs per PCIe
+ * Gen4 switch, 2 switches per socket, 2 sockets. P2P under a switch, SHM
+ * everywhere else. */
+static void machine_l20x8(sim_machine *m, int nodes) {
+    memset(m, 0, sizeof *m);
+    snprintf(m->name, sizeof m->name, "l20x8");
+    m->nodes = nodes;
+    m->gpus = 8;
+    m->sockets = 2;
+    m->switches = 4;
+    for (int k = 0; k < 4; k++) m->switch_socket[k] = k / 2;
+    for (int g = 0; g < 8; g++) { m->gpu_switch[g] = g / 2; m->gpu_fabric[g] = -1; m->gpu_nic[g] = -1; }
+    m->pcie_gbps = PCIE4_ACHIEVED_GBPS;
+    m->uplink_gbps = PCIE4_ACHIEVED_GBPS;
+    m->host_mem_gbps = 60;
+    m->cpu_link_gbps = 24;
+    m->call_us = 20;
+    snprintf(m->about, sizeof m->about, "8 L20 on PCIe Gen4 x16 (%g GB/s achieved), 2 per PCIe switch, 2 "
+             "switches per socket, 2 sockets (NVIDIA/nccl issue 1817); no NVLink", PCIE4_ACHIEVED_GBPS);
+}
+
+/* 4 RTX 4090 on one socket's root ports, no PCIe switch (NVIDIA/nccl issue
+ * 1603): every pair through the CPU, so SHM. */
+static void machine_rtx4090x4(sim_machine *m, int nodes) {
+    memset(m, 0, sizeof *m);
+    snprintf(m->name, sizeof m->name, "rtx4090x4");
+    m->nodes = nodes;
+    m->gpus = 4;
+    m->sockets = 1;
+    for (int g = 0; g < 4; g++) { m->gpu_switch[g] = -1; m->gpu_fabric[g] = -1; m->gpu_nic[g] = -1; }
+    m->pcie_gbps = PCIE4_ACHIEVED_GBPS;
+    m->host_mem_gbps = 60;
+    m->call_us = 20;
+    snprintf(m->about, sizeof m->about, "4 RTX 4090 on PCIe Gen4 x16 root ports of one socket (%g GB/s "
+             "achieved), no PCIe switch, no NVLink (NVIDIA/nccl issue 1603)", PCIE4_ACHIEVED_GBPS);
+}
+
 static const preset PRESETS[] = {
-    {"h200x8", "h200", "1 node, 8 H200 on NVSwitch, NVLink 4 at 450 GB/s per direction per GPU",
-     8, 1, 1, emit_h200x8},
+    {"h200x8", "h200", "1 node, 8 H200 on NVSwitch (NVLink 4: 450 GB/s per direction, 370 achieved by NCCL), "
+     "4 PCIe Gen5 switches, 2 sockets", 8, 1, 1, NULL, machine_h200x8},
     {"h200x2", "h200", "2 H200 joined by 18 NVLinks, fitted to the measured NCCL send/recv "
-     "(105 us + bytes / 329 GB/s)", 2, 1, 1, emit_h200x2},
-    {"a100x8", "a100", "1 node, 8 A100 SXM on NVSwitch, NVLink 3 at 300 GB/s per direction per GPU",
-     8, 1, 1, emit_a100x8},
-    {"l20x8", "l20", "1 node, 8 L20 on PCIe Gen4 x16 (31.5 GB/s), 4 per switch, sockets joined "
-     "by UPI (62.4 GB/s), no NVLink", 8, 1, 1, emit_l20x8},
-    {"a800-2n", "a800", "2 nodes of 8 A800 on NVSwitch (400 GB/s NVLink, 200 per direction), "
-     "4 x 400 Gb/s RDMA NICs per node on 4 rails", 8, 2, 0, emit_a800},
+     "(105 us + bytes / 329 GB/s)", 2, 1, 1, emit_h200x2, NULL},
+    {"h100x8", "h100", "1 node, 8 H100 on NVSwitch (NVLink 4: 450 GB/s per direction, 370 achieved by NCCL), "
+     "4 PCIe Gen5 switches, 2 sockets", 8, 1, 1, NULL, machine_h100x8},
+    {"a100x8", "a100", "1 node, 8 A100 SXM on NVSwitch (NVLink 3: 300 GB/s per direction, 235 achieved by NCCL)",
+     8, 1, 1, NULL, machine_a100x8},
+    {"a800x8", "a800", "1 node, 8 A800 SXM on NVSwitch (200 GB/s per direction, 157 achieved)", 8, 1, 1, NULL,
+     machine_a800x8},
+    {"l20x8", "l20", "1 node, 8 L20 on PCIe Gen4, 2 per PCIe switch, 2 switches per socket, 2 sockets, "
+     "no NVLink (P2P under a switch, SHM elsewhere)", 8, 1, 1, NULL, machine_l20x8},
+    {"rtx4090x4", "l20", "1 node, 4 RTX 4090 on one socket's PCIe Gen4 root ports (SHM between all pairs)",
+     4, 1, 1, NULL, machine_rtx4090x4},
+    {"a800-2n", "a800", "2 nodes of 8 A800 on NVSwitch (157 GB/s achieved), 4 x 400 Gb/s RDMA NICs per node "
+     "on 4 rails", 8, 2, 0, NULL, machine_a800_2n},
     {"h100-fattree", "h100", "N nodes of 8 H100 on NVSwitch, one 400 Gb/s NIC per GPU, "
-     "rail-optimized two-level fat tree (32 nodes per leaf)", 8, 0, 0, emit_h100_fattree},
-    {"torus", "h100", "3-D torus, one GPU per vertex (dims=AxBxC, bw, lat)", 0, 0, 0, emit_torus},
+     "rail-optimized, non-blocking spine", 8, 0, 0, NULL, machine_h100_fattree},
+    {"torus", "h100", "3-D torus, one GPU per vertex (dims=AxBxC, bw, lat)", 0, 0, 0, emit_torus, NULL},
     {"dragonfly", "h100", "dragonfly (groups, chassis, routers, hosts per router, bw, lat)",
-     0, 0, 0, emit_dragonfly},
+     0, 0, 0, emit_dragonfly, NULL},
     {"star", "h200", "N hosts on one router, one link each (nodes, bw, lat): for closed forms",
-     0, 0, 0, emit_star},
+     0, 0, 0, emit_star, NULL},
 };
 enum { NPRESETS = sizeof PRESETS / sizeof PRESETS[0] };
 
@@ -489,9 +459,9 @@ static void write_header(FILE *f, const preset *ps, const usp_platform_params *p
             "<!DOCTYPE platform SYSTEM \"https://simgrid.org/simgrid.dtd\">\n"
             "<!-- usp preset %s: %s.\n", ps->name, ps->about);
     if (ps->gpus_per_node && !ps->fixed_size) fprintf(f, "     nodes=%d\n", p->nodes ? p->nodes : ps->default_nodes);
-    if (ps->gpus_per_node)
-        fprintf(f, "     GPU access links carry %.3g us each: half the per-call latency fitted to the\n"
-                "     measured NCCL send/recv between two H200 (sim/SOURCES.md).\n", ACCESS_LAT_US);
+    if (ps->emit == emit_h200x2)
+        fprintf(f, "     The link is the fit of the measured NCCL send/recv between two H200 (sim/SOURCES.md);\n"
+                "     no topology props: every message takes this route, no NCCL costs added.\n");
     fprintf(f, "-->\n<platform version=\"4.1\">\n");
     if (!is_cluster(ps)) fprintf(f, "  <zone id=\"%s\" routing=\"DijkstraCache\">\n", ps->name);
 }
@@ -504,6 +474,12 @@ usp_status usp_platform_write(const char *name, const usp_platform_params *param
     else params_clear(&p);
     USP_TRY(size_for_world(ps, &p, world));
     xml_out x;
+    if (ps->machine) {
+        sim_machine m;
+        ps->machine(&m, p.nodes ? p.nodes : ps->default_nodes);
+        sim_machine_complete(&m);
+        return sim_machine_write(&m, f);
+    }
     usp_status st = xml_open(&x);
     if (st == USP_OK) st = ps->emit(ps, &p, &x);
     if (st == USP_OK) write_header(f, ps, &p);

@@ -87,5 +87,6 @@ int cmd_validate(int argc, char **argv);
 int cmd_trace(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_costs(int argc, char **argv);
+int cmd_nccl(int argc, char **argv);
 
 #endif

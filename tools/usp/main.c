@@ -15,6 +15,7 @@ static const command commands[] = {
     {"schedule", cmd_schedule, "print one rank's USP steps"},
     {"verify", cmd_verify, "the built-in matrix of shardings, each against the reference"},
     {"platform", cmd_platform, "write a SimGrid platform preset as XML"},
+    {"nccl", cmd_nccl, "nccl-tests' table of a collective, predicted by usp's NCCL model"},
     {"sweep", cmd_sweep, "rank every ulysses x ring split by simulated time"},
     {"kernel-check", cmd_kernel_check, "check GPU attention kernels against the reference"},
     {"calibrate", cmd_calibrate, "measure kernels and NCCL on the GPUs: a device profile and a platform"},

@@ -12,6 +12,7 @@ int cmd_platform(int argc, char **argv) { (void)argc; (void)argv; return not_bui
 int cmd_sweep(int argc, char **argv) { (void)argc; (void)argv; return not_built("sweep", "SimGrid (install libsimgrid-dev and rebuild)"); }
 int cmd_plan(int argc, char **argv) { (void)argc; (void)argv; return not_built("plan", "SimGrid (install libsimgrid-dev and rebuild)"); }
 int cmd_costs(int argc, char **argv) { (void)argc; (void)argv; return not_built("costs", "SimGrid (install libsimgrid-dev and rebuild)"); }
+int cmd_nccl(int argc, char **argv) { (void)argc; (void)argv; return not_built("nccl", "SimGrid (install libsimgrid-dev and rebuild)"); }
 #endif
 #ifndef USP_HAVE_GPU
 int cmd_kernel_check(int argc, char **argv) { (void)argc; (void)argv; return not_built("kernel-check", "CUDA (nvcc was not found at build time)"); }

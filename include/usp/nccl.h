@@ -1,0 +1,78 @@
+/* usp/nccl.h: nccl-tests' tables, predicted by the network layer
+ * (sim/network/: transports, collectives, protocols over SimGrid).
+ *
+ * usp_nccl_simulate() runs one collective over `ranks` GPUs of a platform at
+ * each size, as all_to_all_perf / sendrecv_perf / all_gather_perf /
+ * reduce_scatter_perf / all_reduce_perf would, and fills the rows nccl-tests
+ * prints: size (bytes), count (elements), type, redop, time (us), algbw and
+ * busbw (GB/s, nccl-tests' formulas: algbw = size / time; busbw = algbw x
+ * (n-1)/n for alltoall, allgather, reducescatter, x 2(n-1)/n for allreduce,
+ * x 1 for sendrecv). Every figure is simulated.
+ *
+ * usp_nccl_compare() reads a published nccl-tests result
+ * (traces/published/nccl/NAME.json: its source, hardware, software, platform
+ * and every row), re-predicts each row on the platform it names, and gives
+ * the error of the bus bandwidth per row. */
+#ifndef USP_NCCL_H
+#define USP_NCCL_H
+
+#include <stdio.h>
+#include "usp/error.h"
+
+typedef struct {
+    const char *platform;   /* preset spec or SimGrid XML; NULL: h200x8 */
+    const char *op;         /* alltoall, sendrecv, allgather, reducescatter, allreduce */
+    int ranks;              /* 0: every GPU of the platform (its preset size) */
+    double min_bytes, max_bytes, factor; /* nccl-tests' -b -e -f */
+    const double *sizes;    /* when not NULL: these sizes instead of -b/-e/-f */
+    int nsizes;
+} usp_nccl_options;
+
+typedef struct {
+    double size;            /* bytes, nccl-tests' size column */
+    double count;           /* elements (float) */
+    double time_us, algbw, busbw;
+    char proto[8];          /* the protocol NCCL would pick */
+    char xport[12];         /* the slowest transport of the call */
+} usp_nccl_row;
+
+typedef struct {
+    char op[16], perf[32], redop[8], platform[160];
+    int ranks;
+    usp_nccl_row *rows;
+    int nrows;
+} usp_nccl_table;
+
+/* The op names, NULL-terminated. */
+const char *const *usp_nccl_ops(void);
+
+usp_status usp_nccl_simulate(const usp_nccl_options *o, usp_nccl_table *t);
+void usp_nccl_table_free(usp_nccl_table *t);
+/* nccl-tests' table, its header saying the figures are simulated. */
+void usp_nccl_print(FILE *f, const usp_nccl_table *t);
+void usp_nccl_json(FILE *f, const usp_nccl_table *t);
+
+/* ------------------------------------------------- published comparisons */
+
+typedef struct {
+    double size, published_busbw, predicted_busbw, error; /* error: predicted / published - 1 */
+    double published_time_us, predicted_time_us;
+    int counted;            /* 1: at or above the file's compare_min_bytes */
+} usp_nccl_compare_row;
+
+typedef struct {
+    char source[256], hardware[256], software[160], cls[32], platform[64], op[16], file[256];
+    int ranks;
+    double min_bytes;        /* rows at or above it count toward the bar */
+    usp_nccl_compare_row *rows;
+    int nrows;
+    double mean_abs_error, max_abs_error; /* over counted rows */
+    double published_peak, predicted_peak; /* the largest busbw of each, over counted rows */
+} usp_nccl_comparison;
+
+usp_status usp_nccl_compare(const char *file, usp_nccl_comparison *c);
+void usp_nccl_comparison_free(usp_nccl_comparison *c);
+void usp_nccl_compare_print(FILE *f, const usp_nccl_comparison *c);
+void usp_nccl_compare_json(FILE *f, const usp_nccl_comparison *c);
+
+#endif

@@ -1,0 +1,139 @@
+/* nccl.h: what NCCL would do with a communication, on a platform's topology.
+ *
+ * Three layers (sim/README.md, "The network and NCCL model"):
+ *   the schedule's comm steps say what must move (bytes, peers);
+ *   this layer decides what NCCL would do with them: the transport of every
+ *   pair of GPUs (sim_net_transport), the algorithm (direct send/recv or a
+ *   ring over channels), the protocol by size (LL, LL128, Simple), and the
+ *   fixed costs (per call and per pipeline step);
+ *   SimGrid moves the resulting flows over the platform's links and routes,
+ *   sharing them max-min.
+ *
+ * The topology comes from SimGrid <prop>s on the platform's hosts and on its
+ * outer zone (sim/network/machine.c writes them; `usp platform --from-topo`
+ * makes them from `nvidia-smi topo -m` or an NCCL topology XML):
+ *   host: node, socket, pcie_switch (0-based, unique within a node; -1: on the
+ *         CPU's root port), nvlink (name of the NVLink fabric, "" none), nic
+ *         (index within the node, -1 none), gdr (1: GPUDirect RDMA with its NIC)
+ *   zone: nccl.call_us, nccl.a2a_eff, nccl.lat_us.<transport>, nccl.channels
+ * A platform whose hosts carry no `node` prop (a user's own XML, the star and
+ * h200x2 presets, a calibrated pair) keeps the old behaviour exactly: every
+ * message takes the route as given, all-pairs, with no added cost
+ * (SIM_XPORT_ROUTE); its link latencies are the whole latency.
+ *
+ * Sizes follow nccl-tests: `size` is the send buffer of alltoall, sendrecv
+ * and allreduce, the receive buffer of allgather, the send buffer of
+ * reducescatter (n x the receive count), in bytes per rank. */
+#ifndef USP_SIM_NETWORK_NCCL_H
+#define USP_SIM_NETWORK_NCCL_H
+
+#include <stddef.h>
+#include <simgrid/forward.h>
+
+#include "usp/error.h"
+
+/* -------------------------------------------------------- transports */
+
+typedef enum {
+    SIM_XPORT_ROUTE,    /* no topology props: the platform's route, no added cost */
+    SIM_XPORT_LOCAL,    /* a rank to itself */
+    SIM_XPORT_NVLINK,   /* P2P over NVLink / NVSwitch */
+    SIM_XPORT_PCIE,     /* P2P over PCIe, both GPUs under one PCIe switch */
+    SIM_XPORT_SHM,      /* through pinned host memory: two DMA hops */
+    SIM_XPORT_NET_GDR,  /* network, GPUDirect RDMA */
+    SIM_XPORT_NET,      /* network, bounce through host memory */
+    SIM_XPORT_COUNT
+} sim_xport;
+
+const char *sim_xport_name(sim_xport x);
+
+typedef enum { SIM_PROTO_LL, SIM_PROTO_LL128, SIM_PROTO_SIMPLE, SIM_PROTO_COUNT } sim_proto;
+const char *sim_proto_name(sim_proto p);
+
+/* Where one GPU sits, from its host's props. */
+typedef struct {
+    int node, socket, pcie_switch, nic, gdr;
+    char nvlink[32];
+} sim_gpu_topo;
+
+/* The fixed costs of the platform (zone props, else the defaults of
+ * transport.c, each with its source there). */
+typedef struct {
+    double call_s;                      /* per collective call (launch, sync) */
+    double hop_s[SIM_XPORT_COUNT];      /* per pipeline step, Simple protocol */
+    double a2a_eff;                     /* all-to-all over NVSwitch: fraction of link peak */
+    int channels;                       /* rings NCCL builds (0: by transport) */
+} sim_net_costs;
+
+/* The GPUs of a communicator: rank i on hosts[i]. */
+typedef struct {
+    int n;
+    int known;            /* 1: every host carries the topology props */
+    sg_host_t *hosts;     /* [n], not owned */
+    sim_gpu_topo *gpus;   /* [n] */
+    sim_net_costs costs;
+} sim_net;
+
+/* Reads the props of hosts[0..n-1] (SimGrid loaded). known = 0 when any
+ * host lacks them: the route-as-given fallback. */
+usp_status sim_net_load(sim_net *net, sg_host_t *hosts, int n);
+void sim_net_free(sim_net *net);
+
+/* The transport NCCL picks between ranks a and b (NCCL's rules: NVLink when
+ * both are on one fabric; PCIe P2P only under a common PCIe switch, its
+ * default P2P level; otherwise SHM inside a node; between nodes the network,
+ * with GPUDirect RDMA when both GPUs have it). */
+sim_xport sim_net_transport(const sim_net *net, int a, int b);
+
+/* -------------------------------------------------------- collectives */
+
+typedef enum {
+    SIM_COLL_ALLTOALL, SIM_COLL_SENDRECV, SIM_COLL_ALLGATHER, SIM_COLL_REDUCESCATTER, SIM_COLL_ALLREDUCE,
+    SIM_COLL_COUNT
+} sim_coll;
+
+typedef enum { SIM_ALGO_DIRECT, SIM_ALGO_RING } sim_algo;
+
+/* One entry per comm kind (nccl-tests' struct testColl: name, byte count,
+ * bandwidth). */
+typedef struct {
+    const char *name;       /* "alltoall", the --op word */
+    const char *perf;       /* the nccl-tests binary: "alltoall_perf" */
+    const char *redop;      /* "none" or "sum" */
+    sim_algo algo;          /* how NCCL runs it */
+    /* nccl-tests' bus bandwidth factor: busbw = algbw * bus_factor(n) */
+    double (*bus_factor)(int n);
+    /* the count column of nccl-tests for `size` bytes of `type_size` elements */
+    size_t (*count)(double size, int n, int type_size);
+    /* ring: bytes a rank sends to its ring successor, per size byte */
+    double (*ring_factor)(int n);
+    /* ring: pipeline steps of one call (NCCL's nsteps) */
+    int (*ring_steps)(int n);
+} sim_coll_ops;
+
+extern const sim_coll_ops SIM_COLL_OPS[SIM_COLL_COUNT];
+/* The op named `name` ("alltoall", ...), or -1. */
+int sim_coll_by_name(const char *name);
+
+/* What one rank does for one call: sleep delay_s (per-call and pipeline
+ * latency, paid once), then send bytes_to[j] simulated bytes to member j
+ * (0: a rendezvous only, which every member has with every other, so a
+ * collective completes when all members have joined) and receive from
+ * every member; the call ends when all are done. */
+typedef struct {
+    double delay_s;
+    sim_algo algo;
+    sim_proto proto;
+    sim_xport xport;   /* the slowest transport used */
+    int channels;
+} sim_coll_plan;
+
+/* The plan of member `me` of the communicator `members[0..n-1]` (ranks of
+ * net) for a call of `size` bytes (nccl-tests' size). bytes_to has n
+ * entries. SENDRECV: members[0] is this rank, members[1] the peer it sends
+ * to (n = 2). On a net without props (known = 0): no delay, and the
+ * all-pairs messages of the old model (ring collectives included). */
+void sim_coll_plan_make(const sim_net *net, sim_coll op, const int *members, int n, int me, double size,
+                        sim_coll_plan *plan, double *bytes_to);
+
+#endif
