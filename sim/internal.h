@@ -16,6 +16,11 @@ typedef struct {
     double fwd_fixed_s, bwd_fixed_s; /* per kernel ('fwd_fixed_us', optional): the
                                         small-size cost an affine fit of measured
                                         kernel times finds */
+    double fwd_short, bwd_short;   /* tokens ('fwd_short_keys', 'bwd_short_rows',
+                                      optional, 0): a block of n keys (forward)
+                                      or n query rows (backward) runs at
+                                      n / (n + short) of the rate: the per-tile
+                                      setup of the kernel over a short loop */
 } sim_attention_rate;
 
 typedef struct {

@@ -129,6 +129,20 @@ typedef struct {
 
 usp_status usp_fit_affine(const double *x, const double *t, int n, usp_affine_fit *out);
 
+/* Attention kernel times with short blocks (validate_short.c):
+ *   t = fixed + FLOPs / rate x (1 + short_len / len)
+ * len the tokens the kernel loops over (keys forward, query rows backward).
+ * Least squares on relative residuals; a term the data cannot carry (it
+ * comes out negative) is dropped. */
+typedef struct {
+    double fixed_s, rate, short_len; /* s, FLOP/s, tokens */
+    double rms_pct, max_pct;
+    int points;
+} usp_short_fit;
+
+usp_status usp_fit_short_block(const double *len, const double *flops, const double *t, int n,
+                               usp_short_fit *out);
+
 /* ----------------------------------------------- profiles and platforms */
 
 enum { USP_PROFILE_MAX_RATES = 16 };
@@ -138,6 +152,7 @@ typedef struct {
     int head_dim;
     double fwd_tflops, bwd_tflops;
     double fwd_fixed_us, bwd_fixed_us;   /* per kernel, besides FLOPs / rate; 0: none */
+    double fwd_short_keys, bwd_short_rows; /* short-block lengths (tokens); 0: none */
 } usp_profile_rate;
 
 /* A device profile as sim/profiles/<gpu>.json holds it. */

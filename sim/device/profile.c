@@ -41,7 +41,17 @@ static usp_status fixed_time(const usp_json *obj, const char *key, double *secon
     return USP_OK;
 }
 
-/* "128": {"fwd": 352, "bwd": 304} (and optionally "fwd_fixed_us", "bwd_fixed_us") */
+/* Optional, 0 when absent: a length in tokens. */
+static usp_status short_len(const usp_json *obj, const char *key, double *tokens) {
+    const usp_json *v = usp_json_get(obj, key);
+    if (v && (v->type != USP_JSON_NUMBER || !(v->number >= 0)))
+        return usp_fail(USP_EINVAL, "line %d: '%s' must be a number >= 0", v->line, key);
+    *tokens = v ? v->number : 0;
+    return USP_OK;
+}
+
+/* "128": {"fwd": 352, "bwd": 304} (and optionally "fwd_fixed_us", "bwd_fixed_us",
+ * "fwd_short_keys", "bwd_short_rows") */
 static usp_status load_head_dims(const usp_json *by_dim, sim_profile *p, int d) {
     if (by_dim->count == 0 || by_dim->count > SIM_MAX_HEAD_DIMS)
         return usp_fail(USP_EINVAL, "line %d: 1 to %d head dims per dtype", by_dim->line, SIM_MAX_HEAD_DIMS);
@@ -58,6 +68,8 @@ static usp_status load_head_dims(const usp_json *by_dim, sim_profile *p, int d) 
         r->bwd_flops *= 1e12;
         USP_TRY(fixed_time(&by_dim->items[i], "fwd_fixed_us", &r->fwd_fixed_s));
         USP_TRY(fixed_time(&by_dim->items[i], "bwd_fixed_us", &r->bwd_fixed_s));
+        USP_TRY(short_len(&by_dim->items[i], "fwd_short_keys", &r->fwd_short));
+        USP_TRY(short_len(&by_dim->items[i], "bwd_short_rows", &r->bwd_short));
     }
     p->nrates[d] = (int)by_dim->count;
     return USP_OK;
@@ -210,11 +222,18 @@ static int is_partial(const usp_block *b) {
     return b->causal && pairs > 0 && pairs < (double)b->q_len * b->kv_len;
 }
 
+/* fixed + FLOPs / rate, the rate lowered for partial causal blocks and for
+ * short blocks: the forward kernel loops over the block's keys for each tile
+ * of query rows, the backward over its query rows for each tile of keys, and
+ * each loop pays a setup (load, rescale, write) that a short loop does not
+ * amortize: n / (n + short) of the rate for a loop of n tokens. */
 static double attention_seconds(const sim_profile *p, const usp_config *c, const usp_step *st) {
     const sim_attention_rate *r = rate_for(p, c);
     int fwd = st->kind == USP_STEP_ATTN_FWD;
     double rate = fwd ? r->fwd_flops : r->bwd_flops;
     if (is_partial(&st->blk)) rate *= fwd ? p->masked_fwd : p->masked_bwd;
+    double loop = fwd ? st->blk.kv_len : st->blk.q_len, shrt = fwd ? r->fwd_short : r->bwd_short;
+    if (shrt > 0 && loop > 0) rate *= loop / (loop + shrt);
     return (fwd ? r->fwd_fixed_s : r->bwd_fixed_s) + st->flops / rate;
 }
 

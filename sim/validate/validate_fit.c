@@ -78,6 +78,28 @@ static int fit_attn_group(const usp_calib *m, usp_dtype dt, int d, int bwd, int 
     return n > 0 && usp_fit_affine(x, t, n, f) == USP_OK;
 }
 
+/* The short-block model of one group (usp_fit_short_block), reported beside
+ * the affine fit: the length the kernel loops over is the measured square
+ * block's side. Written into no profile here: sim/SOURCES.md says which
+ * profiles carry it. */
+static void report_short(const usp_calib *m, usp_dtype dt, int d, int bwd, int causal, FILE *r) {
+    double len[USP_CALIB_MAX], x[USP_CALIB_MAX], t[USP_CALIB_MAX];
+    int n = 0;
+    for (int i = 0; i < m->nattn; i++) {
+        const usp_calib_attn *a = &m->attn[i];
+        if (a->dtype == dt && a->head_dim == d && a->backward == bwd && a->causal == causal) {
+            len[n] = a->seq;
+            x[n] = a->flops;
+            t[n++] = a->seconds;
+        }
+    }
+    usp_short_fit f;
+    if (!r || n < 3 || usp_fit_short_block(len, x, t, n, &f) != USP_OK) return;
+    fprintf(r, "  %-5s D=%-4d %-3s %-6s  %7.1f TFLOP/s  fixed %7.1f us  short %5.0f %s  rms %5.2f%% max %+6.2f%%\n",
+            dtype_key(dt), d, bwd ? "bwd" : "fwd", causal ? "causal" : "full", f.rate * 1e-12, f.fixed_s * 1e6,
+            f.short_len, bwd ? "rows" : "keys", f.rms_pct, f.max_pct);
+}
+
 /* The (dtype, head dim) pairs measured, each once. */
 static int attn_keys(const usp_calib *m, usp_dtype *dts, int *dims) {
     int n = 0;
@@ -119,6 +141,10 @@ static void fit_attention(const usp_calib *m, usp_profile_desc *p, FILE *r) {
             if (has_causal) { eff_sum[bwd] += full.slope / causal.slope; eff_n[bwd]++; }
         }
     }
+    if (r) fprintf(r, "attention kernels, short-block model: time = fixed + FLOPs / rate x (1 + short / n), "
+                      "n the keys (fwd) or query rows (bwd) of the block\n");
+    for (int k = 0; k < nkeys; k++)
+        for (int bwd = 0; bwd < 2; bwd++) report_short(m, dts[k], dims[k], bwd, 0, r);
     if (eff_n[0]) p->masked_fwd = eff_sum[0] / eff_n[0];
     if (eff_n[1]) p->masked_bwd = eff_sum[1] / eff_n[1];
     if (r) fprintf(r, "  masked-block efficiency (causal rate / full rate, mean): fwd %.3f  bwd %.3f\n",
@@ -262,6 +288,7 @@ typedef struct {
     usp_dtype dtype;
     int head_dim, bwd, partial;
     double flops, seconds, overlap_s;
+    double loop;   /* tokens the kernel loops over: keys (fwd), query rows (bwd) */
 } attn_obs;
 
 typedef struct {
@@ -363,7 +390,8 @@ static usp_status rank_sums(const usp_schedule *sch, const usp_rank_schedule *rs
         }
         if (st->kind != USP_STEP_ATTN_FWD && st->kind != USP_STEP_ATTN_BWD) continue;
         attn_obs o = {sch->cfg.dtype, sch->cfg.head_dim, st->kind == USP_STEP_ATTN_BWD, is_partial(&st->blk),
-                      st->flops, sec, comm_overlap(rs, ev, i)};
+                      st->flops, sec, comm_overlap(rs, ev, i),
+                      st->kind == USP_STEP_ATTN_BWD ? st->blk.q_len : st->blk.kv_len};
         USP_TRY(add_obs(s, o));
     }
     return rank_gaps(rs, ev, s);
@@ -398,6 +426,14 @@ static double fixed_seconds(const usp_profile_desc *p, const attn_obs *o) {
     return pr ? (o->bwd ? pr->bwd_fixed_us : pr->fwd_fixed_us) * 1e-6 : 0;
 }
 
+/* The step's FLOPs as the profile's rate sees them: raised by the short-block
+ * factor (1 + short / loop) when the profile has one (sim/device/profile.c). */
+static double rated_flops(const usp_profile_desc *p, const attn_obs *o) {
+    const usp_profile_rate *pr = usp_profile_rate_find(p, o->dtype, o->head_dim);
+    double shrt = pr ? (o->bwd ? pr->bwd_short_rows : pr->fwd_short_keys) : 0;
+    return shrt > 0 && o->loop > 0 ? o->flops * (1 + shrt / o->loop) : o->flops;
+}
+
 /* The attention steps summed by (dtype, head dim, direction, partial), each
  * step's time less its kernel's fixed time and less what the transfers
  * beside it cost (slowdown x overlap): what remains is FLOPs / rate. */
@@ -407,7 +443,7 @@ static usp_status attention_sums(const usp_profile_desc *p, trace_sums *s, doubl
         const attn_obs *o = &s->obs[i];
         attn_sums *k = sums_key(s, o->dtype, o->head_dim);
         if (!k) return usp_fail(USP_EINVAL, "more than %d (dtype, head dim) pairs", USP_PROFILE_MAX_RATES);
-        k->flops[o->bwd][o->partial] += o->flops;
+        k->flops[o->bwd][o->partial] += rated_flops(p, o);
         k->seconds[o->bwd][o->partial] += o->seconds - fixed_seconds(p, o) - slowdown * o->overlap_s;
     }
     return USP_OK;
@@ -425,7 +461,7 @@ static double fit_comm_slowdown(const usp_profile_desc *p, const trace_sums *s, 
         double rate = pr ? (o->bwd ? pr->bwd_tflops : pr->fwd_tflops) * 1e12 : 0;
         if (o->partial) rate *= o->bwd ? p->masked_bwd : p->masked_fwd;
         if (!(o->overlap_s > 0) || !(rate > 0)) continue;
-        num += (o->seconds - fixed_seconds(p, o) - o->flops / rate) * o->overlap_s;
+        num += (o->seconds - fixed_seconds(p, o) - rated_flops(p, o) / rate) * o->overlap_s;
         den += o->overlap_s * o->overlap_s;
         *overlapped_s += o->overlap_s;
     }

@@ -28,7 +28,7 @@ usp_profile_rate *usp_profile_rate_of(usp_profile_desc *p, usp_dtype dt, int hea
     if (found) return &p->rates[found - p->rates];
     if (p->nrates == USP_PROFILE_MAX_RATES) return NULL;
     usp_profile_rate *r = &p->rates[p->nrates++];
-    *r = (usp_profile_rate){dt, head_dim, 0, 0, 0, 0};
+    *r = (usp_profile_rate){dt, head_dim, 0, 0, 0, 0, 0, 0};
     return r;
 }
 
@@ -44,8 +44,13 @@ static usp_status read_head_dims(const usp_json *by_dim, usp_dtype dt, usp_profi
             USP_TRY(usp_json_get_number(&by_dim->items[i], "fwd_fixed_us", &r->fwd_fixed_us));
         if (usp_json_get(&by_dim->items[i], "bwd_fixed_us"))
             USP_TRY(usp_json_get_number(&by_dim->items[i], "bwd_fixed_us", &r->bwd_fixed_us));
-        if (!(r->fwd_fixed_us >= 0 && r->bwd_fixed_us >= 0))
-            return usp_fail(USP_EINVAL, "line %d: fixed times must not be negative", by_dim->items[i].line);
+        if (usp_json_get(&by_dim->items[i], "fwd_short_keys"))
+            USP_TRY(usp_json_get_number(&by_dim->items[i], "fwd_short_keys", &r->fwd_short_keys));
+        if (usp_json_get(&by_dim->items[i], "bwd_short_rows"))
+            USP_TRY(usp_json_get_number(&by_dim->items[i], "bwd_short_rows", &r->bwd_short_rows));
+        if (!(r->fwd_fixed_us >= 0 && r->bwd_fixed_us >= 0 && r->fwd_short_keys >= 0 && r->bwd_short_rows >= 0))
+            return usp_fail(USP_EINVAL, "line %d: fixed times and short-block lengths must not be negative",
+                            by_dim->items[i].line);
     }
     return USP_OK;
 }
@@ -141,6 +146,9 @@ static void write_dtype_rates(FILE *f, const usp_profile_desc *p, usp_dtype dt) 
         if (sorted[i].fwd_fixed_us > 0 || sorted[i].bwd_fixed_us > 0)
             fprintf(f, ", \"fwd_fixed_us\": %.1f, \"bwd_fixed_us\": %.1f", sorted[i].fwd_fixed_us,
                     sorted[i].bwd_fixed_us);
+        if (sorted[i].fwd_short_keys > 0 || sorted[i].bwd_short_rows > 0)
+            fprintf(f, ", \"fwd_short_keys\": %.0f, \"bwd_short_rows\": %.0f", sorted[i].fwd_short_keys,
+                    sorted[i].bwd_short_rows);
         fprintf(f, "}");
     }
     fprintf(f, "}");
