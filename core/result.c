@@ -41,8 +41,8 @@ void usp_result_count_schedule(usp_result *r, const usp_schedule *s) {
         memset(st->bytes_sent, 0, sizeof st->bytes_sent);
         st->flops = 0;
         for (int i = 0; i < rs->nsteps; i++) {
-            st->bytes_sent[rs->steps[i].kind] += rs->steps[i].bytes_sent;
-            st->flops += rs->steps[i].flops;
+            st->bytes_sent[usp_rank_step(rs, i)->kind] += usp_rank_step(rs, i)->bytes_sent;
+            st->flops += usp_rank_step(rs, i)->flops;
         }
         st->peak_bytes = usp_peak_bytes(rs, s->cfg.dtype);
     }

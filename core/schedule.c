@@ -24,9 +24,18 @@
 #include "usp/a2a.h"
 #include "usp/layout.h"
 
+/* One rank's whole list while it is built (usp_schedule_build then keeps
+ * it compactly, see usp/schedule.h). */
+typedef struct {
+    int rank, ring_rank, ulysses_rank;
+    int nsteps, nfwd;
+    usp_step *steps;
+    usp_buf_info bufs[USP_BUF_COUNT];
+} rank_list;
+
 typedef struct {
     const usp_config *c;
-    usp_rank_schedule *rs;
+    rank_list *rs;
     int cap;
     int last_write[USP_BUF_COUNT];
     int last_read[USP_BUF_COUNT][2];
@@ -154,10 +163,14 @@ static long buf_elems(const usp_config *c, usp_buf b) {
     }
 }
 
-usp_buf usp_buf_owner(const usp_rank_schedule *rs, usp_buf b) {
-    while (b != USP_BUF_NONE && rs->bufs[b].alias != USP_BUF_NONE) b = rs->bufs[b].alias;
+static usp_buf owner_in(const usp_buf_info *bufs, usp_buf b) {
+    while (b != USP_BUF_NONE && bufs[b].alias != USP_BUF_NONE) b = bufs[b].alias;
     return b;
 }
+
+usp_buf usp_buf_owner(const usp_rank_schedule *rs, usp_buf b) { return owner_in(rs->bufs, b); }
+
+static usp_buf list_owner(const rank_list *rs, usp_buf b) { return owner_in(rs->bufs, b); }
 
 /* Sizes were declared once per rank (declare_buffers); read them from there. */
 static double buf_bytes(const builder *bd, usp_buf b) {
@@ -176,7 +189,6 @@ static usp_step step_new(usp_step_kind kind, usp_phase phase, const char *name) 
                  kind == USP_STEP_ALLGATHER || kind == USP_STEP_REDUCE_SCATTER)
                     ? USP_STREAM_COMM : USP_STREAM_COMPUTE;
     st.src[0] = st.src[1] = st.dst[0] = st.dst[1] = USP_BUF_NONE;
-    st.peer_send = st.peer_recv = -1;
     st.ring_step = -1;
     st.dep = -1;
     st.tag = -1;
@@ -185,14 +197,14 @@ static usp_step step_new(usp_step_kind kind, usp_phase phase, const char *name) 
 }
 
 static void note_use(builder *bd, usp_buf b, int idx) {
-    usp_buf_info *bi = &bd->rs->bufs[usp_buf_owner(bd->rs, b)];
+    usp_buf_info *bi = &bd->rs->bufs[list_owner(bd->rs, b)];
     if (bi->first_step < 0) bi->first_step = idx;
     bi->last_step = idx;
 }
 
 /* Appends st; its dep comes from what it reads and writes. */
 static usp_status emit(builder *bd, usp_step st, buf_set reads, buf_set writes) {
-    usp_rank_schedule *rs = bd->rs;
+    rank_list *rs = bd->rs;
     if (rs->nsteps == bd->cap) {
         int cap = bd->cap ? bd->cap * 2 : 64;
         usp_step *grown = realloc(rs->steps, (size_t)cap * sizeof *grown);
@@ -203,12 +215,12 @@ static usp_status emit(builder *bd, usp_step st, buf_set reads, buf_set writes) 
     int idx = rs->nsteps, other = st.stream == USP_STREAM_COMPUTE ? USP_STREAM_COMM : USP_STREAM_COMPUTE;
     int dep = -1;
     for (int i = 0; i < reads.n; i++) {
-        usp_buf o = usp_buf_owner(rs, reads.b[i]);
+        usp_buf o = list_owner(rs, reads.b[i]);
         int w = bd->last_write[o];
         if (w >= 0 && rs->steps[w].stream == (usp_stream)other && w > dep) dep = w;
     }
     for (int i = 0; i < writes.n; i++) {
-        usp_buf o = usp_buf_owner(rs, writes.b[i]);
+        usp_buf o = list_owner(rs, writes.b[i]);
         int w = bd->last_write[o], r = bd->last_read[o][other];
         if (w >= 0 && rs->steps[w].stream == (usp_stream)other && w > dep) dep = w;
         if (r > dep) dep = r;
@@ -216,12 +228,12 @@ static usp_status emit(builder *bd, usp_step st, buf_set reads, buf_set writes) 
     st.dep = dep;
     if (st.stream == USP_STREAM_COMM) st.tag = bd->comm_tag++;
     for (int i = 0; i < reads.n; i++) {
-        usp_buf o = usp_buf_owner(rs, reads.b[i]);
+        usp_buf o = list_owner(rs, reads.b[i]);
         bd->last_read[o][st.stream] = idx;
         note_use(bd, o, idx);
     }
     for (int i = 0; i < writes.n; i++) {
-        usp_buf o = usp_buf_owner(rs, writes.b[i]);
+        usp_buf o = list_owner(rs, writes.b[i]);
         bd->last_write[o] = idx;
         note_use(bd, o, idx);
     }
@@ -296,13 +308,12 @@ static usp_status emit_init(builder *bd, usp_phase ph, const char *name, usp_buf
 static usp_status emit_sendrecv(builder *bd, usp_phase ph, const char *name, int s,
                                 usp_buf s0, usp_buf s1, usp_buf d0, usp_buf d1) {
     const usp_config *c = bd->c;
-    int r = bd->rs->ring_rank, u = bd->rs->ulysses_rank;
     usp_step st = step_new(USP_STEP_SENDRECV, ph, name);
     st.group = USP_GROUP_RING;
     st.ring_step = s;
     st.src[0] = s0; st.src[1] = s1; st.dst[0] = d0; st.dst[1] = d1;
-    st.peer_send = usp_rank_of(c, (r + 1) % c->ring, u);
-    st.peer_recv = usp_rank_of(c, (r - 1 + c->ring) % c->ring, u);
+    st.send_hops = 1;           /* to ring rank r + 1 */
+    st.recv_hops = c->ring - 1; /* from ring rank r - 1 */
     st.bytes_sent = buf_bytes(bd, s0) + buf_bytes(bd, s1);
     return emit(bd, st, set_of(2, s0, s1), set_of(2, d0, d1));
 }
@@ -319,7 +330,7 @@ static usp_status emit_attention(builder *bd, usp_phase ph, const char *prefix, 
         char name[32];
         snprintf(name, sizeof name, "%s.attn", prefix);
         usp_step st = step_new(ph == USP_PHASE_FWD ? USP_STEP_ATTN_FWD : USP_STEP_ATTN_BWD, ph, name);
-        st.ring_step = s; st.kv_block = kv_block; st.src_block = j; st.blk = blks[i];
+        st.ring_step = s; st.kv_block = kv_block; st.src_hops = (bd->rs->ring_rank - j + c->ring) % c->ring; st.blk = blks[i];
         st.src[0] = k; st.src[1] = v;
         st.flops = per_pair * usp_block_pairs(&blks[i]);
         if (ph == USP_PHASE_FWD) {
@@ -455,7 +466,7 @@ static usp_status build_backward(builder *bd) {
 
 /* ---------------------------------------------------------------- assembly */
 
-static void declare_buffers(const usp_config *c, usp_rank_schedule *rs) {
+static void declare_buffers(const usp_config *c, rank_list *rs) {
     for (int b = 0; b < USP_BUF_COUNT; b++) {
         rs->bufs[b] = (usp_buf_info){buf_names[b], buf_elems(c, b), buf_role(b), USP_BUF_NONE, -1, -1};
     }
@@ -470,26 +481,26 @@ static void declare_buffers(const usp_config *c, usp_rank_schedule *rs) {
 }
 
 /* Inputs live from the start, outputs to the end; unused buffers get 0 elements. */
-static void close_lifetimes(usp_rank_schedule *rs, int backward) {
+static void close_lifetimes(rank_list *rs, int backward) {
     static const usp_buf inputs[] = {USP_BUF_Q_IN, USP_BUF_K_IN, USP_BUF_V_IN, USP_BUF_DO_IN};
     static const usp_buf outputs[] = {USP_BUF_O_OUT, USP_BUF_LSE_OUT, USP_BUF_DQ_OUT,
                                       USP_BUF_DK_OUT, USP_BUF_DV_OUT};
     for (size_t i = 0; i < 4; i++) {
         if (inputs[i] == USP_BUF_DO_IN && !backward) continue;
-        usp_buf_info *bi = &rs->bufs[usp_buf_owner(rs, inputs[i])];
+        usp_buf_info *bi = &rs->bufs[list_owner(rs, inputs[i])];
         bi->first_step = 0;
         if (bi->last_step < 0) bi->last_step = 0;
     }
     for (size_t i = 0; i < 5; i++) {
         if (i >= 2 && !backward) continue;
-        usp_buf_info *bi = &rs->bufs[usp_buf_owner(rs, outputs[i])];
+        usp_buf_info *bi = &rs->bufs[list_owner(rs, outputs[i])];
         if (bi->first_step < 0) bi->first_step = 0;
         bi->last_step = rs->nsteps - 1;
     }
     for (int b = 0; b < USP_BUF_COUNT; b++) {
         usp_buf_info *bi = &rs->bufs[b];
         if (bi->alias != USP_BUF_NONE) {
-            if (rs->bufs[usp_buf_owner(rs, b)].first_step < 0) bi->elems = 0;
+            if (rs->bufs[list_owner(rs, b)].first_step < 0) bi->elems = 0;
         } else if (bi->first_step < 0) {
             bi->elems = 0;
         }
@@ -502,7 +513,7 @@ static void close_lifetimes(usp_rank_schedule *rs, int backward) {
  * Reserving it once keeps large worlds from re-copying growing arrays. */
 static int steps_bound(const usp_config *c) { return 6 * c->ring + 40; }
 
-static usp_status build_rank(const usp_config *c, int rank, int backward, usp_rank_schedule *rs) {
+static usp_status build_rank(const usp_config *c, int rank, int backward, rank_list *rs) {
     builder bd = {.c = c, .rs = rs, .cap = steps_bound(c)};
     rs->steps = usp_malloc((size_t)bd.cap * sizeof *rs->steps);
     if (!rs->steps) return USP_EINTERNAL;
@@ -520,6 +531,117 @@ static usp_status build_rank(const usp_config *c, int rank, int backward, usp_ra
     return USP_OK;
 }
 
+/* ---------------------------------------------------------------- storage */
+
+/* The pool: every distinct step once, found again by a hash of its bytes
+ * (steps start from a zeroed struct in step_new, so equal steps have equal
+ * bytes). `slots` is an open-addressing table of pool indices + 1. */
+typedef struct {
+    uint32_t *slots;
+    size_t nslots;
+} pool_index;
+
+static uint64_t step_hash(const usp_step *st) {
+    const unsigned char *p = (const unsigned char *)st;
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < sizeof *st; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+static usp_status pool_grow_index(pool_index *px, const usp_schedule *s) {
+    size_t n = px->nslots ? 2 * px->nslots : 1024;
+    uint32_t *slots = usp_calloc(n, sizeof *slots);
+    if (!slots) return USP_EINTERNAL;
+    for (int k = 0; k < s->npool; k++) {
+        size_t h = (size_t)step_hash(&s->pool[k]) & (n - 1);
+        while (slots[h]) h = (h + 1) & (n - 1);
+        slots[h] = (uint32_t)k + 1;
+    }
+    free(px->slots);
+    px->slots = slots;
+    px->nslots = n;
+    return USP_OK;
+}
+
+static usp_status pool_append(usp_schedule *s, const usp_step *st) {
+    if (s->npool == s->pool_cap) {
+        int cap = s->pool_cap ? 2 * s->pool_cap : 256;
+        usp_step *grown = realloc(s->pool, (size_t)cap * sizeof *grown);
+        if (!grown) return usp_fail(USP_EINTERNAL, "out of memory building the schedule");
+        s->pool = grown;
+        s->pool_cap = cap;
+    }
+    s->pool[s->npool++] = *st;
+    return USP_OK;
+}
+
+/* The pool index of a step equal to st, added if new. */
+static usp_status pool_intern(usp_schedule *s, pool_index *px, const usp_step *st, uint32_t *out) {
+    if (2 * ((size_t)s->npool + 1) > px->nslots) USP_TRY(pool_grow_index(px, s));
+    size_t h = (size_t)step_hash(st) & (px->nslots - 1);
+    for (; px->slots[h]; h = (h + 1) & (px->nslots - 1))
+        if (memcmp(&s->pool[px->slots[h] - 1], st, sizeof *st) == 0) { *out = px->slots[h] - 1; return USP_OK; }
+    USP_TRY(pool_append(s, st));
+    px->slots[h] = (uint32_t)s->npool;
+    *out = (uint32_t)s->npool - 1;
+    return USP_OK;
+}
+
+static usp_status add_list(usp_schedule *s, uint32_t **list) {
+    uint32_t **grown = realloc(s->lists, ((size_t)s->nlists + 1) * sizeof *grown);
+    if (!grown) { free(*list); *list = NULL; return usp_fail(USP_EINTERNAL, "out of memory building the schedule"); }
+    s->lists = grown;
+    s->lists[s->nlists++] = *list;
+    return USP_OK;
+}
+
+/* Points every rank at the pool (it moves while it grows). */
+static void point_at_pool(usp_schedule *s) {
+    for (int g = 0; g < s->world; g++) s->ranks[g].pool = s->pool;
+}
+
+/* A rank's whole list must equal its ring rank's shared one: checked on
+ * small worlds, where building every rank costs little, so that a builder
+ * that starts to depend on the ulysses rank fails loudly. */
+enum { SHARE_CHECK_MAX_WORLD = 64 };
+
+static usp_status check_shared(const usp_config *c, int backward, const rank_list *rep, int rank) {
+    rank_list own = {0};
+    usp_status st = build_rank(c, rank, backward, &own);
+    if (st == USP_OK && (own.nsteps != rep->nsteps || own.nfwd != rep->nfwd ||
+                         memcmp(own.steps, rep->steps, (size_t)own.nsteps * sizeof *own.steps) != 0))
+        st = usp_fail(USP_EINTERNAL, "schedule: rank %d's steps differ from rank %d's beyond their peers",
+                      rank, rep->rank);
+    free(own.steps);
+    return st;
+}
+
+static usp_status build_ring_rank(usp_schedule *s, pool_index *px, int r) {
+    const usp_config *c = &s->cfg;
+    rank_list rep = {0};
+    uint32_t *list = NULL;
+    usp_status st = build_rank(c, usp_rank_of(c, r, 0), s->backward, &rep);
+    if (st == USP_OK && !(list = usp_malloc(((size_t)rep.nsteps + 1) * sizeof *list))) st = USP_EINTERNAL;
+    for (int i = 0; st == USP_OK && i < rep.nsteps; i++) st = pool_intern(s, px, &rep.steps[i], &list[i]);
+    if (st == USP_OK) st = add_list(s, &list);
+    for (int u = 1; st == USP_OK && u < c->ulysses && s->world <= SHARE_CHECK_MAX_WORLD; u++)
+        st = check_shared(c, s->backward, &rep, usp_rank_of(c, r, u));
+    for (int u = 0; st == USP_OK && u < c->ulysses; u++) {
+        int g = usp_rank_of(c, r, u);
+        usp_rank_schedule *rs = &s->ranks[g];
+        rs->rank = g;
+        rs->ring_rank = r;
+        rs->ulysses_rank = u;
+        rs->nsteps = rep.nsteps;
+        rs->nfwd = rep.nfwd;
+        rs->index = list;
+        memcpy(rs->bufs, rep.bufs, sizeof rs->bufs);
+    }
+    if (st != USP_OK) free(list);
+    free(rep.steps);
+    return st;
+}
+
 usp_status usp_schedule_build(const usp_config *cfg, int backward, usp_schedule *out) {
     memset(out, 0, sizeof *out);
     USP_TRY(usp_config_validate(cfg));
@@ -528,32 +650,109 @@ usp_status usp_schedule_build(const usp_config *cfg, int backward, usp_schedule 
     out->backward = backward;
     out->ranks = usp_calloc((size_t)out->world, sizeof *out->ranks);
     if (!out->ranks) return USP_EINTERNAL;
-    for (int g = 0; g < out->world; g++) {
-        usp_status st = build_rank(&out->cfg, g, backward, &out->ranks[g]);
-        if (st != USP_OK) { usp_schedule_free(out); return st; }
+    pool_index px = {0};
+    usp_status st = USP_OK;
+    for (int r = 0; r < cfg->ring && st == USP_OK; r++) st = build_ring_rank(out, &px, r);
+    free(px.slots);
+    if (st != USP_OK) { usp_schedule_free(out); return st; }
+    point_at_pool(out);
+    return USP_OK;
+}
+
+usp_status usp_schedule_build_rank(const usp_config *cfg, int rank, int backward, usp_step **steps,
+                                   int *nsteps, int *nfwd) {
+    USP_TRY(usp_config_validate(cfg));
+    if (rank < 0 || rank >= usp_world(cfg)) return usp_fail(USP_EINVAL, "rank %d: world is %d", rank, usp_world(cfg));
+    rank_list rl = {0};
+    usp_status st = build_rank(cfg, rank, backward, &rl);
+    if (st != USP_OK) { free(rl.steps); return st; }
+    *steps = rl.steps;
+    *nsteps = rl.nsteps;
+    *nfwd = rl.nfwd;
+    return USP_OK;
+}
+
+usp_status usp_schedule_init_empty(const usp_config *cfg, int world, usp_schedule *out) {
+    memset(out, 0, sizeof *out);
+    out->cfg = *cfg;
+    out->world = world;
+    out->ranks = usp_calloc((size_t)world, sizeof *out->ranks);
+    if (!out->ranks) return USP_EINTERNAL;
+    for (int g = 0; g < world; g++) {
+        out->ranks[g].rank = g;
+        usp_coords_of(cfg, g, &out->ranks[g].ring_rank, &out->ranks[g].ulysses_rank);
+        for (int b = 0; b < USP_BUF_COUNT; b++)
+            out->ranks[g].bufs[b] = (usp_buf_info){buf_names[b], 0, buf_role(b), USP_BUF_NONE, -1, -1};
     }
     return USP_OK;
 }
 
+usp_status usp_schedule_set_steps(usp_schedule *s, int rank, const usp_step *steps, int nsteps, int nfwd) {
+    if (rank < 0 || rank >= s->world) return usp_fail(USP_EINVAL, "rank %d: world is %d", rank, s->world);
+    uint32_t *list = usp_malloc(((size_t)nsteps + 1) * sizeof *list);
+    if (!list) return USP_EINTERNAL;
+    for (int i = 0; i < nsteps; i++) {
+        usp_status st = pool_append(s, &steps[i]);
+        if (st != USP_OK) { free(list); return st; }
+        list[i] = (uint32_t)s->npool - 1;
+    }
+    USP_TRY(add_list(s, &list));
+    usp_rank_schedule *rs = &s->ranks[rank];
+    rs->nsteps = nsteps;
+    rs->nfwd = nfwd;
+    rs->index = list;
+    point_at_pool(s);
+    return USP_OK;
+}
+
 void usp_schedule_free(usp_schedule *s) {
-    if (s->ranks)
-        for (int g = 0; g < s->world; g++) free(s->ranks[g].steps);
+    for (int i = 0; i < s->nlists; i++) free(s->lists[i]);
+    free(s->lists);
+    free(s->pool);
     free(s->ranks);
     memset(s, 0, sizeof *s);
 }
 
+int usp_step_send_peer(const usp_config *c, int rank, const usp_step *st) {
+    int r, u;
+    usp_coords_of(c, rank, &r, &u);
+    return usp_rank_of(c, (r + st->send_hops) % c->ring, u);
+}
+
+int usp_step_recv_peer(const usp_config *c, int rank, const usp_step *st) {
+    int r, u;
+    usp_coords_of(c, rank, &r, &u);
+    return usp_rank_of(c, (r + st->recv_hops) % c->ring, u);
+}
+
+int usp_step_src_block(const usp_config *c, int rank, const usp_step *st) {
+    int r, u;
+    usp_coords_of(c, rank, &r, &u);
+    return (r - st->src_hops % c->ring + c->ring) % c->ring;
+}
+
+/* Live bytes at the busiest step: each owner adds its bytes at its first
+ * step and takes them away after its last (O(steps + buffers)). */
 double usp_peak_bytes(const usp_rank_schedule *rs, usp_dtype dtype) {
-    double peak = 0;
-    for (int i = 0; i < (rs->nsteps ? rs->nsteps : 1); i++) {
-        double live = 0;
-        for (int b = 0; b < USP_BUF_COUNT; b++) {
-            const usp_buf_info *bi = &rs->bufs[b];
-            if (bi->alias != USP_BUF_NONE || bi->elems == 0) continue;
-            if (bi->first_step <= i && i <= bi->last_step)
-                live += (double)bi->elems * usp_buf_elem_size(bi->role, dtype);
-        }
+    int n = rs->nsteps ? rs->nsteps : 1;
+    double *delta = usp_calloc((size_t)n + 1, sizeof *delta);
+    if (!delta) return 0;
+    for (int b = 0; b < USP_BUF_COUNT; b++) {
+        const usp_buf_info *bi = &rs->bufs[b];
+        if (bi->alias != USP_BUF_NONE || bi->elems == 0) continue;
+        int first = bi->first_step < 0 ? 0 : bi->first_step, last = bi->last_step;
+        if (last < first || first >= n) continue;
+        if (last >= n) last = n - 1;
+        double bytes = (double)bi->elems * usp_buf_elem_size(bi->role, dtype);
+        delta[first] += bytes;
+        delta[last + 1] -= bytes;
+    }
+    double live = 0, peak = 0;
+    for (int i = 0; i < n; i++) {
+        live += delta[i];
         if (live > peak) peak = live;
     }
+    free(delta);
     return peak;
 }
 

@@ -8,7 +8,7 @@ static void print_bytes(FILE *f, double b) {
     else fprintf(f, "%8.0f B  ", b);
 }
 
-static void print_step(FILE *f, const usp_step *st, int i) {
+static void print_step(FILE *f, const usp_config *c, int rank, const usp_step *st, int i) {
     fprintf(f, "%4d %-7s %-22s %-14s", i, st->stream == USP_STREAM_COMPUTE ? "compute" : "comm",
             st->name, usp_step_kind_name(st->kind));
     if (st->dep >= 0) fprintf(f, " after %-4d", st->dep); else fprintf(f, "           ");
@@ -16,14 +16,14 @@ static void print_step(FILE *f, const usp_step *st, int i) {
     case USP_STEP_ATTN_FWD: case USP_STEP_ATTN_BWD:
         fprintf(f, " q[%d:%d] x kv[%d:%d] of block %d", st->blk.q_begin,
                 st->blk.q_begin + st->blk.q_len, st->blk.kv_begin,
-                st->blk.kv_begin + st->blk.kv_len, st->src_block);
+                st->blk.kv_begin + st->blk.kv_len, usp_step_src_block(c, rank, st));
         if (st->blk.causal) fprintf(f, " causal(diag %+d)", st->blk.diag);
         fprintf(f, "  %.3g GFLOP", st->flops / 1e9);
         break;
     case USP_STEP_SENDRECV:
         fprintf(f, " %s,%s -> rank %d, %s,%s <- rank %d  ", usp_buf_name(st->src[0]),
-                usp_buf_name(st->src[1]), st->peer_send, usp_buf_name(st->dst[0]),
-                usp_buf_name(st->dst[1]), st->peer_recv);
+                usp_buf_name(st->src[1]), usp_step_send_peer(c, rank, st), usp_buf_name(st->dst[0]),
+                usp_buf_name(st->dst[1]), usp_step_recv_peer(c, rank, st));
         print_bytes(f, st->bytes_sent);
         break;
     case USP_STEP_ALL_TO_ALL: case USP_STEP_ALLGATHER: case USP_STEP_REDUCE_SCATTER:
@@ -49,7 +49,7 @@ void usp_schedule_print(const usp_schedule *s, int rank, FILE *f) {
     usp_config_describe(&s->cfg, desc, sizeof desc);
     fprintf(f, "# %s\n# rank %d: ring rank %d, ulysses rank %d; %d steps (%d forward)\n", desc,
             rank, rs->ring_rank, rs->ulysses_rank, rs->nsteps, rs->nfwd);
-    for (int i = 0; i < rs->nsteps; i++) print_step(f, &rs->steps[i], i);
+    for (int i = 0; i < rs->nsteps; i++) print_step(f, &s->cfg, rank, usp_rank_step(rs, i), i);
     fprintf(f, "# buffers:");
     for (int b = 0; b < USP_BUF_COUNT; b++) {
         const usp_buf_info *bi = &rs->bufs[b];

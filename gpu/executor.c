@@ -262,8 +262,8 @@ static usp_status run_comm(gpu_run *r, const usp_step *st, cudaStream_t s) {
     case USP_STEP_SENDRECV: {
         size_t b0 = (size_t)owner_elems(r, st->src[0]) * elem_bytes(r, st->src[0]);
         size_t b1 = (size_t)owner_elems(r, st->src[1]) * elem_bytes(r, st->src[1]);
-        int to = usp_group_index(c, USP_GROUP_RING, st->peer_send);
-        int from = usp_group_index(c, USP_GROUP_RING, st->peer_recv);
+        int to = usp_group_index(c, USP_GROUP_RING, usp_step_send_peer(c, r->rank, st));
+        int from = usp_group_index(c, USP_GROUP_RING, usp_step_recv_peer(c, r->rank, st));
         return usp_nccl_sendrecv(n, r->buf[st->src[0]], r->buf[st->src[1]], r->buf[st->dst[0]],
                                  r->buf[st->dst[1]], b0, b1, to, from, s);
     }
@@ -289,7 +289,7 @@ static usp_status injected_failure(const gpu_run *r, int i) {
 }
 
 static usp_status enqueue_step(gpu_run *r, int i) {
-    const usp_step *st = &r->rs->steps[i];
+    const usp_step *st = usp_rank_step(r->rs, i);
     cudaStream_t s = stream_of(r, st);
     usp_status rc = injected_failure(r, i);
     if (rc == USP_OK && st->dep >= 0 && cudaStreamWaitEvent(s, r->end[st->dep], 0) != cudaSuccess)
@@ -309,11 +309,11 @@ static usp_status enqueue_step(gpu_run *r, int i) {
 static int advance(const gpu_run *r, int stream, int i, usp_status *st, int *moved) {
     int n = r->rs->nsteps;
     for (; i < n; i++) {
-        if ((int)r->rs->steps[i].stream != stream) continue;
+        if ((int)usp_rank_step(r->rs, i)->stream != stream) continue;
         cudaError_t e = cudaEventQuery(r->end[i]);
         if (e == cudaErrorNotReady) break;
         if (e != cudaSuccess) {
-            *st = usp_fail(USP_EINTERNAL, "rank %d, step %d (%s): %s", r->rank, i, r->rs->steps[i].name,
+            *st = usp_fail(USP_EINTERNAL, "rank %d, step %d (%s): %s", r->rank, i, usp_rank_step(r->rs, i)->name,
                            cudaGetErrorString(e));
             break;
         }
@@ -335,7 +335,7 @@ static usp_status wait_steps(gpu_run *r) {
         if (st != USP_OK) return st;
         if (next[0] >= n && next[1] >= n) return USP_OK;
         int pending = next[0] < next[1] ? next[0] : next[1];
-        const char *name = r->rs->steps[pending].name;
+        const char *name = usp_rank_step(r->rs, pending)->name;
         if (moved) last_progress = usp_now_s();
         if (usp_nccl_poll(&ctx->nccl) != USP_OK) {
             usp_error_prefix("rank %d, step %d (%s): ", r->rank, pending, name);
@@ -409,7 +409,7 @@ static usp_status run_once(gpu_run *r) {
     USP_CUDA_CHECK(cudaStreamWaitEvent(ctx->compute, r->t0, 0));
     for (int i = 0; i < r->rs->nsteps; i++) {
         USP_TRY(enqueue_step(r, i));
-        if (serial) USP_TRY(wait_stream(r, stream_of(r, &r->rs->steps[i]), r->rs->steps[i].name));
+        if (serial) USP_TRY(wait_stream(r, stream_of(r, usp_rank_step(r->rs, i)), usp_rank_step(r->rs, i)->name));
     }
     return wait_steps(r);
 }
@@ -443,10 +443,10 @@ static usp_status elapsed_us(const gpu_run *r, cudaEvent_t ev, double *us) {
 static double exposed_comm_us(const usp_rank_schedule *rs, const double *steps) {
     double exposed = 0;
     for (int i = 0; i < rs->nsteps; i++) {
-        if (rs->steps[i].stream != USP_STREAM_COMM) continue;
+        if (usp_rank_step(rs, i)->stream != USP_STREAM_COMM) continue;
         double a = steps[2 * i], b = a + steps[2 * i + 1], covered = 0;
         for (int j = 0; j < rs->nsteps; j++) {
-            if (rs->steps[j].stream != USP_STREAM_COMPUTE) continue;
+            if (usp_rank_step(rs, j)->stream != USP_STREAM_COMPUTE) continue;
             double lo = fmax(a, steps[2 * j]), hi = fmin(b, steps[2 * j] + steps[2 * j + 1]);
             if (hi > lo) covered += hi - lo;
         }
@@ -465,7 +465,7 @@ static usp_status record_run(const gpu_run *r, const timing_layout *t, int it, d
         USP_TRY(elapsed_us(r, r->end[i], &b));
         steps[2 * i] = a;
         steps[2 * i + 1] = b > a ? b - a : 0;
-        busy[rs->steps[i].stream] += steps[2 * i + 1];
+        busy[usp_rank_step(rs, i)->stream] += steps[2 * i + 1];
         if (i < rs->nfwd && b > fwd_end) fwd_end = b;
         if (b > end) end = b;
     }
@@ -512,7 +512,7 @@ static usp_status publish_timing(const usp_schedule *s, const timing_layout *t, 
     for (int g = 0; g < s->world && trace && st == USP_OK; g++) {
         const double *steps = all + (size_t)g * t->len + 2 * t->iters + 3;
         for (int i = 0; i < s->ranks[g].nsteps && st == USP_OK; i++)
-            st = usp_trace_add(trace, g, i, &s->ranks[g].steps[i], steps[2 * i], steps[2 * i + 1]);
+            st = usp_trace_add(trace, g, i, usp_rank_step(&s->ranks[g], i), steps[2 * i], steps[2 * i + 1]);
     }
     return st;
 }

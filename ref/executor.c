@@ -53,11 +53,11 @@ static message *take(rank_state *rs, int from, int tag) {
 }
 
 static int send_peer(const usp_schedule *s, int g, const usp_step *st, int i) {
-    return st->kind == USP_STEP_SENDRECV ? st->peer_send : usp_group_member(&s->cfg, st->group, g, i);
+    return st->kind == USP_STEP_SENDRECV ? usp_step_send_peer(&s->cfg, g, st) : usp_group_member(&s->cfg, st->group, g, i);
 }
 
 static int recv_peer(const usp_schedule *s, int g, const usp_step *st, int j) {
-    return st->kind == USP_STEP_SENDRECV ? st->peer_recv : usp_group_member(&s->cfg, st->group, g, j);
+    return st->kind == USP_STEP_SENDRECV ? usp_step_recv_peer(&s->cfg, g, st) : usp_group_member(&s->cfg, st->group, g, j);
 }
 
 static usp_status post_sends(const usp_schedule *s, rank_state *ranks, int g, const usp_step *st) {
@@ -98,7 +98,7 @@ static usp_status run_rank(const usp_schedule *s, rank_state *ranks, int g, usp_
     rank_state *me = &ranks[g];
     const usp_rank_schedule *rs = &s->ranks[g];
     while (me->pc < rs->nsteps) {
-        const usp_step *st = &rs->steps[me->pc];
+        const usp_step *st = usp_rank_step(rs, me->pc);
         double start = now_us();
         if (st->stream == USP_STREAM_COMPUTE) {
             usp_rank_compute(&me->mem, st);
@@ -130,7 +130,7 @@ static usp_status run_all(const usp_schedule *s, rank_state *ranks, usp_result *
             for (int g = 0; g < s->world; g++)
                 if (ranks[g].pc < s->ranks[g].nsteps)
                     return usp_fail(USP_EINTERNAL, "schedule deadlock: rank %d waits at step %d (%s)",
-                                    g, ranks[g].pc, s->ranks[g].steps[ranks[g].pc].name);
+                                    g, ranks[g].pc, usp_rank_step(&s->ranks[g], ranks[g].pc)->name);
         }
     }
 }

@@ -67,8 +67,8 @@ static void test_masks_cover_exactly_the_causal_pairs(void **state) {
                 double got[4] = {0};
                 const usp_rank_schedule *rs = &s.ranks[g];
                 for (int i = 0; i < rs->nsteps; i++)
-                    if (rs->steps[i].kind == USP_STEP_ATTN_FWD)
-                        got[rs->steps[i].src_block] += usp_block_pairs(&rs->steps[i].blk);
+                    if (usp_rank_step(rs, i)->kind == USP_STEP_ATTN_FWD)
+                        got[usp_step_src_block(&c, g, usp_rank_step(rs, i))] += usp_block_pairs(&usp_rank_step(rs, i)->blk);
                 for (int j = 0; j < 4; j++) assert_true(got[j] == brute_pairs(&c, rs->ring_rank, j));
             }
             usp_schedule_free(&s);
@@ -101,16 +101,16 @@ static void test_comm_steps_line_up(void **state) {
             const usp_rank_schedule *rs = &s.ranks[g];
             int k0 = 0;
             for (int i = 0; i < rs->nsteps; i++) {
-                const usp_step *st = &rs->steps[i];
+                const usp_step *st = usp_rank_step(rs, i);
                 if (st->dep >= 0) {
                     assert_true(st->dep < i);
-                    assert_true(rs->steps[st->dep].stream != st->stream);
+                    assert_true(usp_rank_step(rs, st->dep)->stream != st->stream);
                 }
                 if (st->stream != USP_STREAM_COMM) continue;
-                while (r0->steps[k0].stream != USP_STREAM_COMM) k0++;
-                assert_int_equal(st->kind, r0->steps[k0].kind);
-                assert_int_equal(st->tag, r0->steps[k0].tag);
-                assert_true(st->bytes_sent == r0->steps[k0].bytes_sent);
+                while (usp_rank_step(r0, k0)->stream != USP_STREAM_COMM) k0++;
+                assert_int_equal(st->kind, usp_rank_step(r0, k0)->kind);
+                assert_int_equal(st->tag, usp_rank_step(r0, k0)->tag);
+                assert_true(st->bytes_sent == usp_rank_step(r0, k0)->bytes_sent);
                 k0++;
             }
         }
@@ -127,8 +127,8 @@ static void test_bytes_match_closed_forms(void **state) {
     double ring = 0, a2a = 0;
     const usp_rank_schedule *rs = &s.ranks[3];
     for (int i = 0; i < rs->nsteps; i++) {
-        if (rs->steps[i].kind == USP_STEP_SENDRECV) ring += rs->steps[i].bytes_sent;
-        if (rs->steps[i].kind == USP_STEP_ALL_TO_ALL) a2a += rs->steps[i].bytes_sent;
+        if (usp_rank_step(rs, i)->kind == USP_STEP_SENDRECV) ring += usp_rank_step(rs, i)->bytes_sent;
+        if (usp_rank_step(rs, i)->kind == USP_STEP_ALL_TO_ALL) a2a += usp_rank_step(rs, i)->bytes_sent;
     }
     double block = 1.0 * (96 / 4) * 1 * 4 * 8; /* Lr x Hkvu x D x 8 bytes */
     assert_true(ring == 3 * 2 * block);
@@ -136,6 +136,72 @@ static void test_bytes_match_closed_forms(void **state) {
     double q = ls * 8 * 4 * 8, kv = ls * 2 * 4 * 8, lse = ls * 8 * 8;
     assert_true(a2a == (q + 2 * kv + q + lse) / 2); /* q, k, v in; o, lse out; half stays */
     usp_schedule_free(&s);
+}
+
+/* The compact form (a pool of distinct steps, one index list per ring rank,
+ * peers and source blocks as ring offsets) expands to exactly the list the
+ * builder makes for each rank on its own: every field equal, the peers the
+ * ring neighbours, the source block the one the ring step visits. */
+static void test_compact_form_expands_to_every_rank_list(void **state) {
+    (void)state;
+    static const int shapes[][2] = {{1, 1}, {1, 4}, {2, 3}, {4, 2}, {2, 4}, {3, 1}};
+    for (usp_ring_impl impl = USP_RING_BASIC; impl <= USP_RING_ALLGATHER; impl++)
+        for (int causal = 0; causal < 2; causal++)
+            for (int lay = 0; lay < 2; lay++)
+                for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+                    for (int backward = 0; backward < 2; backward++) {
+                        if (!causal && (impl == USP_RING_ZIGZAG || impl == USP_RING_STRIPE)) continue;
+                        usp_config c = small(impl, causal, shapes[k][0], shapes[k][1], (usp_layout)lay);
+                        c.seq = 144; /* divisible by 2 x ring x ulysses for every shape */
+                        c.heads = 12; c.kv_heads = 12;
+                        int R = c.ring;
+                        usp_schedule s;
+                        if (usp_schedule_build(&c, backward, &s) != USP_OK) fail_msg("%s", usp_error());
+                        for (int g = 0; g < s.world; g++) {
+                            const usp_rank_schedule *rs = &s.ranks[g];
+                            usp_step *full;
+                            int n, nfwd, r, u;
+                            usp_coords_of(&c, g, &r, &u);
+                            assert_int_equal(usp_schedule_build_rank(&c, g, backward, &full, &n, &nfwd), USP_OK);
+                            assert_int_equal(rs->nsteps, n);
+                            assert_int_equal(rs->nfwd, nfwd);
+                            assert_int_equal(rs->ring_rank, r);
+                            assert_int_equal(rs->ulysses_rank, u);
+                            for (int i = 0; i < n; i++) {
+                                const usp_step *st = usp_rank_step(rs, i);
+                                assert_memory_equal(st, &full[i], sizeof *st);
+                                if (st->kind == USP_STEP_SENDRECV) {
+                                    assert_int_equal(usp_step_send_peer(&c, g, st), usp_rank_of(&c, (r + 1) % R, u));
+                                    assert_int_equal(usp_step_recv_peer(&c, g, st),
+                                                     usp_rank_of(&c, (r + R - 1) % R, u));
+                                }
+                                if (st->kind == USP_STEP_ATTN_FWD || st->kind == USP_STEP_ATTN_BWD) {
+                                    int j = impl == USP_RING_ALLGATHER && R > 1 ? st->ring_step
+                                                                                : (r - st->ring_step + R) % R;
+                                    assert_int_equal(usp_step_src_block(&c, g, st), j);
+                                }
+                            }
+                            free(full);
+                        }
+                        usp_schedule_free(&s);
+                    }
+}
+
+/* Zigzag: the pool holds O(ring) distinct steps, whatever the world. */
+static void test_compact_form_is_small(void **state) {
+    (void)state;
+    int npool[2];
+    for (int k = 0; k < 2; k++) {
+        usp_config c = small(USP_RING_ZIGZAG, 1, 4, 8 << k, USP_LAYOUT_ULYSSES_INNER);
+        c.seq = 1024; c.heads = 8; c.kv_heads = 8;
+        usp_schedule s;
+        assert_int_equal(usp_schedule_build(&c, 1, &s), USP_OK);
+        npool[k] = s.npool;
+        assert_int_equal(s.nlists, c.ring);
+        assert_true(s.npool < 12 * c.ring + 64);
+        usp_schedule_free(&s);
+    }
+    assert_true(npool[1] < 2 * npool[0] + 64); /* twice the ring, about twice the steps */
 }
 
 static void test_refuses_bad_config(void **state) {
@@ -155,6 +221,8 @@ int main(void) {
         cmocka_unit_test(test_block_pairs_closed_form),
         cmocka_unit_test(test_comm_steps_line_up),
         cmocka_unit_test(test_bytes_match_closed_forms),
+        cmocka_unit_test(test_compact_form_expands_to_every_rank_list),
+        cmocka_unit_test(test_compact_form_is_small),
         cmocka_unit_test(test_refuses_bad_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -161,21 +161,17 @@ static void profile_overlap_and_fixed_times(void **state) {
 
 /* Two ranks, one SENDRECV each, with the given tags; rank 1 may have none. */
 static void broken_schedule(usp_schedule *s, int tag0, int tag1, int rank1_steps) {
-    memset(s, 0, sizeof *s);
-    s->cfg = usp_config_default();
-    s->cfg.ulysses = 1;
-    s->cfg.ring = 2;
-    s->world = 2;
-    s->ranks = calloc(2, sizeof *s->ranks);
+    usp_config c = usp_config_default();
+    c.ulysses = 1;
+    c.ring = 2;
+    assert_int_equal(usp_schedule_init_empty(&c, 2, s), USP_OK);
     for (int g = 0; g < 2; g++) {
-        usp_rank_schedule *rs = &s->ranks[g];
-        rs->rank = g;
-        rs->nsteps = rs->nfwd = g == 0 ? 1 : rank1_steps;
-        rs->steps = calloc(1, sizeof *rs->steps);
-        rs->steps[0] = (usp_step){.kind = USP_STEP_SENDRECV, .stream = USP_STREAM_COMM, .group = USP_GROUP_RING,
-                                  .src = {USP_BUF_NONE, USP_BUF_NONE}, .dst = {USP_BUF_NONE, USP_BUF_NONE},
-                                  .peer_send = 1 - g, .peer_recv = 1 - g, .tag = g ? tag1 : tag0, .dep = -1,
-                                  .bytes_sent = 1e6, .name = "kv"};
+        usp_step st = {.kind = USP_STEP_SENDRECV, .stream = USP_STREAM_COMM, .group = USP_GROUP_RING,
+                       .src = {USP_BUF_NONE, USP_BUF_NONE}, .dst = {USP_BUF_NONE, USP_BUF_NONE},
+                       .send_hops = 1, .recv_hops = 1, .tag = g ? tag1 : tag0, .dep = -1,
+                       .bytes_sent = 1e6, .name = "kv"};
+        int n = g == 0 ? 1 : rank1_steps;
+        assert_int_equal(usp_schedule_set_steps(s, g, &st, n, n), USP_OK);
     }
 }
 

@@ -30,24 +30,25 @@ static void assert_close(double got, double want) {
 
 /* ------------------------------------------- schedules written by hand */
 
-static void one_step_schedule(usp_schedule *s, int ulysses, int ring, usp_step step) {
-    memset(s, 0, sizeof *s);
-    s->cfg = usp_config_default();
-    s->cfg.ulysses = ulysses;
-    s->cfg.ring = ring;
-    s->world = ulysses * ring;
-    s->ranks = calloc((size_t)s->world, sizeof *s->ranks);
-    for (int g = 0; g < s->world; g++) {
-        usp_rank_schedule *rs = &s->ranks[g];
-        rs->rank = g;
-        rs->nsteps = rs->nfwd = 1;
-        rs->steps = calloc(1, sizeof *rs->steps);
-        rs->steps[0] = step;
-        if (step.kind == USP_STEP_SENDRECV) {
-            rs->steps[0].peer_send = (g + 1) % s->world;
-            rs->steps[0].peer_recv = (g + s->world - 1) % s->world;
+/* Every rank runs `steps` (n of them); a SENDRECV goes to the next ring rank. */
+static void steps_schedule(usp_schedule *s, int ulysses, int ring, const usp_step *steps, int n) {
+    usp_config c = usp_config_default();
+    c.ulysses = ulysses;
+    c.ring = ring;
+    assert_int_equal(usp_schedule_init_empty(&c, ulysses * ring, s), USP_OK);
+    usp_step own[2];
+    for (int i = 0; i < n; i++) {
+        own[i] = steps[i];
+        if (own[i].kind == USP_STEP_SENDRECV) {
+            own[i].send_hops = 1;
+            own[i].recv_hops = ring - 1;
         }
     }
+    for (int g = 0; g < s->world; g++) assert_int_equal(usp_schedule_set_steps(s, g, own, n, n), USP_OK);
+}
+
+static void one_step_schedule(usp_schedule *s, int ulysses, int ring, usp_step step) {
+    steps_schedule(s, ulysses, ring, &step, 1);
 }
 
 static usp_step comm_step(usp_step_kind kind, usp_group group, double bytes) {
@@ -180,7 +181,7 @@ static void ring_without_compute(void **state) {
         assert_int_equal(usp_schedule_build(&c, 0, &s), USP_OK);
         double block = 0;
         for (int i = 0; i < s.ranks[0].nsteps; i++)
-            if (s.ranks[0].steps[i].kind == USP_STEP_SENDRECV) block = s.ranks[0].steps[i].bytes_sent;
+            if (usp_rank_step(&s.ranks[0], i)->kind == USP_STEP_SENDRECV) block = usp_rank_step(&s.ranks[0], i)->bytes_sent;
         assert_true(block > 0);
         usp_result r = simulate(&s, STAR, profile);
         if (fabs(r.time_fwd_s - (ring - 1) * (2 * LAT + block / BW)) > 1e-6 * r.time_fwd_s)
@@ -258,17 +259,12 @@ static void attention_slowed_by_transfer(void **state) {
     char *profile = profile_file(OVERLAP_PROFILE);
     for (int i = 0; i < 2; i++) {
         usp_schedule s;
-        one_step_schedule(&s, 1, 2, comm_step(USP_STEP_SENDRECV, USP_GROUP_RING, S));
-        for (int g = 0; g < s.world; g++) {
-            usp_rank_schedule *rs = &s.ranks[g];
-            rs->steps = realloc(rs->steps, 2 * sizeof *rs->steps);
-            usp_step a = {.kind = USP_STEP_ATTN_FWD, .stream = USP_STREAM_COMPUTE, .dep = -1, .ring_step = 0,
-                          .flops = flops[i], .blk = {.q_len = 64, .kv_len = 64}};
-            for (int k = 0; k < 2; k++) a.src[k] = a.dst[k] = USP_BUF_NONE;
-            snprintf(a.name, sizeof a.name, "attn");
-            rs->steps[1] = a;
-            rs->nsteps = rs->nfwd = 2;
-        }
+        usp_step a = {.kind = USP_STEP_ATTN_FWD, .stream = USP_STREAM_COMPUTE, .dep = -1, .ring_step = 0,
+                      .flops = flops[i], .blk = {.q_len = 64, .kv_len = 64}};
+        for (int k = 0; k < 2; k++) a.src[k] = a.dst[k] = USP_BUF_NONE;
+        snprintf(a.name, sizeof a.name, "attn");
+        usp_step steps[2] = {comm_step(USP_STEP_SENDRECV, USP_GROUP_RING, S), a};
+        steps_schedule(&s, 1, 2, steps, 2);
         usp_result r = simulate(&s, STAR, profile);
         double d0 = fixed + flops[i] / rate;
         double end = d0 > (1 - f) * T ? T + d0 - (1 - f) * T : d0 / (1 - f);

@@ -53,8 +53,8 @@ static void build_trace(usp_trace *t, const usp_schedule *s, int reversed) {
         const usp_rank_schedule *rs = &s->ranks[r];
         double clock = 0.5 * r;
         for (int i = 0; i < rs->nsteps; i++) {
-            double dur = made_up_duration(&rs->steps[i], i);
-            if (usp_trace_add(t, r, i, &rs->steps[i], clock, dur) != USP_OK)
+            double dur = made_up_duration(usp_rank_step(rs, i), i);
+            if (usp_trace_add(t, r, i, usp_rank_step(rs, i), clock, dur) != USP_OK)
                 fail_msg("%s", usp_error());
             clock += dur;
         }
@@ -372,7 +372,7 @@ static void svg_shows_at_most_64_ranks(void **state) {
     build_schedule(&s, 2, 2, 0);
     usp_trace_init(&t, "sim", &s.cfg);
     for (int r = 0; r < 70; r++)
-        assert_int_equal(usp_trace_add(&t, r, 0, &s.ranks[0].steps[0], r, 2.0), USP_OK);
+        assert_int_equal(usp_trace_add(&t, r, 0, usp_rank_step(&s.ranks[0], 0), r, 2.0), USP_OK);
     char *text = svg_text(&t, NULL, NULL);
     assert_balanced(text);
     assert_non_null(strstr(text, "showing the first 64 of 70 ranks"));

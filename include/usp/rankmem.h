@@ -9,7 +9,7 @@
  * Messages of a comm step, by kind (group = the step's group; peer index =
  * position in that group):
  *   ALL_TO_ALL       to peer i: piece i of SEND;  from peer j: piece j of RECV
- *   SENDRECV         one message to peer_send, one from peer_recv: src[] / dst[]
+ *   SENDRECV         one message to usp_step_send_peer(), one from usp_step_recv_peer(): src[] / dst[]
  *   ALLGATHER        to every peer: the own block of src[];  from j: block j of dst[]
  *   REDUCE_SCATTER   to peer i: block i of src[];  from j: summed into dst[]
  * A rank sends to itself too (index = its own position); the unpacks of one

@@ -103,10 +103,12 @@ typedef struct {
     usp_group group;
     usp_buf src[2], dst[2];  /* USP_BUF_NONE where unused */
     usp_a2a a2a;             /* PACK / UNPACK */
-    int peer_send, peer_recv;/* SENDRECV: global ranks */
+    int send_hops, recv_hops;/* SENDRECV: ring ranks ahead of this one of the peer sent
+                                to (1) and received from (R-1): usp_step_send_peer() */
     int ring_step;           /* -1 outside the ring */
     int kv_block;            /* ATTN: which block of K/V_ALL (0 for one-block buffers) */
-    int src_block;           /* ATTN: the ring rank whose tokens that block holds */
+    int src_hops;            /* ATTN: ring ranks behind this one of the rank whose tokens
+                                that block holds: usp_step_src_block() */
     usp_block blk;
     int tag;                 /* matches a comm step across the ranks of its group */
     int dep;                 /* earlier step on the other stream, or -1 */
@@ -116,10 +118,21 @@ typedef struct {
     char name[40];           /* "fwd.a2a.q", "fwd.ring1.attn", ... */
 } usp_step;
 
+/* Storage. A step says nothing that depends on which rank runs it: peers
+ * and the source block are ring offsets, turned into ranks by
+ * usp_step_send_peer / usp_step_recv_peer / usp_step_src_block. The schedule
+ * keeps each distinct step once (`pool`); a rank's list is indices into it,
+ * and the ranks of one ring rank (every ulysses rank) share one index list:
+ * their lists differ only in their peers, which are relative. With the
+ * zigzag layout every ring rank's steps come from the same few kinds of
+ * ring step, so the pool holds O(ring) steps and the schedule takes
+ * 4 bytes per step of each ring rank (O(ring^2)), not a whole step per
+ * step of each rank (O(world x ring)). Read a step with usp_rank_step(). */
 typedef struct {
     int rank, ring_rank, ulysses_rank;
     int nsteps, nfwd;        /* steps [0, nfwd) are the forward pass */
-    usp_step *steps;
+    const usp_step *pool;    /* the schedule's distinct steps */
+    const uint32_t *index;   /* [nsteps]: step i is pool[index[i]]; shared */
     usp_buf_info bufs[USP_BUF_COUNT];
 } usp_rank_schedule;
 
@@ -128,12 +141,40 @@ typedef struct {
     int world;
     int backward;            /* 1 if the backward steps were built */
     usp_rank_schedule *ranks;/* [world] */
+    usp_step *pool;          /* [npool] distinct steps */
+    int npool, pool_cap;
+    uint32_t **lists;        /* [nlists] index lists, owned here */
+    int nlists;
 } usp_schedule;
+
+/* Step i of a rank's list (0 <= i < nsteps). */
+static inline const usp_step *usp_rank_step(const usp_rank_schedule *rs, int i) {
+    return &rs->pool[rs->index[i]];
+}
 
 /* Builds every rank's steps (forward, and backward when `backward`).
  * Validates cfg first. Free with usp_schedule_free. */
 usp_status usp_schedule_build(const usp_config *cfg, int backward, usp_schedule *out);
 void usp_schedule_free(usp_schedule *s);
+
+/* One rank's whole list, one usp_step per step, as the builder makes it
+ * (what usp_schedule_build stores compactly): *steps is malloc'd, the
+ * caller frees it. For a process that needs only its own rank, and for
+ * the tests of the compact form. */
+usp_status usp_schedule_build_rank(const usp_config *cfg, int rank, int backward, usp_step **steps,
+                                   int *nsteps, int *nfwd);
+
+/* Schedules written by hand (tests): an empty schedule of `world` ranks for
+ * cfg (not validated), then each rank's steps, copied; a rank left without
+ * steps has none. */
+usp_status usp_schedule_init_empty(const usp_config *cfg, int world, usp_schedule *out);
+usp_status usp_schedule_set_steps(usp_schedule *s, int rank, const usp_step *steps, int nsteps, int nfwd);
+
+/* The global ranks a SENDRECV step of `rank` sends to and receives from,
+ * and the ring rank whose K/V an attention step of `rank` attends to. */
+int usp_step_send_peer(const usp_config *c, int rank, const usp_step *st);
+int usp_step_recv_peer(const usp_config *c, int rank, const usp_step *st);
+int usp_step_src_block(const usp_config *c, int rank, const usp_step *st);
 
 /* Follows aliases to the buffer that owns the memory. */
 usp_buf usp_buf_owner(const usp_rank_schedule *rs, usp_buf b);

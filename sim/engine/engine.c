@@ -114,14 +114,14 @@ typedef struct {
 } msg_header;
 
 static int next_on_stream(const usp_rank_schedule *rs, int i, usp_stream stream) {
-    while (i < rs->nsteps && rs->steps[i].stream != stream) i++;
+    while (i < rs->nsteps && usp_rank_step(rs, i)->stream != stream) i++;
     return i;
 }
 
 /* ------------------------------------------------------ the compute stream */
 
 static int is_timed_comm(const rank_sim *r, int j) {
-    return r->rs->steps[j].stream == USP_STREAM_COMM && r->done[j];
+    return usp_rank_step(r->rs, j)->stream == USP_STREAM_COMM && r->done[j];
 }
 
 /* When an attention step that would take `seconds` alone, starting at
@@ -161,7 +161,7 @@ static void advance_compute(rank_sim *r, int limit) {
     const usp_rank_schedule *rs = r->rs;
     int k = r->next_compute;
     for (; k < limit; k = next_on_stream(rs, k + 1, USP_STREAM_COMPUTE)) {
-        const usp_step *st = &rs->steps[k];
+        const usp_step *st = usp_rank_step(rs, k);
         if (st->dep >= 0 && !r->done[st->dep]) break;
         double start = r->compute_free;
         if (st->dep >= 0 && r->end[st->dep] > start) start = r->end[st->dep];
@@ -182,11 +182,11 @@ static int peer_count(const usp_step *st) {
 }
 
 static int send_peer(int rank, const usp_step *st, int i) {
-    return st->kind == USP_STEP_SENDRECV ? st->peer_send : usp_group_member(g_sim.cfg, st->group, rank, i);
+    return st->kind == USP_STEP_SENDRECV ? usp_step_send_peer(g_sim.cfg, rank, st) : usp_group_member(g_sim.cfg, st->group, rank, i);
 }
 
 static int recv_peer(int rank, const usp_step *st, int j) {
-    return st->kind == USP_STEP_SENDRECV ? st->peer_recv : usp_group_member(g_sim.cfg, st->group, rank, j);
+    return st->kind == USP_STEP_SENDRECV ? usp_step_recv_peer(g_sim.cfg, rank, st) : usp_group_member(g_sim.cfg, st->group, rank, j);
 }
 
 static sg_mailbox_t mailbox_named(int from, int to) {
@@ -319,9 +319,9 @@ static void rank_actor(int argc, char **argv) {
     for (int i = next_on_stream(rs, 0, USP_STREAM_COMM); i < rs->nsteps && g_status == USP_OK;
          i = next_on_stream(rs, i + 1, USP_STREAM_COMM)) {
         advance_compute(r, i);
-        if (wait_for_dep(r, i, &rs->steps[i]) != 0) return;
+        if (wait_for_dep(r, i, usp_rank_step(rs, i)) != 0) return;
         r->start[i] = simgrid_get_clock();
-        if (run_comm_step(r, i, &rs->steps[i]) != 0) return;
+        if (run_comm_step(r, i, usp_rank_step(rs, i)) != 0) return;
         r->end[i] = simgrid_get_clock();
         r->done[i] = 1;
     }
@@ -416,7 +416,7 @@ static double last_end(const rank_sim *r, int from, int to) {
 static int stream_intervals(const rank_sim *r, usp_stream s, double *st, double *en) {
     int n = 0;
     for (int i = 0; i < r->rs->nsteps; i++)
-        if (r->rs->steps[i].stream == s) { st[n] = r->start[i]; en[n] = r->end[i]; n++; }
+        if (usp_rank_step(r->rs, i)->stream == s) { st[n] = r->start[i]; en[n] = r->end[i]; n++; }
     return n;
 }
 
@@ -444,7 +444,7 @@ static usp_status collect(const usp_schedule *s, rank_sim *ranks, sim_timeline *
         for (int i = 0; i < r->rs->nsteps; i++)
             if (!r->done[i])
                 return usp_fail(USP_EINTERNAL, "simulation stalled: rank %d never finished step %d (%s)",
-                                g, i, r->rs->steps[i].name);
+                                g, i, usp_rank_step(r->rs, i)->name);
         double f = last_end(r, 0, r->rs->nfwd), t = last_end(r, 0, r->rs->nsteps);
         if (f > fwd) fwd = f;
         if (t > total) total = t;

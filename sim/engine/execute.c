@@ -128,7 +128,7 @@ static int read_result(int fd, const usp_schedule *s, usp_result *out, usp_trace
         double *t = malloc(2 * (n + 1) * sizeof *t);
         int bad = !t || usp_read_full(fd, t, n * sizeof *t) || usp_read_full(fd, t + n, n * sizeof *t);
         for (size_t i = 0; !bad && trace && i < n; i++)
-            bad = usp_trace_add(trace, g, (int)i, &rs->steps[i], t[i] * 1e6, (t[n + i] - t[i]) * 1e6) != USP_OK;
+            bad = usp_trace_add(trace, g, (int)i, usp_rank_step(rs, i), t[i] * 1e6, (t[n + i] - t[i]) * 1e6) != USP_OK;
         free(t);
         if (bad) return -1;
     }

@@ -119,6 +119,13 @@ static int global_of_usp_rank(const builder *b, int g_usp) {
     return plan_rank_of(b->x, d, g_usp / b->x->ulysses, g_usp % b->x->ulysses, t);
 }
 
+/* This rank's rank in the USP schedule (ulysses-inner, as own_attention reads it). */
+static int own_usp_rank(const builder *b) {
+    int d, r, u, t;
+    plan_coords_of(b->x, b->rank, &d, &r, &u, &t);
+    return r * b->x->ulysses + u;
+}
+
 static plan_step usp_comm_step(const builder *b, const usp_step *u) {
     plan_step st = step_new(PLAN_STEP_SENDRECV, PLAN_COMM, u->name, -1);
     st.direct = 1; /* timed as the simulator's engine times the USP schedule */
@@ -131,8 +138,8 @@ static plan_step usp_comm_step(const builder *b, const usp_step *u) {
     case USP_STEP_REDUCE_SCATTER: st.kind = PLAN_STEP_REDUCE_SCATTER; st.message = u->bytes_sent / (n - 1); break;
     default:
         st.message = u->bytes_sent;
-        st.peer_send = global_of_usp_rank(b, u->peer_send);
-        st.peer_recv = global_of_usp_rank(b, u->peer_recv);
+        st.peer_send = global_of_usp_rank(b, usp_step_send_peer(&b->attn->cfg, own_usp_rank(b), u));
+        st.peer_recv = global_of_usp_rank(b, usp_step_recv_peer(&b->attn->cfg, own_usp_rank(b), u));
     }
     return st;
 }
@@ -151,7 +158,7 @@ static int splice_attention(builder *b, int from, int to, const char *prefix, in
     const usp_rank_schedule *rs = own_attention(b);
     int last = input;
     for (int i = from; i < to; i++) {
-        const usp_step *s = &rs->steps[i];
+        const usp_step *s = usp_rank_step(rs, i);
         plan_step st;
         if (s->stream == USP_STREAM_COMM) st = usp_comm_step(b, s);
         else {

@@ -37,7 +37,7 @@ static usp_status place_event(const usp_schedule *s, const usp_trace_event *e, u
         return usp_fail(USP_EINVAL, "rank %d of step '%s' is not one of the %d ranks of the configuration",
                         e->rank, e->name, s->world);
     const usp_rank_schedule *rs = &s->ranks[e->rank];
-    if (e->step < 0 || e->step >= rs->nsteps || rs->steps[e->step].kind != e->kind)
+    if (e->step < 0 || e->step >= rs->nsteps || usp_rank_step(rs, e->step)->kind != e->kind)
         return usp_fail(USP_EINVAL, "rank %d step %d '%s' (%s) is not in the schedule of the configuration",
                         e->rank, e->step, e->name, usp_step_kind_name(e->kind));
     if (v->ev[e->rank][e->step])
@@ -51,7 +51,7 @@ static usp_status check_complete(const usp_schedule *s, const usp_vsteps *v) {
         for (int i = 0; i < s->ranks[g].nsteps; i++)
             if (!v->ev[g][i])
                 return usp_fail(USP_EINVAL, "rank %d step %d '%s' is missing from the trace", g, i,
-                                s->ranks[g].steps[i].name);
+                                usp_rank_step(&s->ranks[g], i)->name);
     return USP_OK;
 }
 
@@ -102,7 +102,7 @@ static int is_a2a(usp_step_kind k) {
 /* Which of the four interval phases a step belongs to. */
 static usp_vphase interval_phase(const usp_rank_schedule *rs, int i) {
     int fwd = i < rs->nfwd;
-    if (is_a2a(rs->steps[i].kind)) return fwd ? USP_VPHASE_FWD_A2A : USP_VPHASE_BWD_A2A;
+    if (is_a2a(usp_rank_step(rs, i)->kind)) return fwd ? USP_VPHASE_FWD_A2A : USP_VPHASE_BWD_A2A;
     return fwd ? USP_VPHASE_FWD_RING : USP_VPHASE_BWD_RING;
 }
 

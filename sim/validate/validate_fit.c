@@ -341,7 +341,7 @@ static usp_status push(double **a, int *n, int *cap, double v) {
 static usp_status rank_gaps(const usp_rank_schedule *rs, const usp_trace_event *const *ev, trace_sums *s) {
     double prev_end = -1;
     for (int i = 0; i < rs->nsteps; i++) {
-        const usp_step *st = &rs->steps[i];
+        const usp_step *st = usp_rank_step(rs, i);
         if (st->stream != USP_STREAM_COMPUTE) continue;
         double ready = prev_end;
         if (st->dep >= 0) ready = fmax(ready, ev[st->dep]->start_us + ev[st->dep]->dur_us);
@@ -369,7 +369,7 @@ static usp_status add_obs(trace_sums *s, attn_obs o) {
 static double comm_overlap(const usp_rank_schedule *rs, const usp_trace_event *const *ev, int i) {
     double a = ev[i]->start_us, b = a + ev[i]->dur_us, us = 0;
     for (int j = 0; j < i; j++) {
-        if (rs->steps[j].stream != USP_STREAM_COMM) continue;
+        if (usp_rank_step(rs, j)->stream != USP_STREAM_COMM) continue;
         double lo = fmax(a, ev[j]->start_us), hi = fmin(b, ev[j]->start_us + ev[j]->dur_us);
         if (hi > lo) us += hi - lo;
     }
@@ -379,7 +379,7 @@ static double comm_overlap(const usp_rank_schedule *rs, const usp_trace_event *c
 static usp_status rank_sums(const usp_schedule *sch, const usp_rank_schedule *rs, const usp_trace_event *const *ev,
                             trace_sums *s) {
     for (int i = 0; i < rs->nsteps; i++) {
-        const usp_step *st = &rs->steps[i];
+        const usp_step *st = usp_rank_step(rs, i);
         double sec = ev[i]->dur_us * 1e-6;
         if (usp_step_memory_bound(st->kind)) {
             s->mem_bytes += st->bytes_mem;
@@ -600,7 +600,7 @@ static void posts(const usp_schedule *s, const usp_vsteps *v, int tag, double *f
     *last = -INFINITY;
     for (int g = 0; g < s->world; g++)
         for (int i = 0; i < s->ranks[g].nsteps; i++)
-            if (s->ranks[g].steps[i].stream == USP_STREAM_COMM && s->ranks[g].steps[i].tag == tag) {
+            if (usp_rank_step(&s->ranks[g], i)->stream == USP_STREAM_COMM && usp_rank_step(&s->ranks[g], i)->tag == tag) {
                 *first = fmin(*first, v->ev[g][i]->start_us);
                 *last = fmax(*last, v->ev[g][i]->start_us);
             }
@@ -618,7 +618,7 @@ static usp_status trace_transfer_points(const usp_schedule *s, const usp_vsteps 
                                         transfer_points *c) {
     for (int g = 0; g < s->world; g++)
         for (int i = 0, first = 1; i < s->ranks[g].nsteps; i++) {
-            const usp_step *st = &s->ranks[g].steps[i];
+            const usp_step *st = usp_rank_step(&s->ranks[g], i);
             int peers = usp_group_size(&s->cfg, st->group);
             if (st->stream != USP_STREAM_COMM) continue;
             int skip = first;

@@ -17,7 +17,7 @@ static void print_json(const usp_schedule *s, int rank) {
            "\"peak_bytes\": %.0f, \"steps\": [", rank, rs->ring_rank, rs->ulysses_rank, rs->nfwd,
            usp_peak_bytes(rs, s->cfg.dtype));
     for (int i = 0; i < rs->nsteps; i++) {
-        const usp_step *st = &rs->steps[i];
+        const usp_step *st = usp_rank_step(rs, i);
         printf("%s\n  {\"index\": %d, \"name\": \"%s\", \"kind\": \"%s\", \"stream\": \"%s\", "
                "\"after\": %d, \"bytes_sent\": %.0f, \"bytes_mem\": %.0f, \"flops\": %.0f",
                i ? "," : "", i, st->name, usp_step_kind_name(st->kind),
@@ -26,9 +26,10 @@ static void print_json(const usp_schedule *s, int rank) {
         if (st->kind == USP_STEP_ATTN_FWD || st->kind == USP_STEP_ATTN_BWD)
             printf(", \"q\": [%d, %d], \"kv\": [%d, %d], \"causal\": %d, \"diag\": %d, \"kv_block\": %d",
                    st->blk.q_begin, st->blk.q_len, st->blk.kv_begin, st->blk.kv_len, st->blk.causal,
-                   st->blk.diag, st->src_block);
+                   st->blk.diag, usp_step_src_block(&s->cfg, rank, st));
         if (st->kind == USP_STEP_SENDRECV)
-            printf(", \"send_to\": %d, \"recv_from\": %d", st->peer_send, st->peer_recv);
+            printf(", \"send_to\": %d, \"recv_from\": %d", usp_step_send_peer(&s->cfg, rank, st),
+                   usp_step_recv_peer(&s->cfg, rank, st));
         printf("}");
     }
     printf("\n]}\n");
