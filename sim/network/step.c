@@ -6,7 +6,7 @@
  * remote peers, so the nccl-tests size of the call is bytes_sent * n / (n-1);
  * a SENDRECV's is bytes_sent. The plan's bytes are returned by the engine's
  * peer index: peer i of a group step is usp_group_member(cfg, group, rank, i),
- * the one peer of a SENDRECV is its peer_send. */
+ * the one peer of a SENDRECV is usp_step_send_peer(). */
 #include "step.h"
 
 #include <stdlib.h>
@@ -15,7 +15,7 @@ double sim_step_plan(const sim_net *net, const usp_config *cfg, const usp_step *
                      sim_coll_plan *plan, double *bytes_to) {
     int stack_members[64];
     if (st->kind == USP_STEP_SENDRECV) {
-        int members[2] = {rank, st->peer_send};
+        int members[2] = {rank, usp_step_send_peer(cfg, rank, st)};
         double b[2];
         sim_coll_plan_make(net, SIM_COLL_SENDRECV, members, 2, 0, st->bytes_sent, plan, b);
         bytes_to[0] = b[1];
