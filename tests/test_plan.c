@@ -37,7 +37,7 @@ static usp_workload small_workload(int seq, int batch) {
 }
 
 static usp_mix mix(int dp, int tp, int u, int r, int zero, int rc) {
-    usp_mix x = {dp, tp, u, r, zero, rc, 1};
+    usp_mix x = {dp, tp, u, r, zero, rc, 1, 0};
     return x;
 }
 
@@ -110,7 +110,7 @@ static void test_refusals(void **state) {
     expect_refusal(&w, mix(1, 1, 2, 4, 0, 0), 8, "seq 65544 is not divisible by 2*ring*ulysses = 16 (zigzag)");
     w.seq = 65536;
     expect_refusal(&w, mix(1, 1, 1, 1, 4, 0), 1, "ZeRO stage 4 is not 0..3");
-    assert_int_equal(usp_mix_check(&w, &(usp_mix){1, 4, 2, 2, 1, 0, 1}, 16), USP_OK);
+    assert_int_equal(usp_mix_check(&w, &(usp_mix){1, 4, 2, 2, 1, 0, 1, 0}, 16), USP_OK);
 }
 
 /* ------------------------------------------------ closed forms by hand */
@@ -288,7 +288,7 @@ static void test_memory_ordering(void **state) {
     usp_memory_closed_form(&w, &x, &rc);
     assert_true(rc.activations < m[1].activations / 10);
     /* 16 GB of bf16 parameters for 8.03 B parameters, unsharded at tp 1 ZeRO-0 */
-    usp_memory_closed_form(&w, &(usp_mix){1, 1, 8, 1, 0, 0, 1}, &m[0]);
+    usp_memory_closed_form(&w, &(usp_mix){1, 1, 8, 1, 0, 0, 1, 0}, &m[0]);
     assert_true(m[0].params == 2 * 8030261248.0);
 }
 

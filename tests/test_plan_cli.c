@@ -9,12 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include "usp/json.h"
 
 /* Runs `usp <args>`; returns the exit code, stdout in out, stderr in err. */
 static int run_usp(const char *args, char *out, size_t nout, char *err, size_t nerr) {
-    char cmd[2048];
-    static const char *err_path = "/tmp/usp-test-plan-cli.err";
+    char cmd[2048], err_path[64];
+    /* one file per process: several builds of usp may run this test at once */
+    snprintf(err_path, sizeof err_path, "/tmp/usp-test-plan-cli-%ld.err", (long)getpid());
     snprintf(cmd, sizeof cmd, "%s %s 2>%s", USP_BIN, args, err_path);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);

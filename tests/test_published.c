@@ -40,9 +40,9 @@ typedef struct {
 
 static const table_bound BOUNDS[] = {
     {"usp-paper-a100x8-attention", 16, 160, 316},
-    {"usp-paper-a800x16-llama3-8b", 26, 19, 83},
-    {"usp-paper-a800x16-llama3-8b-long", 5, 5, 9},
-    {"usp-paper-a800x8-llama2-7b", 9, 9, 15},
+    {"usp-paper-a800x16-llama3-8b", 26, 23, 92},
+    {"usp-paper-a800x16-llama3-8b-long", 5, 6, 11},
+    {"usp-paper-a800x8-llama2-7b", 9, 15, 21},
     {"usp-paper-l20x8-attention", 24, 42, 179},
 };
 #define NBOUNDS ((int)(sizeof BOUNDS / sizeof BOUNDS[0]))

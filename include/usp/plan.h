@@ -63,6 +63,10 @@ typedef struct {
     int zero;            /* ZeRO stage 0..3, over the dp x ulysses x ring ranks of one TP shard */
     int recompute;       /* 1: full activation recomputation of every layer */
     int tp_sp;           /* 1: TP with sequence parallel (Megatron-LM); 0: plain TP (all-reduce) */
+    int tp_overlap;      /* 0: every TP collective waits for its product and is waited for;
+                          * 1: the backward's all-gather runs behind the data-gradient product
+                          * and its reduce-scatter behind the weight-gradient product
+                          * (Megatron-LM's asynchronous path with sequence parallel) */
 } usp_mix;
 
 static inline int usp_mix_gpus(const usp_mix *x) { return x->dp * x->tp * x->ulysses * x->ring; }
@@ -75,7 +79,8 @@ static inline int usp_mix_zero_group(const usp_mix *x) { return x->dp * x->ulyss
  * skips the last check. */
 usp_status usp_mix_check(const usp_workload *w, const usp_mix *x, int gpus);
 
-/* "dp1 tp2 u4 r2 zero1" (+ " rc" with recomputation, " tp-nosp" without sp). */
+/* "dp1 tp2 u4 r2 zero1" (+ " rc" with recomputation, " tp-nosp" without sp,
+ * " tp-overlap" with the backward's TP collectives overlapped). */
 void usp_mix_describe(const usp_mix *x, char *buf, size_t n);
 
 /* ------------------------------------------------ closed forms, per GPU */
@@ -128,7 +133,8 @@ typedef struct {
     int gpus;
     /* Restrictions: 0 (or -1 for zero, recompute) leaves a dimension free. */
     int dp, tp, ulysses, ring, zero, recompute;
-    double matmul_tflops;  /* > 0: overrides the profile's matrix-product rate */
+    double matmul_tflops;  /* > 0: overrides the profile's matrix-product rate (every shape alike) */
+    int tp_overlap;        /* usp_mix.tp_overlap of every mix */
 } usp_plan_options;
 
 void usp_plan_options_init(usp_plan_options *o);

@@ -45,7 +45,7 @@ static usp_status add_variants(const usp_plan_options *o, usp_plan *p, int *cap,
         if (o->zero >= 0 && o->zero != z) continue;
         for (int rc = 0; rc <= 1; rc++) {
             if (o->recompute >= 0 && o->recompute != rc) continue;
-            usp_mix x = {dp, tp, u, r, z, rc, 1};
+            usp_mix x = {dp, tp, u, r, z, rc, 1, o->tp_overlap};
             USP_TRY(add_point(p, cap, &x));
         }
     }
@@ -90,7 +90,8 @@ static int zero_pattern(const usp_mix *x) {
 static int same_program(const program_key *k, const usp_mix *x, int layer) {
     const usp_mix *y = &k->mix;
     return k->layer == layer && y->dp == x->dp && y->tp == x->tp && y->ulysses == x->ulysses && y->ring == x->ring &&
-           y->tp_sp == x->tp_sp && zero_pattern(y) == zero_pattern(x) && (!layer || y->recompute == x->recompute);
+           y->tp_sp == x->tp_sp && y->tp_overlap == x->tp_overlap && zero_pattern(y) == zero_pattern(x) &&
+           (!layer || y->recompute == x->recompute);
 }
 
 typedef struct {

@@ -29,8 +29,8 @@ usp_workload usp_workload_default(void) {
 /* ------------------------------------------------------------------ mixes */
 
 void usp_mix_describe(const usp_mix *x, char *buf, size_t n) {
-    snprintf(buf, n, "dp%d tp%d u%d r%d zero%d%s%s", x->dp, x->tp, x->ulysses, x->ring, x->zero,
-             x->recompute ? " rc" : "", x->tp_sp ? "" : " tp-nosp");
+    snprintf(buf, n, "dp%d tp%d u%d r%d zero%d%s%s%s", x->dp, x->tp, x->ulysses, x->ring, x->zero,
+             x->recompute ? " rc" : "", x->tp_sp ? "" : " tp-nosp", x->tp_overlap && x->tp > 1 ? " tp-overlap" : "");
 }
 
 /* Ring 1 has no ring: the token layout of a balanced ring is not needed. */
@@ -322,7 +322,7 @@ static const struct {
 };
 
 static usp_mix row_mix(usp_cost_row row, int n, int ulysses) {
-    usp_mix x = {1, 1, 1, 1, 0, 0, 1};
+    usp_mix x = {1, 1, 1, 1, 0, 0, 1, 0};
     switch (row) {
     case USP_COST_ULYSSES: x.ulysses = n; break;
     case USP_COST_RING: x.ring = n; break;

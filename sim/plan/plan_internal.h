@@ -108,9 +108,16 @@ typedef struct {
 /* The device as the planner times it. */
 typedef struct {
     sim_profile prof;
-    double matmul_flops;     /* achieved rate of large matrix products */
+    double matmul_flops;     /* achieved rate of matrix products reducing over matmul_ref_k */
+    double matmul_ref_k;     /* the reduction length that rate was measured at; 0: long */
+    double matmul_short_k;   /* a product reducing over k runs at k / (k + short) of its
+                              * long-product rate; 0: every shape alike */
     double peak_flops;       /* dense peak of the workload dtype */
 } plan_device;
+
+/* Seconds of one matrix product of `flops` reducing over k (the inner
+ * dimension), launch included. */
+double plan_gemm_seconds(const plan_device *dev, double flops, double k);
 
 usp_status plan_device_load(const char *profile, const usp_workload *w, double matmul_tflops,
                             plan_device *dev);

@@ -73,8 +73,9 @@ static int compute(builder *b, const char *name, double seconds, int dep) {
     return emit(b, st);
 }
 
-static int gemm(builder *b, const char *name, double flops, int dep) {
-    return compute(b, name, b->dev->prof.launch_s + flops / b->dev->matmul_flops, dep);
+/* A product Y[m x n] = X[m x k] W[k x n] of `flops` = 2 m n k, reducing over k. */
+static int gemm(builder *b, const char *name, double flops, double k, int dep) {
+    return compute(b, name, plan_gemm_seconds(b->dev, flops, k), dep);
 }
 
 static int memory_bound(builder *b, const char *name, double bytes, int dep) {
@@ -183,34 +184,50 @@ static int layer_forward(builder *b, const char *p) {
 #define NAME(s) (snprintf(n, sizeof n, "%s%s", p, s), n)
     int i = memory_bound(b, NAME("norm1"), 2 * tok_h, -1);
     i = tp_gather(b, NAME("tp.ag.qkv_in"), i);
-    i = gemm(b, NAME("qkv"), 2 * d->S * d->h * (d->Ht + 2 * d->Hkvt) * d->D, i);
+    i = gemm(b, NAME("qkv"), 2 * d->S * d->h * (d->Ht + 2 * d->Hkvt) * d->D, d->h, i);
     i = memory_bound(b, NAME("rotary"), 2 * d->S * (d->Ht + d->Hkvt) * d->D * d->e, -1);
     i = splice_attention(b, 0, rs->nfwd, p, i);
-    i = gemm(b, NAME("attn_out"), 2 * d->S * d->Ht * d->D * d->h, i);
+    i = gemm(b, NAME("attn_out"), 2 * d->S * d->Ht * d->D * d->h, d->Ht * d->D, i);
     i = tp_reduce(b, NAME("tp.rs.attn_out"), i);
     i = memory_bound(b, NAME("residual.norm2"), 5 * tok_h, i);
     i = tp_gather(b, NAME("tp.ag.mlp_in"), i);
-    i = gemm(b, NAME("mlp_in"), 2 * d->S * d->h * d->F / d->T * (d->mlp_mats - 1), i);
+    i = gemm(b, NAME("mlp_in"), 2 * d->S * d->h * d->F / d->T * (d->mlp_mats - 1), d->h, i);
     i = memory_bound(b, NAME("activation"), d->mlp_mats * d->S * d->F / d->T * d->e, -1);
-    i = gemm(b, NAME("mlp_out"), 2 * d->S * d->F / d->T * d->h, -1);
+    i = gemm(b, NAME("mlp_out"), 2 * d->S * d->F / d->T * d->h, d->F / d->T, -1);
     i = tp_reduce(b, NAME("tp.rs.mlp_out"), i);
     return memory_bound(b, NAME("residual"), 3 * tok_h, i);
 #undef NAME
 }
 
-/* One column-parallel product's backward: data gradient, the input gradient
- * reduced over TP while the saved input is gathered again (sp) for the
- * weight gradient. Returns the step the next kernel waits for. */
-static int column_backward(builder *b, const char *name, double flops, int ready) {
+/* One column-parallel product's backward (its forward reduced over k = the
+ * hidden size, its data gradient reduces over `out`, its weight gradient over
+ * the tokens): the input gradient reduced over TP, the saved input gathered
+ * again (sp) for the weight gradient. With tp_overlap, as Megatron-LM's
+ * asynchronous path: the gather runs behind the data-gradient product, the
+ * reduce-scatter behind the weight-gradient one. Without, each waits for
+ * the product before it and the next product waits for it. Returns the
+ * step the next kernel waits for. */
+static int column_backward(builder *b, const char *name, double flops, double out, int ready) {
     char n[40];
+    if (!b->x->tp_overlap) {
+        snprintf(n, sizeof n, "tp.ag.%s.again", name);
+        int again = tp_gather(b, n, ready);
+        snprintf(n, sizeof n, "%s.dgrad", name);
+        int dgrad = gemm(b, n, flops, out, again == ready ? -1 : again);
+        snprintf(n, sizeof n, "tp.rs.d%s", name);
+        int reduced = tp_reduce(b, n, dgrad);
+        snprintf(n, sizeof n, "%s.wgrad", name);
+        gemm(b, n, flops, b->d.S, reduced == dgrad ? -1 : reduced);
+        return -1;
+    }
     snprintf(n, sizeof n, "%s.dgrad", name);
-    int dgrad = gemm(b, n, flops, -1);
+    int dgrad = gemm(b, n, flops, out, -1);
     snprintf(n, sizeof n, "tp.ag.%s.again", name);
     int again = tp_gather(b, n, ready);
     snprintf(n, sizeof n, "tp.rs.d%s", name);
     int reduced = tp_reduce(b, n, dgrad);
     snprintf(n, sizeof n, "%s.wgrad", name);
-    gemm(b, n, flops, again == ready ? -1 : again);
+    gemm(b, n, flops, b->d.S, again == ready ? -1 : again);
     return reduced == dgrad ? -1 : reduced;
 }
 
@@ -221,17 +238,18 @@ static int layer_backward(builder *b, int ready) {
     const usp_rank_schedule *rs = own_attention(b);
     double tok_h = d->St * d->h * d->e, mlp_out = 2 * d->S * d->F / d->T * d->h;
     int i = tp_gather(b, "tp.ag.dmlp_out", ready);
-    i = gemm(b, "mlp_out.dgrad", mlp_out, i);
-    gemm(b, "mlp_out.wgrad", mlp_out, -1);
+    i = gemm(b, "mlp_out.dgrad", mlp_out, d->h, i);
+    gemm(b, "mlp_out.wgrad", mlp_out, d->S, -1);
     i = memory_bound(b, "activation.bwd", (2 * d->mlp_mats - 1) * d->S * d->F / d->T * d->e, -1);
-    i = column_backward(b, "mlp_in", 2 * d->S * d->h * d->F / d->T * (d->mlp_mats - 1), i);
+    i = column_backward(b, "mlp_in", 2 * d->S * d->h * d->F / d->T * (d->mlp_mats - 1),
+                        d->F / d->T * (d->mlp_mats - 1), i);
     i = memory_bound(b, "norm2.bwd", 4 * tok_h, i);
     i = tp_gather(b, "tp.ag.dattn_out", i);
-    int dout = gemm(b, "attn_out.dgrad", 2 * d->S * d->Ht * d->D * d->h, i);
-    gemm(b, "attn_out.wgrad", 2 * d->S * d->Ht * d->D * d->h, -1);
+    int dout = gemm(b, "attn_out.dgrad", 2 * d->S * d->Ht * d->D * d->h, d->h, i);
+    gemm(b, "attn_out.wgrad", 2 * d->S * d->Ht * d->D * d->h, d->S, -1);
     i = splice_attention(b, rs->nfwd, rs->nsteps, "", dout);
     i = memory_bound(b, "rotary.bwd", 2 * d->S * (d->Ht + d->Hkvt) * d->D * d->e, -1);
-    i = column_backward(b, "qkv", 2 * d->S * d->h * (d->Ht + 2 * d->Hkvt) * d->D, i);
+    i = column_backward(b, "qkv", 2 * d->S * d->h * (d->Ht + 2 * d->Hkvt) * d->D, (d->Ht + 2 * d->Hkvt) * d->D, i);
     return memory_bound(b, "norm1.bwd", 4 * tok_h, i);
 }
 
@@ -300,13 +318,13 @@ static usp_status build_edges_rank(builder *b) {
     wait_for(b, "wait.first_layer", first);
     i = memory_bound(b, "final_norm", 2 * tok_h, i);
     i = tp_gather(b, "tp.ag.head_in", i);
-    i = gemm(b, "lm_head", head, i);
+    i = gemm(b, "lm_head", head, d->h, i);
     memory_bound(b, "cross_entropy", 3 * d->S * d->Vt * 4, -1);
     b->backward = 1;
     int bg = b->x->zero == 3 ? param_gather(b, "zero.ag.embedding.bwd", d->shard_edges, 1, -1) : -1;
     memory_bound(b, "cross_entropy.bwd", d->S * d->Vt * (2 * 4 + d->e), bg);
-    i = gemm(b, "lm_head.dgrad", head, -1);
-    gemm(b, "lm_head.wgrad", head, -1);
+    i = gemm(b, "lm_head.dgrad", head, d->Vt, -1);
+    gemm(b, "lm_head.wgrad", head, d->S, -1);
     i = tp_reduce(b, "tp.rs.dhead_in", i);
     i = memory_bound(b, "final_norm.bwd", 4 * tok_h, i);
     i = tp_gather(b, "tp.ag.dembedding", i);
@@ -363,29 +381,62 @@ void plan_program_free(plan_program *p) {
 
 /* ------------------------------------------------------------- the device */
 
-/* The optional "matmul_tflops": {"bf16": 250, ...} of a profile (the
- * simulator's loader does not need it); 0 when absent. */
-static double profile_matmul_flops(const char *name_or_file, usp_dtype dtype) {
+/* A number >= 0 of the profile, 0 when absent; a bad one is refused. */
+static usp_status optional_number(const usp_json *v, const char *what, double *out) {
+    *out = 0;
+    if (!v) return USP_OK;
+    if (v->type != USP_JSON_NUMBER || !(v->number >= 0))
+        return usp_fail(USP_EINVAL, "line %d: '%s' must be a number >= 0", v->line, what);
+    *out = v->number;
+    return USP_OK;
+}
+
+/* The optional matrix-product figures of a profile (the simulator's loader
+ * does not need them), each 0 when absent:
+ *   "matmul_tflops": {"bf16": 267.9, ...}  the rate measured ...
+ *   "matmul_measured_k": 2048              ... for products reducing over this length
+ *   "matmul_short_k": 267                  a product reducing over k runs at k / (k + 267)
+ *                                          of the rate of a long one */
+static usp_status profile_matmul(const char *name_or_file, usp_dtype dtype, plan_device *dev) {
     const char *text = NULL;
     for (int i = 0; i < SIM_NEMBEDDED_PROFILES; i++)
         if (strcmp(SIM_EMBEDDED_PROFILES[i].name, name_or_file) == 0) text = SIM_EMBEDDED_PROFILES[i].json;
     usp_json *root = NULL;
-    usp_status st = text ? usp_json_parse(text, strlen(text), &root) : usp_json_parse_file(name_or_file, &root);
+    USP_TRY(text ? usp_json_parse(text, strlen(text), &root) : usp_json_parse_file(name_or_file, &root));
+    const usp_json *rates = usp_json_get(root, "matmul_tflops");
     double tflops = 0;
-    const usp_json *rates = st == USP_OK ? usp_json_get(root, "matmul_tflops") : NULL;
-    const usp_json *rate = rates ? usp_json_get(rates, usp_dtype_name(dtype)) : NULL;
-    if (rate && rate->type == USP_JSON_NUMBER && rate->number > 0) tflops = rate->number;
+    usp_status st = optional_number(rates ? usp_json_get(rates, usp_dtype_name(dtype)) : NULL, "matmul_tflops", &tflops);
+    if (st == USP_OK) st = optional_number(usp_json_get(root, "matmul_measured_k"), "matmul_measured_k", &dev->matmul_ref_k);
+    if (st == USP_OK) st = optional_number(usp_json_get(root, "matmul_short_k"), "matmul_short_k", &dev->matmul_short_k);
     usp_json_free(root);
-    return tflops * 1e12;
+    if (st != USP_OK) usp_error_prefix("profile %s: ", name_or_file);
+    dev->matmul_flops = tflops * 1e12;
+    return st;
+}
+
+double plan_gemm_seconds(const plan_device *dev, double flops, double k) {
+    double rate = dev->matmul_flops, s = dev->matmul_short_k;
+    if (s > 0 && k > 0) {
+        rate *= k / (k + s);                                       /* this product's reduction */
+        if (dev->matmul_ref_k > 0) rate /= dev->matmul_ref_k / (dev->matmul_ref_k + s); /* the measured one's */
+    }
+    return dev->prof.launch_s + flops / rate;
 }
 
 usp_status plan_device_load(const char *profile, const usp_workload *w, double matmul_tflops, plan_device *dev) {
     memset(dev, 0, sizeof *dev);
     USP_TRY(sim_profile_load(profile, &dev->prof));
-    usp_config c = plan_attention_config(w, &(usp_mix){1, 1, 1, 1, 0, 0, 1});
+    usp_config c = plan_attention_config(w, &(usp_mix){1, 1, 1, 1, 0, 0, 1, 0});
     USP_TRY(sim_profile_supports(&dev->prof, &c));
     dev->peak_flops = dev->prof.peak_flops[w->dtype];
-    dev->matmul_flops = matmul_tflops > 0 ? matmul_tflops * 1e12 : profile_matmul_flops(profile, w->dtype);
-    if (dev->matmul_flops <= 0) dev->matmul_flops = PLAN_MATMUL_PEAK_FRACTION * dev->peak_flops;
+    USP_TRY(profile_matmul(profile, w->dtype, dev));
+    if (matmul_tflops > 0) { /* the user's one rate for every shape */
+        dev->matmul_flops = matmul_tflops * 1e12;
+        dev->matmul_short_k = dev->matmul_ref_k = 0;
+    }
+    if (dev->matmul_flops <= 0) {
+        dev->matmul_flops = PLAN_MATMUL_PEAK_FRACTION * dev->peak_flops;
+        dev->matmul_short_k = dev->matmul_ref_k = 0;
+    }
     return USP_OK;
 }

@@ -97,6 +97,10 @@ static usp_status read_training_problem(const usp_json *p, const char *dir, usp_
     USP_TRY(usp_json_get_int(p, "zero", &t->base_mix.zero));
     USP_TRY(usp_json_get_bool(p, "recompute", &t->base_mix.recompute));
     USP_TRY(usp_json_get_bool(p, "tp_sp", &t->base_mix.tp_sp));
+    const usp_json *ov = usp_json_get(p, "tp_overlap"); /* optional: none (default) or backward */
+    if (ov && (ov->type != USP_JSON_STRING || (strcmp(ov->string, "none") && strcmp(ov->string, "backward"))))
+        return usp_fail(USP_EINVAL, "line %d: 'tp_overlap' must be \"none\" or \"backward\"", ov->line);
+    t->base_mix.tp_overlap = ov && !strcmp(ov->string, "backward");
     if (usp_parse_dtype(dtype, &t->work.dtype) != USP_OK || usp_parse_ring_impl(impl, &t->work.ring_impl) != USP_OK)
         return usp_fail(USP_EINVAL, "line %d: %s", p->line, usp_error());
     char path[1100];

@@ -21,9 +21,12 @@ static void help(void) {
         "then multiplied by the layer count; the embedding, LM head, the collectives\n"
         "nothing can hide and the optimizer step are simulated once. Compute times\n"
         "come from the device profile: attention at its measured rate, matrix\n"
-        "products at --matmul-tflops (default: the profile's optional \"matmul_tflops\",\n"
-        "else 80%% of the dense peak, the ratio measured on H200), memory-bound kernels\n"
-        "at its HBM rate, plus its launch overhead per kernel.\n\n"
+        "products at the profile's \"matmul_tflops\" (a published measurement per GPU)\n"
+        "for its measured reduction length, a product reducing over k at\n"
+        "k / (k + matmul_short_k) of a long one's rate (--matmul-tflops: one rate for\n"
+        "every shape; a profile without figures: 80%% of the dense peak), memory-bound\n"
+        "kernels at its HBM rate, plus its launch overhead per kernel. TP collectives\n"
+        "are exposed unless --tp-overlap backward.\n\n"
         "FLOPs (model FLOPs, the USP paper's MFU convention; recomputation is never\n"
         "counted): per step, linear 6 x (matrix parameters incl. the LM head) x tokens;\n"
         "attention 4 x B x L^2 x H x D per layer forward, halved when causal (causal\n"
@@ -46,7 +49,13 @@ static void help(void) {
         "  --dp/--tp/--ulysses/--ring K   fix a degree\n"
         "  --zero S            fix the ZeRO stage (0-3)\n"
         "  --recompute yes|no  fix full activation recomputation\n"
-        "  --matmul-tflops X   achieved TFLOP/s of the matrix products\n"
+        "  --matmul-tflops X   achieved TFLOP/s of the matrix products, every shape alike\n"
+        "                      (default: the profile's matmul_tflops at its measured\n"
+        "                      reduction length, shorter reductions slower)\n"
+        "  --tp-overlap M      none (default: every TP collective exposed) or backward\n"
+        "                      (Megatron-LM's asynchronous path: the backward's all-gather\n"
+        "                      behind the data-gradient product, its reduce-scatter behind\n"
+        "                      the weight-gradient product)\n"
         "  --top K             show the K best mixes (default 10, 0: all)\n"
         "  --per-degrees       one row per dp x tp x ulysses x ring: its best ZeRO stage\n"
         "                      and recomputation\n"
@@ -84,7 +93,7 @@ static int int_opt(const char *name, const char *arg, long lo, long hi, int *out
 enum {
     OPT_MODEL = USP_OPT_CMD_FIRST, OPT_SEQ, OPT_GPUS, OPT_PLATFORM, OPT_PROFILE, OPT_BATCH, OPT_DTYPE, OPT_RING_IMPL,
     OPT_NO_CAUSAL, OPT_DP, OPT_TP, OPT_ULYSSES, OPT_RING, OPT_ZERO, OPT_RECOMPUTE, OPT_MATMUL, OPT_TOP, OPT_ALL,
-    OPT_EXPLAIN, OPT_DISTINCT, OPT_JSON, OPT_HELP
+    OPT_EXPLAIN, OPT_DISTINCT, OPT_JSON, OPT_TP_OVERLAP, OPT_HELP
 };
 
 static int apply_option(int opt, const char *arg, void *ctx) {
@@ -118,6 +127,11 @@ static int apply_option(int opt, const char *arg, void *ctx) {
         if (usp_parse_double(arg, &a->o.matmul_tflops) != 0 || !(a->o.matmul_tflops > 0))
             return usp_cli_bad_input("plan", "--matmul-tflops '%s' is not a positive number", arg);
         return 0;
+    case OPT_TP_OVERLAP:
+        if (!strcmp(arg, "none")) a->o.tp_overlap = 0;
+        else if (!strcmp(arg, "backward")) a->o.tp_overlap = 1;
+        else return usp_cli_bad_input("plan", "--tp-overlap '%s': none or backward", arg);
+        return 0;
     case OPT_TOP: return int_opt("top", arg, 0, 1 << 20, &a->top);
     case OPT_ALL: a->all = 1; return 0;
     case OPT_EXPLAIN: return arg ? int_opt("explain", arg, 1, 1 << 20, &a->explain) : (a->explain = 1, 0);
@@ -139,7 +153,7 @@ static int parse(int argc, char **argv, plan_args *a) {
         {"recompute", required_argument, 0, OPT_RECOMPUTE}, {"matmul-tflops", required_argument, 0, OPT_MATMUL},
         {"top", required_argument, 0, OPT_TOP}, {"all", no_argument, 0, OPT_ALL},
         {"explain", optional_argument, 0, OPT_EXPLAIN}, {"per-degrees", no_argument, 0, OPT_DISTINCT},
-        {"json", no_argument, 0, OPT_JSON},
+        {"json", no_argument, 0, OPT_JSON}, {"tp-overlap", required_argument, 0, OPT_TP_OVERLAP},
         {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
     int rc = usp_cli_parse("plan", argc, argv, opts, OPT_HELP, help, apply_option, a);
     if (rc) return rc;
