@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include "usp/dispatch.h"
+#include "usp/layout.h"
 
 usp_config usp_config_default(void) {
     usp_config c = {
@@ -16,7 +18,7 @@ usp_config usp_config_default(void) {
 }
 
 static const char *dtype_names[] = {"fp64", "fp32", "fp16", "bf16"};
-static const char *ring_impl_names[] = {"basic", "zigzag", "stripe", "allgather"};
+static const char *ring_impl_names[] = {"basic", "zigzag", "stripe", "allgather", "balanced"};
 static const char *layout_names[] = {"ulysses-inner", "ring-inner"};
 
 const char *usp_dtype_name(usp_dtype d) { return dtype_names[d]; }
@@ -41,9 +43,9 @@ usp_status usp_parse_dtype(const char *s, usp_dtype *out) {
 }
 
 usp_status usp_parse_ring_impl(const char *s, usp_ring_impl *out) {
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < USP_RING_IMPL_COUNT; i++)
         if (strcasecmp(s, ring_impl_names[i]) == 0) { *out = (usp_ring_impl)i; return USP_OK; }
-    return usp_fail(USP_EINVAL, "unknown ring_impl '%s' (basic, zigzag, stripe, allgather)", s);
+    return usp_fail(USP_EINVAL, "unknown ring_impl '%s' (basic, zigzag, stripe, allgather, balanced)", s);
 }
 
 usp_status usp_parse_layout(const char *s, usp_layout *out) {
@@ -53,12 +55,14 @@ usp_status usp_parse_layout(const char *s, usp_layout *out) {
 }
 
 void usp_config_describe(const usp_config *c, char *buf, size_t n) {
-    snprintf(buf, n,
+    int len = snprintf(buf, n,
              "B=%d L=%d H=%d Hkv=%d D=%d %s %s scale=%.6g ulysses=%d ring=%d %s %s seed=%llu",
              c->batch, c->seq, c->heads, c->kv_heads, c->head_dim,
              c->causal ? "causal" : "non-causal", usp_dtype_name(c->dtype), usp_scale(c),
              c->ulysses, c->ring, usp_ring_impl_name(c->ring_impl),
              usp_layout_name(c->layout), (unsigned long long)c->seed);
+    if (c->mask && len >= 0 && (size_t)len < n)
+        snprintf(buf + len, n - (size_t)len, " mask: %s", usp_mask_describe(c->mask));
 }
 
 /* The problem itself, independent of sharding. */
@@ -86,7 +90,7 @@ static usp_status validate_tokens(const usp_config *c) {
     int world = c->ulysses * c->ring;
     const char *impl = usp_ring_impl_name(c->ring_impl);
     int balanced = c->ring_impl == USP_RING_ZIGZAG ||
-                   (c->ring_impl == USP_RING_ALLGATHER && c->causal);
+                   (c->ring_impl == USP_RING_ALLGATHER && c->causal && !c->mask);
     if (balanced) {
         long need = 2L * c->ring * c->ulysses;
         if (c->seq % need != 0)
@@ -96,9 +100,25 @@ static usp_status validate_tokens(const usp_config *c) {
         return usp_fail(USP_EINVAL, "seq %d is not divisible by ulysses*ring = %d (%s)",
                         c->seq, world, impl);
     }
-    if ((c->ring_impl == USP_RING_ZIGZAG || c->ring_impl == USP_RING_STRIPE) && !c->causal)
+    if ((c->ring_impl == USP_RING_ZIGZAG || c->ring_impl == USP_RING_STRIPE) && !c->causal && !c->mask)
         return usp_fail(USP_EINVAL, "ring_impl %s balances causal work only; use basic or "
                         "allgather for non-causal attention", impl);
+    return USP_OK;
+}
+
+/* A mask must describe this problem's sequence and batch. */
+static usp_status validate_mask(const usp_config *c) {
+    if (!c->mask) {
+        if (c->ring_impl == USP_RING_BALANCED)
+            return usp_fail(USP_EINVAL, "ring_impl balanced dispatches the work of a mask "
+                            "(--seqlens, --seqlens-file, --window or --mask)");
+        return USP_OK;
+    }
+    if (usp_mask_seq(c->mask) != c->seq)
+        return usp_fail(USP_EINVAL, "the mask covers %ld tokens but seq is %d", usp_mask_seq(c->mask), c->seq);
+    int lists = usp_mask_lists(c->mask);
+    if (lists != 1 && lists != c->batch)
+        return usp_fail(USP_EINVAL, "the mask has %d per-element lists but batch is %d", lists, c->batch);
     return USP_OK;
 }
 
@@ -119,10 +139,14 @@ usp_status usp_config_validate(const usp_config *c) {
     if ((long)c->ulysses * c->ring > 65536)
         return usp_fail(USP_EINVAL, "ulysses*ring = %ld ranks is more than 65536",
                         (long)c->ulysses * c->ring);
-    if ((unsigned)c->ring_impl > USP_RING_ALLGATHER)
+    if ((unsigned)c->ring_impl > USP_RING_BALANCED)
         return usp_fail(USP_EINVAL, "unknown ring_impl %d", (int)c->ring_impl);
     if ((unsigned)c->layout > USP_LAYOUT_RING_INNER)
         return usp_fail(USP_EINVAL, "unknown layout %d", (int)c->layout);
     USP_TRY(validate_heads(c));
-    return validate_tokens(c);
+    USP_TRY(validate_mask(c));
+    USP_TRY(validate_tokens(c));
+    if (c->mask && usp_token_layout(c) == USP_RING_BALANCED && !usp_dispatch_tokens(c))
+        return USP_EINTERNAL; /* out of memory, reason set */
+    return USP_OK;
 }

@@ -2,6 +2,7 @@
 #include "usp/layout.h"
 
 #include <string.h>
+#include "usp/dispatch.h"
 
 int usp_rank_of(const usp_config *c, int ring_rank, int ulysses_rank) {
     if (c->layout == USP_LAYOUT_RING_INNER) return ulysses_rank * c->ring + ring_rank;
@@ -20,7 +21,7 @@ void usp_coords_of(const usp_config *c, int rank, int *ring_rank, int *ulysses_r
 
 usp_ring_impl usp_token_layout(const usp_config *c) {
     if (c->ring_impl == USP_RING_ALLGATHER)
-        return c->causal ? USP_RING_ZIGZAG : USP_RING_BASIC;
+        return c->mask ? USP_RING_BALANCED : c->causal ? USP_RING_ZIGZAG : USP_RING_BASIC;
     return c->ring_impl;
 }
 
@@ -34,6 +35,10 @@ long usp_ring_token(const usp_config *c, int r, long i) {
     }
     case USP_RING_STRIPE:
         return i * R + r;
+    case USP_RING_BALANCED: {
+        const int32_t *tokens = usp_dispatch_tokens(c); /* checked by usp_config_validate */
+        return tokens ? tokens[(long)r * (L / R) + i] : r * (L / R) + i;
+    }
     default:
         return r * (L / R) + i;
     }

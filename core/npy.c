@@ -36,6 +36,8 @@ typedef enum { NPY_LITTLE, NPY_BIG } npy_order;
 
 typedef struct {
     int elem_size;           /* 8, 4 or 2 */
+    int is_int;              /* '<i4' or '<i8' (cumulative lengths), else a float */
+    char descr[8];
     npy_order order;
     int fortran_order;
     int ndim;
@@ -119,13 +121,16 @@ static usp_status parse_descr(header_cursor *c, npy_header *h) {
     char descr[32];
     USP_TRY(parse_py_string(c, descr, sizeof descr));
     int is_float = strlen(descr) == 3 && descr[1] == 'f';
-    int size = is_float ? descr[2] - '0' : 0;
-    if (!is_float || (size != 8 && size != 4 && size != 2))
+    int is_int = strlen(descr) == 3 && descr[1] == 'i';
+    int size = is_float || is_int ? descr[2] - '0' : 0;
+    if (!(is_float && (size == 8 || size == 4 || size == 2)) && !(is_int && (size == 8 || size == 4)))
         return usp_fail(USP_EINVAL, "%s: dtype '%s' not supported "
-                        "(float64, float32 or float16 expected)", c->path, descr);
+                        "(float64, float32, float16, int64 or int32 expected)", c->path, descr);
+    h->is_int = is_int;
+    snprintf(h->descr, sizeof h->descr, "%s", descr);
     if (descr[0] == '>')
         return usp_fail(USP_EINVAL, "%s: big-endian dtype '%s' not supported; "
-                        "save with dtype '<f%d'", c->path, descr, size);
+                        "save with dtype '<%c%d'", c->path, descr, descr[1], size);
     if (descr[0] == '<') {
         h->order = NPY_LITTLE;
     } else if (descr[0] == '=' || descr[0] == '|') {
@@ -362,8 +367,9 @@ static uint64_t load_bytes(const unsigned char *b, int size, npy_order order) {
     return v;
 }
 
-static double element_to_double(const unsigned char *b, int size, npy_order order) {
+static double element_to_double(const unsigned char *b, int size, int is_int, npy_order order) {
     uint64_t bits = load_bytes(b, size, order);
+    if (is_int) return size == 4 ? (double)(int32_t)(uint32_t)bits : (double)(int64_t)bits;
     if (size == 2) return half_bits_to_double((uint16_t)bits);
     if (size == 4) {
         uint32_t u = (uint32_t)bits;
@@ -385,18 +391,21 @@ static usp_status read_elements(const char *path, FILE *f, const npy_header *h,
         if (fread(chunk, (size_t)h->elem_size, (size_t)n, f) != (size_t)n)
             return usp_fail(USP_EINTERNAL, "%s: read error in the data", path);
         for (long i = 0; i < n; i++)
-            out[done + i] = element_to_double(chunk + i * h->elem_size, h->elem_size, h->order);
+            out[done + i] = element_to_double(chunk + i * h->elem_size, h->elem_size, h->is_int, h->order);
         done += n;
     }
     return USP_OK;
 }
 
 static usp_status read_open_file(const char *path, FILE *f, long long file_size,
-                                 usp_npy *out) {
+                                 int allow_int, usp_npy *out) {
     npy_header h = {0};
     long long data_offset = 0;
     long elems = 0;
     USP_TRY(read_header(path, f, file_size, &h, &data_offset));
+    if (h.is_int && !allow_int)
+        return usp_fail(USP_EINVAL, "%s: dtype '%s' not supported (float64, float32 or float16 "
+                        "expected)", path, h.descr);
     USP_TRY(count_elements(path, &h, &elems));
     USP_TRY(check_data_size(path, &h, elems, file_size - data_offset));
     double *data = usp_malloc((size_t)elems * sizeof(double));
@@ -412,15 +421,19 @@ static usp_status read_open_file(const char *path, FILE *f, long long file_size,
     return USP_OK;
 }
 
-usp_status usp_npy_read(const char *path, usp_npy *out) {
+static usp_status read_path(const char *path, int allow_int, usp_npy *out) {
     memset(out, 0, sizeof *out);
     FILE *f = NULL;
     long long size = 0;
     USP_TRY(usp_open_regular_file(path, &f, &size));
-    usp_status st = read_open_file(path, f, size, out);
+    usp_status st = read_open_file(path, f, size, allow_int, out);
     fclose(f);
     return st;
 }
+
+usp_status usp_npy_read(const char *path, usp_npy *out) { return read_path(path, 0, out); }
+
+usp_status usp_npy_read_any(const char *path, usp_npy *out) { return read_path(path, 1, out); }
 
 void usp_npy_free(usp_npy *a) {
     if (!a) return;

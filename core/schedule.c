@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "usp/a2a.h"
+#include "usp/dispatch.h"
 #include "usp/layout.h"
 
 /* One rank's whole list while it is built (usp_schedule_build then keeps
@@ -190,6 +191,7 @@ static usp_step step_new(usp_step_kind kind, usp_phase phase, const char *name) 
                     ? USP_STREAM_COMM : USP_STREAM_COMPUTE;
     st.src[0] = st.src[1] = st.dst[0] = st.dst[1] = USP_BUF_NONE;
     st.ring_step = -1;
+    st.mask_layer = -1;
     st.dep = -1;
     st.tag = -1;
     snprintf(st.name, sizeof st.name, "%s.%s", phase == USP_PHASE_FWD ? "fwd" : "bwd", name);
@@ -318,24 +320,54 @@ static usp_status emit_sendrecv(builder *bd, usp_phase ph, const char *name, int
     return emit(bd, st, set_of(2, s0, s1), set_of(2, d0, d1));
 }
 
+/* The parts of the block (local queries of ring rank r, K/V of ring rank j)
+ * that something is visible in: up to 2 without a mask (ring_blocks), one
+ * per mask layer with one. pairs[i] counts the whole batch; layer[i] is -1
+ * when blks[i] says it all. Returns how many. */
+static usp_status attention_parts(const usp_config *c, int r, int j, usp_block *blks, double *pairs,
+                                  int *layer, int *n) {
+    *n = 0;
+    if (!c->mask) {
+        *n = ring_blocks(c, r, j, blks);
+        for (int i = 0; i < *n; i++) { pairs[i] = usp_block_pairs(&blks[i]) * c->batch; layer[i] = -1; }
+        return USP_OK;
+    }
+    for (int l = 0; l < usp_mask_layers(c->mask); l++) {
+        usp_mask_block mb;
+        USP_TRY(usp_mask_block_of(c, r, j, l, &mb));
+        if (mb.kind == USP_MBLK_EMPTY) continue;
+        blks[*n] = mb.blk;
+        pairs[*n] = usp_mask_block_pairs(c, &mb);
+        layer[*n] = mb.kind == USP_MBLK_ROWS ? l : -1;
+        (*n)++;
+    }
+    return USP_OK;
+}
+
 /* Attention of the local queries against the K/V block of ring rank j, held
  * in (k, v) at block index kv_block: forward + merge, or backward into (dk, dv). */
 static usp_status emit_attention(builder *bd, usp_phase ph, const char *prefix, int s, int j,
                                  usp_buf k, usp_buf v, int kv_block, usp_buf dk, usp_buf dv) {
     const usp_config *c = bd->c;
-    usp_block blks[2];
-    int n = ring_blocks(c, bd->rs->ring_rank, j, blks);
-    double per_pair = (ph == USP_PHASE_FWD ? 4.0 : 10.0) * c->head_dim * c->batch * usp_heads_per_rank(c);
-    for (int i = 0; i < n; i++) {
+    int cap = c->mask ? usp_mask_layers(c->mask) : 2;
+    usp_block *blks = usp_malloc((size_t)cap * (sizeof *blks + sizeof(double) + sizeof(int)));
+    if (!blks) return USP_EINTERNAL;
+    double *pairs = (double *)(blks + cap);
+    int *layer = (int *)(pairs + cap), n = 0;
+    usp_status status = attention_parts(c, bd->rs->ring_rank, j, blks, pairs, layer, &n);
+    double per_pair = (ph == USP_PHASE_FWD ? 4.0 : 10.0) * c->head_dim * usp_heads_per_rank(c);
+    for (int i = 0; i < n && status == USP_OK; i++) {
         char name[32];
         snprintf(name, sizeof name, "%s.attn", prefix);
         usp_step st = step_new(ph == USP_PHASE_FWD ? USP_STEP_ATTN_FWD : USP_STEP_ATTN_BWD, ph, name);
         st.ring_step = s; st.kv_block = kv_block; st.src_hops = (bd->rs->ring_rank - j + c->ring) % c->ring; st.blk = blks[i];
+        st.mask_layer = layer[i];
         st.src[0] = k; st.src[1] = v;
-        st.flops = per_pair * usp_block_pairs(&blks[i]);
+        st.flops = per_pair * pairs[i];
         if (ph == USP_PHASE_FWD) {
             st.dst[0] = USP_BUF_O_BLK; st.dst[1] = USP_BUF_LSE_BLK;
-            USP_TRY(emit(bd, st, set_of(3, USP_BUF_Q, k, v), set_of(2, USP_BUF_O_BLK, USP_BUF_LSE_BLK)));
+            status = emit(bd, st, set_of(3, USP_BUF_Q, k, v), set_of(2, USP_BUF_O_BLK, USP_BUF_LSE_BLK));
+            if (status != USP_OK) break;
             snprintf(name, sizeof name, "%s.merge", prefix);
             usp_step m = step_new(USP_STEP_MERGE, ph, name);
             m.ring_step = s; m.blk = blks[i];
@@ -345,16 +377,17 @@ static usp_status emit_attention(builder *bd, usp_phase ph, const char *prefix, 
                          (c->head_dim * usp_buf_elem_size(USP_ROLE_ACCUM, c->dtype) +
                           usp_buf_elem_size(USP_ROLE_STATS, c->dtype));
             m.bytes_mem = 3 * row * blks[i].q_len; /* read both, write one */
-            USP_TRY(emit(bd, m, set_of(4, USP_BUF_O_BLK, USP_BUF_LSE_BLK, USP_BUF_O, USP_BUF_LSE),
-                         set_of(2, USP_BUF_O, USP_BUF_LSE)));
+            status = emit(bd, m, set_of(4, USP_BUF_O_BLK, USP_BUF_LSE_BLK, USP_BUF_O, USP_BUF_LSE),
+                          set_of(2, USP_BUF_O, USP_BUF_LSE));
         } else {
             st.dst[0] = dk; st.dst[1] = dv;
-            USP_TRY(emit(bd, st,
-                         set_of(8, USP_BUF_Q, k, v, USP_BUF_DO, USP_BUF_LSE, USP_BUF_DELTA, dk, dv),
-                         set_of(3, USP_BUF_DQ, dk, dv)));
+            status = emit(bd, st,
+                          set_of(8, USP_BUF_Q, k, v, USP_BUF_DO, USP_BUF_LSE, USP_BUF_DELTA, dk, dv),
+                          set_of(3, USP_BUF_DQ, dk, dv));
         }
     }
-    return USP_OK;
+    free(blks);
+    return status;
 }
 
 /* ---------------------------------------------------------------- passes */
@@ -511,7 +544,9 @@ static void close_lifetimes(rank_list *rs, int backward) {
  * 3 (sendrecv, attention, merge); backward a2a 3 + 9, prep, 2 inits, R ring
  * steps of at most 3 (kv, attention, dkv), or R attentions + reduce-scatter.
  * Reserving it once keeps large worlds from re-copying growing arrays. */
-static int steps_bound(const usp_config *c) { return 6 * c->ring + 40; }
+static int steps_bound(const usp_config *c) {
+    return (c->mask ? 3 * usp_mask_layers(c->mask) + 3 : 6) * c->ring + 40;
+}
 
 static usp_status build_rank(const usp_config *c, int rank, int backward, rank_list *rs) {
     builder bd = {.c = c, .rs = rs, .cap = steps_bound(c)};
@@ -766,6 +801,31 @@ const char *usp_step_kind_name(usp_step_kind k) {
 int usp_step_memory_bound(usp_step_kind k) {
     return k == USP_STEP_PACK || k == USP_STEP_UNPACK || k == USP_STEP_MERGE || k == USP_STEP_INIT ||
            k == USP_STEP_BWD_PREP;
+}
+
+double usp_step_pairs(const usp_config *c, const usp_step *st) {
+    if (st->kind != USP_STEP_ATTN_FWD && st->kind != USP_STEP_ATTN_BWD) return 0;
+    double per_pair = (st->kind == USP_STEP_ATTN_FWD ? 4.0 : 10.0) * c->head_dim *
+                      usp_heads_per_rank(c) * c->batch;
+    return st->flops / per_pair;
+}
+
+int usp_step_partial(const usp_config *c, const usp_step *st) {
+    double pairs = usp_step_pairs(c, st);
+    return pairs > 0 && pairs < (double)st->blk.q_len * st->blk.kv_len;
+}
+
+double usp_schedule_imbalance(const usp_schedule *s) {
+    double sum = 0, max = 0;
+    for (int g = 0; g < s->world; g++) {
+        double f = 0;
+        const usp_rank_schedule *rs = &s->ranks[g];
+        for (int i = 0; i < rs->nfwd; i++)
+            if (usp_rank_step(rs, i)->kind == USP_STEP_ATTN_FWD) f += usp_rank_step(rs, i)->flops;
+        sum += f;
+        if (f > max) max = f;
+    }
+    return sum > 0 ? max / (sum / s->world) : 1.0;
 }
 
 usp_step_kind usp_step_kind_of(const char *name) {

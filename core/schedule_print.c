@@ -17,7 +17,8 @@ static void print_step(FILE *f, const usp_config *c, int rank, const usp_step *s
         fprintf(f, " q[%d:%d] x kv[%d:%d] of block %d", st->blk.q_begin,
                 st->blk.q_begin + st->blk.q_len, st->blk.kv_begin,
                 st->blk.kv_begin + st->blk.kv_len, usp_step_src_block(c, rank, st));
-        if (st->blk.causal) fprintf(f, " causal(diag %+d)", st->blk.diag);
+        if (st->mask_layer >= 0) fprintf(f, " rows(layer %d)", st->mask_layer);
+        else if (st->blk.causal) fprintf(f, " causal(diag %+d)", st->blk.diag);
         fprintf(f, "  %.3g GFLOP", st->flops / 1e9);
         break;
     case USP_STEP_SENDRECV:

@@ -7,7 +7,54 @@
 #include <string.h>
 #include "usp/a2a.h"
 #include "usp/attention.h"
+#include "usp/dispatch.h"
 #include "usp/layout.h"
+
+/* The kernels' per-row intervals (usp/rowmask.h) of the attention steps
+ * with a mask layer, made once per (K/V block, layer): a block's forward and
+ * backward steps share its box, hence its intervals. */
+static usp_status make_rows(const usp_schedule *s, usp_rank_mem *m) {
+    const usp_config *c = &s->cfg;
+    const usp_rank_schedule *rs = &s->ranks[m->rank];
+    if (!c->mask) return USP_OK;
+    int layers = usp_mask_layers(c->mask);
+    long used = 0, cells = (long)c->ring * layers;
+    m->rows_at = usp_malloc((size_t)cells * sizeof *m->rows_at);
+    if (!m->rows_at) return USP_EINTERNAL;
+    for (long i = 0; i < cells; i++) m->rows_at[i] = -1;
+    for (int i = 0; i < rs->nsteps; i++) {
+        const usp_step *st = usp_rank_step(rs, i);
+        if (st->mask_layer < 0) continue;
+        long *at = &m->rows_at[(long)usp_step_src_block(c, m->rank, st) * layers + st->mask_layer];
+        if (*at < 0) { *at = used; used += 2L * c->batch * st->blk.q_len; }
+    }
+    if (!used) return USP_OK;
+    m->rows = usp_malloc((size_t)used * sizeof *m->rows);
+    if (!m->rows) return USP_EINTERNAL;
+    for (long i = 0; i < cells; i++) m->rows_at[i] = -1;
+    used = 0;
+    for (int i = 0; i < rs->nsteps; i++) {
+        const usp_step *st = usp_rank_step(rs, i);
+        if (st->mask_layer < 0) continue;
+        long *at = &m->rows_at[(long)usp_step_src_block(c, m->rank, st) * layers + st->mask_layer];
+        if (*at >= 0) continue;
+        *at = used;
+        long n = (long)c->batch * st->blk.q_len;
+        USP_TRY(usp_step_row_mask(c, m->rank, st, m->rows + used, m->rows + used + n));
+        used += 2 * n;
+    }
+    return USP_OK;
+}
+
+/* The row mask of an attention step with a mask layer (0 without). */
+static int step_rows(const usp_rank_mem *m, const usp_step *st, usp_row_mask *rm) {
+    if (st->mask_layer < 0) return 0;
+    const usp_config *c = &m->sched->cfg;
+    long at = m->rows_at[(long)usp_step_src_block(c, m->rank, st) * usp_mask_layers(c->mask) + st->mask_layer];
+    rm->lo = m->rows + at;
+    rm->hi = m->rows + at + (long)c->batch * st->blk.q_len;
+    return 1;
+}
 
 usp_status usp_rank_mem_alloc(const usp_schedule *s, int rank, usp_rank_mem *m) {
     const usp_rank_schedule *rs = &s->ranks[rank];
@@ -27,7 +74,9 @@ usp_status usp_rank_mem_alloc(const usp_schedule *s, int rank, usp_rank_mem *m) 
     }
     for (int b = 0; b < USP_BUF_COUNT; b++)
         if (rs->bufs[b].alias != USP_BUF_NONE) m->buf[b] = m->buf[usp_buf_owner(rs, b)];
-    return USP_OK;
+    usp_status st = make_rows(s, m);
+    if (st != USP_OK) usp_rank_mem_free(m);
+    return st;
 }
 
 void usp_rank_mem_free(usp_rank_mem *m) {
@@ -35,6 +84,8 @@ void usp_rank_mem_free(usp_rank_mem *m) {
     const usp_rank_schedule *rs = &m->sched->ranks[m->rank];
     for (int b = 0; b < USP_BUF_COUNT; b++)
         if (rs->bufs[b].alias == USP_BUF_NONE) free(m->buf[b]);
+    free(m->rows);
+    free(m->rows_at);
     memset(m, 0, sizeof *m);
 }
 
@@ -127,10 +178,13 @@ static void attn_fwd(usp_rank_mem *m, const usp_step *st) {
     const usp_config *c = &m->sched->cfg;
     usp_attn_shape sh = local_shape(c);
     void *k = block_ptr(m, st->src[0], st->kv_block), *v = block_ptr(m, st->src[1], st->kv_block);
+    usp_row_mask rows, *rm = step_rows(m, st, &rows) ? &rows : NULL;
     if (m->elem[USP_BUF_Q] == 8)
-        usp_attn_fwd_f64(&sh, &st->blk, m->buf[USP_BUF_Q], k, v, m->buf[USP_BUF_O_BLK], m->buf[USP_BUF_LSE_BLK]);
+        usp_attn_fwd_masked_f64(&sh, &st->blk, rm, m->buf[USP_BUF_Q], k, v, m->buf[USP_BUF_O_BLK],
+                              m->buf[USP_BUF_LSE_BLK]);
     else
-        usp_attn_fwd_f32(&sh, &st->blk, m->buf[USP_BUF_Q], k, v, m->buf[USP_BUF_O_BLK], m->buf[USP_BUF_LSE_BLK]);
+        usp_attn_fwd_masked_f32(&sh, &st->blk, rm, m->buf[USP_BUF_Q], k, v, m->buf[USP_BUF_O_BLK],
+                              m->buf[USP_BUF_LSE_BLK]);
 }
 
 static void attn_bwd(usp_rank_mem *m, const usp_step *st) {
@@ -139,12 +193,13 @@ static void attn_bwd(usp_rank_mem *m, const usp_step *st) {
     void *k = block_ptr(m, st->src[0], st->kv_block), *v = block_ptr(m, st->src[1], st->kv_block);
     void *dk = block_ptr(m, st->dst[0], st->kv_block), *dv = block_ptr(m, st->dst[1], st->kv_block);
     void **b = m->buf;
+    usp_row_mask rows, *rm = step_rows(m, st, &rows) ? &rows : NULL;
     if (m->elem[USP_BUF_Q] == 8)
-        usp_attn_bwd_f64(&sh, &st->blk, b[USP_BUF_Q], k, v, b[USP_BUF_DO], b[USP_BUF_LSE],
-                         b[USP_BUF_DELTA], b[USP_BUF_DQ], dk, dv);
+        usp_attn_bwd_masked_f64(&sh, &st->blk, rm, b[USP_BUF_Q], k, v, b[USP_BUF_DO], b[USP_BUF_LSE],
+                              b[USP_BUF_DELTA], b[USP_BUF_DQ], dk, dv);
     else
-        usp_attn_bwd_f32(&sh, &st->blk, b[USP_BUF_Q], k, v, b[USP_BUF_DO], b[USP_BUF_LSE],
-                         b[USP_BUF_DELTA], b[USP_BUF_DQ], dk, dv);
+        usp_attn_bwd_masked_f32(&sh, &st->blk, rm, b[USP_BUF_Q], k, v, b[USP_BUF_DO], b[USP_BUF_LSE],
+                              b[USP_BUF_DELTA], b[USP_BUF_DQ], dk, dv);
 }
 
 static void merge(usp_rank_mem *m, const usp_step *st) {

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <math.h>
 #include "usp/error.h"
+#include "usp/mask.h"
 
 typedef enum { USP_F64, USP_F32, USP_F16, USP_BF16 } usp_dtype;
 
@@ -18,7 +19,8 @@ typedef enum {
     USP_RING_BASIC,     /* contiguous chunks, K/V rotate around the ring */
     USP_RING_ZIGZAG,    /* ring rank r holds chunks r and 2R-1-r (causal balance) */
     USP_RING_STRIPE,    /* token t lives on ring rank t mod R (causal balance) */
-    USP_RING_ALLGATHER  /* K/V all-gathered in the ring group (llama3-style) */
+    USP_RING_ALLGATHER, /* K/V all-gathered in the ring group (llama3-style) */
+    USP_RING_BALANCED   /* as basic, tokens dispatched in chunks to balance the mask's work */
 } usp_ring_impl;
 
 typedef enum {
@@ -28,13 +30,16 @@ typedef enum {
 
 typedef struct {
     int batch, seq, heads, kv_heads, head_dim;
-    int causal;          /* 0 or 1 */
+    int causal;          /* 0 or 1; with a mask: inside each document */
     double scale;        /* softmax scale; 0 means 1/sqrt(head_dim) */
     usp_dtype dtype;
     int ulysses, ring;   /* world = ulysses * ring */
     usp_ring_impl ring_impl;
     usp_layout layout;
     uint64_t seed;
+    /* NULL: one document, causal or full by `causal`. Otherwise which keys
+     * each query sees (usp/mask.h), owned by the caller, seq tokens long. */
+    const usp_mask *mask;
 } usp_config;
 
 /* batch 1, seq 4096, 8 heads (8 kv), D 64, causal, fp64, ulysses 2 x ring 2,
@@ -51,6 +56,7 @@ static inline double usp_scale(const usp_config *c) {
 }
 
 /* Names <-> enums ("f64" "fp64" "float64"; "zigzag"; "ulysses-inner"). */
+enum { USP_RING_IMPL_COUNT = USP_RING_BALANCED + 1 };
 const char *usp_dtype_name(usp_dtype d);
 const char *usp_ring_impl_name(usp_ring_impl r);
 const char *usp_layout_name(usp_layout l);
@@ -59,7 +65,8 @@ usp_status usp_parse_ring_impl(const char *s, usp_ring_impl *out);
 usp_status usp_parse_layout(const char *s, usp_layout *out);
 size_t usp_dtype_size(usp_dtype d);
 
-/* One line "B=1 L=4096 H=8 Hkv=8 D=64 causal fp64 ulysses=2 ring=2 zigzag ulysses-inner seed=1234". */
+/* One line "B=1 L=4096 H=8 Hkv=8 D=64 causal fp64 ulysses=2 ring=2 zigzag ulysses-inner seed=1234",
+ * and the mask when there is one: " mask: 3 documents (..), causal". */
 void usp_config_describe(const usp_config *c, char *buf, size_t n);
 
 #endif

@@ -8,7 +8,12 @@
  *   basic:  T_r = [r*L/R, (r+1)*L/R)
  *   zigzag: T_r = chunk r ++ chunk 2R-1-r, chunks of L/(2R) tokens
  *   stripe: T_r = { t : t mod R == r } in increasing order
- *   allgather: zigzag when causal, basic otherwise
+ *   balanced: chunks dispatched by the visible work of cfg->mask, each
+ *           rank's in ascending order (usp/dispatch.h)
+ *   allgather: balanced with a mask, else zigzag when causal, basic otherwise
+ *
+ * Every T_r is ascending, so a key interval of the sequence is one interval
+ * of any rank's local rows (what a mask's per-row form relies on).
  *
  * Heads after the all-to-all: ulysses rank u holds query heads
  * [u*H/U, (u+1)*H/U) and the K/V heads those need, which is
@@ -23,7 +28,7 @@
 int usp_rank_of(const usp_config *c, int ring_rank, int ulysses_rank);
 void usp_coords_of(const usp_config *c, int rank, int *ring_rank, int *ulysses_rank);
 
-/* The ring_impl that decides token placement (allgather -> zigzag/basic). */
+/* The ring_impl that decides token placement (allgather -> balanced/zigzag/basic). */
 usp_ring_impl usp_token_layout(const usp_config *c);
 
 /* Global token of local index i (0 <= i < L/R) of ring rank r, after the all-to-all. */

@@ -1,7 +1,8 @@
 /* usp/npy.h: NumPy .npy files in and out (format versions 1.0 to 3.0).
  *
  * Reads little-endian float64 ('<f8'), float32 ('<f4') and float16 ('<f2')
- * arrays in C order and hands them back as float64. Anything else (another
+ * arrays in C order and hands them back as float64 (usp_npy_read_any also
+ * int64 '<i8' and int32 '<i4' ones, for cumulative sequence lengths). Anything else (another
  * dtype, Fortran order, a shape other than expected, a truncated or garbled
  * file) is refused with USP_EINVAL and a one-line reason. */
 #ifndef USP_NPY_H
@@ -18,6 +19,7 @@ typedef struct {
 } usp_npy;
 
 usp_status usp_npy_read(const char *path, usp_npy *out);
+usp_status usp_npy_read_any(const char *path, usp_npy *out);
 void usp_npy_free(usp_npy *a);
 
 /* Reads and checks the shape: "q.npy: shape (1, 100, 8, 64) but (1, 128, 8, 64) expected". */

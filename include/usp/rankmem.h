@@ -24,6 +24,11 @@ typedef struct {
     int rank;
     void *buf[USP_BUF_COUNT];     /* owner-resolved; NULL where unused */
     size_t elem[USP_BUF_COUNT];   /* bytes per element: 8 (f64) or 4 (f32) */
+    /* Per-row intervals of the attention steps with a mask layer, by
+     * (K/V ring rank j, layer): rows_at[j*layers + l] is the offset in rows
+     * of lo then hi (each batch x the block's q_len, usp/rowmask.h), or -1. */
+    int32_t *rows;
+    long *rows_at;
 } usp_rank_mem;
 
 /* Allocates every buffer the rank's list uses (dtype f64 or f32 only). */

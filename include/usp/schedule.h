@@ -29,6 +29,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include "usp/config.h"
+#include "usp/rowmask.h"
 
 typedef enum {
     USP_BUF_NONE = -1,
@@ -96,6 +97,14 @@ typedef struct {
     int causal, diag;
 } usp_block;
 
+/* The block's predicate row-wise (usp/rowmask.h's, without arrays): local
+ * row i (from q_begin) sees local keys [*lo, *hi) (from kv_begin). */
+static inline void usp_block_row(const usp_block *b, long i, long *lo, long *hi) {
+    usp_key_interval iv = usp_row_keys(NULL, NULL, b->q_len, 0, (int)i, b->kv_len, b->causal, b->diag);
+    *lo = iv.lo;
+    *hi = iv.hi;
+}
+
 typedef struct {
     usp_step_kind kind;
     usp_stream stream;
@@ -109,7 +118,10 @@ typedef struct {
     int kv_block;            /* ATTN: which block of K/V_ALL (0 for one-block buffers) */
     int src_hops;            /* ATTN: ring ranks behind this one of the rank whose tokens
                                 that block holds: usp_step_src_block() */
-    usp_block blk;
+    usp_block blk;           /* ATTN: rows and keys; with mask_layer >= 0 their bounding box */
+    int mask_layer;          /* ATTN: -1, blk says it all; else the rows see the per-row
+                              * intervals of this layer of cfg->mask between this ring rank's
+                              * queries and the source block (usp_step_row_mask) */
     int tag;                 /* matches a comm step across the ranks of its group */
     int dep;                 /* earlier step on the other stream, or -1 */
     double bytes_sent;       /* bytes this rank puts on links */
@@ -206,5 +218,15 @@ void usp_schedule_print(const usp_schedule *s, int rank, FILE *f);
 
 /* (query, key) pairs a block lets through; FLOPs are 4*D (fwd) or 10*D (bwd) per pair and head. */
 double usp_block_pairs(const usp_block *b);
+
+/* Visible pairs of an attention step per batch element (from its FLOPs, so
+ * per-row masks count), and whether some but not all pairs of its box are
+ * masked (kernels run such blocks below the full-block rate). */
+double usp_step_pairs(const usp_config *c, const usp_step *st);
+int usp_step_partial(const usp_config *c, const usp_step *st);
+
+/* Max over mean of the forward attention FLOPs of the ranks: the work
+ * imbalance of the token layout (1 when perfectly even). */
+double usp_schedule_imbalance(const usp_schedule *s);
 
 #endif

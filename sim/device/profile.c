@@ -216,13 +216,7 @@ static const sim_attention_rate *rate_for(const sim_profile *p, const usp_config
     return best;
 }
 
-/* A causal block with some pairs masked out runs below the full-block rate. */
-static int is_partial(const usp_block *b) {
-    double pairs = usp_block_pairs(b);
-    return b->causal && pairs > 0 && pairs < (double)b->q_len * b->kv_len;
-}
-
-/* fixed + FLOPs / rate, the rate lowered for partial causal blocks and for
+/* fixed + FLOPs / rate, the rate lowered for partially masked blocks and for
  * short blocks: the forward kernel loops over the block's keys for each tile
  * of query rows, the backward over its query rows for each tile of keys, and
  * each loop pays a setup (load, rescale, write) that a short loop does not
@@ -231,7 +225,7 @@ static double attention_seconds(const sim_profile *p, const usp_config *c, const
     const sim_attention_rate *r = rate_for(p, c);
     int fwd = st->kind == USP_STEP_ATTN_FWD;
     double rate = fwd ? r->fwd_flops : r->bwd_flops;
-    if (is_partial(&st->blk)) rate *= fwd ? p->masked_fwd : p->masked_bwd;
+    if (usp_step_partial(c, st)) rate *= fwd ? p->masked_fwd : p->masked_bwd;
     double loop = fwd ? st->blk.kv_len : st->blk.q_len, shrt = fwd ? r->fwd_short : r->bwd_short;
     if (shrt > 0 && loop > 0) rate *= loop / (loop + shrt);
     return (fwd ? r->fwd_fixed_s : r->bwd_fixed_s) + st->flops / rate;

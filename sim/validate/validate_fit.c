@@ -315,12 +315,6 @@ static attn_sums *sums_key(trace_sums *s, usp_dtype dt, int d) {
     return k;
 }
 
-/* As the simulator decides: a causal block with some, not all, pairs masked. */
-static int is_partial(const usp_block *b) {
-    double pairs = usp_block_pairs(b);
-    return b->causal && pairs > 0 && pairs < (double)b->q_len * b->kv_len;
-}
-
 static usp_status push(double **a, int *n, int *cap, double v) {
     if (*n == *cap) {
         int c = *cap ? 2 * *cap : 256;
@@ -389,7 +383,7 @@ static usp_status rank_sums(const usp_schedule *sch, const usp_rank_schedule *rs
             s->kind_steps[st->kind]++;
         }
         if (st->kind != USP_STEP_ATTN_FWD && st->kind != USP_STEP_ATTN_BWD) continue;
-        attn_obs o = {sch->cfg.dtype, sch->cfg.head_dim, st->kind == USP_STEP_ATTN_BWD, is_partial(&st->blk),
+        attn_obs o = {sch->cfg.dtype, sch->cfg.head_dim, st->kind == USP_STEP_ATTN_BWD, usp_step_partial(&sch->cfg, st),
                       st->flops, sec, comm_overlap(rs, ev, i),
                       st->kind == USP_STEP_ATTN_BWD ? st->blk.q_len : st->blk.kv_len};
         USP_TRY(add_obs(s, o));

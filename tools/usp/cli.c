@@ -67,6 +67,11 @@ int usp_cli_parse(const char *cmd, int argc, char **argv, const struct option *o
     return 0;
 }
 
+/* The mask options seen since the last usp_cli_config_finish, and whether
+ * --seq was given (documents set it otherwise). */
+static usp_mask_spec pending_mask;
+static int seq_given;
+
 /* A config option's answer: 1 applied, -1 refused (see usp_cli_config_option). */
 static int int_option(const char *cmd, const char *name, const char *arg, long lo, long hi, int *dst) {
     return usp_cli_int_option(cmd, name, arg, lo, hi, dst) ? -1 : 1;
@@ -77,7 +82,11 @@ int usp_cli_config_option(const char *cmd, int opt, const char *arg, usp_config 
     const long big = 1L << 30;
     switch (opt) {
     case USP_OPT_BATCH: return int_option(cmd, "batch", arg, 1, big, &cfg->batch);
-    case USP_OPT_SEQ: return int_option(cmd, "seq", arg, 1, big, &cfg->seq);
+    case USP_OPT_SEQ: seq_given = 1; return int_option(cmd, "seq", arg, 1, big, &cfg->seq);
+    case USP_OPT_SEQLENS: pending_mask.seqlens = arg; return 1;
+    case USP_OPT_SEQLENS_FILE: pending_mask.seqlens_file = arg; return 1;
+    case USP_OPT_WINDOW: pending_mask.window = arg; return 1;
+    case USP_OPT_MASK: pending_mask.mask_file = arg; return 1;
     case USP_OPT_HEADS: return int_option(cmd, "heads", arg, 1, 1 << 16, &cfg->heads);
     case USP_OPT_KV_HEADS: return int_option(cmd, "kv-heads", arg, 1, 1 << 16, &cfg->kv_heads);
     case USP_OPT_HEAD_DIM: return int_option(cmd, "head-dim", arg, 1, 256, &cfg->head_dim);
@@ -112,8 +121,21 @@ int usp_cli_config_option(const char *cmd, int opt, const char *arg, usp_config 
     }
 }
 
-void usp_cli_config_finish(usp_config *cfg) {
+int usp_cli_config_finish(const char *cmd, usp_config *cfg) {
     if (cfg->kv_heads <= 0) cfg->kv_heads = cfg->heads;
+    usp_mask_spec spec = pending_mask;
+    int given = seq_given;
+    memset(&pending_mask, 0, sizeof pending_mask);
+    seq_given = 0;
+    /* balanced alone: the work of one causal or full document */
+    if (!usp_mask_spec_given(&spec) && cfg->ring_impl != USP_RING_BALANCED) return 0;
+    spec.causal = cfg->causal;
+    usp_mask *m = NULL;
+    long seq = (spec.seqlens || spec.seqlens_file) && !given ? 0 : cfg->seq;
+    if (usp_mask_build(&spec, seq, cfg->batch, &m) != USP_OK) return usp_cli_report(cmd, USP_EINVAL);
+    cfg->seq = (int)usp_mask_seq(m);
+    cfg->mask = m; /* lives until the process ends, as the configuration that points to it */
+    return 0;
 }
 
 void usp_cli_config_help(FILE *f) {
@@ -130,9 +152,17 @@ void usp_cli_config_help(FILE *f) {
             "  --dtype T           fp64, fp32, fp16, bf16 (default %s)\n"
             "  --ulysses U         ulysses degree: all-to-all over heads (default %d)\n"
             "  --ring R            ring degree: K/V passed around a ring (default %d)\n"
-            "  --ring-impl I       basic, zigzag, stripe, allgather (default %s)\n"
+            "  --ring-impl I       basic, zigzag, stripe, allgather, balanced (default %s)\n"
             "  --layout P          ulysses-inner (g = r*U + u) or ring-inner (g = u*R + r)\n"
-            "  --seed N            seed of the generated inputs (default %llu)\n",
+            "  --seed N            seed of the generated inputs (default %llu)\n"
+            "Masks (--causal/--no-causal apply inside each document):\n"
+            "  --seqlens L1,L2,..  packed documents, the same for every batch element\n"
+            "                      (--seq defaults to their total)\n"
+            "  --seqlens-file F    .npy of cumulative lengths (cu_seqlens): (n+1,), or\n"
+            "                      (B, n+1) for one packing per batch element\n"
+            "  --window LEFT,RIGHT query i sees keys i-LEFT..i+RIGHT (-1 unbounded)\n"
+            "  --mask FILE.json    slices [{\"q\": [q0, q1], \"k\": [k0, k1], \"type\":\n"
+            "                      \"full\" | \"causal\" | \"bicausal\"}, ...]\n",
             d.batch, d.seq, d.heads, d.head_dim, usp_dtype_name(d.dtype), d.ulysses, d.ring,
             usp_ring_impl_name(d.ring_impl), (unsigned long long)d.seed);
 }

@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "run_report.h"
 #include "runcase.h"
+#include "usp/json.h"
 #include "usp/npy.h"
 #ifdef USP_HAVE_GPU_EXEC
 #include "run_gpu.h"
@@ -74,8 +75,9 @@ static void json_number(double x) {
 static void print_text(const usp_case *c, const run_options *o) {
     char desc[256];
     usp_config_describe(&c->cfg, desc, sizeof desc);
-    printf("usp run: %s\nbackend %s, world %d = ulysses %d x ring %d\n\n", desc, o->backend,
-           c->sched.world, c->cfg.ulysses, c->cfg.ring);
+    printf("usp run: %s\nbackend %s, world %d = ulysses %d x ring %d, work imbalance %.4f "
+           "(max/mean attention pairs per rank)\n\n", desc, o->backend, c->sched.world, c->cfg.ulysses,
+           c->cfg.ring, usp_schedule_imbalance(&c->sched));
     printf("%-6s %12s %12s %10s  %s\n", "tensor", "max_abs_err", "rel_err", "tolerance", "result");
     for (int t = 0; t < c->ntensors; t++) {
         const usp_error_stats *e = &c->err[t];
@@ -119,7 +121,13 @@ static void print_json(const usp_case *c, const run_options *o) {
            k->batch, k->seq, k->heads, k->kv_heads, k->head_dim, k->causal ? "true" : "false",
            usp_scale(k), usp_dtype_name(k->dtype), k->ulysses, k->ring,
            usp_ring_impl_name(k->ring_impl), usp_layout_name(k->layout), (unsigned long long)k->seed);
-    printf(" \"backend\": \"%s\", \"world\": %d,\n \"tensors\": {", o->backend, c->sched.world);
+    if (k->mask) {
+        printf(" \"mask\": ");
+        usp_json_write_string(stdout, usp_mask_describe(k->mask));
+        printf(",\n");
+    }
+    printf(" \"backend\": \"%s\", \"world\": %d, \"imbalance\": %.6f,\n \"tensors\": {", o->backend,
+           c->sched.world, usp_schedule_imbalance(&c->sched));
     for (int t = 0; t < c->ntensors; t++) {
         const usp_error_stats *e = &c->err[t];
         printf("%s\"%s\": {\"max_abs_err\": ", t ? ", " : "", usp_tensor_names[t]);
@@ -279,7 +287,7 @@ static int parse(int argc, char **argv, usp_config *cfg, run_options *o) {
     parse_target t = {cfg, o};
     int rc = usp_cli_parse("run", argc, argv, opts, RUN_OPT_HELP, help, apply_option, &t);
     if (rc) return rc;
-    usp_cli_config_finish(cfg);
+    if ((rc = usp_cli_config_finish("run", cfg))) return rc;
     return check_backend(o, cfg);
 }
 

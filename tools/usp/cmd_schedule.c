@@ -2,20 +2,28 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cli.h"
+#include "usp/json.h"
 #include "usp/schedule.h"
 
 static void help(void) {
     printf("usage: usp schedule [--rank R] [--forward-only] [--json] [problem options]\n\n"
            "Prints the steps of rank R (default 0): stream, kind, what waits for what,\n"
-           "the mask of every attention block, bytes sent and FLOPs.\n\n");
+           "the mask of every attention block, bytes sent and FLOPs, and the work\n"
+           "imbalance of the token layout (max over mean attention pairs per rank).\n\n");
     usp_cli_config_help(stdout);
 }
 
 static void print_json(const usp_schedule *s, int rank) {
     const usp_rank_schedule *rs = &s->ranks[rank];
     printf("{\"rank\": %d, \"ring_rank\": %d, \"ulysses_rank\": %d, \"forward_steps\": %d, "
-           "\"peak_bytes\": %.0f, \"steps\": [", rank, rs->ring_rank, rs->ulysses_rank, rs->nfwd,
-           usp_peak_bytes(rs, s->cfg.dtype));
+           "\"peak_bytes\": %.0f, \"imbalance\": %.6f, ", rank, rs->ring_rank, rs->ulysses_rank, rs->nfwd,
+           usp_peak_bytes(rs, s->cfg.dtype), usp_schedule_imbalance(s));
+    if (s->cfg.mask) {
+        printf("\"mask\": ");
+        usp_json_write_string(stdout, usp_mask_describe(s->cfg.mask));
+        printf(", ");
+    }
+    printf("\"steps\": [");
     for (int i = 0; i < rs->nsteps; i++) {
         const usp_step *st = usp_rank_step(rs, i);
         printf("%s\n  {\"index\": %d, \"name\": \"%s\", \"kind\": \"%s\", \"stream\": \"%s\", "
@@ -24,9 +32,11 @@ static void print_json(const usp_schedule *s, int rank) {
                st->stream == USP_STREAM_COMPUTE ? "compute" : "comm", st->dep, st->bytes_sent,
                st->bytes_mem, st->flops);
         if (st->kind == USP_STEP_ATTN_FWD || st->kind == USP_STEP_ATTN_BWD)
-            printf(", \"q\": [%d, %d], \"kv\": [%d, %d], \"causal\": %d, \"diag\": %d, \"kv_block\": %d",
+            printf(", \"q\": [%d, %d], \"kv\": [%d, %d], \"causal\": %d, \"diag\": %d, \"kv_block\": %d, "
+                   "\"mask_layer\": %d, \"pairs\": %.0f",
                    st->blk.q_begin, st->blk.q_len, st->blk.kv_begin, st->blk.kv_len, st->blk.causal,
-                   st->blk.diag, usp_step_src_block(&s->cfg, rank, st));
+                   st->blk.diag, usp_step_src_block(&s->cfg, rank, st), st->mask_layer,
+                   usp_step_pairs(&s->cfg, st) * s->cfg.batch);
         if (st->kind == USP_STEP_SENDRECV)
             printf(", \"send_to\": %d, \"recv_from\": %d", usp_step_send_peer(&s->cfg, rank, st),
                    usp_step_recv_peer(&s->cfg, rank, st));
@@ -65,7 +75,8 @@ int cmd_schedule(int argc, char **argv) {
         }
     }
     if (optind < argc) return usp_cli_bad_input("schedule", "unexpected argument '%s'", argv[optind]);
-    usp_cli_config_finish(&cfg);
+    int rc = usp_cli_config_finish("schedule", &cfg);
+    if (rc) return rc;
     usp_schedule s;
     usp_status st = usp_schedule_build(&cfg, backward, &s);
     if (st != USP_OK) return usp_cli_report("schedule", st);
@@ -73,7 +84,13 @@ int cmd_schedule(int argc, char **argv) {
         usp_schedule_free(&s);
         return usp_cli_bad_input("schedule", "--rank %ld but world is %d", rank, usp_world(&cfg));
     }
-    if (json) print_json(&s, (int)rank); else usp_schedule_print(&s, (int)rank, stdout);
+    if (json) {
+        print_json(&s, (int)rank);
+    } else {
+        usp_schedule_print(&s, (int)rank, stdout);
+        printf("# work imbalance: max/mean attention pairs per rank %.4f (%s)\n",
+               usp_schedule_imbalance(&s), usp_ring_impl_name(cfg.ring_impl));
+    }
     usp_schedule_free(&s);
     return 0;
 }

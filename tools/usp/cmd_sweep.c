@@ -83,8 +83,7 @@ static int parse_args(int argc, char **argv, sweep_args *a) {
     }
     if (optind < argc) return usp_cli_bad_input("sweep", "unexpected argument '%s'", argv[optind]);
     if (a->csv && a->json) return usp_cli_bad_input("sweep", "--csv and --json exclude each other");
-    usp_cli_config_finish(&a->cfg);
-    return 0;
+    return usp_cli_config_finish("sweep", &a->cfg);
 }
 
 static void svg_title(const sweep_args *a, char *buf, size_t n) {

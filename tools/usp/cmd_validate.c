@@ -213,7 +213,7 @@ static int case_options(int argc, char **argv, usp_vcase *c, const char *where) 
         return usp_cli_bad_input("validate", "%s: bad option '%s'", where, argv[optind - 1]);
     }
     if (optind < argc) return usp_cli_bad_input("validate", "%s: unexpected '%s'", where, argv[optind]);
-    usp_cli_config_finish(&c->cfg);
+    if (usp_cli_config_finish("validate", &c->cfg)) return 2;
     if (usp_config_validate(&c->cfg) != USP_OK) return usp_cli_bad_input("validate", "%s: %s", where, usp_error());
     return 0;
 }

@@ -1,0 +1,67 @@
+/* usp/dispatch.h: a mask over the ring: which tokens each ring rank holds,
+ * and what each attention block of the schedule sees.
+ *
+ * Token layouts (usp/layout.h) give every ring rank an ascending list of
+ * L/R tokens. For a configuration with a mask (cfg->mask), the block of the
+ * queries of ring rank r against the K/V of ring rank j, in layer l of the
+ * mask, is one key interval per query row in the K/V block's local rows
+ * (a global interval of keys meets an ascending token list in one run).
+ *
+ * Balanced dispatch (ring_impl balanced): the sequence is cut into C = R*m
+ * equal chunks (m the largest divisor of L/R not above
+ * USP_DISPATCH_MAX_CHUNKS_PER_RANK); a chunk's cost is the visible pairs of
+ * its query rows (every batch element, every layer), which is what a rank
+ * computes for it whichever ranks hold the keys. Chunks go, heaviest first,
+ * to the least loaded rank that still has room for one (every rank takes m:
+ * equal token counts), then pairs of chunks are swapped between the most
+ * and the least loaded rank while that narrows the gap. Each rank's chunks
+ * are then put in ascending order. Zigzag is the case of one causal
+ * document cut into 2R chunks. */
+#ifndef USP_DISPATCH_H
+#define USP_DISPATCH_H
+
+#include <stdint.h>
+#include "usp/schedule.h"
+
+enum { USP_DISPATCH_MAX_CHUNKS_PER_RANK = 256 };
+
+/* The tokens of every ring rank under cfg's token layout, [ring][seq/ring]
+ * ascending per rank (cached in cfg->mask; NULL with a reason when out of
+ * memory). Needs cfg->mask. */
+const int32_t *usp_dispatch_tokens(const usp_config *c);
+
+typedef enum {
+    USP_MBLK_EMPTY,   /* no visible pair: no step */
+    USP_MBLK_FULL,    /* every pair of blk */
+    USP_MBLK_CAUSAL,  /* blk.causal with blk.diag, as without a mask */
+    USP_MBLK_ROWS     /* anything else: per-row intervals (usp_mask_block_rows) */
+} usp_mblk_kind;
+
+typedef struct {
+    usp_block blk;    /* bounding rows and keys; causal/diag for USP_MBLK_CAUSAL */
+    usp_mblk_kind kind;
+    double pairs;     /* visible pairs, summed over the mask's lists */
+} usp_mask_block;
+
+/* Layer `layer` of the block (queries of ring rank r, keys of ring rank j).
+ * pairs counts each list once: multiply by the batch when the mask has one
+ * list (usp_mask_block_pairs does). */
+usp_status usp_mask_block_of(const usp_config *c, int r, int j, int layer, usp_mask_block *out);
+double usp_mask_block_pairs(const usp_config *c, const usp_mask_block *mb);
+
+/* The per-row form of that block for batch element b: lo, hi [L/R], query
+ * row i of ring rank r sees keys [lo[i], hi[i]) of ring rank j's block. */
+usp_status usp_mask_block_rows(const usp_config *c, int r, int j, int layer, int b, int32_t *lo,
+                               int32_t *hi);
+
+/* The kernels' form (usp/rowmask.h) of an attention step with a mask layer
+ * (st->mask_layer >= 0) of global rank `rank`: lo, hi [batch][blk.q_len],
+ * row i of the step's rows sees keys [lo, hi) counted from blk.kv_begin. */
+usp_status usp_step_row_mask(const usp_config *c, int rank, const usp_step *st, int32_t *lo, int32_t *hi);
+
+/* Visible pairs of each ring rank's queries (per_rank [ring], may be NULL),
+ * every batch element; returns max over mean (1 when nothing is visible).
+ * Without a mask, from the causal or full mask of one document. */
+usp_status usp_dispatch_balance(const usp_config *c, double *per_rank, double *max_over_mean);
+
+#endif
