@@ -135,6 +135,74 @@ static void test_malformed_npy_inputs(void **state) {
     expect_input_refusal("k.npy");
 }
 
+/* ---------------------------------------------------------- masks */
+
+static void write_text(const char *name, const char *text) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* cu_seqlens as numpy saves np.array([...], dtype=np.int32): '<i4'. */
+static void write_cu_seqlens(const char *name, const int *v, int n, int rows) {
+    char path[512], header[128];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (rows > 1) snprintf(header, sizeof header, "{'descr': '<i4', 'fortran_order': False, 'shape': (%d, %d), }", rows, n / rows);
+    else snprintf(header, sizeof header, "{'descr': '<i4', 'fortran_order': False, 'shape': (%d,), }", n);
+    size_t hl = strlen(header);
+    while ((10 + hl + 1) % 64) header[hl++] = ' ';
+    header[hl++] = '\n';
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(hl & 0xff), (unsigned char)(hl >> 8)};
+    fwrite(pre, 1, 10, f);
+    fwrite(header, 1, hl, f);
+    fwrite(v, sizeof *v, (size_t)n, f);
+    fclose(f);
+}
+
+static void test_masks(void **state) {
+    (void)state;
+    char args[1024], err[4096];
+    expect_refusal("run --seqlens 10,20 --seq 64", "--seqlens add up to 30 tokens, not --seq 64");
+    expect_refusal("run --seqlens 10,x", "document 1 is not a positive integer");
+    expect_refusal("run --seqlens 10,0,6", "document 1 is not a positive integer");
+    expect_refusal("run --window 3", "--window '3' is not LEFT,RIGHT");
+    expect_refusal("run --window 3,-2", "--window '3,-2' is not LEFT,RIGHT");
+    expect_refusal("run --seqlens 32,32 --mask m.json", "exclude each other");
+    expect_refusal("run --no-causal --ring-impl basic --mask /nonexistent/m.json --seq 64", "/nonexistent/m.json");
+    write_text("overlap.json", "[{\"q\": [0, 64], \"k\": [0, 64], \"type\": \"causal\"},\n"
+                               " {\"q\": [8, 16], \"k\": [0, 4]}]\n");
+    snprintf(args, sizeof args, "run --seq 64 --mask %s/overlap.json", dir);
+    expect_refusal(args, "slices 0 and 1 overlap: query 8 sees key 0 in both");
+    write_text("bounds.json", "[{\"q\": [0, 64], \"k\": [0, 65]}]");
+    snprintf(args, sizeof args, "run --seq 64 --mask %s/bounds.json", dir);
+    expect_refusal(args, "bounds must be integers in 0..64");
+    int two[] = {0, 10, 30, 64, 0, 64, 64, 64};
+    write_cu_seqlens("cu2.npy", two, 8, 2);
+    snprintf(args, sizeof args, "run --batch 3 --seqlens-file %s/cu2.npy", dir);
+    expect_refusal(args, "2 rows of cumulative lengths but batch 3");
+    int bad[] = {0, 10, 5, 64};
+    write_cu_seqlens("bad.npy", bad, 4, 1);
+    snprintf(args, sizeof args, "run --seqlens-file %s/bad.npy", dir);
+    expect_refusal(args, "cumulative lengths decrease");
+
+    /* the masks that parse run and pass, with the sequence from the documents */
+    snprintf(args, sizeof args, "run --backend ref --batch 2 --seqlens-file %s/cu2.npy --heads 4 "
+             "--head-dim 8 --ring-impl balanced", dir);
+    assert_int_equal(run_usp(args, err, sizeof err), 0);
+    write_text("gaps.json", "[{\"q\": [0, 64], \"k\": [0, 8]}, {\"q\": [32, 64], \"k\": [32, 64], "
+                            "\"type\": \"causal\"}, {\"q\": [0, 32], \"k\": [16, 32], \"type\": \"bicausal\"}]");
+    snprintf(args, sizeof args, "run --backend ref --seq 64 --mask %s/gaps.json --heads 4 --head-dim 8 "
+             "--ring-impl basic --window 20,-1", dir);
+    assert_int_equal(run_usp(args, err, sizeof err), 0);
+    assert_int_equal(run_usp("run --backend ref --seqlens 20,9,35 --heads 4 --head-dim 8 --ring-impl balanced",
+                             err, sizeof err), 0);
+}
+
 static void test_help_and_json(void **state) {
     (void)state;
     char cmd[1024];
@@ -153,6 +221,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_configurations),
         cmocka_unit_test(test_malformed_npy_inputs),
+        cmocka_unit_test(test_masks),
         cmocka_unit_test(test_help_and_json),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

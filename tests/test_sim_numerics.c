@@ -4,7 +4,11 @@
  * 2 and 1), forward and backward, in fp64; and in fp32 on the world-8
  * cases of `usp verify --quick` with both degrees above 1 and kv_heads 8.
  * Each case is a fresh simulation in a child process (tens of ms), hence
- * the fp32 subset: it checks the 4-byte element paths of the messages. */
+ * the fp32 subset: it checks the 4-byte element paths of the messages.
+ * With masks (documents, windows, slices with gaps, on basic, zigzag and
+ * balanced layouts) the same bits again, and compute time on visible pairs:
+ * packed documents take less simulated attention time than one causal
+ * document of the same length. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +17,7 @@
 #include <string.h>
 
 #include "usp/executor.h"
+#include "usp/mask.h"
 #include "usp/sim.h"
 
 typedef struct { usp_ring_impl impl; int causal; } impl_case;
@@ -56,6 +61,7 @@ static void compare_case(const usp_config *c) {
     same_bits("dk", c, sim.dk, ref.dk, kv);
     same_bits("dv", c, sim.dv, ref.dv, kv);
     assert_true(sim.time_fwd_s > 0 && sim.time_bwd_s > 0);
+
     usp_result_free(&ref);
     usp_result_free(&sim);
     usp_inputs_free(&in);
@@ -95,11 +101,66 @@ static void larger_case(void **state) {
     compare_case(&c);
 }
 
+static void mask_cases(void **state) {
+    (void)state;
+    static const usp_mask_spec specs[] = {
+        {.seqlens = "50,3,40,35", .causal = 1}, {.window = "5,-1", .causal = 1},
+        {.seqlens = "70,58", .window = "9,4", .causal = 0}};
+    static const usp_ring_impl impls[] = {USP_RING_BASIC, USP_RING_ZIGZAG, USP_RING_BALANCED};
+    static const int mesh[][2] = {{2, 2}, {1, 4}};
+    for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
+        usp_mask *m;
+        assert_int_equal(usp_mask_build(&specs[k], 128, 2, &m), USP_OK);
+        for (size_t i = 0; i < sizeof impls / sizeof impls[0]; i++)
+            for (size_t mi = 0; mi < 2; mi++) {
+                usp_config c = usp_config_default();
+                c.seq = 128; c.batch = 2; c.heads = 4; c.kv_heads = 2; c.head_dim = 16;
+                c.ulysses = mesh[mi][0]; c.ring = mesh[mi][1]; c.ring_impl = impls[i];
+                c.causal = specs[k].causal; c.mask = m;
+                compare_case(&c);
+            }
+        usp_mask_free(m);
+    }
+}
+
+/* Simulated compute time of every rank, timing only. */
+static double timed_compute(const usp_config *c) {
+    usp_schedule s;
+    usp_result r;
+    assert_int_equal(usp_schedule_build(c, 1, &s), USP_OK);
+    assert_int_equal(usp_result_init(&r, &s, 0), USP_OK);
+    usp_sim_options o = {.platform = "h200x8", .numerics = 0};
+    if (usp_sim_execute(&s, NULL, &o, &r, NULL) != USP_OK) fail_msg("%s", usp_error());
+    double t = 0;
+    for (int g = 0; g < s.world; g++) t += r.ranks[g].compute_s;
+    usp_result_free(&r);
+    usp_schedule_free(&s);
+    return t;
+}
+
+/* Time on visible pairs: 8 documents of 4K hold 1/8 of the pairs of one
+ * causal 32K document; their attention must take well under half its time. */
+static void mask_time_counts_visible_pairs(void **state) {
+    (void)state;
+    usp_config c = usp_config_default();
+    c.seq = 32768; c.ring_impl = USP_RING_BASIC; c.ulysses = 2; c.ring = 4;
+    double dense = timed_compute(&c);
+    usp_mask *m;
+    usp_mask_spec docs = {.seqlens = "4096,4096,4096,4096,4096,4096,4096,4096", .causal = 1};
+    assert_int_equal(usp_mask_build(&docs, 32768, 1, &m), USP_OK);
+    c.mask = m;
+    double packed = timed_compute(&c);
+    usp_mask_free(m);
+    if (!(packed < 0.5 * dense)) fail_msg("packed %.3g s, dense %.3g s", packed, dense);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(verify_cases_fp64),
         cmocka_unit_test(verify_quick_cases_fp32),
         cmocka_unit_test(larger_case),
+        cmocka_unit_test(mask_cases),
+        cmocka_unit_test(mask_time_counts_visible_pairs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,11 +3,19 @@
  * World 1, 2, 4, 8 with every ulysses x ring factorization; every ring_impl
  * (zigzag and stripe causal only) and both layouts; kv_heads = heads, fewer,
  * and 1 (so ulysses 8 replicates K/V); sequence lengths that are not powers
- * of two where the layout allows; forward and backward. */
+ * of two where the layout allows; forward and backward.
+ *
+ * Then the masks: packed documents that do not line up with rank
+ * boundaries (causal and full, one packing per batch element too), windows
+ * smaller and larger than a ring rank's share, documents with a window, and
+ * a slice list that leaves gaps (rows with two key intervals); each on
+ * worlds 4 and 8 with every ulysses x ring split, every ring_impl (balanced
+ * included) and both layouts. */
 #include <stdlib.h>
 #include <string.h>
 #include "cli.h"
 #include "runcase.h"
+#include "usp/mask.h"
 
 typedef struct { usp_ring_impl impl; int causal; } impl_case;
 static const impl_case impls[] = {
@@ -27,11 +35,15 @@ static void help(void) {
            "Runs the built-in matrix: world 1, 2, 4, 8 with every ulysses x ring split,\n"
            "every ring_impl and layout, causal and not, kv_heads 8, 2 and 1, forward and\n"
            "backward; each case against the fp64 dense reference (tolerance 1e-12 in\n"
-           "fp64, 1e-5 in fp32). One line per case, a summary; exit 1 on any failure.\n"
-           "  --quick   one layout and kv_heads 8 and 1 only\n");
+           "fp64, 1e-5 in fp32). Then every mask (packed documents not aligned with the\n"
+           "ranks, windows smaller and larger than a rank's share, slices with gaps) on\n"
+           "worlds 4 and 8, every split, ring_impl (balanced too) and layout. One line\n"
+           "per case, a summary with the worst error of each tensor; exit 1 on any failure.\n"
+           "  --quick   one layout and kv_heads 8 and 1 only; masks on world 4\n"
+           "  --masks   the mask cases only\n");
 }
 
-static void print_case(const usp_case *c, int index, int json) {
+static void print_case(const usp_case *c, int index, int json, const char *mask) {
     const usp_config *k = &c->cfg;
     double worst = 0;
     for (int t = 0; t < c->ntensors; t++)
@@ -41,18 +53,27 @@ static void print_case(const usp_case *c, int index, int json) {
                "\"layout\": \"%s\", \"causal\": %s, \"kv_heads\": %d, \"seq\": %d, \"batch\": %d, \"rel_err\": {",
                index ? "," : "", index, k->ulysses, k->ring, usp_ring_impl_name(k->ring_impl),
                usp_layout_name(k->layout), k->causal ? "true" : "false", k->kv_heads, k->seq, k->batch);
+        if (mask) printf("\"mask\": \"%s\", ", mask);
         for (int t = 0; t < c->ntensors; t++)
             printf("%s\"%s\": %.3e", t ? ", " : "", usp_tensor_names[t], c->err[t].rel);
         printf("}, \"pass\": %s}", c->pass ? "true" : "false");
         return;
     }
-    printf("%4d  U%d x R%d %-9s %-13s %-10s kv=%d L=%-3d B=%d  max rel/tol %.2e  %s\n", index,
+    printf("%4d  U%d x R%d %-9s %-13s %-10s kv=%d L=%-3d B=%d  max rel/tol %.2e  %s", index,
            k->ulysses, k->ring, usp_ring_impl_name(k->ring_impl), usp_layout_name(k->layout),
-           k->causal ? "causal" : "non-causal", k->kv_heads, k->seq, k->batch, worst,
+           mask ? mask : k->causal ? "causal" : "non-causal", k->kv_heads, k->seq, k->batch, worst,
            c->pass ? "pass" : "FAIL");
+    if (mask) printf("  imbalance %.3f", usp_schedule_imbalance(&c->sched));
+    printf("\n");
 }
 
-typedef struct { int run, failed, json; usp_dtype dtype; } tally;
+typedef struct {
+    int run, failed, json;
+    usp_dtype dtype;
+    const char *mask;              /* name of the current mask case, NULL for the plain matrix */
+    int mask_run;
+    double worst[USP_T_COUNT];     /* largest rel_err of each tensor over the mask cases */
+} tally;
 
 static int run_one(usp_config cfg, tally *t) {
     usp_case c = {.cfg = cfg, .backward = 1};
@@ -62,7 +83,12 @@ static int run_one(usp_config cfg, tally *t) {
         usp_case_free(&c);
         return 1;
     }
-    print_case(&c, t->run, t->json);
+    print_case(&c, t->run, t->json, t->mask);
+    if (t->mask) {
+        t->mask_run++;
+        for (int k = 0; k < c.ntensors; k++)
+            if (c.err[k].rel > t->worst[k]) t->worst[k] = c.err[k].rel;
+    }
     t->run++;
     if (!c.pass) t->failed++;
     usp_case_free(&c);
@@ -89,13 +115,71 @@ static int run_matrix(tally *t, int quick) {
     return 0;
 }
 
+/* ---- masks -------------------------------------------------------------- */
+
+enum { MASK_SEQ = 96, MASK_BATCH = 2 };
+
+/* Mask case k for a ring of R (NULL when k is past the last): its name and
+ * the mask, built for MASK_SEQ tokens and MASK_BATCH elements. */
+static const char *mask_case(int k, int R, usp_mask **m) {
+    long share = MASK_SEQ / R, L = MASK_SEQ;
+    long docs[] = {0, 37, 42, 72, 96};                   /* 37, 5, 30, 24: off rank boundaries */
+    long per_element[] = {0, 11, 50, 96, 96, 0, 60, 61, 90, 96}; /* two packings, one padded */
+    usp_slice gaps[] = {{0, 96, 0, 20, USP_SLICE_FULL}, {48, 96, 48, 96, USP_SLICE_CAUSAL},
+                        {0, 48, 30, 48, USP_SLICE_BICAUSAL}, {50, 70, 21, 40, USP_SLICE_CAUSAL}};
+    long gaps_first[] = {0, 4};
+    usp_status st;
+    const char *name;
+    *m = NULL;
+    switch (k) {
+    case 0: name = "docs-causal"; st = usp_mask_from_documents(L, 1, 4, docs, 1, -1, -1, m); break;
+    case 1: name = "docs-full"; st = usp_mask_from_documents(L, 1, 4, docs, 0, -1, -1, m); break;
+    case 2: name = "docs-per-elem"; st = usp_mask_from_documents(L, MASK_BATCH, 4, per_element, 1, -1, -1, m); break;
+    case 3: name = "window<share"; st = usp_mask_from_documents(L, 1, 1, (long[]){0, L}, 1, share / 2, 0, m); break;
+    case 4: name = "window>share"; st = usp_mask_from_documents(L, 1, 1, (long[]){0, L}, 0, share + 5, share + 1, m); break;
+    case 5: name = "docs+window"; st = usp_mask_from_documents(L, 1, 4, docs, 1, 7, -1, m); break;
+    case 6: name = "slices-gaps"; st = usp_mask_from_slices(L, 1, gaps, gaps_first, -1, -1, m); break;
+    default: return NULL;
+    }
+    return st == USP_OK ? name : NULL;
+}
+
+static int run_masks(tally *t, int quick) {
+    static const int mesh[][2] = {{1, 4}, {2, 2}, {4, 1}, {1, 8}, {2, 4}, {4, 2}, {8, 1}};
+    int meshes = quick ? 3 : (int)(sizeof mesh / sizeof mesh[0]);
+    for (int mi = 0; mi < meshes; mi++)
+        for (int k = 0;; k++) {
+            usp_mask *m;
+            const char *name = mask_case(k, mesh[mi][1], &m);
+            if (!name) {
+                if (k < 7) { fprintf(stderr, "usp: verify: mask case %d: %s\n", k, usp_error()); return 1; }
+                break;
+            }
+            t->mask = name;
+            for (int impl = 0; impl < USP_RING_IMPL_COUNT; impl++)
+                for (int lay = 0; lay < (quick ? 1 : 2); lay++) {
+                    usp_config c = usp_config_default();
+                    c.ulysses = mesh[mi][0]; c.ring = mesh[mi][1];
+                    c.ring_impl = (usp_ring_impl)impl; c.layout = (usp_layout)lay;
+                    c.causal = k != 1 && k != 4; /* what the documents say; the mask decides */
+                    c.heads = 8; c.kv_heads = 2; c.head_dim = 16; c.dtype = t->dtype;
+                    c.batch = MASK_BATCH; c.seq = MASK_SEQ; c.seed = 500 + t->run; c.mask = m;
+                    if (run_one(c, t)) { usp_mask_free(m); return 1; }
+                }
+            t->mask = NULL;
+            usp_mask_free(m);
+        }
+    return 0;
+}
+
 int cmd_verify(int argc, char **argv) {
-    enum { OPT_DTYPE = USP_OPT_CMD_FIRST, OPT_QUICK, OPT_JSON, OPT_HELP };
+    enum { OPT_DTYPE = USP_OPT_CMD_FIRST, OPT_QUICK, OPT_JSON, OPT_MASKS, OPT_HELP };
     static const struct option opts[] = {
         {"dtype", required_argument, 0, OPT_DTYPE}, {"quick", no_argument, 0, OPT_QUICK},
-        {"json", no_argument, 0, OPT_JSON}, {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
-    tally t = {0, 0, 0, USP_F64};
-    int quick = 0, opt;
+        {"json", no_argument, 0, OPT_JSON}, {"masks", no_argument, 0, OPT_MASKS},
+        {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
+    tally t = {.dtype = USP_F64};
+    int quick = 0, masks_only = 0, opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {
@@ -105,6 +189,7 @@ int cmd_verify(int argc, char **argv) {
                 return usp_cli_bad_input("verify", "--dtype %s: the in-process executor runs fp64 or fp32", optarg);
             break;
         case OPT_QUICK: quick = 1; break;
+        case OPT_MASKS: masks_only = 1; break;
         case OPT_JSON: t.json = 1; break;
         case OPT_HELP: help(); return 0;
         default: return usp_cli_bad_input("verify", "unknown option (usp verify --help)");
@@ -112,11 +197,19 @@ int cmd_verify(int argc, char **argv) {
     }
     if (optind < argc) return usp_cli_bad_input("verify", "unexpected argument '%s'", argv[optind]);
     if (t.json) printf("{\"dtype\": \"%s\", \"cases\": [", usp_dtype_name(t.dtype));
-    if (run_matrix(&t, quick)) return 1;
-    if (t.json)
-        printf("\n], \"run\": %d, \"failed\": %d, \"pass\": %s}\n", t.run, t.failed, t.failed ? "false" : "true");
-    else
+    if (!masks_only && run_matrix(&t, quick)) return 1;
+    if (run_masks(&t, quick)) return 1;
+    if (t.json) {
+        printf("\n], \"run\": %d, \"failed\": %d, \"mask_cases\": %d, \"mask_worst_rel_err\": {", t.run,
+               t.failed, t.mask_run);
+        for (int k = 0; k < USP_T_COUNT; k++) printf("%s\"%s\": %.3e", k ? ", " : "", usp_tensor_names[k], t.worst[k]);
+        printf("}, \"pass\": %s}\n", t.failed ? "false" : "true");
+    } else {
         printf("\n%d cases, %d passed, %d failed (%s, tolerance %.0e)\n", t.run, t.run - t.failed,
                t.failed, usp_dtype_name(t.dtype), usp_tolerance(t.dtype, 0));
+        printf("mask cases %d, worst rel_err:", t.mask_run);
+        for (int k = 0; k < USP_T_COUNT; k++) printf(" %s %.2e", usp_tensor_names[k], t.worst[k]);
+        printf("\n");
+    }
     return t.failed ? 1 : 0;
 }
