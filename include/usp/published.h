@@ -20,8 +20,12 @@
  * attention: "problem" holds batch, heads, kv_heads, head_dim, dtype, causal,
  *   backward, layout; each row seq, ulysses, ring, ring_impl, "column" (the
  *   source's column name) and "measured" (iterations per second of the
- *   forward, or of forward + backward when "backward" is true). Predicted:
- *   1 / the simulated time of the schedule.
+ *   forward, or of forward + backward when "backward" is true; a row may
+ *   set its own "backward"). Predicted: 1 / the simulated time of the
+ *   schedule.
+ * Any row may carry "skip": "why": a row the source reports that the
+ *   simulator cannot take (a mask it lacks); printed with the reason, left
+ *   out of the statistics.
  * training: "problem" holds model (a built-in name or a file beside the
  *   table), gpus, dtype, causal, ring_impl, zero, recompute, tp_sp; each row
  *   seq, global_batch, dp, tp, ulysses, ring and "measured" (TFLOP/s per GPU
@@ -53,6 +57,8 @@ typedef struct {
     double predicted_s;    /* the simulated time: one call (attention) or one step (training) */
     double error_pct;      /* 100 (predicted - measured) / measured; NAN when not predicted */
     int oom;               /* training: the planner puts the mix over the GPU's memory */
+    int skip;              /* the table marks the row as one the simulator cannot take
+                            * ("skip": reason): reported with its reason, never predicted */
     usp_status status;     /* USP_OK, or why the row was not predicted (why) */
     char why[200];
 } usp_pub_row;

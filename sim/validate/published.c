@@ -69,10 +69,24 @@ static usp_status read_measured(const usp_json *r, double *out) {
     return USP_OK;
 }
 
+/* A row the source reports but the simulator cannot take ("skip": "why"):
+ * carried, printed with its reason, left out of the statistics. */
+static usp_status read_skip(const usp_json *r, usp_pub_row *row) {
+    const usp_json *v = usp_json_get(r, "skip");
+    if (!v) return USP_OK;
+    if (v->type != USP_JSON_STRING || !v->string[0])
+        return usp_fail(USP_EINVAL, "line %d: 'skip' must be a reason (a non-empty string)", v->line);
+    row->skip = 1;
+    snprintf(row->why, sizeof row->why, "%s", v->string);
+    return USP_OK;
+}
+
 static usp_status read_attention_row(const usp_json *r, const usp_config *base, int backward, usp_pub_row *row) {
     const char *impl, *column;
     row->cfg = *base;
     row->backward = backward;
+    if (usp_json_get(r, "backward")) USP_TRY(usp_json_get_bool(r, "backward", &row->backward));
+    USP_TRY(read_skip(r, row));
     USP_TRY(usp_json_get_int(r, "seq", &row->cfg.seq));
     USP_TRY(usp_json_get_int(r, "ulysses", &row->cfg.ulysses));
     USP_TRY(usp_json_get_int(r, "ring", &row->cfg.ring));
@@ -82,8 +96,8 @@ static usp_status read_attention_row(const usp_json *r, const usp_config *base, 
     if (usp_parse_ring_impl(impl, &row->cfg.ring_impl) != USP_OK)
         return usp_fail(USP_EINVAL, "line %d: %s", r->line, usp_error());
     row->seq = row->cfg.seq;
-    snprintf(row->label, sizeof row->label, "%dK u%d r%d %s (%s)", row->seq / 1024, row->cfg.ulysses,
-             row->cfg.ring, column, impl);
+    snprintf(row->label, sizeof row->label, "%dK u%d r%d %s %s(%s)", row->seq / 1024, row->cfg.ulysses,
+             row->cfg.ring, column, row->backward != backward ? (row->backward ? "fwd+bwd " : "fwd ") : "", impl);
     return USP_OK;
 }
 
@@ -111,6 +125,7 @@ static usp_status read_training_problem(const usp_json *p, const char *dir, usp_
 
 static usp_status read_training_row(const usp_json *r, const usp_pub_table *t, usp_pub_row *row) {
     row->mix = t->base_mix;
+    USP_TRY(read_skip(r, row));
     USP_TRY(usp_json_get_int(r, "seq", &row->seq));
     USP_TRY(usp_json_get_int(r, "global_batch", &row->global_batch));
     USP_TRY(usp_json_get_int(r, "dp", &row->mix.dp));
@@ -306,9 +321,13 @@ usp_status usp_pub_predict(usp_pub_table *t, const char *platform, const char *p
             fprintf(progress, "\r%s: row %d of %d (%s)          ", t->name, i + 1, t->nrows, row->label);
             fflush(progress);
         }
+        row->predicted = row->predicted_s = row->error_pct = NAN;
+        if (row->skip) { /* its reason stays in why */
+            row->status = USP_EINVAL;
+            continue;
+        }
         row->status = USP_OK;
         row->why[0] = 0;
-        row->predicted = row->predicted_s = row->error_pct = NAN;
         usp_status st = t->kind == USP_PUB_ATTENTION ? predict_attention(t, platform, profile, row)
                                                      : predict_training(t, platform, profile, row);
         if (st != USP_OK) {

@@ -37,12 +37,12 @@ static void print_table(FILE *f, const usp_pub_table *t) {
     fprintf(f, "%s: %s\n", t->name, t->title);
     fprintf(f, "  source    %s\n  hardware  %s\n", t->source, t->hardware);
     fprintf(f, "  simulated on %s with profile %s (held out: never fitted)\n\n", t->platform, t->profile);
-    fprintf(f, "  %-36s %12s %12s %8s %10s\n", "row", "measured", "predicted", "error", "pred. ms");
+    fprintf(f, "  %-46s %12s %12s %8s %10s\n", "row", "measured", "predicted", "error", "pred. ms");
     for (int i = 0; i < t->nrows; i++) {
         const usp_pub_row *r = &t->rows[i];
-        fprintf(f, "  %-36s %12.3f", r->label, r->measured);
+        fprintf(f, "  %-46s %12.3f", r->label, r->measured);
         if (r->status != USP_OK || isnan(r->predicted)) {
-            fprintf(f, "  not predicted: %s\n", r->why[0] ? r->why : "not run");
+            fprintf(f, "  %s: %s\n", r->skip ? "not simulated" : "not predicted", r->why[0] ? r->why : "not run");
             continue;
         }
         fprintf(f, " %12.3f %+7.1f%% %10.2f%s\n", r->predicted, r->error_pct, r->predicted_s * 1e3,
@@ -107,7 +107,7 @@ static void row_json(FILE *f, const usp_pub_table *t, const usp_pub_row *r) {
     num(f, r->predicted_s);
     fprintf(f, ",\"error_pct\":");
     num(f, r->error_pct);
-    fprintf(f, ",\"why\":");
+    fprintf(f, ",\"skipped\":%s,\"why\":", r->skip ? "true" : "false");
     if (r->status == USP_OK) fprintf(f, "null");
     else usp_json_write_string(f, r->why);
     fprintf(f, "}");
