@@ -75,7 +75,7 @@ static void test_megatron_flops(void **state) {
     /* 12 x 65536 x 32 x 4096^2 x ((1 + 8/32 + 16) + 14336/4096 x 1.5 + 128256 / (2 x 32 x 4096)) */
     double want = 12.0 * 65536 * 32 * 4096.0 * 4096 * (17.25 + 5.25 + 128256.0 / 262144);
     assert_true(fabs(usp_megatron_flops(&m, 65536, 1) / want - 1) < CLOSED_FORM_REL);
-    /* usp plan counts causal attention once: 0.652 of Megatron-LM's count at 64K (sim/PLAN.md) */
+    /* usp plan counts causal attention once: 0.652 of Megatron-LM's count at 64K (sim/plan/README.md) */
     usp_workload w = usp_workload_default();
     w.model = m;
     usp_flops f;
