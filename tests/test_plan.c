@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "usp/plan.h"
+#include "plan_internal.h"
 #include "test_util.h"
 
 /* Closed forms and simulated counts are sums of whole bytes (the test
@@ -227,6 +228,53 @@ static void test_mixes_simulated(void **state) {
     expect_simulated_bytes(&w, nosp, "h200x8");
 }
 
+/* --------------------------------------------- matrix products, TP exposure */
+
+/* Closed forms of the matrix-product model: rate x f(k) / f(measured k),
+ * f(k) = k / (k + short); rounding only. */
+#define GEMM_CLOSED_FORM_REL 1e-12
+
+static void test_matmul_shape(void **state) {
+    (void)state;
+    usp_workload w = usp_workload_default();
+    plan_device dev;
+    assert_int_equal(plan_device_load("a800", &w, 0, &dev), USP_OK);
+    assert_true(dev.matmul_flops > 0 && dev.matmul_ref_k > 0 && dev.matmul_short_k > 0);
+    double flops = 2e12, r = dev.matmul_flops, k0 = dev.matmul_short_k, kr = dev.matmul_ref_k;
+    double at_ref = plan_gemm_seconds(&dev, flops, kr) - dev.prof.launch_s;
+    assert_true(fabs(at_ref / (flops / r) - 1) < GEMM_CLOSED_FORM_REL); /* the measured shape: the measured rate */
+    double t512 = plan_gemm_seconds(&dev, flops, 512) - dev.prof.launch_s;
+    double want = flops / r * (kr / (kr + k0)) / (512 / (512 + k0));
+    assert_true(fabs(t512 / want - 1) < GEMM_CLOSED_FORM_REL);
+    assert_true(plan_gemm_seconds(&dev, flops, 16384) < plan_gemm_seconds(&dev, flops, 4096)); /* longer: faster */
+    /* --matmul-tflops: one rate for every shape */
+    assert_int_equal(plan_device_load("a800", &w, 100, &dev), USP_OK);
+    assert_true(fabs((plan_gemm_seconds(&dev, flops, 512) - dev.prof.launch_s) / (flops / 100e12) - 1) <
+                GEMM_CLOSED_FORM_REL);
+}
+
+/* TP collectives exposed unless the mix overlaps the backward's (Megatron-LM's
+ * asynchronous path): overlapping never makes a step slower and, with TP,
+ * makes it faster; without TP the two are the same program. */
+static void test_tp_overlap(void **state) {
+    (void)state;
+    usp_workload w = small_workload(16384, 1);
+    usp_plan_options o = options("a800x8", 8);
+    double step[2][2];
+    for (int tp = 0; tp < 2; tp++)
+        for (int ov = 0; ov < 2; ov++) {
+            usp_mix x = tp ? mix(1, 4, 2, 1, 1, 0) : mix(1, 1, 8, 1, 1, 0);
+            x.tp_overlap = ov;
+            usp_plan p;
+            assert_int_equal(usp_plan_one(&w, &o, &x, &p), USP_OK);
+            assert_int_equal(p.points[0].status, USP_OK);
+            step[tp][ov] = p.points[0].step_s;
+            usp_plan_free(&p);
+        }
+    assert_true(step[0][0] == step[0][1]);
+    assert_true(step[1][1] < step[1][0]);
+}
+
 /* ------------------------------------------------------------ FLOPs, MFU */
 
 static void test_flops_convention(void **state) {
@@ -298,7 +346,8 @@ int main(void) {
         cmocka_unit_test(test_refusals),          cmocka_unit_test(test_closed_forms_by_hand),
         cmocka_unit_test(test_costs_rows_simulated), cmocka_unit_test(test_mixes_simulated),
         cmocka_unit_test(test_flops_convention),  cmocka_unit_test(test_plan_ranking),
-        cmocka_unit_test(test_memory_ordering),
+        cmocka_unit_test(test_memory_ordering),  cmocka_unit_test(test_matmul_shape),
+        cmocka_unit_test(test_tp_overlap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
