@@ -1,11 +1,14 @@
 /* trace.c: executed steps as Chrome trace-event JSON, written and read back.
  *
  * One process per rank ("rank N"), two threads per process (tid 0 "compute",
- * tid 1 "comm"), one complete event ("ph": "X") per executed step. The output
+ * tid 1 "comm"), one complete event ("ph": "X") per executed step; each rank's
+ * names come just before its events, so a trace can be streamed rank by rank
+ * (usp_trace_stream_to) with the bytes usp_trace_write gives. The output
  * is a pure function of the events: they are sorted on a full key, times are
  * printed with a fixed "%.3f" (nanosecond resolution) and other numbers in
  * their shortest exact form, so the same run gives the same bytes and traces
  * of two executors can be diffed line by line. */
+#define _POSIX_C_SOURCE 200809L /* strdup */
 #include "usp/trace.h"
 #include "usp/trace_read.h"
 
@@ -36,10 +39,19 @@ static usp_status reserve_event(usp_trace *t) {
     return USP_OK;
 }
 
+static usp_status flush_rank(usp_trace *t);
+
 static usp_status append_event(usp_trace *t, const usp_trace_event *e) {
     if (!isfinite(e->start_us) || !isfinite(e->dur_us) || e->dur_us < 0)
         return usp_fail(USP_EINTERNAL, "trace: step %d of rank %d has start %g us, "
                         "duration %g us", e->step, e->rank, e->start_us, e->dur_us);
+    if (t->out && e->rank != t->out_rank) {
+        if (e->rank < t->out_rank)
+            return usp_fail(USP_EINTERNAL, "trace: an event of rank %d after those of rank %d "
+                            "(a streamed trace takes ranks in order)", e->rank, t->out_rank);
+        USP_TRY(flush_rank(t));
+        t->out_rank = e->rank;
+    }
     USP_TRY(reserve_event(t));
     t->events[t->count++] = *e;
     return USP_OK;
@@ -61,6 +73,8 @@ usp_status usp_trace_add(usp_trace *t, int rank, int step, const usp_step *s,
 
 void usp_trace_free(usp_trace *t) {
     if (!t) return;
+    if (t->out) fclose(t->out);
+    free(t->out_path);
     free(t->events);
     memset(t, 0, sizeof *t);
 }
@@ -90,28 +104,33 @@ static sorted_event *sort_events(const usp_trace *t) {
     return order;
 }
 
+/* Items of the event list are separated by ",\n"; `*first` is set while
+ * none has been written. */
+static void separate(FILE *f, int *first) {
+    if (!*first) fputs(",\n", f);
+    *first = 0;
+}
+
 static void write_metadata_event(FILE *f, const char *what, int pid, int tid,
-                                 const char *label) {
+                                 const char *label, int *first) {
+    separate(f, first);
     fprintf(f, "{\"name\":\"%s\",\"ph\":\"M\",\"pid\":%d,\"tid\":%d,\"args\":{\"name\":",
             what, pid, tid);
     usp_json_write_string(f, label);
-    fputs("}},\n", f);
+    fputs("}}", f);
 }
 
-/* Names each rank that has events, and its two streams, once. */
-static void write_metadata(FILE *f, const sorted_event *order, long count) {
-    for (long i = 0; i < count; i++) {
-        int rank = order[i].event->rank;
-        if (i > 0 && order[i - 1].event->rank == rank) continue;
-        char label[32];
-        snprintf(label, sizeof label, "rank %d", rank);
-        write_metadata_event(f, "process_name", rank, 0, label);
-        write_metadata_event(f, "thread_name", rank, USP_STREAM_COMPUTE, "compute");
-        write_metadata_event(f, "thread_name", rank, USP_STREAM_COMM, "comm");
-    }
+/* Names a rank and its two streams. */
+static void write_rank_names(FILE *f, int rank, int *first) {
+    char label[32];
+    snprintf(label, sizeof label, "rank %d", rank);
+    write_metadata_event(f, "process_name", rank, 0, label, first);
+    write_metadata_event(f, "thread_name", rank, USP_STREAM_COMPUTE, "compute", first);
+    write_metadata_event(f, "thread_name", rank, USP_STREAM_COMM, "comm", first);
 }
 
-static void write_step_event(FILE *f, const usp_trace_event *e, int last) {
+static void write_step_event(FILE *f, const usp_trace_event *e, int *first) {
+    separate(f, first);
     fputs("{\"name\":", f);
     usp_json_write_string(f, e->name);
     fputs(",\"cat\":", f);
@@ -122,18 +141,64 @@ static void write_step_event(FILE *f, const usp_trace_event *e, int last) {
     usp_json_write_number(f, e->bytes);
     fputs(",\"flops\":", f);
     usp_json_write_number(f, e->flops);
-    fputs(last ? "}}\n" : "}},\n", f);
+    fputs("}}", f);
 }
 
-static void write_document(FILE *f, const usp_trace *t, const sorted_event *order) {
-    fputs("{\"traceEvents\":[\n", f);
-    write_metadata(f, order, t->count);
-    for (long i = 0; i < t->count; i++) write_step_event(f, order[i].event, i == t->count - 1);
-    fputs("],\n\"displayTimeUnit\":\"ms\",\n\"otherData\":{\"executor\":", f);
+/* Sorted events: each rank's names, then its events. */
+static void write_events(FILE *f, const sorted_event *order, long count, int *first) {
+    for (long i = 0; i < count; i++) {
+        if (i == 0 || order[i - 1].event->rank != order[i].event->rank)
+            write_rank_names(f, order[i].event->rank, first);
+        write_step_event(f, order[i].event, first);
+    }
+}
+
+static void write_head(FILE *f) { fputs("{\"traceEvents\":[\n", f); }
+
+static void write_tail(FILE *f, const usp_trace *t, int first) {
+    fputs(first ? "],\n" : "\n],\n", f);
+    fputs("\"displayTimeUnit\":\"ms\",\n\"otherData\":{\"executor\":", f);
     usp_json_write_string(f, t->executor);
     fputs(",\"config\":", f);
     usp_json_write_string(f, t->config);
     fputs("}}\n", f);
+}
+
+static void write_document(FILE *f, const usp_trace *t, const sorted_event *order) {
+    int first = 1;
+    write_head(f);
+    write_events(f, order, t->count, &first);
+    write_tail(f, t, first);
+}
+
+/* Streaming: the held events (one rank's) are sorted and written. */
+static usp_status flush_rank(usp_trace *t) {
+    if (!t->count) return USP_OK;
+    sorted_event *order = sort_events(t);
+    if (!order) return USP_EINTERNAL;
+    int first = t->written == 0;
+    write_events(t->out, order, t->count, &first);
+    t->written += t->count;
+    t->count = 0;
+    free(order);
+    return ferror(t->out) ? usp_fail(USP_EINTERNAL, "%s: %s", t->out_path, strerror(errno)) : USP_OK;
+}
+
+usp_status usp_trace_stream_to(usp_trace *t, const char *path) {
+    if (!(t->out_path = strdup(path))) return usp_fail(USP_EINTERNAL, "out of memory");
+    if (!(t->out = fopen(path, "w"))) return usp_fail(USP_EINTERNAL, "%s: %s", path, strerror(errno));
+    t->out_rank = -1;
+    write_head(t->out);
+    return USP_OK;
+}
+
+usp_status usp_trace_finish(usp_trace *t) {
+    if (!t->out) return USP_OK;
+    USP_TRY(flush_rank(t));
+    write_tail(t->out, t, t->written == 0);
+    FILE *f = t->out;
+    t->out = NULL;
+    return usp_close_written(f, ferror(f), t->out_path);
 }
 
 usp_status usp_trace_write(const usp_trace *t, const char *path) {

@@ -102,6 +102,44 @@ static void output_is_deterministic(void **state) {
     usp_trace_free(&back);
 }
 
+/* A trace streamed rank by rank (steps of a rank in any order) has the
+ * bytes of the same trace written at once; a rank out of order is refused. */
+static void streams_the_same_bytes(void **state) {
+    (void)state;
+    usp_trace whole, streamed;
+    build_trace(&whole, 1);
+    assert_int_equal(usp_trace_write(&whole, tmp_path("whole.json")), USP_OK);
+    usp_config c = usp_config_default();
+    usp_trace_init(&streamed, "sim", &c);
+    assert_int_equal(usp_trace_stream_to(&streamed, tmp_path("streamed.json")), USP_OK);
+    for (int rank = 0; rank < 3; rank++)
+        for (int k = 0; k < 4; k++) {
+            int step = 3 - k; /* later steps first */
+            usp_step s = step % 2 == 0
+                ? make_step(USP_STEP_ALL_TO_ALL, USP_STREAM_COMM, "fwd.a2a.q", 1048576.0 * (rank + 1), 0)
+                : make_step(USP_STEP_ATTN_FWD, USP_STREAM_COMPUTE, "fwd.ring0.attn", 0, 0.1 + 3.5e12 * step);
+            assert_int_equal(usp_trace_add(&streamed, rank, step, &s, 0.125 * step + 2.5 * rank, 10.25 + step),
+                             USP_OK);
+        }
+    assert_int_equal(streamed.count, 4); /* one rank's events held at a time */
+    assert_int_equal(streamed.written, 8);
+    assert_int_equal(usp_trace_finish(&streamed), USP_OK);
+    char *a = read_text(tmp_path("whole.json")), *b = read_text(tmp_path("streamed.json"));
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    usp_trace_free(&streamed);
+    usp_trace_free(&whole);
+
+    usp_trace_init(&streamed, "sim", &c);
+    assert_int_equal(usp_trace_stream_to(&streamed, tmp_path("bad.json")), USP_OK);
+    usp_step s = make_step(USP_STEP_ALL_TO_ALL, USP_STREAM_COMM, "fwd.a2a.q", 1, 0);
+    assert_int_equal(usp_trace_add(&streamed, 1, 0, &s, 0, 1), USP_OK);
+    assert_int_equal(usp_trace_add(&streamed, 2, 0, &s, 0, 1), USP_OK);
+    assert_int_equal(usp_trace_add(&streamed, 1, 1, &s, 0, 1), USP_EINTERNAL);
+    usp_trace_free(&streamed);
+}
+
 static void writes_chrome_trace_events(void **state) {
     (void)state;
     usp_trace t;
@@ -385,6 +423,7 @@ int main(void) {
         cmocka_unit_test(written_trace_reads_back_equal),
         cmocka_unit_test(output_is_deterministic),
         cmocka_unit_test(writes_chrome_trace_events),
+        cmocka_unit_test(streams_the_same_bytes),
         cmocka_unit_test(escapes_names),
         cmocka_unit_test(refuses_non_finite_times),
         cmocka_unit_test(reads_foreign_chrome_traces),

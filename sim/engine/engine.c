@@ -283,7 +283,11 @@ static int apply_messages(rank_sim *r, int i, const usp_step *st, int n, comm_st
     return 0;
 }
 
-static int run_comm_step(rank_sim *r, int i, const usp_step *st) {
+/* A comm step that may start at `start` (its dep has ended, the stream is
+ * free): the network layer's delay, then its messages. One sleep covers
+ * both the wait for the dep and the delay (each sleep is a simulated
+ * activity, the dearest part of a step). */
+static int run_comm_step(rank_sim *r, int i, const usp_step *st, double start) {
     int n = peer_count(st);
     sg_comm_t comms[2 * n];
     void *payloads[n];
@@ -293,7 +297,7 @@ static int run_comm_step(rank_sim *r, int i, const usp_step *st) {
     sim_coll_plan plan;
     double delay = sim_step_plan(&g_sim.net, g_sim.cfg, st, r->rank, n, &plan, bytes_to);
     if (delay < 0) return rank_failed(USP_EINTERNAL, "rank %d step %d (%s): out of memory", r->rank, i, st->name);
-    if (delay > 0) sg_actor_sleep_for(delay);
+    if (start + delay > simgrid_get_clock()) sg_actor_sleep_until(start + delay);
     if (post_sends(r, i, st, n, &io) != 0 || post_receives(r, st, n, &io) != 0) return -1;
     for (int k = 0; k < io.ncomms; k++)
         if (SG_CHECK(sg_comm_wait(comms[k]))) return -1;
@@ -301,13 +305,14 @@ static int run_comm_step(rank_sim *r, int i, const usp_step *st) {
 }
 
 /* A comm step starts when the comm stream is free (the previous one has
- * returned) and its dep, a compute step, has ended. */
-static int wait_for_dep(rank_sim *r, int i, const usp_step *st) {
+ * returned) and its dep, a compute step, has ended: *start. */
+static int wait_for_dep(rank_sim *r, int i, const usp_step *st, double *start) {
+    *start = simgrid_get_clock();
     if (st->dep < 0) return 0;
     if (!r->done[st->dep])
         return rank_failed(USP_EINTERNAL, "rank %d step %d (%s) waits for a compute step that cannot run",
                            r->rank, i, st->name);
-    if (r->end[st->dep] > simgrid_get_clock()) sg_actor_sleep_until(r->end[st->dep]);
+    if (r->end[st->dep] > *start) *start = r->end[st->dep];
     return 0;
 }
 
@@ -319,9 +324,11 @@ static void rank_actor(int argc, char **argv) {
     for (int i = next_on_stream(rs, 0, USP_STREAM_COMM); i < rs->nsteps && g_status == USP_OK;
          i = next_on_stream(rs, i + 1, USP_STREAM_COMM)) {
         advance_compute(r, i);
-        if (wait_for_dep(r, i, usp_rank_step(rs, i)) != 0) return;
-        r->start[i] = simgrid_get_clock();
-        if (run_comm_step(r, i, usp_rank_step(rs, i)) != 0) return;
+        const usp_step *st = usp_rank_step(rs, i);
+        double start;
+        if (wait_for_dep(r, i, st, &start) != 0) return;
+        r->start[i] = start;
+        if (run_comm_step(r, i, st, start) != 0) return;
         r->end[i] = simgrid_get_clock();
         r->done[i] = 1;
     }

@@ -24,8 +24,6 @@ typedef struct {
 #endif
 } run_options;
 
-/* The simulator always leaves a trace behind unless told where. */
-#define USP_DEFAULT_SIM_TRACE "usp-trace.json"
 
 #ifdef USP_HAVE_SIM
 #define USP_DEFAULT_BACKEND "sim"
@@ -50,8 +48,7 @@ static void help(void) {
            "  --cfg NAME:VALUE  sim: a SimGrid setting (repeatable)\n"
            "  --input DIR       read DIR/q.npy k.npy v.npy [do.npy], (B, L, H, D)\n"
            "  --dump DIR        write o lse dq dk dv and ref_o ... ref_dv as .npy\n"
-           "  --trace FILE      write a Chrome trace (Perfetto) of every step (sim writes\n"
-           "                    " USP_DEFAULT_SIM_TRACE " when not given)\n"
+           "  --trace FILE      write a Chrome trace (Perfetto) of every step\n"
            "  --forward-only    skip the backward pass\n"
            "  --json            one JSON object instead of the text summary\n"
            "  --backend gpu     one process per GPU over NCCL (usp run --backend gpu --help)\n\n");
@@ -343,14 +340,17 @@ int cmd_run(int argc, char **argv) {
 #endif
     int rc = parse(argc, argv, &cfg, &o);
     if (rc) return rc < 0 ? 0 : rc;
-    if (!o.trace_path && !strcmp(o.backend, "sim")) o.trace_path = USP_DEFAULT_SIM_TRACE;
 
     usp_case c = {.cfg = cfg, .backward = o.backward};
     usp_trace trace, *tp = NULL;
+    usp_status st = USP_OK;
     if (o.trace_path) { usp_trace_init(&trace, o.backend, &cfg); tp = &trace; }
-    usp_status st = run_case(&c, &o, tp);
+    /* the simulator adds its events rank by rank: written as they come */
+    int streamed = tp && !strcmp(o.backend, "sim");
+    if (streamed) st = usp_trace_stream_to(tp, o.trace_path);
+    if (st == USP_OK) st = run_case(&c, &o, tp);
     if (st == USP_OK && o.dump_dir && c.ntensors) st = dump(&c, o.dump_dir);
-    if (st == USP_OK && tp) st = usp_trace_write(tp, o.trace_path);
+    if (st == USP_OK && tp) st = streamed ? usp_trace_finish(tp) : usp_trace_write(tp, o.trace_path);
     if (st == USP_OK) {
         if (o.json) print_json(&c, &o); else print_text(&c, &o);
         rc = c.pass ? 0 : 1;
