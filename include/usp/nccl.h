@@ -32,6 +32,7 @@ typedef struct {
     double size;            /* bytes, nccl-tests' size column */
     double count;           /* elements (float) */
     double time_us, algbw, busbw;
+    char algo[8];           /* the algorithm NCCL would pick: direct, ring, tree, nvls */
     char proto[8];          /* the protocol NCCL would pick */
     char xport[12];         /* the slowest transport of the call */
 } usp_nccl_row;
@@ -54,20 +55,26 @@ void usp_nccl_json(FILE *f, const usp_nccl_table *t);
 
 /* ------------------------------------------------- published comparisons */
 
+/* One published figure and its prediction. A "sweep" table gives one row per
+ * size; a "peak" or "average" table one figure for a whole sweep (nccl-tests'
+ * "Avg bus bandwidth", or the best busbw an author quotes), predicted as the
+ * peak or mean of the simulated sweep over the same sizes. */
 typedef struct {
-    double size, published_busbw, predicted_busbw, error; /* error: predicted / published - 1 */
-    double published_time_us, predicted_time_us;
-    int counted;            /* 1: at or above the file's compare_min_bytes */
+    char op[16], kind[8];   /* kind: "sweep", "peak", "average" */
+    int ranks;
+    double size;            /* bytes (sweep rows), 0 for a peak or average */
+    double published_busbw, predicted_busbw, error; /* error: predicted / published - 1 */
+    double published_time_us, predicted_time_us;    /* 0 when not published */
+    int counted;            /* 1: counts toward the file's bar */
+    char note[96];          /* why not counted */
 } usp_nccl_compare_row;
 
 typedef struct {
-    char source[256], hardware[256], software[160], cls[32], platform[64], op[16], file[256];
-    int ranks;
-    double min_bytes;        /* rows at or above it count toward the bar */
+    char source[256], hardware[256], software[192], cls[32], platform[256], file[256];
     usp_nccl_compare_row *rows;
     int nrows;
+    int counted;
     double mean_abs_error, max_abs_error; /* over counted rows */
-    double published_peak, predicted_peak; /* the largest busbw of each, over counted rows */
 } usp_nccl_comparison;
 
 usp_status usp_nccl_compare(const char *file, usp_nccl_comparison *c);

@@ -77,6 +77,12 @@ typedef struct {
     int dims[3];              /* torus */
     int groups, chassis, routers, hosts_per_router; /* dragonfly */
     double bw_gbps, lat_us;   /* torus, dragonfly, star: per link */
+    /* machine presets (0: the preset's own figure) */
+    int gpus, per_switch, sockets, pcie_gen; /* pcie: GPUs, GPUs per PCIe switch
+                                                (-1: on CPU root ports), sockets, Gen */
+    double mem_gbps, cpu_link_gbps;          /* host memory, CPU-to-CPU link, GB/s */
+    double call_us, nvls_eff, a2a_eff;       /* NCCL costs (sim/network/nccl.h) */
+    int channels;
 } usp_platform_params;
 
 /* Writes the SimGrid XML of preset `name` sized for `world` ranks (0: the
@@ -84,7 +90,9 @@ typedef struct {
 usp_status usp_platform_write(const char *name, const usp_platform_params *p, int world, FILE *f);
 
 /* Parses "name[:key=value,...]" (keys: nodes, dims=AxBxC, groups, chassis,
- * routers, hosts, bw (GB/s), lat (us)) into a preset name and parameters.
+ * routers, hosts, bw (GB/s), lat (us); machine presets also gpus, per-switch,
+ * sockets, gen, mem, upi (GB/s), call-us, nvls, a2a, channels) into a preset
+ * name and parameters.
  * Returns USP_EINVAL on an unknown preset or key. */
 usp_status usp_platform_parse_spec(const char *spec, char *name, size_t n, usp_platform_params *p);
 

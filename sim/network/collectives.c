@@ -25,8 +25,17 @@
  *   slots; the pipeline's fill is NCCL's per-step latency (hwLat x nsteps),
  *   so chunks cost that latency and not a flow each.
  * - per call: the platform's call cost (nccl.call_us).
- * Trees (NCCL_ALGO_TREE, which NCCL picks for medium all-reduces between
- * nodes) are not modelled: all-reduce is always a ring. */
+ * - all-reduce, besides the ring: between nodes the tree (NCCL_ALGO_TREE: a
+ *   double binary tree of nodes, a chain inside each; each GPU moves the
+ *   buffer once each way inside its node, each node once each way over its
+ *   NICs), and on one NVSwitch node with NVLink SHARP (nccl.nvls_eff > 0,
+ *   H100 and later) NVLS, the switch reducing (each GPU's traffic (n-1)/n of
+ *   the buffer each way, at nvls_eff of the link); between NVLS nodes the tree
+ *   runs NVLS inside each node (NVLSTree). NCCL picks the algorithm and the
+ *   protocol together, by the least estimated time.
+ * Not modelled: CollNet (SHARP in the network), PAT, user overrides
+ * (NCCL_ALGO, NCCL_PROTO, NCCL_P2P_LEVEL: a platform states forced channels
+ * with nccl.channels). */
 #include "nccl.h"
 
 #include <math.h>
@@ -37,6 +46,10 @@
 
 static const char *const PROTO_NAMES[SIM_PROTO_COUNT] = {"LL", "LL128", "Simple"};
 const char *sim_proto_name(sim_proto p) { return p >= 0 && p < SIM_PROTO_COUNT ? PROTO_NAMES[p] : "?"; }
+const char *sim_algo_name(sim_algo a) {
+    static const char *const names[] = {"direct", "ring", "tree", "nvls"};
+    return a >= 0 && a <= SIM_ALGO_NVLS ? names[a] : "?";
+}
 
 /* ------------------------------------------------------- the ops table */
 
@@ -181,54 +194,191 @@ static int ring_successor(const int *order, const int *start, int nodes, int me,
     return me;
 }
 
-static void plan_ring(const sim_net *net, sim_coll op, const int *members, int n, int me, double size,
-                      sim_coll_plan *plan, double *bytes_to) {
-    const sim_coll_ops *ops = &SIM_COLL_OPS[op];
-    int *order = malloc(2 * ((size_t)n + 1) * sizeof *order);
-    if (!order) { plan_route(op, n, me, size, bytes_to); return; }
-    int *start = order + n;
-    int nodes = group_by_node(net, members, n, order, start);
-    int max_local = 0;
-    for (int g = 0; g < nodes; g++)
-        if (start[g + 1] - start[g] > max_local) max_local = start[g + 1] - start[g];
-    int channels = net->costs.channels > 0 ? net->costs.channels : nodes > 1 ? max_local : 1;
+/* The shape of a ring or tree call: members by node, the slowest edge of
+ * channel 0's ring, the bandwidths the protocol choice weighs. */
+typedef struct {
+    int n, nodes, max_local;
+    int *order, *start;           /* group_by_node */
+    sim_xport worst, worst_intra; /* the slowest transport of the ring, inside a node */
+    int all_nvlink;               /* every ring edge on NVLink (LL128, NVLS) */
+    double ring_bw;               /* route bandwidth of the slowest ring edge */
+    double intra_bw;              /* route bandwidth between two GPUs of one node */
+    double net_bw;                /* a node's network bandwidth: its NICs, each counted once */
+} shape;
 
-    /* The ring's transports (channel 0) and its slowest edge. */
-    sim_xport worst = SIM_XPORT_LOCAL, worst_intra = SIM_XPORT_LOCAL;
-    int wa = 0, wb = 0, all_nvlink = 1;
+static double route_bw(const sim_net *net, int a, int b) {
+    double bw = sg_host_get_route_bandwidth(net->hosts[a], net->hosts[b]);
+    return bw > 0 ? bw : 1e9;
+}
+
+static int make_shape(const sim_net *net, const int *members, int n, shape *sh) {
+    memset(sh, 0, sizeof *sh);
+    sh->n = n;
+    sh->order = malloc(2 * ((size_t)n + 1) * sizeof *sh->order);
+    if (!sh->order) return -1;
+    sh->start = sh->order + n;
+    sh->nodes = group_by_node(net, members, n, sh->order, sh->start);
+    int wa = 0, wb = 0, big = -1;
+    for (int g = 0; g < sh->nodes; g++) {
+        int m = sh->start[g + 1] - sh->start[g];
+        if (m > sh->max_local) { sh->max_local = m; big = g; }
+    }
+    sh->worst = sh->worst_intra = SIM_XPORT_LOCAL;
+    sh->all_nvlink = 1;
     for (int i = 0; i < n; i++) {
-        int s = ring_successor(order, start, nodes, i, 0);
+        int s = ring_successor(sh->order, sh->start, sh->nodes, i, 0);
         sim_xport x = sim_net_transport(net, members[i], members[s]);
-        if (x != SIM_XPORT_NVLINK) all_nvlink = 0;
-        if (rank_of(x) > rank_of(worst)) { worst = x; wa = i; wb = s; }
-        if (hw_of(x) != HW_NET && rank_of(x) > rank_of(worst_intra)) worst_intra = x;
+        if (x != SIM_XPORT_NVLINK && hw_of(x) != HW_NET) sh->all_nvlink = 0;
+        if (rank_of(x) > rank_of(sh->worst)) { sh->worst = x; wa = i; wb = s; }
+        if (hw_of(x) != HW_NET && rank_of(x) > rank_of(sh->worst_intra)) sh->worst_intra = x;
     }
-    double bw = sg_host_get_route_bandwidth(net->hosts[members[wa]], net->hosts[members[wb]]);
-    if (!(bw > 0)) bw = 1e9;
+    sh->ring_bw = route_bw(net, members[wa], members[wb]);
+    sh->intra_bw = sh->max_local > 1 ? route_bw(net, members[sh->order[sh->start[big]]],
+                                                members[sh->order[sh->start[big] + 1]]) : sh->ring_bw;
+    if (sh->nodes > 1) {
+        /* GPU k of the first node to GPU k of the second: one NIC's share */
+        int m0 = sh->start[1] - sh->start[0], m1 = sh->start[2] - sh->start[1];
+        double nic = route_bw(net, members[sh->order[0]], members[sh->order[sh->start[1]]]);
+        int nics = 0;
+        for (int i = 0; i < m0 && i < m1; i++) {
+            int dup = 0, nic_i = net->gpus[members[sh->order[i]]].nic;
+            for (int j = 0; j < i; j++) dup |= net->gpus[members[sh->order[j]]].nic == nic_i;
+            nics += !dup;
+        }
+        sh->net_bw = nic * (nics > 0 ? nics : 1);
+    }
+    return 0;
+}
 
-    /* NCCL's choice of protocol: least latency + bytes / bandwidth. */
-    int steps = ops->ring_steps(n), inter = nodes > 1 ? ops->ring_steps(nodes) : 0;
-    double moved = ops->ring_factor(n) * size;
-    double best = INFINITY, best_lat = 0;
-    sim_proto bp = SIM_PROTO_SIMPLE;
+/* Tree latencies (tuning.cc, NCCL 2.8): baseLat and hwLat of NCCL_ALGO_TREE. */
+static const double TREE_BASE_LAT_US[SIM_PROTO_COUNT] = {4.4, 4.4, 0};
+static const double TREE_HW_LAT_US[HW_COUNT][SIM_PROTO_COUNT] = {
+    {0.52, 1.2, 28}, {1.0, 1.9, 28}, {5.0, 8.5, 50},
+};
+/* Tree bandwidth factors (tuning.cc): 0.9 of the bus, LL 1/3.8, LL128 0.915 between nodes. */
+static const double TREE_BW_FACTOR = 0.9, TREE_LL_FACTOR = 1.0 / 3.8, TREE_LL128_FACTOR = 0.915;
+
+typedef struct {
+    sim_algo algo;
+    sim_proto proto;
+    double lat_s, fac;   /* latency; bandwidth factor of the protocol */
+    double time_s;       /* the estimate NCCL's choice compares */
+} choice;
+
+static double ring_lat(const sim_net *net, const sim_coll_ops *ops, const shape *sh, int p) {
+    int steps = ops->ring_steps(sh->n), inter = sh->nodes > 1 ? ops->ring_steps(sh->nodes) : 0;
+    double intra_lat = HW_LAT_US[hw_of(sh->worst_intra)][p] * (sh->nodes > 1 && p == SIM_PROTO_LL ? 1.8 : 1);
+    return (BASE_LAT_US[p] + (steps - inter) * intra_lat + inter * HW_LAT_US[HW_NET][p]) * 1e-6 +
+           (steps - inter) * net->costs.hop_s[sh->worst_intra] + inter * net->costs.hop_s[sh->worst];
+}
+
+/* NCCL's choice: the least latency + bytes / bandwidth over the algorithms
+ * and protocols that apply. */
+static choice choose(const sim_net *net, sim_coll op, const shape *sh, double size) {
+    const sim_coll_ops *ops = &SIM_COLL_OPS[op];
+    int multi = sh->nodes > 1;
+    choice best = {SIM_ALGO_RING, SIM_PROTO_SIMPLE, 0, 1, INFINITY};
+    double ring_bus = multi ? fmin(sh->intra_bw, sh->net_bw) : sh->ring_bw;
     for (int p = 0; p < SIM_PROTO_COUNT; p++) {
-        if (p == SIM_PROTO_LL128 && !all_nvlink) continue;
-        double intra_lat = HW_LAT_US[hw_of(worst_intra)][p] * (nodes > 1 && p == SIM_PROTO_LL ? 1.8 : 1);
-        double lat = (BASE_LAT_US[p] + (steps - inter) * intra_lat + inter * HW_LAT_US[HW_NET][p]) * 1e-6 +
-                     (steps - inter) * net->costs.hop_s[worst_intra] + inter * net->costs.hop_s[worst];
-        double t = lat + moved / (bw * proto_factor(p, op, nodes > 1));
-        if (t < best) { best = t; bp = p; best_lat = lat; }
+        if (p == SIM_PROTO_LL128 && !sh->all_nvlink) continue;
+        double fac = proto_factor(p, op, multi), lat = ring_lat(net, ops, sh, p);
+        double t = lat + ops->ring_factor(sh->n) * size / (ring_bus * fac);
+        if (t < best.time_s) best = (choice){SIM_ALGO_RING, p, lat, fac, t};
     }
-    double fac = proto_factor(bp, op, nodes > 1);
-    for (int k = 0; k < channels; k++) {
-        int s = ring_successor(order, start, nodes, me, k);
-        if (s != me) bytes_to[s] += moved / channels / fac;
+    if (op != SIM_COLL_ALLREDUCE) return best;
+    double nvls = net->costs.nvls_eff;
+    if (!multi && nvls > 0 && sh->all_nvlink) {
+        /* NVLS: Simple only; each GPU's traffic is (n-1)/n of the buffer each way */
+        double lat = (BASE_LAT_US[SIM_PROTO_SIMPLE] + 2 * HW_LAT_US[HW_NVLINK][SIM_PROTO_SIMPLE]) * 1e-6;
+        double t = lat + size * (sh->n - 1) / sh->n / (sh->ring_bw * nvls);
+        if (t < best.time_s) best = (choice){SIM_ALGO_NVLS, SIM_PROTO_SIMPLE, lat, 1, t};
     }
-    plan->proto = bp;
-    plan->xport = worst;
+    if (multi) {
+        double intra = nvls > 0 && sh->all_nvlink ? sh->intra_bw * nvls * sh->max_local / fmax(sh->max_local - 1, 1)
+                                                  : sh->intra_bw;
+        double bus = fmin(intra, sh->net_bw) * TREE_BW_FACTOR;
+        int ihw = hw_of(sh->worst_intra);
+        for (int p = 0; p < SIM_PROTO_COUNT; p++) {
+            if (p == SIM_PROTO_LL128 && !sh->all_nvlink) continue;
+            double fac = p == SIM_PROTO_LL ? TREE_LL_FACTOR : p == SIM_PROTO_LL128 ? TREE_LL128_FACTOR : 1;
+            double lat = (TREE_BASE_LAT_US[p] + 2 * ((sh->max_local - 1) * TREE_HW_LAT_US[ihw][p] +
+                                                     log2(sh->nodes) * TREE_HW_LAT_US[HW_NET][p])) * 1e-6;
+            double t = lat + size / (bus * fac);
+            if (t < best.time_s) best = (choice){SIM_ALGO_TREE, p, lat, fac, t};
+        }
+    }
+    return best;
+}
+
+/* Index of the member at local position k (mod its size) of node g. */
+static int local_member(const shape *sh, int g, int k) {
+    int m = sh->start[g + 1] - sh->start[g];
+    return sh->order[sh->start[g] + k % m];
+}
+
+static void flows_ring(const sim_net *net, const sim_coll_ops *ops, const shape *sh, int me, double size,
+                       double fac, int *channels, double *bytes_to) {
+    int c = net->costs.channels > 0 ? net->costs.channels : sh->nodes > 1 ? sh->max_local : 1;
+    double moved = ops->ring_factor(sh->n) * size;
+    for (int k = 0; k < c; k++) {
+        int s = ring_successor(sh->order, sh->start, sh->nodes, me, k);
+        if (s != me) bytes_to[s] += moved / c / fac;
+    }
+    *channels = c;
+}
+
+/* Where member `me` sits: its node g and local position k. */
+static void locate(const shape *sh, int me, int *g, int *k) {
+    for (*g = 0; *g < sh->nodes; (*g)++)
+        for (*k = 0; *k < sh->start[*g + 1] - sh->start[*g]; (*k)++)
+            if (sh->order[sh->start[*g] + *k] == me) return;
+}
+
+/* NVLS inside a node: the switch reduces; every GPU's traffic is (n-1)/n of
+ * the buffer each way, spread over its peers of the node. */
+static void flows_nvls(const shape *sh, int g, int me, double size, double eff, double *bytes_to) {
+    int m = sh->start[g + 1] - sh->start[g];
+    for (int i = 0; i < m; i++) {
+        int j = sh->order[sh->start[g] + i];
+        if (j != me) bytes_to[j] += size / m / eff;
+    }
+}
+
+/* Tree (NCCL's double binary tree between nodes, a chain inside each): each
+ * GPU moves the buffer once each way inside its node (half along each of the
+ * two trees' chains, or NVLS where the switch reduces) and a node moves it
+ * once each way over its NICs, GPU k to GPU k of the neighbouring nodes. */
+static void flows_tree(const sim_net *net, const shape *sh, int me, double size, double fac, double *bytes_to) {
+    int g, k;
+    locate(sh, me, &g, &k);
+    int m = sh->start[g + 1] - sh->start[g];
+    if (m > 1) {
+        if (net->costs.nvls_eff > 0 && sh->all_nvlink) flows_nvls(sh, g, me, size / fac, net->costs.nvls_eff, bytes_to);
+        else {
+            bytes_to[local_member(sh, g, k + 1)] += size / 2 / fac;
+            bytes_to[local_member(sh, g, k + m - 1)] += size / 2 / fac;
+        }
+    }
+    int next = (g + 1) % sh->nodes, prev = (g + sh->nodes - 1) % sh->nodes;
+    bytes_to[local_member(sh, next, k)] += size / (2.0 * m) / fac;
+    bytes_to[local_member(sh, prev, k)] += size / (2.0 * m) / fac;
+}
+
+static void plan_collective(const sim_net *net, sim_coll op, const int *members, int n, int me, double size,
+                            sim_coll_plan *plan, double *bytes_to) {
+    shape sh;
+    if (make_shape(net, members, n, &sh) != 0) { plan_route(op, n, me, size, bytes_to); return; }
+    choice c = choose(net, op, &sh, size);
+    int channels = 1;
+    if (c.algo == SIM_ALGO_RING) flows_ring(net, &SIM_COLL_OPS[op], &sh, me, size, c.fac, &channels, bytes_to);
+    else if (c.algo == SIM_ALGO_TREE) flows_tree(net, &sh, me, size, c.fac, bytes_to);
+    else flows_nvls(&sh, 0, me, size, net->costs.nvls_eff, bytes_to);
+    plan->algo = c.algo;
+    plan->proto = c.proto;
+    plan->xport = sh.worst;
     plan->channels = channels;
-    plan->delay_s = net->costs.call_s + best_lat;
-    free(order);
+    plan->delay_s = net->costs.call_s + c.lat_s;
+    free(sh.order);
 }
 
 void sim_coll_plan_make(const sim_net *net, sim_coll op, const int *members, int n, int me, double size,
@@ -246,5 +396,5 @@ void sim_coll_plan_make(const sim_net *net, sim_coll op, const int *members, int
         return;
     }
     if (SIM_COLL_OPS[op].algo == SIM_ALGO_DIRECT) plan_direct(net, op, members, n, me, size, plan, bytes_to);
-    else plan_ring(net, op, members, n, me, size, plan, bytes_to);
+    else plan_collective(net, op, members, n, me, size, plan, bytes_to);
 }

@@ -1,15 +1,22 @@
-/* compare.c: a published nccl-tests result against usp's prediction.
+/* compare.c: published nccl-tests results against usp's prediction.
  *
- * The file (traces/published/nccl/NAME.json; traces/README.md has the format):
+ * A file (traces/published/nccl/NAME.json; traces/README.md has the format):
  *   {"source": URL, "hardware": ..., "software": ..., "class": "pcie-shm" |
- *    "pcie-p2p" | "nvswitch" | "multi-node", "platform": preset or XML,
- *    "op": "alltoall" ..., "ranks": N, "compare_min_bytes": B,
- *    "columns": ["size", "count", "time_us", "algbw", "busbw", ...],
- *    "rows": [[...], ...]}
- * Every row is re-predicted at its size on the platform; the error is the
- * predicted bus bandwidth over the published one, less 1. Rows of at least
- * compare_min_bytes count toward the mean and max (smaller ones, where the
- * time is a few microseconds of latency, are printed but not counted). */
+ *    "pcie-p2p" | "nvswitch" | "multi-node", "platform": preset spec or XML
+ *    (a relative .xml path is looked up beside the file first),
+ *    "tables": [{"op": "allreduce", "ranks": N, "kind": "sweep",
+ *                "compare_min_bytes": B, "columns": ["size", ..., "busbw", ...],
+ *                "rows": [[...], ...]},
+ *               {"op": ..., "ranks": N, "kind": "peak" | "average",
+ *                "sweep": [MIN, MAX, FACTOR], "busbw": X}, ...]}
+ * A sweep row is re-predicted at its size; a peak or average figure is the
+ * peak or mean busbw of the simulated sweep over the same sizes (nccl-tests'
+ * -b -e -f). The error is the predicted busbw over the published one, less 1.
+ * Counted toward the bar: sweep rows of at least compare_min_bytes (below it
+ * the time is latency the author's launch setup dominates), every peak and
+ * average figure; a table may say "counted": false with a "note" (a run with
+ * a transport forced by an environment variable, an op usp does not model):
+ * its rows are printed, never counted. */
 #define _POSIX_C_SOURCE 200809L
 #include "usp/json.h"
 #include "usp/nccl.h"
@@ -17,6 +24,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int column(const usp_json *cols, const char *name) {
     for (size_t i = 0; cols && i < cols->count; i++)
@@ -24,98 +32,179 @@ static int column(const usp_json *cols, const char *name) {
     return -1;
 }
 
-static void copy_str(const usp_json *root, const char *key, char *dst, size_t n) {
-    const char *s = NULL;
-    const usp_json *v = usp_json_get(root, key);
-    if (v && v->type == USP_JSON_STRING) s = v->string;
-    snprintf(dst, n, "%s", s ? s : "");
+static void copy_str(const usp_json *obj, const char *key, char *dst, size_t n) {
+    const usp_json *v = usp_json_get(obj, key);
+    snprintf(dst, n, "%s", v && v->type == USP_JSON_STRING ? v->string : "");
 }
 
-static usp_status read_file(const char *file, usp_nccl_comparison *c, double **sizes, double **busbw,
-                            double **times) {
+static usp_status add_row(usp_nccl_comparison *c, const usp_nccl_compare_row *r) {
+    usp_nccl_compare_row *rows = realloc(c->rows, ((size_t)c->nrows + 1) * sizeof *rows);
+    if (!rows) return usp_fail(USP_EINTERNAL, "out of memory");
+    c->rows = rows;
+    c->rows[c->nrows++] = *r;
+    return USP_OK;
+}
+
+static double number_at(const usp_json *row, int i) {
+    return i >= 0 && (size_t)i < row->count && row->items[i].type == USP_JSON_NUMBER ? row->items[i].number : NAN;
+}
+
+static void finish_row(usp_nccl_compare_row *r, int counted) {
+    r->error = r->published_busbw > 0 ? r->predicted_busbw / r->published_busbw - 1 : NAN;
+    r->counted = counted && isfinite(r->error);
+}
+
+/* One "sweep" table: every row at its size. */
+static usp_status sweep_table(const usp_json *t, const char *platform, int counted, usp_nccl_compare_row *tmpl,
+                              usp_nccl_comparison *c) {
+    const usp_json *cols = usp_json_get(t, "columns"), *rows = usp_json_get(t, "rows");
+    int isize = column(cols, "size"), ibus = column(cols, "busbw"), itime = column(cols, "time_us");
+    double min_bytes = 0;
+    USP_TRY(usp_json_get_number(t, "compare_min_bytes", &min_bytes));
+    if (isize < 0 || ibus < 0) return usp_fail(USP_EINVAL, "line %d: 'columns' must name size and busbw", t->line);
+    if (!rows || rows->type != USP_JSON_ARRAY || rows->count == 0)
+        return usp_fail(USP_EINVAL, "line %d: 'rows' must be a non-empty array", t->line);
+    double *sizes = calloc(rows->count, sizeof *sizes);
+    if (!sizes) return usp_fail(USP_EINTERNAL, "out of memory");
+    usp_status st = USP_OK;
+    for (size_t r = 0; r < rows->count && st == USP_OK; r++) {
+        const usp_json *row = &rows->items[r];
+        if (row->type != USP_JSON_ARRAY || !isfinite(number_at(row, isize)) || !isfinite(number_at(row, ibus)))
+            st = usp_fail(USP_EINVAL, "line %d: a row needs numbers for size and busbw", row->line);
+        else sizes[r] = number_at(row, isize);
+    }
+    usp_nccl_table sim = {0};
+    if (st == USP_OK && counted != -1) {
+        usp_nccl_options o = {.platform = platform, .op = tmpl->op, .ranks = tmpl->ranks, .sizes = sizes,
+                              .nsizes = (int)rows->count};
+        st = usp_nccl_simulate(&o, &sim);
+    }
+    for (size_t r = 0; r < rows->count && st == USP_OK; r++) {
+        const usp_json *row = &rows->items[r];
+        usp_nccl_compare_row x = *tmpl;
+        x.size = sizes[r];
+        x.published_busbw = number_at(row, ibus);
+        x.published_time_us = itime >= 0 && isfinite(number_at(row, itime)) ? number_at(row, itime) : 0;
+        if (sim.rows) {
+            x.predicted_busbw = sim.rows[r].busbw;
+            x.predicted_time_us = sim.rows[r].time_us;
+        }
+        finish_row(&x, counted == 1 && x.size >= min_bytes);
+        if (counted == 1 && x.size < min_bytes) snprintf(x.note, sizeof x.note, "below %.0f B", min_bytes);
+        st = add_row(c, &x);
+    }
+    usp_nccl_table_free(&sim);
+    free(sizes);
+    return st;
+}
+
+/* A "peak" or "average" figure over a sweep. */
+static usp_status summary_table(const usp_json *t, const char *platform, int counted, usp_nccl_compare_row *tmpl,
+                                usp_nccl_comparison *c) {
+    const usp_json *sw = usp_json_get(t, "sweep");
+    double busbw;
+    USP_TRY(usp_json_get_number(t, "busbw", &busbw));
+    if (!sw || sw->type != USP_JSON_ARRAY || sw->count != 3 || sw->items[0].type != USP_JSON_NUMBER ||
+        sw->items[1].type != USP_JSON_NUMBER || sw->items[2].type != USP_JSON_NUMBER)
+        return usp_fail(USP_EINVAL, "line %d: 'sweep' must be [min bytes, max bytes, factor]", t->line);
+    usp_nccl_compare_row x = *tmpl;
+    x.published_busbw = busbw;
+    if (counted != -1) {
+        usp_nccl_options o = {.platform = platform, .op = tmpl->op, .ranks = tmpl->ranks,
+                              .min_bytes = sw->items[0].number, .max_bytes = sw->items[1].number,
+                              .factor = sw->items[2].number};
+        usp_nccl_table sim;
+        USP_TRY(usp_nccl_simulate(&o, &sim));
+        double peak = 0, sum = 0;
+        for (int i = 0; i < sim.nrows; i++) {
+            sum += sim.rows[i].busbw;
+            if (sim.rows[i].busbw > peak) peak = sim.rows[i].busbw;
+        }
+        x.predicted_busbw = strcmp(x.kind, "peak") == 0 ? peak : sim.nrows ? sum / sim.nrows : 0;
+        usp_nccl_table_free(&sim);
+    }
+    finish_row(&x, counted == 1);
+    return add_row(c, &x);
+}
+
+static int is_modelled(const char *op) {
+    for (const char *const *o = usp_nccl_ops(); *o; o++)
+        if (strcmp(*o, op) == 0) return 1;
+    return 0;
+}
+
+static usp_status one_table(const usp_json *t, const char *platform, usp_nccl_comparison *c) {
+    usp_nccl_compare_row tmpl = {0};
+    const char *op, *kind;
+    USP_TRY(usp_json_get_string(t, "op", &op));
+    USP_TRY(usp_json_get_string(t, "kind", &kind));
+    USP_TRY(usp_json_get_int(t, "ranks", &tmpl.ranks));
+    snprintf(tmpl.op, sizeof tmpl.op, "%s", op);
+    snprintf(tmpl.kind, sizeof tmpl.kind, "%s", kind);
+    const usp_json *cv = usp_json_get(t, "counted");
+    /* 1: counted; 0: predicted, not counted; -1: not predicted (an op usp does not model) */
+    int counted = cv && cv->type == USP_JSON_BOOL && !cv->boolean ? 0 : 1;
+    copy_str(t, "note", tmpl.note, sizeof tmpl.note);
+    if (!is_modelled(op)) {
+        counted = -1;
+        if (!tmpl.note[0]) snprintf(tmpl.note, sizeof tmpl.note, "%s is not modelled", op);
+    }
+    if (strcmp(kind, "sweep") == 0) return sweep_table(t, platform, counted, &tmpl, c);
+    if (strcmp(kind, "peak") == 0 || strcmp(kind, "average") == 0) return summary_table(t, platform, counted, &tmpl, c);
+    return usp_fail(USP_EINVAL, "line %d: kind '%s' is not sweep, peak or average", t->line, kind);
+}
+
+/* A relative .xml platform is looked up beside the file first. */
+static void resolve_platform(const char *file, const char *spec, char *out, size_t n) {
+    snprintf(out, n, "%s", spec);
+    size_t len = strlen(spec);
+    if (spec[0] == '/' || len < 4 || strcmp(spec + len - 4, ".xml") != 0) return;
+    const char *slash = strrchr(file, '/');
+    if (!slash) return;
+    char beside[512];
+    snprintf(beside, sizeof beside, "%.*s/%s", (int)(slash - file), file, spec);
+    if (access(beside, R_OK) == 0) snprintf(out, n, "%s", beside);
+}
+
+usp_status usp_nccl_compare(const char *file, usp_nccl_comparison *c) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->file, sizeof c->file, "%s", file);
     usp_json *root;
     USP_TRY(usp_json_parse_file(file, &root));
     usp_status st = USP_OK;
-    const char *need[] = {"source", "hardware", "software", "class", "platform", "op"};
-    for (int i = 0; i < 6 && st == USP_OK; i++) {
+    const char *need[] = {"source", "hardware", "software", "class", "platform"};
+    for (int i = 0; i < 5 && st == USP_OK; i++) {
         const char *s;
         st = usp_json_get_string(root, need[i], &s);
     }
-    if (st == USP_OK) st = usp_json_get_int(root, "ranks", &c->ranks);
-    if (st == USP_OK) st = usp_json_get_number(root, "compare_min_bytes", &c->min_bytes);
-    const usp_json *cols = usp_json_get(root, "columns"), *rows = usp_json_get(root, "rows");
-    int isize = column(cols, "size"), ibus = column(cols, "busbw"), itime = column(cols, "time_us");
-    if (st == USP_OK && (isize < 0 || ibus < 0 || itime < 0))
-        st = usp_fail(USP_EINVAL, "'columns' must name size, time_us and busbw");
-    if (st == USP_OK && (!rows || rows->type != USP_JSON_ARRAY || rows->count == 0))
-        st = usp_fail(USP_EINVAL, "'rows' must be a non-empty array");
+    const usp_json *tables = usp_json_get(root, "tables");
+    if (st == USP_OK && (!tables || tables->type != USP_JSON_ARRAY || tables->count == 0))
+        st = usp_fail(USP_EINVAL, "'tables' must be a non-empty array");
+    char platform[512] = "";
     if (st == USP_OK) {
         copy_str(root, "source", c->source, sizeof c->source);
         copy_str(root, "hardware", c->hardware, sizeof c->hardware);
         copy_str(root, "software", c->software, sizeof c->software);
         copy_str(root, "class", c->cls, sizeof c->cls);
         copy_str(root, "platform", c->platform, sizeof c->platform);
-        copy_str(root, "op", c->op, sizeof c->op);
-        c->nrows = (int)rows->count;
-        *sizes = calloc(rows->count, sizeof **sizes);
-        *busbw = calloc(rows->count, sizeof **busbw);
-        *times = calloc(rows->count, sizeof **times);
-        if (!*sizes || !*busbw || !*times) st = usp_fail(USP_EINTERNAL, "out of memory");
+        resolve_platform(file, c->platform, platform, sizeof platform);
     }
-    for (size_t r = 0; st == USP_OK && r < rows->count; r++) {
-        const usp_json *row = &rows->items[r];
-        int ok = row->type == USP_JSON_ARRAY && (size_t)isize < row->count && (size_t)ibus < row->count &&
-                 (size_t)itime < row->count && row->items[isize].type == USP_JSON_NUMBER &&
-                 row->items[ibus].type == USP_JSON_NUMBER && row->items[itime].type == USP_JSON_NUMBER;
-        if (!ok) { st = usp_fail(USP_EINVAL, "line %d: a row needs numbers for size, time_us and busbw", row->line); break; }
-        (*sizes)[r] = row->items[isize].number;
-        (*busbw)[r] = row->items[ibus].number;
-        (*times)[r] = row->items[itime].number;
-    }
+    for (size_t i = 0; st == USP_OK && i < tables->count; i++) st = one_table(&tables->items[i], platform, c);
     usp_json_free(root);
-    if (st != USP_OK) usp_error_prefix("%s: ", file);
-    return st;
-}
-
-usp_status usp_nccl_compare(const char *file, usp_nccl_comparison *c) {
-    memset(c, 0, sizeof *c);
-    snprintf(c->file, sizeof c->file, "%s", file);
-    double *sizes = NULL, *busbw = NULL, *times = NULL;
-    usp_status st = read_file(file, c, &sizes, &busbw, &times);
-    usp_nccl_table t = {0};
-    if (st == USP_OK) {
-        usp_nccl_options o = {.platform = c->platform, .op = c->op, .ranks = c->ranks, .sizes = sizes,
-                              .nsizes = c->nrows};
-        st = usp_nccl_simulate(&o, &t);
-        if (st != USP_OK) usp_error_prefix("%s: ", file);
+    if (st != USP_OK) {
+        usp_error_prefix("%s: ", file);
+        usp_nccl_comparison_free(c);
+        return st;
     }
-    if (st == USP_OK && !(c->rows = calloc((size_t)c->nrows, sizeof *c->rows)))
-        st = usp_fail(USP_EINTERNAL, "out of memory");
-    int counted = 0;
-    for (int i = 0; st == USP_OK && i < c->nrows; i++) {
-        usp_nccl_compare_row *r = &c->rows[i];
-        r->size = sizes[i];
-        r->published_busbw = busbw[i];
-        r->published_time_us = times[i];
-        r->predicted_busbw = t.rows[i].busbw;
-        r->predicted_time_us = t.rows[i].time_us;
-        r->error = busbw[i] > 0 ? r->predicted_busbw / busbw[i] - 1 : NAN;
-        r->counted = sizes[i] >= c->min_bytes && busbw[i] > 0;
-        if (!r->counted) continue;
-        counted++;
-        double e = fabs(r->error);
+    for (int i = 0; i < c->nrows; i++) {
+        if (!c->rows[i].counted) continue;
+        double e = fabs(c->rows[i].error);
+        c->counted++;
         c->mean_abs_error += e;
         if (e > c->max_abs_error) c->max_abs_error = e;
-        if (busbw[i] > c->published_peak) c->published_peak = busbw[i];
-        if (r->predicted_busbw > c->predicted_peak) c->predicted_peak = r->predicted_busbw;
     }
-    if (counted) c->mean_abs_error /= counted;
-    usp_nccl_table_free(&t);
-    free(sizes);
-    free(busbw);
-    free(times);
-    if (st != USP_OK) usp_nccl_comparison_free(c);
-    return st;
+    if (c->counted) c->mean_abs_error /= c->counted;
+    return USP_OK;
 }
 
 void usp_nccl_comparison_free(usp_nccl_comparison *c) {
@@ -127,19 +216,24 @@ void usp_nccl_comparison_free(usp_nccl_comparison *c) {
 void usp_nccl_compare_print(FILE *f, const usp_nccl_comparison *c) {
     fprintf(f, "# %s\n# published: %s\n# hardware:  %s\n# software:  %s\n", c->file, c->source, c->hardware,
             c->software);
-    fprintf(f, "# %s, %d ranks, class %s; predicted (SIMULATED) on platform %s\n", c->op, c->ranks, c->cls,
-            c->platform);
-    fprintf(f, "#%12s %12s %12s %12s %12s %8s  %s\n", "size (B)", "time (us)", "sim time", "busbw GB/s",
-            "sim busbw", "error", "counted");
+    fprintf(f, "# class %s; predicted (SIMULATED) on platform %s\n", c->cls, c->platform);
+    fprintf(f, "#%-13s %5s %7s %12s %10s %10s %10s %10s %8s  %s\n", "op", "ranks", "kind", "size (B)", "time us",
+            "sim us", "busbw", "sim busbw", "error", "counted");
     for (int i = 0; i < c->nrows; i++) {
         const usp_nccl_compare_row *r = &c->rows[i];
-        fprintf(f, " %12.0f %12.2f %12.2f %12.2f %12.2f %+7.1f%%  %s\n", r->size, r->published_time_us,
-                r->predicted_time_us, r->published_busbw, r->predicted_busbw, 100 * r->error,
-                r->counted ? "yes" : "no");
+        char size[24], time[16], err[16];
+        if (r->size > 0 || strcmp(r->kind, "sweep") == 0) snprintf(size, sizeof size, "%.0f", r->size);
+        else snprintf(size, sizeof size, "%s", "(sweep)");
+        if (r->published_time_us > 0) snprintf(time, sizeof time, "%.2f", r->published_time_us);
+        else snprintf(time, sizeof time, "%s", "-");
+        if (isfinite(r->error) && (r->predicted_busbw > 0 || r->counted)) snprintf(err, sizeof err, "%+.1f%%", 100 * r->error);
+        else snprintf(err, sizeof err, "%s", "-");
+        fprintf(f, " %-13s %5d %7s %12s %10s %10.2f %10.2f %10.2f %8s  %s%s%s\n", r->op, r->ranks, r->kind, size, time,
+                r->predicted_time_us, r->published_busbw, r->predicted_busbw, err, r->counted ? "yes" : "no",
+                r->note[0] ? ": " : "", r->note);
     }
-    fprintf(f, "# rows of %.0f B and more: mean |error| %.1f%%, max %.1f%%; peak busbw published %.2f, "
-               "predicted %.2f GB/s\n", c->min_bytes, 100 * c->mean_abs_error, 100 * c->max_abs_error,
-            c->published_peak, c->predicted_peak);
+    fprintf(f, "# counted rows: %d, mean |error| %.1f%%, max %.1f%%\n", c->counted, 100 * c->mean_abs_error,
+            100 * c->max_abs_error);
 }
 
 void usp_nccl_compare_json(FILE *f, const usp_nccl_comparison *c) {
@@ -151,26 +245,29 @@ void usp_nccl_compare_json(FILE *f, const usp_nccl_comparison *c) {
     usp_json_write_string(f, c->cls);
     fputs(", \"platform\": ", f);
     usp_json_write_string(f, c->platform);
-    fputs(", \"op\": ", f);
-    usp_json_write_string(f, c->op);
-    fprintf(f, ", \"ranks\": %d, \"compare_min_bytes\": ", c->ranks);
-    usp_json_write_number(f, c->min_bytes);
-    fputs(", \"mean_abs_error\": ", f);
+    fprintf(f, ", \"simulated\": true, \"counted\": %d, \"mean_abs_error\": ", c->counted);
     usp_json_write_number(f, c->mean_abs_error);
     fputs(", \"max_abs_error\": ", f);
     usp_json_write_number(f, c->max_abs_error);
-    fputs(", \"simulated\": true, \"rows\": [", f);
+    fputs(", \"rows\": [", f);
     for (int i = 0; i < c->nrows; i++) {
         const usp_nccl_compare_row *r = &c->rows[i];
-        fputs(i ? ",\n  {\"size\": " : "\n  {\"size\": ", f);
+        fputs(i ? ",\n  {\"op\": " : "\n  {\"op\": ", f);
+        usp_json_write_string(f, r->op);
+        fputs(", \"kind\": ", f);
+        usp_json_write_string(f, r->kind);
+        fprintf(f, ", \"ranks\": %d, \"size\": ", r->ranks);
         usp_json_write_number(f, r->size);
         fputs(", \"published_busbw\": ", f);
         usp_json_write_number(f, r->published_busbw);
         fputs(", \"predicted_busbw\": ", f);
         usp_json_write_number(f, r->predicted_busbw);
         fputs(", \"error\": ", f);
-        usp_json_write_number(f, isfinite(r->error) ? r->error : 0);
-        fprintf(f, ", \"counted\": %s}", r->counted ? "true" : "false");
+        if (isfinite(r->error)) usp_json_write_number(f, r->error);
+        else fputs("null", f);
+        fprintf(f, ", \"counted\": %s, \"note\": ", r->counted ? "true" : "false");
+        usp_json_write_string(f, r->note);
+        fputc('}', f);
     }
     fputs("]}\n", f);
 }

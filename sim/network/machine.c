@@ -7,7 +7,7 @@
  *   pcie-switch<k> --up, cpu<s>-mem--> cpu<s>           (host memory on the way:
  *                                                       SHM crosses it twice)
  *   cpu<a> --cpu-link--> cpu<b>                         (shared both ways)
- *   pcie-switch<k> (or cpu<s>) --nic<i>, nic<i>-port--> rail<i>
+ *   gpu<g> --pcie, nic<i>, nic<i>-port--> rail<i>         (i: the GPU's NIC)
  *   rail<i> --rail<i>-up--> spine                       (non-blocking)
  * SimGrid's DijkstraCache routes by the fewest links: NVLink peers are 2 links
  * apart, PCIe peers under one switch 4, so NVLink wins where both exist.
@@ -143,10 +143,19 @@ static void emit_node(const sim_machine *m, int node, out *o) {
         snprintf(d, sizeof d, "nic%d-port", i);
         link(o, a, m->nic_gbps, 0);
         link(o, d, m->nic_gbps, 0);
-        if (m->nic_switch[i] >= 0) snprintf(b, sizeof b, "pcie-switch%d", m->nic_switch[i]);
-        else snprintf(b, sizeof b, "cpu%d", m->nic_socket[i]);
+    }
+    /* Each GPU reaches the network through its own NIC (the one NCCL pairs
+     * with it): its PCIe link, then the NIC, to the NIC's rail. */
+    for (int g = 0; g < m->gpus && m->nodes > 1; g++) {
+        int i = m->gpu_nic[g];
+        if (i < 0) continue;
+        snprintf(b, sizeof b, "gpu%d", g);
+        snprintf(a, sizeof a, "gpu%d-pcie", g);
         snprintf(c, sizeof c, "rail%d", i);
-        if (m->nodes > 1) route(o, b, 0, c, 1, a, d, NULL);
+        char nic[32], port[32];
+        snprintf(nic, sizeof nic, "nic%d", i);
+        snprintf(port, sizeof port, "nic%d-port", i);
+        route(o, b, 0, c, 1, a, nic, port);
     }
 }
 
@@ -186,6 +195,7 @@ usp_status sim_machine_write(const sim_machine *m, FILE *f) {
                "  <zone id=\"%s\" routing=\"DijkstraCache\">\n", m->name, m->about, m->name);
     if (m->call_us > 0) fprintf(f, "    <prop id=\"nccl.call_us\" value=\"%.6g\"/>\n", m->call_us);
     if (m->a2a_eff > 0) fprintf(f, "    <prop id=\"nccl.a2a_eff\" value=\"%.6g\"/>\n", m->a2a_eff);
+    if (m->nvls_eff > 0) fprintf(f, "    <prop id=\"nccl.nvls_eff\" value=\"%.6g\"/>\n", m->nvls_eff);
     if (m->shm_lat_us > 0) fprintf(f, "    <prop id=\"nccl.lat_us.shm\" value=\"%.6g\"/>\n", m->shm_lat_us);
     if (m->channels > 0) fprintf(f, "    <prop id=\"nccl.channels\" value=\"%d\"/>\n", m->channels);
     fputs(o.res_buf, f);

@@ -37,7 +37,7 @@ typedef struct {
     double cpu_link_gbps;     /* between two sockets (shared both ways: it collapses under two-way load) */
     double nic_gbps;          /* one NIC */
     /* NCCL costs (zone props; <= 0: the defaults of transport.c) */
-    double call_us, a2a_eff, shm_lat_us;
+    double call_us, a2a_eff, nvls_eff, shm_lat_us;
     int channels;
 } sim_machine;
 

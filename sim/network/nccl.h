@@ -15,7 +15,8 @@
  *   host: node, socket, pcie_switch (0-based, unique within a node; -1: on the
  *         CPU's root port), nvlink (name of the NVLink fabric, "" none), nic
  *         (index within the node, -1 none), gdr (1: GPUDirect RDMA with its NIC)
- *   zone: nccl.call_us, nccl.a2a_eff, nccl.lat_us.<transport>, nccl.channels
+ *   zone: nccl.call_us, nccl.a2a_eff, nccl.nvls_eff, nccl.lat_us.<transport>,
+ *         nccl.channels
  * A platform whose hosts carry no `node` prop (a user's own XML, the star and
  * h200x2 presets, a calibrated pair) keeps the old behaviour exactly: every
  * message takes the route as given, all-pairs, with no added cost
@@ -62,6 +63,9 @@ typedef struct {
     double call_s;                      /* per collective call (launch, sync) */
     double hop_s[SIM_XPORT_COUNT];      /* per pipeline step, Simple protocol */
     double a2a_eff;                     /* all-to-all over NVSwitch: fraction of link peak */
+    double nvls_eff;                    /* NVLink SHARP (NVSwitch reductions, H100 and
+                                           later): fraction of the link a GPU's NVLS
+                                           all-reduce traffic reaches; 0: no NVLS */
     int channels;                       /* rings NCCL builds (0: by transport) */
 } sim_net_costs;
 
@@ -92,7 +96,8 @@ typedef enum {
     SIM_COLL_COUNT
 } sim_coll;
 
-typedef enum { SIM_ALGO_DIRECT, SIM_ALGO_RING } sim_algo;
+typedef enum { SIM_ALGO_DIRECT, SIM_ALGO_RING, SIM_ALGO_TREE, SIM_ALGO_NVLS } sim_algo;
+const char *sim_algo_name(sim_algo a);
 
 /* One entry per comm kind (nccl-tests' struct testColl: name, byte count,
  * bandwidth). */

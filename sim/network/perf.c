@@ -39,7 +39,7 @@ const char *const *usp_nccl_ops(void) {
 
 typedef struct {
     sim_coll op;
-    int n, nsizes;
+    int n, nsizes, align;
     const double *sizes;
     usp_nccl_row *rows;
     sg_host_t *hosts;
@@ -49,6 +49,16 @@ typedef struct {
 } perf_state;
 
 static perf_state g_perf;
+
+/* nccl-tests' sizes: whole elements, and for the ops that split the buffer
+ * among the ranks a multiple of the ranks (alltoall of 8 ranks at 8 bytes is
+ * 0 bytes). Explicit sizes (a published table's) are kept as given. */
+static double aligned(double size, sim_coll op, int n, int align) {
+    if (!align) return size;
+    double unit = TYPE_SIZE * (op == SIM_COLL_ALLTOALL || op == SIM_COLL_ALLGATHER ||
+                               op == SIM_COLL_REDUCESCATTER ? n : 1);
+    return floor(size / unit) * unit;
+}
 
 static sg_mailbox_t mailbox(int from, int to) {
     char name[48];
@@ -67,7 +77,7 @@ static void rank_actor(int argc, char **argv) {
     for (int s = 0; s < g_perf.nsizes; s++) {
         sg_barrier_wait(g_perf.barrier);
         if (g_perf.failed) break;
-        double t0 = simgrid_get_clock(), size = g_perf.sizes[s];
+        double t0 = simgrid_get_clock(), size = aligned(g_perf.sizes[s], g_perf.op, n, g_perf.align);
         sim_coll_plan plan;
         int nc = 0;
         if (g_perf.op == SIM_COLL_SENDRECV) {
@@ -94,7 +104,9 @@ static void rank_actor(int argc, char **argv) {
         sg_barrier_wait(g_perf.barrier);
         if (me == 0) {
             usp_nccl_row *r = &g_perf.rows[s];
+            r->size = size;
             r->time_us = (simgrid_get_clock() - t0) * 1e6;
+            snprintf(r->algo, sizeof r->algo, "%s", sim_algo_name(plan.algo));
             snprintf(r->proto, sizeof r->proto, "%s", sim_proto_name(plan.proto));
             snprintf(r->xport, sizeof r->xport, "%s", sim_xport_name(plan.xport));
         }
@@ -112,7 +124,7 @@ static int cmp_host_names(const void *a, const void *b) {
 typedef struct {
     const char *path;
     sim_coll op;
-    int ranks, nsizes;
+    int ranks, nsizes, align;
     const double *sizes;
 } child_arg;
 
@@ -140,6 +152,7 @@ static void child_main(int fd, const void *argp) {
         g_perf.op = a->op;
         g_perf.n = n;
         g_perf.nsizes = a->nsizes;
+        g_perf.align = a->align;
         g_perf.sizes = a->sizes;
         g_perf.rows = calloc((size_t)a->nsizes, sizeof *g_perf.rows);
         g_perf.barrier = sg_barrier_init((unsigned)n);
@@ -206,15 +219,12 @@ static usp_status run_child(const child_arg *a, const char *spec, usp_nccl_row *
     return st;
 }
 
-/* nccl-tests' sizes: min, min*f, ... up to max (f > 1), each a whole number
- * of elements divisible by the ranks where the op splits the buffer. */
-static int make_sizes(const usp_nccl_options *o, sim_coll op, int ranks, double *sizes) {
+/* nccl-tests' sizes: min, min*f, ... up to max (f > 1); the child aligns
+ * them once it knows the ranks. */
+static int make_sizes(const usp_nccl_options *o, double *sizes) {
     int n = 0;
-    double unit = TYPE_SIZE * (op == SIM_COLL_ALLTOALL || op == SIM_COLL_ALLGATHER || op == SIM_COLL_REDUCESCATTER
-                               ? (ranks > 0 ? ranks : 1) : 1);
     for (double s = o->min_bytes; s <= o->max_bytes * (1 + 1e-12) && n < MAX_SIZES; s *= o->factor) {
-        double aligned = floor(s / unit) * unit;
-        sizes[n++] = aligned;
+        sizes[n++] = s;
         if (o->factor <= 1) break;
     }
     return n;
@@ -242,11 +252,11 @@ usp_status usp_nccl_simulate(const usp_nccl_options *o, usp_nccl_table *t) {
     }
     double *sizes = malloc(MAX_SIZES * sizeof *sizes);
     if (!sizes) { if (temp) unlink(path); return usp_fail(USP_EINTERNAL, "out of memory"); }
-    int nsizes = o->sizes ? (o->nsizes < MAX_SIZES ? o->nsizes : MAX_SIZES) : make_sizes(o, op, o->ranks, sizes);
+    int nsizes = o->sizes ? (o->nsizes < MAX_SIZES ? o->nsizes : MAX_SIZES) : make_sizes(o, sizes);
     if (o->sizes) memcpy(sizes, o->sizes, (size_t)nsizes * sizeof *sizes);
     t->rows = calloc((size_t)(nsizes > 0 ? nsizes : 1), sizeof *t->rows);
     if (!t->rows) { free(sizes); if (temp) unlink(path); return usp_fail(USP_EINTERNAL, "out of memory"); }
-    child_arg a = {path, op, o->ranks, nsizes, sizes};
+    child_arg a = {path, op, o->ranks, nsizes, o->sizes == NULL, sizes};
     int ranks = 0;
     usp_status st = run_child(&a, spec, t->rows, &ranks);
     if (temp) unlink(path);
@@ -260,9 +270,8 @@ usp_status usp_nccl_simulate(const usp_nccl_options *o, usp_nccl_table *t) {
     t->nrows = nsizes;
     for (int i = 0; i < nsizes; i++) {
         usp_nccl_row *r = &t->rows[i];
-        r->size = sizes[i];
-        r->count = (double)ops->count(sizes[i], ranks, TYPE_SIZE);
-        r->algbw = r->time_us > 0 ? sizes[i] / (r->time_us * 1e-6) / 1e9 : 0;
+        r->count = (double)ops->count(r->size, ranks, TYPE_SIZE);
+        r->algbw = r->time_us > 0 ? r->size / (r->time_us * 1e-6) / 1e9 : 0;
         r->busbw = r->algbw * ops->bus_factor(ranks);
     }
     free(sizes);
@@ -278,13 +287,13 @@ void usp_nccl_table_free(usp_nccl_table *t) {
 void usp_nccl_print(FILE *f, const usp_nccl_table *t) {
     fprintf(f, "# usp nccl: %s on %s, %d ranks -- SIMULATED by usp's NCCL model, not measured\n", t->perf,
             t->platform, t->ranks);
-    fprintf(f, "#\n#%12s %14s %9s %7s %6s %10s %8s %8s  %-6s %s\n", "size", "count", "type", "redop", "root", "time",
-            "algbw", "busbw", "proto", "transport");
+    fprintf(f, "#\n#%12s %14s %9s %7s %6s %10s %8s %8s  %-6s %-6s %s\n", "size", "count", "type", "redop", "root",
+            "time", "algbw", "busbw", "algo", "proto", "transport");
     fprintf(f, "#%12s %14s %9s %7s %6s %10s %8s %8s\n", "(B)", "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)");
     for (int i = 0; i < t->nrows; i++) {
         const usp_nccl_row *r = &t->rows[i];
-        fprintf(f, " %12.0f %14.0f %9s %7s %6d %10.2f %8.2f %8.2f  %-6s %s\n", r->size, r->count, "float", t->redop,
-                -1, r->time_us, r->algbw, r->busbw, r->proto, r->xport);
+        fprintf(f, " %12.0f %14.0f %9s %7s %6d %10.2f %8.2f %8.2f  %-6s %-6s %s\n", r->size, r->count, "float",
+                t->redop, -1, r->time_us, r->algbw, r->busbw, r->algo, r->proto, r->xport);
     }
     double sum = 0;
     for (int i = 0; i < t->nrows; i++) sum += t->rows[i].busbw;
@@ -313,6 +322,8 @@ void usp_nccl_json(FILE *f, const usp_nccl_table *t) {
         usp_json_write_number(f, r->algbw);
         fputs(", \"busbw\": ", f);
         usp_json_write_number(f, r->busbw);
+        fputs(", \"algo\": ", f);
+        usp_json_write_string(f, r->algo);
         fputs(", \"proto\": ", f);
         usp_json_write_string(f, r->proto);
         fputs(", \"transport\": ", f);

@@ -93,7 +93,7 @@ struct preset {
     emit_fn emit;
     /* machine presets (sim/network/machine.c): the server, redrawn from a real
      * machine's topology, with NCCL's transports as props */
-    void (*machine)(sim_machine *m, int nodes);
+    void (*machine)(sim_machine *m, const usp_platform_params *p, int nodes);
 };
 
 /* Two H200 joined directly: one link with the fitted latency and bandwidth. */
@@ -160,7 +160,31 @@ static usp_status emit_dragonfly(const preset *ps, const usp_platform_params *p,
 static const double NVL4_ACHIEVED_GBPS = 370.0, A100_ACHIEVED_GBPS = 235.0, A800_ACHIEVED_GBPS = 156.7;
 /* PCIe Gen4 x16 as GPU DMA reaches it (24 of 31.5 GB/s: nvbandwidth and
  * p2pBandwidthLatencyTest on Gen4 servers report 24-26 GB/s); Gen5 x16 48. */
-static const double PCIE4_ACHIEVED_GBPS = 24.0, PCIE5_ACHIEVED_GBPS = 48.0;
+static const double PCIE3_ACHIEVED_GBPS = 12.0, PCIE4_ACHIEVED_GBPS = 24.0, PCIE5_ACHIEVED_GBPS = 48.0;
+/* NVLink SHARP all-reduce on NVLink 4 NVSwitch nodes: busbw = 2 x link x eff;
+ * fitted to the 480 GB/s peak of the ND H200 v5 table (sim/SOURCES.md, "NCCL
+ * on NVSwitch nodes"): 480 / (2 x 370). */
+static const double NVLS_EFF = 0.649;
+/* SHM through one socket's host memory: what GPU DMA into and out of pinned
+ * memory reaches, both ways together (an SHM flow crosses it twice); fitted
+ * to 4 x RTX 4090 on one socket, all-to-all and all-reduce both 18 GB/s busbw
+ * over SHM (NVIDIA/nccl issue 1603): 12 flows x 2 crossings x 6 GB/s. */
+static const double SHM_HOST_MEM_GBPS = 144.0;
+/* The CPU-to-CPU link under GPU DMA traffic, shared by both directions:
+ * fitted to the SHM all-to-all of 8 x L20 (NVIDIA/nccl issue 1817). */
+static const double SHM_CPU_LINK_GBPS = 80.0;
+/* A PCIe Gen4 switch's x16 uplink to its CPU under SHM traffic (2 GPUs
+ * behind it): fitted, with the CPU-to-CPU link, to the SHM all-to-all of
+ * 8 x L20 (NVIDIA/nccl issue 1817); the spec's bw= overrides it. */
+static const double L20_UPLINK_GBPS = 27.0;
+/* Per collective call beyond NCCL's latency model, fitted to the smallest
+ * sizes of each published table (sim/SOURCES.md): bare-metal PCIe servers. */
+static const double PCIE_CALL_US = 10.0;
+/* One EFA device (100 Gb/s, 12.5 GB/s at line rate) as NCCL reaches it:
+ * fitted to the 2 GB row of 2 x p4de all_reduce_perf (sim/SOURCES.md, "NCCL
+ * between nodes"): 12.5 x 78.3 / 92.4. (A 400 Gb/s NIC: machine.c's default,
+ * 48 GB/s.) */
+static const double EFA_GBPS = 10.6;
 
 static void nvswitch_node(sim_machine *m, const char *name, int nodes, double nvl, double pcie, int nics) {
     memset(m, 0, sizeof *m);
@@ -182,25 +206,31 @@ static void nvswitch_node(sim_machine *m, const char *name, int nodes, double nv
     m->cpu_link_gbps = 40;
 }
 
-static void machine_h200x8(sim_machine *m, int nodes) {
+static void machine_h200x8(sim_machine *m, const usp_platform_params *p, int nodes) {
+    (void)p;
     nvswitch_node(m, "h200x8", nodes, NVL4_ACHIEVED_GBPS, PCIE5_ACHIEVED_GBPS, 0);
+    m->nvls_eff = NVLS_EFF;
     snprintf(m->about, sizeof m->about, "HGX H200: 8 GPUs on NVSwitch (NVLink 4, 450 GB/s per direction, %g "
              "achieved by NCCL), 4 PCIe Gen5 switches, 2 sockets", NVL4_ACHIEVED_GBPS);
 }
 
-static void machine_h100x8(sim_machine *m, int nodes) {
+static void machine_h100x8(sim_machine *m, const usp_platform_params *p, int nodes) {
+    (void)p;
     nvswitch_node(m, "h100x8", nodes, NVL4_ACHIEVED_GBPS, PCIE5_ACHIEVED_GBPS, 0);
+    m->nvls_eff = NVLS_EFF;
     snprintf(m->about, sizeof m->about, "DGX/HGX H100: 8 GPUs on NVSwitch (NVLink 4, 450 GB/s per direction, "
              "%g achieved by NCCL), 4 PCIe Gen5 switches, 2 sockets", NVL4_ACHIEVED_GBPS);
 }
 
-static void machine_a100x8(sim_machine *m, int nodes) {
+static void machine_a100x8(sim_machine *m, const usp_platform_params *p, int nodes) {
+    (void)p;
     nvswitch_node(m, "a100x8", nodes, A100_ACHIEVED_GBPS, PCIE4_ACHIEVED_GBPS, 0);
     snprintf(m->about, sizeof m->about, "DGX A100: 8 A100 SXM on NVSwitch (NVLink 3, 300 GB/s per direction, "
              "%g achieved by NCCL), 4 PCIe Gen4 switches, 2 sockets", A100_ACHIEVED_GBPS);
 }
 
-static void machine_a800x8(sim_machine *m, int nodes) {
+static void machine_a800x8(sim_machine *m, const usp_platform_params *p, int nodes) {
+    (void)p;
     nvswitch_node(m, "a800x8", nodes, A800_ACHIEVED_GBPS, PCIE4_ACHIEVED_GBPS, 0);
     snprintf(m->about, sizeof m->about, "8 A800 SXM on NVSwitch (8 NVLink 3 links, 200 GB/s per direction, "
              "%.4g achieved), 4 PCIe Gen4 switches, 2 sockets", A800_ACHIEVED_GBPS);
@@ -208,7 +238,8 @@ static void machine_a800x8(sim_machine *m, int nodes) {
 
 /* Two nodes of 8 A800, 4 x 400 Gb/s RDMA NICs per node, NIC i on rail i,
  * shared by the two GPUs of its PCIe switch (GPUDirect RDMA). */
-static void machine_a800_2n(sim_machine *m, int nodes) {
+static void machine_a800_2n(sim_machine *m, const usp_platform_params *p, int nodes) {
+    (void)p;
     nvswitch_node(m, "a800-2n", nodes, A800_ACHIEVED_GBPS, PCIE4_ACHIEVED_GBPS, 4);
     snprintf(m->about, sizeof m->about, "%d nodes of 8 A800 on NVSwitch (%.4g GB/s achieved per direction), "
              "4 x 400 Gb/s RDMA NICs per node (48 GB/s each), NIC i on rail i, GPUDirect RDMA", nodes,
@@ -217,8 +248,10 @@ static void machine_a800_2n(sim_machine *m, int nodes) {
 
 /* Nodes of 8 H100, one 400 Gb/s NIC per GPU under its PCIe switch, NIC g of
  * every node on rail g, rails joined by a non-blocking spine. */
-static void machine_h100_fattree(sim_machine *m, int nodes) {
+static void machine_h100_fattree(sim_machine *m, const usp_platform_params *p, int nodes) {
+    (void)p;
     nvswitch_node(m, "h100-fattree", nodes, NVL4_ACHIEVED_GBPS, PCIE5_ACHIEVED_GBPS, 8);
+    m->nvls_eff = NVLS_EFF;
     snprintf(m->about, sizeof m->about, "%d nodes of 8 H100 on NVSwitch (%g GB/s achieved per direction), "
              "one 400 Gb/s NIC per GPU (48 GB/s), rail-optimized, non-blocking spine", nodes, NVL4_ACHIEVED_GBPS);
 }
@@ -227,7 +260,8 @@ static void machine_h100_fattree(sim_machine *m, int nodes) {
  * ids 12/13, 47/48 on socket 0, 91/92, c4/c5 on socket 1): 2 GPUs per PCIe
  * Gen4 switch, 2 switches per socket, 2 sockets. P2P under a switch, SHM
  * everywhere else. */
-static void machine_l20x8(sim_machine *m, int nodes) {
+static void machine_l20x8(sim_machine *m, const usp_platform_params *p, int nodes) {
+    (void)p;
     memset(m, 0, sizeof *m);
     snprintf(m->name, sizeof m->name, "l20x8");
     m->nodes = nodes;
@@ -237,17 +271,18 @@ static void machine_l20x8(sim_machine *m, int nodes) {
     for (int k = 0; k < 4; k++) m->switch_socket[k] = k / 2;
     for (int g = 0; g < 8; g++) { m->gpu_switch[g] = g / 2; m->gpu_fabric[g] = -1; m->gpu_nic[g] = -1; }
     m->pcie_gbps = PCIE4_ACHIEVED_GBPS;
-    m->uplink_gbps = PCIE4_ACHIEVED_GBPS;
-    m->host_mem_gbps = 60;
-    m->cpu_link_gbps = 24;
-    m->call_us = 20;
+    m->uplink_gbps = p->bw_gbps > 0 ? p->bw_gbps : L20_UPLINK_GBPS;
+    m->host_mem_gbps = SHM_HOST_MEM_GBPS;
+    m->cpu_link_gbps = SHM_CPU_LINK_GBPS;
+    m->call_us = PCIE_CALL_US;
     snprintf(m->about, sizeof m->about, "8 L20 on PCIe Gen4 x16 (%g GB/s achieved), 2 per PCIe switch, 2 "
              "switches per socket, 2 sockets (NVIDIA/nccl issue 1817); no NVLink", PCIE4_ACHIEVED_GBPS);
 }
 
 /* 4 RTX 4090 on one socket's root ports, no PCIe switch (NVIDIA/nccl issue
  * 1603): every pair through the CPU, so SHM. */
-static void machine_rtx4090x4(sim_machine *m, int nodes) {
+static void machine_rtx4090x4(sim_machine *m, const usp_platform_params *p, int nodes) {
+    (void)p;
     memset(m, 0, sizeof *m);
     snprintf(m->name, sizeof m->name, "rtx4090x4");
     m->nodes = nodes;
@@ -255,10 +290,62 @@ static void machine_rtx4090x4(sim_machine *m, int nodes) {
     m->sockets = 1;
     for (int g = 0; g < 4; g++) { m->gpu_switch[g] = -1; m->gpu_fabric[g] = -1; m->gpu_nic[g] = -1; }
     m->pcie_gbps = PCIE4_ACHIEVED_GBPS;
-    m->host_mem_gbps = 60;
-    m->call_us = 20;
+    m->host_mem_gbps = SHM_HOST_MEM_GBPS;
+    m->call_us = PCIE_CALL_US;
     snprintf(m->about, sizeof m->about, "4 RTX 4090 on PCIe Gen4 x16 root ports of one socket (%g GB/s "
              "achieved), no PCIe switch, no NVLink (NVIDIA/nccl issue 1603)", PCIE4_ACHIEVED_GBPS);
+}
+
+/* A PCIe server of the user's shape: gpus (8), per-switch GPUs per PCIe
+ * switch (2; -1: every GPU on a CPU root port), sockets (2), gen (4). */
+static void machine_pcie(sim_machine *m, const usp_platform_params *p, int nodes) {
+    memset(m, 0, sizeof *m);
+    snprintf(m->name, sizeof m->name, "pcie");
+    m->nodes = nodes;
+    m->gpus = p->gpus > 0 ? p->gpus : 8;
+    m->sockets = p->sockets > 0 ? p->sockets : 2;
+    int per = p->per_switch ? p->per_switch : 2, gen = p->pcie_gen ? p->pcie_gen : 4;
+    m->switches = per > 0 ? (m->gpus + per - 1) / per : 0;
+    for (int k = 0; k < m->switches; k++) m->switch_socket[k] = k * m->sockets / m->switches;
+    for (int g = 0; g < m->gpus; g++) {
+        m->gpu_switch[g] = per > 0 ? g / per : -1;
+        m->gpu_socket[g] = g * m->sockets / m->gpus;
+        m->gpu_fabric[g] = -1;
+        m->gpu_nic[g] = -1;
+    }
+    m->pcie_gbps = gen == 3 ? PCIE3_ACHIEVED_GBPS : gen == 5 ? PCIE5_ACHIEVED_GBPS : PCIE4_ACHIEVED_GBPS;
+    m->uplink_gbps = m->pcie_gbps;
+    m->host_mem_gbps = SHM_HOST_MEM_GBPS;
+    m->cpu_link_gbps = SHM_CPU_LINK_GBPS;
+    m->call_us = PCIE_CALL_US;
+    snprintf(m->about, sizeof m->about, "%d GPUs on PCIe Gen%d (%g GB/s achieved), %s, %d socket%s; no NVLink",
+             m->gpus, gen, m->pcie_gbps, per > 0 ? "GPUs under PCIe switches" : "GPUs on CPU root ports",
+             m->sockets, m->sockets > 1 ? "s" : "");
+    if (per > 0) snprintf(m->about + strlen(m->about), sizeof m->about - strlen(m->about), " (%d per switch)", per);
+}
+
+/* AWS p4de.24xlarge: 8 A100 80GB on NVSwitch, 4 x 100 Gb/s EFA per node, EFA
+ * i under the PCIe switch of GPUs 2i and 2i+1 (GPUDirect RDMA). */
+static void machine_aws_p4de(sim_machine *m, const usp_platform_params *p, int nodes) {
+    (void)p;
+    nvswitch_node(m, "aws-p4de", nodes, A100_ACHIEVED_GBPS, PCIE4_ACHIEVED_GBPS, 4);
+    m->nic_gbps = EFA_GBPS;
+    m->call_us = 150;
+    snprintf(m->about, sizeof m->about, "%d x AWS p4de.24xlarge: 8 A100 80GB on NVSwitch (%g GB/s achieved), "
+             "4 x 100 Gb/s EFA per node (%g GB/s each), GPUDirect RDMA", nodes, A100_ACHIEVED_GBPS, EFA_GBPS);
+}
+
+/* AWS p5.48xlarge: 8 H100 on NVSwitch, 32 x 100 Gb/s EFA per node, 4 per GPU
+ * (drawn as one 50 GB/s NIC per GPU). */
+static void machine_aws_p5(sim_machine *m, const usp_platform_params *p, int nodes) {
+    (void)p;
+    nvswitch_node(m, "aws-p5", nodes, NVL4_ACHIEVED_GBPS, PCIE5_ACHIEVED_GBPS, 8);
+    m->nic_gbps = 4 * EFA_GBPS;
+    m->nvls_eff = NVLS_EFF;
+    m->call_us = 55;
+    snprintf(m->about, sizeof m->about, "%d x AWS p5.48xlarge: 8 H100 on NVSwitch (%g GB/s achieved, NVLS), "
+             "32 x 100 Gb/s EFA per node, 4 per GPU (%g GB/s per GPU), GPUDirect RDMA", nodes, NVL4_ACHIEVED_GBPS,
+             4 * EFA_GBPS);
 }
 
 static const preset PRESETS[] = {
@@ -280,6 +367,12 @@ static const preset PRESETS[] = {
      "on 4 rails", 8, 2, 0, NULL, machine_a800_2n},
     {"h100-fattree", "h100", "N nodes of 8 H100 on NVSwitch, one 400 Gb/s NIC per GPU, "
      "rail-optimized, non-blocking spine", 8, 0, 0, NULL, machine_h100_fattree},
+    {"pcie", "l20", "1 node of PCIe GPUs of your shape (gpus, per-switch (-1: root ports), sockets, gen, mem, "
+     "upi): P2P under a switch, SHM elsewhere", 8, 1, 1, NULL, machine_pcie},
+    {"aws-p4de", "a100", "N x AWS p4de.24xlarge: 8 A100 on NVSwitch, 4 x 100 Gb/s EFA per node", 8, 2, 0, NULL,
+     machine_aws_p4de},
+    {"aws-p5", "h100", "N x AWS p5.48xlarge: 8 H100 on NVSwitch (NVLS), 32 x 100 Gb/s EFA per node", 8, 2, 0, NULL,
+     machine_aws_p5},
     {"torus", "h100", "3-D torus, one GPU per vertex (dims=AxBxC, bw, lat)", 0, 0, 0, emit_torus, NULL},
     {"dragonfly", "h100", "dragonfly (groups, chassis, routers, hosts per router, bw, lat)",
      0, 0, 0, emit_dragonfly, NULL},
@@ -343,6 +436,7 @@ static int hosts_of(const preset *ps, const usp_platform_params *p) {
     if (ps->emit == emit_torus) return p->dims[0] * p->dims[1] * p->dims[2];
     if (ps->emit == emit_dragonfly) return p->groups * p->chassis * p->routers * p->hosts_per_router;
     if (ps->emit == emit_star) return p->nodes;
+    if (ps->machine == machine_pcie && p->gpus) return p->gpus;
     return ps->gpus_per_node * (p->nodes ? p->nodes : ps->default_nodes);
 }
 
@@ -400,8 +494,30 @@ static usp_status apply_key(const char *key, const char *v, usp_platform_params 
     if (!strcmp(key, "hosts-per-router")) return parse_positive_int(key, v, &p->hosts_per_router);
     if (!strcmp(key, "bw")) return parse_positive_double(key, v, 0, &p->bw_gbps);
     if (!strcmp(key, "lat")) return parse_positive_double(key, v, 1, &p->lat_us);
+    if (!strcmp(key, "gpus")) return parse_positive_int(key, v, &p->gpus);
+    if (!strcmp(key, "per-switch")) {
+        if (!strcmp(v, "-1") || !strcmp(v, "0")) { p->per_switch = -1; return USP_OK; }
+        return parse_positive_int(key, v, &p->per_switch);
+    }
+    if (!strcmp(key, "sockets")) return parse_positive_int(key, v, &p->sockets);
+    if (!strcmp(key, "gen")) {
+        USP_TRY(parse_positive_int(key, v, &p->pcie_gen));
+        if (p->pcie_gen < 3 || p->pcie_gen > 5) return usp_fail(USP_EINVAL, "gen '%s' is not 3, 4 or 5", v);
+        return USP_OK;
+    }
+    if (!strcmp(key, "mem")) return parse_positive_double(key, v, 0, &p->mem_gbps);
+    if (!strcmp(key, "upi")) return parse_positive_double(key, v, 0, &p->cpu_link_gbps);
+    if (!strcmp(key, "call-us")) return parse_positive_double(key, v, 1, &p->call_us);
+    if (!strcmp(key, "nvls")) { /* 0 turns NVLS off: kept as 2, which the writer reads as off */
+        USP_TRY(parse_positive_double(key, v, 1, &p->nvls_eff));
+        if (p->nvls_eff == 0 || p->nvls_eff > 1) p->nvls_eff = 2;
+        return USP_OK;
+    }
+    if (!strcmp(key, "a2a")) return parse_positive_double(key, v, 0, &p->a2a_eff);
+    if (!strcmp(key, "channels")) return parse_positive_int(key, v, &p->channels);
     return usp_fail(USP_EINVAL, "unknown platform parameter '%s' (nodes, dims, groups, chassis, "
-                    "routers, hosts-per-router, bw, lat)", key);
+                    "routers, hosts-per-router, bw, lat; machine presets: gpus, per-switch, sockets, gen, mem, "
+                    "upi, call-us, nvls, a2a, channels)", key);
 }
 
 static void params_clear(usp_platform_params *p) {
@@ -476,7 +592,14 @@ usp_status usp_platform_write(const char *name, const usp_platform_params *param
     xml_out x;
     if (ps->machine) {
         sim_machine m;
-        ps->machine(&m, p.nodes ? p.nodes : ps->default_nodes);
+        ps->machine(&m, &p, p.nodes ? p.nodes : ps->default_nodes);
+        /* the spec's overrides of the preset's figures */
+        if (p.mem_gbps > 0) m.host_mem_gbps = p.mem_gbps;
+        if (p.cpu_link_gbps > 0) m.cpu_link_gbps = p.cpu_link_gbps;
+        if (p.call_us > 0) m.call_us = p.call_us;
+        if (p.nvls_eff > 0) m.nvls_eff = p.nvls_eff > 1 ? 0 : p.nvls_eff;
+        if (p.a2a_eff > 0) m.a2a_eff = p.a2a_eff;
+        if (p.channels > 0) m.channels = p.channels;
         sim_machine_complete(&m);
         return sim_machine_write(&m, f);
     }

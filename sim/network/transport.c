@@ -79,6 +79,8 @@ static void load_costs(sim_net_costs *c) {
     }
     c->a2a_eff = zone_double("nccl.a2a_eff", DEFAULT_A2A_EFF);
     if (c->a2a_eff <= 0 || c->a2a_eff > 1) c->a2a_eff = DEFAULT_A2A_EFF;
+    c->nvls_eff = zone_double("nccl.nvls_eff", 0);
+    if (c->nvls_eff > 1) c->nvls_eff = 0;
     c->channels = (int)zone_double("nccl.channels", 0);
 }
 
