@@ -78,6 +78,11 @@ typedef struct {
 } usp_nccl_comparison;
 
 usp_status usp_nccl_compare(const char *file, usp_nccl_comparison *c);
+/* The bar of the published comparison: mean |error| of a topology class's
+ * counted rows (pcie-shm, pcie-p2p, nvswitch, multi-node). */
+#define USP_NCCL_BAR 0.25
+/* Per class: files, counted rows, mean and max |error|, rows within the bar. */
+void usp_nccl_compare_summary(FILE *f, const usp_nccl_comparison *c, int n, int json);
 void usp_nccl_comparison_free(usp_nccl_comparison *c);
 void usp_nccl_compare_print(FILE *f, const usp_nccl_comparison *c);
 void usp_nccl_compare_json(FILE *f, const usp_nccl_comparison *c);

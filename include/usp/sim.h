@@ -96,6 +96,15 @@ usp_status usp_platform_write(const char *name, const usp_platform_params *p, in
  * Returns USP_EINVAL on an unknown preset or key. */
 usp_status usp_platform_parse_spec(const char *spec, char *name, size_t n, usp_platform_params *p);
 
+/* A platform from a real server's topology: `nvidia-smi topo -m` output or an
+ * NCCL topology dump (XML, NCCL_TOPO_DUMP_FILE; needs libxml2), written as
+ * SimGrid XML with the topology props of the network layer. */
+typedef struct {
+    int nodes;     /* 0 or 1: one server; N: N of them, NIC i of each on rail i */
+    int pcie_gen;  /* 0: Gen4 (nvidia-smi topo -m does not say) */
+} usp_topo_options;
+usp_status usp_platform_from_topo(const char *path, const usp_topo_options *o, FILE *out);
+
 /* 1 if `spec` names a preset (possibly with parameters), 0 if it is a file. */
 int usp_platform_is_preset(const char *spec);
 

@@ -271,3 +271,67 @@ void usp_nccl_compare_json(FILE *f, const usp_nccl_comparison *c) {
     }
     fputs("]}\n", f);
 }
+
+/* Per topology class, over every counted row of the files. */
+typedef struct {
+    char cls[32];
+    int files, rows, within;
+    double sum, max;
+} class_stat;
+
+static int class_stats(const usp_nccl_comparison *c, int n, class_stat *st, int cap) {
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        int j = 0;
+        while (j < k && strcmp(st[j].cls, c[i].cls)) j++;
+        if (j == k) {
+            if (k == cap) continue;
+            memset(&st[k], 0, sizeof st[k]);
+            snprintf(st[k].cls, sizeof st[k].cls, "%s", c[i].cls);
+            k++;
+        }
+        st[j].files++;
+        for (int r = 0; r < c[i].nrows; r++) {
+            if (!c[i].rows[r].counted) continue;
+            double e = fabs(c[i].rows[r].error);
+            st[j].rows++;
+            st[j].sum += e;
+            st[j].within += e <= USP_NCCL_BAR;
+            if (e > st[j].max) st[j].max = e;
+        }
+    }
+    return k;
+}
+
+void usp_nccl_compare_summary(FILE *f, const usp_nccl_comparison *c, int n, int json) {
+    class_stat st[16];
+    int k = class_stats(c, n, st, 16);
+    if (json) {
+        fputs("{\"bar\": ", f);
+        usp_json_write_number(f, USP_NCCL_BAR);
+        fputs(", \"simulated\": true, \"classes\": [", f);
+    } else {
+        fprintf(f, "# per topology class, rows counted (SIMULATED against published; bar: mean |error| <= %.0f%%)\n",
+                100 * USP_NCCL_BAR);
+        fprintf(f, "#%-13s %5s %5s %11s %9s %13s  %s\n", "class", "files", "rows", "mean |err|", "max |err|",
+                "rows <= bar", "meets the bar");
+    }
+    for (int j = 0; j < k; j++) {
+        double mean = st[j].rows ? st[j].sum / st[j].rows : 0;
+        if (json) {
+            fputs(j ? ", {\"class\": " : "{\"class\": ", f);
+            usp_json_write_string(f, st[j].cls);
+            fprintf(f, ", \"files\": %d, \"rows\": %d, \"rows_within_bar\": %d, \"mean_abs_error\": ", st[j].files,
+                    st[j].rows, st[j].within);
+            usp_json_write_number(f, mean);
+            fputs(", \"max_abs_error\": ", f);
+            usp_json_write_number(f, st[j].max);
+            fprintf(f, ", \"meets_bar\": %s}", mean <= USP_NCCL_BAR && st[j].rows ? "true" : "false");
+        } else {
+            fprintf(f, " %-13s %5d %5d %10.1f%% %8.1f%% %6d of %-4d  %s\n", st[j].cls, st[j].files, st[j].rows,
+                    100 * mean, 100 * st[j].max, st[j].within, st[j].rows,
+                    mean <= USP_NCCL_BAR && st[j].rows ? "yes" : "NO");
+        }
+    }
+    if (json) fputs("]}\n", f);
+}

@@ -19,11 +19,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Defaults for figures a description leaves at 0 (machine presets state
- * theirs): PCIe Gen4 x16 as NCCL's P2P reaches it, DDR host memory as one
- * socket's DMA engines reach it, Intel UPI under GPU traffic, one 400 Gb/s NIC
- * (sim/SOURCES.md: 46-49 GB/s published). */
-static const double DEF_PCIE_GBPS = 24.0, DEF_HOST_MEM_GBPS = 100.0, DEF_CPU_LINK_GBPS = 20.0,
+/* Defaults for figures a description leaves at 0 (sim/SOURCES.md, "NCCL on
+ * PCIe servers"):
+ * - PCIe Gen4 x16 as GPU DMA reaches it, 24 of 31.5 GB/s;
+ * - a socket's host memory as SHM reaches it, both ways together (an SHM
+ *   flow crosses it twice: the sender's write, the receiver's read): fitted
+ *   to 4 x RTX 4090 on one socket, all-to-all and all-reduce both 18 GB/s
+ *   busbw over SHM (NVIDIA/nccl issue 1603): 12 flows x 2 x 6 GB/s;
+ * - the CPU-to-CPU link under GPU DMA traffic, shared by both directions:
+ *   fitted to the SHM all-to-all of 8 x L20 (NVIDIA/nccl issue 1817);
+ * - one 400 Gb/s NIC: 48 GB/s (46-49 GB/s published). */
+static const double DEF_PCIE_GBPS = 24.0, DEF_HOST_MEM_GBPS = 144.0, DEF_CPU_LINK_GBPS = 80.0,
                     DEF_NIC_GBPS = 48.0;
 
 void sim_machine_complete(sim_machine *m) {

@@ -165,14 +165,8 @@ static const double PCIE3_ACHIEVED_GBPS = 12.0, PCIE4_ACHIEVED_GBPS = 24.0, PCIE
  * fitted to the 480 GB/s peak of the ND H200 v5 table (sim/SOURCES.md, "NCCL
  * on NVSwitch nodes"): 480 / (2 x 370). */
 static const double NVLS_EFF = 0.649;
-/* SHM through one socket's host memory: what GPU DMA into and out of pinned
- * memory reaches, both ways together (an SHM flow crosses it twice); fitted
- * to 4 x RTX 4090 on one socket, all-to-all and all-reduce both 18 GB/s busbw
- * over SHM (NVIDIA/nccl issue 1603): 12 flows x 2 crossings x 6 GB/s. */
-static const double SHM_HOST_MEM_GBPS = 144.0;
-/* The CPU-to-CPU link under GPU DMA traffic, shared by both directions:
- * fitted to the SHM all-to-all of 8 x L20 (NVIDIA/nccl issue 1817). */
-static const double SHM_CPU_LINK_GBPS = 80.0;
+/* Host memory and the CPU-to-CPU link under SHM traffic: machine.c's
+ * defaults (fitted to NVIDIA/nccl issues 1603 and 1817). */
 /* A PCIe Gen4 switch's x16 uplink to its CPU under SHM traffic (2 GPUs
  * behind it): fitted, with the CPU-to-CPU link, to the SHM all-to-all of
  * 8 x L20 (NVIDIA/nccl issue 1817); the spec's bw= overrides it. */
@@ -272,8 +266,7 @@ static void machine_l20x8(sim_machine *m, const usp_platform_params *p, int node
     for (int g = 0; g < 8; g++) { m->gpu_switch[g] = g / 2; m->gpu_fabric[g] = -1; m->gpu_nic[g] = -1; }
     m->pcie_gbps = PCIE4_ACHIEVED_GBPS;
     m->uplink_gbps = p->bw_gbps > 0 ? p->bw_gbps : L20_UPLINK_GBPS;
-    m->host_mem_gbps = SHM_HOST_MEM_GBPS;
-    m->cpu_link_gbps = SHM_CPU_LINK_GBPS;
+
     m->call_us = PCIE_CALL_US;
     snprintf(m->about, sizeof m->about, "8 L20 on PCIe Gen4 x16 (%g GB/s achieved), 2 per PCIe switch, 2 "
              "switches per socket, 2 sockets (NVIDIA/nccl issue 1817); no NVLink", PCIE4_ACHIEVED_GBPS);
@@ -290,7 +283,7 @@ static void machine_rtx4090x4(sim_machine *m, const usp_platform_params *p, int 
     m->sockets = 1;
     for (int g = 0; g < 4; g++) { m->gpu_switch[g] = -1; m->gpu_fabric[g] = -1; m->gpu_nic[g] = -1; }
     m->pcie_gbps = PCIE4_ACHIEVED_GBPS;
-    m->host_mem_gbps = SHM_HOST_MEM_GBPS;
+
     m->call_us = PCIE_CALL_US;
     snprintf(m->about, sizeof m->about, "4 RTX 4090 on PCIe Gen4 x16 root ports of one socket (%g GB/s "
              "achieved), no PCIe switch, no NVLink (NVIDIA/nccl issue 1603)", PCIE4_ACHIEVED_GBPS);
@@ -315,8 +308,7 @@ static void machine_pcie(sim_machine *m, const usp_platform_params *p, int nodes
     }
     m->pcie_gbps = gen == 3 ? PCIE3_ACHIEVED_GBPS : gen == 5 ? PCIE5_ACHIEVED_GBPS : PCIE4_ACHIEVED_GBPS;
     m->uplink_gbps = m->pcie_gbps;
-    m->host_mem_gbps = SHM_HOST_MEM_GBPS;
-    m->cpu_link_gbps = SHM_CPU_LINK_GBPS;
+
     m->call_us = PCIE_CALL_US;
     snprintf(m->about, sizeof m->about, "%d GPUs on PCIe Gen%d (%g GB/s achieved), %s, %d socket%s; no NVLink",
              m->gpus, gen, m->pcie_gbps, per > 0 ? "GPUs under PCIe switches" : "GPUs on CPU root ports",

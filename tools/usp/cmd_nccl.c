@@ -11,7 +11,7 @@ enum { OPT_PLATFORM = USP_OPT_CMD_FIRST, OPT_OP, OPT_RANKS, OPT_COMPARE, OPT_JSO
 
 static void usage(void) {
     printf("usage: usp nccl --platform P --op OP [--ranks N] [-b MIN -e MAX -f FACTOR] [--json]\n"
-           "       usp nccl --compare FILE [--json]\n"
+           "       usp nccl --compare FILE [FILE...] [--json]\n"
            "Prints the table nccl-tests prints (size, count, type, time, algbw, busbw) for one\n"
            "collective, SIMULATED by usp's NCCL model (transport per GPU pair, ring/direct\n"
            "algorithm, protocol by size, per-call and per-step latency) over the platform's links.\n\n"
@@ -22,7 +22,8 @@ static void usage(void) {
            "  -e, --maxbytes   largest size (default 128M)\n"
            "  -f, --stepfactor multiply the size by this from one row to the next (default 2)\n"
            "  --compare FILE   re-predict every row of a published nccl-tests result\n"
-           "                   (traces/published/nccl/NAME.json) and print the busbw error per row\n"
+           "                   (traces/published/nccl/NAME.json) and print the busbw error per row;\n"
+           "                   more files after it: each, then the error per topology class\n"
            "  --json           machine-readable output\n"
            "  -h, --help\n"
            "Sizes follow nccl-tests: the send buffer (alltoall, sendrecv, allreduce), the receive\n"
@@ -91,16 +92,32 @@ int cmd_nccl(int argc, char **argv) {
         int rc = apply(opt, optarg, &a);
         if (rc) return rc;
     }
-    if (optind < argc) return usp_cli_bad_input("nccl", "unexpected argument '%s'", argv[optind]);
+    if (optind < argc && !a.compare) return usp_cli_bad_input("nccl", "unexpected argument '%s'", argv[optind]);
     if (a.compare) {
         if (a.o.op || a.o.platform) return usp_cli_bad_input("nccl", "--compare takes its platform and op from the file");
-        usp_nccl_comparison c;
-        usp_status st = usp_nccl_compare(a.compare, &c);
-        if (st != USP_OK) return usp_cli_report("nccl", st);
-        if (a.json) usp_nccl_compare_json(stdout, &c);
-        else usp_nccl_compare_print(stdout, &c);
-        usp_nccl_comparison_free(&c);
-        return 0;
+        int n = 1 + argc - optind;
+        usp_nccl_comparison *c = calloc((size_t)n, sizeof *c);
+        if (!c) return usp_cli_report("nccl", usp_fail(USP_EINTERNAL, "out of memory"));
+        int rc = 0, done = 0;
+        for (int i = 0; i < n && rc == 0; i++, done++) {
+            const char *file = i == 0 ? a.compare : argv[optind + i - 1];
+            usp_status st = usp_nccl_compare(file, &c[i]);
+            if (st != USP_OK) { rc = usp_cli_report("nccl", st); break; }
+        }
+        if (rc == 0 && a.json && n == 1) usp_nccl_compare_json(stdout, &c[0]);
+        else if (rc == 0 && a.json) {
+            fputs("{\"files\": [", stdout);
+            for (int i = 0; i < n; i++) { if (i) fputs(",\n", stdout); usp_nccl_compare_json(stdout, &c[i]); }
+            fputs("], \"summary\": ", stdout);
+            usp_nccl_compare_summary(stdout, c, n, 1);
+            fputs("}\n", stdout);
+        } else if (rc == 0) {
+            for (int i = 0; i < n; i++) { usp_nccl_compare_print(stdout, &c[i]); fputc('\n', stdout); }
+            if (n > 1) usp_nccl_compare_summary(stdout, c, n, 0);
+        }
+        for (int i = 0; i < done; i++) usp_nccl_comparison_free(&c[i]);
+        free(c);
+        return rc;
     }
     if (!a.o.op) return usp_cli_bad_input("nccl", "--op is required (alltoall, sendrecv, allgather, reducescatter, allreduce)");
     if (a.o.max_bytes < a.o.min_bytes) return usp_cli_bad_input("nccl", "--maxbytes is smaller than --minbytes");

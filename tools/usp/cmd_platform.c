@@ -8,11 +8,12 @@
 
 enum {
     OPT_PRESET = USP_OPT_CMD_FIRST, OPT_NODES, OPT_DIMS, OPT_GROUPS, OPT_CHASSIS, OPT_ROUTERS,
-    OPT_HOSTS_PER_ROUTER, OPT_BW, OPT_LAT, OPT_WORLD, OPT_LIST, OPT_JSON, OPT_HELP
+    OPT_HOSTS_PER_ROUTER, OPT_BW, OPT_LAT, OPT_WORLD, OPT_LIST, OPT_JSON, OPT_HELP, OPT_FROM_TOPO, OPT_GEN
 };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: usp platform --preset NAME [options] [-o FILE]\n"
+               "       usp platform --from-topo FILE [--nodes N] [--gen G] [-o FILE]\n"
                "       usp platform --list [--json]\n"
                "Writes a built-in platform as SimGrid XML (stdout, or -o FILE). Every simulating\n"
                "command takes the same names with --platform NAME[:key=value,...], or an XML file.\n\n"
@@ -23,6 +24,11 @@ static void usage(FILE *f) {
                "  --groups G --chassis C --routers R --hosts-per-router N   dragonfly\n"
                "  --bw GBPS --lat US     torus, dragonfly, star: every link\n"
                "  -o, --output FILE      write there instead of stdout\n"
+               "  --from-topo FILE       a platform from your server's topology: the output of\n"
+               "                         `nvidia-smi topo -m`, or an NCCL topology dump (XML, from\n"
+               "                         NCCL_TOPO_DUMP_FILE); --nodes N repeats it on N nodes (NIC i\n"
+               "                         of each on rail i); --gen G: its PCIe generation (default 4;\n"
+               "                         topo -m does not say it)\n"
                "  --list                 the presets and what they model\n"
                "  --json                 with --list: a JSON array\n"
                "  -h, --help\n");
@@ -69,8 +75,8 @@ static int parse_dims(const char *arg, int dims[3]) {
 }
 
 typedef struct {
-    const char *preset, *output;
-    int world, list, json;
+    const char *preset, *output, *from_topo;
+    int world, list, json, gen;
     usp_platform_params p;
 } platform_args;
 
@@ -88,6 +94,8 @@ static int parse_option(int opt, const char *arg, platform_args *a) {
     case OPT_BW: return double_arg("bw", arg, 0, &a->p.bw_gbps);
     case OPT_LAT: return double_arg("lat", arg, 1, &a->p.lat_us);
     case OPT_LIST: a->list = 1; return 0;
+    case OPT_FROM_TOPO: a->from_topo = arg; return 0;
+    case OPT_GEN: return usp_cli_int_option("platform", "gen", arg, 3, 5, &a->gen);
     case OPT_JSON: a->json = 1; return 0;
     default: return usp_cli_bad_input("platform", "unknown option (see usp platform --help)");
     }
@@ -133,7 +141,8 @@ int cmd_platform(int argc, char **argv) {
         {"hosts-per-router", required_argument, 0, OPT_HOSTS_PER_ROUTER},
         {"bw", required_argument, 0, OPT_BW}, {"lat", required_argument, 0, OPT_LAT},
         {"output", required_argument, 0, 'o'}, {"list", no_argument, 0, OPT_LIST},
-        {"json", no_argument, 0, OPT_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"json", no_argument, 0, OPT_JSON}, {"help", no_argument, 0, 'h'},
+        {"from-topo", required_argument, 0, OPT_FROM_TOPO}, {"gen", required_argument, 0, OPT_GEN}, {0, 0, 0, 0}};
     platform_args a = {0};
     a.p.lat_us = -1;
     int opt;
@@ -145,6 +154,19 @@ int cmd_platform(int argc, char **argv) {
     }
     if (optind < argc) return usp_cli_bad_input("platform", "unexpected argument '%s'", argv[optind]);
     if (a.list) { list_presets(a.json); return 0; }
+    if (a.from_topo) {
+        if (a.preset) return usp_cli_bad_input("platform", "--from-topo and --preset exclude each other");
+        usp_topo_options to = {a.p.nodes, a.gen};
+        FILE *f = a.output ? fopen(a.output, "w") : stdout;
+        if (!f) return usp_cli_bad_input("platform", "cannot write %s", a.output);
+        usp_status st = usp_platform_from_topo(a.from_topo, &to, f);
+        if (a.output && fclose(f) != 0 && st == USP_OK) st = usp_fail(USP_EINTERNAL, "cannot write %s", a.output);
+        if (st != USP_OK) {
+            if (a.output) remove(a.output);
+            return usp_cli_report("platform", st);
+        }
+        return 0;
+    }
     if (!a.preset) return usp_cli_bad_input("platform", "--preset NAME is required (usp platform --list)");
     return write_platform(&a);
 }
