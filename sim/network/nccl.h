@@ -35,6 +35,7 @@
 
 /* -------------------------------------------------------- transports */
 
+/* In order of NCCL's preference (the last is the slowest). */
 typedef enum {
     SIM_XPORT_ROUTE,    /* no topology props: the platform's route, no added cost */
     SIM_XPORT_LOCAL,    /* a rank to itself */

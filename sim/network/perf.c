@@ -46,6 +46,7 @@ typedef struct {
     sim_net net;
     sg_bar_t barrier;
     int failed;
+    int *worst;              /* [nsizes]: the slowest transport any rank used */
 } perf_state;
 
 static perf_state g_perf;
@@ -101,6 +102,7 @@ static void rank_actor(int argc, char **argv) {
         }
         for (int k = 0; k < nc; k++)
             if (!comms[k] || sg_comm_wait(comms[k]) != SG_OK) g_perf.failed = 1;
+        if ((int)plan.xport > g_perf.worst[s]) g_perf.worst[s] = (int)plan.xport; /* enum order: slowest last */
         sg_barrier_wait(g_perf.barrier);
         if (me == 0) {
             usp_nccl_row *r = &g_perf.rows[s];
@@ -108,7 +110,7 @@ static void rank_actor(int argc, char **argv) {
             r->time_us = (simgrid_get_clock() - t0) * 1e6;
             snprintf(r->algo, sizeof r->algo, "%s", sim_algo_name(plan.algo));
             snprintf(r->proto, sizeof r->proto, "%s", sim_proto_name(plan.proto));
-            snprintf(r->xport, sizeof r->xport, "%s", sim_xport_name(plan.xport));
+            snprintf(r->xport, sizeof r->xport, "%s", sim_xport_name((sim_xport)g_perf.worst[s]));
         }
     }
     free(members);
@@ -155,8 +157,9 @@ static void child_main(int fd, const void *argp) {
         g_perf.align = a->align;
         g_perf.sizes = a->sizes;
         g_perf.rows = calloc((size_t)a->nsizes, sizeof *g_perf.rows);
+        g_perf.worst = calloc((size_t)a->nsizes + 1, sizeof *g_perf.worst);
         g_perf.barrier = sg_barrier_init((unsigned)n);
-        if (!g_perf.rows || sim_net_load(&g_perf.net, g_perf.hosts, n) != USP_OK) {
+        if (!g_perf.rows || !g_perf.worst || sim_net_load(&g_perf.net, g_perf.hosts, n) != USP_OK) {
             status = USP_EINTERNAL;
             snprintf(reason, sizeof reason, "out of memory");
         }
@@ -246,7 +249,9 @@ usp_status usp_nccl_simulate(const usp_nccl_options *o, usp_nccl_table *t) {
     if (temp) USP_TRY(sim_write_preset(spec, o->ranks, "usp-nccl", path, sizeof path));
     else {
         FILE *f = fopen(spec, "r");
-        if (!f) return usp_fail(USP_EINVAL, "platform %s: %s", spec, strerror(errno));
+        if (!f)
+            return usp_fail(USP_EINVAL, "platform '%s' is neither a preset (usp platform --list) nor a readable "
+                            "SimGrid XML file (%s)", spec, strerror(errno));
         fclose(f);
         snprintf(path, sizeof path, "%s", spec);
     }
