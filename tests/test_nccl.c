@@ -134,22 +134,15 @@ static void engine_uses_the_layer(void **state) {
     (void)state;
     const double S = 64.0 * 1024 * 1024;
     usp_schedule s;
-    memset(&s, 0, sizeof s);
-    s.cfg = usp_config_default();
-    s.cfg.ulysses = 8;
-    s.cfg.ring = 1;
-    s.world = 8;
-    s.ranks = calloc(8, sizeof *s.ranks);
+    usp_config c = usp_config_default();
+    c.ulysses = 8;
+    c.ring = 1;
+    assert_int_equal(usp_schedule_init_empty(&c, 8, &s), USP_OK);
     usp_step st = {.kind = USP_STEP_ALL_TO_ALL, .stream = USP_STREAM_COMM, .group = USP_GROUP_ULYSSES, .dep = -1,
                    .ring_step = -1, .bytes_sent = S * 7 / 8};
     for (int i = 0; i < 2; i++) st.src[i] = st.dst[i] = USP_BUF_NONE;
     snprintf(st.name, sizeof st.name, "a2a");
-    for (int g = 0; g < 8; g++) {
-        s.ranks[g].rank = g;
-        s.ranks[g].nsteps = s.ranks[g].nfwd = 1;
-        s.ranks[g].steps = calloc(1, sizeof st);
-        s.ranks[g].steps[0] = st;
-    }
+    for (int g = 0; g < 8; g++) assert_int_equal(usp_schedule_set_steps(&s, g, &st, 1, 1), USP_OK);
     usp_result r;
     assert_int_equal(usp_result_init(&r, &s, 0), USP_OK);
     usp_sim_options o = {.platform = "h200x8"};

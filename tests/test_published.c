@@ -46,7 +46,11 @@ static const table_bound BOUNDS[] = {
     {"usp-paper-a800x16-llama3-8b", 26, 23, 92},
     {"usp-paper-a800x16-llama3-8b-long", 5, 6, 11},
     {"usp-paper-a800x8-llama2-7b", 9, 15, 21},
-    {"usp-paper-l20x8-attention", 24, 42, 179},
+    /* l20x8 is fitted to the nccl-tests all-to-all of an 8 x L20 server (NVIDIA/nccl
+     * issue 1817, 6.13 GB/s average over SHM): the USP paper's L20 all-to-all is
+     * about 6x slower than that server's, so the Ulysses rows are predicted far
+     * too fast (a deliberate model change: a micro-benchmark fit, held-out rows) */
+    {"usp-paper-l20x8-attention", 24, 90, 488},
 };
 #define NBOUNDS ((int)(sizeof BOUNDS / sizeof BOUNDS[0]))
 
