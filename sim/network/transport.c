@@ -45,9 +45,10 @@ static const double DEFAULT_CALL_US = 10.0;
  * memory round trip (a flag write and a poll through PCIe, about 2 us each
  * way); the network without GPUDirect adds the host bounce (about 2 us). */
 static const double DEFAULT_EXTRA_HOP_US[SIM_XPORT_COUNT] = {0, 0, 0, 0, 4.0, 0, 2.0};
-/* All-to-all over NVSwitch: the fraction of the per-GPU link bandwidth the
- * grouped send/recv reaches, against the ring collectives' share (nccl.a2a_eff
- * overrides; the NVSwitch presets state their own figure). */
+/* All-to-all over NVSwitch: the fraction of the per-GPU link bandwidth (as
+ * the ring collectives reach it) that the grouped send/recv reaches: 4 x H100
+ * on NVSwitch, alltoall_perf at 500 MiB, busbw 334.9 GB/s = 0.905 x 370
+ * (NVIDIA/nccl issue 2169; sim/SOURCES.md). nccl.a2a_eff overrides it. */
 static const double DEFAULT_A2A_EFF = 0.9;
 
 /* ------------------------------------------------------- reading props */
