@@ -4,7 +4,28 @@
  * the files it reads are also read by other tools and should stay portable.
  * A value that fails half-way is always left in a state usp_json_free can
  * release: children are counted before they are parsed, and a zeroed value
- * owns nothing. */
+ * owns nothing. Cost: linear in the input; duplicate keys are found with a
+ * hash set once an object has more than a few keys.
+ *
+ * Why this reader and not a library (Debian's libjansson 2.14 or cJSON
+ * 1.7.15), decided with both at hand:
+ * - every consumer walks usp_json trees and refuses a field with the line
+ *   it is on ("profile.json: line 12: 'hbm_gbps' must be positive"); jansson
+ *   keeps a line only for the point where parsing failed, not per value, and
+ *   cJSON keeps none, so either would lose the line of a semantic refusal or
+ *   need a second pass over the text;
+ * - the refusals usp relies on are not jansson's or cJSON's defaults: a key
+ *   given twice (jansson keeps the last unless JSON_REJECT_DUPLICATES, cJSON
+ *   keeps both), nesting deeper than USP_JSON_MAX_DEPTH (cJSON 1000, jansson
+ *   2048), numbers beyond a double (cJSON reads 1e400 as inf);
+ * - the GPU build of usp links nothing beyond CUDA, NCCL and libc, and this
+ *   file is about 500 lines with no state beyond its arguments.
+ * The reader is instead held to a library: tests/test_json.c compares it
+ * with jansson on a corpus, tests/fuzz/fuzz_json.c runs it under libFuzzer
+ * (ASan + UBSan) and checks every document it accepts against jansson, and
+ * the tests parse every --json output of the usp command with jansson
+ * (tests/test_json_outputs.c), so a hand-written writer that emits invalid
+ * JSON fails the build. */
 #define _POSIX_C_SOURCE 200809L
 #include "usp/json.h"
 #include "usp/fileio.h"
@@ -285,27 +306,77 @@ static usp_status read_word(json_reader *r, usp_json *v) {
 
 static usp_status parse_value(json_reader *r, usp_json *v);
 
-static usp_status check_unique_key(const json_reader *r, const usp_json *obj, const char *key) {
-    for (size_t i = 0; i < obj->count; i++)
-        if (strcmp(obj->keys[i], key) == 0)
-            return syntax_error(r, "key '%s' given twice", key);
+/* The keys of one object being read, for the duplicate check: a linear scan
+ * while the object is small, then an open-addressing hash set of indices
+ * into obj->keys (FNV-1a), so an object of n keys costs O(n), not O(n^2). */
+enum { KEY_SET_LINEAR = 16 };
+
+typedef struct {
+    size_t *slots;    /* index + 1 into obj->keys; 0 is empty */
+    size_t cap;       /* a power of two, at least twice the keys held */
+} key_set;
+
+static size_t key_hash(const char *key) {
+    size_t h = (size_t)14695981039346656037ULL;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++) h = (h ^ *p) * (size_t)1099511628211ULL;
+    return h;
+}
+
+/* Inserts key i of obj; returns 1 if an equal key is already there. */
+static int key_set_insert(key_set *set, const usp_json *obj, size_t i) {
+    size_t mask = set->cap - 1;
+    for (size_t at = key_hash(obj->keys[i]) & mask;; at = (at + 1) & mask) {
+        if (!set->slots[at]) {
+            set->slots[at] = i + 1;
+            return 0;
+        }
+        if (strcmp(obj->keys[set->slots[at] - 1], obj->keys[i]) == 0) return 1;
+    }
+}
+
+/* Makes room for obj->count + 1 keys, rehashing what obj already holds. */
+static usp_status key_set_reserve(key_set *set, const usp_json *obj) {
+    if (2 * (obj->count + 1) <= set->cap) return USP_OK;
+    size_t cap = set->cap ? 2 * set->cap : 64;
+    while (cap < 2 * (obj->count + 1)) cap *= 2;
+    size_t *slots = calloc(cap, sizeof *slots);
+    if (!slots) return usp_fail(USP_EINTERNAL, "out of memory parsing JSON");
+    free(set->slots);
+    set->slots = slots;
+    set->cap = cap;
+    for (size_t i = 0; i < obj->count; i++) key_set_insert(set, obj, i);
+    return USP_OK;
+}
+
+/* Refuses `key` if obj already has it; obj->keys[obj->count] is `key` itself
+ * (already appended, not yet counted). */
+static usp_status check_unique_key(const json_reader *r, const usp_json *obj, key_set *set) {
+    const char *key = obj->keys[obj->count];
+    if (obj->count < KEY_SET_LINEAR) {
+        for (size_t i = 0; i < obj->count; i++)
+            if (strcmp(obj->keys[i], key) == 0) return syntax_error(r, "key '%s' given twice", key);
+        return USP_OK;
+    }
+    USP_TRY(key_set_reserve(set, obj));
+    if (key_set_insert(set, obj, obj->count)) return syntax_error(r, "key '%s' given twice", key);
     return USP_OK;
 }
 
 /* One "key": value member, appended to obj. */
-static usp_status parse_member(json_reader *r, usp_json *obj, size_t *cap) {
+static usp_status parse_member(json_reader *r, usp_json *obj, size_t *cap, key_set *set) {
     if (!next_is(r, '"')) return expected(r, "a string key");
     char *key = NULL;
     USP_TRY(read_string(r, &key));
-    usp_status st = check_unique_key(r, obj, key);
-    if (st == USP_OK) st = grow_children(obj, cap, 1);
+    usp_status st = grow_children(obj, cap, 1);
     if (st != USP_OK) {
         free(key);
         return st;
     }
     obj->keys[obj->count] = key;
     memset(&obj->items[obj->count], 0, sizeof obj->items[0]);
-    obj->count++;
+    st = check_unique_key(r, obj, set);
+    obj->count++; /* counted even when refused, so usp_json_free releases the key */
+    USP_TRY(st);
     if (!next_is(r, ':')) return expected(r, "':' after the key");
     r->p++;
     return parse_value(r, &obj->items[obj->count - 1]);
@@ -313,6 +384,8 @@ static usp_status parse_member(json_reader *r, usp_json *obj, size_t *cap) {
 
 static usp_status parse_object(json_reader *r, usp_json *v) {
     size_t cap = 0;
+    key_set set = {NULL, 0};
+    usp_status st = USP_OK;
     v->type = USP_JSON_OBJECT;
     r->p++;
     if (next_is(r, '}')) {
@@ -320,13 +393,18 @@ static usp_status parse_object(json_reader *r, usp_json *v) {
         return USP_OK;
     }
     for (;;) {
-        USP_TRY(parse_member(r, v, &cap));
+        st = parse_member(r, v, &cap, &set);
+        if (st != USP_OK) break;
         if (next_is(r, ',')) r->p++;
         else if (next_is(r, '}')) break;
-        else return expected(r, "',' or '}'");
+        else {
+            st = expected(r, "',' or '}'");
+            break;
+        }
     }
-    r->p++;
-    return USP_OK;
+    free(set.slots);
+    if (st == USP_OK) r->p++;
+    return st;
 }
 
 static usp_status parse_array(json_reader *r, usp_json *v) {

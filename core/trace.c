@@ -246,11 +246,19 @@ static usp_status read_ids(const usp_json *ev, usp_trace_event *e) {
     return USP_OK;
 }
 
+/* Times a trace may hold, microseconds: 1e15 us is 31 years. Beyond it a
+ * timestamp is garbage, and differences of such numbers (spans, axis ticks)
+ * lose every digit or overflow to infinity. */
+#define USP_TRACE_MAX_US 1e15
+
 static usp_status read_times(const usp_json *ev, usp_trace_event *e) {
     USP_TRY(usp_json_get_number(ev, "ts", &e->start_us));
     USP_TRY(usp_json_get_number(ev, "dur", &e->dur_us));
     if (e->dur_us < 0)
         return usp_fail(USP_EINVAL, "line %d: negative duration %g", ev->line, e->dur_us);
+    if (fabs(e->start_us) > USP_TRACE_MAX_US || e->dur_us > USP_TRACE_MAX_US)
+        return usp_fail(USP_EINVAL, "line %d: ts %g us, dur %g us: beyond %g us (31 years)", ev->line,
+                        e->start_us, e->dur_us, USP_TRACE_MAX_US);
     return USP_OK;
 }
 

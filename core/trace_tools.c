@@ -531,6 +531,10 @@ static usp_status build_layout(const usp_trace_svg_input *inputs, int count, svg
 /* Coordinates rounded to 0.1 px and written without a trailing ".0": the
  * picture looks the same and the file is a third smaller. */
 static void write_px(FILE *f, double v) {
+    /* the layout keeps coordinates on the page; this keeps lround defined
+     * whatever reaches it (NaN, +-inf, beyond a long) */
+    if (!(v > -1e9)) v = -1e9;
+    if (v > 1e9) v = 1e9;
     long tenths = lround(v * 10.0);
     if (tenths < 0) {
         fputc('-', f);
@@ -665,9 +669,12 @@ static void write_block_events(FILE *f, const svg_layout *l, const svg_block *b)
     }
 }
 
+enum { SVG_MAX_TICKS = 32 };
+
 /* 1, 2 or 5 times a power of ten, giving 4 to 10 ticks over the span. */
 static double tick_step_ms(double span_ms) {
     double raw = span_ms / 10.0;
+    if (!(raw > 0) || !isfinite(raw)) return 1.0; /* an empty or broken span: one tick */
     double decade = pow(10.0, floor(log10(raw)));
     if (raw <= decade) return decade;
     if (raw <= 2 * decade) return 2 * decade;
@@ -693,7 +700,10 @@ static void write_axis(FILE *f, const svg_layout *l) {
     double first = ceil(l->origin_us / 1000.0 / step - 1e-9);
     double axis_y = l->plot_bottom + 4;
     write_line(f, SVG_LEFT, axis_y, SVG_WIDTH - SVG_RIGHT, axis_y, "axis");
-    for (double i = first;; i++) {
+    /* 4 to 10 ticks fit; the bound keeps a span that rounding broke (i + 1
+     * == i beyond 2^53) from writing ticks for ever */
+    int ticks = 0;
+    for (double i = first; ticks < SVG_MAX_TICKS; i++, ticks++) {
         double t_ms = i * step;
         double x = x_of(l, t_ms * 1000.0);
         if (x > SVG_WIDTH - SVG_RIGHT + 0.05) break;

@@ -206,7 +206,7 @@ static usp_error_stats cmp_rows(const double *x, const double *ref, int B, int L
                                 double base, double tol) {
     long per = (long)H * D, m = (long)B * n * per;
     double *a = malloc((size_t)(m ? m : 1) * sizeof(double)), *b = malloc((size_t)(m ? m : 1) * sizeof(double));
-    usp_error_stats e = {0, 0, 1, 0, 0};
+    usp_error_stats e = {.nan_count = 1}; /* a failed allocation fails the case */
     if (!a || !b) goto out;
     for (int bb = 0; bb < B; bb++)
         for (long i = 0; i < (long)n * per; i++) {
@@ -226,7 +226,7 @@ static usp_error_stats cmp_stats(const double *x, const double *ref, int B, int 
                                  double tol) {
     long m = (long)B * H * n;
     double *a = malloc((size_t)(m ? m : 1) * sizeof(double)), *b = malloc((size_t)(m ? m : 1) * sizeof(double));
-    usp_error_stats e = {0, 0, 1, 0, 0};
+    usp_error_stats e = {.nan_count = 1}; /* a failed allocation fails the case */
     if (!a || !b) goto out;
     for (long bh = 0; bh < (long)B * H; bh++)
         for (int i = 0; i < n; i++) {
@@ -268,12 +268,16 @@ static void note(usp_kcheck_result *r, const char *fmt, ...) {
 
 /* Records one error and its failures; returns 1 when it passes. */
 static int judge(usp_kcheck_result *r, int which, const char *what, usp_error_stats e, double tol) {
+    double elem_tol = USP_ELEM_TOL_FACTOR * tol;
     r->err[which] = e.rel;
+    r->elem_err[which] = e.elem_rel;
     if (e.nan_count) note(r, "%s: %ld NaN", what, e.nan_count);
     if (e.inf_mismatch) note(r, "%s: %ld infinities where the reference has none, or the reverse", what,
                              e.inf_mismatch);
     if (e.rel > tol) note(r, "%s: error %.2e over tolerance %.1e", what, e.rel, tol);
-    return e.nan_count == 0 && e.inf_mismatch == 0 && e.rel <= tol;
+    if (e.elem_rel > elem_tol)
+        note(r, "%s: element-wise error %.2e over tolerance %.1e", what, e.elem_rel, elem_tol);
+    return e.nan_count == 0 && e.inf_mismatch == 0 && e.rel <= tol && e.elem_rel <= elem_tol;
 }
 
 /* ---- one problem's buffers ------------------------------------------------ */
@@ -597,7 +601,7 @@ out:
 
 usp_status usp_kcheck_run(const usp_kernel *k, const usp_kcheck_case *c, uint64_t seed, usp_kcheck_result *r) {
     memset(r, 0, sizeof *r);
-    for (int i = 0; i < USP_KC_NERR; i++) r->err[i] = -1;
+    for (int i = 0; i < USP_KC_NERR; i++) r->err[i] = r->elem_err[i] = -1;
     r->tol_fwd = usp_tolerance(c->dtype, 0);
     r->tol_bwd = usp_tolerance(c->dtype, 1);
     r->pass = 1;

@@ -85,6 +85,13 @@ usp_status sim_engine_run(const sim_job *job, sim_timeline *tl, void (*phase)(in
  * Intervals of each stream are in order and disjoint. */
 double sim_exposed_time(const double *cs, const double *ce, int nc, const double *ms, const double *me, int nm);
 
+/* In a simulation child (execute.c): if SimGrid crashes the process (abort,
+ * fault) before the next call, or watchdog_s > 0 seconds pass (a hang), the
+ * parent receives `message` as bad input (USP_EINVAL) instead of "the
+ * simulation died". watchdog_s 0 keeps the running watchdog; NULL disarms
+ * all. Outside a child: nothing. */
+void sim_child_arm_failure(const char *message, int watchdog_s);
+
 /* Natural order of names: digit runs compare as numbers ("gpu2" < "gpu10"). */
 int sim_natural_cmp(const char *a, const char *b);
 

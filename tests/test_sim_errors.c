@@ -120,9 +120,9 @@ static void profile_memory_rates(void **state) {
     o.profile = profile_with_memory("{\"attn_fwd\": 1}");
     expect_refusal(&o, "line 3: 'memory_gbps.attn_fwd' is not a memory-bound step kind");
     o.profile = profile_with_memory("{\"merge\": 0}");
-    expect_refusal(&o, "line 3: 'memory_gbps.merge' must be a positive number");
+    expect_refusal(&o, "line 3: 'memory_gbps.merge' is 0, outside the physical range [1, 1e+06] GB/s");
     o.profile = profile_with_memory("{\"init\": -5}");
-    expect_refusal(&o, "line 3: 'memory_gbps.init' must be a positive number");
+    expect_refusal(&o, "line 3: 'memory_gbps.init' is -5, outside the physical range");
     o.profile = profile_with_memory("{\"pack\": \"fast\"}");
     expect_refusal(&o, "line 3: 'memory_gbps.pack' must be a positive number");
     o.profile = profile_with_memory("600");
@@ -156,7 +156,7 @@ static void profile_overlap_and_fixed_times(void **state) {
     o.profile = profile_with(rate, "\"comm_overlap_slowdown\": \"some\",");
     expect_refusal(&o, "line 3: 'comm_overlap_slowdown' must be a number in [0, 1)");
     o.profile = profile_with("{\"fwd\": 1, \"bwd\": 1, \"bwd_fixed_us\": -3}", "");
-    expect_refusal(&o, "line 1: 'bwd_fixed_us' must be a number >= 0");
+    expect_refusal(&o, "line 1: 'bwd_fixed_us' is -3, outside the physical range [0, 100000] us");
 }
 
 /* Two ranks, one SENDRECV each, with the given tags; rank 1 may have none. */

@@ -40,6 +40,14 @@ typedef struct {
 usp_status usp_sim_execute(const usp_schedule *s, const usp_inputs *in, const usp_sim_options *o,
                            usp_result *out, usp_trace *trace);
 
+/* What usp_sim_execute would refuse about its options, checked before a
+ * schedule is built or an input allocated: the device profile (each figure
+ * within its physical range) and its dtype, that a platform file exists, the
+ * host map (a name for every rank, no host named twice). Routes between the
+ * ranks' hosts need the loaded platform: usp_sim_execute checks them before
+ * the simulation starts. */
+usp_status usp_sim_check_options(const usp_sim_options *o, const usp_config *c);
+
 /* ---------------------------------------------------------- the summary */
 
 /* What a simulated run says beyond usp_result: efficiency and memory. */

@@ -25,18 +25,43 @@ static usp_status member(const usp_json *obj, const char *key, usp_json_type typ
     return USP_OK;
 }
 
-static usp_status positive(const usp_json *obj, const char *key, double *out) {
+/* Physical ranges of a profile's figures. A figure outside its range is a
+ * typo or a unit mix-up (TFLOP/s given in FLOP/s, GB in bytes), and the
+ * simulator would print a confident, absurd time from it: refused with the
+ * range. Each range holds every GPU of sim/SOURCES.md with an order of
+ * magnitude or more to spare on both sides. */
+typedef struct { double lo, hi; const char *unit; } phys_range;
+/* Achieved or peak TFLOP/s of one GPU: 0.31 (L20 fp64 attention) to 989
+ * (H100/H200 dense bf16); dense fp8/fp4 peaks of newer GPUs are below 1e4. */
+static const phys_range TFLOPS_RANGE = {1e-3, 1e5, "TFLOP/s"};
+/* Device-memory GB/s: 750 (L20 GDDR6) to 4800 (H200 HBM3e); 8 TB/s parts. */
+static const phys_range GBPS_RANGE = {1.0, 1e6, "GB/s"};
+/* Causal-block rate over the full-block rate: 0.895 (H200 flash forward) to
+ * 1.02 (usp's kernels, measured); a masked block many times faster per
+ * visible pair than a full one, or 100x slower, is not a kernel. */
+static const phys_range MASKED_RANGE = {0.01, 10.0, ""};
+/* Launch overhead and fixed kernel cost, microseconds: 3 to 30 measured. */
+static const phys_range MICROSECONDS_RANGE = {0.0, 1e5, "us"};
+/* GPU memory, GB: 48 (L20) to 150 (H200); 288 GB parts exist. */
+static const phys_range MEMORY_GB_RANGE = {0.1, 1e5, "GB"};
+
+static usp_status in_range(const usp_json *v, const char *key, const phys_range *r) {
+    if (v->number >= r->lo && v->number <= r->hi) return USP_OK;
+    return usp_fail(USP_EINVAL, "line %d: '%s' is %g, outside the physical range [%g, %g]%s%s", v->line, key,
+                    v->number, r->lo, r->hi, r->unit[0] ? " " : "", r->unit);
+}
+
+static usp_status ranged(const usp_json *obj, const char *key, const phys_range *r, double *out) {
     USP_TRY(usp_json_get_number(obj, key, out));
-    if (!(*out > 0))
-        return usp_fail(USP_EINVAL, "line %d: '%s' must be positive", usp_json_get(obj, key)->line, key);
-    return USP_OK;
+    return in_range(usp_json_get(obj, key), key, r);
 }
 
 /* Optional, 0 when absent: microseconds in, seconds out. */
 static usp_status fixed_time(const usp_json *obj, const char *key, double *seconds) {
     const usp_json *v = usp_json_get(obj, key);
-    if (v && (v->type != USP_JSON_NUMBER || !(v->number >= 0)))
+    if (v && v->type != USP_JSON_NUMBER)
         return usp_fail(USP_EINVAL, "line %d: '%s' must be a number >= 0", v->line, key);
+    if (v) USP_TRY(in_range(v, key, &MICROSECONDS_RANGE));
     *seconds = v ? v->number * 1e-6 : 0;
     return USP_OK;
 }
@@ -62,8 +87,8 @@ static usp_status load_head_dims(const usp_json *by_dim, sim_profile *p, int d) 
                                             by_dim->items[i].line, by_dim->keys[i]);
         sim_attention_rate *r = &p->rates[d][i];
         r->head_dim = (int)hd;
-        USP_TRY(positive(&by_dim->items[i], "fwd", &r->fwd_flops));
-        USP_TRY(positive(&by_dim->items[i], "bwd", &r->bwd_flops));
+        USP_TRY(ranged(&by_dim->items[i], "fwd", &TFLOPS_RANGE, &r->fwd_flops));
+        USP_TRY(ranged(&by_dim->items[i], "bwd", &TFLOPS_RANGE, &r->bwd_flops));
         r->fwd_flops *= 1e12;
         r->bwd_flops *= 1e12;
         USP_TRY(fixed_time(&by_dim->items[i], "fwd_fixed_us", &r->fwd_fixed_s));
@@ -95,7 +120,7 @@ static usp_status load_rates(const usp_json *root, sim_profile *p) {
             return usp_fail(USP_EINVAL, "line %d: 'attention_tflops.%s' must be an object",
                             att->items[i].line, att->keys[i]);
         USP_TRY(load_head_dims(&att->items[i], p, d));
-        USP_TRY(positive(peak, DTYPE_KEYS[d], &p->peak_flops[d]));
+        USP_TRY(ranged(peak, DTYPE_KEYS[d], &TFLOPS_RANGE, &p->peak_flops[d]));
         p->peak_flops[d] *= 1e12;
     }
     return USP_OK;
@@ -116,9 +141,12 @@ static usp_status load_memory_rates(const usp_json *root, double hbm_gbps, sim_p
         if (k == USP_STEP_KIND_COUNT || !usp_step_memory_bound(k))
             return usp_fail(USP_EINVAL, "line %d: 'memory_gbps.%s' is not a memory-bound step kind "
                             "(pack, unpack, merge, init, bwd_prep)", v->line, by_kind->keys[i]);
-        if (v->type != USP_JSON_NUMBER || !(v->number > 0))
+        if (v->type != USP_JSON_NUMBER)
             return usp_fail(USP_EINVAL, "line %d: 'memory_gbps.%s' must be a positive number", v->line,
                             by_kind->keys[i]);
+        char name[64];
+        snprintf(name, sizeof name, "memory_gbps.%s", by_kind->keys[i]);
+        USP_TRY(in_range(v, name, &GBPS_RANGE));
         p->mem_bytes_per_s[k] = v->number * 1e9;
     }
     return USP_OK;
@@ -142,13 +170,12 @@ static usp_status load_tree(const usp_json *root, sim_profile *p) {
     snprintf(p->name, sizeof p->name, "%s", name);
     USP_TRY(load_rates(root, p));
     USP_TRY(member(root, "masked_block_efficiency", USP_JSON_OBJECT, &masked));
-    USP_TRY(positive(masked, "fwd", &p->masked_fwd));
-    USP_TRY(positive(masked, "bwd", &p->masked_bwd));
-    USP_TRY(positive(root, "hbm_gbps", &hbm));
+    USP_TRY(ranged(masked, "fwd", &MASKED_RANGE, &p->masked_fwd));
+    USP_TRY(ranged(masked, "bwd", &MASKED_RANGE, &p->masked_bwd));
+    USP_TRY(ranged(root, "hbm_gbps", &GBPS_RANGE, &hbm));
     USP_TRY(load_memory_rates(root, hbm, p));
-    USP_TRY(usp_json_get_number(root, "launch_overhead_us", &launch_us));
-    if (launch_us < 0) return usp_fail(USP_EINVAL, "'launch_overhead_us' must not be negative");
-    USP_TRY(positive(root, "memory_gb", &mem_gb));
+    USP_TRY(ranged(root, "launch_overhead_us", &MICROSECONDS_RANGE, &launch_us));
+    USP_TRY(ranged(root, "memory_gb", &MEMORY_GB_RANGE, &mem_gb));
     USP_TRY(load_comm_slowdown(root, p));
     p->hbm_bytes_per_s = hbm * 1e9;
     p->launch_s = launch_us * 1e-6;

@@ -42,6 +42,7 @@
 #include <omp.h>
 #endif
 
+#include "routes.h"
 #include "usp/rankmem.h"
 #include "network/step.h"
 
@@ -320,6 +321,7 @@ static void rank_actor(int argc, char **argv) {
     (void)argc; (void)argv;
     rank_sim *r = sg_actor_self_get_data();
     const usp_rank_schedule *rs = r->rs;
+    if (g_status != USP_OK) return; /* the route check failed */
     r->next_compute = next_on_stream(rs, 0, USP_STREAM_COMPUTE);
     for (int i = next_on_stream(rs, 0, USP_STREAM_COMM); i < rs->nsteps && g_status == USP_OK;
          i = next_on_stream(rs, i + 1, USP_STREAM_COMM)) {
@@ -378,6 +380,35 @@ static usp_status place_ranks(const sim_job *job, rank_sim *ranks, int world) {
     qsort(hosts, nhosts, sizeof *hosts, cmp_host_names);
     for (int g = 0; g < world; g++) ranks[g].host = hosts[g];
     free(hosts);
+    return USP_OK;
+}
+
+/* The route check (routes.c) runs in an actor of its own, started before
+ * the ranks' actors, so it runs first: SimGrid seals the platform (builds
+ * its routing graphs) only when the simulation starts. A rank actor that
+ * finds the check failed returns at once. */
+static void route_checker(int argc, char **argv) {
+    (void)argc; (void)argv;
+    const usp_schedule *s = g_sim.job->sched;
+    sg_host_t *host_of = malloc((size_t)s->world * sizeof *host_of);
+    usp_status st = USP_EINTERNAL;
+    if (host_of) {
+        for (int g = 0; g < s->world; g++) host_of[g] = g_sim.ranks[g].host;
+        const usp_sim_options *o = g_sim.job->opts;
+        st = sim_check_routes(&s->cfg, host_of, o && o->platform ? o->platform : "h200x8");
+    }
+    free(host_of);
+    if (st != USP_OK && g_status == USP_OK) {
+        g_status = st;
+        snprintf(g_error, sizeof g_error, "%s", host_of ? usp_error() : "out of memory checking routes");
+    }
+}
+
+static usp_status start_route_checker(const rank_sim *ranks) {
+    sg_actor_t a;
+    if (SG_CHECK(a = sg_actor_init("route-check", ranks[0].host))) return usp_fail(g_status, "%s", g_error);
+    if (!g_sim.numerics) sg_actor_set_stacksize(a, 128); /* in KiB */
+    sg_actor_start(a, route_checker, 0, NULL);
     return USP_OK;
 }
 
@@ -495,6 +526,7 @@ static usp_status simulate(const sim_job *job, rank_sim *ranks, sim_timeline *tl
         return usp_fail(USP_EINTERNAL, "out of memory");
     for (int g = 0; g < s->world; g++) g_sim.hosts[g] = ranks[g].host;
     USP_TRY(sim_net_load(&g_sim.net, g_sim.hosts, s->world));
+    USP_TRY(start_route_checker(ranks));
     for (int g = 0; g < s->world; g++) USP_TRY(start_actor(&ranks[g]));
     simgrid_run();
     if (g_status != USP_OK) return usp_fail(g_status, "%s", g_error);

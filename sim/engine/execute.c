@@ -11,6 +11,7 @@
 #include "usp/fdio.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -70,9 +71,42 @@ static int send_result(int fd, const sim_job *job, const sim_timeline *tl) {
     return 0;
 }
 
+/* A failure SimGrid turns into a crash or a hang where usp knows better
+ * what went wrong (routes.c: SimGrid's Dijkstra routing aborts, faults or
+ * spins on two unconnected hosts): the result record to send instead, kept
+ * up to date before each such call, and a watchdog. */
+static int g_result_fd = -1, g_armed_on;
+static result_record g_armed;
+static const int ARMED_SIGNALS[] = {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGALRM};
+enum { NARMED = sizeof ARMED_SIGNALS / sizeof ARMED_SIGNALS[0] };
+
+static void send_armed(int sig) {
+    if (usp_write_full(g_result_fd, &g_armed, sizeof g_armed) == 0) _exit(1);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void sim_child_arm_failure(const char *message, int watchdog_s) {
+    if (g_result_fd < 0) return;
+    if (!message) {
+        alarm(0);
+        for (int i = 0; i < NARMED; i++) signal(ARMED_SIGNALS[i], SIG_DFL);
+        g_armed_on = 0;
+        return;
+    }
+    g_armed.type = REC_RESULT;
+    g_armed.status = USP_EINVAL;
+    sim_copy_str(g_armed.message, sizeof g_armed.message, message);
+    if (!g_armed_on)
+        for (int i = 0; i < NARMED; i++) signal(ARMED_SIGNALS[i], send_armed);
+    g_armed_on = 1;
+    if (watchdog_s > 0) alarm((unsigned)watchdog_s);
+}
+
 static void child_main(int fd, const void *arg) {
     const sim_job *job = arg;
     child_ctx ctx = {fd};
+    g_result_fd = fd;
     sim_timeline tl;
     usp_status st = sim_engine_run(job, &tl, report_phase, &ctx);
     result_record rec = {REC_RESULT, st, ""};
@@ -164,6 +198,9 @@ static usp_status child_failed(const child_outcome *oc, int wstatus, FILE *err, 
     child_reason(err, reason, sizeof reason);
     if (oc->phase == 0)
         return usp_fail(USP_EINVAL, "platform %s: %s", platform, reason[0] ? reason : "SimGrid could not load it");
+    /* a pair routes.c did not ask about: still the platform's fault, not ours */
+    if (strstr(reason, "no connecting path") || strstr(reason, "No route") || strstr(reason, "no route"))
+        return usp_fail(USP_EINVAL, "platform %s: %s", platform, reason);
     if (WIFSIGNALED(wstatus))
         return usp_fail(USP_EINTERNAL, "the simulation died (signal %d)%s%s", WTERMSIG(wstatus),
                         reason[0] ? ": " : "", reason);
@@ -204,6 +241,31 @@ static void free_hosts(char **hosts, int n) {
     free(hosts);
 }
 
+typedef struct { const char *name; int rank; } named_rank;
+
+static int cmp_named_ranks(const void *a, const void *b) {
+    const named_rank *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->rank > y->rank) - (x->rank < y->rank);
+}
+
+/* Every rank is one GPU: two ranks on one host would talk over SimGrid's
+ * loopback and each still get a whole GPU of compute, a silent wrong answer.
+ * Sorted, so 16384 ranks cost n log n comparisons. */
+static usp_status check_distinct_hosts(const char *path, char **hosts, int world) {
+    named_rank *sorted = malloc((size_t)world * sizeof *sorted);
+    if (!sorted) return usp_fail(USP_EINTERNAL, "out of memory reading %s", path);
+    for (int g = 0; g < world; g++) sorted[g] = (named_rank){hosts[g], g};
+    qsort(sorted, (size_t)world, sizeof *sorted, cmp_named_ranks);
+    usp_status st = USP_OK;
+    for (int i = 1; i < world && st == USP_OK; i++)
+        if (!strcmp(sorted[i].name, sorted[i - 1].name))
+            st = usp_fail(USP_EINVAL, "host map %s: ranks %d and %d are both on host '%s' (one rank per GPU)",
+                          path, sorted[i - 1].rank, sorted[i].rank, sorted[i].name);
+    free(sorted);
+    return st;
+}
+
 /* One host name per line, line i for rank i; blank lines and '#' comments skipped. */
 static usp_status read_hostmap(const char *path, int world, char ***out) {
     FILE *f = fopen(path, "r");
@@ -222,6 +284,8 @@ static usp_status read_hostmap(const char *path, int world, char ***out) {
         free_hosts(hosts, n);
         return usp_fail(USP_EINVAL, "host map %s names %d hosts, fewer than the %d ranks", path, n, world);
     }
+    usp_status st = check_distinct_hosts(path, hosts, world);
+    if (st != USP_OK) { free_hosts(hosts, world); return st; }
     *out = hosts;
     return USP_OK;
 }
@@ -240,6 +304,21 @@ static usp_status check_request(const usp_schedule *s, const usp_inputs *in, con
         if (!o->cfg_overrides[i] || !strchr(o->cfg_overrides[i], ':'))
             return usp_fail(USP_EINVAL, "SimGrid setting '%s' is not name:value",
                             o->cfg_overrides[i] ? o->cfg_overrides[i] : "");
+    return USP_OK;
+}
+
+usp_status usp_sim_check_options(const usp_sim_options *o, const usp_config *c) {
+    static const usp_sim_options defaults = {0};
+    if (!o) o = &defaults;
+    sim_profile prof;
+    USP_TRY(sim_profile_load(sim_profile_for(o), &prof));
+    USP_TRY(sim_profile_supports(&prof, c));
+    const char *spec = o->platform ? o->platform : "h200x8";
+    if (!usp_platform_is_preset(spec)) USP_TRY(check_platform_file(spec));
+    if (!o->hostmap) return USP_OK;
+    char **hosts = NULL;
+    USP_TRY(read_hostmap(o->hostmap, usp_world(c), &hosts));
+    free_hosts(hosts, usp_world(c));
     return USP_OK;
 }
 

@@ -188,6 +188,10 @@ static usp_status read_config(const usp_json *root, usp_config *c) {
     USP_TRY(usp_parse_ring_impl(impl, &c->ring_impl));
     USP_TRY(usp_parse_layout(layout, &c->layout));
     c->scale = scale;
+    /* a seed is an integer a double holds exactly: [0, 2^53] */
+    if (!(seed >= 0 && seed <= 9007199254740992.0 && seed == floor(seed)))
+        return usp_fail(USP_EINVAL, "line %d: 'seed' must be an integer in [0, 2^53], found %g",
+                        usp_json_get(cj, "seed")->line, seed);
     c->seed = (uint64_t)seed;
     return usp_config_validate(c);
 }

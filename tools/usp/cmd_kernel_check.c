@@ -9,6 +9,7 @@
 #include <string.h>
 #include <cuda_runtime_api.h>
 #include "cli.h"
+#include "usp/compare.h"
 #include "usp/json.h"
 #include "usp/kcheck.h"
 #include "usp/kernel.h"
@@ -22,7 +23,9 @@ static void help(void) {
            "MQA, bf16, fp16 and fp32, rows that see no key (LSE -inf, O 0, no NaN), two\n"
            "ring steps merged, forward and backward, and the a2a pack/unpack kernels.\n"
            "Relative error ||x-ref||/||ref||; tolerances (usp/compare.h): forward 1e-2\n"
-           "bf16, 2e-3 fp16, 1e-5 fp32; backward 2e-2, 5e-3, 1e-5.\n\n"
+           "bf16, 2e-3 fp16, 1e-5 fp32; backward 2e-2, 5e-3, 1e-5. Element-wise error\n"
+           "max|x-ref|/max|ref| of every tensor, within 4x those tolerances; elem/tol is\n"
+           "the largest over the tensors (a case fails on either error).\n\n"
            "  --kernel PATH.so  check a plugin (exports usp_kernel_entry, see\n"
            "                    include/usp/kernel.h and gpu/plugins/naive_plugin.cu)\n"
            "  --quick           the quick subset\n"
@@ -49,7 +52,16 @@ static void print_text(const usp_kcheck_case *c, const usp_kcheck_result *r) {
     print_err(r->err[USP_KC_DQ]);
     print_err(r->err[USP_KC_DK]);
     print_err(r->err[USP_KC_DV]);
-    printf(" <=%7.1e %8.2f  %s", r->tol_bwd, r->gpu_ms, r->skipped ? "skip" : r->pass ? "pass" : "FAIL");
+    printf(" <=%7.1e", r->tol_bwd);
+    /* the largest element-wise error over its tolerance, over the tensors */
+    double worst = -1;
+    for (int i = 0; i < USP_KC_NERR; i++) {
+        double tol = i < USP_KC_DQ ? r->tol_fwd : r->tol_bwd;
+        if (r->elem_err[i] >= 0 && tol > 0 && r->elem_err[i] / (USP_ELEM_TOL_FACTOR * tol) > worst)
+            worst = r->elem_err[i] / (USP_ELEM_TOL_FACTOR * tol);
+    }
+    print_err(worst);
+    printf(" %8.2f  %s", r->gpu_ms, r->skipped ? "skip" : r->pass ? "pass" : "FAIL");
     if (r->note[0]) printf("  (%s)", r->note);
     printf("\n");
 }
@@ -77,6 +89,13 @@ static void print_json(const usp_kcheck_case *c, const usp_kcheck_result *r, int
     json_err("dk", r->err[USP_KC_DK]);
     printf(", ");
     json_err("dv", r->err[USP_KC_DV]);
+    printf(", \"elem_err\": {");
+    static const char *const names[USP_KC_NERR] = {"o", "lse", "dq", "dk", "dv"};
+    for (int i = 0; i < USP_KC_NERR; i++) {
+        printf("%s", i ? ", " : "");
+        json_err(names[i], r->elem_err[i]);
+    }
+    printf("}, \"elem_tol_factor\": %g", USP_ELEM_TOL_FACTOR);
     printf(", \"tol_bwd\": %.3g, \"gpu_ms\": %.3f, \"skipped\": %s, \"pass\": %s, \"note\": ", r->tol_bwd,
            r->gpu_ms, r->skipped ? "true" : "false", r->pass ? "true" : "false");
     usp_json_write_string(stdout, r->note);
@@ -143,8 +162,8 @@ static void header(const usp_kernel *k, int json) {
         return;
     }
     printf("kernel: %s\ndevice: %s\n", k->name, dev);
-    printf("%-24s %-5s %-28s %8s %8s %9s | %8s %8s %8s %9s %8s\n", "case", "dtype", "shape", "O", "LSE", "tol",
-           "dQ", "dK", "dV", "tol", "gpu ms");
+    printf("%-24s %-5s %-28s %8s %8s %9s | %8s %8s %8s %9s %8s %8s\n", "case", "dtype", "shape", "O", "LSE", "tol",
+           "dQ", "dK", "dV", "tol", "elem/tol", "gpu ms");
 }
 
 int cmd_kernel_check(int argc, char **argv) {

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cli.h"
+#include "usp/json.h"
 #include "usp/trace_read.h"
 #include "usp/trace_tools.h"
 
@@ -10,7 +11,7 @@
 
 static void help(void) {
     printf("usage: usp trace diff A.json B.json [--top N] [--json]\n"
-               "       usp trace svg A.json [B.json] -o FILE.svg [--title T]\n\n"
+               "       usp trace svg A.json [B.json] -o FILE.svg [--title T] [--json]\n\n"
                "Traces are what `usp run --trace FILE` (and every other executor) writes.\n\n"
                "  diff   matches the steps of two traces of the same schedule (by rank and\n"
                "         step index, else by rank, name and occurrence) and prints the\n"
@@ -32,12 +33,15 @@ static void help_diff(void) {
 }
 
 static void help_svg(void) {
-    printf("usage: usp trace svg A.json [B.json] -o FILE.svg [--title T]\n\n"
+    printf("usage: usp trace svg A.json [B.json] -o FILE.svg [--title T] [--json]\n\n"
            "Writes an SVG timeline: one lane per rank and stream (compute, comm), one\n"
            "rectangle per step coloured by its kind, time in ms. With two traces, A is\n"
            "drawn above B on the same time scale. Shows at most %d ranks per trace.\n\n"
            "  -o FILE    the SVG file to write ('-' for standard output)\n"
-           "  --title T  the title (default: the configuration of A)\n",
+           "  --title T  the title (default: the configuration of A)\n"
+           "  --json     after writing FILE.svg, one JSON object on standard output: the\n"
+           "             file, and per trace its path, executor, events, ranks, first\n"
+           "             start and last end (us); needs -o FILE (not '-')\n",
            USP_TRACE_SVG_MAX_RANKS);
 }
 
@@ -121,7 +125,34 @@ static const char *base_name(const char *path) {
     return slash && slash[1] ? slash + 1 : path;
 }
 
-static int run_svg(char **paths, int count, const char *out, const char *title) {
+/* What --json says about a drawn trace. */
+static void print_svg_json(char **paths, const usp_trace *traces, int count, const char *out) {
+    printf("{\"svg\": ");
+    usp_json_write_string(stdout, out);
+    printf(", \"traces\": [");
+    for (int i = 0; i < count; i++) {
+        const usp_trace *t = &traces[i];
+        double first = t->events[0].start_us, last = first;
+        int ranks = 0;
+        for (long e = 0; e < t->count; e++) {
+            if (t->events[e].start_us < first) first = t->events[e].start_us;
+            if (t->events[e].start_us + t->events[e].dur_us > last) last = t->events[e].start_us + t->events[e].dur_us;
+            if (t->events[e].rank + 1 > ranks) ranks = t->events[e].rank + 1;
+        }
+        printf("%s{\"path\": ", i ? ", " : "");
+        usp_json_write_string(stdout, paths[i]);
+        printf(", \"executor\": ");
+        usp_json_write_string(stdout, t->executor);
+        printf(", \"events\": %ld, \"ranks\": %d, \"first_start_us\": ", t->count, ranks);
+        usp_json_write_number(stdout, first);
+        printf(", \"last_end_us\": ");
+        usp_json_write_number(stdout, last);
+        printf("}");
+    }
+    printf("]}\n");
+}
+
+static int run_svg(char **paths, int count, const char *out, const char *title, int json) {
     usp_trace traces[USP_TRACE_SVG_MAX_TRACES];
     int rc = load_traces(paths, count, traces);
     if (rc != 0) return rc;
@@ -130,25 +161,28 @@ static int run_svg(char **paths, int count, const char *out, const char *title) 
     usp_status st = !strcmp(out, "-") ? usp_trace_svg_write(inputs, count, title, stdout)
                                       : usp_trace_svg_save(inputs, count, title, out);
     if (st != USP_OK) rc = usp_cli_report("trace", st);
+    else if (json) print_svg_json(paths, traces, count, out);
     for (int i = 0; i < count; i++) usp_trace_free(&traces[i]);
     return rc;
 }
 
 static int trace_svg(int argc, char **argv) {
-    enum { OPT_TITLE = USP_OPT_CMD_FIRST, OPT_HELP };
+    enum { OPT_TITLE = USP_OPT_CMD_FIRST, OPT_HELP, OPT_JSON };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'},
         {"title", required_argument, 0, OPT_TITLE},
+        {"json", no_argument, 0, OPT_JSON},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     const char *out = NULL, *title = NULL;
-    int opt;
+    int opt, json = 0;
     optind = 1;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
         switch (opt) {
         case 'o': out = optarg; break;
         case OPT_TITLE: title = optarg; break;
+        case OPT_JSON: json = 1; break;
         case OPT_HELP: help_svg(); return 0;
         default: return bad_option("svg", argv[optind - 1]);
         }
@@ -157,7 +191,9 @@ static int trace_svg(int argc, char **argv) {
     if (count < 1 || count > USP_TRACE_SVG_MAX_TRACES)
         return usp_cli_bad_input("trace", "svg takes one or two traces, got %d", count);
     if (!out) return usp_cli_bad_input("trace", "svg needs -o FILE.svg");
-    return run_svg(argv + optind, count, out, title);
+    if (json && !strcmp(out, "-"))
+        return usp_cli_bad_input("trace", "svg --json needs -o FILE.svg: standard output carries the JSON");
+    return run_svg(argv + optind, count, out, title, json);
 }
 
 int cmd_trace(int argc, char **argv) {

@@ -45,9 +45,10 @@ static void compare_all(usp_case *c) {
     c->pass = 1;
     for (int t = 0; t < c->ntensors; t++) {
         c->tol[t] = usp_tolerance(c->cfg.dtype, t >= USP_T_DQ);
+        c->elem_tol[t] = usp_elem_tolerance(c->cfg.dtype, t >= USP_T_DQ);
         double *x = usp_case_output(c, t);
         if (!x) { c->pass = 0; continue; }
-        c->err[t] = usp_compare(x, c->ref[t], usp_case_elems(&c->cfg, t), c->tol[t]);
+        c->err[t] = usp_compare2(x, c->ref[t], usp_case_elems(&c->cfg, t), c->tol[t], c->elem_tol[t]);
         if (!c->err[t].pass) c->pass = 0;
     }
 }

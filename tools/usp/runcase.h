@@ -21,7 +21,8 @@ typedef struct {
     double *ref[USP_T_COUNT];     /* fp64 dense reference */
     usp_result res;
     usp_error_stats err[USP_T_COUNT];
-    double tol[USP_T_COUNT];
+    double tol[USP_T_COUNT];      /* norm-wise tolerance */
+    double elem_tol[USP_T_COUNT]; /* element-wise tolerance */
     int ntensors;                 /* 2 forward only, 5 with backward */
     int pass;
 } usp_case;

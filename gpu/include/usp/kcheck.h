@@ -34,7 +34,8 @@ typedef struct {
 enum { USP_KC_O, USP_KC_LSE, USP_KC_DQ, USP_KC_DK, USP_KC_DV, USP_KC_NERR };
 
 typedef struct {
-    double err[USP_KC_NERR];   /* relative errors; -1 where not measured */
+    double err[USP_KC_NERR];   /* norm-wise relative errors; -1 where not measured */
+    double elem_err[USP_KC_NERR]; /* max |x - ref| / max |ref|; -1 where not measured */
     double tol_fwd, tol_bwd;
     int pass, skipped;
     double gpu_ms;             /* kernel time of the case (events), forward + backward */
