@@ -51,9 +51,15 @@ static usp_status in_range(const usp_json *v, const char *key, const phys_range 
                     v->number, r->lo, r->hi, r->unit[0] ? " " : "", r->unit);
 }
 
-static usp_status ranged(const usp_json *obj, const char *key, const phys_range *r, double *out) {
+/* obj[key], a number within r; refusals name it `name` (its path in the profile). */
+static usp_status ranged_as(const usp_json *obj, const char *key, const char *name, const phys_range *r,
+                            double *out) {
     USP_TRY(usp_json_get_number(obj, key, out));
-    return in_range(usp_json_get(obj, key), key, r);
+    return in_range(usp_json_get(obj, key), name, r);
+}
+
+static usp_status ranged(const usp_json *obj, const char *key, const phys_range *r, double *out) {
+    return ranged_as(obj, key, key, r, out);
 }
 
 /* Optional, 0 when absent: microseconds in, seconds out. */
@@ -83,12 +89,15 @@ static usp_status load_head_dims(const usp_json *by_dim, sim_profile *p, int d) 
     for (size_t i = 0; i < by_dim->count; i++) {
         char *end;
         long hd = strtol(by_dim->keys[i], &end, 10);
-        if (*end || hd < 1) return usp_fail(USP_EINVAL, "line %d: head dim '%s' is not a positive integer",
+        if (*end || hd < 1 || hd > (1L << 20)) return usp_fail(USP_EINVAL, "line %d: head dim '%s' is not a positive integer",
                                             by_dim->items[i].line, by_dim->keys[i]);
         sim_attention_rate *r = &p->rates[d][i];
         r->head_dim = (int)hd;
-        USP_TRY(ranged(&by_dim->items[i], "fwd", &TFLOPS_RANGE, &r->fwd_flops));
-        USP_TRY(ranged(&by_dim->items[i], "bwd", &TFLOPS_RANGE, &r->bwd_flops));
+        char name[2][96];
+        snprintf(name[0], sizeof name[0], "attention_tflops.%s.%ld.fwd", DTYPE_KEYS[d], hd);
+        snprintf(name[1], sizeof name[1], "attention_tflops.%s.%ld.bwd", DTYPE_KEYS[d], hd);
+        USP_TRY(ranged_as(&by_dim->items[i], "fwd", name[0], &TFLOPS_RANGE, &r->fwd_flops));
+        USP_TRY(ranged_as(&by_dim->items[i], "bwd", name[1], &TFLOPS_RANGE, &r->bwd_flops));
         r->fwd_flops *= 1e12;
         r->bwd_flops *= 1e12;
         USP_TRY(fixed_time(&by_dim->items[i], "fwd_fixed_us", &r->fwd_fixed_s));
@@ -120,7 +129,9 @@ static usp_status load_rates(const usp_json *root, sim_profile *p) {
             return usp_fail(USP_EINVAL, "line %d: 'attention_tflops.%s' must be an object",
                             att->items[i].line, att->keys[i]);
         USP_TRY(load_head_dims(&att->items[i], p, d));
-        USP_TRY(ranged(peak, DTYPE_KEYS[d], &TFLOPS_RANGE, &p->peak_flops[d]));
+        char name[64];
+        snprintf(name, sizeof name, "peak_dense_tflops.%s", DTYPE_KEYS[d]);
+        USP_TRY(ranged_as(peak, DTYPE_KEYS[d], name, &TFLOPS_RANGE, &p->peak_flops[d]));
         p->peak_flops[d] *= 1e12;
     }
     return USP_OK;
@@ -170,8 +181,8 @@ static usp_status load_tree(const usp_json *root, sim_profile *p) {
     snprintf(p->name, sizeof p->name, "%s", name);
     USP_TRY(load_rates(root, p));
     USP_TRY(member(root, "masked_block_efficiency", USP_JSON_OBJECT, &masked));
-    USP_TRY(ranged(masked, "fwd", &MASKED_RANGE, &p->masked_fwd));
-    USP_TRY(ranged(masked, "bwd", &MASKED_RANGE, &p->masked_bwd));
+    USP_TRY(ranged_as(masked, "fwd", "masked_block_efficiency.fwd", &MASKED_RANGE, &p->masked_fwd));
+    USP_TRY(ranged_as(masked, "bwd", "masked_block_efficiency.bwd", &MASKED_RANGE, &p->masked_bwd));
     USP_TRY(ranged(root, "hbm_gbps", &GBPS_RANGE, &hbm));
     USP_TRY(load_memory_rates(root, hbm, p));
     USP_TRY(ranged(root, "launch_overhead_us", &MICROSECONDS_RANGE, &launch_us));

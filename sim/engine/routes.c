@@ -32,7 +32,7 @@ enum { ROUTE_CHECK_ALL_PAIRS = 64 };
 
 /* Seconds the routes from one rank may take before the check calls it a
  * hang: one Dijkstra over a platform of 16384 GPUs takes well under one. */
-enum { ROUTE_WATCHDOG_S = 30 };
+enum { ROUTE_WATCHDOG_S = 10 };
 
 static usp_status check_pair(const sg_host_t *host_of, int a, int b, xbt_dynar_t links,
                              const char *platform) {

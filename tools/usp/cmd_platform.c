@@ -1,4 +1,5 @@
 /* cmd_platform.c: `usp platform`, the built-in platforms as SimGrid XML. */
+#define _POSIX_C_SOURCE 200809L /* open_memstream */
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,7 +31,8 @@ static void usage(FILE *f) {
                "                         of each on rail i); --gen G: its PCIe generation (default 4;\n"
                "                         topo -m does not say it)\n"
                "  --list                 the presets and what they model\n"
-               "  --json                 with --list: a JSON array\n"
+               "  --json                 with --list: a JSON array; with --preset: {\"preset\",\n"
+               "                         \"spec\", \"xml\": the XML} (or \"file\" with -o)\n"
                "  -h, --help\n");
 }
 
@@ -121,14 +123,29 @@ static int write_platform(const platform_args *a) {
     if (usp_platform_parse_spec(a->preset, name, sizeof name, &base) != USP_OK)
         return usp_cli_report("platform", USP_EINVAL);
     usp_platform_params p = merge(&base, &a->p);
-    FILE *f = a->output ? fopen(a->output, "w") : stdout;
-    if (!f) return usp_cli_bad_input("platform", "cannot write %s", a->output);
+    /* --json: the XML as a string member, or the file it went to */
+    char *xml = NULL;
+    size_t xml_len = 0;
+    FILE *f = a->output ? fopen(a->output, "w") : a->json ? open_memstream(&xml, &xml_len) : stdout;
+    if (!f) return usp_cli_bad_input("platform", "cannot write %s", a->output ? a->output : "to memory");
     usp_status st = usp_platform_write(name, &p, a->world, f);
-    if (a->output && fclose(f) != 0 && st == USP_OK) st = usp_fail(USP_EINTERNAL, "cannot write %s", a->output);
+    if ((a->output || a->json) && fclose(f) != 0 && st == USP_OK)
+        st = usp_fail(USP_EINTERNAL, "cannot write %s", a->output ? a->output : "to memory");
     if (st != USP_OK) {
         if (a->output) remove(a->output);
+        free(xml);
         return usp_cli_report("platform", st);
     }
+    if (a->json) {
+        printf("{\"preset\": ");
+        usp_json_write_string(stdout, name);
+        printf(", \"spec\": ");
+        usp_json_write_string(stdout, a->preset);
+        printf(", \"%s\": ", a->output ? "file" : "xml");
+        usp_json_write_string(stdout, a->output ? a->output : xml);
+        printf("}\n");
+    }
+    free(xml);
     return 0;
 }
 

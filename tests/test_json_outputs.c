@@ -1,0 +1,133 @@
+/* test_json_outputs.c: every --json output of the usp command is JSON, as an
+ * independent parser (jansson) reads it: every command, and usp run in every
+ * shape (ulysses 1, ring 1, allgather, forward only, timing only, ref). The
+ * GPU shapes run where two GPUs are present and are skipped otherwise.
+ * argv[1] is the usp binary, argv[2] the repository's traces/ folder. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "test_util.h"
+
+static const char *usp_bin, *traces_dir;
+
+/* Runs `usp <args>` (stderr dropped), returns its exit status and stdout. */
+static int run_usp(const char *args, char **out) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>/dev/null", tmp_dir, usp_bin, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    for (size_t n; (n = fread(buf + len, 1, cap - len - 1, p)) > 0;) {
+        len += n;
+        if (cap - len < 4096) buf = realloc(buf, cap *= 2);
+        assert_non_null(buf);
+    }
+    buf[len] = '\0';
+    int status = pclose(p);
+    *out = buf;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* `usp <args>` exits `rc` and prints one JSON document; returns it parsed. */
+static json_t *expect_json(const char *args, int rc) {
+    char *out;
+    int got = run_usp(args, &out);
+    if (got != rc) fail_msg("usp %s: exit %d, expected %d", args, got, rc);
+    json_error_t err;
+    json_t *doc = json_loads(out, JSON_REJECT_DUPLICATES, &err);
+    if (!doc) fail_msg("usp %s: not JSON (line %d, column %d: %s): %.300s", args, err.line, err.column, err.text,
+                       out + (err.position > 100 ? err.position - 100 : 0));
+    free(out);
+    return doc;
+}
+
+static void expect_member(const json_t *doc, const char *key, const char *args) {
+    if (!json_object_get(doc, key)) fail_msg("usp %s: no \"%s\" in its JSON", args, key);
+}
+
+#define SMALL "--seq 256 --heads 4 --head-dim 16 --trace t.json"
+
+static void run_in_every_shape(void **state) {
+    (void)state;
+    static const char *shapes[] = {
+        "run --json " SMALL,
+        "run --json --ulysses 1 --ring 4 " SMALL,
+        "run --json --ulysses 4 --ring 1 " SMALL,
+        "run --json --ulysses 1 --ring 1 " SMALL,
+        "run --json --ring-impl allgather " SMALL,
+        "run --json --ring-impl stripe --ulysses 1 --ring 2 " SMALL,
+        "run --json --no-causal --ring-impl basic " SMALL,
+        "run --json --forward-only " SMALL,
+        "run --json --no-numerics --dtype bf16 " SMALL,
+        "run --json --backend ref " SMALL,
+        "run --json --backend ref --ulysses 1 --ring 2 --ring-impl allgather " SMALL,
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        json_t *doc = expect_json(shapes[i], 0);
+        expect_member(doc, "config", shapes[i]);
+        expect_member(doc, "ranks", shapes[i]);
+        expect_member(doc, "pass", shapes[i]);
+        json_decref(doc);
+    }
+}
+
+/* Two GPUs: the GPU backend's shapes; skipped where there are none. */
+static void run_on_gpus(void **state) {
+    (void)state;
+    if (system("nvidia-smi -L 2>/dev/null | grep -c GPU | grep -qv '^[01]$'") != 0) {
+        print_message("fewer than two GPUs here: usp run --backend gpu --json not exercised\n");
+        skip();
+    }
+    static const char *shapes[] = {
+        "run --backend gpu --gpus 2 --json --dtype bf16 --ulysses 1 --ring 2 --seq 1024 --head-dim 64",
+        "run --backend gpu --gpus 2 --json --dtype bf16 --ulysses 2 --ring 1 --seq 1024 --head-dim 64",
+        "run --backend gpu --gpus 2 --json --dtype bf16 --ulysses 1 --ring 2 --ring-impl allgather --seq 1024 --head-dim 64",
+        "kernel-check --quick --json",
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) json_decref(expect_json(shapes[i], 0));
+}
+
+static void every_other_command(void **state) {
+    (void)state;
+    char args[1024];
+    json_decref(expect_json("schedule --json --rank 1 --seq 64 --heads 4", 0));
+    json_decref(expect_json("verify --quick --json", 0));
+    json_decref(expect_json("platform --list --json", 0));
+    json_decref(expect_json("platform --preset star:nodes=2 --json", 0));
+    json_decref(expect_json("sweep --world 4 --seq 4096 --heads 8 --json", 0));
+    json_decref(expect_json("costs --json", 0));
+    json_decref(expect_json("plan --model llama3-8b --seq 64K --gpus 8 --json", 0));
+    /* two traces of one schedule, diffed and drawn */
+    json_decref(expect_json("run --ulysses 1 --ring 2 --seq 256 --heads 4 --head-dim 16 --trace a.json --json", 0));
+    json_decref(expect_json("run --ulysses 1 --ring 2 --seq 256 --heads 4 --head-dim 16 --platform h200x2 "
+                            "--trace b.json --json", 0));
+    json_decref(expect_json("trace diff a.json b.json --json", 0));
+    json_decref(expect_json("trace svg a.json b.json -o ab.svg --json", 0));
+    snprintf(args, sizeof args, "validate --traces %s --json", traces_dir);
+    json_decref(expect_json(args, 0));
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: test_json_outputs USP_BINARY TRACES_DIR\n");
+        return 2;
+    }
+    usp_bin = argv[1];
+    traces_dir = argv[2];
+    if (tmp_dir_make("usp_json_outputs") != 0) return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(run_in_every_shape),
+        cmocka_unit_test(every_other_command),
+        cmocka_unit_test(run_on_gpus),
+    };
+    return cmocka_run_group_tests(tests, NULL, remove_tmp_dir);
+}
