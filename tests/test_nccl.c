@@ -29,10 +29,6 @@ static const double BASE_SIMPLE_US = 8.4, HW_PCI_SIMPLE_US = 5.7, HW_NVLINK_SIMP
  * all-to-all share of NVSwitch. */
 static const double PCIE4_GBPS = 24.0, NVL4_GBPS = 370.0, PCIE_CALL_US = 10.0, DEFAULT_CALL_US = 10.0,
                     A2A_EFF = 0.9;
-/* Multi-node rows (1 MiB and more) are not within the bar today: mid-size
- * all-reduces on EFA are predicted up to 2x too fast (sim/README.md). This
- * is today's mean |error|, so a regression shows. */
-static const double MULTI_NODE_TODAY = 0.40;
 
 static usp_nccl_table simulate(const char *platform, const char *op, int ranks, double size) {
     usp_nccl_options o = {.platform = platform, .op = op, .ranks = ranks, .min_bytes = size, .max_bytes = size,
@@ -199,7 +195,7 @@ static void from_topo_transports(void **state) {
 typedef struct { const char *cls; double sum; int rows; } class_sum;
 
 /* Every file of traces/published/nccl, every counted row re-predicted; per
- * topology class the mean |error| is within the bar (multi-node: today's). */
+ * topology class the mean |error| is within the bar. */
 static void published_within_bar(void **state) {
     (void)state;
     char dir[512];
@@ -227,9 +223,9 @@ static void published_within_bar(void **state) {
     assert_true(nfiles >= 4);
     for (int k = 0; k < 4; k++) {
         if (!classes[k].rows) fail_msg("class %s has no counted row", classes[k].cls);
-        double mean = classes[k].sum / classes[k].rows, bar = k == 3 ? MULTI_NODE_TODAY : USP_NCCL_BAR;
-        if (mean > bar) fail_msg("%s: mean |error| %.1f%% over %d rows, bar %.0f%%", classes[k].cls, 100 * mean,
-                                 classes[k].rows, 100 * bar);
+        double mean = classes[k].sum / classes[k].rows;
+        if (mean > USP_NCCL_BAR) fail_msg("%s: mean |error| %.1f%% over %d rows, bar %.0f%%", classes[k].cls,
+                                          100 * mean, classes[k].rows, 100 * USP_NCCL_BAR);
     }
 }
 

@@ -32,7 +32,10 @@
  *   H100 and later) NVLS, the switch reducing (each GPU's traffic (n-1)/n of
  *   the buffer each way, at nvls_eff of the link); between NVLS nodes the tree
  *   runs NVLS inside each node (NVLSTree). NCCL picks the algorithm and the
- *   protocol together, by the least estimated time.
+ *   protocol together, by the least estimated time; a tree's bandwidth
+ *   carries NCCL's own correction by size (treeCorrectionFactor); on a
+ *   network that delivers out of order (nccl.net_simple: EFA) only Simple
+ *   crosses nodes.
  * Not modelled: CollNet (SHARP in the network), PAT, user overrides
  * (NCCL_ALGO, NCCL_PROTO, NCCL_P2P_LEVEL: a platform states forced channels
  * with nccl.channels). */
@@ -257,6 +260,20 @@ static const double TREE_HW_LAT_US[HW_COUNT][SIM_PROTO_COUNT] = {
 };
 /* Tree bandwidth factors (tuning.cc): 0.9 of the bus, LL 1/3.8, LL128 0.915 between nodes. */
 static const double TREE_BW_FACTOR = 0.9, TREE_LL_FACTOR = 1.0 / 3.8, TREE_LL128_FACTOR = 0.915;
+/* NCCL's treeCorrectionFactor (tuning.cc): "Trees are not perfectly sticking
+ * to the model for medium sizes": the tree's bandwidth at 64 B << k, by
+ * protocol, k = log2(bytes / 64) from 0 to 21 (1.0 beyond). */
+static const double TREE_CORRECTION[SIM_PROTO_COUNT][22] = {
+    {1.0, 1.0, 1.0, 1.0, .9, .8, .7, .7, .7, .7, .6, .5, .4, .4, .5, .6, .7, .8, .9, 1.0, 1.0, 1.0},
+    {1.0, 1.0, 1.0, 1.0, 1.0, .9, .8, .8, .8, .7, .6, .6, .6, .5, .6, .6, .7, .7, .8, .9, .9, 1.0},
+    {.9, .9, .9, .9, .9, .9, .9, .8, .7, .6, .6, .5, .5, .5, .5, .5, .5, .6, .6, .7, .8, .9},
+};
+
+static double tree_correction(int p, double size) {
+    double units = size / 64;
+    int k = units >= 1 ? (int)floor(log2(units)) : 0;
+    return k < 22 ? TREE_CORRECTION[p][k] : 1.0;
+}
 
 typedef struct {
     sim_algo algo;
@@ -279,8 +296,10 @@ static choice choose(const sim_net *net, sim_coll op, const shape *sh, double si
     int multi = sh->nodes > 1;
     choice best = {SIM_ALGO_RING, SIM_PROTO_SIMPLE, 0, 1, INFINITY};
     double ring_bus = multi ? fmin(sh->intra_bw, sh->net_bw) : sh->ring_bw;
+    int simple_only = multi && net->costs.net_simple;
     for (int p = 0; p < SIM_PROTO_COUNT; p++) {
         if (p == SIM_PROTO_LL128 && !sh->all_nvlink) continue;
+        if (simple_only && p != SIM_PROTO_SIMPLE) continue;
         double fac = proto_factor(p, op, multi), lat = ring_lat(net, ops, sh, p);
         double t = lat + ops->ring_factor(sh->n) * size / (ring_bus * fac);
         if (t < best.time_s) best = (choice){SIM_ALGO_RING, p, lat, fac, t};
@@ -300,7 +319,9 @@ static choice choose(const sim_net *net, sim_coll op, const shape *sh, double si
         int ihw = hw_of(sh->worst_intra);
         for (int p = 0; p < SIM_PROTO_COUNT; p++) {
             if (p == SIM_PROTO_LL128 && !sh->all_nvlink) continue;
-            double fac = p == SIM_PROTO_LL ? TREE_LL_FACTOR : p == SIM_PROTO_LL128 ? TREE_LL128_FACTOR : 1;
+            if (simple_only && p != SIM_PROTO_SIMPLE) continue;
+            double fac = (p == SIM_PROTO_LL ? TREE_LL_FACTOR : p == SIM_PROTO_LL128 ? TREE_LL128_FACTOR : 1) *
+                         tree_correction(p, size);
             double lat = (TREE_BASE_LAT_US[p] + 2 * ((sh->max_local - 1) * TREE_HW_LAT_US[ihw][p] +
                                                      log2(sh->nodes) * TREE_HW_LAT_US[HW_NET][p])) * 1e-6;
             double t = lat + size / (bus * fac);

@@ -39,6 +39,7 @@ typedef struct {
     /* NCCL costs (zone props; <= 0: the defaults of transport.c) */
     double call_us, a2a_eff, nvls_eff, shm_lat_us;
     int channels;
+    int net_simple;           /* only Simple between nodes (EFA) */
 } sim_machine;
 
 /* Fills the derived fields a description may leave out (gpu_nic from the

@@ -68,6 +68,9 @@ typedef struct {
                                            later): fraction of the link a GPU's NVLS
                                            all-reduce traffic reaches; 0: no NVLS */
     int channels;                       /* rings NCCL builds (0: by transport) */
+    int net_simple;                     /* 1: only Simple between nodes (nccl.net_simple:
+                                           EFA delivers out of order, so LL and LL128,
+                                           whose flags ride in the data, are off) */
 } sim_net_costs;
 
 /* The GPUs of a communicator: rank i on hosts[i]. */

@@ -174,6 +174,10 @@ static const double L20_UPLINK_GBPS = 27.0;
 /* Per collective call beyond NCCL's latency model, fitted to the smallest
  * sizes of each published table (sim/SOURCES.md): bare-metal PCIe servers. */
 static const double PCIE_CALL_US = 10.0;
+/* EFA delivers out of order, so NCCL runs Simple only over it (AWS's own
+ * setup sets NCCL_PROTO=simple "to handle the out-of-order data delivery from
+ * EFA", aws/sagemaker-training-toolkit commit 9a5ed9f): the EFA presets set
+ * nccl.net_simple. */
 /* One EFA device (100 Gb/s, 12.5 GB/s at line rate) as NCCL reaches it:
  * fitted to the 2 GB row of 2 x p4de all_reduce_perf (sim/SOURCES.md, "NCCL
  * between nodes"): 12.5 x 78.3 / 92.4. (A 400 Gb/s NIC: machine.c's default,
@@ -322,6 +326,7 @@ static void machine_aws_p4de(sim_machine *m, const usp_platform_params *p, int n
     (void)p;
     nvswitch_node(m, "aws-p4de", nodes, A100_ACHIEVED_GBPS, PCIE4_ACHIEVED_GBPS, 4);
     m->nic_gbps = EFA_GBPS;
+    m->net_simple = 1;
     m->call_us = 150;
     snprintf(m->about, sizeof m->about, "%d x AWS p4de.24xlarge: 8 A100 80GB on NVSwitch (%g GB/s achieved), "
              "4 x 100 Gb/s EFA per node (%g GB/s each), GPUDirect RDMA", nodes, A100_ACHIEVED_GBPS, EFA_GBPS);
@@ -334,6 +339,7 @@ static void machine_aws_p5(sim_machine *m, const usp_platform_params *p, int nod
     nvswitch_node(m, "aws-p5", nodes, NVL4_ACHIEVED_GBPS, PCIE5_ACHIEVED_GBPS, 8);
     m->nic_gbps = 4 * EFA_GBPS;
     m->nvls_eff = NVLS_EFF;
+    m->net_simple = 1;
     m->call_us = 55;
     snprintf(m->about, sizeof m->about, "%d x AWS p5.48xlarge: 8 H100 on NVSwitch (%g GB/s achieved, NVLS), "
              "32 x 100 Gb/s EFA per node, 4 per GPU (%g GB/s per GPU), GPUDirect RDMA", nodes, NVL4_ACHIEVED_GBPS,

@@ -83,6 +83,7 @@ static void load_costs(sim_net_costs *c) {
     c->nvls_eff = zone_double("nccl.nvls_eff", 0);
     if (c->nvls_eff > 1) c->nvls_eff = 0;
     c->channels = (int)zone_double("nccl.channels", 0);
+    c->net_simple = zone_double("nccl.net_simple", 0) > 0;
 }
 
 usp_status sim_net_load(sim_net *net, sg_host_t *hosts, int n) {
