@@ -153,7 +153,7 @@ static void engine_uses_the_layer(void **state) {
 
 /* ------------------------------------------------------- from-topo */
 
-static char *platform_from(const char *topo, int nodes, int gen) {
+static char *platform_from_nv(const char *topo, int nodes, int gen, double nvswitch) {
     static char path[64];
     snprintf(path, sizeof path, "/tmp/usp-test-topo-XXXXXX.xml");
     int fd = mkstemps(path, 4);
@@ -161,11 +161,13 @@ static char *platform_from(const char *topo, int nodes, int gen) {
     FILE *f = fdopen(fd, "w");
     char in[512];
     snprintf(in, sizeof in, "%s/tests/data/topo/%s", USP_SOURCE_DIR, topo);
-    usp_topo_options o = {nodes, gen};
+    usp_topo_options o = {nodes, gen, nvswitch};
     if (usp_platform_from_topo(in, &o, f) != USP_OK) fail_msg("%s", usp_error());
     fclose(f);
     return path;
 }
+
+static char *platform_from(const char *topo, int nodes, int gen) { return platform_from_nv(topo, nodes, gen, 0); }
 
 /* Published nvidia-smi topo -m outputs (tests/data/topo/SOURCES.md): PIX
  * pairs use P2P, NODE and PHB pairs SHM, NV# pairs NVLink; an NCCL topology
@@ -183,6 +185,14 @@ static void from_topo_transports(void **state) {
     unlink(p);
     p = platform_from("rtx5090x2-phb.txt", 1, 5);
     expect_transport(p, "sendrecv", 2, "shm");    /* PHB: through the CPU */
+    unlink(p);
+    p = platform_from("azure-ndv4-topo.xml", 1, 0);  /* PCI classes, no NVLink in the file */
+    expect_transport(p, "sendrecv", 2, "pcie");   /* two GPUs under one switch */
+    expect_transport(p, "alltoall", 8, "shm");
+    unlink(p);
+    p = platform_from_nv("azure-ndv4-topo.xml", 2, 0, 235);
+    expect_transport(p, "alltoall", 8, "nvlink");
+    expect_transport(p, "allreduce", 16, "net-gdr"); /* each GPU's NIC under its switch */
     unlink(p);
     p = platform_from("nccl-topo-nvswitch.xml", 2, 0);
     expect_transport(p, "alltoall", 4, "nvlink");

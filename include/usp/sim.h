@@ -110,6 +110,8 @@ usp_status usp_platform_parse_spec(const char *spec, char *name, size_t n, usp_p
 typedef struct {
     int nodes;     /* 0 or 1: one server; N: N of them, NIC i of each on rail i */
     int pcie_gen;  /* 0: Gen4 (nvidia-smi topo -m does not say) */
+    double nvswitch_gbps; /* > 0: every GPU on one NVSwitch at this achieved GB/s
+                             (topology files for NCCL_TOPO_FILE omit NVLink) */
 } usp_topo_options;
 usp_status usp_platform_from_topo(const char *path, const usp_topo_options *o, FILE *out);
 

@@ -238,30 +238,58 @@ static int is(xmlNode *n, const char *name) {
     return n->type == XML_ELEMENT_NODE && !xmlStrcmp(n->name, (const xmlChar *)name);
 }
 
+static void add_gpu(xml_ctx *c, int socket, int sw, const char *busid, const char *speed) {
+    sim_machine *m = c->m;
+    if (m->gpus == SIM_MACHINE_MAX_GPUS) {
+        c->error = 1;
+        snprintf(c->why, sizeof c->why, "more than %d GPUs", SIM_MACHINE_MAX_GPUS);
+        return;
+    }
+    int g = m->gpus++;
+    m->gpu_socket[g] = socket;
+    m->gpu_switch[g] = sw;
+    m->gpu_nic[g] = -1;
+    snprintf(c->busid[g], sizeof c->busid[0], "%s", busid);
+    int gen = speed && strstr(speed, "32") ? 5 : speed && strstr(speed, "16") ? 4 : speed && strstr(speed, "8") ? 3 : 0;
+    if (gen > c->gen) c->gen = gen;
+}
+
+static void add_nic(xml_ctx *c, int socket, int sw) {
+    sim_machine *m = c->m;
+    if (m->nics == SIM_MACHINE_MAX_NICS) return;
+    int i = m->nics++;
+    m->nic_switch[i] = sw;
+    m->nic_socket[i] = socket;
+}
+
 /* Walks the subtree of a CPU: `sw` is the PCIe switch of this subtree (-1
- * directly under the CPU), `busid` the enclosing pci element's. */
+ * directly under the CPU), `busid` the enclosing pci element's. A leaf <pci>
+ * without <gpu> or <nic> inside is classified by its PCI class, as in the
+ * topology files given to NCCL_TOPO_FILE: 0x03.... a GPU, 0x02.... a NIC. */
 static void walk(xml_ctx *c, xmlNode *n, int socket, int sw, const char *busid, const char *speed, int *next_sw) {
-    char buf[64], bus[32] = "", spd[32] = "";
+    char buf[64], bus[32] = "", spd[32] = "", cls[32] = "";
     for (xmlNode *k = n->children; k && !c->error; k = k->next) {
-        sim_machine *m = c->m;
         if (is(k, "pci")) {
             attr(k, "busid", bus, sizeof bus);
             attr(k, "link_speed", spd, sizeof spd);
+            if (!attr(k, "class", cls, sizeof cls)) cls[0] = '\0';
+            int has_pci = 0, has_dev = 0;
+            for (xmlNode *q = k->children; q; q = q->next) {
+                has_pci |= is(q, "pci");
+                has_dev |= is(q, "gpu") || is(q, "nic");
+            }
+            if (!has_pci && !has_dev) {
+                if (!strncmp(cls, "0x03", 4)) add_gpu(c, socket, sw, bus, spd);
+                else if (!strncmp(cls, "0x02", 4)) add_nic(c, socket, sw);
+                continue;
+            }
             int child_sw = sw;
-            int has_children = 0;
-            for (xmlNode *q = k->children; q; q = q->next) has_children |= is(q, "pci");
-            if (sw < 0 && has_children) child_sw = (*next_sw)++;  /* a bridge under the CPU: a switch */
+            if (sw < 0 && has_pci) child_sw = (*next_sw)++;  /* a bridge under the CPU: a switch */
             walk(c, k, socket, child_sw, bus, spd, next_sw);
         } else if (is(k, "gpu")) {
-            if (m->gpus == SIM_MACHINE_MAX_GPUS) { c->error = 1; snprintf(c->why, sizeof c->why, "more than %d GPUs", SIM_MACHINE_MAX_GPUS); return; }
-            int g = m->gpus++;
-            m->gpu_socket[g] = socket;
-            m->gpu_switch[g] = sw;
-            m->gpu_nic[g] = -1;
-            snprintf(c->busid[g], sizeof c->busid[0], "%s", busid);
-            if (speed && strstr(speed, "32")) c->gen = c->gen > 5 ? c->gen : 5;
-            else if (speed && strstr(speed, "16")) c->gen = c->gen > 4 ? c->gen : 4;
-            else if (speed && strstr(speed, "8")) c->gen = c->gen > 3 ? c->gen : 3;
+            add_gpu(c, socket, sw, busid, speed);
+            if (c->error) return;
+            int g = c->m->gpus - 1;
             for (xmlNode *l = k->children; l; l = l->next) {
                 if (!is(l, "nvlink") || c->nnv[g] == 8) continue;
                 int t = c->nnv[g]++;
@@ -271,10 +299,7 @@ static void walk(xml_ctx *c, xmlNode *n, int socket, int sw, const char *busid, 
         } else if (is(k, "nic")) {
             for (xmlNode *q = k->children; q; q = q->next) {
                 if (!is(q, "net")) continue;
-                if (m->nics == SIM_MACHINE_MAX_NICS) break;
-                int i = m->nics++;
-                m->nic_switch[i] = sw;
-                m->nic_socket[i] = socket;
+                add_nic(c, socket, sw);
                 if (attr(q, "speed", buf, sizeof buf)) c->nic_mbps = atof(buf);
                 break; /* a NIC's ports count once */
             }
@@ -285,6 +310,7 @@ static void walk(xml_ctx *c, xmlNode *n, int socket, int sw, const char *busid, 
 }
 
 static usp_status machine_from_xml(const char *path, int gen, sim_machine *m) {
+    (void)gen;
     xmlDoc *doc = xmlReadFile(path, NULL, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
     if (!doc) {
         const xmlError *e = xmlGetLastError();
@@ -376,6 +402,15 @@ usp_status usp_platform_from_topo(const char *path, const usp_topo_options *o, F
         fclose(f);
         if (st == USP_OK) st = machine_from_smi(x, gen, m);
         free(x);
+    }
+    if (st == USP_OK && o && o->nvswitch_gbps > 0) {
+        /* the user says the GPUs share an NVSwitch (topology files for
+         * NCCL_TOPO_FILE leave NVLink out: NCCL finds it itself) */
+        for (int g = 0; g < m->gpus; g++) m->gpu_fabric[g] = 0;
+        m->nvlink_gbps = o->nvswitch_gbps;
+        size_t len = strlen(m->about);
+        snprintf(m->about + len, sizeof m->about - len, "; all GPUs on one NVSwitch at %g GB/s (--nvswitch)",
+                 o->nvswitch_gbps);
     }
     if (st == USP_OK) {
         const char *base = strrchr(path, '/');

@@ -9,12 +9,12 @@
 
 enum {
     OPT_PRESET = USP_OPT_CMD_FIRST, OPT_NODES, OPT_DIMS, OPT_GROUPS, OPT_CHASSIS, OPT_ROUTERS,
-    OPT_HOSTS_PER_ROUTER, OPT_BW, OPT_LAT, OPT_WORLD, OPT_LIST, OPT_JSON, OPT_HELP, OPT_FROM_TOPO, OPT_GEN
+    OPT_HOSTS_PER_ROUTER, OPT_BW, OPT_LAT, OPT_WORLD, OPT_LIST, OPT_JSON, OPT_HELP, OPT_FROM_TOPO, OPT_GEN, OPT_NVSWITCH
 };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: usp platform --preset NAME [options] [-o FILE]\n"
-               "       usp platform --from-topo FILE [--nodes N] [--gen G] [-o FILE]\n"
+               "       usp platform --from-topo FILE [--nodes N] [--gen G] [--nvswitch GBPS] [-o FILE]\n"
                "       usp platform --list [--json]\n"
                "Writes a built-in platform as SimGrid XML (stdout, or -o FILE). Every simulating\n"
                "command takes the same names with --platform NAME[:key=value,...], or an XML file.\n\n"
@@ -29,7 +29,8 @@ static void usage(FILE *f) {
                "                         `nvidia-smi topo -m`, or an NCCL topology dump (XML, from\n"
                "                         NCCL_TOPO_DUMP_FILE); --nodes N repeats it on N nodes (NIC i\n"
                "                         of each on rail i); --gen G: its PCIe generation (default 4;\n"
-               "                         topo -m does not say it)\n"
+               "                         topo -m does not say it); --nvswitch GBPS: every GPU on one\n"
+               "                         NVSwitch at GBPS achieved (files for NCCL_TOPO_FILE omit NVLink)\n"
                "  --list                 the presets and what they model\n"
                "  --json                 with --list: a JSON array; with --preset: {\"preset\",\n"
                "                         \"spec\", \"xml\": the XML} (or \"file\" with -o)\n"
@@ -79,6 +80,7 @@ static int parse_dims(const char *arg, int dims[3]) {
 typedef struct {
     const char *preset, *output, *from_topo;
     int world, list, json, gen;
+    double nvswitch;
     usp_platform_params p;
 } platform_args;
 
@@ -98,6 +100,7 @@ static int parse_option(int opt, const char *arg, platform_args *a) {
     case OPT_LIST: a->list = 1; return 0;
     case OPT_FROM_TOPO: a->from_topo = arg; return 0;
     case OPT_GEN: return usp_cli_int_option("platform", "gen", arg, 3, 5, &a->gen);
+    case OPT_NVSWITCH: return double_arg("nvswitch", arg, 0, &a->nvswitch);
     case OPT_JSON: a->json = 1; return 0;
     default: return usp_cli_bad_input("platform", "unknown option (see usp platform --help)");
     }
@@ -159,7 +162,8 @@ int cmd_platform(int argc, char **argv) {
         {"bw", required_argument, 0, OPT_BW}, {"lat", required_argument, 0, OPT_LAT},
         {"output", required_argument, 0, 'o'}, {"list", no_argument, 0, OPT_LIST},
         {"json", no_argument, 0, OPT_JSON}, {"help", no_argument, 0, 'h'},
-        {"from-topo", required_argument, 0, OPT_FROM_TOPO}, {"gen", required_argument, 0, OPT_GEN}, {0, 0, 0, 0}};
+        {"from-topo", required_argument, 0, OPT_FROM_TOPO}, {"gen", required_argument, 0, OPT_GEN},
+        {"nvswitch", required_argument, 0, OPT_NVSWITCH}, {0, 0, 0, 0}};
     platform_args a = {0};
     a.p.lat_us = -1;
     int opt;
@@ -173,7 +177,7 @@ int cmd_platform(int argc, char **argv) {
     if (a.list) { list_presets(a.json); return 0; }
     if (a.from_topo) {
         if (a.preset) return usp_cli_bad_input("platform", "--from-topo and --preset exclude each other");
-        usp_topo_options to = {a.p.nodes, a.gen};
+        usp_topo_options to = {a.p.nodes, a.gen, a.nvswitch};
         FILE *f = a.output ? fopen(a.output, "w") : stdout;
         if (!f) return usp_cli_bad_input("platform", "cannot write %s", a.output);
         usp_status st = usp_platform_from_topo(a.from_topo, &to, f);
