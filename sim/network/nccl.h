@@ -16,7 +16,7 @@
  *         CPU's root port), nvlink (name of the NVLink fabric, "" none), nic
  *         (index within the node, -1 none), gdr (1: GPUDirect RDMA with its NIC)
  *   zone: nccl.call_us, nccl.a2a_eff, nccl.nvls_eff, nccl.lat_us.<transport>,
- *         nccl.channels
+ *         nccl.channels, nccl.net_simple
  * A platform whose hosts carry no `node` prop (a user's own XML, the star and
  * h200x2 presets, a calibrated pair) keeps the old behaviour exactly: every
  * message takes the route as given, all-pairs, with no added cost
