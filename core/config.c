@@ -48,6 +48,22 @@ usp_status usp_parse_ring_impl(const char *s, usp_ring_impl *out) {
     return usp_fail(USP_EINVAL, "unknown ring_impl '%s' (basic, zigzag, stripe, allgather, balanced)", s);
 }
 
+const char *usp_wire_name(usp_wire w) { return w == USP_WIRE_FP32 ? "fp32" : "dtype"; }
+
+usp_status usp_parse_wire(const char *s, usp_wire *out) {
+    if (strcasecmp(s, "dtype") == 0) { *out = USP_WIRE_DTYPE; return USP_OK; }
+    if (!strcasecmp(s, "fp32") || !strcasecmp(s, "f32") || !strcasecmp(s, "float32")) {
+        *out = USP_WIRE_FP32;
+        return USP_OK;
+    }
+    return usp_fail(USP_EINVAL, "unknown wire '%s' (dtype, fp32)", s);
+}
+
+usp_dtype usp_wire_dtype(const usp_config *c) {
+    if (c->dtype == USP_F64) return USP_F64;
+    return usp_dtype_size(c->dtype) == 2 && c->wire == USP_WIRE_DTYPE ? c->dtype : USP_F32;
+}
+
 usp_status usp_parse_layout(const char *s, usp_layout *out) {
     for (int i = 0; i < 2; i++)
         if (strcasecmp(s, layout_names[i]) == 0) { *out = (usp_layout)i; return USP_OK; }
@@ -56,11 +72,13 @@ usp_status usp_parse_layout(const char *s, usp_layout *out) {
 
 void usp_config_describe(const usp_config *c, char *buf, size_t n) {
     int len = snprintf(buf, n,
-             "B=%d L=%d H=%d Hkv=%d D=%d %s %s scale=%.6g ulysses=%d ring=%d %s %s seed=%llu",
+             "B=%d L=%d H=%d Hkv=%d D=%d %s %s scale=%.6g ulysses=%d ring=%d %s %s seed=%llu%s%s",
              c->batch, c->seq, c->heads, c->kv_heads, c->head_dim,
              c->causal ? "causal" : "non-causal", usp_dtype_name(c->dtype), usp_scale(c),
              c->ulysses, c->ring, usp_ring_impl_name(c->ring_impl),
-             usp_layout_name(c->layout), (unsigned long long)c->seed);
+             usp_layout_name(c->layout), (unsigned long long)c->seed,
+             usp_dtype_size(c->dtype) == 2 && c->wire == USP_WIRE_FP32 ? " wire=fp32" : "",
+             c->dkv_serial ? " dkv-serial" : "");
     if (c->mask && len >= 0 && (size_t)len < n)
         snprintf(buf + len, n - (size_t)len, " mask: %s", usp_mask_describe(c->mask));
 }
@@ -143,6 +161,9 @@ usp_status usp_config_validate(const usp_config *c) {
         return usp_fail(USP_EINVAL, "unknown ring_impl %d", (int)c->ring_impl);
     if ((unsigned)c->layout > USP_LAYOUT_RING_INNER)
         return usp_fail(USP_EINVAL, "unknown layout %d", (int)c->layout);
+    if ((unsigned)c->wire > USP_WIRE_FP32) return usp_fail(USP_EINVAL, "unknown wire %d", (int)c->wire);
+    if (c->dkv_serial != 0 && c->dkv_serial != 1)
+        return usp_fail(USP_EINVAL, "dkv_serial %d must be 0 or 1", c->dkv_serial);
     USP_TRY(validate_heads(c));
     USP_TRY(validate_mask(c));
     USP_TRY(validate_tokens(c));

@@ -11,6 +11,17 @@
  * every block again; dK/dV of a block travel with it and arrive home after
  * R hops (allgather: reduce-scatter), then dQ, dK, dV go back.
  *
+ * Backward ring step s > 0 (dK/dV double-buffered): the attention adds the
+ * block's gradients into a zeroed DK_BLK/DV_BLK of its own, while the comm
+ * stream delivers the travelling dK/dV of that block (hop s-1) into the other
+ * pair of ring buffers; an ACCUM step then adds DK_BLK into them and hop s
+ * sends them on. So every hop but the last (home) runs under the next
+ * block's attention, and only the ACCUM waits for it:
+ *   compute: init blk | attn(s) -> blk | accum ring_dk(s) += blk
+ *   comm:    kv(s) | dkv(s-1) -> ring_dk(s)                  (under attn(s))
+ * With cfg->dkv_serial the attention adds straight into the delivered
+ * dK/dV instead, and so waits for each hop (the schedule of older traces).
+ *
  * Dependencies are derived, not written by hand: each step names the buffers
  * it reads and writes, and its `dep` is the latest step on the other stream
  * that wrote what it reads, or touched what it writes. */
@@ -119,7 +130,7 @@ size_t usp_buf_elem_size(usp_buf_role role, usp_dtype dtype) {
 static const char *buf_names[USP_BUF_COUNT] = {
     "q_in", "k_in", "v_in", "do_in", "q", "k", "v", "kb0", "vb0", "kb1", "vb1",
     "k_all", "v_all", "o_blk", "lse_blk", "o", "lse", "do", "delta", "dq",
-    "dkb0", "dvb0", "dkb1", "dvb1", "dk", "dv", "dk_all", "dv_all", "send", "recv",
+    "dkb0", "dvb0", "dkb1", "dvb1", "dk", "dv", "dk_blk", "dv_blk", "dk_all", "dv_all", "send", "recv",
     "o_out", "lse_out", "dq_out", "dk_out", "dv_out"};
 
 const char *usp_buf_name(usp_buf b) {
@@ -132,7 +143,7 @@ static usp_buf_role buf_role(usp_buf b) {
         return USP_ROLE_STATS;
     case USP_BUF_O_BLK: case USP_BUF_O: case USP_BUF_DQ: case USP_BUF_DKB0: case USP_BUF_DVB0:
     case USP_BUF_DKB1: case USP_BUF_DVB1: case USP_BUF_DK: case USP_BUF_DV:
-    case USP_BUF_DK_ALL: case USP_BUF_DV_ALL: case USP_BUF_SEND: case USP_BUF_RECV:
+    case USP_BUF_DK_BLK: case USP_BUF_DV_BLK: case USP_BUF_DK_ALL: case USP_BUF_DV_ALL: case USP_BUF_SEND: case USP_BUF_RECV:
     case USP_BUF_O_OUT: case USP_BUF_DQ_OUT: case USP_BUF_DK_OUT: case USP_BUF_DV_OUT:
         return USP_ROLE_ACCUM;
     default:
@@ -160,7 +171,7 @@ static long buf_elems(const usp_config *c, usp_buf b) {
     case USP_BUF_K_ALL: case USP_BUF_V_ALL: case USP_BUF_DK_ALL: case USP_BUF_DV_ALL:
         return R * block;
     case USP_BUF_SEND: case USP_BUF_RECV: return staging;
-    default: return block; /* K, V, ring buffers, DK, DV */
+    default: return block; /* K, V, ring buffers, DK, DV, DK_BLK, DV_BLK */
     }
 }
 
@@ -441,7 +452,9 @@ static usp_status build_forward(builder *bd) {
 static usp_buf ring_dk(int R, int s) { return R == 1 || s == R ? USP_BUF_DK : (s % 2 ? USP_BUF_DKB1 : USP_BUF_DKB0); }
 static usp_buf ring_dv(int R, int s) { return R == 1 || s == R ? USP_BUF_DV : (s % 2 ? USP_BUF_DVB1 : USP_BUF_DVB0); }
 
-static usp_status build_backward_ring(builder *bd) {
+/* The backward ring where each attention adds into the dK/dV the previous
+ * hop delivered (dkv_serial, and ring 1 where nothing travels). */
+static usp_status build_backward_ring_serial(builder *bd) {
     int r = bd->rs->ring_rank, R = bd->c->ring;
     char prefix[24], name[32];
     USP_TRY(emit_init(bd, USP_PHASE_BWD, "init.dkv", ring_dk(R, 0), ring_dv(R, 0)));
@@ -461,6 +474,72 @@ static usp_status build_backward_ring(builder *bd) {
         }
     }
     return USP_OK;
+}
+
+/* Hop s of the travelling dK/dV: ring_dk(s) to r+1, ring_dk(s+1) from r-1. */
+static usp_status emit_dkv_hop(builder *bd, int R, int s) {
+    char name[32];
+    snprintf(name, sizeof name, "ring%d.dkv", s);
+    return emit_sendrecv(bd, USP_PHASE_BWD, name, s, ring_dk(R, s), ring_dv(R, s), ring_dk(R, s + 1),
+                         ring_dv(R, s + 1));
+}
+
+/* ring_dk(s), ring_dv(s) += DK_BLK, DV_BLK. */
+static usp_status emit_accum(builder *bd, int R, int s) {
+    char name[32];
+    snprintf(name, sizeof name, "ring%d.accum", s);
+    usp_step st = step_new(USP_STEP_ACCUM, USP_PHASE_BWD, name);
+    usp_buf dk = ring_dk(R, s), dv = ring_dv(R, s);
+    st.ring_step = s;
+    st.src[0] = USP_BUF_DK_BLK; st.src[1] = USP_BUF_DV_BLK; st.dst[0] = dk; st.dst[1] = dv;
+    st.bytes_mem = 3 * (buf_bytes(bd, USP_BUF_DK_BLK) + buf_bytes(bd, USP_BUF_DV_BLK)); /* read 2, write 1 */
+    return emit(bd, st, set_of(4, USP_BUF_DK_BLK, USP_BUF_DV_BLK, dk, dv), set_of(2, dk, dv));
+}
+
+/* How many attention steps emit_attention makes for block j (0: fully masked). */
+static usp_status attention_count(builder *bd, int j, int *n) {
+    const usp_config *c = bd->c;
+    int cap = c->mask ? usp_mask_layers(c->mask) : 2;
+    usp_block *blks = usp_malloc((size_t)cap * (sizeof *blks + sizeof(double) + sizeof(int)));
+    if (!blks) return USP_EINTERNAL;
+    double *pairs = (double *)(blks + cap);
+    int *layer = (int *)(pairs + cap);
+    usp_status st = attention_parts(c, bd->rs->ring_rank, j, blks, pairs, layer, n);
+    free(blks);
+    return st;
+}
+
+/* Double-buffered dK/dV (see the top of this file). Hop s-1 is listed after
+ * kv(s), so the K/V that attention s+1 needs goes first on the comm stream. */
+static usp_status build_backward_ring(builder *bd) {
+    int r = bd->rs->ring_rank, R = bd->c->ring;
+    if (R == 1 || bd->c->dkv_serial) return build_backward_ring_serial(bd);
+    char prefix[24], name[32];
+    USP_TRY(emit_init(bd, USP_PHASE_BWD, "init.dkv", ring_dk(R, 0), ring_dv(R, 0)));
+    for (int s = 0; s < R; s++) {
+        snprintf(prefix, sizeof prefix, "ring%d", s);
+        if (s < R - 1) {
+            snprintf(name, sizeof name, "%s.kv", prefix);
+            USP_TRY(emit_sendrecv(bd, USP_PHASE_BWD, name, s, ring_k(s), ring_v(s),
+                                  ring_k(s + 1), ring_v(s + 1)));
+        }
+        int j = (r - s + R) % R;
+        if (s == 0) { /* nothing travels in yet: straight into the ring buffers */
+            USP_TRY(emit_attention(bd, USP_PHASE_BWD, prefix, s, j, ring_k(s), ring_v(s), 0,
+                                   ring_dk(R, 0), ring_dv(R, 0)));
+            continue;
+        }
+        USP_TRY(emit_dkv_hop(bd, R, s - 1));
+        int parts;
+        USP_TRY(attention_count(bd, j, &parts));
+        if (parts == 0) continue; /* fully masked: the dK/dV pass through unchanged */
+        snprintf(name, sizeof name, "%s.init", prefix);
+        USP_TRY(emit_init(bd, USP_PHASE_BWD, name, USP_BUF_DK_BLK, USP_BUF_DV_BLK));
+        USP_TRY(emit_attention(bd, USP_PHASE_BWD, prefix, s, j, ring_k(s), ring_v(s), 0, USP_BUF_DK_BLK,
+                               USP_BUF_DV_BLK));
+        USP_TRY(emit_accum(bd, R, s));
+    }
+    return emit_dkv_hop(bd, R, R - 1); /* home: the one hop nothing hides */
 }
 
 static usp_status build_backward_allgather(builder *bd) {
@@ -542,10 +621,11 @@ static void close_lifetimes(rank_list *rs, int backward) {
 
 /* Steps a rank can need: forward a2a 9 + 6, init, R ring steps of at most
  * 3 (sendrecv, attention, merge); backward a2a 3 + 9, prep, 2 inits, R ring
- * steps of at most 3 (kv, attention, dkv), or R attentions + reduce-scatter.
- * Reserving it once keeps large worlds from re-copying growing arrays. */
+ * steps of at most 5 (kv, dkv, init, attention, accum; a masked attention
+ * one step per mask layer), or R attentions + reduce-scatter. Reserving it
+ * once keeps large worlds from re-copying growing arrays. */
 static int steps_bound(const usp_config *c) {
-    return (c->mask ? 3 * usp_mask_layers(c->mask) + 3 : 6) * c->ring + 40;
+    return (c->mask ? 3 * usp_mask_layers(c->mask) + 5 : 8) * c->ring + 40;
 }
 
 static usp_status build_rank(const usp_config *c, int rank, int backward, rank_list *rs) {
@@ -794,13 +874,13 @@ double usp_peak_bytes(const usp_rank_schedule *rs, usp_dtype dtype) {
 const char *usp_step_kind_name(usp_step_kind k) {
     static const char *names[USP_STEP_KIND_COUNT] = {
         "pack", "all_to_all", "unpack", "sendrecv", "allgather", "reduce_scatter",
-        "init", "attn_fwd", "merge", "bwd_prep", "attn_bwd"};
+        "init", "attn_fwd", "merge", "bwd_prep", "attn_bwd", "accum"};
     return (k >= 0 && k < USP_STEP_KIND_COUNT) ? names[k] : "?";
 }
 
 int usp_step_memory_bound(usp_step_kind k) {
     return k == USP_STEP_PACK || k == USP_STEP_UNPACK || k == USP_STEP_MERGE || k == USP_STEP_INIT ||
-           k == USP_STEP_BWD_PREP;
+           k == USP_STEP_BWD_PREP || k == USP_STEP_ACCUM;
 }
 
 double usp_step_pairs(const usp_config *c, const usp_step *st) {

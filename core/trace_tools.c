@@ -399,6 +399,7 @@ static const char *const kind_colours[USP_STEP_KIND_COUNT] = {
     "#9467bd", /* merge */
     "#e377c2", /* bwd_prep */
     "#d62728", /* attn_bwd */
+    "#7f7f7f", /* accum */
 };
 
 typedef struct {

@@ -237,6 +237,11 @@ static usp_status run_compute(gpu_run *r, const usp_step *st, cudaStream_t s) {
     case USP_STEP_MERGE: return merge(r, st, s);
     case USP_STEP_BWD_PREP: return bwd_prep(r, s);
     case USP_STEP_ATTN_BWD: return attn_bwd(r, st, s);
+    case USP_STEP_ACCUM:
+        for (int i = 0; i < 2 && st->dst[i] != USP_BUF_NONE; i++)
+            USP_TRY(usp_gpu_add_f32((float *)r->buf[st->dst[i]], (const float *)r->buf[st->src[i]],
+                                    owner_elems(r, st->dst[i]), s));
+        return USP_OK;
     default: return usp_fail(USP_EINTERNAL, "step kind %s is not a compute step", usp_step_kind_name(st->kind));
     }
 }

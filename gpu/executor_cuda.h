@@ -1,5 +1,5 @@
 /* executor_cuda.h: the CUDA check of the executor's host code, and the few
- * kernels of its own (executor_kernels.cu): buffer fills, dtype conversion
+ * kernels of its own (executor_kernels.cu): buffer fills and sums, dtype conversion
  * of the inputs, and inputs generated on the GPU. Inside usp_gpu. */
 #ifndef USP_GPU_EXECUTOR_CUDA_H
 #define USP_GPU_EXECUTOR_CUDA_H
@@ -23,6 +23,9 @@ extern "C" {
 
 /* x[0..n) = value (fp32 buffers: -inf for LSE). */
 usp_status usp_gpu_fill_f32(float *x, int64_t n, float value, cudaStream_t st);
+
+/* x[0..n) += y[0..n) (the dK/dV accumulators). */
+usp_status usp_gpu_add_f32(float *x, const float *y, int64_t n, cudaStream_t st);
 
 /* dst (dtype dt) = src (fp32), rounded to nearest even: exact for inputs
  * already rounded to dt on the host. */

@@ -29,6 +29,11 @@ __global__ void fill_kernel(float *x, int64_t n, float value) {
         x[i] = value;
 }
 
+__global__ void add_kernel(float *x, const float *y, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        x[i] += y[i];
+}
+
 __device__ void store(void *dst, usp_dtype dt, int64_t i, double v) {
     if (dt == USP_BF16) static_cast<__nv_bfloat16 *>(dst)[i] = __double2bfloat16(v);
     else if (dt == USP_F16) static_cast<__half *>(dst)[i] = __double2half(v);
@@ -76,6 +81,12 @@ extern "C" usp_status usp_gpu_fill_f32(float *x, int64_t n, float value, cudaStr
     if (n <= 0) return USP_OK;
     fill_kernel<<<blocks_for(n), kThreads, 0, st>>>(x, n, value);
     return launched("fill");
+}
+
+extern "C" usp_status usp_gpu_add_f32(float *x, const float *y, int64_t n, cudaStream_t st) {
+    if (n <= 0) return USP_OK;
+    add_kernel<<<blocks_for(n), kThreads, 0, st>>>(x, y, n);
+    return launched("accumulate");
 }
 
 extern "C" usp_status usp_gpu_from_f32(void *dst, usp_dtype dt, const float *src, int64_t n, cudaStream_t st) {

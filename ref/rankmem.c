@@ -220,6 +220,17 @@ static void bwd_prep(usp_rank_mem *m) {
     else usp_attn_bwd_prep_f32(&sh, b[USP_BUF_O], b[USP_BUF_DO], b[USP_BUF_DELTA]);
 }
 
+static void add_into(void *dst, const void *src, size_t bytes, size_t elem);
+static long elems_of(const usp_rank_mem *m, usp_buf b);
+
+/* dst[i] += src[i], whole buffers. */
+static void accum(usp_rank_mem *m, const usp_step *st) {
+    for (int i = 0; i < 2 && st->dst[i] != USP_BUF_NONE; i++) {
+        usp_buf d = st->dst[i];
+        add_into(m->buf[d], m->buf[st->src[i]], (size_t)elems_of(m, d) * m->elem[d], m->elem[d]);
+    }
+}
+
 void usp_rank_compute(usp_rank_mem *m, const usp_step *st) {
     const usp_config *c = &m->sched->cfg;
     switch (st->kind) {
@@ -237,6 +248,7 @@ void usp_rank_compute(usp_rank_mem *m, const usp_step *st) {
     case USP_STEP_MERGE: merge(m, st); break;
     case USP_STEP_BWD_PREP: bwd_prep(m); break;
     case USP_STEP_ATTN_BWD: attn_bwd(m, st); break;
+    case USP_STEP_ACCUM: accum(m, st); break;
     default: break; /* communication steps go through the msg functions */
     }
 }

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "usp/layout.h"
@@ -204,6 +205,131 @@ static void test_compact_form_is_small(void **state) {
     assert_true(npool[1] < 2 * npool[0] + 64); /* twice the ring, about twice the steps */
 }
 
+/* ---------- what waits for what, across ranks ---------- */
+
+/* A step ends after the steps it waits for: the previous step of its stream,
+ * its dep, and for a comm step, what the matching step of each peer it
+ * receives from waits for (that peer must have started sending). */
+typedef struct {
+    const usp_schedule *s;
+    char *seen;        /* [world * stride] */
+    int stride;
+} wait_graph;
+
+static int comm_step_of_tag(const usp_rank_schedule *rs, int tag) {
+    for (int i = 0; i < rs->nsteps; i++)
+        if (usp_rank_step(rs, i)->stream == USP_STREAM_COMM && usp_rank_step(rs, i)->tag == tag) return i;
+    return -1;
+}
+
+static void mark_waits(wait_graph *w, int g, int i, int self);
+
+static void mark_start(wait_graph *w, int g, int i) {
+    const usp_rank_schedule *rs = &w->s->ranks[g];
+    const usp_step *st = usp_rank_step(rs, i);
+    for (int k = i - 1; k >= 0; k--)
+        if (usp_rank_step(rs, k)->stream == st->stream) { mark_waits(w, g, k, 1); break; }
+    if (st->dep >= 0) mark_waits(w, g, st->dep, 1);
+}
+
+/* Marks (g, i), when self, and everything it waits for. */
+static void mark_waits(wait_graph *w, int g, int i, int self) {
+    char *seen = &w->seen[(size_t)g * w->stride + i];
+    if (self) {
+        if (*seen) return;
+        *seen = 1;
+    }
+    const usp_step *st = usp_rank_step(&w->s->ranks[g], i);
+    mark_start(w, g, i);
+    if (st->stream != USP_STREAM_COMM) return;
+    int n = st->kind == USP_STEP_SENDRECV ? 1 : usp_group_size(&w->s->cfg, st->group);
+    for (int j = 0; j < n; j++) {
+        int from = st->kind == USP_STEP_SENDRECV ? usp_step_recv_peer(&w->s->cfg, g, st)
+                                                 : usp_group_member(&w->s->cfg, st->group, g, j);
+        if (from == g) continue;
+        int k = comm_step_of_tag(&w->s->ranks[from], st->tag);
+        assert_true(k >= 0);
+        mark_start(w, from, k);
+    }
+}
+
+static int step_named(const usp_rank_schedule *rs, const char *name) {
+    for (int i = 0; i < rs->nsteps; i++)
+        if (!strcmp(usp_rank_step(rs, i)->name, name)) return i;
+    return -1;
+}
+
+/* Whether backward attention s (s >= 1) on any rank waits for dK/dV hop s-1
+ * of any rank; checks every s (*checked of them) and returns how many waited. */
+static int attentions_waiting_for_hops(const usp_schedule *s, int *checked) {
+    int R = s->cfg.ring, stride = 0, waited = 0;
+    for (int g = 0; g < s->world; g++)
+        if (s->ranks[g].nsteps > stride) stride = s->ranks[g].nsteps;
+    wait_graph w = {s, calloc((size_t)s->world * stride, 1), stride};
+    assert_non_null(w.seen);
+    char name[40];
+    for (int g = 0; g < s->world; g++)
+        for (int step = 1; step < R; step++) {
+            snprintf(name, sizeof name, "bwd.ring%d.attn", step);
+            int a = step_named(&s->ranks[g], name);
+            if (a < 0) continue; /* fully masked block (basic, causal) */
+            (*checked)++;
+            memset(w.seen, 0, (size_t)s->world * stride);
+            mark_waits(&w, g, a, 0);
+            snprintf(name, sizeof name, "bwd.ring%d.dkv", step - 1);
+            int any = 0;
+            for (int h = 0; h < s->world; h++) {
+                int hop = step_named(&s->ranks[h], name);
+                assert_true(hop >= 0);
+                any |= w.seen[(size_t)h * stride + hop];
+            }
+            waited += any;
+        }
+    free(w.seen);
+    return waited;
+}
+
+/* Backward ring: no attention waits for the dK/dV hop just before it (on its
+ * rank or any other), so every hop but the last (home) can run under an
+ * attention; the ACCUM that adds into the delivered dK/dV does wait for it.
+ * The serial schedule (dkv_serial) makes every attention wait. */
+static void test_backward_attention_does_not_wait_for_the_previous_hop(void **state) {
+    (void)state;
+    static const struct { usp_ring_impl impl; int causal, u, r; } cases[] = {
+        {USP_RING_ZIGZAG, 1, 1, 8}, {USP_RING_BASIC, 0, 1, 4}, {USP_RING_STRIPE, 1, 2, 4},
+        {USP_RING_BASIC, 1, 2, 2}, {USP_RING_ZIGZAG, 1, 4, 2}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        usp_config c = small(cases[k].impl, cases[k].causal, cases[k].u, cases[k].r, USP_LAYOUT_ULYSSES_INNER);
+        usp_schedule s;
+        assert_int_equal(usp_schedule_build(&c, 1, &s), USP_OK);
+        int checked = 0;
+        assert_int_equal(attentions_waiting_for_hops(&s, &checked), 0);
+        assert_true(checked >= s.world / 2 * (c.ring - 1));
+        for (int g = 0; g < s.world; g++) {
+            const usp_rank_schedule *rs = &s.ranks[g];
+            char name[40];
+            for (int step = 1; step < c.ring; step++) {
+                snprintf(name, sizeof name, "bwd.ring%d.accum", step);
+                int acc = step_named(rs, name);
+                snprintf(name, sizeof name, "bwd.ring%d.attn", step);
+                int attn = step_named(rs, name);
+                snprintf(name, sizeof name, "bwd.ring%d.dkv", step - 1);
+                int hop = step_named(rs, name);
+                assert_true(hop >= 0);
+                assert_int_equal(acc >= 0, attn >= 0); /* a fully masked block adds nothing */
+                if (acc >= 0) assert_int_equal(usp_rank_step(rs, acc)->dep, hop);
+            }
+        }
+        usp_schedule_free(&s);
+        c.dkv_serial = 1;
+        assert_int_equal(usp_schedule_build(&c, 1, &s), USP_OK);
+        int serial_checked = 0;
+        assert_int_equal(attentions_waiting_for_hops(&s, &serial_checked), checked);
+        assert_int_equal(serial_checked, checked);
+        usp_schedule_free(&s);
+    }
+}
+
 static void test_refuses_bad_config(void **state) {
     (void)state;
     usp_config c = small(USP_RING_ZIGZAG, 1, 2, 4, USP_LAYOUT_ULYSSES_INNER);
@@ -223,6 +349,7 @@ int main(void) {
         cmocka_unit_test(test_bytes_match_closed_forms),
         cmocka_unit_test(test_compact_form_expands_to_every_rank_list),
         cmocka_unit_test(test_compact_form_is_small),
+        cmocka_unit_test(test_backward_attention_does_not_wait_for_the_previous_hop),
         cmocka_unit_test(test_refuses_bad_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

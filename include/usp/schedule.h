@@ -20,6 +20,7 @@
  *   Q, DO, O, O_BLK, DQ         (B, Lr, Hu,  D)   head-sharded, ring-local tokens
  *   LSE, LSE_BLK, DELTA         (B, Hu, Lr)
  *   K, V, KB0..DVB1, DK, DV     (B, Lr, Hkvu, D)  one ring block
+ *   DK_BLK, DV_BLK              (B, Lr, Hkvu, D)  one ring step's dK/dV (ACCUM)
  *   K_ALL .. DV_ALL             (R, B, Lr, Hkvu, D) all ring blocks (allgather)
  *   SEND, RECV                  all-to-all staging: U pieces, piece u for ulysses rank u
  */
@@ -41,6 +42,7 @@ typedef enum {
     USP_BUF_DO, USP_BUF_DELTA, USP_BUF_DQ,
     USP_BUF_DKB0, USP_BUF_DVB0, USP_BUF_DKB1, USP_BUF_DVB1, /* travelling dK/dV */
     USP_BUF_DK, USP_BUF_DV,                    /* dK/dV of the own block, home */
+    USP_BUF_DK_BLK, USP_BUF_DV_BLK,            /* one ring step's dK/dV, added into the travelling pair */
     USP_BUF_DK_ALL, USP_BUF_DV_ALL,
     USP_BUF_SEND, USP_BUF_RECV,
     USP_BUF_O_OUT, USP_BUF_LSE_OUT, USP_BUF_DQ_OUT, USP_BUF_DK_OUT, USP_BUF_DV_OUT,
@@ -71,6 +73,7 @@ typedef enum {
     USP_STEP_MERGE,          /* compute: (O, LSE) rows <- merge with (O_BLK, LSE_BLK) */
     USP_STEP_BWD_PREP,       /* compute: DELTA = rowsum(O * DO) */
     USP_STEP_ATTN_BWD,       /* compute: DQ rows, dK/dV block rows += grads */
+    USP_STEP_ACCUM,          /* compute: dst[i] += src[i], whole ACCUM buffers (dK/dV) */
     USP_STEP_KIND_COUNT
 } usp_step_kind;
 
@@ -206,7 +209,7 @@ int usp_group_index(const usp_config *c, usp_group g, int rank);
 long usp_a2a_piece_elems(const usp_config *c, usp_a2a a);
 
 const char *usp_step_kind_name(usp_step_kind k);
-/* PACK, UNPACK, MERGE, INIT and BWD_PREP: steps whose time is the bytes they
+/* PACK, UNPACK, MERGE, INIT, BWD_PREP and ACCUM: steps whose time is the bytes they
  * move through device memory (bytes_mem), not FLOPs or a link. */
 int usp_step_memory_bound(usp_step_kind k);
 /* The kind usp_step_kind_name gives `name` for; USP_STEP_KIND_COUNT when none. */

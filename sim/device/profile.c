@@ -151,7 +151,7 @@ static usp_status load_memory_rates(const usp_json *root, double hbm_gbps, sim_p
         usp_step_kind k = usp_step_kind_of(by_kind->keys[i]);
         if (k == USP_STEP_KIND_COUNT || !usp_step_memory_bound(k))
             return usp_fail(USP_EINVAL, "line %d: 'memory_gbps.%s' is not a memory-bound step kind "
-                            "(pack, unpack, merge, init, bwd_prep)", v->line, by_kind->keys[i]);
+                            "(pack, unpack, merge, init, bwd_prep, accum)", v->line, by_kind->keys[i]);
         if (v->type != USP_JSON_NUMBER)
             return usp_fail(USP_EINVAL, "line %d: 'memory_gbps.%s' must be a positive number", v->line,
                             by_kind->keys[i]);
@@ -279,6 +279,7 @@ double sim_step_seconds(const sim_profile *p, const usp_config *c, const usp_ste
     case USP_STEP_MERGE:
     case USP_STEP_INIT:
     case USP_STEP_BWD_PREP:
+    case USP_STEP_ACCUM:
         return p->launch_s + st->bytes_mem / p->mem_bytes_per_s[st->kind];
     default:
         return 0;

@@ -184,6 +184,12 @@ static usp_status read_config(const usp_json *root, usp_config *c) {
     USP_TRY(usp_json_get_string(cj, "layout", &layout));
     if (usp_json_get(cj, "scale")) USP_TRY(usp_json_get_number(cj, "scale", &scale));
     if (usp_json_get(cj, "seed")) USP_TRY(usp_json_get_number(cj, "seed", &seed));
+    if (usp_json_get(cj, "wire")) {
+        const char *wire;
+        USP_TRY(usp_json_get_string(cj, "wire", &wire));
+        USP_TRY(usp_parse_wire(wire, &c->wire));
+    }
+    if (usp_json_get(cj, "dkv_serial")) USP_TRY(usp_json_get_bool(cj, "dkv_serial", &c->dkv_serial));
     USP_TRY(usp_parse_dtype(dtype, &c->dtype));
     USP_TRY(usp_parse_ring_impl(impl, &c->ring_impl));
     USP_TRY(usp_parse_layout(layout, &c->layout));
@@ -285,9 +291,12 @@ static void write_config(FILE *f, const usp_config *c) {
             c->batch, c->seq, c->heads, c->kv_heads, c->head_dim, c->causal ? "true" : "false");
     usp_json_write_number(f, c->scale);
     fprintf(f, ", \"dtype\": \"%s\", \"ulysses\": %d, \"ring\": %d,\n"
-               "             \"ring_impl\": \"%s\", \"layout\": \"%s\", \"seed\": %llu},\n",
+               "             \"ring_impl\": \"%s\", \"layout\": \"%s\", \"seed\": %llu",
             usp_dtype_name(c->dtype), c->ulysses, c->ring, usp_ring_impl_name(c->ring_impl),
             usp_layout_name(c->layout), (unsigned long long)c->seed);
+    if (c->wire != USP_WIRE_DTYPE) fprintf(f, ", \"wire\": \"%s\"", usp_wire_name(c->wire));
+    if (c->dkv_serial) fprintf(f, ", \"dkv_serial\": true");
+    fprintf(f, "},\n");
 }
 
 static void write_case(FILE *f, const usp_vcase *c) {

@@ -116,6 +116,7 @@ int usp_cli_config_option(const char *cmd, int opt, const char *arg, usp_config 
     case USP_OPT_LAYOUT:
         if (usp_parse_layout(arg, &cfg->layout) != USP_OK) return usp_cli_report(cmd, USP_EINVAL), -1;
         return 1;
+    case USP_OPT_DKV_SERIAL: cfg->dkv_serial = 1; return 1;
     default:
         return 0;
     }
@@ -155,6 +156,9 @@ void usp_cli_config_help(FILE *f) {
             "  --ring-impl I       basic, zigzag, stripe, allgather, balanced (default %s)\n"
             "  --layout P          ulysses-inner (g = r*U + u) or ring-inner (g = u*R + r)\n"
             "  --seed N            seed of the generated inputs (default %llu)\n"
+            "  --dkv-serial        backward ring without separate dK/dV accumulators: each\n"
+            "                      attention waits for the previous dK/dV hop (the schedule\n"
+            "                      of older recorded traces)\n"
             "Masks (--causal/--no-causal apply inside each document):\n"
             "  --seqlens L1,L2,..  packed documents, the same for every batch element\n"
             "                      (--seq defaults to their total)\n"
