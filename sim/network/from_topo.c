@@ -314,8 +314,10 @@ static usp_status machine_from_xml(const char *path, int gen, sim_machine *m) {
     xmlDoc *doc = xmlReadFile(path, NULL, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
     if (!doc) {
         const xmlError *e = xmlGetLastError();
-        return usp_fail(USP_EINVAL, "%s: not well-formed XML%s%s", path, e && e->message ? ": " : "",
-                        e && e->message ? e->message : "");
+        char why[256] = "";
+        if (e && e->message) snprintf(why, sizeof why, ": %s", e->message);
+        why[strcspn(why, "\n")] = '\0'; /* libxml2 ends its messages with a newline */
+        return usp_fail(USP_EINVAL, "%s: not well-formed XML%s", path, why);
     }
     xmlNode *root = xmlDocGetRootElement(doc);
     if (!root || !is(root, "system")) {
