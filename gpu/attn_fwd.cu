@@ -237,7 +237,8 @@ int fwd_by_d(const UspFwdParams &p, cudaStream_t st, char *why, size_t why_len) 
 } // namespace
 
 int usp_tc_supports(usp_dtype in, int d) {
-    return (in == USP_BF16 || in == USP_F16) && (d == 64 || d == 128);
+    /* D = 256 has wgmma kernels only (sm_90a); elsewhere it takes the simple ones */
+    return (in == USP_BF16 || in == USP_F16) && (d == 64 || d == 128 || (d == 256 && usp_wgmma_enabled()));
 }
 
 int usp_tc_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t st,

@@ -33,6 +33,9 @@ constexpr int WF_NTH = 256;
 template <int D> struct wf_cfg;
 template <> struct wf_cfg<128> { static constexpr int BN = 128, MINB = 1; };
 template <> struct wf_cfg<64> { static constexpr int BN = 64, MINB = 2; };
+/* D = 256: O alone is 128 registers, so 64-key tiles (S 32); shared memory
+ * Q 64 KB + 2 x (K 32 KB + V 32 KB) = 192 KB. */
+template <> struct wf_cfg<256> { static constexpr int BN = 64, MINB = 1; };
 
 template <int D>
 constexpr int wf_smem_bytes() { return (WF_BM * D + 4 * wf_cfg<D>::BN * D) * 2 + 1024; }
@@ -200,6 +203,7 @@ int wf_launch(const UspFwdParams &p, cudaStream_t st, char *why, size_t why_len)
 template <typename T, typename TO>
 int wf_by_d(const UspFwdParams &p, cudaStream_t st, char *why, size_t why_len) {
     if (p.d == 64) return wf_launch<T, TO, 64>(p, st, why, why_len);
+    if (p.d == 256) return wf_launch<T, TO, 256>(p, st, why, why_len);
     return wf_launch<T, TO, 128>(p, st, why, why_len);
 }
 

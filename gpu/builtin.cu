@@ -1,7 +1,7 @@
 /* builtin.cu: the usp_kernel of usp_gpu.
  *
  * Checks the descriptors (shapes agree, block inside the tensors, dtypes),
- * then sends bf16/fp16 inputs with D = 64 or 128 and 16-byte aligned rows
+ * then sends bf16/fp16 inputs with D = 64 or 128 (256 on sm_90a) and 16-byte aligned rows
  * to the tiled tensor-core kernels, and everything else (fp32 inputs, other
  * head dims, odd strides) to the simple kernels of plugins/naive_kernels.cuh. */
 #include "kernels.h"

@@ -8,7 +8,7 @@ operand (N/2 of them). Run: python3 gpu/gen_wgmma.py > gpu/wgmma.cuh
 """
 
 TYPES = [("bf16", "__nv_bfloat16"), ("f16", "__half")]
-NS = [64, 128]
+NS = [64, 128, 256]
 
 
 def regs(n, first=0):

@@ -52,7 +52,7 @@ struct UspBwdParams {
     float scale;
 };
 
-/* Tiled tensor-core kernels: bf16/fp16 inputs, D in {64, 128}. */
+/* Tiled tensor-core kernels: bf16/fp16 inputs, D in {64, 128}; D = 256 on sm_90a only. */
 int usp_tc_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t st,
                char *why, size_t why_len);
 int usp_tc_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
@@ -64,6 +64,8 @@ int usp_tc_supports(usp_dtype in, int d);
 int usp_wg_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t st, char *why, size_t why_len);
 int usp_wg_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
 int usp_wgmma_enabled(void);
+/* Backward at D = 256 (attn_bwd_wg256.cu): 64 keys a CTA, the warpgroups split the head dim. */
+int usp_wg_bwd256(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
 
 /* Simple kernels (one thread a row, fp32 math): any D <= 256, fp32 inputs too. */
 int usp_simple_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t st,

@@ -80,6 +80,11 @@ template <typename T> struct rs_mma<T, 128> {
         wg<T>::template rs128<1>(d, a, db, 1);
     }
 };
+template <typename T> struct rs_mma<T, 256> {
+    static __device__ __forceinline__ void mma(float (&d)[128], const uint32_t (&a)[4], uint64_t db) {
+        wg<T>::template rs256<1>(d, a, db, 1);
+    }
+};
 template <typename T> struct rs_mma<T, 64> {
     static __device__ __forceinline__ void mma(float (&d)[32], const uint32_t (&a)[4], uint64_t db) {
         wg<T>::template rs64<1>(d, a, db, 1);

@@ -1,0 +1,268 @@
+/* attn_bwd_wg256.cu: attention backward at head dim 256 on Hopper's
+ * warpgroup MMA (wgmma, sm_90a).
+ *
+ * At D = 256 the dK and dV of 64 keys are 2 x 64 x 256 fp32 = 128 registers a
+ * thread for one warpgroup, so attn_bwd_wg.cu's layout (each warpgroup owns
+ * 64 keys and all of their dK/dV columns) does not fit. Here one CTA of 2
+ * warpgroups owns BN = 64 keys of one K/V head and the warpgroups split the
+ * head dim: warpgroup g accumulates columns 128 g .. 128 g + 127 of dK, dV and
+ * of each query tile's dQ. For each query tile (BM = 64 rows):
+ *
+ *   S^T  = K Q^T    (64 keys x 64 queries, over D)   warpgroup 0, SS
+ *   dP^T = V dO^T                                     warpgroup 1, SS
+ *   both at once; then each warpgroup hands half of its rows (fp32, through
+ *   shared memory) to the other, so that warps 0-1 of warpgroup 0 hold S^T and
+ *   dP^T of keys 0-31 and warps 2-3 of warpgroup 1 those of keys 32-63:
+ *   P^T = exp(scale S^T - LSE), dS^T = P^T (dP^T - DELTA) in fp32 there,
+ *   stored in 16 bits to shared memory (rows = keys, columns = queries);
+ *   dV  += P^T dO    (64 keys x 128 columns a warpgroup)  SS, dO MN-major
+ *   dK  += dS^T Q                                         SS, Q MN-major
+ *   dQ   = dS K      (64 queries x 128 columns)           SS, dS^T and K MN-major,
+ *                    issued first, added with fp32 atomics while dV, dK run.
+ *
+ * Shared memory (bytes): K, V 2 x 32 K; Q, dO 2 stages x 2 x 32 K; P^T, dS^T
+ * 2 x 8 K; the fp32 hand-over 16 K; LSE and DELTA 1 K: 225 KB + 1 KB of
+ * alignment, one CTA an SM. Registers: dK, dV, dQ 3 x 64 a thread.
+ * Masks as in attn_bwd_wg.cu (usp_block: kv_len, causal diagonal). */
+#include "kernels.h"
+#include "wgcommon.cuh"
+#include <math.h>
+
+namespace {
+
+using namespace uspk;
+
+constexpr int W2_D = 256;
+constexpr int W2_BM = 64;
+constexpr int W2_BN = 64;
+constexpr int W2_NTH = 256;
+constexpr int W2_XCH_FLOATS = 4 * 32 * 32; /* [warp][register][lane] */
+
+constexpr int w2_smem_bytes() {
+    return (2 * W2_BN * W2_D + 4 * W2_BM * W2_D + 2 * W2_BN * W2_BM) * 2 + W2_XCH_FLOATS * 4 + 4 * W2_BM * 4 + 1024;
+}
+
+__device__ __forceinline__ void w2_cp_async4(void *dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(src_bytes));
+}
+
+/* P^T and dS^T of the thread's 32 elements (rows key_row, key_row + 8 of the
+ * tile; columns 8j + 2t + {0, 1}), in fp32, stored in 16 bits to sP and sdS
+ * (atom layout of 64 rows). */
+template <typename T>
+__device__ __forceinline__ void w2_scores(const UspBwdParams &p, const float (&s)[32], const float (&dp)[32],
+                                          const float *lse, const float *dl, int key_row, int n0, int m0,
+                                          bool masked, T *sP, T *sdS) {
+    const int t = threadIdx.x & 3;
+    const float sl2 = p.scale * USP_LOG2E;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        float pr[4], ds[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int q = 8 * j + 2 * t + (e & 1);
+            const int r = m0 + q;
+            float lv = lse[q];
+            float lse2 = (r < p.q_len && lv != -INFINITY) ? lv * USP_LOG2E : INFINITY;
+            float x = exp2f(fmaf(s[4 * j + e], sl2, -lse2));
+            if (masked) {
+                int c = n0 + key_row + (e >> 1) * 8;
+                if (c >= p.kv_len || (p.causal && c > r + p.diag)) x = 0.0f;
+            }
+            pr[e] = x;
+            ds[e] = x * (dp[4 * j + e] - dl[q]);
+        }
+        *reinterpret_cast<uint32_t *>(sP + wsw<W2_BN>(key_row, j) + 2 * t) = elem<T>::pack2(pr[0], pr[1]);
+        *reinterpret_cast<uint32_t *>(sP + wsw<W2_BN>(key_row + 8, j) + 2 * t) = elem<T>::pack2(pr[2], pr[3]);
+        *reinterpret_cast<uint32_t *>(sdS + wsw<W2_BN>(key_row, j) + 2 * t) = elem<T>::pack2(ds[0], ds[1]);
+        *reinterpret_cast<uint32_t *>(sdS + wsw<W2_BN>(key_row + 8, j) + 2 * t) = elem<T>::pack2(ds[2], ds[3]);
+    }
+}
+
+/* dQ rows (row0, row0 + 8), 128 columns from col0, += scale * acc (8-byte atomics). */
+__device__ __forceinline__ void w2_add_dq(const UspBwdParams &p, const float (&acc)[64], float *gdq, int row0,
+                                          int col0) {
+    const int t = threadIdx.x & 3;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        int r = row0 + hf * 8;
+        if (r >= p.q_len) continue;
+        float *row = gdq + (int64_t)r * p.dq_sl + col0 + 2 * t;
+#pragma unroll
+        for (int j = 0; j < 16; ++j)
+            atomicAdd(reinterpret_cast<float2 *>(row + 8 * j),
+                      make_float2(acc[4 * j + 2 * hf] * p.scale, acc[4 * j + 2 * hf + 1] * p.scale));
+    }
+}
+
+/* dK or dV rows (row0, row0 + 8), 128 columns from col0, += acc * mul (owned by this CTA). */
+__device__ __forceinline__ void w2_store_kv(const float (&acc)[64], float *g, int64_t sl, int row0, int col0,
+                                            int kv_len, float mul) {
+    const int t = threadIdx.x & 3;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        int r = row0 + hf * 8;
+        if (r >= kv_len) continue;
+        float *row = g + (int64_t)r * sl + col0 + 2 * t;
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            float2 *q2 = reinterpret_cast<float2 *>(row + 8 * j);
+            float2 v = *q2;
+            v.x += acc[4 * j + 2 * hf] * mul;
+            v.y += acc[4 * j + 2 * hf + 1] * mul;
+            *q2 = v;
+        }
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(W2_NTH, 1) bwd_wg256_kernel(const UspBwdParams p) {
+    constexpr int BM = W2_BM, BN = W2_BN, D = W2_D;
+    extern __shared__ unsigned char smem_raw[];
+    T *sK = reinterpret_cast<T *>(align1024(smem_raw));   /* BN x D */
+    T *sV = sK + BN * D;                                    /* BN x D */
+    T *sQ = sV + BN * D;                                    /* 2 x BM x D */
+    T *sdO = sQ + 2 * BM * D;                               /* 2 x BM x D */
+    T *sP = sdO + 2 * BM * D;                               /* BN x BM: P^T */
+    T *sdS = sP + BN * BM;                                  /* BN x BM: dS^T */
+    float *sX = reinterpret_cast<float *>(sdS + BN * BM);   /* fp32 hand-over */
+    float *sL = sX + W2_XCH_FLOATS;                         /* 2 x BM: LSE */
+    float *sDl = sL + 2 * BM;                               /* 2 x BM: DELTA */
+
+    const BwdWork wk = bwd_work<W2_BM, W2_BN>(p);
+    if (wk.iters == 0) return;
+    const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+    const int hk = blockIdx.y, b = blockIdx.z, n0 = wk.n0;
+    const int key_row = warp * 16 + (lane >> 2);   /* tile key of e>>1 = 0, in either warpgroup */
+    /* warps 0-1 of warpgroup 0 and 2-3 of warpgroup 1 compute P^T and dS^T */
+    const bool keep = (wgi == 0) == (warp < 2);
+
+    const T *gk = static_cast<const T *>(p.k) + b * p.k_sb + (int64_t)(p.kv_begin + n0) * p.k_sl + hk * p.k_sh;
+    const T *gv = static_cast<const T *>(p.v) + b * p.v_sb + (int64_t)(p.kv_begin + n0) * p.v_sl + hk * p.v_sh;
+    load_tile_wg<BN, D, W2_NTH>(sK, gk, p.k_sl, p.kv_len - n0);
+    load_tile_wg<BN, D, W2_NTH>(sV, gv, p.v_sl, p.kv_len - n0);
+
+    auto q_tile = [&](int it, int &h, int &m0) {
+        h = hk * wk.group + it / wk.nm;
+        m0 = (wk.mt_first + it % wk.nm) * BM;
+    };
+    auto prefetch = [&](int it, int stage) {
+        int h, m0;
+        q_tile(it, h, m0);
+        const T *gq = static_cast<const T *>(p.q) + b * p.q_sb + (int64_t)(p.q_begin + m0) * p.q_sl + h * p.q_sh;
+        const T *gd = static_cast<const T *>(p.dout) + b * p.do_sb + (int64_t)(p.q_begin + m0) * p.do_sl + h * p.do_sh;
+        load_tile_wg<BM, D, W2_NTH>(sQ + stage * BM * D, gq, p.q_sl, p.q_len - m0);
+        load_tile_wg<BM, D, W2_NTH>(sdO + stage * BM * D, gd, p.do_sl, p.q_len - m0);
+        const int i = threadIdx.x & (BM - 1);
+        const bool ok = m0 + i < p.q_len;
+        if (threadIdx.x < BM) {
+            const float *src = p.lse + b * p.lse_sb + h * p.lse_sh + p.q_begin + m0 + (ok ? i : 0);
+            w2_cp_async4(sL + stage * BM + i, src, ok ? 4 : 0);
+        } else if (threadIdx.x < 2 * BM) {
+            const float *src = p.delta + b * p.dl_sb + h * p.dl_sh + p.q_begin + m0 + (ok ? i : 0);
+            w2_cp_async4(sDl + stage * BM + i, src, ok ? 4 : 0);
+        }
+    };
+    prefetch(0, 0);
+    cp_async_commit();
+
+    float dv[64], dk[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) dv[i] = dk[i] = 0.0f;
+    const int half = wgi * 2 * 64;   /* element offset of this warpgroup's 128 columns: atoms 2g, 2g+1 */
+    float *slot = sX + warp * 32 * 32 + lane;
+
+    for (int it = 0; it < wk.iters; ++it) {
+        const int stage = it & 1;
+        cp_async_wait<0>();
+        fence_async_smem();
+        __syncthreads();   /* tile `it` landed; the other stage, sP, sdS and sX are free */
+        int h, m0;
+        q_tile(it, h, m0);
+        const T *cQ = sQ + stage * BM * D, *cdO = sdO + stage * BM * D;
+
+        /* warpgroup 0: S^T = K Q^T; warpgroup 1: dP^T = V dO^T (the same registers) */
+        float s[32];
+        wg_arrive();
+        {
+            const T *A = wgi == 0 ? sK : sV;
+            const T *B = wgi == 0 ? cQ : cdO;
+#pragma unroll
+            for (int kc = 0; kc < D / 16; ++kc)
+                wg<T>::template ss64<0, 0>(s, wg_desc_k<BN>(A, kc), wg_desc_k<BM>(B, kc), kc > 0);
+        }
+        wg_commit();
+        if (it + 1 < wk.iters) prefetch(it + 1, stage ^ 1);
+        cp_async_commit();
+        wg_wait<0>();
+        wg_fence_regs(s);
+
+        /* hand-over: a keeping warp gets the other product of its 16 rows from
+         * warp `warp` of the other warpgroup */
+        float other[32];
+        if (!keep) {
+#pragma unroll
+            for (int i = 0; i < 32; ++i) slot[i * 32] = s[i];
+        }
+        named_barrier<64>(1 + warp);
+        if (keep) {
+#pragma unroll
+            for (int i = 0; i < 32; ++i) other[i] = slot[i * 32];
+            const bool masked = n0 + BN > p.kv_len || (p.causal && n0 + BN - 1 > m0 + p.diag);
+            if (wgi == 0)
+                w2_scores<T>(p, s, other, sL + stage * BM, sDl + stage * BM, key_row, n0, m0, masked, sP, sdS);
+            else
+                w2_scores<T>(p, other, s, sL + stage * BM, sDl + stage * BM, key_row, n0, m0, masked, sP, sdS);
+        }
+        fence_async_smem();   /* P^T, dS^T stores -> the wgmma reads */
+        __syncthreads();
+
+        /* dQ first (its atomics run while dV and dK are on the tensor cores) */
+        float dq[64];
+        wg_arrive();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk)
+            wg<T>::template ss128<1, 1>(dq, wg_desc_mn<BN>(sdS, kk), wg_desc_mn<BN>(sK + half * BN, kk), kk > 0);
+        wg_commit();
+        wg_fence_regs(dv);
+        wg_fence_regs(dk);
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; ++kk)
+            wg<T>::template ss128<0, 1>(dv, wg_desc_k<BN>(sP, kk), wg_desc_mn<BM>(cdO + half * BM, kk), 1);
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; ++kk)
+            wg<T>::template ss128<0, 1>(dk, wg_desc_k<BN>(sdS, kk), wg_desc_mn<BM>(cQ + half * BM, kk), 1);
+        wg_commit();
+        wg_wait<1>();
+        wg_fence_regs(dq);
+        float *gdq = p.dq + b * p.dq_sb + (int64_t)p.q_begin * p.dq_sl + h * p.dq_sh;
+        w2_add_dq(p, dq, gdq, m0 + key_row, wgi * 128);
+        wg_wait<0>();
+        wg_fence_regs(dv);
+        wg_fence_regs(dk);
+    }
+
+    const int krow = n0 + key_row;
+    float *gdk = p.dk + b * p.dk_sb + (int64_t)p.kv_begin * p.dk_sl + hk * p.dk_sh;
+    float *gdv = p.dv + b * p.dv_sb + (int64_t)p.kv_begin * p.dv_sl + hk * p.dv_sh;
+    w2_store_kv(dk, gdk, p.dk_sl, krow, wgi * 128, p.kv_len, p.scale);
+    w2_store_kv(dv, gdv, p.dv_sl, krow, wgi * 128, p.kv_len, 1.0f);
+}
+
+template <typename T>
+int w2_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len) {
+    constexpr int smem = w2_smem_bytes();
+    auto kern = bwd_wg256_kernel<T>;
+    USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    dim3 grid((p.kv_len + W2_BN - 1) / W2_BN, p.hkv, p.b);
+    kern<<<grid, W2_NTH, smem, st>>>(p);
+    USP_CUDA_LAUNCHED();
+    return USP_KERNEL_OK;
+}
+
+} // namespace
+
+int usp_wg_bwd256(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len) {
+    if (p.q_len <= 0 || p.kv_len <= 0) return USP_KERNEL_OK;
+    return in == USP_BF16 ? w2_launch<__nv_bfloat16>(p, st, why, why_len) : w2_launch<__half>(p, st, why, why_len);
+}
