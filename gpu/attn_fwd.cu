@@ -244,7 +244,10 @@ int usp_tc_supports(usp_dtype in, int d) {
 int usp_tc_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t st,
                char *why, size_t why_len) {
     if (p.q_len <= 0) return USP_KERNEL_OK;
-    if (usp_wgmma_enabled()) return usp_wg_fwd(p, in, out, st, why, why_len);
+    if (usp_wgmma_enabled()) {
+        if (usp_ws_fwd_enabled()) return usp_ws_fwd(p, in, out, st, why, why_len);
+        return usp_wg_fwd(p, in, out, st, why, why_len);
+    }
     bool o32 = out == USP_F32;
     if (in == USP_BF16)
         return o32 ? fwd_by_d<__nv_bfloat16, float>(p, st, why, why_len)

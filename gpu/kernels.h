@@ -64,6 +64,11 @@ int usp_tc_supports(usp_dtype in, int d);
 int usp_wg_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t st, char *why, size_t why_len);
 int usp_wg_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
 int usp_wgmma_enabled(void);
+/* Forward with a TMA producer warp and two consumer warpgroups in ping-pong
+ * (attn_fwd_ws.cu), D = 64, 128, 256; falls back to usp_wg_fwd when a tensor map cannot
+ * be made. Taken unless USP_GPU_FWD=wg. */
+int usp_ws_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t st, char *why, size_t why_len);
+int usp_ws_fwd_enabled(void);
 /* Backward at D = 256 (attn_bwd_wg256.cu): 64 keys a CTA, the warpgroups split the head dim. */
 int usp_wg_bwd256(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
 

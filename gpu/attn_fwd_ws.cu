@@ -1,0 +1,410 @@
+/* attn_fwd_ws.cu: attention forward on Hopper with warp specialization
+ * (sm_90a): a producer warp loading with the tensor copy engine (TMA) into a
+ * shared-memory pipeline, two consumer warpgroups in ping-pong.
+ *
+ * One CTA of 3 warpgroups computes BM = 128 query rows of one head:
+ *   warpgroup 0 (producer, 24 registers a thread after setmaxnreg): one thread
+ *     loads Q once and then K and V tiles of BN = 128 keys into WS_STAGES
+ *     stages, each load completing on a "full" mbarrier (transaction bytes);
+ *     it waits on the stage's "empty" mbarrier before refilling it.
+ *   warpgroups 1, 2 (consumers, 240 registers): 64 query rows each. Per tile
+ *     n they issue S_n = Q K_n^T and O += P_{n-1} V_{n-1} together, then
+ *     compute the softmax of S_n while P_{n-1} V_{n-1} still runs (overlap
+ *     inside the warpgroup), and rescale O after it. The two warpgroups take
+ *     turns at issuing their products (two named barriers), so that one's
+ *     exponentials run while the other's products occupy the tensor cores.
+ * Products as in attn_fwd_wg.cu: S is SS wgmma (Q, K K-major), O += P V is RS
+ * with V read MN-major. Tiles land in the atom layout of wgcommon.cuh: TMA
+ * boxes of 64 columns x rows with the 128-byte swizzle, 1024-byte aligned.
+ *
+ * The tensor maps cover the block only (rows q_begin .. q_begin + q_len,
+ * kv_begin .. kv_begin + kv_len), so rows past its end load as zeros; masks
+ * (kv_len, causal diagonal) are those of attn_fwd_wg.cu.
+ *
+ * Shared memory at D = 128: Q 32 KB + 2 stages x (K 32 KB + V 32 KB) = 160 KB
+ * and the barriers. */
+#include "kernels.h"
+#include "wgcommon.cuh"
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+namespace {
+
+using namespace uspk;
+
+constexpr int WS_BM = 128;
+constexpr int WS_NTH = 384;
+
+/* Key tile and pipeline depth by head dim: at D = 256, O is 128 registers, so
+ * 64-key tiles (S 32); Q 64 KB + 2 x (32 + 32) KB. */
+template <int D> struct ws_cfg;
+template <> struct ws_cfg<64> { static constexpr int BN = 128, STAGES = 3; };
+template <> struct ws_cfg<128> { static constexpr int BN = 128, STAGES = 2; };
+template <> struct ws_cfg<256> { static constexpr int BN = 64, STAGES = 2; };
+
+template <int D>
+constexpr int ws_smem_bytes() { return (WS_BM * D + 2 * ws_cfg<D>::STAGES * ws_cfg<D>::BN * D) * 2 + 1024 + 256; }
+
+/* S = Q K^T over one K tile: N = BN. */
+template <typename T, int BN> struct ws_qk;
+template <typename T> struct ws_qk<T, 128> {
+    static __device__ __forceinline__ void mma(float (&s)[64], uint64_t da, uint64_t db, int acc) {
+        wg<T>::template ss128<0, 0>(s, da, db, acc);
+    }
+};
+template <typename T> struct ws_qk<T, 64> {
+    static __device__ __forceinline__ void mma(float (&s)[32], uint64_t da, uint64_t db, int acc) {
+        wg<T>::template ss64<0, 0>(s, da, db, acc);
+    }
+};
+
+/* ---- mbarriers and the tensor copy engine (PTX) ---------------------------- */
+
+__device__ __forceinline__ void mbar_init(uint64_t *bar, int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count));
+}
+__device__ __forceinline__ void mbar_expect_tx(uint64_t *bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t *bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+}
+/* Waits until the phase of parity `parity` has completed. */
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "WS_WAIT_%=:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+        "@!p bra WS_WAIT_%=;\n}\n" ::"r"(smem_u32(bar)),
+        "r"(parity)
+        : "memory");
+}
+/* A box of the 4-d map (columns, rows, heads, batch) at (c0, c1, c2, c3) into dst. */
+__device__ __forceinline__ void tma_load4(void *dst, const CUtensorMap *map, uint64_t *bar, int c0, int c1, int c2,
+                                          int c3) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, %6}], "
+        "[%2];\n" ::"r"(smem_u32(dst)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_u32(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+        : "memory");
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
+/* Named barrier of 256 threads: one warpgroup waits, the other arrives. */
+__device__ __forceinline__ void bar_sync256(int id) { asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory"); }
+__device__ __forceinline__ void bar_arrive256(int id) { asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory"); }
+
+/* Scores that the block's mask hides become -inf (as wf_mask). */
+template <int BN>
+__device__ __forceinline__ void ws_mask(float (&s)[BN / 2], const UspFwdParams &p, int r_base, int n0) {
+    const int t = threadIdx.x & 3;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            int r = r_base + (e >> 1) * 8;
+            int c = n0 + 8 * j + 2 * t + (e & 1);
+            if (c >= p.kv_len || (p.causal && c > r + p.diag)) s[4 * j + e] = -INFINITY;
+        }
+}
+
+/* Online softmax of one tile: new maxima, P = exp(S - max) in place, row sums;
+ * returns the correction factors of the previous O and l in corr. */
+template <int BN>
+__device__ __forceinline__ void ws_softmax(float (&s)[BN / 2], float (&mx)[2], float (&sum)[2], float (&corr)[2],
+                                           float sl2) {
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        float tmax = -INFINITY;
+#pragma unroll
+        for (int jj = 0; jj < BN / 8; ++jj) tmax = fmaxf(tmax, fmaxf(s[4 * jj + 2 * hf], s[4 * jj + 2 * hf + 1]));
+        tmax = quad_max(tmax);
+        float mnew = fmaxf(mx[hf], tmax);
+        float mref = mnew == -INFINITY ? 0.0f : mnew * sl2;
+        corr[hf] = exp2f(mx[hf] * sl2 - mref);
+        mx[hf] = mnew;
+        float acc = 0.0f;
+#pragma unroll
+        for (int jj = 0; jj < BN / 8; ++jj)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                float pv_ = exp2f(fmaf(s[4 * jj + 2 * hf + e], sl2, -mref));
+                s[4 * jj + 2 * hf + e] = pv_;
+                acc += pv_;
+            }
+        sum[hf] = acc;
+    }
+}
+
+template <typename T, int BN>
+__device__ __forceinline__ void ws_pack(const float (&s)[BN / 2], uint32_t (&pa)[BN / 16][4]) {
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+        pa[kk][0] = elem<T>::pack2(s[8 * kk + 0], s[8 * kk + 1]);
+        pa[kk][1] = elem<T>::pack2(s[8 * kk + 2], s[8 * kk + 3]);
+        pa[kk][2] = elem<T>::pack2(s[8 * kk + 4], s[8 * kk + 5]);
+        pa[kk][3] = elem<T>::pack2(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+}
+
+template <typename T, typename TO, int D>
+__global__ void __launch_bounds__(WS_NTH, 1)
+    fwd_ws_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                  const __grid_constant__ CUtensorMap tv, const UspFwdParams p) {
+    constexpr int BM = WS_BM, BN = ws_cfg<D>::BN, S = ws_cfg<D>::STAGES, ND = D / 2;
+    extern __shared__ unsigned char smem_raw[];
+    T *sQ = reinterpret_cast<T *>(align1024(smem_raw));   /* BM x D */
+    T *sK = sQ + BM * D;                                    /* S x BN x D */
+    T *sV = sK + S * BN * D;                                /* S x BN x D */
+    uint64_t *bars = reinterpret_cast<uint64_t *>(sV + S * BN * D);
+    uint64_t *barQ = bars, *fullK = bars + 1, *fullV = fullK + S, *emptyK = fullV + S, *emptyV = emptyK + S;
+
+    const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+    const int m0 = (gridDim.x - 1 - blockIdx.x) * BM;   /* heavy causal tiles first */
+    const int h = blockIdx.y, b = blockIdx.z, hk = h / (p.h / p.hkv);
+
+    int kv_end = p.kv_len;
+    if (p.causal) kv_end = min(kv_end, m0 + BM + p.diag);
+    const int ntiles = kv_end > 0 ? (kv_end + BN - 1) / BN : 0;
+    if (ntiles == 0) {
+        fwd_write_empty<TO, D, BM>(p, m0, b, h);
+        return;
+    }
+    if (threadIdx.x == 0) {
+        mbar_init(barQ, 1);
+        for (int s = 0; s < S; ++s) {
+            mbar_init(fullK + s, 1);
+            mbar_init(fullV + s, 1);
+            mbar_init(emptyK + s, 2);   /* one thread of each consumer warpgroup */
+            mbar_init(emptyV + s, 2);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wgi == 0) {   /* producer */
+        setmaxnreg_dec<24>();
+        if (threadIdx.x == 0) {
+            mbar_expect_tx(barQ, BM * D * 2);
+#pragma unroll
+            for (int a = 0; a < D / 64; ++a) tma_load4(sQ + a * BM * 64, &tq, barQ, a * 64, m0, h, b);
+            for (int n = 0; n < ntiles; ++n) {
+                const int st = n % S;
+                const uint32_t ph = (n / S) & 1;
+                mbar_wait(emptyK + st, ph ^ 1);
+                mbar_expect_tx(fullK + st, BN * D * 2);
+#pragma unroll
+                for (int a = 0; a < D / 64; ++a)
+                    tma_load4(sK + st * BN * D + a * BN * 64, &tk, fullK + st, a * 64, n * BN, hk, b);
+                mbar_wait(emptyV + st, ph ^ 1);
+                mbar_expect_tx(fullV + st, BN * D * 2);
+#pragma unroll
+                for (int a = 0; a < D / 64; ++a)
+                    tma_load4(sV + st * BN * D + a * BN * 64, &tv, fullV + st, a * 64, n * BN, hk, b);
+            }
+        }
+        return;
+    }
+
+    /* consumers */
+    setmaxnreg_inc<240>();
+    const int c = wgi - 1;
+    const bool signal = (threadIdx.x & 127) == 0;   /* releases stages for its warpgroup */
+    const float sl2 = p.scale * USP_LOG2E;
+    const int r_base = m0 + c * 64 + warp * 16 + (lane >> 2);
+    const T *sQw = sQ + c * 64 * 64;
+    float o[ND];
+#pragma unroll
+    for (int i = 0; i < ND; ++i) o[i] = 0.0f;
+    float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, sum[2], corr[2];
+    uint32_t pa[BN / 16][4];
+    float s[BN / 2];
+    const bool diag_tiles = p.causal;
+
+    if (c == 1) bar_arrive256(1);   /* consumer 0 takes the first turn */
+    mbar_wait(barQ, 0);
+
+    /* turn 0: S_0 */
+    mbar_wait(fullK, 0);
+    bar_sync256(1 + c);
+    wg_arrive();
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc)
+        ws_qk<T, BN>::mma(s, wg_desc_k<BM>(sQw, kc), wg_desc_k<BN>(sK, kc), kc > 0);
+    wg_commit();
+    bar_arrive256(2 - c);
+    wg_wait<0>();
+    wg_fence_regs(s);
+    if (signal) mbar_arrive(emptyK);
+    if (BN > p.kv_len || (diag_tiles && BN - 1 > m0 + p.diag)) ws_mask<BN>(s, p, r_base, 0);
+    ws_softmax<BN>(s, mx, sum, corr, sl2);
+    l[0] = sum[0];
+    l[1] = sum[1];
+    ws_pack<T, BN>(s, pa);
+
+    for (int n = 1; n < ntiles; ++n) {
+        const int st = n % S, pst = (n - 1) % S;
+        const uint32_t ph = (n / S) & 1, pph = ((n - 1) / S) & 1;
+        mbar_wait(fullK + st, ph);
+        mbar_wait(fullV + pst, pph);
+        bar_sync256(1 + c);
+        wg_arrive();
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc)
+            ws_qk<T, BN>::mma(s, wg_desc_k<BM>(sQw, kc), wg_desc_k<BN>(sK + st * BN * D, kc), kc > 0);
+        wg_commit();
+        wg_fence_regs(o);
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) rs_mma<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(sV + pst * BN * D, kk));
+        wg_commit();
+        bar_arrive256(2 - c);
+        wg_wait<1>();
+        wg_fence_regs(s);
+        if (signal) mbar_arrive(emptyK + st);
+        const int n0 = n * BN;
+        if (n0 + BN > p.kv_len || (diag_tiles && n0 + BN - 1 > m0 + p.diag)) ws_mask<BN>(s, p, r_base, n0);
+        ws_softmax<BN>(s, mx, sum, corr, sl2);
+        wg_wait<0>();
+        wg_fence_regs(o);
+        if (signal) mbar_arrive(emptyV + pst);
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            l[hf] = l[hf] * corr[hf] + sum[hf];
+#pragma unroll
+            for (int jj = 0; jj < D / 8; ++jj) {
+                o[4 * jj + 2 * hf] *= corr[hf];
+                o[4 * jj + 2 * hf + 1] *= corr[hf];
+            }
+        }
+        ws_pack<T, BN>(s, pa);
+    }
+
+    /* last turn: O += P V of the last tile */
+    {
+        const int pst = (ntiles - 1) % S;
+        const uint32_t pph = ((ntiles - 1) / S) & 1;
+        mbar_wait(fullV + pst, pph);
+        bar_sync256(1 + c);
+        wg_fence_regs(o);
+        wg_arrive();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) rs_mma<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(sV + pst * BN * D, kk));
+        wg_commit();
+        if (c == 0) bar_arrive256(2);   /* consumer 1's last turn; consumer 0 has none left */
+        wg_wait<0>();
+        wg_fence_regs(o);
+        if (signal) mbar_arrive(emptyV + pst);
+    }
+
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        float lt = quad_sum(l[hf]);
+        float inv = lt > 0.0f ? 1.0f / lt : 0.0f;
+        int r = r_base + hf * 8;
+        if (r >= p.q_len) continue;
+        int64_t grow = p.q_begin + r;
+        TO *orow = static_cast<TO *>(p.o) + b * p.o_sb + grow * p.o_sl + h * p.o_sh;
+#pragma unroll
+        for (int jj = 0; jj < D / 8; ++jj)
+            out2<TO>::store(orow + 8 * jj + (lane & 3) * 2, o[4 * jj + 2 * hf] * inv, o[4 * jj + 2 * hf + 1] * inv);
+        if ((lane & 3) == 0)
+            p.lse[b * p.lse_sb + h * p.lse_sh + grow] = lt > 0.0f ? (mx[hf] * sl2 + log2f(lt)) * USP_LN2 : -INFINITY;
+    }
+}
+
+/* ---- host: tensor maps ------------------------------------------------------ */
+
+PFN_cuTensorMapEncodeTiled_v12000 ws_encode_fn() {
+    static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+    static bool tried = false;
+    if (!tried) {
+        tried = true;
+        void *f = nullptr;
+        cudaDriverEntryPointQueryResult q;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) ==
+                cudaSuccess &&
+            q == cudaDriverEntryPointSuccess)
+            fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+        else
+            (void)cudaGetLastError();
+    }
+    return fn;
+}
+
+/* 4-d map (D columns, rows, heads, batch) of a 16-bit tensor whose row 0 is
+ * `base`; boxes of 64 columns x box_rows rows, 128-byte swizzle. */
+bool ws_map(CUtensorMap *m, const void *base, usp_dtype dt, int d, int rows, int heads, int batch, int64_t sl,
+            int64_t sh, int64_t sb, int box_rows) {
+    PFN_cuTensorMapEncodeTiled_v12000 enc = ws_encode_fn();
+    if (!enc) return false;
+    cuuint64_t dims[4] = {(cuuint64_t)d, (cuuint64_t)rows, (cuuint64_t)heads, (cuuint64_t)batch};
+    cuuint64_t strides[3] = {(cuuint64_t)sl * 2, (cuuint64_t)sh * 2, (cuuint64_t)sb * 2};
+    cuuint32_t box[4] = {64, (cuuint32_t)box_rows, 1, 1};
+    cuuint32_t estr[4] = {1, 1, 1, 1};
+    CUresult r = enc(m, dt == USP_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
+                     const_cast<void *>(base), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                     CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    return r == CUDA_SUCCESS;
+}
+
+template <typename T, typename TO, int D>
+int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len) {
+    CUtensorMap tq, tk, tv;
+    const T *q0 = static_cast<const T *>(p.q) + (int64_t)p.q_begin * p.q_sl;
+    const T *k0 = static_cast<const T *>(p.k) + (int64_t)p.kv_begin * p.k_sl;
+    const T *v0 = static_cast<const T *>(p.v) + (int64_t)p.kv_begin * p.v_sl;
+    if (p.kv_len <= 0) return usp_wg_fwd(p, in, sizeof(TO) == 4 ? USP_F32 : in, st, why, why_len);   /* O = 0 */
+    bool ok = ws_map(&tq, q0, in, D, p.q_len, p.h, p.b, p.q_sl, p.q_sh, p.q_sb, WS_BM) &&
+              ws_map(&tk, k0, in, D, p.kv_len, p.hkv, p.b, p.k_sl, p.k_sh, p.k_sb, ws_cfg<D>::BN) &&
+              ws_map(&tv, v0, in, D, p.kv_len, p.hkv, p.b, p.v_sl, p.v_sh, p.v_sb, ws_cfg<D>::BN);
+    if (!ok) {
+        if (usp_ws_fwd_enabled() == 2) {   /* USP_GPU_FWD=ws: this kernel or a failure */
+            snprintf(why, why_len, "attn_fwd_ws: cuTensorMapEncodeTiled refused the block's tensor maps");
+            return USP_KERNEL_ECUDA;
+        }
+        return usp_wg_fwd(p, in, sizeof(TO) == 4 ? USP_F32 : in, st, why, why_len);
+    }
+    constexpr int smem = ws_smem_bytes<D>();
+    auto kern = fwd_ws_kernel<T, TO, D>;
+    USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    dim3 grid((p.q_len + WS_BM - 1) / WS_BM, p.h, p.b);
+    kern<<<grid, WS_NTH, smem, st>>>(tq, tk, tv, p);
+    USP_CUDA_LAUNCHED();
+    return USP_KERNEL_OK;
+}
+
+template <typename T, typename TO>
+int ws_by_d(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len) {
+    if (p.d == 64) return ws_launch<T, TO, 64>(p, in, st, why, why_len);
+    if (p.d == 256) return ws_launch<T, TO, 256>(p, in, st, why, why_len);
+    return ws_launch<T, TO, 128>(p, in, st, why, why_len);
+}
+
+} // namespace
+
+int usp_ws_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t st, char *why, size_t why_len) {
+    if (p.q_len <= 0) return USP_KERNEL_OK;
+    bool o32 = out == USP_F32;
+    if (in == USP_BF16)
+        return o32 ? ws_by_d<__nv_bfloat16, float>(p, in, st, why, why_len)
+                   : ws_by_d<__nv_bfloat16, __nv_bfloat16>(p, in, st, why, why_len);
+    return o32 ? ws_by_d<__half, float>(p, in, st, why, why_len) : ws_by_d<__half, __half>(p, in, st, why, why_len);
+}
+
+int usp_ws_fwd_enabled(void) {
+    /* USP_GPU_FWD=wg: attn_fwd_wg.cu's kernel instead (0); =ws: this one, no
+     * fallback (2); else this one with the fallback (1) */
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("USP_GPU_FWD");
+        on = e && !strcmp(e, "wg") ? 0 : e && !strcmp(e, "ws") ? 2 : 1;
+    }
+    return on;
+}
