@@ -21,8 +21,8 @@
  *   backward, layout; each row seq, ulysses, ring, ring_impl, "column" (the
  *   source's column name) and "measured" (iterations per second of the
  *   forward, or of forward + backward when "backward" is true; a row may
- *   set its own "backward"). Predicted: 1 / the simulated time of the
- *   schedule.
+ *   set its own "backward", "batch", "heads", "kv_heads", "head_dim").
+ *   Predicted: 1 / the simulated time of the schedule.
  * Any row may carry "skip": "why": a row the source reports that the
  *   simulator cannot take (a mask it lacks); printed with the reason, left
  *   out of the statistics.

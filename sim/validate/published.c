@@ -62,8 +62,11 @@ static usp_status read_attention_problem(const usp_json *p, usp_config *cfg, int
     return USP_OK;
 }
 
-/* A row's throughput as the source prints it. */
-static usp_status read_measured(const usp_json *r, double *out) {
+/* A row's throughput as the source prints it; null for a skipped row whose
+ * cell holds no number (an out-of-memory mark). */
+static usp_status read_measured(const usp_json *r, int skip, double *out) {
+    const usp_json *v = usp_json_get(r, "measured");
+    if (skip && v && v->type == USP_JSON_NULL) { *out = NAN; return USP_OK; }
     USP_TRY(usp_json_get_number(r, "measured", out));
     if (!(*out > 0)) return usp_fail(USP_EINVAL, "line %d: 'measured' must be positive", r->line);
     return USP_OK;
@@ -87,17 +90,30 @@ static usp_status read_attention_row(const usp_json *r, const usp_config *base, 
     row->backward = backward;
     if (usp_json_get(r, "backward")) USP_TRY(usp_json_get_bool(r, "backward", &row->backward));
     USP_TRY(read_skip(r, row));
+    /* the problem's dimensions, unless the row gives its own */
+    static const char *const DIMS[] = {"batch", "heads", "kv_heads", "head_dim"};
+    int *dst[] = {&row->cfg.batch, &row->cfg.heads, &row->cfg.kv_heads, &row->cfg.head_dim};
+    for (int k = 0; k < 4; k++)
+        if (usp_json_get(r, DIMS[k])) USP_TRY(usp_json_get_int(r, DIMS[k], dst[k]));
     USP_TRY(usp_json_get_int(r, "seq", &row->cfg.seq));
     USP_TRY(usp_json_get_int(r, "ulysses", &row->cfg.ulysses));
     USP_TRY(usp_json_get_int(r, "ring", &row->cfg.ring));
     USP_TRY(usp_json_get_string(r, "ring_impl", &impl));
     USP_TRY(usp_json_get_string(r, "column", &column));
-    USP_TRY(read_measured(r, &row->measured));
+    USP_TRY(read_measured(r, row->skip, &row->measured));
     if (usp_parse_ring_impl(impl, &row->cfg.ring_impl) != USP_OK)
         return usp_fail(USP_EINVAL, "line %d: %s", r->line, usp_error());
     row->seq = row->cfg.seq;
-    snprintf(row->label, sizeof row->label, "%dK u%d r%d %s %s(%s)", row->seq / 1024, row->cfg.ulysses,
-             row->cfg.ring, column, row->backward != backward ? (row->backward ? "fwd+bwd " : "fwd ") : "", impl);
+    char dims[48] = "";
+    if (row->cfg.heads != base->heads || row->cfg.kv_heads != base->kv_heads || row->cfg.head_dim != base->head_dim ||
+        row->cfg.batch != base->batch)
+        snprintf(dims, sizeof dims, "b%d h%d/%d d%d ", row->cfg.batch, row->cfg.heads, row->cfg.kv_heads,
+                 row->cfg.head_dim);
+    char seq[16];
+    if (row->seq % 1024) snprintf(seq, sizeof seq, "%d", row->seq);
+    else snprintf(seq, sizeof seq, "%dK", row->seq / 1024);
+    snprintf(row->label, sizeof row->label, "%s %su%d r%d %s %s(%s)", seq, dims, row->cfg.ulysses, row->cfg.ring,
+             column, row->backward != backward ? (row->backward ? "fwd+bwd " : "fwd ") : "", impl);
     return USP_OK;
 }
 
@@ -132,7 +148,7 @@ static usp_status read_training_row(const usp_json *r, const usp_pub_table *t, u
     USP_TRY(usp_json_get_int(r, "tp", &row->mix.tp));
     USP_TRY(usp_json_get_int(r, "ulysses", &row->mix.ulysses));
     USP_TRY(usp_json_get_int(r, "ring", &row->mix.ring));
-    USP_TRY(read_measured(r, &row->measured));
+    USP_TRY(read_measured(r, row->skip, &row->measured));
     snprintf(row->label, sizeof row->label, "%dK b%d dp%d tp%d u%d r%d", row->seq / 1024, row->global_batch,
              row->mix.dp, row->mix.tp, row->mix.ulysses, row->mix.ring);
     return USP_OK;

@@ -55,7 +55,8 @@ static void print_table(FILE *f, const usp_pub_table *t) {
         usp_pub_stats s;
         char what[32];
         usp_pub_stats_make(t, seqs[k], &s);
-        snprintf(what, sizeof what, "seq %dK", seqs[k] / 1024);
+        if (seqs[k] % 1024) snprintf(what, sizeof what, "seq %d", seqs[k]);
+        else snprintf(what, sizeof what, "seq %dK", seqs[k] / 1024);
         print_stats_line(f, what, &s);
     }
     free(seqs);
