@@ -53,6 +53,8 @@ typedef struct {
     int causal;          /* 1 for language models */
     usp_dtype dtype;     /* activations, parameters and gradients (bf16) */
     usp_ring_impl ring_impl;
+    const usp_mask *mask;/* NULL, or which keys each query sees (packed documents,
+                          * windows; one list for every sequence), seq tokens long */
 } usp_workload;
 
 /* llama3-8b, seq 65536, global batch 1, causal, bf16, zigzag. */
@@ -121,7 +123,7 @@ void usp_memory_closed_form(const usp_workload *w, const usp_mix *x, usp_memory 
 /* Model FLOPs of one training step, whole cluster, without recomputation:
  * linear 6 x (matrix parameters, LM head included) x tokens; attention
  * 3 x 4 x B x L^2 x H x D per layer (forward once, backward twice), halved
- * when causal. */
+ * when causal; with a mask, 3 x 4 x B x (visible pairs) x H x D. */
 typedef struct { double linear, attention, total; } usp_flops;
 void usp_model_flops(const usp_workload *w, usp_flops *f);
 

@@ -79,8 +79,9 @@ static usp_status add_point(usp_sweep *sw, const usp_config *cfg) {
 static usp_status list_points(const usp_config *base, int world, usp_sweep *sw) {
     for (int u = 1; u <= world; u++) {
         if (world % u) continue;
-        for (int impl = 0; impl < 4; impl++)
+        for (int impl = 0; impl < USP_RING_IMPL_COUNT; impl++)
             for (int lay = 0; lay < 2; lay++) {
+                if (impl == USP_RING_BALANCED && !base->mask) continue; /* it balances a mask */
                 if (!variant_applies(u, world / u, (usp_ring_impl)impl, (usp_layout)lay)) continue;
                 usp_config c = *base;
                 c.ulysses = u;

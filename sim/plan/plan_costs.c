@@ -43,6 +43,7 @@ usp_config plan_attention_config(const usp_workload *w, const usp_mix *x) {
     c.kv_heads = w->model.kv_heads / (x->tp > 0 ? x->tp : 1);
     c.head_dim = w->model.head_dim;
     c.causal = w->causal;
+    c.mask = w->mask;
     c.dtype = w->dtype;
     c.ulysses = x->ulysses;
     c.ring = x->ring;
@@ -300,7 +301,8 @@ void usp_model_flops(const usp_workload *w, usp_flops *f) {
     double h = m->hidden, D = m->head_dim;
     double matrices = m->layers * (usp_model_layer_params(m) - 2 * h) + (double)m->vocab * h;
     f->linear = 6 * matrices * tokens;
-    double fwd = 4.0 * w->global_batch * (double)w->seq * w->seq * m->heads * D * (w->causal ? 0.5 : 1);
+    double pairs = w->mask ? usp_mask_pairs(w->mask, 0) : (double)w->seq * w->seq * (w->causal ? 0.5 : 1);
+    double fwd = 4.0 * w->global_batch * pairs * m->heads * D;
     f->attention = 3 * fwd * m->layers;
     f->total = f->linear + f->attention;
 }

@@ -20,7 +20,8 @@ static void print_header(FILE *f, const usp_plan *p) {
             m->name, m->layers, m->hidden, m->heads, m->kv_heads, m->head_dim, m->ffn, m->gated_mlp ? "SwiGLU" : "GELU",
             m->vocab, usp_model_params(m) / 1e9);
     fprintf(f, "workload  seq %d x global batch %d, %s, %s, ring %s\n", w->seq, w->global_batch,
-            w->causal ? "causal" : "non-causal", usp_dtype_name(w->dtype), usp_ring_impl_name(w->ring_impl));
+            w->mask ? usp_mask_describe(w->mask) : w->causal ? "causal" : "non-causal", usp_dtype_name(w->dtype),
+            usp_ring_impl_name(w->ring_impl));
     fprintf(f, "cluster   %d GPUs on %s: %s, peak %.0f TFLOP/s, matrix products at %.0f TFLOP/s, %.0f GB\n", p->gpus,
             p->platform, p->gpu, p->peak_flops / 1e12, p->matmul_flops / 1e12, p->capacity_bytes / 1e9);
     fprintf(f, "FLOPs     %.3g PFLOP per step (linear %.3g, attention %.3g), model FLOPs without recomputation\n\n",
@@ -151,6 +152,10 @@ static void json_header(FILE *f, const usp_plan *p) {
             p->work.seq, p->work.global_batch, p->work.causal ? "true" : "false", usp_dtype_name(p->work.dtype),
             usp_ring_impl_name(p->work.ring_impl));
     usp_json_write_string(f, p->platform);
+    if (p->work.mask) {
+        fputs(", \"mask\": ", f);
+        usp_json_write_string(f, usp_mask_describe(p->work.mask));
+    }
     fputs(", \"gpu\": ", f);
     usp_json_write_string(f, p->gpu);
     fprintf(f, ", \"gpus\": %d, ", p->gpus);

@@ -30,7 +30,8 @@ static void help(void) {
         "FLOPs (model FLOPs, the USP paper's MFU convention; recomputation is never\n"
         "counted): per step, linear 6 x (matrix parameters incl. the LM head) x tokens;\n"
         "attention 4 x B x L^2 x H x D per layer forward, halved when causal (causal\n"
-        "attention counted once), backward twice the forward. TFLOP/s per GPU = step\n"
+        "attention counted once; with --seqlens or --window, 4 x B x visible pairs x\n"
+        "H x D), backward twice the forward. TFLOP/s per GPU = step\n"
         "FLOPs / GPUs / step time; MFU = that / the profile's dense peak.\n\n"
         "Memory per GPU: parameters and gradients (dtype), optimizer states (12 B per\n"
         "parameter), ZeRO-sharded over the dp x ulysses x ring GPUs of a TP shard;\n"
@@ -46,6 +47,10 @@ static void help(void) {
         "  --dtype T           bf16 or fp16 (default bf16)\n"
         "  --ring-impl I       zigzag, stripe, basic, allgather (default zigzag)\n"
         "  --no-causal         bidirectional attention (default causal)\n"
+        "  --seqlens L1,L2,..  each sequence packs these documents (attention inside\n"
+        "                      each, causal unless --no-causal; --seq defaults to their\n"
+        "                      total; --ring-impl defaults to balanced)\n"
+        "  --window LEFT,RIGHT sliding window, query i sees keys i-LEFT..i+RIGHT (-1: unbounded)\n"
         "  --dp/--tp/--ulysses/--ring K   fix a degree\n"
         "  --zero S            fix the ZeRO stage (0-3)\n"
         "  --recompute yes|no  fix full activation recomputation\n"
@@ -71,6 +76,8 @@ typedef struct {
     usp_plan_options o;
     const char *model;
     int top, all, distinct, explain, json;
+    usp_mask_spec mask;
+    int seq_given, impl_given;
 } plan_args;
 
 static int seq_option(const char *arg, int *out) {
@@ -93,14 +100,17 @@ static int int_opt(const char *name, const char *arg, long lo, long hi, int *out
 enum {
     OPT_MODEL = USP_OPT_CMD_FIRST, OPT_SEQ, OPT_GPUS, OPT_PLATFORM, OPT_PROFILE, OPT_BATCH, OPT_DTYPE, OPT_RING_IMPL,
     OPT_NO_CAUSAL, OPT_DP, OPT_TP, OPT_ULYSSES, OPT_RING, OPT_ZERO, OPT_RECOMPUTE, OPT_MATMUL, OPT_TOP, OPT_ALL,
-    OPT_EXPLAIN, OPT_DISTINCT, OPT_JSON, OPT_TP_OVERLAP, OPT_HELP
+    OPT_EXPLAIN, OPT_DISTINCT, OPT_JSON, OPT_TP_OVERLAP, OPT_SEQLENS, OPT_WINDOW, OPT_HELP
 };
 
 static int apply_option(int opt, const char *arg, void *ctx) {
     plan_args *a = ctx;
     switch (opt) {
     case OPT_MODEL: a->model = arg; return 0;
+    case OPT_SEQLENS: a->mask.seqlens = arg; return 0;
+    case OPT_WINDOW: a->mask.window = arg; return 0;
     case OPT_SEQ:
+        a->seq_given = 1;
         return seq_option(arg, &a->w.seq) ? usp_cli_bad_input("plan", "--seq '%s' is not a token count", arg) : 0;
     case OPT_GPUS: return int_opt("gpus", arg, 1, 4096, &a->o.gpus);
     case OPT_PLATFORM: a->o.platform = arg; return 0;
@@ -110,6 +120,7 @@ static int apply_option(int opt, const char *arg, void *ctx) {
         if (usp_parse_dtype(arg, &a->w.dtype) != USP_OK) return usp_cli_report("plan", USP_EINVAL);
         return 0;
     case OPT_RING_IMPL:
+        a->impl_given = 1;
         if (usp_parse_ring_impl(arg, &a->w.ring_impl) != USP_OK) return usp_cli_report("plan", USP_EINVAL);
         return 0;
     case OPT_NO_CAUSAL: a->w.causal = 0; return 0;
@@ -154,6 +165,7 @@ static int parse(int argc, char **argv, plan_args *a) {
         {"top", required_argument, 0, OPT_TOP}, {"all", no_argument, 0, OPT_ALL},
         {"explain", optional_argument, 0, OPT_EXPLAIN}, {"per-degrees", no_argument, 0, OPT_DISTINCT},
         {"json", no_argument, 0, OPT_JSON}, {"tp-overlap", required_argument, 0, OPT_TP_OVERLAP},
+        {"seqlens", required_argument, 0, OPT_SEQLENS}, {"window", required_argument, 0, OPT_WINDOW},
         {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
     int rc = usp_cli_parse("plan", argc, argv, opts, OPT_HELP, help, apply_option, a);
     if (rc) return rc;
@@ -161,6 +173,15 @@ static int parse(int argc, char **argv, plan_args *a) {
     if (a->w.dtype != USP_BF16 && a->w.dtype != USP_F16)
         return usp_cli_bad_input("plan", "--dtype %s: training mixes are planned in bf16 or fp16",
                                  usp_dtype_name(a->w.dtype));
+    if (usp_mask_spec_given(&a->mask)) {
+        usp_mask *m = NULL;
+        a->mask.causal = a->w.causal;
+        if (usp_mask_build(&a->mask, a->mask.seqlens && !a->seq_given ? 0 : a->w.seq, 1, &m) != USP_OK)
+            return usp_cli_report("plan", USP_EINVAL);
+        a->w.seq = (int)usp_mask_seq(m);
+        a->w.mask = m; /* kept until the process ends */
+        if (!a->impl_given) a->w.ring_impl = USP_RING_BALANCED;
+    }
     return 0;
 }
 
