@@ -116,6 +116,46 @@ static void refine(int R, long C, const double *cost, int *owner, double *load, 
     }
 }
 
+/* The ring's critical path for an assignment of chunks (owner[k]), in
+ * visible pairs: at ring step s every rank r attends to the keys of rank
+ * r - s, and the step lasts as long as its largest block, so the sum over
+ * steps of the largest block. (Allgather's blocks run back to back too.) */
+static double ring_path(const usp_mask *m, int R, long C, long len, const int *owner, double *scratch) {
+    long L = m->seq;
+    double *w = scratch;                         /* [R][R] pairs of block (r, j) */
+    long *pref = (long *)(scratch + (size_t)R * R); /* [R][C+1] chunks of rank j before chunk c */
+    memset(w, 0, (size_t)R * R * sizeof *w);
+    for (int j = 0; j < R; j++) pref[(size_t)j * (C + 1)] = 0;
+    for (long c = 0; c < C; c++)
+        for (int j = 0; j < R; j++)
+            pref[(size_t)j * (C + 1) + c + 1] = pref[(size_t)j * (C + 1) + c] + (owner[c] == j);
+    for (int b = 0; b < m->lists; b++)
+        for (int l = 0; l < m->layers; l++) {
+            const int32_t *lo, *hi;
+            usp_mask_layer_rows(m, b, l, &lo, &hi);
+            for (long q = 0; q < L; q++) {
+                if (hi[q] <= lo[q]) continue;
+                int r = owner[q / len];
+                long c0 = lo[q] / len, c1 = (hi[q] - 1) / len; /* first and last chunk the keys touch */
+                if (c0 == c1) { w[(size_t)r * R + owner[c0]] += hi[q] - lo[q]; continue; }
+                w[(size_t)r * R + owner[c0]] += (c0 + 1) * len - lo[q];
+                w[(size_t)r * R + owner[c1]] += hi[q] - c1 * len;
+                for (int j = 0; j < R; j++)
+                    w[(size_t)r * R + j] += (double)(pref[(size_t)j * (C + 1) + c1] - pref[(size_t)j * (C + 1) + c0 + 1]) * len;
+            }
+        }
+    double path = 0;
+    for (int s = 0; s < R; s++) {
+        double worst = 0;
+        for (int r = 0; r < R; r++) {
+            double x = w[(size_t)r * R + (r - s + R) % R];
+            if (x > worst) worst = x;
+        }
+        path += worst;
+    }
+    return path;
+}
+
 static usp_status balanced_tokens(const usp_mask *m, int R, int32_t *tokens) {
     long L = m->seq, n = L / R, per = chunks_per_rank(n), len = n / per, C = (long)R * per;
     double *cost = usp_calloc((size_t)C, sizeof *cost), *load = usp_calloc((size_t)R, sizeof *load);
@@ -143,6 +183,25 @@ static usp_status balanced_tokens(const usp_mask *m, int R, int32_t *tokens) {
             if (++count[r] < per) heap_push(&h, r);
         }
         refine(R, C, cost, owner, load, order);
+        /* The snake (chunks dealt 0..R-1, R-1..0, ...) spreads every document
+         * over every rank in near-equal parts, which also evens out each
+         * ring step; keep it when its ring path is shorter. */
+        int *snake = usp_malloc((size_t)C * sizeof *snake);
+        double *scratch = usp_malloc((size_t)R * R * sizeof *scratch + (size_t)R * (C + 1) * sizeof(long));
+        if (snake && scratch) {
+            for (long k = 0; k < C; k++) {
+                int p = (int)(k % R);
+                snake[k] = (k / R) % 2 ? R - 1 - p : p;
+            }
+            if (ring_path(m, R, C, len, snake, scratch) < ring_path(m, R, C, len, owner, scratch))
+                memcpy(owner, snake, (size_t)C * sizeof *owner);
+        } else {
+            st = USP_EINTERNAL;
+        }
+        free(snake);
+        free(scratch);
+    }
+    if (st == USP_OK) {
         for (long k = 0; k < C; k++) {
             int r = owner[k];
             for (long t = 0; t < len; t++) tokens[(size_t)r * n + pos[r]++] = (int32_t)(k * len + t);

@@ -14,9 +14,12 @@
  * computes for it whichever ranks hold the keys. Chunks go, heaviest first,
  * to the least loaded rank that still has room for one (every rank takes m:
  * equal token counts), then pairs of chunks are swapped between the most
- * and the least loaded rank while that narrows the gap. Each rank's chunks
- * are then put in ascending order. Zigzag is the case of one causal
- * document cut into 2R chunks. */
+ * and the least loaded rank while that narrows the gap. The snake (chunks
+ * dealt to ranks 0..R-1, R-1..0, ...) replaces that when it shortens the
+ * ring's critical path (the sum over ring steps of the largest block's
+ * pairs): it spreads every document over every rank, so each ring step is
+ * even too. Each rank's chunks are then put in ascending order. Zigzag is
+ * the snake of one causal document cut into 2R chunks. */
 #ifndef USP_DISPATCH_H
 #define USP_DISPATCH_H
 
