@@ -58,6 +58,9 @@ static void test_bad_configurations(void **state) {
     /* about 7.5 TB of tensors: refused before any allocation */
     expect_refusal("run --backend ref --seq 100000000 --ulysses 1 --ring 1",
                    "checking this problem on the CPU needs about");
+    /* about 1 TB of simulator state (65536 ranks x 393256 steps): refused before any allocation */
+    expect_refusal("run --no-numerics --seq 131072 --ulysses 1 --ring 65536 --platform h100-fattree",
+                   "simulating 65536 ranks (ulysses 1 x ring 65536, timing only) needs about");
 }
 
 /* ---------------------------------------------------------- .npy inputs */

@@ -48,6 +48,13 @@ usp_status usp_sim_execute(const usp_schedule *s, const usp_inputs *in, const us
  * the simulation starts. */
 usp_status usp_sim_check_options(const usp_sim_options *o, const usp_config *c);
 
+/* Bytes a timing-only simulation of cfg is expected to take at its peak (an
+ * estimate fitted to measured runs, sim/engine/memory.c), and USP_EINVAL
+ * with the estimate when that is more than this machine has available:
+ * checked before the schedule or anything else is allocated. */
+double usp_sim_memory_estimate(const usp_config *cfg, int backward);
+usp_status usp_sim_check_memory(const usp_config *cfg, int backward);
+
 /* ---------------------------------------------------------- the summary */
 
 /* What a simulated run says beyond usp_result: efficiency and memory. */

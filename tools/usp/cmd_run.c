@@ -349,6 +349,13 @@ int cmd_run(int argc, char **argv) {
     usp_case c = {.cfg = cfg, .backward = o.backward};
     usp_trace trace, *tp = NULL;
     usp_status st = USP_OK;
+#ifdef USP_HAVE_SIM
+    /* a timing-only run that cannot fit is refused before anything is
+     * allocated (with numerics, usp_case_run checks the tensors) */
+    if (!strcmp(o.backend, "sim") && !o.sim.numerics && (st = usp_config_validate(&cfg)) == USP_OK)
+        st = usp_sim_check_memory(&cfg, o.backward);
+    if (st != USP_OK) return usp_cli_report("run", st);
+#endif
     if (o.trace_path) { usp_trace_init(&trace, o.backend, &cfg); tp = &trace; }
     /* the simulator adds its events rank by rank: written as they come */
     int streamed = tp && !strcmp(o.backend, "sim");
