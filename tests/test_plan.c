@@ -47,9 +47,11 @@ static usp_mix mix(int dp, int tp, int u, int r, int zero, int rc) {
 
 static void test_builtin_models(void **state) {
     (void)state;
-    /* Parameter counts published with the checkpoints (Hugging Face model cards). */
+    /* Parameter counts published with the checkpoints (Hugging Face model cards; llama3-405b:
+     * the sum of its checkpoint's tensors, which the card rounds to 406B). */
     static const struct { const char *name; double params; } known[] = {
-        {"llama2-7b", 6738415616.0}, {"llama3-8b", 8030261248.0}, {"llama3-70b", 70553706496.0}};
+        {"llama2-7b", 6738415616.0}, {"llama3-8b", 8030261248.0}, {"llama3-70b", 70553706496.0},
+        {"llama3-405b", 405853388800.0}};
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
         usp_model m;
         assert_int_equal(usp_model_load(known[i].name, &m), USP_OK);
