@@ -137,6 +137,9 @@ typedef struct {
     int dp, tp, ulysses, ring, zero, recompute;
     double matmul_tflops;  /* > 0: overrides the profile's matrix-product rate (every shape alike) */
     int tp_overlap;        /* usp_mix.tp_overlap of every mix */
+    /* called after each batch of simulated programs (NULL: none) */
+    void (*progress)(void *ctx, int simulated, int programs);
+    void *progress_ctx;
 } usp_plan_options;
 
 void usp_plan_options_init(usp_plan_options *o);

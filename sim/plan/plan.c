@@ -141,6 +141,7 @@ static usp_status simulate_all(const usp_workload *w, const usp_plan_options *o,
     for (int from = 0; from < ps->count; from += batch) {
         int to = from + batch < ps->count ? from + batch : ps->count;
         USP_TRY(simulate_batch(w, o, dev, ps, from, to, results));
+        if (o->progress) o->progress(o->progress_ctx, to, ps->count);
     }
     return USP_OK;
 }

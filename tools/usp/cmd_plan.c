@@ -1,8 +1,36 @@
 /* usp plan: rank the DP x TP x ulysses x ring x ZeRO mixes of a training step. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "cli.h"
 #include "usp/plan.h"
+
+/* ------------------------------------------------------------ progress */
+
+/* After PROGRESS_AFTER_S seconds, one line on stderr says how far the
+ * simulation is, rewritten in place on each batch. */
+static const double PROGRESS_AFTER_S = 3.0;
+
+typedef struct {
+    double start;
+    int shown;
+} progress_state;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void progress_line(void *ctx, int simulated, int programs) {
+    progress_state *ps = ctx;
+    double t = now_s() - ps->start;
+    if (t < PROGRESS_AFTER_S) return;
+    fprintf(stderr, "\rusp: plan: simulated %d of %d layer programs (%.0f s)", simulated, programs, t);
+    fflush(stderr);
+    ps->shown = 1;
+}
 
 static void help(void) {
     printf(
@@ -207,7 +235,11 @@ int cmd_plan(int argc, char **argv) {
     usp_status st = usp_model_load(a.model, &a.w.model);
     if (st != USP_OK) return usp_cli_report("plan", st);
     usp_plan p;
+    progress_state ps = {now_s(), 0};
+    a.o.progress = progress_line;
+    a.o.progress_ctx = &ps;
     st = usp_plan_run(&a.w, &a.o, &p);
+    if (ps.shown) fputc('\n', stderr);
     if (st != USP_OK) return usp_cli_report("plan", st);
     if (p.runnable > 0 && a.explain > p.runnable) {
         usp_plan_free(&p);
