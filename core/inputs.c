@@ -101,6 +101,12 @@ void usp_round_to_dtype(usp_dtype dtype, double *x, long n) {
     for (long i = 0; i < n; i++) x[i] = round_to_format(x[i], fmt);
 }
 
+void usp_round_to_dtype_f32(usp_dtype dtype, float *x, long n) {
+    const float_format *fmt = dtype == USP_F16 ? &format_f16 : dtype == USP_BF16 ? &format_bf16 : NULL;
+    if (!fmt) return;
+    for (long i = 0; i < n; i++) x[i] = (float)round_to_format((double)x[i], fmt); /* exact in fp32 */
+}
+
 /* ---------- the global problem ---------- */
 
 static usp_status checked_product(const long *dims, int n, long *out) {

@@ -287,13 +287,16 @@ static usp_status emit_all_to_all(builder *bd, usp_phase ph, usp_a2a a, usp_buf 
     const usp_config *c = bd->c;
     const char *t = a2a_tensor_name(src);
     char name[32];
-    double elem = (double)usp_buf_elem_size(buf_role(src), c->dtype);
-    double piece = usp_a2a_piece_elems(c, a) * elem, total = piece * c->ulysses;
+    /* O, dQ, dK, dV travel in the wire dtype (usp_wire_dtype), the rest as held */
+    double src_elem = (double)usp_buf_elem_size(buf_role(src), c->dtype);
+    double dst_elem = (double)usp_buf_elem_size(buf_role(dst), c->dtype);
+    double wire = (a == USP_A2A_O || a == USP_A2A_DKV) ? (double)usp_dtype_size(usp_wire_dtype(c)) : src_elem;
+    double elems = (double)usp_a2a_piece_elems(c, a) * c->ulysses, piece = elems / c->ulysses * wire;
 
     snprintf(name, sizeof name, "a2a.%s.pack", t);
     usp_step pack = step_new(USP_STEP_PACK, ph, name);
     pack.src[0] = src; pack.dst[0] = USP_BUF_SEND; pack.a2a = a;
-    pack.bytes_mem = 2 * total;
+    pack.bytes_mem = elems * (src_elem + wire);
     USP_TRY(emit(bd, pack, set_of(1, src), set_of(1, USP_BUF_SEND)));
 
     snprintf(name, sizeof name, "a2a.%s", t);
@@ -306,7 +309,7 @@ static usp_status emit_all_to_all(builder *bd, usp_phase ph, usp_a2a a, usp_buf 
     snprintf(name, sizeof name, "a2a.%s.unpack", t);
     usp_step un = step_new(USP_STEP_UNPACK, ph, name);
     un.src[0] = USP_BUF_RECV; un.dst[0] = dst; un.a2a = a;
-    un.bytes_mem = 2 * total;
+    un.bytes_mem = elems * (wire + dst_elem);
     return emit(bd, un, set_of(1, USP_BUF_RECV), set_of(1, dst));
 }
 

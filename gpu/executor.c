@@ -8,9 +8,11 @@
  * reported, or that made no progress for the timeout.
  *
  * Buffers: one cudaMalloc per owner buffer of the schedule, aliases share
- * it; DATA buffers hold the input dtype, ACCUM and STATS fp32. The
- * all-to-all pieces keep their tensor's element type (bf16 Q/K/V travel as
- * bf16, O/LSE/dK/dV as fp32) inside the SEND/RECV staging buffers. */
+ * it; DATA buffers hold the input dtype, ACCUM and STATS fp32. Inside the
+ * SEND/RECV staging buffers the all-to-all pieces of Q, K, V, dO keep their
+ * dtype, LSE stays fp32, and O, dQ, dK, dV go in the wire dtype (the run's
+ * 16-bit dtype by default, fp32 with --wire fp32): the pack rounds them, the
+ * unpack widens them back into the fp32 outputs. */
 #define _POSIX_C_SOURCE 200809L /* raise */
 #include "executor_ctx.h"
 
@@ -223,13 +225,22 @@ static usp_status init_buffer(gpu_run *r, usp_buf b, cudaStream_t s) {
     return USP_OK;
 }
 
+/* The element type a pattern's pieces travel in: Q, K, V, dO as held (the
+ * dtype), LSE in fp32, O, dQ, dK, dV in the wire dtype (usp_wire_dtype). */
+static usp_dtype a2a_dtype(const usp_config *c, usp_a2a a) {
+    if (a == USP_A2A_Q || a == USP_A2A_KV) return c->dtype;
+    return a == USP_A2A_LSE ? USP_F32 : usp_wire_dtype(c);
+}
+
 static usp_status run_compute(gpu_run *r, const usp_step *st, cudaStream_t s) {
     usp_a2a_dims dims = usp_a2a_dims_of(r->c);
     switch (st->kind) {
     case USP_STEP_PACK:
-        return usp_gpu_a2a_pack(st->a2a, &dims, r->dt[st->src[0]], r->buf[st->src[0]], r->buf[USP_BUF_SEND], s);
+        return usp_gpu_a2a_pack_to(st->a2a, &dims, r->dt[st->src[0]], a2a_dtype(r->c, st->a2a), r->buf[st->src[0]],
+                                   r->buf[USP_BUF_SEND], s);
     case USP_STEP_UNPACK:
-        return usp_gpu_a2a_unpack(st->a2a, &dims, r->dt[st->dst[0]], r->buf[USP_BUF_RECV], r->buf[st->dst[0]], s);
+        return usp_gpu_a2a_unpack_from(st->a2a, &dims, a2a_dtype(r->c, st->a2a), r->dt[st->dst[0]],
+                                       r->buf[USP_BUF_RECV], r->buf[st->dst[0]], s);
     case USP_STEP_INIT:
         USP_TRY(init_buffer(r, st->dst[0], s));
         return init_buffer(r, st->dst[1], s);
@@ -246,10 +257,6 @@ static usp_status run_compute(gpu_run *r, const usp_step *st, cudaStream_t s) {
     }
 }
 
-/* The element type a pattern's pieces travel in: that of its source tensor. */
-static usp_dtype a2a_dtype(const usp_config *c, usp_a2a a) {
-    return (a == USP_A2A_Q || a == USP_A2A_KV) ? c->dtype : USP_F32;
-}
 
 static size_t block_bytes(const gpu_run *r, usp_buf b) {
     const usp_config *c = r->c;

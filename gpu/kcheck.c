@@ -549,7 +549,8 @@ out:
 }
 
 /* GPU pack/unpack against usp_a2a_pack/unpack, byte for byte, for every
- * pattern, two geometries (K/V heads replicated and split), fp32 and fp64. */
+ * pattern, two geometries (K/V heads replicated and split), fp32 and fp64;
+ * O and DKV also through fp16 and bf16 wires (pack_to / unpack_from). */
 static usp_status run_pack(usp_kcheck_result *r) {
     usp_status st = USP_OK;
     const int geo[2][4] = {{4, 8, 2, 2}, {2, 8, 4, 3}};   /* ulysses, heads, kv heads, ring */
@@ -595,6 +596,22 @@ static usp_status run_pack(usp_kcheck_result *r) {
                 if (!same_pack || !same_unpack) {
                     r->pass = 0;
                     note(r, "%s (%s, ulysses %d): differs from the host", pat_names[pi], usp_dtype_name(dt), c.ulysses);
+                }
+                /* O and dK/dV of 16-bit runs go on a 16-bit wire: the GPU's round trip
+                 * fp32 -> wire -> fp32 against the host's pack, rounding, unpack */
+                for (int w = 0; !e && (a == USP_A2A_O || a == USP_A2A_DKV) && w < 2; w++) {
+                    usp_dtype wire = w ? USP_BF16 : USP_F16;
+                    usp_round_to_dtype_f32(wire, (float *)hsend, nsend);
+                    usp_a2a_unpack(&c, a, hsend, hdst, el);
+                    usp_a2a_pack(&c, a, hsrc, hsend, el); /* unrounded again for the next wire */
+                    if ((st = usp_gpu_a2a_pack_to(a, &dims, USP_F32, wire, dsrc, dsend, NULL)) != USP_OK) goto out;
+                    if ((st = usp_gpu_a2a_unpack_from(a, &dims, wire, USP_F32, dsend, ddst, NULL)) != USP_OK) goto out;
+                    KC_CUDA(cudaMemcpy(gdst, ddst, (size_t)nd * el, cudaMemcpyDeviceToHost));
+                    if (memcmp(hdst, gdst, (size_t)nd * el) != 0) {
+                        r->pass = 0;
+                        note(r, "%s (fp32 on a %s wire, ulysses %d): differs from the host", pat_names[pi],
+                             usp_dtype_name(wire), c.ulysses);
+                    }
                 }
                 free(hsrc); free(hsend); free(gsend); free(hdst); free(gdst);
                 hsrc = hsend = gsend = hdst = gdst = NULL;

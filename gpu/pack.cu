@@ -2,8 +2,10 @@
  *
  * One thread per destination element; the source index is computed from the
  * destination's, so every kernel is a gather and no two threads write the
- * same element. Copies move raw elements of 2, 4 or 8 bytes; only the DKV
- * unpack does arithmetic (the sum of replicas). Memory-bound and simple. */
+ * same element. Copies move raw elements of 2, 4 or 8 bytes, or convert
+ * between fp32 and a 16-bit wire (round to nearest even, as the CPU
+ * executors' emulation rounds); only the DKV unpack does arithmetic (the sum
+ * of replicas, in fp32). Memory-bound and simple. */
 #include <cuda_runtime.h>
 #include "kernels.h"
 #include "plugins/naive_kernels.cuh"
@@ -22,32 +24,63 @@ __host__ __device__ inline int piece_heads(const Geom &g, usp_a2a a) {
     return (a == USP_A2A_KV || a == USP_A2A_DKV) ? g.Hkvu : g.Hu;
 }
 
+/* The source element of SEND element idx (piece-major). */
+__device__ inline int64_t pack_source(usp_a2a a, const Geom &g, int64_t idx) {
+    const int64_t Lr = (int64_t)g.U * g.Ls;
+    if (a == USP_A2A_LSE) {   /* piece (B,Hu,Ls) from (B,Hu,Lr) */
+        int64_t t = idx % g.Ls, r = idx / g.Ls;
+        int64_t hh = r % g.Hu; r /= g.Hu;
+        int64_t b = r % g.B, u = r / g.B;
+        return (b * g.Hu + hh) * Lr + u * g.Ls + t;
+    }
+    int nh = piece_heads(g, a); /* piece (B,Ls,nh,D) */
+    int64_t d = idx % g.D, r = idx / g.D;
+    int64_t hh = r % nh; r /= nh;
+    int64_t t = r % g.Ls; r /= g.Ls;
+    int64_t b = r % g.B, u = r / g.B;
+    if (a == USP_A2A_Q) return ((b * g.Ls + t) * g.H + u * g.Hu + hh) * g.D + d;
+    if (a == USP_A2A_KV) return ((b * g.Ls + t) * g.Hkv + kv_first(g, (int)u) + hh) * g.D + d;
+    return ((b * Lr + u * g.Ls + t) * nh + hh) * g.D + d; /* O, DKV: tokens [u*Ls, +Ls) of (B,Lr,nh,D) */
+}
+
 /* SEND element idx (piece-major) <- its source element. */
 template <typename E>
 __global__ void pack_kernel(usp_a2a a, Geom g, const E *src, E *send, int64_t n) {
     int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (idx >= n) return;
+    send[idx] = src[pack_source(a, g, idx)];
+}
+
+/* The same, converting (fp32 <-> fp16/bf16, rounded to nearest even). */
+__global__ void pack_convert_kernel(usp_a2a a, Geom g, usp_dtype sdt, const void *src, usp_dtype ddt, void *send,
+                                    int64_t n) {
+    int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (idx >= n) return;
+    naive::st(send, ddt, idx, naive::ld(src, sdt, pack_source(a, g, idx)));
+}
+
+/* The RECV element of dst element idx (Q, KV, O, LSE). */
+__device__ inline int64_t unpack_source(usp_a2a a, const Geom &g, int64_t idx) {
     const int64_t Lr = (int64_t)g.U * g.Ls;
-    int64_t s;
-    if (a == USP_A2A_LSE) {   /* piece (B,Hu,Ls) from (B,Hu,Lr) */
+    if (a == USP_A2A_LSE) {   /* dst (B,H,Ls) */
         int64_t t = idx % g.Ls, r = idx / g.Ls;
-        int64_t hh = r % g.Hu; r /= g.Hu;
-        int64_t b = r % g.B, u = r / g.B;
-        s = (b * g.Hu + hh) * Lr + u * g.Ls + t;
-    } else {                  /* piece (B,Ls,nh,D) */
-        int nh = piece_heads(g, a);
-        int64_t d = idx % g.D, r = idx / g.D;
-        int64_t hh = r % nh; r /= nh;
-        int64_t t = r % g.Ls; r /= g.Ls;
-        int64_t b = r % g.B, u = r / g.B;
-        if (a == USP_A2A_Q)
-            s = ((b * g.Ls + t) * g.H + u * g.Hu + hh) * g.D + d;
-        else if (a == USP_A2A_KV)
-            s = ((b * g.Ls + t) * g.Hkv + kv_first(g, (int)u) + hh) * g.D + d;
-        else   /* O, DKV: tokens [u*Ls, +Ls) of (B,Lr,nh,D) */
-            s = ((b * Lr + u * g.Ls + t) * nh + hh) * g.D + d;
+        int64_t hd = r % g.H, b = r / g.H;
+        int64_t u = hd / g.Hu, hh = hd % g.Hu;
+        return ((u * g.B + b) * g.Hu + hh) * g.Ls + t;
     }
-    send[idx] = src[s];
+    if (a == USP_A2A_O) {     /* dst (B,Ls,H,D) */
+        int64_t d = idx % g.D, r = idx / g.D;
+        int64_t hd = r % g.H; r /= g.H;
+        int64_t t = r % g.Ls, b = r / g.Ls;
+        int64_t u = hd / g.Hu, hh = hd % g.Hu;
+        return (((u * g.B + b) * g.Ls + t) * g.Hu + hh) * g.D + d;
+    }
+    int nh = piece_heads(g, a); /* Q, KV: dst (B,Lr,nh,D) */
+    int64_t d = idx % g.D, r = idx / g.D;
+    int64_t hh = r % nh; r /= nh;
+    int64_t tt = r % Lr, b = r / Lr;
+    int64_t u = tt / g.Ls, t = tt % g.Ls;
+    return (((u * g.B + b) * g.Ls + t) * nh + hh) * g.D + d;
 }
 
 /* dst element idx <- RECV (Q, KV, O, LSE: a copy). */
@@ -55,32 +88,21 @@ template <typename E>
 __global__ void unpack_kernel(usp_a2a a, Geom g, const E *recv, E *dst, int64_t n) {
     int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (idx >= n) return;
-    const int64_t Lr = (int64_t)g.U * g.Ls;
-    int64_t s;
-    if (a == USP_A2A_LSE) {   /* dst (B,H,Ls) */
-        int64_t t = idx % g.Ls, r = idx / g.Ls;
-        int64_t hd = r % g.H, b = r / g.H;
-        int64_t u = hd / g.Hu, hh = hd % g.Hu;
-        s = ((u * g.B + b) * g.Hu + hh) * g.Ls + t;
-    } else if (a == USP_A2A_O) {   /* dst (B,Ls,H,D) */
-        int64_t d = idx % g.D, r = idx / g.D;
-        int64_t hd = r % g.H; r /= g.H;
-        int64_t t = r % g.Ls, b = r / g.Ls;
-        int64_t u = hd / g.Hu, hh = hd % g.Hu;
-        s = (((u * g.B + b) * g.Ls + t) * g.Hu + hh) * g.D + d;
-    } else {                       /* Q, KV: dst (B,Lr,nh,D) */
-        int nh = piece_heads(g, a);
-        int64_t d = idx % g.D, r = idx / g.D;
-        int64_t hh = r % nh; r /= nh;
-        int64_t tt = r % Lr, b = r / Lr;
-        int64_t u = tt / g.Ls, t = tt % g.Ls;
-        s = (((u * g.B + b) * g.Ls + t) * nh + hh) * g.D + d;
-    }
-    dst[idx] = recv[s];
+    dst[idx] = recv[unpack_source(a, g, idx)];
 }
 
-/* DKV: dst (B,Ls,Hkv,D) = sum, in rank order, of the pieces holding the head. */
-__global__ void unpack_dkv_kernel(Geom g, usp_dtype dt, const void *recv, void *dst, int64_t n) {
+/* The same, converting (fp16/bf16 <-> fp32). */
+__global__ void unpack_convert_kernel(usp_a2a a, Geom g, usp_dtype sdt, const void *recv, usp_dtype ddt, void *dst,
+                                      int64_t n) {
+    int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (idx >= n) return;
+    naive::st(dst, ddt, idx, naive::ld(recv, sdt, unpack_source(a, g, idx)));
+}
+
+/* DKV: dst (B,Ls,Hkv,D) = sum, in rank order, of the pieces holding the head.
+ * Pieces of dtype rdt (fp64, fp32, or a 16-bit wire), dst of dtype ddt (fp64 with
+ * fp64, else fp32 or 16-bit). */
+__global__ void unpack_dkv_kernel(Geom g, usp_dtype rdt, const void *recv, usp_dtype ddt, void *dst, int64_t n) {
     int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (idx >= n) return;
     int64_t d = idx % g.D, r = idx / g.D;
@@ -92,15 +114,15 @@ __global__ void unpack_dkv_kernel(Geom g, usp_dtype dt, const void *recv, void *
         int k0 = kv_first(g, u);
         if (kh < k0 || kh >= k0 + g.Hkvu) continue;
         int64_t s = (((u * (int64_t)g.B + b) * g.Ls + t) * g.Hkvu + (kh - k0)) * g.D + d;
-        if (dt == USP_F64)
+        if (rdt == USP_F64)
             acc += static_cast<const double *>(recv)[s];
         else   /* fp32 sum for 32- and 16-bit data: the rounding the CPU executors use */
-            acc = (float)acc + naive::ld(recv, dt, s);
+            acc = (float)acc + naive::ld(recv, rdt, s);
     }
-    if (dt == USP_F64)
+    if (ddt == USP_F64)
         static_cast<double *>(dst)[idx] = acc;
     else
-        naive::st(dst, dt, idx, (float)acc);
+        naive::st(dst, ddt, idx, (float)acc);
 }
 
 Geom geom_of(const usp_a2a_dims *d) {
@@ -184,27 +206,55 @@ extern "C" usp_a2a_dims usp_a2a_dims_of(const usp_config *c) {
 
 extern "C" long usp_gpu_a2a_piece_elems(usp_a2a a, const usp_a2a_dims *d) { return piece_elems(a, geom_of(d)); }
 
-extern "C" usp_status usp_gpu_a2a_pack(usp_a2a a, const usp_a2a_dims *d, usp_dtype dt, const void *src,
-                                       void *send, void *stream) {
+/* fp64 with fp64 only; the other dtypes convert among themselves. */
+usp_status check_dtypes(const char *what, usp_dtype a, usp_dtype b) {
+    if ((a == USP_F64) != (b == USP_F64))
+        return usp_fail(USP_EINVAL, "%s: %s to %s is not a conversion it makes", what, usp_dtype_name(a),
+                        usp_dtype_name(b));
+    return USP_OK;
+}
+
+extern "C" usp_status usp_gpu_a2a_pack_to(usp_a2a a, const usp_a2a_dims *d, usp_dtype src_dt, usp_dtype send_dt,
+                                          const void *src, void *send, void *stream) {
     USP_TRY(check_geom(d));
     if (a == USP_A2A_NONE) return usp_fail(USP_EINVAL, "pack: no a2a pattern");
+    USP_TRY(check_dtypes("pack", src_dt, send_dt));
     Geom g = geom_of(d);
     int64_t n = (int64_t)piece_elems(a, g) * g.U;
-    by_size<PackGo>(usp_dtype_size(dt), n, static_cast<cudaStream_t>(stream), a, g, src, send, n);
+    cudaStream_t st = static_cast<cudaStream_t>(stream);
+    if (src_dt == send_dt) {
+        by_size<PackGo>(usp_dtype_size(src_dt), n, st, a, g, src, send, n);
+    } else {
+        pack_convert_kernel<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(a, g, src_dt, src, send_dt, send, n);
+    }
     return launched("a2a pack");
 }
 
-extern "C" usp_status usp_gpu_a2a_unpack(usp_a2a a, const usp_a2a_dims *d, usp_dtype dt, const void *recv,
-                                         void *dst, void *stream) {
+extern "C" usp_status usp_gpu_a2a_pack(usp_a2a a, const usp_a2a_dims *d, usp_dtype dt, const void *src,
+                                       void *send, void *stream) {
+    return usp_gpu_a2a_pack_to(a, d, dt, dt, src, send, stream);
+}
+
+extern "C" usp_status usp_gpu_a2a_unpack_from(usp_a2a a, const usp_a2a_dims *d, usp_dtype recv_dt, usp_dtype dst_dt,
+                                              const void *recv, void *dst, void *stream) {
     USP_TRY(check_geom(d));
     if (a == USP_A2A_NONE) return usp_fail(USP_EINVAL, "unpack: no a2a pattern");
+    USP_TRY(check_dtypes("unpack", recv_dt, dst_dt));
     Geom g = geom_of(d);
     int64_t n = dst_elems(a, g);
     cudaStream_t st = static_cast<cudaStream_t>(stream);
     if (a == USP_A2A_DKV) {
-        unpack_dkv_kernel<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(g, dt, recv, dst, n);
+        unpack_dkv_kernel<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(g, recv_dt, recv, dst_dt, dst, n);
         return launched("a2a unpack (dK/dV)");
     }
-    by_size<UnpackGo>(usp_dtype_size(dt), n, st, a, g, recv, dst, n);
+    if (recv_dt == dst_dt)
+        by_size<UnpackGo>(usp_dtype_size(recv_dt), n, st, a, g, recv, dst, n);
+    else
+        unpack_convert_kernel<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(a, g, recv_dt, recv, dst_dt, dst, n);
     return launched("a2a unpack");
+}
+
+extern "C" usp_status usp_gpu_a2a_unpack(usp_a2a a, const usp_a2a_dims *d, usp_dtype dt, const void *recv,
+                                         void *dst, void *stream) {
+    return usp_gpu_a2a_unpack_from(a, d, dt, dt, recv, dst, stream);
 }

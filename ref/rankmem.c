@@ -8,6 +8,7 @@
 #include "usp/a2a.h"
 #include "usp/attention.h"
 #include "usp/dispatch.h"
+#include "usp/inputs.h"
 #include "usp/layout.h"
 
 /* The kernels' per-row intervals (usp/rowmask.h) of the attention steps
@@ -61,10 +62,9 @@ usp_status usp_rank_mem_alloc(const usp_schedule *s, int rank, usp_rank_mem *m) 
     memset(m, 0, sizeof *m);
     m->sched = s;
     m->rank = rank;
-    if (s->cfg.dtype != USP_F64 && s->cfg.dtype != USP_F32)
-        return usp_fail(USP_EINVAL, "dtype %s: the CPU executors compute in fp64 or fp32 "
-                        "(fp16 and bf16 run on --backend gpu)", usp_dtype_name(s->cfg.dtype));
-    size_t elem = usp_dtype_size(s->cfg.dtype);
+    /* fp16 and bf16 are emulated: fp32 buffers holding inputs already rounded
+     * to the dtype, fp32 arithmetic, the wire payloads rounded (see PACK). */
+    size_t elem = s->cfg.dtype == USP_F64 ? 8 : 4;
     for (int b = 0; b < USP_BUF_COUNT; b++) {
         const usp_buf_info *bi = &rs->bufs[b];
         m->elem[b] = elem;
@@ -236,6 +236,9 @@ void usp_rank_compute(usp_rank_mem *m, const usp_step *st) {
     switch (st->kind) {
     case USP_STEP_PACK:
         usp_a2a_pack(c, st->a2a, m->buf[st->src[0]], m->buf[USP_BUF_SEND], m->elem[USP_BUF_SEND]);
+        if (st->a2a == USP_A2A_O || st->a2a == USP_A2A_DKV) /* a 16-bit wire: what the GPU sends */
+            usp_round_to_dtype_f32(usp_wire_dtype(c), m->buf[USP_BUF_SEND],
+                                   usp_a2a_piece_elems(c, st->a2a) * c->ulysses);
         break;
     case USP_STEP_UNPACK:
         usp_a2a_unpack(c, st->a2a, m->buf[USP_BUF_RECV], m->buf[st->dst[0]], m->elem[USP_BUF_RECV]);

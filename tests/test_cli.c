@@ -50,10 +50,12 @@ static void test_bad_configurations(void **state) {
     expect_refusal("run --scale -2", "--scale '-2' is not a positive number");
     expect_refusal("run --heads 6 --ulysses 4 --ring 1", "heads 6 is not divisible by ulysses 4");
     expect_refusal("run --heads 12 --kv-heads 6 --ulysses 4 --ring 1", "kv_heads 6 and ulysses 4: one must divide the other");
-    expect_refusal("run --dtype bf16", "the CPU executors compute in fp64 or fp32");
+    expect_refusal("run --wire int8", "unknown wire 'int8' (dtype, fp32)");
     expect_refusal("run extra", "unexpected argument 'extra'");
     expect_refusal("schedule --rank 99", "--rank 99 but world is 4");
-    expect_refusal("verify --dtype bf16", "the in-process executor runs fp64 or fp32");
+    expect_refusal("verify --wire-errors --dtype fp32", "--dtype fp32 has no 16-bit wire");
+    expect_refusal("verify --wire-errors --seq 100", "seq 100 is not divisible by 2*ring*ulysses = 8");
+    expect_refusal("verify --seq 64", "--seq, --heads and --head-dim go with --wire-errors");
     expect_refusal("frobnicate", "unknown command 'frobnicate'");
     /* about 7.5 TB of tensors: refused before any allocation */
     expect_refusal("run --backend ref --seq 100000000 --ulysses 1 --ring 1",

@@ -135,9 +135,9 @@ static void test_closed_forms_by_hand(void **state) {
     /* TP: 4 all-reduces of 8 L x h, 2 (n-1)/n each. */
     assert_true(rows[USP_COST_TP].act_bytes == 4 * 2 * 7 * (8 * L * h * e / 8));
     /* Ulysses 8: S = L tokens per GPU, 4 query heads, 1 K/V head per GPU after the
-     * all-to-all; Q K V dO in bf16, O dQ dK dV LSE in fp32. */
+     * all-to-all; Q K V dO, and O dQ dK dV on the default 16-bit wire, in bf16; LSE in fp32. */
     double q = L * 4 * 128, kv = L * 1 * 128, lse = L * 4;
-    double fwd = 7 * (q * 2 + 2 * kv * 2 + q * 4 + lse * 4), bwd = 7 * (q * 2 + q * 4 + 2 * kv * 4);
+    double fwd = 7 * (q * 2 + 2 * kv * 2 + q * 2 + lse * 4), bwd = 7 * (q * 2 + q * 2 + 2 * kv * 2);
     assert_true(rows[USP_COST_ULYSSES].act_bytes == fwd + bwd);
     /* Ring 8: K/V blocks of L tokens x 8 K/V heads: 7 hops forward, 7 K/V + 8 dK/dV hops backward. */
     double block = L * 8 * 128;

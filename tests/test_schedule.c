@@ -330,6 +330,33 @@ static void test_backward_attention_does_not_wait_for_the_previous_hop(void **st
     }
 }
 
+/* The wire: in a 16-bit run the O, dQ, dK, dV all-to-alls send 2 bytes an
+ * element (fp32 with --wire fp32), Q, K, V, dO their dtype, LSE fp32. */
+static void test_wire_bytes(void **state) {
+    (void)state;
+    usp_config c = small(USP_RING_ZIGZAG, 1, 2, 2, USP_LAYOUT_ULYSSES_INNER);
+    c.dtype = USP_BF16;
+    double sent[2][USP_A2A_DKV + 1] = {{0}};
+    for (int w = 0; w < 2; w++) {
+        c.wire = w ? USP_WIRE_FP32 : USP_WIRE_DTYPE;
+        usp_schedule s;
+        assert_int_equal(usp_schedule_build(&c, 1, &s), USP_OK);
+        const usp_rank_schedule *rs = &s.ranks[1];
+        for (int i = 0; i < rs->nsteps; i++)
+            if (usp_rank_step(rs, i)->kind == USP_STEP_ALL_TO_ALL)
+                sent[w][usp_rank_step(rs, i)->a2a] += usp_rank_step(rs, i)->bytes_sent;
+        usp_schedule_free(&s);
+    }
+    double ls = 96 / 4, q = ls * 8 * 4, kv = ls * 2 * 4, half = 0.5; /* elements; half goes out */
+    assert_true(sent[0][USP_A2A_Q] == 2 * 2 * q * half);       /* q, do in bf16 */
+    assert_true(sent[0][USP_A2A_KV] == 2 * 2 * kv * half);     /* k, v */
+    assert_true(sent[0][USP_A2A_LSE] == 4 * ls * 8 * half);    /* fp32 either way */
+    assert_true(sent[0][USP_A2A_O] == 2 * 2 * q * half);       /* o, dq on the bf16 wire */
+    assert_true(sent[0][USP_A2A_DKV] == 2 * 2 * kv * half);    /* dk, dv */
+    assert_true(sent[1][USP_A2A_O] == 2 * sent[0][USP_A2A_O] && sent[1][USP_A2A_DKV] == 2 * sent[0][USP_A2A_DKV]);
+    assert_true(sent[1][USP_A2A_Q] == sent[0][USP_A2A_Q] && sent[1][USP_A2A_LSE] == sent[0][USP_A2A_LSE]);
+}
+
 static void test_refuses_bad_config(void **state) {
     (void)state;
     usp_config c = small(USP_RING_ZIGZAG, 1, 2, 4, USP_LAYOUT_ULYSSES_INNER);
@@ -350,6 +377,7 @@ int main(void) {
         cmocka_unit_test(test_compact_form_expands_to_every_rank_list),
         cmocka_unit_test(test_compact_form_is_small),
         cmocka_unit_test(test_backward_attention_does_not_wait_for_the_previous_hop),
+        cmocka_unit_test(test_wire_bytes),
         cmocka_unit_test(test_refuses_bad_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

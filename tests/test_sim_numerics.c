@@ -4,7 +4,8 @@
  * 2 and 1), forward and backward, in fp64; and in fp32 on the world-8
  * cases of `usp verify --quick` with both degrees above 1 and kv_heads 8.
  * Each case is a fresh simulation in a child process (tens of ms), hence
- * the fp32 subset: it checks the 4-byte element paths of the messages.
+ * the fp32 subset: it checks the 4-byte element paths of the messages;
+ * and bf16/fp16, emulated in fp32, on both wires.
  * With masks (documents, windows, slices with gaps, on basic, zigzag and
  * balanced layouts) the same bits again, and compute time on visible pairs:
  * packed documents take less simulated attention time than one causal
@@ -93,6 +94,22 @@ static void verify_matrix(usp_dtype dtype, int quick) {
 static void verify_cases_fp64(void **state) { (void)state; verify_matrix(USP_F64, 0); }
 static void verify_quick_cases_fp32(void **state) { (void)state; verify_matrix(USP_F32, 1); }
 
+/* bf16 and fp16, emulated in fp32 with the payloads of the 16-bit wire
+ * rounded: the same bits in the simulator as in the in-process executor. */
+static void emulated_16_bit_cases(void **state) {
+    (void)state;
+    static const int mesh[][2] = {{2, 2}, {4, 2}};
+    for (int k = 0; k < 2; k++)
+        for (int w = 0; w < 2; w++) {
+            usp_config c = usp_config_default();
+            c.ulysses = mesh[k][0]; c.ring = mesh[k][1];
+            c.heads = 8; c.kv_heads = k ? 2 : 8; c.head_dim = 16; c.seq = 96;
+            c.dtype = k ? USP_F16 : USP_BF16;
+            c.wire = w ? USP_WIRE_FP32 : USP_WIRE_DTYPE;
+            compare_case(&c);
+        }
+}
+
 /* A larger case, where blocks span many kernel tiles. */
 static void larger_case(void **state) {
     (void)state;
@@ -158,6 +175,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(verify_cases_fp64),
         cmocka_unit_test(verify_quick_cases_fp32),
+        cmocka_unit_test(emulated_16_bit_cases),
         cmocka_unit_test(larger_case),
         cmocka_unit_test(mask_cases),
         cmocka_unit_test(mask_time_counts_visible_pairs),

@@ -34,7 +34,8 @@ void usp_result_free(usp_result *r);
 void usp_result_count_schedule(usp_result *r, const usp_schedule *s);
 
 /* In-process executor: every rank's list run in one process, memcpy as
- * transport, the CPU block kernels in cfg->dtype (f64 or f32). trace may be NULL. */
+ * transport, the CPU block kernels in cfg->dtype (f64 or f32; fp16 and bf16
+ * emulated in fp32, usp/rankmem.h). trace may be NULL. */
 usp_status usp_ref_execute(const usp_schedule *s, const usp_inputs *in,
                            usp_result *out, usp_trace *trace);
 

@@ -29,7 +29,10 @@ typedef struct {
 usp_status usp_inputs_make(const usp_config *cfg, const char *dir, usp_inputs *out);
 void usp_inputs_free(usp_inputs *in);
 
-/* Rounds x in place to the precision of dtype (f64: nothing). */
+/* Rounds x in place to the precision of dtype (f64: nothing), to nearest even. */
 void usp_round_to_dtype(usp_dtype dtype, double *x, long n);
+/* The same for fp32 values (f64 and f32: nothing): what a GPU's conversion
+ * to fp16 or bf16 and back to fp32 gives. */
+void usp_round_to_dtype_f32(usp_dtype dtype, float *x, long n);
 
 #endif

@@ -6,6 +6,13 @@
  * usp_rank_msg_pack() and put back with usp_rank_msg_unpack(). Only the
  * transport differs between them, so their outputs are bit-identical.
  *
+ * fp16 and bf16 runs are a CPU emulation of the GPU's arithmetic around the
+ * kernels: fp32 buffers and arithmetic (as the GPU's accumulators, LSE and
+ * dK/dV ring), inputs rounded to the dtype (as the GPU holds them), and the
+ * O, dQ, dK, dV all-to-all payloads rounded to usp_wire_dtype() when packed
+ * (as the GPU converts them). The kernels' own 16-bit products are not
+ * emulated: the error measured is that of the schedule and the wire.
+ *
  * Messages of a comm step, by kind (group = the step's group; peer index =
  * position in that group):
  *   ALL_TO_ALL       to peer i: piece i of SEND;  from peer j: piece j of RECV
@@ -23,7 +30,7 @@ typedef struct {
     const usp_schedule *sched;
     int rank;
     void *buf[USP_BUF_COUNT];     /* owner-resolved; NULL where unused */
-    size_t elem[USP_BUF_COUNT];   /* bytes per element: 8 (f64) or 4 (f32) */
+    size_t elem[USP_BUF_COUNT];   /* bytes per element: 8 (f64) or 4 (f32, fp16, bf16) */
     /* Per-row intervals of the attention steps with a mask layer, by
      * (K/V ring rank j, layer): rows_at[j*layers + l] is the offset in rows
      * of lo then hi (each batch x the block's q_len, usp/rowmask.h), or -1. */

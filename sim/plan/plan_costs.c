@@ -149,6 +149,9 @@ void plan_dims_make(const usp_workload *w, const usp_mix *x, plan_dims *d) {
     d->mlp_mats = m->gated_mlp ? 3 : 2;
     d->e = (double)usp_dtype_size(w->dtype);
     d->ea = (double)usp_buf_elem_size(USP_ROLE_ACCUM, w->dtype);
+    usp_config wire = usp_config_default(); /* the planner's runs send the default wire */
+    wire.dtype = w->dtype;
+    d->ew = (double)usp_dtype_size(usp_wire_dtype(&wire));
     d->es = (double)usp_buf_elem_size(USP_ROLE_STATS, w->dtype);
     d->p_layer = d->h * (d->Ht + 2 * d->Hkvt) * d->D + d->Ht * d->D * d->h + d->mlp_mats * d->h * d->F / d->T +
                  2 * d->h;
@@ -182,12 +185,12 @@ static double tp_layer_bytes(const plan_dims *d) {
 }
 
 /* The USP schedule's all-to-alls: forward Q, K, V, then O and LSE back;
- * backward dO, then dQ, dK, dV back. */
+ * backward dO, then dQ, dK, dV back (O, dQ, dK, dV on the wire dtype). */
 static double ulysses_layer_bytes(const plan_dims *d) {
     if (d->U < 2) return 0;
     double q = d->S * d->Hu * d->D, kv = d->S * d->Hkvu * d->D, lse = d->S * d->Hu;
-    double fwd = (d->U - 1) * (q * d->e + 2 * kv * d->e + q * d->ea + lse * d->es);
-    double bwd = (d->U - 1) * (q * d->e + q * d->ea + 2 * kv * d->ea);
+    double fwd = (d->U - 1) * (q * d->e + 2 * kv * d->e + q * d->ew + lse * d->es);
+    double bwd = (d->U - 1) * (q * d->e + q * d->ew + 2 * kv * d->ew);
     return fwd * (1 + d->recompute) + bwd;
 }
 

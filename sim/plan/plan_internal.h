@@ -50,6 +50,7 @@ typedef struct {
     double Vt;           /* vocabulary rows per TP rank (padded up) */
     double mlp_mats;     /* 3 (SwiGLU) or 2 (GELU) */
     double e, ea, es;    /* element bytes: data, accumulators, statistics (as the USP schedule) */
+    double ew;           /* element bytes of O, dQ, dK, dV on the all-to-all wire (usp_wire_dtype) */
     double p_layer;      /* parameters of one layer on one TP shard */
     double p_edges;      /* embedding, LM head, final norm on one TP shard */
     double shard_layer, shard_edges; /* their ZeRO shards, padded up */

@@ -116,6 +116,9 @@ int usp_cli_config_option(const char *cmd, int opt, const char *arg, usp_config 
     case USP_OPT_LAYOUT:
         if (usp_parse_layout(arg, &cfg->layout) != USP_OK) return usp_cli_report(cmd, USP_EINVAL), -1;
         return 1;
+    case USP_OPT_WIRE:
+        if (usp_parse_wire(arg, &cfg->wire) != USP_OK) return usp_cli_report(cmd, USP_EINVAL), -1;
+        return 1;
     case USP_OPT_DKV_SERIAL: cfg->dkv_serial = 1; return 1;
     default:
         return 0;
@@ -156,6 +159,9 @@ void usp_cli_config_help(FILE *f) {
             "  --ring-impl I       basic, zigzag, stripe, allgather, balanced (default %s)\n"
             "  --layout P          ulysses-inner (g = r*U + u) or ring-inner (g = u*R + r)\n"
             "  --seed N            seed of the generated inputs (default %llu)\n"
+            "  --wire W            what the all-to-alls of O, dQ, dK, dV carry in bf16/fp16\n"
+            "                      runs: dtype (the run's, default) or fp32; the CPU\n"
+            "                      executors round the payload to the dtype as the GPU does\n"
             "  --dkv-serial        backward ring without separate dK/dV accumulators: each\n"
             "                      attention waits for the previous dK/dV hop (the schedule\n"
             "                      of older recorded traces)\n"

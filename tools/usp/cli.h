@@ -14,7 +14,7 @@
 /* Long options every command that takes a problem accepts, to splice into a
  * getopt_long table: --batch --seq --heads --kv-heads --head-dim --causal
  * --no-causal --scale --dtype --ulysses --ring --ring-impl --layout --seed
- * and the mask: --seqlens --seqlens-file --window --mask, --dkv-serial.
+ * and the mask: --seqlens --seqlens-file --window --mask, --wire, --dkv-serial.
  * Their codes are USP_OPT_CONFIG_FIRST .. USP_OPT_CONFIG_LAST; commands use
  * codes from USP_OPT_CMD_FIRST upwards for their own long options. */
 enum {
@@ -22,7 +22,7 @@ enum {
     USP_OPT_BATCH = USP_OPT_CONFIG_FIRST, USP_OPT_SEQ, USP_OPT_HEADS, USP_OPT_KV_HEADS,
     USP_OPT_HEAD_DIM, USP_OPT_CAUSAL, USP_OPT_NO_CAUSAL, USP_OPT_SCALE, USP_OPT_DTYPE,
     USP_OPT_ULYSSES, USP_OPT_RING, USP_OPT_RING_IMPL, USP_OPT_LAYOUT, USP_OPT_SEED,
-    USP_OPT_SEQLENS, USP_OPT_SEQLENS_FILE, USP_OPT_WINDOW, USP_OPT_MASK, USP_OPT_DKV_SERIAL,
+    USP_OPT_SEQLENS, USP_OPT_SEQLENS_FILE, USP_OPT_WINDOW, USP_OPT_MASK, USP_OPT_WIRE, USP_OPT_DKV_SERIAL,
     USP_OPT_CONFIG_LAST = USP_OPT_DKV_SERIAL,
     USP_OPT_CMD_FIRST = 1100
 };
@@ -45,6 +45,7 @@ enum {
     {"seqlens-file", required_argument, 0, USP_OPT_SEQLENS_FILE}, \
     {"window", required_argument, 0, USP_OPT_WINDOW},             \
     {"mask", required_argument, 0, USP_OPT_MASK},                 \
+    {"wire", required_argument, 0, USP_OPT_WIRE},                 \
     {"dkv-serial", no_argument, 0, USP_OPT_DKV_SERIAL}
 
 /* Applies one parsed config option. Returns 1 if `opt` was a config option,

@@ -10,11 +10,16 @@
  * smaller and larger than a ring rank's share, documents with a window, and
  * a slice list that leaves gaps (rows with two key intervals); each on
  * worlds 4 and 8 with every ulysses x ring split, every ring_impl (balanced
- * included) and both layouts. */
+ * included) and both layouts.
+ *
+ * --dtype fp16/bf16 runs the same matrix in the CPU's emulation of the GPU's
+ * 16-bit arithmetic (usp/rankmem.h); --wire-errors prints instead what the
+ * 16-bit wire costs in accuracy, by mesh (verify_wire.c). */
 #include <stdlib.h>
 #include <string.h>
 #include "cli.h"
 #include "runcase.h"
+#include "verify_wire.h"
 #include "usp/mask.h"
 
 typedef struct { usp_ring_impl impl; int causal; } impl_case;
@@ -31,7 +36,8 @@ static int case_seq(const usp_config *c, int world) {
 }
 
 static void help(void) {
-    printf("usage: usp verify [--dtype fp64|fp32] [--quick] [--json]\n\n"
+    printf("usage: usp verify [--dtype fp64|fp32|fp16|bf16] [--wire dtype|fp32] [--quick] [--masks] [--json]\n"
+           "       usp verify --wire-errors [--dtype bf16|fp16] [--seq L] [--heads H] [--head-dim D] [--json]\n\n"
            "Runs the built-in matrix: world 1, 2, 4, 8 with every ulysses x ring split,\n"
            "every ring_impl and layout, causal and not, kv_heads 8, 2 and 1, forward and\n"
            "backward; each case against the fp64 dense reference (norm-wise tolerance\n"
@@ -42,7 +48,14 @@ static void help(void) {
            "ring_impl (balanced too) and layout. One line per case, a summary with the\n"
            "worst error of each tensor; exit 1 on any failure.\n"
            "  --quick   one layout and kv_heads 8 and 1 only; masks on world 4\n"
-           "  --masks   the mask cases only\n");
+           "  --masks   the mask cases only\n"
+           "  --dtype   fp16 and bf16 are a CPU emulation of the GPU's arithmetic around its\n"
+           "            kernels: fp32 arithmetic, inputs and the all-to-alls of O, dQ, dK, dV\n"
+           "            rounded to the dtype (--wire fp32: those all-to-alls in fp32)\n\n"
+           "--wire-errors: one causal zigzag problem (default bf16, L 2048, 8 heads, D 128)\n"
+           "on ulysses 1 and 2 x ring 1, 2, 4, 8, with the 16-bit wire and with fp32: the\n"
+           "relative error of O, LSE, dQ, dK, dV against the fp64 reference, in the CPU\n"
+           "emulation (the kernels' own 16-bit products are not emulated).\n");
 }
 
 static void print_case(const usp_case *c, int index, int json, const char *mask) {
@@ -78,6 +91,7 @@ static void print_case(const usp_case *c, int index, int json, const char *mask)
 typedef struct {
     int run, failed, json;
     usp_dtype dtype;
+    usp_wire wire;
     const char *mask;              /* name of the current mask case, NULL for the plain matrix */
     int mask_run;
     double worst[USP_T_COUNT];     /* largest rel_err of each tensor over the mask cases */
@@ -114,7 +128,7 @@ static int run_matrix(tally *t, int quick) {
                         c.ulysses = u; c.ring = worlds[w] / u;
                         c.ring_impl = impls[i].impl; c.causal = impls[i].causal;
                         c.layout = (usp_layout)lay; c.kv_heads = kv_heads[kv];
-                        c.heads = 8; c.head_dim = 16; c.dtype = t->dtype;
+                        c.heads = 8; c.head_dim = 16; c.dtype = t->dtype; c.wire = t->wire;
                         c.batch = 1 + (int)(kv % 2);
                         c.seed = 100 + t->run;
                         c.seq = case_seq(&c, worlds[w]);
@@ -170,7 +184,7 @@ static int run_masks(tally *t, int quick) {
                     c.ulysses = mesh[mi][0]; c.ring = mesh[mi][1];
                     c.ring_impl = (usp_ring_impl)impl; c.layout = (usp_layout)lay;
                     c.causal = k != 1 && k != 4; /* what the documents say; the mask decides */
-                    c.heads = 8; c.kv_heads = 2; c.head_dim = 16; c.dtype = t->dtype;
+                    c.heads = 8; c.kv_heads = 2; c.head_dim = 16; c.dtype = t->dtype; c.wire = t->wire;
                     c.batch = MASK_BATCH; c.seq = MASK_SEQ; c.seed = 500 + t->run; c.mask = m;
                     if (run_one(c, t)) { usp_mask_free(m); return 1; }
                 }
@@ -181,20 +195,41 @@ static int run_masks(tally *t, int quick) {
 }
 
 int cmd_verify(int argc, char **argv) {
-    enum { OPT_DTYPE = USP_OPT_CMD_FIRST, OPT_QUICK, OPT_JSON, OPT_MASKS, OPT_HELP };
+    enum { OPT_DTYPE = USP_OPT_CMD_FIRST, OPT_QUICK, OPT_JSON, OPT_MASKS, OPT_WIRE, OPT_WIRE_ERRORS, OPT_SEQ,
+           OPT_HEADS, OPT_HEAD_DIM, OPT_HELP };
     static const struct option opts[] = {
         {"dtype", required_argument, 0, OPT_DTYPE}, {"quick", no_argument, 0, OPT_QUICK},
         {"json", no_argument, 0, OPT_JSON}, {"masks", no_argument, 0, OPT_MASKS},
-        {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
+        {"wire", required_argument, 0, OPT_WIRE}, {"wire-errors", no_argument, 0, OPT_WIRE_ERRORS},
+        {"seq", required_argument, 0, OPT_SEQ}, {"heads", required_argument, 0, OPT_HEADS},
+        {"head-dim", required_argument, 0, OPT_HEAD_DIM}, {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
     tally t = {.dtype = USP_F64};
-    int quick = 0, masks_only = 0, opt;
+    usp_config wire_cfg = usp_config_default();
+    wire_cfg.dtype = USP_BF16; wire_cfg.seq = 2048; wire_cfg.heads = 8; wire_cfg.head_dim = 128;
+    int quick = 0, masks_only = 0, wire_errors = 0, dtype_given = 0, shape_given = 0, opt;
+    usp_wire wire = USP_WIRE_DTYPE;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {
         case OPT_DTYPE:
             if (usp_parse_dtype(optarg, &t.dtype) != USP_OK) return usp_cli_report("verify", USP_EINVAL);
-            if (t.dtype != USP_F64 && t.dtype != USP_F32)
-                return usp_cli_bad_input("verify", "--dtype %s: the in-process executor runs fp64 or fp32", optarg);
+            dtype_given = 1;
+            break;
+        case OPT_WIRE:
+            if (usp_parse_wire(optarg, &wire) != USP_OK) return usp_cli_report("verify", USP_EINVAL);
+            break;
+        case OPT_WIRE_ERRORS: wire_errors = 1; break;
+        case OPT_SEQ:
+            if (usp_cli_int_option("verify", "seq", optarg, 1, 1 << 20, &wire_cfg.seq)) return 2;
+            shape_given = 1;
+            break;
+        case OPT_HEADS:
+            if (usp_cli_int_option("verify", "heads", optarg, 1, 1024, &wire_cfg.heads)) return 2;
+            shape_given = 1;
+            break;
+        case OPT_HEAD_DIM:
+            if (usp_cli_int_option("verify", "head-dim", optarg, 1, 256, &wire_cfg.head_dim)) return 2;
+            shape_given = 1;
             break;
         case OPT_QUICK: quick = 1; break;
         case OPT_MASKS: masks_only = 1; break;
@@ -204,6 +239,15 @@ int cmd_verify(int argc, char **argv) {
         }
     }
     if (optind < argc) return usp_cli_bad_input("verify", "unexpected argument '%s'", argv[optind]);
+    if (wire_errors) {
+        if (dtype_given && usp_dtype_size(t.dtype) != 2)
+            return usp_cli_bad_input("verify", "--wire-errors: --dtype %s has no 16-bit wire (fp16, bf16)",
+                                     usp_dtype_name(t.dtype));
+        if (dtype_given) wire_cfg.dtype = t.dtype;
+        return usp_verify_wire_errors(&wire_cfg, t.json);
+    }
+    if (shape_given) return usp_cli_bad_input("verify", "--seq, --heads and --head-dim go with --wire-errors");
+    t.wire = wire;
     if (t.json) printf("{\"dtype\": \"%s\", \"cases\": [", usp_dtype_name(t.dtype));
     if (!masks_only && run_matrix(&t, quick)) return 1;
     if (run_masks(&t, quick)) return 1;
@@ -213,9 +257,12 @@ int cmd_verify(int argc, char **argv) {
         for (int k = 0; k < USP_T_COUNT; k++) printf("%s\"%s\": %.3e", k ? ", " : "", usp_tensor_names[k], t.worst[k]);
         printf("}, \"pass\": %s}\n", t.failed ? "false" : "true");
     } else {
-        printf("\n%d cases, %d passed, %d failed (%s, tolerance %.0e norm-wise, %.0e element-wise)\n",
-               t.run, t.run - t.failed, t.failed, usp_dtype_name(t.dtype), usp_tolerance(t.dtype, 0),
-               usp_elem_tolerance(t.dtype, 0));
+        printf("\n%d cases, %d passed, %d failed (%s%s, tolerance %.0e norm-wise, %.0e element-wise)\n",
+               t.run, t.run - t.failed, t.failed, usp_dtype_name(t.dtype),
+               usp_dtype_size(t.dtype) == 2 ? (t.wire == USP_WIRE_FP32 ? " emulated on the CPU, fp32 wire"
+                                                                       : " emulated on the CPU")
+                                            : "",
+               usp_tolerance(t.dtype, 0), usp_elem_tolerance(t.dtype, 0));
         printf("mask cases %d, worst rel_err:", t.mask_run);
         for (int k = 0; k < USP_T_COUNT; k++) printf(" %s %.2e", usp_tensor_names[k], t.worst[k]);
         printf("\n");

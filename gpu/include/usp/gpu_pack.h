@@ -58,6 +58,15 @@ usp_status usp_gpu_a2a_pack(usp_a2a a, const usp_a2a_dims *g, usp_dtype dt, cons
 usp_status usp_gpu_a2a_unpack(usp_a2a a, const usp_a2a_dims *g, usp_dtype dt, const void *recv, void *dst,
                               void *stream);
 
+/* The same with the pieces in another dtype than their tensor: the O, dQ, dK,
+ * dV all-to-alls of a 16-bit run on a 16-bit wire (usp_wire_dtype). pack_to
+ * rounds src_dt to send_dt (nearest even); unpack_from widens recv_dt to
+ * dst_dt (DKV sums in fp32 after widening). fp64 converts to nothing. */
+usp_status usp_gpu_a2a_pack_to(usp_a2a a, const usp_a2a_dims *g, usp_dtype src_dt, usp_dtype send_dt,
+                               const void *src, void *send, void *stream);
+usp_status usp_gpu_a2a_unpack_from(usp_a2a a, const usp_a2a_dims *g, usp_dtype recv_dt, usp_dtype dst_dt,
+                                   const void *recv, void *dst, void *stream);
+
 #ifdef __cplusplus
 }
 #endif
