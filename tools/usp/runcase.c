@@ -56,7 +56,12 @@ static void compare_all(usp_case *c) {
 /* Problems past ~20 GFLOP take seconds on a CPU: say what is going on. */
 static void progress(const usp_case *c, const char *what) {
     const usp_config *k = &c->cfg;
-    double flops = 4.0 * k->batch * (double)k->seq * k->seq * k->heads * k->head_dim;
+    double pairs = (double)k->batch * k->seq * k->seq; /* masked tiles are skipped: count what is visible */
+    if (k->mask) {
+        pairs = 0;
+        for (int b = 0; b < k->batch; b++) pairs += usp_mask_pairs(k->mask, b);
+    }
+    double flops = 4.0 * pairs * k->heads * k->head_dim;
     if (c->backward) flops *= 3.5;
     if (flops > 2e10) fprintf(stderr, "usp: %s (%.0f GFLOP)...\n", what, flops / 1e9);
 }
