@@ -4,8 +4,10 @@
  * 64 heads, D 128, causal, bf16, zigzag) on h100-fattree, for each world
  * size asked (default 1024 = ulysses 8 x ring 128 on 128 nodes, and 4096 =
  * 8 x 512 on 512 nodes). Prints wall time of the schedule build and of the
- * simulation (wall and CPU), and the peak resident memory of this process (schedule) and
- * of the simulating child, with the predicted times.
+ * simulation (wall and CPU), the bytes the compact schedule holds (its pool
+ * of distinct steps, the index lists of the ring ranks, the per-rank
+ * records), the peak resident memory of this process and of the simulating
+ * child, with the predicted times. No trace is kept.
  *
  *   bench_sim_scale [--world N]... [--ulysses U] [--seq L] [--heads H]
  *                   [--platform SPEC] [--ring-impl NAME] */
@@ -16,6 +18,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "usp/layout.h"
 #include "usp/schedule.h"
 #include "usp/sim.h"
 
@@ -75,13 +78,16 @@ static int bench_one(const bench_args *a, int world) {
     double t1 = now_s();
     long steps = 0;
     for (int g = 0; g < s.world; g++) steps += s.ranks[g].nsteps;
+    double held = (double)s.npool * sizeof(usp_step) + (double)s.world * sizeof(usp_rank_schedule);
+    for (int r = 0; r < c.ring; r++) held += (double)s.ranks[usp_rank_of(&c, r, 0)].nsteps * sizeof(uint32_t);
     usp_sim_options o = {.platform = a->platform};
     usp_status st = usp_result_init(&r, &s, 0);
     if (st == USP_OK) st = usp_sim_execute(&s, NULL, &o, &r, NULL);
     double t2 = now_s();
     if (st != USP_OK) { fprintf(stderr, "simulation: %s\n", usp_error()); usp_schedule_free(&s); return 1; }
-    printf("%6d %3d x %-4d %10ld %9.2f %9.2f %9.2f %10.0f %10.0f %10.2f %10.2f\n", world, c.ulysses, c.ring,
-           steps, t1 - t0, t2 - t1, cpu_s(RUSAGE_CHILDREN) - cpu0, max_rss_mib(RUSAGE_SELF),
+    printf("%6d %3d x %-4d %10ld %8d %9.1f %9.2f %9.2f %9.2f %10.0f %10.0f %10.2f %10.2f\n", world, c.ulysses,
+           c.ring, steps, s.npool, held / 1048576, t1 - t0, t2 - t1, cpu_s(RUSAGE_CHILDREN) - cpu0,
+           max_rss_mib(RUSAGE_SELF),
            max_rss_mib(RUSAGE_CHILDREN), r.time_fwd_s * 1e3, r.time_bwd_s * 1e3);
     fflush(stdout);
     usp_result_free(&r);
@@ -98,8 +104,8 @@ int main(int argc, char **argv) {
     }
     printf("timing-only forward+backward, seq %d, %d heads, D 128, causal bf16, %s, on %s\n", a.seq, a.heads,
            usp_ring_impl_name(a.impl), a.platform);
-    printf("%6s %-10s %10s %9s %9s %9s %10s %10s %10s %10s\n", "ranks", "U x R", "steps", "build s", "sim s",
-           "sim cpu s", "RSS MiB", "child MiB", "fwd ms", "bwd ms");
+    printf("%6s %-10s %10s %8s %9s %9s %9s %9s %10s %10s %10s %10s\n", "ranks", "U x R", "steps", "distinct",
+           "sched MiB", "build s", "sim s", "sim cpu s", "RSS MiB", "child MiB", "fwd ms", "bwd ms");
     for (int i = 0; i < a.nworlds; i++)
         if (bench_one(&a, a.worlds[i]) != 0) return 1;
     return 0;
