@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""predict_bench_usp.py: the simulator's prediction of tools/bench-usp's cases.
+
+tools/bench-usp measures, on 2 GPUs: causal, bf16, batch 1, 32 heads, D 128,
+forward + backward, at 32K, 64K and 128K tokens, the whole problem on 1 GPU,
+ring 2 with every ring_impl (basic, zigzag, stripe, allgather) and ulysses 2.
+This predicts the same cases with `usp run --no-numerics` on the 2 x H200
+platform and the H200 kernel profile that traces/ was calibrated with, for
+the schedule of today (double-buffered dK/dV, 16-bit wire) and, beside it,
+for the schedule the recorded runs used (--dkv-serial --wire fp32), so a
+re-measurement has a prediction to meet. All times are simulated.
+
+  tools/bench/predict_bench_usp.py [--usp build/usp] [--seqs 32768,65536,131072] [--json]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PLATFORM = "sim/platforms/h200x2-calibrated.xml"
+PROFILE = "h200-calibrated"
+CASES = [("1gpu", 1, 1, "basic"), ("ring2-basic", 1, 2, "basic"), ("ring2-zigzag", 1, 2, "zigzag"),
+         ("ring2-stripe", 1, 2, "stripe"), ("ring2-allgather", 1, 2, "allgather"), ("ulysses2", 2, 1, "basic")]
+
+
+CUDNN_FWD, CUDNN_BWD = 625.0, 534.0  # TFLOP/s, ANCHORS.md: cuDNN, bf16, L 16384, D 128, non-causal
+
+
+def cudnn_rate_profile(directory):
+    """A copy of the calibrated profile with the bf16 D-128 kernels at cuDNN's rates."""
+    with open(os.path.join(ROOT, "sim", "profiles", PROFILE + ".json")) as f:
+        prof = json.load(f)
+    prof["name"] = PROFILE + "-at-cudnn-rates"
+    prof["attention_tflops"]["bf16"]["128"]["fwd"] = CUDNN_FWD
+    prof["attention_tflops"]["bf16"]["128"]["bwd"] = CUDNN_BWD
+    path = os.path.join(directory, "at-cudnn-rates.json")
+    with open(path, "w") as f:
+        json.dump(prof, f)
+    return path
+
+
+def predict(usp, seq, ulysses, ring, impl, older, profile=PROFILE):
+    cmd = [usp, "run", "--no-numerics", "--platform", os.path.join(ROOT, PLATFORM), "--profile", profile,
+           "--dtype", "bf16", "--causal", "--seq", str(seq), "--heads", "32", "--head-dim", "128",
+           "--ulysses", str(ulysses), "--ring", str(ring), "--ring-impl", impl, "--json"]
+    if older:
+        cmd += ["--dkv-serial", "--wire", "fp32"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        sys.exit("predict_bench_usp: %s: %s" % (" ".join(cmd), out.stderr.strip()))
+    sim = json.loads(out.stdout)["sim"]
+    return sim["time_fwd_s"] * 1e3, sim["time_total_s"] * 1e3
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--usp", default=os.path.join(ROOT, "build", "usp"))
+    p.add_argument("--seqs", default="32768,65536,131072")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        fast = cudnn_rate_profile(tmp)
+        for seq in [int(s) for s in a.seqs.split(",")]:
+            for name, u, r, impl in CASES:
+                fwd, total = predict(a.usp, seq, u, r, impl, False)
+                ofwd, ototal = predict(a.usp, seq, u, r, impl, True)
+                cfwd, ctotal = predict(a.usp, seq, u, r, impl, False, fast)
+                rows.append({"seq": seq, "case": name, "fwd_ms": fwd, "total_ms": total,
+                             "older_fwd_ms": ofwd, "older_total_ms": ototal,
+                             "cudnn_rate_fwd_ms": cfwd, "cudnn_rate_total_ms": ctotal})
+    if a.json:
+        print(json.dumps({"platform": PLATFORM, "profile": PROFILE, "rows": rows}, indent=1))
+        return
+    one = {row["seq"]: row["total_ms"] for row in rows if row["case"] == "1gpu"}
+    print("simulated: %s, profile %s; causal bf16, B 1, H 32, D 128" % (PLATFORM, PROFILE))
+    print("%7s %-16s %9s %12s %9s %14s %20s" % ("L", "case", "fwd ms", "fwd+bwd ms", "scaling", "older fwd+bwd",
+                                               "at cuDNN rates fwd / fwd+bwd"))
+    for row in rows:
+        scale = "" if row["case"] == "1gpu" else "%.1f%%" % (100 * one[row["seq"]] / (2 * row["total_ms"]))
+        print("%7d %-16s %9.2f %12.2f %9s %14.2f %12.2f / %.2f" % (
+            row["seq"], row["case"], row["fwd_ms"], row["total_ms"], scale, row["older_total_ms"],
+            row["cudnn_rate_fwd_ms"], row["cudnn_rate_total_ms"]))
+
+
+if __name__ == "__main__":
+    main()
