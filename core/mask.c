@@ -20,6 +20,12 @@
 
 /* ---- building ----------------------------------------------------------- */
 
+/* Limits that keep a hostile mask from taking the machine: the (row,
+ * interval) pairs while building (24 bytes each), and the intervals one row
+ * may need (each is a layer: layers x L intervals are kept, and every block
+ * runs once per layer it meets). */
+enum { MASK_MAX_ROW_INTERVALS = 1 << 26, MASK_MAX_LAYERS = 64 };
+
 int usp_mask_spec_given(const usp_mask_spec *s) {
     return s && (s->seqlens || s->seqlens_file || s->mask_file || s->window);
 }
@@ -50,6 +56,11 @@ typedef struct { long *start; row_interval *ivs; } row_table;
 static void row_table_free(row_table *t) { free(t->start); free(t->ivs); }
 
 static usp_status collect_rows(const usp_slice *sl, long n, long seq, row_table *t) {
+    double rows = 0;
+    for (long i = 0; i < n; i++) rows += (double)(sl[i].q1 - sl[i].q0);
+    if (rows > MASK_MAX_ROW_INTERVALS)
+        return usp_fail(USP_EINVAL, "the slices cover %.0f query rows in all; at most %d", rows,
+                        MASK_MAX_ROW_INTERVALS);
     t->start = usp_calloc((size_t)seq + 1, sizeof *t->start);
     if (!t->start) return USP_EINTERNAL;
     long total = 0;
@@ -97,6 +108,9 @@ static usp_status normalize_rows(row_table *t, const usp_mask *m, long *count, i
             r[kept++] = (row_interval){lo, hi, r[i].slice};
         }
         count[q] = kept;
+        if (kept > MASK_MAX_LAYERS)
+            return usp_fail(USP_EINVAL, "query %ld sees %ld separate key intervals; at most %d", q, kept,
+                            MASK_MAX_LAYERS);
         if (kept > *layers) *layers = (int)kept;
     }
     return USP_OK;

@@ -190,6 +190,16 @@ static void test_bad_masks_are_refused(void **state) {
     expect_refusal(usp_mask_from_documents(3, 1, 2, down, 1, -1, -1, &m), m, "decrease");
     expect_refusal(usp_mask_from_documents(8, 1, 1, (long[]){0, 8}, 1, -2, 0, &m), m, "window");
 
+    /* a row in 65 pieces, and slices covering too many rows */
+    usp_slice comb[65];
+    for (int i = 0; i < 65; i++) comb[i] = (usp_slice){0, 1, 2 * i, 2 * i + 1, USP_SLICE_FULL};
+    long comb_first[] = {0, 65};
+    expect_refusal(usp_mask_from_slices(200, 1, comb, comb_first, -1, -1, &m), m, "65 separate key intervals");
+    static usp_slice wide[100];
+    for (int i = 0; i < 100; i++) wide[i] = (usp_slice){0, 1000000, i, i + 1, USP_SLICE_FULL};
+    long wide_first[] = {0, 100};
+    expect_refusal(usp_mask_from_slices(1000000, 1, wide, wide_first, -1, -1, &m), m, "query rows in all");
+
     long *lens;
     int n;
     assert_int_equal(usp_mask_parse_seqlens("3,4, 5", &lens, &n), USP_OK);
