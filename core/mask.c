@@ -323,8 +323,9 @@ static usp_status json_index(const usp_json *range, const char *key, long index,
     long v[2];
     for (int i = 0; i < 2; i++) {
         const usp_json *x = &range->items[i];
-        if (x->type != USP_JSON_NUMBER || x->number != (double)(long)x->number || x->number < 0 ||
-            x->number > seq)
+        /* the range first: a double beyond a long has no (long) (found by fuzzing) */
+        if (x->type != USP_JSON_NUMBER || !(x->number >= 0 && x->number <= (double)seq) ||
+            x->number != (double)(long)x->number)
             return usp_fail(USP_EINVAL, "line %d: slice %ld: \"%s\" bounds must be integers in "
                             "0..%ld", x->line, index, key, seq);
         v[i] = (long)x->number;
@@ -468,6 +469,9 @@ static usp_status read_text(const char *path, char **text, size_t *len) {
     return USP_OK;
 }
 
+/* The longest sequence usp takes (usp run --seq 1..2^30). */
+#define USP_MASK_MAX_SEQ (1L << 30)
+
 usp_status usp_mask_build(const usp_mask_spec *spec, long seq, int batch, usp_mask **out) {
     *out = NULL;
     int sources = !!spec->seqlens + !!spec->seqlens_file + !!spec->mask_file;
@@ -516,6 +520,10 @@ usp_status usp_mask_build(const usp_mask_spec *spec, long seq, int batch, usp_ma
         cu[0] = 0;
         cu[1] = seq;
     }
+    /* documents that set the length obey --seq's own limit (found by fuzzing:
+     * a --seqlens-file adding up to 2e9 tokens asked for 48 GB) */
+    if (st == USP_OK && seq > USP_MASK_MAX_SEQ)
+        st = usp_fail(USP_EINVAL, "documents add up to %ld tokens, more than %ld", seq, (long)USP_MASK_MAX_SEQ);
     if (st == USP_OK) st = usp_mask_from_documents(seq, lists, ndocs, cu, spec->causal, left, right, out);
     free(cu);
     return st;

@@ -124,7 +124,7 @@ static void profile_outside_physical_ranges(void **state) {
     /* the same profile in range runs */
     char err[4096];
     write_file("ok.json", profile("0.9", "27", "141"));
-    assert_int_equal(run_usp("run --profile ok.json " SMALL, err, sizeof err), 0);
+    assert_int_equal(run_usp("run --profile ok.json --dtype fp64 " SMALL, err, sizeof err), 0);
 }
 
 /* Once looped for ever writing axis ticks (and lround(NaN) was negated). */
@@ -176,6 +176,60 @@ static void case_seed_not_a_seed(void **state) {
     free(text);
 }
 
+/* An int32 .npy of n cumulative lengths, written by hand. */
+static void write_cu_npy(const char *name, const int *cu, int n) {
+    char header[128];
+    int len = snprintf(header, sizeof header, "{'descr': '<i4', 'fortran_order': False, 'shape': (%d,), }", n);
+    int pad = 64 - (10 + len + 1) % 64;
+    FILE *f = fopen(tmp_path(name), "wb");
+    assert_non_null(f);
+    unsigned short hlen = (unsigned short)(len + pad + 1);
+    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+    fwrite(&hlen, 2, 1, f); /* little-endian machines */
+    fprintf(f, "%s%*s\n", header, pad, "");
+    fwrite(cu, sizeof *cu, (size_t)n, f);
+    fclose(f);
+}
+
+/* What fuzzing found (tests/fuzz/corpus/ keeps each input as a seed too). */
+static void found_by_fuzzing(void **state) {
+    (void)state;
+    /* a slice bound beyond a long was converted to long before its range check */
+    write_file("far-slice.json", "[{\"q\": [1e42, 32], \"k\": [0, 32], \"type\": \"full\"}]");
+    expect_refusal("run --mask far-slice.json --ring-impl basic " SMALL,
+                   "slice 0: \"q\" bounds must be integers in 0..256");
+    /* documents adding up to 2e9 tokens set a sequence beyond --seq's limit and asked for 48 GB */
+    int cu[3] = {0, 1000000000, 2000000000};
+    write_cu_npy("huge-docs.npy", cu, 3);
+    expect_refusal("run --seqlens-file huge-docs.npy --ulysses 1 --ring 1 --no-numerics --trace t.json",
+                   "documents add up to 2000000000 tokens, more than 1073741824");
+    /* a NUMA node of 7777777777 overflowed atoi; the writer then looped over that many sockets */
+    write_file("numa.txt", "\tGPU0\tGPU1\tCPU Affinity\tNUMA Affinity\n"
+                           "GPU0\t X \tNV4\t0-31\t7777777777\n"
+                           "GPU1\tNV4\t X \t0-31\t0\n");
+    expect_refusal("platform --from-topo numa.txt", "numa.txt: line 2: NUMA node '7777777777' is not in 0..63");
+    write_file("nv.txt", "\tGPU0\tGPU1\tCPU Affinity\tNUMA Affinity\n"
+                         "GPU0\t X \tNV77777777777\t0-31\t0\n"
+                         "GPU1\tNV4\t X \t0-31\t0\n");
+    expect_refusal("platform --from-topo nv.txt", "is not an NVLink count");
+}
+
+/* The default job checks fp64 numerics and predicts the time of a bf16 run,
+ * and says so; --dtype chooses the timed dtype. */
+static void prediction_in_the_gpu_dtype(void **state) {
+    (void)state;
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cd %s && %s run " SMALL " | grep -q 'timed dtype      bf16, as a GPU run "
+             "(--dtype to change it); checked in fp64 on the CPU'", tmp_dir, usp_bin);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "cd %s && %s run --dtype fp16 --json " SMALL " | grep -q '\"time_dtype\": \"fp16\", "
+             "\"check_dtype\": \"fp64\"'", tmp_dir, usp_bin);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "cd %s && %s run --dtype fp32 --json " SMALL " | grep -q '\"time_dtype\": \"fp32\", "
+             "\"check_dtype\": \"fp32\"'", tmp_dir, usp_bin);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: test_refusals USP_BINARY TRACES_DIR\n");
@@ -190,6 +244,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(profile_outside_physical_ranges),
         cmocka_unit_test(trace_times_beyond_range),
         cmocka_unit_test(case_seed_not_a_seed),
+        cmocka_unit_test(found_by_fuzzing),
+        cmocka_unit_test(prediction_in_the_gpu_dtype),
     };
     return cmocka_run_group_tests(tests, NULL, remove_tmp_dir);
 }

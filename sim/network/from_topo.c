@@ -28,6 +28,7 @@
 #include "usp/sim.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,6 +89,27 @@ static int split(char *line, char **tok, int max) {
     return n;
 }
 
+/* 0 .. max, or -1 (usp_parse_long_in's contract, for the XML attributes). */
+static int usp_parse_long_in(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+/* A NUMA node number: 0 .. MAX_NUMA - 1, or -1 (found by fuzzing: "NUMA
+ * 7777777777" overflowed atoi and the platform writer looped over that many
+ * sockets). Servers have 1 to 8 NUMA nodes, 32 with sub-NUMA clustering. */
+enum { MAX_NUMA = 64 };
+static int numa_id(const char *s) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    return errno || end == s || *end || v < 0 || v >= MAX_NUMA ? -1 : (int)v;
+}
+
 static usp_status parse_smi(FILE *f, const char *path, smi_matrix *m) {
     char line[4096];
     char *tok[256];
@@ -131,14 +153,16 @@ static usp_status parse_smi(FILE *f, const char *path, smi_matrix *m) {
         /* after the matrix: CPU affinity, then NUMA affinity ("N/A", or "NUMA 0") */
         m->numa[row] = 0;
         for (int i = 1 + m->ndev; i < n; i++) {
-            if (!strcmp(tok[i], "NUMA") && i + 1 < n && isdigit((unsigned char)tok[i + 1][0])) {
-                m->numa[row] = atoi(tok[i + 1]);
-                break;
-            }
-            if (i > 1 + m->ndev && isdigit((unsigned char)tok[i][0]) && !strpbrk(tok[i], ",-")) {
-                m->numa[row] = atoi(tok[i]);
-                break;
-            }
+            const char *id = !strcmp(tok[i], "NUMA") && i + 1 < n && isdigit((unsigned char)tok[i + 1][0])
+                                 ? tok[i + 1]
+                             : i > 1 + m->ndev && isdigit((unsigned char)tok[i][0]) && !strpbrk(tok[i], ",-")
+                                 ? tok[i]
+                                 : NULL;
+            if (!id) continue;
+            if ((m->numa[row] = numa_id(id)) < 0)
+                return usp_fail(USP_EINVAL, "%s: line %d: NUMA node '%s' is not in 0..%d", path, lineno, id,
+                                MAX_NUMA - 1);
+            break;
         }
         m->have_row[row] = 1;
     }
@@ -174,7 +198,8 @@ static usp_status machine_from_smi(const smi_matrix *x, int gen, sim_machine *m)
             if (pxb_or_closer(r)) unite(pswitch, i, j);
             if (r[0] == 'N' && r[1] == 'V') {
                 unite(pnv, i, j);
-                int links = atoi(r + 2);
+                int links = numa_id(r + 2); /* NV1 .. NV18: a small count like a NUMA id */
+                if (links < 0) return usp_fail(USP_EINVAL, "'%s' is not an NVLink count", r);
                 if (!minlinks || links < minlinks) minlinks = links;
             } else all_nv = 0;
         }
@@ -294,13 +319,28 @@ static void walk(xml_ctx *c, xmlNode *n, int socket, int sw, const char *busid, 
                 if (!is(l, "nvlink") || c->nnv[g] == 8) continue;
                 int t = c->nnv[g]++;
                 attr(l, "target", c->nv_target[g][t], sizeof c->nv_target[0][0]);
-                c->nv_count[g][t] = attr(l, "count", buf, sizeof buf) ? atoi(buf) : 1;
+                long count = 1;
+                if (attr(l, "count", buf, sizeof buf) && (usp_parse_long_in(buf, 0, 64, &count) != 0)) {
+                    c->error = 1;
+                    snprintf(c->why, sizeof c->why, "<nvlink count=\"%s\">: not a link count in 0..64", buf);
+                    return;
+                }
+                c->nv_count[g][t] = (int)count;
             }
         } else if (is(k, "nic")) {
             for (xmlNode *q = k->children; q; q = q->next) {
                 if (!is(q, "net")) continue;
                 add_nic(c, socket, sw);
-                if (attr(q, "speed", buf, sizeof buf)) c->nic_mbps = atof(buf);
+                if (attr(q, "speed", buf, sizeof buf)) {
+                    char *end;
+                    c->nic_mbps = strtod(buf, &end);
+                    /* 1 Mb/s to 10 Tb/s: a NIC */
+                    if (end == buf || *end || !(c->nic_mbps >= 1 && c->nic_mbps <= 1e7)) {
+                        c->error = 1;
+                        snprintf(c->why, sizeof c->why, "<net speed=\"%s\">: not a NIC speed in Mb/s", buf);
+                        return;
+                    }
+                }
                 break; /* a NIC's ports count once */
             }
         } else if (k->type == XML_ELEMENT_NODE) {
@@ -331,7 +371,12 @@ static usp_status machine_from_xml(const char *path, int gen, sim_machine *m) {
     char buf[32];
     for (xmlNode *k = root->children; k && !c->error; k = k->next) {
         if (!is(k, "cpu")) continue;
-        int socket = attr(k, "numaid", buf, sizeof buf) && atoi(buf) >= 0 ? atoi(buf) : sockets;
+        int socket = attr(k, "numaid", buf, sizeof buf) ? numa_id(buf) : sockets;
+        if (socket < 0 || socket >= MAX_NUMA) {
+            xmlFreeDoc(doc);
+            free(c);
+            return usp_fail(USP_EINVAL, "%s: <cpu numaid=\"%s\">: not a NUMA node in 0..%d", path, buf, MAX_NUMA - 1);
+        }
         walk(c, k, socket, -1, "", NULL, &next_sw);
         if (socket + 1 > sockets) sockets = socket + 1;
     }

@@ -230,7 +230,10 @@ static void bg_actor(int argc, char **argv) { (void)argc; (void)argv; run_stream
 
 /* ------------------------------------------------- one program at a time */
 
-enum { STACK_BYTES = 128 * 1024 };
+/* sg_actor_set_stacksize takes KiB: 128 KiB (this said 128 * 1024, which
+ * gave every actor 128 MiB, found by the AddressSanitizer build, whose
+ * shadow memory made that cost a second an actor). */
+enum { STACK_KIB = 128 };
 
 static int setup_rank(rank_state *r, int g_rank) {
     r->rank = g_rank;
@@ -256,7 +259,7 @@ static int start_actors(rank_state *r) {
         sg_actor_t a = sg_actor_init(name, g.hosts[r->rank]);
         if (!a) return -1;
         sg_actor_set_data(a, r);
-        sg_actor_set_stacksize(a, STACK_BYTES);
+        sg_actor_set_stacksize(a, STACK_KIB);
         sg_actor_start(a, code[s], 0, NULL);
     }
     return 0;

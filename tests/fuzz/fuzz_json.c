@@ -1,0 +1,74 @@
+/* fuzz_json: the JSON reader (core/json.c) against jansson on any bytes.
+ * Both must accept or refuse alike, and accepted documents must give the
+ * same tree, except where they differ on purpose (core/json.c): usp reads
+ * every number as a double (jansson refuses integers beyond int64), skips a
+ * UTF-8 byte order mark, passes non-UTF-8 bytes through in strings (jansson
+ * refuses them), and stops at a nesting depth of 256 (jansson 2048). A
+ * disagreement aborts, which libFuzzer reports as a finding. */
+#include <jansson.h>
+#include "fuzz_util.h"
+#include "usp/json.h"
+
+static int same_tree(const usp_json *u, const json_t *j) {
+    switch (u->type) {
+    case USP_JSON_NULL: return json_is_null(j);
+    case USP_JSON_BOOL: return json_is_boolean(j) && u->boolean == json_is_true(j);
+    case USP_JSON_NUMBER: return json_is_number(j) && u->number == json_number_value(j);
+    case USP_JSON_STRING: return json_is_string(j) && strcmp(u->string, json_string_value(j)) == 0;
+    case USP_JSON_ARRAY:
+        if (!json_is_array(j) || json_array_size(j) != u->count) return 0;
+        for (size_t i = 0; i < u->count; i++)
+            if (!same_tree(&u->items[i], json_array_get(j, i))) return 0;
+        return 1;
+    case USP_JSON_OBJECT: {
+        if (!json_is_object(j) || json_object_size(j) != u->count) return 0;
+        size_t i = 0;
+        const char *key;
+        json_t *value;
+        json_object_foreach((json_t *)j, key, value) {
+            if (strcmp(key, u->keys[i]) != 0 || !same_tree(&u->items[i], value)) return 0;
+            i++;
+        }
+        return 1;
+    }
+    }
+    return 0;
+}
+
+/* Inputs where the two may rightly disagree. */
+static int outside_common_ground(const uint8_t *data, size_t size, const json_error_t *err, int jansson_ok) {
+    if (size >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0) return 1;
+    int depth = 0, max_depth = 0;
+    for (size_t i = 0; i < size; i++) {
+        if (data[i] == '[' || data[i] == '{') depth++;
+        if (depth > max_depth) max_depth = depth;
+        if (data[i] >= 0x80) return 1; /* UTF-8 validation: jansson's, not usp's */
+        if (data[i] == '\0') return 1; /* jansson stops at a NUL byte (json_loadb does not, but the length...) */
+    }
+    if (max_depth >= USP_JSON_MAX_DEPTH) return 1;
+    if (!jansson_ok && (strstr(err->text, "too big") || strstr(err->text, "invalid Unicode") ||
+                        strstr(err->text, "\\u0000")))
+        return 1;
+    /* jansson reads integers as int64: 1e3 is real, 1000 is integer, both compare as numbers */
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    usp_json *u = NULL;
+    usp_status st = usp_json_parse((const char *)data, size, &u);
+    json_error_t err;
+    json_t *j = json_loadb((const char *)data, size, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &err);
+    if (!outside_common_ground(data, size, &err, j != NULL)) {
+        if ((st == USP_OK) != (j != NULL)) {
+            fprintf(stderr, "usp %s, jansson %s\n", st == USP_OK ? "accepts" : usp_error(), j ? "accepts" : err.text);
+            abort();
+        }
+        if (u && !same_tree(u, j)) {
+            fprintf(stderr, "the trees differ\n");
+            abort();
+        }
+    }
+    usp_json_free(u);
+    json_decref(j);
+    return 0;
+}
