@@ -19,6 +19,9 @@
 typedef struct {
     const char *backend, *input_dir, *dump_dir, *trace_path;
     int json, backward;
+    int dtype_given;          /* --dtype was on the command line */
+    usp_dtype time_dtype;     /* sim: the dtype the prediction is for */
+    const usp_case *timing;   /* sim: the timed run when it is not the checked one */
 #ifdef USP_HAVE_SIM
     usp_sim_options sim;
 #endif
@@ -46,6 +49,9 @@ static void help(void) {
            "  --hostmap FILE    sim: host names of ranks 0, 1, ... one per line\n"
            "  --profile P       sim: device profile, JSON file or built-in name\n"
            "  --no-numerics     sim: time only; no tensors, no check (thousands of ranks)\n"
+           "                    sim: the time is predicted for --dtype (default bf16, the\n"
+           "                    dtype a GPU run uses) while the check runs on the CPU in\n"
+           "                    fp64 (fp32 with --dtype fp32); the trace is the timed run\n"
            "  --cfg NAME:VALUE  sim: a SimGrid setting (repeatable)\n"
            "  --input DIR       read DIR/q.npy k.npy v.npy [do.npy], (B, L, H, D)\n"
            "  --dump DIR        write o lse dq dk dv and ref_o ... ref_dv as .npy\n"
@@ -59,10 +65,24 @@ static void help(void) {
 /* ------------------------------------------------------------ output */
 
 #ifdef USP_HAVE_SIM
+/* The simulated time comes from the timed run (o->timing) when it is not
+ * the checked one: numerics were on in this command all the same. */
 static int sim_report(const usp_case *c, const run_options *o, usp_sim_report *rep) {
     if (strcmp(o->backend, "sim") != 0) return 0;
-    if (usp_sim_report_make(&c->sched, &c->res, &o->sim, rep) != USP_OK) return 0;
+    const usp_case *timed = o->timing ? o->timing : c;
+    if (usp_sim_report_make(&timed->sched, &timed->res, &o->sim, rep) != USP_OK) return 0;
+    rep->numerics = o->sim.numerics;
     return 1;
+}
+
+/* What the prediction is of, beside what was checked. */
+static void print_dtypes(const usp_case *c, const run_options *o) {
+    if (c->ntensors)
+        printf("  timed dtype      %s, as a GPU run (--dtype to change it); checked in %s on the CPU\n",
+               usp_dtype_name(o->time_dtype), usp_dtype_name(c->cfg.dtype));
+    else
+        printf("  timed dtype      %s%s\n", usp_dtype_name(o->time_dtype),
+               o->dtype_given ? "" : ", as a GPU run (--dtype to change it)");
 }
 #endif
 
@@ -103,7 +123,11 @@ static void print_text(const usp_case *c, const run_options *o) {
     if (shown < world) printf("... (%d more ranks; --json lists all)\n", world - shown);
 #ifdef USP_HAVE_SIM
     usp_sim_report rep;
-    if (sim_report(c, o, &rep)) { printf("\n"); usp_sim_report_print(stdout, &rep); }
+    if (sim_report(c, o, &rep)) {
+        printf("\n");
+        usp_sim_report_print(stdout, &rep);
+        print_dtypes(c, o);
+    }
 #endif
     if (!strcmp(o->backend, "gpu"))
         printf("\ntime: forward %.3f ms, backward %.3f ms (CUDA events, median of the timed runs)\n",
@@ -161,7 +185,9 @@ static void print_json(const usp_case *c, const run_options *o) {
     if (sim_report(c, o, &rep)) {
         printf(" \"sim\": ");
         usp_sim_report_json(stdout, &rep);
-        printf(",\n");
+        printf(",\n \"time_dtype\": \"%s\", \"check_dtype\": ", usp_dtype_name(o->time_dtype));
+        if (c->ntensors) printf("\"%s\",\n", usp_dtype_name(c->cfg.dtype));
+        else printf("null,\n");
     }
 #endif
     if (!strcmp(o->backend, "gpu"))
@@ -238,6 +264,20 @@ static int parse_sim_option(int opt, const char *arg, run_options *o) {
     return usp_cli_bad_input("run", "unknown option (usp run --help)");
 }
 
+/* The simulator predicts the time of the run a GPU backend would make: in
+ * bf16 unless --dtype says otherwise. Its numerics (the check) run on the
+ * CPU in fp64 (fp32 when --dtype fp32), whatever dtype is timed; a timed
+ * dtype other than the checked one is simulated once more, timing only. */
+static void choose_dtypes(run_options *o, usp_config *cfg) {
+    o->time_dtype = cfg->dtype;
+#ifdef USP_HAVE_SIM
+    if (strcmp(o->backend, "sim") != 0) return;
+    if (!o->dtype_given) o->time_dtype = USP_BF16;
+    if (!o->sim.numerics) cfg->dtype = o->time_dtype;
+    else if (cfg->dtype != USP_F32) cfg->dtype = USP_F64;
+#endif
+}
+
 /* Whether the run moves real numbers on the CPU (ref, or sim with numerics). */
 static int computes_on_cpu(const run_options *o) {
     if (!strcmp(o->backend, "ref")) return 1;
@@ -268,6 +308,7 @@ typedef struct {
 /* A problem option, one that every backend takes, or one of the simulator. */
 static int apply_option(int opt, const char *arg, void *ctx) {
     parse_target *t = ctx;
+    if (opt == USP_OPT_DTYPE) t->o->dtype_given = 1;
     int r = usp_cli_config_option("run", opt, arg, t->cfg);
     if (r) return r < 0 ? 2 : 0;
     run_options *o = t->o;
@@ -293,6 +334,7 @@ static int parse(int argc, char **argv, usp_config *cfg, run_options *o) {
     int rc = usp_cli_parse("run", argc, argv, opts, RUN_OPT_HELP, help, apply_option, &t);
     if (rc) return rc;
     if ((rc = usp_cli_config_finish("run", cfg))) return rc;
+    choose_dtypes(o, cfg);
     return check_backend(o, cfg);
 }
 
@@ -306,20 +348,31 @@ static usp_status exec_sim(const usp_schedule *s, const usp_inputs *in, usp_resu
 static usp_status run_timing_only(usp_case *c, const run_options *o, usp_trace *tp) {
     USP_TRY(usp_schedule_build(&c->cfg, c->backward, &c->sched));
     USP_TRY(usp_result_init(&c->res, &c->sched, 0));
-    USP_TRY(usp_sim_execute(&c->sched, NULL, &o->sim, &c->res, tp));
+    usp_sim_options timing_only = o->sim;
+    timing_only.numerics = 0;
+    USP_TRY(usp_sim_execute(&c->sched, NULL, &timing_only, &c->res, tp));
     c->ntensors = 0;
     c->pass = 1;
     return USP_OK;
 }
 #endif
 
-static usp_status run_case(usp_case *c, const run_options *o, usp_trace *tp) {
+static usp_status run_case(usp_case *c, usp_case *timing, const run_options *o, usp_trace *tp) {
 #ifdef USP_HAVE_SIM
     if (!strcmp(o->backend, "sim")) {
         USP_TRY(usp_sim_check_options(&o->sim, &c->cfg)); /* before any schedule or tensor */
         if (!o->sim.numerics) return run_timing_only(c, o, tp);
-        return usp_case_run(c, o->input_dir, exec_sim, (void *)&o->sim, tp);
+        if (o->time_dtype == c->cfg.dtype) return usp_case_run(c, o->input_dir, exec_sim, (void *)&o->sim, tp);
+        /* checked in fp64, timed (and traced) in the GPU's dtype */
+        timing->cfg = c->cfg;
+        timing->cfg.dtype = o->time_dtype;
+        timing->backward = c->backward;
+        USP_TRY(usp_sim_check_options(&o->sim, &timing->cfg));
+        USP_TRY(usp_case_run(c, o->input_dir, exec_sim, (void *)&o->sim, NULL));
+        return run_timing_only(timing, o, tp);
     }
+#else
+    (void)timing;
 #endif
     return usp_case_run(c, o->input_dir, usp_exec_ref, NULL, tp);
 }
@@ -350,7 +403,9 @@ int cmd_run(int argc, char **argv) {
     int rc = parse(argc, argv, &cfg, &o);
     if (rc) return rc < 0 ? 0 : rc;
 
-    usp_case c = {.cfg = cfg, .backward = o.backward};
+    usp_case c = {.cfg = cfg, .backward = o.backward}, timing = {.cfg = cfg};
+    usp_config timed_cfg = cfg; /* what the trace shows: the timed run */
+    timed_cfg.dtype = o.time_dtype;
     usp_trace trace, *tp = NULL;
     usp_status st = USP_OK;
 #ifdef USP_HAVE_SIM
@@ -360,11 +415,12 @@ int cmd_run(int argc, char **argv) {
         st = usp_sim_check_memory(&cfg, o.backward);
     if (st != USP_OK) return usp_cli_report("run", st);
 #endif
-    if (o.trace_path) { usp_trace_init(&trace, o.backend, &cfg); tp = &trace; }
+    if (o.trace_path) { usp_trace_init(&trace, o.backend, &timed_cfg); tp = &trace; }
     /* the simulator adds its events rank by rank: written as they come */
     int streamed = tp && !strcmp(o.backend, "sim");
     if (streamed) st = usp_trace_stream_to(tp, o.trace_path);
-    if (st == USP_OK) st = run_case(&c, &o, tp);
+    if (st == USP_OK) st = run_case(&c, &timing, &o, tp);
+    if (timing.sched.world) o.timing = &timing;
     if (st == USP_OK && o.dump_dir && c.ntensors) st = dump(&c, o.dump_dir);
     if (st == USP_OK && tp) st = streamed ? usp_trace_finish(tp) : usp_trace_write(tp, o.trace_path);
     if (st == USP_OK) {
@@ -375,5 +431,6 @@ int cmd_run(int argc, char **argv) {
     }
     if (tp) usp_trace_free(tp);
     usp_case_free(&c);
+    usp_case_free(&timing);
     return rc;
 }
