@@ -51,7 +51,6 @@ static void test_bad_configurations(void **state) {
     expect_refusal("run --heads 6 --ulysses 4 --ring 1", "heads 6 is not divisible by ulysses 4");
     expect_refusal("run --heads 12 --kv-heads 6 --ulysses 4 --ring 1", "kv_heads 6 and ulysses 4: one must divide the other");
     expect_refusal("run --wire int8", "unknown wire 'int8' (dtype, fp32)");
-    expect_refusal("run --backend ref --dtype bf16", "the CPU executors compute in fp64 or fp32");
     expect_refusal("run extra", "unexpected argument 'extra'");
     expect_refusal("schedule --rank 99", "--rank 99 but world is 4");
     expect_refusal("verify --wire-errors --dtype fp32", "--dtype fp32 has no 16-bit wire");

@@ -215,14 +215,14 @@ static void found_by_fuzzing(void **state) {
 }
 
 /* The default job checks fp64 numerics and predicts the time of a bf16 run,
- * and says so; --dtype chooses the timed dtype. */
+ * and says so; --dtype D checks and times D. */
 static void prediction_in_the_gpu_dtype(void **state) {
     (void)state;
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "cd %s && %s run " SMALL " | grep -q 'timed dtype      bf16, as a GPU run "
              "(--dtype to change it); checked in fp64 on the CPU'", tmp_dir, usp_bin);
     assert_int_equal(system(cmd), 0);
-    snprintf(cmd, sizeof cmd, "cd %s && %s run --dtype fp16 --json " SMALL " | grep -q '\"time_dtype\": \"fp16\", "
+    snprintf(cmd, sizeof cmd, "cd %s && %s run --json " SMALL " | grep -q '\"time_dtype\": \"bf16\", "
              "\"check_dtype\": \"fp64\"'", tmp_dir, usp_bin);
     assert_int_equal(system(cmd), 0);
     snprintf(cmd, sizeof cmd, "cd %s && %s run --dtype fp32 --json " SMALL " | grep -q '\"time_dtype\": \"fp32\", "

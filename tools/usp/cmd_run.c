@@ -49,9 +49,9 @@ static void help(void) {
            "  --hostmap FILE    sim: host names of ranks 0, 1, ... one per line\n"
            "  --profile P       sim: device profile, JSON file or built-in name\n"
            "  --no-numerics     sim: time only; no tensors, no check (thousands of ranks)\n"
-           "                    sim: the time is predicted for --dtype (default bf16, the\n"
-           "                    dtype a GPU run uses) while the check runs on the CPU in\n"
-           "                    fp64 (fp32 with --dtype fp32); the trace is the timed run\n"
+           "                    sim: without --dtype the check runs on the CPU in fp64\n"
+           "                    and the time is predicted for bf16, the dtype a GPU run\n"
+           "                    uses (the trace is the timed run); --dtype D does both in D\n"
            "  --cfg NAME:VALUE  sim: a SimGrid setting (repeatable)\n"
            "  --input DIR       read DIR/q.npy k.npy v.npy [do.npy], (B, L, H, D)\n"
            "  --dump DIR        write o lse dq dk dv and ref_o ... ref_dv as .npy\n"
@@ -78,8 +78,8 @@ static int sim_report(const usp_case *c, const run_options *o, usp_sim_report *r
 /* What the prediction is of, beside what was checked. */
 static void print_dtypes(const usp_case *c, const run_options *o) {
     if (c->ntensors)
-        printf("  timed dtype      %s, as a GPU run (--dtype to change it); checked in %s on the CPU\n",
-               usp_dtype_name(o->time_dtype), usp_dtype_name(c->cfg.dtype));
+        printf("  timed dtype      %s%s; checked in %s on the CPU\n", usp_dtype_name(o->time_dtype),
+               o->dtype_given ? " (--dtype)" : ", as a GPU run (--dtype to change it)", usp_dtype_name(c->cfg.dtype));
     else
         printf("  timed dtype      %s%s\n", usp_dtype_name(o->time_dtype),
                o->dtype_given ? "" : ", as a GPU run (--dtype to change it)");
@@ -265,16 +265,16 @@ static int parse_sim_option(int opt, const char *arg, run_options *o) {
 }
 
 /* The simulator predicts the time of the run a GPU backend would make: in
- * bf16 unless --dtype says otherwise. Its numerics (the check) run on the
- * CPU in fp64 (fp32 when --dtype fp32), whatever dtype is timed; a timed
- * dtype other than the checked one is simulated once more, timing only. */
+ * bf16 unless --dtype says otherwise. Without --dtype its numerics (the
+ * check) run on the CPU in fp64 while bf16 is timed, in a second simulation
+ * without numerics; with --dtype D both are D (a 16-bit D checked as the
+ * CPU emulation of usp verify). */
 static void choose_dtypes(run_options *o, usp_config *cfg) {
     o->time_dtype = cfg->dtype;
 #ifdef USP_HAVE_SIM
-    if (strcmp(o->backend, "sim") != 0) return;
-    if (!o->dtype_given) o->time_dtype = USP_BF16;
-    if (!o->sim.numerics) cfg->dtype = o->time_dtype;
-    else if (cfg->dtype != USP_F32) cfg->dtype = USP_F64;
+    if (strcmp(o->backend, "sim") != 0 || o->dtype_given) return;
+    o->time_dtype = USP_BF16;
+    if (!o->sim.numerics) cfg->dtype = USP_BF16;
 #endif
 }
 
