@@ -20,6 +20,10 @@
  *   dV, dK:  keys 32*(w/2).., columns (D/2)*(w%2)..
  *   dQ:      rows 32*(w/4).., columns (D/4)*(w%4)..
  *
+ * Masks (usp/rowmask.h): the CTA visits the query tiles from the first to the
+ * last row that sees one of its keys (bwd_work), and applies the per-element
+ * predicate on the tiles where some row does not see all of its keys.
+ *
  * Shared memory at D = 128: K, V 2 x 32 KB, Q, dO 2 x 2 x 16 KB, P, dS 2 x 16 KB
  * = 160 KB: one CTA an SM. */
 #include "kcommon.cuh"
@@ -165,10 +169,12 @@ __global__ void __launch_bounds__(BWD_NTH, bwd_minb<D>::v) bwd_kernel(const UspB
     T *sP = sdO + 2 * BM * D;                   /* BM x BN */
     T *sdS = sP + BM * BN;                      /* BM x BN */
 
-    const BwdWork wk = bwd_work<BWD_BM, BWD_BN>(p);
+    __shared__ uint32_t tile_flags[BWD_FLAG_WORDS];
+    __shared__ int red[2];
+    const int hk = blockIdx.y, b = blockIdx.z;
+    const BwdWork wk = bwd_work<BWD_BM, BWD_BN>(p, b, tile_flags, red);
     if (wk.iters == 0) return;   /* no query sees these keys: nothing to add */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int hk = blockIdx.y, b = blockIdx.z;
     const int n0 = wk.n0;
 
     const T *gk = static_cast<const T *>(p.k) + b * p.k_sb + (int64_t)(p.kv_begin + n0) * p.k_sl + hk * p.k_sh;
@@ -218,7 +224,7 @@ __global__ void __launch_bounds__(BWD_NTH, bwd_minb<D>::v) bwd_kernel(const UspB
         bwd_nt<T, D>(s, cQ, sK, wm, wn);
         bwd_nt<T, D>(dp, cdO, sV, wm, wn);
 
-        const bool masked = n0 + BN > p.kv_len || (p.causal && n0 + BN - 1 > m0 + p.diag);
+        const bool masked = bwd_tile_masked<BM, BN>(p, tile_flags, n0, m0 / BM);
         const float *glse = p.lse + b * p.lse_sb + h * p.lse_sh + p.q_begin;
         const float *gdl = p.delta + b * p.dl_sb + h * p.dl_sh + p.q_begin;
 #pragma unroll
@@ -234,6 +240,8 @@ __global__ void __launch_bounds__(BWD_NTH, bwd_minb<D>::v) bwd_kernel(const UspB
                     if (lv != -INFINITY) lse2 = lv * USP_LOG2E;
                     dl = gdl[r];
                 }
+                usp_key_interval iv = {0, 0};
+                if (masked) iv = row_keys(p, b, r);
 #pragma unroll
                 for (int nt = 0; nt < 4; ++nt) {
                     const int cl = wn * 32 + nt * 8 + (lane & 3) * 2;        /* key in the tile */
@@ -241,10 +249,7 @@ __global__ void __launch_bounds__(BWD_NTH, bwd_minb<D>::v) bwd_kernel(const UspB
 #pragma unroll
                     for (int e = 0; e < 2; ++e) {
                         float x = exp2f(fmaf(s[mt][nt][2 * hf + e], sl2, -lse2));
-                        if (masked) {
-                            int c = n0 + cl + e;
-                            if (c >= p.kv_len || (p.causal && c > r + p.diag)) x = 0.0f;
-                        }
+                        if (masked && !usp_key_visible(iv, n0 + cl + e)) x = 0.0f;
                         pv[e] = x;
                         ds[e] = x * (dp[mt][nt][2 * hf + e] - dl);
                     }

@@ -18,8 +18,11 @@
  * split its keys, and the two partial dQ are summed in shared memory, each
  * warpgroup adding half the rows (wb_pair_dq).
  *
+ * Masks (usp/rowmask.h): as attn_bwd.cu; under per-row masks each query
+ * tile's intervals come with its LSE and DELTA into shared memory.
+ *
  * Shared memory at D = 128: K, V 2 x 32 KB, Q, dO 2 x 2 x 16 KB, dS^T 16 KB,
- * LSE and DELTA 1 KB: 145 KB, one CTA an SM. */
+ * LSE, DELTA and the intervals 2 KB: 146 KB, one CTA an SM. */
 #include "kernels.h"
 #include "wgcommon.cuh"
 #include <math.h>
@@ -38,7 +41,7 @@ constexpr int WB_DQ_XCH_FLOATS = 4 * 32 * 32;
 
 template <int D>
 constexpr int wb_smem_bytes() {
-    return (2 * WB_BN * D + 4 * WB_BM * D + WB_BN * WB_BM) * 2 + 4 * WB_BM * 4 + 1024 +
+    return (2 * WB_BN * D + 4 * WB_BM * D + WB_BN * WB_BM) * 2 + 8 * WB_BM * 4 + 1024 +
            (D == 64 ? WB_DQ_XCH_FLOATS * 4 : 0);
 }
 
@@ -51,8 +54,9 @@ __device__ __forceinline__ void cp_async4(void *dst, const void *src, int src_by
  * and packed as the A fragments of dV += P^T dO. Runs while the tensor cores
  * still compute dP^T. */
 template <typename T>
-__device__ __forceinline__ void wb_probs(const UspBwdParams &p, float (&s)[32], const float *lse, int key_row,
-                                         int n0, int m0, bool masked, uint32_t (&pa)[4][4]) {
+__device__ __forceinline__ void wb_probs(const UspBwdParams &p, float (&s)[32], const float *lse, const int *mlo,
+                                         const int *mhi, int key_row, int n0, int m0, bool masked,
+                                         uint32_t (&pa)[4][4]) {
     const int t = threadIdx.x & 3;
     const float sl2 = p.scale * USP_LOG2E;
 #pragma unroll
@@ -66,8 +70,10 @@ __device__ __forceinline__ void wb_probs(const UspBwdParams &p, float (&s)[32], 
             float lse2 = (r < p.q_len && lv != -INFINITY) ? lv * USP_LOG2E : INFINITY;
             float x = exp2f(fmaf(s[4 * j + e], sl2, -lse2));
             if (masked) {
-                int c = n0 + key_row + (e >> 1) * 8;
-                if (c >= p.kv_len || (p.causal && c > r + p.diag)) x = 0.0f;
+                /* per-row arrays: the tile's copy in shared memory (zero past the rows) */
+                usp_key_interval iv = p.mask_lo ? usp_row_keys(mlo, mhi, WB_BM, 0, q, p.kv_len, 0, 0)
+                                                : usp_row_keys(NULL, NULL, 0, 0, r, p.kv_len, p.causal, p.diag);
+                if (!usp_key_visible(iv, n0 + key_row + (e >> 1) * 8)) x = 0.0f;
             }
             s[4 * j + e] = x;
         }
@@ -172,12 +178,17 @@ __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p)
     T *sdS = sdO + 2 * BM * D;                              /* BN x BM: dS^T */
     float *sL = reinterpret_cast<float *>(sdS + BN * BM);   /* 2 x BM: LSE */
     float *sDl = sL + 2 * BM;                               /* 2 x BM: DELTA */
-    float *sX = sDl + 2 * BM;                               /* D = 64: dQ exchange */
+    int *sLo = reinterpret_cast<int *>(sDl + 2 * BM);       /* 2 x BM: mask_lo of the tile */
+    int *sHi = sLo + 2 * BM;                                /* 2 x BM: mask_hi */
+    float *sX = reinterpret_cast<float *>(sHi + 2 * BM);    /* D = 64: dQ exchange */
 
-    const BwdWork wk = bwd_work<WB_BM, WB_BN>(p);
+    __shared__ uint32_t tile_flags[BWD_FLAG_WORDS];
+    __shared__ int red[2];
+    const int hk = blockIdx.y, b = blockIdx.z;
+    const BwdWork wk = bwd_work<WB_BM, WB_BN>(p, b, tile_flags, red);
     if (wk.iters == 0) return;   /* no query sees these keys */
     const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
-    const int hk = blockIdx.y, b = blockIdx.z, n0 = wk.n0;
+    const int n0 = wk.n0;
     const int key_row = wgi * 64 + warp * 16 + (lane >> 2);   /* tile key of e>>1 = 0 */
 
     const T *gk = static_cast<const T *>(p.k) + b * p.k_sb + (int64_t)(p.kv_begin + n0) * p.k_sl + hk * p.k_sh;
@@ -204,6 +215,10 @@ __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p)
         } else if (threadIdx.x < 2 * BM) {
             const float *src = p.delta + b * p.dl_sb + h * p.dl_sh + p.q_begin + m0 + (ok ? i : 0);
             cp_async4(sDl + stage * BM + i, src, ok ? 4 : 0);
+        } else if (p.mask_lo) {   /* rows past the block: [0, 0), no key */
+            const bool lo = threadIdx.x < 3 * BM;
+            const int32_t *src = (lo ? p.mask_lo : p.mask_hi) + (int64_t)b * p.q_len + m0 + (ok ? i : 0);
+            cp_async4((lo ? sLo : sHi) + stage * BM + i, src, ok ? 4 : 0);
         }
     };
     prefetch(0, 0);
@@ -238,11 +253,11 @@ __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p)
         if (it + 1 < wk.iters) prefetch(it + 1, stage ^ 1);
         cp_async_commit();
 
-        const bool masked = n0 + BN > p.kv_len || (p.causal && n0 + BN - 1 > m0 + p.diag);
+        const bool masked = bwd_tile_masked<BM, BN>(p, tile_flags, n0, m0 / BM);
         uint32_t pa[4][4], da[4][4];
         wg_wait<1>();
         wg_fence_regs(s);
-        wb_probs<T>(p, s, sL + stage * BM, key_row, n0, m0, masked, pa);
+        wb_probs<T>(p, s, sL + stage * BM, sLo + stage * BM, sHi + stage * BM, key_row, n0, m0, masked, pa);
         wg_wait<0>();
         wg_fence_regs(dp);
         wb_dscores<T>(s, dp, sDl + stage * BM, sdS, key_row, da);

@@ -10,10 +10,12 @@
  * Shared memory: Q (BM x D) + 2 x K (BN x D) + 2 x V (BN x D), 16-bit:
  * 96 KB at D = 128, BN = 64, so two CTAs fit on an SM.
  *
- * Mask (usp_block): block-local query i sees block-local key j iff
- * j < kv_len and (not causal or j <= i + diag). Key tiles past the last key
- * the tile's last row can see are never loaded; only tiles that cross the
- * diagonal or the end of the keys pay for the per-element mask. */
+ * Mask (usp/rowmask.h): block-local query i sees the block-local keys of one
+ * interval: the per-row arrays when given, else [0, kv_len) or, causal,
+ * [0, i + diag + 1). The CTA visits only the key tiles of the union of its
+ * rows' intervals; only tiles that not every row sees whole (the diagonal,
+ * document and window edges, the end of the keys) pay for the per-element
+ * mask. */
 #include "kcommon.cuh"
 #include "kernels.h"
 #include <math.h>
@@ -59,10 +61,10 @@ __device__ __forceinline__ void fwd_qk(float s[2][BN / 8][4], const T *sQ, const
     }
 }
 
-/* Sets masked scores to -inf. r_base: block-local row of this thread's
- * (mt = 0, half = 0) element; n0: block-local key of the tile's first column. */
+/* Sets masked scores to -inf. riv: key intervals of this thread's rows
+ * (mt, half); n0: block-local key of the tile's first column. */
 template <int BN>
-__device__ __forceinline__ void fwd_mask(float s[2][BN / 8][4], const UspFwdParams &p, int r_base, int n0) {
+__device__ __forceinline__ void fwd_mask(float s[2][BN / 8][4], const usp_key_interval (&riv)[2][2], int n0) {
     int lane = threadIdx.x & 31;
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
@@ -70,10 +72,8 @@ __device__ __forceinline__ void fwd_mask(float s[2][BN / 8][4], const UspFwdPara
         for (int nt = 0; nt < BN / 8; ++nt)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                int r = r_base + mt * 16 + (e >> 1) * 8;
                 int c = n0 + nt * 8 + (lane & 3) * 2 + (e & 1);
-                bool hide = c >= p.kv_len || (p.causal && c > r + p.diag);
-                if (hide) s[mt][nt][e] = -INFINITY;
+                if (!usp_key_visible(riv[mt][e >> 1], c)) s[mt][nt][e] = -INFINITY;
             }
 }
 
@@ -90,10 +90,12 @@ __global__ void __launch_bounds__(FWD_WARPS * 32, 2) fwd_kernel(const UspFwdPara
     const int m0 = (gridDim.x - 1 - blockIdx.x) * BM;
     const int h = blockIdx.y, b = blockIdx.z, hk = h / (p.h / p.hkv);
 
-    int kv_end = p.kv_len;
-    if (p.causal) kv_end = min(kv_end, m0 + BM + p.diag);
-    const int ntiles = kv_end > 0 ? (kv_end + BN - 1) / BN : 0;
-    if (ntiles == 0) {
+    __shared__ int red[4];
+    const usp_key_range kr = cta_key_range(p, b, m0, min(BM, p.q_len - m0), red);
+    int jt0, jt1;
+    usp_tile_range(kr, BN, &jt0, &jt1);
+    const int ntiles = jt1 - jt0;
+    if (ntiles <= 0) {
         fwd_write_empty<TO, D, BM>(p, m0, b, h);
         return;
     }
@@ -102,8 +104,8 @@ __global__ void __launch_bounds__(FWD_WARPS * 32, 2) fwd_kernel(const UspFwdPara
     const T *gv = static_cast<const T *>(p.v) + b * p.v_sb + (int64_t)p.kv_begin * p.v_sl + hk * p.v_sh;
 
     load_tile<BM, D, NTH>(sQ, gq, p.q_sl, p.q_len - m0);
-    load_tile<BN, D, NTH>(sK, gk, p.k_sl, p.kv_len);
-    load_tile<BN, D, NTH>(sV, gv, p.v_sl, p.kv_len);
+    load_tile<BN, D, NTH>(sK, gk + (int64_t)jt0 * BN * p.k_sl, p.k_sl, p.kv_len - jt0 * BN);
+    load_tile<BN, D, NTH>(sV, gv + (int64_t)jt0 * BN * p.v_sl, p.v_sl, p.kv_len - jt0 * BN);
     cp_async_commit();
 
     const float sl2 = p.scale * USP_LOG2E;
@@ -111,8 +113,11 @@ __global__ void __launch_bounds__(FWD_WARPS * 32, 2) fwd_kernel(const UspFwdPara
     const int r_base = m0 + wrow + (lane >> 2);       /* block-local row of (mt 0, half 0) */
     float o[2][DT][4];
     float mx[2][2], l[2][2];
+    usp_key_interval riv[2][2];   /* keys of this thread's rows */
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt) {
+        riv[mt][0] = row_keys(p, b, r_base + mt * 16);
+        riv[mt][1] = row_keys(p, b, r_base + mt * 16 + 8);
 #pragma unroll
         for (int dt = 0; dt < DT; ++dt)
 #pragma unroll
@@ -121,22 +126,23 @@ __global__ void __launch_bounds__(FWD_WARPS * 32, 2) fwd_kernel(const UspFwdPara
         l[mt][0] = l[mt][1] = 0.0f;
     }
 
-    for (int j = 0; j < ntiles; ++j) {
-        if (j + 1 < ntiles) {
-            int n1 = (j + 1) * BN, st = (j + 1) & 1;
-            load_tile<BN, D, NTH>(sK + st * BN * D, gk + n1 * p.k_sl, p.k_sl, p.kv_len - n1);
-            load_tile<BN, D, NTH>(sV + st * BN * D, gv + n1 * p.v_sl, p.v_sl, p.kv_len - n1);
+    for (int t = 0; t < ntiles; ++t) {
+        const int j = jt0 + t;   /* key tile */
+        if (t + 1 < ntiles) {
+            int64_t n1 = (int64_t)(j + 1) * BN;
+            int st = (t + 1) & 1;
+            load_tile<BN, D, NTH>(sK + st * BN * D, gk + n1 * p.k_sl, p.k_sl, p.kv_len - (int)n1);
+            load_tile<BN, D, NTH>(sV + st * BN * D, gv + n1 * p.v_sl, p.v_sl, p.kv_len - (int)n1);
         }
         cp_async_commit();
         cp_async_wait<1>();   /* everything but the group just issued */
         __syncthreads();
-        const T *cK = sK + (j & 1) * BN * D, *cV = sV + (j & 1) * BN * D;
+        const T *cK = sK + (t & 1) * BN * D, *cV = sV + (t & 1) * BN * D;
 
         float s[2][BN / 8][4];
         fwd_qk<T, D, BN>(s, sQ, cK, wrow);
         const int n0 = j * BN;
-        if (n0 + BN > p.kv_len || (p.causal && n0 + BN - 1 > m0 + p.diag))
-            fwd_mask<BN>(s, p, r_base, n0);
+        if (usp_tile_masked(kr, n0, n0 + BN)) fwd_mask<BN>(s, riv, n0);
 
         /* online softmax, per row (mt, half); a row's 4 threads share it */
 #pragma unroll

@@ -13,9 +13,9 @@
  * Shared memory at D = 128: Q 32 KB + 2 x (K 32 KB + V 32 KB) = 160 KB, one
  * CTA an SM; registers: S 64 + O 64 + P 32 a thread.
  *
- * Masks are those of attn_fwd.cu (usp_block): tiles past the last visible key
- * are skipped, tiles that cross the diagonal or the end of the keys are masked
- * element by element. */
+ * Masks are those of attn_fwd.cu (usp/rowmask.h): the CTA visits the key tiles
+ * of the union of its rows' intervals, and tiles that not every row sees whole
+ * are masked element by element. */
 #include "kernels.h"
 #include "wgcommon.cuh"
 #include <math.h>
@@ -53,18 +53,17 @@ template <typename T> struct qk<T, 64> {
     }
 };
 
-/* Scores that the block's mask hides become -inf. Element e of n8 block j sits
- * at row r_base + (e>>1)*8, column n0 + 8j + 2t + (e&1). */
+/* Scores that the mask hides become -inf. Element e of n8 block j sits at
+ * row r_base + (e>>1)*8 (interval riv[e>>1]), column n0 + 8j + 2t + (e&1). */
 template <int BN>
-__device__ __forceinline__ void wf_mask(float (&s)[BN / 2], const UspFwdParams &p, int r_base, int n0) {
+__device__ __forceinline__ void wf_mask(float (&s)[BN / 2], const usp_key_interval (&riv)[2], int n0) {
     const int t = threadIdx.x & 3;
 #pragma unroll
     for (int j = 0; j < BN / 8; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-            int r = r_base + (e >> 1) * 8;
             int c = n0 + 8 * j + 2 * t + (e & 1);
-            if (c >= p.kv_len || (p.causal && c > r + p.diag)) s[4 * j + e] = -INFINITY;
+            if (!usp_key_visible(riv[e >> 1], c)) s[4 * j + e] = -INFINITY;
         }
 }
 
@@ -80,10 +79,12 @@ __global__ void __launch_bounds__(WF_NTH, wf_cfg<D>::MINB) fwd_wg_kernel(const U
     const int m0 = (gridDim.x - 1 - blockIdx.x) * BM;   /* heavy causal tiles first */
     const int h = blockIdx.y, b = blockIdx.z, hk = h / (p.h / p.hkv);
 
-    int kv_end = p.kv_len;
-    if (p.causal) kv_end = min(kv_end, m0 + BM + p.diag);
-    const int ntiles = kv_end > 0 ? (kv_end + BN - 1) / BN : 0;
-    if (ntiles == 0) {
+    __shared__ int red[4];
+    const usp_key_range kr = cta_key_range(p, b, m0, min(BM, p.q_len - m0), red);
+    int jt0, jt1;
+    usp_tile_range(kr, BN, &jt0, &jt1);
+    const int ntiles = jt1 - jt0;
+    if (ntiles <= 0) {
         fwd_write_empty<TO, D, BM>(p, m0, b, h);
         return;
     }
@@ -91,8 +92,8 @@ __global__ void __launch_bounds__(WF_NTH, wf_cfg<D>::MINB) fwd_wg_kernel(const U
     const T *gk = static_cast<const T *>(p.k) + b * p.k_sb + (int64_t)p.kv_begin * p.k_sl + hk * p.k_sh;
     const T *gv = static_cast<const T *>(p.v) + b * p.v_sb + (int64_t)p.kv_begin * p.v_sl + hk * p.v_sh;
     load_tile_wg<BM, D, WF_NTH>(sQ, gq, p.q_sl, p.q_len - m0);
-    load_tile_wg<BN, D, WF_NTH>(sK, gk, p.k_sl, p.kv_len);
-    load_tile_wg<BN, D, WF_NTH>(sV, gv, p.v_sl, p.kv_len);
+    load_tile_wg<BN, D, WF_NTH>(sK, gk + (int64_t)jt0 * BN * p.k_sl, p.k_sl, p.kv_len - jt0 * BN);
+    load_tile_wg<BN, D, WF_NTH>(sV, gv + (int64_t)jt0 * BN * p.v_sl, p.v_sl, p.kv_len - jt0 * BN);
     cp_async_commit();
 
     const float sl2 = p.scale * USP_LOG2E;
@@ -102,18 +103,21 @@ __global__ void __launch_bounds__(WF_NTH, wf_cfg<D>::MINB) fwd_wg_kernel(const U
 #pragma unroll
     for (int i = 0; i < ND; ++i) o[i] = 0.0f;
     float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    const usp_key_interval riv[2] = {row_keys(p, b, r_base), row_keys(p, b, r_base + 8)};
 
-    for (int j = 0; j < ntiles; ++j) {
-        if (j + 1 < ntiles) {
-            int n1 = (j + 1) * BN, st = (j + 1) & 1;
-            load_tile_wg<BN, D, WF_NTH>(sK + st * BN * D, gk + n1 * p.k_sl, p.k_sl, p.kv_len - n1);
-            load_tile_wg<BN, D, WF_NTH>(sV + st * BN * D, gv + n1 * p.v_sl, p.v_sl, p.kv_len - n1);
+    for (int t = 0; t < ntiles; ++t) {
+        const int j = jt0 + t;   /* key tile */
+        if (t + 1 < ntiles) {
+            int64_t n1 = (int64_t)(j + 1) * BN;
+            int st = (t + 1) & 1;
+            load_tile_wg<BN, D, WF_NTH>(sK + st * BN * D, gk + n1 * p.k_sl, p.k_sl, p.kv_len - (int)n1);
+            load_tile_wg<BN, D, WF_NTH>(sV + st * BN * D, gv + n1 * p.v_sl, p.v_sl, p.kv_len - (int)n1);
         }
         cp_async_commit();
         cp_async_wait<1>();
         fence_async_smem();
         __syncthreads();
-        const T *cK = sK + (j & 1) * BN * D, *cV = sV + (j & 1) * BN * D;
+        const T *cK = sK + (t & 1) * BN * D, *cV = sV + (t & 1) * BN * D;
 
         float s[BN / 2];
         wg_arrive();
@@ -125,7 +129,7 @@ __global__ void __launch_bounds__(WF_NTH, wf_cfg<D>::MINB) fwd_wg_kernel(const U
         wg_fence_regs(s);
 
         const int n0 = j * BN;
-        if (n0 + BN > p.kv_len || (p.causal && n0 + BN - 1 > m0 + p.diag)) wf_mask<BN>(s, p, r_base, n0);
+        if (usp_tile_masked(kr, n0, n0 + BN)) wf_mask<BN>(s, riv, n0);
 
         /* online softmax: this thread's rows are e>>1 = 0, 1; a row's 4 threads share it */
 #pragma unroll

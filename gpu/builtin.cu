@@ -55,6 +55,14 @@ int check_stats(const usp_kstats &s, const usp_ktensor &ref, const char *name, c
     return USP_KERNEL_OK;
 }
 
+/* Per-row intervals: both arrays or neither; int32 aligned. */
+int check_mask(const int32_t *lo, const int32_t *hi, char *why, size_t why_len) {
+    if (!lo != !hi) return refuse(why, why_len, "mask_lo and mask_hi: give both or neither");
+    if ((reinterpret_cast<uintptr_t>(lo) & 3) || (reinterpret_cast<uintptr_t>(hi) & 3))
+        return refuse(why, why_len, "mask arrays are not 4-byte aligned");
+    return USP_KERNEL_OK;
+}
+
 /* 16-byte rows: what cp.async and the 16-byte loads of the tiled kernels need. */
 bool rows_aligned(const usp_ktensor &t) {
     return (reinterpret_cast<uintptr_t>(t.ptr) & 15) == 0 && t.sb % 8 == 0 && t.sl % 8 == 0 && t.sh % 8 == 0;
@@ -79,6 +87,7 @@ UspFwdParams fwd_params(const usp_kfwd_args *a) {
     p.kv_begin = a->blk.kv_begin; p.kv_len = a->blk.kv_len;
     p.causal = a->blk.causal; p.diag = a->blk.diag;
     p.scale = a->scale;
+    p.mask_lo = a->mask_lo; p.mask_hi = a->mask_hi;
     return p;
 }
 
@@ -101,6 +110,7 @@ UspBwdParams bwd_params(const usp_kbwd_args *a) {
     p.kv_begin = a->blk.kv_begin; p.kv_len = a->blk.kv_len;
     p.causal = a->blk.causal; p.diag = a->blk.diag;
     p.scale = a->scale;
+    p.mask_lo = a->mask_lo; p.mask_hi = a->mask_hi;
     return p;
 }
 
@@ -111,6 +121,7 @@ int builtin_forward(const usp_kfwd_args *a, void *stream, char *why, size_t why_
     if (a->o.dtype != USP_F32 && a->o.dtype != a->q.dtype)
         return refuse(why, why_len, "O dtype %s: fp32 or the input dtype", usp_dtype_name(a->o.dtype));
     if (!(a->scale > 0.0f)) return refuse(why, why_len, "scale %g is not positive", (double)a->scale);
+    USP_CHECK(check_mask(a->mask_lo, a->mask_hi, why, why_len));
     cudaStream_t st = static_cast<cudaStream_t>(stream);
     bool tc = usp_tc_supports(a->q.dtype, a->q.d) && rows_aligned(a->q) && rows_aligned(a->k) &&
               rows_aligned(a->v) && (reinterpret_cast<uintptr_t>(a->o.ptr) & 7) == 0 && a->o.sl % 2 == 0 &&
@@ -138,6 +149,7 @@ int builtin_backward(const usp_kbwd_args *a, void *stream, char *why, size_t why
     if (a->dq.dtype != USP_F32 || a->dk.dtype != USP_F32 || a->dv.dtype != USP_F32)
         return refuse(why, why_len, "dQ, dK, dV must be fp32 accumulators");
     if (!(a->scale > 0.0f)) return refuse(why, why_len, "scale %g is not positive", (double)a->scale);
+    USP_CHECK(check_mask(a->mask_lo, a->mask_hi, why, why_len));
     cudaStream_t st = static_cast<cudaStream_t>(stream);
     bool tc = usp_tc_supports(a->q.dtype, a->q.d) && rows_aligned(a->q) && rows_aligned(a->k) &&
               rows_aligned(a->v) && rows_aligned(a->dout) && a->dq.sl % 2 == 0 && a->dq.sh % 2 == 0 &&

@@ -120,6 +120,7 @@ typedef struct {
 
 static usp_kfwd_args fwd_args(const attn_point *p) {
     usp_kfwd_args a;
+    memset(&a, 0, sizeof a);
     a.q = usp_ktensor_bshd(p->b->q, p->dt, 1, p->seq, p->heads, p->head_dim);
     a.k = usp_ktensor_bshd(p->b->k, p->dt, 1, p->seq, p->heads, p->head_dim);
     a.v = usp_ktensor_bshd(p->b->v, p->dt, 1, p->seq, p->heads, p->head_dim);
@@ -154,6 +155,7 @@ static usp_status run_backward(void *arg, cudaStream_t s) {
     attn_point *p = arg;
     usp_kfwd_args f = fwd_args(p);
     usp_kbwd_args a;
+    memset(&a, 0, sizeof a);
     a.q = f.q; a.k = f.k; a.v = f.v;
     a.dout = usp_ktensor_bshd(p->b->dout, p->dt, 1, p->seq, p->heads, p->head_dim);
     a.lse = f.lse;

@@ -25,58 +25,84 @@
 
 #define WHOLE -1
 #define BLK(qb, ql, kb, kl, ca, dg) {qb, ql, kb, kl, ca, dg}
+#define NOMASK {USP_KC_MASK_NONE, NULL, 0, -1, -1, 0}
 
 static const usp_kcheck_case cases[] = {
     {"L1.bf16.d64", USP_KC_BLOCK, USP_BF16, 1, 1, 1, 2, 2, 64, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
-     "one query, one key"},
+     "one query, one key", NOMASK},
     {"L17.bf16.d64.causal", USP_KC_BLOCK, USP_BF16, 2, 17, 17, 3, 3, 64, BLK(0, WHOLE, 0, WHOLE, 1, 0), 1, 1,
-     "lengths that fill no tile"},
+     "lengths that fill no tile", NOMASK},
     {"L17.f16.d128", USP_KC_BLOCK, USP_F16, 1, 17, 17, 2, 2, 128, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
-     "lengths that fill no tile"},
+     "lengths that fill no tile", NOMASK},
     {"L128.bf16.d128.causal", USP_KC_BLOCK, USP_BF16, 1, 128, 128, 4, 4, 128, BLK(0, WHOLE, 0, WHOLE, 1, 0), 1, 1,
-     "diagonal block (diag 0)"},
+     "diagonal block (diag 0)", NOMASK},
     {"L128.f16.d64.gqa.diag-1", USP_KC_BLOCK, USP_F16, 1, 128, 128, 8, 2, 64, BLK(0, WHOLE, 0, WHOLE, 1, -1), 1, 1,
-     "GQA 4:1, strictly below the diagonal (stripe steps)"},
+     "GQA 4:1, strictly below the diagonal (stripe steps)", NOMASK},
     {"L1000.bf16.d128.mqa", USP_KC_BLOCK, USP_BF16, 1, 1000, 1000, 4, 1, 128, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
-     "MQA"},
+     "MQA", NOMASK},
     {"L1000.f16.d64.causal", USP_KC_BLOCK, USP_F16, 2, 1000, 1000, 2, 2, 64, BLK(0, WHOLE, 0, WHOLE, 1, 0), 1, 0,
-     "causal, batch 2"},
+     "causal, batch 2", NOMASK},
     {"L4096.bf16.d128.causal", USP_KC_BLOCK, USP_BF16, 1, 4096, 4096, 2, 2, 128, BLK(0, WHOLE, 0, WHOLE, 1, 0), 1, 0,
-     "causal"},
+     "causal", NOMASK},
     {"L4096.f16.d64.gqa", USP_KC_BLOCK, USP_F16, 1, 4096, 4096, 4, 2, 64, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
-     "GQA 2:1"},
+     "GQA 2:1", NOMASK},
     {"zigzag.kv-half.bf16", USP_KC_BLOCK, USP_BF16, 1, 1024, 1024, 2, 2, 128, BLK(0, WHOLE, 0, 512, 0, 0), 1, 0,
-     "zigzag step from an earlier rank: every query, first half of the keys"},
+     "zigzag step from an earlier rank: every query, first half of the keys", NOMASK},
     {"zigzag.q-half.f16", USP_KC_BLOCK, USP_F16, 1, 1024, 1024, 2, 1, 128, BLK(512, 512, 0, WHOLE, 0, 0), 1, 0,
-     "zigzag step from a later rank: second half of the queries, every key"},
+     "zigzag step from a later rank: second half of the queries, every key", NOMASK},
     {"slice.causal.bf16", USP_KC_BLOCK, USP_BF16, 2, 1000, 900, 4, 2, 64, BLK(100, 700, 37, 800, 1, 5), 1, 1,
-     "query and key slices, diagonal offset 5"},
+     "query and key slices, diagonal offset 5", NOMASK},
     {"masked-rows.bf16", USP_KC_BLOCK, USP_BF16, 1, 256, 256, 2, 2, 128, BLK(0, WHOLE, 0, WHOLE, 1, -64), 1, 1,
-     "rows 0..63 see no key: LSE -inf, O 0, no gradient"},
+     "rows 0..63 see no key: LSE -inf, O 0, no gradient", NOMASK},
     {"all-masked.f16", USP_KC_BLOCK, USP_F16, 1, 128, 128, 2, 2, 64, BLK(0, WHOLE, 0, WHOLE, 1, -200), 1, 1,
-     "no row sees a key"},
+     "no row sees a key", NOMASK},
     {"ring2.bf16.causal", USP_KC_RING2, USP_BF16, 1, 512, 512, 2, 2, 128, BLK(0, WHOLE, 0, WHOLE, 1, 0), 1, 1,
-     "two ring steps merged (fp32 O); rows 0..255 see nothing in the second"},
+     "two ring steps merged (fp32 O); rows 0..255 see nothing in the second", NOMASK},
     {"ring2.f16.gqa", USP_KC_RING2, USP_F16, 2, 300, 600, 4, 2, 64, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
-     "two ring steps, GQA"},
+     "two ring steps, GQA", NOMASK},
     {"long.bf16.d128", USP_KC_BLOCK, USP_BF16, 1, 16384, 16384, 1, 1, 128, BLK(15872, 512, 0, WHOLE, 1, 15872), 1, 0,
-     "the last 512 rows of a causal 16K sequence"},
+     "the last 512 rows of a causal 16K sequence", NOMASK},
     {"f32.d64", USP_KC_BLOCK, USP_F32, 1, 128, 128, 2, 1, 64, BLK(0, WHOLE, 0, WHOLE, 1, 0), 1, 1,
-     "fp32 inputs"},
+     "fp32 inputs", NOMASK},
     {"bf16.d96", USP_KC_BLOCK, USP_BF16, 1, 200, 200, 2, 2, 96, BLK(0, WHOLE, 0, WHOLE, 1, 0), 1, 0,
-     "head dim 96"},
+     "head dim 96", NOMASK},
     {"L17.bf16.d256", USP_KC_BLOCK, USP_BF16, 1, 17, 17, 2, 2, 256, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
-     "head dim 256, lengths that fill no tile"},
+     "head dim 256, lengths that fill no tile", NOMASK},
     {"L300.f16.d256.gqa.causal", USP_KC_BLOCK, USP_F16, 1, 300, 300, 4, 2, 256, BLK(0, WHOLE, 0, WHOLE, 1, 0), 1, 1,
-     "head dim 256, GQA 2:1, causal"},
+     "head dim 256, GQA 2:1, causal", NOMASK},
     {"slice.causal.bf16.d256", USP_KC_BLOCK, USP_BF16, 2, 600, 500, 2, 1, 256, BLK(100, 400, 37, 450, 1, 5), 1, 0,
-     "head dim 256, query and key slices, diagonal offset 5, MQA"},
+     "head dim 256, query and key slices, diagonal offset 5, MQA", NOMASK},
     {"masked-rows.f16.d256", USP_KC_BLOCK, USP_F16, 1, 256, 256, 2, 2, 256, BLK(0, WHOLE, 0, WHOLE, 1, -64), 1, 0,
-     "head dim 256, rows 0..63 see no key"},
+     "head dim 256, rows 0..63 see no key", NOMASK},
     {"ring2.bf16.d256.causal", USP_KC_RING2, USP_BF16, 1, 1024, 1024, 2, 2, 256, BLK(0, WHOLE, 0, WHOLE, 1, 0), 1, 0,
-     "head dim 256, two ring steps merged (fp32 O)"},
+     "head dim 256, two ring steps merged (fp32 O)", NOMASK},
+    /* per-row key intervals (ABI 2): documents not aligned to the 64/128-row
+     * tiles, windows smaller and larger than a tile, a window inside
+     * documents, empty rows, GQA, slices, every kernel path */
+    {"docs.causal.bf16.gqa", USP_KC_BLOCK, USP_BF16, 2, 1000, 1000, 4, 2, 128, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
+     "packed documents, causal inside each, GQA 2:1", {USP_KC_MASK_DOCS, "100,37,300,211,5,600", 1, -1, -1, 0}},
+    {"docs.full.f16.d64", USP_KC_BLOCK, USP_F16, 1, 700, 700, 2, 2, 64, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
+     "packed documents, bidirectional inside each", {USP_KC_MASK_DOCS, "129,64,1,250", 0, -1, -1, 0}},
+    {"window.40.bf16", USP_KC_BLOCK, USP_BF16, 1, 1000, 1000, 2, 2, 128, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
+     "sliding window of 40 keys back, causal (smaller than a tile)", {USP_KC_MASK_DOCS, NULL, 1, 40, 0, 0}},
+    {"window.300+40.f16.gqa", USP_KC_BLOCK, USP_F16, 1, 1000, 1000, 8, 2, 64, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
+     "window 300 back and 40 ahead (larger than a tile), GQA 4:1", {USP_KC_MASK_DOCS, NULL, 0, 300, 40, 0}},
+    {"docs.window.bf16.d64", USP_KC_BLOCK, USP_BF16, 2, 1000, 1000, 2, 2, 64, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
+     "window of 100 inside causal documents", {USP_KC_MASK_DOCS, "500,123,377", 1, 100, -1, 0}},
+    {"docs.empty-rows.bf16", USP_KC_BLOCK, USP_BF16, 1, 512, 512, 2, 2, 128, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
+     "causal documents, every 5th row sees no key", {USP_KC_MASK_DOCS, "77,200,35", 1, -1, -1, 5}},
+    {"scatter.f16.d128", USP_KC_BLOCK, USP_F16, 2, 600, 700, 2, 1, 128, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
+     "seeded intervals: empty, short, past either end of the keys", {USP_KC_MASK_SCATTER, NULL, 0, -1, -1, 0}},
+    {"slice.docs.bf16", USP_KC_BLOCK, USP_BF16, 1, 1000, 900, 4, 2, 64, BLK(100, 700, 37, 800, 0, 0), 1, 0,
+     "query and key slices of causal documents (local coordinates)", {USP_KC_MASK_DOCS, "90,333,50", 1, -1, -1, 0}},
+    {"docs.f32.d64", USP_KC_BLOCK, USP_F32, 1, 300, 300, 2, 1, 64, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
+     "fp32 inputs, causal documents (simple kernels)", {USP_KC_MASK_DOCS, "70,111", 1, -1, -1, 0}},
+    {"docs.bf16.d96", USP_KC_BLOCK, USP_BF16, 1, 300, 300, 2, 2, 96, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
+     "head dim 96, window inside documents (simple kernels)", {USP_KC_MASK_DOCS, "130,170", 1, 50, -1, 0}},
+    {"docs.L16384.bf16", USP_KC_BLOCK, USP_BF16, 1, 16384, 16384, 2, 2, 128, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
+     "16K tokens of causal documents (257..3000 long)", {USP_KC_MASK_DOCS, "2049,257,3000,1100,700,1500", 1, -1, -1, 0}},
     {"a2a.pack", USP_KC_PACK, USP_F32, 0, 0, 0, 0, 0, 0, BLK(0, 0, 0, 0, 0, 0), 0, 1,
-     "pack/unpack of every a2a pattern, bit-identical to the host's"},
+     "pack/unpack of every a2a pattern, bit-identical to the host's", NOMASK},
 };
 
 int usp_kcheck_count(void) { return (int)(sizeof cases / sizeof cases[0]); }
@@ -207,6 +233,62 @@ static usp_status download(const void *dev, long n, usp_dtype dt, double *x) {
 out:
     free(h);
     return st;
+}
+
+/* ---- masks ------------------------------------------------------------------ */
+
+/* Document lengths of "l1,l2,...": count, or -1 when malformed. */
+static int parse_docs(const char *docs, int *len, int cap) {
+    int n = 0;
+    const char *p = docs;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 1 << 30 || n == cap) return -1;
+        len[n++] = (int)v;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -1;
+    }
+    return n;
+}
+
+usp_status usp_kcheck_mask_build(const usp_kcheck_mask *m, const usp_block *blk, int B, uint64_t seed,
+                                 int32_t *lo, int32_t *hi) {
+    int len[64], ndocs = 0;
+    if (m->docs && (ndocs = parse_docs(m->docs, len, 64)) < 1)
+        return usp_fail(USP_EINVAL, "mask documents '%s': lengths of at least 1, comma-separated", m->docs);
+    uint64_t rng = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < blk->q_len; i++) {
+            long at = (long)b * blk->q_len + i, pos = blk->q_begin + i;
+            long a = 0, z = 1L << 30;
+            if (ndocs) {   /* the document holding pos + 7b, walking the repeated lengths */
+                long x = pos + 7L * b, start = 0;
+                for (int d = 0;; d = (d + 1) % ndocs) {
+                    if (x < start + len[d]) {
+                        a = start - 7L * b;
+                        z = start + len[d] - 7L * b;
+                        break;
+                    }
+                    start += len[d];
+                }
+            }
+            if (m->causal && pos + 1 < z) z = pos + 1;
+            if (m->left >= 0 && pos - m->left > a) a = pos - m->left;
+            if (m->right >= 0 && pos + m->right + 1 < z) z = pos + m->right + 1;
+            if (m->kind == USP_KC_MASK_SCATTER) {   /* xorshift64* */
+                rng ^= rng >> 12, rng ^= rng << 25, rng ^= rng >> 27;
+                uint64_t r = rng * 0x2545F4914F6CDD1Dull;
+                a = blk->kv_begin - 20 + (long)(r % (uint64_t)(blk->kv_len + 40));
+                z = a + (long)((r >> 32) % 300) - 40;
+            }
+            if (m->empty_every && i % m->empty_every == 3) a = z = blk->kv_begin;
+            a -= blk->kv_begin;
+            z -= blk->kv_begin;
+            lo[at] = (int32_t)(a < -(1L << 30) ? -(1L << 30) : a);
+            hi[at] = (int32_t)(z > (1L << 30) ? 1L << 30 : z);
+        }
+    return USP_OK;
 }
 
 /* ---- comparisons over a block's rows ------------------------------------- */
@@ -362,6 +444,7 @@ static usp_attn_shape shape_of(const problem *p, double scale) {
 
 static usp_kfwd_args fwd_args(const problem *p, void *o, void *lse, usp_block blk, double scale) {
     usp_kfwd_args a;
+    memset(&a, 0, sizeof a);
     a.q = usp_ktensor_bshd(p->dq_, p->dt, p->B, p->Lq, p->H, p->D);
     a.k = usp_ktensor_bshd(p->dk_, p->dt, p->B, p->Lk, p->Hk, p->D);
     a.v = usp_ktensor_bshd(p->dv_, p->dt, p->B, p->Lk, p->Hk, p->D);
@@ -374,6 +457,7 @@ static usp_kfwd_args fwd_args(const problem *p, void *o, void *lse, usp_block bl
 
 static usp_kbwd_args bwd_args(const problem *p, usp_block blk, double scale) {
     usp_kbwd_args a;
+    memset(&a, 0, sizeof a);
     a.q = usp_ktensor_bshd(p->dq_, p->dt, p->B, p->Lq, p->H, p->D);
     a.k = usp_ktensor_bshd(p->dk_, p->dt, p->B, p->Lk, p->Hk, p->D);
     a.v = usp_ktensor_bshd(p->dv_, p->dt, p->B, p->Lk, p->Hk, p->D);
@@ -468,12 +552,33 @@ static usp_status run_block(const usp_kernel *k, const usp_kcheck_case *c, uint6
     usp_dtype odt = c->dtype;   /* O in the input dtype, as a framework's output */
     double scale = 1.0 / sqrt((double)c->head_dim);
     usp_block blk = whole_block(c);
+    usp_row_mask mask = {NULL, NULL};
+    int32_t *mlo = NULL, *mhi = NULL, *d_mlo = NULL, *d_mhi = NULL;
+    memset(&p, 0, sizeof p);
+    if (c->mask.kind != USP_KC_MASK_NONE) {
+        size_t n = (size_t)c->batch * (size_t)(blk.q_len > 0 ? blk.q_len : 1);
+        mlo = usp_malloc(n * sizeof *mlo);
+        mhi = usp_malloc(n * sizeof *mhi);
+        if (!mlo || !mhi) {
+            st = USP_EINTERNAL;
+            goto out;
+        }
+        if ((st = usp_kcheck_mask_build(&c->mask, &blk, c->batch, seed, mlo, mhi)) != USP_OK) goto out;
+        KC_CUDA(cudaMalloc((void **)&d_mlo, n * sizeof *mlo));
+        KC_CUDA(cudaMalloc((void **)&d_mhi, n * sizeof *mhi));
+        KC_CUDA(cudaMemcpy(d_mlo, mlo, n * sizeof *mlo, cudaMemcpyHostToDevice));
+        KC_CUDA(cudaMemcpy(d_mhi, mhi, n * sizeof *mhi, cudaMemcpyHostToDevice));
+        mask.lo = mlo;
+        mask.hi = mhi;
+    }
     if ((st = problem_init(&p, c, seed, odt)) != USP_OK) goto out;
     for (int i = 0; i < 4; i++) KC_CUDA(cudaEventCreate(&ev[i]));
 
     usp_attn_shape sh = shape_of(&p, scale);
-    usp_attn_fwd_f64(&sh, &blk, p.q, p.k, p.v, p.o, p.lse);
+    usp_attn_fwd_masked_f64(&sh, &blk, &mask, p.q, p.k, p.v, p.o, p.lse);
     usp_kfwd_args fa = fwd_args(&p, p.d_o, p.d_lse, blk, scale);
+    fa.mask_lo = d_mlo;
+    fa.mask_hi = d_mhi;
     KC_CUDA(cudaEventRecord(ev[0], NULL));
     KC_KERNEL(forward, &fa);
     KC_CUDA(cudaEventRecord(ev[1], NULL));
@@ -483,12 +588,14 @@ static usp_status run_block(const usp_kernel *k, const usp_kcheck_case *c, uint6
     if (!c->backward) goto out;
 
     usp_attn_bwd_prep_f64(&sh, p.o, p.dout, p.delta);
-    usp_attn_bwd_f64(&sh, &blk, p.q, p.k, p.v, p.dout, p.lse, p.delta, p.dq, p.dk, p.dv);
+    usp_attn_bwd_masked_f64(&sh, &blk, &mask, p.q, p.k, p.v, p.dout, p.lse, p.delta, p.dq, p.dk, p.dv);
     usp_kprep_args pa;
     pa.o = fa.o;
     pa.dout = usp_ktensor_bshd(p.ddo, p.dt, p.B, p.Lq, p.H, p.D);
     pa.delta = usp_kstats_bhl(p.d_delta, p.B, p.H, p.Lq);
     usp_kbwd_args ba = bwd_args(&p, blk, scale);
+    ba.mask_lo = d_mlo;
+    ba.mask_hi = d_mhi;
     KC_CUDA(cudaEventRecord(ev[2], NULL));
     KC_KERNEL(bwd_prep, &pa);
     KC_KERNEL(backward, &ba);
@@ -500,6 +607,10 @@ out:
     for (int i = 0; i < 4; i++)
         if (ev[i]) cudaEventDestroy(ev[i]);
     problem_free(&p);
+    free(mlo);
+    free(mhi);
+    if (d_mlo) cudaFree(d_mlo);
+    if (d_mhi) cudaFree(d_mhi);
     return st;
 }
 
@@ -636,6 +747,11 @@ usp_status usp_kcheck_run(const usp_kernel *k, const usp_kcheck_case *c, uint64_
     if (!(k->dtypes & (1u << c->dtype))) {
         r->skipped = 1;
         snprintf(r->note, sizeof r->note, "the kernel does not take %s", usp_dtype_name(c->dtype));
+        return USP_OK;
+    }
+    if (c->mask.kind != USP_KC_MASK_NONE && usp_kernel_mask_refusal(k)) {
+        r->skipped = 1;
+        snprintf(r->note, sizeof r->note, "skipped: %s", usp_kernel_mask_refusal(k));
         return USP_OK;
     }
     return c->kind == USP_KC_RING2 ? run_ring2(k, c, seed, r) : run_block(k, c, seed, r);

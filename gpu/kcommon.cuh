@@ -175,6 +175,63 @@ __device__ __forceinline__ float quad_sum(float x) {
     return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
+/* ---- the mask (usp/rowmask.h) --------------------------------------------- *
+ * One key interval a query row: the per-row arrays when given, else the
+ * block's causal/diag. Kernels visit the key tiles of the union of their
+ * rows' intervals (usp_tile_range) and apply the per-element predicate
+ * (usp_key_visible) only on tiles that not every row sees whole
+ * (usp_tile_masked). */
+
+/* Interval of block-local row r of batch b; empty for rows past the block. */
+template <typename P>
+__device__ __forceinline__ usp_key_interval row_keys(const P &p, int b, int r) {
+    if (r < 0 || r >= p.q_len) {
+        usp_key_interval none;
+        none.lo = none.hi = 0;
+        return none;
+    }
+    return usp_row_keys(p.mask_lo, p.mask_hi, p.q_len, b, r, p.kv_len, p.causal, p.diag);
+}
+
+__device__ __forceinline__ usp_key_range warp_key_range(usp_key_range r) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        r.any_lo = min(r.any_lo, __shfl_xor_sync(0xffffffffu, r.any_lo, o));
+        r.any_hi = max(r.any_hi, __shfl_xor_sync(0xffffffffu, r.any_hi, o));
+        r.all_lo = max(r.all_lo, __shfl_xor_sync(0xffffffffu, r.all_lo, o));
+        r.all_hi = min(r.all_hi, __shfl_xor_sync(0xffffffffu, r.all_hi, o));
+    }
+    return r;
+}
+
+/* Key range of rows [m0, m0 + rows) of batch b, the same in every thread of
+ * the CTA (every thread must call it; red: 4 ints of shared memory). */
+template <typename P>
+__device__ usp_key_range cta_key_range(const P &p, int b, int m0, int rows, int *red) {
+    usp_key_range r = usp_key_range_none();
+    for (int i = threadIdx.x; i < rows; i += blockDim.x) r = usp_key_range_add(r, row_keys(p, b, m0 + i));
+    r = warp_key_range(r);
+    if (threadIdx.x == 0) {
+        red[0] = INT32_MAX;
+        red[1] = INT32_MIN;
+        red[2] = INT32_MIN;
+        red[3] = INT32_MAX;
+    }
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) {
+        atomicMin(&red[0], r.any_lo);
+        atomicMax(&red[1], r.any_hi);
+        atomicMax(&red[2], r.all_lo);
+        atomicMin(&red[3], r.all_hi);
+    }
+    __syncthreads();
+    r.any_lo = red[0];
+    r.any_hi = red[1];
+    r.all_lo = red[2];
+    r.all_hi = red[3];
+    return r;
+}
+
 /* ---- work of a thread block ---------------------------------------------- */
 
 /* Rows of the BM-row query tile at m0 that see no key at all: O = 0, LSE = -inf. */
@@ -196,8 +253,21 @@ struct BwdWork {
     int n0, mt_first, nm, iters, group;
 };
 
+/* Query tiles a backward CTA visits under per-row masks are flagged in
+ * shared memory when they need the per-element mask; tiles past this count
+ * are always masked (right, slower). 2048 tiles of 64 rows: 128K rows. */
+constexpr int BWD_FLAG_TILES = 2048;
+constexpr int BWD_FLAG_WORDS = BWD_FLAG_TILES / 32;
+
+/* Whether query tile t (of BM rows) needs the per-element mask. */
 template <int BM, int BN>
-__device__ __forceinline__ BwdWork bwd_work(const UspBwdParams &p) {
+__device__ __forceinline__ bool bwd_tile_masked(const UspBwdParams &p, const uint32_t *flags, int n0, int t) {
+    if (!p.mask_lo) return n0 + BN > p.kv_len || (p.causal && n0 + BN - 1 > t * BM + p.diag);
+    return t >= BWD_FLAG_TILES || ((flags[t >> 5] >> (t & 31)) & 1u);
+}
+
+template <int BM, int BN>
+__device__ __forceinline__ BwdWork bwd_work_causal(const UspBwdParams &p) {
     BwdWork w;
     w.n0 = blockIdx.x * BN;
     w.group = p.h / p.hkv;
@@ -205,6 +275,61 @@ __device__ __forceinline__ BwdWork bwd_work(const UspBwdParams &p) {
     w.mt_first = m_first / BM;
     int mtiles = (p.q_len + BM - 1) / BM;
     w.nm = m_first < p.q_len ? mtiles - w.mt_first : 0;
+    w.iters = w.group * w.nm;
+    return w;
+}
+
+/* Under per-row masks: every row of batch b is read once (16 rows a thread
+ * in flight) to find the first and last row that sees a key of this CTA's
+ * tile [n0, n0 + BN), and to flag the query tiles where some row does not
+ * see the whole key tile. Every thread must call it (two barriers). */
+template <int BM, int BN>
+__device__ BwdWork bwd_work(const UspBwdParams &p, int b, uint32_t *flags, int *red) {
+    if (!p.mask_lo) return bwd_work_causal<BM, BN>(p);
+    static_assert(BM % 32 == 0, "a warp's 32 rows lie in one query tile");
+    constexpr int UNROLL = 16;
+    BwdWork w;
+    w.n0 = blockIdx.x * BN;
+    w.group = p.h / p.hkv;
+    const int kend = min(w.n0 + BN, p.kv_len), lane = threadIdx.x & 31;
+    for (int i = threadIdx.x; i < BWD_FLAG_WORDS; i += blockDim.x) flags[i] = 0u;
+    if (threadIdx.x == 0) {
+        red[0] = INT32_MAX;
+        red[1] = -1;
+    }
+    __syncthreads();
+    int first = INT32_MAX, last = -1;
+    for (int r0 = 0; r0 < p.q_len; r0 += UNROLL * (int)blockDim.x) {
+        usp_key_interval iv[UNROLL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) iv[u] = row_keys(p, b, r0 + u * (int)blockDim.x + (int)threadIdx.x);
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int r = r0 + u * (int)blockDim.x + (int)threadIdx.x;
+            if (iv[u].lo < kend && iv[u].hi > w.n0 && iv[u].lo < iv[u].hi) {
+                first = min(first, r);
+                last = max(last, r);
+            }
+            const bool whole = iv[u].lo <= w.n0 && iv[u].hi >= w.n0 + BN;
+            const unsigned partial = __ballot_sync(0xffffffffu, r < p.q_len && !whole);
+            const int t = (r - lane) / BM;
+            if (lane == 0 && partial && t < BWD_FLAG_TILES) atomicOr(&flags[t >> 5], 1u << (t & 31));
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        first = min(first, __shfl_xor_sync(0xffffffffu, first, o));
+        last = max(last, __shfl_xor_sync(0xffffffffu, last, o));
+    }
+    if (lane == 0) {
+        atomicMin(&red[0], first);
+        atomicMax(&red[1], last);
+    }
+    __syncthreads();
+    first = red[0];
+    last = red[1];
+    w.mt_first = last >= 0 ? first / BM : 0;
+    w.nm = last >= 0 ? last / BM - w.mt_first + 1 : 0;
     w.iters = w.group * w.nm;
     return w;
 }

@@ -1,7 +1,7 @@
 /* kernels.h: launchers of the built-in kernels (C++ side of usp_gpu).
  *
  * Parameters are flattened from the kernel.h descriptors: element pointers,
- * strides in elements, and the usp_block. builtin.cu validates the
+ * strides in elements, the usp_block and the per-row mask arrays. builtin.cu validates the
  * descriptors and picks a launcher; each launcher returns USP_KERNEL_* and
  * writes a reason into `why` on failure. */
 #ifndef USP_GPU_KERNELS_H
@@ -38,6 +38,7 @@ struct UspFwdParams {
     int b, h, hkv, d;
     int q_begin, q_len, kv_begin, kv_len, causal, diag;
     float scale;
+    const int32_t *mask_lo, *mask_hi;   /* per-row key intervals [B][q_len] or NULL (usp/rowmask.h) */
 };
 
 struct UspBwdParams {
@@ -50,6 +51,7 @@ struct UspBwdParams {
     int b, h, hkv, d;
     int q_begin, q_len, kv_begin, kv_len, causal, diag;
     float scale;
+    const int32_t *mask_lo, *mask_hi;   /* per-row key intervals [B][q_len] or NULL (usp/rowmask.h) */
 };
 
 /* Tiled tensor-core kernels: bf16/fp16 inputs, D in {64, 128}; D = 256 on sm_90a only. */

@@ -5,9 +5,9 @@
 
 usp_status usp_kernel_validate(const usp_kernel *k, const char *origin) {
     if (!k) return usp_fail(USP_EINVAL, "%s: %s() returned NULL", origin, USP_KERNEL_ENTRY_SYMBOL);
-    if (k->abi_version != USP_KERNEL_ABI_VERSION)
-        return usp_fail(USP_EINVAL, "%s: kernel ABI version %u, this usp takes version %u (rebuild it against this include/usp/kernel.h)",
-                        origin, k->abi_version, USP_KERNEL_ABI_VERSION);
+    if (k->abi_version < USP_KERNEL_ABI_MIN || k->abi_version > USP_KERNEL_ABI_VERSION)
+        return usp_fail(USP_EINVAL, "%s: kernel ABI version %u, this usp takes versions %u to %u (rebuild it against this include/usp/kernel.h)",
+                        origin, k->abi_version, USP_KERNEL_ABI_MIN, USP_KERNEL_ABI_VERSION);
     if (k->size < sizeof(usp_kernel))
         return usp_fail(USP_EINVAL, "%s: usp_kernel struct is %u bytes, this usp expects %zu (built against another kernel.h)",
                         origin, k->size, sizeof(usp_kernel));
@@ -21,6 +21,13 @@ usp_status usp_kernel_validate(const usp_kernel *k, const char *origin) {
         if (fns[i].missing) return usp_fail(USP_EINVAL, "%s: function %s is NULL", origin, fns[i].name);
     if (k->dtypes == 0) return usp_fail(USP_EINVAL, "%s: takes no input dtype (dtypes = 0)", origin);
     return USP_OK;
+}
+
+int usp_kernel_takes_masks(const usp_kernel *k) { return k && k->abi_version >= 2; }
+
+const char *usp_kernel_mask_refusal(const usp_kernel *k) {
+    if (usp_kernel_takes_masks(k)) return NULL;
+    return "plugin has ABI v1, no masks";
 }
 
 usp_status usp_kernel_load(const char *path, const usp_kernel **out, void **handle) {

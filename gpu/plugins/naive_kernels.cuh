@@ -45,9 +45,11 @@ __device__ __forceinline__ int64_t at(const usp_ktensor &t, int b, int64_t l, in
 __device__ __forceinline__ int64_t at(const usp_kstats &t, int b, int h, int64_t l) {
     return b * t.sb + h * t.sh + l;
 }
-/* Block-local query i sees block-local key j. */
-__device__ __forceinline__ bool sees(const usp_block &k, int i, int j) {
-    return !k.causal || j <= i + k.diag;
+/* Keys block-local query i of batch b sees (usp/rowmask.h): the per-row
+ * arrays of ABI 2 when given, else the block's causal/diag. */
+template <typename A>
+__device__ __forceinline__ usp_key_interval keys_of(const A &a, int b, int i) {
+    return usp_row_keys(a.mask_lo, a.mask_hi, a.blk.q_len, b, i, a.blk.kv_len, a.blk.causal, a.blk.diag);
 }
 
 /* grid (ceil(q_len/128), H, B): one thread per query row, online softmax. */
@@ -62,7 +64,8 @@ __global__ void fwd(const usp_kfwd_args a) {
         acc[d] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
-    for (int j = 0; j < a.blk.kv_len && sees(a.blk, i, j); ++j) {
+    const usp_key_interval iv = keys_of(a, b, i);
+    for (int j = iv.lo; j < iv.hi; ++j) {
         int64_t kj = at(a.k, b, a.blk.kv_begin + j, hk), vj = at(a.v, b, a.blk.kv_begin + j, hk);
         float s = 0.0f;
         for (int d = 0; d < D; ++d) s += q[d] * ld(a.k.ptr, a.k.dtype, kj + d);
@@ -90,7 +93,7 @@ __global__ void prep(const usp_kprep_args a) {
 /* P of (query i, key j) from the final LSE; 0 where masked or the row saw nothing. */
 __device__ __forceinline__ float prob(const usp_kbwd_args &a, int b, int h, int hk, int i, int j) {
     float lse = a.lse.ptr[at(a.lse, b, h, a.blk.q_begin + i)];
-    if (!sees(a.blk, i, j) || lse == -INFINITY) return 0.0f;
+    if (!usp_key_visible(keys_of(a, b, i), j) || lse == -INFINITY) return 0.0f;
     int64_t qi = at(a.q, b, a.blk.q_begin + i, h), kj = at(a.k, b, a.blk.kv_begin + j, hk);
     float s = 0.0f;
     for (int d = 0; d < a.q.d; ++d) s += ld(a.q.ptr, a.q.dtype, qi + d) * ld(a.k.ptr, a.k.dtype, kj + d);

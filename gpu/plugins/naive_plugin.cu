@@ -6,11 +6,18 @@
  * loads it with `usp kernel-check --kernel naive_plugin.so` (and the GPU
  * executor with --kernel), checks the struct, then calls only through it.
  *
- * This one computes with one thread per query row in fp32
+ * This one (ABI 2) computes with one thread per query row in fp32
  * (naive_kernels.cuh): correct on every shape and mask kernel-check tries,
+ * per-row key intervals included,
  * and slow. Build (gpu/CMakeLists.txt does this):
  *   nvcc -arch=sm_90 -shared -Xcompiler -fPIC -I include naive_plugin.cu -o naive_plugin.so */
 #include "naive_kernels.cuh"
+
+/* The same source also builds naive_plugin_v1.so with -DNAIVE_PLUGIN_ABI=1: a
+ * plugin of the previous ABI, which usp still loads and never hands a mask. */
+#ifndef NAIVE_PLUGIN_ABI
+#define NAIVE_PLUGIN_ABI USP_KERNEL_ABI_VERSION
+#endif
 
 static int naive_forward(const usp_kfwd_args *a, void *stream, char *why, size_t why_len) {
     return naive::launch_fwd(a, static_cast<cudaStream_t>(stream), why, why_len);
@@ -26,7 +33,7 @@ static int naive_merge(const usp_kmerge_args *a, void *stream, char *why, size_t
 }
 
 static const usp_kernel naive_kernel = {
-    USP_KERNEL_ABI_VERSION,
+    NAIVE_PLUGIN_ABI,
     sizeof(usp_kernel),
     "naive (one thread a row, fp32)",
     (1u << USP_BF16) | (1u << USP_F16) | (1u << USP_F32),

@@ -1,4 +1,4 @@
-/* usp/kernel.h: the attention-kernel ABI (version 1).
+/* usp/kernel.h: the attention-kernel ABI (version 2).
  *
  * The GPU executor calls attention kernels only through a `usp_kernel`: a
  * small versioned struct of function pointers. The kernels built into
@@ -8,18 +8,30 @@
  *     const usp_kernel *usp_kernel_entry(void);
  *
  * returning a struct that lives as long as the library. The loader refuses a
- * library whose symbol is missing, whose struct is NULL or of another ABI
- * version, smaller than this header's struct, or has a NULL function.
+ * library whose symbol is missing, whose struct is NULL or of an ABI version
+ * outside [USP_KERNEL_ABI_MIN, USP_KERNEL_ABI_VERSION], smaller than this
+ * header's struct, or has a NULL function.
  * gpu/plugins/naive_plugin.cu is a complete, deliberately simple example.
+ *
+ * Versions:
+ *   1  forward/backward with the usp_block's causal/diag mask.
+ *   2  adds per-row key intervals (usp/rowmask.h) to the forward and
+ *      backward arguments: mask_lo, mask_hi. The new fields sit at the end
+ *      of usp_kfwd_args and usp_kbwd_args, so a version-1 kernel is handed
+ *      the same struct and reads only what it knows; usp calls it only with
+ *      mask_lo = mask_hi = NULL and refuses masked work for it
+ *      (usp_kernel_takes_masks, usp_kernel_mask_refusal).
  *
  * What the functions compute (the ring-attention step kinds of schedule.h):
  *   forward   (O, LSE) rows of one usp_block: the attention of query rows
  *             [q_begin, q_begin+q_len) over key rows [kv_begin, kv_begin+kv_len)
- *             with the block's mask; other rows are not touched. A row that
- *             sees no key gets LSE = -inf and O = 0.
+ *             with the block's mask, or, when mask_lo/mask_hi are given, row i
+ *             over the block's keys [mask_lo[b][i], mask_hi[b][i]) (local
+ *             coordinates, clipped to [0, kv_len)); other rows are not
+ *             touched. A row that sees no key gets LSE = -inf and O = 0.
  *   bwd_prep  DELTA[b,h,i] = sum_d O[b,i,h,d] * dO[b,i,h,d], every row.
  *   backward  adds the block's gradients: dQ rows q_begin.., dK and dV rows
- *             kv_begin.. (+=, fp32). LSE and DELTA are the final, whole-row
+ *             kv_begin.. (+=, fp32), with the same mask as the forward. LSE and DELTA are the final, whole-row
  *             ones (a block's partial LSE would give wrong gradients).
  *   merge     rows [row_begin, row_begin+rows) of (O, LSE) become the
  *             attention over the keys of both (O, LSE) and (O_blk, LSE_blk),
@@ -58,9 +70,11 @@
 extern "C" {
 #endif
 #include "usp/config.h"
+#include "usp/rowmask.h"
 #include "usp/schedule.h"
 
-#define USP_KERNEL_ABI_VERSION 1u
+#define USP_KERNEL_ABI_VERSION 2u
+#define USP_KERNEL_ABI_MIN 1u   /* oldest version still loaded */
 #define USP_KERNEL_ENTRY_SYMBOL "usp_kernel_entry"
 
 enum { USP_KERNEL_OK = 0, USP_KERNEL_ECUDA = 1, USP_KERNEL_EUNSUPPORTED = 2 };
@@ -86,6 +100,9 @@ typedef struct {
     usp_kstats lse;        /* (B, H, Lq): rows of blk written */
     usp_block blk;
     float scale;           /* softmax scale, > 0 */
+    /* ABI 2: per-row key intervals, device int32 [B][blk.q_len] (usp/rowmask.h);
+     * both NULL: blk's causal/diag. Heads share them. */
+    const int32_t *mask_lo, *mask_hi;
 } usp_kfwd_args;
 
 typedef struct {
@@ -99,6 +116,7 @@ typedef struct {
     usp_ktensor dq, dk, dv;      /* fp32, like q, k, v: += this block */
     usp_block blk;
     float scale;
+    const int32_t *mask_lo, *mask_hi;   /* ABI 2: as in usp_kfwd_args */
 } usp_kbwd_args;
 
 typedef struct {
@@ -115,7 +133,7 @@ typedef int (*usp_kbwd_fn)(const usp_kbwd_args *a, void *stream, char *why, size
 typedef int (*usp_kmerge_fn)(const usp_kmerge_args *a, void *stream, char *why, size_t why_len);
 
 typedef struct usp_kernel {
-    uint32_t abi_version;  /* USP_KERNEL_ABI_VERSION */
+    uint32_t abi_version;  /* USP_KERNEL_ABI_VERSION (or an older one still loaded) */
     uint32_t size;         /* sizeof(usp_kernel) where it was built */
     const char *name;      /* shown by kernel-check */
     uint32_t dtypes;       /* input dtypes taken: bits (1u << usp_dtype) */
@@ -139,6 +157,12 @@ void usp_kernel_unload(void *handle);
 
 /* Checks a struct (version, size, functions); used by usp_kernel_load. */
 usp_status usp_kernel_validate(const usp_kernel *k, const char *origin);
+
+/* Whether k takes per-row masks (ABI 2 and later). */
+int usp_kernel_takes_masks(const usp_kernel *k);
+/* NULL when k can run masked work; else the reason it cannot, one line:
+ * "plugin has ABI v1, no masks". */
+const char *usp_kernel_mask_refusal(const usp_kernel *k);
 
 /* A contiguous (B, L, H, D) descriptor, and a contiguous (B, H, L) one. */
 usp_ktensor usp_ktensor_bshd(void *ptr, usp_dtype dt, int b, int l, int h, int d);
