@@ -1,0 +1,81 @@
+#!/bin/bash
+# mask_gpu_device.sh: the masked-kernel runs of gpu/NOTES.md in one call on a GPU machine.
+#
+#   STEPS=build,check,mma,plugin,sanitize,bench tools/bench/mask_gpu_device.sh
+#
+# build     usp_kernel_check, the plugins (ABI 2, ABI 1, a future ABI), libusp_bench_gpu.so
+# check     usp kernel-check, every case (wgmma tiles on sm_90a)
+# mma       the same with USP_GPU_TILES=mma (the mma.sync tiles), every case
+# plugin    the example plugin (ABI 2) and its ABI-1 build (masked cases skipped) on the
+#           quick battery; the future-ABI plugin refused
+# sanitize  compute-sanitizer memcheck on the quick battery, wgmma and mma.sync tiles
+# bench     tools/bench-gpu --mask: masked TFLOP/s on visible pairs beside our causal
+#           kernels, errors beside SDPA flash run document by document (BENCH_MASKS)
+# Logs land in $OUT (default ./out); a short table is printed last.
+set -u
+OUT=${OUT:-$PWD/out}
+STEPS=${STEPS:-build,check,mma,plugin,sanitize,bench}
+BUILD=${BUILD:-build-dev}
+BENCH_MASKS=${BENCH_MASKS:---mask docs:8192,3000,1500,1000,700,600,500,400,300,184 --mask window:2048}
+mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+SUM=$OUT/summary.txt
+: > "$SUM"
+say() { echo "$*" | tee -a "$SUM"; }
+has() { [[ ",$STEPS," == *",$1,"* ]]; }
+t0=$(date +%s)
+stamp() { say "[$(( $(date +%s) - t0 ))s] $*"; }
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader \
+  | tee -a "$SUM"
+KC="$BUILD/usp_kernel_check"
+
+if has build; then
+  stamp "build"
+  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc \
+    > "$OUT/build.log" 2>&1
+  cmake --build "$BUILD" -j16 --target usp_kernel_check usp_naive_plugin usp_naive_plugin_v1 \
+    usp_bad_abi_plugin usp_bench_gpu >> "$OUT/build.log" 2>&1 \
+    || { say "build FAILED"; tail -40 "$OUT/build.log"; exit 1; }
+fi
+
+if has check; then
+  stamp "kernel-check (wgmma)"
+  timeout 240 $KC > "$OUT/kcheck.txt" 2>&1
+  say "kernel-check wgmma rc=$?: $(tail -1 "$OUT/kcheck.txt")"
+fi
+if has mma; then
+  stamp "kernel-check (mma.sync)"
+  USP_GPU_TILES=mma timeout 240 $KC > "$OUT/kcheck_mma.txt" 2>&1
+  say "kernel-check mma.sync rc=$?: $(tail -1 "$OUT/kcheck_mma.txt")"
+fi
+if has plugin; then
+  stamp "plugins"
+  timeout 120 $KC --kernel "$BUILD/plugins/naive_plugin.so" --quick > "$OUT/plugin.txt" 2>&1
+  say "naive plugin (ABI 2) rc=$?: $(tail -1 "$OUT/plugin.txt")"
+  timeout 120 $KC --kernel "$BUILD/plugins/naive_plugin_v1.so" --quick > "$OUT/plugin_v1.txt" 2>&1
+  say "naive plugin (ABI 1) rc=$?: $(tail -1 "$OUT/plugin_v1.txt")"
+  grep -m2 "ABI v1" "$OUT/plugin_v1.txt" | tee -a "$SUM"
+  $KC --kernel "$BUILD/plugins/bad_abi_plugin.so" > "$OUT/bad_abi.txt" 2>&1
+  say "future-ABI plugin rc=$?: $(cat "$OUT/bad_abi.txt")"
+fi
+if has sanitize; then
+  for tiles in wgmma mma; do
+    stamp "compute-sanitizer memcheck --quick ($tiles)"
+    USP_GPU_TILES=$tiles timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 $KC --quick \
+      > "$OUT/memcheck_$tiles.txt" 2>&1
+    say "memcheck $tiles rc=$?: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_$tiles.txt" | tail -1)"
+  done
+fi
+if has bench; then
+  stamp "bench-gpu --mask"
+  timeout ${BENCH_TIMEOUT:-300} python3 tools/bench-gpu --lib "$BUILD/libusp_bench_gpu.so" --reps ${REPS:-10} \
+    --json "$OUT/bench_mask.json" $BENCH_MASKS ${BENCH_ARGS:-} > "$OUT/bench_mask.txt" 2>&1
+  say "bench rc=$?"
+fi
+stamp "done"
+(cd "$OUT" && tar czf all.tgz --exclude=all.tgz . && rm -f build.log)
+echo "================ summary"
+cat "$SUM"
+for f in kcheck.txt kcheck_mma.txt; do [ -f "$OUT/$f" ] && grep -E "FAIL" "$OUT/$f" | head -12; done
+[ -f "$OUT/bench_mask.txt" ] && sed -n '/^device/,$p' "$OUT/bench_mask.txt"
