@@ -41,12 +41,12 @@ fi
 
 if has check; then
   stamp "kernel-check (wgmma)"
-  timeout 240 $KC > "$OUT/kcheck.txt" 2>&1
+  timeout 150 $KC > "$OUT/kcheck.txt" 2>&1
   say "kernel-check wgmma rc=$?: $(tail -1 "$OUT/kcheck.txt")"
 fi
 if has mma; then
   stamp "kernel-check (mma.sync)"
-  USP_GPU_TILES=mma timeout 240 $KC > "$OUT/kcheck_mma.txt" 2>&1
+  USP_GPU_TILES=mma timeout 150 $KC > "$OUT/kcheck_mma.txt" 2>&1
   say "kernel-check mma.sync rc=$?: $(tail -1 "$OUT/kcheck_mma.txt")"
 fi
 if has plugin; then
@@ -62,7 +62,7 @@ fi
 if has sanitize; then
   for tiles in wgmma mma; do
     stamp "compute-sanitizer memcheck --quick ($tiles)"
-    USP_GPU_TILES=$tiles timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 $KC --quick \
+    USP_GPU_TILES=$tiles timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 $KC --quick \
       > "$OUT/memcheck_$tiles.txt" 2>&1
     say "memcheck $tiles rc=$?: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_$tiles.txt" | tail -1)"
   done
