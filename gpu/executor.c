@@ -12,7 +12,12 @@
  * SEND/RECV staging buffers the all-to-all pieces of Q, K, V, dO keep their
  * dtype, LSE stays fp32, and O, dQ, dK, dV go in the wire dtype (the run's
  * 16-bit dtype by default, fp32 with --wire fp32): the pack rounds them, the
- * unpack widens them back into the fp32 outputs. */
+ * unpack widens them back into the fp32 outputs.
+ *
+ * Masks: an attention step with a mask layer (st->mask_layer >= 0) gets its
+ * per-row key intervals from usp_step_row_mask, built and uploaded once per
+ * run (lo then hi, [batch][q_len] int32 each) and handed to the kernel
+ * (kernel ABI 2; a kernel of ABI 1 is refused before anything runs). */
 #define _POSIX_C_SOURCE 200809L /* raise */
 #include "executor_ctx.h"
 
@@ -22,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "executor_cuda.h"
+#include "usp/dispatch.h"
 #include "usp/gpu_pack.h"
 #include "usp/layout.h"
 
@@ -37,6 +43,7 @@ typedef struct {
     cudaEvent_t t0;                  /* the common start of a run */
     cudaEvent_t *begin, *end;        /* [nsteps]: after the step's waits, after the step */
     int nevents;
+    int32_t **rows;                  /* [nsteps]: device lo then hi of a masked ATTN step, or NULL */
 } gpu_run;
 
 static cudaStream_t stream_of(const gpu_run *r, const usp_step *st) {
@@ -79,6 +86,51 @@ static void free_buffers(gpu_run *r) {
     for (int b = 0; b < USP_BUF_COUNT; b++)
         if (r->rs->bufs[b].alias == USP_BUF_NONE && r->buf[b]) cudaFree(r->buf[b]);
     memset(r->buf, 0, sizeof r->buf);
+}
+
+/* ------------------------------------------------------------ masks */
+
+static int has_row_mask(const usp_step *st) {
+    return (st->kind == USP_STEP_ATTN_FWD || st->kind == USP_STEP_ATTN_BWD) && st->mask_layer >= 0;
+}
+
+/* The per-row intervals of every masked attention step of the rank, on the device. */
+static usp_status upload_row_masks(gpu_run *r) {
+    int n = r->rs->nsteps;
+    if (!(r->rows = usp_calloc((size_t)(n ? n : 1), sizeof *r->rows))) return USP_EINTERNAL;
+    usp_status st = USP_OK;
+    for (int i = 0; i < n && st == USP_OK; i++) {
+        const usp_step *sp = usp_rank_step(r->rs, i);
+        if (!has_row_mask(sp)) continue;
+        size_t rows = (size_t)r->c->batch * (size_t)sp->blk.q_len;
+        int32_t *host = usp_malloc(2 * rows * sizeof *host + 1);
+        if (!host) return USP_EINTERNAL;
+        st = usp_step_row_mask(r->c, r->rank, sp, host, host + rows);
+        if (st == USP_OK && cudaMalloc((void **)&r->rows[i], 2 * rows * sizeof *host + 4) != cudaSuccess)
+            st = usp_fail(USP_EINTERNAL, "step %d (%s): mask rows: %s", i, sp->name,
+                          cudaGetErrorString(cudaGetLastError()));
+        if (st == USP_OK && cudaMemcpy(r->rows[i], host, 2 * rows * sizeof *host, cudaMemcpyHostToDevice) != cudaSuccess)
+            st = usp_fail(USP_EINTERNAL, "step %d (%s): mask rows: %s", i, sp->name,
+                          cudaGetErrorString(cudaGetLastError()));
+        free(host);
+    }
+    return st;
+}
+
+static void free_row_masks(gpu_run *r) {
+    if (!r->rows) return;
+    for (int i = 0; i < r->rs->nsteps; i++)
+        if (r->rows[i]) cudaFree(r->rows[i]);
+    free(r->rows);
+    r->rows = NULL;
+}
+
+/* lo and hi of step i, or NULL and NULL. */
+static void row_mask_of(const gpu_run *r, int i, const usp_step *st, const int32_t **lo, const int32_t **hi) {
+    *lo = *hi = NULL;
+    if (!r->rows || !r->rows[i]) return;
+    *lo = r->rows[i];
+    *hi = r->rows[i] + (size_t)r->c->batch * (size_t)st->blk.q_len;
 }
 
 /* ------------------------------------------------------------ inputs */
@@ -177,11 +229,12 @@ static usp_status kernel_result(int rc, const gpu_run *r, const char *fn, const 
     return usp_fail(USP_EINTERNAL, "kernel '%s' %s: %s", r->k->name ? r->k->name : "?", fn, why);
 }
 
-static usp_status attn_fwd(gpu_run *r, const usp_step *st, cudaStream_t s) {
+static usp_status attn_fwd(gpu_run *r, int i, const usp_step *st, cudaStream_t s) {
     usp_kfwd_args a = {
         .q = query_tensor(r, USP_BUF_Q), .k = kv_tensor(r, st->src[0], st->kv_block),
         .v = kv_tensor(r, st->src[1], st->kv_block), .o = query_tensor(r, USP_BUF_O_BLK),
         .lse = stats_tensor(r, USP_BUF_LSE_BLK), .blk = st->blk, .scale = (float)usp_scale(r->c)};
+    row_mask_of(r, i, st, &a.mask_lo, &a.mask_hi);
     char why[256] = "";
     return kernel_result(r->k->forward(&a, s, why, sizeof why), r, "forward", why);
 }
@@ -202,13 +255,14 @@ static usp_status bwd_prep(gpu_run *r, cudaStream_t s) {
     return kernel_result(r->k->bwd_prep(&a, s, why, sizeof why), r, "bwd_prep", why);
 }
 
-static usp_status attn_bwd(gpu_run *r, const usp_step *st, cudaStream_t s) {
+static usp_status attn_bwd(gpu_run *r, int i, const usp_step *st, cudaStream_t s) {
     usp_kbwd_args a = {
         .q = query_tensor(r, USP_BUF_Q), .k = kv_tensor(r, st->src[0], st->kv_block),
         .v = kv_tensor(r, st->src[1], st->kv_block), .dout = query_tensor(r, USP_BUF_DO),
         .lse = stats_tensor(r, USP_BUF_LSE), .delta = stats_tensor(r, USP_BUF_DELTA),
         .dq = query_tensor(r, USP_BUF_DQ), .dk = kv_tensor(r, st->dst[0], st->kv_block),
         .dv = kv_tensor(r, st->dst[1], st->kv_block), .blk = st->blk, .scale = (float)usp_scale(r->c)};
+    row_mask_of(r, i, st, &a.mask_lo, &a.mask_hi);
     char why[256] = "";
     return kernel_result(r->k->backward(&a, s, why, sizeof why), r, "backward", why);
 }
@@ -232,7 +286,7 @@ static usp_dtype a2a_dtype(const usp_config *c, usp_a2a a) {
     return a == USP_A2A_LSE ? USP_F32 : usp_wire_dtype(c);
 }
 
-static usp_status run_compute(gpu_run *r, const usp_step *st, cudaStream_t s) {
+static usp_status run_compute(gpu_run *r, int i, const usp_step *st, cudaStream_t s) {
     usp_a2a_dims dims = usp_a2a_dims_of(r->c);
     switch (st->kind) {
     case USP_STEP_PACK:
@@ -244,14 +298,14 @@ static usp_status run_compute(gpu_run *r, const usp_step *st, cudaStream_t s) {
     case USP_STEP_INIT:
         USP_TRY(init_buffer(r, st->dst[0], s));
         return init_buffer(r, st->dst[1], s);
-    case USP_STEP_ATTN_FWD: return attn_fwd(r, st, s);
+    case USP_STEP_ATTN_FWD: return attn_fwd(r, i, st, s);
     case USP_STEP_MERGE: return merge(r, st, s);
     case USP_STEP_BWD_PREP: return bwd_prep(r, s);
-    case USP_STEP_ATTN_BWD: return attn_bwd(r, st, s);
+    case USP_STEP_ATTN_BWD: return attn_bwd(r, i, st, s);
     case USP_STEP_ACCUM:
-        for (int i = 0; i < 2 && st->dst[i] != USP_BUF_NONE; i++)
-            USP_TRY(usp_gpu_add_f32((float *)r->buf[st->dst[i]], (const float *)r->buf[st->src[i]],
-                                    owner_elems(r, st->dst[i]), s));
+        for (int x = 0; x < 2 && st->dst[x] != USP_BUF_NONE; x++)
+            USP_TRY(usp_gpu_add_f32((float *)r->buf[st->dst[x]], (const float *)r->buf[st->src[x]],
+                                    owner_elems(r, st->dst[x]), s));
         return USP_OK;
     default: return usp_fail(USP_EINTERNAL, "step kind %s is not a compute step", usp_step_kind_name(st->kind));
     }
@@ -308,7 +362,7 @@ static usp_status enqueue_step(gpu_run *r, int i) {
         rc = usp_fail(USP_EINTERNAL, "waiting for step %d: %s", st->dep, cudaGetErrorString(cudaGetLastError()));
     if (rc == USP_OK && cudaEventRecord(r->begin[i], s) != cudaSuccess)
         rc = usp_fail(USP_EINTERNAL, "event: %s", cudaGetErrorString(cudaGetLastError()));
-    if (rc == USP_OK) rc = st->stream == USP_STREAM_COMPUTE ? run_compute(r, st, s) : run_comm(r, st, s);
+    if (rc == USP_OK) rc = st->stream == USP_STREAM_COMPUTE ? run_compute(r, i, st, s) : run_comm(r, st, s);
     if (rc == USP_OK && cudaEventRecord(r->end[i], s) != cudaSuccess)
         rc = usp_fail(USP_EINTERNAL, "event: %s", cudaGetErrorString(cudaGetLastError()));
     if (rc != USP_OK) usp_error_prefix("rank %d, step %d (%s): ", r->rank, i, st->name);
@@ -604,6 +658,9 @@ static usp_status check_run(const usp_schedule *s, const usp_gpu_options *o, con
     if (!(k->dtypes & (1u << c->dtype)))
         return usp_fail(USP_EINVAL, "kernel '%s' does not take dtype %s", k->name ? k->name : "?",
                         usp_dtype_name(c->dtype));
+    if (c->mask && usp_kernel_mask_refusal(k))
+        return usp_fail(USP_EINVAL, "kernel '%s': %s (the problem has a mask)", k->name ? k->name : "?",
+                        usp_kernel_mask_refusal(k));
     if (o->iters < 1 || o->warmup < 0)
         return usp_fail(USP_EINVAL, "GPU executor: iters %d, warmup %d", o->iters, o->warmup);
     return USP_OK;
@@ -613,6 +670,7 @@ static usp_status execute(gpu_run *r, const usp_inputs *in, const usp_gpu_option
                           usp_trace *trace) {
     USP_TRY(usp_nccl_split(&r->ctx->nccl, r->c));
     USP_TRY(alloc_buffers(r));
+    USP_TRY(upload_row_masks(r));
     USP_TRY(load_inputs(r, in));
     USP_TRY(create_events(r));
     timing_layout t = layout_of(r->s, o->iters);
@@ -649,6 +707,7 @@ usp_status usp_gpu_execute(const usp_schedule *s, const usp_inputs *in, const us
         usp_result_count_schedule(out, s);
     }
     destroy_events(&r);
+    free_row_masks(&r);
     free_buffers(&r);
     return st;
 }

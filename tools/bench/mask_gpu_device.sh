@@ -1,7 +1,7 @@
 #!/bin/bash
 # mask_gpu_device.sh: the masked-kernel runs of gpu/NOTES.md in one call on a GPU machine.
 #
-#   STEPS=build,check,mma,plugin,sanitize,bench tools/bench/mask_gpu_device.sh
+#   STEPS=build,check,mma,plugin,sanitize,exec,bench tools/bench/mask_gpu_device.sh
 #
 # build     usp_kernel_check, the plugins (ABI 2, ABI 1, a future ABI), libusp_bench_gpu.so
 # check     usp kernel-check, every case (wgmma tiles on sm_90a)
@@ -9,12 +9,13 @@
 # plugin    the example plugin (ABI 2) and its ABI-1 build (masked cases skipped) on the
 #           quick battery; the future-ABI plugin refused
 # sanitize  compute-sanitizer memcheck on the quick battery, wgmma and mma.sync tiles
+# exec      usp run --backend gpu on one GPU (ulysses 1, ring 1) with masks, against fp64
 # bench     tools/bench-gpu --mask: masked TFLOP/s on visible pairs beside our causal
 #           kernels, errors beside SDPA flash run document by document (BENCH_MASKS)
 # Logs land in $OUT (default ./out); a short table is printed last.
 set -u
 OUT=${OUT:-$PWD/out}
-STEPS=${STEPS:-build,check,mma,plugin,sanitize,bench}
+STEPS=${STEPS:-build,check,mma,plugin,sanitize,exec,bench}
 BUILD=${BUILD:-build-dev}
 BENCH_MASKS=${BENCH_MASKS:---mask docs:8192,3000,1500,1000,700,600,500,400,300,184 --mask window:2048}
 mkdir -p "$OUT"
@@ -37,6 +38,7 @@ if has build; then
   cmake --build "$BUILD" -j16 --target usp_kernel_check usp_naive_plugin usp_naive_plugin_v1 \
     usp_bad_abi_plugin usp_bench_gpu >> "$OUT/build.log" 2>&1 \
     || { say "build FAILED"; tail -40 "$OUT/build.log"; exit 1; }
+  has exec && { cmake --build "$BUILD" -j16 --target usp >> "$OUT/build.log" 2>&1 || say "usp did not build"; }
 fi
 
 if has check; then
@@ -65,6 +67,14 @@ if has sanitize; then
     USP_GPU_TILES=$tiles timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 $KC --quick \
       > "$OUT/memcheck_$tiles.txt" 2>&1
     say "memcheck $tiles rc=$?: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_$tiles.txt" | tail -1)"
+  done
+fi
+if has exec && [ -x "$BUILD/usp" ]; then
+  stamp "usp run --backend gpu with masks (one GPU)"
+  for m in "--seqlens 1000,2500,596 --causal" "--window 300,0 --causal" "--seqlens 700,3396 --window 200,50 --no-causal"; do
+    timeout 60 $BUILD/usp run --backend gpu --gpus 1 --ulysses 1 --ring 1 --heads 8 --kv-heads 2 --head-dim 128 \
+      --dtype bf16 $m > "$OUT/exec.txt" 2>&1
+    say "usp run --backend gpu $m: rc=$? $(grep -iE 'pass|fail|error' "$OUT/exec.txt" | tr '\n' ' ' | cut -c1-300)"
   done
 fi
 if has bench; then

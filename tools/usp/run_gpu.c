@@ -103,9 +103,6 @@ static int parse(int argc, char **argv, usp_config *cfg, gpu_options *o) {
     if (rc) return rc;
     if ((rc = usp_cli_config_finish("run", cfg))) return rc;
     if (usp_config_validate(cfg) != USP_OK) return usp_cli_report("run", USP_EINVAL);
-    if (cfg->mask) /* the GPU kernels take per-row intervals through kernel ABI v2 */
-        return usp_cli_bad_input("run", "--backend gpu does not run masks (--seqlens, --window, --mask, "
-                                 "balanced) yet; use --backend sim or ref");
     if (!o->check && (o->dump_dir || o->input_dir))
         return usp_cli_bad_input("run", "--no-check makes its inputs on the GPU: no --input or --dump");
     return 0;
