@@ -80,6 +80,7 @@ static void print_json(const usp_kcheck_case *c, const usp_kcheck_result *r, int
            "\"causal\": %d, \"diag\": %d}, ",
            usp_dtype_name(c->dtype), c->batch, c->lq, c->lkv, c->heads, c->kv_heads, c->head_dim, c->blk.q_begin,
            c->blk.q_len, c->blk.kv_begin, c->blk.kv_len, c->blk.causal, c->blk.diag);
+    printf("\"row_mask\": %s, ", c->mask.kind != USP_KC_MASK_NONE ? "true" : "false");
     json_err("o", r->err[USP_KC_O]);
     printf(", ");
     json_err("lse", r->err[USP_KC_LSE]);
