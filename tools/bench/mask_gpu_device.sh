@@ -62,7 +62,7 @@ if has plugin; then
   say "future-ABI plugin rc=$?: $(cat "$OUT/bad_abi.txt")"
 fi
 if has sanitize; then
-  for tiles in wgmma mma; do
+  for tiles in ${SANITIZE_TILES:-wgmma mma}; do
     stamp "compute-sanitizer memcheck --quick ($tiles)"
     USP_GPU_TILES=$tiles timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 $KC --quick \
       > "$OUT/memcheck_$tiles.txt" 2>&1
