@@ -23,7 +23,8 @@
  * Shared memory (bytes): K, V 2 x 32 K; Q, dO 2 stages x 2 x 32 K; P^T, dS^T
  * 2 x 8 K; the fp32 hand-over 16 K; LSE and DELTA 1 K: 225 KB + 1 KB of
  * alignment, one CTA an SM. Registers: dK, dV, dQ 3 x 64 a thread.
- * Masks as in attn_bwd_wg.cu (usp_block: kv_len, causal diagonal). */
+ * Masks as in attn_bwd_wg.cu (usp/rowmask.h: the block's causal/diag or the
+ * per-row intervals, which come with each query tile's LSE and DELTA). */
 #include "kernels.h"
 #include "wgcommon.cuh"
 #include <math.h>
@@ -39,7 +40,7 @@ constexpr int W2_NTH = 256;
 constexpr int W2_XCH_FLOATS = 4 * 32 * 32; /* [warp][register][lane] */
 
 constexpr int w2_smem_bytes() {
-    return (2 * W2_BN * W2_D + 4 * W2_BM * W2_D + 2 * W2_BN * W2_BM) * 2 + W2_XCH_FLOATS * 4 + 4 * W2_BM * 4 + 1024;
+    return (2 * W2_BN * W2_D + 4 * W2_BM * W2_D + 2 * W2_BN * W2_BM) * 2 + W2_XCH_FLOATS * 4 + 8 * W2_BM * 4 + 1024;
 }
 
 __device__ __forceinline__ void w2_cp_async4(void *dst, const void *src, int src_bytes) {
@@ -51,8 +52,8 @@ __device__ __forceinline__ void w2_cp_async4(void *dst, const void *src, int src
  * (atom layout of 64 rows). */
 template <typename T>
 __device__ __forceinline__ void w2_scores(const UspBwdParams &p, const float (&s)[32], const float (&dp)[32],
-                                          const float *lse, const float *dl, int key_row, int n0, int m0,
-                                          bool masked, T *sP, T *sdS) {
+                                          const float *lse, const float *dl, const int *mlo, const int *mhi,
+                                          int key_row, int n0, int m0, bool masked, T *sP, T *sdS) {
     const int t = threadIdx.x & 3;
     const float sl2 = p.scale * USP_LOG2E;
 #pragma unroll
@@ -66,8 +67,9 @@ __device__ __forceinline__ void w2_scores(const UspBwdParams &p, const float (&s
             float lse2 = (r < p.q_len && lv != -INFINITY) ? lv * USP_LOG2E : INFINITY;
             float x = exp2f(fmaf(s[4 * j + e], sl2, -lse2));
             if (masked) {
-                int c = n0 + key_row + (e >> 1) * 8;
-                if (c >= p.kv_len || (p.causal && c > r + p.diag)) x = 0.0f;
+                usp_key_interval iv = p.mask_lo ? usp_row_keys(mlo, mhi, W2_BM, 0, q, p.kv_len, 0, 0)
+                                                : usp_row_keys(NULL, NULL, 0, 0, r, p.kv_len, p.causal, p.diag);
+                if (!usp_key_visible(iv, n0 + key_row + (e >> 1) * 8)) x = 0.0f;
             }
             pr[e] = x;
             ds[e] = x * (dp[4 * j + e] - dl[q]);
@@ -128,11 +130,16 @@ __global__ void __launch_bounds__(W2_NTH, 1) bwd_wg256_kernel(const UspBwdParams
     float *sX = reinterpret_cast<float *>(sdS + BN * BM);   /* fp32 hand-over */
     float *sL = sX + W2_XCH_FLOATS;                         /* 2 x BM: LSE */
     float *sDl = sL + 2 * BM;                               /* 2 x BM: DELTA */
+    int *sLo = reinterpret_cast<int *>(sDl + 2 * BM);       /* 2 x BM: mask_lo of the tile */
+    int *sHi = sLo + 2 * BM;                                /* 2 x BM: mask_hi */
 
-    const BwdWork wk = bwd_work<W2_BM, W2_BN>(p);
+    __shared__ uint32_t tile_flags[BWD_FLAG_WORDS];
+    __shared__ int red[2];
+    const int hk = blockIdx.y, b = blockIdx.z;
+    const BwdWork wk = bwd_work<W2_BM, W2_BN>(p, b, tile_flags, red);
     if (wk.iters == 0) return;
     const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
-    const int hk = blockIdx.y, b = blockIdx.z, n0 = wk.n0;
+    const int n0 = wk.n0;
     const int key_row = warp * 16 + (lane >> 2);   /* tile key of e>>1 = 0, in either warpgroup */
     /* warps 0-1 of warpgroup 0 and 2-3 of warpgroup 1 compute P^T and dS^T */
     const bool keep = (wgi == 0) == (warp < 2);
@@ -161,6 +168,10 @@ __global__ void __launch_bounds__(W2_NTH, 1) bwd_wg256_kernel(const UspBwdParams
         } else if (threadIdx.x < 2 * BM) {
             const float *src = p.delta + b * p.dl_sb + h * p.dl_sh + p.q_begin + m0 + (ok ? i : 0);
             w2_cp_async4(sDl + stage * BM + i, src, ok ? 4 : 0);
+        } else if (p.mask_lo) {   /* rows past the block: [0, 0), no key */
+            const bool lo = threadIdx.x < 3 * BM;
+            const int32_t *src = (lo ? p.mask_lo : p.mask_hi) + (int64_t)b * p.q_len + m0 + (ok ? i : 0);
+            w2_cp_async4((lo ? sLo : sHi) + stage * BM + i, src, ok ? 4 : 0);
         }
     };
     prefetch(0, 0);
@@ -208,11 +219,14 @@ __global__ void __launch_bounds__(W2_NTH, 1) bwd_wg256_kernel(const UspBwdParams
         if (keep) {
 #pragma unroll
             for (int i = 0; i < 32; ++i) other[i] = slot[i * 32];
-            const bool masked = n0 + BN > p.kv_len || (p.causal && n0 + BN - 1 > m0 + p.diag);
+            const bool masked = bwd_tile_masked<BM, BN>(p, tile_flags, n0, m0 / BM);
+            const int *mlo = sLo + stage * BM, *mhi = sHi + stage * BM;
             if (wgi == 0)
-                w2_scores<T>(p, s, other, sL + stage * BM, sDl + stage * BM, key_row, n0, m0, masked, sP, sdS);
+                w2_scores<T>(p, s, other, sL + stage * BM, sDl + stage * BM, mlo, mhi, key_row, n0, m0, masked, sP,
+                             sdS);
             else
-                w2_scores<T>(p, other, s, sL + stage * BM, sDl + stage * BM, key_row, n0, m0, masked, sP, sdS);
+                w2_scores<T>(p, other, s, sL + stage * BM, sDl + stage * BM, mlo, mhi, key_row, n0, m0, masked, sP,
+                             sdS);
         }
         fence_async_smem();   /* P^T, dS^T stores -> the wgmma reads */
         __syncthreads();

@@ -19,7 +19,7 @@
  *
  * The tensor maps cover the block only (rows q_begin .. q_begin + q_len,
  * kv_begin .. kv_begin + kv_len), so rows past its end load as zeros; masks
- * (kv_len, causal diagonal) are those of attn_fwd_wg.cu.
+ * (usp/rowmask.h: key tiles of the union of the rows' intervals) are those of attn_fwd_wg.cu.
  *
  * Shared memory at D = 128: Q 32 KB + 2 stages x (K 32 KB + V 32 KB) = 160 KB
  * and the barriers. */
@@ -101,17 +101,17 @@ __device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.
 __device__ __forceinline__ void bar_sync256(int id) { asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory"); }
 __device__ __forceinline__ void bar_arrive256(int id) { asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory"); }
 
-/* Scores that the block's mask hides become -inf (as wf_mask). */
+/* Scores that the mask hides become -inf (as wf_mask): riv[e>>1] is the key
+ * interval of row r_base + (e>>1)*8 (usp/rowmask.h). */
 template <int BN>
-__device__ __forceinline__ void ws_mask(float (&s)[BN / 2], const UspFwdParams &p, int r_base, int n0) {
+__device__ __forceinline__ void ws_mask(float (&s)[BN / 2], const usp_key_interval (&riv)[2], int n0) {
     const int t = threadIdx.x & 3;
 #pragma unroll
     for (int j = 0; j < BN / 8; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-            int r = r_base + (e >> 1) * 8;
             int c = n0 + 8 * j + 2 * t + (e & 1);
-            if (c >= p.kv_len || (p.causal && c > r + p.diag)) s[4 * j + e] = -INFINITY;
+            if (!usp_key_visible(riv[e >> 1], c)) s[4 * j + e] = -INFINITY;
         }
 }
 
@@ -170,10 +170,13 @@ __global__ void __launch_bounds__(WS_NTH, 1)
     const int m0 = (gridDim.x - 1 - blockIdx.x) * BM;   /* heavy causal tiles first */
     const int h = blockIdx.y, b = blockIdx.z, hk = h / (p.h / p.hkv);
 
-    int kv_end = p.kv_len;
-    if (p.causal) kv_end = min(kv_end, m0 + BM + p.diag);
-    const int ntiles = kv_end > 0 ? (kv_end + BN - 1) / BN : 0;
-    if (ntiles == 0) {
+    /* the key tiles of the union of the rows' intervals: tile n of the loop is key tile jt0 + n */
+    __shared__ int red[4];
+    const usp_key_range kr = cta_key_range(p, b, m0, min(BM, p.q_len - m0), red);
+    int jt0, jt1;
+    usp_tile_range(kr, BN, &jt0, &jt1);
+    const int ntiles = jt1 - jt0;
+    if (ntiles <= 0) {
         fwd_write_empty<TO, D, BM>(p, m0, b, h);
         return;
     }
@@ -202,12 +205,12 @@ __global__ void __launch_bounds__(WS_NTH, 1)
                 mbar_expect_tx(fullK + st, BN * D * 2);
 #pragma unroll
                 for (int a = 0; a < D / 64; ++a)
-                    tma_load4(sK + st * BN * D + a * BN * 64, &tk, fullK + st, a * 64, n * BN, hk, b);
+                    tma_load4(sK + st * BN * D + a * BN * 64, &tk, fullK + st, a * 64, (jt0 + n) * BN, hk, b);
                 mbar_wait(emptyV + st, ph ^ 1);
                 mbar_expect_tx(fullV + st, BN * D * 2);
 #pragma unroll
                 for (int a = 0; a < D / 64; ++a)
-                    tma_load4(sV + st * BN * D + a * BN * 64, &tv, fullV + st, a * 64, n * BN, hk, b);
+                    tma_load4(sV + st * BN * D + a * BN * 64, &tv, fullV + st, a * 64, (jt0 + n) * BN, hk, b);
             }
         }
         return;
@@ -226,7 +229,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
     float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, sum[2], corr[2];
     uint32_t pa[BN / 16][4];
     float s[BN / 2];
-    const bool diag_tiles = p.causal;
+    const usp_key_interval riv[2] = {row_keys(p, b, r_base), row_keys(p, b, r_base + 8)};
 
     if (c == 1) bar_arrive256(1);   /* consumer 0 takes the first turn */
     mbar_wait(barQ, 0);
@@ -243,7 +246,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
     wg_wait<0>();
     wg_fence_regs(s);
     if (signal) mbar_arrive(emptyK);
-    if (BN > p.kv_len || (diag_tiles && BN - 1 > m0 + p.diag)) ws_mask<BN>(s, p, r_base, 0);
+    if (usp_tile_masked(kr, jt0 * BN, jt0 * BN + BN)) ws_mask<BN>(s, riv, jt0 * BN);
     ws_softmax<BN>(s, mx, sum, corr, sl2);
     l[0] = sum[0];
     l[1] = sum[1];
@@ -268,8 +271,8 @@ __global__ void __launch_bounds__(WS_NTH, 1)
         wg_wait<1>();
         wg_fence_regs(s);
         if (signal) mbar_arrive(emptyK + st);
-        const int n0 = n * BN;
-        if (n0 + BN > p.kv_len || (diag_tiles && n0 + BN - 1 > m0 + p.diag)) ws_mask<BN>(s, p, r_base, n0);
+        const int n0 = (jt0 + n) * BN;
+        if (usp_tile_masked(kr, n0, n0 + BN)) ws_mask<BN>(s, riv, n0);
         ws_softmax<BN>(s, mx, sum, corr, sl2);
         wg_wait<0>();
         wg_fence_regs(o);

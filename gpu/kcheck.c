@@ -101,6 +101,10 @@ static const usp_kcheck_case cases[] = {
      "head dim 96, window inside documents (simple kernels)", {USP_KC_MASK_DOCS, "130,170", 1, 50, -1, 0}},
     {"docs.L16384.bf16", USP_KC_BLOCK, USP_BF16, 1, 16384, 16384, 2, 2, 128, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
      "16K tokens of causal documents (257..3000 long)", {USP_KC_MASK_DOCS, "2049,257,3000,1100,700,1500", 1, -1, -1, 0}},
+    {"docs.f16.d256.gqa", USP_KC_BLOCK, USP_F16, 1, 700, 700, 4, 2, 256, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
+     "head dim 256, causal documents, GQA 2:1", {USP_KC_MASK_DOCS, "300,77,323", 1, -1, -1, 0}},
+    {"window.bf16.d256", USP_KC_BLOCK, USP_BF16, 1, 900, 900, 2, 2, 256, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
+     "head dim 256, window 100 back inside documents, empty rows", {USP_KC_MASK_DOCS, "450,450", 1, 100, -1, 7}},
     {"a2a.pack", USP_KC_PACK, USP_F32, 0, 0, 0, 0, 0, 0, BLK(0, 0, 0, 0, 0, 0), 0, 1,
      "pack/unpack of every a2a pattern, bit-identical to the host's", NOMASK},
 };
