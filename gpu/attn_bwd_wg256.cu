@@ -24,7 +24,8 @@
  * 2 x 8 K; the fp32 hand-over 16 K; LSE and DELTA 1 K: 225 KB + 1 KB of
  * alignment, one CTA an SM. Registers: dK, dV, dQ 3 x 64 a thread.
  * Masks as in attn_bwd_wg.cu (usp/rowmask.h: the block's causal/diag or the
- * per-row intervals, which come with each query tile's LSE and DELTA). */
+ * per-row intervals). Shared memory is at the 227 KB limit, so on masked
+ * tiles the intervals are read from global memory (L1) rather than staged. */
 #include "kernels.h"
 #include "wgcommon.cuh"
 #include <math.h>
@@ -40,7 +41,7 @@ constexpr int W2_NTH = 256;
 constexpr int W2_XCH_FLOATS = 4 * 32 * 32; /* [warp][register][lane] */
 
 constexpr int w2_smem_bytes() {
-    return (2 * W2_BN * W2_D + 4 * W2_BM * W2_D + 2 * W2_BN * W2_BM) * 2 + W2_XCH_FLOATS * 4 + 8 * W2_BM * 4 + 1024;
+    return (2 * W2_BN * W2_D + 4 * W2_BM * W2_D + 2 * W2_BN * W2_BM) * 2 + W2_XCH_FLOATS * 4 + 4 * W2_BM * 4 + 1024;
 }
 
 __device__ __forceinline__ void w2_cp_async4(void *dst, const void *src, int src_bytes) {
@@ -52,8 +53,8 @@ __device__ __forceinline__ void w2_cp_async4(void *dst, const void *src, int src
  * (atom layout of 64 rows). */
 template <typename T>
 __device__ __forceinline__ void w2_scores(const UspBwdParams &p, const float (&s)[32], const float (&dp)[32],
-                                          const float *lse, const float *dl, const int *mlo, const int *mhi,
-                                          int key_row, int n0, int m0, bool masked, T *sP, T *sdS) {
+                                          const float *lse, const float *dl, int b, int key_row, int n0, int m0,
+                                          bool masked, T *sP, T *sdS) {
     const int t = threadIdx.x & 3;
     const float sl2 = p.scale * USP_LOG2E;
 #pragma unroll
@@ -67,9 +68,7 @@ __device__ __forceinline__ void w2_scores(const UspBwdParams &p, const float (&s
             float lse2 = (r < p.q_len && lv != -INFINITY) ? lv * USP_LOG2E : INFINITY;
             float x = exp2f(fmaf(s[4 * j + e], sl2, -lse2));
             if (masked) {
-                usp_key_interval iv = p.mask_lo ? usp_row_keys(mlo, mhi, W2_BM, 0, q, p.kv_len, 0, 0)
-                                                : usp_row_keys(NULL, NULL, 0, 0, r, p.kv_len, p.causal, p.diag);
-                if (!usp_key_visible(iv, n0 + key_row + (e >> 1) * 8)) x = 0.0f;
+                if (!usp_key_visible(row_keys(p, b, r), n0 + key_row + (e >> 1) * 8)) x = 0.0f;
             }
             pr[e] = x;
             ds[e] = x * (dp[4 * j + e] - dl[q]);
@@ -130,8 +129,6 @@ __global__ void __launch_bounds__(W2_NTH, 1) bwd_wg256_kernel(const UspBwdParams
     float *sX = reinterpret_cast<float *>(sdS + BN * BM);   /* fp32 hand-over */
     float *sL = sX + W2_XCH_FLOATS;                         /* 2 x BM: LSE */
     float *sDl = sL + 2 * BM;                               /* 2 x BM: DELTA */
-    int *sLo = reinterpret_cast<int *>(sDl + 2 * BM);       /* 2 x BM: mask_lo of the tile */
-    int *sHi = sLo + 2 * BM;                                /* 2 x BM: mask_hi */
 
     __shared__ uint32_t tile_flags[BWD_FLAG_WORDS];
     __shared__ int red[2];
@@ -168,10 +165,6 @@ __global__ void __launch_bounds__(W2_NTH, 1) bwd_wg256_kernel(const UspBwdParams
         } else if (threadIdx.x < 2 * BM) {
             const float *src = p.delta + b * p.dl_sb + h * p.dl_sh + p.q_begin + m0 + (ok ? i : 0);
             w2_cp_async4(sDl + stage * BM + i, src, ok ? 4 : 0);
-        } else if (p.mask_lo) {   /* rows past the block: [0, 0), no key */
-            const bool lo = threadIdx.x < 3 * BM;
-            const int32_t *src = (lo ? p.mask_lo : p.mask_hi) + (int64_t)b * p.q_len + m0 + (ok ? i : 0);
-            w2_cp_async4((lo ? sLo : sHi) + stage * BM + i, src, ok ? 4 : 0);
         }
     };
     prefetch(0, 0);
@@ -220,13 +213,10 @@ __global__ void __launch_bounds__(W2_NTH, 1) bwd_wg256_kernel(const UspBwdParams
 #pragma unroll
             for (int i = 0; i < 32; ++i) other[i] = slot[i * 32];
             const bool masked = bwd_tile_masked<BM, BN>(p, tile_flags, n0, m0 / BM);
-            const int *mlo = sLo + stage * BM, *mhi = sHi + stage * BM;
             if (wgi == 0)
-                w2_scores<T>(p, s, other, sL + stage * BM, sDl + stage * BM, mlo, mhi, key_row, n0, m0, masked, sP,
-                             sdS);
+                w2_scores<T>(p, s, other, sL + stage * BM, sDl + stage * BM, b, key_row, n0, m0, masked, sP, sdS);
             else
-                w2_scores<T>(p, other, s, sL + stage * BM, sDl + stage * BM, mlo, mhi, key_row, n0, m0, masked, sP,
-                             sdS);
+                w2_scores<T>(p, other, s, sL + stage * BM, sDl + stage * BM, b, key_row, n0, m0, masked, sP, sdS);
         }
         fence_async_smem();   /* P^T, dS^T stores -> the wgmma reads */
         __syncthreads();
