@@ -2,11 +2,21 @@
  *
  * Every rank is three actors on its GPU's host, one per stream (compute,
  * activation comm, gradient/parameter comm); a step waits for its deps on
- * the rank's condition variable, as in the simulator's engine. Collectives
- * are sent directly: every member sends its message to every other member
- * at once and the links share the load (NCCL's intra-node algorithms on
- * NVSwitch behave so; the bytes per GPU equal the ring algorithm's). An
- * all-reduce is a reduce-scatter round, then an all-gather round.
+ * the rank's condition variable, as in the simulator's engine.
+ *
+ * Communication goes through the network layer (sim/network/nccl.h), as the
+ * simulator's engine's does: on a platform whose hosts carry the topology
+ * props, every comm step is one NCCL call (all-to-all, send/recv, all-gather,
+ * reduce-scatter, all-reduce) whose plan gives the transport of each pair,
+ * NCCL's algorithm and protocol, the per-call and pipeline delay (paid
+ * first) and the bytes to each member; every member then exchanges with
+ * every other (zero bytes: a rendezvous), as in the engine. On a platform
+ * without props (known = 0) the planner keeps its own model: collectives
+ * sent directly (every member its message, at once) or as NCCL-style rings
+ * over islands of the fastest routes, an all-reduce as a reduce-scatter
+ * round then an all-gather round, with no added delay. The bytes counted
+ * per term are the logical ones (n-1 shards a round; the SENDRECV message),
+ * not the protocol's inflated ones.
  *
  * All programs of one plan run in one simulation, one after the other: a
  * controller actor starts a program's actors, waits for them at a barrier,
@@ -15,6 +25,7 @@
  * results back through a pipe. */
 #include "plan_internal.h"
 #include "usp/fdio.h"
+#include "network/nccl.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -56,6 +67,7 @@ typedef struct {
     const plan_program *const *progs;
     int nprogs, world;
     sg_host_t *hosts;        /* [world] */
+    sim_net net;             /* what NCCL would do on them (known = 0: the planner's own model) */
     plan_sim_result *results;
     const plan_program *prog;/* the one running */
     rank_state *ranks;
@@ -102,7 +114,6 @@ static int exchange(rank_state *r, int i, const plan_step *st, const int *to, co
     for (int k = 0; k < n; k++) {
         long b = (long)(bytes[k] + 0.5);
         comms[nc++] = sg_mailbox_put_async(mailbox(r->rank, to[k], st->stream), tag_token(r->ordinal[i]), b);
-        if (st->counted && r->rank == 0) g.bytes[st->term] += (double)b;
     }
     for (int k = 0; k < n; k++) comms[nc++] = sg_mailbox_get_async(mailbox(from[k], r->rank, st->stream), &got[k]);
     for (int k = 0; k < nc; k++)
@@ -181,8 +192,54 @@ static int ring_messages(const ring_paths *rp, double total, int *to, int *from,
     return n;
 }
 
+/* The step as one NCCL call through the network layer: its delay, then
+ * bytes_to every member (nccl-tests' size: n shards for the group steps, the
+ * message for SENDRECV). */
+static int run_comm_nccl(rank_state *r, int i, const plan_step *st) {
+    if (st->kind == PLAN_STEP_SENDRECV) {
+        int members[2] = {r->rank, st->peer_send};
+        double b[2];
+        sim_coll_plan plan;
+        sim_coll_plan_make(&g.net, SIM_COLL_SENDRECV, members, 2, 0, st->message, &plan, b);
+        if (plan.delay_s > 0) sg_actor_sleep_for(plan.delay_s);
+        return exchange(r, i, st, &st->peer_send, &st->peer_recv, &b[1], 1);
+    }
+    int n = plan_group_size(&g.prog->mix, st->group), me = 0, count = 0;
+    if (n < 2) return 0;
+    sim_coll op = st->kind == PLAN_STEP_ALL_TO_ALL ? SIM_COLL_ALLTOALL
+                : st->kind == PLAN_STEP_ALLGATHER ? SIM_COLL_ALLGATHER
+                : st->kind == PLAN_STEP_REDUCE_SCATTER ? SIM_COLL_REDUCESCATTER : SIM_COLL_ALLREDUCE;
+    int *members = malloc((size_t)n * 2 * sizeof *members);
+    double *bytes_to = malloc((size_t)n * 2 * sizeof *bytes_to);
+    if (!members || !bytes_to) {
+        free(members); free(bytes_to);
+        fail("rank %d: out of memory at %s", r->rank, st->name);
+        return -1;
+    }
+    int *peers = members + n;
+    double *bytes = bytes_to + n;
+    for (int k = 0; k < n; k++) {
+        members[k] = plan_group_member(&g.prog->mix, st->group, r->rank, k);
+        if (members[k] == r->rank) me = k;
+    }
+    sim_coll_plan plan;
+    sim_coll_plan_make(&g.net, op, members, n, me, st->message * n, &plan, bytes_to);
+    for (int k = 0; k < n; k++)
+        if (k != me) { peers[count] = members[k]; bytes[count++] = bytes_to[k]; }
+    if (plan.delay_s > 0) sg_actor_sleep_for(plan.delay_s);
+    int rc = exchange(r, i, st, peers, peers, bytes, count);
+    free(members);
+    free(bytes_to);
+    return rc;
+}
+
 static int run_comm(rank_state *r, int i, const plan_step *st) {
     int rounds = st->kind == PLAN_STEP_ALLREDUCE ? 2 : 1;
+    if (st->counted && r->rank == 0) {
+        int n = st->kind == PLAN_STEP_SENDRECV ? 2 : plan_group_size(&g.prog->mix, st->group);
+        g.bytes[st->term] += st->kind == PLAN_STEP_SENDRECV ? st->message : (double)(n - 1) * st->message * rounds;
+    }
+    if (g.net.known) return run_comm_nccl(r, i, st);
     if (st->kind == PLAN_STEP_SENDRECV) {
         for (int k = 0; k < rounds; k++)
             if (exchange(r, i, st, &st->peer_send, &st->peer_recv, &st->message, 1) != 0) return -1;
@@ -354,7 +411,11 @@ static void child_main(int fd, const void *platform_file) {
     simgrid_load_platform(platform_file);
     int loaded = 1; /* SimGrid exits on a platform it cannot load: the parent then reads nothing */
     if (usp_write_full(fd, &loaded, sizeof loaded) != 0) return;
-    if (place_ranks() == 0) {
+    if (place_ranks() != 0) {
+        if (!g.error[0]) snprintf(g.error, sizeof g.error, "out of memory placing the ranks");
+    } else if (sim_net_load(&g.net, g.hosts, g.world) != USP_OK) {
+        snprintf(g.error, sizeof g.error, "out of memory reading the platform's topology");
+    } else {
         sg_actor_t c = sg_actor_init("controller", g.hosts[0]);
         if (c) { sg_actor_start(c, controller, 0, NULL); simgrid_run(); }
         else snprintf(g.error, sizeof g.error, "cannot start the simulation");
