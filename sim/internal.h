@@ -110,6 +110,11 @@ typedef struct {
 usp_status sim_child_start(sim_child *c, void (*body)(int fd, const void *arg), const void *arg);
 /* Closes the read end and waits for the child: its wait status. */
 int sim_child_wait(sim_child *c);
+/* SimGrid's reason from a dead child's stderr (rewound here) into buf[n]:
+ * the first ERROR/CRITICAL line other than "Exiting now", without its
+ * "[time] file:line: [category/LEVEL] " prefix; else the first non-empty
+ * line, which may be an "Exiting now" line only if exiting_as_fallback. */
+void sim_child_reason(FILE *err, char *buf, size_t n, int exiting_as_fallback);
 
 /* Copies src into dst[n], cut to fit, always terminated. */
 void sim_copy_str(char *dst, size_t n, const char *src);

@@ -51,6 +51,20 @@ int sim_child_wait(sim_child *c) {
     return wstatus;
 }
 
+void sim_child_reason(FILE *err, char *buf, size_t n, int exiting_as_fallback) {
+    char line[1024];
+    buf[0] = '\0';
+    rewind(err);
+    while (fgets(line, sizeof line, err)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *lvl = strstr(line, "/ERROR] ");
+        if (!lvl) lvl = strstr(line, "/CRITICAL] ");
+        if (lvl && !strstr(lvl, "Exiting now")) { sim_copy_str(buf, n, strstr(lvl, "] ") + 2); return; }
+        if (lvl && !exiting_as_fallback) continue;
+        if (!buf[0] && line[0]) sim_copy_str(buf, n, line);
+    }
+}
+
 void sim_copy_str(char *dst, size_t n, const char *src) {
     size_t len = strlen(src);
     if (len >= n) len = n - 1;

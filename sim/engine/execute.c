@@ -116,23 +116,6 @@ static void child_main(int fd, const void *arg) {
 
 /* ------------------------------------------------------------ the parent */
 
-/* SimGrid's reason from the child's stderr: the first ERROR/CRITICAL line,
- * without its "[time] file:line: [category/LEVEL] " prefix. */
-static void child_reason(FILE *err, char *buf, size_t n) {
-    char line[1024];
-    buf[0] = '\0';
-    rewind(err);
-    while (fgets(line, sizeof line, err)) {
-        line[strcspn(line, "\n")] = '\0';
-        char *lvl = strstr(line, "/ERROR] ");
-        if (!lvl) lvl = strstr(line, "/CRITICAL] ");
-        if (!lvl) { if (line[0] && !buf[0]) sim_copy_str(buf, n, line); continue; }
-        if (strstr(lvl, "Exiting now")) continue;
-        sim_copy_str(buf, n, strstr(lvl, "] ") + 2);
-        return;
-    }
-}
-
 typedef struct {
     int phase;              /* last phase the child reported, -1 none */
     int got_result;
@@ -195,7 +178,7 @@ static void read_child(int fd, const sim_job *job, usp_result *out, usp_trace *t
 
 static usp_status child_failed(const child_outcome *oc, int wstatus, FILE *err, const char *platform) {
     char reason[512];
-    child_reason(err, reason, sizeof reason);
+    sim_child_reason(err, reason, sizeof reason, 0);
     if (oc->phase == 0)
         return usp_fail(USP_EINVAL, "platform %s: %s", platform, reason[0] ? reason : "SimGrid could not load it");
     /* a pair routes.c did not ask about: still the platform's fault, not ours */

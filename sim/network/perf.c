@@ -186,19 +186,6 @@ static void child_main(int fd, const void *argp) {
 
 /* ----------------------------------------------------------- the parent */
 
-static void child_reason(FILE *err, char *buf, size_t n) {
-    char line[512];
-    buf[0] = '\0';
-    rewind(err);
-    while (fgets(line, sizeof line, err)) {
-        line[strcspn(line, "\n")] = '\0';
-        char *lvl = strstr(line, "/ERROR] ");
-        if (!lvl) lvl = strstr(line, "/CRITICAL] ");
-        if (lvl && !strstr(lvl, "Exiting now")) { sim_copy_str(buf, n, strstr(lvl, "] ") + 2); return; }
-        if (!buf[0] && line[0]) sim_copy_str(buf, n, line);
-    }
-}
-
 static usp_status run_child(const child_arg *a, const char *spec, usp_nccl_row *rows, int *ranks) {
     sim_child c;
     USP_TRY(sim_child_start(&c, child_main, a));
@@ -212,7 +199,7 @@ static usp_status run_child(const child_arg *a, const char *spec, usp_nccl_row *
     usp_status st = USP_OK;
     if (!ok) {
         char why[256];
-        child_reason(c.err, why, sizeof why);
+        sim_child_reason(c.err, why, sizeof why, 1);
         st = !loaded ? usp_fail(USP_EINVAL, "platform %s: %s", spec, why[0] ? why : "SimGrid could not load it")
                      : usp_fail(USP_EINTERNAL, "the simulation ended without a result%s%s", why[0] ? ": " : "", why);
     } else if (status != USP_OK) {

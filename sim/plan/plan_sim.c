@@ -428,20 +428,6 @@ static void child_main(int fd, const void *platform_file) {
 
 /* ----------------------------------------------------------- the parent */
 
-/* SimGrid's reason when the child died: the first ERROR/CRITICAL line. */
-static void child_reason(FILE *err, char *buf, size_t n) {
-    char line[512];
-    buf[0] = '\0';
-    rewind(err);
-    while (fgets(line, sizeof line, err)) {
-        line[strcspn(line, "\n")] = '\0';
-        char *lvl = strstr(line, "/ERROR] ");
-        if (!lvl) lvl = strstr(line, "/CRITICAL] ");
-        if (lvl && !strstr(lvl, "Exiting now")) { sim_copy_str(buf, n, strstr(lvl, "] ") + 2); return; }
-        if (!buf[0] && line[0]) sim_copy_str(buf, n, line);
-    }
-}
-
 static usp_status run_child(const char *platform_file, const char *spec) {
     sim_child c;
     USP_TRY(sim_child_start(&c, child_main, platform_file));
@@ -455,7 +441,7 @@ static usp_status run_child(const char *platform_file, const char *spec) {
     reason[sizeof reason - 1] = '\0';
     if (!ok) {
         char why[256];
-        child_reason(c.err, why, sizeof why);
+        sim_child_reason(c.err, why, sizeof why, 1);
         if (!loaded) st = usp_fail(USP_EINVAL, "platform %s: %s", spec, why[0] ? why : "SimGrid could not load it");
         else st = usp_fail(USP_EINTERNAL, "the simulation ended without a result%s%s", why[0] ? ": " : "", why);
     } else if (status == USP_EINVAL) {
