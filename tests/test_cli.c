@@ -1,5 +1,6 @@
 /* test_cli.c: the usp command refuses bad input with exit 2 and one line.
  * argv[1] is the path of the usp binary. */
+#define _GNU_SOURCE /* mkdtemp, nftw in test_util.h */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "usp/npy.h"
+#include "test_util.h"
 
 static const char *usp_bin;
 static char dir[256];
@@ -30,10 +32,7 @@ static int run_usp(const char *args, char *err, size_t n) {
 static void expect_refusal(const char *args, const char *message) {
     char err[4096];
     int rc = run_usp(args, err, sizeof err);
-    if (rc != 2 || !strstr(err, message))
-        fail_msg("usp %s: exit %d, stderr '%s', expected exit 2 with '%s'", args, rc, err, message);
-    char *nl = strchr(err, '\n');
-    if (!nl || nl[1] != '\0') fail_msg("usp %s: more than one line: '%s'", args, err);
+    check_refusal(args, rc, err, message);
 }
 
 static void test_bad_configurations(void **state) {
@@ -142,7 +141,7 @@ static void test_malformed_npy_inputs(void **state) {
 
 /* ---------------------------------------------------------- masks */
 
-static void write_text(const char *name, const char *text) {
+static void write_file(const char *name, const char *text) {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "w");
@@ -179,11 +178,11 @@ static void test_masks(void **state) {
     expect_refusal("run --window 3,-2", "--window '3,-2' is not LEFT,RIGHT");
     expect_refusal("run --seqlens 32,32 --mask m.json", "exclude each other");
     expect_refusal("run --no-causal --ring-impl basic --mask /nonexistent/m.json --seq 64", "/nonexistent/m.json");
-    write_text("overlap.json", "[{\"q\": [0, 64], \"k\": [0, 64], \"type\": \"causal\"},\n"
+    write_file("overlap.json", "[{\"q\": [0, 64], \"k\": [0, 64], \"type\": \"causal\"},\n"
                                " {\"q\": [8, 16], \"k\": [0, 4]}]\n");
     snprintf(args, sizeof args, "run --seq 64 --mask %s/overlap.json", dir);
     expect_refusal(args, "slices 0 and 1 overlap: query 8 sees key 0 in both");
-    write_text("bounds.json", "[{\"q\": [0, 64], \"k\": [0, 65]}]");
+    write_file("bounds.json", "[{\"q\": [0, 64], \"k\": [0, 65]}]");
     snprintf(args, sizeof args, "run --seq 64 --mask %s/bounds.json", dir);
     expect_refusal(args, "bounds must be integers in 0..64");
     int two[] = {0, 10, 30, 64, 0, 64, 64, 64};
@@ -199,7 +198,7 @@ static void test_masks(void **state) {
     snprintf(args, sizeof args, "run --backend ref --batch 2 --seqlens-file %s/cu2.npy --heads 4 "
              "--head-dim 8 --ring-impl balanced", dir);
     assert_int_equal(run_usp(args, err, sizeof err), 0);
-    write_text("gaps.json", "[{\"q\": [0, 64], \"k\": [0, 8]}, {\"q\": [32, 64], \"k\": [32, 64], "
+    write_file("gaps.json", "[{\"q\": [0, 64], \"k\": [0, 8]}, {\"q\": [32, 64], \"k\": [32, 64], "
                             "\"type\": \"causal\"}, {\"q\": [0, 32], \"k\": [16, 32], \"type\": \"bicausal\"}]");
     snprintf(args, sizeof args, "run --backend ref --seq 64 --mask %s/gaps.json --heads 4 --head-dim 8 "
              "--ring-impl basic --window 20,-1", dir);

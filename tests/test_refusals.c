@@ -49,10 +49,7 @@ static int run_usp(const char *args, char *err, size_t n) {
 static void expect_refusal(const char *args, const char *message) {
     char err[4096];
     int rc = run_usp(args, err, sizeof err);
-    if (rc != 2 || !strstr(err, message))
-        fail_msg("usp %s: exit %d, stderr '%s', expected exit 2 with '%s'", args, rc, err, message);
-    char *nl = strchr(err, '\n');
-    if (!nl || nl[1] != '\0') fail_msg("usp %s: more than one line: '%s'", args, err);
+    check_refusal(args, rc, err, message);
     if (strncmp(err, "usp: ", 5) != 0) fail_msg("usp %s: not 'usp: <command>: <why>': '%s'", args, err);
 }
 

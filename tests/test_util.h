@@ -1,5 +1,6 @@
 /* test_util.h: a temporary directory for the files a test program writes,
- * and whole text files written and read back.
+ * whole text files written and read back, and the check on a refused usp
+ * command.
  *
  * Include after <cmocka.h> (the readers assert), with _XOPEN_SOURCE 700 or
  * _GNU_SOURCE defined before any header (mkdtemp, nftw). */
@@ -9,6 +10,7 @@
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 static char tmp_dir[256];
@@ -59,6 +61,15 @@ static inline void write_text(const char *path, const char *text) {
     assert_non_null(f);
     fputs(text, f);
     fclose(f);
+}
+
+/* `usp <args>` exited with rc and wrote err on stderr: fails the test unless
+ * rc is 2 and err is one line that contains message. */
+static inline void check_refusal(const char *args, int rc, const char *err, const char *message) {
+    if (rc != 2 || !strstr(err, message))
+        fail_msg("usp %s: exit %d, stderr '%s', expected exit 2 with '%s'", args, rc, err, message);
+    const char *nl = strchr(err, '\n');
+    if (!nl || nl[1] != '\0') fail_msg("usp %s: more than one line: '%s'", args, err);
 }
 
 #endif
