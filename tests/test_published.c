@@ -22,6 +22,9 @@
  * bounds below by their rule: A800 x 16 LLAMA3-8B 31.0%, 94.4% -> 30.7%,
  * 94.6%; its longest sequences 6.0%, 9.5% -> 5.9%, 9.5%; A800 x 8 LLAMA2-7B
  * 14.9%, 26.9% -> 14.7%, 26.9%.
+ * The USP paper's A100 128K rows simulated at the 256K tokens the benchmark ran
+ * (seq_run: its --seq_len is per GPU, and the authors' script labels 32768 as
+ * 128K; the table's remarks): 159.6%, 316.9% -> 10.1%, 36.8%.
  * The statistics (Spearman's rank correlation, the Megatron-LM FLOP count)
  * are checked on closed forms first. */
 #define _XOPEN_SOURCE 700
@@ -57,7 +60,7 @@ typedef struct {
 static const table_bound BOUNDS[] = {
     {"ring-flash-attention-a100x8", 16, 14, 29},
     {"ring-flash-attention-h800x8", 16, 13, 25},
-    {"usp-paper-a100x8-attention", 16, 162, 319},
+    {"usp-paper-a100x8-attention", 16, 13, 39},
     {"usp-paper-a800x16-llama3-8b", 26, 33, 97},
     {"usp-paper-a800x16-llama3-8b-long", 5, 8, 12},
     {"usp-paper-a800x8-llama2-7b", 9, 17, 29},

@@ -96,6 +96,14 @@ static usp_status read_attention_row(const usp_json *r, const usp_config *base, 
     for (int k = 0; k < 4; k++)
         if (usp_json_get(r, DIMS[k])) USP_TRY(usp_json_get_int(r, DIMS[k], dst[k]));
     USP_TRY(usp_json_get_int(r, "seq", &row->cfg.seq));
+    row->seq = row->cfg.seq;
+    /* "seq_run": the tokens the harness actually ran where the source's label
+     * says otherwise (the table's "remarks" say why); the row keeps its label
+     * and its group, the simulator runs seq_run */
+    if (usp_json_get(r, "seq_run")) {
+        USP_TRY(usp_json_get_int(r, "seq_run", &row->cfg.seq));
+        if (row->cfg.seq <= 0) return usp_fail(USP_EINVAL, "line %d: 'seq_run' must be positive", r->line);
+    }
     USP_TRY(usp_json_get_int(r, "ulysses", &row->cfg.ulysses));
     USP_TRY(usp_json_get_int(r, "ring", &row->cfg.ring));
     USP_TRY(usp_json_get_string(r, "ring_impl", &impl));
@@ -103,15 +111,19 @@ static usp_status read_attention_row(const usp_json *r, const usp_config *base, 
     USP_TRY(read_measured(r, row->skip, &row->measured));
     if (usp_parse_ring_impl(impl, &row->cfg.ring_impl) != USP_OK)
         return usp_fail(USP_EINVAL, "line %d: %s", r->line, usp_error());
-    row->seq = row->cfg.seq;
     char dims[48] = "";
     if (row->cfg.heads != base->heads || row->cfg.kv_heads != base->kv_heads || row->cfg.head_dim != base->head_dim ||
         row->cfg.batch != base->batch)
         snprintf(dims, sizeof dims, "b%d h%d/%d d%d ", row->cfg.batch, row->cfg.heads, row->cfg.kv_heads,
                  row->cfg.head_dim);
-    char seq[16];
+    char seq[40], run[16] = "";
+    if (row->cfg.seq != row->seq) {
+        if (row->cfg.seq % 1024) snprintf(run, sizeof run, "%d", row->cfg.seq);
+        else snprintf(run, sizeof run, "%dK", row->cfg.seq / 1024);
+    }
     if (row->seq % 1024) snprintf(seq, sizeof seq, "%d", row->seq);
     else snprintf(seq, sizeof seq, "%dK", row->seq / 1024);
+    if (run[0]) snprintf(seq + strlen(seq), sizeof seq - strlen(seq), " (ran %s)", run);
     snprintf(row->label, sizeof row->label, "%s %su%d r%d %s %s(%s)", seq, dims, row->cfg.ulysses, row->cfg.ring,
              column, row->backward != backward ? (row->backward ? "fwd+bwd " : "fwd ") : "", impl);
     return USP_OK;
