@@ -63,6 +63,51 @@ static void transports_on_presets(void **state) {
     expect_transport("h200x8", "alltoall", 8, "nvlink");
     expect_transport("a800-2n", "sendrecv", 16, "net-gdr");
     expect_transport("pcie:gpus=8,per-switch=8,sockets=1", "allreduce", 8, "pcie");
+    /* P2P level SYS (NCCL up to 2.22 on AMD hosts, NCCL_P2P_LEVEL=SYS): P2P
+     * through the CPU instead of SHM; under a switch it stays plain PCIe P2P */
+    expect_transport("l20x8:p2p=sys", "sendrecv", 2, "pcie");
+    expect_transport("l20x8:p2p=sys", "sendrecv", 4, "pcie-cpu");
+    expect_transport("l20x8:p2p=sys", "alltoall", 8, "pcie-cpu");
+    expect_transport("rtx4090x4:p2p=sys", "alltoall", 4, "pcie-cpu");
+    expect_transport("rtx4090x4:p2p=pxb", "alltoall", 4, "shm");
+}
+
+/* All-to-all over P2P through the CPU reaches cpu_p2p_a2a_eff = 2/18 of what
+ * its route carries, the ratio of its source (4 x RTX 4090 on one socket,
+ * alltoall_perf peak busbw 2 GB/s with NCCL_P2P_LEVEL=SYS, 18 over SHM:
+ * NVIDIA/nccl issue 1603), so that machine's forced-P2P row comes back;
+ * ring collectives keep the route's rate (that machine's all-reduce: 22 GB/s
+ * over P2P, 18 over SHM: no collapse with one flow per GPU). On 8 x L20 the
+ * forced-P2P sweep is slower than SHM, as NVIDIA/nccl issue 1817 reports. */
+static void p2p_through_the_cpu(void **state) {
+    (void)state;
+    const double S = 1 << 30, SHM_A2A_GBPS = 18, P2P_A2A_GBPS = 2, PEAK_REL = 0.01;
+    usp_nccl_table shm = simulate("rtx4090x4", "alltoall", 4, S), p2p = simulate("rtx4090x4:p2p=sys", "alltoall", 4, S);
+    assert_true(fabs(shm.rows[0].busbw - SHM_A2A_GBPS) < PEAK_REL * SHM_A2A_GBPS);
+    assert_true(fabs(p2p.rows[0].busbw - P2P_A2A_GBPS) < PEAK_REL * P2P_A2A_GBPS);
+    usp_nccl_table_free(&shm);
+    usp_nccl_table_free(&p2p);
+    usp_nccl_table ar_shm = simulate("rtx4090x4", "allreduce", 4, S), ar_p2p = simulate("rtx4090x4:p2p=sys", "allreduce", 4, S);
+    /* the same route; P2P has no SHM flag round trip per step, so a hair faster */
+    assert_true(ar_p2p.rows[0].busbw >= ar_shm.rows[0].busbw &&
+                ar_p2p.rows[0].busbw < (1 + PEAK_REL) * ar_shm.rows[0].busbw);
+    usp_nccl_table_free(&ar_shm);
+    usp_nccl_table_free(&ar_p2p);
+    usp_nccl_options o = {.platform = "l20x8", .op = "alltoall", .ranks = 8, .min_bytes = 8, .max_bytes = 1 << 29,
+                          .factor = 2};
+    usp_nccl_table a, b;
+    assert_int_equal(usp_nccl_simulate(&o, &a), USP_OK);
+    o.platform = "l20x8:p2p=sys";
+    assert_int_equal(usp_nccl_simulate(&o, &b), USP_OK);
+    double avg_shm = 0, avg_p2p = 0;
+    assert_int_equal(a.nrows, b.nrows);
+    for (int i = 0; i < a.nrows; i++) {
+        avg_shm += a.rows[i].busbw / a.nrows;
+        avg_p2p += b.rows[i].busbw / b.nrows;
+    }
+    assert_true(avg_p2p < avg_shm);
+    usp_nccl_table_free(&a);
+    usp_nccl_table_free(&b);
 }
 
 /* A platform without topology props keeps the route as given: the star's
@@ -284,6 +329,7 @@ static void cli(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(transports_on_presets),
+        cmocka_unit_test(p2p_through_the_cpu),
         cmocka_unit_test(route_fallback),
         cmocka_unit_test(sendrecv_pcie_closed_form),
         cmocka_unit_test(alltoall_nvswitch_closed_form),

@@ -214,6 +214,37 @@ static void test_published_tables(void **state) {
     usp_pub_tables_free(tables, n);
 }
 
+/* The L20 table on the other host NCCL's rules allow: P2P through the CPU
+ * between GPUs of different PCIe switches (NCCL up to 2.22 on AMD hosts;
+ * the paper states no CPU), its all-to-alls at 2/18 of the route (NVIDIA/nccl
+ * issue 1603). This platform was tried after the table's gap was known, so
+ * the rows are not held out from the choice of it (no figure is fitted to
+ * them): the bound, today's 20.6% mean and 59.5% max rounded up plus 2
+ * points, catches a change that moves it (traces/README.md, the L20 table). */
+static void l20_table_p2p_through_the_cpu(void **state) {
+    (void)state;
+    const double MEAN_PCT = 23, MAX_PCT = 62, SPEARMAN_MIN = 0.95;
+    usp_pub_table *tables;
+    int n, found = 0;
+    assert_int_equal(usp_pub_tables_read(USP_PUBLISHED_DIR, &tables, &n), USP_OK);
+    for (int i = 0; i < n; i++) {
+        usp_pub_table *t = &tables[i];
+        if (strcmp(t->name, "usp-paper-l20x8-attention")) continue;
+        found = 1;
+        assert_int_equal(usp_pub_predict(t, "l20x8:p2p=sys", NULL, NULL), USP_OK);
+        usp_pub_stats s;
+        usp_pub_stats_make(t, 0, &s);
+        assert_int_equal(s.predicted, t->nrows);
+        if (s.mean_abs_pct > MEAN_PCT || s.max_abs_pct > MAX_PCT || s.spearman < SPEARMAN_MIN)
+            fail_msg("L20 on l20x8:p2p=sys: mean |error| %.1f%%, max %.1f%%, spearman %.2f", s.mean_abs_pct,
+                     s.max_abs_pct, s.spearman);
+        print_message("%-36s mean %6.1f%%  max %6.1f%%  spearman %+.2f (l20x8:p2p=sys)\n", t->name, s.mean_abs_pct,
+                      s.max_abs_pct, s.spearman);
+    }
+    assert_true(found);
+    usp_pub_tables_free(tables, n);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spearman_closed_forms),
@@ -221,6 +252,7 @@ int main(void) {
         cmocka_unit_test(test_short_block_fit),
         cmocka_unit_test(test_bad_tables),
         cmocka_unit_test(test_published_tables),
+        cmocka_unit_test(l20_table_p2p_through_the_cpu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

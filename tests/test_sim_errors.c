@@ -47,6 +47,8 @@ static void unknown_preset(void **state) {
     expect_refusal(&o, "unknown platform preset 'h300x8'");
     o.platform = "torus:sides=4";
     expect_refusal(&o, "unknown platform parameter 'sides'");
+    o.platform = "l20x8:p2p=node";
+    expect_refusal(&o, "p2p 'node' is not pxb or sys");
 }
 
 static void bad_platform_file(void **state) {

@@ -98,6 +98,8 @@ typedef struct {
     double mem_gbps, cpu_link_gbps;          /* host memory, CPU-to-CPU link, GB/s */
     double call_us, nvls_eff, a2a_eff;       /* NCCL costs (sim/network/nccl.h) */
     int channels;
+    int p2p_level;            /* 0: the preset's; 1: pxb (P2P under a PCIe switch only);
+                                 2: sys (P2P through the CPU too) */
 } usp_platform_params;
 
 /* Writes the SimGrid XML of preset `name` sized for `world` ranks (0: the
@@ -106,7 +108,7 @@ usp_status usp_platform_write(const char *name, const usp_platform_params *p, in
 
 /* Parses "name[:key=value,...]" (keys: nodes, dims=AxBxC, groups, chassis,
  * routers, hosts, bw (GB/s), lat (us); machine presets also gpus, per-switch,
- * sockets, gen, mem, upi (GB/s), call-us, nvls, a2a, channels) into a preset
+ * sockets, gen, mem, upi (GB/s), call-us, nvls, a2a, channels, p2p=pxb|sys) into a preset
  * name and parameters.
  * Returns USP_EINVAL on an unknown preset or key. */
 usp_status usp_platform_parse_spec(const char *spec, char *name, size_t n, usp_platform_params *p);

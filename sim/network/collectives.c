@@ -3,7 +3,8 @@
  *
  * - alltoall: grouped send/recv, every pair at once (NCCL has no all-to-all
  *   algorithm: ncclGroupStart, n ncclSend + n ncclRecv, ncclGroupEnd); over
- *   NVSwitch the grouped sends reach a2a_eff of the link's peak.
+ *   NVSwitch the grouped sends reach a2a_eff of the link's peak, over P2P
+ *   through the CPU cpu_p2p_a2a_eff of their route's rate.
  * - sendrecv: one send to the next rank, one receive from the previous one.
  * - allgather, reducescatter, allreduce: rings over channels (NCCL_ALGO_RING).
  *   A ring's pipeline moves ring_factor(n) x size bytes from every rank to
@@ -107,6 +108,7 @@ static const double LL128_FACTOR = 0.92;
 static int hw_of(sim_xport x) {
     switch (x) {
     case SIM_XPORT_PCIE:
+    case SIM_XPORT_PCIE_CPU:
     case SIM_XPORT_SHM: return HW_PCI;
     case SIM_XPORT_NET:
     case SIM_XPORT_NET_GDR: return HW_NET;
@@ -116,7 +118,7 @@ static int hw_of(sim_xport x) {
 
 /* Slowness order of transports, to name the slowest one of a plan. */
 static int rank_of(sim_xport x) {
-    static const int r[SIM_XPORT_COUNT] = {0, 0, 1, 2, 3, 4, 5};
+    static const int r[SIM_XPORT_COUNT] = {0, 0, 1, 2, 3, 4, 5, 6};
     return r[x];
 }
 
@@ -152,7 +154,9 @@ static void plan_direct(const sim_net *net, sim_coll op, const int *members, int
     for (int j = first; j < last && j < n; j++) {
         if (j == me) continue;
         sim_xport x = sim_net_transport(net, members[me], members[j]);
-        double eff = x == SIM_XPORT_NVLINK && op == SIM_COLL_ALLTOALL ? net->costs.a2a_eff : 1.0;
+        double eff = op != SIM_COLL_ALLTOALL ? 1.0
+                   : x == SIM_XPORT_NVLINK ? net->costs.a2a_eff
+                   : x == SIM_XPORT_PCIE_CPU ? net->costs.cpu_p2p_a2a_eff : 1.0;
         bytes_to[j] = per / (fac * eff);
         double l = HW_LAT_US[hw_of(x)][p] * 1e-6 + net->costs.hop_s[x];
         if (l > lat) lat = l;

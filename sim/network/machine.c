@@ -205,6 +205,7 @@ usp_status sim_machine_write(const sim_machine *m, FILE *f) {
     if (m->shm_lat_us > 0) fprintf(f, "    <prop id=\"nccl.lat_us.shm\" value=\"%.6g\"/>\n", m->shm_lat_us);
     if (m->channels > 0) fprintf(f, "    <prop id=\"nccl.channels\" value=\"%d\"/>\n", m->channels);
     if (m->net_simple) fprintf(f, "    <prop id=\"nccl.net_simple\" value=\"1\"/>\n");
+    if (m->p2p_sys) fprintf(f, "    <prop id=\"nccl.p2p_level\" value=\"sys\"/>\n");
     fputs(o.res_buf, f);
     fputs(o.routes_buf, f);
     fprintf(f, "  </zone>\n</platform>\n");

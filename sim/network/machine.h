@@ -40,6 +40,7 @@ typedef struct {
     double call_us, a2a_eff, nvls_eff, shm_lat_us;
     int channels;
     int net_simple;           /* only Simple between nodes (EFA) */
+    int p2p_sys;              /* NCCL's P2P level SYS: P2P through the CPU (transport.c) */
 } sim_machine;
 
 /* Fills the derived fields a description may leave out (gpu_nic from the

@@ -16,7 +16,9 @@
  *         CPU's root port), nvlink (name of the NVLink fabric, "" none), nic
  *         (index within the node, -1 none), gdr (1: GPUDirect RDMA with its NIC)
  *   zone: nccl.call_us, nccl.a2a_eff, nccl.nvls_eff, nccl.lat_us.<transport>,
- *         nccl.channels, nccl.net_simple
+ *         nccl.channels, nccl.net_simple, nccl.p2p_level ("pxb", the default:
+ *         P2P only under a common PCIe switch; "sys": P2P through the CPU
+ *         too), nccl.cpu_p2p_a2a_eff
  * A platform whose hosts carry no `node` prop (a user's own XML, the star and
  * h200x2 presets, a calibrated pair) keeps the old behaviour exactly: every
  * message takes the route as given, all-pairs, with no added cost
@@ -41,6 +43,8 @@ typedef enum {
     SIM_XPORT_LOCAL,    /* a rank to itself */
     SIM_XPORT_NVLINK,   /* P2P over NVLink / NVSwitch */
     SIM_XPORT_PCIE,     /* P2P over PCIe, both GPUs under one PCIe switch */
+    SIM_XPORT_PCIE_CPU, /* P2P over PCIe through the CPU (P2P level SYS: NCCL's
+                           default on AMD hosts up to 2.22, or NCCL_P2P_LEVEL=SYS) */
     SIM_XPORT_SHM,      /* through pinned host memory: two DMA hops */
     SIM_XPORT_NET_GDR,  /* network, GPUDirect RDMA */
     SIM_XPORT_NET,      /* network, bounce through host memory */
@@ -71,6 +75,10 @@ typedef struct {
     int net_simple;                     /* 1: only Simple between nodes (nccl.net_simple:
                                            EFA delivers out of order, so LL and LL128,
                                            whose flags ride in the data, are off) */
+    int p2p_sys;                        /* 1: P2P through the CPU between GPUs of one node
+                                           that share no PCIe switch (nccl.p2p_level sys) */
+    double cpu_p2p_a2a_eff;             /* all-to-all over P2P through the CPU: the fraction
+                                           of the route's rate its flows reach */
 } sim_net_costs;
 
 /* The GPUs of a communicator: rank i on hosts[i]. */
@@ -88,9 +96,9 @@ usp_status sim_net_load(sim_net *net, sg_host_t *hosts, int n);
 void sim_net_free(sim_net *net);
 
 /* The transport NCCL picks between ranks a and b (NCCL's rules: NVLink when
- * both are on one fabric; PCIe P2P only under a common PCIe switch, its
- * default P2P level; otherwise SHM inside a node; between nodes the network,
- * with GPUDirect RDMA when both GPUs have it). */
+ * both are on one fabric; PCIe P2P under a common PCIe switch, and through
+ * the CPU when the platform's P2P level is sys; otherwise SHM inside a node;
+ * between nodes the network, with GPUDirect RDMA when both GPUs have it). */
 sim_xport sim_net_transport(const sim_net *net, int a, int b);
 
 /* -------------------------------------------------------- collectives */

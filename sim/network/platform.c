@@ -257,7 +257,12 @@ static void machine_h100_fattree(sim_machine *m, const usp_platform_params *p, i
 /* 8 L20 (or L40S) without NVLink, as in NVIDIA/nccl issue 1817's server (bus
  * ids 12/13, 47/48 on socket 0, 91/92, c4/c5 on socket 1): 2 GPUs per PCIe
  * Gen4 switch, 2 switches per socket, 2 sockets. P2P under a switch, SHM
- * everywhere else. */
+ * everywhere else: NCCL's choice on an Intel host, not the GPU's limit. The
+ * L20, a data-center AD102 part unlike the GeForce Ada cards, does P2P over
+ * PCIe: the same issue's NCCL_P2P_LEVEL=SYS run logs "0[0] -> 4[4] via
+ * P2P/direct pointer" across the sockets (and was slower than SHM). With
+ * p2p=sys (NCCL up to 2.22 on an AMD host, or NCCL_P2P_LEVEL=SYS) every pair
+ * not under one switch is P2P through the CPU instead (transport.c). */
 static void machine_l20x8(sim_machine *m, const usp_platform_params *p, int nodes) {
     (void)p;
     memset(m, 0, sizeof *m);
@@ -513,9 +518,15 @@ static usp_status apply_key(const char *key, const char *v, usp_platform_params 
     }
     if (!strcmp(key, "a2a")) return parse_positive_double(key, v, 0, &p->a2a_eff);
     if (!strcmp(key, "channels")) return parse_positive_int(key, v, &p->channels);
+    if (!strcmp(key, "p2p")) {
+        if (!strcmp(v, "pxb")) p->p2p_level = 1;
+        else if (!strcmp(v, "sys")) p->p2p_level = 2;
+        else return usp_fail(USP_EINVAL, "p2p '%s' is not pxb or sys", v);
+        return USP_OK;
+    }
     return usp_fail(USP_EINVAL, "unknown platform parameter '%s' (nodes, dims, groups, chassis, "
                     "routers, hosts-per-router, bw, lat; machine presets: gpus, per-switch, sockets, gen, mem, "
-                    "upi, call-us, nvls, a2a, channels)", key);
+                    "upi, call-us, nvls, a2a, channels, p2p)", key);
 }
 
 static void params_clear(usp_platform_params *p) {
@@ -598,6 +609,7 @@ usp_status usp_platform_write(const char *name, const usp_platform_params *param
         if (p.nvls_eff > 0) m.nvls_eff = p.nvls_eff > 1 ? 0 : p.nvls_eff;
         if (p.a2a_eff > 0) m.a2a_eff = p.a2a_eff;
         if (p.channels > 0) m.channels = p.channels;
+        if (p.p2p_level) m.p2p_sys = p.p2p_level == 2;
         sim_machine_complete(&m);
         return sim_machine_write(&m, f);
     }
