@@ -13,9 +13,9 @@
  *     PCIe switch (P2P level PATH_PXB): "CPUs make very poor PCI switches"
  *     (NVIDIA/nccl issue 1603), so a path through the CPU uses SHM instead.
  *     That is NCCL's default on Intel, ARM and Zhaoxin hosts, and on every
- *     host with more than 2 GPUs since NCCL 2.23; up to NCCL 2.22 (PyTorch
- *     2.2 and 2.3 ship 2.19.3 and 2.20.5) the default elsewhere, AMD hosts among them,
- *     was PATH_SYS: P2P through the CPU between every pair (paths.cc,
+ *     host with more than 2 GPUs since NCCL 2.23; before NCCL 2.23.4
+ *     (September 2024) the default elsewhere, AMD hosts among them, was
+ *     PATH_SYS: P2P through the CPU between every pair (paths.cc,
  *     ncclTopoCheckP2p). A platform with zone prop nccl.p2p_level = "sys"
  *     (platform key p2p=sys; NCCL_P2P_LEVEL=SYS does the same) gets that;
  *   - SHM otherwise inside a node: the sender's GPU writes into pinned host
