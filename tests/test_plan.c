@@ -7,6 +7,7 @@
  *   every row of the costs table and for mixed parallelism across two nodes;
  * - model FLOPs, TFLOP/s and MFU follow the stated convention;
  * - ZeRO stages and recomputation lower the memory as they should;
+ * - gradients synchronized once per step, in fp32, move and hold what they should;
  * - a whole plan ranks fitting mixes first, by step time. */
 #define _GNU_SOURCE /* mkstemps */
 #include <setjmp.h>
@@ -231,6 +232,48 @@ static void test_mixes_simulated(void **state) {
     expect_simulated_bytes(&w, nosp, "h200x8");
 }
 
+/* Gradients synchronized once per step (Megatron-LM without overlap) and kept in
+ * fp32: the simulation moves the closed form's bytes, all of them in the step's
+ * edges (ZeRO-3's gathers stay per layer); fp32 doubles the gradient bytes and
+ * memory; nothing overlapped is never faster than the per-layer overlap. */
+static void test_grad_sync_step(void **state) {
+    (void)state;
+    usp_workload w = small_workload(8192, 2);
+    usp_comm_bytes layer_sync, step_sync;
+    usp_mix x = mix(1, 2, 4, 2, 1, 0);
+    usp_comm_closed_form(&w, &x, &layer_sync);
+    w.grad_sync_step = 1;
+    expect_simulated_bytes(&w, x, "a800-2n");
+    expect_simulated_bytes(&w, mix(2, 1, 2, 4, 0, 0), "a800-2n");
+    expect_simulated_bytes(&w, mix(2, 2, 2, 2, 3, 1), "a800-2n");
+    usp_comm_closed_form(&w, &x, &step_sync);
+    for (int t = USP_TERM_ZERO_PARAM; t <= USP_TERM_GRAD_AR; t++) {
+        assert_true(step_sync.layer[t] == 0);
+        assert_true(step_sync.step[t] == layer_sync.step[t]);
+    }
+    usp_memory m16, m32;
+    usp_memory_closed_form(&w, &x, &m16);
+    w.grad_fp32 = 1;
+    expect_simulated_bytes(&w, x, "a800-2n");
+    usp_comm_bytes fp32;
+    usp_comm_closed_form(&w, &x, &fp32);
+    assert_true(fp32.step[USP_TERM_GRAD_RS] == 2 * step_sync.step[USP_TERM_GRAD_RS]);
+    assert_true(fp32.step[USP_TERM_ZERO_PARAM] == step_sync.step[USP_TERM_ZERO_PARAM]);
+    usp_memory_closed_form(&w, &x, &m32);
+    assert_true(m32.grads == 2 * m16.grads);
+    double step[2];
+    usp_plan_options o = options("a800-2n", 16);
+    for (int s = 0; s < 2; s++) {
+        w.grad_sync_step = s;
+        usp_plan p;
+        assert_int_equal(usp_plan_one(&w, &o, &x, &p), USP_OK);
+        assert_int_equal(p.points[0].status, USP_OK);
+        step[s] = p.points[0].step_s;
+        usp_plan_free(&p);
+    }
+    assert_true(step[1] > step[0]);
+}
+
 /* --------------------------------------------- matrix products, TP exposure */
 
 /* Closed forms of the matrix-product model: rate x f(k) / f(measured k),
@@ -249,7 +292,17 @@ static void test_matmul_shape(void **state) {
     double t512 = plan_gemm_seconds(&dev, flops, 512) - dev.prof.launch_s;
     double want = flops / r * (kr / (kr + k0)) / (512 / (512 + k0));
     assert_true(fabs(t512 / want - 1) < GEMM_CLOSED_FORM_REL);
-    assert_true(plan_gemm_seconds(&dev, flops, 16384) < plan_gemm_seconds(&dev, flops, 4096)); /* longer: faster */
+    /* a800's rate is the best of a shape search: longer reductions do not run faster than it */
+    assert_true(dev.matmul_is_max);
+    assert_true(plan_gemm_seconds(&dev, flops, 16384) == plan_gemm_seconds(&dev, flops, 4096));
+    assert_true(fabs((plan_gemm_seconds(&dev, flops, 16384) - dev.prof.launch_s) / (flops / r) - 1) <
+                GEMM_CLOSED_FORM_REL);
+    assert_true(plan_gemm_seconds(&dev, flops, 1024) > plan_gemm_seconds(&dev, flops, 4096)); /* shorter: slower */
+    /* h200's rate is one measured shape: a longer reduction runs faster than it */
+    assert_int_equal(plan_device_load("h200", &w, 0, &dev), USP_OK);
+    assert_false(dev.matmul_is_max);
+    assert_true(plan_gemm_seconds(&dev, flops, 16384) < plan_gemm_seconds(&dev, flops, 4096));
+    assert_int_equal(plan_device_load("a800", &w, 0, &dev), USP_OK);
     /* --matmul-tflops: one rate for every shape */
     assert_int_equal(plan_device_load("a800", &w, 100, &dev), USP_OK);
     assert_true(fabs((plan_gemm_seconds(&dev, flops, 512) - dev.prof.launch_s) / (flops / 100e12) - 1) <
@@ -382,7 +435,7 @@ int main(void) {
         cmocka_unit_test(test_flops_convention),  cmocka_unit_test(test_plan_ranking),
         cmocka_unit_test(test_memory_ordering),  cmocka_unit_test(test_matmul_shape),
         cmocka_unit_test(test_tp_overlap),
-        cmocka_unit_test(test_packed_documents),
+        cmocka_unit_test(test_packed_documents), cmocka_unit_test(test_grad_sync_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -55,6 +55,16 @@ typedef struct {
     usp_ring_impl ring_impl;
     const usp_mask *mask;/* NULL, or which keys each query sees (packed documents,
                           * windows; one list for every sequence), seq tokens long */
+    /* How the framework synchronizes gradients and parameters (both 0: each
+     * layer's gradient reduction and ZeRO parameter all-gather run behind the
+     * computation, as with Megatron-LM's --overlap-grad-reduce and
+     * --overlap-param-gather). */
+    int grad_sync_step;  /* 1: one reduction of every gradient after the whole backward, the
+                          * optimizer, then one all-gather of every ZeRO-1/2 parameter shard,
+                          * nothing overlapped (Megatron-LM without those flags, its default;
+                          * ZeRO-3's per-layer parameter gathers stay per layer) */
+    int grad_fp32;       /* 1: gradients are kept and reduced in fp32 (Megatron-LM with bf16
+                          * forces accumulate_allreduce_grads_in_fp32) */
 } usp_workload;
 
 /* llama3-8b, seq 65536, global batch 1, causal, bf16, zigzag. */

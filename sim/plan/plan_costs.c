@@ -153,6 +153,7 @@ void plan_dims_make(const usp_workload *w, const usp_mix *x, plan_dims *d) {
     wire.dtype = w->dtype;
     d->ew = (double)usp_dtype_size(usp_wire_dtype(&wire));
     d->es = (double)usp_buf_elem_size(USP_ROLE_STATS, w->dtype);
+    d->eg = w->grad_fp32 ? 4.0 : d->e;
     d->p_layer = d->h * (d->Ht + 2 * d->Hkvt) * d->D + d->Ht * d->D * d->h + d->mlp_mats * d->h * d->F / d->T +
                  2 * d->h;
     d->p_edges = d->Vt * d->h * (m->tied_embeddings ? 1 : 2) + d->h;
@@ -160,6 +161,7 @@ void plan_dims_make(const usp_workload *w, const usp_mix *x, plan_dims *d) {
     d->shard_edges = ceil(d->p_edges / d->Z);
     d->zero = x->zero;
     d->recompute = x->recompute;
+    d->grad_step = w->grad_sync_step;
     d->ring_allgather = x->ring > 1 && w->ring_impl == USP_RING_ALLGATHER;
 }
 
@@ -209,13 +211,32 @@ static double ring_layer_bytes(const plan_dims *d) {
 /* Gradients and parameters of `shard` elements per rank over the ZeRO group:
  * ZeRO-0 all-reduces the gradients; ZeRO-1/2 reduce-scatter them and
  * all-gather the updated parameters; ZeRO-3 gathers the parameters for the
- * forward and again for the backward. */
+ * forward and again for the backward. Gradients travel in their own element
+ * size (fp32 with grad_fp32), parameters in the data dtype. */
 static void zero_bytes(const plan_dims *d, double shard, double out[USP_TERM_COUNT]) {
     if (d->Z < 2) return;
-    double one = (d->Z - 1) * shard * d->e;
-    if (d->zero == 0) { out[USP_TERM_GRAD_AR] += 2 * one; return; }
-    out[USP_TERM_GRAD_RS] += one;
-    out[USP_TERM_ZERO_PARAM] += (d->zero == 3 ? 2 : 1) * one;
+    double grads = (d->Z - 1) * shard * d->eg, params = (d->Z - 1) * shard * d->e;
+    if (d->zero == 0) { out[USP_TERM_GRAD_AR] += 2 * grads; return; }
+    out[USP_TERM_GRAD_RS] += grads;
+    out[USP_TERM_ZERO_PARAM] += (d->zero == 3 ? 2 : 1) * params;
+}
+
+/* With grad_sync_step every gradient is reduced (and every ZeRO-1/2
+ * parameter gathered) once per step, after the last layer's backward: those
+ * bytes belong to the step's edges; ZeRO-3's per-layer gathers stay with
+ * the layers. */
+static void zero_step_bytes(const plan_dims *d, usp_comm_bytes *out) {
+    if (!d->grad_step) {
+        zero_bytes(d, d->shard_layer, out->layer);
+        zero_bytes(d, d->shard_edges, out->edges);
+        return;
+    }
+    zero_bytes(d, d->layers * d->shard_layer + d->shard_edges, out->edges);
+    if (d->zero == 3 && d->Z > 1) {
+        double params = (d->Z - 1) * d->shard_layer * d->e;
+        out->layer[USP_TERM_ZERO_PARAM] += 2 * params;
+        out->edges[USP_TERM_ZERO_PARAM] -= 2 * d->layers * params;
+    }
 }
 
 /* Embedding (vocab-parallel: reduce-scatter forward, all-gather backward) and
@@ -234,9 +255,8 @@ void usp_comm_closed_form(const usp_workload *w, const usp_mix *x, usp_comm_byte
     out->layer[USP_TERM_TP] = tp_layer_bytes(&d);
     out->layer[USP_TERM_ULYSSES] = ulysses_layer_bytes(&d);
     out->layer[USP_TERM_RING] = ring_layer_bytes(&d);
-    zero_bytes(&d, d.shard_layer, out->layer);
     out->edges[USP_TERM_TP] = tp_edges_bytes(&d);
-    zero_bytes(&d, d.shard_edges, out->edges);
+    zero_step_bytes(&d, out);
     for (int t = 0; t < USP_TERM_COUNT; t++) out->step[t] = d.layers * out->layer[t] + out->edges[t];
 }
 
@@ -287,7 +307,7 @@ void usp_memory_closed_form(const usp_workload *w, const usp_mix *x, usp_memory 
     double full = d.layers * d.p_layer + d.p_edges;
     double shard = d.Z > 1 ? d.layers * d.shard_layer + d.shard_edges : full;
     out->params = d.e * (x->zero >= 3 ? shard : full);
-    out->grads = d.e * (x->zero >= 2 ? shard : full);
+    out->grads = d.eg * (x->zero >= 2 ? shard : full);
     out->optimizer = PLAN_OPTIMIZER_BYTES_PER_PARAM * (x->zero >= 1 ? shard : full);
     out->layer_saved = layer_saved_bytes(&d);
     out->activations = d.layers * (x->recompute ? d.St * d.h * d.e : out->layer_saved);
@@ -346,7 +366,7 @@ static usp_mix row_mix(usp_cost_row row, int n, int ulysses) {
  * shards gradients, ZeRO-3 both), optimizer states (ZeRO-1 and up). */
 static void layer_states(const plan_dims *d, int zero, double *pg, double *os) {
     double shard = d->Z > 1 ? d->shard_layer : d->p_layer;
-    *pg = d->e * (zero >= 3 ? shard : d->p_layer) + d->e * (zero >= 2 ? shard : d->p_layer);
+    *pg = d->e * (zero >= 3 ? shard : d->p_layer) + d->eg * (zero >= 2 ? shard : d->p_layer);
     *os = PLAN_OPTIMIZER_BYTES_PER_PARAM * (zero >= 1 ? shard : d->p_layer);
 }
 

@@ -51,10 +51,12 @@ typedef struct {
     double mlp_mats;     /* 3 (SwiGLU) or 2 (GELU) */
     double e, ea, es;    /* element bytes: data, accumulators, statistics (as the USP schedule) */
     double ew;           /* element bytes of O, dQ, dK, dV on the all-to-all wire (usp_wire_dtype) */
+    double eg;           /* element bytes of gradients (e, or 4 with grad_fp32) */
     double p_layer;      /* parameters of one layer on one TP shard */
     double p_edges;      /* embedding, LM head, final norm on one TP shard */
     double shard_layer, shard_edges; /* their ZeRO shards, padded up */
     int sp, zero, recompute;
+    int grad_step;       /* usp_workload.grad_sync_step */
     int ring_allgather;  /* K/V all-gathered instead of passed around */
 } plan_dims;
 
@@ -113,6 +115,8 @@ typedef struct {
     double matmul_ref_k;     /* the reduction length that rate was measured at; 0: long */
     double matmul_short_k;   /* a product reducing over k runs at k / (k + short) of its
                               * long-product rate; 0: every shape alike */
+    int matmul_is_max;       /* the profile's rate is the best of a shape search: no product
+                              * runs faster than matmul_flops */
     double peak_flops;       /* dense peak of the workload dtype */
 } plan_device;
 

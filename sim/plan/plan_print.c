@@ -19,9 +19,10 @@ static void print_header(FILE *f, const usp_plan *p) {
     fprintf(f, "model     %s: %d layers, hidden %d, %d heads (%d K/V) of %d, ffn %d (%s), vocab %d, %.3g B parameters\n",
             m->name, m->layers, m->hidden, m->heads, m->kv_heads, m->head_dim, m->ffn, m->gated_mlp ? "SwiGLU" : "GELU",
             m->vocab, usp_model_params(m) / 1e9);
-    fprintf(f, "workload  seq %d x global batch %d, %s, %s, ring %s\n", w->seq, w->global_batch,
+    fprintf(f, "workload  seq %d x global batch %d, %s, %s, ring %s%s%s\n", w->seq, w->global_batch,
             w->mask ? usp_mask_describe(w->mask) : w->causal ? "causal" : "non-causal", usp_dtype_name(w->dtype),
-            usp_ring_impl_name(w->ring_impl));
+            usp_ring_impl_name(w->ring_impl), w->grad_fp32 ? ", fp32 gradients" : "",
+            w->grad_sync_step ? ", gradients and parameters synchronized once per step (not overlapped)" : "");
     fprintf(f, "cluster   %d GPUs on %s: %s, peak %.0f TFLOP/s, matrix products at %.0f TFLOP/s, %.0f GB\n", p->gpus,
             p->platform, p->gpu, p->peak_flops / 1e12, p->matmul_flops / 1e12, p->capacity_bytes / 1e9);
     fprintf(f, "FLOPs     %.3g PFLOP per step (linear %.3g, attention %.3g), model FLOPs without recomputation\n\n",
@@ -148,9 +149,10 @@ static void json_header(FILE *f, const usp_plan *p) {
             m->tied_embeddings ? "true" : "false");
     json_num(f, "params", usp_model_params(m), 0);
     fprintf(f, "}, \"seq\": %d, \"global_batch\": %d, \"causal\": %s, \"dtype\": \"%s\", \"ring_impl\": \"%s\", "
-               "\"platform\": ",
+               "\"grad_sync\": \"%s\", \"grad_dtype\": \"%s\", \"platform\": ",
             p->work.seq, p->work.global_batch, p->work.causal ? "true" : "false", usp_dtype_name(p->work.dtype),
-            usp_ring_impl_name(p->work.ring_impl));
+            usp_ring_impl_name(p->work.ring_impl), p->work.grad_sync_step ? "step" : "layer",
+            p->work.grad_fp32 ? "fp32" : usp_dtype_name(p->work.dtype));
     usp_json_write_string(f, p->platform);
     if (p->work.mask) {
         fputs(", \"mask\": ", f);
@@ -233,8 +235,8 @@ static void explain_memory(FILE *f, const usp_plan *p, const usp_plan_point *pt)
     fprintf(f, "memory per GPU\n");
     fprintf(f, "  parameters (%s)              %12s%s\n", usp_dtype_name(p->work.dtype), human(m->params, a, 32),
             pt->mix.zero >= 3 ? "  sharded by ZeRO-3" : "");
-    fprintf(f, "  gradients (%s)               %12s%s\n", usp_dtype_name(p->work.dtype), human(m->grads, a, 32),
-            pt->mix.zero >= 2 ? "  sharded by ZeRO-2/3" : "");
+    fprintf(f, "  gradients (%s)               %12s%s\n", p->work.grad_fp32 ? "fp32" : usp_dtype_name(p->work.dtype),
+            human(m->grads, a, 32), pt->mix.zero >= 2 ? "  sharded by ZeRO-2/3" : "");
     fprintf(f, "  optimizer states (12 B/param)  %12s%s\n", human(m->optimizer, a, 32),
             pt->mix.zero >= 1 ? "  sharded by ZeRO" : "");
     fprintf(f, "  activations                    %12s  %d layers x %s%s\n", human(m->activations, a, 32),

@@ -273,7 +273,7 @@ static int grad_reduce(builder *b, const char *name, double shard, int counted, 
     plan_step st = step_new(b->x->zero == 0 ? PLAN_STEP_ALLREDUCE : PLAN_STEP_REDUCE_SCATTER, PLAN_BG, name, dep);
     st.group = PLAN_GROUP_ZERO;
     st.term = b->x->zero == 0 ? USP_TERM_GRAD_AR : USP_TERM_GRAD_RS;
-    st.message = shard * b->d.e;
+    st.message = shard * b->d.eg;
     st.counted = counted;
     return emit(b, st);
 }
@@ -285,16 +285,22 @@ static int wait_for(builder *b, const char *name, int dep) {
 
 /* ------------------------------------------------------------ assembly */
 
+/* Whether a layer carries its own share of the DP/ZeRO traffic: not when
+ * gradients are synchronized once per step (ZeRO-3 still gathers each
+ * layer's parameters for its forward and backward). */
+static int layer_grads(const builder *b) { return !b->d.grad_step; }
+static int layer_params(const builder *b) { return !b->d.grad_step || b->x->zero == 3; }
+
 static usp_status build_layer_rank(builder *b) {
     b->backward = 0;
-    int gather = param_gather(b, "zero.ag.params", b->d.shard_layer, 1, -1);
+    int gather = layer_params(b) ? param_gather(b, "zero.ag.params", b->d.shard_layer, 1, -1) : -1;
     if (layer_forward(b, "") < 0) return usp_fail(USP_EINTERNAL, "out of memory building a layer");
     wait_for(b, "fwd.wait.params", gather);
     /* The backward's BG traffic starts with the backward, not before. */
     int fwd_end = b->rp->nsteps - 1;
     b->backward = 1;
     int bg = b->x->zero == 3 ? param_gather(b, "zero.ag.params.bwd", b->d.shard_layer, 1, fwd_end) : -1;
-    int red = grad_reduce(b, "grad.reduce", b->d.shard_layer, 1, fwd_end);
+    int red = layer_grads(b) ? grad_reduce(b, "grad.reduce", b->d.shard_layer, 1, fwd_end) : -1;
     if (red < 0) red = bg;
     int ready = b->x->recompute ? layer_forward(b, "rc.") : fwd_end;
     if (ready < 0 || layer_backward(b, ready) < 0) return usp_fail(USP_EINTERNAL, "out of memory building a layer");
@@ -306,13 +312,17 @@ static usp_status build_layer_rank(builder *b) {
  * parameters, which nothing hides; after the layers the final norm, the
  * LM head and the loss; backward the mirror image; then the gradient
  * reduction of the embedding and of the last layer, which nothing hides
- * either, and the optimizer step over the local parameters. */
+ * either, and the optimizer step over the local parameters.
+ * With grad_sync_step: after the embedding's backward one reduction of every
+ * gradient, the optimizer, then one all-gather of every ZeRO-1/2 parameter
+ * shard, each waiting for the one before (Megatron-LM's default: one bucket,
+ * reduced in finalize_model_grads, gathered in the optimizer's step). */
 static usp_status build_edges_rank(builder *b) {
     const plan_dims *d = &b->d;
     double tok_h = d->St * d->h * d->e, head = 2 * d->S * d->h * d->Vt;
     b->backward = 0;
-    int first = param_gather(b, "zero.ag.first_layer", d->shard_layer, 0, -1);
-    int emb_params = param_gather(b, "zero.ag.embedding", d->shard_edges, 1, -1);
+    int first = layer_params(b) ? param_gather(b, "zero.ag.first_layer", d->shard_layer, 0, -1) : -1;
+    int emb_params = layer_params(b) ? param_gather(b, "zero.ag.embedding", d->shard_edges, 1, -1) : -1;
     int i = memory_bound(b, "embedding", 2 * d->S * d->h * d->e, emb_params);
     i = tp_reduce(b, "tp.rs.embedding", i);
     wait_for(b, "wait.first_layer", first);
@@ -329,11 +339,22 @@ static usp_status build_edges_rank(builder *b) {
     i = memory_bound(b, "final_norm.bwd", 4 * tok_h, i);
     i = tp_gather(b, "tp.ag.dembedding", i);
     i = memory_bound(b, "embedding.bwd", 2 * d->S * d->h * d->e, i);
-    int red = grad_reduce(b, "grad.reduce.embedding", d->shard_edges, 1, i);
-    int last = grad_reduce(b, "grad.reduce.last_layer", d->shard_layer, 0, i);
     double local = zero_active(b) && b->x->zero >= 1 ? d->layers * d->shard_layer + d->shard_edges
                                                      : d->layers * d->p_layer + d->p_edges;
-    i = memory_bound(b, "optimizer", PLAN_OPTIMIZER_TRAFFIC_PER_PARAM * local, last >= 0 ? last : red);
+    /* the optimizer reads the gradient in its own element size */
+    double traffic = (PLAN_OPTIMIZER_TRAFFIC_PER_PARAM - d->e + d->eg) * local;
+    if (d->grad_step) {
+        int red = grad_reduce(b, "grad.reduce.step", d->layers * d->shard_layer + d->shard_edges, 1, i);
+        i = memory_bound(b, "optimizer", traffic, red);
+        int gather = b->x->zero == 1 || b->x->zero == 2
+                         ? param_gather(b, "zero.ag.params.step", d->layers * d->shard_layer + d->shard_edges, 1, i)
+                         : -1;
+        if (gather >= 0) i = wait_for(b, "wait.params", gather);
+        return i < 0 ? usp_fail(USP_EINTERNAL, "out of memory building the step") : USP_OK;
+    }
+    int red = grad_reduce(b, "grad.reduce.embedding", d->shard_edges, 1, i);
+    int last = grad_reduce(b, "grad.reduce.last_layer", d->shard_layer, 0, i);
+    i = memory_bound(b, "optimizer", traffic, last >= 0 ? last : red);
     return i < 0 ? usp_fail(USP_EINTERNAL, "out of memory building the step") : USP_OK;
 }
 
@@ -408,6 +429,10 @@ static usp_status profile_matmul(const char *name_or_file, usp_dtype dtype, plan
     usp_status st = optional_number(rates ? usp_json_get(rates, usp_dtype_name(dtype)) : NULL, "matmul_tflops", &tflops);
     if (st == USP_OK) st = optional_number(usp_json_get(root, "matmul_measured_k"), "matmul_measured_k", &dev->matmul_ref_k);
     if (st == USP_OK) st = optional_number(usp_json_get(root, "matmul_short_k"), "matmul_short_k", &dev->matmul_short_k);
+    const usp_json *is_max = usp_json_get(root, "matmul_best_of_search");
+    if (st == USP_OK && is_max && is_max->type != USP_JSON_BOOL)
+        st = usp_fail(USP_EINVAL, "line %d: 'matmul_best_of_search' must be true or false", is_max->line);
+    dev->matmul_is_max = st == USP_OK && is_max && is_max->boolean;
     usp_json_free(root);
     if (st != USP_OK) usp_error_prefix("profile %s: ", name_or_file);
     dev->matmul_flops = tflops * 1e12;
@@ -419,6 +444,7 @@ double plan_gemm_seconds(const plan_device *dev, double flops, double k) {
     if (s > 0 && k > 0) {
         rate *= k / (k + s);                                       /* this product's reduction */
         if (dev->matmul_ref_k > 0) rate /= dev->matmul_ref_k / (dev->matmul_ref_k + s); /* the measured one's */
+        if (dev->matmul_is_max && rate > dev->matmul_flops) rate = dev->matmul_flops;
     }
     return dev->prof.launch_s + flops / rate;
 }
@@ -433,6 +459,7 @@ usp_status plan_device_load(const char *profile, const usp_workload *w, double m
     if (matmul_tflops > 0) { /* the user's one rate for every shape */
         dev->matmul_flops = matmul_tflops * 1e12;
         dev->matmul_short_k = dev->matmul_ref_k = 0;
+        dev->matmul_is_max = 0;
     }
     if (dev->matmul_flops <= 0) {
         dev->matmul_flops = PLAN_MATMUL_PEAK_FRACTION * dev->peak_flops;

@@ -143,6 +143,14 @@ static usp_status read_training_problem(const usp_json *p, const char *dir, usp_
     if (ov && (ov->type != USP_JSON_STRING || (strcmp(ov->string, "none") && strcmp(ov->string, "backward"))))
         return usp_fail(USP_EINVAL, "line %d: 'tp_overlap' must be \"none\" or \"backward\"", ov->line);
     t->base_mix.tp_overlap = ov && !strcmp(ov->string, "backward");
+    const usp_json *gs = usp_json_get(p, "grad_sync"); /* optional: layer (default) or step */
+    if (gs && (gs->type != USP_JSON_STRING || (strcmp(gs->string, "layer") && strcmp(gs->string, "step"))))
+        return usp_fail(USP_EINVAL, "line %d: 'grad_sync' must be \"layer\" or \"step\"", gs->line);
+    t->work.grad_sync_step = gs && !strcmp(gs->string, "step");
+    const usp_json *gd = usp_json_get(p, "grad_dtype"); /* optional: dtype (default) or fp32 */
+    if (gd && (gd->type != USP_JSON_STRING || (strcmp(gd->string, "dtype") && strcmp(gd->string, "fp32"))))
+        return usp_fail(USP_EINVAL, "line %d: 'grad_dtype' must be \"dtype\" or \"fp32\"", gd->line);
+    t->work.grad_fp32 = gd && !strcmp(gd->string, "fp32");
     if (usp_parse_dtype(dtype, &t->work.dtype) != USP_OK || usp_parse_ring_impl(impl, &t->work.ring_impl) != USP_OK)
         return usp_fail(USP_EINVAL, "line %d: %s", p->line, usp_error());
     char path[1100];

@@ -89,6 +89,13 @@ static void help(void) {
         "                      (Megatron-LM's asynchronous path: the backward's all-gather\n"
         "                      behind the data-gradient product, its reduce-scatter behind\n"
         "                      the weight-gradient product)\n"
+        "  --grad-sync M       layer (default: each layer's gradient reduction and ZeRO\n"
+        "                      parameter all-gather behind the computation) or step (one\n"
+        "                      reduction of every gradient after the backward, the\n"
+        "                      optimizer, one all-gather of the parameters, nothing\n"
+        "                      overlapped: Megatron-LM without --overlap-grad-reduce)\n"
+        "  --grad-dtype T      dtype (default: gradients in the data dtype) or fp32\n"
+        "                      (kept and reduced in fp32, as Megatron-LM does in bf16)\n"
         "  --top K             show the K best mixes (default 10, 0: all)\n"
         "  --per-degrees       one row per dp x tp x ulysses x ring: its best ZeRO stage\n"
         "                      and recomputation\n"
@@ -128,7 +135,8 @@ static int int_opt(const char *name, const char *arg, long lo, long hi, int *out
 enum {
     OPT_MODEL = USP_OPT_CMD_FIRST, OPT_SEQ, OPT_GPUS, OPT_PLATFORM, OPT_PROFILE, OPT_BATCH, OPT_DTYPE, OPT_RING_IMPL,
     OPT_NO_CAUSAL, OPT_DP, OPT_TP, OPT_ULYSSES, OPT_RING, OPT_ZERO, OPT_RECOMPUTE, OPT_MATMUL, OPT_TOP, OPT_ALL,
-    OPT_EXPLAIN, OPT_DISTINCT, OPT_JSON, OPT_TP_OVERLAP, OPT_SEQLENS, OPT_WINDOW, OPT_HELP
+    OPT_EXPLAIN, OPT_DISTINCT, OPT_JSON, OPT_TP_OVERLAP, OPT_GRAD_SYNC, OPT_GRAD_DTYPE, OPT_SEQLENS, OPT_WINDOW,
+    OPT_HELP
 };
 
 static int apply_option(int opt, const char *arg, void *ctx) {
@@ -171,6 +179,16 @@ static int apply_option(int opt, const char *arg, void *ctx) {
         else if (!strcmp(arg, "backward")) a->o.tp_overlap = 1;
         else return usp_cli_bad_input("plan", "--tp-overlap '%s': none or backward", arg);
         return 0;
+    case OPT_GRAD_SYNC:
+        if (!strcmp(arg, "layer")) a->w.grad_sync_step = 0;
+        else if (!strcmp(arg, "step")) a->w.grad_sync_step = 1;
+        else return usp_cli_bad_input("plan", "--grad-sync '%s': layer or step", arg);
+        return 0;
+    case OPT_GRAD_DTYPE:
+        if (!strcmp(arg, "dtype")) a->w.grad_fp32 = 0;
+        else if (!strcmp(arg, "fp32")) a->w.grad_fp32 = 1;
+        else return usp_cli_bad_input("plan", "--grad-dtype '%s': dtype or fp32", arg);
+        return 0;
     case OPT_TOP: return int_opt("top", arg, 0, 1 << 20, &a->top);
     case OPT_ALL: a->all = 1; return 0;
     case OPT_EXPLAIN: return arg ? int_opt("explain", arg, 1, 1 << 20, &a->explain) : (a->explain = 1, 0);
@@ -193,6 +211,7 @@ static int parse(int argc, char **argv, plan_args *a) {
         {"top", required_argument, 0, OPT_TOP}, {"all", no_argument, 0, OPT_ALL},
         {"explain", optional_argument, 0, OPT_EXPLAIN}, {"per-degrees", no_argument, 0, OPT_DISTINCT},
         {"json", no_argument, 0, OPT_JSON}, {"tp-overlap", required_argument, 0, OPT_TP_OVERLAP},
+        {"grad-sync", required_argument, 0, OPT_GRAD_SYNC}, {"grad-dtype", required_argument, 0, OPT_GRAD_DTYPE},
         {"seqlens", required_argument, 0, OPT_SEQLENS}, {"window", required_argument, 0, OPT_WINDOW},
         {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
     int rc = usp_cli_parse("plan", argc, argv, opts, OPT_HELP, help, apply_option, a);
