@@ -198,7 +198,7 @@ static void engine_uses_the_layer(void **state) {
 
 /* ------------------------------------------------------- from-topo */
 
-static char *platform_from_nv(const char *topo, int nodes, int gen, double nvswitch) {
+static char *platform_from_opts(const char *topo, const usp_topo_options *o) {
     static char path[64];
     snprintf(path, sizeof path, "/tmp/usp-test-topo-XXXXXX.xml");
     int fd = mkstemps(path, 4);
@@ -206,10 +206,14 @@ static char *platform_from_nv(const char *topo, int nodes, int gen, double nvswi
     FILE *f = fdopen(fd, "w");
     char in[512];
     snprintf(in, sizeof in, "%s/tests/data/topo/%s", USP_SOURCE_DIR, topo);
-    usp_topo_options o = {nodes, gen, nvswitch};
-    if (usp_platform_from_topo(in, &o, f) != USP_OK) fail_msg("%s", usp_error());
+    if (usp_platform_from_topo(in, o, f) != USP_OK) fail_msg("%s", usp_error());
     fclose(f);
     return path;
+}
+
+static char *platform_from_nv(const char *topo, int nodes, int gen, double nvswitch) {
+    usp_topo_options o = {.nodes = nodes, .pcie_gen = gen, .nvswitch_gbps = nvswitch};
+    return platform_from_opts(topo, &o);
 }
 
 static char *platform_from(const char *topo, int nodes, int gen) { return platform_from_nv(topo, nodes, gen, 0); }
@@ -234,6 +238,12 @@ static void from_topo_transports(void **state) {
     p = platform_from("azure-ndv4-topo.xml", 1, 0);  /* PCI classes, no NVLink in the file */
     expect_transport(p, "sendrecv", 2, "pcie");   /* two GPUs under one switch */
     expect_transport(p, "alltoall", 8, "shm");
+    unlink(p);
+    /* an AMD host (the file's <cpu vendor>), as NCCL before 2.23.4 ran it */
+    usp_topo_options sys = {.nodes = 1, .p2p_sys = 1};
+    p = platform_from_opts("azure-ndv4-topo.xml", &sys);
+    expect_transport(p, "sendrecv", 2, "pcie");
+    expect_transport(p, "alltoall", 8, "pcie-cpu");
     unlink(p);
     p = platform_from_nv("azure-ndv4-topo.xml", 2, 0, 235);
     expect_transport(p, "alltoall", 8, "nvlink");

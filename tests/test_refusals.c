@@ -209,6 +209,7 @@ static void found_by_fuzzing(void **state) {
                          "GPU0\t X \tNV77777777777\t0-31\t0\n"
                          "GPU1\tNV4\t X \t0-31\t0\n");
     expect_refusal("platform --from-topo nv.txt", "is not an NVLink count");
+    expect_refusal("platform --preset l20x8 --p2p node", "--p2p 'node' is not pxb or sys");
 }
 
 /* The default job checks fp64 numerics and predicts the time of a bf16 run,

@@ -121,6 +121,8 @@ typedef struct {
     int pcie_gen;  /* 0: Gen4 (nvidia-smi topo -m does not say) */
     double nvswitch_gbps; /* > 0: every GPU on one NVSwitch at this achieved GB/s
                              (topology files for NCCL_TOPO_FILE omit NVLink) */
+    int p2p_sys;   /* 1: NCCL's P2P level SYS, P2P through the CPU where the
+                      topology gives SHM (NCCL before 2.23.4 on AMD hosts) */
 } usp_topo_options;
 usp_status usp_platform_from_topo(const char *path, const usp_topo_options *o, FILE *out);
 

@@ -367,10 +367,11 @@ static usp_status machine_from_xml(const char *path, int gen, sim_machine *m) {
     xml_ctx *c = calloc(1, sizeof *c);
     if (!c) { xmlFreeDoc(doc); return usp_fail(USP_EINTERNAL, "out of memory"); }
     c->m = m;
-    int next_sw = 0, sockets = 0;
+    int next_sw = 0, sockets = 0, amd = 0;
     char buf[32];
     for (xmlNode *k = root->children; k && !c->error; k = k->next) {
         if (!is(k, "cpu")) continue;
+        if (attr(k, "vendor", buf, sizeof buf) && !strcmp(buf, "AuthenticAMD")) amd = 1;
         int socket = attr(k, "numaid", buf, sizeof buf) ? numa_id(buf) : sockets;
         if (socket < 0 || socket >= MAX_NUMA) {
             xmlFreeDoc(doc);
@@ -416,6 +417,11 @@ static usp_status machine_from_xml(const char *path, int gen, sim_machine *m) {
              "%d NIC%s, %s; PCIe Gen%d", m->gpus, m->switches, m->switches == 1 ? "" : "es", m->sockets,
              m->sockets == 1 ? "" : "s", m->nics, m->nics == 1 ? "" : "s",
              m->nvlink_gbps > 0 ? "NVLink" : "no NVLink", g_gen);
+    if (amd) { /* NCCL's P2P level on AMD hosts depends on its release (transport.c) */
+        size_t len = strlen(m->about);
+        snprintf(m->about + len, sizeof m->about - len, "; AMD host: NCCL before 2.23.4 uses P2P through the "
+                 "CPU where this file has SHM (--p2p sys)");
+    }
     free(c);
     return USP_OK;
 }
@@ -458,6 +464,12 @@ usp_status usp_platform_from_topo(const char *path, const usp_topo_options *o, F
         size_t len = strlen(m->about);
         snprintf(m->about + len, sizeof m->about - len, "; all GPUs on one NVSwitch at %g GB/s (--nvswitch)",
                  o->nvswitch_gbps);
+    }
+    if (st == USP_OK && o && o->p2p_sys) {
+        m->p2p_sys = 1;
+        size_t len = strlen(m->about);
+        snprintf(m->about + len, sizeof m->about - len, "; P2P through the CPU between GPUs of different PCIe "
+                 "switches (--p2p sys: NCCL's P2P level SYS)");
     }
     if (st == USP_OK) {
         const char *base = strrchr(path, '/');

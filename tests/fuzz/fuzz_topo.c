@@ -13,6 +13,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memset(&o, 0, sizeof o);
     o.pcie_gen = (data[0] & 1) ? 5 : 0;
     o.nodes = (data[0] >> 2) & 3;
+    o.p2p_sys = (data[0] >> 4) & 1;
     const char *path = fuzz_file(data + 1, size - 1, (data[0] & 2) ? ".xml" : ".txt");
     usp_platform_from_topo(path, &o, sink);
     return 0;

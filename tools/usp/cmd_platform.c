@@ -9,12 +9,13 @@
 
 enum {
     OPT_PRESET = USP_OPT_CMD_FIRST, OPT_NODES, OPT_DIMS, OPT_GROUPS, OPT_CHASSIS, OPT_ROUTERS,
-    OPT_HOSTS_PER_ROUTER, OPT_BW, OPT_LAT, OPT_WORLD, OPT_LIST, OPT_JSON, OPT_HELP, OPT_FROM_TOPO, OPT_GEN, OPT_NVSWITCH
+    OPT_HOSTS_PER_ROUTER, OPT_BW, OPT_LAT, OPT_WORLD, OPT_LIST, OPT_JSON, OPT_HELP, OPT_FROM_TOPO, OPT_GEN, OPT_NVSWITCH,
+    OPT_P2P
 };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: usp platform --preset NAME [options] [-o FILE]\n"
-               "       usp platform --from-topo FILE [--nodes N] [--gen G] [--nvswitch GBPS] [-o FILE]\n"
+               "       usp platform --from-topo FILE [--nodes N] [--gen G] [--nvswitch GBPS] [--p2p L] [-o FILE]\n"
                "       usp platform --list [--json]\n"
                "Writes a built-in platform as SimGrid XML (stdout, or -o FILE). Every simulating\n"
                "command takes the same names with --platform NAME[:key=value,...], or an XML file.\n\n"
@@ -31,6 +32,10 @@ static void usage(FILE *f) {
                "                         of each on rail i); --gen G: its PCIe generation (default 4;\n"
                "                         topo -m does not say it); --nvswitch GBPS: every GPU on one\n"
                "                         NVSwitch at GBPS achieved (files for NCCL_TOPO_FILE omit NVLink)\n"
+               "  --p2p pxb|sys          NCCL's P2P level, for --from-topo and the machine presets:\n"
+               "                         pxb (default) P2P only under a PCIe switch, SHM elsewhere;\n"
+               "                         sys P2P through the CPU too (NCCL before 2.23.4 on AMD\n"
+               "                         hosts, or NCCL_P2P_LEVEL=SYS); presets also take NAME:p2p=sys\n"
                "  --list                 the presets and what they model\n"
                "  --json                 with --list: a JSON array; with --preset: {\"preset\",\n"
                "                         \"spec\", \"xml\": the XML} (or \"file\" with -o)\n"
@@ -101,6 +106,11 @@ static int parse_option(int opt, const char *arg, platform_args *a) {
     case OPT_FROM_TOPO: a->from_topo = arg; return 0;
     case OPT_GEN: return usp_cli_int_option("platform", "gen", arg, 3, 5, &a->gen);
     case OPT_NVSWITCH: return double_arg("nvswitch", arg, 0, &a->nvswitch);
+    case OPT_P2P:
+        if (!strcmp(arg, "pxb")) a->p.p2p_level = 1;
+        else if (!strcmp(arg, "sys")) a->p.p2p_level = 2;
+        else return usp_cli_bad_input("platform", "--p2p '%s' is not pxb or sys", arg);
+        return 0;
     case OPT_JSON: a->json = 1; return 0;
     default: return usp_cli_bad_input("platform", "unknown option (see usp platform --help)");
     }
@@ -117,6 +127,7 @@ static usp_platform_params merge(const usp_platform_params *spec, const usp_plat
     if (cli->hosts_per_router) p.hosts_per_router = cli->hosts_per_router;
     if (cli->bw_gbps > 0) p.bw_gbps = cli->bw_gbps;
     if (cli->lat_us >= 0) p.lat_us = cli->lat_us;
+    if (cli->p2p_level) p.p2p_level = cli->p2p_level;
     return p;
 }
 
@@ -163,7 +174,7 @@ int cmd_platform(int argc, char **argv) {
         {"output", required_argument, 0, 'o'}, {"list", no_argument, 0, OPT_LIST},
         {"json", no_argument, 0, OPT_JSON}, {"help", no_argument, 0, 'h'},
         {"from-topo", required_argument, 0, OPT_FROM_TOPO}, {"gen", required_argument, 0, OPT_GEN},
-        {"nvswitch", required_argument, 0, OPT_NVSWITCH}, {0, 0, 0, 0}};
+        {"nvswitch", required_argument, 0, OPT_NVSWITCH}, {"p2p", required_argument, 0, OPT_P2P}, {0, 0, 0, 0}};
     platform_args a = {0};
     a.p.lat_us = -1;
     int opt;
@@ -177,7 +188,7 @@ int cmd_platform(int argc, char **argv) {
     if (a.list) { list_presets(a.json); return 0; }
     if (a.from_topo) {
         if (a.preset) return usp_cli_bad_input("platform", "--from-topo and --preset exclude each other");
-        usp_topo_options to = {a.p.nodes, a.gen, a.nvswitch};
+        usp_topo_options to = {a.p.nodes, a.gen, a.nvswitch, a.p.p2p_level == 2};
         FILE *f = a.output ? fopen(a.output, "w") : stdout;
         if (!f) return usp_cli_bad_input("platform", "cannot write %s", a.output);
         usp_status st = usp_platform_from_topo(a.from_topo, &to, f);
