@@ -140,13 +140,12 @@ static usp_status validate_mask(const usp_config *c) {
     return USP_OK;
 }
 
+/* Any head count splits over the ulysses ranks (unevenly when U does not
+ * divide it, usp/layout.h) as long as every rank gets a query head. */
 static usp_status validate_heads(const usp_config *c) {
-    int u = c->ulysses, hkv = c->kv_heads;
-    if (c->heads % u != 0)
-        return usp_fail(USP_EINVAL, "heads %d is not divisible by ulysses %d", c->heads, u);
-    if (hkv % u != 0 && u % hkv != 0)
-        return usp_fail(USP_EINVAL, "kv_heads %d and ulysses %d: one must divide the other "
-                        "(K/V heads are split, or replicated when kv_heads < ulysses)", hkv, u);
+    if (c->heads < c->ulysses)
+        return usp_fail(USP_EINVAL, "heads %d < ulysses %d: ulysses rank %d would hold no query head",
+                        c->heads, c->ulysses, c->heads);
     return USP_OK;
 }
 

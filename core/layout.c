@@ -62,6 +62,25 @@ int usp_first_kv_head(const usp_config *c, int u) {
     return u / (c->ulysses / c->kv_heads);
 }
 
+int usp_heads_even(const usp_config *c) {
+    int u = c->ulysses, hkv = c->kv_heads;
+    return c->heads % u == 0 && (hkv % u == 0 || u % hkv == 0);
+}
+
+void usp_rank_heads(const usp_config *c, int u, int *first, int *count) {
+    int f = c->heads / c->ulysses, extra = c->heads % c->ulysses;
+    *first = u * f + (u < extra ? u : extra);
+    *count = f + (u < extra);
+}
+
+void usp_rank_kv_heads(const usp_config *c, int u, int *kv_first, int *kv_count) {
+    int h0, n, group = c->heads / c->kv_heads;
+    usp_rank_heads(c, u, &h0, &n);
+    if (n < 1) { *kv_first = h0 / group; *kv_count = 0; return; }
+    *kv_first = h0 / group;
+    *kv_count = (h0 + n - 1) / group - *kv_first + 1;
+}
+
 /* Copies token rows between a global (B, L, nh, D) tensor and one rank's
  * (B, Ls, nh, D) shard; to_shard picks the direction. */
 static void move_tokens(const usp_config *c, int rank, char *global, char *shard,

@@ -151,13 +151,17 @@ static usp_buf_role buf_role(usp_buf b) {
     }
 }
 
-static long buf_elems(const usp_config *c, usp_buf b) {
+/* Elements of buffer b on ulysses rank u (its heads: usp/layout.h). */
+static long buf_elems(const usp_config *c, int u, usp_buf b) {
     long B = c->batch, D = c->head_dim, R = c->ring, lr = c->seq / R, ls = lr / c->ulysses;
-    long hu = usp_heads_per_rank(c), hkvu = usp_kv_heads_per_rank(c);
+    int h0, hu, k0, hkvu;
+    usp_rank_heads(c, u, &h0, &hu);
+    usp_rank_kv_heads(c, u, &k0, &hkvu);
     long block = B * lr * hkvu * D, staging = 0;
     for (usp_a2a a = USP_A2A_Q; a <= USP_A2A_DKV; a++) {
-        long e = usp_a2a_piece_elems(c, a) * c->ulysses;
-        if (e > staging) staging = e;
+        long send = usp_a2a_send_offset(c, a, u, c->ulysses), recv = usp_a2a_recv_offset(c, a, u, c->ulysses);
+        if (send > staging) staging = send;
+        if (recv > staging) staging = recv;
     }
     switch (b) {
     case USP_BUF_Q_IN: case USP_BUF_DO_IN: case USP_BUF_O_OUT: case USP_BUF_DQ_OUT:
@@ -291,7 +295,10 @@ static usp_status emit_all_to_all(builder *bd, usp_phase ph, usp_a2a a, usp_buf 
     double src_elem = (double)usp_buf_elem_size(buf_role(src), c->dtype);
     double dst_elem = (double)usp_buf_elem_size(buf_role(dst), c->dtype);
     double wire = (a == USP_A2A_O || a == USP_A2A_DKV) ? (double)usp_dtype_size(usp_wire_dtype(c)) : src_elem;
-    double elems = (double)usp_a2a_piece_elems(c, a) * c->ulysses, piece = elems / c->ulysses * wire;
+    int u = bd->rs->ulysses_rank;
+    double elems = (double)usp_a2a_send_offset(c, a, u, c->ulysses); /* every piece, own too */
+    double recv = (double)usp_a2a_recv_offset(c, a, u, c->ulysses);
+    double remote = elems - (double)usp_a2a_send_elems(c, a, u, u);
 
     snprintf(name, sizeof name, "a2a.%s.pack", t);
     usp_step pack = step_new(USP_STEP_PACK, ph, name);
@@ -303,13 +310,13 @@ static usp_status emit_all_to_all(builder *bd, usp_phase ph, usp_a2a a, usp_buf 
     usp_step x = step_new(USP_STEP_ALL_TO_ALL, ph, name);
     x.group = USP_GROUP_ULYSSES; x.a2a = a;
     x.src[0] = USP_BUF_SEND; x.dst[0] = USP_BUF_RECV;
-    x.bytes_sent = piece * (c->ulysses - 1);
+    x.bytes_sent = remote * wire;
     USP_TRY(emit(bd, x, set_of(1, USP_BUF_SEND), set_of(1, USP_BUF_RECV)));
 
     snprintf(name, sizeof name, "a2a.%s.unpack", t);
     usp_step un = step_new(USP_STEP_UNPACK, ph, name);
     un.src[0] = USP_BUF_RECV; un.dst[0] = dst; un.a2a = a;
-    un.bytes_mem = elems * (wire + dst_elem);
+    un.bytes_mem = recv * (wire + dst_elem);
     return emit(bd, un, set_of(1, USP_BUF_RECV), set_of(1, dst));
 }
 
@@ -369,13 +376,16 @@ static usp_status emit_attention(builder *bd, usp_phase ph, const char *prefix, 
     double *pairs = (double *)(blks + cap);
     int *layer = (int *)(pairs + cap), n = 0;
     usp_status status = attention_parts(c, bd->rs->ring_rank, j, blks, pairs, layer, &n);
-    double per_pair = (ph == USP_PHASE_FWD ? 4.0 : 10.0) * c->head_dim * usp_heads_per_rank(c);
+    int h0, hu;
+    usp_rank_heads(c, bd->rs->ulysses_rank, &h0, &hu);
+    double per_pair = (ph == USP_PHASE_FWD ? 4.0 : 10.0) * c->head_dim * hu;
     for (int i = 0; i < n && status == USP_OK; i++) {
         char name[32];
         snprintf(name, sizeof name, "%s.attn", prefix);
         usp_step st = step_new(ph == USP_PHASE_FWD ? USP_STEP_ATTN_FWD : USP_STEP_ATTN_BWD, ph, name);
         st.ring_step = s; st.kv_block = kv_block; st.src_hops = (bd->rs->ring_rank - j + c->ring) % c->ring; st.blk = blks[i];
         st.mask_layer = layer[i];
+        st.heads = hu;
         st.src[0] = k; st.src[1] = v;
         st.flops = per_pair * pairs[i];
         if (ph == USP_PHASE_FWD) {
@@ -387,7 +397,7 @@ static usp_status emit_attention(builder *bd, usp_phase ph, const char *prefix, 
             m.ring_step = s; m.blk = blks[i];
             m.src[0] = USP_BUF_O_BLK; m.src[1] = USP_BUF_LSE_BLK;
             m.dst[0] = USP_BUF_O; m.dst[1] = USP_BUF_LSE;
-            double row = (double)c->batch * usp_heads_per_rank(c) *
+            double row = (double)c->batch * hu *
                          (c->head_dim * usp_buf_elem_size(USP_ROLE_ACCUM, c->dtype) +
                           usp_buf_elem_size(USP_ROLE_STATS, c->dtype));
             m.bytes_mem = 3 * row * blks[i].q_len; /* read both, write one */
@@ -583,7 +593,7 @@ static usp_status build_backward(builder *bd) {
 
 static void declare_buffers(const usp_config *c, rank_list *rs) {
     for (int b = 0; b < USP_BUF_COUNT; b++) {
-        rs->bufs[b] = (usp_buf_info){buf_names[b], buf_elems(c, b), buf_role(b), USP_BUF_NONE, -1, -1};
+        rs->bufs[b] = (usp_buf_info){buf_names[b], buf_elems(c, rs->ulysses_rank, b), buf_role(b), USP_BUF_NONE, -1, -1};
     }
     if (c->ulysses == 1) { /* no all-to-all: the head-sharded tensors are the shards */
         static const usp_buf pairs[][2] = {
@@ -734,8 +744,40 @@ static usp_status check_shared(const usp_config *c, int backward, const rank_lis
     return st;
 }
 
+/* An uneven head split (usp/layout.h): the ulysses ranks of ring rank r
+ * differ in sizes, bytes and FLOPs, so each gets its own list (the pool
+ * still keeps each distinct step once). */
+static usp_status build_ring_rank_uneven(usp_schedule *s, pool_index *px, int r) {
+    const usp_config *c = &s->cfg;
+    usp_status st = USP_OK;
+    for (int u = 0; st == USP_OK && u < c->ulysses; u++) {
+        rank_list own = {0};
+        uint32_t *list = NULL;
+        int g = usp_rank_of(c, r, u);
+        st = build_rank(c, g, s->backward, &own);
+        if (st == USP_OK && !(list = usp_malloc(((size_t)own.nsteps + 1) * sizeof *list))) st = USP_EINTERNAL;
+        for (int i = 0; st == USP_OK && i < own.nsteps; i++) st = pool_intern(s, px, &own.steps[i], &list[i]);
+        if (st == USP_OK) st = add_list(s, &list);
+        if (st == USP_OK) {
+            usp_rank_schedule *rs = &s->ranks[g];
+            rs->rank = g;
+            rs->ring_rank = r;
+            rs->ulysses_rank = u;
+            rs->nsteps = own.nsteps;
+            rs->nfwd = own.nfwd;
+            rs->index = list;
+            memcpy(rs->bufs, own.bufs, sizeof rs->bufs);
+        } else {
+            free(list);
+        }
+        free(own.steps);
+    }
+    return st;
+}
+
 static usp_status build_ring_rank(usp_schedule *s, pool_index *px, int r) {
     const usp_config *c = &s->cfg;
+    if (!usp_heads_even(c)) return build_ring_rank_uneven(s, px, r);
     rank_list rep = {0};
     uint32_t *list = NULL;
     usp_status st = build_rank(c, usp_rank_of(c, r, 0), s->backward, &rep);
@@ -889,7 +931,7 @@ int usp_step_memory_bound(usp_step_kind k) {
 double usp_step_pairs(const usp_config *c, const usp_step *st) {
     if (st->kind != USP_STEP_ATTN_FWD && st->kind != USP_STEP_ATTN_BWD) return 0;
     double per_pair = (st->kind == USP_STEP_ATTN_FWD ? 4.0 : 10.0) * c->head_dim *
-                      usp_heads_per_rank(c) * c->batch;
+                      (st->heads > 0 ? st->heads : usp_heads_per_rank(c)) * c->batch;
     return st->flops / per_pair;
 }
 

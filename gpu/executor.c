@@ -655,6 +655,10 @@ static usp_status check_run(const usp_schedule *s, const usp_gpu_options *o, con
     if (c->dtype == USP_F64)
         return usp_fail(USP_EINVAL, "dtype fp64: the GPU executor runs bf16, fp16 or fp32 "
                         "(fp64 runs on --backend ref)");
+    if (!usp_heads_even(c)) /* its pack kernels and kernel ABI take H/U heads on every rank */
+        return usp_fail(USP_EINVAL, "heads %d, kv_heads %d over ulysses %d split unevenly: the GPU "
+                        "executor runs even splits only (--backend ref or sim run this one)",
+                        c->heads, c->kv_heads, c->ulysses);
     if (!(k->dtypes & (1u << c->dtype)))
         return usp_fail(USP_EINVAL, "kernel '%s' does not take dtype %s", k->name ? k->name : "?",
                         usp_dtype_name(c->dtype));

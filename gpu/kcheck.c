@@ -440,7 +440,7 @@ static usp_status problem_init(problem *p, const usp_kcheck_case *c, uint64_t se
 }
 
 static usp_attn_shape shape_of(const problem *p, double scale) {
-    usp_attn_shape s;
+    usp_attn_shape s = {0};
     s.batch = p->B; s.hq = p->H; s.hkv = p->Hk; s.d = p->D;
     s.lq = p->Lq; s.lkv = p->Lk; s.scale = scale;
     return s;

@@ -63,9 +63,9 @@ static int recv_peer(const usp_schedule *s, int g, const usp_step *st, int j) {
 static usp_status post_sends(const usp_schedule *s, rank_state *ranks, int g, const usp_step *st) {
     rank_state *me = &ranks[g];
     int n = usp_rank_msg_count(&me->mem, st);
-    size_t bytes = usp_rank_msg_bytes(&me->mem, st);
     for (int i = 0; i < n; i++) {
-        void *data = usp_malloc(bytes);
+        size_t bytes = usp_rank_msg_bytes_to(&me->mem, st, i);
+        void *data = usp_malloc(bytes ? bytes : 1);
         if (!data) return USP_EINTERNAL;
         usp_rank_msg_pack(&me->mem, st, i, data);
         USP_TRY(deliver(&ranks[send_peer(s, g, st, i)], g, st->tag, data));

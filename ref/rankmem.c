@@ -148,18 +148,33 @@ usp_status usp_rank_mem_store(const usp_rank_mem *m, usp_result *r) {
 
 /* Shape of the head-sharded tensors the kernels see: (B, Lr, Hu, D) queries,
  * (B, Lr, Hkvu, D) per K/V block. */
-static usp_attn_shape local_shape(const usp_config *c) {
-    usp_attn_shape s = {c->batch, usp_heads_per_rank(c), usp_kv_heads_per_rank(c), c->head_dim,
-                        c->seq / c->ring, c->seq / c->ring, usp_scale(c)};
+static int ulysses_rank_of(const usp_rank_mem *m) { return m->sched->ranks[m->rank].ulysses_rank; }
+
+/* The rank's heads: H/U and Hkv/U (or 1) when the split is even, its own
+ * share of an uneven one (usp/layout.h), with their global numbering. */
+static usp_attn_shape local_shape(const usp_rank_mem *m) {
+    const usp_config *c = &m->sched->cfg;
+    int h0, hu, k0, hkvu;
+    usp_rank_heads(c, ulysses_rank_of(m), &h0, &hu);
+    usp_rank_kv_heads(c, ulysses_rank_of(m), &k0, &hkvu);
+    usp_attn_shape s = {c->batch, hu, hkvu, c->head_dim, c->seq / c->ring, c->seq / c->ring, usp_scale(c),
+                        0, 0};
+    if (!usp_heads_even(c)) {
+        s.head0 = h0;
+        s.group = c->heads / c->kv_heads;
+    }
     return s;
 }
 
-static long block_elems(const usp_config *c) {
-    return (long)c->batch * (c->seq / c->ring) * usp_kv_heads_per_rank(c) * c->head_dim;
+static long block_elems(const usp_rank_mem *m) {
+    const usp_config *c = &m->sched->cfg;
+    int k0, hkvu;
+    usp_rank_kv_heads(c, ulysses_rank_of(m), &k0, &hkvu);
+    return (long)c->batch * (c->seq / c->ring) * hkvu * c->head_dim;
 }
 
 static char *block_ptr(const usp_rank_mem *m, usp_buf b, int block) {
-    return (char *)m->buf[b] + (size_t)block * block_elems(&m->sched->cfg) * m->elem[b];
+    return (char *)m->buf[b] + (size_t)block * block_elems(m) * m->elem[b];
 }
 
 static void fill(void *p, long n, size_t elem, double value) {
@@ -175,8 +190,7 @@ static void init_buffer(usp_rank_mem *m, usp_buf b) {
 }
 
 static void attn_fwd(usp_rank_mem *m, const usp_step *st) {
-    const usp_config *c = &m->sched->cfg;
-    usp_attn_shape sh = local_shape(c);
+    usp_attn_shape sh = local_shape(m);
     void *k = block_ptr(m, st->src[0], st->kv_block), *v = block_ptr(m, st->src[1], st->kv_block);
     usp_row_mask rows, *rm = step_rows(m, st, &rows) ? &rows : NULL;
     if (m->elem[USP_BUF_Q] == 8)
@@ -188,8 +202,7 @@ static void attn_fwd(usp_rank_mem *m, const usp_step *st) {
 }
 
 static void attn_bwd(usp_rank_mem *m, const usp_step *st) {
-    const usp_config *c = &m->sched->cfg;
-    usp_attn_shape sh = local_shape(c);
+    usp_attn_shape sh = local_shape(m);
     void *k = block_ptr(m, st->src[0], st->kv_block), *v = block_ptr(m, st->src[1], st->kv_block);
     void *dk = block_ptr(m, st->dst[0], st->kv_block), *dv = block_ptr(m, st->dst[1], st->kv_block);
     void **b = m->buf;
@@ -203,7 +216,7 @@ static void attn_bwd(usp_rank_mem *m, const usp_step *st) {
 }
 
 static void merge(usp_rank_mem *m, const usp_step *st) {
-    usp_attn_shape sh = local_shape(&m->sched->cfg);
+    usp_attn_shape sh = local_shape(m);
     void **b = m->buf;
     if (m->elem[USP_BUF_O] == 8)
         usp_attn_merge_f64(&sh, st->blk.q_begin, st->blk.q_len, b[USP_BUF_O_BLK], b[USP_BUF_LSE_BLK],
@@ -214,7 +227,7 @@ static void merge(usp_rank_mem *m, const usp_step *st) {
 }
 
 static void bwd_prep(usp_rank_mem *m) {
-    usp_attn_shape sh = local_shape(&m->sched->cfg);
+    usp_attn_shape sh = local_shape(m);
     void **b = m->buf;
     if (m->elem[USP_BUF_O] == 8) usp_attn_bwd_prep_f64(&sh, b[USP_BUF_O], b[USP_BUF_DO], b[USP_BUF_DELTA]);
     else usp_attn_bwd_prep_f32(&sh, b[USP_BUF_O], b[USP_BUF_DO], b[USP_BUF_DELTA]);
@@ -235,13 +248,15 @@ void usp_rank_compute(usp_rank_mem *m, const usp_step *st) {
     const usp_config *c = &m->sched->cfg;
     switch (st->kind) {
     case USP_STEP_PACK:
-        usp_a2a_pack(c, st->a2a, m->buf[st->src[0]], m->buf[USP_BUF_SEND], m->elem[USP_BUF_SEND]);
+        usp_a2a_pack_rank(c, ulysses_rank_of(m), st->a2a, m->buf[st->src[0]], m->buf[USP_BUF_SEND],
+                          m->elem[USP_BUF_SEND]);
         if (st->a2a == USP_A2A_O || st->a2a == USP_A2A_DKV) /* a 16-bit wire: what the GPU sends */
             usp_round_to_dtype_f32(usp_wire_dtype(c), m->buf[USP_BUF_SEND],
-                                   usp_a2a_piece_elems(c, st->a2a) * c->ulysses);
+                                   usp_a2a_send_offset(c, st->a2a, ulysses_rank_of(m), c->ulysses));
         break;
     case USP_STEP_UNPACK:
-        usp_a2a_unpack(c, st->a2a, m->buf[USP_BUF_RECV], m->buf[st->dst[0]], m->elem[USP_BUF_RECV]);
+        usp_a2a_unpack_rank(c, ulysses_rank_of(m), st->a2a, m->buf[USP_BUF_RECV], m->buf[st->dst[0]],
+                            m->elem[USP_BUF_RECV]);
         break;
     case USP_STEP_INIT:
         init_buffer(m, st->dst[0]);
@@ -268,14 +283,23 @@ static long elems_of(const usp_rank_mem *m, usp_buf b) {
     return rs->bufs[usp_buf_owner(rs, b)].elems;
 }
 
-size_t usp_rank_msg_bytes(const usp_rank_mem *m, const usp_step *st) {
+size_t usp_rank_msg_bytes(const usp_rank_mem *m, const usp_step *st) { return usp_rank_msg_bytes_to(m, st, 0); }
+
+/* What peer index j sent this rank (all-to-all pieces differ by peer when
+ * the head split is uneven; every other message is the same both ways). */
+static size_t msg_bytes_from(const usp_rank_mem *m, const usp_step *st, int j) {
+    if (st->kind != USP_STEP_ALL_TO_ALL) return usp_rank_msg_bytes_to(m, st, j);
+    return (size_t)usp_a2a_recv_elems(&m->sched->cfg, st->a2a, ulysses_rank_of(m), j) * m->elem[USP_BUF_RECV];
+}
+
+size_t usp_rank_msg_bytes_to(const usp_rank_mem *m, const usp_step *st, int i) {
     const usp_config *c = &m->sched->cfg;
     size_t elem = m->elem[USP_BUF_SEND];
     switch (st->kind) {
-    case USP_STEP_ALL_TO_ALL: return (size_t)usp_a2a_piece_elems(c, st->a2a) * elem;
+    case USP_STEP_ALL_TO_ALL: return (size_t)usp_a2a_send_elems(c, st->a2a, ulysses_rank_of(m), i) * elem;
     case USP_STEP_SENDRECV: return (size_t)(elems_of(m, st->src[0]) + elems_of(m, st->src[1])) * elem;
     case USP_STEP_ALLGATHER:
-    case USP_STEP_REDUCE_SCATTER: return (size_t)2 * block_elems(c) * elem;
+    case USP_STEP_REDUCE_SCATTER: return (size_t)2 * block_elems(m) * elem;
     default: return 0;
     }
 }
@@ -287,10 +311,12 @@ static void put_pair(void *msg, const void *a, const void *b, size_t bytes) {
 }
 
 void usp_rank_msg_pack(const usp_rank_mem *m, const usp_step *st, int i, void *msg) {
-    size_t bytes = usp_rank_msg_bytes(m, st), half = bytes / 2;
+    size_t bytes = usp_rank_msg_bytes_to(m, st, i), half = bytes / 2;
     switch (st->kind) {
     case USP_STEP_ALL_TO_ALL:
-        memcpy(msg, (char *)m->buf[USP_BUF_SEND] + (size_t)i * bytes, bytes);
+        memcpy(msg, (char *)m->buf[USP_BUF_SEND] +
+                        (size_t)usp_a2a_send_offset(&m->sched->cfg, st->a2a, ulysses_rank_of(m), i) * m->elem[USP_BUF_SEND],
+               bytes);
         break;
     case USP_STEP_SENDRECV: {
         size_t a = (size_t)elems_of(m, st->src[0]) * m->elem[st->src[0]];
@@ -316,11 +342,13 @@ static void add_into(void *dst, const void *src, size_t bytes, size_t elem) {
 }
 
 void usp_rank_msg_unpack(usp_rank_mem *m, const usp_step *st, int j, const void *msg) {
-    size_t bytes = usp_rank_msg_bytes(m, st), half = bytes / 2;
+    size_t bytes = msg_bytes_from(m, st, j), half = bytes / 2;
     const char *p = msg;
     switch (st->kind) {
     case USP_STEP_ALL_TO_ALL:
-        memcpy((char *)m->buf[USP_BUF_RECV] + (size_t)j * bytes, msg, bytes);
+        memcpy((char *)m->buf[USP_BUF_RECV] +
+                   (size_t)usp_a2a_recv_offset(&m->sched->cfg, st->a2a, ulysses_rank_of(m), j) * m->elem[USP_BUF_RECV],
+               msg, bytes);
         break;
     case USP_STEP_SENDRECV: {
         size_t a = (size_t)elems_of(m, st->dst[0]) * m->elem[st->dst[0]];

@@ -47,8 +47,9 @@ static void test_bad_configurations(void **state) {
     expect_refusal("run --backend tpu", "unknown backend 'tpu'");
     expect_refusal("run --no-causal", "ring_impl zigzag balances causal work only");
     expect_refusal("run --scale -2", "--scale '-2' is not a positive number");
-    expect_refusal("run --heads 6 --ulysses 4 --ring 1", "heads 6 is not divisible by ulysses 4");
-    expect_refusal("run --heads 12 --kv-heads 6 --ulysses 4 --ring 1", "kv_heads 6 and ulysses 4: one must divide the other");
+    expect_refusal("run --heads 6 --ulysses 8 --ring 1", "heads 6 < ulysses 8: ulysses rank 6 would hold no query head");
+    expect_refusal("run --backend gpu --heads 12 --ulysses 8 --ring 1 --dtype bf16",
+                   "heads 12, kv_heads 12 over ulysses 8 split unevenly: the GPU executor runs even splits only");
     expect_refusal("run --wire int8", "unknown wire 'int8' (dtype, fp32)");
     expect_refusal("run extra", "unexpected argument 'extra'");
     expect_refusal("schedule --rank 99", "--rank 99 but world is 4");

@@ -11,8 +11,7 @@ typedef struct { const char *what; void (*change)(usp_config *); const char *mes
 static void seq_zigzag(usp_config *c) { c->seq = 1000; c->ulysses = 2; c->ring = 4; }
 static void seq_basic(usp_config *c) { c->ring_impl = USP_RING_BASIC; c->seq = 1001; }
 static void heads_gqa(usp_config *c) { c->heads = 8; c->kv_heads = 3; }
-static void heads_ulysses(usp_config *c) { c->heads = 6; c->kv_heads = 6; c->ulysses = 4; c->ring = 1; }
-static void kv_ulysses(usp_config *c) { c->heads = 12; c->kv_heads = 6; c->ulysses = 4; c->ring = 1; }
+static void heads_ulysses(usp_config *c) { c->heads = 6; c->kv_heads = 6; c->ulysses = 8; c->ring = 1; }
 static void head_dim_big(usp_config *c) { c->head_dim = 257; }
 static void head_dim_zero(usp_config *c) { c->head_dim = 0; }
 static void batch_zero(usp_config *c) { c->batch = 0; }
@@ -28,8 +27,7 @@ static const bad_case cases[] = {
     {"zigzag seq", seq_zigzag, "seq 1000 is not divisible by 2*ring*ulysses = 16 (zigzag)"},
     {"basic seq", seq_basic, "seq 1001 is not divisible by ulysses*ring = 4 (basic)"},
     {"gqa", heads_gqa, "heads 8 is not divisible by kv_heads 3"},
-    {"heads/ulysses", heads_ulysses, "heads 6 is not divisible by ulysses 4"},
-    {"kv/ulysses", kv_ulysses, "kv_heads 6 and ulysses 4: one must divide the other"},
+    {"heads < ulysses", heads_ulysses, "heads 6 < ulysses 8: ulysses rank 6 would hold no query head"},
     {"head_dim 257", head_dim_big, "head_dim 257 is outside 1..256"},
     {"head_dim 0", head_dim_zero, "head_dim 0 is outside 1..256"},
     {"batch", batch_zero, "batch 0 must be >= 1"},
@@ -49,6 +47,18 @@ static void test_refusals_name_the_constraint(void **state) {
         cases[i].change(&c);
         assert_int_equal(usp_config_validate(&c), USP_EINVAL);
         if (!strstr(usp_error(), cases[i].message)) fail_msg("%s: got '%s'", cases[i].what, usp_error());
+    }
+}
+
+/* Head counts the ulysses degree does not divide split unevenly (usp/layout.h). */
+static void test_uneven_heads_are_valid(void **state) {
+    (void)state;
+    static const int shapes[][3] = {{12, 12, 8}, {12, 4, 8}, {12, 6, 4}, {6, 6, 4}, {32, 8, 16}, {8, 8, 8}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        usp_config c = usp_config_default();
+        c.heads = shapes[i][0]; c.kv_heads = shapes[i][1]; c.ulysses = shapes[i][2]; c.ring = 1;
+        c.seq = 64 * c.ulysses;
+        if (usp_config_validate(&c) != USP_OK) fail_msg("H %d Hkv %d U %d: %s", c.heads, c.kv_heads, c.ulysses, usp_error());
     }
 }
 
@@ -78,7 +88,7 @@ static void test_names_round_trip(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refusals_name_the_constraint),
-        cmocka_unit_test(test_default_is_valid),
+        cmocka_unit_test(test_default_is_valid), cmocka_unit_test(test_uneven_heads_are_valid),
         cmocka_unit_test(test_names_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,7 +9,9 @@
  * With masks (documents, windows, slices with gaps, on basic, zigzag and
  * balanced layouts) the same bits again, and compute time on visible pairs:
  * packed documents take less simulated attention time than one causal
- * document of the same length. */
+ * document of the same length. Uneven head splits (12 heads over ulysses 8,
+ * K/V heads split unevenly or replicated): the same bits again, and the
+ * simulator costs each rank's own share of the heads. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -171,6 +173,62 @@ static void mask_time_counts_visible_pairs(void **state) {
     if (!(packed < 0.5 * dense)) fail_msg("packed %.3g s, dense %.3g s", packed, dense);
 }
 
+/* Heads the ulysses degree does not divide: same bits as the in-process executor. */
+static void uneven_head_cases(void **state) {
+    (void)state;
+    static const int shapes[][4] = {{4, 2, 6, 2}, {8, 1, 12, 4}, {2, 4, 3, 1}, {4, 2, 10, 5}};
+    static const usp_ring_impl impls[] = {USP_RING_ZIGZAG, USP_RING_BASIC, USP_RING_STRIPE, USP_RING_ALLGATHER};
+    for (int i = 0; i < 4; i++) {
+        usp_config c = usp_config_default();
+        c.ulysses = shapes[i][0]; c.ring = shapes[i][1]; c.heads = shapes[i][2]; c.kv_heads = shapes[i][3];
+        c.ring_impl = impls[i]; c.head_dim = 16; c.seq = 96; c.batch = 2;
+        compare_case(&c);
+    }
+    usp_mask *m;
+    usp_mask_spec docs = {.seqlens = "50,3,40,35", .causal = 1};
+    assert_int_equal(usp_mask_build(&docs, 128, 1, &m), USP_OK);
+    usp_config c = usp_config_default();
+    c.ulysses = 4; c.ring = 2; c.heads = 6; c.kv_heads = 3; c.head_dim = 16; c.seq = 128;
+    c.ring_impl = USP_RING_BALANCED; c.mask = m;
+    compare_case(&c);
+    usp_mask_free(m);
+}
+
+/* Simulated time, timing only: the whole run and each rank's compute. */
+static double timed_ranks(const usp_config *c, double *compute) {
+    usp_schedule s;
+    usp_result r;
+    assert_int_equal(usp_schedule_build(c, 1, &s), USP_OK);
+    assert_int_equal(usp_result_init(&r, &s, 0), USP_OK);
+    usp_sim_options o = {.platform = "h200x8", .numerics = 0};
+    if (usp_sim_execute(&s, NULL, &o, &r, NULL) != USP_OK) fail_msg("%s", usp_error());
+    for (int g = 0; g < s.world; g++) compute[g] = r.ranks[g].compute_s;
+    double t = r.time_fwd_s + r.time_bwd_s;
+    usp_result_free(&r);
+    usp_schedule_free(&s);
+    return t;
+}
+
+/* 12 heads over ulysses 8: ranks 0-3 hold 2 heads, ranks 4-7 one, so the
+ * first compute about twice as long, and the run takes about as long as 16
+ * heads (2 on every rank), clearly longer than 8 (1 on every rank). */
+static void uneven_heads_are_costed(void **state) {
+    (void)state;
+    double c12[8], c16[8], c8[8];
+    usp_config c = usp_config_default();
+    c.seq = 16384; c.head_dim = 128; c.ulysses = 8; c.ring = 1; c.dtype = USP_BF16;
+    c.heads = 12; c.kv_heads = 12;
+    double t12 = timed_ranks(&c, c12);
+    c.heads = c.kv_heads = 16;
+    double t16 = timed_ranks(&c, c16);
+    c.heads = c.kv_heads = 8;
+    double t8 = timed_ranks(&c, c8);
+    if (!(c12[0] > 1.8 * c12[7] && c12[0] < 2.05 * c12[7]))
+        fail_msg("rank 0 (2 heads) %.4g s, rank 7 (1 head) %.4g s", c12[0], c12[7]);
+    if (!(t12 > 0.9 * t16 && t12 <= 1.02 * t16 && t12 > 1.5 * t8))
+        fail_msg("12 heads %.4g s, 16 heads %.4g s, 8 heads %.4g s", t12, t16, t8);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(verify_cases_fp64),
@@ -179,6 +237,8 @@ int main(void) {
         cmocka_unit_test(larger_case),
         cmocka_unit_test(mask_cases),
         cmocka_unit_test(mask_time_counts_visible_pairs),
+        cmocka_unit_test(uneven_head_cases),
+        cmocka_unit_test(uneven_heads_are_costed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,7 +8,9 @@
  *
  * Layouts (row-major): q, o, dq, do: (B, lq, hq, D); k, v, dk, dv:
  * (B, lkv, hkv, D); lse, delta: (B, hq, lq). Query head h uses K/V head
- * h / (hq / hkv). LSE is natural-log; a query row that sees no key gets
+ * h / (hq / hkv); with `group` set (one ulysses rank's uneven share of the
+ * heads, usp/layout.h), local query head h is global head head0 + h and uses
+ * global K/V head (head0 + h) / group, local head that - head0 / group. LSE is natural-log; a query row that sees no key gets
  * LSE = -inf and O = 0. */
 #ifndef USP_ATTENTION_H
 #define USP_ATTENTION_H
@@ -21,6 +23,8 @@ typedef struct {
     int batch, hq, hkv, d;
     long lq, lkv;      /* rows in the q-like and in the k-like buffers */
     double scale;      /* softmax scale */
+    int head0, group;  /* group 0: hq % hkv == 0, head h uses h / (hq/hkv); else global
+                        * query head of local head 0 and global H/Hkv (see above) */
 } usp_attn_shape;
 
 /* Forward: rows blk->q_begin .. +q_len of o and lse are overwritten with the

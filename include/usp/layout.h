@@ -18,7 +18,17 @@
  * Heads after the all-to-all: ulysses rank u holds query heads
  * [u*H/U, (u+1)*H/U) and the K/V heads those need, which is
  * [u*Hkv/U, (u+1)*Hkv/U) when U divides Hkv, or the single head
- * u / (U/Hkv) when Hkv divides U (replicated across U/Hkv ranks). */
+ * u / (U/Hkv) when Hkv divides U (replicated across U/Hkv ranks).
+ *
+ * Uneven split (H % U != 0, or neither of Hkv and U divides the other): the
+ * first H % U ulysses ranks hold ceil(H/U) query heads and the others
+ * floor(H/U), in order, so rank u holds [u*f + min(u, H%U), +its count); the
+ * K/V heads it holds are those its query heads use, from the first query
+ * head's K/V head (h / (H/Hkv)) to the last's. Ranks whose query heads share
+ * a K/V head both hold it (replicated by the all-to-all, their gradients
+ * summed on the way back), as when Hkv < U. The all-to-alls then carry
+ * pieces of different sizes (usp/a2a.h). The even split is the case
+ * H % U == 0 of the same rule. */
 #ifndef USP_LAYOUT_H
 #define USP_LAYOUT_H
 
@@ -36,10 +46,18 @@ long usp_ring_token(const usp_config *c, int ring_rank, long i);
 /* Global token of local index i (0 <= i < L/world) of global rank g, before it. */
 long usp_rank_token(const usp_config *c, int rank, long i);
 
-/* Head ranges held by ulysses rank u after the all-to-all. */
+/* Head ranges held by ulysses rank u after the all-to-all. The three
+ * without a rank are for even splits (usp_heads_even), where every ulysses
+ * rank holds as many: H/U, Hkv/U or 1 when Hkv < U. */
 int usp_heads_per_rank(const usp_config *c);      /* H/U */
 int usp_kv_heads_per_rank(const usp_config *c);   /* Hkv/U, or 1 when Hkv < U */
 int usp_first_kv_head(const usp_config *c, int ulysses_rank);
+/* 1 when H % U == 0 and one of Hkv and U divides the other. */
+int usp_heads_even(const usp_config *c);
+/* Query heads [*first, *first + *count) and K/V heads [*kv_first,
+ * *kv_first + *kv_count) of ulysses rank u, even or not. */
+void usp_rank_heads(const usp_config *c, int ulysses_rank, int *first, int *count);
+void usp_rank_kv_heads(const usp_config *c, int ulysses_rank, int *kv_first, int *kv_count);
 
 /* Copies the shard of rank g out of a global tensor laid out (B, L, nh, D)
  * into `shard` laid out (B, L/world, nh, D), and back. `elem` is the element

@@ -55,8 +55,12 @@ void usp_rank_compute(usp_rank_mem *m, const usp_step *st);
 /* Number of messages of a comm step (group size, or 1 for SENDRECV) and the
  * bytes of each. */
 int usp_rank_msg_count(const usp_rank_mem *m, const usp_step *st);
+/* Bytes of the message to peer index i (all-to-all pieces differ by peer
+ * when the head split is uneven, usp/a2a.h); usp_rank_msg_bytes is peer 0's,
+ * which every peer's equals otherwise. */
+size_t usp_rank_msg_bytes_to(const usp_rank_mem *m, const usp_step *st, int i);
 size_t usp_rank_msg_bytes(const usp_rank_mem *m, const usp_step *st);
-/* Fills `msg` (usp_rank_msg_bytes long) with what goes to peer index i. */
+/* Fills `msg` (usp_rank_msg_bytes_to long) with what goes to peer index i. */
 void usp_rank_msg_pack(const usp_rank_mem *m, const usp_step *st, int i, void *msg);
 /* Applies what came from peer index j. */
 void usp_rank_msg_unpack(usp_rank_mem *m, const usp_step *st, int j, const void *msg);

@@ -13,7 +13,8 @@
  *     so an executor with one thread per rank may simply run the list.
  *
  * Shapes (B batch, L seq, U ulysses, R ring, W = U*R, Ls = L/W, Lr = L/R,
- * Hu = H/U query heads and Hkvu K/V heads per ulysses rank):
+ * Hu query heads and Hkvu K/V heads of the ulysses rank: H/U and Hkv/U, or 1, when the
+ * split is even, its own share when not, usp/layout.h):
  *   Q_IN, DO_IN, O_OUT, DQ_OUT  (B, Ls, H,   D)   sequence-sharded
  *   K_IN, V_IN, DK_OUT, DV_OUT  (B, Ls, Hkv, D)
  *   LSE_OUT                     (B, H, Ls)
@@ -125,6 +126,8 @@ typedef struct {
     int mask_layer;          /* ATTN: -1, blk says it all; else the rows see the per-row
                               * intervals of this layer of cfg->mask between this ring rank's
                               * queries and the source block (usp_step_row_mask) */
+    int heads;               /* ATTN: query heads of the rank (H/U; its own share when the
+                              * head split is uneven, usp/layout.h); 0 in hand-made steps */
     int tag;                 /* matches a comm step across the ranks of its group */
     int dep;                 /* earlier step on the other stream, or -1 */
     double bytes_sent;       /* bytes this rank puts on links */
@@ -205,7 +208,8 @@ int usp_group_size(const usp_config *c, usp_group g);
 int usp_group_member(const usp_config *c, usp_group g, int rank, int index);
 int usp_group_index(const usp_config *c, usp_group g, int rank);
 
-/* Elements of one all-to-all piece (what one rank sends to each peer). */
+/* Elements of one all-to-all piece (what one rank sends to each peer) when
+ * the head split is even; uneven splits: usp/a2a.h's per-peer pieces. */
 long usp_a2a_piece_elems(const usp_config *c, usp_a2a a);
 
 const char *usp_step_kind_name(usp_step_kind k);

@@ -224,7 +224,7 @@ static sg_mailbox_t mailbox(rank_sim *r, int from, int to) {
 static void *tag_token(int tag) { return (void *)(intptr_t)(tag + 1); }
 
 static void *pack_message(rank_sim *r, const usp_step *st, int i) {
-    size_t bytes = usp_rank_msg_bytes(&r->mem, st);
+    size_t bytes = usp_rank_msg_bytes_to(&r->mem, st, i);
     msg_header *h = malloc(sizeof *h + bytes);
     if (!h) return NULL;
     *h = (msg_header){st->tag, r->rank, bytes};

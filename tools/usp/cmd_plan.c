@@ -58,7 +58,7 @@ static void help(void) {
         "FLOPs (model FLOPs, the USP paper's MFU convention; recomputation is never\n"
         "counted): per step, linear 6 x (matrix parameters incl. the LM head) x tokens;\n"
         "attention 4 x B x L^2 x H x D per layer forward, halved when causal (causal\n"
-        "attention counted once; with --seqlens or --window, 4 x B x visible pairs x\n"
+        "attention counted once; with a mask, 4 x B x visible pairs x\n"
         "H x D), backward twice the forward. TFLOP/s per GPU = step\n"
         "FLOPs / GPUs / step time; MFU = that / the profile's dense peak.\n\n"
         "Memory per GPU: parameters and gradients (dtype), optimizer states (12 B per\n"
@@ -78,7 +78,12 @@ static void help(void) {
         "  --seqlens L1,L2,..  each sequence packs these documents (attention inside\n"
         "                      each, causal unless --no-causal; --seq defaults to their\n"
         "                      total; --ring-impl defaults to balanced)\n"
+        "  --seqlens-file F    .npy of cumulative lengths (cu_seqlens, (n+1,)): the\n"
+        "                      packing of every sequence (--seq defaults to its total)\n"
+        "  --mask FILE.json    slices [{\"q\": [q0, q1], \"k\": [k0, k1], \"type\":\n"
+        "                      \"full\" | \"causal\" | \"bicausal\"}, ...] over --seq tokens\n"
         "  --window LEFT,RIGHT sliding window, query i sees keys i-LEFT..i+RIGHT (-1: unbounded)\n"
+        "                      (any of the four masks sets --ring-impl balanced by default)\n"
         "  --dp/--tp/--ulysses/--ring K   fix a degree\n"
         "  --zero S            fix the ZeRO stage (0-3)\n"
         "  --recompute yes|no  fix full activation recomputation\n"
@@ -136,7 +141,7 @@ enum {
     OPT_MODEL = USP_OPT_CMD_FIRST, OPT_SEQ, OPT_GPUS, OPT_PLATFORM, OPT_PROFILE, OPT_BATCH, OPT_DTYPE, OPT_RING_IMPL,
     OPT_NO_CAUSAL, OPT_DP, OPT_TP, OPT_ULYSSES, OPT_RING, OPT_ZERO, OPT_RECOMPUTE, OPT_MATMUL, OPT_TOP, OPT_ALL,
     OPT_EXPLAIN, OPT_DISTINCT, OPT_JSON, OPT_TP_OVERLAP, OPT_GRAD_SYNC, OPT_GRAD_DTYPE, OPT_SEQLENS, OPT_WINDOW,
-    OPT_HELP
+    OPT_SEQLENS_FILE, OPT_MASK, OPT_HELP
 };
 
 static int apply_option(int opt, const char *arg, void *ctx) {
@@ -145,6 +150,8 @@ static int apply_option(int opt, const char *arg, void *ctx) {
     case OPT_MODEL: a->model = arg; return 0;
     case OPT_SEQLENS: a->mask.seqlens = arg; return 0;
     case OPT_WINDOW: a->mask.window = arg; return 0;
+    case OPT_SEQLENS_FILE: a->mask.seqlens_file = arg; return 0;
+    case OPT_MASK: a->mask.mask_file = arg; return 0;
     case OPT_SEQ:
         a->seq_given = 1;
         return seq_option(arg, &a->w.seq) ? usp_cli_bad_input("plan", "--seq '%s' is not a token count", arg) : 0;
@@ -213,6 +220,7 @@ static int parse(int argc, char **argv, plan_args *a) {
         {"json", no_argument, 0, OPT_JSON}, {"tp-overlap", required_argument, 0, OPT_TP_OVERLAP},
         {"grad-sync", required_argument, 0, OPT_GRAD_SYNC}, {"grad-dtype", required_argument, 0, OPT_GRAD_DTYPE},
         {"seqlens", required_argument, 0, OPT_SEQLENS}, {"window", required_argument, 0, OPT_WINDOW},
+        {"seqlens-file", required_argument, 0, OPT_SEQLENS_FILE}, {"mask", required_argument, 0, OPT_MASK},
         {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
     int rc = usp_cli_parse("plan", argc, argv, opts, OPT_HELP, help, apply_option, a);
     if (rc) return rc;
@@ -223,7 +231,9 @@ static int parse(int argc, char **argv, plan_args *a) {
     if (usp_mask_spec_given(&a->mask)) {
         usp_mask *m = NULL;
         a->mask.causal = a->w.causal;
-        if (usp_mask_build(&a->mask, a->mask.seqlens && !a->seq_given ? 0 : a->w.seq, 1, &m) != USP_OK)
+        /* one list: every sequence of the step packs the same way */
+        long seq = (a->mask.seqlens || a->mask.seqlens_file) && !a->seq_given ? 0 : a->w.seq;
+        if (usp_mask_build(&a->mask, seq, 1, &m) != USP_OK)
             return usp_cli_report("plan", USP_EINVAL);
         a->w.seq = (int)usp_mask_seq(m);
         a->w.mask = m; /* kept until the process ends */

@@ -12,6 +12,11 @@
  * worlds 4 and 8 with every ulysses x ring split, every ring_impl (balanced
  * included) and both layouts.
  *
+ * Then uneven head splits (usp/layout.h): query heads the ulysses degree
+ * does not divide (12 over 8), K/V heads that split across ranks unevenly or
+ * are replicated (12 heads, 4 K/V over 8; 24, 8 over 16), on every
+ * ring_impl and layout, with and without a mask.
+ *
  * --dtype fp16/bf16 runs the same matrix in the CPU's emulation of the GPU's
  * 16-bit arithmetic (usp/rankmem.h); --wire-errors prints instead what the
  * 16-bit wire costs in accuracy, by mesh (verify_wire.c). */
@@ -45,7 +50,9 @@ static void help(void) {
            "that; max rel/tol is the worst of both over their tolerances). Then every\n"
            "mask (packed documents not aligned with the ranks, windows smaller and larger\n"
            "than a rank's share, slices with gaps) on worlds 4 and 8, every split,\n"
-           "ring_impl (balanced too) and layout. One line per case, a summary with the\n"
+           "ring_impl (balanced too) and layout. Then head counts the ulysses degree does\n"
+           "not divide (12 heads over 8; 12 heads, 4 K/V over 8; 24, 8 over 16) on every\n"
+           "ring_impl and layout. One line per case, a summary with the\n"
            "worst error of each tensor; exit 1 on any failure.\n"
            "  --quick   one layout and kv_heads 8 and 1 only; masks on world 4\n"
            "  --masks   the mask cases only\n"
@@ -68,9 +75,10 @@ static void print_case(const usp_case *c, int index, int json, const char *mask)
         }
     if (json) {
         printf("%s\n  {\"case\": %d, \"ulysses\": %d, \"ring\": %d, \"ring_impl\": \"%s\", "
-               "\"layout\": \"%s\", \"causal\": %s, \"kv_heads\": %d, \"seq\": %d, \"batch\": %d, \"rel_err\": {",
+               "\"layout\": \"%s\", \"causal\": %s, \"heads\": %d, \"kv_heads\": %d, \"seq\": %d, "
+               "\"batch\": %d, \"rel_err\": {",
                index ? "," : "", index, k->ulysses, k->ring, usp_ring_impl_name(k->ring_impl),
-               usp_layout_name(k->layout), k->causal ? "true" : "false", k->kv_heads, k->seq, k->batch);
+               usp_layout_name(k->layout), k->causal ? "true" : "false", k->heads, k->kv_heads, k->seq, k->batch);
         if (mask) printf("\"mask\": \"%s\", ", mask);
         for (int t = 0; t < c->ntensors; t++)
             printf("%s\"%s\": %.3e", t ? ", " : "", usp_tensor_names[t], c->err[t].rel);
@@ -80,9 +88,11 @@ static void print_case(const usp_case *c, int index, int json, const char *mask)
         printf("}, \"worst_over_tol\": %.3e, \"pass\": %s}", worst, c->pass ? "true" : "false");
         return;
     }
-    printf("%4d  U%d x R%d %-9s %-13s %-10s kv=%d L=%-3d B=%d  max rel/tol %.2e  %s", index,
+    char heads[16] = "";
+    if (k->heads != 8) snprintf(heads, sizeof heads, "H=%d ", k->heads);
+    printf("%4d  U%d x R%d %-9s %-13s %-10s %skv=%d L=%-3d B=%d  max rel/tol %.2e  %s", index,
            k->ulysses, k->ring, usp_ring_impl_name(k->ring_impl), usp_layout_name(k->layout),
-           mask ? mask : k->causal ? "causal" : "non-causal", k->kv_heads, k->seq, k->batch, worst,
+           mask ? mask : k->causal ? "causal" : "non-causal", heads, k->kv_heads, k->seq, k->batch, worst,
            c->pass ? "pass" : "FAIL");
     if (mask) printf("  imbalance %.3f", usp_schedule_imbalance(&c->sched));
     printf("\n");
@@ -94,6 +104,9 @@ typedef struct {
     usp_wire wire;
     const char *mask;              /* name of the current mask case, NULL for the plain matrix */
     int mask_run;
+    int uneven_first, uneven_run;  /* the uneven head split cases */
+    int in_uneven;
+    double worst_uneven[USP_T_COUNT];
     double worst[USP_T_COUNT];     /* largest rel_err of each tensor over the mask cases */
 } tally;
 
@@ -106,7 +119,10 @@ static int run_one(usp_config cfg, tally *t) {
         return 1;
     }
     print_case(&c, t->run, t->json, t->mask);
-    if (t->mask) {
+    if (t->in_uneven) {
+        for (int k = 0; k < c.ntensors; k++)
+            if (c.err[k].rel > t->worst_uneven[k]) t->worst_uneven[k] = c.err[k].rel;
+    } else if (t->mask) {
         t->mask_run++;
         for (int k = 0; k < c.ntensors; k++)
             if (c.err[k].rel > t->worst[k]) t->worst[k] = c.err[k].rel;
@@ -194,6 +210,56 @@ static int run_masks(tally *t, int quick) {
     return 0;
 }
 
+/* ---- uneven head splits --------------------------------------------------- */
+
+/* (ulysses, ring, heads, kv_heads): heads the degree does not divide, K/V
+ * heads split unevenly, shared by neighbours or replicated. */
+static const int uneven[][4] = {
+    {8, 1, 12, 12}, {8, 1, 12, 4}, {8, 1, 12, 6}, {8, 1, 10, 2}, {8, 1, 11, 1},
+    {4, 2, 6, 6}, {4, 2, 6, 2}, {4, 2, 12, 6}, {4, 2, 10, 5}, {2, 4, 3, 3}, {2, 4, 3, 1},
+    {16, 1, 24, 8}, {16, 1, 20, 4}};
+
+static int run_uneven(tally *t, int quick) {
+    int shapes = (int)(sizeof uneven / sizeof uneven[0]);
+    t->uneven_first = t->run;
+    t->in_uneven = 1;
+    for (int i = 0; i < shapes; i++) {
+        if (quick && i % 3) continue;
+        for (size_t m = 0; m < sizeof impls / sizeof impls[0]; m++)
+            for (int lay = 0; lay < (quick ? 1 : 2); lay++) {
+                usp_config c = usp_config_default();
+                c.ulysses = uneven[i][0]; c.ring = uneven[i][1];
+                c.heads = uneven[i][2]; c.kv_heads = uneven[i][3];
+                c.ring_impl = impls[m].impl; c.causal = impls[m].causal;
+                c.layout = (usp_layout)lay; c.head_dim = 16; c.dtype = t->dtype; c.wire = t->wire;
+                c.batch = 1 + (int)(m % 2);
+                c.seed = 900 + t->run;
+                c.seq = case_seq(&c, c.ulysses * c.ring);
+                if (run_one(c, t)) return 1;
+            }
+        /* packed documents, dispatched by their work */
+        usp_mask *mask = NULL;
+        long L = 4L * 2 * uneven[i][0] * uneven[i][1], docs[] = {0, L / 3, L / 3 + 5, L};
+        if (usp_mask_from_documents(L, 1, 3, docs, 1, -1, -1, &mask) != USP_OK) {
+            fprintf(stderr, "usp: verify: uneven mask: %s\n", usp_error());
+            return 1;
+        }
+        t->mask = "docs-causal";
+        usp_config c = usp_config_default();
+        c.ulysses = uneven[i][0]; c.ring = uneven[i][1];
+        c.heads = uneven[i][2]; c.kv_heads = uneven[i][3];
+        c.ring_impl = USP_RING_BALANCED; c.head_dim = 16; c.dtype = t->dtype; c.wire = t->wire;
+        c.batch = 2; c.seq = (int)L; c.seed = 900 + t->run; c.mask = mask;
+        int rc = run_one(c, t);
+        t->mask = NULL;
+        usp_mask_free(mask);
+        if (rc) return 1;
+    }
+    t->uneven_run = t->run - t->uneven_first;
+    t->in_uneven = 0;
+    return 0;
+}
+
 int cmd_verify(int argc, char **argv) {
     enum { OPT_DTYPE = USP_OPT_CMD_FIRST, OPT_QUICK, OPT_JSON, OPT_MASKS, OPT_WIRE, OPT_WIRE_ERRORS, OPT_SEQ,
            OPT_HEADS, OPT_HEAD_DIM, OPT_HELP };
@@ -251,10 +317,14 @@ int cmd_verify(int argc, char **argv) {
     if (t.json) printf("{\"dtype\": \"%s\", \"cases\": [", usp_dtype_name(t.dtype));
     if (!masks_only && run_matrix(&t, quick)) return 1;
     if (run_masks(&t, quick)) return 1;
+    if (!masks_only && run_uneven(&t, quick)) return 1;
     if (t.json) {
-        printf("\n], \"run\": %d, \"failed\": %d, \"mask_cases\": %d, \"mask_worst_rel_err\": {", t.run,
-               t.failed, t.mask_run);
+        printf("\n], \"run\": %d, \"failed\": %d, \"mask_cases\": %d, \"uneven_head_cases\": %d, "
+               "\"mask_worst_rel_err\": {", t.run, t.failed, t.mask_run, t.uneven_run);
         for (int k = 0; k < USP_T_COUNT; k++) printf("%s\"%s\": %.3e", k ? ", " : "", usp_tensor_names[k], t.worst[k]);
+        printf("}, \"uneven_head_worst_rel_err\": {");
+        for (int k = 0; k < USP_T_COUNT; k++)
+            printf("%s\"%s\": %.3e", k ? ", " : "", usp_tensor_names[k], t.worst_uneven[k]);
         printf("}, \"pass\": %s}\n", t.failed ? "false" : "true");
     } else {
         printf("\n%d cases, %d passed, %d failed (%s%s, tolerance %.0e norm-wise, %.0e element-wise)\n",
@@ -266,6 +336,11 @@ int cmd_verify(int argc, char **argv) {
         printf("mask cases %d, worst rel_err:", t.mask_run);
         for (int k = 0; k < USP_T_COUNT; k++) printf(" %s %.2e", usp_tensor_names[k], t.worst[k]);
         printf("\n");
+        if (t.uneven_run) {
+            printf("uneven head split cases %d, worst rel_err:", t.uneven_run);
+            for (int k = 0; k < USP_T_COUNT; k++) printf(" %s %.2e", usp_tensor_names[k], t.worst_uneven[k]);
+            printf("\n");
+        }
     }
     return t.failed ? 1 : 0;
 }

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cli.h"
+#include "usp/layout.h"
 #include "run_gpu.h"
 #include "run_report.h"
 #include "runcase.h"
@@ -103,6 +104,10 @@ static int parse(int argc, char **argv, usp_config *cfg, gpu_options *o) {
     if (rc) return rc;
     if ((rc = usp_cli_config_finish("run", cfg))) return rc;
     if (usp_config_validate(cfg) != USP_OK) return usp_cli_report("run", USP_EINVAL);
+    if (!usp_heads_even(cfg)) /* refused before any process starts; the executor checks it too */
+        return usp_cli_bad_input("run", "heads %d, kv_heads %d over ulysses %d split unevenly: the GPU executor "
+                                 "runs even splits only (--backend ref or sim run this one)",
+                                 cfg->heads, cfg->kv_heads, cfg->ulysses);
     if (!o->check && (o->dump_dir || o->input_dir))
         return usp_cli_bad_input("run", "--no-check makes its inputs on the GPU: no --input or --dump");
     return 0;
