@@ -1,6 +1,7 @@
 /* test_plan_cli.c: usp plan and usp costs as a user runs them: help that
  * states the FLOP convention, one-line refusals with exit 2, JSON that
- * parses. USP_BIN is the path of the usp binary. */
+ * parses; a pack of documents given as --seqlens, --seqlens-file and --mask
+ * plans alike. USP_BIN is the path of the usp binary. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -113,10 +114,80 @@ static void test_table(void **state) {
     assert_non_null(strstr(out, "optimizer states"));
 }
 
+/* A (n,) int64 .npy written byte by byte (format 1.0). */
+static void write_npy_i64(const char *path, const long *v, int n) {
+    char header[128];
+    int len = snprintf(header, sizeof header, "{'descr': '<i8', 'fortran_order': False, 'shape': (%d,), }", n);
+    int total = 10 + len + 1, pad = (64 - total % 64) % 64;
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    unsigned short hl = (unsigned short)(len + pad + 1);
+    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+    fputc(hl & 0xff, f);
+    fputc(hl >> 8, f);
+    fwrite(header, 1, (size_t)len, f);
+    for (int i = 0; i < pad; i++) fputc(' ', f);
+    fputc('\n', f);
+    for (int i = 0; i < n; i++) {
+        long long x = v[i];
+        fwrite(&x, sizeof x, 1, f); /* little-endian hosts */
+    }
+    fclose(f);
+}
+
+/* The line of the best mix: from its step time on. */
+static void best_row(const char *args, char *row, size_t n) {
+    int rc = run_usp(args, out, sizeof out, err, sizeof err);
+    if (rc != 0) fail_msg("usp %s: exit %d: %s", args, rc, err);
+    const char *r = strstr(out, "\n   1 ");
+    assert_non_null(r);
+    const char *end = strchr(r + 1, '\n');
+    size_t len = end ? (size_t)(end - r) : strlen(r);
+    if (len >= n) len = n - 1;
+    memcpy(row, r, len);
+    row[len] = '\0';
+}
+
+/* Two causal documents, 3000 + 1096 tokens, three ways: the same plan. */
+static void test_packed_documents(void **state) {
+    (void)state;
+    char npy[64], json[64], args[512], a[256], b[256], c[256];
+    snprintf(npy, sizeof npy, "/tmp/usp-test-plan-cli-%ld.npy", (long)getpid());
+    snprintf(json, sizeof json, "/tmp/usp-test-plan-cli-%ld.json", (long)getpid());
+    write_npy_i64(npy, (const long[]){0, 3000, 4096}, 3);
+    FILE *f = fopen(json, "w");
+    assert_non_null(f);
+    fputs("[{\"q\": [0, 3000], \"k\": [0, 3000], \"type\": \"causal\"},\n"
+          " {\"q\": [3000, 4096], \"k\": [3000, 4096], \"type\": \"causal\"}]\n", f);
+    fclose(f);
+    const char *fixed = "plan --model llama2-7b --gpus 8 --platform h200x8 --tp 1 --dp 1 --ulysses 2 --ring 4 "
+                        "--zero 1 --recompute no";
+    snprintf(args, sizeof args, "%s --seqlens 3000,1096", fixed);
+    best_row(args, a, sizeof a);
+    assert_non_null(strstr(out, "2 documents (1096..3000 tokens), causal"));
+    snprintf(args, sizeof args, "%s --seqlens-file %s", fixed, npy);
+    best_row(args, b, sizeof b);
+    assert_non_null(strstr(out, "seq 4096"));
+    snprintf(args, sizeof args, "%s --seq 4096 --mask %s", fixed, json);
+    best_row(args, c, sizeof c);
+    assert_string_equal(a, b);
+    assert_string_equal(a, c);
+    /* one causal document of 4096 tokens has more visible pairs: more attention FLOPs */
+    snprintf(args, sizeof args, "%s --seq 4096 --ring-impl zigzag", fixed);
+    assert_int_equal(run_usp(args, out, sizeof out, err, sizeof err), 0);
+    assert_null(strstr(out, "attention 0.00803"));
+    snprintf(args, sizeof args, "%s --seqlens-file %s --seq 4000", fixed, npy);
+    expect_refusal(args, "4096");
+    snprintf(args, sizeof args, "%s --mask %s/nowhere.json", fixed, "/tmp");
+    expect_refusal(args, "nowhere.json");
+    remove(npy);
+    remove(json);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help), cmocka_unit_test(test_refusals), cmocka_unit_test(test_refused_listing),
-        cmocka_unit_test(test_json), cmocka_unit_test(test_table),
+        cmocka_unit_test(test_json), cmocka_unit_test(test_table), cmocka_unit_test(test_packed_documents),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
