@@ -35,6 +35,11 @@
  * faster than the best of the A100's shape search tightened them: A800 x 16
  * LLAMA3-8B 30.7%, 94.6% -> 16.0%, 63.1%; its longest sequences 5.9%, 9.5%
  * -> 2.8%, 7.9%; A800 x 8 LLAMA2-7B 14.7%, 26.9% -> 10.9%, 20.6%.
+ * The yunchang-2024 harness (the USP tables' benchmark: a call takes at least
+ * the host time of the PyTorch operations and torch.distributed calls it
+ * issues; sim/validate/harness.c): README table 169.4%, 2857.2% -> 88.7%,
+ * 1015.1%; L20 table 102.7%, 600.0% -> 100.9%, 600.0%; the paper's A100 table
+ * unchanged (its rows are GPU-bound).
  * The statistics (Spearman's rank correlation, the Megatron-LM FLOP count)
  * are checked on closed forms first. */
 #define _XOPEN_SOURCE 700
@@ -78,8 +83,8 @@ static const table_bound BOUNDS[] = {
      * issue 1817, 6.13 GB/s average over SHM): the USP paper's L20 all-to-all is
      * about 6x slower than that server's, so the Ulysses rows are predicted far
      * too fast (a deliberate model change: a micro-benchmark fit, held-out rows) */
-    {"usp-paper-l20x8-attention", 24, 105, 602},
-    {"usp-readme-a100x8-attention", 168, 172, 2860},
+    {"usp-paper-l20x8-attention", 24, 103, 602},
+    {"usp-readme-a100x8-attention", 168, 91, 1018},
 };
 #define NBOUNDS ((int)(sizeof BOUNDS / sizeof BOUNDS[0]))
 
@@ -160,6 +165,39 @@ static void test_short_block_fit(void **state) {
     free(m);
 }
 
+/* The yunchang-2024 harness's host time, counted by hand from the benchmark's
+ * code (sim/validate/harness.c): 7 us an operation, 105 us a torch.distributed
+ * call. Unpacked, ulysses 8: 4 all-to-alls (9 operations and a call each),
+ * 10 per call, one attention block (2) and its first merge (3): 51 operations,
+ * 4 calls. Packed, ring 8 zigzag: no all-to-all, 10 + 5 (QKV split), 7 ring
+ * hops (6 and a call each), 8 blocks (2), merges 3 + 7 x 5, slices 7 x 2 and
+ * slice merges 4 x 4: 141 operations, 7 calls. */
+static void test_harness_counts(void **state) {
+    (void)state;
+    usp_config c = usp_config_default();
+    c.ulysses = 8;
+    c.ring = 1;
+    c.ring_impl = USP_RING_BASIC;
+    int ops, calls;
+    double t = usp_pub_harness_host_s(USP_HARNESS_YUNCHANG_2024, &c, 0, &ops, &calls);
+    assert_int_equal(ops, 51);
+    assert_int_equal(calls, 4);
+    assert_true(fabs(t - (51 * 7e-6 + 4 * 105e-6)) < CLOSED_FORM_REL);
+    c.ulysses = 1;
+    c.ring = 8;
+    c.ring_impl = USP_RING_ZIGZAG;
+    t = usp_pub_harness_host_s(USP_HARNESS_YUNCHANG_2024, &c, 1, &ops, &calls);
+    assert_int_equal(ops, 141);
+    assert_int_equal(calls, 7);
+    assert_true(fabs(t - (141 * 7e-6 + 7 * 105e-6)) < CLOSED_FORM_REL);
+    assert_true(usp_pub_harness_host_s(USP_HARNESS_NONE, &c, 1, &ops, &calls) == 0 && ops == 0 && calls == 0);
+    usp_pub_harness h;
+    assert_int_equal(usp_pub_harness_parse("yunchang-2024", &h), USP_OK);
+    assert_int_equal(h, USP_HARNESS_YUNCHANG_2024);
+    assert_int_equal(usp_pub_harness_parse("pytorch", &h), USP_EINVAL);
+    assert_non_null(strstr(usp_error(), "yunchang-2024"));
+}
+
 /* ------------------------------------------------------------ tables */
 
 static void test_bad_tables(void **state) {
@@ -225,11 +263,13 @@ static void test_published_tables(void **state) {
  * the paper states no CPU), its all-to-alls at 2/18 of the route (NVIDIA/nccl
  * issue 1603). This platform was tried after the table's gap was known, so
  * the rows are not held out from the choice of it (no figure is fitted to
- * them): the bound, today's 20.6% mean and 59.5% max rounded up plus 2
- * points, catches a change that moves it (traces/README.md, the L20 table). */
+ * them): the bound, today's 18.9% mean and 46.9% max rounded up plus 2
+ * points, catches a change that moves it (traces/README.md, the L20 table).
+ * The yunchang-2024 harness floor moved it from 20.6%, 59.5% (the 8K zigzag
+ * ring of 8 host-bound: +59.5% -> +17.1%). */
 static void l20_table_p2p_through_the_cpu(void **state) {
     (void)state;
-    const double MEAN_PCT = 23, MAX_PCT = 62, SPEARMAN_MIN = 0.95;
+    const double MEAN_PCT = 21, MAX_PCT = 49, SPEARMAN_MIN = 0.95;
     usp_pub_table *tables;
     int n, found = 0;
     assert_int_equal(usp_pub_tables_read(USP_PUBLISHED_DIR, &tables, &n), USP_OK);
@@ -256,6 +296,7 @@ int main(void) {
         cmocka_unit_test(test_spearman_closed_forms),
         cmocka_unit_test(test_megatron_flops),
         cmocka_unit_test(test_short_block_fit),
+        cmocka_unit_test(test_harness_counts),
         cmocka_unit_test(test_bad_tables),
         cmocka_unit_test(test_published_tables),
         cmocka_unit_test(l20_table_p2p_through_the_cpu),

@@ -45,11 +45,23 @@
 
 typedef enum { USP_PUB_ATTENTION, USP_PUB_TRAINING } usp_pub_kind;
 
+/* The benchmark harness behind an attention table, whose host side bounds a
+ * call's time from below (sim/validate/harness.c): "harness" of the table. */
+typedef enum { USP_HARNESS_NONE, USP_HARNESS_YUNCHANG_2024 } usp_pub_harness;
+usp_status usp_pub_harness_parse(const char *name, usp_pub_harness *h);
+const char *usp_pub_harness_name(usp_pub_harness h);
+/* Host seconds of one forward call of `c` under harness h (0 for none);
+ * ops and calls, when not NULL, get what it counts. */
+double usp_pub_harness_host_s(usp_pub_harness h, const usp_config *c, int qkv_packed, int *ops, int *calls);
+
 typedef struct {
     char label[96];        /* "32K u4 r2 lb-ring (zigzag)" */
     int seq;               /* tokens: the group a row belongs to */
     usp_config cfg;        /* attention */
     int backward;          /* attention: forward + backward timed */
+    int qkv_packed;        /* attention: Q, K, V packed in one tensor ("qkv_packed"; harness only) */
+    double sim_s;          /* attention: the simulated time alone (GPU-bound) */
+    double host_s;         /* attention: the harness's host time of one call (0: none) */
     int global_batch;      /* training */
     usp_mix mix;           /* training */
     double measured;       /* throughput in the table's metric */
@@ -70,6 +82,7 @@ typedef struct {
     char hardware[400];
     char platform[128], profile[128];
     usp_pub_kind kind;
+    usp_pub_harness harness; /* attention: "harness" (default none) */
     usp_workload work;     /* training: the model and the fixed parts of the workload */
     usp_mix base_mix;      /* training: zero, recompute, tp_sp */
     int gpus;

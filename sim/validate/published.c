@@ -90,6 +90,7 @@ static usp_status read_attention_row(const usp_json *r, const usp_config *base, 
     row->backward = backward;
     if (usp_json_get(r, "backward")) USP_TRY(usp_json_get_bool(r, "backward", &row->backward));
     USP_TRY(read_skip(r, row));
+    if (usp_json_get(r, "qkv_packed")) USP_TRY(usp_json_get_bool(r, "qkv_packed", &row->qkv_packed));
     /* the problem's dimensions, unless the row gives its own */
     static const char *const DIMS[] = {"batch", "heads", "kv_heads", "head_dim"};
     int *dst[] = {&row->cfg.batch, &row->cfg.heads, &row->cfg.kv_heads, &row->cfg.head_dim};
@@ -207,6 +208,9 @@ static usp_status read_tree(const usp_json *root, const char *dir, usp_pub_table
     USP_TRY(copy_string(root, "profile", t->profile, sizeof t->profile));
     USP_TRY(usp_json_get_string(root, "kind", &kind));
     USP_TRY(read_source(root, t));
+    const usp_json *h = usp_json_get(root, "harness");
+    if (h && (h->type != USP_JSON_STRING || usp_pub_harness_parse(h->string, &t->harness) != USP_OK))
+        return usp_fail(USP_EINVAL, "line %d: 'harness' must be none or yunchang-2024", h->line);
     if (!strcmp(kind, "attention")) t->kind = USP_PUB_ATTENTION;
     else if (!strcmp(kind, "training")) t->kind = USP_PUB_TRAINING;
     else return usp_fail(USP_EINVAL, "line %d: 'kind' must be attention or training, not '%s'", root->line, kind);
@@ -314,7 +318,10 @@ static usp_status predict_attention(const usp_pub_table *t, const char *platform
     if (st == USP_OK) {
         st = usp_sim_execute(&s, NULL, &o, &r, NULL);
         if (st == USP_OK) {
-            row->predicted_s = r.time_fwd_s + (row->backward ? r.time_bwd_s : 0);
+            /* the GPU-bound time, or the harness's host-bound one, the longer */
+            row->sim_s = r.time_fwd_s + (row->backward ? r.time_bwd_s : 0);
+            row->host_s = row->backward ? 0 : usp_pub_harness_host_s(t->harness, &row->cfg, row->qkv_packed, NULL, NULL);
+            row->predicted_s = fmax(row->sim_s, row->host_s);
             row->predicted = 1.0 / row->predicted_s;
         } else row_refused(row);
         usp_result_free(&r);
@@ -357,7 +364,8 @@ usp_status usp_pub_predict(usp_pub_table *t, const char *platform, const char *p
             fprintf(progress, "\r%s: row %d of %d (%s)          ", t->name, i + 1, t->nrows, row->label);
             fflush(progress);
         }
-        row->predicted = row->predicted_s = row->error_pct = NAN;
+        row->predicted = row->predicted_s = row->error_pct = row->sim_s = NAN;
+        row->host_s = 0;
         if (row->skip) { /* its reason stays in why */
             row->status = USP_EINVAL;
             continue;

@@ -36,7 +36,13 @@ static void print_stats_line(FILE *f, const char *what, const usp_pub_stats *s) 
 static void print_table(FILE *f, const usp_pub_table *t) {
     fprintf(f, "%s: %s\n", t->name, t->title);
     fprintf(f, "  source    %s\n  hardware  %s\n", t->source, t->hardware);
-    fprintf(f, "  simulated on %s with profile %s (held out: never fitted)\n\n", t->platform, t->profile);
+    fprintf(f, "  simulated on %s with profile %s (held out: never fitted)\n", t->platform, t->profile);
+    if (t->harness != USP_HARNESS_NONE)
+        fprintf(f, "  harness   %s: a call takes the longer of the simulated time and the benchmark's host\n"
+                   "            time (PyTorch operations and torch.distributed calls it issues); 'host' marks\n"
+                   "            the rows where the host time is the longer\n",
+                usp_pub_harness_name(t->harness));
+    fprintf(f, "\n");
     fprintf(f, "  %-46s %12s %12s %8s %10s\n", "row", "measured", "predicted", "error", "pred. ms");
     for (int i = 0; i < t->nrows; i++) {
         const usp_pub_row *r = &t->rows[i];
@@ -45,8 +51,8 @@ static void print_table(FILE *f, const usp_pub_table *t) {
             fprintf(f, "  %s: %s\n", r->skip ? "not simulated" : "not predicted", r->why[0] ? r->why : "not run");
             continue;
         }
-        fprintf(f, " %12.3f %+7.1f%% %10.2f%s\n", r->predicted, r->error_pct, r->predicted_s * 1e3,
-                r->oom ? "  (over memory)" : "");
+        fprintf(f, " %12.3f %+7.1f%% %10.2f%s%s\n", r->predicted, r->error_pct, r->predicted_s * 1e3,
+                r->oom ? "  (over memory)" : "", r->host_s > r->sim_s ? "  host" : "");
     }
     fprintf(f, "\n  throughput in %s; error = (predicted - measured) / measured\n", unit_of(t));
     int *seqs = malloc((size_t)t->nrows * sizeof *seqs);
@@ -106,6 +112,12 @@ static void row_json(FILE *f, const usp_pub_table *t, const usp_pub_row *r) {
     num(f, r->predicted);
     fprintf(f, ",\"predicted_s\":");
     num(f, r->predicted_s);
+    if (t->kind == USP_PUB_ATTENTION) {
+        fprintf(f, ",\"sim_s\":");
+        num(f, r->sim_s);
+        fprintf(f, ",\"host_s\":");
+        num(f, r->host_s);
+    }
     fprintf(f, ",\"error_pct\":");
     num(f, r->error_pct);
     fprintf(f, ",\"skipped\":%s,\"why\":", r->skip ? "true" : "false");
@@ -131,6 +143,7 @@ static void table_json(FILE *f, const usp_pub_table *t) {
     usp_json_write_string(f, t->platform);
     fprintf(f, ",\"profile\":");
     usp_json_write_string(f, t->profile);
+    if (t->kind == USP_PUB_ATTENTION) fprintf(f, ",\"harness\":\"%s\"", usp_pub_harness_name(t->harness));
     fprintf(f, ",\"rows\":[");
     for (int i = 0; i < t->nrows; i++) {
         if (i) fprintf(f, ",");
