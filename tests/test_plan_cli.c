@@ -73,6 +73,8 @@ static void test_refusals(void **state) {
     expect_refusal("plan --gpus 16 --platform a800-2n --tp 2 --seq 1002", "no mix can run");
     expect_refusal("plan --gpus 16 --platform nowhere.xml", "platform nowhere.xml");
     expect_refusal("plan --gpus 8 --dtype fp64", "training mixes are planned in bf16 or fp16");
+    expect_refusal("plan --gpus 16 --grad-sync sometimes", "usp: plan: --grad-sync 'sometimes': layer or step");
+    expect_refusal("plan --gpus 16 --grad-dtype fp8", "usp: plan: --grad-dtype 'fp8': dtype or fp32");
     expect_refusal("costs --degree 8 --ulysses 3", "usp: costs: ulysses 3 does not divide the degree 8");
     expect_refusal("costs --heads 30 --kv-heads 7", "heads 30 are not divisible by kv_heads 7");
 }

@@ -214,6 +214,23 @@ static void test_bad_tables(void **state) {
     assert_non_null(strstr(usp_error(), "rows"));
     write_text(path, "{\"table\": \"t\", \"title\": \"x\", \"kind\": \"speed\"}\n");
     assert_int_equal(usp_pub_table_read(path, &t), USP_EINVAL);
+    /* a training table's gradient synchronization is layer or step, its gradients dtype or fp32 */
+    const char *training = "{\"table\": \"t\", \"title\": \"x\", \"kind\": \"training\", \"metric\": \"tflops_per_gpu\",\n"
+                           " \"hardware\": \"h\", \"platform\": \"a800x8\", \"profile\": \"a800\",\n"
+                           " \"source\": {\"paper\": \"p\", \"url\": \"u\", \"table\": \"T1\"},\n"
+                           " \"problem\": {\"model\": \"llama2-7b\", \"gpus\": 8, \"dtype\": \"bf16\", \"causal\": true,\n"
+                           "  \"ring_impl\": \"zigzag\", \"zero\": 1, \"recompute\": false, \"tp_sp\": true, %s},\n"
+                           " \"rows\": [{\"seq\": 65536, \"global_batch\": 1, \"dp\": 1, \"tp\": 4, \"ulysses\": 2,\n"
+                           "  \"ring\": 1, \"measured\": 1}]}\n";
+    char text[2048];
+    snprintf(text, sizeof text, training, "\"grad_sync\": \"sometimes\"");
+    write_text(path, text);
+    assert_int_equal(usp_pub_table_read(path, &t), USP_EINVAL);
+    assert_non_null(strstr(usp_error(), "'grad_sync' must be \"layer\" or \"step\""));
+    snprintf(text, sizeof text, training, "\"grad_dtype\": \"fp8\"");
+    write_text(path, text);
+    assert_int_equal(usp_pub_table_read(path, &t), USP_EINVAL);
+    assert_non_null(strstr(usp_error(), "'grad_dtype' must be \"dtype\" or \"fp32\""));
     remove_tmp_dir(NULL);
 }
 
