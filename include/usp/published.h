@@ -53,6 +53,11 @@ const char *usp_pub_harness_name(usp_pub_harness h);
 /* Host seconds of one forward call of `c` under harness h (0 for none);
  * ops and calls, when not NULL, get what it counts. */
 double usp_pub_harness_host_s(usp_pub_harness h, const usp_config *c, int qkv_packed, int *ops, int *calls);
+/* Whether the harness synchronizes after every call (yunchang-2024: the
+ * unpacked script), and then the host seconds before a call's first
+ * attention kernel is issued (0 when not synchronized). */
+int usp_pub_harness_synced(usp_pub_harness h, int qkv_packed);
+double usp_pub_harness_prefix_s(usp_pub_harness h, const usp_config *c, int qkv_packed);
 
 typedef struct {
     char label[96];        /* "32K u4 r2 lb-ring (zigzag)" */
@@ -62,6 +67,8 @@ typedef struct {
     int qkv_packed;        /* attention: Q, K, V packed in one tensor ("qkv_packed"; harness only) */
     double sim_s;          /* attention: the simulated time alone (GPU-bound) */
     double host_s;         /* attention: the harness's host time of one call (0: none) */
+    double delay_s;        /* attention: a synchronized harness's prefix beyond the simulated
+                            * start of the first attention (0: none) */
     int global_batch;      /* training */
     usp_mix mix;           /* training */
     double measured;       /* throughput in the table's metric */

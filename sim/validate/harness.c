@@ -36,7 +36,19 @@
  *     (rank, size, two global ranks), the final cast of O and the LSE views:
  *     10 operations.
  * The rank with the most blocks is counted (the last ring rank of the basic
- * ring: every step computes). */
+ * ring: every step computes).
+ *
+ * The unpacked script synchronizes after every call (torch.cuda.synchronize
+ * in its timed loop; the packed one does not), so a call's GPU work cannot
+ * start before the host issues it and nothing of the next call is issued
+ * ahead: its first attention kernel starts no earlier than the host time of
+ * what comes before it (the prefix: the call's set-up, the Q, K and V
+ * all-to-alls, the first ring hop's send/recv, the kernel's own issue), and
+ * the rest of the call is delayed by what that prefix exceeds the simulated
+ * start of the first attention:
+ *
+ *     max(host time, simulated time + max(0, prefix - simulated first attention start))
+ */
 #include "usp/published.h"
 
 #include <math.h>
@@ -60,6 +72,13 @@
 #define MERGE_OPS 5
 #define SLICE_OPS 2
 #define SLICE_MERGE_OPS 4
+
+/* Of CALL_FIXED_OPS, those before the first attention: the module, its
+ * autograd Function, RingComm's rank, size and two global ranks, the
+ * softmax scale. */
+#define PREFIX_FIXED_OPS 7
+/* Of RING_COMM_OPS, those before the attention: two empty_like, two P2POp. */
+#define PREFIX_RING_OPS 4
 
 usp_status usp_pub_harness_parse(const char *name, usp_pub_harness *h) {
     if (!strcmp(name, "none")) *h = USP_HARNESS_NONE;
@@ -88,4 +107,16 @@ double usp_pub_harness_host_s(usp_pub_harness h, const usp_config *c, int qkv_pa
     if (ops) *ops = o;
     if (calls) *calls = n;
     return o * HOST_OP_S + n * HOST_CALL_S;
+}
+
+int usp_pub_harness_synced(usp_pub_harness h, int qkv_packed) {
+    return h == USP_HARNESS_YUNCHANG_2024 && !qkv_packed;
+}
+
+double usp_pub_harness_prefix_s(usp_pub_harness h, const usp_config *c, int qkv_packed) {
+    if (!usp_pub_harness_synced(h, qkv_packed)) return 0;
+    int a2a = 3; /* Q, K, V: the unpacked module's (O comes after the attention) */
+    int ops = a2a * A2A_OPS + PREFIX_FIXED_OPS + (c->ring > 1 ? PREFIX_RING_OPS : 0) + ATTN_OPS;
+    int calls = a2a + (c->ring > 1);
+    return ops * HOST_OP_S + calls * HOST_CALL_S;
 }

@@ -16,6 +16,7 @@
 #include "usp/schedule.h"
 #include "usp/executor.h"
 #include "usp/sim.h"
+#include "usp/trace.h"
 
 /* ------------------------------------------------------------ reading */
 
@@ -307,6 +308,21 @@ static void row_refused(usp_pub_row *row) {
     snprintf(row->why, sizeof row->why, "%s", usp_error());
 }
 
+/* The simulated start of the first attention block: per rank its earliest
+ * attention event, the latest of those over the ranks (the all-to-alls
+ * before it hold the ranks together). */
+static double first_attention_s(const usp_trace *tr, int world) {
+    double latest = 0;
+    for (int g = 0; g < world; g++) {
+        double first = INFINITY;
+        for (long i = 0; i < tr->count; i++)
+            if (tr->events[i].rank == g && tr->events[i].kind == USP_STEP_ATTN_FWD && tr->events[i].start_us < first)
+                first = tr->events[i].start_us;
+        if (isfinite(first) && first > latest) latest = first;
+    }
+    return latest * 1e-6;
+}
+
 static usp_status predict_attention(const usp_pub_table *t, const char *platform, const char *profile,
                                     usp_pub_row *row) {
     if (usp_config_validate(&row->cfg) != USP_OK) { row_refused(row); return USP_OK; }
@@ -314,18 +330,30 @@ static usp_status predict_attention(const usp_pub_table *t, const char *platform
     if (usp_schedule_build(&row->cfg, row->backward, &s) != USP_OK) { row_refused(row); return USP_OK; }
     usp_sim_options o = {.platform = platform ? platform : t->platform, .profile = profile ? profile : t->profile};
     usp_result r;
+    /* a harness that synchronizes after every call: the trace gives the
+     * simulated start of the first attention */
+    int synced = !row->backward && usp_pub_harness_synced(t->harness, row->qkv_packed);
+    usp_trace tr;
+    usp_trace_init(&tr, "sim", &row->cfg);
     usp_status st = usp_result_init(&r, &s, 0);
     if (st == USP_OK) {
-        st = usp_sim_execute(&s, NULL, &o, &r, NULL);
+        st = usp_sim_execute(&s, NULL, &o, &r, synced ? &tr : NULL);
         if (st == USP_OK) {
-            /* the GPU-bound time, or the harness's host-bound one, the longer */
+            /* the GPU-bound time (delayed by a synchronized harness's prefix),
+             * or the harness's host-bound one, the longer */
             row->sim_s = r.time_fwd_s + (row->backward ? r.time_bwd_s : 0);
             row->host_s = row->backward ? 0 : usp_pub_harness_host_s(t->harness, &row->cfg, row->qkv_packed, NULL, NULL);
-            row->predicted_s = fmax(row->sim_s, row->host_s);
+            row->delay_s = 0;
+            if (synced) {
+                double first = first_attention_s(&tr, s.world);
+                row->delay_s = fmax(0, usp_pub_harness_prefix_s(t->harness, &row->cfg, row->qkv_packed) - first);
+            }
+            row->predicted_s = fmax(row->sim_s + row->delay_s, row->host_s);
             row->predicted = 1.0 / row->predicted_s;
         } else row_refused(row);
         usp_result_free(&r);
     }
+    usp_trace_free(&tr);
     usp_schedule_free(&s);
     return st == USP_EINTERNAL ? st : USP_OK;
 }
@@ -365,7 +393,7 @@ usp_status usp_pub_predict(usp_pub_table *t, const char *platform, const char *p
             fflush(progress);
         }
         row->predicted = row->predicted_s = row->error_pct = row->sim_s = NAN;
-        row->host_s = 0;
+        row->host_s = row->delay_s = 0;
         if (row->skip) { /* its reason stays in why */
             row->status = USP_EINVAL;
             continue;

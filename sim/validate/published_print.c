@@ -117,6 +117,8 @@ static void row_json(FILE *f, const usp_pub_table *t, const usp_pub_row *r) {
         num(f, r->sim_s);
         fprintf(f, ",\"host_s\":");
         num(f, r->host_s);
+        fprintf(f, ",\"delay_s\":");
+        num(f, r->delay_s);
     }
     fprintf(f, ",\"error_pct\":");
     num(f, r->error_pct);
