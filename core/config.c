@@ -72,13 +72,13 @@ usp_status usp_parse_layout(const char *s, usp_layout *out) {
 
 void usp_config_describe(const usp_config *c, char *buf, size_t n) {
     int len = snprintf(buf, n,
-             "B=%d L=%d H=%d Hkv=%d D=%d %s %s scale=%.6g ulysses=%d ring=%d %s %s seed=%llu%s%s",
+             "B=%d L=%d H=%d Hkv=%d D=%d %s %s scale=%.6g ulysses=%d ring=%d %s %s seed=%llu%s%s%s",
              c->batch, c->seq, c->heads, c->kv_heads, c->head_dim,
              c->causal ? "causal" : "non-causal", usp_dtype_name(c->dtype), usp_scale(c),
              c->ulysses, c->ring, usp_ring_impl_name(c->ring_impl),
              usp_layout_name(c->layout), (unsigned long long)c->seed,
              usp_dtype_size(c->dtype) == 2 && c->wire == USP_WIRE_FP32 ? " wire=fp32" : "",
-             c->dkv_serial ? " dkv-serial" : "");
+             c->contiguous ? " contiguous" : "", c->dkv_serial ? " dkv-serial" : "");
     if (c->mask && len >= 0 && (size_t)len < n)
         snprintf(buf + len, n - (size_t)len, " mask: %s", usp_mask_describe(c->mask));
 }
@@ -161,6 +161,10 @@ usp_status usp_config_validate(const usp_config *c) {
     if ((unsigned)c->layout > USP_LAYOUT_RING_INNER)
         return usp_fail(USP_EINVAL, "unknown layout %d", (int)c->layout);
     if ((unsigned)c->wire > USP_WIRE_FP32) return usp_fail(USP_EINVAL, "unknown wire %d", (int)c->wire);
+    if (c->contiguous != 0 && c->contiguous != 1)
+        return usp_fail(USP_EINVAL, "contiguous %d must be 0 or 1", c->contiguous);
+    if (c->contiguous && (c->ring_impl != USP_RING_ALLGATHER || !c->mask))
+        return usp_fail(USP_EINVAL, "contiguous chunks are a placement of allgather with a mask");
     if (c->dkv_serial != 0 && c->dkv_serial != 1)
         return usp_fail(USP_EINVAL, "dkv_serial %d must be 0 or 1", c->dkv_serial);
     USP_TRY(validate_heads(c));

@@ -21,7 +21,8 @@ void usp_coords_of(const usp_config *c, int rank, int *ring_rank, int *ulysses_r
 
 usp_ring_impl usp_token_layout(const usp_config *c) {
     if (c->ring_impl == USP_RING_ALLGATHER)
-        return c->mask ? USP_RING_BALANCED : c->causal ? USP_RING_ZIGZAG : USP_RING_BASIC;
+        return c->mask ? (c->contiguous ? USP_RING_BASIC : USP_RING_BALANCED)
+                       : c->causal ? USP_RING_ZIGZAG : USP_RING_BASIC;
     return c->ring_impl;
 }
 

@@ -21,6 +21,7 @@ static void ulysses_zero(usp_config *c) { c->ulysses = 0; }
 static void zigzag_noncausal(usp_config *c) { c->causal = 0; }
 static void stripe_noncausal(usp_config *c) { c->causal = 0; c->ring_impl = USP_RING_STRIPE; }
 static void scale_negative(usp_config *c) { c->scale = -1; }
+static void contiguous_ring(usp_config *c) { c->contiguous = 1; }
 static void too_many_ranks(usp_config *c) { c->ulysses = 512; c->ring = 512; c->heads = 512; c->kv_heads = 512; }
 
 static const bad_case cases[] = {
@@ -37,6 +38,7 @@ static const bad_case cases[] = {
     {"zigzag non-causal", zigzag_noncausal, "ring_impl zigzag balances causal work only"},
     {"stripe non-causal", stripe_noncausal, "ring_impl stripe balances causal work only"},
     {"scale", scale_negative, "scale -1 must be > 0"},
+    {"contiguous", contiguous_ring, "contiguous chunks are a placement of allgather with a mask"},
     {"ranks", too_many_ranks, "ulysses*ring = 262144 ranks is more than 65536"},
 };
 

@@ -518,6 +518,10 @@ static void test_executor_with_masks(void **state) {
             c.batch = 2; c.ring_impl = (usp_ring_impl)impl; c.mask = m;
             c.layout = (usp_layout)(impl % 2);
             executor_case(c);
+            if (c.ring_impl == USP_RING_ALLGATHER) { /* llama3's contiguous chunks */
+                c.contiguous = 1;
+                executor_case(c);
+            }
         }
         usp_mask_free(m);
     }

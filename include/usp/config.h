@@ -48,6 +48,9 @@ typedef struct {
      * each query sees (usp/mask.h), owned by the caller, seq tokens long. */
     const usp_mask *mask;
     usp_wire wire;       /* 16-bit runs only; fp32 and fp64 runs send their dtype */
+    int contiguous;      /* 1: allgather with a mask keeps each ring rank's tokens one
+                          * contiguous chunk (llama3's context parallel), not the balanced
+                          * dispatch of the work */
     int dkv_serial;      /* 1: the backward ring without separate dK/dV accumulators, where
                           * each attention adds into the dK/dV the previous hop delivered and
                           * so waits for it (kept to re-simulate traces recorded with it) */
@@ -83,7 +86,7 @@ usp_dtype usp_wire_dtype(const usp_config *c);
 size_t usp_dtype_size(usp_dtype d);
 
 /* One line "B=1 L=4096 H=8 Hkv=8 D=64 causal fp64 ulysses=2 ring=2 zigzag ulysses-inner seed=1234",
- * " wire=fp32" (16-bit runs) and " dkv-serial" when set, and the mask when
+ * " wire=fp32" (16-bit runs), " contiguous" and " dkv-serial" when set, and the mask when
  * there is one: " mask: 3 documents (..), causal". */
 void usp_config_describe(const usp_config *c, char *buf, size_t n);
 

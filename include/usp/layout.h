@@ -10,7 +10,8 @@
  *   stripe: T_r = { t : t mod R == r } in increasing order
  *   balanced: chunks dispatched by the visible work of cfg->mask, each
  *           rank's in ascending order (usp/dispatch.h)
- *   allgather: balanced with a mask, else zigzag when causal, basic otherwise
+ *   allgather: balanced with a mask (basic with cfg->contiguous), else zigzag
+ *           when causal, basic otherwise
  *
  * Every T_r is ascending, so a key interval of the sequence is one interval
  * of any rank's local rows (what a mask's per-row form relies on).

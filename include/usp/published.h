@@ -23,6 +23,12 @@
  *   forward, or of forward + backward when "backward" is true; a row may
  *   set its own "backward", "batch", "heads", "kv_heads", "head_dim").
  *   Predicted: 1 / the simulated time of the schedule.
+ * Packed documents (ring-flash-attention's varlen benchmark): "problem"
+ *   holds "varlen_cu_seqlens", the lists of local cumulative lengths the
+ *   benchmark cycles through call by call, and a row "varlen": "local",
+ *   "ring", "zigzag" or "llama3", how its function reads them
+ *   (usp_pub_varlen_mask); predicted: 1 / the mean of the simulated times
+ *   of one call with each list.
  * Any row may carry "skip": "why": a row the source reports that the
  *   simulator cannot take (a mask it lacks); printed with the reason, left
  *   out of the statistics.
@@ -59,6 +65,16 @@ double usp_pub_harness_host_s(usp_pub_harness h, const usp_config *c, int qkv_pa
 int usp_pub_harness_synced(usp_pub_harness h, int qkv_packed);
 double usp_pub_harness_prefix_s(usp_pub_harness h, const usp_config *c, int qkv_packed);
 
+/* How a varlen row's function reads the benchmark's local cu_seqlens
+ * (sim/validate/published_varlen.c has the four readings). */
+typedef enum { USP_VARLEN_NONE, USP_VARLEN_LOCAL, USP_VARLEN_RING, USP_VARLEN_ZIGZAG, USP_VARLEN_LLAMA3 } usp_pub_varlen;
+const char *usp_pub_varlen_name(usp_pub_varlen v);
+usp_status usp_pub_varlen_parse(const char *s, usp_pub_varlen *out);
+/* The global mask of one call: cu [ndocs+1] local cumulative lengths (every
+ * rank's), `ring` ranks; L*ring tokens (L for local). One list, causal
+ * inside each document. Free with usp_mask_free. */
+usp_status usp_pub_varlen_mask(usp_pub_varlen api, const long *cu, int ndocs, int ring, usp_mask **out);
+
 typedef struct {
     char label[96];        /* "32K u4 r2 lb-ring (zigzag)" */
     int seq;               /* tokens: the group a row belongs to */
@@ -76,6 +92,7 @@ typedef struct {
     double predicted_s;    /* the simulated time: one call (attention) or one step (training) */
     double error_pct;      /* 100 (predicted - measured) / measured; NAN when not predicted */
     int oom;               /* training: the planner puts the mix over the GPU's memory */
+    usp_pub_varlen varlen; /* attention: packed documents, read from the table's lists */
     int skip;              /* the table marks the row as one the simulator cannot take
                             * ("skip": reason): reported with its reason, never predicted */
     usp_status status;     /* USP_OK, or why the row was not predicted (why) */
@@ -95,6 +112,9 @@ typedef struct {
     int gpus;
     usp_pub_row *rows;
     int nrows;
+    long *varlen_cu;       /* attention: the varlen lists, one after the other */
+    int *varlen_first;     /* [nvarlen + 1]: list k is varlen_cu[first[k] .. first[k+1]) */
+    int nvarlen;
 } usp_pub_table;
 
 /* Reads one table; missing or malformed fields are refused with the file and line. */

@@ -85,6 +85,65 @@ static usp_status read_skip(const usp_json *r, usp_pub_row *row) {
     return USP_OK;
 }
 
+/* "varlen_cu_seqlens": [[0, ..., L], ...], every list ending at the same L. */
+static usp_status read_varlen_lists(const usp_json *p, usp_pub_table *t) {
+    const usp_json *v = usp_json_get(p, "varlen_cu_seqlens");
+    if (!v) return USP_OK;
+    if (v->type != USP_JSON_ARRAY || v->count == 0)
+        return usp_fail(USP_EINVAL, "line %d: 'varlen_cu_seqlens' must be a non-empty array of lists", v->line);
+    size_t total = 0;
+    for (size_t k = 0; k < v->count; k++) {
+        if (v->items[k].type != USP_JSON_ARRAY || v->items[k].count < 2)
+            return usp_fail(USP_EINVAL, "line %d: a cu_seqlens list holds 0, ..., L", v->items[k].line);
+        total += v->items[k].count;
+    }
+    t->varlen_cu = usp_malloc(total * sizeof *t->varlen_cu);
+    t->varlen_first = usp_malloc((v->count + 1) * sizeof *t->varlen_first);
+    if (!t->varlen_cu || !t->varlen_first) return USP_EINTERNAL;
+    int at = 0;
+    for (size_t k = 0; k < v->count; k++) {
+        t->varlen_first[k] = at;
+        for (size_t i = 0; i < v->items[k].count; i++) {
+            const usp_json *x = &v->items[k].items[i];
+            if (x->type != USP_JSON_NUMBER || x->number != (double)(long)x->number || x->number < 0 ||
+                (i > 0 && x->number <= t->varlen_cu[at - 1]) || (i == 0 && x->number != 0))
+                return usp_fail(USP_EINVAL, "line %d: cu_seqlens must be integers 0 < ... ascending", x->line);
+            t->varlen_cu[at++] = (long)x->number;
+        }
+        if (t->varlen_cu[at - 1] != t->varlen_cu[t->varlen_first[0] + v->items[0].count - 1])
+            return usp_fail(USP_EINVAL, "line %d: every cu_seqlens list must end at the same length",
+                            v->items[k].line);
+    }
+    t->varlen_first[v->count] = at;
+    t->nvarlen = (int)v->count;
+    return USP_OK;
+}
+
+/* A varlen row: its reading of the lists, and the tokens they cover. */
+static usp_status read_varlen_row(const usp_json *r, const usp_pub_table *t, usp_pub_row *row) {
+    const char *api;
+    if (!usp_json_get(r, "varlen")) return USP_OK;
+    USP_TRY(usp_json_get_string(r, "varlen", &api));
+    if (usp_pub_varlen_parse(api, &row->varlen) != USP_OK) return usp_fail(USP_EINVAL, "line %d: %s", r->line, usp_error());
+    if (!t->nvarlen) return usp_fail(USP_EINVAL, "line %d: a varlen row needs the problem's varlen_cu_seqlens", r->line);
+    long local = t->varlen_cu[t->varlen_first[1] - 1];
+    long want = row->varlen == USP_VARLEN_LOCAL ? local : local * row->cfg.ring;
+    if (row->cfg.seq != want)
+        return usp_fail(USP_EINVAL, "line %d: varlen %s over ring %d covers %ld tokens, not seq %d", r->line, api,
+                        row->cfg.ring, want, row->cfg.seq);
+    if (row->varlen == USP_VARLEN_LOCAL ? row->cfg.ring * row->cfg.ulysses != 1 : row->cfg.ulysses != 1)
+        return usp_fail(USP_EINVAL, "line %d: varlen %s: ulysses 1 and ring %s", r->line, api,
+                        row->varlen == USP_VARLEN_LOCAL ? "1" : "R");
+    static const usp_ring_impl impl_of[] = {USP_RING_BASIC, USP_RING_BASIC, USP_RING_BASIC, USP_RING_ZIGZAG,
+                                            USP_RING_ALLGATHER};
+    if (row->cfg.ring > 1 && row->cfg.ring_impl != impl_of[row->varlen])
+        return usp_fail(USP_EINVAL, "line %d: varlen %s goes with ring_impl %s", r->line, api,
+                        usp_ring_impl_name(impl_of[row->varlen]));
+    size_t n = strlen(row->label);
+    snprintf(row->label + n, sizeof row->label - n, " varlen %s", api);
+    return USP_OK;
+}
+
 static usp_status read_attention_row(const usp_json *r, const usp_config *base, int backward, usp_pub_row *row) {
     const char *impl, *column;
     row->cfg = *base;
@@ -183,7 +242,10 @@ static usp_status read_rows(const usp_json *root, const char *dir, usp_pub_table
         return usp_fail(USP_EINVAL, "line %d: 'rows' must be a non-empty array", root->line);
     usp_config base;
     int backward = 0;
-    if (t->kind == USP_PUB_ATTENTION) USP_TRY(read_attention_problem(p, &base, &backward));
+    if (t->kind == USP_PUB_ATTENTION) {
+        USP_TRY(read_attention_problem(p, &base, &backward));
+        USP_TRY(read_varlen_lists(p, t));
+    }
     else USP_TRY(read_training_problem(p, dir, t));
     t->rows = usp_calloc(rows->count, sizeof *t->rows);
     if (!t->rows) return USP_EINTERNAL;
@@ -192,7 +254,10 @@ static usp_status read_rows(const usp_json *root, const char *dir, usp_pub_table
         usp_pub_row *row = &t->rows[t->nrows++];
         row->predicted = row->predicted_s = row->error_pct = NAN;
         if (r->type != USP_JSON_OBJECT) return usp_fail(USP_EINVAL, "line %d: a row must be an object", r->line);
-        if (t->kind == USP_PUB_ATTENTION) USP_TRY(read_attention_row(r, &base, backward, row));
+        if (t->kind == USP_PUB_ATTENTION) {
+            USP_TRY(read_attention_row(r, &base, backward, row));
+            USP_TRY(read_varlen_row(r, t, row));
+        }
         else USP_TRY(read_training_row(r, t, row));
     }
     return USP_OK;
@@ -242,6 +307,11 @@ usp_status usp_pub_table_read(const char *path, usp_pub_table *t) {
 }
 
 void usp_pub_table_free(usp_pub_table *t) {
+    free(t->varlen_cu);
+    free(t->varlen_first);
+    t->varlen_cu = NULL;
+    t->varlen_first = NULL;
+    t->nvarlen = 0;
     free(t->rows);
     t->rows = NULL;
     t->nrows = 0;
@@ -323,18 +393,20 @@ static double first_attention_s(const usp_trace *tr, int world) {
     return latest * 1e-6;
 }
 
-static usp_status predict_attention(const usp_pub_table *t, const char *platform, const char *profile,
-                                    usp_pub_row *row) {
-    if (usp_config_validate(&row->cfg) != USP_OK) { row_refused(row); return USP_OK; }
+/* One call of cfg (row's, or one of a varlen row's): sets row's times and
+ * prediction, or its reason. */
+static usp_status predict_one(const usp_pub_table *t, const char *platform, const char *profile,
+                              const usp_config *cfg, usp_pub_row *row) {
+    if (usp_config_validate(cfg) != USP_OK) { row_refused(row); return USP_OK; }
     usp_schedule s;
-    if (usp_schedule_build(&row->cfg, row->backward, &s) != USP_OK) { row_refused(row); return USP_OK; }
+    if (usp_schedule_build(cfg, row->backward, &s) != USP_OK) { row_refused(row); return USP_OK; }
     usp_sim_options o = {.platform = platform ? platform : t->platform, .profile = profile ? profile : t->profile};
     usp_result r;
     /* a harness that synchronizes after every call: the trace gives the
      * simulated start of the first attention */
     int synced = !row->backward && usp_pub_harness_synced(t->harness, row->qkv_packed);
     usp_trace tr;
-    usp_trace_init(&tr, "sim", &row->cfg);
+    usp_trace_init(&tr, "sim", cfg);
     usp_status st = usp_result_init(&r, &s, 0);
     if (st == USP_OK) {
         st = usp_sim_execute(&s, NULL, &o, &r, synced ? &tr : NULL);
@@ -356,6 +428,41 @@ static usp_status predict_attention(const usp_pub_table *t, const char *platform
     usp_trace_free(&tr);
     usp_schedule_free(&s);
     return st == USP_EINTERNAL ? st : USP_OK;
+}
+
+/* One call, or (varlen) the mean over the calls with each list: iterations
+ * per second of a loop that cycles through the lists. */
+static usp_status predict_attention(const usp_pub_table *t, const char *platform, const char *profile,
+                                    usp_pub_row *row) {
+    if (!row->varlen) return predict_one(t, platform, profile, &row->cfg, row);
+    double pred = 0, sim = 0, delay = 0;
+    for (int k = 0; k < t->nvarlen; k++) {
+        usp_config cfg = row->cfg;
+        usp_mask *m = NULL;
+        const long *cu = t->varlen_cu + t->varlen_first[k];
+        int ndocs = t->varlen_first[k + 1] - t->varlen_first[k] - 1;
+        usp_status st = usp_pub_varlen_mask(row->varlen, cu, ndocs, cfg.ring, &m);
+        if (st == USP_EINTERNAL) return st;
+        if (st != USP_OK) { row_refused(row); return USP_OK; }
+        cfg.mask = m;
+        cfg.contiguous = row->varlen == USP_VARLEN_LLAMA3;
+        row->predicted_s = NAN;
+        st = predict_one(t, platform, profile, &cfg, row);
+        usp_mask_free(m);
+        if (st != USP_OK) return st;
+        if (row->status != USP_OK || isnan(row->predicted_s)) { /* refused: row says why */
+            row->predicted = row->predicted_s = NAN;
+            return USP_OK;
+        }
+        pred += row->predicted_s;
+        sim += row->sim_s;
+        delay += row->delay_s;
+    }
+    row->predicted_s = pred / t->nvarlen;
+    row->sim_s = sim / t->nvarlen;
+    row->delay_s = delay / t->nvarlen;
+    row->predicted = 1.0 / row->predicted_s;
+    return USP_OK;
 }
 
 static usp_status predict_training(const usp_pub_table *t, const char *platform, const char *profile,
