@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "usp/executor.h"
@@ -322,6 +323,151 @@ static void test_bad_sidecars(void **state) {
     remove(p);
 }
 
+/* ------------------------------------------------------------ masked cases */
+
+/* A sidecar of the 2-GPU basic ring, seq 8192, carrying `mask_json` in its
+ * config; with a trace (name.trace.json in dir) or measured times only. */
+static void write_masked_sidecar(const char *dir, const char *name, const char *mask_json, int with_trace,
+                                 double fwd_ms, double bwd_ms) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s.case.json", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"trace\": ");
+    if (with_trace) fprintf(f, "\"%s.trace.json\"", name);
+    else fprintf(f, "null");
+    fprintf(f, ", \"role\": \"held-out\", \"backward\": true,\n"
+               " \"config\": {\"batch\": 1, \"seq\": 8192, \"heads\": 8, \"kv_heads\": 8, \"head_dim\": 128,"
+               " \"causal\": true, \"dtype\": \"bf16\", \"ulysses\": 1, \"ring\": 2, \"ring_impl\": \"balanced\","
+               " \"layout\": \"ulysses-inner\", \"seed\": 1, \"mask\": %s},\n"
+               " \"profile\": \"h200\", \"platform\": \"h200x2\", \"bound_pct\": 1,"
+               " \"measured_ms\": {\"fwd\": %.9f, \"bwd\": %.9f, \"iters\": 1}}\n",
+            mask_json, fwd_ms, bwd_ms);
+    fclose(f);
+}
+
+/* The case's configuration with the mask `spec` builds, simulated. */
+static void simulate_masked(const usp_mask_spec *spec, usp_trace *t, usp_result *r) {
+    usp_config c = two_gpu_config(1);
+    c.ring_impl = USP_RING_BALANCED;
+    c.seed = 1;
+    usp_mask *m;
+    assert_int_equal(usp_mask_build(spec, 8192, 1, &m), USP_OK);
+    c.mask = m;
+    assert_int_equal(simulate(&c, 1, "h200x2", "h200", t, r), USP_OK);
+    usp_mask_free(m);
+}
+
+/* Sidecars carry packed documents, slices, a cu_seqlens file and a window;
+ * each is read, re-simulated with its mask (a trace simulated with the mask
+ * agrees phase by phase; measured times of the unmasked problem do not),
+ * written back unchanged, and bad masks are refused with their line. */
+static void test_masked_cases(void **state) {
+    (void)state;
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/masked", tmp_dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    usp_trace t;
+    usp_result r;
+    /* 1: documents and a window, measured times only */
+    usp_mask_spec docs = {.seqlens = "3000,1096,4096", .window = "512,0", .causal = 1};
+    simulate_masked(&docs, &t, &r);
+    write_masked_sidecar(dir, "docs", "{\"seqlens\": [3000, 1096, 4096], \"window\": [512, 0]}", 0,
+                         r.time_fwd_s * 1e3, r.time_bwd_s * 1e3);
+    double docs_fwd = r.time_fwd_s;
+    usp_result_free(&r);
+    usp_trace_free(&t);
+    /* 2: slices with gaps, with the simulated trace as the measured one */
+    static const char *slices = "{\"slices\": [{\"q\": [0, 8192], \"k\": [0, 1024], \"type\": \"full\"},"
+                                " {\"q\": [4096, 8192], \"k\": [4096, 8192], \"type\": \"causal\"}]}";
+    char mask_path[700];
+    snprintf(mask_path, sizeof mask_path, "%s/two.json", dir);
+    FILE *f = fopen(mask_path, "w");
+    fprintf(f, "[{\"q\": [0, 8192], \"k\": [0, 1024], \"type\": \"full\"},"
+               " {\"q\": [4096, 8192], \"k\": [4096, 8192], \"type\": \"causal\"}]\n");
+    fclose(f);
+    usp_mask_spec two = {.mask_file = mask_path, .causal = 1};
+    simulate_masked(&two, &t, &r);
+    char trace_path[700];
+    snprintf(trace_path, sizeof trace_path, "%s/slices.trace.json", dir);
+    assert_int_equal(usp_trace_write(&t, trace_path), USP_OK);
+    write_masked_sidecar(dir, "slices", slices, 1, r.time_fwd_s * 1e3, r.time_bwd_s * 1e3);
+    /* 3: the same slices from a file, the same trace */
+    snprintf(trace_path, sizeof trace_path, "%s/slicefile.trace.json", dir);
+    assert_int_equal(usp_trace_write(&t, trace_path), USP_OK);
+    write_masked_sidecar(dir, "slicefile", "{\"mask_file\": \"two.json\"}", 1, r.time_fwd_s * 1e3,
+                         r.time_bwd_s * 1e3);
+    usp_result_free(&r);
+    usp_trace_free(&t);
+
+    usp_vcase *cases;
+    int n;
+    assert_int_equal(usp_vcase_list(dir, &cases, &n), USP_OK);
+    assert_int_equal(n, 3);
+    for (int i = 0; i < n; i++) {
+        assert_true(usp_vcase_has_mask(&cases[i]));
+        assert_null(cases[i].cfg.mask);
+        usp_vcompare m;
+        if (usp_vcase_validate(&cases[i], NULL, NULL, &m, NULL) != USP_OK) fail_msg("%s", usp_error());
+        for (int p = 0; p < USP_VPHASE_COUNT; p++)
+            if (!(isnan(m.error_pct[p]) || fabs(m.error_pct[p]) < SELF_ERROR_PCT))
+                fail_msg("case %s, phase %s: %.3g%%", cases[i].name, usp_vphase_name((usp_vphase)p), m.error_pct[p]);
+    }
+    assert_string_equal(cases[0].name, "docs");
+    assert_int_equal(cases[0].mask.ndocs, 3);
+    assert_true(cases[0].mask.has_window && cases[0].mask.left == 512 && cases[0].mask.right == 0);
+    assert_int_equal(cases[1].mask.nslices, 0); /* slicefile */
+    assert_int_equal(cases[2].mask.nslices, 2);
+    /* written back and read again: the same mask */
+    char out[700];
+    snprintf(out, sizeof out, "%s/again.case.json", dir); /* beside two.json */
+    for (int i = 0; i < n; i++) {
+        usp_vcase back;
+        snprintf(cases[i].trace, sizeof cases[i].trace, "%s", ""); /* measured times only */
+        assert_int_equal(usp_vcase_write(&cases[i], out), USP_OK);
+        if (usp_vcase_read(out, &back) != USP_OK) fail_msg("%s", usp_error());
+        assert_int_equal(back.mask.ndocs, cases[i].mask.ndocs);
+        assert_int_equal(back.mask.nslices, cases[i].mask.nslices);
+        assert_int_equal(back.mask.has_window, cases[i].mask.has_window);
+        assert_memory_equal(back.mask.docs, cases[i].mask.docs, sizeof back.mask.docs);
+        assert_memory_equal(back.mask.slices, cases[i].mask.slices, sizeof back.mask.slices);
+        assert_string_equal(back.mask.mask_file_raw, cases[i].mask.mask_file_raw);
+    }
+    remove(out);
+    /* the mask matters: the documents' case without its mask (one causal
+     * document of 8192 tokens, zigzag) is predicted well over its times */
+    usp_vcase plain = cases[0];
+    memset(&plain.mask, 0, sizeof plain.mask);
+    plain.cfg.ring_impl = USP_RING_ZIGZAG;
+    usp_vcompare m;
+    assert_int_equal(usp_vcase_validate(&plain, NULL, NULL, &m, NULL), USP_OK);
+    if (!(m.error_pct[USP_VPHASE_FWD] > 30)) fail_msg("unmasked: fwd %+.1f%%", m.error_pct[USP_VPHASE_FWD]);
+    (void)docs_fwd;
+    free(cases);
+
+    /* refusals, each naming the sidecar and line */
+    static const struct { const char *mask, *why; } bad[] = {
+        {"{\"seqlens\": [3000, 1000]}", "seqlens add up to 4000 tokens, not seq 8192"},
+        {"{\"seqlens\": [8192], \"slices\": []}", "must be a list of 1..64 slices"},
+        {"{\"seqlens\": [4096, 4096], \"mask_file\": \"two.json\"}", "exclude each other"},
+        {"{\"window\": [3]}", "'window' is [left, right]"},
+        {"{\"docs\": [8192]}", "unknown key 'docs'"},
+        {"{}", "'mask' is empty"},
+        {"{\"slices\": [{\"q\": [0, 9000], \"k\": [0, 8], \"type\": \"full\"}]}", "9000"},
+        {"{\"mask_file\": \"nowhere.json\"}", "nowhere.json"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_masked_sidecar(dir, "bad", bad[i].mask, 0, 1, 1);
+        char p[700];
+        snprintf(p, sizeof p, "%s/bad.case.json", dir);
+        usp_vcase vc;
+        assert_int_equal(usp_vcase_read(p, &vc), USP_EINVAL);
+        if (!strstr(usp_error(), bad[i].why) || !strstr(usp_error(), "bad.case.json"))
+            fail_msg("mask %s: '%s', expected '%s'", bad[i].mask, usp_error(), bad[i].why);
+        remove(p);
+    }
+}
+
 /* ------------------------------------------------------------ the recorded cases */
 
 static void test_recorded_gpu_cases(void **state) {
@@ -363,6 +509,7 @@ int main(void) {
         cmocka_unit_test(test_self_validation),
         cmocka_unit_test(test_mismatched_trace),
         cmocka_unit_test(test_bad_sidecars),
+        cmocka_unit_test(test_masked_cases),
         cmocka_unit_test(test_recorded_gpu_cases),
     };
     return cmocka_run_group_tests(tests, make_tmp_dir, remove_tmp_dir);

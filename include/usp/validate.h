@@ -9,6 +9,15 @@
  *    "bound_pct": 10, "measured_ms": {"fwd": 12.8, "bwd": 55.3, "iters": 3},
  *    "device": "2x NVIDIA H200"}
  *
+ * "config" may carry a mask (usp/mask.h), "mask": {one of "seqlens": [l1,
+ * l2, ...] (packed documents, every batch element), "slices": [{"q": [q0,
+ * q1], "k": [k0, k1], "type": "causal"}, ...] (one list for every element),
+ * "seqlens_file": "F.npy" (cu_seqlens), "mask_file": "F.json" (slices); and
+ * optionally "window": [left, right]}. Inline lists hold at most
+ * USP_VCASE_MAX_DOCS documents and USP_VCASE_MAX_SLICES slices (larger ones
+ * go in a file). The case keeps what the sidecar says; usp_vcase_mask
+ * builds the mask, which every schedule of the case is built with.
+ *
  * Relative paths in a sidecar start at the sidecar's directory; a profile
  * that is not a file is a built-in name. Calibration cases fit the device
  * profile; held-out cases only test it. A case whose "trace" is null holds
@@ -63,6 +72,20 @@ void usp_vsteps_free(usp_vsteps *v);
 
 typedef enum { USP_VROLE_CALIBRATION, USP_VROLE_HELD_OUT } usp_vrole;
 
+enum { USP_VCASE_MAX_DOCS = 256, USP_VCASE_MAX_SLICES = 64 };
+
+/* A case's mask as its sidecar gives it (nothing to free). */
+typedef struct {
+    int ndocs;                             /* "seqlens": document lengths */
+    long docs[USP_VCASE_MAX_DOCS];
+    int nslices;                           /* "slices" */
+    usp_slice slices[USP_VCASE_MAX_SLICES];
+    char seqlens_file[1024], mask_file[1024];         /* resolved, or "" */
+    char seqlens_file_raw[512], mask_file_raw[512];   /* as the sidecar says */
+    int has_window;
+    long left, right;                      /* "window", -1 unbounded */
+} usp_vcase_mask_spec;
+
 const char *usp_vrole_name(usp_vrole r); /* "calibration", "held-out" */
 
 typedef struct {
@@ -79,7 +102,16 @@ typedef struct {
     double measured_fwd_ms, measured_bwd_ms; /* median of `iters` timed runs; 0 if absent */
     int iters;
     char device[96];
+    usp_vcase_mask_spec mask;  /* cfg.mask stays NULL: usp_vcase_mask builds it */
 } usp_vcase;
+
+/* Whether the case has a mask, and the mask itself (*out NULL when none;
+ * free with usp_mask_free after the schedules built with it). */
+int usp_vcase_has_mask(const usp_vcase *c);
+usp_status usp_vcase_mask(const usp_vcase *c, usp_mask **out);
+/* usp_schedule_build of the case's configuration with its mask; *mask
+ * (NULL when none) outlives the schedule: free it after usp_schedule_free. */
+usp_status usp_vcase_schedule(const usp_vcase *c, usp_schedule *s, usp_mask **mask);
 
 /* Reads a sidecar. Refuses missing or malformed fields with the file and line. */
 usp_status usp_vcase_read(const char *sidecar, usp_vcase *c);

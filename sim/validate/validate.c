@@ -51,12 +51,14 @@ static double error_pct(double measured, double predicted) {
 usp_status usp_vcase_validate(const usp_vcase *c, const char *profile, const char *platform, usp_vcompare *out,
                               usp_trace *predicted) {
     usp_schedule s;
+    usp_mask *mask = NULL;
     memset(out, 0, sizeof *out);
-    USP_TRY(usp_schedule_build(&c->cfg, c->backward, &s));
+    USP_TRY(usp_vcase_schedule(c, &s, &mask));
     usp_status st = measured_phases(c, &s, out->measured_us);
     if (st == USP_OK) st = predicted_phases(c, &s, profile, platform, out->predicted_us, predicted);
     for (int p = 0; p < USP_VPHASE_COUNT; p++) out->error_pct[p] = error_pct(out->measured_us[p], out->predicted_us[p]);
     usp_schedule_free(&s);
+    usp_mask_free(mask);
     if (st != USP_OK) usp_error_prefix("case %s: ", c->name);
     return st;
 }

@@ -163,9 +163,130 @@ static void resolve(const char *dir, const char *raw, char *out, size_t n) {
     snprintf(out, n, "%s", raw);
 }
 
+/* ---------------------------------------------------------- masks */
+
+int usp_vcase_has_mask(const usp_vcase *c) {
+    const usp_vcase_mask_spec *m = &c->mask;
+    return m->ndocs || m->nslices || m->seqlens_file[0] || m->mask_file[0] || m->has_window;
+}
+
+usp_status usp_vcase_mask(const usp_vcase *c, usp_mask **out) {
+    const usp_vcase_mask_spec *m = &c->mask;
+    *out = NULL;
+    if (!usp_vcase_has_mask(c)) return USP_OK;
+    long left = m->has_window ? m->left : -1, right = m->has_window ? m->right : -1;
+    if (m->ndocs) {
+        long cu[USP_VCASE_MAX_DOCS + 1];
+        cu[0] = 0;
+        for (int d = 0; d < m->ndocs; d++) cu[d + 1] = cu[d] + m->docs[d];
+        if (cu[m->ndocs] != c->cfg.seq)
+            return usp_fail(USP_EINVAL, "mask: seqlens add up to %ld tokens, not seq %d", cu[m->ndocs], c->cfg.seq);
+        return usp_mask_from_documents(c->cfg.seq, 1, m->ndocs, cu, c->cfg.causal, left, right, out);
+    }
+    if (m->nslices) {
+        long first[2] = {0, m->nslices};
+        return usp_mask_from_slices(c->cfg.seq, 1, m->slices, first, left, right, out);
+    }
+    char window[64];
+    snprintf(window, sizeof window, "%ld,%ld", left, right);
+    usp_mask_spec spec = {.seqlens_file = m->seqlens_file[0] ? m->seqlens_file : NULL,
+                          .mask_file = m->mask_file[0] ? m->mask_file : NULL,
+                          .window = m->has_window ? window : NULL, .causal = c->cfg.causal};
+    return usp_mask_build(&spec, c->cfg.seq, c->cfg.batch, out);
+}
+
+usp_status usp_vcase_schedule(const usp_vcase *c, usp_schedule *s, usp_mask **mask) {
+    USP_TRY(usp_vcase_mask(c, mask));
+    usp_config cfg = c->cfg;
+    cfg.mask = *mask;
+    usp_status st = usp_schedule_build(&cfg, c->backward, s);
+    if (st != USP_OK) { usp_mask_free(*mask); *mask = NULL; }
+    return st;
+}
+
+/* An integer field of a mask: [lo, hi]. */
+static usp_status mask_long(const usp_json *v, long lo, long hi, const char *what, long *out) {
+    if (v->type != USP_JSON_NUMBER || v->number != floor(v->number) || v->number < lo || v->number > hi)
+        return usp_fail(USP_EINVAL, "line %d: mask: %s must be an integer in %ld..%ld", v->line, what, lo, hi);
+    *out = (long)v->number;
+    return USP_OK;
+}
+
+static usp_status read_slices(const usp_json *v, usp_vcase_mask_spec *m) {
+    if (v->type != USP_JSON_ARRAY || v->count < 1 || v->count > USP_VCASE_MAX_SLICES)
+        return usp_fail(USP_EINVAL, "line %d: mask: 'slices' must be a list of 1..%d slices (more: 'mask_file')",
+                        v->line, USP_VCASE_MAX_SLICES);
+    for (size_t i = 0; i < v->count; i++) {
+        const usp_json *s = &v->items[i], *q = usp_json_get(s, "q"), *k = usp_json_get(s, "k");
+        const char *type;
+        if (s->type != USP_JSON_OBJECT || !q || !k || q->type != USP_JSON_ARRAY || k->type != USP_JSON_ARRAY ||
+            q->count != 2 || k->count != 2)
+            return usp_fail(USP_EINVAL, "line %d: mask: a slice is {\"q\": [q0, q1], \"k\": [k0, k1], \"type\": ...}",
+                            s->line);
+        usp_slice *sl = &m->slices[i];
+        USP_TRY(mask_long(&q->items[0], 0, 1L << 30, "q0", &sl->q0));
+        USP_TRY(mask_long(&q->items[1], 0, 1L << 30, "q1", &sl->q1));
+        USP_TRY(mask_long(&k->items[0], 0, 1L << 30, "k0", &sl->k0));
+        USP_TRY(mask_long(&k->items[1], 0, 1L << 30, "k1", &sl->k1));
+        USP_TRY(usp_json_get_string(s, "type", &type));
+        if (!strcmp(type, "full")) sl->type = USP_SLICE_FULL;
+        else if (!strcmp(type, "causal")) sl->type = USP_SLICE_CAUSAL;
+        else if (!strcmp(type, "bicausal") || !strcmp(type, "bi-causal")) sl->type = USP_SLICE_BICAUSAL;
+        else return usp_fail(USP_EINVAL, "line %d: mask: slice type '%s' (full, causal, bicausal)", s->line, type);
+    }
+    m->nslices = (int)v->count;
+    return USP_OK;
+}
+
+/* "mask" of "config" (usp/validate.h), file names resolved beside the sidecar. */
+static usp_status read_mask(const usp_json *cj, usp_vcase *c) {
+    const usp_json *mj = usp_json_get(cj, "mask");
+    usp_vcase_mask_spec *m = &c->mask;
+    if (!mj) return USP_OK;
+    if (mj->type != USP_JSON_OBJECT) return usp_fail(USP_EINVAL, "line %d: 'mask' must be an object", mj->line);
+    int sources = 0;
+    for (size_t i = 0; i < mj->count; i++) {
+        const char *key = mj->keys[i];
+        const usp_json *v = &mj->items[i];
+        if (!strcmp(key, "seqlens")) {
+            sources++;
+            if (v->type != USP_JSON_ARRAY || v->count < 1 || v->count > USP_VCASE_MAX_DOCS)
+                return usp_fail(USP_EINVAL, "line %d: mask: 'seqlens' must list 1..%d lengths (more: 'seqlens_file')",
+                                v->line, USP_VCASE_MAX_DOCS);
+            for (size_t d = 0; d < v->count; d++) USP_TRY(mask_long(&v->items[d], 1, 1L << 30, "a length", &m->docs[d]));
+            m->ndocs = (int)v->count;
+        } else if (!strcmp(key, "slices")) {
+            sources++;
+            USP_TRY(read_slices(v, m));
+        } else if (!strcmp(key, "seqlens_file") || !strcmp(key, "mask_file")) {
+            sources++;
+            int cu = !strcmp(key, "seqlens_file");
+            if (v->type != USP_JSON_STRING || !v->string[0])
+                return usp_fail(USP_EINVAL, "line %d: mask: '%s' must be a file name", v->line, key);
+            snprintf(cu ? m->seqlens_file_raw : m->mask_file_raw, sizeof m->mask_file_raw, "%s", v->string);
+            resolve(c->dir, v->string, cu ? m->seqlens_file : m->mask_file, sizeof m->mask_file);
+        } else if (!strcmp(key, "window")) {
+            if (v->type != USP_JSON_ARRAY || v->count != 2)
+                return usp_fail(USP_EINVAL, "line %d: mask: 'window' is [left, right], -1 unbounded", v->line);
+            USP_TRY(mask_long(&v->items[0], -1, 1L << 30, "window left", &m->left));
+            USP_TRY(mask_long(&v->items[1], -1, 1L << 30, "window right", &m->right));
+            m->has_window = 1;
+        } else {
+            return usp_fail(USP_EINVAL, "line %d: mask: unknown key '%s' (seqlens, slices, seqlens_file, mask_file, "
+                            "window)", v->line, key);
+        }
+    }
+    if (sources > 1)
+        return usp_fail(USP_EINVAL, "line %d: mask: seqlens, slices, seqlens_file and mask_file exclude each other",
+                        mj->line);
+    if (!usp_vcase_has_mask(c)) return usp_fail(USP_EINVAL, "line %d: 'mask' is empty", mj->line);
+    return USP_OK;
+}
+
 /* ---------------------------------------------------------- reading */
 
-static usp_status read_config(const usp_json *root, usp_config *c) {
+static usp_status read_config(const usp_json *root, usp_vcase *vc) {
+    usp_config *c = &vc->cfg;
     const usp_json *cj = usp_json_get(root, "config");
     if (!cj || cj->type != USP_JSON_OBJECT) return usp_fail(USP_EINVAL, "line %d: missing object 'config'", root->line);
     const char *dtype, *impl, *layout;
@@ -199,7 +320,15 @@ static usp_status read_config(const usp_json *root, usp_config *c) {
         return usp_fail(USP_EINVAL, "line %d: 'seed' must be an integer in [0, 2^53], found %g",
                         usp_json_get(cj, "seed")->line, seed);
     c->seed = (uint64_t)seed;
-    return usp_config_validate(c);
+    USP_TRY(read_mask(cj, vc));
+    /* validated with its mask, which is then let go (usp_vcase_mask rebuilds it) */
+    usp_mask *m = NULL;
+    USP_TRY(usp_vcase_mask(vc, &m));
+    c->mask = m;
+    usp_status st = usp_config_validate(c);
+    c->mask = NULL;
+    usp_mask_free(m);
+    return st;
 }
 
 static usp_status read_role(const usp_json *root, usp_vrole *role) {
@@ -248,7 +377,7 @@ static usp_status read_tree(const usp_json *root, usp_vcase *c) {
     USP_TRY(read_measured(root, c));
     if (!c->trace[0] && !(c->measured_fwd_ms > 0))
         return usp_fail(USP_EINVAL, "a case without a trace needs 'measured_ms' with a positive 'fwd'");
-    return read_config(root, &c->cfg);
+    return read_config(root, c);
 }
 
 static const char CASE_SUFFIX[] = ".case.json";
@@ -285,7 +414,36 @@ usp_status usp_vcase_read(const char *sidecar, usp_vcase *c) {
 
 /* ---------------------------------------------------------- writing */
 
-static void write_config(FILE *f, const usp_config *c) {
+static void write_mask(FILE *f, const usp_vcase_mask_spec *m) {
+    const char *sep = "";
+    fprintf(f, ",\n             \"mask\": {");
+    if (m->ndocs) {
+        fprintf(f, "\"seqlens\": [");
+        for (int d = 0; d < m->ndocs; d++) fprintf(f, "%s%ld", d ? ", " : "", m->docs[d]);
+        fprintf(f, "]");
+        sep = ", ";
+    }
+    if (m->nslices) {
+        fprintf(f, "\"slices\": [");
+        for (int i = 0; i < m->nslices; i++) {
+            const usp_slice *s = &m->slices[i];
+            fprintf(f, "%s{\"q\": [%ld, %ld], \"k\": [%ld, %ld], \"type\": \"%s\"}", i ? ", " : "", s->q0, s->q1,
+                    s->k0, s->k1, usp_slice_type_name(s->type));
+        }
+        fprintf(f, "]");
+        sep = ", ";
+    }
+    if (m->seqlens_file_raw[0] || m->mask_file_raw[0]) {
+        fprintf(f, "\"%s\": ", m->seqlens_file_raw[0] ? "seqlens_file" : "mask_file");
+        usp_json_write_string(f, m->seqlens_file_raw[0] ? m->seqlens_file_raw : m->mask_file_raw);
+        sep = ", ";
+    }
+    if (m->has_window) fprintf(f, "%s\"window\": [%ld, %ld]", sep, m->left, m->right);
+    fprintf(f, "}");
+}
+
+static void write_config(FILE *f, const usp_vcase *vc) {
+    const usp_config *c = &vc->cfg;
     fprintf(f, "  \"config\": {\"batch\": %d, \"seq\": %d, \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d,\n"
                "             \"causal\": %s, \"scale\": ",
             c->batch, c->seq, c->heads, c->kv_heads, c->head_dim, c->causal ? "true" : "false");
@@ -296,6 +454,7 @@ static void write_config(FILE *f, const usp_config *c) {
             usp_layout_name(c->layout), (unsigned long long)c->seed);
     if (c->wire != USP_WIRE_DTYPE) fprintf(f, ", \"wire\": \"%s\"", usp_wire_name(c->wire));
     if (c->dkv_serial) fprintf(f, ", \"dkv_serial\": true");
+    if (usp_vcase_has_mask(vc)) write_mask(f, &vc->mask);
     fprintf(f, "},\n");
 }
 
@@ -307,7 +466,7 @@ static void write_case(FILE *f, const usp_vcase *c) {
     else fprintf(f, "null");
     fprintf(f, ",\n  \"role\": \"%s\",\n  \"backward\": %s,\n", usp_vrole_name(c->role),
             c->backward ? "true" : "false");
-    write_config(f, &c->cfg);
+    write_config(f, c);
     fprintf(f, "  \"profile\": ");
     usp_json_write_string(f, c->profile_raw);
     fprintf(f, ",\n  \"platform\": ");

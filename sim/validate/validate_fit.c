@@ -395,7 +395,8 @@ static usp_status case_sums(const usp_vcase *c, trace_sums *s) {
     usp_schedule sch;
     usp_trace t;
     usp_vsteps v;
-    USP_TRY(usp_schedule_build(&c->cfg, c->backward, &sch));
+    usp_mask *mask = NULL;
+    USP_TRY(usp_vcase_schedule(c, &sch, &mask));
     usp_status st = usp_trace_read(c->trace, &t);
     if (st == USP_OK) {
         st = usp_vsteps_index(&sch, &t, &v);
@@ -405,6 +406,7 @@ static usp_status case_sums(const usp_vcase *c, trace_sums *s) {
         usp_trace_free(&t);
     }
     usp_schedule_free(&sch);
+    usp_mask_free(mask);
     s->traces++;
     return st;
 }
@@ -632,7 +634,8 @@ static usp_status case_transfer_points(const usp_vcase *c, double min_bytes, tra
     usp_schedule sch;
     usp_trace t;
     usp_vsteps v;
-    USP_TRY(usp_schedule_build(&c->cfg, c->backward, &sch));
+    usp_mask *mask = NULL;
+    USP_TRY(usp_vcase_schedule(c, &sch, &mask));
     usp_status st = usp_trace_read(c->trace, &t);
     if (st == USP_OK) {
         st = usp_vsteps_index(&sch, &t, &v);
@@ -643,6 +646,7 @@ static usp_status case_transfer_points(const usp_vcase *c, double min_bytes, tra
         usp_trace_free(&t);
     }
     usp_schedule_free(&sch);
+    usp_mask_free(mask);
     return st;
 }
 
