@@ -105,7 +105,7 @@ static void expect_refusal(const usp_workload *w, usp_mix x, int gpus, const cha
 static void test_refusals(void **state) {
     (void)state;
     usp_workload w = usp_workload_default(); /* llama3-8b: 32 heads, 8 K/V heads */
-    expect_refusal(&w, mix(1, 8, 8, 1, 0, 0), 64, "heads 32 are not divisible by tp x ulysses = 8 x 8 = 64");
+    expect_refusal(&w, mix(1, 8, 8, 1, 0, 0), 64, "heads 32 / tp 8 = 4 < ulysses 8: a ulysses rank would hold no head");
     expect_refusal(&w, mix(1, 16, 1, 1, 0, 0), 16, "kv_heads 8 are not divisible by tp 16");
     expect_refusal(&w, mix(1, 2, 2, 2, 0, 0), 16, "16 GPUs are not dp x tp x ulysses x ring = 1 x 2 x 2 x 2 = 8");
     expect_refusal(&w, mix(2, 1, 4, 2, 0, 0), 16, "global batch 1 is not divisible by dp 2");

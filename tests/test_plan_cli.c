@@ -65,7 +65,7 @@ static void test_refusals(void **state) {
     expect_refusal("plan --gpus 16 --platform a800-2n --tp 16 --ulysses 2",
                    "no dp x tp x ulysses x ring = 16 within the given degrees");
     expect_refusal("plan --gpus 64 --platform h100-fattree --tp 8 --ulysses 8 --ring 1 --dp 1",
-                   "usp: plan: heads 32 are not divisible by tp x ulysses = 8 x 8 = 64");
+                   "usp: plan: heads 32 / tp 8 = 4 < ulysses 8: a ulysses rank would hold no head");
     expect_refusal("plan --gpus 16 --platform a800-2n --tp 2 --ulysses 2 --ring 2 --dp 1",
                    "usp: plan: 16 GPUs are not dp x tp x ulysses x ring = 1 x 2 x 2 x 2 = 8");
     expect_refusal("plan --gpus 16 --platform a800-2n --seq 1000 --tp 4 --ulysses 2 --ring 2 --dp 1",
@@ -85,7 +85,7 @@ static void test_refused_listing(void **state) {
     int rc = run_usp("plan --gpus 64 --platform h100-fattree --tp 8 --ulysses 8 --ring 1 --dp 1 --all", out,
                      sizeof out, err, sizeof err);
     assert_int_equal(rc, 2);
-    assert_non_null(strstr(out, "heads 32 are not divisible by tp x ulysses = 8 x 8 = 64"));
+    assert_non_null(strstr(out, "heads 32 / tp 8 = 4 < ulysses 8: a ulysses rank would hold no head"));
 }
 
 static void expect_json(const char *args, const char *member) {
@@ -186,10 +186,27 @@ static void test_packed_documents(void **state) {
     remove(json);
 }
 
+/* 32 heads over ulysses 6 split unevenly (6, 6, 5, 5, 5, 5): planned, and
+ * slower per step than ulysses 8 on the same sequence (fewer GPUs, and the
+ * six-head ranks set the pace). */
+static void test_uneven_heads(void **state) {
+    (void)state;
+    char a[256], b[256];
+    best_row("plan --model llama2-7b --gpus 6 --platform h200x8 --tp 1 --dp 1 --ulysses 6 --ring 1 --seq 24576 "
+             "--zero 1 --recompute no", a, sizeof a);
+    best_row("plan --model llama2-7b --gpus 8 --platform h200x8 --tp 1 --dp 1 --ulysses 8 --ring 1 --seq 24576 "
+             "--zero 1 --recompute no", b, sizeof b);
+    double ta, tb;
+    assert_int_equal(sscanf(a, " 1 1 1 6 1 1 - %lf", &ta), 1);
+    assert_int_equal(sscanf(b, " 1 1 1 8 1 1 - %lf", &tb), 1);
+    assert_true(ta > tb);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help), cmocka_unit_test(test_refusals), cmocka_unit_test(test_refused_listing),
         cmocka_unit_test(test_json), cmocka_unit_test(test_table), cmocka_unit_test(test_packed_documents),
+        cmocka_unit_test(test_uneven_heads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

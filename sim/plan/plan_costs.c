@@ -67,9 +67,12 @@ static usp_status check_shapes(const usp_workload *w, const usp_mix *x) {
     const usp_model *m = &w->model;
     if (w->global_batch % x->dp != 0)
         return usp_fail(USP_EINVAL, "global batch %d is not divisible by dp %d", w->global_batch, x->dp);
-    if (m->heads % (x->tp * x->ulysses) != 0)
-        return usp_fail(USP_EINVAL, "heads %d are not divisible by tp x ulysses = %d x %d = %d", m->heads, x->tp,
-                        x->ulysses, x->tp * x->ulysses);
+    /* ulysses may split a TP shard's heads unevenly (usp/layout.h), not to nothing */
+    if (m->heads % x->tp != 0)
+        return usp_fail(USP_EINVAL, "heads %d are not divisible by tp %d", m->heads, x->tp);
+    if (m->heads / x->tp < x->ulysses)
+        return usp_fail(USP_EINVAL, "heads %d / tp %d = %d < ulysses %d: a ulysses rank would hold no head", m->heads,
+                        x->tp, m->heads / x->tp, x->ulysses);
     if (m->kv_heads % x->tp != 0)
         return usp_fail(USP_EINVAL, "kv_heads %d are not divisible by tp %d (each TP rank holds whole K/V heads)",
                         m->kv_heads, x->tp);
