@@ -34,7 +34,8 @@ typedef struct {
      * (the copy kernels of one GPU differ up to sevenfold in achieved rate) */
     double mem_bytes_per_s[USP_STEP_KIND_COUNT];
     double launch_s;
-    double capacity_bytes;
+    double capacity_bytes;   /* the card's memory: 'memory_mib' x 2^20 or 'memory_gb' x 10^9 */
+    double usable_bytes;     /* USP_MEMORY_USABLE_FRACTION of it */
     /* fraction of an attention kernel's rate lost while its rank's comm
      * stream transfers ('comm_overlap_slowdown', default 0): the NCCL kernel
      * holds SMs and memory bandwidth the attention kernel then lacks */
@@ -42,7 +43,8 @@ typedef struct {
 } sim_profile;
 
 /* Loads a built-in profile ("h200") or a JSON file; every field is required
- * but 'memory_gbps', 'comm_overlap_slowdown' and the rates' fixed times. */
+ * but 'memory_gbps', 'comm_overlap_slowdown' and the rates' fixed times
+ * (and one of 'memory_mib' / 'memory_gb'). */
 usp_status sim_profile_load(const char *name_or_file, sim_profile *p);
 /* USP_EINVAL when the profile has no attention figures for the config's dtype. */
 usp_status sim_profile_supports(const sim_profile *p, const usp_config *c);

@@ -49,7 +49,11 @@ double usp_model_layer_params(const usp_model *m);
 typedef struct {
     usp_model model;
     int seq;             /* tokens per sequence */
-    int global_batch;    /* sequences per training step (no gradient accumulation) */
+    int global_batch;    /* sequences per training step */
+    int micro_batch;     /* sequences one DP rank runs forward and backward at once; the step
+                          * accumulates gradients over global_batch / (dp x micro_batch)
+                          * micro-batches, synchronizing them once (0: global_batch / dp, one
+                          * micro-batch per step, no accumulation) */
     int causal;          /* 1 for language models */
     usp_dtype dtype;     /* activations, parameters and gradients (bf16) */
     usp_ring_impl ring_impl;
@@ -82,6 +86,15 @@ typedef struct {
 } usp_mix;
 
 static inline int usp_mix_gpus(const usp_mix *x) { return x->dp * x->tp * x->ulysses * x->ring; }
+/* Sequences per micro-batch of one DP rank, and micro-batches per step
+ * (usp_mix_check refuses a mix where they do not divide the global batch). */
+static inline int usp_micro_batch(const usp_workload *w, const usp_mix *x) {
+    return w->micro_batch > 0 ? w->micro_batch : w->global_batch / (x->dp > 0 ? x->dp : 1);
+}
+static inline int usp_accumulation_steps(const usp_workload *w, const usp_mix *x) {
+    int per_step = (x->dp > 0 ? x->dp : 1) * usp_micro_batch(w, x);
+    return per_step > 0 && w->global_batch >= per_step ? w->global_batch / per_step : 1;
+}
 /* Ranks that shard ZeRO states and reduce gradients: dp x ulysses x ring. */
 static inline int usp_mix_zero_group(const usp_mix *x) { return x->dp * x->ulysses * x->ring; }
 
@@ -111,23 +124,30 @@ const char *usp_comm_term_name(usp_comm_term t);
 
 typedef struct {
     double layer[USP_TERM_COUNT]; /* bytes one GPU sends for one layer, forward + backward */
-    double edges[USP_TERM_COUNT]; /* embedding, LM head and their gradients, once per step */
-    double step[USP_TERM_COUNT];  /* layers x layer + edges */
+    double edges[USP_TERM_COUNT]; /* embedding, LM head and their gradients, the step's sync */
+    /* With gradient accumulation, one micro-batch before the last, all layers
+     * and edges: its activations' bytes; gradients are reduced only where the
+     * shards are all a rank keeps (ZeRO-2/3, as DeepSpeed does) and only
+     * ZeRO-3 gathers parameters; 0 without accumulation. */
+    double accum[USP_TERM_COUNT];
+    double step[USP_TERM_COUNT];  /* layers x layer + edges + (micro-batches - 1) x accum */
 } usp_comm_bytes;
 
-/* Bytes GPU 0 sends per training step, by term (every GPU sends the same). */
+/* Bytes GPU 0 sends per training step, by term (every GPU sends the same);
+ * layer and edges are those of the step's last micro-batch, which
+ * synchronizes the gradients and parameters. */
 void usp_comm_closed_form(const usp_workload *w, const usp_mix *x, usp_comm_bytes *out);
 
 typedef struct {
     double params, grads, optimizer; /* model states */
     double activations;              /* saved for the backward, all layers */
     double working;                  /* the largest transient: one layer's backward or the LM head */
-    double reserved;                 /* CUDA context, NCCL buffers, allocator slack */
-    double total;
+    double total;                    /* tensors only: compared with USP_MEMORY_USABLE_FRACTION
+                                      * of the card (usp/sim.h) */
     double layer_saved;              /* activations one layer keeps (without recomputation) */
 } usp_memory;
 
-/* Bytes per GPU at the peak of a step. */
+/* Bytes per GPU at the peak of a step (activations of one micro-batch). */
 void usp_memory_closed_form(const usp_workload *w, const usp_mix *x, usp_memory *out);
 
 /* Model FLOPs of one training step, whole cluster, without recomputation:
@@ -163,7 +183,8 @@ typedef struct {
     double compute_s, exposed_s;/* per step, critical GPU: busy compute, and time it waits */
     double tflops_per_gpu, mfu; /* model FLOPs (see usp_model_flops) */
     usp_memory mem;
-    int oom;
+    int oom;                    /* mem.total > the plan's usable_bytes */
+    int micro_batch, accumulation_steps; /* usp_micro_batch, usp_accumulation_steps */
     usp_comm_bytes simulated;   /* bytes GPU 0 moved in the simulation, by term */
 } usp_plan_point;
 
@@ -172,6 +193,7 @@ typedef struct {
     char platform[128], gpu[64];
     int gpus;
     double peak_flops, matmul_flops, capacity_bytes;
+    double usable_bytes;        /* USP_MEMORY_USABLE_FRACTION of capacity_bytes: a point above is oom */
     usp_flops flops;
     usp_plan_point *points;     /* ranked: fitting by step time, then out of memory, then refused;
                                  * times within 1e-4 tie, fewer bytes sent first, then less memory */

@@ -86,6 +86,8 @@ typedef struct {
     double delay_s;        /* attention: a synchronized harness's prefix beyond the simulated
                             * start of the first attention (0: none) */
     int global_batch;      /* training */
+    int micro_batch;       /* training: sequences per DP rank per micro-batch ("micro_batch" of the
+                            * row, else of the problem; 0: global_batch / dp, no accumulation) */
     usp_mix mix;           /* training */
     double measured;       /* throughput in the table's metric */
     double predicted;      /* same unit; NAN when the row could not be predicted */

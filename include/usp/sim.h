@@ -57,6 +57,18 @@ usp_status usp_sim_check_memory(const usp_config *cfg, int backward);
 
 /* ---------------------------------------------------------- the summary */
 
+/* The share of a card's memory a training process can hold in tensors: the
+ * rest goes to the CUDA context (about 0.4 GB with lazy module loading,
+ * pytorch/pytorch issue 109888), NCCL's buffers (0.54-0.69 GB per
+ * communicator on 4 x A100 over NVLink, NVIDIA/nccl issue 964; a training
+ * mix uses about three: TP or Ulysses, ring, data parallel) and the caching
+ * allocator's reserved-but-unallocated blocks (1.83 GiB beside 75.31 GiB
+ * allocated, 2.4%, vllm-project/compressed-tensors pull 587). On an 80 GiB
+ * card (85.9 GB) that is 0.4 + 2.1 + 2.0 = 4.5 GB, 5.2%: 0.95 is kept
+ * (sim/SOURCES.md, "GPU memory"). The planner's and usp run's memory
+ * figures are tensors only; both compare them with this share. */
+#define USP_MEMORY_USABLE_FRACTION 0.95
+
 /* What a simulated run says beyond usp_result: efficiency and memory. */
 typedef struct {
     char platform[128];        /* spec as given, or the file */
@@ -72,7 +84,8 @@ typedef struct {
     double peak_bytes_max;     /* live activations of the busiest rank */
     int peak_rank;
     double capacity_bytes;     /* the GPU's memory */
-    int oom;                   /* 1 when peak_bytes_max exceeds capacity_bytes */
+    double usable_bytes;       /* USP_MEMORY_USABLE_FRACTION of it */
+    int oom;                   /* 1 when peak_bytes_max exceeds usable_bytes */
 } usp_sim_report;
 
 /* Derives the report of a finished run (loads the profile named by o). */

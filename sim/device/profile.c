@@ -44,6 +44,8 @@ static const phys_range MASKED_RANGE = {0.01, 10.0, ""};
 static const phys_range MICROSECONDS_RANGE = {0.0, 1e5, "us"};
 /* GPU memory, GB: 48 (L20) to 150 (H200); 288 GB parts exist. */
 static const phys_range MEMORY_GB_RANGE = {0.1, 1e5, "GB"};
+/* The same in MiB, as nvidia-smi prints the total: 46068 (L20) to 143771 (H200). */
+static const phys_range MEMORY_MIB_RANGE = {100, 1e8, "MiB"};
 
 static usp_status in_range(const usp_json *v, const char *key, const phys_range *r) {
     if (v->number >= r->lo && v->number <= r->hi) return USP_OK;
@@ -172,10 +174,29 @@ static usp_status load_comm_slowdown(const usp_json *root, sim_profile *p) {
     return USP_OK;
 }
 
+/* The card's memory: "memory_mib" (nvidia-smi's total, exact: 81920 for an
+ * A100 80GB, which holds 80 GiB) or "memory_gb" (10^9 bytes); exactly one. */
+static usp_status load_capacity(const usp_json *root, sim_profile *p) {
+    const usp_json *mib = usp_json_get(root, "memory_mib"), *gb = usp_json_get(root, "memory_gb");
+    if (mib && gb)
+        return usp_fail(USP_EINVAL, "line %d: give 'memory_mib' or 'memory_gb', not both", mib->line);
+    if (!mib && !gb) return usp_fail(USP_EINVAL, "line %d: missing 'memory_mib' (or 'memory_gb')", root->line);
+    double v;
+    if (mib) {
+        USP_TRY(ranged(root, "memory_mib", &MEMORY_MIB_RANGE, &v));
+        p->capacity_bytes = v * 1048576.0;
+    } else {
+        USP_TRY(ranged(root, "memory_gb", &MEMORY_GB_RANGE, &v));
+        p->capacity_bytes = v * 1e9;
+    }
+    p->usable_bytes = USP_MEMORY_USABLE_FRACTION * p->capacity_bytes;
+    return USP_OK;
+}
+
 static usp_status load_tree(const usp_json *root, sim_profile *p) {
     const usp_json *masked;
     const char *name;
-    double hbm, launch_us, mem_gb;
+    double hbm, launch_us;
     if (root->type != USP_JSON_OBJECT) return usp_fail(USP_EINVAL, "line %d: a profile is a JSON object", root->line);
     USP_TRY(usp_json_get_string(root, "name", &name));
     snprintf(p->name, sizeof p->name, "%s", name);
@@ -186,11 +207,10 @@ static usp_status load_tree(const usp_json *root, sim_profile *p) {
     USP_TRY(ranged(root, "hbm_gbps", &GBPS_RANGE, &hbm));
     USP_TRY(load_memory_rates(root, hbm, p));
     USP_TRY(ranged(root, "launch_overhead_us", &MICROSECONDS_RANGE, &launch_us));
-    USP_TRY(ranged(root, "memory_gb", &MEMORY_GB_RANGE, &mem_gb));
+    USP_TRY(load_capacity(root, p));
     USP_TRY(load_comm_slowdown(root, p));
     p->hbm_bytes_per_s = hbm * 1e9;
     p->launch_s = launch_us * 1e-6;
-    p->capacity_bytes = mem_gb * 1e9;
     return USP_OK;
 }
 

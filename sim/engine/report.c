@@ -16,6 +16,7 @@ usp_status usp_sim_report_make(const usp_schedule *s, const usp_result *r, const
     rep->time_bwd_s = r->time_bwd_s;
     rep->time_total_s = r->time_fwd_s + r->time_bwd_s;
     rep->capacity_bytes = prof.capacity_bytes;
+    rep->usable_bytes = prof.usable_bytes;
     rep->peak_dense_tflops = prof.peak_flops[s->cfg.dtype] / 1e12;
     double flops = 0, exposed = 0;
     for (int g = 0; g < r->world; g++) {
@@ -31,7 +32,7 @@ usp_status usp_sim_report_make(const usp_schedule *s, const usp_result *r, const
     rep->exposed_comm_s_mean = r->world ? exposed / r->world : 0;
     if (rep->time_total_s > 0) rep->tflops_per_gpu = rep->flops_per_gpu / rep->time_total_s / 1e12;
     if (rep->peak_dense_tflops > 0) rep->mfu = rep->tflops_per_gpu / rep->peak_dense_tflops;
-    rep->oom = rep->peak_bytes_max > rep->capacity_bytes;
+    rep->oom = rep->peak_bytes_max > rep->usable_bytes;
     return USP_OK;
 }
 
@@ -46,8 +47,9 @@ void usp_sim_report_print(FILE *f, const usp_sim_report *rep) {
     fprintf(f, "  busiest rank     compute %.3f ms  comm %.3f ms  exposed comm %.3f ms (mean %.3f ms)\n",
             rep->compute_s_max * 1e3, rep->comm_s_max * 1e3, rep->exposed_comm_s_max * 1e3,
             rep->exposed_comm_s_mean * 1e3);
-    fprintf(f, "  peak activations %.2f GiB on rank %d of %.1f GiB: %s\n", rep->peak_bytes_max / GiB,
-            rep->peak_rank, rep->capacity_bytes / GiB, rep->oom ? "OUT OF MEMORY" : "fits");
+    fprintf(f, "  peak activations %.2f GiB on rank %d of %.1f GiB usable (%.0f%% of %.1f GiB): %s\n",
+            rep->peak_bytes_max / GiB, rep->peak_rank, rep->usable_bytes / GiB, 100 * USP_MEMORY_USABLE_FRACTION,
+            rep->capacity_bytes / GiB, rep->oom ? "OUT OF MEMORY" : "fits");
 }
 
 static void member(FILE *f, const char *key, double v, int last) {
@@ -76,6 +78,7 @@ void usp_sim_report_json(FILE *f, const usp_sim_report *rep) {
     member(f, "exposed_comm_s_mean", rep->exposed_comm_s_mean, 0);
     member(f, "peak_bytes", rep->peak_bytes_max, 0);
     member(f, "peak_rank", rep->peak_rank, 0);
-    member(f, "capacity_bytes", rep->capacity_bytes, 1);
+    member(f, "capacity_bytes", rep->capacity_bytes, 0);
+    member(f, "usable_bytes", rep->usable_bytes, 1);
     fputc('}', f);
 }

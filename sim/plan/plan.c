@@ -76,22 +76,25 @@ static usp_status enumerate(const usp_plan_options *o, usp_plan *p) {
 /* ----------------------------------------------------- distinct programs */
 
 /* What decides a program's steps: the degrees, the ZeRO traffic pattern,
- * recomputation (layers only). */
+ * recomputation (layers only), and whether it is a micro-batch before the
+ * last (accumulating). */
 typedef struct {
     usp_mix mix;
-    int layer;
+    int layer, accumulating;
 } program_key;
 
-static int zero_pattern(const usp_mix *x) {
+/* ZeRO-1 and ZeRO-2 send alike, except while accumulating (ZeRO-2 reduces
+ * every micro-batch's gradients). */
+static int zero_pattern(const usp_mix *x, int accumulating) {
     if (usp_mix_zero_group(x) < 2) return 0;
-    return x->zero == 2 ? 1 : x->zero;
+    return x->zero == 2 && !accumulating ? 1 : x->zero;
 }
 
-static int same_program(const program_key *k, const usp_mix *x, int layer) {
+static int same_program(const program_key *k, const usp_mix *x, int layer, int accumulating) {
     const usp_mix *y = &k->mix;
-    return k->layer == layer && y->dp == x->dp && y->tp == x->tp && y->ulysses == x->ulysses && y->ring == x->ring &&
-           y->tp_sp == x->tp_sp && y->tp_overlap == x->tp_overlap && zero_pattern(y) == zero_pattern(x) &&
-           (!layer || y->recompute == x->recompute);
+    return k->layer == layer && k->accumulating == accumulating && y->dp == x->dp && y->tp == x->tp &&
+           y->ulysses == x->ulysses && y->ring == x->ring && y->tp_sp == x->tp_sp && y->tp_overlap == x->tp_overlap &&
+           zero_pattern(y, accumulating) == zero_pattern(x, accumulating) && (!layer || y->recompute == x->recompute);
 }
 
 typedef struct {
@@ -100,9 +103,9 @@ typedef struct {
 } program_set;
 
 /* The index of the program that times (x, layer), added when new. */
-static int program_index(program_set *ps, const usp_mix *x, int layer) {
+static int program_index(program_set *ps, const usp_mix *x, int layer, int accumulating) {
     for (int i = 0; i < ps->count; i++)
-        if (same_program(&ps->keys[i], x, layer)) return i;
+        if (same_program(&ps->keys[i], x, layer, accumulating)) return i;
     if (ps->count == ps->cap) {
         int n = ps->cap ? ps->cap * 2 : 64;
         program_key *grown = realloc(ps->keys, (size_t)n * sizeof *grown);
@@ -110,7 +113,7 @@ static int program_index(program_set *ps, const usp_mix *x, int layer) {
         ps->keys = grown;
         ps->cap = n;
     }
-    ps->keys[ps->count] = (program_key){*x, layer};
+    ps->keys[ps->count] = (program_key){*x, layer, accumulating};
     return ps->count++;
 }
 
@@ -123,7 +126,8 @@ static usp_status simulate_batch(const usp_workload *w, const usp_plan_options *
     usp_status st = progs && ptrs ? USP_OK : USP_EINTERNAL;
     for (int i = 0; st == USP_OK && i < n; i++) {
         const program_key *k = &ps->keys[from + i];
-        st = k->layer ? plan_build_layer(w, &k->mix, dev, &progs[i]) : plan_build_edges(w, &k->mix, dev, &progs[i]);
+        st = k->layer ? plan_build_layer(w, &k->mix, dev, k->accumulating, &progs[i])
+                      : plan_build_edges(w, &k->mix, dev, k->accumulating, &progs[i]);
         ptrs[i] = &progs[i];
     }
     if (st == USP_OK) st = plan_simulate(ptrs, n, o->platform, o->gpus, results + from);
@@ -148,20 +152,32 @@ static usp_status simulate_all(const usp_workload *w, const usp_plan_options *o,
 
 /* ------------------------------------------------------------- evaluation */
 
-static void fill_point(const usp_plan *p, usp_plan_point *pt, const plan_sim_result *layer,
-                       const plan_sim_result *edges) {
-    double layers = p->work.model.layers;
+/* res[0], res[1]: the layer and edges of the step's last micro-batch;
+ * res[2], res[3]: those of each micro-batch before it (accumulating), NULL
+ * without accumulation. A step is n - 1 accumulating micro-batches and the
+ * last one, back to back. */
+static void fill_point(const usp_plan *p, usp_plan_point *pt, const plan_sim_result *const res[4]) {
+    const plan_sim_result *layer = res[0], *edges = res[1];
+    double layers = p->work.model.layers, more = pt->accumulation_steps - 1;
     pt->layer_fwd_s = layer->fwd_s;
     pt->layer_bwd_s = layer->makespan_s - layer->fwd_s;
     pt->edges_s = edges->makespan_s;
     pt->step_s = layers * layer->makespan_s + edges->makespan_s;
     pt->compute_s = layers * layer->compute_s + edges->compute_s;
-    pt->exposed_s = pt->step_s - pt->compute_s;
     for (int t = 0; t < USP_TERM_COUNT; t++) {
         pt->simulated.layer[t] = layer->bytes[t];
         pt->simulated.edges[t] = edges->bytes[t];
         pt->simulated.step[t] = layers * layer->bytes[t] + edges->bytes[t];
     }
+    if (more > 0 && res[2] && res[3]) {
+        pt->step_s += more * (layers * res[2]->makespan_s + res[3]->makespan_s);
+        pt->compute_s += more * (layers * res[2]->compute_s + res[3]->compute_s);
+        for (int t = 0; t < USP_TERM_COUNT; t++) {
+            pt->simulated.accum[t] = layers * res[2]->bytes[t] + res[3]->bytes[t];
+            pt->simulated.step[t] += more * pt->simulated.accum[t];
+        }
+    }
+    pt->exposed_s = pt->step_s - pt->compute_s;
     pt->tflops_per_gpu = p->flops.total / p->gpus / pt->step_s / 1e12;
     pt->mfu = pt->tflops_per_gpu * 1e12 / p->peak_flops;
 }
@@ -199,7 +215,9 @@ static void check_points(const usp_workload *w, const usp_plan_options *o, usp_p
         pt->status = usp_mix_check(w, &pt->mix, o->gpus);
         if (pt->status != USP_OK) { snprintf(pt->why, sizeof pt->why, "%s", usp_error()); continue; }
         usp_memory_closed_form(w, &pt->mix, &pt->mem);
-        pt->oom = pt->mem.total > p->capacity_bytes;
+        pt->oom = pt->mem.total > p->usable_bytes;
+        pt->micro_batch = usp_micro_batch(w, &pt->mix);
+        pt->accumulation_steps = usp_accumulation_steps(w, &pt->mix);
         p->runnable++;
     }
 }
@@ -230,20 +248,29 @@ static void drop_needless_recomputation(usp_plan *p) {
 static usp_status simulate_points(const usp_workload *w, const usp_plan_options *o, const plan_device *dev,
                                   usp_plan *p) {
     program_set ps = {0};
-    int *which = usp_calloc((size_t)p->count * 2 + 1, sizeof *which);
+    /* per point: layer, edges, and with accumulation their accumulating twins */
+    int *which = usp_calloc((size_t)p->count * 4 + 1, sizeof *which);
     if (!which) return USP_EINTERNAL;
     usp_status st = USP_OK;
     for (int i = 0; st == USP_OK && i < p->count; i++) {
         if (p->points[i].status != USP_OK) continue;
-        which[2 * i] = program_index(&ps, &p->points[i].mix, 1);
-        which[2 * i + 1] = program_index(&ps, &p->points[i].mix, 0);
-        if (which[2 * i] < 0 || which[2 * i + 1] < 0) st = usp_fail(USP_EINTERNAL, "out of memory");
+        int *wh = which + 4 * i;
+        for (int k = 0; k < 4; k++) {
+            int acc = k >= 2;
+            wh[k] = acc && p->points[i].accumulation_steps < 2 ? -2
+                                                                 : program_index(&ps, &p->points[i].mix, k % 2 == 0, acc);
+            if (wh[k] == -1) st = usp_fail(USP_EINTERNAL, "out of memory");
+        }
     }
     plan_sim_result *res = st == USP_OK ? usp_calloc((size_t)ps.count + 1, sizeof *res) : NULL;
     if (st == USP_OK && !res) st = USP_EINTERNAL;
     if (st == USP_OK) st = simulate_all(w, o, dev, &ps, res);
-    for (int i = 0; st == USP_OK && i < p->count; i++)
-        if (p->points[i].status == USP_OK) fill_point(p, &p->points[i], &res[which[2 * i]], &res[which[2 * i + 1]]);
+    for (int i = 0; st == USP_OK && i < p->count; i++) {
+        if (p->points[i].status != USP_OK) continue;
+        const plan_sim_result *r[4];
+        for (int k = 0; k < 4; k++) r[k] = which[4 * i + k] >= 0 ? &res[which[4 * i + k]] : NULL;
+        fill_point(p, &p->points[i], r);
+    }
     if (st == USP_OK) qsort(p->points, (size_t)p->count, sizeof *p->points, cmp_points);
     free(res);
     free(ps.keys);
@@ -258,6 +285,8 @@ static usp_status start_plan(const usp_workload *w, const usp_plan_options *o, p
     USP_TRY(usp_model_validate(&w->model));
     if (w->seq < 1 || w->global_batch < 1)
         return usp_fail(USP_EINVAL, "seq %d and global batch %d must be >= 1", w->seq, w->global_batch);
+    if (w->micro_batch < 0 || w->micro_batch > w->global_batch)
+        return usp_fail(USP_EINVAL, "micro-batch %d is not in 1..global batch %d", w->micro_batch, w->global_batch);
     if (o->gpus < 1 || o->gpus > 4096) return usp_fail(USP_EINVAL, "gpus %d is not in 1..4096", o->gpus);
     usp_sim_options so = {.platform = o->platform, .profile = o->profile};
     USP_TRY(plan_device_load(sim_profile_for(&so), w, o->matmul_tflops, dev));
@@ -268,6 +297,7 @@ static usp_status start_plan(const usp_workload *w, const usp_plan_options *o, p
     p->peak_flops = dev->peak_flops;
     p->matmul_flops = dev->matmul_flops;
     p->capacity_bytes = dev->prof.capacity_bytes;
+    p->usable_bytes = dev->prof.usable_bytes;
     usp_model_flops(w, &p->flops);
     return USP_OK;
 }

@@ -36,7 +36,7 @@ void usp_mix_describe(const usp_mix *x, char *buf, size_t n) {
 /* Ring 1 has no ring: the token layout of a balanced ring is not needed. */
 usp_config plan_attention_config(const usp_workload *w, const usp_mix *x) {
     usp_config c = usp_config_default();
-    c.batch = w->global_batch / (x->dp > 0 ? x->dp : 1);
+    c.batch = usp_micro_batch(w, x);
     if (c.batch < 1) c.batch = 1;
     c.seq = w->seq;
     c.heads = w->model.heads / (x->tp > 0 ? x->tp : 1);
@@ -67,6 +67,10 @@ static usp_status check_shapes(const usp_workload *w, const usp_mix *x) {
     const usp_model *m = &w->model;
     if (w->global_batch % x->dp != 0)
         return usp_fail(USP_EINVAL, "global batch %d is not divisible by dp %d", w->global_batch, x->dp);
+    if (w->micro_batch < 0) return usp_fail(USP_EINVAL, "micro-batch %d must be >= 1", w->micro_batch);
+    if (w->micro_batch > 0 && w->global_batch % (x->dp * w->micro_batch) != 0)
+        return usp_fail(USP_EINVAL, "global batch %d is not divisible by dp x micro-batch = %d x %d = %d",
+                        w->global_batch, x->dp, w->micro_batch, x->dp * w->micro_batch);
     /* ulysses may split a TP shard's heads unevenly (usp/layout.h), not to nothing */
     if (m->heads % x->tp != 0)
         return usp_fail(USP_EINVAL, "heads %d are not divisible by tp %d", m->heads, x->tp);
@@ -138,7 +142,7 @@ void plan_dims_make(const usp_workload *w, const usp_mix *x, plan_dims *d) {
     const usp_model *m = &w->model;
     memset(d, 0, sizeof *d);
     d->T = x->tp; d->U = x->ulysses; d->R = x->ring; d->Z = usp_mix_zero_group(x);
-    d->b = (double)w->global_batch / x->dp;
+    d->b = usp_micro_batch(w, x);
     d->L = w->seq; d->h = m->hidden; d->H = m->heads; d->Hkv = m->kv_heads; d->D = m->head_dim;
     d->F = m->ffn; d->V = m->vocab; d->layers = m->layers;
     d->S = d->b * d->L / (d->U * d->R);
@@ -260,7 +264,14 @@ void usp_comm_closed_form(const usp_workload *w, const usp_mix *x, usp_comm_byte
     out->layer[USP_TERM_RING] = ring_layer_bytes(&d);
     out->edges[USP_TERM_TP] = tp_edges_bytes(&d);
     zero_step_bytes(&d, out);
-    for (int t = 0; t < USP_TERM_COUNT; t++) out->step[t] = d.layers * out->layer[t] + out->edges[t];
+    int n = usp_accumulation_steps(w, x);
+    for (int t = 0; t < USP_TERM_COUNT; t++) {
+        /* a micro-batch before the last (plan_program.c, accumulating) */
+        int kept = t < USP_TERM_ZERO_PARAM || (t == USP_TERM_GRAD_RS && x->zero >= 2) ||
+                   (t == USP_TERM_ZERO_PARAM && x->zero == 3);
+        out->accum[t] = n > 1 && kept ? d.layers * out->layer[t] + out->edges[t] : 0;
+        out->step[t] = d.layers * out->layer[t] + out->edges[t] + (n - 1) * out->accum[t];
+    }
 }
 
 /* ----------------------------------------------------------------- memory */
@@ -315,8 +326,7 @@ void usp_memory_closed_form(const usp_workload *w, const usp_mix *x, usp_memory 
     out->layer_saved = layer_saved_bytes(&d);
     out->activations = d.layers * (x->recompute ? d.St * d.h * d.e : out->layer_saved);
     out->working = working_bytes(w, x, &d, out->layer_saved);
-    out->reserved = PLAN_RESERVED_BYTES;
-    out->total = out->params + out->grads + out->optimizer + out->activations + out->working + out->reserved;
+    out->total = out->params + out->grads + out->optimizer + out->activations + out->working;
 }
 
 /* ------------------------------------------------------------------ FLOPs */

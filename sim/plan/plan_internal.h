@@ -22,9 +22,6 @@ extern const int PLAN_NEMBEDDED_MODELS;
 
 /* ----------------------------------------------------------- dimensions */
 
-/* Bytes the planner assumes each GPU loses to the CUDA context, NCCL
- * buffers and allocator fragmentation. */
-#define PLAN_RESERVED_BYTES 1.0e9
 /* Optimizer states per parameter: fp32 master weights, Adam momentum and
  * variance (the USP paper's OS = 6 P for 2-byte parameters). */
 #define PLAN_OPTIMIZER_BYTES_PER_PARAM 12.0
@@ -39,7 +36,7 @@ extern const int PLAN_NEMBEDDED_MODELS;
 /* Everything the closed forms and the program builder derive from a
  * workload and a mix, as doubles (products overflow int). */
 typedef struct {
-    double b;            /* sequences per DP rank */
+    double b;            /* sequences per DP rank in one micro-batch */
     double L, h, H, Hkv, D, F, V;
     double layers;
     double T, U, R, Z;
@@ -128,12 +125,15 @@ usp_status plan_device_load(const char *profile, const usp_workload *w, double m
                             plan_device *dev);
 
 /* One representative layer, forward and backward (recomputation included),
- * with the gradient and parameter collectives of one layer on BG. */
-usp_status plan_build_layer(const usp_workload *w, const usp_mix *x, const plan_device *dev,
+ * with the gradient and parameter collectives of one layer on BG; of one
+ * micro-batch of usp_micro_batch sequences. `accumulating`: a micro-batch
+ * before the step's last (gradients accumulate, see plan_program.c). */
+usp_status plan_build_layer(const usp_workload *w, const usp_mix *x, const plan_device *dev, int accumulating,
                             plan_program *out);
-/* The once-per-step parts: embedding, LM head, their collectives, the
- * collectives the first and last layer cannot hide, the optimizer step. */
-usp_status plan_build_edges(const usp_workload *w, const usp_mix *x, const plan_device *dev,
+/* The once-per-micro-batch parts: embedding, LM head, their collectives, the
+ * collectives the first and last layer cannot hide; on the last micro-batch
+ * the optimizer step (and the step's gradient synchronization). */
+usp_status plan_build_edges(const usp_workload *w, const usp_mix *x, const plan_device *dev, int accumulating,
                             plan_program *out);
 void plan_program_free(plan_program *p);
 

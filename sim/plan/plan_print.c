@@ -19,12 +19,18 @@ static void print_header(FILE *f, const usp_plan *p) {
     fprintf(f, "model     %s: %d layers, hidden %d, %d heads (%d K/V) of %d, ffn %d (%s), vocab %d, %.3g B parameters\n",
             m->name, m->layers, m->hidden, m->heads, m->kv_heads, m->head_dim, m->ffn, m->gated_mlp ? "SwiGLU" : "GELU",
             m->vocab, usp_model_params(m) / 1e9);
-    fprintf(f, "workload  seq %d x global batch %d, %s, %s, ring %s%s%s\n", w->seq, w->global_batch,
+    char micro[96] = "";
+    if (w->micro_batch > 0)
+        snprintf(micro, sizeof micro, " (micro-batches of %d per DP rank, gradients accumulated)", w->micro_batch);
+    fprintf(f, "workload  seq %d x global batch %d%s, %s, %s, ring %s%s%s\n", w->seq, w->global_batch, micro,
             w->mask ? usp_mask_describe(w->mask) : w->causal ? "causal" : "non-causal", usp_dtype_name(w->dtype),
             usp_ring_impl_name(w->ring_impl), w->grad_fp32 ? ", fp32 gradients" : "",
             w->grad_sync_step ? ", gradients and parameters synchronized once per step (not overlapped)" : "");
-    fprintf(f, "cluster   %d GPUs on %s: %s, peak %.0f TFLOP/s, matrix products at %.0f TFLOP/s, %.0f GB\n", p->gpus,
-            p->platform, p->gpu, p->peak_flops / 1e12, p->matmul_flops / 1e12, p->capacity_bytes / 1e9);
+    fprintf(f,
+            "cluster   %d GPUs on %s: %s, peak %.0f TFLOP/s, matrix products at %.0f TFLOP/s, %.1f GB (%.1f GB "
+            "usable)\n",
+            p->gpus, p->platform, p->gpu, p->peak_flops / 1e12, p->matmul_flops / 1e12, p->capacity_bytes / 1e9,
+            p->usable_bytes / 1e9);
     fprintf(f, "FLOPs     %.3g PFLOP per step (linear %.3g, attention %.3g), model FLOPs without recomputation\n\n",
             p->flops.total / 1e15, p->flops.linear / 1e15, p->flops.attention / 1e15);
 }
@@ -106,7 +112,6 @@ static void json_memory(FILE *f, const usp_memory *m) {
     json_num(f, "activations", m->activations, 1);
     json_num(f, "layer_saved", m->layer_saved, 1);
     json_num(f, "working", m->working, 1);
-    json_num(f, "reserved", m->reserved, 1);
     json_num(f, "total", m->total, 0);
     fputs("}", f);
 }
@@ -134,6 +139,7 @@ static void json_point(FILE *f, const usp_plan_point *pt) {
     json_num(f, "exposed_s", pt->exposed_s, 1);
     json_num(f, "tflops_per_gpu", pt->tflops_per_gpu, 1);
     json_num(f, "mfu", pt->mfu, 1);
+    fprintf(f, "\"micro_batch\": %d, \"accumulation_steps\": %d, ", pt->micro_batch, pt->accumulation_steps);
     fprintf(f, "\"oom\": %s, \"memory_bytes\": ", pt->oom ? "true" : "false");
     json_memory(f, &pt->mem);
     fputs("}", f);
@@ -149,9 +155,9 @@ static void json_header(FILE *f, const usp_plan *p) {
             m->tied_embeddings ? "true" : "false");
     json_num(f, "params", usp_model_params(m), 0);
     fprintf(f, "}, \"seq\": %d, \"global_batch\": %d, \"causal\": %s, \"dtype\": \"%s\", \"ring_impl\": \"%s\", "
-               "\"grad_sync\": \"%s\", \"grad_dtype\": \"%s\", \"platform\": ",
+               "\"micro_batch\": %d, \"grad_sync\": \"%s\", \"grad_dtype\": \"%s\", \"platform\": ",
             p->work.seq, p->work.global_batch, p->work.causal ? "true" : "false", usp_dtype_name(p->work.dtype),
-            usp_ring_impl_name(p->work.ring_impl), p->work.grad_sync_step ? "step" : "layer",
+            usp_ring_impl_name(p->work.ring_impl), p->work.micro_batch, p->work.grad_sync_step ? "step" : "layer",
             p->work.grad_fp32 ? "fp32" : usp_dtype_name(p->work.dtype));
     usp_json_write_string(f, p->platform);
     if (p->work.mask) {
@@ -164,6 +170,7 @@ static void json_header(FILE *f, const usp_plan *p) {
     json_num(f, "peak_tflops", p->peak_flops / 1e12, 1);
     json_num(f, "matmul_tflops", p->matmul_flops / 1e12, 1);
     json_num(f, "capacity_bytes", p->capacity_bytes, 1);
+    json_num(f, "usable_bytes", p->usable_bytes, 1);
     fputs("\"model_flops_per_step\": {", f);
     json_num(f, "linear", p->flops.linear, 1);
     json_num(f, "attention", p->flops.attention, 1);
@@ -209,9 +216,15 @@ void usp_plan_print_json(FILE *f, const usp_plan *p, int top, int refused, int d
 /* -------------------------------------------------------------- explain */
 
 static void explain_time(FILE *f, const usp_plan *p, const usp_plan_point *pt) {
-    fprintf(f, "time per step  %.4g s = %d layers x (forward %.4g + backward %.4g s) + embedding, LM head, "
+    if (pt->accumulation_steps > 1)
+        fprintf(f, "micro-batches  %d of %d sequences per DP rank: %d accumulating (no optimizer%s), then the last "
+                   "one below\n",
+                pt->accumulation_steps, pt->micro_batch, pt->accumulation_steps - 1,
+                pt->mix.zero >= 2 ? "; ZeRO-2/3 reduce every micro-batch's gradients" : ", no gradient reduction");
+    fprintf(f, "time per step  %.4g s = %s%d layers x (forward %.4g + backward %.4g s) + embedding, LM head, "
                "unhidden collectives and optimizer %.4g s\n",
-            pt->step_s, p->work.model.layers, pt->layer_fwd_s, pt->layer_bwd_s, pt->edges_s);
+            pt->step_s, pt->accumulation_steps > 1 ? "the accumulating micro-batches + " : "", p->work.model.layers,
+            pt->layer_fwd_s, pt->layer_bwd_s, pt->edges_s);
     fprintf(f, "               compute %.4g s; the GPU waits for communication %.4g s (%.1f%%)\n", pt->compute_s,
             pt->exposed_s, 100 * pt->exposed_s / pt->step_s);
     fprintf(f, "throughput     %.1f TFLOP/s per GPU, MFU %.1f%% of %.0f TFLOP/s\n\n", pt->tflops_per_gpu,
@@ -222,7 +235,8 @@ static void explain_comm(FILE *f, const usp_plan *p, const usp_plan_point *pt) {
     usp_comm_bytes cf;
     usp_comm_closed_form(&p->work, &pt->mix, &cf);
     char a[32], b[32], c[32], d[32];
-    fprintf(f, "communication per GPU, bytes sent   per layer   edges/step    per step   simulated/step\n");
+    fprintf(f, "communication per GPU, bytes sent   per layer   edges/step    per step   simulated/step%s\n",
+            pt->accumulation_steps > 1 ? "  (per layer, edges: the last micro-batch)" : "");
     for (int t = 0; t < USP_TERM_COUNT; t++)
         fprintf(f, "  %-28s %12s %12s %11s %12s\n", usp_comm_term_name((usp_comm_term)t), human(cf.layer[t], a, 32),
                 human(cf.edges[t], b, 32), human(cf.step[t], c, 32), human(pt->simulated.step[t], d, 32));
@@ -243,9 +257,10 @@ static void explain_memory(FILE *f, const usp_plan *p, const usp_plan_point *pt)
             p->work.model.layers, pt->mix.recompute ? "the layer input" : human(m->layer_saved, b, 32),
             pt->mix.recompute ? " (recomputed)" : "");
     fprintf(f, "  working set (largest transient)%12s\n", human(m->working, a, 32));
-    fprintf(f, "  reserved (context, NCCL)       %12s\n", human(m->reserved, a, 32));
-    fprintf(f, "  total                          %12s of %s%s\n", human(m->total, a, 32), human(p->capacity_bytes, b, 32),
-            pt->oom ? ": OUT OF MEMORY" : "");
+    char c[32];
+    fprintf(f, "  total                          %12s of %s usable (%.0f%% of %s: CUDA context, NCCL, allocator)%s\n",
+            human(m->total, a, 32), human(p->usable_bytes, b, 32), 100 * USP_MEMORY_USABLE_FRACTION,
+            human(p->capacity_bytes, c, 32), pt->oom ? ": OUT OF MEMORY" : "");
 }
 
 static const usp_plan_point *point_at(const usp_plan *p, int index) {
@@ -276,6 +291,8 @@ static void explain_json(FILE *f, const usp_plan *p, int index) {
     json_terms(f, cf.layer);
     fputs(", \"bytes_edges\": ", f);
     json_terms(f, cf.edges);
+    fputs(", \"bytes_accumulating_micro_batch\": ", f);
+    json_terms(f, cf.accum);
     fputs(", \"bytes_per_step\": ", f);
     json_terms(f, cf.step);
     fputs(", \"simulated_bytes_per_step\": ", f);

@@ -34,6 +34,7 @@ typedef struct {
     plan_dims d;
     plan_rank_program *rp;
     int rank, backward;
+    int accumulating;          /* a micro-batch before the step's last one */
     const usp_schedule *attn;  /* the USP schedule of this layer's attention */
     int *usp_map;              /* attention step -> program step (latest splice) */
 } builder;
@@ -287,9 +288,30 @@ static int wait_for(builder *b, const char *name, int dep) {
 
 /* Whether a layer carries its own share of the DP/ZeRO traffic: not when
  * gradients are synchronized once per step (ZeRO-3 still gathers each
- * layer's parameters for its forward and backward). */
-static int layer_grads(const builder *b) { return !b->d.grad_step; }
-static int layer_params(const builder *b) { return !b->d.grad_step || b->x->zero == 3; }
+ * layer's parameters for its forward and backward). A micro-batch before
+ * the last accumulates its gradients: it reduces them only when the shards
+ * are all a rank keeps (ZeRO-2/3, as DeepSpeed does), and only ZeRO-3
+ * gathers parameters (the others' have not changed since the last step). */
+static int layer_grads(const builder *b) { return !b->d.grad_step && (!b->accumulating || b->x->zero >= 2); }
+static int layer_params(const builder *b) {
+    return (!b->d.grad_step || b->x->zero == 3) && (!b->accumulating || b->x->zero == 3);
+}
+
+/* The end of a micro-batch before the last: the ZeRO-2/3 reductions the
+ * layers did not carry, no optimizer. */
+static usp_status end_accumulating(builder *b, int i) {
+    const plan_dims *d = &b->d;
+    int red = -1;
+    if (b->x->zero >= 2 && d->grad_step)
+        red = grad_reduce(b, "grad.reduce.step", d->layers * d->shard_layer + d->shard_edges, 1, i);
+    else if (b->x->zero >= 2) {
+        red = grad_reduce(b, "grad.reduce.embedding", d->shard_edges, 1, i);
+        int last = grad_reduce(b, "grad.reduce.last_layer", d->shard_layer, 0, i);
+        if (last >= 0) red = last;
+    }
+    if (red >= 0) i = wait_for(b, "wait.grads", red);
+    return i < 0 ? usp_fail(USP_EINTERNAL, "out of memory building the step") : USP_OK;
+}
 
 static usp_status build_layer_rank(builder *b) {
     b->backward = 0;
@@ -339,6 +361,7 @@ static usp_status build_edges_rank(builder *b) {
     i = memory_bound(b, "final_norm.bwd", 4 * tok_h, i);
     i = tp_gather(b, "tp.ag.dembedding", i);
     i = memory_bound(b, "embedding.bwd", 2 * d->S * d->h * d->e, i);
+    if (b->accumulating) return end_accumulating(b, i);
     double local = zero_active(b) && b->x->zero >= 1 ? d->layers * d->shard_layer + d->shard_edges
                                                      : d->layers * d->p_layer + d->p_edges;
     /* the optimizer reads the gradient in its own element size */
@@ -359,7 +382,7 @@ static usp_status build_edges_rank(builder *b) {
 }
 
 static usp_status build(const usp_workload *w, const usp_mix *x, const plan_device *dev, int layer,
-                        plan_program *out) {
+                        int accumulating, plan_program *out) {
     memset(out, 0, sizeof *out);
     USP_TRY(usp_mix_check(w, x, 0));
     out->mix = *x;
@@ -375,7 +398,8 @@ static usp_status build(const usp_workload *w, const usp_mix *x, const plan_devi
     int *map = st == USP_OK ? usp_calloc((size_t)most + 1, sizeof *map) : NULL;
     if (st == USP_OK && !map) st = USP_EINTERNAL;
     for (int g = 0; st == USP_OK && g < out->world; g++) {
-        builder b = {.w = w, .x = x, .dev = dev, .rp = &out->ranks[g], .rank = g, .attn = &attn, .usp_map = map};
+        builder b = {.w = w, .x = x, .dev = dev, .rp = &out->ranks[g], .rank = g, .attn = &attn, .usp_map = map,
+                     .accumulating = accumulating};
         plan_dims_make(w, x, &b.d);
         st = layer ? build_layer_rank(&b) : build_edges_rank(&b);
     }
@@ -385,12 +409,14 @@ static usp_status build(const usp_workload *w, const usp_mix *x, const plan_devi
     return st;
 }
 
-usp_status plan_build_layer(const usp_workload *w, const usp_mix *x, const plan_device *dev, plan_program *out) {
-    return build(w, x, dev, 1, out);
+usp_status plan_build_layer(const usp_workload *w, const usp_mix *x, const plan_device *dev, int accumulating,
+                            plan_program *out) {
+    return build(w, x, dev, 1, accumulating, out);
 }
 
-usp_status plan_build_edges(const usp_workload *w, const usp_mix *x, const plan_device *dev, plan_program *out) {
-    return build(w, x, dev, 0, out);
+usp_status plan_build_edges(const usp_workload *w, const usp_mix *x, const plan_device *dev, int accumulating,
+                            plan_program *out) {
+    return build(w, x, dev, 0, accumulating, out);
 }
 
 void plan_program_free(plan_program *p) {

@@ -190,6 +190,18 @@ static usp_status read_attention_row(const usp_json *r, const usp_config *base, 
     return USP_OK;
 }
 
+/* Optional "micro_batch" (>= 1): sequences per DP rank per micro-batch, as
+ * the source states or the file's remarks assume; absent: 0 (no accumulation,
+ * or the problem's). */
+static usp_status read_micro_batch(const usp_json *obj, int *out) {
+    const usp_json *mb = usp_json_get(obj, "micro_batch");
+    if (!mb) return USP_OK;
+    if (mb->type != USP_JSON_NUMBER || mb->number < 1 || mb->number > (1 << 20) || mb->number != (int)mb->number)
+        return usp_fail(USP_EINVAL, "line %d: 'micro_batch' must be an integer >= 1", mb->line);
+    *out = (int)mb->number;
+    return USP_OK;
+}
+
 static usp_status read_training_problem(const usp_json *p, const char *dir, usp_pub_table *t) {
     const char *model, *dtype, *impl;
     USP_TRY(usp_json_get_string(p, "model", &model));
@@ -212,6 +224,7 @@ static usp_status read_training_problem(const usp_json *p, const char *dir, usp_
     if (gd && (gd->type != USP_JSON_STRING || (strcmp(gd->string, "dtype") && strcmp(gd->string, "fp32"))))
         return usp_fail(USP_EINVAL, "line %d: 'grad_dtype' must be \"dtype\" or \"fp32\"", gd->line);
     t->work.grad_fp32 = gd && !strcmp(gd->string, "fp32");
+    USP_TRY(read_micro_batch(p, &t->work.micro_batch));
     if (usp_parse_dtype(dtype, &t->work.dtype) != USP_OK || usp_parse_ring_impl(impl, &t->work.ring_impl) != USP_OK)
         return usp_fail(USP_EINVAL, "line %d: %s", p->line, usp_error());
     char path[1100];
@@ -225,6 +238,8 @@ static usp_status read_training_row(const usp_json *r, const usp_pub_table *t, u
     USP_TRY(read_skip(r, row));
     USP_TRY(usp_json_get_int(r, "seq", &row->seq));
     USP_TRY(usp_json_get_int(r, "global_batch", &row->global_batch));
+    row->micro_batch = t->work.micro_batch;
+    USP_TRY(read_micro_batch(r, &row->micro_batch));
     USP_TRY(usp_json_get_int(r, "dp", &row->mix.dp));
     USP_TRY(usp_json_get_int(r, "tp", &row->mix.tp));
     USP_TRY(usp_json_get_int(r, "ulysses", &row->mix.ulysses));
@@ -232,6 +247,8 @@ static usp_status read_training_row(const usp_json *r, const usp_pub_table *t, u
     USP_TRY(read_measured(r, row->skip, &row->measured));
     snprintf(row->label, sizeof row->label, "%dK b%d dp%d tp%d u%d r%d", row->seq / 1024, row->global_batch,
              row->mix.dp, row->mix.tp, row->mix.ulysses, row->mix.ring);
+    if (row->micro_batch > 0 && row->micro_batch * row->mix.dp < row->global_batch)
+        snprintf(row->label + strlen(row->label), sizeof row->label - strlen(row->label), " mb%d", row->micro_batch);
     return USP_OK;
 }
 
@@ -470,6 +487,7 @@ static usp_status predict_training(const usp_pub_table *t, const char *platform,
     usp_workload w = t->work;
     w.seq = row->seq;
     w.global_batch = row->global_batch;
+    w.micro_batch = row->micro_batch;
     usp_plan_options o;
     usp_plan_options_init(&o);
     o.platform = platform ? platform : t->platform;

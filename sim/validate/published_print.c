@@ -104,7 +104,8 @@ static void row_json(FILE *f, const usp_pub_table *t, const usp_pub_row *r) {
         fprintf(f, ",\"seq_run\":%d,\"ulysses\":%d,\"ring\":%d,\"ring_impl\":\"%s\"", r->cfg.seq, r->cfg.ulysses,
                 r->cfg.ring, usp_ring_impl_name(r->cfg.ring_impl));
     else
-        fprintf(f, ",\"global_batch\":%d,\"dp\":%d,\"tp\":%d,\"ulysses\":%d,\"ring\":%d,\"oom\":%s", r->global_batch,
+        fprintf(f, ",\"global_batch\":%d,\"micro_batch\":%d,\"dp\":%d,\"tp\":%d,\"ulysses\":%d,\"ring\":%d,\"oom\":%s",
+                r->global_batch, r->micro_batch > 0 ? r->micro_batch : r->global_batch / (r->mix.dp > 0 ? r->mix.dp : 1),
                 r->mix.dp, r->mix.tp, r->mix.ulysses, r->mix.ring, r->oom ? "true" : "false");
     fprintf(f, ",\"measured\":");
     num(f, r->measured);

@@ -106,6 +106,11 @@ static usp_status read_profile_tree(const usp_json *root, usp_profile_desc *p) {
         USP_TRY(usp_json_get_number(root, "comm_overlap_slowdown", &p->comm_slowdown));
     if (!(p->comm_slowdown >= 0 && p->comm_slowdown < 1))
         return usp_fail(USP_EINVAL, "'comm_overlap_slowdown' must be in [0, 1)");
+    if (usp_json_get(root, "memory_mib")) { /* nvidia-smi's MiB: written back as GB */
+        USP_TRY(usp_json_get_number(root, "memory_mib", &p->memory_gb));
+        p->memory_gb *= 1048576.0 / 1e9;
+        return USP_OK;
+    }
     return usp_json_get_number(root, "memory_gb", &p->memory_gb);
 }
 
@@ -197,7 +202,7 @@ usp_status usp_profile_desc_write(const usp_profile_desc *p, FILE *f) {
             p->masked_bwd);
     fprintf(f, "  \"hbm_gbps\": %.0f,\n", p->hbm_gbps);
     write_memory_rates(f, p);
-    fprintf(f, "  \"launch_overhead_us\": %.2f,\n  \"memory_gb\": %.0f,\n", p->launch_us, p->memory_gb);
+    fprintf(f, "  \"launch_overhead_us\": %.2f,\n  \"memory_gb\": %.1f,\n", p->launch_us, p->memory_gb);
     if (p->comm_slowdown > 0) fprintf(f, "  \"comm_overlap_slowdown\": %.3f,\n", p->comm_slowdown);
     fprintf(f, "  \"peak_dense_tflops\": {");
     first = 1;

@@ -65,8 +65,16 @@ static void help(void) {
         "FLOPs / GPUs / step time; MFU = that / the profile's dense peak.\n\n"
         "Memory per GPU: parameters and gradients (dtype), optimizer states (12 B per\n"
         "parameter), ZeRO-sharded over the dp x ulysses x ring GPUs of a TP shard;\n"
-        "the activations every layer keeps; the largest transient; 1 GB reserved.\n"
-        "OOM marks a mix whose peak exceeds the profile's memory.\n\n"
+        "the activations every layer keeps for one micro-batch; the largest transient.\n"
+        "OOM marks a mix whose peak exceeds the usable share of the card's memory\n"
+        "(the profile's exact capacity x 0.95: the rest goes to the CUDA context, NCCL's\n"
+        "buffers and the allocator's unused blocks; sim/SOURCES.md, GPU memory).\n\n"
+        "Gradient accumulation (--micro-batch M): each DP rank runs global batch /\n"
+        "(dp x M) micro-batches of M sequences, forward and backward, one after the\n"
+        "other; gradients accumulate and are synchronized (--grad-sync) and the\n"
+        "optimizer runs once, after the last (ZeRO-2/3 reduce every micro-batch's\n"
+        "gradients, keeping only their shard; ZeRO-3 gathers parameters every time).\n"
+        "A step is (n - 1) accumulating micro-batches + the last one, each simulated.\n\n"
         "Options:\n"
         "  --model M           llama2-7b, llama3-8b, llama3-70b, gpt, or a model .json\n"
         "  --seq L             tokens per sequence; a K suffix multiplies by 1024 (64K)\n"
@@ -74,6 +82,8 @@ static void help(void) {
         "  --platform P        SimGrid preset or XML file (default h200x8; usp platform --list)\n"
         "  --profile F         device profile (default: the preset's GPU)\n"
         "  --global-batch B    sequences per step (default 1); dp must divide it\n"
+        "  --micro-batch M     sequences per DP rank per forward/backward (default: global\n"
+        "                      batch / dp, no accumulation); dp x M must divide B\n"
         "  --dtype T           bf16 or fp16 (default bf16)\n"
         "  --ring-impl I       zigzag, stripe, basic, allgather (default zigzag)\n"
         "  --no-causal         bidirectional attention (default causal)\n"
@@ -143,7 +153,7 @@ enum {
     OPT_MODEL = USP_OPT_CMD_FIRST, OPT_SEQ, OPT_GPUS, OPT_PLATFORM, OPT_PROFILE, OPT_BATCH, OPT_DTYPE, OPT_RING_IMPL,
     OPT_NO_CAUSAL, OPT_DP, OPT_TP, OPT_ULYSSES, OPT_RING, OPT_ZERO, OPT_RECOMPUTE, OPT_MATMUL, OPT_TOP, OPT_ALL,
     OPT_EXPLAIN, OPT_DISTINCT, OPT_JSON, OPT_TP_OVERLAP, OPT_GRAD_SYNC, OPT_GRAD_DTYPE, OPT_SEQLENS, OPT_WINDOW,
-    OPT_SEQLENS_FILE, OPT_MASK, OPT_HELP
+    OPT_SEQLENS_FILE, OPT_MASK, OPT_MICRO, OPT_HELP
 };
 
 static int apply_option(int opt, const char *arg, void *ctx) {
@@ -161,6 +171,7 @@ static int apply_option(int opt, const char *arg, void *ctx) {
     case OPT_PLATFORM: a->o.platform = arg; return 0;
     case OPT_PROFILE: a->o.profile = arg; return 0;
     case OPT_BATCH: return int_opt("global-batch", arg, 1, 1 << 20, &a->w.global_batch);
+    case OPT_MICRO: return int_opt("micro-batch", arg, 1, 1 << 20, &a->w.micro_batch);
     case OPT_DTYPE:
         if (usp_parse_dtype(arg, &a->w.dtype) != USP_OK) return usp_cli_report("plan", USP_EINVAL);
         return 0;
@@ -212,6 +223,7 @@ static int parse(int argc, char **argv, plan_args *a) {
         {"model", required_argument, 0, OPT_MODEL}, {"seq", required_argument, 0, OPT_SEQ},
         {"gpus", required_argument, 0, OPT_GPUS}, {"platform", required_argument, 0, OPT_PLATFORM},
         {"profile", required_argument, 0, OPT_PROFILE}, {"global-batch", required_argument, 0, OPT_BATCH},
+        {"micro-batch", required_argument, 0, OPT_MICRO},
         {"dtype", required_argument, 0, OPT_DTYPE}, {"ring-impl", required_argument, 0, OPT_RING_IMPL},
         {"no-causal", no_argument, 0, OPT_NO_CAUSAL}, {"dp", required_argument, 0, OPT_DP},
         {"tp", required_argument, 0, OPT_TP}, {"ulysses", required_argument, 0, OPT_ULYSSES},
