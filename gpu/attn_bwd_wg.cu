@@ -321,6 +321,12 @@ int wb_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len)
 int usp_wg_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len) {
     if (p.q_len <= 0 || p.kv_len <= 0) return USP_KERNEL_OK;
     if (p.d == 256) return usp_wg_bwd256(p, in, st, why, why_len);
+    if (usp_ws_bwd_enabled()) return usp_ws_bwd(p, in, st, why, why_len);
+    return usp_wg_bwd_tiles(p, in, st, why, why_len);
+}
+
+int usp_wg_bwd_tiles(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len) {
+    if (p.q_len <= 0 || p.kv_len <= 0) return USP_KERNEL_OK;
     if (in == USP_BF16)
         return p.d == 64 ? wb_launch<__nv_bfloat16, 64>(p, st, why, why_len)
                          : wb_launch<__nv_bfloat16, 128>(p, st, why, why_len);

@@ -71,6 +71,13 @@ int usp_wgmma_enabled(void);
  * be made. Taken unless USP_GPU_FWD=wg. */
 int usp_ws_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t st, char *why, size_t why_len);
 int usp_ws_fwd_enabled(void);
+/* Backward at D = 64, 128 with a TMA producer warp and two consumer warpgroups
+ * (attn_bwd_ws.cu); falls back to usp_wg_bwd_tiles when a tensor map cannot be made.
+ * usp_wg_bwd takes it when usp_ws_bwd_enabled() (the variable USP_GPU_BWD);
+ * usp_wg_bwd_tiles is attn_bwd_wg.cu's kernel at D = 64, 128. */
+int usp_ws_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
+int usp_ws_bwd_enabled(void);
+int usp_wg_bwd_tiles(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
 /* Backward at D = 256 (attn_bwd_wg256.cu): 64 keys a CTA, the warpgroups split the head dim. */
 int usp_wg_bwd256(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
 

@@ -1,0 +1,377 @@
+/* attn_bwd_ws.cu: attention backward on Hopper with warp specialization
+ * (sm_90a), D = 64 and 128: a producer warp streaming query tiles by TMA
+ * through an mbarrier pipeline, two consumer warpgroups owning the keys.
+ *
+ * One CTA of 3 warpgroups owns BN = 128 keys of one K/V head and walks every
+ * query tile (BM = 64 rows) of every query head of its GQA group that can see
+ * them (the tile order and the mask of attn_bwd_wg.cu: bwd_work).
+ *   warpgroup 0 (producer, 24 registers after setmaxnreg): warp 0 loads K and V
+ *     once, then per query tile Q and dO by TMA (4-d maps over the block's rows:
+ *     rows past its end load as zeros) and LSE, DELTA and the rows' key
+ *     intervals by its 32 lanes into WSB_STAGES stages; a stage is "full" when
+ *     the 32 lanes arrived and the TMA bytes landed, and is refilled once the
+ *     eight consumer warps arrived on its "empty" mbarrier.
+ *   warpgroups 1, 2 (consumers, 240 registers): 64 keys each, dK and dV in
+ *     registers for the whole walk. Per tile, transposed as in attn_bwd_wg.cu:
+ *       S^T  = K Q^T, dP^T = V dO^T           SS wgmma (two commit groups)
+ *       P^T  = exp2(scale log2e S^T - LSE log2e)       while dP^T runs
+ *       dS^T = P^T (dP^T - DELTA)             registers, and 16-bit into shared
+ *                                             memory (two buffers, by tile parity)
+ *       dV  += P^T dO, dK += dS^T Q           RS wgmma
+ *       dQ   = dS K (64 rows x 64 columns)    SS wgmma over all 128 keys once
+ *                                             both warpgroups wrote dS^T
+ *     D = 128: consumer c computes dQ columns 64c..64c+63 of every tile;
+ *     D = 64: consumer (tile index & 1) computes the tile's whole dQ.
+ *     dQ (times scale) goes to shared memory (fp32, 128-byte swizzle) and one
+ *     thread of the warpgroup adds it to dQ in global memory with TMA tensor
+ *     reduce-adds (cp.reduce.async.bulk.tensor ... add: the copy engine does the
+ *     fp32 additions in L2, one operation per 8 KB box, no atomics from the
+ *     warps; rows past the block are left alone).
+ * Named barriers: 1 (256 threads) once per tile between the dS^T stores and
+ * the dQ products; 2, 3 (128) in each consumer around its dQ staging buffer.
+ *
+ * Shared memory (D = 128, 2 stages): K, V 2 x 32 KB, Q, dO 2 x 2 x 16 KB,
+ * dS^T 2 x 16 KB, dQ staging 32 KB, LSE / DELTA / intervals 2 KB: 195 KB.
+ * D = 64 (3 stages): 147 KB. */
+#include "kernels.h"
+#include "tma.cuh"
+#include "wgcommon.cuh"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+namespace {
+
+using namespace uspk;
+
+constexpr int WSB_BM = 64;
+constexpr int WSB_BN = 128;
+constexpr int WSB_NTH = 384;
+
+template <int D> struct wsb_cfg;
+template <> struct wsb_cfg<64> { static constexpr int STAGES = 3; };
+template <> struct wsb_cfg<128> { static constexpr int STAGES = 2; };
+
+template <int D>
+constexpr int wsb_smem_bytes() {
+    constexpr int S = wsb_cfg<D>::STAGES;
+    return (2 * WSB_BN * D + 2 * S * WSB_BM * D + 2 * WSB_BN * WSB_BM) * 2   /* K, V, Q, dO, dS^T */
+           + WSB_BM * 128 * 4                                                /* dQ staging */
+           + 4 * S * WSB_BM * 4                                              /* LSE, DELTA, lo, hi */
+           + (1 + 2 * S) * 8 + 1024;                                         /* barriers, alignment */
+}
+
+/* P^T of the thread's 32 elements in place of S^T, and packed as the A
+ * fragments of dV += P^T dO. lse2: LSE log2e of the tile's rows (+inf: P = 0). */
+template <typename T>
+__device__ __forceinline__ void wsb_probs(const UspBwdParams &p, float (&s)[32], const float *lse2, const int *mlo,
+                                          const int *mhi, int key_row, int n0, int m0, bool masked,
+                                          uint32_t (&pa)[4][4]) {
+    const int t = threadIdx.x & 3;
+    const float sl2 = p.scale * USP_LOG2E;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int q = 8 * j + 2 * t + (e & 1);   /* query in the tile */
+            float x = exp2f(fmaf(s[4 * j + e], sl2, -lse2[q]));
+            if (masked) {
+                usp_key_interval iv = p.mask_lo ? usp_row_keys(mlo, mhi, WSB_BM, 0, q, p.kv_len, 0, 0)
+                                                : usp_row_keys(NULL, NULL, 0, 0, m0 + q, p.kv_len, p.causal, p.diag);
+                if (!usp_key_visible(iv, n0 + key_row + (e >> 1) * 8)) x = 0.0f;
+            }
+            s[4 * j + e] = x;
+        }
+        const int kk = j >> 1, hi = (j & 1) * 2;
+        pa[kk][hi] = elem<T>::pack2(s[4 * j], s[4 * j + 1]);
+        pa[kk][hi + 1] = elem<T>::pack2(s[4 * j + 2], s[4 * j + 3]);
+    }
+}
+
+/* dS^T = P^T (dP^T - DELTA): A fragments of dK += dS^T Q, and into sdS (atom
+ * layout, rows = keys, columns = queries) for dQ = dS K. */
+template <typename T>
+__device__ __forceinline__ void wsb_dscores(const float (&pr)[32], const float (&dp)[32], const float *dl, T *sdS,
+                                            int key_row, uint32_t (&da)[4][4]) {
+    const int t = threadIdx.x & 3;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        float ds[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) ds[e] = pr[4 * j + e] * (dp[4 * j + e] - dl[8 * j + 2 * t + (e & 1)]);
+        const int kk = j >> 1, hi = (j & 1) * 2;
+        da[kk][hi] = elem<T>::pack2(ds[0], ds[1]);
+        da[kk][hi + 1] = elem<T>::pack2(ds[2], ds[3]);
+        *reinterpret_cast<uint32_t *>(sdS + wsw<WSB_BN>(key_row, j) + 2 * t) = da[kk][hi];
+        *reinterpret_cast<uint32_t *>(sdS + wsw<WSB_BN>(key_row + 8, j) + 2 * t) = da[kk][hi + 1];
+    }
+}
+
+/* The warp's dQ fragment (rows 16 warp + g, + 8; columns 8j + 2t) times
+ * `mul` into a 64 x 64 fp32 staging region: two TMA boxes of 32 columns x 64
+ * rows, rows of 128 bytes, 16-byte chunk c at c ^ (row & 7). */
+__device__ __forceinline__ void wsb_stage_dq(const float (&acc)[32], float *rq, int warp, float mul) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            const int r = warp * 16 + g + hf * 8;
+            const int chunk = 2 * (j & 3) + (t >> 1);
+            float *dst = rq + (j >> 2) * (WSB_BM * 32) + r * 32 + ((chunk ^ (r & 7)) << 2) + 2 * (t & 1);
+            *reinterpret_cast<float2 *>(dst) = make_float2(acc[4 * j + 2 * hf] * mul, acc[4 * j + 2 * hf + 1] * mul);
+        }
+}
+
+/* dK or dV rows of the warpgroup += acc * mul (owned by this CTA: no atomics). */
+template <int D>
+__device__ __forceinline__ void wsb_store_kv(const float (&acc)[D / 2], float *g, int64_t sl, int key_row0,
+                                             int kv_len, float mul) {
+    const int t = threadIdx.x & 3;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        int r = key_row0 + hf * 8;
+        if (r >= kv_len) continue;
+        float *row = g + (int64_t)r * sl + 2 * t;
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j) {
+            float2 *q2 = reinterpret_cast<float2 *>(row + 8 * j);
+            float2 v = *q2;
+            v.x += acc[4 * j + 2 * hf] * mul;
+            v.y += acc[4 * j + 2 * hf + 1] * mul;
+            *q2 = v;
+        }
+    }
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(WSB_NTH, 1)
+    bwd_ws_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                  const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
+                  const __grid_constant__ CUtensorMap tdq, const UspBwdParams p) {
+    constexpr int BM = WSB_BM, BN = WSB_BN, S = wsb_cfg<D>::STAGES, ND = D / 2;
+    extern __shared__ unsigned char smem_raw[];
+    T *sK = reinterpret_cast<T *>(align1024(smem_raw));   /* BN x D */
+    T *sV = sK + BN * D;                                    /* BN x D */
+    T *sQ = sV + BN * D;                                    /* S x BM x D */
+    T *sdO = sQ + S * BM * D;                               /* S x BM x D */
+    T *sdS = sdO + S * BM * D;                              /* 2 x BN x BM: dS^T */
+    float *sdQ = reinterpret_cast<float *>(sdS + 2 * BN * BM);   /* 2 x (BM x 64) fp32 */
+    float *sL = sdQ + BM * 128;                             /* S x BM: LSE log2e */
+    float *sDl = sL + S * BM;                               /* S x BM: DELTA */
+    int *sLo = reinterpret_cast<int *>(sDl + S * BM);       /* S x BM: mask_lo of the tile */
+    int *sHi = sLo + S * BM;                                /* S x BM: mask_hi */
+    uint64_t *bars = reinterpret_cast<uint64_t *>(sHi + S * BM);
+    uint64_t *barKV = bars, *full = bars + 1, *empty = full + S;
+
+    __shared__ uint32_t tile_flags[BWD_FLAG_WORDS];
+    __shared__ int red[2];
+    const int hk = blockIdx.y, b = blockIdx.z;
+    const BwdWork wk = bwd_work<BM, BN>(p, b, tile_flags, red);
+    if (wk.iters == 0) return;   /* no query sees these keys */
+    const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+    const int n0 = wk.n0;
+
+    if (threadIdx.x == 0) {
+        mbar_init(barKV, 1);
+        for (int s = 0; s < S; ++s) {
+            mbar_init(full + s, 32);   /* the producer warp's lanes; the TMA bytes */
+            mbar_init(empty + s, 8);   /* lane 0 of each consumer warp */
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();
+
+    auto q_tile = [&](int it, int &h, int &m0) {
+        h = hk * wk.group + it / wk.nm;
+        m0 = (wk.mt_first + it % wk.nm) * BM;
+    };
+
+    if (wgi == 0) {   /* producer */
+        regs_dec<24>();
+        if (warp != 0) return;
+        if (lane == 0) {
+            mbar_arrive_tx(barKV, 2 * BN * D * 2);
+#pragma unroll
+            for (int a = 0; a < D / 64; ++a) {
+                tma_load_4d(sK + a * BN * 64, &tk, barKV, a * 64, n0, hk, b);
+                tma_load_4d(sV + a * BN * 64, &tv, barKV, a * 64, n0, hk, b);
+            }
+        }
+        for (int it = 0; it < wk.iters; ++it) {
+            const int st = it % S;
+            const uint32_t ph = (it / S) & 1;
+            int h, m0;
+            q_tile(it, h, m0);
+            mbar_wait_parity(empty + st, ph ^ 1);
+            if (lane == 0) {
+                mbar_expect_tx_only(full + st, 2 * BM * D * 2);
+#pragma unroll
+                for (int a = 0; a < D / 64; ++a) {
+                    tma_load_4d(sQ + st * BM * D + a * BM * 64, &tq, full + st, a * 64, m0, h, b);
+                    tma_load_4d(sdO + st * BM * D + a * BM * 64, &tdo, full + st, a * 64, m0, h, b);
+                }
+            }
+            const int64_t lrow = b * p.lse_sb + h * p.lse_sh + p.q_begin;
+            const int64_t drow = b * p.dl_sb + h * p.dl_sh + p.q_begin;
+#pragma unroll
+            for (int u = 0; u < 2; ++u) {
+                const int i = lane + 32 * u, r = m0 + i;
+                const bool ok = r < p.q_len;
+                const float lv = ok ? p.lse[lrow + r] : -INFINITY;
+                /* +inf gives P = 0: rows past the end, rows that saw no key */
+                sL[st * BM + i] = lv != -INFINITY ? lv * USP_LOG2E : INFINITY;
+                sDl[st * BM + i] = ok ? p.delta[drow + r] : 0.0f;
+                if (p.mask_lo) {   /* rows past the block: [0, 0), no key */
+                    sLo[st * BM + i] = ok ? p.mask_lo[(int64_t)b * p.q_len + r] : 0;
+                    sHi[st * BM + i] = ok ? p.mask_hi[(int64_t)b * p.q_len + r] : 0;
+                }
+            }
+            mbar_arrive1(full + st);
+        }
+        return;
+    }
+
+    /* consumers */
+    regs_inc<240>();
+    const int c = wgi - 1;
+    const int key_row = c * 64 + warp * 16 + (lane >> 2);   /* tile key of e>>1 = 0 */
+    const bool warp_lead = lane == 0, wg_lead = (threadIdx.x & 127) == 0;
+    float *rq = sdQ + c * BM * 64;   /* this warpgroup's dQ staging region */
+    const T *sKc = sK + c * 64 * 64, *sVc = sV + c * 64 * 64;
+
+    float dv[ND], dk[ND];
+#pragma unroll
+    for (int i = 0; i < ND; ++i) dv[i] = dk[i] = 0.0f;
+    mbar_wait_parity(barKV, 0);
+
+    for (int it = 0; it < wk.iters; ++it) {
+        const int st = it % S;
+        const uint32_t ph = (it / S) & 1;
+        int h, m0;
+        q_tile(it, h, m0);
+        const T *cQ = sQ + st * BM * D, *cdO = sdO + st * BM * D;
+        T *cdS = sdS + (it & 1) * BN * BM;
+        mbar_wait_parity(full + st, ph);
+
+        float s[32], dp[32];
+        wg_arrive();
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc)
+            wg<T>::template ss64<0, 0>(s, wg_desc_k<BN>(sKc, kc), wg_desc_k<BM>(cQ, kc), kc > 0);
+        wg_commit();
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc)
+            wg<T>::template ss64<0, 0>(dp, wg_desc_k<BN>(sVc, kc), wg_desc_k<BM>(cdO, kc), kc > 0);
+        wg_commit();
+
+        const bool masked = bwd_tile_masked<BM, BN>(p, tile_flags, n0, m0 / BM);
+        uint32_t pa[4][4], da[4][4];
+        wg_wait<1>();
+        wg_fence_regs(s);
+        wsb_probs<T>(p, s, sL + st * BM, sLo + st * BM, sHi + st * BM, key_row, n0, m0, masked, pa);
+        wg_wait<0>();
+        wg_fence_regs(dp);
+        /* cdS was last read by the dQ products of tile it - 2, which both
+         * warpgroups finished before barrier 1 of tile it - 1 */
+        wsb_dscores<T>(s, dp, sDl + st * BM, cdS, key_row, da);
+
+        wg_fence_regs(dv);
+        wg_fence_regs(dk);
+        wg_arrive();
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dv, pa[kk], wg_desc_mn<BM>(cdO, kk));
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dk, da[kk], wg_desc_mn<BM>(cQ, kk));
+        wg_commit();
+
+        fence_async_smem();   /* dS^T stores -> the dQ wgmma */
+        named_barrier<256>(1);
+
+        const bool mine = D == 128 || (it & 1) == c;
+        float dq[32];
+        if (mine) {
+            wg_arrive();
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; ++kk)
+                wg<T>::template ss64<1, 1>(dq, wg_desc_mn<BN>(cdS, kk),
+                                           wg_desc_mn<BN>(sK + (D == 128 ? c : 0) * BN * 64, kk), kk > 0);
+            wg_commit();
+        }
+        wg_wait<0>();
+        wg_fence_regs(dv);
+        wg_fence_regs(dk);
+        if (warp_lead) mbar_arrive1(empty + st);   /* Q, dO, LSE, DELTA of this stage read */
+        if (mine) {
+            wg_fence_regs(dq);
+            if (wg_lead) bulk_wait_read<0>();   /* the last reduce has read the region */
+            named_barrier<128>(2 + c);
+            wsb_stage_dq(dq, rq, warp, p.scale);
+            fence_async_smem();
+            named_barrier<128>(2 + c);
+            if (wg_lead) {
+                const int col0 = D == 128 ? c * 64 : 0;
+                tma_reduce_add_4d(&tdq, rq, col0, m0, h, b);
+                tma_reduce_add_4d(&tdq, rq + BM * 32, col0 + 32, m0, h, b);
+                bulk_commit();
+            }
+        }
+    }
+    if (wg_lead) bulk_wait<0>();
+
+    const int krow = n0 + key_row;
+    float *gdk = p.dk + b * p.dk_sb + (int64_t)p.kv_begin * p.dk_sl + hk * p.dk_sh;
+    float *gdv = p.dv + b * p.dv_sb + (int64_t)p.kv_begin * p.dv_sl + hk * p.dv_sh;
+    wsb_store_kv<D>(dk, gdk, p.dk_sl, krow, p.kv_len, p.scale);
+    wsb_store_kv<D>(dv, gdv, p.dv_sl, krow, p.kv_len, 1.0f);
+}
+
+template <typename T, int D>
+int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len) {
+    CUtensorMap tq, tk, tv, tdo, tdq;
+    const T *q0 = static_cast<const T *>(p.q) + (int64_t)p.q_begin * p.q_sl;
+    const T *k0 = static_cast<const T *>(p.k) + (int64_t)p.kv_begin * p.k_sl;
+    const T *v0 = static_cast<const T *>(p.v) + (int64_t)p.kv_begin * p.v_sl;
+    const T *d0 = static_cast<const T *>(p.dout) + (int64_t)p.q_begin * p.do_sl;
+    float *dq0 = p.dq + (int64_t)p.q_begin * p.dq_sl;
+    bool ok = tma_map_4d(&tq, q0, in, D, p.q_len, p.h, p.b, p.q_sl, p.q_sh, p.q_sb, WSB_BM) &&
+              tma_map_4d(&tdo, d0, in, D, p.q_len, p.h, p.b, p.do_sl, p.do_sh, p.do_sb, WSB_BM) &&
+              tma_map_4d(&tk, k0, in, D, p.kv_len, p.hkv, p.b, p.k_sl, p.k_sh, p.k_sb, WSB_BN) &&
+              tma_map_4d(&tv, v0, in, D, p.kv_len, p.hkv, p.b, p.v_sl, p.v_sh, p.v_sb, WSB_BN) &&
+              tma_map_4d(&tdq, dq0, USP_F32, D, p.q_len, p.h, p.b, p.dq_sl, p.dq_sh, p.dq_sb, WSB_BM);
+    if (!ok) {
+        if (usp_ws_bwd_enabled() == 2) {   /* USP_GPU_BWD=ws: this kernel or a failure */
+            snprintf(why, why_len, "attn_bwd_ws: cuTensorMapEncodeTiled refused the block's tensor maps");
+            return USP_KERNEL_ECUDA;
+        }
+        return usp_wg_bwd_tiles(p, in, st, why, why_len);
+    }
+    constexpr int smem = wsb_smem_bytes<D>();
+    auto kern = bwd_ws_kernel<T, D>;
+    USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    dim3 grid((p.kv_len + WSB_BN - 1) / WSB_BN, p.hkv, p.b);
+    kern<<<grid, WSB_NTH, smem, st>>>(tq, tk, tv, tdo, tdq, p);
+    USP_CUDA_LAUNCHED();
+    return USP_KERNEL_OK;
+}
+
+} // namespace
+
+int usp_ws_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len) {
+    if (p.q_len <= 0 || p.kv_len <= 0) return USP_KERNEL_OK;
+    if (in == USP_BF16)
+        return p.d == 64 ? wsb_launch<__nv_bfloat16, 64>(p, in, st, why, why_len)
+                         : wsb_launch<__nv_bfloat16, 128>(p, in, st, why, why_len);
+    return p.d == 64 ? wsb_launch<__half, 64>(p, in, st, why, why_len)
+                     : wsb_launch<__half, 128>(p, in, st, why, why_len);
+}
+
+int usp_ws_bwd_enabled(void) {
+    /* USP_GPU_BWD=wg: attn_bwd_wg.cu's kernel (0); =ws: this one, no fallback
+     * (2); unset: attn_bwd_wg.cu's kernel until this one has passed kernel-check
+     * on a GPU. Read at each call (a getenv beside a kernel launch), so that one
+     * process can time both (tools/bench-gpu --alt-env). */
+    const char *e = getenv("USP_GPU_BWD");
+    if (e && !strcmp(e, "ws")) return 2;
+    return 0;
+}

@@ -1,0 +1,69 @@
+#!/bin/bash
+# bwd_gpu_device.sh: the attention backward kernels on one GPU machine, in one go.
+#
+#   STEPS=build,check,sanitize,bench tools/bench/bwd_gpu_device.sh
+#
+# build     cmake + usp + libusp_bench_gpu.so (ptxas report of every kernel in build.log)
+# check     usp kernel-check with each backward: USP_GPU_BWD=ws (attn_bwd_ws.cu, no
+#           fallback), USP_GPU_BWD=wg (attn_bwd_wg.cu), and USP_GPU_TILES=mma (mma.sync tiles)
+# sanitize  compute-sanitizer memcheck on the quick battery, USP_GPU_BWD=ws
+# bench     tools/bench-gpu with USP_GPU_BWD=ws, and the old backward (--alt-env
+#           USP_GPU_BWD=wg) in the same process; SDPA flash and cuDNN beside them
+# BENCH_ARGS replaces the shapes (default: L = 16384, D = 128, 64, 256, causal and not).
+# Logs land in $OUT (default ./out); a summary and the tables are printed last.
+set -u
+OUT=${OUT:-$PWD/out}
+STEPS=${STEPS:-build,check,sanitize,bench}
+BUILD=${BUILD:-build}
+mkdir -p "$OUT"
+SUM=$OUT/summary.txt
+: > "$SUM"
+say() { echo "$*" | tee -a "$SUM"; }
+has() { [[ ",$STEPS," == *",$1,"* ]]; }
+t0=$(date +%s)
+stamp() { say "[$(( $(date +%s) - t0 ))s] $*"; }
+export PYTHONUNBUFFERED=1
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader \
+  | tee -a "$SUM"
+KC="$BUILD/usp kernel-check"
+
+if has build; then
+  stamp "build"
+  cmake -S . -B "$BUILD" -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc -DUSP_PTXAS_VERBOSE=ON \
+    > "$OUT/build.log" 2>&1
+  cmake --build "$BUILD" -j16 --target usp usp_bench_gpu >> "$OUT/build.log" 2>&1 \
+    || { say "build FAILED"; tail -30 "$OUT/build.log"; exit 1; }
+  grep -A2 "bwd_ws_kernel" "$OUT/build.log" | grep -E "registers|spill" | sort | uniq -c | tee -a "$SUM"
+fi
+
+if has check; then
+  for v in "ws:USP_GPU_BWD=ws" "wg:USP_GPU_BWD=wg" "mma:USP_GPU_TILES=mma"; do
+    name=${v%%:*}
+    stamp "kernel-check $name"
+    env ${v#*:} timeout ${CHECK_TIMEOUT:-150} $KC > "$OUT/kcheck_$name.txt" 2>&1
+    say "kernel-check $name rc=$?: $(tail -1 "$OUT/kcheck_$name.txt")"
+  done
+fi
+
+if has sanitize; then
+  stamp "compute-sanitizer memcheck (USP_GPU_BWD=ws, --quick)"
+  USP_GPU_BWD=ws timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 $KC --quick \
+    > "$OUT/san_memcheck.txt" 2>&1
+  say "memcheck rc=$?: $(grep -E 'ERROR SUMMARY' "$OUT/san_memcheck.txt" | tail -1)"
+fi
+
+if has bench; then
+  stamp "bench-gpu"
+  USP_GPU_BWD=ws timeout ${BENCH_TIMEOUT:-300} python3 tools/bench-gpu --lib "$BUILD/libusp_bench_gpu.so" \
+    --json "$OUT/bench.json" --alt-env USP_GPU_BWD=wg \
+    ${BENCH_ARGS:---shape 16384,128,0 --shape 16384,128,1 --shape 16384,64,0 --shape 16384,64,1 --shape 16384,256,0 --shape 16384,256,1} \
+    > "$OUT/bench.txt" 2>&1
+  say "bench-gpu rc=$?"
+fi
+
+stamp "done"
+echo "================ summary"
+cat "$SUM"
+for f in "$OUT"/kcheck_*.txt; do [ -f "$f" ] && grep -E "FAIL|error" "$f" | head -8; done
+[ -f "$OUT/bench.txt" ] && sed -n '/TFLOP/,$p' "$OUT/bench.txt"
