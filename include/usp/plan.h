@@ -12,7 +12,9 @@
  * optimizer step) simulated once. Inside a layer the attention IS the USP
  * schedule (usp_schedule_build with heads / TP); the projections, the MLP,
  * the TP collectives and the gradient/parameter collectives of DP and ZeRO
- * are steps around it.
+ * are steps around it. With gradient accumulation (usp_workload.micro_batch)
+ * a step is its micro-batches one after the other, each timed the same way,
+ * the gradients synchronized and the optimizer run after the last.
  *
  * The closed forms below give the bytes each GPU sends and the memory it
  * holds; the tests check that the simulation moves exactly those bytes. */
