@@ -250,7 +250,7 @@ static int parse(int argc, char **argv, plan_args *a) {
         if (usp_mask_build(&a->mask, seq, 1, &m) != USP_OK)
             return usp_cli_report("plan", USP_EINVAL);
         a->w.seq = (int)usp_mask_seq(m);
-        a->w.mask = m; /* kept until the process ends */
+        a->w.mask = m; /* freed by cmd_plan */
         if (!a->impl_given) a->w.ring_impl = USP_RING_BALANCED;
     }
     return 0;
@@ -266,6 +266,8 @@ static int refuse_all(const usp_plan *p) {
     return usp_cli_bad_input("plan", "%s", p->points[0].why);
 }
 
+static int plan_and_print(plan_args *pa);
+
 int cmd_plan(int argc, char **argv) {
     plan_args a;
     memset(&a, 0, sizeof a);
@@ -275,6 +277,14 @@ int cmd_plan(int argc, char **argv) {
     a.top = 10;
     int rc = parse(argc, argv, &a);
     if (rc) return rc < 0 ? 0 : rc;
+    rc = plan_and_print(&a);
+    usp_mask_free((usp_mask *)a.w.mask); /* parse built it, NULL without one */
+    return rc;
+}
+
+/* The plan of parsed options, printed: the exit code. */
+static int plan_and_print(plan_args *pa) {
+    plan_args a = *pa;
     usp_status st = usp_model_load(a.model, &a.w.model);
     if (st != USP_OK) return usp_cli_report("plan", st);
     usp_plan p;
@@ -294,7 +304,7 @@ int cmd_plan(int argc, char **argv) {
         usp_plan_print(stdout, &p, a.top, a.all, a.distinct);
         if (a.explain) usp_plan_explain(stdout, &p, a.explain - 1);
     }
-    rc = p.runnable == 0 ? refuse_all(&p) : 0;
+    int rc = p.runnable == 0 ? refuse_all(&p) : 0;
     usp_plan_free(&p);
     return rc;
 }
