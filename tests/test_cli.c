@@ -48,6 +48,7 @@ static void test_bad_configurations(void **state) {
     expect_refusal("run --no-causal", "ring_impl zigzag balances causal work only");
     expect_refusal("run --scale -2", "--scale '-2' is not a positive number");
     expect_refusal("run --heads 6 --ulysses 8 --ring 1", "heads 6 < ulysses 8: ulysses rank 6 would hold no query head");
+    expect_refusal("run --ring-impl zigzag --contiguous", "contiguous chunks are a placement of allgather with a mask");
     { /* a build without the GPU executor refuses the backend itself */
         const char *gpu = "run --backend gpu --heads 12 --ulysses 8 --ring 1 --dtype bf16";
         char err[4096];

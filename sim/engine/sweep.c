@@ -88,6 +88,7 @@ static usp_status list_points(const usp_config *base, int world, usp_sweep *sw) 
                 c.ring = world / u;
                 c.ring_impl = (usp_ring_impl)impl;
                 c.layout = (usp_layout)lay;
+                c.contiguous = base->contiguous && c.ring_impl == USP_RING_ALLGATHER; /* its placement only */
                 USP_TRY(add_point(sw, &c));
             }
     }

@@ -120,6 +120,7 @@ int usp_cli_config_option(const char *cmd, int opt, const char *arg, usp_config 
         if (usp_parse_wire(arg, &cfg->wire) != USP_OK) return usp_cli_report(cmd, USP_EINVAL), -1;
         return 1;
     case USP_OPT_DKV_SERIAL: cfg->dkv_serial = 1; return 1;
+    case USP_OPT_CONTIGUOUS: cfg->contiguous = 1; return 1;
     default:
         return 0;
     }
@@ -185,7 +186,10 @@ void usp_cli_config_help(FILE *f) {
             "                      (B, n+1) for one packing per batch element\n"
             "  --window LEFT,RIGHT query i sees keys i-LEFT..i+RIGHT (-1 unbounded)\n"
             "  --mask FILE.json    slices [{\"q\": [q0, q1], \"k\": [k0, k1], \"type\":\n"
-            "                      \"full\" | \"causal\" | \"bicausal\"}, ...]\n",
+            "                      \"full\" | \"causal\" | \"bicausal\"}, ...]\n"
+            "  --contiguous        with --ring-impl allgather and a mask: each ring rank keeps\n"
+            "                      one contiguous chunk of L/R tokens (llama3's context\n"
+            "                      parallel), not the balanced dispatch of the work\n",
             d.batch, d.seq, d.heads, d.head_dim, usp_dtype_name(d.dtype), d.ulysses, d.ring,
             usp_ring_impl_name(d.ring_impl), (unsigned long long)d.seed);
 }

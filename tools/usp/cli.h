@@ -14,7 +14,8 @@
 /* Long options every command that takes a problem accepts, to splice into a
  * getopt_long table: --batch --seq --heads --kv-heads --head-dim --causal
  * --no-causal --scale --dtype --ulysses --ring --ring-impl --layout --seed
- * and the mask: --seqlens --seqlens-file --window --mask, --wire, --dkv-serial.
+ * and the mask: --seqlens --seqlens-file --window --mask, --contiguous, --wire,
+ * --dkv-serial.
  * Their codes are USP_OPT_CONFIG_FIRST .. USP_OPT_CONFIG_LAST; commands use
  * codes from USP_OPT_CMD_FIRST upwards for their own long options. */
 enum {
@@ -23,7 +24,7 @@ enum {
     USP_OPT_HEAD_DIM, USP_OPT_CAUSAL, USP_OPT_NO_CAUSAL, USP_OPT_SCALE, USP_OPT_DTYPE,
     USP_OPT_ULYSSES, USP_OPT_RING, USP_OPT_RING_IMPL, USP_OPT_LAYOUT, USP_OPT_SEED,
     USP_OPT_SEQLENS, USP_OPT_SEQLENS_FILE, USP_OPT_WINDOW, USP_OPT_MASK, USP_OPT_WIRE, USP_OPT_DKV_SERIAL,
-    USP_OPT_CONFIG_LAST = USP_OPT_DKV_SERIAL,
+    USP_OPT_CONTIGUOUS, USP_OPT_CONFIG_LAST = USP_OPT_CONTIGUOUS,
     USP_OPT_CMD_FIRST = 1100
 };
 #define USP_CLI_CONFIG_LONGOPTS                                   \
@@ -46,7 +47,8 @@ enum {
     {"window", required_argument, 0, USP_OPT_WINDOW},             \
     {"mask", required_argument, 0, USP_OPT_MASK},                 \
     {"wire", required_argument, 0, USP_OPT_WIRE},                 \
-    {"dkv-serial", no_argument, 0, USP_OPT_DKV_SERIAL}
+    {"dkv-serial", no_argument, 0, USP_OPT_DKV_SERIAL},           \
+    {"contiguous", no_argument, 0, USP_OPT_CONTIGUOUS}
 
 /* Applies one parsed config option. Returns 1 if `opt` was a config option,
  * 0 if not; on a bad value prints "usp: <cmd>: <why>" and returns -1.
