@@ -60,8 +60,18 @@ extern const int SIM_NEMBEDDED_PROFILES;
 
 /* ------------------------------------------------------------- engine */
 
+/* How a run was simulated (engine.c, fold.c). */
+typedef enum {
+    SIM_MODE_FULL,        /* every rank an actor */
+    SIM_MODE_FOLDED,      /* one rank per ulysses group runs its list, exact by symmetry */
+    SIM_MODE_FOLD_BROKEN  /* folded, but a shadow's all-to-all differed: run again in full */
+} sim_mode;
+enum { SIM_WHY_LEN = 160 };
+
 /* What the child process computes and sends back. */
 typedef struct {
+    sim_mode mode;
+    char why[SIM_WHY_LEN];                  /* not folded: why */
     double time_fwd_s, time_bwd_s;
     double *compute_s, *comm_s, *exposed_s; /* [world] */
     double **start, **end;                  /* [world][nsteps], only with a trace */
@@ -76,6 +86,8 @@ typedef struct {
     char **hosts;               /* [world] host names, or NULL: natural order */
     const usp_sim_options *opts;
     int keep_steps;             /* fill timeline start/end */
+    int no_fold;                /* simulate every rank (no_fold_why says why) */
+    const char *no_fold_why;
 } sim_job;
 
 /* Runs one simulation in this process (SimGrid initialized here: once per

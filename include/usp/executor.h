@@ -25,6 +25,11 @@ typedef struct {
     double *o, *lse, *dq, *dk, *dv;
     double time_fwd_s, time_bwd_s;            /* 0 where the executor keeps no time */
     usp_rank_stats *ranks;                    /* [world] */
+    /* simulator: ranks given an actor (world / ulysses when folded: one per
+     * ulysses group, the others provably alike, sim/README.md) and, when
+     * not folded, why not */
+    int sim_ranks_simulated;
+    char sim_mode[160];
 } usp_result;
 
 usp_status usp_result_init(usp_result *r, const usp_schedule *s, int with_outputs);

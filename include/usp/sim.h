@@ -31,6 +31,8 @@ typedef struct {
     int numerics;          /* 1: real shards and CPU kernels (needs inputs) */
     const char *cfg_overrides[USP_SIM_MAX_CFG]; /* SimGrid settings "name:value" */
     int ncfg;
+    int no_fold;           /* 1: give every rank an actor even where one per
+                            * ulysses group gives the same times (sim/README.md) */
 } usp_sim_options;
 
 /* Runs `s` on the simulated platform. `in` is required when o->numerics is
@@ -86,6 +88,9 @@ typedef struct {
     double capacity_bytes;     /* the GPU's memory */
     double usable_bytes;       /* USP_MEMORY_USABLE_FRACTION of it */
     int oom;                   /* 1 when peak_bytes_max exceeds usable_bytes */
+    int world, ranks_simulated; /* fewer when folded: one rank per ulysses group */
+    int ulysses;
+    char not_folded[160];      /* timing only, ulysses > 1, not folded: why */
 } usp_sim_report;
 
 /* Derives the report of a finished run (loads the profile named by o). */

@@ -22,7 +22,14 @@
  * Numerics: a compute step runs the CPU kernels (usp_rank_compute) once its
  * dep has arrived, messages carry the packed bytes (copied when sent), and
  * a comm step's messages are unpacked in peer order once all have arrived,
- * as in the in-process executor, so the outputs are bit-identical to it. */
+ * as in the in-process executor, so the outputs are bit-identical to it.
+ *
+ * Fold (fold.c says when it is exact): only ulysses rank 0 of each ring rank
+ * runs its list; the other ranks of its ulysses group are shadows that take
+ * part in the all-to-alls alone, woken when their representative posts, and
+ * take its times for everything else. A shadow whose all-to-all starts or
+ * ends off its representative's breaks the fold: the run is then repeated
+ * in full (execute.c). */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
@@ -37,12 +44,15 @@
 #include <simgrid/engine.h>
 #include <simgrid/host.h>
 #include <simgrid/mailbox.h>
+#include <simgrid/semaphore.h>
 #include <xbt/config.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
+#include "fold.h"
 #include "routes.h"
+#include "usp/layout.h"
 #include "usp/rankmem.h"
 #include "network/step.h"
 
@@ -77,6 +87,11 @@ static inline int sg_failed_handle(const void *h) { return h == NULL; }
 
 /* ------------------------------------------------------------ the ranks */
 
+/* A shadow's all-to-all must start and end when its representative's does:
+ * within a nanosecond, far below the microsecond `usp run` prints (the same
+ * times summed in another order differ by rounding only). */
+static const double FOLD_TOLERANCE_S = 1e-9;
+
 /* The mailboxes a rank uses, by peer: looked up by name once. */
 typedef struct {
     int *peer;
@@ -95,6 +110,10 @@ typedef struct {
     mailbox_cache mailboxes;
     usp_rank_mem mem;        /* numerics only */
     int have_mem;
+    /* fold: a shadow's representative and the ends of its all-to-alls */
+    int shadow, rep;
+    double *a2a_end;
+    int na2a;
 } rank_sim;
 
 typedef struct {
@@ -104,6 +123,11 @@ typedef struct {
     int numerics;
     sg_host_t *hosts;        /* [world]: the ranks' hosts */
     sim_net net;             /* what NCCL would do on them */
+    int fold_allowed;        /* the job and the schedule allow the fold */
+    int fold;                /* 1: one rank per ulysses group runs its list (fold.c) */
+    int fold_broken;         /* a shadow's all-to-all differed from its representative's */
+    sg_sem_t *wake;          /* [world] fold: a shadow's next all-to-all may start */
+    char *why;               /* [SIM_WHY_LEN]: why not folded (the timeline's) */
 } sim_state;
 
 static sim_state g_sim;
@@ -298,7 +322,13 @@ static int run_comm_step(rank_sim *r, int i, const usp_step *st, double start) {
     sim_coll_plan plan;
     double delay = sim_step_plan(&g_sim.net, g_sim.cfg, st, r->rank, n, &plan, bytes_to);
     if (delay < 0) return rank_failed(USP_EINTERNAL, "rank %d step %d (%s): out of memory", r->rank, i, st->name);
+    if (r->shadow && fabs(start + delay - simgrid_get_clock()) > FOLD_TOLERANCE_S) g_sim.fold_broken = 1;
     if (start + delay > simgrid_get_clock()) sg_actor_sleep_until(start + delay);
+    if (g_sim.fold && !r->shadow && st->kind == USP_STEP_ALL_TO_ALL)
+        for (int j = 0; j < n; j++) {
+            int m = usp_group_member(g_sim.cfg, st->group, r->rank, j);
+            if (m != r->rank) sg_sem_release(g_sim.wake[m]);
+        }
     if (post_sends(r, i, st, n, &io) != 0 || post_receives(r, st, n, &io) != 0) return -1;
     for (int k = 0; k < io.ncomms; k++)
         if (SG_CHECK(sg_comm_wait(comms[k]))) return -1;
@@ -317,11 +347,35 @@ static int wait_for_dep(rank_sim *r, int i, const usp_step *st, double *start) {
     return 0;
 }
 
+/* A fold's shadow: its all-to-alls only, each posted when its representative
+ * posts its own (woken by it), at the representative's start. */
+static void shadow_run(rank_sim *r) {
+    const usp_rank_schedule *rs = r->rs;
+    const rank_sim *rep = &g_sim.ranks[r->rep];
+    for (int i = 0, k = 0; i < rs->nsteps && g_status == USP_OK; i++) {
+        const usp_step *st = usp_rank_step(rs, i);
+        if (st->stream != USP_STREAM_COMM || st->kind != USP_STEP_ALL_TO_ALL) continue;
+        sg_sem_acquire(g_sim.wake[r->rank]);
+        if (g_status != USP_OK || run_comm_step(r, i, st, rep->start[i]) != 0) return;
+        r->a2a_end[k++] = simgrid_get_clock();
+    }
+}
+
+/* The shadows of representative r, woken n times each (when r stops early,
+ * so that they return rather than wait for ever). */
+static void wake_shadows(const rank_sim *r, int n) {
+    int ring_rank, u;
+    usp_coords_of(g_sim.cfg, r->rank, &ring_rank, &u);
+    for (int v = 1; v < g_sim.cfg->ulysses; v++)
+        for (int k = 0; k < n; k++) sg_sem_release(g_sim.wake[usp_rank_of(g_sim.cfg, ring_rank, v)]);
+}
+
 static void rank_actor(int argc, char **argv) {
     (void)argc; (void)argv;
     rank_sim *r = sg_actor_self_get_data();
     const usp_rank_schedule *rs = r->rs;
     if (g_status != USP_OK) return; /* the route check failed */
+    if (r->shadow) { shadow_run(r); return; }
     r->next_compute = next_on_stream(rs, 0, USP_STREAM_COMPUTE);
     for (int i = next_on_stream(rs, 0, USP_STREAM_COMM); i < rs->nsteps && g_status == USP_OK;
          i = next_on_stream(rs, i + 1, USP_STREAM_COMM)) {
@@ -330,10 +384,12 @@ static void rank_actor(int argc, char **argv) {
         double start;
         if (wait_for_dep(r, i, st, &start) != 0) return;
         r->start[i] = start;
-        if (run_comm_step(r, i, st, start) != 0) return;
+        if (run_comm_step(r, i, st, start) != 0) break;
         r->end[i] = simgrid_get_clock();
         r->done[i] = 1;
     }
+    if (g_status != USP_OK && g_sim.fold) wake_shadows(r, rs->nsteps);
+    if (g_status != USP_OK) return;
     advance_compute(r, rs->nsteps);
 }
 
@@ -383,35 +439,6 @@ static usp_status place_ranks(const sim_job *job, rank_sim *ranks, int world) {
     return USP_OK;
 }
 
-/* The route check (routes.c) runs in an actor of its own, started before
- * the ranks' actors, so it runs first: SimGrid seals the platform (builds
- * its routing graphs) only when the simulation starts. A rank actor that
- * finds the check failed returns at once. */
-static void route_checker(int argc, char **argv) {
-    (void)argc; (void)argv;
-    const usp_schedule *s = g_sim.job->sched;
-    sg_host_t *host_of = malloc((size_t)s->world * sizeof *host_of);
-    usp_status st = USP_EINTERNAL;
-    if (host_of) {
-        for (int g = 0; g < s->world; g++) host_of[g] = g_sim.ranks[g].host;
-        const usp_sim_options *o = g_sim.job->opts;
-        st = sim_check_routes(&s->cfg, host_of, o && o->platform ? o->platform : "h200x8");
-    }
-    free(host_of);
-    if (st != USP_OK && g_status == USP_OK) {
-        g_status = st;
-        snprintf(g_error, sizeof g_error, "%s", host_of ? usp_error() : "out of memory checking routes");
-    }
-}
-
-static usp_status start_route_checker(const rank_sim *ranks) {
-    sg_actor_t a;
-    if (SG_CHECK(a = sg_actor_init("route-check", ranks[0].host))) return usp_fail(g_status, "%s", g_error);
-    if (!g_sim.numerics) sg_actor_set_stacksize(a, 128); /* in KiB */
-    sg_actor_start(a, route_checker, 0, NULL);
-    return USP_OK;
-}
-
 static usp_status alloc_rank(rank_sim *r, const usp_schedule *s, int g, const sim_job *job) {
     r->rank = g;
     r->rs = &s->ranks[g];
@@ -426,6 +453,27 @@ static usp_status alloc_rank(rank_sim *r, const usp_schedule *s, int g, const si
     return usp_rank_mem_load(&r->mem, job->inputs);
 }
 
+/* A fold's shadow keeps the ends of its all-to-alls only. */
+static usp_status alloc_shadow(rank_sim *r, const usp_schedule *s, int g) {
+    int ring_rank, u;
+    usp_coords_of(&s->cfg, g, &ring_rank, &u);
+    r->rank = g;
+    r->rs = &s->ranks[g];
+    r->shadow = 1;
+    r->rep = usp_rank_of(&s->cfg, ring_rank, 0);
+    for (int i = 0; i < r->rs->nsteps; i++) r->na2a += usp_rank_step(r->rs, i)->kind == USP_STEP_ALL_TO_ALL;
+    r->a2a_end = calloc((size_t)r->na2a + 1, sizeof *r->a2a_end);
+    if (!(g_sim.wake[g] = sg_sem_init(0)) || !r->a2a_end)
+        return usp_fail(USP_EINTERNAL, "out of memory for rank %d", g);
+    return USP_OK;
+}
+
+static int is_representative(const usp_config *c, int g) {
+    int ring_rank, u;
+    usp_coords_of(c, g, &ring_rank, &u);
+    return u == 0;
+}
+
 /* Stacks: the CPU kernels run on the actor's stack in numerics mode;
  * timing-only actors need little, which keeps thousands of ranks small. */
 enum { TIMING_STACK_KIB = 128 };
@@ -438,6 +486,55 @@ static usp_status start_actor(rank_sim *r) {
     sg_actor_set_data(a, r);
     if (!g_sim.numerics) sg_actor_set_stacksize(a, TIMING_STACK_KIB); /* in KiB */
     sg_actor_start(a, rank_actor, 0, NULL);
+    return USP_OK;
+}
+
+/* The ranks not allocated before the simulation (the fold's candidates for
+ * shadows): shadows when folding, else whole ranks; then every actor. */
+static usp_status start_ranks(void) {
+    const usp_schedule *s = g_sim.job->sched;
+    for (int g = 0; g < s->world; g++) {
+        rank_sim *r = &g_sim.ranks[g];
+        if (g_sim.fold_allowed && !is_representative(&s->cfg, g))
+            USP_TRY(g_sim.fold ? alloc_shadow(r, s, g) : alloc_rank(r, s, g, g_sim.job));
+        USP_TRY(start_actor(r));
+    }
+    return USP_OK;
+}
+
+/* The route check (routes.c) runs in an actor of its own, started before
+ * any rank's: SimGrid seals the platform (builds its routing graphs) only
+ * when the simulation starts. It decides the fold (fold.c, whose look-ups
+ * are then the route check), and starts the ranks' actors once it passed. */
+static void route_checker(int argc, char **argv) {
+    (void)argc; (void)argv;
+    const usp_schedule *s = g_sim.job->sched;
+    sg_host_t *host_of = malloc((size_t)s->world * sizeof *host_of);
+    usp_status st = USP_EINTERNAL;
+    if (host_of) {
+        for (int g = 0; g < s->world; g++) host_of[g] = g_sim.ranks[g].host;
+        const usp_sim_options *o = g_sim.job->opts;
+        const char *platform = o && o->platform ? o->platform : "h200x8";
+        int ok = 0;
+        char why[256];
+        st = g_sim.fold_allowed ? sim_fold_check(s, &g_sim.net, host_of, platform, &ok, why, sizeof why) : USP_OK;
+        g_sim.fold = st == USP_OK && ok;
+        if (g_sim.fold_allowed && !ok) sim_copy_str(g_sim.why, SIM_WHY_LEN, why);
+        if (st == USP_OK && !ok) st = sim_check_routes(&s->cfg, host_of, platform);
+        if (st == USP_OK) st = start_ranks();
+    }
+    free(host_of);
+    if (st != USP_OK && g_status == USP_OK) {
+        g_status = st;
+        snprintf(g_error, sizeof g_error, "%s", host_of ? usp_error() : "out of memory checking routes");
+    }
+}
+
+static usp_status start_route_checker(const rank_sim *ranks) {
+    sg_actor_t a;
+    if (SG_CHECK(a = sg_actor_init("route-check", ranks[0].host))) return usp_fail(g_status, "%s", g_error);
+    if (!g_sim.numerics) sg_actor_set_stacksize(a, 128); /* in KiB */
+    sg_actor_start(a, route_checker, 0, NULL);
     return USP_OK;
 }
 
@@ -475,10 +572,27 @@ static usp_status rank_stats(const rank_sim *r, sim_timeline *tl) {
     return USP_OK;
 }
 
+/* Whether every shadow's all-to-alls ended when its representative's did
+ * (their starts were compared as they posted: fold_broken). */
+static int fold_exact(const usp_schedule *s, const rank_sim *ranks) {
+    if (g_sim.fold_broken) return 0;
+    for (int g = 0; g < s->world; g++) {
+        const rank_sim *r = &ranks[g], *rep = &ranks[r->rep];
+        if (!r->shadow) continue;
+        for (int i = 0, k = 0; i < r->rs->nsteps; i++) {
+            if (usp_rank_step(r->rs, i)->kind != USP_STEP_ALL_TO_ALL) continue;
+            if (k >= r->na2a || fabs(r->a2a_end[k] - rep->end[i]) > FOLD_TOLERANCE_S) return 0;
+            k++;
+        }
+    }
+    return 1;
+}
+
 static usp_status collect(const usp_schedule *s, rank_sim *ranks, sim_timeline *tl, int keep_steps) {
     double fwd = 0, total = 0;
     for (int g = 0; g < s->world; g++) {
         rank_sim *r = &ranks[g];
+        if (r->shadow) continue;
         for (int i = 0; i < r->rs->nsteps; i++)
             if (!r->done[i])
                 return usp_fail(USP_EINTERNAL, "simulation stalled: rank %d never finished step %d (%s)",
@@ -488,6 +602,14 @@ static usp_status collect(const usp_schedule *s, rank_sim *ranks, sim_timeline *
         if (t > total) total = t;
         USP_TRY(rank_stats(r, tl));
         if (keep_steps) { tl->start[g] = r->start; tl->end[g] = r->end; r->start = r->end = NULL; }
+    }
+    for (int g = 0; g < s->world; g++) { /* a shadow: its representative's times */
+        const rank_sim *r = &ranks[g];
+        if (!r->shadow) continue;
+        tl->compute_s[g] = tl->compute_s[r->rep];
+        tl->comm_s[g] = tl->comm_s[r->rep];
+        tl->exposed_s[g] = tl->exposed_s[r->rep];
+        if (keep_steps) { tl->start[g] = tl->start[r->rep]; tl->end[g] = tl->end[r->rep]; }
     }
     tl->time_fwd_s = fwd;
     tl->time_bwd_s = s->backward ? total - fwd : 0;
@@ -521,15 +643,23 @@ static usp_status simulate(const sim_job *job, rank_sim *ranks, sim_timeline *tl
     simgrid_load_platform(job->platform_file);
     if (phase) phase(1, ctx);
     USP_TRY(place_ranks(job, ranks, s->world));
-    for (int g = 0; g < s->world; g++) USP_TRY(alloc_rank(&ranks[g], s, g, job));
+    /* a fold's candidate shadows are set up once the fold is decided (start_ranks) */
+    for (int g = 0; g < s->world; g++)
+        if (!g_sim.fold_allowed || is_representative(&s->cfg, g)) USP_TRY(alloc_rank(&ranks[g], s, g, job));
+    if (g_sim.fold_allowed && !(g_sim.wake = calloc((size_t)s->world, sizeof *g_sim.wake)))
+        return usp_fail(USP_EINTERNAL, "out of memory");
     if (!(g_sim.hosts = malloc((size_t)s->world * sizeof *g_sim.hosts)))
         return usp_fail(USP_EINTERNAL, "out of memory");
     for (int g = 0; g < s->world; g++) g_sim.hosts[g] = ranks[g].host;
     USP_TRY(sim_net_load(&g_sim.net, g_sim.hosts, s->world));
-    USP_TRY(start_route_checker(ranks));
-    for (int g = 0; g < s->world; g++) USP_TRY(start_actor(&ranks[g]));
+    USP_TRY(start_route_checker(ranks)); /* it starts the ranks */
     simgrid_run();
     if (g_status != USP_OK) return usp_fail(g_status, "%s", g_error);
+    tl->mode = g_sim.fold ? SIM_MODE_FOLDED : SIM_MODE_FULL;
+    if (g_sim.fold && !fold_exact(s, ranks)) {
+        tl->mode = SIM_MODE_FOLD_BROKEN;
+        return USP_OK; /* execute.c runs it again in full */
+    }
     USP_TRY(collect(s, ranks, tl, job->keep_steps));
     return store_outputs(job, ranks, s->world);
 }
@@ -547,6 +677,9 @@ usp_status sim_engine_run(const sim_job *job, sim_timeline *tl, void (*phase)(in
     g_sim.cfg = &s->cfg;
     g_sim.numerics = job->inputs != NULL;
     USP_TRY(timeline_alloc(tl, s->world, job->keep_steps));
+    g_sim.why = tl->why;
+    g_sim.fold_allowed = !job->no_fold && sim_fold_schedule_ok(s, g_sim.numerics, tl->why, sizeof tl->why);
+    if (job->no_fold) sim_copy_str(tl->why, sizeof tl->why, job->no_fold_why);
     g_sim.ranks = calloc((size_t)s->world, sizeof *g_sim.ranks);
     if (!g_sim.ranks) return usp_fail(USP_EINTERNAL, "out of memory");
     return simulate(job, g_sim.ranks, tl, phase, ctx);

@@ -25,7 +25,9 @@ typedef struct {
 
 typedef struct {
     int type, status;
+    int mode;                  /* sim_mode */
     char message[512];
+    char why[SIM_WHY_LEN];     /* not folded: why */
 } result_record;
 
 /* ------------------------------------------------------------- the child */
@@ -109,9 +111,11 @@ static void child_main(int fd, const void *arg) {
     g_result_fd = fd;
     sim_timeline tl;
     usp_status st = sim_engine_run(job, &tl, report_phase, &ctx);
-    result_record rec = {REC_RESULT, st, ""};
+    result_record rec = {REC_RESULT, st, st == USP_OK ? (int)tl.mode : SIM_MODE_FULL, "", ""};
     if (st != USP_OK) sim_copy_str(rec.message, sizeof rec.message, usp_error());
-    if (usp_write_full(fd, &rec, sizeof rec) == 0 && st == USP_OK) send_result(fd, job, &tl);
+    else sim_copy_str(rec.why, sizeof rec.why, tl.why);
+    if (usp_write_full(fd, &rec, sizeof rec) == 0 && st == USP_OK && tl.mode != SIM_MODE_FOLD_BROKEN)
+        send_result(fd, job, &tl);
 }
 
 /* ------------------------------------------------------------ the parent */
@@ -170,7 +174,8 @@ static void read_child(int fd, const sim_job *job, usp_result *out, usp_trace *t
         }
         if (type != REC_RESULT || usp_read_full(fd, &oc->rec.status, sizeof oc->rec - sizeof type)) return;
         oc->rec.message[sizeof oc->rec.message - 1] = '\0';
-        if (oc->rec.status != USP_OK) { oc->got_result = 1; return; }
+        oc->rec.why[sizeof oc->rec.why - 1] = '\0';
+        if (oc->rec.status != USP_OK || oc->rec.mode == SIM_MODE_FOLD_BROKEN) { oc->got_result = 1; return; }
         oc->got_result = read_result(fd, job->sched, out, trace, job->keep_steps, job->inputs != NULL) == 0;
         return;
     }
@@ -190,17 +195,33 @@ static usp_status child_failed(const child_outcome *oc, int wstatus, FILE *err, 
     return usp_fail(USP_EINTERNAL, "the simulation ended without a result%s%s", reason[0] ? ": " : "", reason);
 }
 
-static usp_status run_in_child(const sim_job *job, usp_result *out, usp_trace *trace) {
+static usp_status run_in_child(const sim_job *job, usp_result *out, usp_trace *trace, child_outcome *oc) {
     sim_child c;
     USP_TRY(sim_child_start(&c, child_main, job));
-    child_outcome oc;
-    read_child(c.fd, job, out, trace, &oc);
+    read_child(c.fd, job, out, trace, oc);
     int wstatus = sim_child_wait(&c);
     usp_status st;
-    if (oc.got_result) st = oc.rec.status == USP_OK ? USP_OK : usp_fail((usp_status)oc.rec.status, "%s", oc.rec.message);
-    else st = child_failed(&oc, wstatus, c.err, job->opts && job->opts->platform ? job->opts->platform : "h200x8");
+    if (oc->got_result)
+        st = oc->rec.status == USP_OK ? USP_OK : usp_fail((usp_status)oc->rec.status, "%s", oc->rec.message);
+    else st = child_failed(oc, wstatus, c.err, job->opts && job->opts->platform ? job->opts->platform : "h200x8");
     fclose(c.err);
     return st;
+}
+
+/* The simulation, folded where fold.c finds it exact; a fold that a shadow's
+ * all-to-all broke (engine.c) is run again in full. */
+static usp_status run_sim(sim_job *job, usp_result *out, usp_trace *trace) {
+    child_outcome oc;
+    USP_TRY(run_in_child(job, out, trace, &oc));
+    if (oc.rec.mode == SIM_MODE_FOLD_BROKEN) {
+        job->no_fold = 1;
+        job->no_fold_why = "folded, an all-to-all's ranks ended apart: simulated again in full";
+        USP_TRY(run_in_child(job, out, trace, &oc));
+    }
+    int U = job->sched->cfg.ulysses;
+    out->sim_ranks_simulated = oc.rec.mode == SIM_MODE_FOLDED ? job->sched->world / U : job->sched->world;
+    snprintf(out->sim_mode, sizeof out->sim_mode, "%s", oc.rec.mode == SIM_MODE_FOLDED ? "" : oc.rec.why);
+    return USP_OK;
 }
 
 /* ------------------------------------------------------------ platforms */
@@ -320,8 +341,9 @@ usp_status usp_sim_execute(const usp_schedule *s, const usp_inputs *in, const us
     else { USP_TRY(check_platform_file(spec)); snprintf(path, sizeof path, "%s", spec); }
     char **hosts = NULL;
     usp_status st = o->hostmap ? read_hostmap(o->hostmap, s->world, &hosts) : USP_OK;
-    sim_job job = {s, o->numerics ? in : NULL, out, &prof, path, hosts, o, trace != NULL};
-    if (st == USP_OK) st = run_in_child(&job, out, trace);
+    sim_job job = {s, o->numerics ? in : NULL, out, &prof, path, hosts, o, trace != NULL, o->no_fold,
+                   "--no-fold"};
+    if (st == USP_OK) st = run_sim(&job, out, trace);
     if (st == USP_OK) usp_result_count_schedule(out, s);
     free_hosts(hosts, s->world);
     if (temp) unlink(path);

@@ -33,6 +33,11 @@ usp_status usp_sim_report_make(const usp_schedule *s, const usp_result *r, const
     if (rep->time_total_s > 0) rep->tflops_per_gpu = rep->flops_per_gpu / rep->time_total_s / 1e12;
     if (rep->peak_dense_tflops > 0) rep->mfu = rep->tflops_per_gpu / rep->peak_dense_tflops;
     rep->oom = rep->peak_bytes_max > rep->usable_bytes;
+    rep->world = r->world;
+    rep->ulysses = s->cfg.ulysses;
+    rep->ranks_simulated = r->sim_ranks_simulated > 0 ? r->sim_ranks_simulated : r->world;
+    if (!rep->numerics && rep->ulysses > 1 && rep->ranks_simulated == rep->world)
+        snprintf(rep->not_folded, sizeof rep->not_folded, "%s", r->sim_mode);
     return USP_OK;
 }
 
@@ -40,6 +45,12 @@ void usp_sim_report_print(FILE *f, const usp_sim_report *rep) {
     const double GiB = 1024.0 * 1024 * 1024;
     fprintf(f, "simulated on %s, %s (%s)\n", rep->platform, rep->gpu,
             rep->numerics ? "numerics on" : "timing only");
+    if (rep->ranks_simulated < rep->world)
+        fprintf(f, "  folded           %d of %d ranks simulated, one per ulysses group of %d: the others run "
+                   "the same steps on like links (exact; --no-fold simulates all)\n",
+                rep->ranks_simulated, rep->world, rep->ulysses);
+    else if (rep->not_folded[0])
+        fprintf(f, "  not folded       %s\n", rep->not_folded);
     fprintf(f, "  predicted time   fwd %.3f ms  bwd %.3f ms  total %.3f ms\n", rep->time_fwd_s * 1e3,
             rep->time_bwd_s * 1e3, rep->time_total_s * 1e3);
     fprintf(f, "  per GPU          %.1f TFLOP/s, MFU %.1f%% of %.0f TFLOP/s peak\n", rep->tflops_per_gpu,
@@ -79,6 +90,7 @@ void usp_sim_report_json(FILE *f, const usp_sim_report *rep) {
     member(f, "peak_bytes", rep->peak_bytes_max, 0);
     member(f, "peak_rank", rep->peak_rank, 0);
     member(f, "capacity_bytes", rep->capacity_bytes, 0);
-    member(f, "usable_bytes", rep->usable_bytes, 1);
+    member(f, "usable_bytes", rep->usable_bytes, 0);
+    member(f, "ranks_simulated", rep->ranks_simulated, 1);
     fputc('}', f);
 }

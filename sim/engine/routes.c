@@ -30,20 +30,16 @@
 
 enum { ROUTE_CHECK_ALL_PAIRS = 64 };
 
-/* Seconds the routes from one rank may take before the check calls it a
- * hang: one Dijkstra over a platform of 16384 GPUs takes well under one. */
-enum { ROUTE_WATCHDOG_S = 10 };
-
-static usp_status check_pair(const sg_host_t *host_of, int a, int b, xbt_dynar_t links,
-                             const char *platform) {
+usp_status sim_route_links(const sg_host_t *host_of, int a, int b, xbt_dynar_t links, const char *platform) {
+    xbt_dynar_reset(links);
     if (a == b || host_of[a] == host_of[b]) return USP_OK;
     char why[400];
     snprintf(why, sizeof why, "platform %s: no route from host '%s' (rank %d) to host '%s' (rank %d)", platform,
              sg_host_get_name(host_of[a]), a, sg_host_get_name(host_of[b]), b);
     /* SimGrid's Dijkstra routing aborts, faults or spins where it finds no path */
     sim_child_arm_failure(why, 0);
-    xbt_dynar_reset(links);
     sg_host_get_route(host_of[a], host_of[b], links);
+    /* each look-up walks the route again: the latency only for a route without links */
     int connected = !xbt_dynar_is_empty(links) || sg_host_get_route_latency(host_of[a], host_of[b]) > 0;
     return connected ? USP_OK : usp_fail(USP_EINVAL, "%s", why);
 }
@@ -57,13 +53,13 @@ usp_status sim_check_routes(const usp_config *c, const sg_host_t *host_of, const
         int r, u;
         usp_coords_of(c, g, &r, &u);
         sim_child_arm_failure("platform: route check", ROUTE_WATCHDOG_S); /* restarts the watchdog */
-        for (int u2 = 0; u2 < U && st == USP_OK; u2++) st = check_pair(host_of, g, usp_rank_of(c, r, u2), links, platform);
+        for (int u2 = 0; u2 < U && st == USP_OK; u2++) st = sim_route_links(host_of, g, usp_rank_of(c, r, u2), links, platform);
         if (all_ring_pairs)
             for (int r2 = 0; r2 < R && st == USP_OK; r2++)
-                st = check_pair(host_of, g, usp_rank_of(c, r2, u), links, platform);
+                st = sim_route_links(host_of, g, usp_rank_of(c, r2, u), links, platform);
         else if (st == USP_OK && R > 1) {
-            st = check_pair(host_of, g, usp_rank_of(c, (r + 1) % R, u), links, platform);
-            if (st == USP_OK) st = check_pair(host_of, g, usp_rank_of(c, (r + R - 1) % R, u), links, platform);
+            st = sim_route_links(host_of, g, usp_rank_of(c, (r + 1) % R, u), links, platform);
+            if (st == USP_OK) st = sim_route_links(host_of, g, usp_rank_of(c, (r + R - 1) % R, u), links, platform);
         }
     }
     sim_child_arm_failure(NULL, 0);

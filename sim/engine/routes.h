@@ -5,6 +5,16 @@
 #include <simgrid/host.h>
 #include "usp/config.h"
 #include "usp/error.h"
+#include <xbt/dynar.h>
+
+/* Seconds the routes from one rank may take before the check calls it a
+ * hang: one Dijkstra over a platform of 16384 GPUs takes well under one. */
+enum { ROUTE_WATCHDOG_S = 10 };
+
+/* The links of the route from rank a's host to rank b's into `links` (reset
+ * first; empty for a == b or one host); USP_EINVAL naming both ranks when
+ * the platform has no route. Call from the simulation child. */
+usp_status sim_route_links(const sg_host_t *host_of, int a, int b, xbt_dynar_t links, const char *platform);
 
 /* Refuses (USP_EINVAL) the first pair of ranks that talk in a schedule of
  * `c` but have no route between their hosts; host_of[g] is rank g's host on

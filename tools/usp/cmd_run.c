@@ -53,6 +53,8 @@ static void help(void) {
            "                    and the time is predicted for bf16, the dtype a GPU run\n"
            "                    uses (the trace is the timed run); --dtype D does both in D\n"
            "  --cfg NAME:VALUE  sim: a SimGrid setting (repeatable)\n"
+           "  --no-fold         sim: an actor for every rank, even where one per ulysses\n"
+           "                    group gives the same times (timing only; sim/README.md)\n"
            "  --input DIR       read DIR/q.npy k.npy v.npy [do.npy], (B, L, H, D)\n"
            "  --dump DIR        write o lse dq dk dv and ref_o ... ref_dv as .npy\n"
            "  --trace FILE      write a Chrome trace (Perfetto) of every step\n"
@@ -235,7 +237,7 @@ usp_status usp_run_dump(const usp_case *c, const char *dir) { return dump(c, dir
 /* ------------------------------------------------------------ main */
 
 enum {
-    OPT_PLATFORM = RUN_OPT_OWN_FIRST, OPT_HOSTMAP, OPT_PROFILE, OPT_NO_NUMERICS, OPT_CFG
+    OPT_PLATFORM = RUN_OPT_OWN_FIRST, OPT_HOSTMAP, OPT_PROFILE, OPT_NO_NUMERICS, OPT_CFG, OPT_NO_FOLD
 };
 
 /* Options of the simulator; without SimGrid they are refused by name. */
@@ -247,6 +249,7 @@ static int parse_sim_option(int opt, const char *arg, run_options *o) {
     case OPT_HOSTMAP: s->hostmap = arg; return 0;
     case OPT_PROFILE: s->profile = arg; return 0;
     case OPT_NO_NUMERICS: s->numerics = 0; return 0;
+    case OPT_NO_FOLD: s->no_fold = 1; return 0;
     case OPT_CFG:
         if (s->ncfg == USP_SIM_MAX_CFG)
             return usp_cli_bad_input("run", "at most %d --cfg settings", USP_SIM_MAX_CFG);
@@ -328,7 +331,7 @@ static int parse(int argc, char **argv, usp_config *cfg, run_options *o) {
         USP_CLI_CONFIG_LONGOPTS,
         {"platform", required_argument, 0, OPT_PLATFORM}, {"hostmap", required_argument, 0, OPT_HOSTMAP},
         {"profile", required_argument, 0, OPT_PROFILE}, {"no-numerics", no_argument, 0, OPT_NO_NUMERICS},
-        {"cfg", required_argument, 0, OPT_CFG},
+        {"cfg", required_argument, 0, OPT_CFG}, {"no-fold", no_argument, 0, OPT_NO_FOLD},
         USP_RUN_LONGOPTS, {0, 0, 0, 0}};
     parse_target t = {cfg, o};
     int rc = usp_cli_parse("run", argc, argv, opts, RUN_OPT_HELP, help, apply_option, &t);
