@@ -15,16 +15,13 @@
 #include "usp/a2a.h"
 #include "usp/layout.h"
 
-/* An uneven head split (usp/layout.h): the plan spread bytes_sent evenly
- * over the peers; each peer gets its piece's share instead (peer i of the
- * ulysses group is ulysses rank i). */
-static void uneven_pieces(const usp_config *cfg, const usp_step *st, int me, int n, double *bytes_to) {
+void sim_a2a_uneven_pieces(const usp_config *cfg, usp_a2a a2a, int me, int n, double *bytes_to) {
     double remote = 0;
     for (int i = 0; i < n; i++)
-        if (i != me) remote += (double)usp_a2a_send_elems(cfg, st->a2a, me, i);
+        if (i != me) remote += (double)usp_a2a_send_elems(cfg, a2a, me, i);
     if (remote <= 0) return;
     for (int i = 0; i < n; i++)
-        if (i != me) bytes_to[i] *= (double)usp_a2a_send_elems(cfg, st->a2a, me, i) * (n - 1) / remote;
+        if (i != me) bytes_to[i] *= (double)usp_a2a_send_elems(cfg, a2a, me, i) * (n - 1) / remote;
 }
 
 double sim_step_plan(const sim_net *net, const usp_config *cfg, const usp_step *st, int rank, int n,
@@ -49,6 +46,6 @@ double sim_step_plan(const sim_net *net, const usp_config *cfg, const usp_step *
     double size = n > 1 ? st->bytes_sent * n / (n - 1) : st->bytes_sent;
     sim_coll_plan_make(net, op, members, n, me, size, plan, bytes_to);
     if (members != stack_members) free(members);
-    if (st->kind == USP_STEP_ALL_TO_ALL && !usp_heads_even(cfg)) uneven_pieces(cfg, st, me, n, bytes_to);
+    if (st->kind == USP_STEP_ALL_TO_ALL && !usp_heads_even(cfg)) sim_a2a_uneven_pieces(cfg, st->a2a, me, n, bytes_to);
     return plan->delay_s;
 }

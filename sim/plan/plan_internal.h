@@ -90,6 +90,8 @@ typedef struct {
     int direct;          /* collectives: 1 sends every peer its shard (as the simulator's engine
                           * does for the USP schedule's); 0 runs NCCL-style rings */
     int peer_send, peer_recv; /* SENDRECV: global ranks */
+    int a2a;             /* USP all-to-alls: the usp_a2a pattern (the pieces of an uneven
+                          * head split, weighed by plan_program.attn), else -1 */
     int dep[2];          /* earlier steps of other streams, or -1 */
     char name[40];
 } plan_step;
@@ -103,6 +105,7 @@ typedef struct {
     usp_mix mix;
     int world;
     plan_rank_program *ranks;
+    usp_config attn;     /* the attention's configuration (plan_attention_config) */
 } plan_program;
 
 /* The device as the planner times it. */
@@ -135,6 +138,10 @@ usp_status plan_build_layer(const usp_workload *w, const usp_mix *x, const plan_
  * the optimizer step (and the step's gradient synchronization). */
 usp_status plan_build_edges(const usp_workload *w, const usp_mix *x, const plan_device *dev, int accumulating,
                             plan_program *out);
+/* The attention of one layer alone (the USP schedule of heads / tp, forward
+ * and backward, as plan_build_layer splices it, without the layer around it):
+ * what tests/test_plan_agree.c compares with the simulator's engine. */
+usp_status plan_build_attention(const usp_workload *w, const usp_mix *x, const plan_device *dev, plan_program *out);
 void plan_program_free(plan_program *p);
 
 /* Global rank of coordinates (dp index, ring rank, ulysses rank, tp rank):
@@ -152,6 +159,7 @@ typedef struct {
     double fwd_s;            /* last forward step end, over ranks */
     double compute_s;        /* busy compute of the rank that ends last */
     double bytes[USP_TERM_COUNT]; /* sent by rank 0, counted steps only */
+    double comm_s[USP_TERM_COUNT];/* comm steps' durations (end - start), summed over every rank */
 } plan_sim_result;
 
 /* Runs the programs one after the other in one SimGrid simulation (in a

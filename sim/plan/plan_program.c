@@ -62,6 +62,7 @@ static plan_step step_new(plan_step_kind kind, plan_stream stream, const char *n
     st.stream = stream;
     st.counted = 1;
     st.peer_send = st.peer_recv = -1;
+    st.a2a = -1;
     st.dep[0] = dep;
     st.dep[1] = -1;
     snprintf(st.name, sizeof st.name, "%s", name);
@@ -135,7 +136,11 @@ static plan_step usp_comm_step(const builder *b, const usp_step *u) {
     st.group = u->group == USP_GROUP_ULYSSES ? PLAN_GROUP_ULYSSES : PLAN_GROUP_RING;
     int n = usp_group_size(&b->attn->cfg, u->group);
     switch (u->kind) {
-    case USP_STEP_ALL_TO_ALL: st.kind = PLAN_STEP_ALL_TO_ALL; st.message = u->bytes_sent / (n - 1); break;
+    case USP_STEP_ALL_TO_ALL:
+        st.kind = PLAN_STEP_ALL_TO_ALL;
+        st.message = u->bytes_sent / (n - 1);
+        st.a2a = (int)u->a2a;
+        break;
     case USP_STEP_ALLGATHER: st.kind = PLAN_STEP_ALLGATHER; st.message = u->bytes_sent / (n - 1); break;
     case USP_STEP_REDUCE_SCATTER: st.kind = PLAN_STEP_REDUCE_SCATTER; st.message = u->bytes_sent / (n - 1); break;
     default:
@@ -381,7 +386,21 @@ static usp_status build_edges_rank(builder *b) {
     return i < 0 ? usp_fail(USP_EINTERNAL, "out of memory building the step") : USP_OK;
 }
 
-static usp_status build(const usp_workload *w, const usp_mix *x, const plan_device *dev, int layer,
+/* The layer's attention alone: the USP schedule's forward and backward as
+ * they are spliced into a layer, with nothing before them (the first comm
+ * step of each pass waits for nothing, as in the simulator's engine). */
+static usp_status build_attention_rank(builder *b) {
+    const usp_rank_schedule *rs = own_attention(b);
+    b->backward = 0;
+    splice_attention(b, 0, rs->nfwd, "", -1);
+    b->backward = 1;
+    splice_attention(b, rs->nfwd, rs->nsteps, "", -1);
+    return b->rp->nsteps == rs->nsteps ? USP_OK : usp_fail(USP_EINTERNAL, "out of memory building the attention");
+}
+
+enum { BUILD_EDGES, BUILD_LAYER, BUILD_ATTENTION };
+
+static usp_status build(const usp_workload *w, const usp_mix *x, const plan_device *dev, int what,
                         int accumulating, plan_program *out) {
     memset(out, 0, sizeof *out);
     USP_TRY(usp_mix_check(w, x, 0));
@@ -389,6 +408,7 @@ static usp_status build(const usp_workload *w, const usp_mix *x, const plan_devi
     out->world = usp_mix_gpus(x);
     out->ranks = usp_calloc((size_t)out->world, sizeof *out->ranks);
     usp_config c = plan_attention_config(w, x);
+    out->attn = c;
     usp_schedule attn;
     memset(&attn, 0, sizeof attn);
     usp_status st = out->ranks ? usp_schedule_build(&c, 1, &attn) : USP_EINTERNAL;
@@ -401,7 +421,9 @@ static usp_status build(const usp_workload *w, const usp_mix *x, const plan_devi
         builder b = {.w = w, .x = x, .dev = dev, .rp = &out->ranks[g], .rank = g, .attn = &attn, .usp_map = map,
                      .accumulating = accumulating};
         plan_dims_make(w, x, &b.d);
-        st = layer ? build_layer_rank(&b) : build_edges_rank(&b);
+        st = what == BUILD_LAYER       ? build_layer_rank(&b)
+           : what == BUILD_ATTENTION ? build_attention_rank(&b)
+                                     : build_edges_rank(&b);
     }
     free(map);
     usp_schedule_free(&attn);
@@ -411,12 +433,16 @@ static usp_status build(const usp_workload *w, const usp_mix *x, const plan_devi
 
 usp_status plan_build_layer(const usp_workload *w, const usp_mix *x, const plan_device *dev, int accumulating,
                             plan_program *out) {
-    return build(w, x, dev, 1, accumulating, out);
+    return build(w, x, dev, BUILD_LAYER, accumulating, out);
 }
 
 usp_status plan_build_edges(const usp_workload *w, const usp_mix *x, const plan_device *dev, int accumulating,
                             plan_program *out) {
-    return build(w, x, dev, 0, accumulating, out);
+    return build(w, x, dev, BUILD_EDGES, accumulating, out);
+}
+
+usp_status plan_build_attention(const usp_workload *w, const usp_mix *x, const plan_device *dev, plan_program *out) {
+    return build(w, x, dev, BUILD_ATTENTION, 0, out);
 }
 
 void plan_program_free(plan_program *p) {

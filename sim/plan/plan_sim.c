@@ -10,7 +10,10 @@
  * reduce-scatter, all-reduce) whose plan gives the transport of each pair,
  * NCCL's algorithm and protocol, the per-call and pipeline delay (paid
  * first) and the bytes to each member; every member then exchanges with
- * every other (zero bytes: a rendezvous), as in the engine. On a platform
+ * every other (zero bytes: a rendezvous), as in the engine; an all-to-all
+ * of an uneven head split gives each peer its piece, as the engine does.
+ * tests/test_plan_agree.c checks that the attention alone takes the same
+ * time here as in the engine. On a platform
  * without props (known = 0) the planner keeps its own model: collectives
  * sent directly (every member its message, at once) or as NCCL-style rings
  * over islands of the fastest routes, an all-reduce as a reduce-scatter
@@ -25,7 +28,8 @@
  * results back through a pipe. */
 #include "plan_internal.h"
 #include "usp/fdio.h"
-#include "network/nccl.h"
+#include "network/step.h"
+#include "usp/layout.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -224,6 +228,8 @@ static int run_comm_nccl(rank_state *r, int i, const plan_step *st) {
     }
     sim_coll_plan plan;
     sim_coll_plan_make(&g.net, op, members, n, me, st->message * n, &plan, bytes_to);
+    if (op == SIM_COLL_ALLTOALL && st->a2a >= 0 && !usp_heads_even(&g.prog->attn))
+        sim_a2a_uneven_pieces(&g.prog->attn, (usp_a2a)st->a2a, me, n, bytes_to); /* as the engine */
     for (int k = 0; k < n; k++)
         if (k != me) { peers[count] = members[k]; bytes[count++] = bytes_to[k]; }
     if (plan.delay_s > 0) sg_actor_sleep_for(plan.delay_s);
@@ -250,9 +256,17 @@ static int run_comm(rank_state *r, int i, const plan_step *st) {
     int to[n > MAX_CHANNELS ? n : MAX_CHANNELS], from[n > MAX_CHANNELS ? n : MAX_CHANNELS];
     double bytes[n > MAX_CHANNELS ? n : MAX_CHANNELS];
     if (st->kind == PLAN_STEP_ALL_TO_ALL || st->direct) {
+        double piece[n];
+        int me = 0;
+        for (int k = 0; k < n; k++) {
+            piece[k] = st->message;
+            if (plan_group_member(&g.prog->mix, st->group, r->rank, k) == r->rank) me = k;
+        }
+        if (st->kind == PLAN_STEP_ALL_TO_ALL && st->a2a >= 0 && !usp_heads_even(&g.prog->attn))
+            sim_a2a_uneven_pieces(&g.prog->attn, (usp_a2a)st->a2a, me, n, piece);
         for (int k = 0; k < n; k++) {
             int m = plan_group_member(&g.prog->mix, st->group, r->rank, k);
-            if (m != r->rank) { to[count] = from[count] = m; bytes[count++] = st->message; }
+            if (m != r->rank) { to[count] = from[count] = m; bytes[count++] = piece[k]; }
         }
     } else {
         ring_paths *rp = &r->rings[st->group];
@@ -347,6 +361,7 @@ static void summarize(double t0, plan_sim_result *res) {
             if (end > last) last = end;
             if (!st->backward && end > res->fwd_s) res->fwd_s = end;
             if (st->stream == PLAN_COMPUTE) busy += r->end[i] - r->start[i];
+            else res->comm_s[st->term] += r->end[i] - r->start[i];
         }
         if (last >= res->makespan_s) { res->makespan_s = last; critical = k; res->compute_s = busy; }
     }
