@@ -27,18 +27,27 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader \
   | tee -a "$SUM"
 KC="$BUILD/usp kernel-check"
+# PREBUILT=1: binaries built elsewhere (build/usp_kernel_check, build/libusp_bench_gpu.so)
+# are used when they start here; else the build step runs
+if [ -n "${PREBUILT:-}" ] && "$BUILD/usp_kernel_check" --help > /dev/null 2>&1 \
+   && python3 -c "import ctypes; ctypes.CDLL('$BUILD/libusp_bench_gpu.so')" 2> /dev/null; then
+  say "prebuilt binaries start: no build"
+  KC="$BUILD/usp_kernel_check"
+  STEPS=${STEPS//build/}
+fi
 
 if has build; then
   stamp "build"
   cmake -S . -B "$BUILD" -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc -DUSP_PTXAS_VERBOSE=ON \
     > "$OUT/build.log" 2>&1
-  cmake --build "$BUILD" -j16 --target usp usp_bench_gpu >> "$OUT/build.log" 2>&1 \
+  cmake --build "$BUILD" -j16 --target usp_kernel_check usp_bench_gpu >> "$OUT/build.log" 2>&1 \
     || { say "build FAILED"; tail -30 "$OUT/build.log"; exit 1; }
+  KC="$BUILD/usp_kernel_check"
   grep -A2 "bwd_ws_kernel" "$OUT/build.log" | grep -E "registers|spill" | sort | uniq -c | tee -a "$SUM"
 fi
 
 if has check; then
-  for v in "ws:USP_GPU_BWD=ws" "wg:USP_GPU_BWD=wg" "mma:USP_GPU_TILES=mma"; do
+  for v in ${CHECKS:-ws:USP_GPU_BWD=ws wg:USP_GPU_BWD=wg mma:USP_GPU_TILES=mma}; do
     name=${v%%:*}
     stamp "kernel-check $name"
     env ${v#*:} timeout ${CHECK_TIMEOUT:-100} $KC > "$OUT/kcheck_$name.txt" 2>&1
