@@ -144,7 +144,7 @@ __device__ __forceinline__ void wsb_store_kv(const float (&acc)[D / 2], float *g
     }
 }
 
-template <typename T, int D>
+template <typename T, int D, bool DQ_TMA>
 __global__ void __launch_bounds__(WSB_NTH, 1)
     bwd_ws_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                   const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
@@ -302,7 +302,22 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
         wg_fence_regs(dv);
         wg_fence_regs(dk);
         if (warp_lead) mbar_arrive1(empty + st);   /* Q, dO, LSE, DELTA of this stage read */
-        if (mine) {
+        if (mine && !DQ_TMA) {   /* USP_GPU_BWD=wsa: 8-byte atomics from the registers, for timing */
+            wg_fence_regs(dq);
+            float *gdq = p.dq + b * p.dq_sb + (int64_t)p.q_begin * p.dq_sl + h * p.dq_sh;
+            const int t = lane & 3, col0 = D == 128 ? c * 64 : 0;
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf) {
+                const int r = m0 + warp * 16 + (lane >> 2) + hf * 8;
+                if (r >= p.q_len) continue;
+                float *row = gdq + (int64_t)r * p.dq_sl + col0 + 2 * t;
+#pragma unroll
+                for (int j = 0; j < 8; ++j)
+                    atomicAdd(reinterpret_cast<float2 *>(row + 8 * j),
+                              make_float2(dq[4 * j + 2 * hf] * p.scale, dq[4 * j + 2 * hf + 1] * p.scale));
+            }
+        }
+        if (mine && DQ_TMA) {
             wg_fence_regs(dq);
             if (wg_lead) bulk_wait_read<0>();   /* the last reduce has read the region */
             named_barrier<128>(2 + c);
@@ -317,7 +332,7 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
             }
         }
     }
-    if (wg_lead) bulk_wait<0>();
+    if (DQ_TMA && wg_lead) bulk_wait<0>();
 
     const int krow = n0 + key_row;
     float *gdk = p.dk + b * p.dk_sb + (int64_t)p.kv_begin * p.dk_sl + hk * p.dk_sh;
@@ -340,14 +355,14 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
               tma_map_4d(&tv, v0, in, D, p.kv_len, p.hkv, p.b, p.v_sl, p.v_sh, p.v_sb, WSB_BN) &&
               tma_map_4d(&tdq, dq0, USP_F32, D, p.q_len, p.h, p.b, p.dq_sl, p.dq_sh, p.dq_sb, WSB_BM);
     if (!ok) {
-        if (usp_ws_bwd_enabled() == 2) {   /* USP_GPU_BWD=ws: this kernel or a failure */
+        if (usp_ws_bwd_enabled() >= 2) {   /* USP_GPU_BWD=ws: this kernel or a failure */
             snprintf(why, why_len, "attn_bwd_ws: cuTensorMapEncodeTiled refused the block's tensor maps");
             return USP_KERNEL_ECUDA;
         }
         return usp_wg_bwd_tiles(p, in, st, why, why_len);
     }
     constexpr int smem = wsb_smem_bytes<D>();
-    auto kern = bwd_ws_kernel<T, D>;
+    auto kern = usp_ws_bwd_enabled() == 3 ? bwd_ws_kernel<T, D, false> : bwd_ws_kernel<T, D, true>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid((p.kv_len + WSB_BN - 1) / WSB_BN, p.hkv, p.b);
     kern<<<grid, WSB_NTH, smem, st>>>(tq, tk, tv, tdo, tdq, p);
@@ -368,10 +383,11 @@ int usp_ws_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
 
 int usp_ws_bwd_enabled(void) {
     /* USP_GPU_BWD=wg: attn_bwd_wg.cu's kernel (0); =ws: this one, no fallback
-     * (2); unset: attn_bwd_wg.cu's kernel until this one has passed kernel-check
+     * (2); =wsa: this one with dQ atomics (3); unset: attn_bwd_wg.cu's kernel until this one has passed kernel-check
      * on a GPU. Read at each call (a getenv beside a kernel launch), so that one
      * process can time both (tools/bench-gpu --alt-env). */
     const char *e = getenv("USP_GPU_BWD");
     if (e && !strcmp(e, "ws")) return 2;
+    if (e && !strcmp(e, "wsa")) return 3;   /* dQ by atomics from the registers instead of TMA reduce-adds */
     return 0;
 }

@@ -8,7 +8,8 @@
 #           fallback), USP_GPU_BWD=wg (attn_bwd_wg.cu), and USP_GPU_TILES=mma (mma.sync tiles)
 # sanitize  compute-sanitizer memcheck on the quick battery, USP_GPU_BWD=ws
 # bench     tools/bench-gpu with USP_GPU_BWD=ws, and the old backward (--alt-env
-#           USP_GPU_BWD=wg) in the same process; SDPA flash and cuDNN beside them
+#           USP_GPU_BWD=wg) and the new one with dQ atomics (USP_GPU_BWD=wsa) in the same
+#           process (ALT replaces those); SDPA flash and cuDNN beside them
 # BENCH_ARGS replaces the shapes (default: L = 16384, D = 128, 64, 256, causal and not).
 # Logs land in $OUT (default ./out); a summary and the tables are printed last.
 set -u
@@ -66,7 +67,7 @@ fi
 
 if has bench; then
   stamp "bench-gpu"
-  bwd=ws alt="--alt-env USP_GPU_BWD=wg"
+  bwd=ws alt=${ALT:---alt-env USP_GPU_BWD=wg --alt-env USP_GPU_BWD=wsa}
   [ -n "${WS_HUNG:-}" ] && bwd=wg alt=""
   USP_GPU_BWD=$bwd timeout ${BENCH_TIMEOUT:-300} python3 tools/bench-gpu --lib "$BUILD/libusp_bench_gpu.so" \
     --json "$OUT/bench.json" $alt \
