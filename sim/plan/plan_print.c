@@ -99,9 +99,13 @@ static void json_num(FILE *f, const char *key, double v, int comma) {
     if (comma) fputs(", ", f);
 }
 
+/* "mix": the parallel configuration only (sim/plan/README.md, "JSON"). */
 static void json_mix(FILE *f, const usp_mix *x) {
-    fprintf(f, "\"dp\": %d, \"tp\": %d, \"ulysses\": %d, \"ring\": %d, \"zero\": %d, \"recompute\": %s, \"tp_sp\": %s",
-            x->dp, x->tp, x->ulysses, x->ring, x->zero, x->recompute ? "true" : "false", x->tp_sp ? "true" : "false");
+    fprintf(f,
+            "\"mix\": {\"dp\": %d, \"tp\": %d, \"ulysses\": %d, \"ring\": %d, \"zero\": %d, \"recompute\": %s, "
+            "\"tp_sp\": %s, \"tp_overlap\": %s}",
+            x->dp, x->tp, x->ulysses, x->ring, x->zero, x->recompute ? "true" : "false", x->tp_sp ? "true" : "false",
+            x->tp_overlap ? "true" : "false");
 }
 
 static void json_memory(FILE *f, const usp_memory *m) {
@@ -127,8 +131,9 @@ static void json_terms(FILE *f, const double *bytes) {
     fputs("}", f);
 }
 
+/* The members of one ranked mix after "rank": its mix, then its time and
+ * memory beside it. */
 static void json_point(FILE *f, const usp_plan_point *pt) {
-    fputs("{", f);
     json_mix(f, &pt->mix);
     fputs(", ", f);
     json_num(f, "step_s", pt->step_s, 1);
@@ -142,7 +147,6 @@ static void json_point(FILE *f, const usp_plan_point *pt) {
     fprintf(f, "\"micro_batch\": %d, \"accumulation_steps\": %d, ", pt->micro_batch, pt->accumulation_steps);
     fprintf(f, "\"oom\": %s, \"memory_bytes\": ", pt->oom ? "true" : "false");
     json_memory(f, &pt->mem);
-    fputs("}", f);
 }
 
 static void json_header(FILE *f, const usp_plan *p) {
@@ -187,7 +191,7 @@ void usp_plan_print_json(FILE *f, const usp_plan *p, int top, int refused, int d
     for (int i = 0; i < p->count; i++) {
         if (!shown_point(p, i, distinct) || (top > 0 && shown >= top)) continue;
         fputs(shown ? ",\n  " : "\n  ", f);
-        fprintf(f, "{\"rank\": %d, \"mix\": ", i + 1);
+        fprintf(f, "{\"rank\": %d, ", i + 1);
         json_point(f, &p->points[i]);
         fputs("}", f);
         shown++;
@@ -285,7 +289,7 @@ static void explain_json(FILE *f, const usp_plan *p, int index) {
     if (!pt) { fputs("null", f); return; }
     usp_comm_bytes cf;
     usp_comm_closed_form(&p->work, &pt->mix, &cf);
-    fputs("{\"mix\": ", f);
+    fprintf(f, "{\"rank\": %d, ", index + 1);
     json_point(f, pt);
     fputs(", \"bytes_per_layer\": ", f);
     json_terms(f, cf.layer);
