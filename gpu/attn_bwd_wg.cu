@@ -184,9 +184,9 @@ __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p)
 
     __shared__ uint32_t tile_flags[BWD_FLAG_WORDS];
     __shared__ int red[2];
-    const int hk = blockIdx.y, b = blockIdx.z;
-    const BwdWork wk = bwd_work<WB_BM, WB_BN>(p, b, tile_flags, red);
+    const BwdWork wk = bwd_work<WB_BM, WB_BN>(p, blockIdx.z, tile_flags, red);
     if (wk.iters == 0) return;   /* no query sees these keys */
+    const int hk = wk.hk, b = wk.b;
     const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
     const int n0 = wk.n0;
     const int key_row = wgi * 64 + warp * 16 + (lane >> 2);   /* tile key of e>>1 = 0 */
@@ -310,9 +310,20 @@ int wb_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len)
     constexpr int smem = wb_smem_bytes<D>();
     auto kern = bwd_wg_kernel<T, D>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    dim3 grid((p.kv_len + WB_BN - 1) / WB_BN, p.hkv, p.b);
-    kern<<<grid, WB_NTH, smem, st>>>(p);
-    USP_CUDA_LAUNCHED();
+    /* under a mask plan (maskplan.cu): a 1-d grid of key tiles by descending work */
+    UspBwdParams q = p;
+    UspPlanMem plan;
+    int ctas = 0;
+    int rc = usp_mask_plan_bwd(q, WB_BN, st, &plan, &ctas, why, why_len);
+    if (rc != USP_KERNEL_OK) return rc;
+    dim3 grid = ctas ? dim3(ctas) : dim3((p.kv_len + WB_BN - 1) / WB_BN, p.hkv, p.b);
+    kern<<<grid, WB_NTH, smem, st>>>(q);
+    cudaError_t e = cudaGetLastError();
+    usp_mask_plan_release(&plan, st);
+    if (e != cudaSuccess) {
+        snprintf(why, why_len, "bwd_wg_kernel launch failed: %s", cudaGetErrorString(e));
+        return USP_KERNEL_ECUDA;
+    }
     return USP_KERNEL_OK;
 }
 

@@ -21,6 +21,15 @@
  * kv_begin .. kv_begin + kv_len), so rows past its end load as zeros; masks
  * (usp/rowmask.h: key tiles of the union of the rows' intervals) are those of attn_fwd_wg.cu.
  *
+ * Work units: without a mask plan a CTA computes one query tile (grid of query
+ * tiles x heads x batch, heavy causal tiles first). With one (maskplan.cu: per-row
+ * masks, or USP_GPU_MASK_PLAN=all) the grid is persistent, at most one CTA an SM,
+ * and each CTA walks its share of the units (query tile, head) in the plan's order
+ * of descending work (ws_unit); the producer loads the next unit's Q as soon as
+ * both consumers are past their last S = Q K^T of the current one (mbarrier
+ * emptyQ) and runs on into its K/V tiles, so a unit's loads overlap the end of
+ * the previous unit. The stages' phases count K/V tiles over all units of the CTA.
+ *
  * Shared memory at D = 128: Q 32 KB + 2 stages x (K 32 KB + V 32 KB) = 160 KB
  * and the barriers. */
 #include "kernels.h"
@@ -154,6 +163,74 @@ __device__ __forceinline__ void ws_pack(const float (&s)[BN / 2], uint32_t (&pa)
     }
 }
 
+/* One work unit of a CTA: query tile m0 of head h of batch b, and the key
+ * tiles [jt0, jt0 + ntiles) of the union of its rows' intervals. */
+struct WsUnit {
+    int b, h, m0, jt0, ntiles;
+    usp_key_range kr;
+};
+
+/* Unit j (0, 1, ...) of this CTA; false when it has no more.
+ *   Planned (p.work_order, maskplan.cu; persistent grid of G CTAs): unit j of
+ *     CTA c is linear index j*G + c (j even) or j*G + G-1-c (j odd) of the
+ *     p.plan_items x heads units, item work_order[index / heads], head index %
+ *     heads: the items by descending work, dealt out back and forth. The range
+ *     comes from the plan's 64-row groups; no barrier, so producer and
+ *     consumers call it apart.
+ *   Unplanned: one unit a CTA from blockIdx (heavy causal tiles first); its
+ *     range is reduced by the whole CTA (barriers), so unit 0 is asked for by
+ *     every thread together. */
+template <int BM, int BN>
+__device__ __forceinline__ bool ws_unit(const UspFwdParams &p, int j, WsUnit &u, int *red) {
+    if (p.work_order) {
+        const int G = gridDim.x, c = blockIdx.x;   /* p.plan_items * p.h < 2^31 (maskplan.cu) */
+        const int lin = j * G + ((j & 1) ? G - 1 - c : c);
+        if (lin >= p.plan_items * p.h) return false;
+        const int item = p.work_order[lin / p.h];
+        const int nt = (p.q_len + BM - 1) / BM, ng = (p.q_len + USP_PLAN_GROUP - 1) / USP_PLAN_GROUP;
+        u.h = lin % p.h;
+        u.b = item / nt;
+        u.m0 = (item % nt) * BM;
+        u.kr = usp_key_range_none();
+#pragma unroll
+        for (int k = 0; k < BM / USP_PLAN_GROUP; ++k) {
+            const int gi = u.m0 / USP_PLAN_GROUP + k;
+            if (gi < ng) {
+                const int4 g = p.mask_groups[u.b * ng + gi];
+                u.kr = usp_key_range_merge(u.kr, usp_key_range{g.x, g.y, g.z, g.w});
+            }
+        }
+    } else {
+        if (j > 0) return false;
+        u.m0 = (gridDim.x - 1 - blockIdx.x) * BM;   /* heavy causal tiles first */
+        u.h = blockIdx.y;
+        u.b = blockIdx.z;
+        u.kr = cta_key_range(p, u.b, u.m0, min(BM, p.q_len - u.m0), red);
+    }
+    int jt1;
+    usp_tile_range(u.kr, BN, &u.jt0, &jt1);
+    u.ntiles = jt1 - u.jt0;
+    return true;
+}
+
+/* Rows of consumer warpgroup c's 64 that see no key: O = 0, LSE = -inf. */
+template <typename TO, int D>
+__device__ void ws_write_empty(const UspFwdParams &p, const WsUnit &u, int c) {
+    const int r0 = u.m0 + c * 64, rows = min(64, p.q_len - r0), tid = threadIdx.x & 127;
+    for (int idx = tid; idx < rows * D; idx += 128) {
+        const int r = idx / D, col = idx % D;
+        TO *o = static_cast<TO *>(p.o) + u.b * p.o_sb + (int64_t)(p.q_begin + r0 + r) * p.o_sl + u.h * p.o_sh;
+        o[col] = TO(0.0f);
+    }
+    for (int r = tid; r < rows; r += 128) p.lse[u.b * p.lse_sb + u.h * p.lse_sh + p.q_begin + r0 + r] = -INFINITY;
+}
+
+/* Stage and phase of the a-th K/V tile a CTA loads (counted over its units). */
+template <int S>
+__device__ __forceinline__ int ws_stage(int a) { return a % S; }
+template <int S>
+__device__ __forceinline__ uint32_t ws_phase(int a) { return (uint32_t)(a / S) & 1u; }
+
 template <typename T, typename TO, int D>
 __global__ void __launch_bounds__(WS_NTH, 1)
     fwd_ws_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
@@ -164,24 +241,16 @@ __global__ void __launch_bounds__(WS_NTH, 1)
     T *sK = sQ + BM * D;                                    /* S x BN x D */
     T *sV = sK + S * BN * D;                                /* S x BN x D */
     uint64_t *bars = reinterpret_cast<uint64_t *>(sV + S * BN * D);
-    uint64_t *barQ = bars, *fullK = bars + 1, *fullV = fullK + S, *emptyK = fullV + S, *emptyV = emptyK + S;
+    uint64_t *barQ = bars, *emptyQ = bars + 1, *fullK = bars + 2, *fullV = fullK + S, *emptyK = fullV + S,
+             *emptyV = emptyK + S;
 
     const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
-    const int m0 = (gridDim.x - 1 - blockIdx.x) * BM;   /* heavy causal tiles first */
-    const int h = blockIdx.y, b = blockIdx.z, hk = h / (p.h / p.hkv);
-
-    /* the key tiles of the union of the rows' intervals: tile n of the loop is key tile jt0 + n */
     __shared__ int red[4];
-    const usp_key_range kr = cta_key_range(p, b, m0, min(BM, p.q_len - m0), red);
-    int jt0, jt1;
-    usp_tile_range(kr, BN, &jt0, &jt1);
-    const int ntiles = jt1 - jt0;
-    if (ntiles <= 0) {
-        fwd_write_empty<TO, D, BM>(p, m0, b, h);
-        return;
-    }
+    WsUnit u0;
+    if (!ws_unit<BM, BN>(p, 0, u0, red)) return;   /* every thread alike */
     if (threadIdx.x == 0) {
         mbar_init(barQ, 1);
+        mbar_init(emptyQ, 2);   /* one thread of each consumer warpgroup, after its unit's last S */
         for (int s = 0; s < S; ++s) {
             mbar_init(fullK + s, 1);
             mbar_init(fullV + s, 1);
@@ -192,25 +261,36 @@ __global__ void __launch_bounds__(WS_NTH, 1)
     }
     __syncthreads();
 
-    if (wgi == 0) {   /* producer */
+    if (wgi == 0) {   /* producer: Q of each unit once its predecessor's last S is done, K/V through the stages */
         setmaxnreg_dec<24>();
         if (threadIdx.x == 0) {
-            mbar_expect_tx(barQ, BM * D * 2);
+            int a = 0, qi = 0;
+            WsUnit u = u0;
+            for (int j = 0;;) {
+                if (u.ntiles > 0) {
+                    const int hk = u.h / (p.h / p.hkv);
+                    mbar_wait(emptyQ, (qi & 1) ^ 1);
+                    mbar_expect_tx(barQ, BM * D * 2);
 #pragma unroll
-            for (int a = 0; a < D / 64; ++a) tma_load4(sQ + a * BM * 64, &tq, barQ, a * 64, m0, h, b);
-            for (int n = 0; n < ntiles; ++n) {
-                const int st = n % S;
-                const uint32_t ph = (n / S) & 1;
-                mbar_wait(emptyK + st, ph ^ 1);
-                mbar_expect_tx(fullK + st, BN * D * 2);
+                    for (int c = 0; c < D / 64; ++c) tma_load4(sQ + c * BM * 64, &tq, barQ, c * 64, u.m0, u.h, u.b);
+                    for (int n = 0; n < u.ntiles; ++n, ++a) {
+                        const int st = ws_stage<S>(a);
+                        const uint32_t ph = ws_phase<S>(a);
+                        const int key = (u.jt0 + n) * BN;
+                        mbar_wait(emptyK + st, ph ^ 1);
+                        mbar_expect_tx(fullK + st, BN * D * 2);
 #pragma unroll
-                for (int a = 0; a < D / 64; ++a)
-                    tma_load4(sK + st * BN * D + a * BN * 64, &tk, fullK + st, a * 64, (jt0 + n) * BN, hk, b);
-                mbar_wait(emptyV + st, ph ^ 1);
-                mbar_expect_tx(fullV + st, BN * D * 2);
+                        for (int c = 0; c < D / 64; ++c)
+                            tma_load4(sK + st * BN * D + c * BN * 64, &tk, fullK + st, c * 64, key, hk, u.b);
+                        mbar_wait(emptyV + st, ph ^ 1);
+                        mbar_expect_tx(fullV + st, BN * D * 2);
 #pragma unroll
-                for (int a = 0; a < D / 64; ++a)
-                    tma_load4(sV + st * BN * D + a * BN * 64, &tv, fullV + st, a * 64, (jt0 + n) * BN, hk, b);
+                        for (int c = 0; c < D / 64; ++c)
+                            tma_load4(sV + st * BN * D + c * BN * 64, &tv, fullV + st, c * 64, key, hk, u.b);
+                    }
+                    ++qi;
+                }
+                if (!ws_unit<BM, BN>(p, ++j, u, nullptr)) break;
             }
         }
         return;
@@ -221,104 +301,127 @@ __global__ void __launch_bounds__(WS_NTH, 1)
     const int c = wgi - 1;
     const bool signal = (threadIdx.x & 127) == 0;   /* releases stages for its warpgroup */
     const float sl2 = p.scale * USP_LOG2E;
-    const int r_base = m0 + c * 64 + warp * 16 + (lane >> 2);
     const T *sQw = sQ + c * 64 * 64;
-    float o[ND];
+    int a = 0, qi = 0;   /* K/V tiles and Q tiles consumed so far */
+    WsUnit u = u0;
+    for (int j = 0;;) {
+        if (u.ntiles <= 0) {
+            ws_write_empty<TO, D>(p, u, c);
+        } else {
+            const int ntiles = u.ntiles, jt0 = u.jt0;
+            const int r_base = u.m0 + c * 64 + warp * 16 + (lane >> 2);
+            float o[ND];
 #pragma unroll
-    for (int i = 0; i < ND; ++i) o[i] = 0.0f;
-    float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, sum[2], corr[2];
-    uint32_t pa[BN / 16][4];
-    float s[BN / 2];
-    const usp_key_interval riv[2] = {row_keys(p, b, r_base), row_keys(p, b, r_base + 8)};
+            for (int i = 0; i < ND; ++i) o[i] = 0.0f;
+            float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, sum[2], corr[2];
+            uint32_t pa[BN / 16][4];
+            float s[BN / 2];
+            const usp_key_interval riv[2] = {row_keys(p, u.b, r_base), row_keys(p, u.b, r_base + 8)};
 
-    if (c == 1) bar_arrive256(1);   /* consumer 0 takes the first turn */
-    mbar_wait(barQ, 0);
+            if (c == 1) bar_arrive256(1);   /* consumer 0 takes the first turn */
+            mbar_wait(barQ, qi & 1);
 
-    /* turn 0: S_0 */
-    mbar_wait(fullK, 0);
-    bar_sync256(1 + c);
-    wg_arrive();
+            /* turn 0: S_0 */
+            {
+                const int st = ws_stage<S>(a);
+                mbar_wait(fullK + st, ws_phase<S>(a));
+                bar_sync256(1 + c);
+                wg_arrive();
 #pragma unroll
-    for (int kc = 0; kc < D / 16; ++kc)
-        ws_qk<T, BN>::mma(s, wg_desc_k<BM>(sQw, kc), wg_desc_k<BN>(sK, kc), kc > 0);
-    wg_commit();
-    bar_arrive256(2 - c);
-    wg_wait<0>();
-    wg_fence_regs(s);
-    if (signal) mbar_arrive(emptyK);
-    if (usp_tile_masked(kr, jt0 * BN, jt0 * BN + BN)) ws_mask<BN>(s, riv, jt0 * BN);
-    ws_softmax<BN>(s, mx, sum, corr, sl2);
-    l[0] = sum[0];
-    l[1] = sum[1];
-    ws_pack<T, BN>(s, pa);
-
-    for (int n = 1; n < ntiles; ++n) {
-        const int st = n % S, pst = (n - 1) % S;
-        const uint32_t ph = (n / S) & 1, pph = ((n - 1) / S) & 1;
-        mbar_wait(fullK + st, ph);
-        mbar_wait(fullV + pst, pph);
-        bar_sync256(1 + c);
-        wg_arrive();
-#pragma unroll
-        for (int kc = 0; kc < D / 16; ++kc)
-            ws_qk<T, BN>::mma(s, wg_desc_k<BM>(sQw, kc), wg_desc_k<BN>(sK + st * BN * D, kc), kc > 0);
-        wg_commit();
-        wg_fence_regs(o);
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) rs_mma<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(sV + pst * BN * D, kk));
-        wg_commit();
-        bar_arrive256(2 - c);
-        wg_wait<1>();
-        wg_fence_regs(s);
-        if (signal) mbar_arrive(emptyK + st);
-        const int n0 = (jt0 + n) * BN;
-        if (usp_tile_masked(kr, n0, n0 + BN)) ws_mask<BN>(s, riv, n0);
-        ws_softmax<BN>(s, mx, sum, corr, sl2);
-        wg_wait<0>();
-        wg_fence_regs(o);
-        if (signal) mbar_arrive(emptyV + pst);
-#pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-            l[hf] = l[hf] * corr[hf] + sum[hf];
-#pragma unroll
-            for (int jj = 0; jj < D / 8; ++jj) {
-                o[4 * jj + 2 * hf] *= corr[hf];
-                o[4 * jj + 2 * hf + 1] *= corr[hf];
+                for (int kc = 0; kc < D / 16; ++kc)
+                    ws_qk<T, BN>::mma(s, wg_desc_k<BM>(sQw, kc), wg_desc_k<BN>(sK + st * BN * D, kc), kc > 0);
+                wg_commit();
+                bar_arrive256(2 - c);
+                wg_wait<0>();
+                wg_fence_regs(s);
+                if (signal) {
+                    mbar_arrive(emptyK + st);
+                    if (ntiles == 1) mbar_arrive(emptyQ);
+                }
+                if (usp_tile_masked(u.kr, jt0 * BN, jt0 * BN + BN)) ws_mask<BN>(s, riv, jt0 * BN);
+                ws_softmax<BN>(s, mx, sum, corr, sl2);
+                l[0] = sum[0];
+                l[1] = sum[1];
+                ws_pack<T, BN>(s, pa);
             }
+
+            for (int n = 1; n < ntiles; ++n) {
+                const int st = ws_stage<S>(a + n), pst = ws_stage<S>(a + n - 1);
+                mbar_wait(fullK + st, ws_phase<S>(a + n));
+                mbar_wait(fullV + pst, ws_phase<S>(a + n - 1));
+                bar_sync256(1 + c);
+                wg_arrive();
+#pragma unroll
+                for (int kc = 0; kc < D / 16; ++kc)
+                    ws_qk<T, BN>::mma(s, wg_desc_k<BM>(sQw, kc), wg_desc_k<BN>(sK + st * BN * D, kc), kc > 0);
+                wg_commit();
+                wg_fence_regs(o);
+#pragma unroll
+                for (int kk = 0; kk < BN / 16; ++kk)
+                    rs_mma<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(sV + pst * BN * D, kk));
+                wg_commit();
+                bar_arrive256(2 - c);
+                wg_wait<1>();
+                wg_fence_regs(s);
+                if (signal) {
+                    mbar_arrive(emptyK + st);
+                    if (n == ntiles - 1) mbar_arrive(emptyQ);
+                }
+                const int n0 = (jt0 + n) * BN;
+                if (usp_tile_masked(u.kr, n0, n0 + BN)) ws_mask<BN>(s, riv, n0);
+                ws_softmax<BN>(s, mx, sum, corr, sl2);
+                wg_wait<0>();
+                wg_fence_regs(o);
+                if (signal) mbar_arrive(emptyV + pst);
+#pragma unroll
+                for (int hf = 0; hf < 2; ++hf) {
+                    l[hf] = l[hf] * corr[hf] + sum[hf];
+#pragma unroll
+                    for (int jj = 0; jj < D / 8; ++jj) {
+                        o[4 * jj + 2 * hf] *= corr[hf];
+                        o[4 * jj + 2 * hf + 1] *= corr[hf];
+                    }
+                }
+                ws_pack<T, BN>(s, pa);
+            }
+
+            /* last turn: O += P V of the last tile */
+            {
+                const int pst = ws_stage<S>(a + ntiles - 1);
+                mbar_wait(fullV + pst, ws_phase<S>(a + ntiles - 1));
+                bar_sync256(1 + c);
+                wg_fence_regs(o);
+                wg_arrive();
+#pragma unroll
+                for (int kk = 0; kk < BN / 16; ++kk)
+                    rs_mma<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(sV + pst * BN * D, kk));
+                wg_commit();
+                if (c == 0) bar_arrive256(2);   /* consumer 1's last turn; consumer 0 has none left */
+                wg_wait<0>();
+                wg_fence_regs(o);
+                if (signal) mbar_arrive(emptyV + pst);
+            }
+
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf) {
+                float lt = quad_sum(l[hf]);
+                float inv = lt > 0.0f ? 1.0f / lt : 0.0f;
+                int r = r_base + hf * 8;
+                if (r >= p.q_len) continue;
+                int64_t grow = p.q_begin + r;
+                TO *orow = static_cast<TO *>(p.o) + u.b * p.o_sb + grow * p.o_sl + u.h * p.o_sh;
+#pragma unroll
+                for (int jj = 0; jj < D / 8; ++jj)
+                    out2<TO>::store(orow + 8 * jj + (lane & 3) * 2, o[4 * jj + 2 * hf] * inv,
+                                    o[4 * jj + 2 * hf + 1] * inv);
+                if ((lane & 3) == 0)
+                    p.lse[u.b * p.lse_sb + u.h * p.lse_sh + grow] =
+                        lt > 0.0f ? (mx[hf] * sl2 + log2f(lt)) * USP_LN2 : -INFINITY;
+            }
+            a += ntiles;
+            ++qi;
         }
-        ws_pack<T, BN>(s, pa);
-    }
-
-    /* last turn: O += P V of the last tile */
-    {
-        const int pst = (ntiles - 1) % S;
-        const uint32_t pph = ((ntiles - 1) / S) & 1;
-        mbar_wait(fullV + pst, pph);
-        bar_sync256(1 + c);
-        wg_fence_regs(o);
-        wg_arrive();
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) rs_mma<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(sV + pst * BN * D, kk));
-        wg_commit();
-        if (c == 0) bar_arrive256(2);   /* consumer 1's last turn; consumer 0 has none left */
-        wg_wait<0>();
-        wg_fence_regs(o);
-        if (signal) mbar_arrive(emptyV + pst);
-    }
-
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-        float lt = quad_sum(l[hf]);
-        float inv = lt > 0.0f ? 1.0f / lt : 0.0f;
-        int r = r_base + hf * 8;
-        if (r >= p.q_len) continue;
-        int64_t grow = p.q_begin + r;
-        TO *orow = static_cast<TO *>(p.o) + b * p.o_sb + grow * p.o_sl + h * p.o_sh;
-#pragma unroll
-        for (int jj = 0; jj < D / 8; ++jj)
-            out2<TO>::store(orow + 8 * jj + (lane & 3) * 2, o[4 * jj + 2 * hf] * inv, o[4 * jj + 2 * hf + 1] * inv);
-        if ((lane & 3) == 0)
-            p.lse[b * p.lse_sb + h * p.lse_sh + grow] = lt > 0.0f ? (mx[hf] * sl2 + log2f(lt)) * USP_LN2 : -INFINITY;
+        if (!ws_unit<BM, BN>(p, ++j, u, nullptr)) break;
     }
 }
 
@@ -377,9 +480,20 @@ int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, s
     constexpr int smem = ws_smem_bytes<D>();
     auto kern = fwd_ws_kernel<T, TO, D>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    dim3 grid((p.q_len + WS_BM - 1) / WS_BM, p.h, p.b);
-    kern<<<grid, WS_NTH, smem, st>>>(tq, tk, tv, p);
-    USP_CUDA_LAUNCHED();
+    /* under a mask plan (maskplan.cu): a persistent grid over the query tiles by descending work */
+    UspFwdParams q = p;
+    UspPlanMem plan;
+    int ctas = 0;
+    int rc = usp_mask_plan_fwd(q, WS_BM, ws_cfg<D>::BN, st, &plan, &ctas, why, why_len);
+    if (rc != USP_KERNEL_OK) return rc;
+    dim3 grid = ctas ? dim3(ctas) : dim3((p.q_len + WS_BM - 1) / WS_BM, p.h, p.b);
+    kern<<<grid, WS_NTH, smem, st>>>(tq, tk, tv, q);
+    cudaError_t e = cudaGetLastError();
+    usp_mask_plan_release(&plan, st);
+    if (e != cudaSuccess) {
+        snprintf(why, why_len, "fwd_ws_kernel launch failed: %s", cudaGetErrorString(e));
+        return USP_KERNEL_ECUDA;
+    }
     return USP_KERNEL_OK;
 }
 

@@ -101,6 +101,11 @@ static const usp_kcheck_case cases[] = {
      "head dim 96, window inside documents (simple kernels)", {USP_KC_MASK_DOCS, "130,170", 1, 50, -1, 0}},
     {"docs.L16384.bf16", USP_KC_BLOCK, USP_BF16, 1, 16384, 16384, 2, 2, 128, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
      "16K tokens of causal documents (257..3000 long)", {USP_KC_MASK_DOCS, "2049,257,3000,1100,700,1500", 1, -1, -1, 0}},
+    {"docs.units.f16.d64.gqa", USP_KC_BLOCK, USP_F16, 2, 2048, 2048, 8, 2, 64, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
+     "more query tiles x heads than SMs (several work units a CTA under the mask plan), GQA 4:1, "
+     "causal documents, empty rows", {USP_KC_MASK_DOCS, "700,37,300,900,111", 1, -1, -1, 9}},
+    {"window.units.bf16.slice", USP_KC_BLOCK, USP_BF16, 1, 3000, 3000, 8, 2, 128, BLK(200, 2600, 100, 2800, 0, 0), 1, 0,
+     "window 200 back and 20 ahead on query and key slices, 168 work units", {USP_KC_MASK_DOCS, NULL, 0, 200, 20, 0}},
     {"docs.f16.d256.gqa", USP_KC_BLOCK, USP_F16, 1, 700, 700, 4, 2, 256, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
      "head dim 256, causal documents, GQA 2:1", {USP_KC_MASK_DOCS, "300,77,323", 1, -1, -1, 0}},
     {"window.bf16.d256", USP_KC_BLOCK, USP_BF16, 1, 900, 900, 2, 2, 256, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,

@@ -251,6 +251,7 @@ __device__ void fwd_write_empty(const UspFwdParams &p, int m0, int b, int h) {
  * is: the CTA owns a BN-key tile and visits BM-row query tiles. */
 struct BwdWork {
     int n0, mt_first, nm, iters, group;
+    int b, hk;   /* batch and K/V head of the CTA */
 };
 
 /* Query tiles a backward CTA visits under per-row masks are flagged in
@@ -267,8 +268,10 @@ __device__ __forceinline__ bool bwd_tile_masked(const UspBwdParams &p, const uin
 }
 
 template <int BM, int BN>
-__device__ __forceinline__ BwdWork bwd_work_causal(const UspBwdParams &p) {
+__device__ __forceinline__ BwdWork bwd_work_causal(const UspBwdParams &p, int b) {
     BwdWork w;
+    w.b = b;
+    w.hk = blockIdx.y;
     w.n0 = blockIdx.x * BN;
     w.group = p.h / p.hkv;
     int m_first = p.causal ? max(0, w.n0 - p.diag) : 0;   /* first row that sees key n0 */
@@ -279,16 +282,53 @@ __device__ __forceinline__ BwdWork bwd_work_causal(const UspBwdParams &p) {
     return w;
 }
 
-/* Under per-row masks: every row of batch b is read once (16 rows a thread
+/* With the call's mask plan (maskplan.cu; 1-d grid, BM = USP_PLAN_GROUP): CTA i
+ * takes key tile item p.work_order[i / hkv] of K/V head i % hkv; its query
+ * tiles come from the plan's ktile_rows and their flags from the plan's 64-row
+ * groups (a tile needs the per-element mask unless every row sees every key of
+ * [n0, n0 + BN)). No row is read. Every thread must call it (one barrier). */
+template <int BM, int BN>
+__device__ BwdWork bwd_work_planned(const UspBwdParams &p, uint32_t *flags) {
+    static_assert(BM == USP_PLAN_GROUP, "planned query tiles are the plan's 64-row groups");
+    BwdWork w;
+    const int i = blockIdx.x, item = p.work_order[i / p.hkv];
+    const int nkt = (p.kv_len + BN - 1) / BN, ng = (p.q_len + BM - 1) / BM;
+    w.hk = i % p.hkv;
+    w.b = item / nkt;
+    w.n0 = (item % nkt) * BN;
+    w.group = p.h / p.hkv;
+    const int2 kr = p.ktile_rows[item];
+    w.mt_first = kr.x;
+    w.nm = kr.y;
+    w.iters = w.group * w.nm;
+    const int lane = threadIdx.x & 31;
+    for (int t0 = (w.mt_first & ~31) + (int)(threadIdx.x & ~31u); t0 < w.mt_first + w.nm; t0 += (int)blockDim.x) {
+        const int t = t0 + lane;
+        bool masked = false;
+        if (t < w.mt_first + w.nm && t < ng) {
+            const int4 g = p.mask_groups[(int64_t)w.b * ng + t];
+            masked = usp_tile_masked(usp_key_range{g.x, g.y, g.z, g.w}, w.n0, w.n0 + BN);
+        }
+        const unsigned bits = __ballot_sync(0xffffffffu, masked);
+        if (lane == 0 && (t0 >> 5) < BWD_FLAG_WORDS) flags[t0 >> 5] = bits;
+    }
+    __syncthreads();
+    return w;
+}
+
+/* Under per-row masks without a plan: every row of batch b is read once (16 rows a thread
  * in flight) to find the first and last row that sees a key of this CTA's
  * tile [n0, n0 + BN), and to flag the query tiles where some row does not
  * see the whole key tile. Every thread must call it (two barriers). */
 template <int BM, int BN>
 __device__ BwdWork bwd_work(const UspBwdParams &p, int b, uint32_t *flags, int *red) {
-    if (!p.mask_lo) return bwd_work_causal<BM, BN>(p);
+    if (p.work_order) return bwd_work_planned<BM, BN>(p, flags);
+    if (!p.mask_lo) return bwd_work_causal<BM, BN>(p, b);
     static_assert(BM % 32 == 0, "a warp's 32 rows lie in one query tile");
     constexpr int UNROLL = 16;
     BwdWork w;
+    w.b = b;
+    w.hk = blockIdx.y;
     w.n0 = blockIdx.x * BN;
     w.group = p.h / p.hkv;
     const int kend = min(w.n0 + BN, p.kv_len), lane = threadIdx.x & 31;

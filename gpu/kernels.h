@@ -39,6 +39,11 @@ struct UspFwdParams {
     int q_begin, q_len, kv_begin, kv_len, causal, diag;
     float scale;
     const int32_t *mask_lo, *mask_hi;   /* per-row key intervals [B][q_len] or NULL (usp/rowmask.h) */
+    /* The call's mask plan (maskplan.cu) when the launcher made one, else NULL:
+     * key ranges of 64-row groups, and the query tiles by descending work. */
+    const int4 *mask_groups = nullptr;
+    const int *work_order = nullptr;
+    int plan_items = 0;
 };
 
 struct UspBwdParams {
@@ -52,6 +57,13 @@ struct UspBwdParams {
     int q_begin, q_len, kv_begin, kv_len, causal, diag;
     float scale;
     const int32_t *mask_lo, *mask_hi;   /* per-row key intervals [B][q_len] or NULL (usp/rowmask.h) */
+    /* The call's mask plan (maskplan.cu) when the launcher made one, else NULL:
+     * key ranges of 64-row groups, each key tile's query groups, and the key
+     * tiles by descending work. */
+    const int4 *mask_groups = nullptr;
+    const int2 *ktile_rows = nullptr;
+    const int *work_order = nullptr;
+    int plan_items = 0;
 };
 
 /* Tiled tensor-core kernels: bf16/fp16 inputs, D in {64, 128}; D = 256 on sm_90a only. */
@@ -85,6 +97,27 @@ int usp_wg_bwd256(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *wh
 int usp_simple_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t st,
                    char *why, size_t why_len);
 int usp_simple_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
+
+/* Mask plan (maskplan.cu): one small kernel per masked call, before the attention
+ * kernel, on the same stream. It summarizes every 64-row group of query rows
+ * (USP_PLAN_GROUP) as a usp_key_range, gives each work item (forward: a query tile
+ * of bm rows; backward: a key tile of bn keys) its work, and orders the items by
+ * descending work, so that kernels need not scan rows and the heaviest CTAs start
+ * first. The scratch memory comes from a private stream-ordered pool and goes back
+ * with usp_mask_plan_release after the launch. Nothing is planned (the params stay
+ * as they are, *ctas = 0) without per-row masks, with USP_GPU_MASK_PLAN=0, or when
+ * the pool refuses memory; USP_GPU_MASK_PLAN=all plans the causal/diag mask too.
+ * Forward: *ctas = CTAs of the persistent grid (at most one per SM); backward:
+ * *ctas = one CTA per (key tile, K/V head) item. */
+constexpr int USP_PLAN_GROUP = 64;
+struct UspPlanMem {
+    void *ptr = nullptr;
+};
+int usp_mask_plan_fwd(UspFwdParams &p, int bm, int bn, cudaStream_t st, UspPlanMem *mem, int *ctas, char *why,
+                      size_t why_len);
+int usp_mask_plan_bwd(UspBwdParams &p, int bn, cudaStream_t st, UspPlanMem *mem, int *ctas, char *why,
+                      size_t why_len);
+void usp_mask_plan_release(UspPlanMem *mem, cudaStream_t st);
 
 /* Row kernels: DELTA and the LSE merge. */
 int usp_prep_launch(const usp_kprep_args *a, cudaStream_t st, char *why, size_t why_len);

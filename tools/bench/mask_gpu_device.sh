@@ -10,8 +10,12 @@
 #           quick battery; the future-ABI plugin refused
 # sanitize  compute-sanitizer memcheck on the quick battery, wgmma and mma.sync tiles
 # exec      usp run --backend gpu on one GPU (ulysses 1, ring 1) with masks, against fp64
+# plancheck usp kernel-check, every case, with USP_GPU_MASK_PLAN=all (the mask plan and the
+#           persistent forward on the causal/diag masks too)
 # bench     tools/bench-gpu --mask: masked TFLOP/s on visible pairs beside our causal
 #           kernels, errors beside SDPA flash run document by document (BENCH_MASKS)
+# variants  the same masks, our kernels alone (no errors, no SDPA), once per setting of
+#           VARIANTS (default: USP_GPU_MASK_PLAN=0 and =all), each in its own process
 # Logs land in $OUT (default ./out); a short table is printed last.
 set -u
 OUT=${OUT:-$PWD/out}
@@ -45,6 +49,11 @@ if has check; then
   stamp "kernel-check (wgmma)"
   timeout 150 $KC > "$OUT/kcheck.txt" 2>&1
   say "kernel-check wgmma rc=$?: $(tail -1 "$OUT/kcheck.txt")"
+fi
+if has plancheck; then
+  stamp "kernel-check (wgmma, USP_GPU_MASK_PLAN=all)"
+  USP_GPU_MASK_PLAN=all timeout 150 $KC > "$OUT/kcheck_planall.txt" 2>&1
+  say "kernel-check plan=all rc=$?: $(tail -1 "$OUT/kcheck_planall.txt")"
 fi
 if has mma; then
   stamp "kernel-check (mma.sync)"
@@ -83,9 +92,23 @@ if has bench; then
     --json "$OUT/bench_mask.json" $BENCH_MASKS ${BENCH_ARGS:-} > "$OUT/bench_mask.txt" 2>&1
   say "bench rc=$?"
 fi
+if has variants; then
+  for v in ${VARIANTS:-USP_GPU_MASK_PLAN=0 USP_GPU_MASK_PLAN=all}; do
+    stamp "bench-gpu --mask ($v)"
+    env "$v" timeout ${BENCH_TIMEOUT:-300} python3 tools/bench-gpu --lib "$BUILD/libusp_bench_gpu.so" \
+      --reps ${REPS:-10} --no-errors --no-sdpa --json "$OUT/bench_${v//[^A-Za-z0-9]/_}.json" $BENCH_MASKS \
+      ${BENCH_ARGS:-} > "$OUT/bench_${v//[^A-Za-z0-9]/_}.txt" 2>&1
+    say "bench $v rc=$?"
+  done
+fi
 stamp "done"
 (cd "$OUT" && tar czf all.tgz --exclude=all.tgz . && rm -f build.log)
 echo "================ summary"
 cat "$SUM"
-for f in kcheck.txt kcheck_mma.txt; do [ -f "$OUT/$f" ] && grep -E "FAIL" "$OUT/$f" | head -12; done
+for f in kcheck.txt kcheck_planall.txt kcheck_mma.txt; do [ -f "$OUT/$f" ] && grep -E "FAIL" "$OUT/$f" | head -12; done
+if has variants; then
+  for v in ${VARIANTS:-USP_GPU_MASK_PLAN=0 USP_GPU_MASK_PLAN=all}; do
+    echo "---- $v"; sed -n '/^Masked kernels/,$p' "$OUT/bench_${v//[^A-Za-z0-9]/_}.txt"
+  done
+fi
 [ -f "$OUT/bench_mask.txt" ] && sed -n '/^device/,$p' "$OUT/bench_mask.txt"

@@ -1,0 +1,339 @@
+/* maskplan.cu: the plan of a masked attention call, made on the GPU once per call.
+ *
+ * Under per-row masks (usp/rowmask.h) the work of a CTA is not known from its
+ * index: a query tile of a long document sees many key tiles, one of a short
+ * document few. Without a plan every forward CTA reduced its rows' intervals
+ * (two barriers before its first load), every backward CTA read all q_len
+ * rows' intervals to find the query tiles that see its keys, and CTAs started
+ * in index order, so the heaviest tiles of a packed batch could start last.
+ *
+ * One kernel of one block (MP_THREADS threads), on the call's stream before
+ * the attention kernel, writes into scratch memory:
+ *   groups [B][ng]      usp_key_range of each 64-row group (USP_PLAN_GROUP) of
+ *                       query rows as int4 (any_lo, any_hi, all_lo, all_hi);
+ *                       rows past q_len are left out, an empty group has
+ *                       any_lo > any_hi;
+ *   ktile_rows [B][nkt] backward: first query group that sees key tile kt and
+ *                       how many groups from there to the last one (0: none);
+ *   work [items]        forward item = (b, query tile of bm rows): key tiles
+ *                       of bn keys in its union; backward item = (b, key tile):
+ *                       query groups it visits;
+ *   order [items]       the items by descending work (counting sort over
+ *                       MP_BUCKETS buckets; order inside a bucket is arbitrary,
+ *                       which changes only which SM runs what).
+ * Kernels map CTA i to item order[i / heads] and head i % heads, so the heads of
+ * one item run side by side and the heaviest items of the whole call go first.
+ *
+ * Cost: one pass over the 2 x B x q_len interval words, plus, for the backward,
+ * B x nkt x ng group tests (16K rows: 128 x 256); a few microseconds at 16K
+ * rows, growing with the square of the length for the backward's tests (tens
+ * of microseconds at 128K, where the backward itself takes hundreds of ms).
+ *
+ * Scratch: a private stream-ordered memory pool per device (release threshold
+ * at its maximum, so memory stays in the pool between calls); allocated and
+ * freed on the call's stream, so concurrent streams never share a plan and the
+ * calls stay capturable in CUDA graphs. */
+#include "kernels.h"
+#include "kcommon.cuh"
+#include <mutex>
+#include <stdlib.h>
+#include <string.h>
+
+namespace {
+
+using namespace uspk;
+
+constexpr int MP_THREADS = 1024;
+constexpr int MP_BUCKETS = 4096;   /* works >= MP_BUCKETS - 1 share the first bucket */
+constexpr int MP_PER_THREAD = MP_BUCKETS / MP_THREADS;
+
+struct MpArgs {
+    const int32_t *lo, *hi;
+    int b, q_len, kv_len, causal, diag;
+    int ng;          /* 64-row groups a batch */
+    int bwd;         /* 0: forward items (query tiles of bm rows), 1: backward (key tiles) */
+    int bm, bn, per_batch, nitems;
+    int4 *groups;
+    int2 *ktile_rows;
+    int *work, *order;
+};
+
+__device__ __forceinline__ int4 range_int4(usp_key_range r) { return make_int4(r.any_lo, r.any_hi, r.all_lo, r.all_hi); }
+__device__ __forceinline__ usp_key_range int4_range(int4 v) {
+    usp_key_range r;
+    r.any_lo = v.x;
+    r.any_hi = v.y;
+    r.all_lo = v.z;
+    r.all_hi = v.w;
+    return r;
+}
+
+__global__ void __launch_bounds__(MP_THREADS) mask_plan_kernel(const MpArgs a) {
+    __shared__ int hist[MP_BUCKETS];
+    __shared__ int part[MP_THREADS / 32];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    constexpr int NW = MP_THREADS / 32;
+    for (int i = tid; i < MP_BUCKETS; i += MP_THREADS) hist[i] = 0;
+
+    /* groups: a warp per group, two rows a lane */
+    for (int g = warp; g < a.b * a.ng; g += NW) {
+        const int bb = g / a.ng, r0 = (g % a.ng) * USP_PLAN_GROUP;
+        usp_key_range r = usp_key_range_none();
+#pragma unroll
+        for (int k = 0; k < USP_PLAN_GROUP / 32; ++k) {
+            const int row = r0 + lane + 32 * k;
+            if (row < a.q_len)
+                r = usp_key_range_add(r, usp_row_keys(a.lo, a.hi, a.q_len, bb, row, a.kv_len, a.causal, a.diag));
+        }
+        r = warp_key_range(r);
+        if (lane == 0) a.groups[g] = range_int4(r);
+    }
+    __syncthreads();
+
+    if (!a.bwd) {   /* a thread per query tile: key tiles of its union */
+        const int per = a.bm / USP_PLAN_GROUP;
+        for (int it = tid; it < a.nitems; it += MP_THREADS) {
+            const int bb = it / a.per_batch, t = it % a.per_batch;
+            usp_key_range r = usp_key_range_none();
+            for (int k = 0; k < per; ++k) {
+                const int gi = t * per + k;
+                if (gi < a.ng) r = usp_key_range_merge(r, int4_range(a.groups[bb * a.ng + gi]));
+            }
+            int first, end;
+            usp_tile_range(r, a.bn, &first, &end);
+            const int w = end > first ? end - first : 0;
+            a.work[it] = w;
+            atomicAdd(&hist[min(w, MP_BUCKETS - 1)], 1);
+        }
+    } else {        /* a warp per key tile: the first and last group that sees one of its keys */
+        for (int it = warp; it < a.nitems; it += NW) {
+            const int bb = it / a.per_batch, n0 = (it % a.per_batch) * a.bn, kend = min(n0 + a.bn, a.kv_len);
+            int first = INT32_MAX, last = -1;
+            for (int g = lane; g < a.ng; g += 32) {
+                const int4 v = a.groups[bb * a.ng + g];
+                if (v.x < kend && v.y > n0 && v.x < v.y) {
+                    first = min(first, g);
+                    last = max(last, g);
+                }
+            }
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) {
+                first = min(first, __shfl_xor_sync(0xffffffffu, first, o));
+                last = max(last, __shfl_xor_sync(0xffffffffu, last, o));
+            }
+            if (lane == 0) {
+                const int w = last >= 0 ? last - first + 1 : 0;
+                a.ktile_rows[it] = make_int2(last >= 0 ? first : 0, w);
+                a.work[it] = w;
+                atomicAdd(&hist[min(w, MP_BUCKETS - 1)], 1);
+            }
+        }
+    }
+    __syncthreads();
+
+    /* start of each bucket in descending order: thread t owns buckets
+     * MP_BUCKETS-1-4t .. MP_BUCKETS-4-4t; exclusive scan of the owners' sums */
+    int v[MP_PER_THREAD], sum = 0;
+#pragma unroll
+    for (int k = 0; k < MP_PER_THREAD; ++k) {
+        v[k] = hist[MP_BUCKETS - 1 - (MP_PER_THREAD * tid + k)];
+        sum += v[k];
+    }
+    int incl = sum;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const int y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
+    }
+    if (lane == 31) part[warp] = incl;
+    __syncthreads();
+    if (warp == 0) {
+        int w = lane < NW ? part[lane] : 0;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const int y = __shfl_up_sync(0xffffffffu, w, o);
+            if (lane >= o) w += y;
+        }
+        if (lane < NW) part[lane] = w;   /* inclusive over warps */
+    }
+    __syncthreads();
+    int run = incl - sum + (warp > 0 ? part[warp - 1] : 0);
+#pragma unroll
+    for (int k = 0; k < MP_PER_THREAD; ++k) {
+        hist[MP_BUCKETS - 1 - (MP_PER_THREAD * tid + k)] = run;
+        run += v[k];
+    }
+    __syncthreads();
+    for (int it = tid; it < a.nitems; it += MP_THREADS) {
+        const int pos = atomicAdd(&hist[min(a.work[it], MP_BUCKETS - 1)], 1);
+        a.order[pos] = it;
+    }
+}
+
+/* 0: no plan; 1: plans for per-row masks; 2: for the causal/diag mask too. */
+int plan_mode() {
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("USP_GPU_MASK_PLAN");
+        mode = e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "all") ? 2 : 1;
+    }
+    return mode;
+}
+
+/* The pool of `dev`, made on first use; NULL when the device has none. */
+cudaMemPool_t plan_pool(int dev) {
+    constexpr int MAXDEV = 64;
+    static std::mutex mu;
+    static cudaMemPool_t pools[MAXDEV];
+    static bool tried[MAXDEV];
+    if (dev < 0 || dev >= MAXDEV) return nullptr;
+    std::lock_guard<std::mutex> lock(mu);
+    if (!tried[dev]) {
+        tried[dev] = true;
+        int ok = 0;
+        if (cudaDeviceGetAttribute(&ok, cudaDevAttrMemoryPoolsSupported, dev) != cudaSuccess || !ok) {
+            (void)cudaGetLastError();
+            return nullptr;
+        }
+        cudaMemPoolProps props;
+        memset(&props, 0, sizeof props);
+        props.allocType = cudaMemAllocationTypePinned;
+        props.location.type = cudaMemLocationTypeDevice;
+        props.location.id = dev;
+        cudaMemPool_t pool = nullptr;
+        if (cudaMemPoolCreate(&pool, &props) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return nullptr;
+        }
+        uint64_t keep = UINT64_MAX;
+        (void)cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+        (void)cudaGetLastError();
+        pools[dev] = pool;
+    }
+    return pools[dev];
+}
+
+size_t align16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* Scratch of `bytes` on st, or NULL (no plan) when the pool refuses. */
+void *plan_alloc(size_t bytes, cudaStream_t st) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return nullptr;
+    }
+    cudaMemPool_t pool = plan_pool(dev);
+    if (!pool) return nullptr;
+    void *ptr = nullptr;
+    if (cudaMallocFromPoolAsync(&ptr, bytes, pool, st) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return nullptr;
+    }
+    return ptr;
+}
+
+int sm_count() {
+    int dev = 0, n = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+/* Fills the scratch layout and launches the plan kernel. */
+int plan_run(MpArgs &a, int nkt_rows, cudaStream_t st, UspPlanMem *mem, char *why, size_t why_len) {
+    const size_t g_bytes = align16((size_t)a.b * a.ng * sizeof(int4));
+    const size_t k_bytes = align16((size_t)nkt_rows * sizeof(int2));
+    const size_t i_bytes = align16((size_t)a.nitems * sizeof(int));
+    unsigned char *base = static_cast<unsigned char *>(plan_alloc(g_bytes + k_bytes + 2 * i_bytes, st));
+    if (!base) return USP_KERNEL_OK;
+    a.groups = reinterpret_cast<int4 *>(base);
+    a.ktile_rows = nkt_rows ? reinterpret_cast<int2 *>(base + g_bytes) : nullptr;
+    a.work = reinterpret_cast<int *>(base + g_bytes + k_bytes);
+    a.order = reinterpret_cast<int *>(base + g_bytes + k_bytes + i_bytes);
+    mem->ptr = base;
+    mask_plan_kernel<<<1, MP_THREADS, 0, st>>>(a);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) {
+        usp_mask_plan_release(mem, st);
+        snprintf(why, why_len, "mask plan kernel failed to launch: %s", cudaGetErrorString(e));
+        return USP_KERNEL_ECUDA;
+    }
+    return USP_KERNEL_OK;
+}
+
+} // namespace
+
+int usp_mask_plan_fwd(UspFwdParams &p, int bm, int bn, cudaStream_t st, UspPlanMem *mem, int *ctas, char *why,
+                      size_t why_len) {
+    *ctas = 0;
+    const int mode = plan_mode();
+    if (!mode || (!p.mask_lo && mode < 2) || p.q_len <= 0 || p.kv_len <= 0 || bm % USP_PLAN_GROUP) return USP_KERNEL_OK;
+    const int nsm = sm_count();
+    if (nsm <= 0) return USP_KERNEL_OK;
+    MpArgs a;
+    memset(&a, 0, sizeof a);
+    a.lo = p.mask_lo;
+    a.hi = p.mask_hi;
+    a.b = p.b;
+    a.q_len = p.q_len;
+    a.kv_len = p.kv_len;
+    a.causal = p.causal;
+    a.diag = p.diag;
+    a.ng = (p.q_len + USP_PLAN_GROUP - 1) / USP_PLAN_GROUP;
+    a.bwd = 0;
+    a.bm = bm;
+    a.bn = bn;
+    a.per_batch = (p.q_len + bm - 1) / bm;
+    a.nitems = p.b * a.per_batch;
+    if ((int64_t)a.nitems * p.h >= INT32_MAX / 2) return USP_KERNEL_OK;   /* the kernel counts units in int */
+    int rc = plan_run(a, 0, st, mem, why, why_len);
+    if (rc != USP_KERNEL_OK || !mem->ptr) return rc;
+    p.mask_groups = a.groups;
+    p.work_order = a.order;
+    p.plan_items = a.nitems;
+    const int64_t units = (int64_t)a.nitems * p.h;
+    *ctas = (int)(units < nsm ? units : nsm);
+    return USP_KERNEL_OK;
+}
+
+int usp_mask_plan_bwd(UspBwdParams &p, int bn, cudaStream_t st, UspPlanMem *mem, int *ctas, char *why,
+                      size_t why_len) {
+    *ctas = 0;
+    const int mode = plan_mode();
+    if (!mode || (!p.mask_lo && mode < 2) || p.q_len <= 0 || p.kv_len <= 0) return USP_KERNEL_OK;
+    MpArgs a;
+    memset(&a, 0, sizeof a);
+    a.lo = p.mask_lo;
+    a.hi = p.mask_hi;
+    a.b = p.b;
+    a.q_len = p.q_len;
+    a.kv_len = p.kv_len;
+    a.causal = p.causal;
+    a.diag = p.diag;
+    a.ng = (p.q_len + USP_PLAN_GROUP - 1) / USP_PLAN_GROUP;
+    a.bwd = 1;
+    a.bm = USP_PLAN_GROUP;
+    a.bn = bn;
+    a.per_batch = (p.kv_len + bn - 1) / bn;
+    a.nitems = p.b * a.per_batch;
+    const int64_t ctas64 = (int64_t)a.nitems * p.hkv;
+    if (ctas64 > INT32_MAX) return USP_KERNEL_OK;
+    int rc = plan_run(a, a.nitems, st, mem, why, why_len);
+    if (rc != USP_KERNEL_OK || !mem->ptr) return rc;
+    p.mask_groups = a.groups;
+    p.ktile_rows = a.ktile_rows;
+    p.work_order = a.order;
+    p.plan_items = a.nitems;
+    *ctas = (int)ctas64;
+    return USP_KERNEL_OK;
+}
+
+void usp_mask_plan_release(UspPlanMem *mem, cudaStream_t st) {
+    if (mem->ptr) {
+        (void)cudaFreeAsync(mem->ptr, st);
+        (void)cudaGetLastError();
+        mem->ptr = nullptr;
+    }
+}
