@@ -14,6 +14,9 @@
 #           persistent forward on the causal/diag masks too)
 # bench     tools/bench-gpu --mask: masked TFLOP/s on visible pairs beside our causal
 #           kernels, errors beside SDPA flash run document by document (BENCH_MASKS)
+# sweep     our kernels alone on documents of one length aligned to the tiles (SWEEP_MASKS:
+#           8192 down to 512), whose tiles are masked only on the diagonal as causal ones
+#           are: what the work per CTA alone does to the rate
 # variants  the same masks, our kernels alone (no errors, no SDPA), once per setting of
 #           VARIANTS (default: USP_GPU_MASK_PLAN=0 and =all), each in its own process
 # Logs land in $OUT (default ./out); a short table is printed last.
@@ -95,6 +98,14 @@ if has bench; then
     --json "$OUT/bench_mask.json" $BENCH_MASKS ${BENCH_ARGS:-} > "$OUT/bench_mask.txt" 2>&1
   say "bench rc=$?"
 fi
+if has sweep; then
+  stamp "bench-gpu --mask (aligned documents)"
+  timeout ${BENCH_TIMEOUT:-300} python3 tools/bench-gpu --lib "$BUILD/libusp_bench_gpu.so" --reps ${REPS:-10} \
+    --no-errors --no-sdpa --json "$OUT/bench_sweep.json" \
+    ${SWEEP_MASKS:---mask docs:8192 --mask docs:4096 --mask docs:2048 --mask docs:1024 --mask docs:512} \
+    ${BENCH_ARGS:-} > "$OUT/bench_sweep.txt" 2>&1
+  say "bench sweep rc=$?"
+fi
 if has variants; then
   for v in ${VARIANTS:-USP_GPU_MASK_PLAN=0 USP_GPU_MASK_PLAN=all}; do
     stamp "bench-gpu --mask ($v)"
@@ -109,6 +120,7 @@ stamp "done"
 echo "================ summary"
 cat "$SUM"
 for f in kcheck.txt kcheck_planall.txt kcheck_mma.txt; do [ -f "$OUT/$f" ] && grep -E "FAIL" "$OUT/$f" | head -12; done
+[ -f "$OUT/bench_sweep.txt" ] && { echo "---- aligned documents"; sed -n '/^Masked kernels/,$p' "$OUT/bench_sweep.txt"; }
 if has variants; then
   for v in ${VARIANTS:-USP_GPU_MASK_PLAN=0 USP_GPU_MASK_PLAN=all}; do
     echo "---- $v"; sed -n '/^Masked kernels/,$p' "$OUT/bench_${v//[^A-Za-z0-9]/_}.txt"
