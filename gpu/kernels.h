@@ -106,7 +106,8 @@ int usp_simple_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *w
  * first. The scratch memory comes from a private stream-ordered pool and goes back
  * with usp_mask_plan_release after the launch. Nothing is planned (the params stay
  * as they are, *ctas = 0) without per-row masks, with USP_GPU_MASK_PLAN=0, or when
- * the pool refuses memory; USP_GPU_MASK_PLAN=all plans the causal/diag mask too.
+ * the pool refuses memory; USP_GPU_MASK_PLAN=all plans the causal/diag mask too,
+ * =order keeps the forward at one CTA a unit (the plan's order without persistence).
  * Forward: *ctas = CTAs of the persistent grid (at most one per SM); backward:
  * *ctas = one CTA per (key tile, K/V head) item. */
 constexpr int USP_PLAN_GROUP = 64;

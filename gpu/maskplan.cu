@@ -170,12 +170,14 @@ __global__ void __launch_bounds__(MP_THREADS) mask_plan_kernel(const MpArgs a) {
     }
 }
 
-/* 0: no plan; 1: plans for per-row masks; 2: for the causal/diag mask too. */
+/* USP_GPU_MASK_PLAN: 0 no plan; 1 (default) plans for per-row masks; 2 ("all") for
+ * the causal/diag mask too; 3 ("order") per-row masks, the forward's units in the
+ * plan's order but one CTA a unit (not persistent), to time the two apart. */
 int plan_mode() {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("USP_GPU_MASK_PLAN");
-        mode = e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "all") ? 2 : 1;
+        mode = !e ? 1 : !strcmp(e, "0") ? 0 : !strcmp(e, "all") ? 2 : !strcmp(e, "order") ? 3 : 1;
     }
     return mode;
 }
@@ -269,7 +271,7 @@ int usp_mask_plan_fwd(UspFwdParams &p, int bm, int bn, cudaStream_t st, UspPlanM
                       size_t why_len) {
     *ctas = 0;
     const int mode = plan_mode();
-    if (!mode || (!p.mask_lo && mode < 2) || p.q_len <= 0 || p.kv_len <= 0 || bm % USP_PLAN_GROUP) return USP_KERNEL_OK;
+    if (!mode || (!p.mask_lo && mode != 2) || p.q_len <= 0 || p.kv_len <= 0 || bm % USP_PLAN_GROUP) return USP_KERNEL_OK;
     const int nsm = sm_count();
     if (nsm <= 0) return USP_KERNEL_OK;
     MpArgs a;
@@ -294,7 +296,7 @@ int usp_mask_plan_fwd(UspFwdParams &p, int bm, int bn, cudaStream_t st, UspPlanM
     p.work_order = a.order;
     p.plan_items = a.nitems;
     const int64_t units = (int64_t)a.nitems * p.h;
-    *ctas = (int)(units < nsm ? units : nsm);
+    *ctas = (int)(units < nsm || mode == 3 ? units : nsm);
     return USP_KERNEL_OK;
 }
 
@@ -302,7 +304,7 @@ int usp_mask_plan_bwd(UspBwdParams &p, int bn, cudaStream_t st, UspPlanMem *mem,
                       size_t why_len) {
     *ctas = 0;
     const int mode = plan_mode();
-    if (!mode || (!p.mask_lo && mode < 2) || p.q_len <= 0 || p.kv_len <= 0) return USP_KERNEL_OK;
+    if (!mode || (!p.mask_lo && mode != 2) || p.q_len <= 0 || p.kv_len <= 0) return USP_KERNEL_OK;
     MpArgs a;
     memset(&a, 0, sizeof a);
     a.lo = p.mask_lo;

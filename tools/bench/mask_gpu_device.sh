@@ -18,7 +18,7 @@
 #           8192 down to 512), whose tiles are masked only on the diagonal as causal ones
 #           are: what the work per CTA alone does to the rate
 # variants  the same masks, our kernels alone (no errors, no SDPA), once per setting of
-#           VARIANTS (default: USP_GPU_MASK_PLAN=0 and =all), each in its own process
+#           VARIANTS (default: USP_GPU_MASK_PLAN=0, =order, =all), each in its own process
 # Logs land in $OUT (default ./out); a short table is printed last.
 set -u
 OUT=${OUT:-$PWD/out}
@@ -107,7 +107,7 @@ if has sweep; then
   say "bench sweep rc=$?"
 fi
 if has variants; then
-  for v in ${VARIANTS:-USP_GPU_MASK_PLAN=0 USP_GPU_MASK_PLAN=all}; do
+  for v in ${VARIANTS:-USP_GPU_MASK_PLAN=0 USP_GPU_MASK_PLAN=order USP_GPU_MASK_PLAN=all}; do
     stamp "bench-gpu --mask ($v)"
     env "$v" timeout ${BENCH_TIMEOUT:-300} python3 tools/bench-gpu --lib "$BUILD/libusp_bench_gpu.so" \
       --reps ${REPS:-10} --no-errors --no-sdpa --json "$OUT/bench_${v//[^A-Za-z0-9]/_}.json" $BENCH_MASKS \
@@ -122,7 +122,7 @@ cat "$SUM"
 for f in kcheck.txt kcheck_planall.txt kcheck_mma.txt; do [ -f "$OUT/$f" ] && grep -E "FAIL" "$OUT/$f" | head -12; done
 [ -f "$OUT/bench_sweep.txt" ] && { echo "---- aligned documents"; sed -n '/^Masked kernels/,$p' "$OUT/bench_sweep.txt"; }
 if has variants; then
-  for v in ${VARIANTS:-USP_GPU_MASK_PLAN=0 USP_GPU_MASK_PLAN=all}; do
+  for v in ${VARIANTS:-USP_GPU_MASK_PLAN=0 USP_GPU_MASK_PLAN=order USP_GPU_MASK_PLAN=all}; do
     echo "---- $v"; sed -n '/^Masked kernels/,$p' "$OUT/bench_${v//[^A-Za-z0-9]/_}.txt"
   done
 fi
