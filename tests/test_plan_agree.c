@@ -29,9 +29,11 @@
  * 0.747 ms); both now weigh the pieces alike (sim_a2a_uneven_pieces).
  *
  * Where they may differ, and why none of it is in these cases:
- *   - tp > 1 or dp > 1: the planner's USP rank g is global GPU g x tp (TP
- *     innermost), other GPUs than `usp run` puts rank g on; the costs of one
- *     call agree, the routes do not;
+ *   - tp > 1: the planner's USP rank g is global GPU g x tp (TP innermost),
+ *     and every TP rank runs its own copy of the attention; compared here
+ *     with usp run placed on those GPUs by a host map: equal where the copies
+ *     share no link, the planner slower where they share NICs (checked as
+ *     such); dp > 1 alike (not compared);
  *   - a profile with comm_slowdown > 0 (none of the built-in ones): the
  *     engine stretches attention blocks under a transfer, the planner does
  *     not (its attention blocks run at their profile time).
@@ -45,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "usp/plan.h"
 #include "usp/sim.h"
 #include "usp/trace.h"
@@ -54,15 +57,20 @@
 /* Both executors run the same activities on the same platform, but as
  * different SimGrid actors (the engine one per rank with a self-timed
  * compute stream, the planner three per rank), and add up the durations in
- * another order. Measured on every case here: at most 2.2e-15 relative
- * (the last bits of a double's sum), 0 on most. 1e-9 relative is kept: far
- * above that rounding, far below any modelling difference (one NCCL call's
- * latency is microseconds of steps lasting 0.1-10 ms; the uneven split this
- * test found moved the forward by 3%). */
+ * another order. Measured: at most 2.2e-15 relative (the last bits of a
+ * double's sum) where the attention runs alone; with TP 2, where two copies
+ * of it run at once, a step may end 1 ns apart, SimGrid's time resolution
+ * (surf/precision, 1e-9 s by default: it rounds dates to it), 4 ns over the
+ * 36 all-to-alls of four ranks. So a figure may differ by 1e-9 relative plus
+ * 1 ns per comm step it adds up (the sums: every rank's; the times: one
+ * rank's): far below any modelling difference (one NCCL call's latency is
+ * microseconds; the uneven split this test found moved the forward by 3%). */
 #define AGREE_RTOL 1e-9
+#define AGREE_STEP_S 1e-9
 
 typedef struct {
     const char *platform;
+    int tp;              /* 0: 1 */
     int ulysses, ring;
     usp_ring_impl impl;
     int heads, kv_heads; /* 0: llama3-8b's 32 and 8 */
@@ -72,6 +80,7 @@ typedef struct {
 typedef struct {
     double fwd_s, bwd_s;
     double comm_s[USP_TERM_COUNT];
+    int rank_steps, all_steps; /* comm steps of rank 0, of every rank (engine) */
 } timing;
 
 static usp_workload workload(const agree_case *c) {
@@ -86,7 +95,8 @@ static usp_workload workload(const agree_case *c) {
 }
 
 static usp_mix mix_of(const agree_case *c) {
-    usp_mix x = {.dp = 1, .tp = 1, .ulysses = c->ulysses, .ring = c->ring, .zero = 1, .recompute = 0, .tp_sp = 1};
+    usp_mix x = {.dp = 1, .tp = c->tp ? c->tp : 1, .ulysses = c->ulysses, .ring = c->ring, .zero = 1,
+                 .recompute = 0, .tp_sp = 1};
     return x;
 }
 
@@ -107,8 +117,8 @@ static timing planner_timing(const agree_case *c) {
     plan_sim_result res;
     if (plan_simulate(progs, 1, c->platform, usp_mix_gpus(&x), &res) != USP_OK) fail_msg("%s", usp_error());
     plan_program_free(&prog);
-    timing t = {res.fwd_s, res.makespan_s - res.fwd_s, {0}};
-    memcpy(t.comm_s, res.comm_s, sizeof t.comm_s);
+    timing t = {res.fwd_s, res.makespan_s - res.fwd_s, {0}, 0, 0};
+    for (int k = 0; k < USP_TERM_COUNT; k++) t.comm_s[k] = res.comm_s[k] / x.tp; /* one attention of tp alike */
     return t;
 }
 
@@ -123,11 +133,28 @@ static timing engine_timing(const agree_case *c) {
     usp_trace tr;
     usp_trace_init(&tr, "sim", &cfg);
     usp_sim_options o = {.platform = c->platform, .profile = profile_of(c->platform)};
+    char hostmap[64] = "";
+    if (x.tp > 1) { /* USP rank r*U+u on the planner's GPU of TP rank 0 (hosts gpuN, a800-2n's nodeM-gpuN) */
+        snprintf(hostmap, sizeof hostmap, "/tmp/usp-test-plan-agree-%ld.hosts", (long)getpid());
+        FILE *f = fopen(hostmap, "w");
+        assert_non_null(f);
+        for (int r = 0; r < x.ring; r++)
+            for (int u = 0; u < x.ulysses; u++) {
+                int gpu = plan_rank_of(&x, 0, r, u, 0);
+                if (strncmp(c->platform, "a800-2n", 7) == 0) fprintf(f, "node%d-gpu%d\n", gpu / 8, gpu % 8);
+                else fprintf(f, "gpu%d\n", gpu);
+            }
+        fclose(f);
+        o.hostmap = hostmap;
+    }
     if (usp_sim_execute(&s, NULL, &o, &r, &tr) != USP_OK) fail_msg("%s", usp_error());
-    timing t = {r.time_fwd_s, r.time_bwd_s, {0}};
+    if (hostmap[0]) remove(hostmap);
+    timing t = {r.time_fwd_s, r.time_bwd_s, {0}, 0, 0};
     for (long e = 0; e < tr.count; e++) {
         const usp_trace_event *ev = &tr.events[e];
         if (ev->stream != USP_STREAM_COMM) continue;
+        t.all_steps++;
+        t.rank_steps += ev->rank == 0;
         const usp_step *st = usp_rank_step(&s.ranks[ev->rank], ev->step);
         t.comm_s[st->group == USP_GROUP_ULYSSES ? USP_TERM_ULYSSES : USP_TERM_RING] += ev->dur_us * 1e-6;
     }
@@ -137,23 +164,25 @@ static timing engine_timing(const agree_case *c) {
     return t;
 }
 
-static int close_enough(double a, double b) { return fabs(a - b) <= AGREE_RTOL * fmax(fabs(a), fabs(b)); }
+static int close_enough(double a, double b, int steps) {
+    return fabs(a - b) <= AGREE_RTOL * fmax(fabs(a), fabs(b)) + AGREE_STEP_S * steps;
+}
 
-static void expect_same(const char *what, const agree_case *c, double planner, double engine) {
+static void expect_same(const char *what, const agree_case *c, double planner, double engine, int steps) {
     print_message("%-13s u%-2d r%-2d %-9s %-10s planner %.9g s, engine %.9g s, difference %.2g\n", c->platform,
                   c->ulysses, c->ring, usp_ring_impl_name(c->impl), what, planner, engine,
                   fabs(planner - engine) / fmax(fmax(fabs(planner), fabs(engine)), 1e-300));
-    if (!close_enough(planner, engine))
+    if (!close_enough(planner, engine, steps))
         fail_msg("%s, ulysses %d x ring %d (%s): %s: planner %.9g s, usp run %.9g s", c->platform, c->ulysses,
                  c->ring, usp_ring_impl_name(c->impl), what, planner, engine);
 }
 
 static void agree(const agree_case *c) {
     timing p = planner_timing(c), e = engine_timing(c);
-    expect_same("forward", c, p.fwd_s, e.fwd_s);
-    expect_same("backward", c, p.bwd_s, e.bwd_s);
-    expect_same("all-to-all", c, p.comm_s[USP_TERM_ULYSSES], e.comm_s[USP_TERM_ULYSSES]);
-    expect_same("ring", c, p.comm_s[USP_TERM_RING], e.comm_s[USP_TERM_RING]);
+    expect_same("forward", c, p.fwd_s, e.fwd_s, e.rank_steps);
+    expect_same("backward", c, p.bwd_s, e.bwd_s, e.rank_steps);
+    expect_same("all-to-all", c, p.comm_s[USP_TERM_ULYSSES], e.comm_s[USP_TERM_ULYSSES], e.all_steps);
+    expect_same("ring", c, p.comm_s[USP_TERM_RING], e.comm_s[USP_TERM_RING], e.all_steps);
     /* nothing compared is empty where the mix has that group */
     if (c->ulysses > 1) assert_true(e.comm_s[USP_TERM_ULYSSES] > 0);
     if (c->ring > 1) assert_true(e.comm_s[USP_TERM_RING] > 0);
@@ -162,11 +191,11 @@ static void agree(const agree_case *c) {
 static void one_node(void **state) {
     (void)state;
     static const agree_case cases[] = {
-        {"h100x8", 8, 1, USP_RING_ZIGZAG, 0, 0, 32768},
-        {"h100x8", 4, 2, USP_RING_ZIGZAG, 0, 0, 32768},
-        {"h100x8", 2, 4, USP_RING_ALLGATHER, 0, 0, 32768},
-        {"l20x8", 4, 2, USP_RING_ZIGZAG, 0, 0, 16384},
-        {"l20x8", 1, 8, USP_RING_BASIC, 0, 0, 16384},
+        {"h100x8", 0, 8, 1, USP_RING_ZIGZAG, 0, 0, 32768},
+        {"h100x8", 0, 4, 2, USP_RING_ZIGZAG, 0, 0, 32768},
+        {"h100x8", 0, 2, 4, USP_RING_ALLGATHER, 0, 0, 32768},
+        {"l20x8", 0, 4, 2, USP_RING_ZIGZAG, 0, 0, 16384},
+        {"l20x8", 0, 1, 8, USP_RING_BASIC, 0, 0, 16384},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) agree(&cases[i]);
 }
@@ -174,14 +203,46 @@ static void one_node(void **state) {
 static void across_nodes(void **state) {
     (void)state;
     static const agree_case cases[] = {
-        {"a800-2n", 8, 2, USP_RING_ZIGZAG, 0, 0, 65536},
-        {"a800-2n", 4, 4, USP_RING_ZIGZAG, 0, 0, 65536},
-        {"a800-2n", 2, 8, USP_RING_ALLGATHER, 0, 0, 65536},
-        {"h100-fattree", 8, 2, USP_RING_ZIGZAG, 0, 0, 65536},
-        {"h100-fattree", 8, 4, USP_RING_ZIGZAG, 0, 0, 65536},
-        {"h100-fattree", 8, 8, USP_RING_ZIGZAG, 0, 0, 131072},
+        {"a800-2n", 0, 8, 2, USP_RING_ZIGZAG, 0, 0, 65536},
+        {"a800-2n", 0, 4, 4, USP_RING_ZIGZAG, 0, 0, 65536},
+        {"a800-2n", 0, 2, 8, USP_RING_ALLGATHER, 0, 0, 65536},
+        {"h100-fattree", 0, 8, 2, USP_RING_ZIGZAG, 0, 0, 65536},
+        {"h100-fattree", 0, 8, 4, USP_RING_ZIGZAG, 0, 0, 65536},
+        {"h100-fattree", 0, 8, 8, USP_RING_ZIGZAG, 0, 0, 131072},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) agree(&cases[i]);
+}
+
+/* TP 2: every TP rank runs the attention of half the heads, on its own GPUs;
+ * the planner runs both copies at once, usp run one, placed by a host map
+ * on the GPUs of TP rank 0. On NVSwitch (each GPU has links of its own)
+ * and on a800-2n with ulysses 4 x ring 2 the times agree: the other copy
+ * does not slow this one down. */
+static void tensor_parallel(void **state) {
+    (void)state;
+    static const agree_case cases[] = {
+        {"h100x8", 2, 4, 1, USP_RING_ZIGZAG, 0, 0, 32768},
+        {"h100x8", 2, 2, 2, USP_RING_ZIGZAG, 0, 0, 32768},
+        {"a800-2n", 2, 4, 2, USP_RING_ZIGZAG, 0, 0, 65536},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) agree(&cases[i]);
+}
+
+/* A difference that is expected: on a800-2n with tp 2 x ulysses 2 x ring 4
+ * both TP copies' ring transfers cross between the nodes at once, and the
+ * two GPUs of a TP pair (2k, 2k+1) share NIC k: the planner simulates both
+ * copies, one usp run of the attention only one. The forwards agree; the
+ * planner's backward (K/V with dK/dV in fp32) is the slower (measured
+ * 33.45 ms against 32.05 ms, +4.4%). Why ulysses 4 x ring 2 (above) is not
+ * slowed as well was not traced further. */
+static void tensor_parallel_shared_nics(void **state) {
+    (void)state;
+    const agree_case c = {"a800-2n", 2, 2, 4, USP_RING_ZIGZAG, 0, 0, 65536};
+    timing p = planner_timing(&c), e = engine_timing(&c);
+    expect_same("forward", &c, p.fwd_s, e.fwd_s, e.rank_steps);
+    print_message("a800-2n tp2 u2 r4: backward planner %.9g s, usp run %.9g s (+%.1f%%)\n", p.bwd_s, e.bwd_s,
+                  100 * (p.bwd_s / e.bwd_s - 1));
+    assert_true(p.bwd_s > e.bwd_s * 1.01);
 }
 
 /* 12 heads (4 K/V) over ulysses 8: 2 heads on four ranks, 1 on the others,
@@ -189,9 +250,9 @@ static void across_nodes(void **state) {
 static void uneven_heads(void **state) {
     (void)state;
     static const agree_case cases[] = {
-        {"h100x8", 8, 1, USP_RING_ZIGZAG, 12, 4, 16384},
-        {"a800-2n", 8, 2, USP_RING_ZIGZAG, 12, 4, 32768},
-        {"star:nodes=8", 8, 1, USP_RING_ZIGZAG, 12, 4, 16384}, /* no topology props: the old model */
+        {"h100x8", 0, 8, 1, USP_RING_ZIGZAG, 12, 4, 16384},
+        {"a800-2n", 0, 8, 2, USP_RING_ZIGZAG, 12, 4, 32768},
+        {"star:nodes=8", 0, 8, 1, USP_RING_ZIGZAG, 12, 4, 16384}, /* no topology props: the old model */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) agree(&cases[i]);
 }
@@ -200,7 +261,7 @@ static void uneven_heads(void **state) {
  * times, which the planner's attention matches. */
 static void usp_run_command(void **state) {
     (void)state;
-    const agree_case c = {"a800-2n", 4, 4, USP_RING_ZIGZAG, 0, 0, 65536};
+    const agree_case c = {"a800-2n", 0, 4, 4, USP_RING_ZIGZAG, 0, 0, 65536};
     timing p = planner_timing(&c);
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
@@ -218,14 +279,16 @@ static void usp_run_command(void **state) {
     const char *fwd = strstr(sim, "\"time_fwd_s\":"), *bwd = strstr(sim, "\"time_bwd_s\":");
     assert_non_null(fwd);
     assert_non_null(bwd);
-    expect_same("forward", &c, p.fwd_s, strtod(fwd + strlen("\"time_fwd_s\":"), NULL));
-    expect_same("backward", &c, p.bwd_s, strtod(bwd + strlen("\"time_bwd_s\":"), NULL));
+    expect_same("forward", &c, p.fwd_s, strtod(fwd + strlen("\"time_fwd_s\":"), NULL), 0);
+    expect_same("backward", &c, p.bwd_s, strtod(bwd + strlen("\"time_bwd_s\":"), NULL), 0);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(one_node),
         cmocka_unit_test(across_nodes),
+        cmocka_unit_test(tensor_parallel),
+        cmocka_unit_test(tensor_parallel_shared_nics),
         cmocka_unit_test(uneven_heads),
         cmocka_unit_test(usp_run_command),
     };
