@@ -19,8 +19,9 @@
  *     its peers, so equal sums need equal flows and equal start times).
  * Cases: h100x8 (NVSwitch), a800-2n (two nodes: NVLink inside, RDMA NICs
  * across), l20x8 (PCIe, SHM between the sockets), h100-fattree at 16, 32 and
- * 64 GPUs; zigzag, allgather and basic rings; a head count the ulysses
- * degree does not divide. One case also runs the `usp run --no-numerics`
+ * 64 GPUs; zigzag, stripe, allgather and basic rings; packed documents
+ * (balanced dispatch); TP 2; a head count the ulysses degree does not
+ * divide. One case also runs the `usp run --no-numerics`
  * command itself.
  *
  * What this found: with an uneven head split the planner spread each
@@ -48,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "usp/mask.h"
 #include "usp/plan.h"
 #include "usp/sim.h"
 #include "usp/trace.h"
@@ -83,6 +85,9 @@ typedef struct {
     int rank_steps, all_steps; /* comm steps of rank 0, of every rank (engine) */
 } timing;
 
+/* The mask of the documents case (NULL: one causal document). */
+static usp_mask *case_mask;
+
 static usp_workload workload(const agree_case *c) {
     usp_workload w = usp_workload_default();
     usp_model m = {"llama3-8b-attention", 1, 4096, 32, 8, 128, 14336, 128256, 1, 0};
@@ -91,6 +96,7 @@ static usp_workload workload(const agree_case *c) {
     w.seq = c->seq;
     w.global_batch = 1;
     w.ring_impl = c->impl;
+    w.mask = case_mask;
     return w;
 }
 
@@ -196,6 +202,7 @@ static void one_node(void **state) {
         {"h100x8", 0, 2, 4, USP_RING_ALLGATHER, 0, 0, 32768},
         {"l20x8", 0, 4, 2, USP_RING_ZIGZAG, 0, 0, 16384},
         {"l20x8", 0, 1, 8, USP_RING_BASIC, 0, 0, 16384},
+        {"h100x8", 0, 2, 4, USP_RING_STRIPE, 0, 0, 32768},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) agree(&cases[i]);
 }
@@ -257,6 +264,21 @@ static void uneven_heads(void **state) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) agree(&cases[i]);
 }
 
+/* Packed documents (3000, 100, 1092, 4000 tokens, causal), dispatched in
+ * chunks that balance the visible work (ring-impl balanced). */
+static void packed_documents(void **state) {
+    (void)state;
+    usp_mask_spec docs = {.seqlens = "3000,100,1092,4000", .causal = 1};
+    assert_int_equal(usp_mask_build(&docs, 8192, 1, &case_mask), USP_OK);
+    static const agree_case cases[] = {
+        {"h100x8", 0, 2, 4, USP_RING_BALANCED, 0, 0, 8192},
+        {"a800-2n", 0, 4, 4, USP_RING_BALANCED, 0, 0, 8192},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) agree(&cases[i]);
+    usp_mask_free(case_mask);
+    case_mask = NULL;
+}
+
 /* The command itself: `usp run --no-numerics --json` prints the engine's
  * times, which the planner's attention matches. */
 static void usp_run_command(void **state) {
@@ -290,6 +312,7 @@ int main(void) {
         cmocka_unit_test(tensor_parallel),
         cmocka_unit_test(tensor_parallel_shared_nics),
         cmocka_unit_test(uneven_heads),
+        cmocka_unit_test(packed_documents),
         cmocka_unit_test(usp_run_command),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
