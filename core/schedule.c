@@ -832,6 +832,21 @@ usp_status usp_schedule_build_rank(const usp_config *cfg, int rank, int backward
     return USP_OK;
 }
 
+usp_status usp_rank_peak_bytes(const usp_config *cfg, int rank, int backward, double *bytes) {
+    *bytes = 0;
+    USP_TRY(usp_config_validate(cfg));
+    if (rank < 0 || rank >= usp_world(cfg)) return usp_fail(USP_EINVAL, "rank %d: world is %d", rank, usp_world(cfg));
+    rank_list rl = {0};
+    usp_status st = build_rank(cfg, rank, backward, &rl);
+    if (st == USP_OK) {
+        usp_rank_schedule rs = {.rank = rank, .nsteps = rl.nsteps, .nfwd = rl.nfwd};
+        memcpy(rs.bufs, rl.bufs, sizeof rs.bufs);
+        *bytes = usp_peak_bytes(&rs, cfg->dtype);
+    }
+    free(rl.steps);
+    return st;
+}
+
 usp_status usp_schedule_init_empty(const usp_config *cfg, int world, usp_schedule *out) {
     memset(out, 0, sizeof *out);
     out->cfg = *cfg;

@@ -161,6 +161,10 @@ void usp_model_flops(const usp_workload *w, usp_flops *f);
 
 /* ------------------------------------------------------------- plans */
 
+/* The most GPUs a plan takes (the planner holds a few hundred bytes per GPU
+ * and program; the representative simulation runs one ring of them). */
+#define USP_PLAN_MAX_GPUS 65536
+
 typedef struct {
     const char *platform;  /* preset spec or SimGrid XML; NULL: "h200x8" */
     const char *profile;   /* device profile; NULL: the preset's GPU */
@@ -169,6 +173,10 @@ typedef struct {
     int dp, tp, ulysses, ring, zero, recompute;
     double matmul_tflops;  /* > 0: overrides the profile's matrix-product rate (every shape alike) */
     int tp_overlap;        /* usp_mix.tp_overlap of every mix */
+    int keep;              /* > 0: only the `keep` best fitting mixes need exact times (usp plan
+                            * --top): mixes that cannot reach them are not simulated (pruned) */
+    int full;              /* 1: simulate every GPU; 0: where the platform gives every GPU links
+                            * of its own, one GPU per ring position stands for the rest */
     /* called after each batch of simulated programs (NULL: none) */
     void (*progress)(void *ctx, int simulated, int programs);
     void *progress_ctx;
@@ -187,6 +195,7 @@ typedef struct {
     usp_memory mem;
     int oom;                    /* mem.total > the plan's usable_bytes */
     int micro_batch, accumulation_steps; /* usp_micro_batch, usp_accumulation_steps */
+    int pruned;                 /* 1: not simulated (usp_plan_options.keep), `why` says why */
     usp_comm_bytes simulated;   /* bytes GPU 0 moved in the simulation, by term */
 } usp_plan_point;
 
@@ -200,6 +209,7 @@ typedef struct {
     usp_plan_point *points;     /* ranked: fitting by step time, then out of memory, then refused;
                                  * times within 1e-4 tie, fewer bytes sent first, then less memory */
     int count, runnable;
+    int pruned;                 /* runnable points not simulated (ranked after the others) */
 } usp_plan;
 
 /* Enumerates every mix of o->gpus (within the restrictions), refuses the

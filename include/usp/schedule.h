@@ -182,6 +182,10 @@ void usp_schedule_free(usp_schedule *s);
 usp_status usp_schedule_build_rank(const usp_config *cfg, int rank, int backward, usp_step **steps,
                                    int *nsteps, int *nfwd);
 
+/* usp_peak_bytes of one rank, built alone (usp_schedule_build_rank): for a
+ * caller that needs one rank's peak of a long ring without every rank's list. */
+usp_status usp_rank_peak_bytes(const usp_config *cfg, int rank, int backward, double *bytes);
+
 /* Schedules written by hand (tests): an empty schedule of `world` ranks for
  * cfg (not validated), then each rank's steps, copied; a rank left without
  * steps has none. */

@@ -168,37 +168,32 @@ static void plan_direct(const sim_net *net, sim_coll op, const int *members, int
 }
 
 /* Members grouped by node, in order of first appearance: order[] lists
- * member indices node after node; start[k]..start[k+1] is node k's. */
-static int group_by_node(const sim_net *net, const int *members, int n, int *order, int *start) {
-    int nodes = 0, filled = 0;
-    char *taken = calloc((size_t)n, 1);
-    if (!taken) return 0;
+ * member indices node after node; start[k]..start[k+1] is node k's;
+ * group[i] and local[i] say where member i landed (node k, position in it).
+ * Linear in n (nodes are indexed by their id, which is below the GPU count
+ * of the platform). */
+static int group_by_node(const sim_net *net, const int *members, int n, int *order, int *start, int *group,
+                         int *local) {
+    int top = 0;
+    for (int i = 0; i < n; i++)
+        if (net->gpus[members[i]].node > top) top = net->gpus[members[i]].node;
+    int *slot = malloc(((size_t)top + 1) * sizeof *slot);
+    if (!slot) return 0;
+    for (int v = 0; v <= top; v++) slot[v] = -1;
+    int nodes = 0;
     for (int i = 0; i < n; i++) {
-        if (taken[i]) continue;
         int node = net->gpus[members[i]].node;
-        start[nodes++] = filled;
-        for (int j = i; j < n; j++)
-            if (!taken[j] && net->gpus[members[j]].node == node) { taken[j] = 1; order[filled++] = j; }
+        if (node < 0) node = 0;
+        if (slot[node] < 0) { slot[node] = nodes; start[nodes++] = 0; }
+        group[i] = slot[node];
+        local[i] = start[group[i]]++;
     }
+    int filled = 0;
+    for (int g = 0; g < nodes; g++) { int m = start[g]; start[g] = filled; filled += m; }
     start[nodes] = filled;
-    free(taken);
+    for (int i = 0; i < n; i++) order[start[group[i]] + local[i]] = i;
+    free(slot);
     return nodes;
-}
-
-/* The successor of member `me` in channel k's ring. */
-static int ring_successor(const int *order, const int *start, int nodes, int me, int k) {
-    for (int g = 0; g < nodes; g++) {
-        int m = start[g + 1] - start[g];
-        for (int i = 0; i < m; i++) {
-            if (order[start[g] + i] != me) continue;
-            /* position of me in node g's rotated list: (i - k) mod m */
-            int pos = ((i - k) % m + m) % m;
-            if (pos + 1 < m) return order[start[g] + (i + 1) % m];
-            int h = (g + 1) % nodes, mh = start[h + 1] - start[h];
-            return order[start[h] + k % mh]; /* the first of the next node's rotated list */
-        }
-    }
-    return me;
 }
 
 /* The shape of a ring or tree call: members by node, the slowest edge of
@@ -206,12 +201,23 @@ static int ring_successor(const int *order, const int *start, int nodes, int me,
 typedef struct {
     int n, nodes, max_local;
     int *order, *start;           /* group_by_node */
+    int *group, *local;           /* member -> its node's index, its position there */
     sim_xport worst, worst_intra; /* the slowest transport of the ring, inside a node */
     int all_nvlink;               /* every ring edge on NVLink (LL128, NVLS) */
     double ring_bw;               /* route bandwidth of the slowest ring edge */
     double intra_bw;              /* route bandwidth between two GPUs of one node */
     double net_bw;                /* a node's network bandwidth: its NICs, each counted once */
 } shape;
+
+/* The successor of member `me` in channel k's ring. */
+static int ring_successor(const shape *sh, int me, int k) {
+    int g = sh->group[me], i = sh->local[me], m = sh->start[g + 1] - sh->start[g];
+    /* position of me in node g's rotated list: (i - k) mod m */
+    int pos = ((i - k) % m + m) % m;
+    if (pos + 1 < m) return sh->order[sh->start[g] + (i + 1) % m];
+    int h = (g + 1) % sh->nodes, mh = sh->start[h + 1] - sh->start[h];
+    return sh->order[sh->start[h] + k % mh]; /* the first of the next node's rotated list */
+}
 
 static double route_bw(const sim_net *net, int a, int b) {
     double bw = sg_host_get_route_bandwidth(net->hosts[a], net->hosts[b]);
@@ -221,10 +227,13 @@ static double route_bw(const sim_net *net, int a, int b) {
 static int make_shape(const sim_net *net, const int *members, int n, shape *sh) {
     memset(sh, 0, sizeof *sh);
     sh->n = n;
-    sh->order = malloc(2 * ((size_t)n + 1) * sizeof *sh->order);
+    sh->order = malloc(4 * ((size_t)n + 1) * sizeof *sh->order);
     if (!sh->order) return -1;
     sh->start = sh->order + n;
-    sh->nodes = group_by_node(net, members, n, sh->order, sh->start);
+    sh->group = sh->start + n + 1;
+    sh->local = sh->group + n + 1;
+    sh->nodes = group_by_node(net, members, n, sh->order, sh->start, sh->group, sh->local);
+    if (sh->nodes == 0) { free(sh->order); return -1; }
     int wa = 0, wb = 0, big = -1;
     for (int g = 0; g < sh->nodes; g++) {
         int m = sh->start[g + 1] - sh->start[g];
@@ -233,7 +242,7 @@ static int make_shape(const sim_net *net, const int *members, int n, shape *sh) 
     sh->worst = sh->worst_intra = SIM_XPORT_LOCAL;
     sh->all_nvlink = 1;
     for (int i = 0; i < n; i++) {
-        int s = ring_successor(sh->order, sh->start, sh->nodes, i, 0);
+        int s = ring_successor(sh, i, 0);
         sim_xport x = sim_net_transport(net, members[i], members[s]);
         if (x != SIM_XPORT_NVLINK && hw_of(x) != HW_NET) sh->all_nvlink = 0;
         if (rank_of(x) > rank_of(sh->worst)) { sh->worst = x; wa = i; wb = s; }
@@ -335,6 +344,19 @@ static choice choose(const sim_net *net, sim_coll op, const shape *sh, double si
     return best;
 }
 
+/* Where the flows of one member go: bytes added per member index; with
+ * `mark`, the members touched are listed once each in touched[]. */
+typedef struct {
+    double *bytes;
+    char *mark;
+    int *touched, nt;
+} sink;
+
+static void sink_add(sink *o, int j, double b) {
+    if (o->mark && !o->mark[j]) { o->mark[j] = 1; o->touched[o->nt++] = j; }
+    o->bytes[j] += b;
+}
+
 /* Index of the member at local position k (mod its size) of node g. */
 static int local_member(const shape *sh, int g, int k) {
     int m = sh->start[g + 1] - sh->start[g];
@@ -342,30 +364,29 @@ static int local_member(const shape *sh, int g, int k) {
 }
 
 static void flows_ring(const sim_net *net, const sim_coll_ops *ops, const shape *sh, int me, double size,
-                       double fac, int *channels, double *bytes_to) {
+                       double fac, int *channels, sink *o) {
     int c = net->costs.channels > 0 ? net->costs.channels : sh->nodes > 1 ? sh->max_local : 1;
     double moved = ops->ring_factor(sh->n) * size;
     for (int k = 0; k < c; k++) {
-        int s = ring_successor(sh->order, sh->start, sh->nodes, me, k);
-        if (s != me) bytes_to[s] += moved / c / fac;
+        int s = ring_successor(sh, me, k);
+        if (s != me) sink_add(o, s, moved / c / fac);
     }
     *channels = c;
 }
 
 /* Where member `me` sits: its node g and local position k. */
 static void locate(const shape *sh, int me, int *g, int *k) {
-    for (*g = 0; *g < sh->nodes; (*g)++)
-        for (*k = 0; *k < sh->start[*g + 1] - sh->start[*g]; (*k)++)
-            if (sh->order[sh->start[*g] + *k] == me) return;
+    *g = sh->group[me];
+    *k = sh->local[me];
 }
 
 /* NVLS inside a node: the switch reduces; every GPU's traffic is (n-1)/n of
  * the buffer each way, spread over its peers of the node. */
-static void flows_nvls(const shape *sh, int g, int me, double size, double eff, double *bytes_to) {
+static void flows_nvls(const shape *sh, int g, int me, double size, double eff, sink *o) {
     int m = sh->start[g + 1] - sh->start[g];
     for (int i = 0; i < m; i++) {
         int j = sh->order[sh->start[g] + i];
-        if (j != me) bytes_to[j] += size / m / eff;
+        if (j != me) sink_add(o, j, size / m / eff);
     }
 }
 
@@ -373,20 +394,29 @@ static void flows_nvls(const shape *sh, int g, int me, double size, double eff, 
  * GPU moves the buffer once each way inside its node (half along each of the
  * two trees' chains, or NVLS where the switch reduces) and a node moves it
  * once each way over its NICs, GPU k to GPU k of the neighbouring nodes. */
-static void flows_tree(const sim_net *net, const shape *sh, int me, double size, double fac, double *bytes_to) {
+static void flows_tree(const sim_net *net, const shape *sh, int me, double size, double fac, sink *o) {
     int g, k;
     locate(sh, me, &g, &k);
     int m = sh->start[g + 1] - sh->start[g];
     if (m > 1) {
-        if (net->costs.nvls_eff > 0 && sh->all_nvlink) flows_nvls(sh, g, me, size / fac, net->costs.nvls_eff, bytes_to);
+        if (net->costs.nvls_eff > 0 && sh->all_nvlink) flows_nvls(sh, g, me, size / fac, net->costs.nvls_eff, o);
         else {
-            bytes_to[local_member(sh, g, k + 1)] += size / 2 / fac;
-            bytes_to[local_member(sh, g, k + m - 1)] += size / 2 / fac;
+            sink_add(o, local_member(sh, g, k + 1), size / 2 / fac);
+            sink_add(o, local_member(sh, g, k + m - 1), size / 2 / fac);
         }
     }
     int next = (g + 1) % sh->nodes, prev = (g + sh->nodes - 1) % sh->nodes;
-    bytes_to[local_member(sh, next, k)] += size / (2.0 * m) / fac;
-    bytes_to[local_member(sh, prev, k)] += size / (2.0 * m) / fac;
+    sink_add(o, local_member(sh, next, k), size / (2.0 * m) / fac);
+    sink_add(o, local_member(sh, prev, k), size / (2.0 * m) / fac);
+}
+
+/* Member me's flows of a ring, tree or NVLS call (the shape and choice made). */
+static void flows_of(const sim_net *net, sim_coll op, const shape *sh, const choice *c, int me, double size,
+                     int *channels, sink *o) {
+    *channels = 1;
+    if (c->algo == SIM_ALGO_RING) flows_ring(net, &SIM_COLL_OPS[op], sh, me, size, c->fac, channels, o);
+    else if (c->algo == SIM_ALGO_TREE) flows_tree(net, sh, me, size, c->fac, o);
+    else flows_nvls(sh, 0, me, size, net->costs.nvls_eff, o);
 }
 
 static void plan_collective(const sim_net *net, sim_coll op, const int *members, int n, int me, double size,
@@ -395,9 +425,8 @@ static void plan_collective(const sim_net *net, sim_coll op, const int *members,
     if (make_shape(net, members, n, &sh) != 0) { plan_route(op, n, me, size, bytes_to); return; }
     choice c = choose(net, op, &sh, size);
     int channels = 1;
-    if (c.algo == SIM_ALGO_RING) flows_ring(net, &SIM_COLL_OPS[op], &sh, me, size, c.fac, &channels, bytes_to);
-    else if (c.algo == SIM_ALGO_TREE) flows_tree(net, &sh, me, size, c.fac, bytes_to);
-    else flows_nvls(&sh, 0, me, size, net->costs.nvls_eff, bytes_to);
+    sink o = {bytes_to, NULL, NULL, 0};
+    flows_of(net, op, &sh, &c, me, size, &channels, &o);
     plan->algo = c.algo;
     plan->proto = c.proto;
     plan->xport = sh.worst;
@@ -422,4 +451,52 @@ void sim_coll_plan_make(const sim_net *net, sim_coll op, const int *members, int
     }
     if (SIM_COLL_OPS[op].algo == SIM_ALGO_DIRECT) plan_direct(net, op, members, n, me, size, plan, bytes_to);
     else plan_collective(net, op, members, n, me, size, plan, bytes_to);
+}
+
+/* Every member's plan at once: the shape and NCCL's choice are made once,
+ * so a call costs O(n) plus its flows (O(n^2) for an all-to-all). delay[j]
+ * is member j's delay_s; flow(ctx, j, k, bytes) is called for each member
+ * j, in order, once per member k it sends a non-zero byte count to (k != j),
+ * with the bytes sim_coll_plan_make gives bytes_to[k] for me = j. */
+usp_status sim_coll_plan_each(const sim_net *net, sim_coll op, const int *members, int n, double size,
+                              double *delay, void (*flow)(void *ctx, int from, int to, double bytes), void *ctx) {
+    for (int j = 0; j < n; j++) delay[j] = 0;
+    if (n < 2 || size <= 0) return USP_OK;
+    double *bytes = calloc((size_t)n, sizeof *bytes);
+    char *mark = calloc((size_t)n, 1);
+    int *touched = malloc((size_t)n * sizeof *touched);
+    shape sh;
+    int have_shape = 0;
+    choice c = {0};
+    usp_status st = bytes && mark && touched ? USP_OK : usp_fail(USP_EINTERNAL, "out of memory planning a collective");
+    int direct = !net->known || SIM_COLL_OPS[op].algo == SIM_ALGO_DIRECT;
+    if (st == USP_OK && !direct) {
+        if (make_shape(net, members, n, &sh) != 0) st = usp_fail(USP_EINTERNAL, "out of memory planning a collective");
+        else { have_shape = 1; c = choose(net, op, &sh, size); }
+    }
+    for (int j = 0; st == USP_OK && j < n; j++) {
+        if (direct) {
+            sim_coll_plan plan;
+            sim_coll_plan_make(net, op, members, n, j, size, &plan, bytes);
+            delay[j] = plan.delay_s;
+            for (int k = 0; k < n; k++)
+                if (k != j && bytes[k] > 0) flow(ctx, j, k, bytes[k]);
+            continue;
+        }
+        sink o = {bytes, mark, touched, 0};
+        int channels;
+        flows_of(net, op, &sh, &c, j, size, &channels, &o);
+        delay[j] = net->costs.call_s + c.lat_s;
+        for (int t = 0; t < o.nt; t++) {
+            int k = touched[t];
+            if (k != j && bytes[k] > 0) flow(ctx, j, k, bytes[k]);
+            bytes[k] = 0;
+            mark[k] = 0;
+        }
+    }
+    if (have_shape) free(sh.order);
+    free(bytes);
+    free(mark);
+    free(touched);
+    return st;
 }

@@ -153,4 +153,11 @@ typedef struct {
 void sim_coll_plan_make(const sim_net *net, sim_coll op, const int *members, int n, int me, double size,
                         sim_coll_plan *plan, double *bytes_to);
 
+/* Every member's plan of one call at once (the shape and NCCL's choice made
+ * once): delay[j] (n entries) is member j's delay_s, and flow(ctx, j, k,
+ * bytes) is called, member after member, for each k != j that member j
+ * sends a non-zero bytes_to[k] (the same bytes as sim_coll_plan_make). */
+usp_status sim_coll_plan_each(const sim_net *net, sim_coll op, const int *members, int n, double size,
+                              double *delay, void (*flow)(void *ctx, int from, int to, double bytes), void *ctx);
+
 #endif

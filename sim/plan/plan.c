@@ -10,9 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Programs per simulation, and rank programs held at once: bounds the
- * memory the step lists take (a few hundred bytes per step). */
-enum { BATCH_PROGRAMS = 24, BATCH_RANKS = 4096 };
+/* Programs per simulation (one platform load, one progress line), fewer on
+ * large platforms, whose loading is itself long and whose programs are too.
+ * A program is built in the simulation's process when it runs, for the ranks
+ * that run, so one is held at a time. */
+enum { BATCH_PROGRAMS = 24, BATCH_RANKS = 65536 };
 
 void usp_plan_options_init(usp_plan_options *o) {
     memset(o, 0, sizeof *o);
@@ -117,37 +119,24 @@ static int program_index(program_set *ps, const usp_mix *x, int layer, int accum
     return ps->count++;
 }
 
-/* Builds and simulates programs [from, to) of the set. */
+/* Simulates programs [from, to) of the set (built in the simulation's process). */
 static usp_status simulate_batch(const usp_workload *w, const usp_plan_options *o, const plan_device *dev,
                                  const program_set *ps, int from, int to, plan_sim_result *results) {
     int n = to - from;
-    plan_program *progs = usp_calloc((size_t)n, sizeof *progs);
-    const plan_program **ptrs = usp_calloc((size_t)n, sizeof *ptrs);
-    usp_status st = progs && ptrs ? USP_OK : USP_EINTERNAL;
+    usp_mix *mixes = usp_calloc((size_t)n, sizeof *mixes);
+    int *layers = usp_calloc((size_t)n, sizeof *layers), *accumulating = usp_calloc((size_t)n, sizeof *accumulating);
+    usp_status st = mixes && layers && accumulating ? USP_OK : USP_EINTERNAL;
     for (int i = 0; st == USP_OK && i < n; i++) {
-        const program_key *k = &ps->keys[from + i];
-        st = k->layer ? plan_build_layer(w, &k->mix, dev, k->accumulating, &progs[i])
-                      : plan_build_edges(w, &k->mix, dev, k->accumulating, &progs[i]);
-        ptrs[i] = &progs[i];
+        mixes[i] = ps->keys[from + i].mix;
+        layers[i] = ps->keys[from + i].layer;
+        accumulating[i] = ps->keys[from + i].accumulating;
     }
-    if (st == USP_OK) st = plan_simulate(ptrs, n, o->platform, o->gpus, results + from);
-    for (int i = 0; progs && i < n; i++) plan_program_free(&progs[i]);
-    free(progs);
-    free(ptrs);
+    plan_programs progs = {w, dev, mixes, layers, accumulating, NULL};
+    if (st == USP_OK) st = plan_simulate_mixes(&progs, n, o->platform, o->gpus, o->full, results + from);
+    free(mixes);
+    free(layers);
+    free(accumulating);
     return st;
-}
-
-static usp_status simulate_all(const usp_workload *w, const usp_plan_options *o, const plan_device *dev,
-                               const program_set *ps, plan_sim_result *results) {
-    int batch = BATCH_RANKS / o->gpus;
-    if (batch > BATCH_PROGRAMS) batch = BATCH_PROGRAMS;
-    if (batch < 1) batch = 1;
-    for (int from = 0; from < ps->count; from += batch) {
-        int to = from + batch < ps->count ? from + batch : ps->count;
-        USP_TRY(simulate_batch(w, o, dev, ps, from, to, results));
-        if (o->progress) o->progress(o->progress_ctx, to, ps->count);
-    }
-    return USP_OK;
 }
 
 /* ------------------------------------------------------------- evaluation */
@@ -182,7 +171,10 @@ static void fill_point(const usp_plan *p, usp_plan_point *pt, const plan_sim_res
     pt->mfu = pt->tflops_per_gpu * 1e12 / p->peak_flops;
 }
 
-static int point_class(const usp_plan_point *pt) { return pt->status != USP_OK ? 2 : pt->oom ? 1 : 0; }
+/* Fitting, out of memory, not simulated, refused. */
+static int point_class(const usp_plan_point *pt) {
+    return pt->status != USP_OK ? 3 : pt->pruned ? 2 : pt->oom ? 1 : 0;
+}
 
 /* Step times within 1e-4 of each other are a tie (the simulation's own
  * rounding is far below that), broken by fewer bytes on the network, then
@@ -201,7 +193,7 @@ static int cmp_points(const void *a, const void *b) {
     const usp_plan_point *x = a, *y = b;
     int cx = point_class(x), cy = point_class(y);
     if (cx != cy) return cx - cy;
-    if (cx == 2) return 0;
+    if (cx >= 2) return 0;
     long tx = time_bucket(x->step_s), ty = time_bucket(y->step_s);
     if (tx != ty) return tx > ty ? 1 : -1;
     int by_bytes = cmp_double(step_bytes(x), step_bytes(y));
@@ -244,37 +236,188 @@ static void drop_needless_recomputation(usp_plan *p) {
     p->count = kept;
 }
 
-/* Simulates the runnable points (each distinct program once) and ranks. */
+/* Step times whose ratio is within this are a tie (time_bucket's 1e-4, with
+ * room): a point is pruned only when its bound is beyond the threshold by more. */
+static const double PRUNE_TIE = 2e-4;
+
+typedef struct {
+    program_set ps;
+    int *which;              /* [4 * count]: a point's layer, edges and accumulating twins (-2: none) */
+    plan_sim_result *res;    /* [ps.count] */
+    char *simulated;         /* [ps.count] */
+    double *bound;           /* [count]: what rank 0's compute streams alone take in a step */
+    int *order;              /* the points to simulate, by bound when pruning */
+} sim_plan_state;
+
+/* Simulates the programs of the points pts[0..npts) not simulated yet, in
+ * batches; *done counts the programs simulated, of `total`. */
+static usp_status simulate_programs(const usp_workload *w, const usp_plan_options *o, const plan_device *dev,
+                                    sim_plan_state *s, const int *pts, int npts, int *done, int total) {
+    program_set sub = {0};
+    int *idx = usp_calloc((size_t)s->ps.count + 1, sizeof *idx), nidx = 0;
+    if (!idx) return USP_EINTERNAL;
+    for (int k = 0; k < npts; k++)
+        for (int l = 0; l < 4; l++) {
+            int j = s->which[4 * pts[k] + l];
+            if (j < 0 || s->simulated[j]) continue;
+            s->simulated[j] = 1;
+            idx[nidx++] = j;
+        }
+    sub.keys = usp_calloc((size_t)nidx + 1, sizeof *sub.keys);
+    plan_sim_result *r = usp_calloc((size_t)nidx + 1, sizeof *r);
+    usp_status st = sub.keys && r ? USP_OK : USP_EINTERNAL;
+    for (int k = 0; k < nidx && st == USP_OK; k++) sub.keys[k] = s->ps.keys[idx[k]];
+    sub.count = sub.cap = nidx;
+    int batch = BATCH_RANKS / o->gpus;
+    if (batch > BATCH_PROGRAMS) batch = BATCH_PROGRAMS;
+    if (batch < 1) batch = 1;
+    for (int from = 0; st == USP_OK && from < nidx; from += batch) {
+        int to = from + batch < nidx ? from + batch : nidx;
+        st = simulate_batch(w, o, dev, &sub, from, to, r);
+        *done += to - from;
+        if (st == USP_OK && o->progress) o->progress(o->progress_ctx, *done, total);
+    }
+    for (int k = 0; k < nidx && st == USP_OK; k++) s->res[idx[k]] = r[k];
+    free(sub.keys);
+    free(r);
+    free(idx);
+    return st;
+}
+
+static const double *g_sort_bound;
+static int cmp_by_bound(const void *a, const void *b) {
+    int i = *(const int *)a, j = *(const int *)b;
+    return cmp_double(g_sort_bound[i], g_sort_bound[j]);
+}
+
+static int point_simulated(const sim_plan_state *s, int i) {
+    for (int l = 0; l < 4; l++)
+        if (s->which[4 * i + l] >= 0 && !s->simulated[s->which[4 * i + l]]) return 0;
+    return 1;
+}
+
+/* The keep-th best step time among the simulated fitting points, or infinity. */
+static double kth_best(const usp_plan *p, const sim_plan_state *s, int keep) {
+    double *t = usp_calloc((size_t)p->count + 1, sizeof *t);
+    int n = 0;
+    if (!t) return INFINITY;
+    for (int i = 0; i < p->count; i++) {
+        const usp_plan_point *pt = &p->points[i];
+        if (pt->status == USP_OK && !pt->oom && !pt->pruned && point_simulated(s, i)) t[n++] = pt->step_s;
+    }
+    double r = INFINITY;
+    if (n >= keep) {
+        for (int a = 0; a < keep; a++) /* partial selection: keep is small */
+            for (int b = a + 1; b < n; b++)
+                if (t[b] < t[a]) { double x = t[a]; t[a] = t[b]; t[b] = x; }
+        r = t[keep - 1];
+    }
+    free(t);
+    return r;
+}
+
+static void prune(usp_plan_point *pt, const char *why) {
+    pt->pruned = 1;
+    snprintf(pt->why, sizeof pt->why, "%s", why);
+}
+
+/* The compute bound of every point (see simulate_points). */
+static usp_status bound_points(const usp_workload *w, const plan_device *dev, usp_plan *p, sim_plan_state *s,
+                               int *norder) {
+    double *pb = usp_calloc((size_t)s->ps.count + 1, sizeof *pb);
+    usp_status st = pb ? USP_OK : USP_EINTERNAL;
+    for (int j = 0; st == USP_OK && j < s->ps.count; j++)
+        st = plan_compute_bound(w, &s->ps.keys[j].mix, dev, s->ps.keys[j].layer, s->ps.keys[j].accumulating, &pb[j]);
+    double layers = p->work.model.layers;
+    for (int i = 0; st == USP_OK && i < p->count; i++) {
+        usp_plan_point *pt = &p->points[i];
+        if (pt->status != USP_OK) continue;
+        if (pt->oom) { prune(pt, "not simulated: over memory, and enough mixes fit"); continue; }
+        const int *wh = s->which + 4 * i;
+        s->bound[i] = layers * pb[wh[0]] + pb[wh[1]];
+        if (wh[2] >= 0 && wh[3] >= 0) s->bound[i] += (pt->accumulation_steps - 1) * (layers * pb[wh[2]] + pb[wh[3]]);
+        s->order[(*norder)++] = i;
+    }
+    free(pb);
+    g_sort_bound = s->bound;
+    if (st == USP_OK) qsort(s->order, (size_t)*norder, sizeof *s->order, cmp_by_bound);
+    return st;
+}
+
+/* Simulates the runnable points (each distinct program once) and ranks.
+ * With o->keep > 0 only the keep best fitting points need exact times: when
+ * that many fit, the points over memory are not simulated, and the fitting
+ * ones are simulated in order of a bound no simulation can beat (the compute
+ * rank 0 does, one step at a time: plan_compute_bound); once keep are
+ * simulated, a point whose bound exceeds the keep-th best step time cannot
+ * enter them and is not simulated either. */
 static usp_status simulate_points(const usp_workload *w, const usp_plan_options *o, const plan_device *dev,
                                   usp_plan *p) {
-    program_set ps = {0};
+    sim_plan_state s = {0};
+    int n = p->count;
     /* per point: layer, edges, and with accumulation their accumulating twins */
-    int *which = usp_calloc((size_t)p->count * 4 + 1, sizeof *which);
-    if (!which) return USP_EINTERNAL;
-    usp_status st = USP_OK;
-    for (int i = 0; st == USP_OK && i < p->count; i++) {
+    s.which = usp_calloc((size_t)n * 4 + 1, sizeof *s.which);
+    s.bound = usp_calloc((size_t)n + 1, sizeof *s.bound);
+    s.order = usp_calloc((size_t)n + 1, sizeof *s.order);
+    usp_status st = s.which && s.bound && s.order ? USP_OK : USP_EINTERNAL;
+    for (int i = 0; st == USP_OK && i < n; i++) {
         if (p->points[i].status != USP_OK) continue;
-        int *wh = which + 4 * i;
+        int *wh = s.which + 4 * i;
         for (int k = 0; k < 4; k++) {
             int acc = k >= 2;
             wh[k] = acc && p->points[i].accumulation_steps < 2 ? -2
-                                                                 : program_index(&ps, &p->points[i].mix, k % 2 == 0, acc);
+                                                                 : program_index(&s.ps, &p->points[i].mix, k % 2 == 0, acc);
             if (wh[k] == -1) st = usp_fail(USP_EINTERNAL, "out of memory");
         }
     }
-    plan_sim_result *res = st == USP_OK ? usp_calloc((size_t)ps.count + 1, sizeof *res) : NULL;
-    if (st == USP_OK && !res) st = USP_EINTERNAL;
-    if (st == USP_OK) st = simulate_all(w, o, dev, &ps, res);
-    for (int i = 0; st == USP_OK && i < p->count; i++) {
-        if (p->points[i].status != USP_OK) continue;
-        const plan_sim_result *r[4];
-        for (int k = 0; k < 4; k++) r[k] = which[4 * i + k] >= 0 ? &res[which[4 * i + k]] : NULL;
-        fill_point(p, &p->points[i], r);
+    s.res = st == USP_OK ? usp_calloc((size_t)s.ps.count + 1, sizeof *s.res) : NULL;
+    s.simulated = st == USP_OK ? usp_calloc((size_t)s.ps.count + 1, 1) : NULL;
+    if (st == USP_OK && (!s.res || !s.simulated)) st = USP_EINTERNAL;
+    int fits = 0, norder = 0, done = 0, total = 0;
+    for (int i = 0; i < n; i++) fits += p->points[i].status == USP_OK && !p->points[i].oom;
+    int keep = o->keep > 0 && fits >= o->keep ? o->keep : 0;
+    if (st == USP_OK && keep) st = bound_points(w, dev, p, &s, &norder);
+    else
+        for (int i = 0; i < n; i++)
+            if (p->points[i].status == USP_OK) s.order[norder++] = i;
+    char *counted = st == USP_OK ? usp_calloc((size_t)s.ps.count + 1, 1) : NULL;
+    for (int k = 0; counted && k < norder; k++)
+        for (int l = 0; l < 4; l++) {
+            int j = s.which[4 * s.order[k] + l];
+            if (j >= 0 && !counted[j]) { counted[j] = 1; total++; }
+        }
+    free(counted);
+    int batch = BATCH_RANKS / o->gpus;
+    if (batch > BATCH_PROGRAMS) batch = BATCH_PROGRAMS;
+    if (batch < 1) batch = 1;
+    if (!keep) batch = norder; /* every point: the programs in batches, in order */
+    for (int k = 0; st == USP_OK && k < norder;) {
+        double threshold = keep ? kth_best(p, &s, keep) : INFINITY;
+        int take = 0;
+        while (k + take < norder && take < batch && !(s.bound[s.order[k + take]] > threshold * (1 + PRUNE_TIE)))
+            take++;
+        if (take == 0) { /* every point left is bounded out */
+            for (; k < norder; k++)
+                prune(&p->points[s.order[k]], "not simulated: its compute alone is slower than the best mixes");
+            break;
+        }
+        st = simulate_programs(w, o, dev, &s, s.order + k, take, &done, total);
+        for (int t = 0; st == USP_OK && t < take; t++) {
+            int i = s.order[k + t];
+            const plan_sim_result *r[4];
+            for (int l = 0; l < 4; l++) r[l] = s.which[4 * i + l] >= 0 ? &s.res[s.which[4 * i + l]] : NULL;
+            fill_point(p, &p->points[i], r);
+        }
+        k += take;
     }
+    for (int i = 0; i < n; i++) p->pruned += p->points[i].pruned;
     if (st == USP_OK) qsort(p->points, (size_t)p->count, sizeof *p->points, cmp_points);
-    free(res);
-    free(ps.keys);
-    free(which);
+    free(s.res);
+    free(s.simulated);
+    free(s.ps.keys);
+    free(s.which);
+    free(s.bound);
+    free(s.order);
     return st;
 }
 
@@ -287,7 +430,8 @@ static usp_status start_plan(const usp_workload *w, const usp_plan_options *o, p
         return usp_fail(USP_EINVAL, "seq %d and global batch %d must be >= 1", w->seq, w->global_batch);
     if (w->micro_batch < 0 || w->micro_batch > w->global_batch)
         return usp_fail(USP_EINVAL, "micro-batch %d is not in 1..global batch %d", w->micro_batch, w->global_batch);
-    if (o->gpus < 1 || o->gpus > 4096) return usp_fail(USP_EINVAL, "gpus %d is not in 1..4096", o->gpus);
+    if (o->gpus < 1 || o->gpus > USP_PLAN_MAX_GPUS)
+        return usp_fail(USP_EINVAL, "gpus %d is not in 1..%d", o->gpus, USP_PLAN_MAX_GPUS);
     usp_sim_options so = {.platform = o->platform, .profile = o->profile};
     USP_TRY(plan_device_load(sim_profile_for(&so), w, o->matmul_tflops, dev));
     p->work = *w;

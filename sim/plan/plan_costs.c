@@ -289,13 +289,26 @@ static double layer_saved_bytes(const plan_dims *d) {
     return norms + attn + mlp;
 }
 
-/* Live buffers of the USP schedule at its busiest step (rank 0). */
+/* Live buffers of the USP schedule at its busiest step (rank 0, built
+ * alone). The last few configurations are remembered: a plan asks for each one once per ZeRO stage and
+ * recomputation (a configuration compares equal byte for byte, or is built
+ * again; one with a mask is never remembered: a freed mask's address can be
+ * another's). */
+enum { PEAK_MEMO = 16 };
+static struct { usp_config c; double peak; int used; } peak_memo[PEAK_MEMO];
+static int peak_memo_next;
+
 static double attention_peak_bytes(const usp_workload *w, const usp_mix *x) {
     usp_config c = plan_attention_config(w, x);
-    usp_schedule s;
-    if (usp_schedule_build(&c, 1, &s) != USP_OK) return 0;
-    double peak = usp_peak_bytes(&s.ranks[0], c.dtype);
-    usp_schedule_free(&s);
+    for (int i = 0; !c.mask && i < PEAK_MEMO; i++)
+        if (peak_memo[i].used && !memcmp(&peak_memo[i].c, &c, sizeof c)) return peak_memo[i].peak;
+    double peak = 0;
+    if (usp_rank_peak_bytes(&c, 0, 1, &peak) != USP_OK) return 0;
+    if (c.mask) return peak;
+    peak_memo[peak_memo_next].c = c;
+    peak_memo[peak_memo_next].peak = peak;
+    peak_memo[peak_memo_next].used = 1;
+    peak_memo_next = (peak_memo_next + 1) % PEAK_MEMO;
     return peak;
 }
 

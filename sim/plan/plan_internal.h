@@ -142,7 +142,16 @@ usp_status plan_build_edges(const usp_workload *w, const usp_mix *x, const plan_
  * and backward, as plan_build_layer splices it, without the layer around it):
  * what tests/test_plan_agree.c compares with the simulator's engine. */
 usp_status plan_build_attention(const usp_workload *w, const usp_mix *x, const plan_device *dev, plan_program *out);
+/* The same for the ranks `only` accepts (the others get no steps); NULL: all. */
+usp_status plan_build_some(const usp_workload *w, const usp_mix *x, const plan_device *dev, int layer,
+                           int accumulating, int (*only)(const usp_mix *x, int rank), plan_program *out);
 void plan_program_free(plan_program *p);
+/* The compute rank 0 of a layer (layer = 1) or of the once-per-step parts
+ * does, in seconds: its compute stream runs one step at a time, so no
+ * simulation of the program ends sooner. Built from rank 0's attention
+ * schedule alone (usp_schedule_build_rank), without the whole ring's. */
+usp_status plan_compute_bound(const usp_workload *w, const usp_mix *x, const plan_device *dev, int layer,
+                              int accumulating, double *seconds);
 
 /* Global rank of coordinates (dp index, ring rank, ulysses rank, tp rank):
  * TP innermost, then ulysses, then ring, then DP, so that TP and ulysses
@@ -163,7 +172,24 @@ typedef struct {
 } plan_sim_result;
 
 /* Runs the programs one after the other in one SimGrid simulation (in a
- * forked child: SimGrid initializes once per process). */
+ * forked child: SimGrid initializes once per process). Unless `full`, on a
+ * platform where every GPU has links of its own, only the GPUs of one
+ * sequence-parallel ring (dp, ulysses and tp index 0) run: the others do the
+ * same work at the same moments (see plan_sim.c). */
+/* Program i is (mixes[i], layers[i]: 1 a layer, 0 the once-per-step
+ * parts, accumulating[i]: a micro-batch before the step's last), built in
+ * the simulation's process for the ranks that run. */
+typedef struct {
+    const usp_workload *w;
+    const plan_device *dev;
+    const usp_mix *mixes;
+    const int *layers, *accumulating;
+    const plan_program *const *built; /* non-NULL: the programs, built beforehand (mixes unused) */
+} plan_programs;
+
+usp_status plan_simulate_mixes(const plan_programs *progs, int n, const char *platform, int gpus, int full,
+                               plan_sim_result *results);
+/* The same for programs built beforehand, every GPU simulated. */
 usp_status plan_simulate(const plan_program *const *progs, int n, const char *platform, int gpus,
                          plan_sim_result *results);
 

@@ -48,7 +48,7 @@ static int same_degrees(const usp_mix *a, const usp_mix *b) {
 
 /* With `distinct`, only the first (best) point of each dp x tp x ulysses x ring. */
 static int shown_point(const usp_plan *p, int i, int distinct) {
-    if (p->points[i].status != USP_OK) return 0;
+    if (p->points[i].status != USP_OK || p->points[i].pruned) return 0;
     for (int j = 0; distinct && j < i; j++)
         if (same_degrees(&p->points[j].mix, &p->points[i].mix)) return 0;
     return 1;
@@ -88,6 +88,9 @@ void usp_plan_print(FILE *f, const usp_plan *p, int top, int refused, int distin
         shown++;
     }
     if (shown < candidates) fprintf(f, "... %d more (--top 0 shows all)\n", candidates - shown);
+    if (p->pruned)
+        fprintf(f, "%d mixes not simulated: over memory, or their compute alone is slower than the %d best "
+                   "(--top 0 simulates all)\n", p->pruned, top);
     print_refused(f, p, refused);
 }
 
@@ -197,6 +200,7 @@ void usp_plan_print_json(FILE *f, const usp_plan *p, int top, int refused, int d
         shown++;
     }
     fputs("]", f);
+    if (p->pruned) fprintf(f, ", \"not_simulated\": %d", p->pruned);
     if (refused) {
         fputs(", \"refused\": [", f);
         int n = 0;

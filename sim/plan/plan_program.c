@@ -400,25 +400,24 @@ static usp_status build_attention_rank(builder *b) {
 
 enum { BUILD_EDGES, BUILD_LAYER, BUILD_ATTENTION };
 
-static usp_status build(const usp_workload *w, const usp_mix *x, const plan_device *dev, int what,
-                        int accumulating, plan_program *out) {
-    memset(out, 0, sizeof *out);
-    USP_TRY(usp_mix_check(w, x, 0));
+/* Builds the ranks `only` accepts (NULL: all) around the attention schedule
+ * `attn`: what is BUILD_LAYER, BUILD_EDGES or BUILD_ATTENTION. */
+static usp_status build_with(const usp_workload *w, const usp_mix *x, const plan_device *dev, int what,
+                             int accumulating, int (*only)(const usp_mix *x, int rank), const usp_schedule *attn,
+                             plan_program *out) {
     out->mix = *x;
     out->world = usp_mix_gpus(x);
+    out->attn = attn->cfg;
     out->ranks = usp_calloc((size_t)out->world, sizeof *out->ranks);
-    usp_config c = plan_attention_config(w, x);
-    out->attn = c;
-    usp_schedule attn;
-    memset(&attn, 0, sizeof attn);
-    usp_status st = out->ranks ? usp_schedule_build(&c, 1, &attn) : USP_EINTERNAL;
+    usp_status st = out->ranks ? USP_OK : USP_EINTERNAL;
     int most = 0;
-    for (int g = 0; st == USP_OK && g < attn.world; g++)
-        if (attn.ranks[g].nsteps > most) most = attn.ranks[g].nsteps;
+    for (int g = 0; st == USP_OK && g < attn->world; g++)
+        if (attn->ranks[g].nsteps > most) most = attn->ranks[g].nsteps;
     int *map = st == USP_OK ? usp_calloc((size_t)most + 1, sizeof *map) : NULL;
     if (st == USP_OK && !map) st = USP_EINTERNAL;
     for (int g = 0; st == USP_OK && g < out->world; g++) {
-        builder b = {.w = w, .x = x, .dev = dev, .rp = &out->ranks[g], .rank = g, .attn = &attn, .usp_map = map,
+        if (only && !only(x, g)) continue; /* a rank no actor runs: no steps */
+        builder b = {.w = w, .x = x, .dev = dev, .rp = &out->ranks[g], .rank = g, .attn = attn, .usp_map = map,
                      .accumulating = accumulating};
         plan_dims_make(w, x, &b.d);
         st = what == BUILD_LAYER       ? build_layer_rank(&b)
@@ -426,23 +425,66 @@ static usp_status build(const usp_workload *w, const usp_mix *x, const plan_devi
                                      : build_edges_rank(&b);
     }
     free(map);
+    return st;
+}
+
+static usp_status build(const usp_workload *w, const usp_mix *x, const plan_device *dev, int what,
+                        int accumulating, int (*only)(const usp_mix *x, int rank), plan_program *out) {
+    memset(out, 0, sizeof *out);
+    USP_TRY(usp_mix_check(w, x, 0));
+    usp_config c = plan_attention_config(w, x);
+    usp_schedule attn;
+    memset(&attn, 0, sizeof attn);
+    usp_status st = usp_schedule_build(&c, 1, &attn);
+    if (st == USP_OK) st = build_with(w, x, dev, what, accumulating, only, &attn, out);
     usp_schedule_free(&attn);
     if (st != USP_OK) plan_program_free(out);
     return st;
 }
 
+static int only_rank0(const usp_mix *x, int rank) { (void)x; return rank == 0; }
+
+usp_status plan_compute_bound(const usp_workload *w, const usp_mix *x, const plan_device *dev, int layer,
+                              int accumulating, double *seconds) {
+    *seconds = 0;
+    USP_TRY(usp_mix_check(w, x, 0));
+    usp_config c = plan_attention_config(w, x);
+    usp_step *steps = NULL;
+    int n = 0, nfwd = 0;
+    usp_schedule attn;
+    memset(&attn, 0, sizeof attn);
+    plan_program prog;
+    memset(&prog, 0, sizeof prog);
+    usp_status st = usp_schedule_build_rank(&c, 0, 1, &steps, &n, &nfwd);
+    if (st == USP_OK) st = usp_schedule_init_empty(&c, c.ulysses * c.ring, &attn);
+    if (st == USP_OK) st = usp_schedule_set_steps(&attn, 0, steps, n, nfwd);
+    if (st == USP_OK)
+        st = build_with(w, x, dev, layer ? BUILD_LAYER : BUILD_EDGES, accumulating, only_rank0, &attn, &prog);
+    for (int i = 0; st == USP_OK && i < prog.ranks[0].nsteps; i++)
+        if (prog.ranks[0].steps[i].stream == PLAN_COMPUTE) *seconds += prog.ranks[0].steps[i].seconds;
+    plan_program_free(&prog);
+    usp_schedule_free(&attn);
+    free(steps);
+    return st;
+}
+
 usp_status plan_build_layer(const usp_workload *w, const usp_mix *x, const plan_device *dev, int accumulating,
                             plan_program *out) {
-    return build(w, x, dev, BUILD_LAYER, accumulating, out);
+    return build(w, x, dev, BUILD_LAYER, accumulating, NULL, out);
 }
 
 usp_status plan_build_edges(const usp_workload *w, const usp_mix *x, const plan_device *dev, int accumulating,
                             plan_program *out) {
-    return build(w, x, dev, BUILD_EDGES, accumulating, out);
+    return build(w, x, dev, BUILD_EDGES, accumulating, NULL, out);
 }
 
 usp_status plan_build_attention(const usp_workload *w, const usp_mix *x, const plan_device *dev, plan_program *out) {
-    return build(w, x, dev, BUILD_ATTENTION, 0, out);
+    return build(w, x, dev, BUILD_ATTENTION, 0, NULL, out);
+}
+
+usp_status plan_build_some(const usp_workload *w, const usp_mix *x, const plan_device *dev, int layer,
+                           int accumulating, int (*only)(const usp_mix *x, int rank), plan_program *out) {
+    return build(w, x, dev, layer ? BUILD_LAYER : BUILD_EDGES, accumulating, only, out);
 }
 
 void plan_program_free(plan_program *p) {

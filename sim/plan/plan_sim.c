@@ -28,8 +28,10 @@
  * results back through a pipe. */
 #include "plan_internal.h"
 #include "usp/fdio.h"
+#include "network/nccl.h"
 #include "network/step.h"
 #include "usp/layout.h"
+#include "plan_sendto.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -43,6 +45,7 @@
 #include <simgrid/cond.h>
 #include <simgrid/engine.h>
 #include <simgrid/host.h>
+#include <simgrid/link.h>
 #include <simgrid/mailbox.h>
 #include <simgrid/mutex.h>
 
@@ -68,7 +71,8 @@ typedef struct {
 } rank_state;
 
 typedef struct {
-    const plan_program *const *progs;
+    const plan_programs *progs;
+    plan_program built;      /* the one running, for the ranks that run */
     int nprogs, world;
     sg_host_t *hosts;        /* [world] */
     sim_net net;             /* what NCCL would do on them (known = 0: the planner's own model) */
@@ -77,6 +81,12 @@ typedef struct {
     rank_state *ranks;
     sg_bar_t barrier;
     double bytes[USP_TERM_COUNT];
+    int completed;           /* programs run to their end */
+    int full;                /* 1: every GPU simulated, even where one per ring position would do */
+    int rep_mode;            /* the program running simulates one GPU per ring position */
+    int symmetric;           /* the platform gives every GPU links of its own (rep_mode allowed) */
+    int zero_latency;        /* no link carries latency: a group call needs no rendezvous messages */
+    struct coll_call *calls[4096];
     char error[256];
     usp_status status;       /* of the error: USP_EINVAL when the platform cannot hold the GPUs */
 } sim_state;
@@ -109,25 +119,59 @@ static sg_mailbox_t mailbox(int from, int to, plan_stream s) {
 
 static void *tag_token(int tag) { return (void *)(intptr_t)(tag + 1); }
 
-/* One round: `n` messages of `bytes` to to[k] and from from[k], all at once. */
-static int exchange(rank_state *r, int i, const plan_step *st, const int *to, const int *from, const double *bytes,
-                    int n) {
-    sg_comm_t comms[2 * n];
-    void *got[n];
-    int nc = 0;
-    for (int k = 0; k < n; k++) {
-        long b = (long)(bytes[k] + 0.5);
-        comms[nc++] = sg_mailbox_put_async(mailbox(r->rank, to[k], st->stream), tag_token(r->ordinal[i]), b);
+/* Representative mode: ranks (dp d, ring r, ulysses u, tp t) with d = u = t
+ * = 0 stand for every rank of their ring position. */
+static int rep_of(const usp_mix *x, int rank) {
+    int d, r, u, t;
+    plan_coords_of(x, rank, &d, &r, &u, &t);
+    return d == 0 && u == 0 && t == 0;
+}
+
+static int is_rep(int rank) { return !g.rep_mode || rep_of(&g.prog->mix, rank); }
+
+/* One round: messages of bytes[k] to to[k] (nto of them) and one from each
+ * of from[0..nfrom-1], all at once. */
+static int exchange2(rank_state *r, int i, const plan_step *st, const int *to, const double *bytes, int nto,
+                     const int *from, const double *from_bytes, int nfrom) {
+    enum { SMALL = 32 };
+    sg_comm_t small_comms[2 * SMALL];
+    void *small_got[SMALL + 1];
+    int big = nto + nfrom > 2 * SMALL || nfrom > SMALL;
+    sg_comm_t *comms = big ? malloc((size_t)(nto + nfrom) * sizeof *comms) : small_comms;
+    void **got = big ? malloc((size_t)(nfrom + 1) * sizeof *got) : small_got;
+    if (!comms || !got) {
+        if (big) { free(comms); free(got); }
+        fail("rank %d: out of memory at %s", r->rank, st->name);
+        return -1;
     }
-    for (int k = 0; k < n; k++) comms[nc++] = sg_mailbox_get_async(mailbox(from[k], r->rank, st->stream), &got[k]);
-    for (int k = 0; k < nc; k++)
-        if (!comms[k] || sg_comm_wait(comms[k]) != SG_OK) { fail("rank %d: a transfer of %s failed", r->rank, st->name); return -1; }
-    for (int k = 0; k < n; k++)
+    int nc = 0, rc = 0, ngot = 0;
+    for (int k = 0; k < nto; k++) {
+        long b = (long)(bytes[k] + 0.5);
+        if (is_rep(to[k]))
+            comms[nc++] = sg_mailbox_put_async(mailbox(r->rank, to[k], st->stream), tag_token(r->ordinal[i]), b);
+        else /* a rank no actor runs: the transfer over the route to its GPU, received by nobody */
+            comms[nc++] = plan_sendto_async(g.hosts[r->rank], g.hosts[to[k]], (double)b);
+    }
+    for (int k = 0; k < nfrom; k++) {
+        if (is_rep(from[k])) comms[nc++] = sg_mailbox_get_async(mailbox(from[k], r->rank, st->stream), &got[ngot++]);
+        else /* what that rank sends this one, over the route from its GPU: this GPU's own inbound traffic */
+            comms[nc++] = plan_sendto_async(g.hosts[from[k]], g.hosts[r->rank], (double)(long)(from_bytes[k] + 0.5));
+    }
+    for (int k = 0; k < nc && rc == 0; k++)
+        if (!comms[k] || sg_comm_wait(comms[k]) != SG_OK) { fail("rank %d: a transfer of %s failed", r->rank, st->name); rc = -1; }
+    for (int k = 0; k < ngot && rc == 0; k++)
         if (got[k] != tag_token(r->ordinal[i])) {
             fail("rank %d: a message arrived out of order at %s", r->rank, st->name);
-            return -1;
+            rc = -1;
         }
-    return 0;
+    if (big) { free(comms); free(got); }
+    return rc;
+}
+
+/* `n` messages of `bytes` to to[k] and from from[k], all at once. */
+static int exchange(rank_state *r, int i, const plan_step *st, const int *to, const int *from, const double *bytes,
+                    int n) {
+    return exchange2(r, i, st, to, bytes, n, from, bytes, n);
 }
 
 /* ------------------------------------------------------- ring collectives */
@@ -196,23 +240,178 @@ static int ring_messages(const ring_paths *rp, double total, int *to, int *from,
     return n;
 }
 
-/* The step as one NCCL call through the network layer: its delay, then
- * bytes_to every member (nccl-tests' size: n shards for the group steps, the
- * message for SENDRECV). */
-static int run_comm_nccl(rank_state *r, int i, const plan_step *st) {
-    if (st->kind == PLAN_STEP_SENDRECV) {
-        int members[2] = {r->rank, st->peer_send};
-        double b[2];
-        sim_coll_plan plan;
-        sim_coll_plan_make(&g.net, SIM_COLL_SENDRECV, members, 2, 0, st->message, &plan, b);
-        if (plan.delay_s > 0) sg_actor_sleep_for(plan.delay_s);
-        return exchange(r, i, st, &st->peer_send, &st->peer_recv, &b[1], 1);
+/* ------------------------------------------------- calls of a group */
+
+/* One collective call of one group, shared by its members: every member's
+ * NCCL plan, made once by the first to arrive (sim_coll_plan_each), and
+ * how many have joined. A member sleeps its delay, joins, sends its
+ * non-zero flows and receives the flows sent to it, then waits until every
+ * member has joined: on a platform whose links carry no latency this is the
+ * same instant at which the engine's zero-byte rendezvous between every
+ * pair completes, without n^2 messages. Calls are keyed by (the group's
+ * first member, stream, the step's ordinal in its stream), which every
+ * member agrees on (the tags of exchange). Nothing here yields to SimGrid
+ * between the look-up and the insertion, so one call is made once; the
+ * last member to join wakes the others through their rank's condition. */
+typedef struct coll_call coll_call;
+struct coll_call {
+    int leader, stream, ordinal, n, joined, left;
+    int nreps;              /* members that run (all of them unless in representative mode) */
+    int *members;           /* [n] global ranks, group order */
+    double *delay;          /* [n] */
+    int *send_off, *to;     /* member j sends bytes[send_off[j]..] to global ranks to[..] */
+    double *bytes;
+    int *recv_off, *from;   /* member j receives from global ranks from[recv_off[j]..] */
+    double *from_bytes;     /* ... these bytes */
+    coll_call *next;
+};
+
+enum { COLL_BUCKETS = 4096 };
+
+typedef struct {
+    int *cnt;               /* building: flows per member */
+    int *from_cnt;
+    int pass;               /* 0: count, 1: fill */
+    int *fill_to, *fill_from;
+    coll_call *c;
+} coll_build;
+
+static void coll_flow(void *ctx, int j, int k, double bytes) {
+    coll_build *b = ctx;
+    coll_call *c = b->c;
+    if (b->pass == 0) { b->cnt[j]++; b->from_cnt[k]++; return; }
+    int at = c->send_off[j] + b->fill_to[j]++;
+    c->to[at] = c->members[k];
+    c->bytes[at] = bytes;
+    c->from_bytes[c->recv_off[k] + b->fill_from[k]] = bytes;
+    c->from[c->recv_off[k] + b->fill_from[k]++] = c->members[j];
+}
+
+/* The index of `rank` among the members of its group (plan_group_member's). */
+static int group_index(const usp_mix *x, plan_group grp, int rank) {
+    int d, r, u, t;
+    plan_coords_of(x, rank, &d, &r, &u, &t);
+    switch (grp) {
+    case PLAN_GROUP_TP: return t;
+    case PLAN_GROUP_ULYSSES: return u;
+    case PLAN_GROUP_RING: return r;
+    case PLAN_GROUP_ZERO: return rank / x->tp;
+    default: return 0;
     }
-    int n = plan_group_size(&g.prog->mix, st->group), me = 0, count = 0;
-    if (n < 2) return 0;
-    sim_coll op = st->kind == PLAN_STEP_ALL_TO_ALL ? SIM_COLL_ALLTOALL
-                : st->kind == PLAN_STEP_ALLGATHER ? SIM_COLL_ALLGATHER
-                : st->kind == PLAN_STEP_REDUCE_SCATTER ? SIM_COLL_REDUCESCATTER : SIM_COLL_ALLREDUCE;
+}
+
+static sim_coll coll_op(const plan_step *st) {
+    return st->kind == PLAN_STEP_ALL_TO_ALL ? SIM_COLL_ALLTOALL
+         : st->kind == PLAN_STEP_ALLGATHER ? SIM_COLL_ALLGATHER
+         : st->kind == PLAN_STEP_REDUCE_SCATTER ? SIM_COLL_REDUCESCATTER : SIM_COLL_ALLREDUCE;
+}
+
+static void coll_free(coll_call *c) {
+    if (!c) return;
+    free(c->members); free(c->delay); free(c->send_off); free(c->to); free(c->bytes); free(c->recv_off);
+    free(c->from);
+    free(c->from_bytes);
+    free(c);
+}
+
+static unsigned coll_hash(int leader, int stream, int ordinal) {
+    unsigned h = (unsigned)leader * 2654435761u ^ (unsigned)ordinal * 40503u ^ (unsigned)stream * 97u;
+    return h % COLL_BUCKETS;
+}
+
+/* Every member's delay and flows: NCCL's plan of the call, and for an
+ * all-to-all of an uneven head split each peer's piece, as the engine. */
+static usp_status call_flows(coll_call *c, const plan_step *st, sim_coll op, coll_build *b) {
+    int n = c->n;
+    double size = st->message * n;
+    if (!(op == SIM_COLL_ALLTOALL && st->a2a >= 0 && !usp_heads_even(&g.prog->attn)))
+        return sim_coll_plan_each(&g.net, op, c->members, n, size, c->delay, coll_flow, b);
+    double *row = malloc((size_t)n * sizeof *row);
+    if (!row) return USP_EINTERNAL;
+    for (int j = 0; j < n; j++) {
+        sim_coll_plan plan;
+        sim_coll_plan_make(&g.net, op, c->members, n, j, size, &plan, row);
+        c->delay[j] = plan.delay_s;
+        sim_a2a_uneven_pieces(&g.prog->attn, (usp_a2a)st->a2a, j, n, row);
+        for (int k = 0; k < n; k++)
+            if (k != j && row[k] > 0) coll_flow(b, j, k, row[k]);
+    }
+    free(row);
+    return USP_OK;
+}
+
+/* The call this step is part of, made by the first member to arrive. */
+static coll_call *coll_join(rank_state *r, int i, const plan_step *st, int n) {
+    int leader = plan_group_member(&g.prog->mix, st->group, r->rank, 0), ordinal = r->ordinal[i];
+    unsigned h = coll_hash(leader, st->stream, ordinal);
+    for (coll_call *c = g.calls[h]; c; c = c->next)
+        if (c->leader == leader && c->stream == (int)st->stream && c->ordinal == ordinal) return c;
+    coll_call *c = calloc(1, sizeof *c);
+    coll_build b = {0};
+    if (!c) goto oom;
+    c->leader = leader;
+    c->stream = st->stream;
+    c->ordinal = ordinal;
+    c->n = n;
+    c->members = malloc((size_t)n * sizeof *c->members);
+    c->delay = malloc((size_t)n * sizeof *c->delay);
+    c->send_off = calloc((size_t)n + 1, sizeof *c->send_off);
+    c->recv_off = calloc((size_t)n + 1, sizeof *c->recv_off);
+    b.cnt = calloc((size_t)n, sizeof *b.cnt);
+    b.from_cnt = calloc((size_t)n, sizeof *b.from_cnt);
+    b.c = c;
+    if (!c->members || !c->delay || !c->send_off || !c->recv_off || !b.cnt || !b.from_cnt) goto oom;
+    for (int k = 0; k < n; k++) {
+        c->members[k] = plan_group_member(&g.prog->mix, st->group, r->rank, k);
+        c->nreps += is_rep(c->members[k]);
+    }
+    sim_coll op = coll_op(st);
+    /* twice: count the flows, then fill them in (the plans are cheap next to the simulation) */
+    if (call_flows(c, st, op, &b) != USP_OK) goto oom;
+    for (int k = 0; k < n; k++) {
+        c->send_off[k + 1] = c->send_off[k] + b.cnt[k];
+        c->recv_off[k + 1] = c->recv_off[k] + b.from_cnt[k];
+    }
+    int flows = c->send_off[n];
+    c->to = malloc(((size_t)flows + 1) * sizeof *c->to);
+    c->from = malloc(((size_t)flows + 1) * sizeof *c->from);
+    c->bytes = malloc(((size_t)flows + 1) * sizeof *c->bytes);
+    c->from_bytes = malloc(((size_t)flows + 1) * sizeof *c->from_bytes);
+    if (!c->to || !c->from || !c->bytes || !c->from_bytes) goto oom;
+    memset(b.cnt, 0, (size_t)n * sizeof *b.cnt);
+    memset(b.from_cnt, 0, (size_t)n * sizeof *b.from_cnt);
+    b.fill_to = b.cnt;
+    b.fill_from = b.from_cnt;
+    b.pass = 1;
+    if (call_flows(c, st, op, &b) != USP_OK) goto oom;
+    free(b.cnt);
+    free(b.from_cnt);
+    c->next = g.calls[h];
+    g.calls[h] = c;
+    return c;
+oom:
+    free(b.cnt);
+    free(b.from_cnt);
+    coll_free(c);
+    fail("rank %d: out of memory at %s", r->rank, st->name);
+    return NULL;
+}
+
+/* The last member to leave frees the call. */
+static void coll_leave(coll_call *c) {
+    if (++c->left < c->nreps) return;
+    unsigned h = coll_hash(c->leader, c->stream, c->ordinal);
+    for (coll_call **p = &g.calls[h]; *p; p = &(*p)->next)
+        if (*p == c) { *p = c->next; break; }
+    coll_free(c);
+}
+
+/* The step as one NCCL call with every member joining every other (zero
+ * bytes: a rendezvous), as the simulator's engine runs it: the fallback on a
+ * platform whose links carry latency, where a rendezvous costs time. */
+static int run_comm_nccl_pairs(rank_state *r, int i, const plan_step *st, int n) {
+    int me = 0, count = 0;
+    sim_coll op = coll_op(st);
     int *members = malloc((size_t)n * 2 * sizeof *members);
     double *bytes_to = malloc((size_t)n * 2 * sizeof *bytes_to);
     if (!members || !bytes_to) {
@@ -236,6 +435,40 @@ static int run_comm_nccl(rank_state *r, int i, const plan_step *st) {
     int rc = exchange(r, i, st, peers, peers, bytes, count);
     free(members);
     free(bytes_to);
+    return rc;
+}
+
+/* The step as one NCCL call through the network layer: its delay, then
+ * bytes_to every member (nccl-tests' size: n shards for the group steps, the
+ * message for SENDRECV). */
+static int run_comm_nccl(rank_state *r, int i, const plan_step *st) {
+    if (st->kind == PLAN_STEP_SENDRECV) {
+        int members[2] = {r->rank, st->peer_send};
+        double b[2];
+        sim_coll_plan plan;
+        sim_coll_plan_make(&g.net, SIM_COLL_SENDRECV, members, 2, 0, st->message, &plan, b);
+        if (plan.delay_s > 0) sg_actor_sleep_for(plan.delay_s);
+        return exchange(r, i, st, &st->peer_send, &st->peer_recv, &b[1], 1);
+    }
+    int n = plan_group_size(&g.prog->mix, st->group);
+    if (n < 2) return 0;
+    if (!g.zero_latency) return run_comm_nccl_pairs(r, i, st, n);
+    coll_call *c = coll_join(r, i, st, n);
+    if (!c) return -1;
+    int me = group_index(&g.prog->mix, st->group, r->rank);
+    if (c->delay[me] > 0) sg_actor_sleep_for(c->delay[me]);
+    /* Every member has joined when every member that runs has: in
+     * representative mode the others join when their ring position's does. */
+    if (++c->joined == c->nreps) /* wakes the members waiting below */
+        for (int k = 0; k < n; k++)
+            if (is_rep(c->members[k])) sg_cond_notify_all(g.ranks[c->members[k]].cond);
+    int rc = exchange2(r, i, st, c->to + c->send_off[me], c->bytes + c->send_off[me],
+                       c->send_off[me + 1] - c->send_off[me], c->from + c->recv_off[me],
+                       c->from_bytes + c->recv_off[me], c->recv_off[me + 1] - c->recv_off[me]);
+    sg_mutex_lock(r->mutex);
+    while (c->joined < c->nreps) sg_cond_wait(r->cond, r->mutex);
+    sg_mutex_unlock(r->mutex);
+    coll_leave(c);
     return rc;
 }
 
@@ -352,6 +585,7 @@ static void summarize(double t0, plan_sim_result *res) {
     memset(res, 0, sizeof *res);
     int critical = 0;
     for (int k = 0; k < g.world; k++) {
+        if (!is_rep(k)) continue;
         const rank_state *r = &g.ranks[k];
         double busy = 0, last = 0;
         for (int i = 0; i < r->rp->nsteps; i++) {
@@ -369,28 +603,55 @@ static void summarize(double t0, plan_sim_result *res) {
     memcpy(res->bytes, g.bytes, sizeof res->bytes);
 }
 
-static int run_program(int p) {
-    g.prog = g.progs[p];
-    memset(g.bytes, 0, sizeof g.bytes);
+/* Runs g.prog (set up for the ranks that run) and puts its result in slot p. */
+static int run_current(int p) {
     g.ranks = calloc((size_t)g.world, sizeof *g.ranks);
     if (!g.ranks) return -1;
+    int running = 0;
     for (int k = 0; k < g.world; k++)
-        if (setup_rank(&g.ranks[k], k) != 0) return -1;
-    g.barrier = sg_barrier_init((unsigned)(g.world * PLAN_NSTREAMS + 1));
+        if (is_rep(k)) {
+            if (setup_rank(&g.ranks[k], k) != 0) return -1;
+            running++;
+        }
+    g.barrier = sg_barrier_init((unsigned)(running * PLAN_NSTREAMS + 1));
     double t0 = simgrid_get_clock();
     for (int k = 0; k < g.world; k++)
-        if (start_actors(&g.ranks[k]) != 0) return -1;
+        if (is_rep(k) && start_actors(&g.ranks[k]) != 0) return -1;
     sg_barrier_wait(g.barrier);
     sg_barrier_destroy(g.barrier);
     summarize(t0, &g.results[p]);
     free_ranks();
+    for (int h = 0; h < COLL_BUCKETS; h++) /* left over only when a member failed */
+        while (g.calls[h]) { coll_call *c = g.calls[h]; g.calls[h] = c->next; coll_free(c); }
     return 0;
+}
+
+static int run_program(int p) {
+    memset(g.bytes, 0, sizeof g.bytes);
+    if (g.progs->built) { /* built beforehand: every GPU */
+        g.rep_mode = 0;
+        g.prog = g.progs->built[p];
+        return run_current(p);
+    }
+    const usp_mix *x = &g.progs->mixes[p];
+    g.rep_mode = g.symmetric && !g.full && x->dp * x->ulysses * x->tp > 1;
+    if (plan_build_some(g.progs->w, x, g.progs->dev, g.progs->layers[p], g.progs->accumulating[p],
+                        g.rep_mode ? rep_of : NULL, &g.built) != USP_OK) {
+        snprintf(g.error, sizeof g.error, "%s", usp_error());
+        return -1;
+    }
+    g.prog = &g.built;
+    int rc = run_current(p);
+    plan_program_free(&g.built);
+    return rc;
 }
 
 static void controller(int argc, char **argv) {
     (void)argc; (void)argv;
-    for (int p = 0; p < g.nprogs && !g.error[0]; p++)
+    for (int p = 0; p < g.nprogs && !g.error[0]; p++) {
         if (run_program(p) != 0 && !g.error[0]) snprintf(g.error, sizeof g.error, "out of memory in the simulation");
+        g.completed = p + 1;
+    }
 }
 
 /* ------------------------------------------------------------ set-up */
@@ -420,6 +681,42 @@ static int place_ranks(void) {
     return 0;
 }
 
+/* *none = 1 when no link of the platform carries latency (a zero-byte
+ * message then takes no time). Returns 0 out of memory. */
+static int links_without_latency(int *none) {
+    size_t n = sg_link_count();
+    sg_link_t *links = sg_link_list();
+    if (!links && n) return 0;
+    *none = 1;
+    for (size_t k = 0; k < n; k++)
+        if (sg_link_get_latency(links[k]) > 0) *none = 0;
+    free(links);
+    return 1;
+}
+
+/* 1 when every GPU has links of its own, so that GPUs doing the same work
+ * see the same traffic and one per ring position can stand for the others:
+ * more than one node, a known topology without link latency, every GPU of a
+ * node on the node's NVLink fabric, and a NIC of its own with GPUDirect RDMA
+ * (h100-fattree, whose rails and spine never limit: machine.c). The PCIe and
+ * host-memory paths are then unused. A single node is always simulated in
+ * full: it is cheap, and the published one-node tables stay as they were. */
+static int platform_symmetric(void) {
+    if (!g.net.known || !g.zero_latency) return 0;
+    int nodes = 1;
+    for (int k = 0; k < g.world; k++)
+        if (g.net.gpus[k].node + 1 > nodes) nodes = g.net.gpus[k].node + 1;
+    if (nodes == 1) return 0; /* one node: every GPU is simulated (cheap; see plan_simulate) */
+    for (int k = 0; k < g.world; k++) {
+        const sim_gpu_topo *a = &g.net.gpus[k];
+        if (!a->nvlink[0]) return 0;
+        if (nodes > 1 && (a->nic < 0 || !a->gdr)) return 0;
+        for (int j = k + 1; j < g.world && g.net.gpus[j].node == a->node; j++)
+            if (strcmp(g.net.gpus[j].nvlink, a->nvlink) != 0 || (nodes > 1 && g.net.gpus[j].nic == a->nic)) return 0;
+    }
+    return 1;
+}
+
 /* Writes a status int, a 256-byte reason, then the results. */
 static void child_main(int fd, const void *platform_file) {
     init_simgrid();
@@ -430,10 +727,15 @@ static void child_main(int fd, const void *platform_file) {
         if (!g.error[0]) snprintf(g.error, sizeof g.error, "out of memory placing the ranks");
     } else if (sim_net_load(&g.net, g.hosts, g.world) != USP_OK) {
         snprintf(g.error, sizeof g.error, "out of memory reading the platform's topology");
+    } else if (!links_without_latency(&g.zero_latency)) {
+        snprintf(g.error, sizeof g.error, "out of memory reading the platform's topology");
     } else {
+        g.symmetric = platform_symmetric();
         sg_actor_t c = sg_actor_init("controller", g.hosts[0]);
         if (c) { sg_actor_start(c, controller, 0, NULL); simgrid_run(); }
         else snprintf(g.error, sizeof g.error, "cannot start the simulation");
+        if (!g.error[0] && g.completed < g.nprogs) /* every actor blocked: SimGrid returns */
+            snprintf(g.error, sizeof g.error, "program %d of %d deadlocked", g.completed + 1, g.nprogs);
     }
     int status = !g.error[0] ? USP_OK : g.status != USP_OK ? g.status : USP_EINTERNAL;
     if (usp_write_full(fd, &status, sizeof status) == 0 && usp_write_full(fd, g.error, sizeof g.error) == 0 &&
@@ -468,17 +770,20 @@ static usp_status run_child(const char *platform_file, const char *spec) {
     return st;
 }
 
-usp_status plan_simulate(const plan_program *const *progs, int n, const char *platform, int gpus,
-                         plan_sim_result *results) {
+usp_status plan_simulate_mixes(const plan_programs *progs, int n, const char *platform, int gpus, int full,
+                               plan_sim_result *results) {
     if (n == 0) return USP_OK;
     memset(&g, 0, sizeof g);
+    g.full = full;
     g.progs = progs;
     g.nprogs = n;
     g.world = gpus;
     g.results = results;
-    for (int p = 0; p < n; p++)
-        if (progs[p]->world != gpus)
-            return usp_fail(USP_EINTERNAL, "a program of %d ranks in a simulation of %d GPUs", progs[p]->world, gpus);
+    for (int p = 0; p < n; p++) {
+        int world = progs->built ? progs->built[p]->world : usp_mix_gpus(&progs->mixes[p]);
+        if (world != gpus)
+            return usp_fail(USP_EINTERNAL, "a program of %d ranks in a simulation of %d GPUs", world, gpus);
+    }
     const char *spec = platform ? platform : "h200x8";
     char path[4096];
     int temp = usp_platform_is_preset(spec);
@@ -492,4 +797,12 @@ usp_status plan_simulate(const plan_program *const *progs, int n, const char *pl
     usp_status st = run_child(path, spec);
     if (temp) unlink(path);
     return st;
+}
+
+
+
+usp_status plan_simulate(const plan_program *const *progs, int n, const char *platform, int gpus,
+                         plan_sim_result *results) {
+    plan_programs built = {.built = progs};
+    return plan_simulate_mixes(&built, n, platform, gpus, 1, results);
 }

@@ -113,6 +113,9 @@ static void help(void) {
         "                      overlapped: Megatron-LM without --overlap-grad-reduce)\n"
         "  --grad-dtype T      dtype (default: gradients in the data dtype) or fp32\n"
         "                      (kept and reduced in fp32, as Megatron-LM does in bf16)\n"
+        "  --full-sim          simulate every GPU (default: where every GPU has links of\n"
+        "                      its own, one per ring position stands for the GPUs doing\n"
+        "                      the same work, which is much faster at scale)\n"
         "  --top K             show the K best mixes (default 10, 0: all)\n"
         "  --per-degrees       one row per dp x tp x ulysses x ring: its best ZeRO stage\n"
         "                      and recomputation\n"
@@ -153,7 +156,7 @@ enum {
     OPT_MODEL = USP_OPT_CMD_FIRST, OPT_SEQ, OPT_GPUS, OPT_PLATFORM, OPT_PROFILE, OPT_BATCH, OPT_DTYPE, OPT_RING_IMPL,
     OPT_NO_CAUSAL, OPT_DP, OPT_TP, OPT_ULYSSES, OPT_RING, OPT_ZERO, OPT_RECOMPUTE, OPT_MATMUL, OPT_TOP, OPT_ALL,
     OPT_EXPLAIN, OPT_DISTINCT, OPT_JSON, OPT_TP_OVERLAP, OPT_GRAD_SYNC, OPT_GRAD_DTYPE, OPT_SEQLENS, OPT_WINDOW,
-    OPT_SEQLENS_FILE, OPT_MASK, OPT_MICRO, OPT_HELP
+    OPT_SEQLENS_FILE, OPT_MASK, OPT_MICRO, OPT_FULL, OPT_HELP
 };
 
 static int apply_option(int opt, const char *arg, void *ctx) {
@@ -167,7 +170,7 @@ static int apply_option(int opt, const char *arg, void *ctx) {
     case OPT_SEQ:
         a->seq_given = 1;
         return seq_option(arg, &a->w.seq) ? usp_cli_bad_input("plan", "--seq '%s' is not a token count", arg) : 0;
-    case OPT_GPUS: return int_opt("gpus", arg, 1, 4096, &a->o.gpus);
+    case OPT_GPUS: return int_opt("gpus", arg, 1, USP_PLAN_MAX_GPUS, &a->o.gpus);
     case OPT_PLATFORM: a->o.platform = arg; return 0;
     case OPT_PROFILE: a->o.profile = arg; return 0;
     case OPT_BATCH: return int_opt("global-batch", arg, 1, 1 << 20, &a->w.global_batch);
@@ -180,10 +183,10 @@ static int apply_option(int opt, const char *arg, void *ctx) {
         if (usp_parse_ring_impl(arg, &a->w.ring_impl) != USP_OK) return usp_cli_report("plan", USP_EINVAL);
         return 0;
     case OPT_NO_CAUSAL: a->w.causal = 0; return 0;
-    case OPT_DP: return int_opt("dp", arg, 1, 4096, &a->o.dp);
-    case OPT_TP: return int_opt("tp", arg, 1, 4096, &a->o.tp);
-    case OPT_ULYSSES: return int_opt("ulysses", arg, 1, 4096, &a->o.ulysses);
-    case OPT_RING: return int_opt("ring", arg, 1, 4096, &a->o.ring);
+    case OPT_DP: return int_opt("dp", arg, 1, USP_PLAN_MAX_GPUS, &a->o.dp);
+    case OPT_TP: return int_opt("tp", arg, 1, USP_PLAN_MAX_GPUS, &a->o.tp);
+    case OPT_ULYSSES: return int_opt("ulysses", arg, 1, USP_PLAN_MAX_GPUS, &a->o.ulysses);
+    case OPT_RING: return int_opt("ring", arg, 1, USP_PLAN_MAX_GPUS, &a->o.ring);
     case OPT_ZERO: return int_opt("zero", arg, 0, 3, &a->o.zero);
     case OPT_RECOMPUTE:
         if (strcmp(arg, "yes") && strcmp(arg, "no"))
@@ -214,6 +217,7 @@ static int apply_option(int opt, const char *arg, void *ctx) {
     case OPT_EXPLAIN: return arg ? int_opt("explain", arg, 1, 1 << 20, &a->explain) : (a->explain = 1, 0);
     case OPT_DISTINCT: a->distinct = 1; return 0;
     case OPT_JSON: a->json = 1; return 0;
+    case OPT_FULL: a->o.full = 1; return 0;
     default: return usp_cli_bad_input("plan", "unknown option (usp plan --help)");
     }
 }
@@ -235,7 +239,7 @@ static int parse(int argc, char **argv, plan_args *a) {
         {"grad-sync", required_argument, 0, OPT_GRAD_SYNC}, {"grad-dtype", required_argument, 0, OPT_GRAD_DTYPE},
         {"seqlens", required_argument, 0, OPT_SEQLENS}, {"window", required_argument, 0, OPT_WINDOW},
         {"seqlens-file", required_argument, 0, OPT_SEQLENS_FILE}, {"mask", required_argument, 0, OPT_MASK},
-        {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
+        {"full-sim", no_argument, 0, OPT_FULL}, {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
     int rc = usp_cli_parse("plan", argc, argv, opts, OPT_HELP, help, apply_option, a);
     if (rc) return rc;
     if (a->o.gpus < 1) return usp_cli_bad_input("plan", "--gpus is required (how many GPUs to plan for)");
@@ -291,6 +295,9 @@ static int plan_and_print(plan_args *pa) {
     progress_state ps = {now_s(), 0};
     a.o.progress = progress_line;
     a.o.progress_ctx = &ps;
+    /* Only the rows shown need exact times: mixes that cannot reach them are not
+     * simulated (with --per-degrees every degree combination's best is shown). */
+    a.o.keep = a.distinct || a.top == 0 ? 0 : a.top > a.explain ? a.top : a.explain;
     st = usp_plan_run(&a.w, &a.o, &p);
     if (ps.shown) fputc('\n', stderr);
     if (st != USP_OK) return usp_cli_report("plan", st);
