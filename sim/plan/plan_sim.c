@@ -319,25 +319,11 @@ static unsigned coll_hash(int leader, int stream, int ordinal) {
     return h % COLL_BUCKETS;
 }
 
-/* Every member's delay and flows: NCCL's plan of the call, and for an
- * all-to-all of an uneven head split each peer's piece, as the engine. */
+/* Every member's delay and flows: NCCL's plan of the call (every member's
+ * step has the same size: calls whose members differ go through
+ * run_comm_nccl_pairs). */
 static usp_status call_flows(coll_call *c, const plan_step *st, sim_coll op, coll_build *b) {
-    int n = c->n;
-    double size = st->message * n;
-    if (!(op == SIM_COLL_ALLTOALL && st->a2a >= 0 && !usp_heads_even(&g.prog->attn)))
-        return sim_coll_plan_each(&g.net, op, c->members, n, size, c->delay, coll_flow, b);
-    double *row = malloc((size_t)n * sizeof *row);
-    if (!row) return USP_EINTERNAL;
-    for (int j = 0; j < n; j++) {
-        sim_coll_plan plan;
-        sim_coll_plan_make(&g.net, op, c->members, n, j, size, &plan, row);
-        c->delay[j] = plan.delay_s;
-        sim_a2a_uneven_pieces(&g.prog->attn, (usp_a2a)st->a2a, j, n, row);
-        for (int k = 0; k < n; k++)
-            if (k != j && row[k] > 0) coll_flow(b, j, k, row[k]);
-    }
-    free(row);
-    return USP_OK;
+    return sim_coll_plan_each(&g.net, op, c->members, c->n, st->message * c->n, c->delay, coll_flow, b);
 }
 
 /* The call this step is part of, made by the first member to arrive. */
@@ -452,7 +438,9 @@ static int run_comm_nccl(rank_state *r, int i, const plan_step *st) {
     }
     int n = plan_group_size(&g.prog->mix, st->group);
     if (n < 2) return 0;
-    if (!g.zero_latency) return run_comm_nccl_pairs(r, i, st, n);
+    /* an all-to-all of an uneven head split: each member its own pieces */
+    int uneven = st->kind == PLAN_STEP_ALL_TO_ALL && st->a2a >= 0 && !usp_heads_even(&g.prog->attn);
+    if (!g.zero_latency || uneven) return run_comm_nccl_pairs(r, i, st, n);
     coll_call *c = coll_join(r, i, st, n);
     if (!c) return -1;
     int me = group_index(&g.prog->mix, st->group, r->rank);
