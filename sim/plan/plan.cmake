@@ -6,3 +6,6 @@ usp_embed_json(${USP_PLAN_EMBEDDED} ${CMAKE_CURRENT_SOURCE_DIR}/models plan/plan
 enable_language(CXX)
 target_sources(usp_sim PRIVATE plan/plan_sendto.cpp plan/plan.c plan/plan_model.c plan/plan_costs.c plan/plan_program.c
   plan/plan_sim.c plan/plan_print.c ${USP_PLAN_EMBEDDED})
+# The programs that link usp_sim are C, linked by the C driver: name the C++ runtime
+# (CMake adds it from g++'s implicit libraries, not from clang++'s).
+target_link_libraries(usp_sim PUBLIC stdc++)
