@@ -8,7 +8,9 @@
  * - model FLOPs, TFLOP/s and MFU follow the stated convention;
  * - ZeRO stages and recomputation lower the memory as they should;
  * - gradients synchronized once per step, in fp32, move and hold what they should;
- * - a whole plan ranks fitting mixes first, by step time. */
+ * - a whole plan ranks fitting mixes first, by step time;
+ * - pruning (usp_plan_options.keep, `usp plan --top`) changes nothing in the
+ *   top rows: the same mixes, in the same order, with the same step times. */
 #define _GNU_SOURCE /* mkstemps */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -465,6 +467,74 @@ static void test_representative_fattree(void **state) {
     expect_representative(&w, "h100-fattree", NULL, 32, REP_REL);
 }
 
+/* ---------------------------------------------------------------- pruning */
+
+/* A plan pruned to its `keep` best rows shows what the plan that simulates
+ * every mix shows in those rows: the same mixes in the same order, with the
+ * step time and TFLOP/s as `usp plan` prints them (%.3f s, %.1f): the two
+ * plans simulate their programs in different batches, and the same mix's step
+ * time then differs in its last bits (measured: up to 3e-14 relative). The mixes
+ * not simulated are counted: over memory, or bounded out by their compute.
+ * *oom and *bounded add this case's counts of each. */
+static void expect_pruning_keeps_top(const usp_workload *w, const char *platform, int gpus, int keep, int *oom,
+                                     int *bounded) {
+    usp_plan_options o = options(platform, gpus);
+    usp_plan all, pruned;
+    if (usp_plan_run(w, &o, &all) != USP_OK) fail_msg("%s", usp_error());
+    o.keep = keep;
+    if (usp_plan_run(w, &o, &pruned) != USP_OK) fail_msg("%s", usp_error());
+    assert_int_equal(all.pruned, 0);
+    assert_int_equal(pruned.count, all.count);
+    assert_int_equal(pruned.runnable, all.runnable);
+    for (int i = 0; i < keep; i++) {
+        const usp_plan_point *a = &all.points[i], *q = &pruned.points[i];
+        char name[64], ra[64], rq[64];
+        usp_mix_describe(&a->mix, name, sizeof name);
+        if (a->status != USP_OK || a->oom)
+            fail_msg("%s, %d GPUs: row %d (%s) does not fit", platform, gpus, i + 1, name);
+        if (q->status != USP_OK || q->oom || q->pruned)
+            fail_msg("%s, %d GPUs: row %d of the pruned plan is not a simulated fitting mix", platform, gpus, i + 1);
+        snprintf(ra, sizeof ra, "%9.3f %9.1f", a->step_s, a->tflops_per_gpu);
+        snprintf(rq, sizeof rq, "%9.3f %9.1f", q->step_s, q->tflops_per_gpu);
+        if (memcmp(&a->mix, &q->mix, sizeof a->mix) || strcmp(ra, rq)) {
+            char nq[64];
+            usp_mix_describe(&q->mix, nq, sizeof nq);
+            fail_msg("%s, %d GPUs, row %d: every mix simulated: %s %s (%.9g s); pruned: %s %s (%.9g s)", platform, gpus,
+                     i + 1, name, ra, a->step_s, nq, rq, q->step_s);
+        }
+    }
+    int o_n = 0, b_n = 0;
+    for (int i = 0; i < pruned.count; i++) {
+        const usp_plan_point *q = &pruned.points[i];
+        if (!q->pruned) continue;
+        assert_int_equal(q->status, USP_OK);
+        if (q->oom) o_n++;
+        else b_n++;
+        assert_non_null(strstr(q->why, "not simulated"));
+    }
+    assert_int_equal(o_n + b_n, pruned.pruned);
+    *oom += o_n;
+    *bounded += b_n;
+    usp_plan_free(&all);
+    usp_plan_free(&pruned);
+}
+
+/* Sequences long enough that several mixes are over memory, on two nodes and
+ * on a fat-tree; the default --top 10. Pruning must have skipped mixes of
+ * both kinds, or the comparison says nothing. */
+static void test_pruning_keeps_top(void **state) {
+    (void)state;
+    int oom = 0, bounded = 0;
+    usp_workload w = usp_workload_default(); /* llama3-8b */
+    w.seq = 262144;
+    expect_pruning_keeps_top(&w, "a800-2n", 16, 10, &oom, &bounded);
+    expect_pruning_keeps_top(&w, "h100-fattree", 32, 10, &oom, &bounded);
+    assert_int_equal(usp_model_load("llama2-7b", &w.model), USP_OK);
+    w.seq = 65536;
+    expect_pruning_keeps_top(&w, "h100-fattree", 64, 10, &oom, &bounded);
+    if (oom == 0 || bounded == 0) fail_msg("not simulated: %d over memory, %d bounded out", oom, bounded);
+}
+
 /* ----------------------------------------------------------------- memory */
 
 static void test_memory_ordering(void **state) {
@@ -498,6 +568,7 @@ int main(void) {
         cmocka_unit_test(test_tp_overlap),
         cmocka_unit_test(test_packed_documents), cmocka_unit_test(test_grad_sync_step),
         cmocka_unit_test(test_representative_private_routes), cmocka_unit_test(test_representative_fattree),
+        cmocka_unit_test(test_pruning_keeps_top),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
