@@ -123,7 +123,7 @@ static void help(void) {
         "  --explain[=K]       communication volume and memory of the mix ranked K (the\n"
         "                      rank column; default 1), term by term, closed form and\n"
         "                      simulated\n"
-        "  --json              one JSON object\n");
+        "  --json              one JSON object (its fields: sim/plan/README.md, \"JSON\")\n");
 }
 
 typedef struct {
