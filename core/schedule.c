@@ -418,6 +418,13 @@ static usp_status emit_attention(builder *bd, usp_phase ph, const char *prefix, 
 
 static usp_buf ring_k(int s) { return s == 0 ? USP_BUF_K : (s % 2 ? USP_BUF_KB1 : USP_BUF_KB0); }
 static usp_buf ring_v(int s) { return s == 0 ? USP_BUF_V : (s % 2 ? USP_BUF_VB1 : USP_BUF_VB0); }
+
+/* Hop s of the travelling K/V: ring_k(s) to r+1, ring_k(s+1) from r-1. */
+static usp_status emit_kv_hop(builder *bd, usp_phase ph, int s) {
+    char name[32];
+    snprintf(name, sizeof name, "ring%d.kv", s);
+    return emit_sendrecv(bd, ph, name, s, ring_k(s), ring_v(s), ring_k(s + 1), ring_v(s + 1));
+}
 static int uses_allgather(const usp_config *c) { return c->ring_impl == USP_RING_ALLGATHER && c->ring > 1; }
 
 static usp_status build_forward(builder *bd) {
@@ -444,12 +451,7 @@ static usp_status build_forward(builder *bd) {
     } else {
         for (int s = 0; s < R; s++) {
             snprintf(prefix, sizeof prefix, "ring%d", s);
-            if (s < R - 1) {
-                char name[32];
-                snprintf(name, sizeof name, "%s.kv", prefix);
-                USP_TRY(emit_sendrecv(bd, USP_PHASE_FWD, name, s, ring_k(s), ring_v(s),
-                                      ring_k(s + 1), ring_v(s + 1)));
-            }
+            if (s < R - 1) USP_TRY(emit_kv_hop(bd, USP_PHASE_FWD, s));
             USP_TRY(emit_attention(bd, USP_PHASE_FWD, prefix, s, (r - s + R) % R, ring_k(s),
                                    ring_v(s), 0, USP_BUF_NONE, USP_BUF_NONE));
         }
@@ -465,36 +467,28 @@ static usp_status build_forward(builder *bd) {
 static usp_buf ring_dk(int R, int s) { return R == 1 || s == R ? USP_BUF_DK : (s % 2 ? USP_BUF_DKB1 : USP_BUF_DKB0); }
 static usp_buf ring_dv(int R, int s) { return R == 1 || s == R ? USP_BUF_DV : (s % 2 ? USP_BUF_DVB1 : USP_BUF_DVB0); }
 
-/* The backward ring where each attention adds into the dK/dV the previous
- * hop delivered (dkv_serial, and ring 1 where nothing travels). */
-static usp_status build_backward_ring_serial(builder *bd) {
-    int r = bd->rs->ring_rank, R = bd->c->ring;
-    char prefix[24], name[32];
-    USP_TRY(emit_init(bd, USP_PHASE_BWD, "init.dkv", ring_dk(R, 0), ring_dv(R, 0)));
-    for (int s = 0; s < R; s++) {
-        snprintf(prefix, sizeof prefix, "ring%d", s);
-        if (s < R - 1) {
-            snprintf(name, sizeof name, "%s.kv", prefix);
-            USP_TRY(emit_sendrecv(bd, USP_PHASE_BWD, name, s, ring_k(s), ring_v(s),
-                                  ring_k(s + 1), ring_v(s + 1)));
-        }
-        USP_TRY(emit_attention(bd, USP_PHASE_BWD, prefix, s, (r - s + R) % R, ring_k(s), ring_v(s),
-                               0, ring_dk(R, s), ring_dv(R, s)));
-        if (R > 1) {
-            snprintf(name, sizeof name, "%s.dkv", prefix);
-            USP_TRY(emit_sendrecv(bd, USP_PHASE_BWD, name, s, ring_dk(R, s), ring_dv(R, s),
-                                  ring_dk(R, s + 1), ring_dv(R, s + 1)));
-        }
-    }
-    return USP_OK;
-}
-
 /* Hop s of the travelling dK/dV: ring_dk(s) to r+1, ring_dk(s+1) from r-1. */
 static usp_status emit_dkv_hop(builder *bd, int R, int s) {
     char name[32];
     snprintf(name, sizeof name, "ring%d.dkv", s);
     return emit_sendrecv(bd, USP_PHASE_BWD, name, s, ring_dk(R, s), ring_dv(R, s), ring_dk(R, s + 1),
                          ring_dv(R, s + 1));
+}
+
+/* The backward ring where each attention adds into the dK/dV the previous
+ * hop delivered (dkv_serial, and ring 1 where nothing travels). */
+static usp_status build_backward_ring_serial(builder *bd) {
+    int r = bd->rs->ring_rank, R = bd->c->ring;
+    char prefix[24];
+    USP_TRY(emit_init(bd, USP_PHASE_BWD, "init.dkv", ring_dk(R, 0), ring_dv(R, 0)));
+    for (int s = 0; s < R; s++) {
+        snprintf(prefix, sizeof prefix, "ring%d", s);
+        if (s < R - 1) USP_TRY(emit_kv_hop(bd, USP_PHASE_BWD, s));
+        USP_TRY(emit_attention(bd, USP_PHASE_BWD, prefix, s, (r - s + R) % R, ring_k(s), ring_v(s),
+                               0, ring_dk(R, s), ring_dv(R, s)));
+        if (R > 1) USP_TRY(emit_dkv_hop(bd, R, s));
+    }
+    return USP_OK;
 }
 
 /* ring_dk(s), ring_dv(s) += DK_BLK, DV_BLK. */
@@ -531,11 +525,7 @@ static usp_status build_backward_ring(builder *bd) {
     USP_TRY(emit_init(bd, USP_PHASE_BWD, "init.dkv", ring_dk(R, 0), ring_dv(R, 0)));
     for (int s = 0; s < R; s++) {
         snprintf(prefix, sizeof prefix, "ring%d", s);
-        if (s < R - 1) {
-            snprintf(name, sizeof name, "%s.kv", prefix);
-            USP_TRY(emit_sendrecv(bd, USP_PHASE_BWD, name, s, ring_k(s), ring_v(s),
-                                  ring_k(s + 1), ring_v(s + 1)));
-        }
+        if (s < R - 1) USP_TRY(emit_kv_hop(bd, USP_PHASE_BWD, s));
         int j = (r - s + R) % R;
         if (s == 0) { /* nothing travels in yet: straight into the ring buffers */
             USP_TRY(emit_attention(bd, USP_PHASE_BWD, prefix, s, j, ring_k(s), ring_v(s), 0,
