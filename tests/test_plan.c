@@ -25,21 +25,12 @@
 #include "usp/plan.h"
 #include "plan_internal.h"
 #include "test_util.h"
+#include "test_plan_model.h"
 
 /* Closed forms and simulated counts are sums of whole bytes (the test
  * shapes divide evenly), exact in doubles far below 2^53. */
 #define EXACT 0.0
 
-/* A small model: simulations of it take milliseconds. 2 layers, hidden 512,
- * 8 heads of 64 (4 K/V heads), SwiGLU 1024, vocabulary 2048. */
-static usp_workload small_workload(int seq, int batch) {
-    usp_workload w = usp_workload_default();
-    usp_model m = {"small", 2, 512, 8, 4, 64, 1024, 2048, 1, 0};
-    w.model = m;
-    w.seq = seq;
-    w.global_batch = batch;
-    return w;
-}
 
 static usp_mix mix(int dp, int tp, int u, int r, int zero, int rc) {
     usp_mix x = {dp, tp, u, r, zero, rc, 1, 0};

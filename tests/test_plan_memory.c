@@ -27,6 +27,7 @@
 #include "usp/sim.h"
 #include "plan_internal.h"
 #include "test_util.h"
+#include "test_plan_model.h"
 
 /* Byte counts and capacities are whole numbers far below 2^53: exact. */
 #define EXACT 0.0
@@ -38,16 +39,6 @@
  * simulation deterministic): step(n) - n x micro - sync is rounding only. */
 #define STEP_SUM_REL 1e-9
 
-/* 2 layers, hidden 512, 8 heads of 64 (4 K/V), SwiGLU 1024, vocabulary 2048:
- * simulations of it take milliseconds. */
-static usp_workload small_workload(int seq, int batch) {
-    usp_workload w = usp_workload_default();
-    usp_model m = {"small", 2, 512, 8, 4, 64, 1024, 2048, 1, 0};
-    w.model = m;
-    w.seq = seq;
-    w.global_batch = batch;
-    return w;
-}
 
 static usp_mix mix(int dp, int tp, int u, int r, int zero) {
     usp_mix x = {dp, tp, u, r, zero, 0, 1, 0};
