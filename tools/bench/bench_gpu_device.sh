@@ -15,17 +15,7 @@ set -u
 OUT=${OUT:-$PWD/out}
 STEPS=${STEPS:-build,check,bench,sanitize,plugin}
 BUILD=${BUILD:-build}
-mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-SUM=$OUT/summary.txt
-: > "$SUM"
-say() { echo "$*" | tee -a "$SUM"; }
-has() { [[ ",$STEPS," == *",$1,"* ]]; }
-t0=$(date +%s)
-stamp() { say "[$(( $(date +%s) - t0 ))s] $*"; }
-
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader \
-  | tee -a "$SUM"
+. "$(dirname "$0")/device_common.sh"
 
 KC="$BUILD/usp kernel-check"
 if has build; then

@@ -18,19 +18,10 @@ set -u
 OUT=${OUT:-$PWD/out}
 BUILD=${BUILD:-build-gpuexec}
 STEPS=${STEPS:-build,test,trace,launchers,bench}
-mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
-SUM=$OUT/summary.txt
-: > "$SUM"
-say() { echo "$*" | tee -a "$SUM"; }
-has() { [[ ",$STEPS," == *",$1,"* ]]; }
-t0=$(date +%s)
+. "$(dirname "$0")/device_common.sh"
 deadline=$(( t0 + ${BUDGET:-570} ))
 left() { local l=$(( deadline - $(date +%s) )); [ $l -gt 5 ] && echo $l || echo 5; }
-stamp() { say "[$(( $(date +%s) - t0 ))s] $*"; }
-
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee -a "$SUM"
 
 if has build; then
   stamp "build"

@@ -16,17 +16,7 @@ set -u
 OUT=${OUT:-$PWD/out}
 STEPS=${STEPS:-build,check,sanitize,bench}
 BUILD=${BUILD:-build}
-mkdir -p "$OUT"
-SUM=$OUT/summary.txt
-: > "$SUM"
-say() { echo "$*" | tee -a "$SUM"; }
-has() { [[ ",$STEPS," == *",$1,"* ]]; }
-t0=$(date +%s)
-stamp() { say "[$(( $(date +%s) - t0 ))s] $*"; }
-export PYTHONUNBUFFERED=1
-
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader \
-  | tee -a "$SUM"
+. "$(dirname "$0")/device_common.sh"
 KC="$BUILD/usp kernel-check"
 # PREBUILT=1: binaries built elsewhere (build/usp_kernel_check, build/libusp_bench_gpu.so)
 # are used when they start here; else the build step runs

@@ -25,17 +25,7 @@ OUT=${OUT:-$PWD/out}
 STEPS=${STEPS:-build,check,mma,plugin,sanitize,exec,bench}
 BUILD=${BUILD:-build-dev}
 BENCH_MASKS=${BENCH_MASKS:---mask docs:8192,3000,1500,1000,700,600,500,400,300,184 --mask window:2048}
-mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-SUM=$OUT/summary.txt
-: > "$SUM"
-say() { echo "$*" | tee -a "$SUM"; }
-has() { [[ ",$STEPS," == *",$1,"* ]]; }
-t0=$(date +%s)
-stamp() { say "[$(( $(date +%s) - t0 ))s] $*"; }
-
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader \
-  | tee -a "$SUM"
+. "$(dirname "$0")/device_common.sh"
 KC="$BUILD/usp_kernel_check"
 
 if has build; then
