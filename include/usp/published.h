@@ -142,6 +142,23 @@ typedef struct {
 } usp_pub_stats;
 void usp_pub_stats_make(const usp_pub_table *t, int seq, usp_pub_stats *s);
 
+/* The noise floor of a table (sim/validate/published_floor.c): rows that ran
+ * one program (the ulysses-8 rows of the USP tables: ring degree 1, so the
+ * ring variant of their column runs nothing different) get one prediction,
+ * so their measured spread bounds the error of any deterministic prediction
+ * from below. Over the rows of t (of sequence length `seq` when seq > 0). */
+typedef struct {
+    int groups, rows;      /* groups of 2 or more rows that ran one program, and their rows */
+    int counted;           /* the rows considered (every row not skipped) */
+    double mean_abs_pct;   /* the least mean |error| over `counted` rows any prediction can reach */
+    double max_abs_pct;    /* the least largest |error|: (max - min) / (max + min) of the widest group */
+    double spread;         /* the widest group's largest over smallest measurement (1: no group) */
+    int widest;            /* a row of the widest group, -1 when there is no group */
+} usp_pub_floor;
+void usp_pub_floor_make(const usp_pub_table *t, int seq, usp_pub_floor *f);
+/* Whether rows a and b of t ran one program (neither skipped). */
+int usp_pub_same_program(const usp_pub_table *t, const usp_pub_row *a, const usp_pub_row *b);
+
 /* Spearman rank correlation of x and y (ties take their average rank): the
  * Pearson correlation of the ranks. NAN when n < 2 or either has no spread. */
 double usp_spearman(const double *x, const double *y, int n);
@@ -156,7 +173,7 @@ double usp_megatron_flops(const usp_model *m, int seq, int batch);
 /* Per table: the rows (measured, predicted, error), then the statistics per
  * sequence length and for the table. */
 void usp_pub_print(FILE *f, const usp_pub_table *tables, int count);
-/* One JSON object: {"tables": [{..., "rows": [...], "by_seq": [...], "all": {...}}]}. */
+/* One JSON object: {"tables": [{..., "rows": [...], "by_seq": [...], "all": {...}, "floor": {...}}]}. */
 void usp_pub_print_json(FILE *f, const usp_pub_table *tables, int count);
 
 #endif

@@ -2,7 +2,8 @@
  *
  * Per table: its source and machine, every row (measured, predicted,
  * error; a row that could not be predicted with its reason), then the
- * statistics per sequence length and for the whole table. */
+ * statistics per sequence length and for the whole table, and the noise
+ * floor where rows ran one program (usp_pub_floor). */
 #include "usp/published.h"
 
 #include <math.h>
@@ -31,6 +32,19 @@ static void print_stats_line(FILE *f, const char *what, const usp_pub_stats *s) 
     fprintf(f, "  mean |err| %6.1f%%  max |err| %6.1f%%", s->mean_abs_pct, s->max_abs_pct);
     if (isnan(s->spearman)) fprintf(f, "  spearman    -\n");
     else fprintf(f, "  spearman %+5.2f\n", s->spearman);
+}
+
+/* Rows that ran one program, measured apart: the least error any prediction
+ * can have on them (usp_pub_floor). */
+static void print_floor(FILE *f, const usp_pub_table *t) {
+    usp_pub_floor fl;
+    usp_pub_floor_make(t, 0, &fl);
+    if (!fl.groups) return;
+    fprintf(f, "  noise floor: %d rows are %d programs measured more than once (columns that run the same\n"
+               "  program); the widest reads %.2fx apart (%s): no prediction\n"
+               "  can do better than mean |err| %.1f%%, max |err| %.1f%% on this table\n",
+            fl.rows, fl.groups, fl.spread, fl.widest >= 0 ? t->rows[fl.widest].label : "-", fl.mean_abs_pct,
+            fl.max_abs_pct);
 }
 
 static void print_table(FILE *f, const usp_pub_table *t) {
@@ -69,6 +83,7 @@ static void print_table(FILE *f, const usp_pub_table *t) {
     usp_pub_stats s;
     usp_pub_stats_make(t, 0, &s);
     print_stats_line(f, "table", &s);
+    print_floor(f, t);
     fprintf(f, "\n");
 }
 
@@ -167,7 +182,18 @@ static void table_json(FILE *f, const usp_pub_table *t) {
     usp_pub_stats_make(t, 0, &s);
     fprintf(f, "],\"all\":");
     stats_json(f, &s);
-    fprintf(f, "}");
+    usp_pub_floor fl;
+    usp_pub_floor_make(t, 0, &fl);
+    fprintf(f, ",\"floor\":{\"groups\":%d,\"rows\":%d,\"counted\":%d,\"spread\":", fl.groups, fl.rows, fl.counted);
+    num(f, fl.spread);
+    fprintf(f, ",\"mean_abs_pct\":");
+    num(f, fl.mean_abs_pct);
+    fprintf(f, ",\"max_abs_pct\":");
+    num(f, fl.max_abs_pct);
+    fprintf(f, ",\"widest\":");
+    if (fl.widest >= 0) usp_json_write_string(f, t->rows[fl.widest].label);
+    else fprintf(f, "null");
+    fprintf(f, "}}");
 }
 
 void usp_pub_print_json(FILE *f, const usp_pub_table *tables, int count) {
