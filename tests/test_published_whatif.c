@@ -15,7 +15,10 @@
  *   without it: with full recomputation each would be predicted more than
  *   RECOMPUTE_SLOW below its measurement (15-19% today);
  * - memory: a TP 2 mix keeps less than the TP 1 mixes of the same length
- *   that ran at 196-248 TFLOP/s, so no memory limit applies to it alone.
+ *   that ran at 196-248 TFLOP/s, so no memory limit applies to it alone;
+ * - placement: every TP and Ulysses group of the table lies inside a node (a
+ *   TP 2 group on one PCIe switch), and the ring of a TP 2 mix leaves a node
+ *   through each NIC it uses with as many flows as the TP 4 and TP 8 mixes'.
  *
  * None of these is a fit: the rows stay held out, predicted as every other
  * row (test_published.c bounds the tables' errors). */
@@ -34,6 +37,7 @@
 #include "usp/plan.h"
 #include "usp/published.h"
 #include "usp/sim.h"
+#include "plan_internal.h" /* plan_group_member: the planner's placement */
 
 /* Plain TP against TP-sp on a TP 2 row: the same bytes on the wire (an
  * all-reduce is a reduce-scatter and an all-gather), the norms and their
@@ -161,11 +165,62 @@ static void tp2_keeps_less_memory_than_tp1(void **state) {
     usp_pub_tables_free(tables, n);
 }
 
+/* a800-2n (sim/network/platform.c, nvswitch_node): 8 GPUs a node, 2 GPUs on
+ * each PCIe switch, NIC i under switch i (4 NICs), shared by its 2 GPUs. */
+#define GPUS_PER_NODE 8
+#define GPUS_PER_SWITCH 2
+
+/* The most flows of one ring step that leave a node through one NIC. */
+static int ring_flows_per_nic(const usp_mix *x) {
+    int world = x->dp * x->tp * x->ulysses * x->ring, most = 0;
+    int flows[64] = {0}; /* per (node, NIC) */
+    for (int g = 0; g < world; g++) {
+        int d, r, u, tp;
+        plan_coords_of(x, g, &d, &r, &u, &tp);
+        int next = plan_group_member(x, PLAN_GROUP_RING, g, (r + 1) % plan_group_size(x, PLAN_GROUP_RING));
+        if (next / GPUS_PER_NODE == g / GPUS_PER_NODE) continue;
+        int nic = g / GPUS_PER_NODE * (GPUS_PER_NODE / GPUS_PER_SWITCH) + g % GPUS_PER_NODE / GPUS_PER_SWITCH;
+        assert_true(nic < 64);
+        if (++flows[nic] > most) most = flows[nic];
+    }
+    return most;
+}
+
+static void tp2_placed_as_the_others(void **state) {
+    (void)state;
+    int n;
+    usp_pub_table *tables = read_tables(&n);
+    const usp_pub_table *t = find(tables, n, "usp-paper-a800x16-llama3-8b");
+    int tp2_most = 0, tp48_least = 1 << 30;
+    for (int r = 0; r < t->nrows; r++) {
+        const usp_mix *x = &t->rows[r].mix;
+        int world = x->dp * x->tp * x->ulysses * x->ring;
+        assert_int_equal(world, t->gpus);
+        for (int g = 0; g < world; g++) {
+            for (int k = 0; k < x->tp; k++) { /* TP inside a node; TP 2 on one PCIe switch */
+                int m = plan_group_member(x, PLAN_GROUP_TP, g, k);
+                assert_int_equal(m / GPUS_PER_NODE, g / GPUS_PER_NODE);
+                if (x->tp == 2) assert_int_equal(m / GPUS_PER_SWITCH, g / GPUS_PER_SWITCH);
+            }
+            for (int k = 0; k < x->ulysses; k++) /* Ulysses inside a node */
+                assert_int_equal(plan_group_member(x, PLAN_GROUP_ULYSSES, g, k) / GPUS_PER_NODE, g / GPUS_PER_NODE);
+        }
+        if (x->ring < 2) continue;
+        int f = ring_flows_per_nic(x);
+        if (x->tp == 2 && f > tp2_most) tp2_most = f;
+        if (x->tp >= 4 && f < tp48_least) tp48_least = f;
+    }
+    print_message("ring flows per NIC: TP 2 rows at most %d, TP 4 and 8 rows at least %d\n", tp2_most, tp48_least);
+    assert_true(tp2_most > 0 && tp2_most <= tp48_least);
+    usp_pub_tables_free(tables, n);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(plain_tp_does_not_explain_tp2),
         cmocka_unit_test(over_memory_rows_ran_without_recomputation),
         cmocka_unit_test(tp2_keeps_less_memory_than_tp1),
+        cmocka_unit_test(tp2_placed_as_the_others),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
