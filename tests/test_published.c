@@ -48,6 +48,12 @@
  * micro-batches of one sequence, the file's remarks) and each card's exact
  * memory: A800 x 8 LLAMA2-7B 10.9%, 20.6% -> 10.2%, 19.3% (its six 30K rows
  * no longer over memory); the other tables unchanged.
+ * The authors' README table of the 8 x L20 machine (60 cells: the report's
+ * Table 4 again, a stripe column, 24 head-dim-32 cells at the l20 profile's
+ * estimated D = 32 rate) added, held out: 69.7%, 600.0% on l20x8.
+ * The noise floor (rows that ran one program get one prediction, so their
+ * measured spread bounds every table's error from below) is checked on closed
+ * forms and against every table's statistics.
  * The report's statements about memory (which mixes ran out of it) are
  * checked against the planner's memory (paper_memory_statements).
  * The statistics (Spearman's rank correlation, the Megatron-LM FLOP count)
@@ -96,6 +102,9 @@ static const table_bound BOUNDS[] = {
      * too fast (a deliberate model change: a micro-benchmark fit, held-out rows) */
     {"usp-paper-l20x8-attention", 24, 103, 602},
     {"usp-readme-a100x8-attention", 168, 86, 1018},
+    /* the authors' README table of the same L20 machine: Table 4's cells again, its
+     * stripe column and 24 head-dim-32 cells (the l20 profile's estimated D = 32 rate) */
+    {"usp-readme-l20x8-attention", 60, 72, 602},
 };
 #define NBOUNDS ((int)(sizeof BOUNDS / sizeof BOUNDS[0]))
 
@@ -469,36 +478,46 @@ static void readme_table_noise_floor(void **state) {
     usp_pub_tables_free(tables, n);
 }
 
-/* The L20 table on the other host NCCL's rules allow: P2P through the CPU
+/* The L20 tables on the other host NCCL's rules allow: P2P through the CPU
  * between GPUs of different PCIe switches (NCCL up to 2.22 on AMD hosts;
- * the paper states no CPU), its all-to-alls at 2/18 of the route (NVIDIA/nccl
- * issue 1603). This platform was tried after the table's gap was known, so
- * the rows are not held out from the choice of it (no figure is fitted to
- * them): the bound, today's 18.7% mean and 46.9% max rounded up plus 2
- * points, catches a change that moves it (traces/README.md, the L20 table).
- * The yunchang-2024 harness floor moved it from 20.6%, 59.5% (the 8K zigzag
- * ring of 8 host-bound: +59.5% -> +17.1%). */
+ * neither source states the CPU), its all-to-alls at 2/18 of the route
+ * (NVIDIA/nccl issue 1603). This platform was tried after the report's Table
+ * 4 gap was known, so those rows are not held out from the choice of it (no
+ * figure is fitted to them): the bound, today's 18.7% mean and 46.9% max
+ * rounded up plus 2 points, catches a change that moves it (traces/README.md,
+ * the L20 table). The yunchang-2024 harness floor moved it from 20.6%, 59.5%
+ * (the 8K zigzag ring of 8 host-bound: +59.5% -> +17.1%). The authors' README
+ * table of the same machine adds 36 cells that were not looked at then (its
+ * stripe column and its head-dim-32 rows): on them 21.4% mean, 45.3% max,
+ * against 49.1%, 592.2% on l20x8; the whole README table 20.3%, 46.9%,
+ * Spearman +0.97. */
 static void l20_table_p2p_through_the_cpu(void **state) {
     (void)state;
-    const double MEAN_PCT = 21, MAX_PCT = 49, SPEARMAN_MIN = 0.95;
+    static const struct { const char *table; double mean_pct, max_pct, spearman_min; } WANT[] = {
+        {"usp-paper-l20x8-attention", 21, 49, 0.95},
+        {"usp-readme-l20x8-attention", 23, 49, 0.95},
+    };
     usp_pub_table *tables;
     int n, found = 0;
     assert_int_equal(usp_pub_tables_read(USP_PUBLISHED_DIR, &tables, &n), USP_OK);
     for (int i = 0; i < n; i++) {
         usp_pub_table *t = &tables[i];
-        if (strcmp(t->name, "usp-paper-l20x8-attention")) continue;
-        found = 1;
+        int w = -1;
+        for (int k = 0; k < 2; k++)
+            if (!strcmp(t->name, WANT[k].table)) w = k;
+        if (w < 0) continue;
+        found++;
         assert_int_equal(usp_pub_predict(t, "l20x8:p2p=sys", NULL, NULL), USP_OK);
         usp_pub_stats s;
         usp_pub_stats_make(t, 0, &s);
         assert_int_equal(s.predicted, t->nrows);
-        if (s.mean_abs_pct > MEAN_PCT || s.max_abs_pct > MAX_PCT || s.spearman < SPEARMAN_MIN)
-            fail_msg("L20 on l20x8:p2p=sys: mean |error| %.1f%%, max %.1f%%, spearman %.2f", s.mean_abs_pct,
+        if (s.mean_abs_pct > WANT[w].mean_pct || s.max_abs_pct > WANT[w].max_pct || s.spearman < WANT[w].spearman_min)
+            fail_msg("%s on l20x8:p2p=sys: mean |error| %.1f%%, max %.1f%%, spearman %.2f", t->name, s.mean_abs_pct,
                      s.max_abs_pct, s.spearman);
         print_message("%-36s mean %6.1f%%  max %6.1f%%  spearman %+.2f (l20x8:p2p=sys)\n", t->name, s.mean_abs_pct,
                       s.max_abs_pct, s.spearman);
     }
-    assert_true(found);
+    assert_int_equal(found, 2);
     usp_pub_tables_free(tables, n);
 }
 
