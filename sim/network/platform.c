@@ -262,7 +262,10 @@ static void machine_h100_fattree(sim_machine *m, const usp_platform_params *p, i
  * PCIe: the same issue's NCCL_P2P_LEVEL=SYS run logs "0[0] -> 4[4] via
  * P2P/direct pointer" across the sockets (and was slower than SHM). With
  * p2p=sys (NCCL up to 2.22 on an AMD host, or NCCL_P2P_LEVEL=SYS) every pair
- * not under one switch is P2P through the CPU instead (transport.c). */
+ * not under one switch is P2P through the CPU instead (transport.c). The USP
+ * tables' L20 machine: "like a 2x4 grid (PCIe-switch+QPI)" in its author's
+ * words (feifeibear/long-context-attention issue 73), QPI being Intel's link:
+ * the Intel default, kept (sim/SOURCES.md, NCCL on PCIe servers). */
 static void machine_l20x8(sim_machine *m, const usp_platform_params *p, int nodes) {
     (void)p;
     memset(m, 0, sizeof *m);
