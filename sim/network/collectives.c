@@ -220,6 +220,7 @@ static int ring_successor(const shape *sh, int me, int k) {
 }
 
 static double route_bw(const sim_net *net, int a, int b) {
+    if (net->route_prepare) net->route_prepare(a, b);
     double bw = sg_host_get_route_bandwidth(net->hosts[a], net->hosts[b]);
     return bw > 0 ? bw : 1e9;
 }

@@ -88,6 +88,9 @@ typedef struct {
     sg_host_t *hosts;     /* [n], not owned */
     sim_gpu_topo *gpus;   /* [n] */
     sim_net_costs costs;
+    /* Called before the route between ranks a and b is asked for (NULL:
+     * nothing): the planner makes it a bypass route (plan/plan_routes.h). */
+    int (*route_prepare)(int a, int b);
 } sim_net;
 
 /* Reads the props of hosts[0..n-1] (SimGrid loaded). known = 0 when any

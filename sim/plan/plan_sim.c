@@ -31,6 +31,7 @@
 #include "network/nccl.h"
 #include "network/step.h"
 #include "usp/layout.h"
+#include "plan_routes.h"
 #include "plan_sendto.h"
 
 #include <errno.h>
@@ -86,6 +87,7 @@ typedef struct {
     int rep_mode;            /* the program running simulates one GPU per ring position */
     int symmetric;           /* the platform gives every GPU links of its own (rep_mode allowed) */
     int zero_latency;        /* no link carries latency: a group call needs no rendezvous messages */
+    int shapes;              /* routes between nodes as bypass routes of their shape (plan_routes.h) */
     struct coll_call *calls[4096];
     char error[256];
     usp_status status;       /* of the error: USP_EINVAL when the platform cannot hold the GPUs */
@@ -147,12 +149,14 @@ static int exchange2(rank_state *r, int i, const plan_step *st, const int *to, c
     int nc = 0, rc = 0, ngot = 0;
     for (int k = 0; k < nto; k++) {
         long b = (long)(bytes[k] + 0.5);
+        if (g.shapes) plan_routes_prepare(r->rank, to[k]);
         if (is_rep(to[k]))
             comms[nc++] = sg_mailbox_put_async(mailbox(r->rank, to[k], st->stream), tag_token(r->ordinal[i]), b);
         else /* a rank no actor runs: the transfer over the route to its GPU, received by nobody */
             comms[nc++] = plan_sendto_async(g.hosts[r->rank], g.hosts[to[k]], (double)b);
     }
     for (int k = 0; k < nfrom; k++) {
+        if (g.shapes) plan_routes_prepare(from[k], r->rank);
         if (is_rep(from[k])) comms[nc++] = sg_mailbox_get_async(mailbox(from[k], r->rank, st->stream), &got[ngot++]);
         else /* what that rank sends this one, over the route from its GPU: this GPU's own inbound traffic */
             comms[nc++] = plan_sendto_async(g.hosts[from[k]], g.hosts[r->rank], (double)(long)(from_bytes[k] + 0.5));
@@ -719,6 +723,10 @@ static void child_main(int fd, const void *platform_file) {
         snprintf(g.error, sizeof g.error, "out of memory reading the platform's topology");
     } else {
         g.symmetric = platform_symmetric();
+        /* identical nodes: every route the shape of a reference route, not one
+         * shortest-path search over the platform per GPU that sends */
+        g.shapes = g.symmetric && plan_routes_init(g.hosts, g.world);
+        if (g.shapes) g.net.route_prepare = plan_routes_prepare;
         sg_actor_t c = sg_actor_init("controller", g.hosts[0]);
         if (c) { sg_actor_start(c, controller, 0, NULL); simgrid_run(); }
         else snprintf(g.error, sizeof g.error, "cannot start the simulation");
