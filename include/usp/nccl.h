@@ -63,7 +63,9 @@ typedef struct {
     char op[16], kind[8];   /* kind: "sweep", "peak", "average" */
     int ranks;
     double size;            /* bytes (sweep rows), 0 for a peak or average */
-    double published_busbw, predicted_busbw, error; /* error: predicted / published - 1 */
+    double published_busbw, predicted_busbw, error; /* error: predicted / published busbw - 1
+                                                       (published / predicted time - 1 where
+                                                       the row gives its time) */
     double published_time_us, predicted_time_us;    /* 0 when not published */
     int counted;            /* 1: counts toward the file's bar */
     char note[96];          /* why not counted */
@@ -78,8 +80,8 @@ typedef struct {
 } usp_nccl_comparison;
 
 usp_status usp_nccl_compare(const char *file, usp_nccl_comparison *c);
-/* The bar of the published comparison: mean |error| of a topology class's
- * counted rows (pcie-shm, pcie-p2p, nvswitch, multi-node). */
+/* The bar of the published comparison: the |error| of every counted row, all
+ * sizes, of each topology class (pcie-shm, pcie-p2p, nvswitch, multi-node). */
 #define USP_NCCL_BAR 0.25
 /* Per class: files, counted rows, mean and max |error|, rows within the bar. */
 void usp_nccl_compare_summary(FILE *f, const usp_nccl_comparison *c, int n, int json);

@@ -91,14 +91,27 @@ int sim_coll_by_name(const char *name) {
 
 enum { HW_NVLINK, HW_PCI, HW_NET, HW_COUNT };
 
-/* src/graph/tuning.cc (NCCL 2.8), microseconds: ring baseLat by protocol,
- * and hwLat (per pipeline step) by hardware and protocol. */
-static const double BASE_LAT_US[SIM_PROTO_COUNT] = {3.6, 10.0, 8.4};
+/* src/graph/tuning.cc of NCCL 2.20 (2.18 to 2.22 share the ring figures;
+ * the published tables ran 2.18.5, 2.20.3 and 2.20.5), microseconds: ring
+ * baseLat by protocol, and hwLat (per pipeline step) by hardware and
+ * protocol. */
+static const double BASE_LAT_US[SIM_PROTO_COUNT] = {6.6, 14.0, 8.4};
 static const double HW_LAT_US[HW_COUNT][SIM_PROTO_COUNT] = {
-    {0.47, 1.9, 3.4}, /* NVLink */
+    {0.6, 1.9, 3.4},  /* NVLink */
     {1.0, 2.5, 5.7},  /* PCI (P2P and SHM) */
-    {2.7, 4.0, 9.6},  /* network */
+    {2.7, 4.0, 14.0}, /* network */
 };
+/* NVLS (the NVSwitch reducing): hwLat[NVLINK][NVLS][Simple], the whole
+ * single-node latency (baseLat 0); NVLSTree adds 2 log2(nodes) network
+ * steps of hwLat[NET][NVLSTree][Simple]. */
+static const double NVLS_LAT_US = 23.0, NVLS_TREE_NET_LAT_US = 14.0;
+/* getNetOverhead(): a network step costs at least the proxy's post, 1 us
+ * (Intel and other hosts; 2 on AMD), 3 x that with Simple. */
+static const double NET_OVERHEAD_US = 1.0;
+/* ncclTopoGetAlgoTime(): "Plateau effect of ring": the estimate of a ring
+ * Simple all-reduce over several nodes multiplies its latency by 1.4
+ * (sm80 and later). NCCL's choice only. */
+static const double RING_PLATEAU = 1.4;
 /* NCCL_P2P_LL_THRESHOLD: point-to-point messages up to this use LL. */
 static const double P2P_LL_THRESHOLD = 16384;
 /* Bandwidth factors of the protocols (tuning.cc): LL128 at 120/128 less its
@@ -122,6 +135,8 @@ static int rank_of(sim_xport x) {
     return r[x];
 }
 
+/* The bandwidth factor of a ring protocol (tuning.cc): LL at 1/3 of the
+ * bus, 1/4 for all-reduce or between nodes; LL128 at 0.92. */
 static double proto_factor(sim_proto p, sim_coll op, int multi_node) {
     if (p == SIM_PROTO_LL) return multi_node || op == SIM_COLL_ALLREDUCE ? 0.25 : 1.0 / 3;
     if (p == SIM_PROTO_LL128) return LL128_FACTOR;
@@ -267,44 +282,148 @@ static int make_shape(const sim_net *net, const int *members, int n, shape *sh) 
     return 0;
 }
 
-/* Tree latencies (tuning.cc, NCCL 2.8): baseLat and hwLat of NCCL_ALGO_TREE. */
-static const double TREE_BASE_LAT_US[SIM_PROTO_COUNT] = {4.4, 4.4, 0};
+/* Tree latencies (tuning.cc, NCCL 2.20): baseLat and hwLat of
+ * NCCL_ALGO_TREE, which NCCL's choice weighs. Its Simple hwLat, 28 us per
+ * hop, is not a hop's latency but a chunk's transfer ("Tree/Simple is the
+ * latency a 256kB chunk", the comment above the table up to 2.22); the
+ * simulated tree moves its chunks as flows and pays, per hop, the figures
+ * NCCL 2.23 put there instead (baseLat 8.4, hwLat 4 over NVLink and PCI, 14
+ * over the network): TREE_RUN_*. */
+static const double TREE_BASE_LAT_US[SIM_PROTO_COUNT] = {6.8, 14.0, 0};
 static const double TREE_HW_LAT_US[HW_COUNT][SIM_PROTO_COUNT] = {
-    {0.52, 1.2, 28}, {1.0, 1.9, 28}, {5.0, 8.5, 50},
+    {0.6, 1.25, 28}, {1.0, 1.9, 28}, {5.0, 8.5, 28},
 };
-/* Tree bandwidth factors (tuning.cc): 0.9 of the bus, LL 1/3.8, LL128 0.915 between nodes. */
-static const double TREE_BW_FACTOR = 0.9, TREE_LL_FACTOR = 1.0 / 3.8, TREE_LL128_FACTOR = 0.915;
-/* NCCL's treeCorrectionFactor (tuning.cc): "Trees are not perfectly sticking
- * to the model for medium sizes": the tree's bandwidth at 64 B << k, by
- * protocol, k = log2(bytes / 64) from 0 to 21 (1.0 beyond). */
-static const double TREE_CORRECTION[SIM_PROTO_COUNT][22] = {
-    {1.0, 1.0, 1.0, 1.0, .9, .8, .7, .7, .7, .7, .6, .5, .4, .4, .5, .6, .7, .8, .9, 1.0, 1.0, 1.0},
-    {1.0, 1.0, 1.0, 1.0, 1.0, .9, .8, .8, .8, .7, .6, .6, .6, .5, .6, .6, .7, .7, .8, .9, .9, 1.0},
-    {.9, .9, .9, .9, .9, .9, .9, .8, .7, .6, .6, .5, .5, .5, .5, .5, .5, .6, .6, .7, .8, .9},
+static const double TREE_RUN_BASE_LAT_US[SIM_PROTO_COUNT] = {6.8, 14.0, 8.4};
+static const double TREE_RUN_HW_LAT_US[HW_COUNT][SIM_PROTO_COUNT] = {
+    {0.6, 1.25, 4.0}, {1.0, 1.9, 4.0}, {5.0, 8.5, 14.0},
+};
+/* Tree bandwidth factors (tuning.cc): 0.92 of the bus, LL 1/3.8, LL128
+ * 120/128 between nodes. */
+static const double TREE_BW_FACTOR = 0.92, TREE_LL_FACTOR = 1.0 / 3.8, TREE_LL128_FACTOR = 120.0 / 128;
+/* NCCL's treeCorrectionFactor (tuning.cc, 2.20): "Trees are not perfectly
+ * sticking to the model for medium sizes": the tree's bandwidth at 64 B << k,
+ * by protocol, k = log2(bytes / 64) from 0 to 22 (1.0 beyond). NCCL's
+ * choice only: the simulated tree pays its pipeline instead (tree_pipe). */
+static const double TREE_CORRECTION[SIM_PROTO_COUNT][23] = {
+    {1.0, 1.0, 1.0, 1.0, .9, .8, .7, .7, .7, .7, .6, .5, .4, .4, .5, .6, .7, .8, .9, 1.0, 1.0, 1.0, 1.0},
+    {1.0, 1.0, 1.0, 1.0, 1.0, .9, .8, .8, .8, .7, .6, .6, .6, .6, .6, .6, .8, .9, .9, .9, .9, 1.0, 1.0},
+    {.9, .9, .9, .9, .9, .9, .9, .8, .7, .6, .6, .5, .5, .5, .5, .6, .7, .8, .7, .7, .8, .9, .9},
 };
 
 static double tree_correction(int p, double size) {
     double units = size / 64;
     int k = units >= 1 ? (int)floor(log2(units)) : 0;
-    return k < 22 ? TREE_CORRECTION[p][k] : 1.0;
+    return k < 23 ? TREE_CORRECTION[p][k] : 1.0;
 }
 
 typedef struct {
     sim_algo algo;
     sim_proto proto;
-    double lat_s, fac;   /* latency; bandwidth factor of the protocol */
+    double lat_s, fac;   /* the simulated latency; bandwidth factor of the protocol */
     double time_s;       /* the estimate NCCL's choice compares */
 } choice;
 
-static double ring_lat(const sim_net *net, const sim_coll_ops *ops, const shape *sh, int p) {
-    int steps = ops->ring_steps(sh->n), inter = sh->nodes > 1 ? ops->ring_steps(sh->nodes) : 0;
-    double intra_lat = HW_LAT_US[hw_of(sh->worst_intra)][p] * (sh->nodes > 1 && p == SIM_PROTO_LL ? 1.8 : 1);
-    return (BASE_LAT_US[p] + (steps - inter) * intra_lat + inter * HW_LAT_US[HW_NET][p]) * 1e-6 +
+/* NCCL's latency of a ring call (tuning.cc, 2.20): baseLat, then hwLat per
+ * step inside a node (at least the network post overhead when the ring
+ * leaves the node), and per network step (all-reduce: 2 x nodes of them)
+ * hwLat[NET] plus the network plugin's stated latency (twice with Simple:
+ * the flush). `plugin` = 0 leaves the plugin's latency out: it steers NCCL's
+ * choice (aws-ofi-nccl states 75 us for EFA), while a network step of the
+ * simulation takes what hwLat[NET] says. The transport's extra cost per step
+ * (SHM's host round trip, the host bounce without GPUDirect) is added to
+ * both. */
+static double ring_lat(const sim_net *net, sim_coll op, const shape *sh, int p, int plugin) {
+    int steps = SIM_COLL_OPS[op].ring_steps(sh->n);
+    int inter = sh->nodes == 1 ? 0 : op == SIM_COLL_ALLREDUCE ? 2 * sh->nodes : sh->nodes - 1;
+    if (inter > steps) inter = steps;
+    double intra_lat = HW_LAT_US[hw_of(sh->worst_intra)][p];
+    if (sh->nodes > 1) intra_lat = fmax(intra_lat, NET_OVERHEAD_US * (p == SIM_PROTO_SIMPLE ? 3 : 1));
+    double inter_lat = HW_LAT_US[HW_NET][p] + (plugin ? net->costs.net_lat_s * 1e6 * (p == SIM_PROTO_SIMPLE ? 2 : 1) : 0);
+    return (BASE_LAT_US[p] + (steps - inter) * intra_lat + inter * inter_lat) * 1e-6 +
            (steps - inter) * net->costs.hop_s[sh->worst_intra] + inter * net->costs.hop_s[sh->worst];
 }
 
+/* NCCL's latency of a tree all-reduce: up and down the chain of each node
+ * and log2(nodes) network steps each way; `plugin` as for rings, and then
+ * NCCL's own tables (choice), else the simulated hop costs (TREE_RUN_*). */
+static double tree_lat(const sim_net *net, const shape *sh, int p, int plugin) {
+    int ihw = hw_of(sh->worst_intra);
+    const double *base = plugin ? TREE_BASE_LAT_US : TREE_RUN_BASE_LAT_US;
+    const double (*hw)[SIM_PROTO_COUNT] = plugin ? TREE_HW_LAT_US : TREE_RUN_HW_LAT_US;
+    double inter_lat = hw[HW_NET][p] + (plugin ? net->costs.net_lat_s * 1e6 * (p == SIM_PROTO_SIMPLE ? 2 : 1) : 0);
+    return (base[p] + 2 * ((sh->max_local - 1) * hw[ihw][p] + log2(sh->nodes) * inter_lat)) * 1e-6 +
+           2 * ((sh->max_local - 1) * net->costs.hop_s[sh->worst_intra] + log2(sh->nodes) * net->costs.hop_s[sh->worst]);
+}
+
+/* NVLS on one node, NVLSTree between nodes (NVLS inside each node, a tree of
+ * nodes): Simple only. */
+static double nvls_lat(const sim_net *net, const shape *sh, int plugin) {
+    if (sh->nodes == 1) return NVLS_LAT_US * 1e-6;
+    double inter_lat = NVLS_TREE_NET_LAT_US + (plugin ? 2 * net->costs.net_lat_s * 1e6 : 0);
+    return (NVLS_LAT_US + 2 * log2(sh->nodes) * inter_lat) * 1e-6 + 2 * log2(sh->nodes) * net->costs.hop_s[sh->worst];
+}
+
+/* A tree's channels and chunks (enqueue.cc, 2.20), which NCCL's latency +
+ * bandwidth estimate leaves out (its treeCorrectionFactor stands in for
+ * them):
+ * - channels: NCCL drops channels while the call has fewer than 64 bytes
+ *   (Simple; 8 with LL and LL128) per thread of every channel, 512 threads
+ *   (640 with LL128): nc = bytes / (threads x that), from 1 to the tree's
+ *   channels. A channel carries 1/channels of the bandwidth, so a call on
+ *   nc of them moves at nc/channels of it: *frac.
+ * - chunks: a tree moves each channel's share in chunks of at most one
+ *   buffer slot (NCCL_BUFFSIZE / NCCL_STEPS: 512 KiB with Simple; LL 32 KiB
+ *   of data, LL128 576000 bytes), less for small LL128 and NVLSTree calls
+ *   (computeCollChunkInfo's rules), and a chunk crosses every hop of the
+ *   tree before the pipeline runs at its slowest hop's rate: up and down the
+ *   chain of each node (2 (m-1) hops over the GPU's link, 2 over the switch
+ *   with NVLS), up and down the tree of nodes (2 log2(nodes) hops over the
+ *   node's network share). That fill, one chunk through all hops but the
+ *   slowest, is *fill_s; the flows carry the rest at the slowest hop's rate. */
+enum { TREE_CHANNELS = 16 };
+static void tree_pipe(const sim_net *net, const shape *sh, int p, double size, double intra_bw, int nvls,
+                      double fac, double *fill_s, double *frac) {
+    int ncmax = net->costs.channels > 0 ? net->costs.channels : TREE_CHANNELS;
+    double per_thread = p == SIM_PROTO_SIMPLE ? 64 : 8, threads = p == SIM_PROTO_LL128 ? 640 : 512;
+    double nc = floor(size / (threads * per_thread));
+    nc = nc < 1 ? 1 : nc > ncmax ? ncmax : nc;
+    int m = sh->max_local;
+    double slot = p == SIM_PROTO_SIMPLE ? 524288 : p == SIM_PROTO_LL ? 32768 : 576000;
+    if (p == SIM_PROTO_LL128) { /* computeCollChunkInfo: LL128 trees halve the chunk for small calls */
+        double steps = 1 + log2(sh->nodes) + 0.1 * m;
+        while (size / (nc * slot) < steps * 64 / m && slot > 131072) slot /= 2;
+        while (size / (nc * slot) < steps * 16 / m && slot > 32768) slot /= 2;
+    } else if (nvls) { /* NVLSTree: by the operations in flight, channels x heads */
+        double ops = nc * m;
+        if (size < 32 * ops * slot && slot > 262144) slot = 262144;
+        if (size < 16 * ops * slot && slot > 131072) slot = 131072;
+        if (size < 4 * ops * slot && slot > 65536) slot = 65536;
+        if (size < ops * slot && slot > 32768) slot = 32768;
+    }
+    double share = size / nc, chunks = ceil(share / slot), chunk = share / (chunks > 0 ? chunks : 1);
+    double intra_hops = nvls ? 2 : 2.0 * (m - 1), net_hops = 2 * log2(sh->nodes);
+    /* inside a node every channel follows the same chain, so a hop's link is
+     * shared by all of them; between nodes the two trees of NCCL's double
+     * binary tree run opposite ways, half the channels each way */
+    double through = (sh->max_local > 1 ? intra_hops / intra_bw : 0) + net_hops / (2 * sh->net_bw);
+    double slowest_hop = sh->max_local > 1 && intra_bw < 2 * sh->net_bw ? 1 / intra_bw : 1 / (2 * sh->net_bw);
+    *fill_s = chunk * ncmax * (through - slowest_hop) / fac;
+    *frac = nc / ncmax;
+    /* a network message per chunk and hop: a channel's network rate is
+     * chunk / (message cost + chunk / its share of the network) */
+    double tau = net->costs.net_msg_s;
+    if (tau > 0) *frac *= chunk / (chunk + tau * 2 * sh->net_bw / ncmax);
+}
+
+static void consider(choice *best, sim_algo a, int p, double lat_est, double lat_run, double fac_est,
+                     double fac_run, double bytes, double bw) {
+    double t = lat_est + bytes / (bw * fac_est);
+    if (t < best->time_s) *best = (choice){a, (sim_proto)p, lat_run, fac_run, t};
+}
+
 /* NCCL's choice: the least latency + bytes / bandwidth over the algorithms
- * and protocols that apply. */
+ * and protocols that apply, by NCCL's estimate; the chosen one's simulated
+ * latency and bandwidth factor. */
 static choice choose(const sim_net *net, sim_coll op, const shape *sh, double size) {
     const sim_coll_ops *ops = &SIM_COLL_OPS[op];
     int multi = sh->nodes > 1;
@@ -314,32 +433,31 @@ static choice choose(const sim_net *net, sim_coll op, const shape *sh, double si
     for (int p = 0; p < SIM_PROTO_COUNT; p++) {
         if (p == SIM_PROTO_LL128 && !sh->all_nvlink) continue;
         if (simple_only && p != SIM_PROTO_SIMPLE) continue;
-        double fac = proto_factor(p, op, multi), lat = ring_lat(net, ops, sh, p);
-        double t = lat + ops->ring_factor(sh->n) * size / (ring_bus * fac);
-        if (t < best.time_s) best = (choice){SIM_ALGO_RING, p, lat, fac, t};
+        double est = ring_lat(net, op, sh, p, 1), fac = proto_factor(p, op, multi);
+        if (multi && p == SIM_PROTO_SIMPLE && op == SIM_COLL_ALLREDUCE) est *= RING_PLATEAU;
+        consider(&best, SIM_ALGO_RING, p, est, ring_lat(net, op, sh, p, 0), fac, fac, ops->ring_factor(sh->n) * size,
+                 ring_bus);
     }
     if (op != SIM_COLL_ALLREDUCE) return best;
     double nvls = net->costs.nvls_eff;
-    if (!multi && nvls > 0 && sh->all_nvlink) {
-        /* NVLS: Simple only; each GPU's traffic is (n-1)/n of the buffer each way */
-        double lat = (BASE_LAT_US[SIM_PROTO_SIMPLE] + 2 * HW_LAT_US[HW_NVLINK][SIM_PROTO_SIMPLE]) * 1e-6;
-        double t = lat + size * (sh->n - 1) / sh->n / (sh->ring_bw * nvls);
-        if (t < best.time_s) best = (choice){SIM_ALGO_NVLS, SIM_PROTO_SIMPLE, lat, 1, t};
-    }
+    if (!multi && nvls > 0 && sh->all_nvlink)
+        /* NVLS: each GPU's traffic is (n-1)/n of the buffer each way */
+        consider(&best, SIM_ALGO_NVLS, SIM_PROTO_SIMPLE, nvls_lat(net, sh, 1), nvls_lat(net, sh, 0), 1, 1,
+                 size * (sh->n - 1) / sh->n, sh->ring_bw * nvls);
     if (multi) {
-        double intra = nvls > 0 && sh->all_nvlink ? sh->intra_bw * nvls * sh->max_local / fmax(sh->max_local - 1, 1)
-                                                  : sh->intra_bw;
+        int nvls_tree = nvls > 0 && sh->all_nvlink;
+        double intra = nvls_tree ? sh->intra_bw * nvls * sh->max_local / fmax(sh->max_local - 1, 1) : sh->intra_bw;
         double bus = fmin(intra, sh->net_bw) * TREE_BW_FACTOR;
-        int ihw = hw_of(sh->worst_intra);
         for (int p = 0; p < SIM_PROTO_COUNT; p++) {
             if (p == SIM_PROTO_LL128 && !sh->all_nvlink) continue;
             if (simple_only && p != SIM_PROTO_SIMPLE) continue;
-            double fac = (p == SIM_PROTO_LL ? TREE_LL_FACTOR : p == SIM_PROTO_LL128 ? TREE_LL128_FACTOR : 1) *
-                         tree_correction(p, size);
-            double lat = (TREE_BASE_LAT_US[p] + 2 * ((sh->max_local - 1) * TREE_HW_LAT_US[ihw][p] +
-                                                     log2(sh->nodes) * TREE_HW_LAT_US[HW_NET][p])) * 1e-6;
-            double t = lat + size / (bus * fac);
-            if (t < best.time_s) best = (choice){SIM_ALGO_TREE, p, lat, fac, t};
+            double fac = p == SIM_PROTO_LL ? TREE_LL_FACTOR : p == SIM_PROTO_LL128 ? TREE_LL128_FACTOR : 1;
+            int as_nvls = nvls_tree && p == SIM_PROTO_SIMPLE;
+            double fill, frac;
+            tree_pipe(net, sh, p, size, as_nvls ? intra : sh->intra_bw, as_nvls, fac, &fill, &frac);
+            double est = as_nvls ? nvls_lat(net, sh, 1) : tree_lat(net, sh, p, 1);
+            double run = (as_nvls ? nvls_lat(net, sh, 0) : tree_lat(net, sh, p, 0)) + fill;
+            consider(&best, SIM_ALGO_TREE, p, est, run, fac * tree_correction(p, size), fac * frac, size, bus);
         }
     }
     return best;

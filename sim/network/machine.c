@@ -203,6 +203,8 @@ usp_status sim_machine_write(const sim_machine *m, FILE *f) {
     if (m->a2a_eff > 0) fprintf(f, "    <prop id=\"nccl.a2a_eff\" value=\"%.6g\"/>\n", m->a2a_eff);
     if (m->nvls_eff > 0) fprintf(f, "    <prop id=\"nccl.nvls_eff\" value=\"%.6g\"/>\n", m->nvls_eff);
     if (m->shm_lat_us > 0) fprintf(f, "    <prop id=\"nccl.lat_us.shm\" value=\"%.6g\"/>\n", m->shm_lat_us);
+    if (m->net_msg_us > 0) fprintf(f, "    <prop id=\"nccl.net_msg_us\" value=\"%.6g\"/>\n", m->net_msg_us);
+    if (m->net_lat_us > 0) fprintf(f, "    <prop id=\"nccl.net_lat_us\" value=\"%.6g\"/>\n", m->net_lat_us);
     if (m->channels > 0) fprintf(f, "    <prop id=\"nccl.channels\" value=\"%d\"/>\n", m->channels);
     if (m->net_simple) fprintf(f, "    <prop id=\"nccl.net_simple\" value=\"1\"/>\n");
     if (m->p2p_sys) fprintf(f, "    <prop id=\"nccl.p2p_level\" value=\"sys\"/>\n");

@@ -38,6 +38,8 @@ typedef struct {
     double nic_gbps;          /* one NIC */
     /* NCCL costs (zone props; <= 0: the defaults of transport.c) */
     double call_us, a2a_eff, nvls_eff, shm_lat_us;
+    double net_lat_us;        /* the network plugin's stated latency (NCCL's choice only) */
+    double net_msg_us;        /* per network message (tree chunks between nodes) */
     int channels;
     int net_simple;           /* only Simple between nodes (EFA) */
     int p2p_sys;              /* NCCL's P2P level SYS: P2P through the CPU (transport.c) */

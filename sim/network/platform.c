@@ -183,6 +183,14 @@ static const double PCIE_CALL_US = 10.0;
  * between nodes"): 12.5 x 78.3 / 92.4. (A 400 Gb/s NIC: machine.c's default,
  * 48 GB/s.) */
 static const double EFA_GBPS = 10.6;
+/* The latency the EFA network plugin states to NCCL (aws-ofi-nccl,
+ * src/platform-aws.cpp: 75 us for p4d, p4de and p5), which NCCL's choice adds
+ * to every network step (twice with Simple). */
+static const double EFA_PLUGIN_LAT_US = 75.0;
+/* One EFA message (a tree chunk between nodes) costs this beyond its bytes:
+ * fitted to the mid sizes (2-64 MB) of 2 x p5 all_reduce_perf, where NCCL's
+ * tree chunks are 32-128 KB (sim/SOURCES.md, "NCCL between nodes"). */
+static const double EFA_MSG_US = 2.0;
 
 static void nvswitch_node(sim_machine *m, const char *name, int nodes, double nvl, double pcie, int nics) {
     memset(m, 0, sizeof *m);
@@ -335,7 +343,9 @@ static void machine_aws_p4de(sim_machine *m, const usp_platform_params *p, int n
     nvswitch_node(m, "aws-p4de", nodes, A100_ACHIEVED_GBPS, PCIE4_ACHIEVED_GBPS, 4);
     m->nic_gbps = EFA_GBPS;
     m->net_simple = 1;
-    m->call_us = 150;
+    m->net_lat_us = EFA_PLUGIN_LAT_US;
+    m->net_msg_us = EFA_MSG_US;
+    m->call_us = 72;
     snprintf(m->about, sizeof m->about, "%d x AWS p4de.24xlarge: 8 A100 80GB on NVSwitch (%g GB/s achieved), "
              "4 x 100 Gb/s EFA per node (%g GB/s each), GPUDirect RDMA", nodes, A100_ACHIEVED_GBPS, EFA_GBPS);
 }
@@ -347,8 +357,9 @@ static void machine_aws_p5(sim_machine *m, const usp_platform_params *p, int nod
     nvswitch_node(m, "aws-p5", nodes, NVL4_ACHIEVED_GBPS, PCIE5_ACHIEVED_GBPS, 8);
     m->nic_gbps = 4 * EFA_GBPS;
     m->nvls_eff = NVLS_EFF;
-    m->net_simple = 1;
-    m->call_us = 55;
+    m->net_lat_us = EFA_PLUGIN_LAT_US;
+    m->net_msg_us = EFA_MSG_US;
+    m->call_us = 28;
     snprintf(m->about, sizeof m->about, "%d x AWS p5.48xlarge: 8 H100 on NVSwitch (%g GB/s achieved, NVLS), "
              "32 x 100 Gb/s EFA per node, 4 per GPU (%g GB/s per GPU), GPUDirect RDMA", nodes, NVL4_ACHIEVED_GBPS,
              4 * EFA_GBPS);

@@ -107,6 +107,8 @@ static void load_costs(sim_net_costs *c) {
     c->net_simple = zone_double("nccl.net_simple", 0) > 0;
     const char *level = zone_string("nccl.p2p_level");
     c->p2p_sys = level && strcmp(level, "sys") == 0;
+    c->net_lat_s = zone_double("nccl.net_lat_us", 0) * 1e-6;
+    c->net_msg_s = zone_double("nccl.net_msg_us", 0) * 1e-6;
     c->cpu_p2p_a2a_eff = zone_double("nccl.cpu_p2p_a2a_eff", DEFAULT_CPU_P2P_A2A_EFF);
     if (c->cpu_p2p_a2a_eff <= 0 || c->cpu_p2p_a2a_eff > 1) c->cpu_p2p_a2a_eff = DEFAULT_CPU_P2P_A2A_EFF;
 }
