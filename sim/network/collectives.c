@@ -135,6 +135,11 @@ static int rank_of(sim_xport x) {
     return r[x];
 }
 
+/* LL as the simulation moves it: half the bus, its 8-byte lines carrying 4
+ * bytes of data and a flag (NCCL 2.23 took its own ring LL estimate to 0.5
+ * of the bus as well; 2.20's 1/4 and 1/3 below steer the choice). */
+static const double LL_RUN_FACTOR = 0.5;
+
 /* The bandwidth factor of a ring protocol (tuning.cc): LL at 1/3 of the
  * bus, 1/4 for all-reduce or between nodes; LL128 at 0.92. */
 static double proto_factor(sim_proto p, sim_coll op, int multi_node) {
@@ -435,8 +440,11 @@ static choice choose(const sim_net *net, sim_coll op, const shape *sh, double si
         if (simple_only && p != SIM_PROTO_SIMPLE) continue;
         double est = ring_lat(net, op, sh, p, 1), fac = proto_factor(p, op, multi);
         if (multi && p == SIM_PROTO_SIMPLE && op == SIM_COLL_ALLREDUCE) est *= RING_PLATEAU;
-        consider(&best, SIM_ALGO_RING, p, est, ring_lat(net, op, sh, p, 0), fac, fac, ops->ring_factor(sh->n) * size,
-                 ring_bus);
+        double run = ring_lat(net, op, sh, p, 0), run_fac = fac;
+        if (p == SIM_PROTO_LL) run_fac = LL_RUN_FACTOR;
+        if (p == SIM_PROTO_LL128 && net->costs.ll128_eff > 0) run_fac = net->costs.ll128_eff;
+        if (p == SIM_PROTO_SIMPLE) run += ops->ring_steps(sh->n) * net->costs.simple_step_s;
+        consider(&best, SIM_ALGO_RING, p, est, run, fac, run_fac, ops->ring_factor(sh->n) * size, ring_bus);
     }
     if (op != SIM_COLL_ALLREDUCE) return best;
     double nvls = net->costs.nvls_eff;

@@ -203,6 +203,8 @@ usp_status sim_machine_write(const sim_machine *m, FILE *f) {
     if (m->a2a_eff > 0) fprintf(f, "    <prop id=\"nccl.a2a_eff\" value=\"%.6g\"/>\n", m->a2a_eff);
     if (m->nvls_eff > 0) fprintf(f, "    <prop id=\"nccl.nvls_eff\" value=\"%.6g\"/>\n", m->nvls_eff);
     if (m->shm_lat_us > 0) fprintf(f, "    <prop id=\"nccl.lat_us.shm\" value=\"%.6g\"/>\n", m->shm_lat_us);
+    if (m->ll128_eff > 0) fprintf(f, "    <prop id=\"nccl.ll128_eff\" value=\"%.6g\"/>\n", m->ll128_eff);
+    if (m->simple_step_us > 0) fprintf(f, "    <prop id=\"nccl.simple_step_us\" value=\"%.6g\"/>\n", m->simple_step_us);
     if (m->net_msg_us > 0) fprintf(f, "    <prop id=\"nccl.net_msg_us\" value=\"%.6g\"/>\n", m->net_msg_us);
     if (m->net_lat_us > 0) fprintf(f, "    <prop id=\"nccl.net_lat_us\" value=\"%.6g\"/>\n", m->net_lat_us);
     if (m->channels > 0) fprintf(f, "    <prop id=\"nccl.channels\" value=\"%d\"/>\n", m->channels);

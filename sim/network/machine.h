@@ -39,6 +39,8 @@ typedef struct {
     /* NCCL costs (zone props; <= 0: the defaults of transport.c) */
     double call_us, a2a_eff, nvls_eff, shm_lat_us;
     double net_lat_us;        /* the network plugin's stated latency (NCCL's choice only) */
+    double ll128_eff;         /* LL128's achieved share of the link (0: NCCL's 0.92) */
+    double simple_step_us;    /* per ring step with Simple beyond NCCL's hwLat */
     double net_msg_us;        /* per network message (tree chunks between nodes) */
     int channels;
     int net_simple;           /* only Simple between nodes (EFA) */
