@@ -259,8 +259,26 @@ static void from_topo_transports(void **state) {
 
 typedef struct { const char *cls; double sum; int rows; } class_sum;
 
-/* Every file of traces/published/nccl, every counted row re-predicted; per
- * topology class the mean |error| is within the bar. */
+/* Published rows the model misses by more than the bar, each with why; any
+ * other row beyond it fails the test. 2 x p5 at 32 and 64 KiB: the measured
+ * time rises from 81 us at 8 KiB to 135 us at 64 KiB and falls back to 109 at
+ * 128 KiB (the same run's in-place column: 90 and 104 us); the model's tree
+ * (LL, NCCL's choice there) stays near 81 us. */
+typedef struct { const char *file; double size; } known_miss;
+static const known_miss KNOWN_MISSES[] = {
+    {"aws-p5-2node-allreduce.json", 32768},
+    {"aws-p5-2node-allreduce.json", 65536},
+};
+
+static int is_known_miss(const char *file, double size) {
+    for (size_t i = 0; i < sizeof KNOWN_MISSES / sizeof KNOWN_MISSES[0]; i++)
+        if (!strcmp(file, KNOWN_MISSES[i].file) && size == KNOWN_MISSES[i].size) return 1;
+    return 0;
+}
+
+/* Every file of traces/published/nccl, every counted row re-predicted: each
+ * within the bar (but the known misses above), and per topology class the
+ * mean |error| within it. */
 static void published_within_bar(void **state) {
     (void)state;
     char dir[512];
@@ -279,8 +297,14 @@ static void published_within_bar(void **state) {
         int k = 0;
         while (k < 4 && strcmp(classes[k].cls, c.cls)) k++;
         if (k == 4) fail_msg("%s: class '%s' is not pcie-shm, pcie-p2p, nvswitch or multi-node", path, c.cls);
-        for (int r = 0; r < c.nrows; r++)
-            if (c.rows[r].counted) { classes[k].sum += fabs(c.rows[r].error); classes[k].rows++; }
+        for (int r = 0; r < c.nrows; r++) {
+            if (!c.rows[r].counted) continue;
+            classes[k].sum += fabs(c.rows[r].error);
+            classes[k].rows++;
+            if (fabs(c.rows[r].error) > USP_NCCL_BAR && !is_known_miss(e->d_name, c.rows[r].size))
+                fail_msg("%s: %s %d ranks, %.0f B: error %+.1f%%, bar %.0f%%", e->d_name, c.rows[r].op, c.rows[r].ranks,
+                         c.rows[r].size, 100 * c.rows[r].error, 100 * USP_NCCL_BAR);
+        }
         usp_nccl_comparison_free(&c);
         nfiles++;
     }
