@@ -69,6 +69,8 @@ typedef struct {
     double published_time_us, predicted_time_us;    /* 0 when not published */
     int counted;            /* 1: counts toward the file's bar */
     char note[96];          /* why not counted */
+    char cls[32];           /* topology class: the table's, else the file's */
+    char platform[64];      /* the table's own platform, "" when it is the file's */
 } usp_nccl_compare_row;
 
 typedef struct {

@@ -9,6 +9,9 @@
  *                "rows": [[...], ...]},
  *               {"op": ..., "ranks": N, "kind": "peak" | "average",
  *                "sweep": [MIN, MAX, FACTOR], "busbw": X}, ...]}
+ * A table may name its own "platform" and "class" (a run with a transport
+ * forced by an environment variable is another platform: p2p=sys for
+ * NCCL_P2P_LEVEL=SYS; a run on other hardware another preset or XML).
  * A sweep row is re-predicted at its size; a peak or average figure is the
  * peak or mean busbw of the simulated sweep over the same sizes (nccl-tests'
  * -b -e -f). The error is the predicted busbw over the published one, less 1;
@@ -133,8 +136,19 @@ static int is_modelled(const char *op) {
     return 0;
 }
 
-static usp_status one_table(const usp_json *t, const char *platform, usp_nccl_comparison *c) {
+static void resolve_platform(const char *file, const char *spec, char *out, size_t n);
+
+static usp_status one_table(const char *file, const usp_json *t, const char *platform, usp_nccl_comparison *c) {
     usp_nccl_compare_row tmpl = {0};
+    snprintf(tmpl.cls, sizeof tmpl.cls, "%s", c->cls);
+    const usp_json *own = usp_json_get(t, "platform"), *cls = usp_json_get(t, "class");
+    char resolved[512];
+    if (own && own->type == USP_JSON_STRING) {
+        snprintf(tmpl.platform, sizeof tmpl.platform, "%s", own->string);
+        resolve_platform(file, own->string, resolved, sizeof resolved);
+        platform = resolved;
+    }
+    if (cls && cls->type == USP_JSON_STRING) snprintf(tmpl.cls, sizeof tmpl.cls, "%s", cls->string);
     const char *op, *kind;
     USP_TRY(usp_json_get_string(t, "op", &op));
     USP_TRY(usp_json_get_string(t, "kind", &kind));
@@ -189,7 +203,7 @@ usp_status usp_nccl_compare(const char *file, usp_nccl_comparison *c) {
         copy_str(root, "platform", c->platform, sizeof c->platform);
         resolve_platform(file, c->platform, platform, sizeof platform);
     }
-    for (size_t i = 0; st == USP_OK && i < tables->count; i++) st = one_table(&tables->items[i], platform, c);
+    for (size_t i = 0; st == USP_OK && i < tables->count; i++) st = one_table(file, &tables->items[i], platform, c);
     usp_json_free(root);
     if (st != USP_OK) {
         usp_error_prefix("%s: ", file);
@@ -228,9 +242,11 @@ void usp_nccl_compare_print(FILE *f, const usp_nccl_comparison *c) {
         else snprintf(time, sizeof time, "%s", "-");
         if (isfinite(r->error) && (r->predicted_busbw > 0 || r->counted)) snprintf(err, sizeof err, "%+.1f%%", 100 * r->error);
         else snprintf(err, sizeof err, "%s", "-");
-        fprintf(f, " %-13s %5d %7s %12s %10s %10.2f %10.2f %10.2f %8s  %s%s%s\n", r->op, r->ranks, r->kind, size, time,
-                r->predicted_time_us, r->published_busbw, r->predicted_busbw, err, r->counted ? "yes" : "no",
-                r->note[0] ? ": " : "", r->note);
+        fprintf(f, " %-13s %5d %7s %12s %10s %10.2f %10.2f %10.2f %8s  %s%s%s%s%s%s%s%s\n", r->op, r->ranks, r->kind, size,
+                time, r->predicted_time_us, r->published_busbw, r->predicted_busbw, err, r->counted ? "yes" : "no",
+                r->note[0] ? ": " : "", r->note, r->platform[0] ? " [on " : "", r->platform,
+                r->platform[0] && strcmp(r->cls, c->cls) ? ", class " : "",
+                r->platform[0] && strcmp(r->cls, c->cls) ? r->cls : "", r->platform[0] ? "]" : "");
     }
     fprintf(f, "# counted rows: %d, mean |error| %.1f%%, max %.1f%%\n", c->counted, 100 * c->mean_abs_error,
             100 * c->max_abs_error);
@@ -267,6 +283,10 @@ void usp_nccl_compare_json(FILE *f, const usp_nccl_comparison *c) {
         else fputs("null", f);
         fprintf(f, ", \"counted\": %s, \"note\": ", r->counted ? "true" : "false");
         usp_json_write_string(f, r->note);
+        fputs(", \"class\": ", f);
+        usp_json_write_string(f, r->cls);
+        fputs(", \"platform\": ", f);
+        usp_json_write_string(f, r->platform[0] ? r->platform : c->platform);
         fputc('}', f);
     }
     fputs("]}\n", f);
@@ -279,20 +299,28 @@ typedef struct {
     double sum, max;
 } class_stat;
 
+static int class_slot(class_stat *st, int *k, int cap, const char *cls) {
+    int j = 0;
+    while (j < *k && strcmp(st[j].cls, cls)) j++;
+    if (j < *k) return j;
+    if (*k == cap) return -1;
+    memset(&st[j], 0, sizeof st[j]);
+    snprintf(st[j].cls, sizeof st[j].cls, "%s", cls);
+    (*k)++;
+    return j;
+}
+
+/* Rows go to their own class (a table may name one); a file counts once
+ * for its class. */
 static int class_stats(const usp_nccl_comparison *c, int n, class_stat *st, int cap) {
     int k = 0;
     for (int i = 0; i < n; i++) {
-        int j = 0;
-        while (j < k && strcmp(st[j].cls, c[i].cls)) j++;
-        if (j == k) {
-            if (k == cap) continue;
-            memset(&st[k], 0, sizeof st[k]);
-            snprintf(st[k].cls, sizeof st[k].cls, "%s", c[i].cls);
-            k++;
-        }
-        st[j].files++;
+        int f = class_slot(st, &k, cap, c[i].cls);
+        if (f >= 0) st[f].files++;
         for (int r = 0; r < c[i].nrows; r++) {
             if (!c[i].rows[r].counted) continue;
+            int j = class_slot(st, &k, cap, c[i].rows[r].cls);
+            if (j < 0) continue;
             double e = fabs(c[i].rows[r].error);
             st[j].rows++;
             st[j].sum += e;
