@@ -14,17 +14,24 @@
  *   rings so that every channel leaves a node through another NIC); inside a
  *   node the rotation keeps each GPU's successor, between nodes it spreads
  *   the traffic over the NICs. Flows of one rank to one successor are merged.
- * - protocol: NCCL's own choice, the least of latency + bytes / bandwidth
- *   over LL, LL128 and Simple, with NCCL's latencies and bandwidth factors
- *   (src/graph/tuning.cc, NCCL 2.8: baseLat, hwLat, LL at 1/3 of the bus
+ * - choice: NCCL's own, the least of latency + bytes / bandwidth over the
+ *   algorithms and LL, LL128 and Simple, by NCCL's estimate (src/graph/
+ *   tuning.cc of NCCL 2.20: baseLat, hwLat, the network plugin's stated
+ *   latency per network step (nccl.net_lat_us), LL at 1/3 of the bus
  *   bandwidth (1/4 for allreduce and between nodes), LL128 at 0.92 and only
- *   over NVLink); the chosen protocol's factor scales the simulated bytes
- *   (LL's 8-byte lines carry 4 bytes of data and a flag) and its latency the
- *   delay. Point-to-point (alltoall, sendrecv) uses LL up to 16 KiB per peer
- *   (NCCL_P2P_LL_THRESHOLD), Simple above.
- * - chunks: Simple moves a channel's data in chunks through NCCL_STEPS = 8
- *   slots; the pipeline's fill is NCCL's per-step latency (hwLat x nsteps),
- *   so chunks cost that latency and not a flow each.
+ *   over NVLink, trees with treeCorrectionFactor).
+ * - cost: the chosen one then runs with what it costs, which is not always
+ *   the estimate: its latency without the plugin's steering latency is paid
+ *   once as the delay, and its factor scales the simulated bytes (LL at 0.5:
+ *   its 8-byte lines carry 4 bytes of data and a flag; LL128 at 0.92, or the
+ *   platform's nccl.ll128_eff; Simple ring steps may cost the platform's
+ *   nccl.simple_step_us more). Point-to-point (alltoall, sendrecv) uses LL up
+ *   to 16 KiB per peer (NCCL_P2P_LL_THRESHOLD), Simple above.
+ * - chunks: a ring moves a channel's data in chunks through NCCL_STEPS = 8
+ *   slots; every link is busy at every step, so the chunks cost NCCL's
+ *   per-step latency (hwLat x nsteps) and not a flow each. A tree pays its
+ *   pipeline (tree_pipe): NCCL's channels by size, a chunk's fill through
+ *   every hop, a network message per chunk (nccl.net_msg_us).
  * - per call: the platform's call cost (nccl.call_us).
  * - all-reduce, besides the ring: between nodes the tree (NCCL_ALGO_TREE: a
  *   double binary tree of nodes, a chain inside each; each GPU moves the
@@ -32,14 +39,13 @@
  *   NICs), and on one NVSwitch node with NVLink SHARP (nccl.nvls_eff > 0,
  *   H100 and later) NVLS, the switch reducing (each GPU's traffic (n-1)/n of
  *   the buffer each way, at nvls_eff of the link); between NVLS nodes the tree
- *   runs NVLS inside each node (NVLSTree). NCCL picks the algorithm and the
- *   protocol together, by the least estimated time; a tree's bandwidth
- *   carries NCCL's own correction by size (treeCorrectionFactor); on a
- *   network that delivers out of order (nccl.net_simple: EFA) only Simple
+ *   runs NVLS inside each node (NVLSTree). Where the network plugin forces
+ *   Simple (nccl.net_simple: EFA without ordered 128-byte writes) only Simple
  *   crosses nodes.
  * Not modelled: CollNet (SHARP in the network), PAT, user overrides
- * (NCCL_ALGO, NCCL_PROTO, NCCL_P2P_LEVEL: a platform states forced channels
- * with nccl.channels). */
+ * (NCCL_ALGO, NCCL_PROTO; a platform states NCCL_P2P_LEVEL with
+ * nccl.p2p_level and forced channels with nccl.channels), the LL bandwidth
+ * caps of tuning.cc (llMaxBws). */
 #include "nccl.h"
 
 #include <math.h>
