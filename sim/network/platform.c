@@ -181,10 +181,12 @@ static const double L20_UPLINK_GBPS = 27.0;
 /* Per collective call beyond NCCL's latency model, fitted to the smallest
  * sizes of each published table (sim/SOURCES.md): bare-metal PCIe servers. */
 static const double PCIE_CALL_US = 10.0;
-/* EFA delivers out of order, so NCCL runs Simple only over it (AWS's own
- * setup sets NCCL_PROTO=simple "to handle the out-of-order data delivery from
- * EFA", aws/sagemaker-training-toolkit commit 9a5ed9f): the EFA presets set
- * nccl.net_simple. */
+/* Where EFA cannot deliver 128-byte aligned writes in order, the network
+ * plugin (aws-ofi-nccl, src/platform-aws.cpp) sets NCCL_PROTO=simple: LL and
+ * LL128, whose flags ride in the data, would read torn lines. The aws-p4de
+ * preset keeps Simple only between nodes (nccl.net_simple: its 8-byte row,
+ * 164 us, is a Simple tree's time); p5's EFA (the plugin's RDMA write
+ * protocol) keeps LL and LL128 (its 8-byte row, 69 us, is an LL tree's). */
 /* One EFA device (100 Gb/s, 12.5 GB/s at line rate) as NCCL reaches it:
  * fitted to the 2 GB row of 2 x p4de all_reduce_perf (sim/SOURCES.md, "NCCL
  * between nodes"): 12.5 x 78.3 / 92.4. (A 400 Gb/s NIC: machine.c's default,
