@@ -74,7 +74,7 @@ typedef struct {
 } usp_nccl_compare_row;
 
 typedef struct {
-    char source[256], hardware[256], software[192], cls[32], platform[256], file[256];
+    char source[256], hardware[256], software[384], cls[32], platform[256], file[256];
     usp_nccl_compare_row *rows;
     int nrows;
     int counted;
