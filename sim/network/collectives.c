@@ -112,7 +112,7 @@ static const double HW_LAT_US[HW_COUNT][SIM_PROTO_COUNT] = {
  * steps of hwLat[NET][NVLSTree][Simple]. */
 static const double NVLS_LAT_US = 23.0, NVLS_TREE_NET_LAT_US = 14.0;
 /* getNetOverhead(): a network step costs at least the proxy's post, 1 us
- * (Intel and other hosts; 2 on AMD), 3 x that with Simple. */
+ * (Intel and other hosts; 2 on AMD: nccl.cpu), 3 x that with Simple. */
 static const double NET_OVERHEAD_US = 1.0;
 /* ncclTopoGetAlgoTime(): "Plateau effect of ring": the estimate of a ring
  * Simple all-reduce over several nodes multiplies its latency by 1.4
@@ -348,7 +348,8 @@ static double ring_lat(const sim_net *net, sim_coll op, const shape *sh, int p, 
     int inter = sh->nodes == 1 ? 0 : op == SIM_COLL_ALLREDUCE ? 2 * sh->nodes : sh->nodes - 1;
     if (inter > steps) inter = steps;
     double intra_lat = HW_LAT_US[hw_of(sh->worst_intra)][p];
-    if (sh->nodes > 1) intra_lat = fmax(intra_lat, NET_OVERHEAD_US * (p == SIM_PROTO_SIMPLE ? 3 : 1));
+    if (sh->nodes > 1)
+        intra_lat = fmax(intra_lat, NET_OVERHEAD_US * (net->costs.cpu_amd ? 2 : 1) * (p == SIM_PROTO_SIMPLE ? 3 : 1));
     double inter_lat = HW_LAT_US[HW_NET][p] + (plugin ? net->costs.net_lat_s * 1e6 * (p == SIM_PROTO_SIMPLE ? 2 : 1) : 0);
     return (BASE_LAT_US[p] + (steps - inter) * intra_lat + inter * inter_lat) * 1e-6 +
            (steps - inter) * net->costs.hop_s[sh->worst_intra] + inter * net->costs.hop_s[sh->worst];
@@ -426,6 +427,15 @@ static void tree_pipe(const sim_net *net, const shape *sh, int p, double size, d
     if (tau > 0) *frac *= chunk / (chunk + tau * 2 * sh->net_bw / ncmax);
 }
 
+/* NCCL's cap on LL's bus bandwidth in its estimate (tuning.cc llMaxBws,
+ * 2.20, GB/s): one node 87.7 (Ampere and Hopper); between nodes by the CPU,
+ * Intel 39.0 on 2 nodes and 20.4 on more, AMD 22.5 and 19.0. */
+static double ll_max_bw(const sim_net *net, const shape *sh) {
+    if (sh->nodes == 1) return 87.7e9;
+    if (net->costs.cpu_amd) return sh->nodes <= 2 ? 22.5e9 : 19.0e9;
+    return sh->nodes <= 2 ? 39.0e9 : 20.4e9;
+}
+
 static void consider(choice *best, sim_algo a, int p, double lat_est, double lat_run, double fac_est,
                      double fac_run, double bytes, double bw) {
     double t = lat_est + bytes / (bw * fac_est);
@@ -450,7 +460,8 @@ static choice choose(const sim_net *net, sim_coll op, const shape *sh, double si
         if (p == SIM_PROTO_LL) run_fac = LL_RUN_FACTOR;
         if (p == SIM_PROTO_LL128 && net->costs.ll128_eff > 0) run_fac = net->costs.ll128_eff;
         if (p == SIM_PROTO_SIMPLE) run += ops->ring_steps(sh->n) * net->costs.simple_step_s;
-        consider(&best, SIM_ALGO_RING, p, est, run, fac, run_fac, ops->ring_factor(sh->n) * size, ring_bus);
+        double fac_est = p == SIM_PROTO_LL ? fmin(fac, ll_max_bw(net, sh) / ring_bus) : fac;
+        consider(&best, SIM_ALGO_RING, p, est, run, fac_est, run_fac, ops->ring_factor(sh->n) * size, ring_bus);
     }
     if (op != SIM_COLL_ALLREDUCE) return best;
     double nvls = net->costs.nvls_eff;
@@ -471,7 +482,8 @@ static choice choose(const sim_net *net, sim_coll op, const shape *sh, double si
             tree_pipe(net, sh, p, size, as_nvls ? intra : sh->intra_bw, as_nvls, fac, &fill, &frac);
             double est = as_nvls ? nvls_lat(net, sh, 1) : tree_lat(net, sh, p, 1);
             double run = (as_nvls ? nvls_lat(net, sh, 0) : tree_lat(net, sh, p, 0)) + fill;
-            consider(&best, SIM_ALGO_TREE, p, est, run, fac * tree_correction(p, size), fac * frac, size, bus);
+            double fac_est = p == SIM_PROTO_LL ? fmin(fac, ll_max_bw(net, sh) / bus) : fac;
+            consider(&best, SIM_ALGO_TREE, p, est, run, fac_est * tree_correction(p, size), fac * frac, size, bus);
         }
     }
     return best;

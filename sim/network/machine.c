@@ -205,6 +205,7 @@ usp_status sim_machine_write(const sim_machine *m, FILE *f) {
     if (m->shm_lat_us > 0) fprintf(f, "    <prop id=\"nccl.lat_us.shm\" value=\"%.6g\"/>\n", m->shm_lat_us);
     if (m->ll128_eff > 0) fprintf(f, "    <prop id=\"nccl.ll128_eff\" value=\"%.6g\"/>\n", m->ll128_eff);
     if (m->simple_step_us > 0) fprintf(f, "    <prop id=\"nccl.simple_step_us\" value=\"%.6g\"/>\n", m->simple_step_us);
+    if (m->cpu_amd) fprintf(f, "    <prop id=\"nccl.cpu\" value=\"amd\"/>\n");
     if (m->net_msg_us > 0) fprintf(f, "    <prop id=\"nccl.net_msg_us\" value=\"%.6g\"/>\n", m->net_msg_us);
     if (m->net_lat_us > 0) fprintf(f, "    <prop id=\"nccl.net_lat_us\" value=\"%.6g\"/>\n", m->net_lat_us);
     if (m->channels > 0) fprintf(f, "    <prop id=\"nccl.channels\" value=\"%d\"/>\n", m->channels);

@@ -42,6 +42,7 @@ typedef struct {
     double ll128_eff;         /* LL128's achieved share of the link (0: NCCL's 0.92) */
     double simple_step_us;    /* per ring step with Simple beyond NCCL's hwLat */
     double net_msg_us;        /* per network message (tree chunks between nodes) */
+    int cpu_amd;              /* AMD host CPUs (NCCL's LL cap between nodes, its post overhead) */
     int channels;
     int net_simple;           /* only Simple between nodes (EFA) */
     int p2p_sys;              /* NCCL's P2P level SYS: P2P through the CPU (transport.c) */

@@ -17,7 +17,7 @@
  *         (index within the node, -1 none), gdr (1: GPUDirect RDMA with its NIC)
  *   zone: nccl.call_us, nccl.a2a_eff, nccl.nvls_eff, nccl.lat_us.<transport>,
  *         nccl.channels, nccl.net_simple, nccl.net_lat_us, nccl.net_msg_us,
- *         nccl.ll128_eff, nccl.simple_step_us, nccl.p2p_level ("pxb", the default:
+ *         nccl.ll128_eff, nccl.simple_step_us, nccl.cpu ("amd", else Intel), nccl.p2p_level ("pxb", the default:
  *         P2P only under a common PCIe switch; "sys": P2P through the CPU
  *         too), nccl.cpu_p2p_a2a_eff
  * A platform whose hosts carry no `node` prop (a user's own XML, the star and
@@ -84,6 +84,8 @@ typedef struct {
                                            simulation (nccl.ll128_eff; 0: NCCL's 0.92) */
     double simple_step_s;               /* per ring step with Simple beyond hwLat, in the
                                            simulation only (nccl.simple_step_us) */
+    int cpu_amd;                        /* 1: AMD host CPUs (nccl.cpu "amd"): NCCL's LL cap
+                                           between nodes and its network post overhead */
     double net_msg_s;                   /* per network message (a tree chunk crossing a
                                            node boundary), nccl.net_msg_us: the NIC's and
                                            the proxy's cost of one message */

@@ -370,6 +370,7 @@ static void machine_aws_p5(sim_machine *m, const usp_platform_params *p, int nod
     m->nvls_eff = NVLS_EFF;
     m->net_lat_us = EFA_PLUGIN_LAT_US;
     m->net_msg_us = EFA_MSG_US;
+    m->cpu_amd = 1; /* p5.48xlarge: AMD EPYC (AWS's instance page) */
     m->call_us = 28;
     snprintf(m->about, sizeof m->about, "%d x AWS p5.48xlarge: 8 H100 on NVSwitch (%g GB/s achieved, NVLS), "
              "32 x 100 Gb/s EFA per node, 4 per GPU (%g GB/s per GPU), GPUDirect RDMA", nodes, NVL4_ACHIEVED_GBPS,

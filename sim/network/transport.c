@@ -109,6 +109,8 @@ static void load_costs(sim_net_costs *c) {
     c->p2p_sys = level && strcmp(level, "sys") == 0;
     c->net_lat_s = zone_double("nccl.net_lat_us", 0) * 1e-6;
     c->net_msg_s = zone_double("nccl.net_msg_us", 0) * 1e-6;
+    const char *cpu = zone_string("nccl.cpu");
+    c->cpu_amd = cpu && strcmp(cpu, "amd") == 0;
     c->ll128_eff = zone_double("nccl.ll128_eff", 0);
     if (c->ll128_eff > 1) c->ll128_eff = 0;
     c->simple_step_s = zone_double("nccl.simple_step_us", 0) * 1e-6;
