@@ -72,9 +72,11 @@ typedef struct {
     double nvls_eff;                    /* NVLink SHARP (NVSwitch reductions, H100 and
                                            later): fraction of the link a GPU's NVLS
                                            all-reduce traffic reaches; 0: no NVLS */
-    int channels;                       /* rings NCCL builds (0: by transport) */
+    int channels;                       /* rings NCCL builds (0: by transport); a tree's
+                                           channels (0: 16) */
     int net_simple;                     /* 1: only Simple between nodes (nccl.net_simple:
-                                           EFA delivers out of order, so LL and LL128,
+                                           the network plugin sets NCCL_PROTO=simple where
+                                           EFA cannot order 128-byte writes: LL and LL128,
                                            whose flags ride in the data, are off) */
     int p2p_sys;                        /* 1: P2P through the CPU between GPUs of one node
                                            that share no PCIe switch (nccl.p2p_level sys) */
