@@ -167,6 +167,54 @@ static void protocol_and_algorithm_by_size(void **state) {
     usp_nccl_table_free(&ar2);
 }
 
+typedef struct { const char *platform; int ranks; double size; const char *algo, *proto; } expect_choice;
+
+/* NCCL's choice where the published curves change slope (sim/SOURCES.md):
+ * on 8 A100 LL up to 1 MiB, LL128 from 2 MiB, Simple from 32 MiB (NCCL
+ * 2.20's estimate: 1.2 and 22.6 MiB); between 2 p5 nodes the tree, LL,
+ * then LL128 from 256 KiB (LL capped at AMD's 22.5 GB/s in the estimate),
+ * NVLSTree (Simple) for the largest; between 2 p4de nodes Simple only. */
+static void choice_by_size(void **state) {
+    (void)state;
+    static const expect_choice want[] = {
+        {"a100x8", 8, 1 << 20, "ring", "LL"},
+        {"a100x8", 8, 4 << 20, "ring", "LL128"},
+        {"a100x8", 8, 64 << 20, "ring", "Simple"},
+        {"aws-p5", 16, 8, "tree", "LL"},
+        {"aws-p5", 16, 1 << 20, "tree", "LL128"},
+        {"aws-p5", 16, 4294967296.0, "tree", "Simple"},
+        {"aws-p4de", 16, 8, "tree", "Simple"},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        usp_nccl_table t = simulate(want[i].platform, "allreduce", want[i].ranks, want[i].size);
+        if (strcmp(t.rows[0].algo, want[i].algo) || strcmp(t.rows[0].proto, want[i].proto))
+            fail_msg("%s, %.0f B: %s %s, expected %s %s", want[i].platform, want[i].size, t.rows[0].algo,
+                     t.rows[0].proto, want[i].algo, want[i].proto);
+        usp_nccl_table_free(&t);
+    }
+}
+
+/* The network plugin's stated latency (aws-ofi-nccl: 75 us for EFA) steers
+ * NCCL's choice and is no cost: 2 p5 nodes' 8-byte all-reduce takes the
+ * call cost, the tree's LL latency and its messages, far below the 175 us
+ * NCCL's estimate gives it. A tree's small calls run on fewer channels: on
+ * 2 p4de nodes (Simple, a channel per 32 KiB) the time grows from 8 KiB to
+ * 32 KiB and holds until the 16 channels are all in use. */
+static void plugin_latency_and_tree_channels(void **state) {
+    (void)state;
+    usp_nccl_table t = simulate("aws-p5", "allreduce", 16, 8);
+    assert_true(t.rows[0].time_us < 100);
+    usp_nccl_table_free(&t);
+    usp_nccl_options o = {.platform = "aws-p4de", .op = "allreduce", .ranks = 16, .min_bytes = 8192,
+                          .max_bytes = 1 << 20, .factor = 2};
+    if (usp_nccl_simulate(&o, &t) != USP_OK) fail_msg("%s", usp_error());
+    assert_int_equal(t.nrows, 8); /* 8K .. 1M */
+    assert_true(t.rows[2].time_us > t.rows[0].time_us * 1.1);          /* 32K vs 8K: one channel */
+    assert_true(fabs(t.rows[5].time_us / t.rows[2].time_us - 1) < 0.01); /* 256K as 32K: 8 channels, 32K each */
+    assert_true(t.rows[7].time_us > t.rows[6].time_us * 1.1);          /* 1M: 16 channels, growing again */
+    usp_nccl_table_free(&t);
+}
+
 /* ------------------------------------------------------ the engine */
 
 /* The engine's ALL_TO_ALL step goes through the layer: one step of
@@ -372,6 +420,8 @@ int main(void) {
         cmocka_unit_test(sendrecv_pcie_closed_form),
         cmocka_unit_test(alltoall_nvswitch_closed_form),
         cmocka_unit_test(protocol_and_algorithm_by_size),
+        cmocka_unit_test(choice_by_size),
+        cmocka_unit_test(plugin_latency_and_tree_channels),
         cmocka_unit_test(engine_uses_the_layer),
         cmocka_unit_test(from_topo_transports),
         cmocka_unit_test(published_within_bar),
