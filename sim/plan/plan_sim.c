@@ -131,6 +131,19 @@ static int rep_of(const usp_mix *x, int rank) {
 
 static int is_rep(int rank) { return !g.rep_mode || rep_of(&g.prog->mix, rank); }
 
+/* out bytes from rank me to rank peer and in bytes back (a negative count:
+ * none), peer running no actor: through a helper actor on its host
+ * (plan_sendto.h), or as host-to-host transfers once the helpers are at
+ * their bound. Writes the comms to comms[], returns how many. */
+static int peer_flows(int me, int peer, long out, long in, sg_comm_t *comms) {
+    int n = plan_peer_flows(g.hosts[peer], out, in, comms);
+    if (n >= 0) return n;
+    n = 0;
+    if (out >= 0) comms[n++] = plan_sendto_async(g.hosts[me], g.hosts[peer], (double)out);
+    if (in >= 0) comms[n++] = plan_sendto_async(g.hosts[peer], g.hosts[me], (double)in);
+    return n;
+}
+
 /* One round: messages of bytes[k] to to[k] (nto of them) and one from each
  * of from[0..nfrom-1], all at once. */
 static int exchange2(rank_state *r, int i, const plan_step *st, const int *to, const double *bytes, int nto,
@@ -147,19 +160,27 @@ static int exchange2(rank_state *r, int i, const plan_step *st, const int *to, c
         return -1;
     }
     int nc = 0, rc = 0, ngot = 0;
+    /* A rank no actor runs: the transfer over the route to its GPU, and what
+     * it sends this one over the route from its GPU (this GPU's own inbound
+     * traffic), both received by nobody; both ways at once where to[k] and
+     * from[k] are that rank (an all-to-all), through one helper. */
     for (int k = 0; k < nto; k++) {
         long b = (long)(bytes[k] + 0.5);
         if (g.shapes) plan_routes_prepare(r->rank, to[k]);
-        if (is_rep(to[k]))
+        if (is_rep(to[k])) {
             comms[nc++] = sg_mailbox_put_async(mailbox(r->rank, to[k], st->stream), tag_token(r->ordinal[i]), b);
-        else /* a rank no actor runs: the transfer over the route to its GPU, received by nobody */
-            comms[nc++] = plan_sendto_async(g.hosts[r->rank], g.hosts[to[k]], (double)b);
+            continue;
+        }
+        int both = k < nfrom && from[k] == to[k];
+        long in = both ? (long)(from_bytes[k] + 0.5) : -1;
+        if (both && g.shapes) plan_routes_prepare(to[k], r->rank);
+        nc += peer_flows(r->rank, to[k], b, in, comms + nc);
     }
     for (int k = 0; k < nfrom; k++) {
+        if (!is_rep(from[k]) && k < nto && to[k] == from[k]) continue; /* with its outbound flow */
         if (g.shapes) plan_routes_prepare(from[k], r->rank);
         if (is_rep(from[k])) comms[nc++] = sg_mailbox_get_async(mailbox(from[k], r->rank, st->stream), &got[ngot++]);
-        else /* what that rank sends this one, over the route from its GPU: this GPU's own inbound traffic */
-            comms[nc++] = plan_sendto_async(g.hosts[from[k]], g.hosts[r->rank], (double)(long)(from_bytes[k] + 0.5));
+        else nc += peer_flows(r->rank, from[k], -1, (long)(from_bytes[k] + 0.5), comms + nc);
     }
     for (int k = 0; k < nc && rc == 0; k++)
         if (!comms[k] || sg_comm_wait(comms[k]) != SG_OK) { fail("rank %d: a transfer of %s failed", r->rank, st->name); rc = -1; }
