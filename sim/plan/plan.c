@@ -119,23 +119,30 @@ static int program_index(program_set *ps, const usp_mix *x, int layer, int accum
     return ps->count++;
 }
 
-/* Simulates programs [from, to) of the set (built in the simulation's process). */
+/* Simulates programs [from, to) of the set (built in the simulation's
+ * process). A layer program (not an accumulating one) whose lower bound
+ * exceeds layer_cutoff > 0 is not simulated (plan_sim_result.cut): a mix's
+ * step is at least its layer count times its layer program's makespan. */
 static usp_status simulate_batch(const usp_workload *w, const usp_plan_options *o, const plan_device *dev,
-                                 const program_set *ps, int from, int to, plan_sim_result *results) {
+                                 const program_set *ps, int from, int to, double layer_cutoff,
+                                 plan_sim_result *results) {
     int n = to - from;
     usp_mix *mixes = usp_calloc((size_t)n, sizeof *mixes);
     int *layers = usp_calloc((size_t)n, sizeof *layers), *accumulating = usp_calloc((size_t)n, sizeof *accumulating);
-    usp_status st = mixes && layers && accumulating ? USP_OK : USP_EINTERNAL;
+    double *cutoff = usp_calloc((size_t)n, sizeof *cutoff);
+    usp_status st = mixes && layers && accumulating && cutoff ? USP_OK : USP_EINTERNAL;
     for (int i = 0; st == USP_OK && i < n; i++) {
         mixes[i] = ps->keys[from + i].mix;
         layers[i] = ps->keys[from + i].layer;
         accumulating[i] = ps->keys[from + i].accumulating;
+        cutoff[i] = layers[i] && !accumulating[i] ? layer_cutoff : 0;
     }
-    plan_programs progs = {w, dev, mixes, layers, accumulating, NULL};
+    plan_programs progs = {w, dev, mixes, layers, accumulating, NULL, cutoff};
     if (st == USP_OK) st = plan_simulate_mixes(&progs, n, o->platform, o->gpus, o->full, results + from);
     free(mixes);
     free(layers);
     free(accumulating);
+    free(cutoff);
     return st;
 }
 
@@ -252,7 +259,8 @@ typedef struct {
 /* Simulates the programs of the points pts[0..npts) not simulated yet, in
  * batches; *done counts the programs simulated, of `total`. */
 static usp_status simulate_programs(const usp_workload *w, const usp_plan_options *o, const plan_device *dev,
-                                    sim_plan_state *s, const int *pts, int npts, int *done, int total) {
+                                    sim_plan_state *s, const int *pts, int npts, double layer_cutoff, int *done,
+                                    int total) {
     program_set sub = {0};
     int *idx = usp_calloc((size_t)s->ps.count + 1, sizeof *idx), nidx = 0;
     if (!idx) return USP_EINTERNAL;
@@ -273,7 +281,7 @@ static usp_status simulate_programs(const usp_workload *w, const usp_plan_option
     if (batch < 1) batch = 1;
     for (int from = 0; st == USP_OK && from < nidx; from += batch) {
         int to = from + batch < nidx ? from + batch : nidx;
-        st = simulate_batch(w, o, dev, &sub, from, to, r);
+        st = simulate_batch(w, o, dev, &sub, from, to, layer_cutoff, r);
         *done += to - from;
         if (st == USP_OK && o->progress) o->progress(o->progress_ctx, *done, total);
     }
@@ -401,12 +409,16 @@ static usp_status simulate_points(const usp_workload *w, const usp_plan_options 
                 prune(&p->points[s.order[k]], "not simulated: its compute alone is slower than the best mixes");
             break;
         }
-        st = simulate_programs(w, o, dev, &s, s.order + k, take, &done, total);
+        /* a layer program whose lower bound puts every mix using it beyond
+         * the threshold is not simulated either (plan_sim.c, lower_bound) */
+        double layer_cutoff = isfinite(threshold) ? threshold * (1 + PRUNE_TIE) / p->work.model.layers : 0;
+        st = simulate_programs(w, o, dev, &s, s.order + k, take, layer_cutoff, &done, total);
         for (int t = 0; st == USP_OK && t < take; t++) {
             int i = s.order[k + t];
             const plan_sim_result *r[4];
             for (int l = 0; l < 4; l++) r[l] = s.which[4 * i + l] >= 0 ? &s.res[s.which[4 * i + l]] : NULL;
-            fill_point(p, &p->points[i], r);
+            if (r[0]->cut) prune(&p->points[i], "not simulated: a lower bound on its step is slower than the best mixes");
+            else fill_point(p, &p->points[i], r);
         }
         k += take;
     }

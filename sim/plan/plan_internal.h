@@ -169,6 +169,10 @@ typedef struct {
     double compute_s;        /* busy compute of the rank that ends last */
     double bytes[USP_TERM_COUNT]; /* sent by rank 0, counted steps only */
     double comm_s[USP_TERM_COUNT];/* comm steps' durations (end - start), summed over every rank */
+    double lower_s;          /* representative mode on a known topology: a lower bound on
+                              * makespan_s (plan_sim.c, lower_bound), else 0 */
+    int cut;                 /* 1: not simulated, lower_s above the program's cutoff
+                              * (makespan_s = lower_s, the other fields 0) */
 } plan_sim_result;
 
 /* Runs the programs one after the other in one SimGrid simulation (in a
@@ -185,6 +189,8 @@ typedef struct {
     const usp_mix *mixes;
     const int *layers, *accumulating;
     const plan_program *const *built; /* non-NULL: the programs, built beforehand (mixes unused) */
+    const double *cutoff;    /* [n] or NULL: program i is not simulated when its lower bound
+                              * exceeds cutoff[i] > 0 (plan_sim_result.cut) */
 } plan_programs;
 
 usp_status plan_simulate_mixes(const plan_programs *progs, int n, const char *platform, int gpus, int full,

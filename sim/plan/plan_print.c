@@ -89,7 +89,7 @@ void usp_plan_print(FILE *f, const usp_plan *p, int top, int refused, int distin
     }
     if (shown < candidates) fprintf(f, "... %d more (--top 0 shows all)\n", candidates - shown);
     if (p->pruned)
-        fprintf(f, "%d mixes not simulated: over memory, or their compute alone is slower than the %d best "
+        fprintf(f, "%d mixes not simulated: over memory, or a lower bound on their step is slower than the %d best "
                    "(--top 0 simulates all)\n", p->pruned, top);
     print_refused(f, p, refused);
 }
