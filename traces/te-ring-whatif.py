@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """traces/te-ring-whatif.py: what TransformerEngine's context-parallel ring costs beyond
 the planner's USP ring, per mix of the USP report's LLAMA3-8B table on 2 x 8 A800
-(usp-paper-a800x16-llama3-8b.json). Simulated arithmetic, not a measurement, not a fit.
+(usp-paper-a800x16-llama3-8b.json) and the ring rows of its LLAMA2-7B table on one node
+(usp-paper-a800x8-llama2-7b.json, 16 micro-batches of 30K a step). Simulated arithmetic, not a measurement, not a fit.
 
 Run from the repository root after tools/build: python3 traces/te-ring-whatif.py
 It prints a Markdown table (traces/README.md, "The ring-heavy rows: what TransformerEngine's
@@ -33,23 +34,26 @@ Per ring step, on the rank with the whole query block (every step has one), per 
 import json, os, subprocess, tempfile
 
 USP = os.path.join('build', 'usp')
-HBM, LAUNCH, LAYERS, H, HKV, D = 1780e9, 5e-6, 32, 32, 8, 128
-# seq, tp, ulysses, ring, predicted step ms and error of `usp validate --published` (main, 2026-12-07)
+HBM, LAUNCH, LAYERS, H, D = 1780e9, 5e-6, 32, 32, 128
+# seq, tp, ulysses, ring, predicted step ms and error of `usp validate --published` (main, 2026-12-07);
+# LLAMA3-8B has 8 K/V heads, LLAMA2-7B 32; the rows below ROWS_7B run 16 micro-batches a step
 ROWS = [(65536, 1, 8, 2, 2615.93, 5.3), (65536, 1, 4, 4, 2656.92, 2.8), (65536, 1, 2, 8, 2759.47, 5.1),
         (65536, 1, 1, 16, 2711.89, 13.6), (65536, 8, 1, 2, 2570.17, 12.6), (65536, 4, 2, 2, 2641.38, 16.1),
         (65536, 4, 1, 4, 2639.80, 16.0), (65536, 2, 1, 8, 2713.84, 36.5),
         (81920, 1, 8, 2, 3546.58, 2.3), (81920, 1, 4, 4, 3590.58, 0.1), (81920, 1, 2, 8, 3615.74, 5.6),
         (81920, 1, 1, 16, 3573.58, 12.7), (81920, 4, 1, 4, 3593.43, 14.3), (81920, 8, 1, 2, 3575.29, 9.9)]
+ROWS_7B = [(30720, 1, 1, 8, 20782.76, 19.3), (30720, 2, 1, 4, 20325.10, 17.3)]
 
 
-def exposed_backward(tmp, L, tp, u, r):
+def exposed_backward(tmp, L, tp, u, r, hkv, platform):
     """Largest backward time a rank waits for communication, and its ring transfers' time (s)."""
     hm, tr = os.path.join(tmp, 'hosts'), os.path.join(tmp, 'trace.json')
     with open(hm, 'w') as f:
         for g in range(u * r):  # TP innermost: TP rank 0 of USP rank g is GPU g * tp
-            f.write('node%d-gpu%d\n' % (g * tp // 8, g * tp % 8))
-    subprocess.run([USP, 'run', '--no-numerics', '--platform', 'a800-2n', '--profile', 'a800', '--hostmap', hm,
-                    '--seq', str(L), '--heads', str(H // tp), '--kv-heads', str(HKV // tp), '--head-dim', str(D),
+            gpu = g * tp
+            f.write(('node%d-gpu%d\n' % (gpu // 8, gpu % 8)) if platform == 'a800-2n' else ('gpu%d\n' % gpu))
+    subprocess.run([USP, 'run', '--no-numerics', '--platform', platform, '--profile', 'a800', '--hostmap', hm,
+                    '--seq', str(L), '--heads', str(H // tp), '--kv-heads', str(hkv // tp), '--head-dim', str(D),
                     '--dtype', 'bf16', '--ulysses', str(u), '--ring', str(r), '--trace', tr],
                    check=True, capture_output=True)
     ev = [e for e in json.load(open(tr))['traceEvents'] if e.get('ph') == 'X' and e['name'].startswith('bwd')]
@@ -69,14 +73,15 @@ def main():
           '| (4) bf16 dK/dV wire ms/step | sum ms/step | error with (1)-(4) |')
     print('|---|---|---|---|---|---|---|---|---|')
     with tempfile.TemporaryDirectory() as tmp:
-        for L, tp, u, r, step_ms, err in ROWS:
+        for L, tp, u, r, step_ms, err, hkv, mb, platform in (
+                [row + (8, 1, 'a800-2n') for row in ROWS] + [row + (32, 16, 'a800x8') for row in ROWS_7B]):
             q = L / r * H / (tp * u) * D    # query elements per rank (also O, dO, dQ)
-            kv = L / r * HKV / (tp * u) * D  # K (or V) elements per rank
-            mem = ((6 - 12) * q + (14 + 6) * q + 12 * kv + 4 * kv - 32 * kv) * r / HBM * LAYERS
-            gqa = 8 * q * r / HBM * LAYERS
-            launch = ((4 - 2) + (8 - 3)) * r * LAUNCH * LAYERS
-            exposed, ring = exposed_backward(tmp, L, tp, u, r)
-            wire = -min(exposed, ring / 2 / 3) * LAYERS  # kv and dkv share the link: half the summed time
+            kv = L / r * hkv / (tp * u) * D  # K (or V) elements per rank
+            mem = ((6 - 12) * q + (14 + 6) * q + 12 * kv + 4 * kv - 32 * kv) * r / HBM * LAYERS * mb
+            gqa = (8 * q * r / HBM * LAYERS * mb) if hkv < H else 0.0
+            launch = ((4 - 2) + (8 - 3)) * r * LAUNCH * LAYERS * mb
+            exposed, ring = exposed_backward(tmp, L, tp, u, r, hkv, platform)
+            wire = -min(exposed, ring / 2 / 3) * LAYERS * mb  # kv and dkv share the link: half the summed time
             tot = mem + gqa + launch + wire
             new = ((1 + err / 100) * step_ms / (step_ms + tot * 1e3) - 1) * 100
             print('| %dK | %d x %d x %d | %+.1f%% | %+.0f | %+.0f | %+.0f | %+.0f | %+.0f | %+.1f%% |'
