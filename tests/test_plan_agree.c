@@ -21,7 +21,8 @@
  * across), l20x8 (PCIe, SHM between the sockets), h100-fattree at 16, 32 and
  * 64 GPUs; zigzag, stripe, allgather and basic rings; packed documents
  * (balanced dispatch); TP 2; a head count the ulysses degree does not
- * divide. One case also runs the `usp run --no-numerics`
+ * divide; a profile that slows attention under a transfer (the calibrated
+ * H200's comm_overlap_slowdown, which the planner ignored before). One case also runs the `usp run --no-numerics`
  * command itself.
  *
  * What this found: with an uneven head split the planner spread each
@@ -35,9 +36,6 @@
  *     with usp run placed on those GPUs by a host map: equal where the copies
  *     share no link, the planner slower where they share NICs (checked as
  *     such); dp > 1 alike (not compared);
- *   - a profile with comm_slowdown > 0 (none of the built-in ones): the
- *     engine stretches attention blocks under a transfer, the planner does
- *     not (its attention blocks run at their profile time).
  * USP_BIN is the path of the usp binary. */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -87,6 +85,8 @@ typedef struct {
 
 /* The mask of the documents case (NULL: one causal document). */
 static usp_mask *case_mask;
+/* The profile of the slowdown case (NULL: the preset's GPU). */
+static const char *case_profile;
 
 static usp_workload workload(const agree_case *c) {
     usp_workload w = usp_workload_default();
@@ -116,7 +116,7 @@ static timing planner_timing(const agree_case *c) {
     usp_workload w = workload(c);
     usp_mix x = mix_of(c);
     plan_device dev;
-    if (plan_device_load(profile_of(c->platform), &w, 0, &dev) != USP_OK) fail_msg("%s", usp_error());
+    if (plan_device_load(case_profile ? case_profile : profile_of(c->platform), &w, 0, &dev) != USP_OK) fail_msg("%s", usp_error());
     plan_program prog;
     if (plan_build_attention(&w, &x, &dev, &prog) != USP_OK) fail_msg("%s", usp_error());
     const plan_program *progs[1] = {&prog};
@@ -138,7 +138,7 @@ static timing engine_timing(const agree_case *c) {
     assert_int_equal(usp_result_init(&r, &s, 0), USP_OK);
     usp_trace tr;
     usp_trace_init(&tr, "sim", &cfg);
-    usp_sim_options o = {.platform = c->platform, .profile = profile_of(c->platform)};
+    usp_sim_options o = {.platform = c->platform, .profile = case_profile ? case_profile : profile_of(c->platform)};
     char hostmap[64] = "";
     if (x.tp > 1) { /* USP rank r*U+u on the planner's GPU of TP rank 0 (hosts gpuN, a800-2n's nodeM-gpuN) */
         snprintf(hostmap, sizeof hostmap, "/tmp/usp-test-plan-agree-%ld.hosts", (long)getpid());
@@ -305,6 +305,43 @@ static void usp_run_command(void **state) {
     expect_same("backward", &c, p.bwd_s, strtod(bwd + strlen("\"time_bwd_s\":"), NULL), 0);
 }
 
+/* The calibrated H200 profile slows an attention block by
+ * comm_overlap_slowdown (0.129) while a transfer listed before it runs: the
+ * engine stretches the block (stretched_end), the planner re-rates it as the
+ * transfer starts and ends (compute_slowed). Both must give the same times,
+ * and the slowdown must show (else the case tests nothing). */
+static void comm_overlap_slowdown(void **state) {
+    (void)state;
+    static const agree_case cases[] = {
+        {"h200x8", 0, 1, 8, USP_RING_ZIGZAG, 0, 0, 32768},
+        {"h200x8", 0, 2, 4, USP_RING_BASIC, 0, 0, 32768},
+        {"a800-2n", 0, 4, 4, USP_RING_ZIGZAG, 0, 0, 65536},
+    };
+    case_profile = "h200-calibrated";
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) agree(&cases[i]);
+    timing slowed = planner_timing(&cases[0]);
+    /* the same profile without the slowdown, from its embedded text */
+    const char *text = NULL;
+    for (int i = 0; i < SIM_NEMBEDDED_PROFILES; i++)
+        if (strcmp(SIM_EMBEDDED_PROFILES[i].name, "h200-calibrated") == 0) text = SIM_EMBEDDED_PROFILES[i].json;
+    assert_non_null(text);
+    const char *key = strstr(text, "\"comm_overlap_slowdown\"");
+    assert_non_null(key);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/usp-test-plan-agree-%ld.json", (long)getpid());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "%.*s\"comm_overlap_slowdown\": 0%s", (int)(key - text), text, strchr(key, ','));
+    fclose(f);
+    case_profile = path;
+    timing alone = planner_timing(&cases[0]);
+    case_profile = NULL;
+    remove(path);
+    print_message("h200x8 u1 r8: planner forward %.9g s with the calibrated profile, %.9g s without its slowdown\n",
+                  slowed.fwd_s, alone.fwd_s);
+    assert_true(slowed.fwd_s > alone.fwd_s * 1.001);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(one_node),
@@ -314,6 +351,7 @@ int main(void) {
         cmocka_unit_test(uneven_heads),
         cmocka_unit_test(packed_documents),
         cmocka_unit_test(usp_run_command),
+        cmocka_unit_test(comm_overlap_slowdown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -85,6 +85,11 @@ typedef struct {
     usp_comm_term term;
     int counted;         /* 0: stands for traffic another step already counts */
     double seconds;      /* COMPUTE */
+    int attention;       /* spliced from the layer's USP attention schedule */
+    double slowdown;     /* COMPUTE: fraction of its rate lost while its rank's COMM stream
+                          * transfers one of the attention's messages (the profile's
+                          * comm_overlap_slowdown, attention only, as the simulator's
+                          * engine applies it) */
     double message;      /* comm: bytes per peer: the shard of a collective (per round for
                           * ALLREDUCE), the piece of an all-to-all, the SENDRECV message */
     int direct;          /* collectives: 1 sends every peer its shard (as the simulator's engine

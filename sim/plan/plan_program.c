@@ -171,7 +171,9 @@ static int splice_attention(builder *b, int from, int to, const char *prefix, in
         else {
             st = step_new(PLAN_STEP_COMPUTE, PLAN_COMPUTE, s->name, -1);
             st.seconds = sim_step_seconds(&b->dev->prof, &b->attn->cfg, s);
+            if (s->kind == USP_STEP_ATTN_FWD || s->kind == USP_STEP_ATTN_BWD) st.slowdown = b->dev->prof.comm_slowdown;
         }
+        st.attention = 1;
         snprintf(st.name, sizeof st.name, "%s%s", prefix, s->name);
         st.dep[0] = s->dep >= 0 ? b->usp_map[s->dep] : (s->stream == USP_STREAM_COMM ? input : -1);
         if ((b->usp_map[i] = last = emit(b, st)) < 0) return -1;

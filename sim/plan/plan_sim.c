@@ -49,6 +49,7 @@
 #include <simgrid/link.h>
 #include <simgrid/mailbox.h>
 #include <simgrid/mutex.h>
+#include <simgrid/semaphore.h>
 
 /* ---------------------------------------------------------- the child */
 
@@ -69,6 +70,9 @@ typedef struct {
     char *done;
     double *start, *end;
     int *ordinal;            /* comm steps: position among its stream's comm steps (the message tag) */
+    int comm_busy;           /* the attention's comm step of this rank in flight (index + 1), or 0 */
+    int slowed;              /* the compute stream waits on `wake` in compute_slowed */
+    sg_sem_t wake;           /* released as comm_busy changes while `slowed` */
 } rank_state;
 
 typedef struct {
@@ -524,6 +528,30 @@ static int run_comm(rank_state *r, int i, const plan_step *st) {
     return 0;
 }
 
+/* SimGrid runs one actor at a time and switches only inside its calls, so
+ * comm_busy and slowed need no lock. */
+static void set_comm_busy(rank_state *r, int busy) { /* step index + 1, or 0 */
+    r->comm_busy = busy;
+    if (r->slowed) sg_sem_release(r->wake);
+}
+
+/* Compute step k, `seconds` alone, runs at (1 - slowdown) of its rate while
+ * an attention message listed before it transfers (as the engine's
+ * stretched_end: sim/engine/engine.c): the NCCL kernel holds SMs the
+ * attention kernel then lacks (sim/internal.h, comm_slowdown). Sleeps until
+ * the work is done or comm_busy changes, then re-rates the work left. */
+static void compute_slowed(rank_state *r, int k, double seconds, double slowdown) {
+    double work = seconds;
+    while (work > 0) {
+        double rate = r->comm_busy && r->comm_busy - 1 < k ? 1.0 - slowdown : 1.0, t0 = simgrid_get_clock();
+        r->slowed = 1;
+        int timed_out = sg_sem_acquire_timeout(r->wake, work / rate);
+        r->slowed = 0;
+        if (timed_out) break; /* the work is done */
+        work -= (simgrid_get_clock() - t0) * rate;
+    }
+}
+
 static void run_stream(plan_stream s) {
     rank_state *r = sg_actor_self_get_data();
     for (int i = 0; i < r->rp->nsteps && !g.error[0]; i++) {
@@ -532,9 +560,13 @@ static void run_stream(plan_stream s) {
         wait_deps(r, st);
         double start = simgrid_get_clock();
         if (st->kind == PLAN_STEP_COMPUTE) {
-            if (st->seconds > 0) sg_actor_sleep_for(st->seconds);
-        } else if (run_comm(r, i, st) != 0) {
-            break;
+            if (st->seconds > 0 && st->slowdown > 0) compute_slowed(r, i, st->seconds, st->slowdown);
+            else if (st->seconds > 0) sg_actor_sleep_for(st->seconds);
+        } else {
+            if (st->attention) set_comm_busy(r, i + 1);
+            int failed = run_comm(r, i, st) != 0;
+            if (st->attention) set_comm_busy(r, 0);
+            if (failed) break;
         }
         mark_done(r, i, start);
     }
@@ -562,7 +594,8 @@ static int setup_rank(rank_state *r, int g_rank) {
     r->ordinal = calloc((size_t)n, sizeof *r->ordinal);
     r->mutex = sg_mutex_init();
     r->cond = sg_cond_init();
-    if (!r->done || !r->start || !r->end || !r->ordinal || !r->mutex || !r->cond) return -1;
+    r->wake = sg_sem_init(0);
+    if (!r->done || !r->start || !r->end || !r->ordinal || !r->mutex || !r->cond || !r->wake) return -1;
     int count[PLAN_NSTREAMS] = {0};
     for (int i = 0; i < r->rp->nsteps; i++) r->ordinal[i] = count[r->rp->steps[i].stream]++;
     return 0;
@@ -586,6 +619,7 @@ static void free_ranks(void) {
     for (int k = 0; g.ranks && k < g.world; k++) {
         rank_state *r = &g.ranks[k];
         free(r->done); free(r->start); free(r->end); free(r->ordinal);
+        if (r->wake) sg_sem_destroy(r->wake);
         if (r->cond) sg_cond_destroy(r->cond);
         if (r->mutex) sg_mutex_destroy(r->mutex);
     }
