@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Programs per simulation (one platform load, one progress line), fewer on
  * large platforms, whose loading is itself long and whose programs are too.
@@ -119,13 +120,14 @@ static int program_index(program_set *ps, const usp_mix *x, int layer, int accum
     return ps->count++;
 }
 
-/* Simulates programs [from, to) of the set (built in the simulation's
- * process). A layer program (not an accumulating one) whose lower bound
- * exceeds layer_cutoff > 0 is not simulated (plan_sim_result.cut): a mix's
- * step is at least its layer count times its layer program's makespan. */
-static usp_status simulate_batch(const usp_workload *w, const usp_plan_options *o, const plan_device *dev,
-                                 const program_set *ps, int from, int to, double layer_cutoff,
-                                 plan_sim_result *results) {
+/* Starts the simulation of programs [from, to) of the set (built in the
+ * simulation's process) in a child of its own. A layer program (not an
+ * accumulating one) whose lower bound exceeds layer_cutoff > 0 is not
+ * simulated (plan_sim_result.cut): a mix's step is at least its layer count
+ * times its layer program's makespan. */
+static usp_status start_batch(const usp_workload *w, const usp_plan_options *o, const plan_device *dev,
+                              const program_set *ps, int from, int to, double layer_cutoff, plan_sim_result *results,
+                              plan_sim_job *job) {
     int n = to - from;
     usp_mix *mixes = usp_calloc((size_t)n, sizeof *mixes);
     int *layers = usp_calloc((size_t)n, sizeof *layers), *accumulating = usp_calloc((size_t)n, sizeof *accumulating);
@@ -138,12 +140,20 @@ static usp_status simulate_batch(const usp_workload *w, const usp_plan_options *
         cutoff[i] = layers[i] && !accumulating[i] ? layer_cutoff : 0;
     }
     plan_programs progs = {w, dev, mixes, layers, accumulating, NULL, cutoff};
-    if (st == USP_OK) st = plan_simulate_mixes(&progs, n, o->platform, o->gpus, o->full, results + from);
-    free(mixes);
+    if (st == USP_OK) st = plan_sim_start(&progs, n, o->platform, o->gpus, o->full, results + from, job);
+    free(mixes); /* the child has its copy */
     free(layers);
     free(accumulating);
     free(cutoff);
     return st;
+}
+
+/* Simulations run at once: one per processor, at most MAX_JOBS (each child
+ * holds a platform of o->gpus hosts). */
+enum { MAX_JOBS = 4 };
+static int sim_jobs(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > MAX_JOBS ? MAX_JOBS : (int)n;
 }
 
 /* ------------------------------------------------------------- evaluation */
@@ -279,11 +289,24 @@ static usp_status simulate_programs(const usp_workload *w, const usp_plan_option
     int batch = BATCH_RANKS / o->gpus;
     if (batch > BATCH_PROGRAMS) batch = BATCH_PROGRAMS;
     if (batch < 1) batch = 1;
-    for (int from = 0; st == USP_OK && from < nidx; from += batch) {
-        int to = from + batch < nidx ? from + batch : nidx;
-        st = simulate_batch(w, o, dev, &sub, from, to, layer_cutoff, r);
-        *done += to - from;
-        if (st == USP_OK && o->progress) o->progress(o->progress_ctx, *done, total);
+    /* the batches, sim_jobs() at a time, each in its own child */
+    plan_sim_job jobs[MAX_JOBS];
+    int njobs = sim_jobs();
+    for (int from = 0; st == USP_OK && from < nidx;) {
+        int started = 0, ends[MAX_JOBS];
+        for (; st == USP_OK && started < njobs && from < nidx; started++) {
+            int to = from + batch < nidx ? from + batch : nidx;
+            st = start_batch(w, o, dev, &sub, from, to, layer_cutoff, r, &jobs[started]);
+            if (st != USP_OK) break;
+            ends[started] = to - from;
+            from = to;
+        }
+        for (int k = 0; k < started; k++) { /* every started child is waited for, even after a failure */
+            usp_status f = plan_sim_finish(&jobs[k]);
+            if (st == USP_OK) st = f;
+            *done += ends[k];
+            if (st == USP_OK && o->progress) o->progress(o->progress_ctx, *done, total);
+        }
     }
     for (int k = 0; k < nidx && st == USP_OK; k++) s->res[idx[k]] = r[k];
     free(sub.keys);

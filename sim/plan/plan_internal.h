@@ -200,6 +200,19 @@ typedef struct {
 
 usp_status plan_simulate_mixes(const plan_programs *progs, int n, const char *platform, int gpus, int full,
                                plan_sim_result *results);
+/* The same in two halves, so that several simulations run at once (one
+ * child process each): plan_sim_start forks the child, which keeps its own
+ * copy of progs; plan_sim_finish waits for it and fills results. */
+typedef struct {
+    sim_child child;
+    plan_sim_result *results;
+    int n, temp;
+    const char *spec;
+    char path[4096];
+} plan_sim_job;
+usp_status plan_sim_start(const plan_programs *progs, int n, const char *platform, int gpus, int full,
+                          plan_sim_result *results, plan_sim_job *job);
+usp_status plan_sim_finish(plan_sim_job *job);
 /* The same for programs built beforehand, every GPU simulated. */
 usp_status plan_simulate(const plan_program *const *progs, int n, const char *platform, int gpus,
                          plan_sim_result *results);

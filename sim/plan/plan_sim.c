@@ -853,61 +853,74 @@ static void child_main(int fd, const void *platform_file) {
 
 /* ----------------------------------------------------------- the parent */
 
-static usp_status run_child(const char *platform_file, const char *spec) {
-    sim_child c;
-    USP_TRY(sim_child_start(&c, child_main, platform_file));
+/* Reads the child's answer into job->results and ends the job. */
+usp_status plan_sim_finish(plan_sim_job *job) {
+    sim_child *c = &job->child;
     int loaded = 0, status = -1;
     char reason[256] = "";
-    int ok = usp_read_full(c.fd, &loaded, sizeof loaded) == 0 && usp_read_full(c.fd, &status, sizeof status) == 0 &&
-             usp_read_full(c.fd, reason, sizeof reason) == 0 &&
-             (status != USP_OK || usp_read_full(c.fd, g.results, (size_t)g.nprogs * sizeof *g.results) == 0);
-    sim_child_wait(&c);
+    int ok = usp_read_full(c->fd, &loaded, sizeof loaded) == 0 && usp_read_full(c->fd, &status, sizeof status) == 0 &&
+             usp_read_full(c->fd, reason, sizeof reason) == 0 &&
+             (status != USP_OK || usp_read_full(c->fd, job->results, (size_t)job->n * sizeof *job->results) == 0);
+    sim_child_wait(c);
     usp_status st = USP_OK;
     reason[sizeof reason - 1] = '\0';
     if (!ok) {
         char why[256];
-        sim_child_reason(c.err, why, sizeof why, 1);
-        if (!loaded) st = usp_fail(USP_EINVAL, "platform %s: %s", spec, why[0] ? why : "SimGrid could not load it");
+        sim_child_reason(c->err, why, sizeof why, 1);
+        if (!loaded) st = usp_fail(USP_EINVAL, "platform %s: %s", job->spec, why[0] ? why : "SimGrid could not load it");
         else st = usp_fail(USP_EINTERNAL, "the simulation ended without a result%s%s", why[0] ? ": " : "", why);
     } else if (status == USP_EINVAL) {
-        st = usp_fail(USP_EINVAL, "platform %s: %s", spec, reason);
+        st = usp_fail(USP_EINVAL, "platform %s: %s", job->spec, reason);
     } else if (status != USP_OK) {
         st = usp_fail(USP_EINTERNAL, "simulation: %s", reason);
     }
-    fclose(c.err);
+    fclose(c->err);
+    if (job->temp) unlink(job->path);
     return st;
 }
 
-usp_status plan_simulate_mixes(const plan_programs *progs, int n, const char *platform, int gpus, int full,
-                               plan_sim_result *results) {
-    if (n == 0) return USP_OK;
+/* Starts the simulation of the programs in a child (the child holds its
+ * copy of them: the caller may free its own); plan_sim_finish waits for it.
+ * Several may run at once. On failure nothing is left running. */
+usp_status plan_sim_start(const plan_programs *progs, int n, const char *platform, int gpus, int full,
+                          plan_sim_result *results, plan_sim_job *job) {
+    memset(job, 0, sizeof *job);
+    for (int p = 0; p < n; p++) {
+        int world = progs->built ? progs->built[p]->world : usp_mix_gpus(&progs->mixes[p]);
+        if (world != gpus)
+            return usp_fail(USP_EINTERNAL, "a program of %d ranks in a simulation of %d GPUs", world, gpus);
+    }
+    job->results = results;
+    job->n = n;
+    job->spec = platform ? platform : "h200x8";
+    job->temp = usp_platform_is_preset(job->spec);
+    if (job->temp) USP_TRY(sim_write_preset(job->spec, gpus, "usp-plan", job->path, sizeof job->path));
+    else {
+        FILE *f = fopen(job->spec, "r");
+        if (!f) return usp_fail(USP_EINVAL, "platform %s: %s", job->spec, strerror(errno));
+        fclose(f);
+        snprintf(job->path, sizeof job->path, "%s", job->spec);
+    }
+    /* the child's state, inherited through fork */
     memset(&g, 0, sizeof g);
     g.full = full;
     g.progs = progs;
     g.nprogs = n;
     g.world = gpus;
     g.results = results;
-    for (int p = 0; p < n; p++) {
-        int world = progs->built ? progs->built[p]->world : usp_mix_gpus(&progs->mixes[p]);
-        if (world != gpus)
-            return usp_fail(USP_EINTERNAL, "a program of %d ranks in a simulation of %d GPUs", world, gpus);
-    }
-    const char *spec = platform ? platform : "h200x8";
-    char path[4096];
-    int temp = usp_platform_is_preset(spec);
-    if (temp) USP_TRY(sim_write_preset(spec, gpus, "usp-plan", path, sizeof path));
-    else {
-        FILE *f = fopen(spec, "r");
-        if (!f) return usp_fail(USP_EINVAL, "platform %s: %s", spec, strerror(errno));
-        fclose(f);
-        snprintf(path, sizeof path, "%s", spec);
-    }
-    usp_status st = run_child(path, spec);
-    if (temp) unlink(path);
+    usp_status st = sim_child_start(&job->child, child_main, job->path);
+    memset(&g, 0, sizeof g);
+    if (st != USP_OK && job->temp) unlink(job->path);
     return st;
 }
 
-
+usp_status plan_simulate_mixes(const plan_programs *progs, int n, const char *platform, int gpus, int full,
+                               plan_sim_result *results) {
+    if (n == 0) return USP_OK;
+    plan_sim_job job;
+    USP_TRY(plan_sim_start(progs, n, platform, gpus, full, results, &job));
+    return plan_sim_finish(&job);
+}
 
 usp_status plan_simulate(const plan_program *const *progs, int n, const char *platform, int gpus,
                          plan_sim_result *results) {
