@@ -126,8 +126,8 @@ static int program_index(program_set *ps, const usp_mix *x, int layer, int accum
  * simulated (plan_sim_result.cut): a mix's step is at least its layer count
  * times its layer program's makespan. */
 static usp_status start_batch(const usp_workload *w, const usp_plan_options *o, const plan_device *dev,
-                              const program_set *ps, int from, int to, double layer_cutoff, plan_sim_result *results,
-                              plan_sim_job *job) {
+                              const program_set *ps, int from, int to, double layer_cutoff, const int *skip_if,
+                              plan_sim_result *results, plan_sim_job *job) {
     int n = to - from;
     usp_mix *mixes = usp_calloc((size_t)n, sizeof *mixes);
     int *layers = usp_calloc((size_t)n, sizeof *layers), *accumulating = usp_calloc((size_t)n, sizeof *accumulating);
@@ -139,7 +139,7 @@ static usp_status start_batch(const usp_workload *w, const usp_plan_options *o, 
         accumulating[i] = ps->keys[from + i].accumulating;
         cutoff[i] = layers[i] && !accumulating[i] ? layer_cutoff : 0;
     }
-    plan_programs progs = {w, dev, mixes, layers, accumulating, NULL, cutoff};
+    plan_programs progs = {w, dev, mixes, layers, accumulating, NULL, cutoff, skip_if + from};
     if (st == USP_OK) st = plan_sim_start(&progs, n, o->platform, o->gpus, o->full, results + from, job);
     free(mixes); /* the child has its copy */
     free(layers);
@@ -264,6 +264,7 @@ typedef struct {
     char *simulated;         /* [ps.count] */
     double *bound;           /* [count]: what rank 0's compute streams alone take in a step */
     int *order;              /* the points to simulate, by bound when pruning */
+    int npoints;             /* of which */
 } sim_plan_state;
 
 /* Simulates the programs of the points pts[0..npts) not simulated yet, in
@@ -289,6 +290,23 @@ static usp_status simulate_programs(const usp_workload *w, const usp_plan_option
     int batch = BATCH_RANKS / o->gpus;
     if (batch > BATCH_PROGRAMS) batch = BATCH_PROGRAMS;
     if (batch < 1) batch = 1;
+    /* The once-per-step parts of mixes whose one layer program is cut are not
+     * simulated either: skip_if[k] is that layer program's place when it is
+     * earlier in the same batch and every point needing program k needs it. */
+    int *skip_if = usp_calloc((size_t)nidx + 1, sizeof *skip_if);
+    if (st == USP_OK && !skip_if) st = USP_EINTERNAL;
+    for (int k = 0; st == USP_OK && k < nidx; k++) {
+        skip_if[k] = -1;
+        if (sub.keys[k].layer || sub.keys[k].accumulating) continue;
+        int layer = -1, unique = 1;
+        for (int i = 0; i < s->npoints && unique; i++) {
+            if (s->which[4 * i + 1] != idx[k]) continue;
+            if (layer < 0) layer = s->which[4 * i];
+            else if (s->which[4 * i] != layer) unique = 0;
+        }
+        for (int q = k - k % batch; unique && layer >= 0 && q < k; q++) /* the same batch, earlier */
+            if (idx[q] == layer) skip_if[k] = q;
+    }
     /* the batches, sim_jobs() at a time, each in its own child */
     plan_sim_job jobs[MAX_JOBS];
     int njobs = sim_jobs();
@@ -296,7 +314,7 @@ static usp_status simulate_programs(const usp_workload *w, const usp_plan_option
         int started = 0, ends[MAX_JOBS];
         for (; st == USP_OK && started < njobs && from < nidx; started++) {
             int to = from + batch < nidx ? from + batch : nidx;
-            st = start_batch(w, o, dev, &sub, from, to, layer_cutoff, r, &jobs[started]);
+            st = start_batch(w, o, dev, &sub, from, to, layer_cutoff, skip_if, r, &jobs[started]);
             if (st != USP_OK) break;
             ends[started] = to - from;
             from = to;
@@ -309,6 +327,7 @@ static usp_status simulate_programs(const usp_workload *w, const usp_plan_option
         }
     }
     for (int k = 0; k < nidx && st == USP_OK; k++) s->res[idx[k]] = r[k];
+    free(skip_if);
     free(sub.keys);
     free(r);
     free(idx);
@@ -386,6 +405,7 @@ static usp_status simulate_points(const usp_workload *w, const usp_plan_options 
                                   usp_plan *p) {
     sim_plan_state s = {0};
     int n = p->count;
+    s.npoints = n;
     /* per point: layer, edges, and with accumulation their accumulating twins */
     s.which = usp_calloc((size_t)n * 4 + 1, sizeof *s.which);
     s.bound = usp_calloc((size_t)n + 1, sizeof *s.bound);

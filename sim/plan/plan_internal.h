@@ -150,6 +150,10 @@ usp_status plan_build_attention(const usp_workload *w, const usp_mix *x, const p
 /* The same for the ranks `only` accepts (the others get no steps); NULL: all. */
 usp_status plan_build_some(const usp_workload *w, const usp_mix *x, const plan_device *dev, int layer,
                            int accumulating, int (*only)(const usp_mix *x, int rank), plan_program *out);
+/* The same for rank 0 alone, from its own attention schedule
+ * (usp_schedule_build_rank), without the whole ring's. */
+usp_status plan_build_rank0(const usp_workload *w, const usp_mix *x, const plan_device *dev, int layer,
+                            int accumulating, plan_program *out);
 void plan_program_free(plan_program *p);
 /* The compute rank 0 of a layer (layer = 1) or of the once-per-step parts
  * does, in seconds: its compute stream runs one step at a time, so no
@@ -196,6 +200,8 @@ typedef struct {
     const plan_program *const *built; /* non-NULL: the programs, built beforehand (mixes unused) */
     const double *cutoff;    /* [n] or NULL: program i is not simulated when its lower bound
                               * exceeds cutoff[i] > 0 (plan_sim_result.cut) */
+    const int *skip_if;      /* [n] or NULL: -1, or an earlier program j: program i is not
+                              * simulated either when j is cut (cut = 1, makespan 0) */
 } plan_programs;
 
 usp_status plan_simulate_mixes(const plan_programs *progs, int n, const char *platform, int gpus, int full,

@@ -437,7 +437,9 @@ static usp_status build(const usp_workload *w, const usp_mix *x, const plan_devi
     usp_config c = plan_attention_config(w, x);
     usp_schedule attn;
     memset(&attn, 0, sizeof attn);
-    usp_status st = usp_schedule_build(&c, 1, &attn);
+    /* the once-per-step parts hold no attention: no schedule to build */
+    usp_status st = what == BUILD_EDGES ? usp_schedule_init_empty(&c, c.ulysses * c.ring, &attn)
+                                        : usp_schedule_build(&c, 1, &attn);
     if (st == USP_OK) st = build_with(w, x, dev, what, accumulating, only, &attn, out);
     usp_schedule_free(&attn);
     if (st != USP_OK) plan_program_free(out);
@@ -446,28 +448,35 @@ static usp_status build(const usp_workload *w, const usp_mix *x, const plan_devi
 
 static int only_rank0(const usp_mix *x, int rank) { (void)x; return rank == 0; }
 
-usp_status plan_compute_bound(const usp_workload *w, const usp_mix *x, const plan_device *dev, int layer,
-                              int accumulating, double *seconds) {
-    *seconds = 0;
+usp_status plan_build_rank0(const usp_workload *w, const usp_mix *x, const plan_device *dev, int layer,
+                            int accumulating, plan_program *out) {
+    memset(out, 0, sizeof *out);
     USP_TRY(usp_mix_check(w, x, 0));
     usp_config c = plan_attention_config(w, x);
     usp_step *steps = NULL;
     int n = 0, nfwd = 0;
     usp_schedule attn;
     memset(&attn, 0, sizeof attn);
-    plan_program prog;
-    memset(&prog, 0, sizeof prog);
     usp_status st = usp_schedule_build_rank(&c, 0, 1, &steps, &n, &nfwd);
     if (st == USP_OK) st = usp_schedule_init_empty(&c, c.ulysses * c.ring, &attn);
     if (st == USP_OK) st = usp_schedule_set_steps(&attn, 0, steps, n, nfwd);
     if (st == USP_OK)
-        st = build_with(w, x, dev, layer ? BUILD_LAYER : BUILD_EDGES, accumulating, only_rank0, &attn, &prog);
-    for (int i = 0; st == USP_OK && i < prog.ranks[0].nsteps; i++)
-        if (prog.ranks[0].steps[i].stream == PLAN_COMPUTE) *seconds += prog.ranks[0].steps[i].seconds;
-    plan_program_free(&prog);
+        st = build_with(w, x, dev, layer ? BUILD_LAYER : BUILD_EDGES, accumulating, only_rank0, &attn, out);
     usp_schedule_free(&attn);
     free(steps);
+    if (st != USP_OK) plan_program_free(out);
     return st;
+}
+
+usp_status plan_compute_bound(const usp_workload *w, const usp_mix *x, const plan_device *dev, int layer,
+                              int accumulating, double *seconds) {
+    *seconds = 0;
+    plan_program prog;
+    USP_TRY(plan_build_rank0(w, x, dev, layer, accumulating, &prog));
+    for (int i = 0; i < prog.ranks[0].nsteps; i++)
+        if (prog.ranks[0].steps[i].stream == PLAN_COMPUTE) *seconds += prog.ranks[0].steps[i].seconds;
+    plan_program_free(&prog);
+    return USP_OK;
 }
 
 usp_status plan_build_layer(const usp_workload *w, const usp_mix *x, const plan_device *dev, int accumulating,

@@ -729,6 +729,31 @@ static int run_program(int p) {
     }
     const usp_mix *x = &g.progs->mixes[p];
     g.rep_mode = g.symmetric && !g.full && x->dp * x->ulysses * x->tp > 1;
+    double cutoff = g.progs->cutoff ? g.progs->cutoff[p] : 0;
+    int after = g.progs->skip_if ? g.progs->skip_if[p] : -1;
+    if (after >= 0 && after < p && g.results[after].cut) { /* needed only by mixes already beyond the best */
+        memset(&g.results[p], 0, sizeof g.results[p]);
+        g.results[p].cut = 1;
+        return 0;
+    }
+    if (cutoff > 0 && g.rep_mode && g.net.known) {
+        /* rank 0 alone first, built from its own schedule: its bound is a
+         * bound of the program too, and far cheaper than every rank's */
+        if (plan_build_rank0(g.progs->w, x, g.progs->dev, g.progs->layers[p], g.progs->accumulating[p], &g.built) !=
+            USP_OK) {
+            snprintf(g.error, sizeof g.error, "%s", usp_error());
+            return -1;
+        }
+        g.prog = &g.built;
+        double lower0 = lower_bound();
+        plan_program_free(&g.built);
+        if (lower0 > cutoff) {
+            memset(&g.results[p], 0, sizeof g.results[p]);
+            g.results[p].cut = 1;
+            g.results[p].makespan_s = g.results[p].lower_s = lower0;
+            return 0;
+        }
+    }
     if (plan_build_some(g.progs->w, x, g.progs->dev, g.progs->layers[p], g.progs->accumulating[p],
                         g.rep_mode ? rep_of : NULL, &g.built) != USP_OK) {
         snprintf(g.error, sizeof g.error, "%s", usp_error());
@@ -737,7 +762,6 @@ static int run_program(int p) {
     g.prog = &g.built;
     int rc = 0;
     double lower = g.rep_mode && g.net.known ? lower_bound() : 0;
-    double cutoff = g.progs->cutoff ? g.progs->cutoff[p] : 0;
     if (cutoff > 0 && lower > cutoff) { /* slower than the mixes it would have to beat */
         memset(&g.results[p], 0, sizeof g.results[p]);
         g.results[p].cut = 1;
