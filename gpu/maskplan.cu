@@ -18,9 +18,10 @@
  *   work [items]        forward item = (b, query tile of bm rows): key tiles
  *                       of bn keys in its union; backward item = (b, key tile):
  *                       query groups it visits;
- *   order [items]       the items by descending work (counting sort over
- *                       MP_BUCKETS buckets; order inside a bucket is arbitrary,
- *                       which changes only which SM runs what).
+ *   order [items]       the items by descending work, items of equal work in
+ *                       index order (a stable counting sort over MP_BUCKETS
+ *                       buckets), so that units running side by side are
+ *                       neighbouring tiles that share K/V tiles in L2.
  * Kernels map CTA i to item order[i / heads] and head i % heads, so the heads of
  * one item run side by side and the heaviest items of the whole call go first.
  *
@@ -164,9 +165,24 @@ __global__ void __launch_bounds__(MP_THREADS) mask_plan_kernel(const MpArgs a) {
         run += v[k];
     }
     __syncthreads();
-    for (int it = tid; it < a.nitems; it += MP_THREADS) {
-        const int pos = atomicAdd(&hist[min(a.work[it], MP_BUCKETS - 1)], 1);
-        a.order[pos] = it;
+    /* stable scatter: one warp walks the items in index order, 32 at a time; lanes
+     * of one bucket take consecutive places in lane order, so items of equal work
+     * keep their index order (neighbouring tiles, then batches, side by side) */
+    if (warp == 0) {
+        for (int c0 = 0; c0 < a.nitems; c0 += 32) {
+            const int it = c0 + lane;
+            const unsigned live = __ballot_sync(0xffffffffu, it < a.nitems);
+            if (it < a.nitems) {
+                const int bk = min(a.work[it], MP_BUCKETS - 1);
+                const unsigned same = __match_any_sync(live, bk);
+                const int leader = __ffs(same) - 1;
+                const int rank = __popc(same & ((1u << lane) - 1u));
+                int base = 0;
+                if (lane == leader) base = atomicAdd(&hist[bk], __popc(same));
+                base = __shfl_sync(same, base, leader);
+                a.order[base + rank] = it;
+            }
+        }
     }
 }
 
