@@ -4,7 +4,7 @@
  *
  * One CTA of 3 warpgroups owns BN = 128 keys of one K/V head and walks every
  * query tile (BM = 64 rows) of every query head of its GQA group that can see
- * them (the tile order and the mask of attn_bwd_wg.cu: bwd_work).
+ * them (the tile order, the mask and the mask plan of attn_bwd_wg.cu: bwd_work).
  *   warpgroup 0 (producer, 24 registers after setmaxnreg): warp 0 loads K and V
  *     once, then per query tile Q and dO by TMA (4-d maps over the block's rows:
  *     rows past its end load as zeros) and LSE, DELTA and the rows' key
@@ -166,9 +166,9 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
 
     __shared__ uint32_t tile_flags[BWD_FLAG_WORDS];
     __shared__ int red[2];
-    const int hk = blockIdx.y, b = blockIdx.z;
-    const BwdWork wk = bwd_work<BM, BN>(p, b, tile_flags, red);
+    const BwdWork wk = bwd_work<BM, BN>(p, blockIdx.z, tile_flags, red);
     if (wk.iters == 0) return;   /* no query sees these keys */
+    const int hk = wk.hk, b = wk.b;
     const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
     const int n0 = wk.n0;
 
@@ -364,9 +364,20 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
     constexpr int smem = wsb_smem_bytes<D>();
     auto kern = usp_ws_bwd_enabled() == 3 ? bwd_ws_kernel<T, D, false> : bwd_ws_kernel<T, D, true>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    dim3 grid((p.kv_len + WSB_BN - 1) / WSB_BN, p.hkv, p.b);
-    kern<<<grid, WSB_NTH, smem, st>>>(tq, tk, tv, tdo, tdq, p);
-    USP_CUDA_LAUNCHED();
+    /* under a mask plan (maskplan.cu): a 1-d grid of key tiles by descending work */
+    UspBwdParams q = p;
+    UspPlanMem plan;
+    int ctas = 0;
+    int rc = usp_mask_plan_bwd(q, WSB_BN, st, &plan, &ctas, why, why_len);
+    if (rc != USP_KERNEL_OK) return rc;
+    dim3 grid = ctas ? dim3(ctas) : dim3((p.kv_len + WSB_BN - 1) / WSB_BN, p.hkv, p.b);
+    kern<<<grid, WSB_NTH, smem, st>>>(tq, tk, tv, tdo, tdq, q);
+    cudaError_t e = cudaGetLastError();
+    usp_mask_plan_release(&plan, st);
+    if (e != cudaSuccess) {
+        snprintf(why, why_len, "bwd_ws_kernel launch failed: %s", cudaGetErrorString(e));
+        return USP_KERNEL_ECUDA;
+    }
     return USP_KERNEL_OK;
 }
 
