@@ -12,14 +12,16 @@
 #            cuDNN beside them; BWD_SHAPES (default L = 16384, D = 128 and 64, causal and not)
 # maskcheck  usp kernel-check, every case, default settings (wgmma tiles, the mask plan)
 # plugin     the example plugin (ABI 2, ABI 1) on the quick battery, the future-ABI one refused
-# sanitize   compute-sanitizer memcheck on the quick battery, once per setting of SAN_ENVS
 # maskbench  tools/bench-gpu --mask (docs and window beside causal, SDPA beside them), then
 #            our kernels alone once per setting of MASK_VARIANTS
+# sanitize   compute-sanitizer memcheck on the quick battery, once per setting of SAN_ENVS
+#            (last: the slowest step)
 # Logs in $OUT (default ./out), packed into $OUT/all.tgz at the end.
 set -u
 OUT=${OUT:-$PWD/out}
 STEPS=${STEPS:-bwdcheck,bwdbench,maskcheck,plugin,sanitize,maskbench}
 BUILD=${BUILD:-build-dev}
+BWD=${BWD:-ws}
 . "$(dirname "$0")/device_common.sh"
 KC="$BUILD/usp_kernel_check"
 LIB="$BUILD/libusp_bench_gpu.so"
@@ -41,14 +43,21 @@ if has bwdcheck; then
   for v in ${BWD_CHECKS:-USP_GPU_BWD=ws USP_GPU_BWD=wsa USP_GPU_TILES=mma}; do
     stamp "kernel-check $v"
     env "$v" timeout $T $KC > "$OUT/kc_$(tag $v).txt" 2>&1
-    say "kernel-check $v rc=$?: $(tail -1 "$OUT/kc_$(tag $v).txt")"
+    rc=$?
+    say "kernel-check $v rc=$rc: $(tail -1 "$OUT/kc_$(tag $v).txt")"
+    # a hang (124) or a failure of a backward variant keeps it out of the later steps
+    if [ $rc -ne 0 ] && [[ $v == USP_GPU_BWD=* ]]; then bad="${bad:-} ${v#USP_GPU_BWD=}"; fi
   done
 fi
+ok() { [[ " ${bad:-} " != *" $1 "* ]]; }
+if ! ok "${BWD:-ws}"; then say "USP_GPU_BWD=${BWD:-ws} failed its check: benches the default backward"; BWD=wg; fi
 if has bwdbench; then
   stamp "bench-gpu backward (USP_GPU_BWD=${BWD:-ws})"
   alt=""
-  for v in ${BWD_ALT:-USP_GPU_BWD=wg USP_GPU_BWD=wsa}; do alt="$alt --alt-env $v"; done
-  USP_GPU_BWD=${BWD:-ws} timeout ${BENCH_TIMEOUT:-300} python3 tools/bench-gpu --lib "$LIB" --reps ${REPS:-20} \
+  for v in ${BWD_ALT:-USP_GPU_BWD=wg USP_GPU_BWD=wsa}; do
+    ok "${v#USP_GPU_BWD=}" && [ "$v" != "USP_GPU_BWD=$BWD" ] && alt="$alt --alt-env $v"
+  done
+  USP_GPU_BWD=${BWD:=ws} timeout ${BENCH_TIMEOUT:-300} python3 tools/bench-gpu --lib "$LIB" --reps ${REPS:-20} \
     --json "$OUT/bench_bwd.json" $alt \
     ${BWD_SHAPES:---shape 16384,128,0 --shape 16384,128,1 --shape 16384,64,0 --shape 16384,64,1} \
     > "$OUT/bench_bwd.txt" 2>&1
@@ -68,14 +77,6 @@ if has plugin; then
   $KC --kernel "$BUILD/plugins/bad_abi_plugin.so" > "$OUT/bad_abi.txt" 2>&1
   say "future-ABI plugin rc=$?: $(cat "$OUT/bad_abi.txt")"
 fi
-if has sanitize; then
-  for v in ${SAN_ENVS:-USP_GPU_TILES=wgmma USP_GPU_TILES=mma USP_GPU_BWD=ws}; do
-    stamp "compute-sanitizer memcheck --quick ($v)"
-    env "$v" timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 $KC --quick \
-      > "$OUT/memcheck_$(tag $v).txt" 2>&1
-    say "memcheck $v rc=$?: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_$(tag $v).txt" | tail -1)"
-  done
-fi
 MASKS=${MASKS:---mask docs:8192,3000,1500,1000,700,600,500,400,300,184 --mask window:2048}
 if has maskbench; then
   stamp "bench-gpu --mask"
@@ -88,6 +89,15 @@ if has maskbench; then
       --no-errors --no-sdpa --json "$OUT/bench_mask_$(tag $v).json" $MASKS ${MASK_SHAPES:---shape 16384,128,1} \
       > "$OUT/bench_mask_$(tag $v).txt" 2>&1
     say "bench --mask $v rc=$?"
+  done
+fi
+if has sanitize; then
+  for v in ${SAN_ENVS:-USP_GPU_TILES=wgmma USP_GPU_TILES=mma USP_GPU_BWD=ws}; do
+    [[ $v == USP_GPU_BWD=* ]] && ! ok "${v#USP_GPU_BWD=}" && { say "memcheck $v skipped (check failed)"; continue; }
+    stamp "compute-sanitizer memcheck --quick ($v)"
+    env "$v" timeout ${SAN_TIMEOUT:-150} compute-sanitizer --tool memcheck --error-exitcode 9 $KC --quick \
+      > "$OUT/memcheck_$(tag $v).txt" 2>&1
+    say "memcheck $v rc=$?: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_$(tag $v).txt" | tail -1)"
   done
 fi
 stamp "done"
