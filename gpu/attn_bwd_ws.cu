@@ -362,7 +362,12 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
         return usp_wg_bwd_tiles(p, in, st, why, why_len);
     }
     constexpr int smem = wsb_smem_bytes<D>();
-    auto kern = usp_ws_bwd_enabled() == 3 ? bwd_ws_kernel<T, D, false> : bwd_ws_kernel<T, D, true>;
+    /* dQ by 8-byte atomics from the registers at D = 64 by default (=wsa everywhere), by TMA
+     * reduce-adds at D = 128 (=ws everywhere): the faster of the two at each head dim on an
+     * H100 (gpu/NOTES.md, v7 measured) */
+    const int mode = usp_ws_bwd_enabled();
+    const bool atomics = mode == 3 || (mode == 1 && D == 64);
+    auto kern = atomics ? bwd_ws_kernel<T, D, false> : bwd_ws_kernel<T, D, true>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     /* under a mask plan (maskplan.cu): a 1-d grid of key tiles by descending work */
     UspBwdParams q = p;
@@ -393,12 +398,14 @@ int usp_ws_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
 }
 
 int usp_ws_bwd_enabled(void) {
-    /* USP_GPU_BWD=wg: attn_bwd_wg.cu's kernel (0); =ws: this one, no fallback
-     * (2); =wsa: this one with dQ atomics (3); unset: attn_bwd_wg.cu's kernel until this one has passed kernel-check
-     * on a GPU. Read at each call (a getenv beside a kernel launch), so that one
-     * process can time both (tools/bench-gpu --alt-env). */
+    /* unset: this kernel (1; dQ by TMA reduce-adds at D = 128, atomics at D = 64; the
+     * kernel of attn_bwd_wg.cu if the driver refuses the tensor maps); USP_GPU_BWD=wg:
+     * attn_bwd_wg.cu's kernel (0); =ws: this one with TMA reduce-adds, no fallback (2);
+     * =wsa: this one with dQ atomics, no fallback (3). Read at each call (a getenv beside
+     * a kernel launch), so that one process can time them all (tools/bench-gpu --alt-env). */
     const char *e = getenv("USP_GPU_BWD");
+    if (e && !strcmp(e, "wg")) return 0;
     if (e && !strcmp(e, "ws")) return 2;
     if (e && !strcmp(e, "wsa")) return 3;   /* dQ by atomics from the registers instead of TMA reduce-adds */
-    return 0;
+    return 1;
 }

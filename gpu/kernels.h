@@ -85,7 +85,7 @@ int usp_ws_fwd(const UspFwdParams &p, usp_dtype in, usp_dtype out, cudaStream_t 
 int usp_ws_fwd_enabled(void);
 /* Backward at D = 64, 128 with a TMA producer warp and two consumer warpgroups
  * (attn_bwd_ws.cu); falls back to usp_wg_bwd_tiles when a tensor map cannot be made.
- * usp_wg_bwd takes it when usp_ws_bwd_enabled() (the variable USP_GPU_BWD);
+ * usp_wg_bwd takes it unless USP_GPU_BWD=wg (usp_ws_bwd_enabled() returns 0);
  * usp_wg_bwd_tiles is attn_bwd_wg.cu's kernel at D = 64, 128. */
 int usp_ws_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
 int usp_ws_bwd_enabled(void);

@@ -7,7 +7,7 @@
 #
 # bwdcheck   usp kernel-check, every case, once per setting of BWD_CHECKS
 #            (default: USP_GPU_BWD=ws, USP_GPU_BWD=wsa, USP_GPU_TILES=mma)
-# bwdbench   tools/bench-gpu with USP_GPU_BWD=$BWD (default ws) and the other backward
+# bwdbench   tools/bench-gpu with USP_GPU_BWD=$BWD (default ws; BWD=default: unset) and the other backward
 #            settings of BWD_ALT (default wg, wsa) in the same process, SDPA flash and
 #            cuDNN beside them; BWD_SHAPES (default L = 16384, D = 128 and 64, causal and not)
 # maskcheck  usp kernel-check, every case, default settings (wgmma tiles, the mask plan)
@@ -57,7 +57,8 @@ if has bwdbench; then
   for v in ${BWD_ALT:-USP_GPU_BWD=wg USP_GPU_BWD=wsa}; do
     ok "${v#USP_GPU_BWD=}" && [ "$v" != "USP_GPU_BWD=$BWD" ] && alt="$alt --alt-env $v"
   done
-  USP_GPU_BWD=${BWD:=ws} timeout ${BENCH_TIMEOUT:-300} python3 tools/bench-gpu --lib "$LIB" --reps ${REPS:-20} \
+  bwdenv=(); [ "$BWD" != default ] && bwdenv=(USP_GPU_BWD=$BWD)
+  env "${bwdenv[@]}" timeout ${BENCH_TIMEOUT:-300} python3 tools/bench-gpu --lib "$LIB" --reps ${REPS:-20} \
     --json "$OUT/bench_bwd.json" $alt \
     ${BWD_SHAPES:---shape 16384,128,0 --shape 16384,128,1 --shape 16384,64,0 --shape 16384,64,1} \
     > "$OUT/bench_bwd.txt" 2>&1
