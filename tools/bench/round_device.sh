@@ -7,8 +7,8 @@
 #
 # bwdcheck   usp kernel-check, every case, once per setting of BWD_CHECKS
 #            (default: USP_GPU_BWD=ws, USP_GPU_BWD=wsa, USP_GPU_TILES=mma)
-# bwdbench   tools/bench-gpu with USP_GPU_BWD=$BWD (default ws; BWD=default: unset) and the other backward
-#            settings of BWD_ALT (default wg, wsa) in the same process, SDPA flash and
+# bwdbench   tools/bench-gpu with USP_GPU_BWD=$BWD (default: unset, the default backward) and
+#            the settings of BWD_ALT (default ws, wsa, wg) in the same process, SDPA flash and
 #            cuDNN beside them; BWD_SHAPES (default L = 16384, D = 128 and 64, causal and not)
 # maskcheck  usp kernel-check, every case, default settings (wgmma tiles, the mask plan)
 # plugin     the example plugin (ABI 2, ABI 1) on the quick battery, the future-ABI one refused
@@ -21,7 +21,7 @@ set -u
 OUT=${OUT:-$PWD/out}
 STEPS=${STEPS:-bwdcheck,bwdbench,maskcheck,plugin,sanitize,maskbench}
 BUILD=${BUILD:-build-dev}
-BWD=${BWD:-ws}
+BWD=${BWD:-default}
 . "$(dirname "$0")/device_common.sh"
 KC="$BUILD/usp_kernel_check"
 LIB="$BUILD/libusp_bench_gpu.so"
@@ -50,11 +50,11 @@ if has bwdcheck; then
   done
 fi
 ok() { [[ " ${bad:-} " != *" $1 "* ]]; }
-if ! ok "${BWD:-ws}"; then say "USP_GPU_BWD=${BWD:-ws} failed its check: benches the default backward"; BWD=wg; fi
+if ! ok "$BWD"; then say "USP_GPU_BWD=$BWD failed its check: benches USP_GPU_BWD=wg"; BWD=wg; fi
 if has bwdbench; then
-  stamp "bench-gpu backward (USP_GPU_BWD=${BWD:-ws})"
+  stamp "bench-gpu backward (USP_GPU_BWD=$BWD)"
   alt=""
-  for v in ${BWD_ALT:-USP_GPU_BWD=wg USP_GPU_BWD=wsa}; do
+  for v in ${BWD_ALT:-USP_GPU_BWD=ws USP_GPU_BWD=wsa USP_GPU_BWD=wg}; do
     ok "${v#USP_GPU_BWD=}" && [ "$v" != "USP_GPU_BWD=$BWD" ] && alt="$alt --alt-env $v"
   done
   bwdenv=(); [ "$BWD" != default ] && bwdenv=(USP_GPU_BWD=$BWD)
