@@ -175,8 +175,10 @@ extern "C" int plan_routes_init(sg_host_t *hosts, int world) {
 
 extern "C" int plan_routes_prepare(int a, int b) {
     if (!R.on || a == b || a < 0 || b < 0 || a >= R.world || b >= R.world || R.hosts[a] == R.hosts[b]) return 0;
-    auto [it, fresh] = R.done.try_emplace((uint64_t)a * (uint64_t)R.world + (uint64_t)b, false);
-    if (!fresh) return it->second;
+    // emplace, not C++17's try_emplace: tools/check's fuzzing build compiles this with clang++'s default
+    auto ins = R.done.emplace((uint64_t)a * (uint64_t)R.world + (uint64_t)b, false);
+    auto it = ins.first;
+    if (!ins.second) return it->second;
     const Shape &s = shape_of(a, b);
     std::vector<Link *> links;
     if (!s.ok || !materialize(s, a, b, links)) return 0; // SimGrid's own search for this pair
