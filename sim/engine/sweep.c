@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "usp/json.h"
+#include "usp/progress.h"
 
 /* ------------------------------------------------------------- running */
 
@@ -97,9 +98,8 @@ static usp_status list_points(const usp_config *base, int world, usp_sweep *sw) 
 
 static void show_progress(FILE *f, int i, int n, const usp_config *c) {
     if (!f) return;
-    fprintf(f, "\rsweep: %d/%d  ulysses %d x ring %d %s %s        ", i + 1, n, c->ulysses, c->ring,
-            usp_ring_impl_name(c->ring_impl), usp_layout_name(c->layout));
-    fflush(f);
+    usp_progress(f, "sweep: %d/%d  ulysses %d x ring %d %s %s", i + 1, n, c->ulysses, c->ring,
+                 usp_ring_impl_name(c->ring_impl), usp_layout_name(c->layout));
 }
 
 usp_status usp_sweep_run(const usp_config *base, int world, const usp_sim_options *o, FILE *progress,
@@ -117,7 +117,7 @@ usp_status usp_sweep_run(const usp_config *base, int world, const usp_sim_option
         else sim_copy_str(pt->why, sizeof pt->why, usp_error());
         if (sim_failed || pt->status == USP_EINTERNAL) st = pt->status; /* no point can run: stop */
     }
-    if (progress) fprintf(progress, "\r%79s\r", "");
+    usp_progress_end(progress, 0);
     if (st != USP_OK) { usp_sweep_free(out); return st; }
     qsort(out->points, (size_t)out->count, sizeof *out->points, by_time);
     return USP_OK;

@@ -6,6 +6,7 @@
  * Printing is in published_print.c. Needs usp_sim (the simulator, planner). */
 #define _POSIX_C_SOURCE 200809L
 #include "usp/published.h"
+#include "usp/progress.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -513,10 +514,7 @@ static usp_status predict_training(const usp_pub_table *t, const char *platform,
 usp_status usp_pub_predict(usp_pub_table *t, const char *platform, const char *profile, FILE *progress) {
     for (int i = 0; i < t->nrows; i++) {
         usp_pub_row *row = &t->rows[i];
-        if (progress) {
-            fprintf(progress, "\r%s: row %d of %d (%s)          ", t->name, i + 1, t->nrows, row->label);
-            fflush(progress);
-        }
+        usp_progress(progress, "%s: row %d of %d (%s)", t->name, i + 1, t->nrows, row->label);
         row->predicted = row->predicted_s = row->error_pct = row->sim_s = NAN;
         row->host_s = row->delay_s = 0;
         if (row->skip) { /* its reason stays in why */
@@ -533,7 +531,7 @@ usp_status usp_pub_predict(usp_pub_table *t, const char *platform, const char *p
         }
         if (row->status == USP_OK) row->error_pct = 100 * (row->predicted - row->measured) / row->measured;
     }
-    if (progress) fprintf(progress, "\r%*s\r", 100, "");
+    usp_progress_end(progress, 0);
     return USP_OK;
 }
 

@@ -5,18 +5,12 @@
 #include <time.h>
 #include "cli.h"
 #include "usp/plan.h"
+#include "usp/progress.h"
 
 /* ------------------------------------------------------------ progress */
 
-/* After PROGRESS_AFTER_S seconds, one line on stderr says how far the
- * simulation is, rewritten in place on each batch. */
-static const double PROGRESS_AFTER_S = 3.0;
-
-typedef struct {
-    double start;
-    int shown;
-} progress_state;
-
+/* One line on stderr says how far the simulation is (usp/progress.h: after a
+ * few seconds, rewritten in place on a terminal, a line now and then in a log). */
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -24,12 +18,9 @@ static double now_s(void) {
 }
 
 static void progress_line(void *ctx, int simulated, int programs) {
-    progress_state *ps = ctx;
-    double t = now_s() - ps->start;
-    if (t < PROGRESS_AFTER_S) return;
-    fprintf(stderr, "\rusp: plan: simulated %d of %d layer programs (%.0f s)", simulated, programs, t);
-    fflush(stderr);
-    ps->shown = 1;
+    const double *start = ctx;
+    usp_progress(stderr, "usp: plan: simulated %d of %d layer programs (%.0f s)", simulated, programs,
+                 now_s() - *start);
 }
 
 static void help(void) {
@@ -292,14 +283,15 @@ static int plan_and_print(plan_args *pa) {
     usp_status st = usp_model_load(a.model, &a.w.model);
     if (st != USP_OK) return usp_cli_report("plan", st);
     usp_plan p;
-    progress_state ps = {now_s(), 0};
+    double start = now_s();
+    usp_progress(stderr, "usp: plan: started"); /* starts the progress clock */
     a.o.progress = progress_line;
-    a.o.progress_ctx = &ps;
+    a.o.progress_ctx = &start;
     /* Only the rows shown need exact times: mixes that cannot reach them are not
      * simulated (with --per-degrees every degree combination's best is shown). */
     a.o.keep = a.distinct || a.top == 0 ? 0 : a.top > a.explain ? a.top : a.explain;
     st = usp_plan_run(&a.w, &a.o, &p);
-    if (ps.shown) fputc('\n', stderr);
+    usp_progress_end(stderr, 1);
     if (st != USP_OK) return usp_cli_report("plan", st);
     if (p.runnable > 0 && a.explain > p.runnable) {
         usp_plan_free(&p);
