@@ -74,6 +74,8 @@ typedef enum {
     PLAN_STEP_SENDRECV   /* one message to peer_send, one from peer_recv */
 } plan_step_kind;
 
+enum { PLAN_STEP_NAME = 40 }; /* bytes of a step's name, its NUL included */
+
 typedef enum { PLAN_GROUP_NONE, PLAN_GROUP_TP, PLAN_GROUP_ULYSSES, PLAN_GROUP_RING,
                PLAN_GROUP_ZERO } plan_group;
 
@@ -98,7 +100,7 @@ typedef struct {
     int a2a;             /* USP all-to-alls: the usp_a2a pattern (the pieces of an uneven
                           * head split, weighed by plan_program.attn), else -1 */
     int dep[2];          /* earlier steps of other streams, or -1 */
-    char name[40];
+    char name[PLAN_STEP_NAME];
 } plan_step;
 
 typedef struct {

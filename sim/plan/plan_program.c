@@ -55,6 +55,16 @@ static int emit(builder *b, plan_step st) {
     return rp->nsteps++;
 }
 
+/* name = a then b, cut to fit as snprintf(name, sizeof name, "%s%s", a, b)
+ * cuts it (without printf's parsing: a layer program at ring 1024 names
+ * millions of steps). */
+static void name_cat(char name[PLAN_STEP_NAME], const char *a, const char *b) {
+    size_t n = 0;
+    for (; *a && n + 1 < PLAN_STEP_NAME; a++) name[n++] = *a;
+    for (; *b && n + 1 < PLAN_STEP_NAME; b++) name[n++] = *b;
+    name[n] = '\0';
+}
+
 static plan_step step_new(plan_step_kind kind, plan_stream stream, const char *name, int dep) {
     plan_step st;
     memset(&st, 0, sizeof st);
@@ -65,7 +75,7 @@ static plan_step step_new(plan_step_kind kind, plan_stream stream, const char *n
     st.a2a = -1;
     st.dep[0] = dep;
     st.dep[1] = -1;
-    snprintf(st.name, sizeof st.name, "%s", name);
+    name_cat(st.name, name, "");
     return st;
 }
 
@@ -174,7 +184,7 @@ static int splice_attention(builder *b, int from, int to, const char *prefix, in
             if (s->kind == USP_STEP_ATTN_FWD || s->kind == USP_STEP_ATTN_BWD) st.slowdown = b->dev->prof.comm_slowdown;
         }
         st.attention = 1;
-        snprintf(st.name, sizeof st.name, "%s%s", prefix, s->name);
+        name_cat(st.name, prefix, s->name);
         st.dep[0] = s->dep >= 0 ? b->usp_map[s->dep] : (s->stream == USP_STREAM_COMM ? input : -1);
         if ((b->usp_map[i] = last = emit(b, st)) < 0) return -1;
     }
@@ -186,10 +196,10 @@ static int splice_attention(builder *b, int from, int to, const char *prefix, in
 /* Forward of one layer; returns the last step (or -1 out of memory). */
 static int layer_forward(builder *b, const char *p) {
     const plan_dims *d = &b->d;
-    char n[40];
+    char n[PLAN_STEP_NAME];
     double tok_h = d->St * d->h * d->e;
     const usp_rank_schedule *rs = own_attention(b);
-#define NAME(s) (snprintf(n, sizeof n, "%s%s", p, s), n)
+#define NAME(s) (name_cat(n, p, s), n)
     int i = memory_bound(b, NAME("norm1"), 2 * tok_h, -1);
     i = tp_gather(b, NAME("tp.ag.qkv_in"), i);
     i = gemm(b, NAME("qkv"), 2 * d->S * d->h * (d->Ht + 2 * d->Hkvt) * d->D, d->h, i);

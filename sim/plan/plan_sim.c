@@ -1,8 +1,9 @@
 /* plan_sim.c: layer programs run in SimGrid.
  *
  * Every rank is three actors on its GPU's host, one per stream (compute,
- * activation comm, gradient/parameter comm); a step waits for its deps on
- * the rank's condition variable, as in the simulator's engine.
+ * activation comm, gradient/parameter comm); a step waits for its deps
+ * (rank_sleep until the step they wait for wakes the rank's actors), as in
+ * the simulator's engine.
  *
  * Communication goes through the network layer (sim/network/nccl.h), as the
  * simulator's engine's does: on a platform whose hosts carry the topology
@@ -43,12 +44,10 @@
 #include <simgrid/actor.h>
 #include <simgrid/barrier.h>
 #include <simgrid/comm.h>
-#include <simgrid/cond.h>
 #include <simgrid/engine.h>
 #include <simgrid/host.h>
 #include <simgrid/link.h>
 #include <simgrid/mailbox.h>
-#include <simgrid/mutex.h>
 #include <simgrid/semaphore.h>
 
 /* ---------------------------------------------------------- the child */
@@ -65,15 +64,14 @@ typedef struct {
     int rank;
     const plan_rank_program *rp;
     ring_paths rings[NGROUPS];
-    sg_mutex_t mutex;
-    sg_cond_t cond;
+    sg_sem_t asleep_sem[PLAN_NSTREAMS]; /* a stream's actor waits on its own (rank_sleep) */
+    int asleep[PLAN_NSTREAMS];          /* ... and says so here */
     char *done;
     double *start, *end;
     int *ordinal;            /* comm steps: position among its stream's comm steps (the message tag) */
     int comm_busy;           /* the attention's comm step of this rank in flight (index + 1), or 0 */
     int slowed;              /* the compute stream waits on `wake` in compute_slowed */
     sg_sem_t wake;           /* released as comm_busy changes while `slowed` */
-    int waiting;             /* its actors in sg_cond_wait */
 } rank_state;
 
 typedef struct {
@@ -105,14 +103,29 @@ static void fail(const char *fmt, int rank, const char *step) {
 }
 
 /* Actors run one at a time and switch only inside SimGrid calls, so the
- * rank's flags need no lock to be read: the mutex and the condition are
- * taken only to wait, and notified only when an actor waits (r->waiting),
- * which saves three switches to SimGrid's kernel per step. */
+ * rank's flags need no lock: an actor that must wait for them says so
+ * (r->asleep) and takes its stream's semaphore; whoever changes them
+ * releases the semaphore of each actor asleep, which then looks again (one
+ * call into SimGrid's kernel to wait and one to wake, where a mutex and a
+ * condition cost four: lock, wait, unlock, notify). */
+static void rank_sleep(rank_state *r, plan_stream s) {
+    r->asleep[s] = 1;
+    sg_sem_acquire(r->asleep_sem[s]);
+}
+
+static void rank_wake(rank_state *r) {
+    for (int s = 0; s < PLAN_NSTREAMS; s++)
+        if (r->asleep[s]) {
+            r->asleep[s] = 0;
+            sg_sem_release(r->asleep_sem[s]);
+        }
+}
+
 static void mark_done(rank_state *r, int i, double start) {
     r->start[i] = start;
     r->end[i] = simgrid_get_clock();
     r->done[i] = 1;
-    if (r->waiting) sg_cond_notify_all(r->cond);
+    rank_wake(r);
 }
 
 static int deps_done(const rank_state *r, const plan_step *st) {
@@ -120,20 +133,69 @@ static int deps_done(const rank_state *r, const plan_step *st) {
 }
 
 static void wait_deps(rank_state *r, const plan_step *st) {
-    if (deps_done(r, st)) return;
-    sg_mutex_lock(r->mutex);
-    while (!deps_done(r, st)) {
-        r->waiting++;
-        sg_cond_wait(r->cond, r->mutex);
-        r->waiting--;
+    while (!deps_done(r, st)) rank_sleep(r, st->stream);
+}
+
+/* The mailbox of messages from rank `from` to rank `to` on stream s, looked
+ * up by name once per simulation and then kept here: SimGrid 3.32 finds a
+ * mailbox by name through a call into its kernel (a switch to it and back,
+ * plus formatting the name), which was a fifth of the simulation's work
+ * (callgrind, ring 128 at 2048 GPUs). Open addressing on the key. */
+typedef struct {
+    long key;                /* (from * world + to) * PLAN_NSTREAMS + s, or -1 */
+    sg_mailbox_t box;
+} mailbox_slot;
+
+static struct {
+    mailbox_slot *slots;
+    size_t cap, used;        /* cap: a power of two */
+} boxes;
+
+static void mailboxes_free(void) {
+    free(boxes.slots);
+    memset(&boxes, 0, sizeof boxes);
+}
+
+static size_t mailbox_home(long key, size_t cap) {
+    uint64_t h = (uint64_t)key * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 17) & (cap - 1);
+}
+
+/* Grows the table to twice its size (at least 1024 slots); 0 out of memory. */
+static int mailboxes_grow(void) {
+    size_t cap = boxes.cap ? boxes.cap * 2 : 1024;
+    mailbox_slot *slots = malloc(cap * sizeof *slots);
+    if (!slots) return 0;
+    for (size_t k = 0; k < cap; k++) slots[k].key = -1;
+    for (size_t k = 0; k < boxes.cap; k++) {
+        if (boxes.slots[k].key < 0) continue;
+        size_t at = mailbox_home(boxes.slots[k].key, cap);
+        while (slots[at].key >= 0) at = (at + 1) & (cap - 1);
+        slots[at] = boxes.slots[k];
     }
-    sg_mutex_unlock(r->mutex);
+    free(boxes.slots);
+    boxes.slots = slots;
+    boxes.cap = cap;
+    return 1;
 }
 
 static sg_mailbox_t mailbox(int from, int to, plan_stream s) {
+    long key = ((long)from * g.world + to) * PLAN_NSTREAMS + (long)s;
+    if (boxes.cap) {
+        size_t at = mailbox_home(key, boxes.cap);
+        for (; boxes.slots[at].key >= 0; at = (at + 1) & (boxes.cap - 1))
+            if (boxes.slots[at].key == key) return boxes.slots[at].box;
+    }
     char name[48];
     snprintf(name, sizeof name, "%d>%d:%d", from, to, (int)s);
-    return sg_mailbox_by_name(name);
+    sg_mailbox_t box = sg_mailbox_by_name(name);
+    if ((boxes.used + 1) * 2 > boxes.cap && !mailboxes_grow()) return box; /* not kept */
+    size_t at = mailbox_home(key, boxes.cap);
+    while (boxes.slots[at].key >= 0) at = (at + 1) & (boxes.cap - 1);
+    boxes.slots[at].key = key;
+    boxes.slots[at].box = box;
+    boxes.used++;
+    return box;
 }
 
 static void *tag_token(int tag) { return (void *)(intptr_t)(tag + 1); }
@@ -294,7 +356,7 @@ static int ring_messages(const ring_paths *rp, double total, int *to, int *from,
  * first member, stream, the step's ordinal in its stream), which every
  * member agrees on (the tags of exchange). Nothing here yields to SimGrid
  * between the look-up and the insertion, so one call is made once; the
- * last member to join wakes the others through their rank's condition. */
+ * last member to join wakes the others (rank_wake). */
 typedef struct coll_call coll_call;
 struct coll_call {
     int leader, stream, ordinal, n, joined, left;
@@ -491,19 +553,11 @@ static int run_comm_nccl(rank_state *r, int i, const plan_step *st) {
      * representative mode the others join when their ring position's does. */
     if (++c->joined == c->nreps) /* wakes the members waiting below */
         for (int k = 0; k < n; k++)
-            if (is_rep(c->members[k]) && g.ranks[c->members[k]].waiting) sg_cond_notify_all(g.ranks[c->members[k]].cond);
+            if (is_rep(c->members[k])) rank_wake(&g.ranks[c->members[k]]);
     int rc = exchange2(r, i, st, c->to + c->send_off[me], c->bytes + c->send_off[me],
                        c->send_off[me + 1] - c->send_off[me], c->from + c->recv_off[me],
                        c->from_bytes + c->recv_off[me], c->recv_off[me + 1] - c->recv_off[me]);
-    if (c->joined < c->nreps) {
-        sg_mutex_lock(r->mutex);
-        while (c->joined < c->nreps) {
-            r->waiting++;
-            sg_cond_wait(r->cond, r->mutex);
-            r->waiting--;
-        }
-        sg_mutex_unlock(r->mutex);
-    }
+    while (c->joined < c->nreps) rank_sleep(r, st->stream);
     coll_leave(c);
     return rc;
 }
@@ -611,10 +665,10 @@ static int setup_rank(rank_state *r, int g_rank) {
     r->start = calloc((size_t)n, sizeof *r->start);
     r->end = calloc((size_t)n, sizeof *r->end);
     r->ordinal = calloc((size_t)n, sizeof *r->ordinal);
-    r->mutex = sg_mutex_init();
-    r->cond = sg_cond_init();
     r->wake = sg_sem_init(0);
-    if (!r->done || !r->start || !r->end || !r->ordinal || !r->mutex || !r->cond || !r->wake) return -1;
+    if (!r->done || !r->start || !r->end || !r->ordinal || !r->wake) return -1;
+    for (int s = 0; s < PLAN_NSTREAMS; s++)
+        if (!(r->asleep_sem[s] = sg_sem_init(0))) return -1;
     int count[PLAN_NSTREAMS] = {0};
     for (int i = 0; i < r->rp->nsteps; i++) r->ordinal[i] = count[r->rp->steps[i].stream]++;
     return 0;
@@ -639,8 +693,8 @@ static void free_ranks(void) {
         rank_state *r = &g.ranks[k];
         free(r->done); free(r->start); free(r->end); free(r->ordinal);
         if (r->wake) sg_sem_destroy(r->wake);
-        if (r->cond) sg_cond_destroy(r->cond);
-        if (r->mutex) sg_mutex_destroy(r->mutex);
+        for (int s = 0; s < PLAN_NSTREAMS; s++)
+            if (r->asleep_sem[s]) sg_sem_destroy(r->asleep_sem[s]);
     }
     free(g.ranks);
     g.ranks = NULL;
@@ -883,7 +937,7 @@ static void child_main(int fd, const void *platform_file) {
         g.shapes = g.symmetric && plan_routes_init(g.hosts, g.world);
         if (g.shapes) g.net.route_prepare = plan_routes_prepare;
         sg_actor_t c = sg_actor_init("controller", g.hosts[0]);
-        if (c) { sg_actor_start(c, controller, 0, NULL); simgrid_run(); }
+        if (c) { sg_actor_start(c, controller, 0, NULL); simgrid_run(); mailboxes_free(); }
         else snprintf(g.error, sizeof g.error, "cannot start the simulation");
         if (!g.error[0] && g.completed < g.nprogs) /* every actor blocked: SimGrid returns */
             snprintf(g.error, sizeof g.error, "program %d of %d deadlocked", g.completed + 1, g.nprogs);
