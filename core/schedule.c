@@ -209,7 +209,12 @@ static usp_step step_new(usp_step_kind kind, usp_phase phase, const char *name) 
     st.mask_layer = -1;
     st.dep = -1;
     st.tag = -1;
-    snprintf(st.name, sizeof st.name, "%s.%s", phase == USP_PHASE_FWD ? "fwd" : "bwd", name);
+    /* "fwd." or "bwd." then name, cut as snprintf would (without printf's
+     * parsing: the planner builds millions of steps at ring 1024) */
+    size_t n = 0;
+    for (const char *c = phase == USP_PHASE_FWD ? "fwd." : "bwd."; *c && n + 1 < sizeof st.name; c++) st.name[n++] = *c;
+    for (const char *c = name; *c && n + 1 < sizeof st.name; c++) st.name[n++] = *c;
+    st.name[n] = '\0';
     return st;
 }
 
