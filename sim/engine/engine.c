@@ -51,6 +51,7 @@
 #endif
 
 #include "fold.h"
+#include "network/shape_routes.h"
 #include "routes.h"
 #include "usp/layout.h"
 #include "usp/rankmem.h"
@@ -517,6 +518,12 @@ static void route_checker(int argc, char **argv) {
         const char *platform = o && o->platform ? o->platform : "h200x8";
         int ok = 0;
         char why[256];
+        /* identical nodes (the presets): each pair's route from its shape, not a
+         * shortest-path search over the platform per rank (the check below and
+         * every transfer look each pair up) */
+        int by_shape = sim_shape_routes_init(host_of, s->world);
+        sim_routes_by_shape(by_shape);
+        if (by_shape) g_sim.net.route_prepare = sim_shape_routes_prepare;
         st = g_sim.fold_allowed ? sim_fold_check(s, &g_sim.net, host_of, platform, &ok, why, sizeof why) : USP_OK;
         g_sim.fold = st == USP_OK && ok;
         if (g_sim.fold_allowed && !ok) sim_copy_str(g_sim.why, SIM_WHY_LEN, why);

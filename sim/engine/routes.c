@@ -25,10 +25,15 @@
 #include <simgrid/host.h>
 #include <xbt/dynar.h>
 
+#include "network/shape_routes.h"
 #include "routes.h"
 #include "usp/layout.h"
 
 enum { ROUTE_CHECK_ALL_PAIRS = 64 };
+
+static int by_shape; /* routes of identical nodes by their shape (network/shape_routes.h) */
+
+void sim_routes_by_shape(int on) { by_shape = on; }
 
 usp_status sim_route_links(const sg_host_t *host_of, int a, int b, xbt_dynar_t links, const char *platform) {
     xbt_dynar_reset(links);
@@ -38,6 +43,7 @@ usp_status sim_route_links(const sg_host_t *host_of, int a, int b, xbt_dynar_t l
              sg_host_get_name(host_of[a]), a, sg_host_get_name(host_of[b]), b);
     /* SimGrid's Dijkstra routing aborts, faults or spins where it finds no path */
     sim_child_arm_failure(why, 0);
+    if (by_shape) sim_shape_routes_prepare(a, b); /* before SimGrid's first look-up of the pair */
     sg_host_get_route(host_of[a], host_of[b], links);
     /* each look-up walks the route again: the latency only for a route without links */
     int connected = !xbt_dynar_is_empty(links) || sg_host_get_route_latency(host_of[a], host_of[b]) > 0;

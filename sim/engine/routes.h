@@ -11,6 +11,11 @@
  * hang: one Dijkstra over a platform of 16384 GPUs takes well under one. */
 enum { ROUTE_WATCHDOG_S = 10 };
 
+/* From now on each pair's route is made a bypass route of its shape before
+ * it is looked up (network/shape_routes.h; after sim_shape_routes_init
+ * accepted the platform). */
+void sim_routes_by_shape(int on);
+
 /* The links of the route from rank a's host to rank b's into `links` (reset
  * first; empty for a == b or one host); USP_EINVAL naming both ranks when
  * the platform has no route. Call from the simulation child. */

@@ -105,7 +105,7 @@ typedef struct {
     sim_gpu_topo *gpus;   /* [n] */
     sim_net_costs costs;
     /* Called before the route between ranks a and b is asked for (NULL:
-     * nothing): the planner makes it a bypass route (plan/plan_routes.h). */
+     * nothing): the planner and the engine make it a bypass route (shape_routes.h). */
     int (*route_prepare)(int a, int b);
 } sim_net;
 

@@ -32,7 +32,7 @@
 #include "network/nccl.h"
 #include "network/step.h"
 #include "usp/layout.h"
-#include "plan_routes.h"
+#include "network/shape_routes.h"
 #include "plan_sendto.h"
 
 #include <errno.h>
@@ -90,7 +90,7 @@ typedef struct {
     int rep_mode;            /* the program running simulates one GPU per ring position */
     int symmetric;           /* the platform gives every GPU links of its own (rep_mode allowed) */
     int zero_latency;        /* no link carries latency: a group call needs no rendezvous messages */
-    int shapes;              /* routes between nodes as bypass routes of their shape (plan_routes.h) */
+    int shapes;              /* routes between nodes as bypass routes of their shape (shape_routes.h) */
     struct coll_call *calls[4096];
     char error[256];
     usp_status status;       /* of the error: USP_EINVAL when the platform cannot hold the GPUs */
@@ -245,19 +245,19 @@ static int exchange2(rank_state *r, int i, const plan_step *st, const int *to, c
      * from[k] are that rank (an all-to-all), through one helper. */
     for (int k = 0; k < nto; k++) {
         long b = (long)(bytes[k] + 0.5);
-        if (g.shapes) plan_routes_prepare(r->rank, to[k]);
+        if (g.shapes) sim_shape_routes_prepare(r->rank, to[k]);
         if (is_rep(to[k])) {
             comms[nc++] = sg_mailbox_put_async(mailbox(r->rank, to[k], st->stream), tag_token(r->ordinal[i]), b);
             continue;
         }
         int both = k < nfrom && from[k] == to[k];
         long in = both ? (long)(from_bytes[k] + 0.5) : -1;
-        if (both && g.shapes) plan_routes_prepare(to[k], r->rank);
+        if (both && g.shapes) sim_shape_routes_prepare(to[k], r->rank);
         nc += peer_flows(r->rank, to[k], b, in, comms + nc);
     }
     for (int k = 0; k < nfrom; k++) {
         if (!is_rep(from[k]) && k < nto && to[k] == from[k]) continue; /* with its outbound flow */
-        if (g.shapes) plan_routes_prepare(from[k], r->rank);
+        if (g.shapes) sim_shape_routes_prepare(from[k], r->rank);
         if (is_rep(from[k])) comms[nc++] = sg_mailbox_get_async(mailbox(from[k], r->rank, st->stream), &got[ngot++]);
         else nc += peer_flows(r->rank, from[k], -1, (long)(from_bytes[k] + 0.5), comms + nc);
     }
@@ -775,7 +775,7 @@ static double lower_bound(void) {
                 sim_coll_plan plan;
                 sim_coll_plan_make(&g.net, SIM_COLL_SENDRECV, members, 2, 0, st->message, &plan, b);
                 if (st->peer_send != sent || st->peer_recv != recvd) {
-                    if (g.shapes) { plan_routes_prepare(k, st->peer_send); plan_routes_prepare(st->peer_recv, k); }
+                    if (g.shapes) { sim_shape_routes_prepare(k, st->peer_send); sim_shape_routes_prepare(st->peer_recv, k); }
                     double out = sg_host_get_route_bandwidth(g.hosts[k], g.hosts[st->peer_send]);
                     double in = sg_host_get_route_bandwidth(g.hosts[st->peer_recv], g.hosts[k]);
                     bw = out < in ? out : in;
@@ -934,8 +934,8 @@ static void child_main(int fd, const void *platform_file) {
         g.symmetric = platform_symmetric();
         /* identical nodes: every route the shape of a reference route, not one
          * shortest-path search over the platform per GPU that sends */
-        g.shapes = g.symmetric && plan_routes_init(g.hosts, g.world);
-        if (g.shapes) g.net.route_prepare = plan_routes_prepare;
+        g.shapes = g.symmetric && sim_shape_routes_init(g.hosts, g.world);
+        if (g.shapes) g.net.route_prepare = sim_shape_routes_prepare;
         sg_actor_t c = sg_actor_init("controller", g.hosts[0]);
         if (c) { sg_actor_start(c, controller, 0, NULL); simgrid_run(); mailboxes_free(); }
         else snprintf(g.error, sizeof g.error, "cannot start the simulation");

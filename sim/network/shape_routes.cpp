@@ -1,5 +1,5 @@
-// plan_routes.cpp: SimGrid's routes between the GPUs of identical nodes,
-// found once per shape and given to SimGrid as bypass routes (plan_routes.h).
+// shape_routes.cpp: SimGrid's routes between the GPUs of identical nodes,
+// found once per shape and given to SimGrid as bypass routes (shape_routes.h).
 //
 // Why the renamed route is SimGrid's own route. SimGrid 3.32's DijkstraZone
 // makes each <route> an edge (both ways when symmetrical) whose cost is its
@@ -17,7 +17,7 @@
 // spine), and a tie on it never weighs a vertex of a third node against
 // another (such a vertex is farther from the source than the rails). So the
 // search from GPU i of node a reaches GPU j of node b by the image of the
-// reference route. tests/test_plan_routes.c compares every pair of GPUs of
+// reference route. tests/test_shape_routes.c compares every pair of GPUs of
 // h100-fattree on 4 nodes (and the same check sampled at 2048 nodes is in
 // sim/plan/README.md); a route whose link the destination nodes lack falls
 // back to SimGrid's search.
@@ -37,7 +37,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "plan_routes.h"
+#include "shape_routes.h"
 
 namespace {
 
@@ -136,9 +136,35 @@ const Shape &shape_of(int a, int b) {
     return it->second;
 }
 
+// The argument above holds for platforms written by machine.c; a file of the
+// same names written otherwise (an edited preset: a link between two nodes)
+// may route differently. Before any bypass route is made, the routes from
+// the GPUs of the last node and of the middle one (neither a reference node
+// past 3 nodes) to every rank are compared: SimGrid's own search against the
+// shape. Any difference turns the shapes off for the whole platform. Cost:
+// one search per sampled GPU (SimGrid searches per source) and
+// 2 x GPUs-per-node x world route look-ups.
+bool sample_agrees(int nodes) {
+    simgrid::s4u::Engine::get_instance()->seal_platform(); // the zones' searches are set up when sealed
+    std::vector<Link *> own, shaped;
+    for (int a = 0; a < R.world; a++) {
+        if (R.node[a] != nodes - 1 && R.node[a] != nodes / 2) continue;
+        for (int b = 0; b < R.world; b++) {
+            if (R.hosts[a] == R.hosts[b]) continue;
+            const Shape &s = shape_of(a, b);
+            if (!s.ok || !materialize(s, a, b, shaped)) continue; // SimGrid's search routes it anyway
+            own.clear();
+            double lat = 0;
+            R.hosts[a]->route_to(R.hosts[b], own, &lat);
+            if (own != shaped) return false;
+        }
+    }
+    return true;
+}
+
 } // namespace
 
-extern "C" int plan_routes_init(sg_host_t *hosts, int world) {
+extern "C" int sim_shape_routes_init(sg_host_t *hosts, int world) {
     R = Routes();
     if (world < 2) return 0;
     auto *engine = simgrid::s4u::Engine::get_instance();
@@ -170,10 +196,14 @@ extern "C" int plan_routes_init(sg_host_t *hosts, int world) {
         row[id] = l;
     }
     R.on = true;
+    if (!sample_agrees(nodes)) {
+        R = Routes();
+        return 0;
+    }
     return 1;
 }
 
-extern "C" int plan_routes_prepare(int a, int b) {
+extern "C" int sim_shape_routes_prepare(int a, int b) {
     if (!R.on || a == b || a < 0 || b < 0 || a >= R.world || b >= R.world || R.hosts[a] == R.hosts[b]) return 0;
     // emplace, not C++17's try_emplace: tools/check's fuzzing build compiles this with clang++'s default
     auto ins = R.done.emplace((uint64_t)a * (uint64_t)R.world + (uint64_t)b, false);
@@ -190,7 +220,7 @@ extern "C" int plan_routes_prepare(int a, int b) {
     return 1;
 }
 
-extern "C" long plan_routes_verify(int stride, long *bypassed, long *bad, char *why, int n) {
+extern "C" long sim_shape_routes_verify(int stride, long *bypassed, long *bad, char *why, int n) {
     *bad = *bypassed = 0;
     if (n > 0) why[0] = '\0';
     if (!R.on || stride < 1) return 0;
@@ -208,7 +238,7 @@ extern "C" long plan_routes_verify(int stride, long *bypassed, long *bad, char *
             R.hosts[a]->route_to(R.hosts[b], p.links, &lat); // SimGrid's search: no bypass yet
             pairs.push_back(std::move(p));
         }
-    for (const Pair &p : pairs) *bypassed += plan_routes_prepare(p.a, p.b);
+    for (const Pair &p : pairs) *bypassed += sim_shape_routes_prepare(p.a, p.b);
     for (const Pair &p : pairs) {
         std::vector<Link *> got;
         double lat = 0;
