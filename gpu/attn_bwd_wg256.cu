@@ -29,6 +29,8 @@
 #include "kernels.h"
 #include "wgcommon.cuh"
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 namespace {
 
@@ -48,9 +50,9 @@ __device__ __forceinline__ void w2_cp_async4(void *dst, const void *src, int src
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(src_bytes));
 }
 
-/* P^T and dS^T of the thread's 32 elements (rows key_row, key_row + 8 of the
- * tile; columns 8j + 2t + {0, 1}), in fp32, stored in 16 bits to sP and sdS
- * (atom layout of 64 rows). */
+/* P^T and dS^T of the thread's elements (rows key_row, key_row + 8 of the
+ * tile; columns 8j + 2t + {0, 1} for j in [J0, J0 + NJ)), in fp32, stored in
+ * 16 bits to sP and sdS (atom layout of 64 rows). */
 template <typename T>
 __device__ __forceinline__ void w2_scores(const UspBwdParams &p, const float (&s)[32], const float (&dp)[32],
                                           const float *lse, const float *dl, int b, int key_row, int n0, int m0,
@@ -77,6 +79,39 @@ __device__ __forceinline__ void w2_scores(const UspBwdParams &p, const float (&s
         *reinterpret_cast<uint32_t *>(sP + wsw<W2_BN>(key_row + 8, j) + 2 * t) = elem<T>::pack2(pr[2], pr[3]);
         *reinterpret_cast<uint32_t *>(sdS + wsw<W2_BN>(key_row, j) + 2 * t) = elem<T>::pack2(ds[0], ds[1]);
         *reinterpret_cast<uint32_t *>(sdS + wsw<W2_BN>(key_row + 8, j) + 2 * t) = elem<T>::pack2(ds[2], ds[3]);
+    }
+}
+
+/* The same for one of the thread's two rows (S8): row key_row + 8 hi, all 64
+ * queries; `own` is this warp's product (S^T if !hi, else dP^T, both rows),
+ * `oth` the other product's 16 elements of that row from the paired warp. */
+template <typename T>
+__device__ __forceinline__ void w2_scores_row(const UspBwdParams &p, const float (&own)[32], const float (&oth)[16],
+                                              const float *lse, const float *dl, int b, int key_row, int hi,
+                                              int n0, int m0, bool masked, T *sP, T *sdS) {
+    const int t = threadIdx.x & 3, row = key_row + 8 * hi;
+    const float sl2 = p.scale * USP_LOG2E;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        float pr[2], ds[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int q = 8 * j + 2 * t + e;
+            const int r = m0 + q;
+            const float mine = hi ? own[4 * j + 2 + e] : own[4 * j + e];
+            const float sv = hi ? oth[2 * j + e] : mine;
+            const float dv = hi ? mine : oth[2 * j + e];
+            float lv = lse[q];
+            float lse2 = (r < p.q_len && lv != -INFINITY) ? lv * USP_LOG2E : INFINITY;
+            float x = exp2f(fmaf(sv, sl2, -lse2));
+            if (masked) {
+                if (!usp_key_visible(row_keys(p, b, r), n0 + row)) x = 0.0f;
+            }
+            pr[e] = x;
+            ds[e] = x * (dv - dl[q]);
+        }
+        *reinterpret_cast<uint32_t *>(sP + wsw<W2_BN>(row, j) + 2 * t) = elem<T>::pack2(pr[0], pr[1]);
+        *reinterpret_cast<uint32_t *>(sdS + wsw<W2_BN>(row, j) + 2 * t) = elem<T>::pack2(ds[0], ds[1]);
     }
 }
 
@@ -116,7 +151,11 @@ __device__ __forceinline__ void w2_store_kv(const float (&acc)[64], float *g, in
     }
 }
 
-template <typename T>
+/* S8 (USP_GPU_BWD=s8): P^T and dS^T on all eight warps, each pair of warps w
+ * (one a warpgroup, the same 16 keys) splitting the 64 queries: warpgroup 0
+ * takes queries 0-31, warpgroup 1 queries 32-63; each hands the other the
+ * half of its product the other needs (16 floats a thread each way). */
+template <typename T, bool S8>
 __global__ void __launch_bounds__(W2_NTH, 1) bwd_wg256_kernel(const UspBwdParams p) {
     constexpr int BM = W2_BM, BN = W2_BN, D = W2_D;
     extern __shared__ unsigned char smem_raw[];
@@ -203,13 +242,30 @@ __global__ void __launch_bounds__(W2_NTH, 1) bwd_wg256_kernel(const UspBwdParams
 
         /* hand-over: a keeping warp gets the other product of its 16 rows from
          * warp `warp` of the other warpgroup */
+        if (S8) {
+            /* warpgroup 0 keeps row g of its 16 keys and gets dP^T of it from warpgroup 1;
+             * warpgroup 1 keeps row g + 8 and gets S^T of it from warpgroup 0 */
+            const int give = wgi ? 0 : 2;   /* the elements of the row the other warp keeps */
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) slot[(4 * j + 2 * wgi + e) * 32] = give ? s[4 * j + 2 + e] : s[4 * j + e];
+            named_barrier<64>(1 + warp);
+            const bool masked = bwd_tile_masked<BM, BN>(p, tile_flags, n0, m0 / BM);
+            float oth[16];
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) oth[2 * j + e] = slot[(4 * j + 2 * (1 - wgi) + e) * 32];
+            w2_scores_row<T>(p, s, oth, sL + stage * BM, sDl + stage * BM, b, key_row, wgi, n0, m0, masked, sP, sdS);
+        }
         float other[32];
-        if (!keep) {
+        if (!S8 && !keep) {
 #pragma unroll
             for (int i = 0; i < 32; ++i) slot[i * 32] = s[i];
         }
-        named_barrier<64>(1 + warp);
-        if (keep) {
+        if (!S8) named_barrier<64>(1 + warp);
+        if (!S8 && keep) {
 #pragma unroll
             for (int i = 0; i < 32; ++i) other[i] = slot[i * 32];
             const bool masked = bwd_tile_masked<BM, BN>(p, tile_flags, n0, m0 / BM);
@@ -256,7 +312,8 @@ __global__ void __launch_bounds__(W2_NTH, 1) bwd_wg256_kernel(const UspBwdParams
 template <typename T>
 int w2_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len) {
     constexpr int smem = w2_smem_bytes();
-    auto kern = bwd_wg256_kernel<T>;
+    const char *e = getenv("USP_GPU_BWD");   /* =s8: P^T and dS^T on all eight warps */
+    auto kern = e && !strcmp(e, "s8") ? bwd_wg256_kernel<T, true> : bwd_wg256_kernel<T, false>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid((p.kv_len + W2_BN - 1) / W2_BN, p.hkv, p.b);
     kern<<<grid, W2_NTH, smem, st>>>(p);

@@ -48,58 +48,76 @@ constexpr int WSB_BM = 64;
 constexpr int WSB_BN = 128;
 constexpr int WSB_NTH = 384;
 
-template <int D> struct wsb_cfg;
-template <> struct wsb_cfg<64> { static constexpr int STAGES = 3; };
-template <> struct wsb_cfg<128> { static constexpr int STAGES = 2; };
+/* Stages of Q / dO: by head dim and query tile rows (BM = 128 only at D = 64). */
+template <int D, int BM> struct wsb_cfg { static constexpr int STAGES = 2; };
+template <> struct wsb_cfg<64, 64> { static constexpr int STAGES = 3; };
 
-template <int D>
+template <int D, int BM>
 constexpr int wsb_smem_bytes() {
-    constexpr int S = wsb_cfg<D>::STAGES;
-    return (2 * WSB_BN * D + 2 * S * WSB_BM * D + 2 * WSB_BN * WSB_BM) * 2   /* K, V, Q, dO, dS^T */
-           + WSB_BM * 128 * 4                                                /* dQ staging */
-           + 4 * S * WSB_BM * 4                                              /* LSE, DELTA, lo, hi */
-           + (1 + 2 * S) * 8 + 1024;                                         /* barriers, alignment */
+    constexpr int S = wsb_cfg<D, BM>::STAGES;
+    return (2 * WSB_BN * D + 2 * S * BM * D + 2 * WSB_BN * BM) * 2   /* K, V, Q, dO, dS^T */
+           + WSB_BM * 128 * 4                                        /* dQ staging: 2 x 64 x 64 fp32 */
+           + 4 * S * BM * 4                                          /* LSE, DELTA, lo, hi */
+           + (1 + 2 * S) * 8 + 1024;                                 /* barriers, alignment */
 }
 
-/* P^T of the thread's 32 elements in place of S^T, and packed as the A
- * fragments of dV += P^T dO. lse2: LSE log2e of the tile's rows (+inf: P = 0). */
-template <typename T>
-__device__ __forceinline__ void wsb_probs(const UspBwdParams &p, float (&s)[32], const float *lse2, const int *mlo,
-                                          const int *mhi, int key_row, int n0, int m0, bool masked,
-                                          uint32_t (&pa)[4][4]) {
+/* S^T = K Q^T and dP^T = V dO^T steps: m64nBMk16, both operands K-major. */
+template <typename T, int BM>
+__device__ __forceinline__ void wsb_ss(float (&d)[BM / 2], uint64_t da, uint64_t db, int scale_d) {
+    if constexpr (BM == 128)
+        wg<T>::template ss128<0, 0>(d, da, db, scale_d);
+    else
+        wg<T>::template ss64<0, 0>(d, da, db, scale_d);
+}
+
+/* P^T of the thread's BM / 2 elements in place of S^T, and (PACK) packed as
+ * the A fragments of dV += P^T dO. lse2: LSE log2e of the tile's rows (+inf:
+ * P = 0). With BM = 128 the packing waits for wsb_dscores (registers). */
+template <typename T, int BM, bool PACK>
+__device__ __forceinline__ void wsb_probs(const UspBwdParams &p, float (&s)[BM / 2], const float *lse2,
+                                          const int *mlo, const int *mhi, int key_row, int n0, int m0, bool masked,
+                                          uint32_t (&pa)[BM / 16][4]) {
     const int t = threadIdx.x & 3;
     const float sl2 = p.scale * USP_LOG2E;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < BM / 8; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int q = 8 * j + 2 * t + (e & 1);   /* query in the tile */
             float x = exp2f(fmaf(s[4 * j + e], sl2, -lse2[q]));
             if (masked) {
-                usp_key_interval iv = p.mask_lo ? usp_row_keys(mlo, mhi, WSB_BM, 0, q, p.kv_len, 0, 0)
+                usp_key_interval iv = p.mask_lo ? usp_row_keys(mlo, mhi, BM, 0, q, p.kv_len, 0, 0)
                                                 : usp_row_keys(NULL, NULL, 0, 0, m0 + q, p.kv_len, p.causal, p.diag);
                 if (!usp_key_visible(iv, n0 + key_row + (e >> 1) * 8)) x = 0.0f;
             }
             s[4 * j + e] = x;
         }
-        const int kk = j >> 1, hi = (j & 1) * 2;
-        pa[kk][hi] = elem<T>::pack2(s[4 * j], s[4 * j + 1]);
-        pa[kk][hi + 1] = elem<T>::pack2(s[4 * j + 2], s[4 * j + 3]);
+        if (PACK) {
+            const int kk = j >> 1, hi = (j & 1) * 2;
+            pa[kk][hi] = elem<T>::pack2(s[4 * j], s[4 * j + 1]);
+            pa[kk][hi + 1] = elem<T>::pack2(s[4 * j + 2], s[4 * j + 3]);
+        }
     }
 }
 
 /* dS^T = P^T (dP^T - DELTA): A fragments of dK += dS^T Q, and into sdS (atom
- * layout, rows = keys, columns = queries) for dQ = dS K. */
-template <typename T>
-__device__ __forceinline__ void wsb_dscores(const float (&pr)[32], const float (&dp)[32], const float *dl, T *sdS,
-                                            int key_row, uint32_t (&da)[4][4]) {
+ * layout, rows = keys, columns = queries) for dQ = dS K; (PACK) P^T's A
+ * fragments too, when wsb_probs left them. */
+template <typename T, int BM, bool PACK>
+__device__ __forceinline__ void wsb_dscores(const float (&pr)[BM / 2], const float (&dp)[BM / 2], const float *dl,
+                                            T *sdS, int key_row, uint32_t (&pa)[BM / 16][4],
+                                            uint32_t (&da)[BM / 16][4]) {
     const int t = threadIdx.x & 3;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < BM / 8; ++j) {
         float ds[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) ds[e] = pr[4 * j + e] * (dp[4 * j + e] - dl[8 * j + 2 * t + (e & 1)]);
         const int kk = j >> 1, hi = (j & 1) * 2;
+        if (PACK) {
+            pa[kk][hi] = elem<T>::pack2(pr[4 * j], pr[4 * j + 1]);
+            pa[kk][hi + 1] = elem<T>::pack2(pr[4 * j + 2], pr[4 * j + 3]);
+        }
         da[kk][hi] = elem<T>::pack2(ds[0], ds[1]);
         da[kk][hi + 1] = elem<T>::pack2(ds[2], ds[3]);
         *reinterpret_cast<uint32_t *>(sdS + wsw<WSB_BN>(key_row, j) + 2 * t) = da[kk][hi];
@@ -144,20 +162,24 @@ __device__ __forceinline__ void wsb_store_kv(const float (&acc)[D / 2], float *g
     }
 }
 
-template <typename T, int D, bool DQ_TMA>
+template <typename T, int D, bool DQ_TMA, int BM>
 __global__ void __launch_bounds__(WSB_NTH, 1)
     bwd_ws_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                   const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
                   const __grid_constant__ CUtensorMap tdq, const UspBwdParams p) {
-    constexpr int BM = WSB_BM, BN = WSB_BN, S = wsb_cfg<D>::STAGES, ND = D / 2;
+    static_assert(BM == 64 || (BM == 128 && D == 64), "128-row query tiles at D = 64 only");
+    /* BM = 128: the two warpgroups split each tile's dQ by rows (64 each), every tile;
+     * no per-row masks nor mask plan (the launcher sends those to BM = 64) */
+    constexpr int BN = WSB_BN, S = wsb_cfg<D, BM>::STAGES, ND = D / 2;
+    constexpr bool PACK = BM == 64;   /* P^T packed under dP^T (BM = 128: registers) */
     extern __shared__ unsigned char smem_raw[];
     T *sK = reinterpret_cast<T *>(align1024(smem_raw));   /* BN x D */
     T *sV = sK + BN * D;                                    /* BN x D */
     T *sQ = sV + BN * D;                                    /* S x BM x D */
     T *sdO = sQ + S * BM * D;                               /* S x BM x D */
     T *sdS = sdO + S * BM * D;                              /* 2 x BN x BM: dS^T */
-    float *sdQ = reinterpret_cast<float *>(sdS + 2 * BN * BM);   /* 2 x (BM x 64) fp32 */
-    float *sL = sdQ + BM * 128;                             /* S x BM: LSE log2e */
+    float *sdQ = reinterpret_cast<float *>(sdS + 2 * BN * BM);   /* 2 x (64 x 64) fp32 */
+    float *sL = sdQ + WSB_BM * 128;                             /* S x BM: LSE log2e */
     float *sDl = sL + S * BM;                               /* S x BM: DELTA */
     int *sLo = reinterpret_cast<int *>(sDl + S * BM);       /* S x BM: mask_lo of the tile */
     int *sHi = sLo + S * BM;                                /* S x BM: mask_hi */
@@ -166,7 +188,11 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
 
     __shared__ uint32_t tile_flags[BWD_FLAG_WORDS];
     __shared__ int red[2];
-    const BwdWork wk = bwd_work<BM, BN>(p, blockIdx.z, tile_flags, red);
+    BwdWork wk;
+    if constexpr (BM == 64)
+        wk = bwd_work<BM, BN>(p, blockIdx.z, tile_flags, red);
+    else
+        wk = bwd_work_causal<BM, BN>(p, blockIdx.z);
     if (wk.iters == 0) return;   /* no query sees these keys */
     const int hk = wk.hk, b = wk.b;
     const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
@@ -215,7 +241,7 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
             const int64_t lrow = b * p.lse_sb + h * p.lse_sh + p.q_begin;
             const int64_t drow = b * p.dl_sb + h * p.dl_sh + p.q_begin;
 #pragma unroll
-            for (int u = 0; u < 2; ++u) {
+            for (int u = 0; u < BM / 32; ++u) {
                 const int i = lane + 32 * u, r = m0 + i;
                 const bool ok = r < p.q_len;
                 const float lv = ok ? p.lse[lrow + r] : -INFINITY;
@@ -237,7 +263,7 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
     const int c = wgi - 1;
     const int key_row = c * 64 + warp * 16 + (lane >> 2);   /* tile key of e>>1 = 0 */
     const bool warp_lead = lane == 0, wg_lead = (threadIdx.x & 127) == 0;
-    float *rq = sdQ + c * BM * 64;   /* this warpgroup's dQ staging region */
+    float *rq = sdQ + c * WSB_BM * 64;   /* this warpgroup's dQ staging region */
     const T *sKc = sK + c * 64 * 64, *sVc = sV + c * 64 * 64;
 
     float dv[ND], dk[ND];
@@ -254,27 +280,27 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
         T *cdS = sdS + (it & 1) * BN * BM;
         mbar_wait_parity(full + st, ph);
 
-        float s[32], dp[32];
+        float s[BM / 2], dp[BM / 2];
         wg_arrive();
 #pragma unroll
         for (int kc = 0; kc < D / 16; ++kc)
-            wg<T>::template ss64<0, 0>(s, wg_desc_k<BN>(sKc, kc), wg_desc_k<BM>(cQ, kc), kc > 0);
+            wsb_ss<T, BM>(s, wg_desc_k<BN>(sKc, kc), wg_desc_k<BM>(cQ, kc), kc > 0);
         wg_commit();
 #pragma unroll
         for (int kc = 0; kc < D / 16; ++kc)
-            wg<T>::template ss64<0, 0>(dp, wg_desc_k<BN>(sVc, kc), wg_desc_k<BM>(cdO, kc), kc > 0);
+            wsb_ss<T, BM>(dp, wg_desc_k<BN>(sVc, kc), wg_desc_k<BM>(cdO, kc), kc > 0);
         wg_commit();
 
         const bool masked = bwd_tile_masked<BM, BN>(p, tile_flags, n0, m0 / BM);
-        uint32_t pa[4][4], da[4][4];
+        uint32_t pa[BM / 16][4], da[BM / 16][4];
         wg_wait<1>();
         wg_fence_regs(s);
-        wsb_probs<T>(p, s, sL + st * BM, sLo + st * BM, sHi + st * BM, key_row, n0, m0, masked, pa);
+        wsb_probs<T, BM, PACK>(p, s, sL + st * BM, sLo + st * BM, sHi + st * BM, key_row, n0, m0, masked, pa);
         wg_wait<0>();
         wg_fence_regs(dp);
         /* cdS was last read by the dQ products of tile it - 2, which both
          * warpgroups finished before barrier 1 of tile it - 1 */
-        wsb_dscores<T>(s, dp, sDl + st * BM, cdS, key_row, da);
+        wsb_dscores<T, BM, !PACK>(s, dp, sDl + st * BM, cdS, key_row, pa, da);
 
         wg_fence_regs(dv);
         wg_fence_regs(dk);
@@ -288,13 +314,16 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
         fence_async_smem();   /* dS^T stores -> the dQ wgmma */
         named_barrier<256>(1);
 
-        const bool mine = D == 128 || (it & 1) == c;
+        /* D = 128: columns 64c.. of every tile; D = 64: the whole tile every other
+         * tile (BM = 64), rows 64c.. of every tile (BM = 128) */
+        const bool mine = D == 128 || BM == 128 || (it & 1) == c;
+        const int dq_row0 = m0 + (BM == 128 ? 64 * c : 0);   /* first dQ row of this warpgroup */
         float dq[32];
         if (mine) {
             wg_arrive();
 #pragma unroll
             for (int kk = 0; kk < BN / 16; ++kk)
-                wg<T>::template ss64<1, 1>(dq, wg_desc_mn<BN>(cdS, kk),
+                wg<T>::template ss64<1, 1>(dq, wg_desc_mn<BN>(cdS + (BM == 128 ? c : 0) * BN * 64, kk),
                                            wg_desc_mn<BN>(sK + (D == 128 ? c : 0) * BN * 64, kk), kk > 0);
             wg_commit();
         }
@@ -308,7 +337,7 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
             const int t = lane & 3, col0 = D == 128 ? c * 64 : 0;
 #pragma unroll
             for (int hf = 0; hf < 2; ++hf) {
-                const int r = m0 + warp * 16 + (lane >> 2) + hf * 8;
+                const int r = dq_row0 + warp * 16 + (lane >> 2) + hf * 8;
                 if (r >= p.q_len) continue;
                 float *row = gdq + (int64_t)r * p.dq_sl + col0 + 2 * t;
 #pragma unroll
@@ -326,8 +355,8 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
             named_barrier<128>(2 + c);
             if (wg_lead) {
                 const int col0 = D == 128 ? c * 64 : 0;
-                tma_reduce_add_4d(&tdq, rq, col0, m0, h, b);
-                tma_reduce_add_4d(&tdq, rq + BM * 32, col0 + 32, m0, h, b);
+                tma_reduce_add_4d(&tdq, rq, col0, dq_row0, h, b);
+                tma_reduce_add_4d(&tdq, rq + WSB_BM * 32, col0 + 32, dq_row0, h, b);
                 bulk_commit();
             }
         }
@@ -341,7 +370,7 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
     wsb_store_kv<D>(dv, gdv, p.dv_sl, krow, p.kv_len, 1.0f);
 }
 
-template <typename T, int D>
+template <typename T, int D, int BM>
 int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len) {
     CUtensorMap tq, tk, tv, tdo, tdq;
     const T *q0 = static_cast<const T *>(p.q) + (int64_t)p.q_begin * p.q_sl;
@@ -349,8 +378,8 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
     const T *v0 = static_cast<const T *>(p.v) + (int64_t)p.kv_begin * p.v_sl;
     const T *d0 = static_cast<const T *>(p.dout) + (int64_t)p.q_begin * p.do_sl;
     float *dq0 = p.dq + (int64_t)p.q_begin * p.dq_sl;
-    bool ok = tma_map_4d(&tq, q0, in, D, p.q_len, p.h, p.b, p.q_sl, p.q_sh, p.q_sb, WSB_BM) &&
-              tma_map_4d(&tdo, d0, in, D, p.q_len, p.h, p.b, p.do_sl, p.do_sh, p.do_sb, WSB_BM) &&
+    bool ok = tma_map_4d(&tq, q0, in, D, p.q_len, p.h, p.b, p.q_sl, p.q_sh, p.q_sb, BM) &&
+              tma_map_4d(&tdo, d0, in, D, p.q_len, p.h, p.b, p.do_sl, p.do_sh, p.do_sb, BM) &&
               tma_map_4d(&tk, k0, in, D, p.kv_len, p.hkv, p.b, p.k_sl, p.k_sh, p.k_sb, WSB_BN) &&
               tma_map_4d(&tv, v0, in, D, p.kv_len, p.hkv, p.b, p.v_sl, p.v_sh, p.v_sb, WSB_BN) &&
               tma_map_4d(&tdq, dq0, USP_F32, D, p.q_len, p.h, p.b, p.dq_sl, p.dq_sh, p.dq_sb, WSB_BM);
@@ -361,20 +390,22 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
         }
         return usp_wg_bwd_tiles(p, in, st, why, why_len);
     }
-    constexpr int smem = wsb_smem_bytes<D>();
+    constexpr int smem = wsb_smem_bytes<D, BM>();
     /* dQ by 8-byte atomics from the registers at D = 64 by default (=wsa everywhere), by TMA
      * reduce-adds at D = 128 (=ws everywhere): the faster of the two at each head dim on an
      * H100 (gpu/NOTES.md, v7 measured) */
     const int mode = usp_ws_bwd_enabled();
-    const bool atomics = mode == 3 || (mode == 1 && D == 64);
-    auto kern = atomics ? bwd_ws_kernel<T, D, false> : bwd_ws_kernel<T, D, true>;
+    const bool atomics = mode == 3 || ((mode == 1 || mode == 4) && D == 64);
+    auto kern = atomics ? bwd_ws_kernel<T, D, false, BM> : bwd_ws_kernel<T, D, true, BM>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     /* under a mask plan (maskplan.cu): a 1-d grid of key tiles by descending work */
     UspBwdParams q = p;
     UspPlanMem plan;
     int ctas = 0;
-    int rc = usp_mask_plan_bwd(q, WSB_BN, st, &plan, &ctas, why, why_len);
-    if (rc != USP_KERNEL_OK) return rc;
+    if (BM == 64) {   /* BM = 128 runs without per-row masks and without a plan */
+        int rc = usp_mask_plan_bwd(q, WSB_BN, st, &plan, &ctas, why, why_len);
+        if (rc != USP_KERNEL_OK) return rc;
+    }
     dim3 grid = ctas ? dim3(ctas) : dim3((p.kv_len + WSB_BN - 1) / WSB_BN, p.hkv, p.b);
     kern<<<grid, WSB_NTH, smem, st>>>(tq, tk, tv, tdo, tdq, q);
     cudaError_t e = cudaGetLastError();
@@ -390,11 +421,16 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
 
 int usp_ws_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len) {
     if (p.q_len <= 0 || p.kv_len <= 0) return USP_KERNEL_OK;
+    /* USP_GPU_BWD=ws128 / ws128r: 128-row query tiles at D = 64 where no per-row mask is given */
+    const int mode = usp_ws_bwd_enabled();
+    const bool big = p.d == 64 && (mode == 4 || mode == 5) && !p.mask_lo;
     if (in == USP_BF16)
-        return p.d == 64 ? wsb_launch<__nv_bfloat16, 64>(p, in, st, why, why_len)
-                         : wsb_launch<__nv_bfloat16, 128>(p, in, st, why, why_len);
-    return p.d == 64 ? wsb_launch<__half, 64>(p, in, st, why, why_len)
-                     : wsb_launch<__half, 128>(p, in, st, why, why_len);
+        return p.d == 128 ? wsb_launch<__nv_bfloat16, 128, 64>(p, in, st, why, why_len)
+               : big      ? wsb_launch<__nv_bfloat16, 64, 128>(p, in, st, why, why_len)
+                          : wsb_launch<__nv_bfloat16, 64, 64>(p, in, st, why, why_len);
+    return p.d == 128 ? wsb_launch<__half, 128, 64>(p, in, st, why, why_len)
+           : big      ? wsb_launch<__half, 64, 128>(p, in, st, why, why_len)
+                      : wsb_launch<__half, 64, 64>(p, in, st, why, why_len);
 }
 
 int usp_ws_bwd_enabled(void) {
@@ -407,5 +443,9 @@ int usp_ws_bwd_enabled(void) {
     if (e && !strcmp(e, "wg")) return 0;
     if (e && !strcmp(e, "ws")) return 2;
     if (e && !strcmp(e, "wsa")) return 3;   /* dQ by atomics from the registers instead of TMA reduce-adds */
+    /* D = 64 with 128-row query tiles (both warpgroups add 64 dQ rows each every tile), dQ by
+     * atomics (ws128) or TMA reduce-adds (ws128r); other head dims as unset */
+    if (e && !strcmp(e, "ws128")) return 4;
+    if (e && !strcmp(e, "ws128r")) return 5;
     return 1;
 }
