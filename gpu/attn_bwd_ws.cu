@@ -32,7 +32,12 @@
  *
  * Shared memory (D = 128, 2 stages): K, V 2 x 32 KB, Q, dO 2 x 2 x 16 KB,
  * dS^T 2 x 16 KB, dQ staging 32 KB, LSE / DELTA / intervals 2 KB: 195 KB.
- * D = 64 (3 stages): 147 KB. */
+ * D = 64 (3 stages): 147 KB.
+ *
+ * USP_GPU_BWD=ws128 / ws128r (D = 64, no per-row masks): query tiles of
+ * BM = 128 rows, two stages (192 KB). S^T and dP^T are m64n128 (64 registers
+ * each), P^T is packed with dS^T once dP^T has landed, and both warpgroups
+ * compute dQ every tile: warpgroup c rows 64c..64c+63 over all 128 keys. */
 #include "kernels.h"
 #include "tma.cuh"
 #include "wgcommon.cuh"
