@@ -483,7 +483,7 @@ static void test_lower_bound_below_simulation(void **state) {
     for (int i = 0; i < N; i++) {
         char name[64];
         usp_mix_describe(&mixes[i], name, sizeof name);
-        print_message("%-24s lower bound %.6f s, simulated %.6f s\n", name, res[i].lower_s, res[i].makespan_s);
+        print_message("%-24s lower bound %.9f s, simulated %.9f s\n", name, res[i].lower_s, res[i].makespan_s);
         assert_false(res[i].cut);
         assert_true(res[i].lower_s > 0);
         assert_true(res[i].lower_s <= res[i].makespan_s);
