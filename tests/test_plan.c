@@ -461,10 +461,15 @@ static void test_representative_fattree(void **state) {
 /* The lower bound that lets the planner skip a layer program at scale
  * (plan_sim.c, lower_bound: each rank's streams one step at a time, compute
  * steps their seconds, ring hops their NCCL delay and message over the
- * narrowest link) never exceeds the simulated makespan, and is not vacuous:
- * ring-heavy mixes of llama3-8b at 256K on 32 GPUs of h100-fattree, in
+ * narrowest link, group collectives their delay and their busiest link)
+ * never exceeds the simulated makespan, and is not vacuous: ring-heavy and
+ * all-to-all-heavy mixes of llama3-8b at 256K on 32 GPUs of h100-fattree, in
  * representative mode. A bound, not an estimate: the comparison needs no
- * tolerance. */
+ * tolerance. How close it comes is checked too: measured 0.0-0.2% under the
+ * simulation with a ring, 3.1% for ulysses 16 alone (whose all-to-alls share
+ * links with the other members' flows, which the bound leaves out). */
+#define LOWER_BOUND_GAP 0.05
+
 static void test_lower_bound_below_simulation(void **state) {
     (void)state;
     usp_workload w = usp_workload_default();
@@ -487,6 +492,7 @@ static void test_lower_bound_below_simulation(void **state) {
         assert_false(res[i].cut);
         assert_true(res[i].lower_s > 0);
         assert_true(res[i].lower_s <= res[i].makespan_s);
+        assert_true(res[i].lower_s >= (1 - LOWER_BOUND_GAP) * res[i].makespan_s);
     }
     /* with a cutoff below the bound the program is not simulated (rank 0's
      * bound, from its program alone, decides first) */
