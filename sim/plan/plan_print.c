@@ -332,8 +332,9 @@ void usp_costs_print(FILE *f, const usp_workload *w, int degree, const usp_cost 
     }
     fprintf(f, "\nCollectives cost (n-1)/n of the gathered tensor (all-gather, reduce-scatter), twice that\n"
                "(all-reduce), (n-1)/n of the local tensor (all-to-all). Parameter/gradient traffic is over the\n"
-               "dp x ulysses x ring GPUs of a TP shard. Attention bytes are the USP schedule's: O, dQ, dK, dV\n"
-               "travel as fp32 accumulators, LSE too. TP-sp also gathers each saved input again for the weight\n"
+               "dp x ulysses x ring GPUs of a TP shard. Attention bytes are the USP schedule's: the all-to-alls\n"
+               "carry O, dQ, dK, dV in the run's dtype (the default wire) and LSE in fp32, the ring's dK/dV\n"
+               "accumulators travel in fp32. TP-sp also gathers each saved input again for the weight\n"
                "gradients, as Megatron-LM does. P+G: parameters and gradients; OS: optimizer states (12 B per\n"
                "parameter); act: what one layer keeps for its backward.\n");
 }
