@@ -13,6 +13,8 @@
  *   both at once; then each warpgroup hands half of its rows (fp32, through
  *   shared memory) to the other, so that warps 0-1 of warpgroup 0 hold S^T and
  *   dP^T of keys 0-31 and warps 2-3 of warpgroup 1 those of keys 32-63:
+ *   (USP_GPU_BWD=s4; by default warp w of both warpgroups share the 16 keys,
+ *   warpgroup 0 keeping key row g, warpgroup 1 row g + 8: see S8 below)
  *   P^T = exp(scale S^T - LSE), dS^T = P^T (dP^T - DELTA) in fp32 there,
  *   stored in 16 bits to shared memory (rows = keys, columns = queries);
  *   dV  += P^T dO    (64 keys x 128 columns a warpgroup)  SS, dO MN-major
@@ -151,7 +153,7 @@ __device__ __forceinline__ void w2_store_kv(const float (&acc)[64], float *g, in
     }
 }
 
-/* S8 (USP_GPU_BWD=s8): P^T and dS^T on all eight warps, each pair of warps w
+/* S8 (the default; USP_GPU_BWD=s4 for !S8): P^T and dS^T on all eight warps, each pair of warps w
  * (one a warpgroup, the same 16 keys) splitting the 64 queries: warpgroup 0
  * takes queries 0-31, warpgroup 1 queries 32-63; each hands the other the
  * half of its product the other needs (16 floats a thread each way). */
@@ -312,8 +314,10 @@ __global__ void __launch_bounds__(W2_NTH, 1) bwd_wg256_kernel(const UspBwdParams
 template <typename T>
 int w2_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len) {
     constexpr int smem = w2_smem_bytes();
-    const char *e = getenv("USP_GPU_BWD");   /* =s8: P^T and dS^T on all eight warps */
-    auto kern = e && !strcmp(e, "s8") ? bwd_wg256_kernel<T, true> : bwd_wg256_kernel<T, false>;
+    /* P^T and dS^T on all eight warps (the default; 1.27-1.29x the four-warp kernel on an
+     * H100, gpu/NOTES.md v8); USP_GPU_BWD=s4: on four warps, as v6 */
+    const char *e = getenv("USP_GPU_BWD");
+    auto kern = e && !strcmp(e, "s4") ? bwd_wg256_kernel<T, false> : bwd_wg256_kernel<T, true>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid((p.kv_len + W2_BN - 1) / W2_BN, p.hkv, p.b);
     kern<<<grid, W2_NTH, smem, st>>>(p);

@@ -34,7 +34,7 @@
  * dS^T 2 x 16 KB, dQ staging 32 KB, LSE / DELTA / intervals 2 KB: 195 KB.
  * D = 64 (3 stages): 147 KB.
  *
- * USP_GPU_BWD=ws128 / ws128r (D = 64, no per-row masks): query tiles of
+ * D = 64 without per-row masks (the default, USP_GPU_BWD=ws128 / ws128r): query tiles of
  * BM = 128 rows, two stages (192 KB). S^T and dP^T are m64n128 (64 registers
  * each), P^T is packed with dS^T once dP^T has landed, and both warpgroups
  * compute dQ every tile: warpgroup c rows 64c..64c+63 over all 128 keys. */
@@ -396,11 +396,12 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
         return usp_wg_bwd_tiles(p, in, st, why, why_len);
     }
     constexpr int smem = wsb_smem_bytes<D, BM>();
-    /* dQ by 8-byte atomics from the registers at D = 64 by default (=wsa everywhere), by TMA
-     * reduce-adds at D = 128 (=ws everywhere): the faster of the two at each head dim on an
-     * H100 (gpu/NOTES.md, v7 measured) */
+    /* dQ by default: TMA reduce-adds at D = 128 and with 128-row tiles at D = 64, 8-byte
+     * atomics from the registers with 64-row tiles at D = 64 (masked calls): the faster way at
+     * each on an H100 (gpu/NOTES.md, v7 measured, v8). =wsa: atomics everywhere, =ws: reduce-adds
+     * everywhere (64-row tiles); =ws128: 128-row tiles at D = 64 with atomics */
     const int mode = usp_ws_bwd_enabled();
-    const bool atomics = mode == 3 || ((mode == 1 || mode == 4) && D == 64);
+    const bool atomics = mode == 3 || (D == 64 && (mode == 4 || (mode == 1 && BM == 64)));
     auto kern = atomics ? bwd_ws_kernel<T, D, false, BM> : bwd_ws_kernel<T, D, true, BM>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     /* under a mask plan (maskplan.cu): a 1-d grid of key tiles by descending work */
@@ -426,9 +427,10 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
 
 int usp_ws_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len) {
     if (p.q_len <= 0 || p.kv_len <= 0) return USP_KERNEL_OK;
-    /* USP_GPU_BWD=ws128 / ws128r: 128-row query tiles at D = 64 where no per-row mask is given */
+    /* 128-row query tiles at D = 64 where no per-row mask is given: by default (dQ by TMA
+     * reduce-adds) and with USP_GPU_BWD=ws128 (atomics) / ws128r; =ws, =wsa: 64-row tiles */
     const int mode = usp_ws_bwd_enabled();
-    const bool big = p.d == 64 && (mode == 4 || mode == 5) && !p.mask_lo;
+    const bool big = p.d == 64 && (mode == 1 || mode == 4 || mode == 5) && !p.mask_lo;
     if (in == USP_BF16)
         return p.d == 128 ? wsb_launch<__nv_bfloat16, 128, 64>(p, in, st, why, why_len)
                : big      ? wsb_launch<__nv_bfloat16, 64, 128>(p, in, st, why, why_len)
@@ -439,8 +441,9 @@ int usp_ws_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
 }
 
 int usp_ws_bwd_enabled(void) {
-    /* unset: this kernel (1; dQ by TMA reduce-adds at D = 128, atomics at D = 64; the
-     * kernel of attn_bwd_wg.cu if the driver refuses the tensor maps); USP_GPU_BWD=wg:
+    /* unset: this kernel (1; D = 128: dQ by TMA reduce-adds; D = 64: 128-row query tiles with
+     * reduce-adds, or under per-row masks 64-row tiles with atomics; the kernel of
+     * attn_bwd_wg.cu if the driver refuses the tensor maps); USP_GPU_BWD=wg:
      * attn_bwd_wg.cu's kernel (0); =ws: this one with TMA reduce-adds, no fallback (2);
      * =wsa: this one with dQ atomics, no fallback (3). Read at each call (a getenv beside
      * a kernel launch), so that one process can time them all (tools/bench-gpu --alt-env). */
@@ -449,7 +452,7 @@ int usp_ws_bwd_enabled(void) {
     if (e && !strcmp(e, "ws")) return 2;
     if (e && !strcmp(e, "wsa")) return 3;   /* dQ by atomics from the registers instead of TMA reduce-adds */
     /* D = 64 with 128-row query tiles (both warpgroups add 64 dQ rows each every tile), dQ by
-     * atomics (ws128) or TMA reduce-adds (ws128r); other head dims as unset */
+     * atomics (ws128) or TMA reduce-adds (ws128r, the default there); other head dims as unset */
     if (e && !strcmp(e, "ws128")) return 4;
     if (e && !strcmp(e, "ws128r")) return 5;
     return 1;
