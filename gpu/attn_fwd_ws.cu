@@ -29,6 +29,9 @@
  * both consumers are past their last S = Q K^T of the current one (mbarrier
  * emptyQ) and runs on into its K/V tiles, so a unit's loads overlap the end of
  * the previous unit. The stages' phases count K/V tiles over all units of the CTA.
+ * USP_GPU_FWD_UNITS=fetch (opt-in; fwd_ws_kernel<..., FETCH>): the producer takes the
+ * units from a counter in the plan's order instead and hands their descriptors to the
+ * consumers through shared memory (not faster on an H100: gpu/NOTES.md).
  *
  * Shared memory at D = 128: Q 32 KB + 2 stages x (K 32 KB + V 32 KB) = 160 KB
  * and the barriers. */
@@ -55,8 +58,13 @@ template <> struct ws_cfg<64> { static constexpr int BN = 128, STAGES = 3; };
 template <> struct ws_cfg<128> { static constexpr int BN = 128, STAGES = 2; };
 template <> struct ws_cfg<256> { static constexpr int BN = 64, STAGES = 2; };
 
+/* Q, K and V stages, alignment, barriers (256 bytes), and for the fetched units the unit's
+ * descriptors (WS_DESC ints) and rows' key intervals (WS_BM int2), two of each. */
+constexpr int WS_DESC = 16;
 template <int D>
-constexpr int ws_smem_bytes() { return (WS_BM * D + 2 * ws_cfg<D>::STAGES * ws_cfg<D>::BN * D) * 2 + 1024 + 256; }
+constexpr int ws_smem_bytes() {
+    return (WS_BM * D + 2 * ws_cfg<D>::STAGES * ws_cfg<D>::BN * D) * 2 + 1024 + 256 + 2 * (WS_DESC * 4 + WS_BM * 8);
+}
 
 /* S = Q K^T over one K tile: N = BN. */
 template <typename T, int BN> struct ws_qk;
@@ -180,33 +188,53 @@ struct WsUnit {
  *   Unplanned: one unit a CTA from blockIdx (heavy causal tiles first); its
  *     range is reduced by the whole CTA (barriers), so unit 0 is asked for by
  *     every thread together. */
+/* Unit `lin` of the planned units (p.work_order, maskplan.cu): item
+ * work_order[lin / heads], head lin % heads; its key range from the plan's
+ * 64-row groups (no row is read). */
+template <int BM, int BN>
+__device__ __forceinline__ void ws_unit_at(const UspFwdParams &p, int lin, WsUnit &u) {
+    const int item = p.work_order[lin / p.h];
+    const int nt = (p.q_len + BM - 1) / BM, ng = (p.q_len + USP_PLAN_GROUP - 1) / USP_PLAN_GROUP;
+    u.h = lin % p.h;
+    u.b = item / nt;
+    u.m0 = (item % nt) * BM;
+    u.kr = usp_key_range_none();
+#pragma unroll
+    for (int k = 0; k < BM / USP_PLAN_GROUP; ++k) {
+        const int gi = u.m0 / USP_PLAN_GROUP + k;
+        if (gi < ng) {
+            const int4 g = p.mask_groups[u.b * ng + gi];
+            u.kr = usp_key_range_merge(u.kr, usp_key_range{g.x, g.y, g.z, g.w});
+        }
+    }
+    int jt1;
+    usp_tile_range(u.kr, BN, &u.jt0, &jt1);
+    u.ntiles = jt1 - u.jt0;
+}
+
+/* Unit j (0, 1, ...) of this CTA; false when it has no more.
+ *   Planned, dealt statically (the default; persistent grid of G
+ *     CTAs): unit j of CTA c is linear index j*G + c (j even) or j*G + G-1-c
+ *     (j odd) of the p.plan_items x heads units (ws_unit_at): the items by
+ *     descending work, dealt out back and forth. No barrier, so producer and
+ *     consumers call it apart.
+ *   Unplanned: one unit a CTA from blockIdx (heavy causal tiles first); its
+ *     range is reduced by the whole CTA (barriers), so unit 0 is asked for by
+ *     every thread together. */
 template <int BM, int BN>
 __device__ __forceinline__ bool ws_unit(const UspFwdParams &p, int j, WsUnit &u, int *red) {
     if (p.work_order) {
         const int G = gridDim.x, c = blockIdx.x;   /* p.plan_items * p.h < 2^31 (maskplan.cu) */
         const int lin = j * G + ((j & 1) ? G - 1 - c : c);
         if (lin >= p.plan_items * p.h) return false;
-        const int item = p.work_order[lin / p.h];
-        const int nt = (p.q_len + BM - 1) / BM, ng = (p.q_len + USP_PLAN_GROUP - 1) / USP_PLAN_GROUP;
-        u.h = lin % p.h;
-        u.b = item / nt;
-        u.m0 = (item % nt) * BM;
-        u.kr = usp_key_range_none();
-#pragma unroll
-        for (int k = 0; k < BM / USP_PLAN_GROUP; ++k) {
-            const int gi = u.m0 / USP_PLAN_GROUP + k;
-            if (gi < ng) {
-                const int4 g = p.mask_groups[u.b * ng + gi];
-                u.kr = usp_key_range_merge(u.kr, usp_key_range{g.x, g.y, g.z, g.w});
-            }
-        }
-    } else {
-        if (j > 0) return false;
-        u.m0 = (gridDim.x - 1 - blockIdx.x) * BM;   /* heavy causal tiles first */
-        u.h = blockIdx.y;
-        u.b = blockIdx.z;
-        u.kr = cta_key_range(p, u.b, u.m0, min(BM, p.q_len - u.m0), red);
+        ws_unit_at<BM, BN>(p, lin, u);
+        return true;
     }
+    if (j > 0) return false;
+    u.m0 = (gridDim.x - 1 - blockIdx.x) * BM;   /* heavy causal tiles first */
+    u.h = blockIdx.y;
+    u.b = blockIdx.z;
+    u.kr = cta_key_range(p, u.b, u.m0, min(BM, p.q_len - u.m0), red);
     int jt1;
     usp_tile_range(u.kr, BN, &u.jt0, &jt1);
     u.ntiles = jt1 - u.jt0;
@@ -231,7 +259,21 @@ __device__ __forceinline__ int ws_stage(int a) { return a % S; }
 template <int S>
 __device__ __forceinline__ uint32_t ws_phase(int a) { return (uint32_t)(a / S) & 1u; }
 
-template <typename T, typename TO, int D>
+/* Fields of the unit descriptor a fetching producer publishes in shared memory. */
+enum { WSD_END, WSD_B, WSD_H, WSD_M0, WSD_JT0, WSD_NT, WSD_KR };
+
+/* FETCH (planned units only): warp 0 of the producer takes each next unit from
+ * the call's counter (p.unit_next: units in the plan's order of descending
+ * work, handed to whichever CTA asks first), and publishes its descriptor and
+ * its 128 rows' key intervals in shared memory with the Q tile (barQ, 32
+ * arrivals and the Q bytes), after both consumers are past their last S of the
+ * previous unit (emptyQ); an END descriptor ends the CTA. The consumers read
+ * no global memory between units, and consumer 1 hands the first turn of the
+ * next unit to consumer 0 right after issuing its own last product (it arrives
+ * on barrier 1 once at the start and after each unit's last turn; consumer 0
+ * consumes the last arrival at END), so one unit's epilogue runs under the
+ * next unit's first products. Without FETCH: the units of ws_unit. */
+template <typename T, typename TO, int D, bool FETCH>
 __global__ void __launch_bounds__(WS_NTH, 1)
     fwd_ws_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                   const __grid_constant__ CUtensorMap tv, const UspFwdParams p) {
@@ -243,13 +285,17 @@ __global__ void __launch_bounds__(WS_NTH, 1)
     uint64_t *bars = reinterpret_cast<uint64_t *>(sV + S * BN * D);
     uint64_t *barQ = bars, *emptyQ = bars + 1, *fullK = bars + 2, *fullV = fullK + S, *emptyK = fullV + S,
              *emptyV = emptyK + S;
+    int *sDesc = reinterpret_cast<int *>(bars + 32);             /* 2 x WS_DESC ints (FETCH) */
+    int2 *sRiv = reinterpret_cast<int2 *>(sDesc + 2 * WS_DESC);   /* 2 x BM rows' [lo, hi) (FETCH) */
 
     const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
     __shared__ int red[4];
-    WsUnit u0;
-    if (!ws_unit<BM, BN>(p, 0, u0, red)) return;   /* every thread alike */
+    WsUnit u0{};
+    if constexpr (!FETCH) {
+        if (!ws_unit<BM, BN>(p, 0, u0, red)) return;   /* every thread alike */
+    }
     if (threadIdx.x == 0) {
-        mbar_init(barQ, 1);
+        mbar_init(barQ, FETCH ? 32 : 1);
         mbar_init(emptyQ, 2);   /* one thread of each consumer warpgroup, after its unit's last S */
         for (int s = 0; s < S; ++s) {
             mbar_init(fullK + s, 1);
@@ -263,6 +309,82 @@ __global__ void __launch_bounds__(WS_NTH, 1)
 
     if (wgi == 0) {   /* producer: Q of each unit once its predecessor's last S is done, K/V through the stages */
         setmaxnreg_dec<24>();
+        if constexpr (FETCH) {
+            if (warp != 0) return;
+            const int units = p.plan_items * p.h;
+            /* takes the next unit and writes its descriptor and rows' intervals into buffer k */
+            auto fetch = [&](int k) {
+                int lin = 0;
+                if (lane == 0) lin = atomicAdd(p.unit_next, 1);
+                lin = __shfl_sync(0xffffffffu, lin, 0);
+                const bool more = lin < units;
+                WsUnit u;
+                u.b = u.h = u.m0 = u.jt0 = u.ntiles = 0;
+                u.kr = usp_key_range_none();
+                if (more) ws_unit_at<BM, BN>(p, lin, u);
+                int *d = sDesc + k * WS_DESC;
+                if (lane == 0) {
+                    d[WSD_END] = !more;
+                    d[WSD_B] = u.b;
+                    d[WSD_H] = u.h;
+                    d[WSD_M0] = u.m0;
+                    d[WSD_JT0] = u.jt0;
+                    d[WSD_NT] = u.ntiles;
+                    d[WSD_KR + 0] = u.kr.any_lo;
+                    d[WSD_KR + 1] = u.kr.any_hi;
+                    d[WSD_KR + 2] = u.kr.all_lo;
+                    d[WSD_KR + 3] = u.kr.all_hi;
+                }
+                if (u.ntiles > 0)
+                    for (int i = lane; i < BM; i += 32) {
+                        const usp_key_interval iv = row_keys(p, u.b, u.m0 + i);
+                        sRiv[k * BM + i] = make_int2(iv.lo, iv.hi);
+                    }
+                __syncwarp();
+            };
+            int a = 0;
+            auto load_kv = [&](const int *d, int n) {   /* lane 0: K/V tile n of the unit of descriptor d */
+                const int st = ws_stage<S>(a), b = d[WSD_B], hk = d[WSD_H] / (p.h / p.hkv);
+                const uint32_t ph = ws_phase<S>(a);
+                const int key = (d[WSD_JT0] + n) * BN;
+                mbar_wait(emptyK + st, ph ^ 1);
+                mbar_expect_tx(fullK + st, BN * D * 2);
+#pragma unroll
+                for (int c = 0; c < D / 64; ++c)
+                    tma_load4(sK + st * BN * D + c * BN * 64, &tk, fullK + st, c * 64, key, hk, b);
+                mbar_wait(emptyV + st, ph ^ 1);
+                mbar_expect_tx(fullV + st, BN * D * 2);
+#pragma unroll
+                for (int c = 0; c < D / 64; ++c)
+                    tma_load4(sV + st * BN * D + c * BN * 64, &tv, fullV + st, c * 64, key, hk, b);
+                ++a;
+            };
+            fetch(0);
+            for (int qi = 0;; ++qi) {
+                /* buffer qi & 1 holds this unit (written by these lanes, published by their arrivals);
+                 * buffer (qi + 1) & 1 was last read at the start of unit qi - 1, before emptyQ below */
+                const int *d = sDesc + (qi & 1) * WS_DESC;
+                const bool more = !d[WSD_END];
+                const int nt = d[WSD_NT];
+                mbar_wait(emptyQ, (qi & 1) ^ 1);   /* the consumers are past the last S of unit qi - 1 */
+                if (lane == 0 && nt > 0) {
+                    mbar_expect_tx(barQ, BM * D * 2);
+#pragma unroll
+                    for (int c = 0; c < D / 64; ++c)
+                        tma_load4(sQ + c * BM * 64, &tq, barQ, c * 64, d[WSD_M0], d[WSD_H], d[WSD_B]);
+                } else {
+                    mbar_arrive(barQ);
+                }
+                if (!more) break;
+                if (lane == 0 && nt > 0) load_kv(d, 0);
+                __syncwarp();
+                fetch((qi + 1) & 1);   /* the next unit's lookups under this unit's tiles */
+                if (lane == 0)
+                    for (int n = 1; n < nt; ++n) load_kv(d, n);
+                __syncwarp();
+            }
+            return;
+        }
         if (threadIdx.x == 0) {
             int a = 0, qi = 0;
             WsUnit u = u0;
@@ -302,9 +424,32 @@ __global__ void __launch_bounds__(WS_NTH, 1)
     const bool signal = (threadIdx.x & 127) == 0;   /* releases stages for its warpgroup */
     const float sl2 = p.scale * USP_LOG2E;
     const T *sQw = sQ + c * 64 * 64;
-    int a = 0, qi = 0;   /* K/V tiles and Q tiles consumed so far */
+    int a = 0, qi = 0;   /* K/V tiles and Q tiles (FETCH: published units) consumed so far */
     WsUnit u = u0;
+    const int2 *rvp = sRiv;   /* FETCH: the current unit's rows' intervals */
+    if (FETCH && c == 1) bar_arrive256(1);   /* consumer 0 takes the first turn */
     for (int j = 0;;) {
+        if constexpr (FETCH) {
+            mbar_wait(barQ, qi & 1);
+            const int *d = sDesc + (qi & 1) * WS_DESC;
+            const int2 *rv = sRiv + (qi & 1) * BM;
+            ++qi;
+            if (d[WSD_END]) {
+                if (c == 0) bar_sync256(1);   /* consumer 1's last hand-over */
+                break;
+            }
+            u.b = d[WSD_B];
+            u.h = d[WSD_H];
+            u.m0 = d[WSD_M0];
+            u.jt0 = d[WSD_JT0];
+            u.ntiles = d[WSD_NT];
+            u.kr = usp_key_range{d[WSD_KR], d[WSD_KR + 1], d[WSD_KR + 2], d[WSD_KR + 3]};
+            rvp = rv;
+            if (u.ntiles <= 0) {
+                asm volatile("bar.sync %0, 128;\n" ::"r"(3 + c) : "memory");   /* the warpgroup read it */
+                if (signal) mbar_arrive(emptyQ);
+            }
+        }
         if (u.ntiles <= 0) {
             ws_write_empty<TO, D>(p, u, c);
         } else {
@@ -316,10 +461,20 @@ __global__ void __launch_bounds__(WS_NTH, 1)
             float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, sum[2], corr[2];
             uint32_t pa[BN / 16][4];
             float s[BN / 2];
-            const usp_key_interval riv[2] = {row_keys(p, u.b, r_base), row_keys(p, u.b, r_base + 8)};
+            usp_key_interval riv[2];
+            if constexpr (FETCH) {
+                const int2 r0 = rvp[r_base - u.m0], r1 = rvp[r_base - u.m0 + 8];
+                riv[0] = usp_key_interval{r0.x, r0.y};
+                riv[1] = usp_key_interval{r1.x, r1.y};
+            } else {
+                riv[0] = row_keys(p, u.b, r_base);
+                riv[1] = row_keys(p, u.b, r_base + 8);
+            }
 
-            if (c == 1) bar_arrive256(1);   /* consumer 0 takes the first turn */
-            mbar_wait(barQ, qi & 1);
+            if constexpr (!FETCH) {
+                if (c == 1) bar_arrive256(1);   /* consumer 0 takes the first turn */
+                mbar_wait(barQ, qi & 1);
+            }
 
             /* turn 0: S_0 */
             {
@@ -396,7 +551,10 @@ __global__ void __launch_bounds__(WS_NTH, 1)
                 for (int kk = 0; kk < BN / 16; ++kk)
                     rs_mma<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(sV + pst * BN * D, kk));
                 wg_commit();
-                if (c == 0) bar_arrive256(2);   /* consumer 1's last turn; consumer 0 has none left */
+                if (c == 0)
+                    bar_arrive256(2);   /* consumer 1's last turn; consumer 0 has none left */
+                else if (FETCH)
+                    bar_arrive256(1);   /* consumer 0's first turn of its next unit */
                 wg_wait<0>();
                 wg_fence_regs(o);
                 if (signal) mbar_arrive(emptyV + pst);
@@ -419,9 +577,11 @@ __global__ void __launch_bounds__(WS_NTH, 1)
                         lt > 0.0f ? (mx[hf] * sl2 + log2f(lt)) * USP_LN2 : -INFINITY;
             }
             a += ntiles;
-            ++qi;
+            if constexpr (!FETCH) ++qi;
         }
-        if (!ws_unit<BM, BN>(p, ++j, u, nullptr)) break;
+        if constexpr (!FETCH) {
+            if (!ws_unit<BM, BN>(p, ++j, u, nullptr)) break;
+        }
     }
 }
 
@@ -478,14 +638,19 @@ int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, s
         return usp_wg_fwd(p, in, sizeof(TO) == 4 ? USP_F32 : in, st, why, why_len);
     }
     constexpr int smem = ws_smem_bytes<D>();
-    auto kern = fwd_ws_kernel<T, TO, D>;
-    USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    /* under a mask plan (maskplan.cu): a persistent grid over the query tiles by descending work */
+    /* under a mask plan (maskplan.cu): a persistent grid over the query tiles by descending work,
+     * dealt out back and forth by CTA index; USP_GPU_FWD_UNITS=fetch: each CTA's producer takes
+     * the next unit from the plan's counter instead (read at each call, for timing both; not
+     * faster on an H100, gpu/NOTES.md) */
     UspFwdParams q = p;
     UspPlanMem plan;
     int ctas = 0;
     int rc = usp_mask_plan_fwd(q, WS_BM, ws_cfg<D>::BN, st, &plan, &ctas, why, why_len);
     if (rc != USP_KERNEL_OK) return rc;
+    const char *units_env = getenv("USP_GPU_FWD_UNITS");
+    const bool fetch = ctas && q.unit_next && units_env && !strcmp(units_env, "fetch");
+    auto kern = fetch ? fwd_ws_kernel<T, TO, D, true> : fwd_ws_kernel<T, TO, D, false>;
+    USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid = ctas ? dim3(ctas) : dim3((p.q_len + WS_BM - 1) / WS_BM, p.h, p.b);
     kern<<<grid, WS_NTH, smem, st>>>(tq, tk, tv, q);
     cudaError_t e = cudaGetLastError();

@@ -44,6 +44,7 @@ struct UspFwdParams {
     const int4 *mask_groups = nullptr;
     const int *work_order = nullptr;
     int plan_items = 0;
+    int *unit_next = nullptr;   /* persistent plan: the next unit to hand out (zeroed by the plan) */
 };
 
 struct UspBwdParams {
@@ -109,7 +110,8 @@ int usp_simple_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *w
  * as they are, *ctas = 0) without per-row masks, with USP_GPU_MASK_PLAN=0, or when
  * the pool refuses memory; USP_GPU_MASK_PLAN=all plans the causal/diag mask too,
  * =order keeps the forward at one CTA a unit (the plan's order without persistence).
- * Forward: *ctas = CTAs of the persistent grid (at most one per SM); backward:
+ * Forward: *ctas = CTAs of the persistent grid (at most one per SM), and p.unit_next
+ * the counter its CTAs take units from (NULL with =order); backward:
  * *ctas = one CTA per (key tile, K/V head) item. */
 constexpr int USP_PLAN_GROUP = 64;
 struct UspPlanMem {

@@ -18,6 +18,8 @@
  *   work [items]        forward item = (b, query tile of bm rows): key tiles
  *                       of bn keys in its union; backward item = (b, key tile):
  *                       query groups it visits;
+ *   counter             0: the next unit a persistent forward hands out (its CTAs
+ *                       take units from it in the order below);
  *   order [items]       the items by descending work, items of equal work in
  *                       index order (a stable counting sort over MP_BUCKETS
  *                       buckets), so that units running side by side are
@@ -56,7 +58,7 @@ struct MpArgs {
     int bm, bn, per_batch, nitems;
     int4 *groups;
     int2 *ktile_rows;
-    int *work, *order;
+    int *work, *order, *counter;
 };
 
 __device__ __forceinline__ int4 range_int4(usp_key_range r) { return make_int4(r.any_lo, r.any_hi, r.all_lo, r.all_hi); }
@@ -75,6 +77,7 @@ __global__ void __launch_bounds__(MP_THREADS) mask_plan_kernel(const MpArgs a) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     constexpr int NW = MP_THREADS / 32;
     for (int i = tid; i < MP_BUCKETS; i += MP_THREADS) hist[i] = 0;
+    if (tid == 0) *a.counter = 0;
 
     /* groups: a warp per group, two rows a lane */
     for (int g = warp; g < a.b * a.ng; g += NW) {
@@ -264,8 +267,9 @@ int plan_run(MpArgs &a, int nkt_rows, cudaStream_t st, UspPlanMem *mem, char *wh
     const size_t g_bytes = align16((size_t)a.b * a.ng * sizeof(int4));
     const size_t k_bytes = align16((size_t)nkt_rows * sizeof(int2));
     const size_t i_bytes = align16((size_t)a.nitems * sizeof(int));
-    unsigned char *base = static_cast<unsigned char *>(plan_alloc(g_bytes + k_bytes + 2 * i_bytes, st));
+    unsigned char *base = static_cast<unsigned char *>(plan_alloc(g_bytes + k_bytes + 2 * i_bytes + 16, st));
     if (!base) return USP_KERNEL_OK;
+    a.counter = reinterpret_cast<int *>(base + g_bytes + k_bytes + 2 * i_bytes);
     a.groups = reinterpret_cast<int4 *>(base);
     a.ktile_rows = nkt_rows ? reinterpret_cast<int2 *>(base + g_bytes) : nullptr;
     a.work = reinterpret_cast<int *>(base + g_bytes + k_bytes);
@@ -311,6 +315,7 @@ int usp_mask_plan_fwd(UspFwdParams &p, int bm, int bn, cudaStream_t st, UspPlanM
     p.mask_groups = a.groups;
     p.work_order = a.order;
     p.plan_items = a.nitems;
+    if (mode != 3) p.unit_next = a.counter;
     const int64_t units = (int64_t)a.nitems * p.h;
     *ctas = (int)(units < nsm || mode == 3 ? units : nsm);
     return USP_KERNEL_OK;
