@@ -9,13 +9,14 @@
 # bench    tools/bench-gpu --mask (docs and window beside our causal kernels, SDPA beside them,
 #          errors against fp64), our kernels once more per setting of ALT_ENVS (--alt-env: same
 #          process, same inputs)
-# phases   the same masks and the causal anchor through PHASE_LIB, a build whose kernels count
-#          clock cycles per phase (prologue, units or iterations, epilogue) and print them
-#          (lines "PHASES ..."; that build is slower: read its ratios, not its rates), with
+# phases   only with PHASE_LIB set: the same masks and the causal anchor through PHASE_LIB, a
+#          libusp_bench_gpu.so whose kernels were given clock64() counters per phase by hand
+#          (prologue, units or query groups, epilogue; printed as lines "PHASES ..."; such a
+#          build is not in the tree and runs slower: read its proportions, not its rates), with
 #          PHASE_ALT_ENVS (default ALT_ENVS) as --alt-env
-# ncu      Nsight Compute on the masked and causal forward and backward (NCU_KERNELS: a regex of
-#          kernel names; NCU_MASK, default the
-#          window), sections of speed of light, occupancy, warp states, scheduler, memory
+# ncu      Nsight Compute on the kernels whose names match NCU_KERNELS (default the forward and
+#          backward), masked (NCU_MASK, default the window) then causal: speed of light,
+#          occupancy, launch, warp states, scheduler, memory
 # Logs in $OUT; a short table last.
 set -u
 OUT=${OUT:-$PWD/out}
