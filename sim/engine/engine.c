@@ -510,30 +510,22 @@ static usp_status start_ranks(void) {
 static void route_checker(int argc, char **argv) {
     (void)argc; (void)argv;
     const usp_schedule *s = g_sim.job->sched;
-    sg_host_t *host_of = malloc((size_t)s->world * sizeof *host_of);
-    usp_status st = USP_EINTERNAL;
-    if (host_of) {
-        for (int g = 0; g < s->world; g++) host_of[g] = g_sim.ranks[g].host;
-        const usp_sim_options *o = g_sim.job->opts;
-        const char *platform = o && o->platform ? o->platform : "h200x8";
-        int ok = 0;
-        char why[256];
-        /* identical nodes (the presets): each pair's route from its shape, not a
-         * shortest-path search over the platform per rank (the check below and
-         * every transfer look each pair up) */
-        int by_shape = sim_shape_routes_init(host_of, s->world);
-        sim_routes_by_shape(by_shape);
-        if (by_shape) g_sim.net.route_prepare = sim_shape_routes_prepare;
-        st = g_sim.fold_allowed ? sim_fold_check(s, &g_sim.net, host_of, platform, &ok, why, sizeof why) : USP_OK;
-        g_sim.fold = st == USP_OK && ok;
-        if (g_sim.fold_allowed && !ok) sim_copy_str(g_sim.why, SIM_WHY_LEN, why);
-        if (st == USP_OK && !ok) st = sim_check_routes(&s->cfg, host_of, platform);
-        if (st == USP_OK) st = start_ranks();
-    }
-    free(host_of);
+    const usp_sim_options *o = g_sim.job->opts;
+    const char *platform = o && o->platform ? o->platform : "h200x8";
+    int ok = 0;
+    char why[256];
+    /* identical nodes (the presets): each pair's route from its shape, not a
+     * shortest-path search over the platform per rank (the check below and
+     * every transfer look each pair up) */
+    if (sim_shape_routes_init(g_sim.hosts, s->world)) g_sim.net.route_prepare = sim_shape_routes_prepare;
+    usp_status st = g_sim.fold_allowed ? sim_fold_check(s, &g_sim.net, platform, &ok, why, sizeof why) : USP_OK;
+    g_sim.fold = st == USP_OK && ok;
+    if (g_sim.fold_allowed && !ok) sim_copy_str(g_sim.why, SIM_WHY_LEN, why);
+    if (st == USP_OK && !ok) st = sim_check_routes(&s->cfg, &g_sim.net, platform);
+    if (st == USP_OK) st = start_ranks();
     if (st != USP_OK && g_status == USP_OK) {
         g_status = st;
-        snprintf(g_error, sizeof g_error, "%s", host_of ? usp_error() : "out of memory checking routes");
+        snprintf(g_error, sizeof g_error, "%s", usp_error());
     }
 }
 

@@ -207,20 +207,19 @@ static int mark_all(fold_maps *f, xbt_dynar_t links) {
     return 0;
 }
 
-static usp_status walk_routes(const usp_schedule *s, const sim_net *net, const sg_host_t *host_of,
-                              const char *platform, fold_maps *f, const int *hops, int nh, int *ok, char *why,
-                              size_t n) {
+static usp_status walk_routes(const usp_schedule *s, const sim_net *net, const char *platform, fold_maps *f,
+                              const int *hops, int nh, int *ok, char *why, size_t n) {
     const usp_config *c = &s->cfg;
     int U = c->ulysses, R = c->ring;
     for (int r = 0; r < R && *ok; r++) {
         sim_child_arm_failure("platform: route check", ROUTE_WATCHDOG_S); /* restarts the watchdog */
         for (int h = 0; h < nh && *ok; h++) {
             int rp = ((r + hops[h]) % R + R) % R, rep = usp_rank_of(c, r, 0), rep_p = usp_rank_of(c, rp, 0);
-            USP_TRY(sim_route_links(host_of, rep, rep_p, f->rep, platform));
+            USP_TRY(sim_route_links(net, rep, rep_p, f->rep, platform));
             if (mark_all(f, f->rep) != 0) return usp_fail(USP_EINTERNAL, "out of memory checking the fold");
             for (int u = 1; u < U && *ok; u++) {
                 int g = usp_rank_of(c, r, u), p = usp_rank_of(c, rp, u);
-                USP_TRY(sim_route_links(host_of, g, p, f->cur, platform));
+                USP_TRY(sim_route_links(net, g, p, f->cur, platform));
                 int res = check_ring_route(f, net, g, p, rep, rep_p, u, why, n);
                 if (res < 0) return usp_fail(USP_EINTERNAL, "out of memory checking the fold");
                 *ok = res;
@@ -230,15 +229,15 @@ static usp_status walk_routes(const usp_schedule *s, const sim_net *net, const s
         for (int u = 0; u < U && *ok; u++)
             for (int v = 0; v < U; v++) {
                 int a = usp_rank_of(c, r, u), b = usp_rank_of(c, r, v);
-                USP_TRY(sim_route_links(host_of, a, b, f->cur, platform));
+                USP_TRY(sim_route_links(net, a, b, f->cur, platform));
                 if (mark_all(f, f->cur) != 0) return usp_fail(USP_EINTERNAL, "out of memory checking the fold");
             }
     }
     return USP_OK;
 }
 
-usp_status sim_fold_check(const usp_schedule *s, const sim_net *net, const sg_host_t *host_of, const char *platform,
-                          int *ok, char *why, size_t n) {
+usp_status sim_fold_check(const usp_schedule *s, const sim_net *net, const char *platform, int *ok, char *why,
+                          size_t n) {
     *ok = 0;
     int hops[MAX_HOPS], nh = send_hops(s, hops);
     if (nh < 0) { refuse(why, n, "more than %d distinct ring hops", MAX_HOPS, 0); return USP_OK; }
@@ -251,7 +250,7 @@ usp_status sim_fold_check(const usp_schedule *s, const sim_net *net, const sg_ho
     if (lmap_init(&f.image, links) || lmap_init(&f.owner, links) || lmap_init(&f.mark, links))
         st = usp_fail(USP_EINTERNAL, "out of memory checking the fold");
     *ok = 1;
-    if (st == USP_OK) st = walk_routes(s, net, host_of, platform, &f, hops, nh, ok, why, n);
+    if (st == USP_OK) st = walk_routes(s, net, platform, &f, hops, nh, ok, why, n);
     for (size_t i = 0; st == USP_OK && *ok && i < f.mark.cap; i++)
         if (f.mark.slots[i].key && f.mark.slots[i].vu == (MARK_SIMULATED | MARK_HIDDEN)) {
             snprintf(why, n, "link %s carries simulated traffic and a ulysses rank's ring traffic",

@@ -25,17 +25,13 @@
 #include <simgrid/host.h>
 #include <xbt/dynar.h>
 
-#include "network/shape_routes.h"
 #include "routes.h"
 #include "usp/layout.h"
 
 enum { ROUTE_CHECK_ALL_PAIRS = 64 };
 
-static int by_shape; /* routes of identical nodes by their shape (network/shape_routes.h) */
-
-void sim_routes_by_shape(int on) { by_shape = on; }
-
-usp_status sim_route_links(const sg_host_t *host_of, int a, int b, xbt_dynar_t links, const char *platform) {
+usp_status sim_route_links(const sim_net *net, int a, int b, xbt_dynar_t links, const char *platform) {
+    const sg_host_t *host_of = net->hosts;
     xbt_dynar_reset(links);
     if (a == b || host_of[a] == host_of[b]) return USP_OK;
     char why[400];
@@ -43,14 +39,14 @@ usp_status sim_route_links(const sg_host_t *host_of, int a, int b, xbt_dynar_t l
              sg_host_get_name(host_of[a]), a, sg_host_get_name(host_of[b]), b);
     /* SimGrid's Dijkstra routing aborts, faults or spins where it finds no path */
     sim_child_arm_failure(why, 0);
-    if (by_shape) sim_shape_routes_prepare(a, b); /* before SimGrid's first look-up of the pair */
+    if (net->route_prepare) net->route_prepare(a, b); /* before SimGrid's first look-up of the pair */
     sg_host_get_route(host_of[a], host_of[b], links);
     /* each look-up walks the route again: the latency only for a route without links */
     int connected = !xbt_dynar_is_empty(links) || sg_host_get_route_latency(host_of[a], host_of[b]) > 0;
     return connected ? USP_OK : usp_fail(USP_EINVAL, "%s", why);
 }
 
-usp_status sim_check_routes(const usp_config *c, const sg_host_t *host_of, const char *platform) {
+usp_status sim_check_routes(const usp_config *c, const sim_net *net, const char *platform) {
     int U = c->ulysses, R = c->ring, world = usp_world(c);
     int all_ring_pairs = c->ring_impl == USP_RING_ALLGATHER && R <= ROUTE_CHECK_ALL_PAIRS;
     xbt_dynar_t links = xbt_dynar_new(sizeof(sg_link_t), NULL);
@@ -59,13 +55,13 @@ usp_status sim_check_routes(const usp_config *c, const sg_host_t *host_of, const
         int r, u;
         usp_coords_of(c, g, &r, &u);
         sim_child_arm_failure("platform: route check", ROUTE_WATCHDOG_S); /* restarts the watchdog */
-        for (int u2 = 0; u2 < U && st == USP_OK; u2++) st = sim_route_links(host_of, g, usp_rank_of(c, r, u2), links, platform);
+        for (int u2 = 0; u2 < U && st == USP_OK; u2++) st = sim_route_links(net, g, usp_rank_of(c, r, u2), links, platform);
         if (all_ring_pairs)
             for (int r2 = 0; r2 < R && st == USP_OK; r2++)
-                st = sim_route_links(host_of, g, usp_rank_of(c, r2, u), links, platform);
+                st = sim_route_links(net, g, usp_rank_of(c, r2, u), links, platform);
         else if (st == USP_OK && R > 1) {
-            st = sim_route_links(host_of, g, usp_rank_of(c, (r + 1) % R, u), links, platform);
-            if (st == USP_OK) st = sim_route_links(host_of, g, usp_rank_of(c, (r + R - 1) % R, u), links, platform);
+            st = sim_route_links(net, g, usp_rank_of(c, (r + 1) % R, u), links, platform);
+            if (st == USP_OK) st = sim_route_links(net, g, usp_rank_of(c, (r + R - 1) % R, u), links, platform);
         }
     }
     sim_child_arm_failure(NULL, 0);
