@@ -19,6 +19,10 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+void usp_progress_begin(void) { line.start = now_s(); }
+
+double usp_progress_elapsed(void) { return line.start == 0 ? 0 : now_s() - line.start; }
+
 void usp_progress(FILE *f, const char *fmt, ...) {
     if (!f) return;
     double t = now_s();

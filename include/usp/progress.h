@@ -17,8 +17,14 @@
 #define USP_PROGRESS_AFTER_S 3.0 /* quiet for the first seconds */
 #define USP_PROGRESS_LOG_S 10.0  /* at most one line this often when not a terminal */
 
+/* Starts the clock now; otherwise the first usp_progress does. */
+void usp_progress_begin(void);
+
+/* Seconds since the clock started (0 before it has). */
+double usp_progress_elapsed(void);
+
 /* Shows the formatted text as the progress line on f (NULL: nothing). The
- * first call starts the clock. */
+ * first call starts the clock if usp_progress_begin did not. */
 void usp_progress(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Ends the progress line: on a terminal the line is cleared (or, with keep,

@@ -1,8 +1,6 @@
 /* usp plan: rank the DP x TP x ulysses x ring x ZeRO mixes of a training step. */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include "cli.h"
 #include "usp/plan.h"
 #include "usp/progress.h"
@@ -11,16 +9,10 @@
 
 /* One line on stderr says how far the simulation is (usp/progress.h: after a
  * few seconds, rewritten in place on a terminal, a line now and then in a log). */
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void progress_line(void *ctx, int simulated, int programs) {
-    const double *start = ctx;
+    (void)ctx;
     usp_progress(stderr, "usp: plan: simulated %d of %d layer programs (%.0f s)", simulated, programs,
-                 now_s() - *start);
+                 usp_progress_elapsed());
 }
 
 static void help(void) {
@@ -283,10 +275,9 @@ static int plan_and_print(plan_args *pa) {
     usp_status st = usp_model_load(a.model, &a.w.model);
     if (st != USP_OK) return usp_cli_report("plan", st);
     usp_plan p;
-    double start = now_s();
-    usp_progress(stderr, "usp: plan: started"); /* starts the progress clock */
+    usp_progress_begin();
     a.o.progress = progress_line;
-    a.o.progress_ctx = &start;
+    a.o.progress_ctx = NULL;
     /* Only the rows shown need exact times: mixes that cannot reach them are not
      * simulated (with --per-degrees every degree combination's best is shown). */
     a.o.keep = a.distinct || a.top == 0 ? 0 : a.top > a.explain ? a.top : a.explain;
