@@ -30,11 +30,7 @@ KC="$BUILD/usp_kernel_check"
 
 if has build; then
   stamp "build"
-  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc \
-    > "$OUT/build.log" 2>&1
-  cmake --build "$BUILD" -j16 --target usp_kernel_check usp_naive_plugin usp_naive_plugin_v1 \
-    usp_bad_abi_plugin usp_bench_gpu >> "$OUT/build.log" 2>&1 \
-    || { say "build FAILED"; tail -40 "$OUT/build.log"; exit 1; }
+  build_kernel_tools
   has exec && { cmake --build "$BUILD" -j16 --target usp >> "$OUT/build.log" 2>&1 || say "usp did not build"; }
 fi
 
@@ -58,13 +54,8 @@ if has mma; then
 fi
 if has plugin; then
   stamp "plugins"
-  timeout 120 $KC --kernel "$BUILD/plugins/naive_plugin.so" --quick > "$OUT/plugin.txt" 2>&1
-  say "naive plugin (ABI 2) rc=$?: $(tail -1 "$OUT/plugin.txt")"
-  timeout 120 $KC --kernel "$BUILD/plugins/naive_plugin_v1.so" --quick > "$OUT/plugin_v1.txt" 2>&1
-  say "naive plugin (ABI 1) rc=$?: $(tail -1 "$OUT/plugin_v1.txt")"
+  check_plugins
   grep -m2 "ABI v1" "$OUT/plugin_v1.txt" | tee -a "$SUM"
-  $KC --kernel "$BUILD/plugins/bad_abi_plugin.so" > "$OUT/bad_abi.txt" 2>&1
-  say "future-ABI plugin rc=$?: $(cat "$OUT/bad_abi.txt")"
 fi
 if has sanitize; then
   for tiles in ${SANITIZE_TILES:-wgmma mma}; do

@@ -26,7 +26,6 @@ BUILD=${BUILD:-build-dev}
 KC="$BUILD/usp_kernel_check"
 LIB="$BUILD/libusp_bench_gpu.so"
 MASKS=${MASKS:---mask docs:8192,3000,1500,1000,700,600,500,400,300,184 --mask window:2048}
-tag() { echo "${1//[^A-Za-z0-9]/_}"; }
 
 if has check; then
   for v in default ${CHECK_ENVS:-USP_GPU_MASK_PLAN=all}; do

@@ -31,13 +31,8 @@ if "$KC" --help > /dev/null 2>&1 && python3 -c "import ctypes; ctypes.CDLL('$LIB
   say "prebuilt binaries start: no build"
 else
   stamp "build"
-  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc \
-    > "$OUT/build.log" 2>&1
-  cmake --build "$BUILD" -j16 --target usp_kernel_check usp_naive_plugin usp_naive_plugin_v1 \
-    usp_bad_abi_plugin usp_bench_gpu >> "$OUT/build.log" 2>&1 \
-    || { say "build FAILED"; tail -40 "$OUT/build.log"; exit 1; }
+  build_kernel_tools
 fi
-tag() { echo "${1//[^A-Za-z0-9]/_}"; }
 
 if has bwdcheck; then
   for v in ${BWD_CHECKS:-USP_GPU_BWD=ws USP_GPU_BWD=wsa USP_GPU_TILES=mma}; do
@@ -71,12 +66,7 @@ if has maskcheck; then
 fi
 if has plugin; then
   stamp "plugins"
-  timeout 120 $KC --kernel "$BUILD/plugins/naive_plugin.so" --quick > "$OUT/plugin.txt" 2>&1
-  say "naive plugin (ABI 2) rc=$?: $(tail -1 "$OUT/plugin.txt")"
-  timeout 120 $KC --kernel "$BUILD/plugins/naive_plugin_v1.so" --quick > "$OUT/plugin_v1.txt" 2>&1
-  say "naive plugin (ABI 1) rc=$?: $(tail -1 "$OUT/plugin_v1.txt")"
-  $KC --kernel "$BUILD/plugins/bad_abi_plugin.so" > "$OUT/bad_abi.txt" 2>&1
-  say "future-ABI plugin rc=$?: $(cat "$OUT/bad_abi.txt")"
+  check_plugins
 fi
 MASKS=${MASKS:---mask docs:8192,3000,1500,1000,700,600,500,400,300,184 --mask window:2048}
 if has maskbench; then
