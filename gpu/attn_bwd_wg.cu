@@ -65,10 +65,7 @@ __device__ __forceinline__ void wb_probs(const UspBwdParams &p, float (&s)[32], 
         for (int e = 0; e < 4; ++e) {
             const int q = 8 * j + 2 * t + (e & 1);   /* query in the tile */
             const int r = m0 + q;
-            float lv = lse[q];
-            /* +inf gives P = 0: rows past the end, rows that saw no key */
-            float lse2 = (r < p.q_len && lv != -INFINITY) ? lv * USP_LOG2E : INFINITY;
-            float x = exp2f(fmaf(s[4 * j + e], sl2, -lse2));
+            float x = bwd_prob(p, s[4 * j + e], lse[q], r, sl2);
             if (masked) {
                 /* per-row arrays: the tile's copy in shared memory (zero past the rows) */
                 usp_key_interval iv = p.mask_lo ? usp_row_keys(mlo, mhi, WB_BM, 0, q, p.kv_len, 0, 0)

@@ -52,6 +52,17 @@ __device__ __forceinline__ void w2_cp_async4(void *dst, const void *src, int src
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(src_bytes));
 }
 
+/* P and dS = P (dP - DELTA) of query m0 + q and key `key` (0 where the mask
+ * hides the key) from the score s and dP dp. */
+__device__ __forceinline__ void w2_p_ds(const UspBwdParams &p, float s, float dp, const float *lse, const float *dl,
+                                        int b, int m0, int q, int key, bool masked, float sl2, float &pr, float &ds) {
+    const int r = m0 + q;
+    float x = bwd_prob(p, s, lse[q], r, sl2);
+    if (masked && !usp_key_visible(row_keys(p, b, r), key)) x = 0.0f;
+    pr = x;
+    ds = x * (dp - dl[q]);
+}
+
 /* P^T and dS^T of the thread's elements (rows key_row, key_row + 8 of the
  * tile; columns 8j + 2t + {0, 1} for j in [J0, J0 + NJ)), in fp32, stored in
  * 16 bits to sP and sdS (atom layout of 64 rows). */
@@ -65,18 +76,9 @@ __device__ __forceinline__ void w2_scores(const UspBwdParams &p, const float (&s
     for (int j = 0; j < 8; ++j) {
         float pr[4], ds[4];
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int q = 8 * j + 2 * t + (e & 1);
-            const int r = m0 + q;
-            float lv = lse[q];
-            float lse2 = (r < p.q_len && lv != -INFINITY) ? lv * USP_LOG2E : INFINITY;
-            float x = exp2f(fmaf(s[4 * j + e], sl2, -lse2));
-            if (masked) {
-                if (!usp_key_visible(row_keys(p, b, r), n0 + key_row + (e >> 1) * 8)) x = 0.0f;
-            }
-            pr[e] = x;
-            ds[e] = x * (dp[4 * j + e] - dl[q]);
-        }
+        for (int e = 0; e < 4; ++e)
+            w2_p_ds(p, s[4 * j + e], dp[4 * j + e], lse, dl, b, m0, 8 * j + 2 * t + (e & 1),
+                    n0 + key_row + (e >> 1) * 8, masked, sl2, pr[e], ds[e]);
         *reinterpret_cast<uint32_t *>(sP + wsw<W2_BN>(key_row, j) + 2 * t) = elem<T>::pack2(pr[0], pr[1]);
         *reinterpret_cast<uint32_t *>(sP + wsw<W2_BN>(key_row + 8, j) + 2 * t) = elem<T>::pack2(pr[2], pr[3]);
         *reinterpret_cast<uint32_t *>(sdS + wsw<W2_BN>(key_row, j) + 2 * t) = elem<T>::pack2(ds[0], ds[1]);
@@ -98,19 +100,10 @@ __device__ __forceinline__ void w2_scores_row(const UspBwdParams &p, const float
         float pr[2], ds[2];
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-            const int q = 8 * j + 2 * t + e;
-            const int r = m0 + q;
             const float mine = hi ? own[4 * j + 2 + e] : own[4 * j + e];
             const float sv = hi ? oth[2 * j + e] : mine;
             const float dv = hi ? mine : oth[2 * j + e];
-            float lv = lse[q];
-            float lse2 = (r < p.q_len && lv != -INFINITY) ? lv * USP_LOG2E : INFINITY;
-            float x = exp2f(fmaf(sv, sl2, -lse2));
-            if (masked) {
-                if (!usp_key_visible(row_keys(p, b, r), n0 + row)) x = 0.0f;
-            }
-            pr[e] = x;
-            ds[e] = x * (dv - dl[q]);
+            w2_p_ds(p, sv, dv, lse, dl, b, m0, 8 * j + 2 * t + e, n0 + row, masked, sl2, pr[e], ds[e]);
         }
         *reinterpret_cast<uint32_t *>(sP + wsw<W2_BN>(row, j) + 2 * t) = elem<T>::pack2(pr[0], pr[1]);
         *reinterpret_cast<uint32_t *>(sdS + wsw<W2_BN>(row, j) + 2 * t) = elem<T>::pack2(ds[0], ds[1]);

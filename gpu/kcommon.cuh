@@ -193,6 +193,15 @@ __device__ __forceinline__ usp_key_interval row_keys(const P &p, int b, int r) {
     return usp_row_keys(p.mask_lo, p.mask_hi, p.q_len, b, r, p.kv_len, p.causal, p.diag);
 }
 
+/* The backward's P = exp(scale S - LSE) of block-local query row r from its
+ * score s, by exp2 (sl2 = scale * log2 e; lse the row's LSE): 0 for rows past
+ * the block and rows that saw no key (LSE = -inf), through +inf. */
+template <typename P>
+__device__ __forceinline__ float bwd_prob(const P &p, float s, float lse, int r, float sl2) {
+    const float lse2 = (r < p.q_len && lse != -INFINITY) ? lse * USP_LOG2E : INFINITY;
+    return exp2f(fmaf(s, sl2, -lse2));
+}
+
 __device__ __forceinline__ usp_key_range warp_key_range(usp_key_range r) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
