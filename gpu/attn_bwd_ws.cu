@@ -37,7 +37,13 @@
  * D = 64 without per-row masks (the default, USP_GPU_BWD=ws128 / ws128r): query tiles of
  * BM = 128 rows, two stages (192 KB). S^T and dP^T are m64n128 (64 registers
  * each), P^T is packed with dS^T once dP^T has landed, and both warpgroups
- * compute dQ every tile: warpgroup c rows 64c..64c+63 over all 128 keys. */
+ * compute dQ every tile: warpgroup c rows 64c..64c+63 over all 128 keys.
+ * USP_GPU_BWD=ws64x (opt-in): the same tiles with each warpgroup's dK products issued
+ * after its dQ products (dV, barrier 1, dQ, dK), so that the dQ staging and the
+ * reduce-adds' issue run while dK's products are on the tensor cores (v7/v8 staged dQ
+ * only once all of the tile's products were done), and P^T computed without a branch
+ * per element (wsb_probs_rows; ncu put half of v8's stall samples at D = 64 in
+ * wsb_probs, one exponential at a time). =ws64l: the order alone. */
 #include "kernels.h"
 #include "tma.cuh"
 #include "wgcommon.cuh"
@@ -105,6 +111,38 @@ __device__ __forceinline__ void wsb_probs(const UspBwdParams &p, float (&s)[BM /
     }
 }
 
+/* P^T in place of S^T for the 128-row tiles without per-row masks (USP_GPU_BWD=ws64x):
+ * MASKED (the causal diagonal, keys past the block) is a template argument, so that the
+ * unmasked tiles run the BM / 2 exponentials as one block of independent instructions
+ * (wsb_probs tests `masked` per element: a branch around each exponential, which keeps
+ * ptxas from interleaving them). LSE log2e of the rows 2t, 2t + 1 by one 8-byte load;
+ * ex2.approx.ftz (results below 2^-126 flush to 0: no such P reaches a 16-bit dS). */
+__device__ __forceinline__ float wsb_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+template <int BM, bool MASKED>
+__device__ __forceinline__ void wsb_probs_rows(const UspBwdParams &p, float (&s)[BM / 2], const float *lse2,
+                                               int key_row, int n0, int m0) {
+    const int t = threadIdx.x & 3;
+    const float sl2 = p.scale * USP_LOG2E;
+#pragma unroll
+    for (int j = 0; j < BM / 8; ++j) {
+        const float2 l = *reinterpret_cast<const float2 *>(lse2 + 8 * j + 2 * t);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            float x = wsb_ex2(fmaf(s[4 * j + e], sl2, -((e & 1) ? l.y : l.x)));
+            if (MASKED) {
+                const int q = 8 * j + 2 * t + (e & 1);   /* query in the tile */
+                usp_key_interval iv = usp_row_keys(NULL, NULL, 0, 0, m0 + q, p.kv_len, p.causal, p.diag);
+                if (!usp_key_visible(iv, n0 + key_row + (e >> 1) * 8)) x = 0.0f;
+            }
+            s[4 * j + e] = x;
+        }
+    }
+}
+
 /* dS^T = P^T (dP^T - DELTA): A fragments of dK += dS^T Q, and into sdS (atom
  * layout, rows = keys, columns = queries) for dQ = dS K; (PACK) P^T's A
  * fragments too, when wsb_probs left them. */
@@ -167,12 +205,13 @@ __device__ __forceinline__ void wsb_store_kv(const float (&acc)[D / 2], float *g
     }
 }
 
-template <typename T, int D, bool DQ_TMA, int BM>
+template <typename T, int D, bool DQ_TMA, int BM, int LATE_DK = 0>
 __global__ void __launch_bounds__(WSB_NTH, 1)
     bwd_ws_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                   const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
                   const __grid_constant__ CUtensorMap tdq, const UspBwdParams p) {
     static_assert(BM == 64 || (BM == 128 && D == 64), "128-row query tiles at D = 64 only");
+    static_assert(!LATE_DK || (BM == 128 && DQ_TMA), "dK after dQ: 128-row tiles with reduce-adds only");
     /* BM = 128: the two warpgroups split each tile's dQ by rows (64 each), every tile;
      * no per-row masks nor mask plan (the launcher sends those to BM = 64) */
     constexpr int BN = WSB_BN, S = wsb_cfg<D, BM>::STAGES, ND = D / 2;
@@ -276,7 +315,89 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
     for (int i = 0; i < ND; ++i) dv[i] = dk[i] = 0.0f;
     mbar_wait_parity(barKV, 0);
 
-    for (int it = 0; it < wk.iters; ++it) {
+    if constexpr (LATE_DK) {
+        /* USP_GPU_BWD=ws64x (LATE_DK 2) / ws64l (1), BM = 128, dQ by reduce-adds: per tile
+         * dV's products, the 256-thread barrier, dQ's, then dK's, so that the dQ staging
+         * runs while dK's products are on the tensor cores; ws64x computes P^T with
+         * wsb_probs_rows (no branch per element), ws64l with v8's wsb_probs. (Waiting for
+         * dK only in the next tile, after its S^T products were issued, made ptxas
+         * serialize the wgmmas: not enough registers with dK's accumulators and A
+         * fragments live across iterations.) */
+        for (int it = 0; it < wk.iters; ++it) {
+            const int st = it % S;
+            const uint32_t ph = (it / S) & 1;
+            int h, m0;
+            q_tile(it, h, m0);
+            const T *cQ = sQ + st * BM * D, *cdO = sdO + st * BM * D;
+            T *cdS = sdS + (it & 1) * BN * BM;
+            mbar_wait_parity(full + st, ph);
+
+            float s[BM / 2], dp[BM / 2];
+            wg_arrive();
+#pragma unroll
+            for (int kc = 0; kc < D / 16; ++kc)
+                wsb_ss<T, BM>(s, wg_desc_k<BN>(sKc, kc), wg_desc_k<BM>(cQ, kc), kc > 0);
+            wg_commit();
+            wg_arrive();
+#pragma unroll
+            for (int kc = 0; kc < D / 16; ++kc)
+                wsb_ss<T, BM>(dp, wg_desc_k<BN>(sVc, kc), wg_desc_k<BM>(cdO, kc), kc > 0);
+            wg_commit();
+
+            const bool masked = bwd_tile_masked<BM, BN>(p, tile_flags, n0, m0 / BM);
+            uint32_t pa[BM / 16][4], da[BM / 16][4];
+            wg_wait<1>();
+            wg_fence_regs(s);
+            if constexpr (LATE_DK == 1)   /* USP_GPU_BWD=ws64l: v8's P^T */
+                wsb_probs<T, BM, false>(p, s, sL + st * BM, sLo + st * BM, sHi + st * BM, key_row, n0, m0, masked, pa);
+            else if (masked)
+                wsb_probs_rows<BM, true>(p, s, sL + st * BM, key_row, n0, m0);
+            else
+                wsb_probs_rows<BM, false>(p, s, sL + st * BM, key_row, n0, m0);
+            wg_wait<0>();
+            wg_fence_regs(dp);
+            /* cdS was last read by the dQ products of tile it - 2, which both warpgroups
+             * waited for before barrier 1 of tile it - 1 */
+            wsb_dscores<T, BM, true>(s, dp, sDl + st * BM, cdS, key_row, pa, da);
+
+            wg_fence_regs(dv);
+            wg_fence_regs(dk);
+            wg_arrive();
+#pragma unroll
+            for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dv, pa[kk], wg_desc_mn<BM>(cdO, kk));
+            wg_commit();
+            fence_async_smem();   /* dS^T stores -> the dQ wgmma */
+            named_barrier<256>(1);
+            float dq[32];
+            wg_arrive();
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; ++kk)
+                wg<T>::template ss64<1, 1>(dq, wg_desc_mn<BN>(cdS + c * BN * 64, kk), wg_desc_mn<BN>(sK, kk), kk > 0);
+            wg_commit();
+#pragma unroll
+            for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dk, da[kk], wg_desc_mn<BM>(cQ, kk));
+            wg_commit();
+            if (wg_lead) bulk_wait_read<0>();   /* the last reduce-adds have read the staging region */
+            named_barrier<128>(2 + c);
+            wg_wait<1>();   /* dV, dQ done; dK on the tensor cores */
+            wg_fence_regs(dq);
+            wsb_stage_dq(dq, rq, warp, p.scale);
+            fence_async_smem();
+            named_barrier<128>(2 + c);
+            if (wg_lead) {
+                tma_reduce_add_4d(&tdq, rq, 0, m0 + 64 * c, h, b);
+                tma_reduce_add_4d(&tdq, rq + WSB_BM * 32, 32, m0 + 64 * c, h, b);
+                bulk_commit();
+            }
+            wg_wait<0>();
+            wg_fence_regs(dv);
+            wg_fence_regs(dk);
+            if (warp_lead) mbar_arrive1(empty + st);   /* Q, dO, LSE, DELTA of this stage read */
+        }
+    }
+    /* the loop of every other variant (none under LATE_DK) */
+    const int iters = LATE_DK ? 0 : wk.iters;
+    for (int it = 0; it < iters; ++it) {
         const int st = it % S;
         const uint32_t ph = (it / S) & 1;
         int h, m0;
@@ -401,8 +522,13 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
      * each on an H100 (gpu/NOTES.md, v7 measured, v8). =wsa: atomics everywhere, =ws: reduce-adds
      * everywhere (64-row tiles); =ws128: 128-row tiles at D = 64 with atomics */
     const int mode = usp_ws_bwd_enabled();
-    const bool atomics = mode == 3 || (D == 64 && (mode == 4 || (mode == 1 && BM == 64)));
+    const bool atomics = mode == 3 || (D == 64 && (mode == 4 || ((mode == 1 || mode == 6 || mode == 7) && BM == 64)));
     auto kern = atomics ? bwd_ws_kernel<T, D, false, BM> : bwd_ws_kernel<T, D, true, BM>;
+    if constexpr (BM == 128) {   /* =ws64x: dK's products after dQ's, under the dQ staging, P^T
+                                   * without a branch per element; =ws64l: the first alone */
+        if (mode == 6) kern = bwd_ws_kernel<T, D, true, BM, 2>;
+        if (mode == 7) kern = bwd_ws_kernel<T, D, true, BM, 1>;
+    }
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     /* under a mask plan (maskplan.cu): a 1-d grid of key tiles by descending work */
     UspBwdParams q = p;
@@ -430,7 +556,7 @@ int usp_ws_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
     /* 128-row query tiles at D = 64 where no per-row mask is given: by default (dQ by TMA
      * reduce-adds) and with USP_GPU_BWD=ws128 (atomics) / ws128r; =ws, =wsa: 64-row tiles */
     const int mode = usp_ws_bwd_enabled();
-    const bool big = p.d == 64 && (mode == 1 || mode == 4 || mode == 5) && !p.mask_lo;
+    const bool big = p.d == 64 && (mode == 1 || mode == 4 || mode == 5 || mode == 6 || mode == 7) && !p.mask_lo;
     if (in == USP_BF16)
         return p.d == 128 ? wsb_launch<__nv_bfloat16, 128, 64>(p, in, st, why, why_len)
                : big      ? wsb_launch<__nv_bfloat16, 64, 128>(p, in, st, why, why_len)
@@ -455,5 +581,10 @@ int usp_ws_bwd_enabled(void) {
      * atomics (ws128) or TMA reduce-adds (ws128r, the default there); other head dims as unset */
     if (e && !strcmp(e, "ws128")) return 4;
     if (e && !strcmp(e, "ws128r")) return 5;
+    /* D = 64, 128-row tiles, reduce-adds, each warpgroup's dK products issued after its dQ
+     * products so that they run under the dQ staging, P^T without a branch per element
+     * (ws64x; ws64l: the order alone); other head dims and per-row masks as unset */
+    if (e && !strcmp(e, "ws64x")) return 6;   /* and P^T without a branch per element */
+    if (e && !strcmp(e, "ws64l")) return 7;   /* the order alone, v8's P^T */
     return 1;
 }
