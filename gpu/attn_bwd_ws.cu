@@ -43,7 +43,8 @@
  * reduce-adds' issue run while dK's products are on the tensor cores (v7/v8 staged dQ
  * only once all of the tile's products were done), and P^T computed without a branch
  * per element (wsb_probs_rows; ncu put half of v8's stall samples at D = 64 in
- * wsb_probs, one exponential at a time). =ws64l: the order alone. */
+ * wsb_probs, one exponential at a time). =ws64l: the order alone; =ws64z: ws64x with
+ * wsb_dscores_rows (DELTA by 8-byte loads, dS^T store addresses from one row base). */
 #include "kernels.h"
 #include "tma.cuh"
 #include "wgcommon.cuh"
@@ -165,6 +166,32 @@ __device__ __forceinline__ void wsb_dscores(const float (&pr)[BM / 2], const flo
         da[kk][hi + 1] = elem<T>::pack2(ds[2], ds[3]);
         *reinterpret_cast<uint32_t *>(sdS + wsw<WSB_BN>(key_row, j) + 2 * t) = da[kk][hi];
         *reinterpret_cast<uint32_t *>(sdS + wsw<WSB_BN>(key_row + 8, j) + 2 * t) = da[kk][hi + 1];
+    }
+}
+
+/* wsb_dscores with P^T packed, for the 128-row tiles (USP_GPU_BWD=ws64z): DELTA of rows
+ * 2t, 2t + 1 by one 8-byte load, and the dS^T stores' addresses from one row base (key rows
+ * r and r + 8 share r & 7, so the swizzled chunk of column step j is (j & 7) ^ (r & 7)). */
+template <typename T, int BM>
+__device__ __forceinline__ void wsb_dscores_rows(const float (&pr)[BM / 2], const float (&dp)[BM / 2],
+                                                 const float *dl, T *sdS, int key_row, uint32_t (&pa)[BM / 16][4],
+                                                 uint32_t (&da)[BM / 16][4]) {
+    const int t = threadIdx.x & 3, g8 = (key_row & 7) << 3;
+    T *row = sdS + key_row * 64 + 2 * t;
+#pragma unroll
+    for (int j = 0; j < BM / 8; ++j) {
+        const float2 d = *reinterpret_cast<const float2 *>(dl + 8 * j + 2 * t);
+        float ds[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) ds[e] = pr[4 * j + e] * (dp[4 * j + e] - ((e & 1) ? d.y : d.x));
+        const int kk = j >> 1, hi = (j & 1) * 2;
+        pa[kk][hi] = elem<T>::pack2(pr[4 * j], pr[4 * j + 1]);
+        pa[kk][hi + 1] = elem<T>::pack2(pr[4 * j + 2], pr[4 * j + 3]);
+        da[kk][hi] = elem<T>::pack2(ds[0], ds[1]);
+        da[kk][hi + 1] = elem<T>::pack2(ds[2], ds[3]);
+        T *at = row + (j >> 3) * WSB_BN * 64 + (((j & 7) << 3) ^ g8);
+        *reinterpret_cast<uint32_t *>(at) = da[kk][hi];
+        *reinterpret_cast<uint32_t *>(at + 8 * 64) = da[kk][hi + 1];
     }
 }
 
@@ -358,7 +385,10 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
             wg_fence_regs(dp);
             /* cdS was last read by the dQ products of tile it - 2, which both warpgroups
              * waited for before barrier 1 of tile it - 1 */
-            wsb_dscores<T, BM, true>(s, dp, sDl + st * BM, cdS, key_row, pa, da);
+            if constexpr (LATE_DK == 3)
+                wsb_dscores_rows<T, BM>(s, dp, sDl + st * BM, cdS, key_row, pa, da);
+            else
+                wsb_dscores<T, BM, true>(s, dp, sDl + st * BM, cdS, key_row, pa, da);
 
             wg_fence_regs(dv);
             wg_fence_regs(dk);
@@ -522,12 +552,13 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
      * each on an H100 (gpu/NOTES.md, v7 measured, v8). =wsa: atomics everywhere, =ws: reduce-adds
      * everywhere (64-row tiles); =ws128: 128-row tiles at D = 64 with atomics */
     const int mode = usp_ws_bwd_enabled();
-    const bool atomics = mode == 3 || (D == 64 && (mode == 4 || ((mode == 1 || mode == 6 || mode == 7) && BM == 64)));
+    const bool atomics = mode == 3 || (D == 64 && (mode == 4 || ((mode == 1 || mode >= 6) && BM == 64)));
     auto kern = atomics ? bwd_ws_kernel<T, D, false, BM> : bwd_ws_kernel<T, D, true, BM>;
     if constexpr (BM == 128) {   /* =ws64x: dK's products after dQ's, under the dQ staging, P^T
                                    * without a branch per element; =ws64l: the first alone */
         if (mode == 6) kern = bwd_ws_kernel<T, D, true, BM, 2>;
         if (mode == 7) kern = bwd_ws_kernel<T, D, true, BM, 1>;
+        if (mode == 8) kern = bwd_ws_kernel<T, D, true, BM, 3>;
     }
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     /* under a mask plan (maskplan.cu): a 1-d grid of key tiles by descending work */
@@ -556,7 +587,7 @@ int usp_ws_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
     /* 128-row query tiles at D = 64 where no per-row mask is given: by default (dQ by TMA
      * reduce-adds) and with USP_GPU_BWD=ws128 (atomics) / ws128r; =ws, =wsa: 64-row tiles */
     const int mode = usp_ws_bwd_enabled();
-    const bool big = p.d == 64 && (mode == 1 || mode == 4 || mode == 5 || mode == 6 || mode == 7) && !p.mask_lo;
+    const bool big = p.d == 64 && (mode == 1 || mode == 4 || mode == 5 || mode == 6 || mode == 7 || mode == 8) && !p.mask_lo;
     if (in == USP_BF16)
         return p.d == 128 ? wsb_launch<__nv_bfloat16, 128, 64>(p, in, st, why, why_len)
                : big      ? wsb_launch<__nv_bfloat16, 64, 128>(p, in, st, why, why_len)
@@ -586,5 +617,6 @@ int usp_ws_bwd_enabled(void) {
      * (ws64x; ws64l: the order alone); other head dims and per-row masks as unset */
     if (e && !strcmp(e, "ws64x")) return 6;   /* and P^T without a branch per element */
     if (e && !strcmp(e, "ws64l")) return 7;   /* the order alone, v8's P^T */
+    if (e && !strcmp(e, "ws64z")) return 8;   /* ws64x with wsb_dscores_rows */
     return 1;
 }

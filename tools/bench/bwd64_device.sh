@@ -1,12 +1,13 @@
 #!/bin/bash
 # bwd64_device.sh: one device call for the D = 64 backward settings of attn_bwd_ws.cu
 # (USP_GPU_BWD=ws64x: dK's products after dQ's and P^T without a branch per element;
-# ws64l: the order alone), beside the default (v8's 128-row tiles, ws128r).
+# ws64l: the order alone; ws64z: ws64x with the dS^T loop's loads and addresses trimmed),
+# beside the default (v8's 128-row tiles, ws128r).
 #
 #   STEPS=build,check,sanitize,bench,ncu OUT=out tools/bench/bwd64_device.sh
 #
 # build     build-dev's kernel tools unless they already start (another script may have built them)
-# check     usp kernel-check, every case, once per setting of VARIANTS (default: ws64x ws64l)
+# check     usp kernel-check, every case, once per setting of VARIANTS (default: ws64x ws64l ws64z)
 # sanitize  compute-sanitizer memcheck --quick, once per setting of SAN_VARIANTS (default: ws64x)
 # bench     tools/bench-gpu D = 64, L = 16384, non-causal and causal, --reps $REPS (10): the
 #           default and --alt-env USP_GPU_BWD=v for each variant that passed its check, SDPA
@@ -21,7 +22,7 @@ BUILD=${BUILD:-build-dev}
 . "$(dirname "$0")/device_common.sh"
 KC="$BUILD/usp_kernel_check"
 LIB="$BUILD/libusp_bench_gpu.so"
-VARIANTS=${VARIANTS:-ws64x ws64l}
+VARIANTS=${VARIANTS:-ws64x ws64l ws64z}
 PATH=$PATH:/usr/local/cuda/bin
 
 if "$KC" --help > /dev/null 2>&1 && python3 -c "import ctypes; ctypes.CDLL('$LIB')" 2> /dev/null; then
