@@ -34,17 +34,16 @@
  * dS^T 2 x 16 KB, dQ staging 32 KB, LSE / DELTA / intervals 2 KB: 195 KB.
  * D = 64 (3 stages): 147 KB.
  *
- * D = 64 without per-row masks (the default, USP_GPU_BWD=ws128 / ws128r): query tiles of
- * BM = 128 rows, two stages (192 KB). S^T and dP^T are m64n128 (64 registers
+ * D = 64 without per-row masks (the default; USP_GPU_BWD=ws128 / ws128r / ws64x): query
+ * tiles of BM = 128 rows, two stages (192 KB). S^T and dP^T are m64n128 (64 registers
  * each), P^T is packed with dS^T once dP^T has landed, and both warpgroups
  * compute dQ every tile: warpgroup c rows 64c..64c+63 over all 128 keys.
- * USP_GPU_BWD=ws64x (opt-in): the same tiles with each warpgroup's dK products issued
- * after its dQ products (dV, barrier 1, dQ, dK), so that the dQ staging and the
- * reduce-adds' issue run while dK's products are on the tensor cores (v7/v8 staged dQ
- * only once all of the tile's products were done), and P^T computed without a branch
- * per element (wsb_probs_rows; ncu put half of v8's stall samples at D = 64 in
- * wsb_probs, one exponential at a time). =ws64l: the order alone; =ws64z: ws64x with
- * wsb_dscores_rows (DELTA by 8-byte loads, dS^T store addresses from one row base). */
+ * By default (and =ws64x) each warpgroup issues its dK products after its dQ products
+ * (dV, barrier 1, dQ, dK), so that the dQ staging and the reduce-adds' issue run while
+ * dK's products are on the tensor cores (v7/v8 staged dQ only once all of the tile's
+ * products were done), and computes P^T without a branch per element (wsb_probs_rows;
+ * ncu put half of v8's stall samples at D = 64 in wsb_probs, one exponential at a time);
+ * =ws128r: v8's loop (wsb_probs, dQ staged after dK). */
 #include "kernels.h"
 #include "tma.cuh"
 #include "wgcommon.cuh"
@@ -112,7 +111,7 @@ __device__ __forceinline__ void wsb_probs(const UspBwdParams &p, float (&s)[BM /
     }
 }
 
-/* P^T in place of S^T for the 128-row tiles without per-row masks (USP_GPU_BWD=ws64x):
+/* P^T in place of S^T for the 128-row tiles without per-row masks (the default at D = 64):
  * MASKED (the causal diagonal, keys past the block) is a template argument, so that the
  * unmasked tiles run the BM / 2 exponentials as one block of independent instructions
  * (wsb_probs tests `masked` per element: a branch around each exponential, which keeps
@@ -169,32 +168,6 @@ __device__ __forceinline__ void wsb_dscores(const float (&pr)[BM / 2], const flo
     }
 }
 
-/* wsb_dscores with P^T packed, for the 128-row tiles (USP_GPU_BWD=ws64z): DELTA of rows
- * 2t, 2t + 1 by one 8-byte load, and the dS^T stores' addresses from one row base (key rows
- * r and r + 8 share r & 7, so the swizzled chunk of column step j is (j & 7) ^ (r & 7)). */
-template <typename T, int BM>
-__device__ __forceinline__ void wsb_dscores_rows(const float (&pr)[BM / 2], const float (&dp)[BM / 2],
-                                                 const float *dl, T *sdS, int key_row, uint32_t (&pa)[BM / 16][4],
-                                                 uint32_t (&da)[BM / 16][4]) {
-    const int t = threadIdx.x & 3, g8 = (key_row & 7) << 3;
-    T *row = sdS + key_row * 64 + 2 * t;
-#pragma unroll
-    for (int j = 0; j < BM / 8; ++j) {
-        const float2 d = *reinterpret_cast<const float2 *>(dl + 8 * j + 2 * t);
-        float ds[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) ds[e] = pr[4 * j + e] * (dp[4 * j + e] - ((e & 1) ? d.y : d.x));
-        const int kk = j >> 1, hi = (j & 1) * 2;
-        pa[kk][hi] = elem<T>::pack2(pr[4 * j], pr[4 * j + 1]);
-        pa[kk][hi + 1] = elem<T>::pack2(pr[4 * j + 2], pr[4 * j + 3]);
-        da[kk][hi] = elem<T>::pack2(ds[0], ds[1]);
-        da[kk][hi + 1] = elem<T>::pack2(ds[2], ds[3]);
-        T *at = row + (j >> 3) * WSB_BN * 64 + (((j & 7) << 3) ^ g8);
-        *reinterpret_cast<uint32_t *>(at) = da[kk][hi];
-        *reinterpret_cast<uint32_t *>(at + 8 * 64) = da[kk][hi + 1];
-    }
-}
-
 /* The warp's dQ fragment (rows 16 warp + g, + 8; columns 8j + 2t) times
  * `mul` into a 64 x 64 fp32 staging region: two TMA boxes of 32 columns x 64
  * rows, rows of 128 bytes, 16-byte chunk c at c ^ (row & 7). */
@@ -232,7 +205,7 @@ __device__ __forceinline__ void wsb_store_kv(const float (&acc)[D / 2], float *g
     }
 }
 
-template <typename T, int D, bool DQ_TMA, int BM, int LATE_DK = 0>
+template <typename T, int D, bool DQ_TMA, int BM, bool LATE_DK = false>
 __global__ void __launch_bounds__(WSB_NTH, 1)
     bwd_ws_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                   const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
@@ -343,13 +316,12 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
     mbar_wait_parity(barKV, 0);
 
     if constexpr (LATE_DK) {
-        /* USP_GPU_BWD=ws64x (LATE_DK 2) / ws64l (1), BM = 128, dQ by reduce-adds: per tile
-         * dV's products, the 256-thread barrier, dQ's, then dK's, so that the dQ staging
-         * runs while dK's products are on the tensor cores; ws64x computes P^T with
-         * wsb_probs_rows (no branch per element), ws64l with v8's wsb_probs. (Waiting for
-         * dK only in the next tile, after its S^T products were issued, made ptxas
-         * serialize the wgmmas: not enough registers with dK's accumulators and A
-         * fragments live across iterations.) */
+        /* BM = 128, dQ by reduce-adds (the default at D = 64 without per-row masks): per
+         * tile dV's products, the 256-thread barrier, dQ's, then dK's, so that the dQ
+         * staging runs while dK's products are on the tensor cores; P^T by
+         * wsb_probs_rows (no branch per element). (Waiting for dK only in the next tile,
+         * after its S^T products were issued, made ptxas serialize the wgmmas: not enough
+         * registers with dK's accumulators and A fragments live across iterations.) */
         for (int it = 0; it < wk.iters; ++it) {
             const int st = it % S;
             const uint32_t ph = (it / S) & 1;
@@ -375,9 +347,7 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
             uint32_t pa[BM / 16][4], da[BM / 16][4];
             wg_wait<1>();
             wg_fence_regs(s);
-            if constexpr (LATE_DK == 1)   /* USP_GPU_BWD=ws64l: v8's P^T */
-                wsb_probs<T, BM, false>(p, s, sL + st * BM, sLo + st * BM, sHi + st * BM, key_row, n0, m0, masked, pa);
-            else if (masked)
+            if (masked)
                 wsb_probs_rows<BM, true>(p, s, sL + st * BM, key_row, n0, m0);
             else
                 wsb_probs_rows<BM, false>(p, s, sL + st * BM, key_row, n0, m0);
@@ -385,10 +355,7 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
             wg_fence_regs(dp);
             /* cdS was last read by the dQ products of tile it - 2, which both warpgroups
              * waited for before barrier 1 of tile it - 1 */
-            if constexpr (LATE_DK == 3)
-                wsb_dscores_rows<T, BM>(s, dp, sDl + st * BM, cdS, key_row, pa, da);
-            else
-                wsb_dscores<T, BM, true>(s, dp, sDl + st * BM, cdS, key_row, pa, da);
+            wsb_dscores<T, BM, true>(s, dp, sDl + st * BM, cdS, key_row, pa, da);
 
             wg_fence_regs(dv);
             wg_fence_regs(dk);
@@ -552,14 +519,11 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
      * each on an H100 (gpu/NOTES.md, v7 measured, v8). =wsa: atomics everywhere, =ws: reduce-adds
      * everywhere (64-row tiles); =ws128: 128-row tiles at D = 64 with atomics */
     const int mode = usp_ws_bwd_enabled();
-    const bool atomics = mode == 3 || (D == 64 && (mode == 4 || ((mode == 1 || mode >= 6) && BM == 64)));
+    const bool atomics = mode == 3 || (D == 64 && (mode == 4 || ((mode == 1 || mode == 6) && BM == 64)));
     auto kern = atomics ? bwd_ws_kernel<T, D, false, BM> : bwd_ws_kernel<T, D, true, BM>;
-    if constexpr (BM == 128) {   /* =ws64x: dK's products after dQ's, under the dQ staging, P^T
-                                   * without a branch per element; =ws64l: the first alone */
-        if (mode == 6) kern = bwd_ws_kernel<T, D, true, BM, 2>;
-        if (mode == 7) kern = bwd_ws_kernel<T, D, true, BM, 1>;
-        if (mode == 8) kern = bwd_ws_kernel<T, D, true, BM, 3>;
-    }
+    if constexpr (BM == 128)   /* by default and =ws64x: dK's products after dQ's, under the dQ
+                                 * staging, P^T without a branch per element; =ws128r: v8's loop */
+        if (mode == 1 || mode == 6) kern = bwd_ws_kernel<T, D, true, BM, true>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     /* under a mask plan (maskplan.cu): a 1-d grid of key tiles by descending work */
     UspBwdParams q = p;
@@ -584,10 +548,11 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
 
 int usp_ws_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len) {
     if (p.q_len <= 0 || p.kv_len <= 0) return USP_KERNEL_OK;
-    /* 128-row query tiles at D = 64 where no per-row mask is given: by default (dQ by TMA
-     * reduce-adds) and with USP_GPU_BWD=ws128 (atomics) / ws128r; =ws, =wsa: 64-row tiles */
+    /* 128-row query tiles at D = 64 where no per-row mask is given: by default and with
+     * USP_GPU_BWD=ws64x (dQ by TMA reduce-adds, dK after dQ), =ws128 (atomics), =ws128r (v8's
+     * loop); =ws, =wsa: 64-row tiles */
     const int mode = usp_ws_bwd_enabled();
-    const bool big = p.d == 64 && (mode == 1 || mode == 4 || mode == 5 || mode == 6 || mode == 7 || mode == 8) && !p.mask_lo;
+    const bool big = p.d == 64 && (mode == 1 || mode == 4 || mode == 5 || mode == 6) && !p.mask_lo;
     if (in == USP_BF16)
         return p.d == 128 ? wsb_launch<__nv_bfloat16, 128, 64>(p, in, st, why, why_len)
                : big      ? wsb_launch<__nv_bfloat16, 64, 128>(p, in, st, why, why_len)
@@ -609,14 +574,14 @@ int usp_ws_bwd_enabled(void) {
     if (e && !strcmp(e, "ws")) return 2;
     if (e && !strcmp(e, "wsa")) return 3;   /* dQ by atomics from the registers instead of TMA reduce-adds */
     /* D = 64 with 128-row query tiles (both warpgroups add 64 dQ rows each every tile), dQ by
-     * atomics (ws128) or TMA reduce-adds (ws128r, the default there); other head dims as unset */
+     * atomics (ws128) or TMA reduce-adds in v8's loop (ws128r, the default until ws64x); other
+     * head dims as unset */
     if (e && !strcmp(e, "ws128")) return 4;
     if (e && !strcmp(e, "ws128r")) return 5;
     /* D = 64, 128-row tiles, reduce-adds, each warpgroup's dK products issued after its dQ
-     * products so that they run under the dQ staging, P^T without a branch per element
-     * (ws64x; ws64l: the order alone); other head dims and per-row masks as unset */
-    if (e && !strcmp(e, "ws64x")) return 6;   /* and P^T without a branch per element */
-    if (e && !strcmp(e, "ws64l")) return 7;   /* the order alone, v8's P^T */
-    if (e && !strcmp(e, "ws64z")) return 8;   /* ws64x with wsb_dscores_rows */
+     * products so that they run under the dQ staging, P^T without a branch per element: the
+     * default there (ws64x, as unset; ws128r gives v8's loop); other head dims and per-row
+     * masks as unset */
+    if (e && !strcmp(e, "ws64x")) return 6;
     return 1;
 }
