@@ -20,15 +20,31 @@
  *   dV  += P^T dO    (64 keys x 128 columns a warpgroup)  SS, dO MN-major
  *   dK  += dS^T Q                                         SS, Q MN-major
  *   dQ   = dS K      (64 queries x 128 columns)           SS, dS^T and K MN-major,
- *                    issued first, added with fp32 atomics while dV, dK run.
+ *                    issued first, added with fp32 atomics while dV, dK run
+ *                    (USP_GPU_BWD=s8r: by TMA reduce-adds, see DQ_TMA below).
  *
  * Shared memory (bytes): K, V 2 x 32 K; Q, dO 2 stages x 2 x 32 K; P^T, dS^T
  * 2 x 8 K; the fp32 hand-over 16 K; LSE and DELTA 1 K: 225 KB + 1 KB of
  * alignment, one CTA an SM. Registers: dK, dV, dQ 3 x 64 a thread.
  * Masks as in attn_bwd_wg.cu (usp/rowmask.h: the block's causal/diag or the
  * per-row intervals). Shared memory is at the 227 KB limit, so on masked
- * tiles the intervals are read from global memory (L1) rather than staged. */
+ * tiles the intervals are read from global memory (L1) rather than staged.
+ *
+ * DQ_TMA (USP_GPU_BWD=s8r): dQ without atomics from the warps. Once a tile's
+ * dV and dK products have completed, warpgroup g no longer reads its half
+ * (atoms 2g, 2g + 1) of the tile's Q and dO stage: it writes its 64 x 128 fp32
+ * dQ (times scale) there, as four TMA boxes of 32 columns x 64 rows (128-byte
+ * swizzle; Q atoms 2g, 2g + 1, then dO atoms 2g, 2g + 1: 8 KB each), and one
+ * thread adds them to dQ with cp.reduce.async.bulk.tensor (fp32 adds done in
+ * L2 by the copy engine, 4 operations a warpgroup a tile instead of 8K 8-byte
+ * atomics; rows past the block are left alone by the map). The next load into
+ * that stage (tile it + 2) must wait for those reads, so it is issued after
+ * the CTA barrier in the middle of tile it + 1 (after the P^T, dS^T stores),
+ * behind each issuing thread's bulk_wait_read, instead of right after the S^T
+ * issue: the load then runs under the dQ, dV and dK products (3/4 of a tile's
+ * products). No extra shared memory. */
 #include "kernels.h"
+#include "tma.cuh"
 #include "wgcommon.cuh"
 #include <math.h>
 #include <stdlib.h>
@@ -126,6 +142,23 @@ __device__ __forceinline__ void w2_add_dq(const UspBwdParams &p, const float (&a
     }
 }
 
+/* DQ_TMA: the warp's dQ fragment (rows 16 warp + g, + 8 of the tile; the
+ * warpgroup's columns 8j + 2t, j < 16) times `mul` into four fp32 TMA boxes
+ * of 32 columns x 64 rows (box j / 4 at box[j / 4]), rows of 128 bytes whose
+ * 16-byte chunk c sits at c ^ (row & 7). */
+__device__ __forceinline__ void w2_stage_dq(const float (&acc)[64], float *const (&box)[4], int warp, float mul) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            const int r = warp * 16 + g + hf * 8;
+            const int chunk = 2 * (j & 3) + (t >> 1);
+            float *dst = box[j >> 2] + r * 32 + ((chunk ^ (r & 7)) << 2) + 2 * (t & 1);
+            *reinterpret_cast<float2 *>(dst) = make_float2(acc[4 * j + 2 * hf] * mul, acc[4 * j + 2 * hf + 1] * mul);
+        }
+}
+
 /* dK or dV rows (row0, row0 + 8), 128 columns from col0, += acc * mul (owned by this CTA). */
 __device__ __forceinline__ void w2_store_kv(const float (&acc)[64], float *g, int64_t sl, int row0, int col0,
                                             int kv_len, float mul) {
@@ -150,8 +183,10 @@ __device__ __forceinline__ void w2_store_kv(const float (&acc)[64], float *g, in
  * (one a warpgroup, the same 16 keys) splitting the 64 queries: warpgroup 0
  * takes queries 0-31, warpgroup 1 queries 32-63; each hands the other the
  * half of its product the other needs (16 floats a thread each way). */
-template <typename T, bool S8>
-__global__ void __launch_bounds__(W2_NTH, 1) bwd_wg256_kernel(const UspBwdParams p) {
+template <typename T, bool S8, bool DQ_TMA>
+__global__ void __launch_bounds__(W2_NTH, 1)
+    bwd_wg256_kernel(const __grid_constant__ CUtensorMap tdq, const UspBwdParams p) {
+    static_assert(S8 || !DQ_TMA, "dQ by reduce-adds with the eight-warp scores only");
     constexpr int BM = W2_BM, BN = W2_BN, D = W2_D;
     extern __shared__ unsigned char smem_raw[];
     T *sK = reinterpret_cast<T *>(align1024(smem_raw));   /* BN x D */
@@ -208,6 +243,7 @@ __global__ void __launch_bounds__(W2_NTH, 1) bwd_wg256_kernel(const UspBwdParams
 #pragma unroll
     for (int i = 0; i < 64; ++i) dv[i] = dk[i] = 0.0f;
     const int half = wgi * 2 * 64;   /* element offset of this warpgroup's 128 columns: atoms 2g, 2g+1 */
+    const bool wg_lead = (threadIdx.x & 127) == 0;   /* DQ_TMA: issues the warpgroup's reduce-adds */
     float *slot = sX + warp * 32 * 32 + lane;
 
     for (int it = 0; it < wk.iters; ++it) {
@@ -230,8 +266,10 @@ __global__ void __launch_bounds__(W2_NTH, 1) bwd_wg256_kernel(const UspBwdParams
                 wg<T>::template ss64<0, 0>(s, wg_desc_k<BN>(A, kc), wg_desc_k<BM>(B, kc), kc > 0);
         }
         wg_commit();
-        if (it + 1 < wk.iters) prefetch(it + 1, stage ^ 1);
-        cp_async_commit();
+        if (!DQ_TMA) {
+            if (it + 1 < wk.iters) prefetch(it + 1, stage ^ 1);
+            cp_async_commit();
+        }
         wg_wait<0>();
         wg_fence_regs(s);
 
@@ -270,7 +308,12 @@ __global__ void __launch_bounds__(W2_NTH, 1) bwd_wg256_kernel(const UspBwdParams
                 w2_scores<T>(p, other, s, sL + stage * BM, sDl + stage * BM, b, key_row, n0, m0, masked, sP, sdS);
         }
         fence_async_smem();   /* P^T, dS^T stores -> the wgmma reads */
+        if (DQ_TMA && wg_lead) bulk_wait_read<0>();   /* tile it - 1's dQ has been read from stage ^ 1 */
         __syncthreads();
+        if (DQ_TMA) {   /* stage ^ 1 is free: tile it + 1 loads under this tile's products */
+            if (it + 1 < wk.iters) prefetch(it + 1, stage ^ 1);
+            cp_async_commit();
+        }
 
         /* dQ first (its atomics run while dV and dK are on the tensor cores) */
         float dq[64];
@@ -288,14 +331,33 @@ __global__ void __launch_bounds__(W2_NTH, 1) bwd_wg256_kernel(const UspBwdParams
         for (int kk = 0; kk < BM / 16; ++kk)
             wg<T>::template ss128<0, 1>(dk, wg_desc_k<BN>(sdS, kk), wg_desc_mn<BM>(cQ + half * BM, kk), 1);
         wg_commit();
-        wg_wait<1>();
-        wg_fence_regs(dq);
-        float *gdq = p.dq + b * p.dq_sb + (int64_t)p.q_begin * p.dq_sl + h * p.dq_sh;
-        w2_add_dq(p, dq, gdq, m0 + key_row, wgi * 128);
+        if (!DQ_TMA) {
+            wg_wait<1>();
+            wg_fence_regs(dq);
+            float *gdq = p.dq + b * p.dq_sb + (int64_t)p.q_begin * p.dq_sl + h * p.dq_sh;
+            w2_add_dq(p, dq, gdq, m0 + key_row, wgi * 128);
+        }
         wg_wait<0>();
         wg_fence_regs(dv);
         wg_fence_regs(dk);
+        if (DQ_TMA) {
+            /* this warpgroup's wgmma reads of the stage are complete (S^T / dP^T before the
+             * CTA barrier, dV / dK above): its atoms 2g, 2g + 1 of Q and dO take its dQ */
+            wg_fence_regs(dq);
+            T *qa = const_cast<T *>(cQ) + half * BM, *da = const_cast<T *>(cdO) + half * BM;
+            float *const box[4] = {reinterpret_cast<float *>(qa), reinterpret_cast<float *>(qa + BM * 64),
+                                   reinterpret_cast<float *>(da), reinterpret_cast<float *>(da + BM * 64)};
+            w2_stage_dq(dq, box, warp, p.scale);
+            fence_async_smem();   /* the staging stores -> the copy engine's reads */
+            named_barrier<128>(5 + wgi);
+            if (wg_lead) {
+#pragma unroll
+                for (int k = 0; k < 4; ++k) tma_reduce_add_4d(&tdq, box[k], wgi * 128 + 32 * k, m0, h, b);
+                bulk_commit();
+            }
+        }
     }
+    if (DQ_TMA && wg_lead) bulk_wait<0>();   /* the last reduce-adds are done before the CTA exits */
 
     const int krow = n0 + key_row;
     float *gdk = p.dk + b * p.dk_sb + (int64_t)p.kv_begin * p.dk_sl + hk * p.dk_sh;
@@ -308,12 +370,22 @@ template <typename T>
 int w2_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len) {
     constexpr int smem = w2_smem_bytes();
     /* P^T and dS^T on all eight warps (the default; 1.27-1.29x the four-warp kernel on an
-     * H100, gpu/NOTES.md v8); USP_GPU_BWD=s4: on four warps, as v6 */
+     * H100, gpu/NOTES.md v8); USP_GPU_BWD=s4: on four warps, as v6; =s8r: eight warps, dQ by
+     * TMA reduce-adds (an error, not the atomics, when the driver refuses dQ's tensor map) */
     const char *e = getenv("USP_GPU_BWD");
-    auto kern = e && !strcmp(e, "s4") ? bwd_wg256_kernel<T, false> : bwd_wg256_kernel<T, true>;
+    const bool s4 = e && !strcmp(e, "s4"), s8r = e && !strcmp(e, "s8r");
+    CUtensorMap tdq;
+    memset(&tdq, 0, sizeof tdq);   /* unused by the atomic kernels */
+    if (s8r && !tma_map_4d(&tdq, p.dq + (int64_t)p.q_begin * p.dq_sl, USP_F32, W2_D, p.q_len, p.h, p.b, p.dq_sl,
+                           p.dq_sh, p.dq_sb, W2_BM)) {
+        snprintf(why, why_len, "attn_bwd_wg256: cuTensorMapEncodeTiled refused dQ's tensor map");
+        return USP_KERNEL_ECUDA;
+    }
+    auto kern = s4 ? bwd_wg256_kernel<T, false, false>
+                   : s8r ? bwd_wg256_kernel<T, true, true> : bwd_wg256_kernel<T, true, false>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid((p.kv_len + W2_BN - 1) / W2_BN, p.hkv, p.b);
-    kern<<<grid, W2_NTH, smem, st>>>(p);
+    kern<<<grid, W2_NTH, smem, st>>>(tdq, p);
     USP_CUDA_LAUNCHED();
     return USP_KERNEL_OK;
 }
