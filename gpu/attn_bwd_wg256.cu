@@ -42,7 +42,10 @@
  * the CTA barrier in the middle of tile it + 1 (after the P^T, dS^T stores),
  * behind each issuing thread's bulk_wait_read, instead of right after the S^T
  * issue: the load then runs under the dQ, dV and dK products (3/4 of a tile's
- * products). No extra shared memory. */
+ * products). No extra shared memory.
+ * DQ_SPLIT (USP_GPU_BWD=s8r2): the same, with dV and dK in two commit groups;
+ * once dV has completed, the warpgroup's dO atoms take dQ's columns 64-127
+ * (two reduce-adds) while dK still runs, and its Q atoms the rest after. */
 #include "kernels.h"
 #include "tma.cuh"
 #include "wgcommon.cuh"
@@ -143,13 +146,14 @@ __device__ __forceinline__ void w2_add_dq(const UspBwdParams &p, const float (&a
 }
 
 /* DQ_TMA: the warp's dQ fragment (rows 16 warp + g, + 8 of the tile; the
- * warpgroup's columns 8j + 2t, j < 16) times `mul` into four fp32 TMA boxes
+ * warpgroup's columns 8j + 2t, J0 <= j < J1) times `mul` into fp32 TMA boxes
  * of 32 columns x 64 rows (box j / 4 at box[j / 4]), rows of 128 bytes whose
  * 16-byte chunk c sits at c ^ (row & 7). */
+template <int J0, int J1>
 __device__ __forceinline__ void w2_stage_dq(const float (&acc)[64], float *const (&box)[4], int warp, float mul) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
-    for (int j = 0; j < 16; ++j)
+    for (int j = J0; j < J1; ++j)
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) {
             const int r = warp * 16 + g + hf * 8;
@@ -183,10 +187,11 @@ __device__ __forceinline__ void w2_store_kv(const float (&acc)[64], float *g, in
  * (one a warpgroup, the same 16 keys) splitting the 64 queries: warpgroup 0
  * takes queries 0-31, warpgroup 1 queries 32-63; each hands the other the
  * half of its product the other needs (16 floats a thread each way). */
-template <typename T, bool S8, bool DQ_TMA>
+template <typename T, bool S8, bool DQ_TMA, bool DQ_SPLIT = false>
 __global__ void __launch_bounds__(W2_NTH, 1)
     bwd_wg256_kernel(const __grid_constant__ CUtensorMap tdq, const UspBwdParams p) {
     static_assert(S8 || !DQ_TMA, "dQ by reduce-adds with the eight-warp scores only");
+    static_assert(DQ_TMA || !DQ_SPLIT, "the split staging is of the reduce-adds");
     constexpr int BM = W2_BM, BN = W2_BN, D = W2_D;
     extern __shared__ unsigned char smem_raw[];
     T *sK = reinterpret_cast<T *>(align1024(smem_raw));   /* BN x D */
@@ -327,6 +332,7 @@ __global__ void __launch_bounds__(W2_NTH, 1)
 #pragma unroll
         for (int kk = 0; kk < BM / 16; ++kk)
             wg<T>::template ss128<0, 1>(dv, wg_desc_k<BN>(sP, kk), wg_desc_mn<BM>(cdO + half * BM, kk), 1);
+        if (DQ_SPLIT) wg_commit();   /* dV alone: its dO atoms take half of dQ while dK runs */
 #pragma unroll
         for (int kk = 0; kk < BM / 16; ++kk)
             wg<T>::template ss128<0, 1>(dk, wg_desc_k<BN>(sdS, kk), wg_desc_mn<BM>(cQ + half * BM, kk), 1);
@@ -337,22 +343,37 @@ __global__ void __launch_bounds__(W2_NTH, 1)
             float *gdq = p.dq + b * p.dq_sb + (int64_t)p.q_begin * p.dq_sl + h * p.dq_sh;
             w2_add_dq(p, dq, gdq, m0 + key_row, wgi * 128);
         }
+        T *qa = const_cast<T *>(cQ) + half * BM, *da = const_cast<T *>(cdO) + half * BM;
+        float *const box[4] = {reinterpret_cast<float *>(qa), reinterpret_cast<float *>(qa + BM * 64),
+                               reinterpret_cast<float *>(da), reinterpret_cast<float *>(da + BM * 64)};
+        if (DQ_SPLIT) {
+            /* dQ and dV complete (dK may run): the warpgroup's dO atoms take dQ's columns 64-127 */
+            wg_wait<1>();
+            wg_fence_regs(dq);
+            w2_stage_dq<8, 16>(dq, box, warp, p.scale);
+            fence_async_smem();
+            named_barrier<128>(5 + wgi);
+            if (wg_lead) {
+                tma_reduce_add_4d(&tdq, box[2], wgi * 128 + 64, m0, h, b);
+                tma_reduce_add_4d(&tdq, box[3], wgi * 128 + 96, m0, h, b);
+                bulk_commit();
+            }
+        }
         wg_wait<0>();
         wg_fence_regs(dv);
         wg_fence_regs(dk);
         if (DQ_TMA) {
             /* this warpgroup's wgmma reads of the stage are complete (S^T / dP^T before the
-             * CTA barrier, dV / dK above): its atoms 2g, 2g + 1 of Q and dO take its dQ */
+             * CTA barrier, dV / dK above): its atoms 2g, 2g + 1 of Q and dO take its dQ
+             * (DQ_SPLIT: those of Q, the rest is on its way from dO's) */
+            constexpr int K1 = DQ_SPLIT ? 2 : 4;   /* boxes 0 .. K1 - 1 */
             wg_fence_regs(dq);
-            T *qa = const_cast<T *>(cQ) + half * BM, *da = const_cast<T *>(cdO) + half * BM;
-            float *const box[4] = {reinterpret_cast<float *>(qa), reinterpret_cast<float *>(qa + BM * 64),
-                                   reinterpret_cast<float *>(da), reinterpret_cast<float *>(da + BM * 64)};
-            w2_stage_dq(dq, box, warp, p.scale);
+            w2_stage_dq<0, 4 * K1>(dq, box, warp, p.scale);
             fence_async_smem();   /* the staging stores -> the copy engine's reads */
             named_barrier<128>(5 + wgi);
             if (wg_lead) {
 #pragma unroll
-                for (int k = 0; k < 4; ++k) tma_reduce_add_4d(&tdq, box[k], wgi * 128 + 32 * k, m0, h, b);
+                for (int k = 0; k < K1; ++k) tma_reduce_add_4d(&tdq, box[k], wgi * 128 + 32 * k, m0, h, b);
                 bulk_commit();
             }
         }
@@ -371,9 +392,10 @@ int w2_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len)
     constexpr int smem = w2_smem_bytes();
     /* P^T and dS^T on all eight warps (the default; 1.27-1.29x the four-warp kernel on an
      * H100, gpu/NOTES.md v8); USP_GPU_BWD=s4: on four warps, as v6; =s8r: eight warps, dQ by
-     * TMA reduce-adds (an error, not the atomics, when the driver refuses dQ's tensor map) */
+     * TMA reduce-adds (an error, not the atomics, when the driver refuses dQ's tensor map); =s8r2:
+     * those with half of dQ staged while dK runs */
     const char *e = getenv("USP_GPU_BWD");
-    const bool s4 = e && !strcmp(e, "s4"), s8r = e && !strcmp(e, "s8r");
+    const bool s4 = e && !strcmp(e, "s4"), s8r2 = e && !strcmp(e, "s8r2"), s8r = s8r2 || (e && !strcmp(e, "s8r"));
     CUtensorMap tdq;
     memset(&tdq, 0, sizeof tdq);   /* unused by the atomic kernels */
     if (s8r && !tma_map_4d(&tdq, p.dq + (int64_t)p.q_begin * p.dq_sl, USP_F32, W2_D, p.q_len, p.h, p.b, p.dq_sl,
@@ -381,8 +403,9 @@ int w2_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len)
         snprintf(why, why_len, "attn_bwd_wg256: cuTensorMapEncodeTiled refused dQ's tensor map");
         return USP_KERNEL_ECUDA;
     }
-    auto kern = s4 ? bwd_wg256_kernel<T, false, false>
-                   : s8r ? bwd_wg256_kernel<T, true, true> : bwd_wg256_kernel<T, true, false>;
+    auto kern = s4     ? bwd_wg256_kernel<T, false, false>
+                : s8r2 ? bwd_wg256_kernel<T, true, true, true>
+                : s8r  ? bwd_wg256_kernel<T, true, true> : bwd_wg256_kernel<T, true, false>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid((p.kv_len + W2_BN - 1) / W2_BN, p.hkv, p.b);
     kern<<<grid, W2_NTH, smem, st>>>(tdq, p);
