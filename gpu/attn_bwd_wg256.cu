@@ -20,8 +20,9 @@
  *   dV  += P^T dO    (64 keys x 128 columns a warpgroup)  SS, dO MN-major
  *   dK  += dS^T Q                                         SS, Q MN-major
  *   dQ   = dS K      (64 queries x 128 columns)           SS, dS^T and K MN-major,
- *                    issued first, added with fp32 atomics while dV, dK run
- *                    (USP_GPU_BWD=s8r: by TMA reduce-adds, see DQ_TMA below).
+ *                    issued first; added by TMA reduce-adds (the default, DQ_TMA
+ *                    and DQ_SPLIT below) or (USP_GPU_BWD=s8, s4) with fp32
+ *                    atomics while dV, dK run.
  *
  * Shared memory (bytes): K, V 2 x 32 K; Q, dO 2 stages x 2 x 32 K; P^T, dS^T
  * 2 x 8 K; the fp32 hand-over 16 K; LSE and DELTA 1 K: 225 KB + 1 KB of
@@ -43,9 +44,11 @@
  * behind each issuing thread's bulk_wait_read, instead of right after the S^T
  * issue: the load then runs under the dQ, dV and dK products (3/4 of a tile's
  * products). No extra shared memory.
- * DQ_SPLIT (USP_GPU_BWD=s8r2): the same, with dV and dK in two commit groups;
- * once dV has completed, the warpgroup's dO atoms take dQ's columns 64-127
- * (two reduce-adds) while dK still runs, and its Q atoms the rest after. */
+ * DQ_SPLIT (the default; USP_GPU_BWD=s8r2 forces it): the same, with dV and dK
+ * in two commit groups; once dV has completed, the warpgroup's dO atoms take
+ * dQ's columns 64-127 (two reduce-adds) while dK still runs, and its Q atoms
+ * the rest after. When the driver refuses dQ's tensor map, the default falls
+ * back to the atomics (s8r, s8r2: an error instead). */
 #include "kernels.h"
 #include "tma.cuh"
 #include "wgcommon.cuh"
@@ -390,22 +393,27 @@ __global__ void __launch_bounds__(W2_NTH, 1)
 template <typename T>
 int w2_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len) {
     constexpr int smem = w2_smem_bytes();
-    /* P^T and dS^T on all eight warps (the default; 1.27-1.29x the four-warp kernel on an
-     * H100, gpu/NOTES.md v8); USP_GPU_BWD=s4: on four warps, as v6; =s8r: eight warps, dQ by
-     * TMA reduce-adds (an error, not the atomics, when the driver refuses dQ's tensor map); =s8r2:
-     * those with half of dQ staged while dK runs */
+    /* P^T and dS^T on all eight warps (1.27-1.29x the four-warp kernel on an H100, gpu/NOTES.md
+     * v8), dQ by TMA reduce-adds with half of it staged while dK runs (the default: 1.07x the
+     * atomics on an H100, gpu/NOTES.md v10). USP_GPU_BWD=s8: dQ by atomics (v8's default); =s4:
+     * scores on four warps and atomics, as v6; =s8r: reduce-adds staged after dV and dK; =s8r2:
+     * the default's kernel, an error (not the atomics) when the driver refuses dQ's tensor map,
+     * as with s8r */
     const char *e = getenv("USP_GPU_BWD");
-    const bool s4 = e && !strcmp(e, "s4"), s8r2 = e && !strcmp(e, "s8r2"), s8r = s8r2 || (e && !strcmp(e, "s8r"));
+    const bool s4 = e && !strcmp(e, "s4"), s8 = e && !strcmp(e, "s8"), s8r = e && !strcmp(e, "s8r");
+    const bool forced = s8r || (e && !strcmp(e, "s8r2"));
     CUtensorMap tdq;
     memset(&tdq, 0, sizeof tdq);   /* unused by the atomic kernels */
-    if (s8r && !tma_map_4d(&tdq, p.dq + (int64_t)p.q_begin * p.dq_sl, USP_F32, W2_D, p.q_len, p.h, p.b, p.dq_sl,
-                           p.dq_sh, p.dq_sb, W2_BM)) {
+    const bool tma = !s4 && !s8 &&
+                     tma_map_4d(&tdq, p.dq + (int64_t)p.q_begin * p.dq_sl, USP_F32, W2_D, p.q_len, p.h, p.b,
+                                p.dq_sl, p.dq_sh, p.dq_sb, W2_BM);
+    if (forced && !tma) {
         snprintf(why, why_len, "attn_bwd_wg256: cuTensorMapEncodeTiled refused dQ's tensor map");
         return USP_KERNEL_ECUDA;
     }
-    auto kern = s4     ? bwd_wg256_kernel<T, false, false>
-                : s8r2 ? bwd_wg256_kernel<T, true, true, true>
-                : s8r  ? bwd_wg256_kernel<T, true, true> : bwd_wg256_kernel<T, true, false>;
+    auto kern = s4    ? bwd_wg256_kernel<T, false, false>
+                : !tma ? bwd_wg256_kernel<T, true, false>
+                : s8r  ? bwd_wg256_kernel<T, true, true> : bwd_wg256_kernel<T, true, true, true>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid((p.kv_len + W2_BN - 1) / W2_BN, p.hkv, p.b);
     kern<<<grid, W2_NTH, smem, st>>>(tdq, p);
