@@ -32,9 +32,12 @@
  * USP_GPU_FWD_UNITS=fetch (opt-in; fwd_ws_kernel<..., FETCH>): the producer takes the
  * units from a counter in the plan's order instead and hands their descriptors to the
  * consumers through shared memory (not faster on an H100: gpu/NOTES.md).
+ * USP_GPU_FWD_UNITS=flow (opt-in; fwd_ws_flow_kernel, D = 64 and 128): the same units
+ * with two Q buffers, the look-ups in a warp of their own, and the consumers' pipeline
+ * running on from one unit into the next (no fill or drain between units).
  *
  * Shared memory at D = 128: Q 32 KB + 2 stages x (K 32 KB + V 32 KB) = 160 KB
- * and the barriers. */
+ * and the barriers; flow: Q 2 x 32 KB, 192 KB, and 4 units' descriptors (4.3 KB). */
 #include "kernels.h"
 #include "wgcommon.cuh"
 #include <cuda.h>
@@ -241,16 +244,22 @@ __device__ __forceinline__ bool ws_unit(const UspFwdParams &p, int j, WsUnit &u,
     return true;
 }
 
-/* Rows of consumer warpgroup c's 64 that see no key: O = 0, LSE = -inf. */
+/* Rows [r0, r0 + rows) of unit u see no key: O = 0, LSE = -inf; by nthr threads, this one tid. */
 template <typename TO, int D>
-__device__ void ws_write_empty(const UspFwdParams &p, const WsUnit &u, int c) {
-    const int r0 = u.m0 + c * 64, rows = min(64, p.q_len - r0), tid = threadIdx.x & 127;
-    for (int idx = tid; idx < rows * D; idx += 128) {
+__device__ void ws_write_empty_rows(const UspFwdParams &p, const WsUnit &u, int r0, int rows, int tid, int nthr) {
+    for (int idx = tid; idx < rows * D; idx += nthr) {
         const int r = idx / D, col = idx % D;
         TO *o = static_cast<TO *>(p.o) + u.b * p.o_sb + (int64_t)(p.q_begin + r0 + r) * p.o_sl + u.h * p.o_sh;
         o[col] = TO(0.0f);
     }
-    for (int r = tid; r < rows; r += 128) p.lse[u.b * p.lse_sb + u.h * p.lse_sh + p.q_begin + r0 + r] = -INFINITY;
+    for (int r = tid; r < rows; r += nthr) p.lse[u.b * p.lse_sb + u.h * p.lse_sh + p.q_begin + r0 + r] = -INFINITY;
+}
+
+/* Rows of consumer warpgroup c's 64 that see no key: O = 0, LSE = -inf. */
+template <typename TO, int D>
+__device__ void ws_write_empty(const UspFwdParams &p, const WsUnit &u, int c) {
+    const int r0 = u.m0 + c * 64;
+    ws_write_empty_rows<TO, D>(p, u, r0, min(64, p.q_len - r0), threadIdx.x & 127, 128);
 }
 
 /* Stage and phase of the a-th K/V tile a CTA loads (counted over its units). */
@@ -585,6 +594,344 @@ __global__ void __launch_bounds__(WS_NTH, 1)
     }
 }
 
+/* ---- FLOW: one pipeline over all the units of a CTA (USP_GPU_FWD_UNITS=flow) ----
+ *
+ * Planned units only (dealt by CTA index as ws_unit), D = 64 and 128 (at D = 256 two Q
+ * tiles and two K/V stages do not fit). Warps of the producer warpgroup:
+ *   warp 1 (descriptors): walks the CTA's units, writes the rows of units that see no
+ *     key itself (O = 0, LSE = -inf) and publishes every other unit in one of
+ *     WS_NDESC shared-memory buffers (descriptor and its 128 rows' key intervals;
+ *     fullD: 32 arrivals), then an END descriptor. A buffer is refilled once the 8
+ *     consumer warps and the loading thread have read it (emptyD: 9 arrivals), so
+ *     the look-ups run up to WS_NDESC units ahead and never sit in the loads' way;
+ *   warp 0, lane 0 (loads): per published unit, its Q into Q buffer qi & 1 once both
+ *     consumers are past their last S of unit qi - 2 (emptyQ[qi & 1]), then its K/V
+ *     tiles through the stages, whose phases count K/V tiles over all units.
+ * Consumers run one pipeline of turns over all units (strictly alternating with the
+ * other consumer, as inside a unit): turn 0 of a unit's successor is the unit's last
+ * turn, S_0 of the next unit (the other Q buffer) issued with the last P V; the next
+ * unit's softmax of S_0 runs under that P V, then the unit's O is normalised and
+ * stored with its LSE and the row state (O, m, l) restarts from S_0's. Only the
+ * CTA's first and last units keep a turn of their own. */
+constexpr int WS_NDESC = 4;
+
+template <int D>
+constexpr int ws_flow_smem_bytes() {
+    return (2 * WS_BM * D + 2 * ws_cfg<D>::STAGES * ws_cfg<D>::BN * D) * 2 + 1024 + 256 +
+           WS_NDESC * (WS_DESC * 4 + WS_BM * 8);
+}
+
+/* A published unit as a consumer thread holds it: the unit and its two rows' intervals. */
+struct WsFlowUnit {
+    int end, b, h, m0, jt0, nt;
+    usp_key_range kr;
+    usp_key_interval riv[2];
+};
+
+/* Consumer thread's read of published unit k (rows rloc and rloc + 8 of its 128); lane 0 of
+ * each warp releases the buffer once the warp has read it. */
+__device__ __forceinline__ WsFlowUnit ws_flow_take(const int *sDesc, const int2 *sRiv, uint64_t *fullD,
+                                                   uint64_t *emptyD, int k, int rloc) {
+    const int kb = k % WS_NDESC;
+    mbar_wait(fullD + kb, (uint32_t)(k / WS_NDESC) & 1u);
+    const int *d = sDesc + kb * WS_DESC;
+    WsFlowUnit f;
+    f.end = d[WSD_END];
+    f.b = d[WSD_B];
+    f.h = d[WSD_H];
+    f.m0 = d[WSD_M0];
+    f.jt0 = d[WSD_JT0];
+    f.nt = d[WSD_NT];
+    f.kr = usp_key_range{d[WSD_KR], d[WSD_KR + 1], d[WSD_KR + 2], d[WSD_KR + 3]};
+    const int2 r0 = sRiv[kb * WS_BM + rloc], r1 = sRiv[kb * WS_BM + rloc + 8];
+    f.riv[0] = usp_key_interval{r0.x, r0.y};
+    f.riv[1] = usp_key_interval{r1.x, r1.y};
+    __syncwarp();
+    if ((threadIdx.x & 31) == 0) mbar_arrive(emptyD + kb);
+    return f;
+}
+
+/* O / l and the LSE of a consumer thread's two rows r_base, r_base + 8 of head h, batch b. */
+template <typename TO, int D>
+__device__ __forceinline__ void ws_store_o(const UspFwdParams &p, int b, int h, int r_base, const float (&o)[D / 2],
+                                           const float (&l)[2], const float (&mx)[2], float sl2) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        float lt = quad_sum(l[hf]);
+        float inv = lt > 0.0f ? 1.0f / lt : 0.0f;
+        int r = r_base + hf * 8;
+        if (r >= p.q_len) continue;
+        int64_t grow = p.q_begin + r;
+        TO *orow = static_cast<TO *>(p.o) + b * p.o_sb + grow * p.o_sl + h * p.o_sh;
+#pragma unroll
+        for (int jj = 0; jj < D / 8; ++jj)
+            out2<TO>::store(orow + 8 * jj + (lane & 3) * 2, o[4 * jj + 2 * hf] * inv, o[4 * jj + 2 * hf + 1] * inv);
+        if ((lane & 3) == 0)
+            p.lse[b * p.lse_sb + h * p.lse_sh + grow] = lt > 0.0f ? (mx[hf] * sl2 + log2f(lt)) * USP_LN2 : -INFINITY;
+    }
+}
+
+template <typename T, typename TO, int D>
+__global__ void __launch_bounds__(WS_NTH, 1)
+    fwd_ws_flow_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                       const __grid_constant__ CUtensorMap tv, const UspFwdParams p) {
+    constexpr int BM = WS_BM, BN = ws_cfg<D>::BN, S = ws_cfg<D>::STAGES, ND = D / 2, NDS = WS_NDESC;
+    static_assert(4 + 4 * S + 2 * NDS <= 32, "barriers fit their 256 bytes");
+    extern __shared__ unsigned char smem_raw[];
+    T *sQ = reinterpret_cast<T *>(align1024(smem_raw));   /* 2 x BM x D */
+    T *sK = sQ + 2 * BM * D;                                /* S x BN x D */
+    T *sV = sK + S * BN * D;                                /* S x BN x D */
+    uint64_t *bars = reinterpret_cast<uint64_t *>(sV + S * BN * D);
+    uint64_t *fullQ = bars, *emptyQ = bars + 2, *fullK = bars + 4, *fullV = fullK + S, *emptyK = fullV + S,
+             *emptyV = emptyK + S, *fullD = emptyV + S, *emptyD = fullD + NDS;
+    int *sDesc = reinterpret_cast<int *>(bars + 32);              /* NDS x WS_DESC ints */
+    int2 *sRiv = reinterpret_cast<int2 *>(sDesc + NDS * WS_DESC);   /* NDS x BM rows' [lo, hi) */
+
+    const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < 2; ++i) {
+            mbar_init(fullQ + i, 1);
+            mbar_init(emptyQ + i, 2);   /* one thread of each consumer warpgroup, after its unit's last S */
+        }
+        for (int s = 0; s < S; ++s) {
+            mbar_init(fullK + s, 1);
+            mbar_init(fullV + s, 1);
+            mbar_init(emptyK + s, 2);
+            mbar_init(emptyV + s, 2);
+        }
+        for (int i = 0; i < NDS; ++i) {
+            mbar_init(fullD + i, 32);      /* the descriptor warp's lanes */
+            mbar_init(emptyD + i, 8 + 1);   /* the consumer warps and the loading thread */
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wgi == 0) {
+        setmaxnreg_dec<24>();
+        if (warp == 1) {   /* descriptors */
+            for (int j = 0, k = 0;; ++j) {
+                /* unit j of this CTA as ws_unit deals it (planned: the grid is persistent) */
+                const int G = gridDim.x, lin = j * G + ((j & 1) ? G - 1 - (int)blockIdx.x : (int)blockIdx.x);
+                const bool more = lin < p.plan_items * p.h;
+                WsUnit u{};
+                if (more) ws_unit_at<BM, BN>(p, lin, u);
+                if (more && u.ntiles <= 0) {
+                    ws_write_empty_rows<TO, D>(p, u, u.m0, min(BM, p.q_len - u.m0), lane, 32);
+                    continue;
+                }
+                const int kb = k % NDS;
+                mbar_wait(emptyD + kb, ((uint32_t)(k / NDS) & 1u) ^ 1u);
+                int *d = sDesc + kb * WS_DESC;
+                if (lane == 0) {
+                    d[WSD_END] = !more;
+                    if (more) {
+                        d[WSD_B] = u.b;
+                        d[WSD_H] = u.h;
+                        d[WSD_M0] = u.m0;
+                        d[WSD_JT0] = u.jt0;
+                        d[WSD_NT] = u.ntiles;
+                        d[WSD_KR + 0] = u.kr.any_lo;
+                        d[WSD_KR + 1] = u.kr.any_hi;
+                        d[WSD_KR + 2] = u.kr.all_lo;
+                        d[WSD_KR + 3] = u.kr.all_hi;
+                    }
+                }
+                if (more)
+                    for (int i = lane; i < BM; i += 32) {
+                        const usp_key_interval iv = row_keys(p, u.b, u.m0 + i);
+                        sRiv[kb * BM + i] = make_int2(iv.lo, iv.hi);
+                    }
+                mbar_arrive(fullD + kb);   /* releases this lane's writes */
+                ++k;
+                if (!more) break;
+            }
+        } else if (warp == 0 && lane == 0) {   /* loads */
+            for (int k = 0, a = 0, qi = 0;; ++k, ++qi) {
+                const int kb = k % NDS;
+                mbar_wait(fullD + kb, (uint32_t)(k / NDS) & 1u);
+                const int *d = sDesc + kb * WS_DESC;
+                const int end = d[WSD_END], b = d[WSD_B], h = d[WSD_H], m0 = d[WSD_M0], jt0 = d[WSD_JT0],
+                          nt = d[WSD_NT];
+                mbar_arrive(emptyD + kb);
+                if (end) break;
+                const int qb = qi & 1, hk = h / (p.h / p.hkv);
+                mbar_wait(emptyQ + qb, ((uint32_t)(qi >> 1) & 1u) ^ 1u);
+                mbar_expect_tx(fullQ + qb, BM * D * 2);
+#pragma unroll
+                for (int c = 0; c < D / 64; ++c) tma_load4(sQ + qb * BM * D + c * BM * 64, &tq, fullQ + qb, c * 64, m0, h, b);
+                for (int n = 0; n < nt; ++n, ++a) {
+                    const int st = ws_stage<S>(a);
+                    const uint32_t ph = ws_phase<S>(a);
+                    const int key = (jt0 + n) * BN;
+                    mbar_wait(emptyK + st, ph ^ 1);
+                    mbar_expect_tx(fullK + st, BN * D * 2);
+#pragma unroll
+                    for (int c = 0; c < D / 64; ++c)
+                        tma_load4(sK + st * BN * D + c * BN * 64, &tk, fullK + st, c * 64, key, hk, b);
+                    mbar_wait(emptyV + st, ph ^ 1);
+                    mbar_expect_tx(fullV + st, BN * D * 2);
+#pragma unroll
+                    for (int c = 0; c < D / 64; ++c)
+                        tma_load4(sV + st * BN * D + c * BN * 64, &tv, fullV + st, c * 64, key, hk, b);
+                }
+            }
+        }
+        return;
+    }
+
+    /* consumers */
+    setmaxnreg_inc<240>();
+    const int c = wgi - 1;
+    const bool signal = (threadIdx.x & 127) == 0;   /* releases stages for its warpgroup */
+    const float sl2 = p.scale * USP_LOG2E;
+    const int rloc = c * 64 + warp * 16 + (lane >> 2);   /* this thread's rows in a unit: rloc, rloc + 8 */
+    int a = 0, qi = 0, k = 0;   /* K/V tiles of finished units, units started, descriptors read */
+    WsFlowUnit cu = ws_flow_take(sDesc, sRiv, fullD, emptyD, k++, rloc);
+    if (cu.end) return;
+    if (c == 1) bar_arrive256(1);   /* consumer 0 takes the first turn */
+
+    float o[ND];
+#pragma unroll
+    for (int i = 0; i < ND; ++i) o[i] = 0.0f;
+    float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, sum[2], corr[2];
+    uint32_t pa[BN / 16][4];
+    float s[BN / 2];
+
+    /* the first unit's turn 0: S_0 */
+    {
+        const int st = ws_stage<S>(0);
+        const T *sQw = sQ + c * 64 * 64;
+        mbar_wait(fullQ, 0);
+        mbar_wait(fullK + st, ws_phase<S>(0));
+        bar_sync256(1 + c);
+        wg_arrive();
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc)
+            ws_qk<T, BN>::mma(s, wg_desc_k<BM>(sQw, kc), wg_desc_k<BN>(sK + st * BN * D, kc), kc > 0);
+        wg_commit();
+        bar_arrive256(2 - c);
+        wg_wait<0>();
+        wg_fence_regs(s);
+        if (signal) {
+            mbar_arrive(emptyK + st);
+            if (cu.nt == 1) mbar_arrive(emptyQ);
+        }
+        if (usp_tile_masked(cu.kr, cu.jt0 * BN, cu.jt0 * BN + BN)) ws_mask<BN>(s, cu.riv, cu.jt0 * BN);
+        ws_softmax<BN>(s, mx, sum, corr, sl2);
+        l[0] = sum[0];
+        l[1] = sum[1];
+        ws_pack<T, BN>(s, pa);
+    }
+
+    for (;;) {
+        const int qb = qi & 1;
+        const T *sQw = sQ + qb * BM * D + c * 64 * 64;
+        for (int n = 1; n < cu.nt; ++n) {
+            const int st = ws_stage<S>(a + n), pst = ws_stage<S>(a + n - 1);
+            mbar_wait(fullK + st, ws_phase<S>(a + n));
+            mbar_wait(fullV + pst, ws_phase<S>(a + n - 1));
+            bar_sync256(1 + c);
+            wg_arrive();
+#pragma unroll
+            for (int kc = 0; kc < D / 16; ++kc)
+                ws_qk<T, BN>::mma(s, wg_desc_k<BM>(sQw, kc), wg_desc_k<BN>(sK + st * BN * D, kc), kc > 0);
+            wg_commit();
+            wg_fence_regs(o);
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; ++kk)
+                rs_mma<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(sV + pst * BN * D, kk));
+            wg_commit();
+            bar_arrive256(2 - c);
+            wg_wait<1>();
+            wg_fence_regs(s);
+            if (signal) {
+                mbar_arrive(emptyK + st);
+                if (n == cu.nt - 1) mbar_arrive(emptyQ + qb);
+            }
+            const int n0 = (cu.jt0 + n) * BN;
+            if (usp_tile_masked(cu.kr, n0, n0 + BN)) ws_mask<BN>(s, cu.riv, n0);
+            ws_softmax<BN>(s, mx, sum, corr, sl2);
+            wg_wait<0>();
+            wg_fence_regs(o);
+            if (signal) mbar_arrive(emptyV + pst);
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf) {
+                l[hf] = l[hf] * corr[hf] + sum[hf];
+#pragma unroll
+                for (int jj = 0; jj < D / 8; ++jj) {
+                    o[4 * jj + 2 * hf] *= corr[hf];
+                    o[4 * jj + 2 * hf + 1] *= corr[hf];
+                }
+            }
+            ws_pack<T, BN>(s, pa);
+        }
+
+        const WsFlowUnit nx = ws_flow_take(sDesc, sRiv, fullD, emptyD, k++, rloc);
+        const int pst = ws_stage<S>(a + cu.nt - 1);
+        if (nx.end) {   /* the CTA's last turn: O += P V of the last tile */
+            mbar_wait(fullV + pst, ws_phase<S>(a + cu.nt - 1));
+            bar_sync256(1 + c);
+            wg_fence_regs(o);
+            wg_arrive();
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; ++kk)
+                rs_mma<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(sV + pst * BN * D, kk));
+            wg_commit();
+            if (c == 0) bar_arrive256(2);   /* consumer 1's last turn; consumer 0 has none left */
+            wg_wait<0>();
+            wg_fence_regs(o);
+            if (signal) mbar_arrive(emptyV + pst);
+            ws_store_o<TO, D>(p, cu.b, cu.h, cu.m0 + rloc, o, l, mx, sl2);
+            break;
+        }
+
+        /* S_0 of the next unit (the other Q buffer) beside the last P V of this one */
+        const int st = ws_stage<S>(a + cu.nt), nqb = qb ^ 1;
+        const T *sQn = sQ + nqb * BM * D + c * 64 * 64;
+        mbar_wait(fullQ + nqb, (uint32_t)((qi + 1) >> 1) & 1u);
+        mbar_wait(fullK + st, ws_phase<S>(a + cu.nt));
+        mbar_wait(fullV + pst, ws_phase<S>(a + cu.nt - 1));
+        bar_sync256(1 + c);
+        wg_arrive();
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc)
+            ws_qk<T, BN>::mma(s, wg_desc_k<BM>(sQn, kc), wg_desc_k<BN>(sK + st * BN * D, kc), kc > 0);
+        wg_commit();
+        wg_fence_regs(o);
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk)
+            rs_mma<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(sV + pst * BN * D, kk));
+        wg_commit();
+        bar_arrive256(2 - c);
+        wg_wait<1>();
+        wg_fence_regs(s);
+        if (signal) {
+            mbar_arrive(emptyK + st);
+            if (nx.nt == 1) mbar_arrive(emptyQ + nqb);
+        }
+        if (usp_tile_masked(nx.kr, nx.jt0 * BN, nx.jt0 * BN + BN)) ws_mask<BN>(s, nx.riv, nx.jt0 * BN);
+        float mx2[2] = {-INFINITY, -INFINITY};
+        ws_softmax<BN>(s, mx2, sum, corr, sl2);
+        wg_wait<0>();
+        wg_fence_regs(o);
+        if (signal) mbar_arrive(emptyV + pst);
+        ws_store_o<TO, D>(p, cu.b, cu.h, cu.m0 + rloc, o, l, mx, sl2);
+#pragma unroll
+        for (int i = 0; i < ND; ++i) o[i] = 0.0f;
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            mx[hf] = mx2[hf];
+            l[hf] = sum[hf];
+        }
+        ws_pack<T, BN>(s, pa);
+        a += cu.nt;
+        ++qi;
+        cu = nx;
+    }
+}
+
 /* ---- host: tensor maps ------------------------------------------------------ */
 
 PFN_cuTensorMapEncodeTiled_v12000 ws_encode_fn() {
@@ -649,10 +996,14 @@ int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, s
     if (rc != USP_KERNEL_OK) return rc;
     const char *units_env = getenv("USP_GPU_FWD_UNITS");
     const bool fetch = ctas && q.unit_next && units_env && !strcmp(units_env, "fetch");
-    auto kern = fetch ? fwd_ws_kernel<T, TO, D, true> : fwd_ws_kernel<T, TO, D, false>;
-    USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    const bool flow = D <= 128 && ctas && units_env && !strcmp(units_env, "flow");
+    auto kern = flow    ? fwd_ws_flow_kernel<T, TO, D == 256 ? 128 : D>
+                : fetch ? fwd_ws_kernel<T, TO, D, true>
+                        : fwd_ws_kernel<T, TO, D, false>;
+    const int kern_smem = flow ? ws_flow_smem_bytes<D == 256 ? 128 : D>() : smem;
+    USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, kern_smem));
     dim3 grid = ctas ? dim3(ctas) : dim3((p.q_len + WS_BM - 1) / WS_BM, p.h, p.b);
-    kern<<<grid, WS_NTH, smem, st>>>(tq, tk, tv, q);
+    kern<<<grid, WS_NTH, kern_smem, st>>>(tq, tk, tv, q);
     cudaError_t e = cudaGetLastError();
     usp_mask_plan_release(&plan, st);
     if (e != cudaSuccess) {

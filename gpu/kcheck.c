@@ -25,7 +25,7 @@
 
 #define WHOLE -1
 #define BLK(qb, ql, kb, kl, ca, dg) {qb, ql, kb, kl, ca, dg}
-#define NOMASK {USP_KC_MASK_NONE, NULL, 0, -1, -1, 0}
+#define NOMASK {USP_KC_MASK_NONE, NULL, 0, -1, -1, 0, 0}
 
 static const usp_kcheck_case cases[] = {
     {"L1.bf16.d64", USP_KC_BLOCK, USP_BF16, 1, 1, 1, 2, 2, 64, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
@@ -80,36 +80,43 @@ static const usp_kcheck_case cases[] = {
      * tiles, windows smaller and larger than a tile, a window inside
      * documents, empty rows, GQA, slices, every kernel path */
     {"docs.causal.bf16.gqa", USP_KC_BLOCK, USP_BF16, 2, 1000, 1000, 4, 2, 128, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
-     "packed documents, causal inside each, GQA 2:1", {USP_KC_MASK_DOCS, "100,37,300,211,5,600", 1, -1, -1, 0}},
+     "packed documents, causal inside each, GQA 2:1", {USP_KC_MASK_DOCS, "100,37,300,211,5,600", 1, -1, -1, 0, 0}},
     {"docs.full.f16.d64", USP_KC_BLOCK, USP_F16, 1, 700, 700, 2, 2, 64, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
-     "packed documents, bidirectional inside each", {USP_KC_MASK_DOCS, "129,64,1,250", 0, -1, -1, 0}},
+     "packed documents, bidirectional inside each", {USP_KC_MASK_DOCS, "129,64,1,250", 0, -1, -1, 0, 0}},
     {"window.40.bf16", USP_KC_BLOCK, USP_BF16, 1, 1000, 1000, 2, 2, 128, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
-     "sliding window of 40 keys back, causal (smaller than a tile)", {USP_KC_MASK_DOCS, NULL, 1, 40, 0, 0}},
+     "sliding window of 40 keys back, causal (smaller than a tile)", {USP_KC_MASK_DOCS, NULL, 1, 40, 0, 0, 0}},
     {"window.300+40.f16.gqa", USP_KC_BLOCK, USP_F16, 1, 1000, 1000, 8, 2, 64, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
-     "window 300 back and 40 ahead (larger than a tile), GQA 4:1", {USP_KC_MASK_DOCS, NULL, 0, 300, 40, 0}},
+     "window 300 back and 40 ahead (larger than a tile), GQA 4:1", {USP_KC_MASK_DOCS, NULL, 0, 300, 40, 0, 0}},
     {"docs.window.bf16.d64", USP_KC_BLOCK, USP_BF16, 2, 1000, 1000, 2, 2, 64, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
-     "window of 100 inside causal documents", {USP_KC_MASK_DOCS, "500,123,377", 1, 100, -1, 0}},
+     "window of 100 inside causal documents", {USP_KC_MASK_DOCS, "500,123,377", 1, 100, -1, 0, 0}},
     {"docs.empty-rows.bf16", USP_KC_BLOCK, USP_BF16, 1, 512, 512, 2, 2, 128, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
-     "causal documents, every 5th row sees no key", {USP_KC_MASK_DOCS, "77,200,35", 1, -1, -1, 5}},
+     "causal documents, every 5th row sees no key", {USP_KC_MASK_DOCS, "77,200,35", 1, -1, -1, 5, 0}},
     {"scatter.f16.d128", USP_KC_BLOCK, USP_F16, 2, 600, 700, 2, 1, 128, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
-     "seeded intervals: empty, short, past either end of the keys", {USP_KC_MASK_SCATTER, NULL, 0, -1, -1, 0}},
+     "seeded intervals: empty, short, past either end of the keys", {USP_KC_MASK_SCATTER, NULL, 0, -1, -1, 0, 0}},
     {"slice.docs.bf16", USP_KC_BLOCK, USP_BF16, 1, 1000, 900, 4, 2, 64, BLK(100, 700, 37, 800, 0, 0), 1, 0,
-     "query and key slices of causal documents (local coordinates)", {USP_KC_MASK_DOCS, "90,333,50", 1, -1, -1, 0}},
+     "query and key slices of causal documents (local coordinates)", {USP_KC_MASK_DOCS, "90,333,50", 1, -1, -1, 0, 0}},
     {"docs.f32.d64", USP_KC_BLOCK, USP_F32, 1, 300, 300, 2, 1, 64, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
-     "fp32 inputs, causal documents (simple kernels)", {USP_KC_MASK_DOCS, "70,111", 1, -1, -1, 0}},
+     "fp32 inputs, causal documents (simple kernels)", {USP_KC_MASK_DOCS, "70,111", 1, -1, -1, 0, 0}},
     {"docs.bf16.d96", USP_KC_BLOCK, USP_BF16, 1, 300, 300, 2, 2, 96, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
-     "head dim 96, window inside documents (simple kernels)", {USP_KC_MASK_DOCS, "130,170", 1, 50, -1, 0}},
+     "head dim 96, window inside documents (simple kernels)", {USP_KC_MASK_DOCS, "130,170", 1, 50, -1, 0, 0}},
     {"docs.L16384.bf16", USP_KC_BLOCK, USP_BF16, 1, 16384, 16384, 2, 2, 128, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
-     "16K tokens of causal documents (257..3000 long)", {USP_KC_MASK_DOCS, "2049,257,3000,1100,700,1500", 1, -1, -1, 0}},
+     "16K tokens of causal documents (257..3000 long)", {USP_KC_MASK_DOCS, "2049,257,3000,1100,700,1500", 1, -1, -1, 0, 0}},
     {"docs.units.f16.d64.gqa", USP_KC_BLOCK, USP_F16, 2, 2048, 2048, 8, 2, 64, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
      "more query tiles x heads than SMs (several work units a CTA under the mask plan), GQA 4:1, "
-     "causal documents, empty rows", {USP_KC_MASK_DOCS, "700,37,300,900,111", 1, -1, -1, 9}},
+     "causal documents, empty rows", {USP_KC_MASK_DOCS, "700,37,300,900,111", 1, -1, -1, 9, 0}},
     {"window.units.bf16.slice", USP_KC_BLOCK, USP_BF16, 1, 3000, 3000, 8, 2, 128, BLK(200, 2600, 100, 2800, 0, 0), 1, 0,
-     "window 200 back and 20 ahead on query and key slices, 168 work units", {USP_KC_MASK_DOCS, NULL, 0, 200, 20, 0}},
+     "window 200 back and 20 ahead on query and key slices, 168 work units", {USP_KC_MASK_DOCS, NULL, 0, 200, 20, 0, 0}},
+    {"docs.empty-units.f16.d64.gqa", USP_KC_BLOCK, USP_F16, 2, 2048, 2048, 16, 4, 64, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
+     "512 work units, query tiles 1, 4, 7, ... without keys (CTAs of the persistent forward run "
+     "several full units, then empty ones), causal documents, GQA 4:1",
+     {USP_KC_MASK_DOCS, "700,37,300,900,111", 1, -1, -1, 0, 128}},
+    {"window.empty-units.bf16", USP_KC_BLOCK, USP_BF16, 1, 4096, 4096, 16, 4, 128, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
+     "512 work units of 1 or 2 key tiles, query tiles 2-3, 8-9, ... without keys, window 100 back, causal, "
+     "GQA 4:1", {USP_KC_MASK_DOCS, NULL, 1, 100, -1, 0, 256}},
     {"docs.f16.d256.gqa", USP_KC_BLOCK, USP_F16, 1, 700, 700, 4, 2, 256, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 1,
-     "head dim 256, causal documents, GQA 2:1", {USP_KC_MASK_DOCS, "300,77,323", 1, -1, -1, 0}},
+     "head dim 256, causal documents, GQA 2:1", {USP_KC_MASK_DOCS, "300,77,323", 1, -1, -1, 0, 0}},
     {"window.bf16.d256", USP_KC_BLOCK, USP_BF16, 1, 900, 900, 2, 2, 256, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
-     "head dim 256, window 100 back inside documents, empty rows", {USP_KC_MASK_DOCS, "450,450", 1, 100, -1, 7}},
+     "head dim 256, window 100 back inside documents, empty rows", {USP_KC_MASK_DOCS, "450,450", 1, 100, -1, 7, 0}},
     {"a2a.pack", USP_KC_PACK, USP_F32, 0, 0, 0, 0, 0, 0, BLK(0, 0, 0, 0, 0, 0), 0, 1,
      "pack/unpack of every a2a pattern, bit-identical to the host's", NOMASK},
 };
@@ -292,6 +299,7 @@ usp_status usp_kcheck_mask_build(const usp_kcheck_mask *m, const usp_block *blk,
                 z = a + (long)((r >> 32) % 300) - 40;
             }
             if (m->empty_every && i % m->empty_every == 3) a = z = blk->kv_begin;
+            if (m->empty_span && (i / m->empty_span) % 3 == 1) a = z = blk->kv_begin;
             a -= blk->kv_begin;
             z -= blk->kv_begin;
             lo[at] = (int32_t)(a < -(1L << 30) ? -(1L << 30) : a);

@@ -24,7 +24,10 @@ typedef enum {
  * documents whose lengths `docs` repeat over the sequence (shifted by 7
  * positions a batch element). A row sees the keys of its document (up to
  * itself when causal), within the window [pos - left, pos + right] (-1:
- * unbounded); rows with i % empty_every == 3 see nothing. SCATTER: seeded
+ * unbounded); rows with i % empty_every == 3 see nothing, and so do the rows
+ * of the second of every three spans of empty_span rows ((i / empty_span) % 3
+ * == 1: whole query tiles without keys when empty_span is a multiple of the
+ * tile). SCATTER: seeded
  * intervals, some empty, some past either end of the keys. */
 typedef enum { USP_KC_MASK_NONE, USP_KC_MASK_DOCS, USP_KC_MASK_SCATTER } usp_kcheck_mask_kind;
 
@@ -34,6 +37,7 @@ typedef struct {
     int causal;            /* inside documents */
     int left, right;       /* window; -1: unbounded */
     int empty_every;       /* 0: no empty rows */
+    int empty_span;        /* 0: no empty spans */
 } usp_kcheck_mask;
 
 typedef struct {
