@@ -25,16 +25,17 @@
  * tiles x heads x batch, heavy causal tiles first). With one (maskplan.cu: per-row
  * masks, or USP_GPU_MASK_PLAN=all) the grid is persistent, at most one CTA an SM,
  * and each CTA walks its share of the units (query tile, head) in the plan's order
- * of descending work (ws_unit); the producer loads the next unit's Q as soon as
- * both consumers are past their last S = Q K^T of the current one (mbarrier
- * emptyQ) and runs on into its K/V tiles, so a unit's loads overlap the end of
- * the previous unit. The stages' phases count K/V tiles over all units of the CTA.
+ * of descending work (ws_unit). At D = 64 and 128 (fwd_ws_flow_kernel, the default)
+ * with two Q buffers, the look-ups in a warp of their own, and the consumers' pipeline
+ * running on from one unit into the next (no fill or drain between units).
+ * USP_GPU_FWD_UNITS=static (and D = 256: fwd_ws_kernel): one Q buffer; the producer
+ * loads the next unit's Q as soon as both consumers are past their last S = Q K^T of
+ * the current one (mbarrier emptyQ) and runs on into its K/V tiles, so a unit's loads
+ * overlap the end of the previous unit, and each unit fills and drains the consumers'
+ * pipeline. The stages' phases count K/V tiles over all units of the CTA (both kernels).
  * USP_GPU_FWD_UNITS=fetch (opt-in; fwd_ws_kernel<..., FETCH>): the producer takes the
  * units from a counter in the plan's order instead and hands their descriptors to the
  * consumers through shared memory (not faster on an H100: gpu/NOTES.md).
- * USP_GPU_FWD_UNITS=flow (opt-in; fwd_ws_flow_kernel, D = 64 and 128): the same units
- * with two Q buffers, the look-ups in a warp of their own, and the consumers' pipeline
- * running on from one unit into the next (no fill or drain between units).
  *
  * Shared memory at D = 128: Q 32 KB + 2 stages x (K 32 KB + V 32 KB) = 160 KB
  * and the barriers; flow: Q 2 x 32 KB, 192 KB, and 4 units' descriptors (4.3 KB). */
@@ -216,7 +217,7 @@ __device__ __forceinline__ void ws_unit_at(const UspFwdParams &p, int lin, WsUni
 }
 
 /* Unit j (0, 1, ...) of this CTA; false when it has no more.
- *   Planned, dealt statically (the default; persistent grid of G
+ *   Planned, dealt statically (every planned kernel; persistent grid of G
  *     CTAs): unit j of CTA c is linear index j*G + c (j even) or j*G + G-1-c
  *     (j odd) of the p.plan_items x heads units (ws_unit_at): the items by
  *     descending work, dealt out back and forth. No barrier, so producer and
@@ -594,7 +595,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
     }
 }
 
-/* ---- FLOW: one pipeline over all the units of a CTA (USP_GPU_FWD_UNITS=flow) ----
+/* ---- FLOW: one pipeline over all the units of a CTA (planned, D <= 128: the default) ----
  *
  * Planned units only (dealt by CTA index as ws_unit), D = 64 and 128 (at D = 256 two Q
  * tiles and two K/V stages do not fit). Warps of the producer warpgroup:
@@ -986,9 +987,10 @@ int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, s
     }
     constexpr int smem = ws_smem_bytes<D>();
     /* under a mask plan (maskplan.cu): a persistent grid over the query tiles by descending work,
-     * dealt out back and forth by CTA index; USP_GPU_FWD_UNITS=fetch: each CTA's producer takes
-     * the next unit from the plan's counter instead (read at each call, for timing both; not
-     * faster on an H100, gpu/NOTES.md) */
+     * dealt out back and forth by CTA index, one pipeline over a CTA's units at D <= 128
+     * (USP_GPU_FWD_UNITS=static: a pipeline per unit); USP_GPU_FWD_UNITS=fetch: each CTA's
+     * producer takes the next unit from the plan's counter instead (read at each call, for
+     * timing them in one process; gpu/NOTES.md) */
     UspFwdParams q = p;
     UspPlanMem plan;
     int ctas = 0;
@@ -996,7 +998,7 @@ int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, s
     if (rc != USP_KERNEL_OK) return rc;
     const char *units_env = getenv("USP_GPU_FWD_UNITS");
     const bool fetch = ctas && q.unit_next && units_env && !strcmp(units_env, "fetch");
-    const bool flow = D <= 128 && ctas && units_env && !strcmp(units_env, "flow");
+    const bool flow = D <= 128 && ctas && !fetch && !(units_env && !strcmp(units_env, "static"));
     auto kern = flow    ? fwd_ws_flow_kernel<T, TO, D == 256 ? 128 : D>
                 : fetch ? fwd_ws_kernel<T, TO, D, true>
                         : fwd_ws_kernel<T, TO, D, false>;
