@@ -27,6 +27,20 @@
  *     reduce-adds (cp.reduce.async.bulk.tensor ... add: the copy engine does the
  *     fp32 additions in L2, one operation per 8 KB box, no atomics from the
  *     warps; rows past the block are left alone).
+ * Masked query tiles test each element against its row's interval: by default
+ * (MREL) the producer writes each row's keys relative to the key tile, clipped to
+ * it (rel_keys), and the test is one compare a side; with USP_GPU_BWD_MASK=elem,
+ * usp_row_keys on the row's mask words per element (the way before, 12-16% slower
+ * on masked calls at D = 128; gpu/NOTES.md).
+ * USP_GPU_BWD_MASK=persist (PERSIST; under a mask plan, 64-row tiles; producer 56
+ * registers, consumers 224): one CTA an SM
+ * walks units (key tile, K/V head) of the plan's order, one a round of gridDim.x units,
+ * dealt back and forth; dK and dV restart at zero a unit. The producer loads the next
+ * unit's first Q/dO as soon as a stage frees, then its K/V once every consumer warp has
+ * passed the last dQ product of the unit before (mbarrier kvEmpty: the dQ products read
+ * K), so K/V land under the dK/dV epilogue; it writes each tile's mask flag (the plan's
+ * group range, usp_tile_masked) beside its LSE. USP_GPU_BWD_MASK=...,red (p.kv_red): the
+ * dK/dV epilogue adds by fp32 reductions (wsb_red_kv) instead of loads and stores.
  * Named barriers: 1 (256 threads) once per tile between the dS^T stores and
  * the dQ products; 2, 3 (128) in each consumer around its dQ staging buffer.
  *
@@ -69,7 +83,7 @@ constexpr int wsb_smem_bytes() {
     return (2 * WSB_BN * D + 2 * S * BM * D + 2 * WSB_BN * BM) * 2   /* K, V, Q, dO, dS^T */
            + WSB_BM * 128 * 4                                        /* dQ staging: 2 x 64 x 64 fp32 */
            + 4 * S * BM * 4                                          /* LSE, DELTA, lo, hi */
-           + (1 + 2 * S) * 8 + 1024;                                 /* barriers, alignment */
+           + (2 + 2 * S) * 8 + 4 * S + 1024;                         /* barriers, flags, alignment */
 }
 
 /* S^T = K Q^T and dP^T = V dO^T steps: m64nBMk16, both operands K-major. */
@@ -81,10 +95,18 @@ __device__ __forceinline__ void wsb_ss(float (&d)[BM / 2], uint64_t da, uint64_t
         wg<T>::template ss64<0, 0>(d, da, db, scale_d);
 }
 
+/* A row's keys iv relative to a key tile at n0, clipped to the tile [0, WSB_BN] (which
+ * keeps every test of a key of the tile as it was), lo in bits 0..15, hi in 16..31. */
+__device__ __forceinline__ int rel_keys(usp_key_interval iv, int n0) {
+    const int lo = min(max(iv.lo - n0, 0), WSB_BN), hi = min(max(iv.hi - n0, 0), WSB_BN);
+    return lo | (hi << 16);
+}
+
 /* P^T of the thread's BM / 2 elements in place of S^T, and (PACK) packed as
  * the A fragments of dV += P^T dO. lse2: LSE log2e of the tile's rows (+inf:
- * P = 0). With BM = 128 the packing waits for wsb_dscores (registers). */
-template <typename T, int BM, bool PACK>
+ * P = 0). With BM = 128 the packing waits for wsb_dscores (registers). Masked
+ * tiles: mlo, mhi the rows' mask words, or (MREL) mlo the rows' rel_keys. */
+template <typename T, int BM, bool PACK, bool MREL>
 __device__ __forceinline__ void wsb_probs(const UspBwdParams &p, float (&s)[BM / 2], const float *lse2,
                                           const int *mlo, const int *mhi, int key_row, int n0, int m0, bool masked,
                                           uint32_t (&pa)[BM / 16][4]) {
@@ -96,7 +118,10 @@ __device__ __forceinline__ void wsb_probs(const UspBwdParams &p, float (&s)[BM /
         for (int e = 0; e < 4; ++e) {
             const int q = 8 * j + 2 * t + (e & 1);   /* query in the tile */
             float x = exp2f(fmaf(s[4 * j + e], sl2, -lse2[q]));
-            if (masked) {
+            if (MREL && masked) {   /* the row's keys relative to n0, clipped: one compare each side */
+                const int kr = key_row + (e >> 1) * 8, w = mlo[q];
+                if (kr < (w & 0xffff) || kr >= (w >> 16)) x = 0.0f;
+            } else if (masked) {
                 usp_key_interval iv = p.mask_lo ? usp_row_keys(mlo, mhi, BM, 0, q, p.kv_len, 0, 0)
                                                 : usp_row_keys(NULL, NULL, 0, 0, m0 + q, p.kv_len, p.causal, p.diag);
                 if (!usp_key_visible(iv, n0 + key_row + (e >> 1) * 8)) x = 0.0f;
@@ -205,13 +230,33 @@ __device__ __forceinline__ void wsb_store_kv(const float (&acc)[D / 2], float *g
     }
 }
 
-template <typename T, int D, bool DQ_TMA, int BM, bool LATE_DK = false>
+/* The same += by fp32 reductions in L2 (8-byte atomics whose value is not read):
+ * the warps do not wait for the rows to come in (p.kv_red). */
+template <int D>
+__device__ __forceinline__ void wsb_red_kv(const float (&acc)[D / 2], float *g, int64_t sl, int key_row0,
+                                           int kv_len, float mul) {
+    const int t = threadIdx.x & 3;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        int r = key_row0 + hf * 8;
+        if (r >= kv_len) continue;
+        float *row = g + (int64_t)r * sl + 2 * t;
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j)
+            atomicAdd(reinterpret_cast<float2 *>(row + 8 * j),
+                      make_float2(acc[4 * j + 2 * hf] * mul, acc[4 * j + 2 * hf + 1] * mul));
+    }
+}
+
+template <typename T, int D, bool DQ_TMA, int BM, bool LATE_DK = false, bool MREL = false, bool PERSIST = false>
 __global__ void __launch_bounds__(WSB_NTH, 1)
     bwd_ws_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                   const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
                   const __grid_constant__ CUtensorMap tdq, const UspBwdParams p) {
     static_assert(BM == 64 || (BM == 128 && D == 64), "128-row query tiles at D = 64 only");
     static_assert(!LATE_DK || (BM == 128 && DQ_TMA), "dK after dQ: 128-row tiles with reduce-adds only");
+    static_assert(!MREL || BM == 64, "relative intervals with 64-row query tiles");
+    static_assert(!PERSIST || BM == 64, "the persistent grid runs the plan's 64-row groups");
     /* BM = 128: the two warpgroups split each tile's dQ by rows (64 each), every tile;
      * no per-row masks nor mask plan (the launcher sends those to BM = 64) */
     constexpr int BN = WSB_BN, S = wsb_cfg<D, BM>::STAGES, ND = D / 2;
@@ -228,19 +273,30 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
     int *sLo = reinterpret_cast<int *>(sDl + S * BM);       /* S x BM: mask_lo of the tile */
     int *sHi = sLo + S * BM;                                /* S x BM: mask_hi */
     uint64_t *bars = reinterpret_cast<uint64_t *>(sHi + S * BM);
-    uint64_t *barKV = bars, *full = bars + 1, *empty = full + S;
+    uint64_t *barKV = bars, *full = bars + 1, *empty = full + S, *kvEmpty = empty + S;
+    int *sMsk = reinterpret_cast<int *>(kvEmpty + 1);   /* S (PERSIST): the stage's tile needs the mask */
 
     __shared__ uint32_t tile_flags[BWD_FLAG_WORDS];
     __shared__ int red[2];
+    /* the CTA's units: PERSIST, one a round of gridDim.x units of the plan's order (key
+     * tile item order[u / hkv], K/V head u % hkv), dealt back and forth (CTA i takes unit i
+     * of even rounds, unit gridDim.x - 1 - i of odd ones), so that the descending work of
+     * the order evens out over the rounds; else one, its own */
     BwdWork wk;
-    if constexpr (BM == 64)
+    if constexpr (PERSIST)
+        wk.iters = 0;
+    else if constexpr (BM == 64)
         wk = bwd_work<BM, BN>(p, blockIdx.z, tile_flags, red);
     else
         wk = bwd_work_causal<BM, BN>(p, blockIdx.z);
-    if (wk.iters == 0) return;   /* no query sees these keys */
-    const int hk = wk.hk, b = wk.b;
+    if (!PERSIST && wk.iters == 0) return;   /* no query sees these keys */
+    const int u_end = PERSIST ? p.plan_items * p.hkv : 1;
+    auto unit_of = [&](int round) {
+        if (!PERSIST) return round;
+        const int g = (int)gridDim.x, i = (int)blockIdx.x;
+        return round * g + ((round & 1) ? g - 1 - i : i);
+    };
     const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
-    const int n0 = wk.n0;
 
     if (threadIdx.x == 0) {
         mbar_init(barKV, 1);
@@ -248,87 +304,200 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
             mbar_init(full + s, 32);   /* the producer warp's lanes; the TMA bytes */
             mbar_init(empty + s, 8);   /* lane 0 of each consumer warp */
         }
+        mbar_init(kvEmpty, 8);         /* PERSIST: lane 0 of each consumer warp, after a unit's last dQ */
         mbar_init_fence();
     }
     __syncthreads();
 
     auto q_tile = [&](int it, int &h, int &m0) {
-        h = hk * wk.group + it / wk.nm;
+        h = wk.hk * wk.group + it / wk.nm;
         m0 = (wk.mt_first + it % wk.nm) * BM;
     };
 
     if (wgi == 0) {   /* producer */
-        regs_dec<24>();
+        /* PERSIST: 56 registers (its unit loop spilled 76-164 bytes at 24), the consumers 224 */
+        regs_dec<PERSIST ? 56 : 24>();
         if (warp != 0) return;
-        if (lane == 0) {
-            mbar_arrive_tx(barKV, 2 * BN * D * 2);
-#pragma unroll
-            for (int a = 0; a < D / 64; ++a) {
-                tma_load_4d(sK + a * BN * 64, &tk, barKV, a * 64, n0, hk, b);
-                tma_load_4d(sV + a * BN * 64, &tv, barKV, a * 64, n0, hk, b);
+        int itg = 0, nu = 0;   /* tiles and (non-empty) units so far */
+        for (int round = 0;; ++round) {
+            const int un = unit_of(round);
+            if (un >= u_end) break;
+            if (PERSIST) {
+                wk = bwd_unit_planned<BN>(p, un);
+                if (wk.iters == 0) continue;
             }
-        }
-        for (int it = 0; it < wk.iters; ++it) {
-            const int st = it % S;
-            const uint32_t ph = (it / S) & 1;
-            int h, m0;
-            q_tile(it, h, m0);
-            mbar_wait_parity(empty + st, ph ^ 1);
-            if (lane == 0) {
-                mbar_expect_tx_only(full + st, 2 * BM * D * 2);
+            const int hk = wk.hk, b = wk.b, n0 = wk.n0;
+            /* K and V: at once, or (PERSIST, later units) after the first tile's Q and dO,
+             * once the consumers' last dQ of the unit before has read K */
+            auto load_kv = [&]() {
+                mbar_arrive_tx(barKV, 2 * BN * D * 2);
 #pragma unroll
                 for (int a = 0; a < D / 64; ++a) {
-                    tma_load_4d(sQ + st * BM * D + a * BM * 64, &tq, full + st, a * 64, m0, h, b);
-                    tma_load_4d(sdO + st * BM * D + a * BM * 64, &tdo, full + st, a * 64, m0, h, b);
+                    tma_load_4d(sK + a * BN * 64, &tk, barKV, a * 64, n0, hk, b);
+                    tma_load_4d(sV + a * BN * 64, &tv, barKV, a * 64, n0, hk, b);
                 }
-            }
-            const int64_t lrow = b * p.lse_sb + h * p.lse_sh + p.q_begin;
-            const int64_t drow = b * p.dl_sb + h * p.dl_sh + p.q_begin;
+            };
+            if (lane == 0 && nu == 0) load_kv();
+            int h = hk * wk.group, mt = wk.mt_first;   /* q_tile(it), stepped (no divisions) */
+            for (int it = 0; it < wk.iters; ++it, ++itg) {
+                const int st = itg % S;
+                const uint32_t ph = (itg / S) & 1;
+                const int m0 = mt * BM;
+                int4 g = make_int4(0, 0, 0, 0);   /* PERSIST: the tile's group range, read before the wait */
+                if (PERSIST && lane == 0) g = p.mask_groups[(int64_t)b * ((p.q_len + BM - 1) / BM) + mt];
+                mbar_wait_parity(empty + st, ph ^ 1);
+                if (lane == 0) {
+                    mbar_expect_tx_only(full + st, 2 * BM * D * 2);
 #pragma unroll
-            for (int u = 0; u < BM / 32; ++u) {
-                const int i = lane + 32 * u, r = m0 + i;
-                const bool ok = r < p.q_len;
-                const float lv = ok ? p.lse[lrow + r] : -INFINITY;
-                /* +inf gives P = 0: rows past the end, rows that saw no key */
-                sL[st * BM + i] = lv != -INFINITY ? lv * USP_LOG2E : INFINITY;
-                sDl[st * BM + i] = ok ? p.delta[drow + r] : 0.0f;
-                if (p.mask_lo) {   /* rows past the block: [0, 0), no key */
-                    sLo[st * BM + i] = ok ? p.mask_lo[(int64_t)b * p.q_len + r] : 0;
-                    sHi[st * BM + i] = ok ? p.mask_hi[(int64_t)b * p.q_len + r] : 0;
+                    for (int a = 0; a < D / 64; ++a) {
+                        tma_load_4d(sQ + st * BM * D + a * BM * 64, &tq, full + st, a * 64, m0, h, b);
+                        tma_load_4d(sdO + st * BM * D + a * BM * 64, &tdo, full + st, a * 64, m0, h, b);
+                    }
+                    if (PERSIST) {
+                        sMsk[st] = usp_tile_masked(usp_key_range{g.x, g.y, g.z, g.w}, n0, n0 + BN);
+                        if (it == 0 && nu > 0) {
+                            mbar_wait_parity(kvEmpty, (nu - 1) & 1);
+                            load_kv();
+                        }
+                    }
+                }
+                const int64_t lrow = b * p.lse_sb + h * p.lse_sh + p.q_begin;
+                const int64_t drow = b * p.dl_sb + h * p.dl_sh + p.q_begin;
+#pragma unroll
+                for (int u = 0; u < BM / 32; ++u) {
+                    const int i = lane + 32 * u, r = m0 + i;
+                    const bool ok = r < p.q_len;
+                    const float lv = ok ? p.lse[lrow + r] : -INFINITY;
+                    /* +inf gives P = 0: rows past the end, rows that saw no key */
+                    sL[st * BM + i] = lv != -INFINITY ? lv * USP_LOG2E : INFINITY;
+                    sDl[st * BM + i] = ok ? p.delta[drow + r] : 0.0f;
+                    if (MREL) {   /* clipped as usp_row_keys clips; rows past the block: none */
+                        const usp_key_interval iv = row_keys(p, b, r);
+                        sLo[st * BM + i] = rel_keys(iv, n0);
+                    } else if (p.mask_lo) {   /* rows past the block: [0, 0), no key */
+                        sLo[st * BM + i] = ok ? p.mask_lo[(int64_t)b * p.q_len + r] : 0;
+                        sHi[st * BM + i] = ok ? p.mask_hi[(int64_t)b * p.q_len + r] : 0;
+                    }
+                }
+                mbar_arrive1(full + st);
+                if (++mt == wk.mt_first + wk.nm) {
+                    mt = wk.mt_first;
+                    ++h;
                 }
             }
-            mbar_arrive1(full + st);
+            ++nu;
         }
         return;
     }
 
     /* consumers */
-    regs_inc<240>();
+    regs_inc<PERSIST ? 224 : 240>();
     const int c = wgi - 1;
     const int key_row = c * 64 + warp * 16 + (lane >> 2);   /* tile key of e>>1 = 0 */
     const bool warp_lead = lane == 0, wg_lead = (threadIdx.x & 127) == 0;
     float *rq = sdQ + c * WSB_BM * 64;   /* this warpgroup's dQ staging region */
     const T *sKc = sK + c * 64 * 64, *sVc = sV + c * 64 * 64;
 
-    float dv[ND], dk[ND];
+    int itg = 0, nu = 0;   /* tiles and (non-empty) units so far */
+    for (int round = 0;; ++round) {
+        const int un = unit_of(round);
+        if (un >= u_end) break;
+        if (PERSIST) {
+            wk = bwd_unit_planned<BN>(p, un);
+            if (wk.iters == 0) continue;
+        }
+        const int hk = wk.hk, b = wk.b, n0 = wk.n0;
+        float dv[ND], dk[ND];
 #pragma unroll
-    for (int i = 0; i < ND; ++i) dv[i] = dk[i] = 0.0f;
-    mbar_wait_parity(barKV, 0);
+        for (int i = 0; i < ND; ++i) dv[i] = dk[i] = 0.0f;
+        mbar_wait_parity(barKV, nu & 1);
 
-    if constexpr (LATE_DK) {
-        /* BM = 128, dQ by reduce-adds (the default at D = 64 without per-row masks): per
-         * tile dV's products, the 256-thread barrier, dQ's, then dK's, so that the dQ
-         * staging runs while dK's products are on the tensor cores; P^T by
-         * wsb_probs_rows (no branch per element). (Waiting for dK only in the next tile,
-         * after its S^T products were issued, made ptxas serialize the wgmmas: not enough
-         * registers with dK's accumulators and A fragments live across iterations.) */
-        for (int it = 0; it < wk.iters; ++it) {
-            const int st = it % S;
-            const uint32_t ph = (it / S) & 1;
+        if constexpr (LATE_DK) {
+            /* BM = 128, dQ by reduce-adds (the default at D = 64 without per-row masks): per
+             * tile dV's products, the 256-thread barrier, dQ's, then dK's, so that the dQ
+             * staging runs while dK's products are on the tensor cores; P^T by
+             * wsb_probs_rows (no branch per element). (Waiting for dK only in the next tile,
+             * after its S^T products were issued, made ptxas serialize the wgmmas: not enough
+             * registers with dK's accumulators and A fragments live across iterations.) */
+            for (int it = 0; it < wk.iters; ++it) {
+                const int st = it % S;
+                const uint32_t ph = (it / S) & 1;
+                int h, m0;
+                q_tile(it, h, m0);
+                const T *cQ = sQ + st * BM * D, *cdO = sdO + st * BM * D;
+                T *cdS = sdS + (it & 1) * BN * BM;
+                mbar_wait_parity(full + st, ph);
+
+                float s[BM / 2], dp[BM / 2];
+                wg_arrive();
+#pragma unroll
+                for (int kc = 0; kc < D / 16; ++kc)
+                    wsb_ss<T, BM>(s, wg_desc_k<BN>(sKc, kc), wg_desc_k<BM>(cQ, kc), kc > 0);
+                wg_commit();
+                wg_arrive();
+#pragma unroll
+                for (int kc = 0; kc < D / 16; ++kc)
+                    wsb_ss<T, BM>(dp, wg_desc_k<BN>(sVc, kc), wg_desc_k<BM>(cdO, kc), kc > 0);
+                wg_commit();
+
+                const bool masked = bwd_tile_masked<BM, BN>(p, tile_flags, n0, m0 / BM);
+                uint32_t pa[BM / 16][4], da[BM / 16][4];
+                wg_wait<1>();
+                wg_fence_regs(s);
+                if (masked)
+                    wsb_probs_rows<BM, true>(p, s, sL + st * BM, key_row, n0, m0);
+                else
+                    wsb_probs_rows<BM, false>(p, s, sL + st * BM, key_row, n0, m0);
+                wg_wait<0>();
+                wg_fence_regs(dp);
+                /* cdS was last read by the dQ products of tile it - 2, which both warpgroups
+                 * waited for before barrier 1 of tile it - 1 */
+                wsb_dscores<T, BM, true>(s, dp, sDl + st * BM, cdS, key_row, pa, da);
+
+                wg_fence_regs(dv);
+                wg_fence_regs(dk);
+                wg_arrive();
+#pragma unroll
+                for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dv, pa[kk], wg_desc_mn<BM>(cdO, kk));
+                wg_commit();
+                fence_async_smem();   /* dS^T stores -> the dQ wgmma */
+                named_barrier<256>(1);
+                float dq[32];
+                wg_arrive();
+#pragma unroll
+                for (int kk = 0; kk < BN / 16; ++kk)
+                    wg<T>::template ss64<1, 1>(dq, wg_desc_mn<BN>(cdS + c * BN * 64, kk), wg_desc_mn<BN>(sK, kk), kk > 0);
+                wg_commit();
+#pragma unroll
+                for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dk, da[kk], wg_desc_mn<BM>(cQ, kk));
+                wg_commit();
+                if (wg_lead) bulk_wait_read<0>();   /* the last reduce-adds have read the staging region */
+                named_barrier<128>(2 + c);
+                wg_wait<1>();   /* dV, dQ done; dK on the tensor cores */
+                wg_fence_regs(dq);
+                wsb_stage_dq(dq, rq, warp, p.scale);
+                fence_async_smem();
+                named_barrier<128>(2 + c);
+                if (wg_lead) {
+                    tma_reduce_add_4d(&tdq, rq, 0, m0 + 64 * c, h, b);
+                    tma_reduce_add_4d(&tdq, rq + WSB_BM * 32, 32, m0 + 64 * c, h, b);
+                    bulk_commit();
+                }
+                wg_wait<0>();
+                wg_fence_regs(dv);
+                wg_fence_regs(dk);
+                if (warp_lead) mbar_arrive1(empty + st);   /* Q, dO, LSE, DELTA of this stage read */
+            }
+        }
+        /* the loop of every other variant (none under LATE_DK) */
+        const int iters = LATE_DK ? 0 : wk.iters;
+        for (int it = 0; it < iters; ++it, ++itg) {
+            const int st = itg % S;
+            const uint32_t ph = (itg / S) & 1;
             int h, m0;
             q_tile(it, h, m0);
             const T *cQ = sQ + st * BM * D, *cdO = sdO + st * BM * D;
-            T *cdS = sdS + (it & 1) * BN * BM;
+            T *cdS = sdS + (itg & 1) * BN * BM;
             mbar_wait_parity(full + st, ph);
 
             float s[BM / 2], dp[BM / 2];
@@ -337,160 +506,98 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
             for (int kc = 0; kc < D / 16; ++kc)
                 wsb_ss<T, BM>(s, wg_desc_k<BN>(sKc, kc), wg_desc_k<BM>(cQ, kc), kc > 0);
             wg_commit();
-            wg_arrive();
 #pragma unroll
             for (int kc = 0; kc < D / 16; ++kc)
                 wsb_ss<T, BM>(dp, wg_desc_k<BN>(sVc, kc), wg_desc_k<BM>(cdO, kc), kc > 0);
             wg_commit();
 
-            const bool masked = bwd_tile_masked<BM, BN>(p, tile_flags, n0, m0 / BM);
+            const bool masked = PERSIST ? sMsk[st] != 0 : bwd_tile_masked<BM, BN>(p, tile_flags, n0, m0 / BM);
             uint32_t pa[BM / 16][4], da[BM / 16][4];
             wg_wait<1>();
             wg_fence_regs(s);
-            if (masked)
-                wsb_probs_rows<BM, true>(p, s, sL + st * BM, key_row, n0, m0);
-            else
-                wsb_probs_rows<BM, false>(p, s, sL + st * BM, key_row, n0, m0);
+            wsb_probs<T, BM, PACK, MREL>(p, s, sL + st * BM, sLo + st * BM, sHi + st * BM, key_row, n0, m0, masked, pa);
             wg_wait<0>();
             wg_fence_regs(dp);
-            /* cdS was last read by the dQ products of tile it - 2, which both warpgroups
-             * waited for before barrier 1 of tile it - 1 */
-            wsb_dscores<T, BM, true>(s, dp, sDl + st * BM, cdS, key_row, pa, da);
+            /* cdS was last read by the dQ products of tile it - 2, which both
+             * warpgroups finished before barrier 1 of tile it - 1 */
+            wsb_dscores<T, BM, !PACK>(s, dp, sDl + st * BM, cdS, key_row, pa, da);
 
             wg_fence_regs(dv);
             wg_fence_regs(dk);
             wg_arrive();
 #pragma unroll
             for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dv, pa[kk], wg_desc_mn<BM>(cdO, kk));
-            wg_commit();
-            fence_async_smem();   /* dS^T stores -> the dQ wgmma */
-            named_barrier<256>(1);
-            float dq[32];
-            wg_arrive();
-#pragma unroll
-            for (int kk = 0; kk < BN / 16; ++kk)
-                wg<T>::template ss64<1, 1>(dq, wg_desc_mn<BN>(cdS + c * BN * 64, kk), wg_desc_mn<BN>(sK, kk), kk > 0);
-            wg_commit();
 #pragma unroll
             for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dk, da[kk], wg_desc_mn<BM>(cQ, kk));
             wg_commit();
-            if (wg_lead) bulk_wait_read<0>();   /* the last reduce-adds have read the staging region */
-            named_barrier<128>(2 + c);
-            wg_wait<1>();   /* dV, dQ done; dK on the tensor cores */
-            wg_fence_regs(dq);
-            wsb_stage_dq(dq, rq, warp, p.scale);
-            fence_async_smem();
-            named_barrier<128>(2 + c);
-            if (wg_lead) {
-                tma_reduce_add_4d(&tdq, rq, 0, m0 + 64 * c, h, b);
-                tma_reduce_add_4d(&tdq, rq + WSB_BM * 32, 32, m0 + 64 * c, h, b);
-                bulk_commit();
+
+            fence_async_smem();   /* dS^T stores -> the dQ wgmma */
+            named_barrier<256>(1);
+
+            /* D = 128: columns 64c.. of every tile; D = 64: the whole tile every other
+             * tile (BM = 64), rows 64c.. of every tile (BM = 128) */
+            const bool mine = D == 128 || BM == 128 || (itg & 1) == c;
+            const int dq_row0 = m0 + (BM == 128 ? 64 * c : 0);   /* first dQ row of this warpgroup */
+            float dq[32];
+            if (mine) {
+                wg_arrive();
+#pragma unroll
+                for (int kk = 0; kk < BN / 16; ++kk)
+                    wg<T>::template ss64<1, 1>(dq, wg_desc_mn<BN>(cdS + (BM == 128 ? c : 0) * BN * 64, kk),
+                                               wg_desc_mn<BN>(sK + (D == 128 ? c : 0) * BN * 64, kk), kk > 0);
+                wg_commit();
             }
             wg_wait<0>();
             wg_fence_regs(dv);
             wg_fence_regs(dk);
-            if (warp_lead) mbar_arrive1(empty + st);   /* Q, dO, LSE, DELTA of this stage read */
-        }
-    }
-    /* the loop of every other variant (none under LATE_DK) */
-    const int iters = LATE_DK ? 0 : wk.iters;
-    for (int it = 0; it < iters; ++it) {
-        const int st = it % S;
-        const uint32_t ph = (it / S) & 1;
-        int h, m0;
-        q_tile(it, h, m0);
-        const T *cQ = sQ + st * BM * D, *cdO = sdO + st * BM * D;
-        T *cdS = sdS + (it & 1) * BN * BM;
-        mbar_wait_parity(full + st, ph);
-
-        float s[BM / 2], dp[BM / 2];
-        wg_arrive();
+            if (warp_lead) {
+                mbar_arrive1(empty + st);   /* Q, dO, LSE, DELTA of this stage read */
+                if (PERSIST && it == wk.iters - 1) mbar_arrive1(kvEmpty);   /* and K, V of the unit */
+            }
+            if (mine && !DQ_TMA) {   /* USP_GPU_BWD=wsa: 8-byte atomics from the registers, for timing */
+                wg_fence_regs(dq);
+                float *gdq = p.dq + b * p.dq_sb + (int64_t)p.q_begin * p.dq_sl + h * p.dq_sh;
+                const int t = lane & 3, col0 = D == 128 ? c * 64 : 0;
 #pragma unroll
-        for (int kc = 0; kc < D / 16; ++kc)
-            wsb_ss<T, BM>(s, wg_desc_k<BN>(sKc, kc), wg_desc_k<BM>(cQ, kc), kc > 0);
-        wg_commit();
+                for (int hf = 0; hf < 2; ++hf) {
+                    const int r = dq_row0 + warp * 16 + (lane >> 2) + hf * 8;
+                    if (r >= p.q_len) continue;
+                    float *row = gdq + (int64_t)r * p.dq_sl + col0 + 2 * t;
 #pragma unroll
-        for (int kc = 0; kc < D / 16; ++kc)
-            wsb_ss<T, BM>(dp, wg_desc_k<BN>(sVc, kc), wg_desc_k<BM>(cdO, kc), kc > 0);
-        wg_commit();
-
-        const bool masked = bwd_tile_masked<BM, BN>(p, tile_flags, n0, m0 / BM);
-        uint32_t pa[BM / 16][4], da[BM / 16][4];
-        wg_wait<1>();
-        wg_fence_regs(s);
-        wsb_probs<T, BM, PACK>(p, s, sL + st * BM, sLo + st * BM, sHi + st * BM, key_row, n0, m0, masked, pa);
-        wg_wait<0>();
-        wg_fence_regs(dp);
-        /* cdS was last read by the dQ products of tile it - 2, which both
-         * warpgroups finished before barrier 1 of tile it - 1 */
-        wsb_dscores<T, BM, !PACK>(s, dp, sDl + st * BM, cdS, key_row, pa, da);
-
-        wg_fence_regs(dv);
-        wg_fence_regs(dk);
-        wg_arrive();
-#pragma unroll
-        for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dv, pa[kk], wg_desc_mn<BM>(cdO, kk));
-#pragma unroll
-        for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dk, da[kk], wg_desc_mn<BM>(cQ, kk));
-        wg_commit();
-
-        fence_async_smem();   /* dS^T stores -> the dQ wgmma */
-        named_barrier<256>(1);
-
-        /* D = 128: columns 64c.. of every tile; D = 64: the whole tile every other
-         * tile (BM = 64), rows 64c.. of every tile (BM = 128) */
-        const bool mine = D == 128 || BM == 128 || (it & 1) == c;
-        const int dq_row0 = m0 + (BM == 128 ? 64 * c : 0);   /* first dQ row of this warpgroup */
-        float dq[32];
-        if (mine) {
-            wg_arrive();
-#pragma unroll
-            for (int kk = 0; kk < BN / 16; ++kk)
-                wg<T>::template ss64<1, 1>(dq, wg_desc_mn<BN>(cdS + (BM == 128 ? c : 0) * BN * 64, kk),
-                                           wg_desc_mn<BN>(sK + (D == 128 ? c : 0) * BN * 64, kk), kk > 0);
-            wg_commit();
-        }
-        wg_wait<0>();
-        wg_fence_regs(dv);
-        wg_fence_regs(dk);
-        if (warp_lead) mbar_arrive1(empty + st);   /* Q, dO, LSE, DELTA of this stage read */
-        if (mine && !DQ_TMA) {   /* USP_GPU_BWD=wsa: 8-byte atomics from the registers, for timing */
-            wg_fence_regs(dq);
-            float *gdq = p.dq + b * p.dq_sb + (int64_t)p.q_begin * p.dq_sl + h * p.dq_sh;
-            const int t = lane & 3, col0 = D == 128 ? c * 64 : 0;
-#pragma unroll
-            for (int hf = 0; hf < 2; ++hf) {
-                const int r = dq_row0 + warp * 16 + (lane >> 2) + hf * 8;
-                if (r >= p.q_len) continue;
-                float *row = gdq + (int64_t)r * p.dq_sl + col0 + 2 * t;
-#pragma unroll
-                for (int j = 0; j < 8; ++j)
-                    atomicAdd(reinterpret_cast<float2 *>(row + 8 * j),
-                              make_float2(dq[4 * j + 2 * hf] * p.scale, dq[4 * j + 2 * hf + 1] * p.scale));
+                    for (int j = 0; j < 8; ++j)
+                        atomicAdd(reinterpret_cast<float2 *>(row + 8 * j),
+                                  make_float2(dq[4 * j + 2 * hf] * p.scale, dq[4 * j + 2 * hf + 1] * p.scale));
+                }
+            }
+            if (mine && DQ_TMA) {
+                wg_fence_regs(dq);
+                if (wg_lead) bulk_wait_read<0>();   /* the last reduce has read the region */
+                named_barrier<128>(2 + c);
+                wsb_stage_dq(dq, rq, warp, p.scale);
+                fence_async_smem();
+                named_barrier<128>(2 + c);
+                if (wg_lead) {
+                    const int col0 = D == 128 ? c * 64 : 0;
+                    tma_reduce_add_4d(&tdq, rq, col0, dq_row0, h, b);
+                    tma_reduce_add_4d(&tdq, rq + WSB_BM * 32, col0 + 32, dq_row0, h, b);
+                    bulk_commit();
+                }
             }
         }
-        if (mine && DQ_TMA) {
-            wg_fence_regs(dq);
-            if (wg_lead) bulk_wait_read<0>();   /* the last reduce has read the region */
-            named_barrier<128>(2 + c);
-            wsb_stage_dq(dq, rq, warp, p.scale);
-            fence_async_smem();
-            named_barrier<128>(2 + c);
-            if (wg_lead) {
-                const int col0 = D == 128 ? c * 64 : 0;
-                tma_reduce_add_4d(&tdq, rq, col0, dq_row0, h, b);
-                tma_reduce_add_4d(&tdq, rq + WSB_BM * 32, col0 + 32, dq_row0, h, b);
-                bulk_commit();
-            }
+
+        const int krow = n0 + key_row;
+        float *gdk = p.dk + b * p.dk_sb + (int64_t)p.kv_begin * p.dk_sl + hk * p.dk_sh;
+        float *gdv = p.dv + b * p.dv_sb + (int64_t)p.kv_begin * p.dv_sl + hk * p.dv_sh;
+        if (p.kv_red) {
+            wsb_red_kv<D>(dk, gdk, p.dk_sl, krow, p.kv_len, p.scale);
+            wsb_red_kv<D>(dv, gdv, p.dv_sl, krow, p.kv_len, 1.0f);
+        } else {
+            wsb_store_kv<D>(dk, gdk, p.dk_sl, krow, p.kv_len, p.scale);
+            wsb_store_kv<D>(dv, gdv, p.dv_sl, krow, p.kv_len, 1.0f);
         }
+        ++nu;
     }
     if (DQ_TMA && wg_lead) bulk_wait<0>();
-
-    const int krow = n0 + key_row;
-    float *gdk = p.dk + b * p.dk_sb + (int64_t)p.kv_begin * p.dk_sl + hk * p.dk_sh;
-    float *gdv = p.dv + b * p.dv_sb + (int64_t)p.kv_begin * p.dv_sl + hk * p.dv_sh;
-    wsb_store_kv<D>(dk, gdk, p.dk_sl, krow, p.kv_len, p.scale);
-    wsb_store_kv<D>(dv, gdv, p.dv_sl, krow, p.kv_len, 1.0f);
 }
 
 template <typename T, int D, int BM>
@@ -520,11 +627,6 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
      * everywhere (64-row tiles); =ws128: 128-row tiles at D = 64 with atomics */
     const int mode = usp_ws_bwd_enabled();
     const bool atomics = mode == 3 || (D == 64 && (mode == 4 || ((mode == 1 || mode == 6) && BM == 64)));
-    auto kern = atomics ? bwd_ws_kernel<T, D, false, BM> : bwd_ws_kernel<T, D, true, BM>;
-    if constexpr (BM == 128)   /* by default and =ws64x: dK's products after dQ's, under the dQ
-                                 * staging, P^T without a branch per element; =ws128r: v8's loop */
-        if (mode == 1 || mode == 6) kern = bwd_ws_kernel<T, D, true, BM, true>;
-    USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     /* under a mask plan (maskplan.cu): a 1-d grid of key tiles by descending work */
     UspBwdParams q = p;
     UspPlanMem plan;
@@ -533,7 +635,35 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
         int rc = usp_mask_plan_bwd(q, WSB_BN, st, &plan, &ctas, why, why_len);
         if (rc != USP_KERNEL_OK) return rc;
     }
-    dim3 grid = ctas ? dim3(ctas) : dim3((p.kv_len + WSB_BN - 1) / WSB_BN, p.hkv, p.b);
+    /* USP_GPU_BWD_MASK (usp_ws_bwd_mask_mode), with 64-row tiles and the default way of adding
+     * dQ there (reduce-adds at D = 128, atomics at D = 64; other ways take elem): masked query
+     * tiles on intervals relative to the key tile unless elem; persist, under a plan, one CTA
+     * an SM over the plan's units (the next unit's K/V loaded under the dK/dV epilogue); red,
+     * dK and dV by reductions */
+    const int mm = BM == 64 && atomics == (D == 64) ? usp_ws_bwd_mask_mode() : 0;
+    const bool mrel = mm & 1, persist = (mm & 2) && ctas > 0;
+    q.kv_red = (mm & 4) != 0;
+    int nsm = 0;
+    if (persist) {
+        int dev = 0;
+        USP_CUDA_TRY(cudaGetDevice(&dev));
+        USP_CUDA_TRY(cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev));
+    }
+    auto kern = atomics ? bwd_ws_kernel<T, D, false, BM> : bwd_ws_kernel<T, D, true, BM>;
+    if constexpr (BM == 128)   /* by default and =ws64x: dK's products after dQ's, under the dQ
+                                 * staging, P^T without a branch per element; =ws128r: v8's loop */
+        if (mode == 1 || mode == 6) kern = bwd_ws_kernel<T, D, true, BM, true>;
+    if constexpr (BM == 64) {
+        constexpr bool A = D != 64;   /* the default dQ way of 64-row tiles: DQ_TMA at D = 128 */
+        if (mm)
+            kern = mrel && persist ? bwd_ws_kernel<T, D, A, BM, false, true, true>
+                   : mrel         ? bwd_ws_kernel<T, D, A, BM, false, true, false>
+                   : persist      ? bwd_ws_kernel<T, D, A, BM, false, false, true>
+                                  : kern;
+    }
+    USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    dim3 grid = ctas ? dim3(persist && nsm > 0 && nsm < ctas ? nsm : ctas)
+                     : dim3((p.kv_len + WSB_BN - 1) / WSB_BN, p.hkv, p.b);
     kern<<<grid, WSB_NTH, smem, st>>>(tq, tk, tv, tdo, tdq, q);
     cudaError_t e = cudaGetLastError();
     usp_mask_plan_release(&plan, st);
@@ -560,6 +690,18 @@ int usp_ws_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
     return p.d == 128 ? wsb_launch<__half, 128, 64>(p, in, st, why, why_len)
            : big      ? wsb_launch<__half, 64, 128>(p, in, st, why, why_len)
                       : wsb_launch<__half, 64, 64>(p, in, st, why, why_len);
+}
+
+int usp_ws_bwd_mask_mode(void) {
+    /* Bit 0 (the default): masked query tiles of the 64-row kernels test keys against
+     * intervals relative to the key tile (written by the producer, clipped: one compare a
+     * side); USP_GPU_BWD_MASK=elem clears it (usp_row_keys on the mask words per element, the
+     * way before; 0.77-0.82 of causal against 0.89-0.94, gpu/NOTES.md). Words joined by ','
+     * or '+' add: "persist" (2), under a mask plan a persistent grid (slower, measured);
+     * "red" (4), dK and dV added by reductions. Read at each call (tools/bench-gpu --alt-env). */
+    const char *e = getenv("USP_GPU_BWD_MASK");
+    if (!e) return 1;
+    return (strstr(e, "elem") ? 0 : 1) | (strstr(e, "persist") ? 2 : 0) | (strstr(e, "red") ? 4 : 0);
 }
 
 int usp_ws_bwd_enabled(void) {

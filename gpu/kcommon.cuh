@@ -296,13 +296,13 @@ __device__ __forceinline__ BwdWork bwd_work_causal(const UspBwdParams &p, int b)
  * tiles come from the plan's ktile_rows and their flags from the plan's 64-row
  * groups (a tile needs the per-element mask unless every row sees every key of
  * [n0, n0 + BN)). No row is read. Every thread must call it (one barrier). */
-template <int BM, int BN>
-__device__ BwdWork bwd_work_planned(const UspBwdParams &p, uint32_t *flags) {
-    static_assert(BM == USP_PLAN_GROUP, "planned query tiles are the plan's 64-row groups");
+/* Unit u of the plan: key tile item p.work_order[u / hkv] of K/V head u % hkv. */
+template <int BN>
+__device__ __forceinline__ BwdWork bwd_unit_planned(const UspBwdParams &p, int u) {
     BwdWork w;
-    const int i = blockIdx.x, item = p.work_order[i / p.hkv];
-    const int nkt = (p.kv_len + BN - 1) / BN, ng = (p.q_len + BM - 1) / BM;
-    w.hk = i % p.hkv;
+    const int item = p.work_order[u / p.hkv];
+    const int nkt = (p.kv_len + BN - 1) / BN;
+    w.hk = u % p.hkv;
     w.b = item / nkt;
     w.n0 = (item % nkt) * BN;
     w.group = p.h / p.hkv;
@@ -310,6 +310,14 @@ __device__ BwdWork bwd_work_planned(const UspBwdParams &p, uint32_t *flags) {
     w.mt_first = kr.x;
     w.nm = kr.y;
     w.iters = w.group * w.nm;
+    return w;
+}
+
+template <int BM, int BN>
+__device__ BwdWork bwd_work_planned(const UspBwdParams &p, uint32_t *flags) {
+    static_assert(BM == USP_PLAN_GROUP, "planned query tiles are the plan's 64-row groups");
+    const BwdWork w = bwd_unit_planned<BN>(p, blockIdx.x);
+    const int ng = (p.q_len + BM - 1) / BM;
     const int lane = threadIdx.x & 31;
     for (int t0 = (w.mt_first & ~31) + (int)(threadIdx.x & ~31u); t0 < w.mt_first + w.nm; t0 += (int)blockDim.x) {
         const int t = t0 + lane;

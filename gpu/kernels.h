@@ -65,6 +65,9 @@ struct UspBwdParams {
     const int2 *ktile_rows = nullptr;
     const int *work_order = nullptr;
     int plan_items = 0;
+    /* attn_bwd_ws.cu (USP_GPU_BWD_MASK=...,red): dK and dV added by fp32 reductions in L2
+     * (no value comes back) instead of loads and stores */
+    int kv_red = 0;
 };
 
 /* Tiled tensor-core kernels: bf16/fp16 inputs, D in {64, 128}; D = 256 on sm_90a only. */
@@ -90,6 +93,10 @@ int usp_ws_fwd_enabled(void);
  * usp_wg_bwd_tiles is attn_bwd_wg.cu's kernel at D = 64, 128. */
 int usp_ws_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
 int usp_ws_bwd_enabled(void);
+/* USP_GPU_BWD_MASK of attn_bwd_ws.cu: bit 0 (default; cleared by "elem") masked tiles on
+ * intervals relative to the key tile, bit 1 "persist" (a persistent grid over the mask plan's
+ * units), bit 2 "red" (dK/dV by reductions). */
+int usp_ws_bwd_mask_mode(void);
 int usp_wg_bwd_tiles(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
 /* Backward at D = 256 (attn_bwd_wg256.cu): 64 keys a CTA, the warpgroups split the head dim;
  * P^T and dS^T on all eight warps, dQ by TMA reduce-adds (USP_GPU_BWD=s8: by atomics, v8's

@@ -28,9 +28,15 @@
  * one item run side by side and the heaviest items of the whole call go first.
  *
  * Cost: one pass over the 2 x B x q_len interval words, plus, for the backward,
- * B x nkt x ng group tests (16K rows: 128 x 256); a few microseconds at 16K
- * rows, growing with the square of the length for the backward's tests (tens
- * of microseconds at 128K, where the backward itself takes hundreds of ms).
+ * B x nkt x ng group tests (16K rows: 128 x 256), growing with the square of the
+ * length for the backward's tests (tens of microseconds at 128K, where the
+ * backward itself takes hundreds of ms). The first kernel (mask_plan_kernel,
+ * USP_GPU_MASK_PLAN_KERNEL=old) took 16-17 us before a forward and 22 us before a
+ * backward at 16K rows on an H100 (gpu/NOTES.md): each warp walked its groups one
+ * dependent global load after another, and the later passes read the groups and
+ * the work back from global memory. mask_plan_fast_kernel (the default) writes
+ * the same bytes with each warp's interval loads issued together (MP_UNROLL
+ * groups) and the groups and work kept in shared memory for the later passes.
  *
  * Scratch: a private stream-ordered memory pool per device (release threshold
  * at its maximum, so memory stays in the pool between calls); allocated and
@@ -39,6 +45,7 @@
 #include "kernels.h"
 #include "kcommon.cuh"
 #include <mutex>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,6 +76,68 @@ __device__ __forceinline__ usp_key_range int4_range(int4 v) {
     r.all_lo = v.z;
     r.all_hi = v.w;
     return r;
+}
+
+/* The items by descending work into a.order, items of equal work in index order:
+ * hist holds each bucket's count (every thread past a barrier); work: the items'
+ * work (global or shared memory). Every thread must call it (three barriers). */
+__device__ __forceinline__ void mp_sort(const MpArgs &a, int *hist, int *part, const int *work) {
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    constexpr int NW = MP_THREADS / 32;
+    __syncthreads();
+
+    /* start of each bucket in descending order: thread t owns buckets
+     * MP_BUCKETS-1-4t .. MP_BUCKETS-4-4t; exclusive scan of the owners' sums */
+    int v[MP_PER_THREAD], sum = 0;
+#pragma unroll
+    for (int k = 0; k < MP_PER_THREAD; ++k) {
+        v[k] = hist[MP_BUCKETS - 1 - (MP_PER_THREAD * tid + k)];
+        sum += v[k];
+    }
+    int incl = sum;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const int y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
+    }
+    if (lane == 31) part[warp] = incl;
+    __syncthreads();
+    if (warp == 0) {
+        int w = lane < NW ? part[lane] : 0;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const int y = __shfl_up_sync(0xffffffffu, w, o);
+            if (lane >= o) w += y;
+        }
+        if (lane < NW) part[lane] = w;   /* inclusive over warps */
+    }
+    __syncthreads();
+    int run = incl - sum + (warp > 0 ? part[warp - 1] : 0);
+#pragma unroll
+    for (int k = 0; k < MP_PER_THREAD; ++k) {
+        hist[MP_BUCKETS - 1 - (MP_PER_THREAD * tid + k)] = run;
+        run += v[k];
+    }
+    __syncthreads();
+    /* stable scatter: one warp walks the items in index order, 32 at a time; lanes
+     * of one bucket take consecutive places in lane order, so items of equal work
+     * keep their index order (neighbouring tiles, then batches, side by side) */
+    if (warp == 0) {
+        for (int c0 = 0; c0 < a.nitems; c0 += 32) {
+            const int it = c0 + lane;
+            const unsigned live = __ballot_sync(0xffffffffu, it < a.nitems);
+            if (it < a.nitems) {
+                const int bk = min(work[it], MP_BUCKETS - 1);
+                const unsigned same = __match_any_sync(live, bk);
+                const int leader = __ffs(same) - 1;
+                const int rank = __popc(same & ((1u << lane) - 1u));
+                int base = 0;
+                if (lane == leader) base = atomicAdd(&hist[bk], __popc(same));
+                base = __shfl_sync(same, base, leader);
+                a.order[base + rank] = it;
+            }
+        }
+    }
 }
 
 __global__ void __launch_bounds__(MP_THREADS) mask_plan_kernel(const MpArgs a) {
@@ -133,59 +202,154 @@ __global__ void __launch_bounds__(MP_THREADS) mask_plan_kernel(const MpArgs a) {
             }
         }
     }
-    __syncthreads();
+    mp_sort(a, hist, part, a.work);
+}
 
-    /* start of each bucket in descending order: thread t owns buckets
-     * MP_BUCKETS-1-4t .. MP_BUCKETS-4-4t; exclusive scan of the owners' sums */
-    int v[MP_PER_THREAD], sum = 0;
+/* The same plan, byte for byte, with the loads in flight together: each warp
+ * issues the interval loads of MP_UNROLL groups (4 words a lane each) before it
+ * reduces any of them, and keeps the groups and the items' work in shared
+ * memory (dynamic, when they fit: sgroups != 0) for the passes that follow, so
+ * that no pass after the first waits on global memory. */
+constexpr int MP_UNROLL = 4;
+constexpr int MP_SMEM_MAX = 96 * 1024;   /* dynamic shared memory: groups, then work */
+
+__device__ __forceinline__ unsigned long long mp_now() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+/* PROF (USP_GPU_MASK_PLAN_PROF=1): thread 0 prints the nanoseconds of each pass
+ * (globaltimer), to see where the kernel's time goes; the plan is the same. */
+template <bool PROF>
+__global__ void __launch_bounds__(MP_THREADS) mask_plan_fast_kernel(const MpArgs a, int sgroups) {
+    unsigned long long t0 = 0, t1 = 0, t2 = 0;
+    if (PROF) t0 = mp_now();
+    __shared__ int hist[MP_BUCKETS];
+    __shared__ int part[MP_THREADS / 32];
+    extern __shared__ int4 mp_dyn[];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    constexpr int NW = MP_THREADS / 32, RPL = USP_PLAN_GROUP / 32;
+    const int ngt = a.b * a.ng;
+    const int4 *groups = sgroups ? mp_dyn : a.groups;
+    int *work = sgroups ? reinterpret_cast<int *>(mp_dyn + ngt) : a.work;
+    for (int i = tid; i < MP_BUCKETS; i += MP_THREADS) hist[i] = 0;
+    if (tid == 0) *a.counter = 0;
+
+    for (int g0 = warp; g0 < ngt; g0 += NW * MP_UNROLL) {
+        int32_t vlo[MP_UNROLL][RPL], vhi[MP_UNROLL][RPL];
 #pragma unroll
-    for (int k = 0; k < MP_PER_THREAD; ++k) {
-        v[k] = hist[MP_BUCKETS - 1 - (MP_PER_THREAD * tid + k)];
-        sum += v[k];
-    }
-    int incl = sum;
+        for (int u = 0; u < MP_UNROLL; ++u) {
+            const int g = g0 + NW * u, bb = g / a.ng, r0 = (g % a.ng) * USP_PLAN_GROUP;
 #pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        const int y = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += y;
-    }
-    if (lane == 31) part[warp] = incl;
-    __syncthreads();
-    if (warp == 0) {
-        int w = lane < NW ? part[lane] : 0;
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            const int y = __shfl_up_sync(0xffffffffu, w, o);
-            if (lane >= o) w += y;
-        }
-        if (lane < NW) part[lane] = w;   /* inclusive over warps */
-    }
-    __syncthreads();
-    int run = incl - sum + (warp > 0 ? part[warp - 1] : 0);
-#pragma unroll
-    for (int k = 0; k < MP_PER_THREAD; ++k) {
-        hist[MP_BUCKETS - 1 - (MP_PER_THREAD * tid + k)] = run;
-        run += v[k];
-    }
-    __syncthreads();
-    /* stable scatter: one warp walks the items in index order, 32 at a time; lanes
-     * of one bucket take consecutive places in lane order, so items of equal work
-     * keep their index order (neighbouring tiles, then batches, side by side) */
-    if (warp == 0) {
-        for (int c0 = 0; c0 < a.nitems; c0 += 32) {
-            const int it = c0 + lane;
-            const unsigned live = __ballot_sync(0xffffffffu, it < a.nitems);
-            if (it < a.nitems) {
-                const int bk = min(a.work[it], MP_BUCKETS - 1);
-                const unsigned same = __match_any_sync(live, bk);
-                const int leader = __ffs(same) - 1;
-                const int rank = __popc(same & ((1u << lane) - 1u));
-                int base = 0;
-                if (lane == leader) base = atomicAdd(&hist[bk], __popc(same));
-                base = __shfl_sync(same, base, leader);
-                a.order[base + rank] = it;
+            for (int k = 0; k < RPL; ++k) {
+                const int row = r0 + lane + 32 * k;
+                vlo[u][k] = vhi[u][k] = 0;
+                if (a.lo && g < ngt && row < a.q_len) {
+                    const int64_t at = (int64_t)bb * a.q_len + row;
+                    vlo[u][k] = __ldg(a.lo + at);
+                    vhi[u][k] = __ldg(a.hi + at);
+                }
             }
         }
+#pragma unroll
+        for (int u = 0; u < MP_UNROLL; ++u) {
+            const int g = g0 + NW * u, bb = g / a.ng, r0 = (g % a.ng) * USP_PLAN_GROUP;
+            if (g >= ngt) break;   /* the same g in every lane of the warp */
+            usp_key_range r = usp_key_range_none();
+#pragma unroll
+            for (int k = 0; k < RPL; ++k) {
+                const int row = r0 + lane + 32 * k;
+                if (row < a.q_len)   /* usp_row_keys on the loaded words: the same clipping */
+                    r = usp_key_range_add(r, a.lo ? usp_row_keys(&vlo[u][k], &vhi[u][k], 1, 0, 0, a.kv_len, a.causal, a.diag)
+                                                  : usp_row_keys(NULL, NULL, a.q_len, bb, row, a.kv_len, a.causal, a.diag));
+            }
+            r = warp_key_range(r);
+            if (lane == 0) {
+                a.groups[g] = range_int4(r);
+                if (sgroups) mp_dyn[g] = range_int4(r);
+            }
+        }
+    }
+    __syncthreads();
+    if (PROF) t1 = mp_now();
+
+    if (!a.bwd) {   /* a thread per query tile: key tiles of its union */
+        const int per = a.bm / USP_PLAN_GROUP;
+        for (int it = tid; it < a.nitems; it += MP_THREADS) {
+            const int bb = it / a.per_batch, t = it % a.per_batch;
+            usp_key_range r = usp_key_range_none();
+            for (int k = 0; k < per; ++k) {
+                const int gi = t * per + k;
+                if (gi < a.ng) r = usp_key_range_merge(r, int4_range(groups[bb * a.ng + gi]));
+            }
+            int first, end;
+            usp_tile_range(r, a.bn, &first, &end);
+            const int w = end > first ? end - first : 0;
+            a.work[it] = w;
+            if (sgroups) work[it] = w;
+            atomicAdd(&hist[min(w, MP_BUCKETS - 1)], 1);
+        }
+    } else {        /* a warp per key tile: the first and last group that sees one of its keys */
+        for (int it = warp; it < a.nitems; it += NW) {
+            const int bb = it / a.per_batch, n0 = (it % a.per_batch) * a.bn, kend = min(n0 + a.bn, a.kv_len);
+            int first = INT32_MAX, last = -1;
+#pragma unroll 4
+            for (int g = lane; g < a.ng; g += 32) {
+                const int4 v = groups[bb * a.ng + g];
+                if (v.x < kend && v.y > n0 && v.x < v.y) {
+                    first = min(first, g);
+                    last = max(last, g);
+                }
+            }
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) {
+                first = min(first, __shfl_xor_sync(0xffffffffu, first, o));
+                last = max(last, __shfl_xor_sync(0xffffffffu, last, o));
+            }
+            if (lane == 0) {
+                const int w = last >= 0 ? last - first + 1 : 0;
+                a.ktile_rows[it] = make_int2(last >= 0 ? first : 0, w);
+                a.work[it] = w;
+                if (sgroups) work[it] = w;
+                atomicAdd(&hist[min(w, MP_BUCKETS - 1)], 1);
+            }
+        }
+    }
+    if (PROF) {
+        __syncthreads();
+        t2 = mp_now();
+    }
+    mp_sort(a, hist, part, work);
+    if (PROF && tid == 0)
+        printf("mask plan (%s, %d groups, %d items): rows %llu ns, items %llu ns, sort %llu ns\n",
+               a.bwd ? "backward" : "forward", a.b * a.ng, a.nitems, t1 - t0, t2 - t1, mp_now() - t2);
+}
+
+/* first differing 32-bit word of the written parts of two plans, into *diff
+ * (left alone when equal); the plan check of USP_GPU_MASK_PLAN_CHECK */
+__global__ void mask_plan_cmp_kernel(const MpArgs x, const MpArgs y, int nkt_rows, int *diff) {
+    const int ng4 = x.b * x.ng * 4, nk2 = nkt_rows * 2, ni = x.nitems;
+    const int n = ng4 + nk2 + 2 * ni + 1;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        int u, v;
+        if (i < ng4) {
+            u = reinterpret_cast<const int *>(x.groups)[i];
+            v = reinterpret_cast<const int *>(y.groups)[i];
+        } else if (i < ng4 + nk2) {
+            u = reinterpret_cast<const int *>(x.ktile_rows)[i - ng4];
+            v = reinterpret_cast<const int *>(y.ktile_rows)[i - ng4];
+        } else if (i < ng4 + nk2 + ni) {
+            u = x.work[i - ng4 - nk2];
+            v = y.work[i - ng4 - nk2];
+        } else if (i < n - 1) {
+            u = x.order[i - ng4 - nk2 - ni];
+            v = y.order[i - ng4 - nk2 - ni];
+        } else {
+            u = *x.counter;
+            v = *y.counter;
+        }
+        if (u != v) atomicMin(diff, i);
     }
 }
 
@@ -262,25 +426,103 @@ int sm_count() {
     return n;
 }
 
-/* Fills the scratch layout and launches the plan kernel. */
-int plan_run(MpArgs &a, int nkt_rows, cudaStream_t st, UspPlanMem *mem, char *why, size_t why_len) {
-    const size_t g_bytes = align16((size_t)a.b * a.ng * sizeof(int4));
-    const size_t k_bytes = align16((size_t)nkt_rows * sizeof(int2));
-    const size_t i_bytes = align16((size_t)a.nitems * sizeof(int));
-    unsigned char *base = static_cast<unsigned char *>(plan_alloc(g_bytes + k_bytes + 2 * i_bytes + 16, st));
-    if (!base) return USP_KERNEL_OK;
+/* The scratch layout of a plan at base. */
+void plan_layout(MpArgs &a, int nkt_rows, unsigned char *base, size_t g_bytes, size_t k_bytes, size_t i_bytes) {
     a.counter = reinterpret_cast<int *>(base + g_bytes + k_bytes + 2 * i_bytes);
     a.groups = reinterpret_cast<int4 *>(base);
     a.ktile_rows = nkt_rows ? reinterpret_cast<int2 *>(base + g_bytes) : nullptr;
     a.work = reinterpret_cast<int *>(base + g_bytes + k_bytes);
     a.order = reinterpret_cast<int *>(base + g_bytes + k_bytes + i_bytes);
+}
+
+/* USP_GPU_MASK_PLAN_KERNEL=old: the first plan kernel (its passes one dependent load
+ * after another), for timing beside the default; read at each call (tools/bench-gpu
+ * --alt-env). USP_GPU_MASK_PLAN_CHECK=1: both kernels run, the call fails if their
+ * plans differ in one byte (a synchronizing check, for usp kernel-check). */
+bool plan_kernel_old() {
+    const char *e = getenv("USP_GPU_MASK_PLAN_KERNEL");
+    return e && !strcmp(e, "old");
+}
+bool plan_check() {
+    const char *e = getenv("USP_GPU_MASK_PLAN_CHECK");
+    return e && strcmp(e, "0") && *e;
+}
+
+/* The default plan kernel into a's scratch. */
+cudaError_t plan_launch(const MpArgs &a, bool old, cudaStream_t st) {
+    if (old) {
+        mask_plan_kernel<<<1, MP_THREADS, 0, st>>>(a);
+        return cudaGetLastError();
+    }
+    const size_t need = (size_t)a.b * a.ng * sizeof(int4) + (size_t)a.nitems * sizeof(int);
+    const int sgroups = need <= (size_t)MP_SMEM_MAX;
+    const int dyn = sgroups ? (int)need : 0;
+    const char *prof = getenv("USP_GPU_MASK_PLAN_PROF");
+    auto kern = prof && !strcmp(prof, "1") ? mask_plan_fast_kernel<true> : mask_plan_fast_kernel<false>;
+    if (dyn > 48 * 1024 - (int)sizeof(int) * (MP_BUCKETS + MP_THREADS / 32)) {
+        cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, MP_SMEM_MAX);
+        if (e != cudaSuccess) return e;
+    }
+    kern<<<1, MP_THREADS, dyn, st>>>(a, sgroups);
+    return cudaGetLastError();
+}
+
+/* Both kernels, the old one into a second scratch; their plans compared word by word. */
+int plan_check_run(const MpArgs &a, int nkt_rows, size_t bytes, size_t g_bytes, size_t k_bytes, size_t i_bytes,
+                   cudaStream_t st, char *why, size_t why_len) {
+    unsigned char *base = static_cast<unsigned char *>(plan_alloc(bytes + 16, st));
+    if (!base) {
+        snprintf(why, why_len, "mask plan check: no scratch memory");
+        return USP_KERNEL_ECUDA;
+    }
+    MpArgs b = a;
+    plan_layout(b, nkt_rows, base, g_bytes, k_bytes, i_bytes);
+    int *diff = reinterpret_cast<int *>(base + bytes);
+    int host = -1;
+    cudaError_t e = cudaMemsetAsync(diff, 0x7f, sizeof(int), st);
+    if (e == cudaSuccess) e = plan_launch(b, true, st);
+    if (e == cudaSuccess) {
+        mask_plan_cmp_kernel<<<32, 256, 0, st>>>(a, b, nkt_rows, diff);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaMemcpyAsync(&host, diff, sizeof(int), cudaMemcpyDeviceToHost, st);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(st);
+    (void)cudaFreeAsync(base, st);
+    if (e != cudaSuccess) {
+        snprintf(why, why_len, "mask plan check: %s", cudaGetErrorString(e));
+        return USP_KERNEL_ECUDA;
+    }
+    if (host != 0x7f7f7f7f) {
+        snprintf(why, why_len, "mask plan check: the plan kernels differ at word %d (groups %d, key tiles %d, items %d)",
+                 host, a.b * a.ng * 4, nkt_rows * 2, a.nitems);
+        return USP_KERNEL_ECUDA;
+    }
+    return USP_KERNEL_OK;
+}
+
+/* Fills the scratch layout and launches the plan kernel. */
+int plan_run(MpArgs &a, int nkt_rows, cudaStream_t st, UspPlanMem *mem, char *why, size_t why_len) {
+    const size_t g_bytes = align16((size_t)a.b * a.ng * sizeof(int4));
+    const size_t k_bytes = align16((size_t)nkt_rows * sizeof(int2));
+    const size_t i_bytes = align16((size_t)a.nitems * sizeof(int));
+    const size_t bytes = g_bytes + k_bytes + 2 * i_bytes + 16;
+    unsigned char *base = static_cast<unsigned char *>(plan_alloc(bytes, st));
+    if (!base) return USP_KERNEL_OK;
+    plan_layout(a, nkt_rows, base, g_bytes, k_bytes, i_bytes);
     mem->ptr = base;
-    mask_plan_kernel<<<1, MP_THREADS, 0, st>>>(a);
-    cudaError_t e = cudaGetLastError();
+    const bool old = plan_kernel_old();
+    cudaError_t e = plan_launch(a, old, st);
     if (e != cudaSuccess) {
         usp_mask_plan_release(mem, st);
         snprintf(why, why_len, "mask plan kernel failed to launch: %s", cudaGetErrorString(e));
         return USP_KERNEL_ECUDA;
+    }
+    if (!old && plan_check()) {
+        int rc = plan_check_run(a, nkt_rows, bytes, g_bytes, k_bytes, i_bytes, st, why, why_len);
+        if (rc != USP_KERNEL_OK) {
+            usp_mask_plan_release(mem, st);
+            return rc;
+        }
     }
     return USP_KERNEL_OK;
 }
