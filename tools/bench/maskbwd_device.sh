@@ -11,7 +11,7 @@
 #           out of the later steps, but for words that passed alone before it
 # sanitize  compute-sanitizer memcheck on the quick battery, once per setting of SAN_ENVS
 #           ('default' for none)
-# bench     tools/bench-gpu --mask $MASKS --shape 16384,128,1 --no-sdpa, ALT_ENVS as --alt-env
+# bench     tools/bench-gpu --mask $MASKS $SHAPES (default D = 128 and 64) --no-sdpa, ALT_ENVS as --alt-env
 #           (same process, same inputs; our causal kernels the anchor)
 # prof      bench-gpu --reps 1 with USP_GPU_MASK_PLAN_PROF=1: the plan kernel's passes in ns
 # ncu       Nsight Compute (duration, launch) on the plan kernels of one bench-gpu run (--reps 1)
@@ -27,8 +27,9 @@ KC="$BUILD/usp_kernel_check"
 LIB="$BUILD/libusp_bench_gpu.so"
 MASKS=${MASKS:---mask docs:8192,3000,1500,1000,700,600,500,400,300,184 --mask window:2048}
 CHECK_ENVS=${CHECK_ENVS:-USP_GPU_MASK_PLAN_CHECK=1+USP_GPU_MASK_PLAN=all USP_GPU_BWD_MASK=red \
-USP_GPU_BWD_MASK=elem}
-SAN_ENVS=${SAN_ENVS:-USP_GPU_BWD_MASK=red}   # the plan kernel runs in every masked case
+USP_GPU_BWD_MASK=elem USP_GPU_BWD_MASK=persist,red+USP_GPU_MASK_PLAN=all}
+SAN_ENVS=${SAN_ENVS:-default USP_GPU_BWD_MASK=persist,red}   # the plan kernel runs in every masked case
+SHAPES=${SHAPES:---shape 16384,128,1 --shape 16384,64,1}
 ALT_ENVS=${ALT_ENVS:-USP_GPU_BWD_MASK=elem USP_GPU_BWD_MASK=red USP_GPU_BWD_MASK=persist,red \
 USP_GPU_MASK_PLAN_KERNEL=old}
 SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
@@ -80,7 +81,7 @@ if has bench; then
   stamp "bench-gpu --mask"
   alt=""; for v in $ALT_ENVS; do alt="$alt --alt-env $v"; done
   timeout ${BENCH_TIMEOUT:-200} python3 tools/bench-gpu --lib "$LIB" --reps ${REPS:-10} --no-sdpa $alt \
-    --json "$OUT/bench_mask.json" $MASKS --shape 16384,128,1 > "$OUT/bench_mask.txt" 2>&1
+    --json "$OUT/bench_mask.json" $MASKS $SHAPES > "$OUT/bench_mask.txt" 2>&1
   say "bench --mask rc=$?"
   sed -n '/^Masked kernels/,$p' "$OUT/bench_mask.txt" | tee -a "$SUM"
 fi
