@@ -57,7 +57,10 @@
  * dK's products are on the tensor cores (v7/v8 staged dQ only once all of the tile's
  * products were done), and computes P^T without a branch per element (wsb_probs_rows;
  * ncu put half of v8's stall samples at D = 64 in wsb_probs, one exponential at a time);
- * =ws128r: v8's loop (wsb_probs, dQ staged after dK). */
+ * =ws128r: v8's loop (wsb_probs, dQ staged after dK).
+ * D = 128 without per-row masks (opt-in): USP_GPU_BWD=wsx runs that loop on the 64-row
+ * tiles (dQ columns 64c.. per warpgroup; P^T packed while dP^T runs, as in v7's loop);
+ * =wsxv also issues dV's products as soon as P^T is packed, under dP^T and dS^T. */
 #include "kernels.h"
 #include "tma.cuh"
 #include "wgcommon.cuh"
@@ -168,6 +171,20 @@ __device__ __forceinline__ void wsb_probs_rows(const UspBwdParams &p, float (&s)
     }
 }
 
+/* wsb_probs_rows, then P^T packed as the A fragments of dV += P^T dO: the 64-row tiles at
+ * D = 128 (USP_GPU_BWD=wsx, wsxv), where the packing runs while dP^T is on the tensor cores. */
+template <typename T, int BM, bool MASKED>
+__device__ __forceinline__ void wsb_probs_rows_pack(const UspBwdParams &p, float (&s)[BM / 2], const float *lse2,
+                                                    int key_row, int n0, int m0, uint32_t (&pa)[BM / 16][4]) {
+    wsb_probs_rows<BM, MASKED>(p, s, lse2, key_row, n0, m0);
+#pragma unroll
+    for (int j = 0; j < BM / 8; ++j) {
+        const int kk = j >> 1, hi = (j & 1) * 2;
+        pa[kk][hi] = elem<T>::pack2(s[4 * j], s[4 * j + 1]);
+        pa[kk][hi + 1] = elem<T>::pack2(s[4 * j + 2], s[4 * j + 3]);
+    }
+}
+
 /* dS^T = P^T (dP^T - DELTA): A fragments of dK += dS^T Q, and into sdS (atom
  * layout, rows = keys, columns = queries) for dQ = dS K; (PACK) P^T's A
  * fragments too, when wsb_probs left them. */
@@ -248,13 +265,14 @@ __device__ __forceinline__ void wsb_red_kv(const float (&acc)[D / 2], float *g, 
     }
 }
 
-template <typename T, int D, bool DQ_TMA, int BM, bool LATE_DK = false, bool MREL = false, bool PERSIST = false>
+template <typename T, int D, bool DQ_TMA, int BM, int LATE_DK = 0, bool MREL = false, bool PERSIST = false>
 __global__ void __launch_bounds__(WSB_NTH, 1)
     bwd_ws_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                   const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
                   const __grid_constant__ CUtensorMap tdq, const UspBwdParams p) {
     static_assert(BM == 64 || (BM == 128 && D == 64), "128-row query tiles at D = 64 only");
-    static_assert(!LATE_DK || (BM == 128 && DQ_TMA), "dK after dQ: 128-row tiles with reduce-adds only");
+    static_assert(!LATE_DK || ((BM == 128 || D == 128) && DQ_TMA),
+                  "dK after dQ: 128-row tiles at D = 64 or D = 128, with reduce-adds only");
     static_assert(!MREL || BM == 64, "relative intervals with 64-row query tiles");
     static_assert(!PERSIST || BM == 64, "the persistent grid runs the plan's 64-row groups");
     /* BM = 128: the two warpgroups split each tile's dQ by rows (64 each), every tile;
@@ -413,12 +431,18 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
         mbar_wait_parity(barKV, nu & 1);
 
         if constexpr (LATE_DK) {
-            /* BM = 128, dQ by reduce-adds (the default at D = 64 without per-row masks): per
-             * tile dV's products, the 256-thread barrier, dQ's, then dK's, so that the dQ
-             * staging runs while dK's products are on the tensor cores; P^T by
-             * wsb_probs_rows (no branch per element). (Waiting for dK only in the next tile,
-             * after its S^T products were issued, made ptxas serialize the wgmmas: not enough
-             * registers with dK's accumulators and A fragments live across iterations.) */
+            /* dQ by reduce-adds, per tile dV's products, the 256-thread barrier, dQ's, then dK's,
+             * so that the dQ staging runs while dK's products are on the tensor cores; P^T by
+             * wsb_probs_rows (no branch per element). BM = 128 at D = 64 (the default there
+             * without per-row masks; LATE_DK 1); BM = 64 at D = 128 without per-row masks
+             * (USP_GPU_BWD=wsx: LATE_DK 1; =wsxv: 2, dV's products issued as soon as P^T is
+             * packed, before waiting for dP^T). At BM = 64 P^T is packed while dP^T runs, as in
+             * v7's loop. (Waiting for dK only in the next tile, after its S^T products were
+             * issued, made ptxas serialize the wgmmas at D = 64: not enough registers with dK's
+             * accumulators and A fragments live across iterations.) */
+            constexpr bool EARLY_DV = LATE_DK == 2;
+            static_assert(!EARLY_DV || PACK, "dV before dP^T: P^T packed under dP^T (BM = 64)");
+            const int dq_col0 = D == 128 ? 64 * c : 0;   /* this warpgroup's dQ columns */
             for (int it = 0; it < wk.iters; ++it) {
                 const int st = it % S;
                 const uint32_t ph = (it / S) & 1;
@@ -444,29 +468,49 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
                 uint32_t pa[BM / 16][4], da[BM / 16][4];
                 wg_wait<1>();
                 wg_fence_regs(s);
-                if (masked)
+                if constexpr (PACK) {
+                    if (masked)
+                        wsb_probs_rows_pack<T, BM, true>(p, s, sL + st * BM, key_row, n0, m0, pa);
+                    else
+                        wsb_probs_rows_pack<T, BM, false>(p, s, sL + st * BM, key_row, n0, m0, pa);
+                } else if (masked) {
                     wsb_probs_rows<BM, true>(p, s, sL + st * BM, key_row, n0, m0);
-                else
+                } else {
                     wsb_probs_rows<BM, false>(p, s, sL + st * BM, key_row, n0, m0);
-                wg_wait<0>();
+                }
+                if constexpr (EARLY_DV) {   /* =wsxv: dV's products under dP^T and dS^T */
+                    wg_fence_regs(dv);
+                    wg_arrive();
+#pragma unroll
+                    for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dv, pa[kk], wg_desc_mn<BM>(cdO, kk));
+                    wg_commit();
+                    wg_wait<1>();   /* dP^T landed; dV's products go on */
+                } else {
+                    wg_wait<0>();
+                }
                 wg_fence_regs(dp);
                 /* cdS was last read by the dQ products of tile it - 2, which both warpgroups
                  * waited for before barrier 1 of tile it - 1 */
-                wsb_dscores<T, BM, true>(s, dp, sDl + st * BM, cdS, key_row, pa, da);
+                wsb_dscores<T, BM, !PACK>(s, dp, sDl + st * BM, cdS, key_row, pa, da);
 
-                wg_fence_regs(dv);
                 wg_fence_regs(dk);
-                wg_arrive();
+                if constexpr (!EARLY_DV) {
+                    wg_fence_regs(dv);
+                    wg_arrive();
 #pragma unroll
-                for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dv, pa[kk], wg_desc_mn<BM>(cdO, kk));
-                wg_commit();
+                    for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dv, pa[kk], wg_desc_mn<BM>(cdO, kk));
+                    wg_commit();
+                }
                 fence_async_smem();   /* dS^T stores -> the dQ wgmma */
                 named_barrier<256>(1);
+                /* dQ over all 128 keys: D = 64, BM = 128 rows 64c.. (dS^T's column atom c);
+                 * D = 128 columns 64c.. (K's column atom c) */
                 float dq[32];
                 wg_arrive();
 #pragma unroll
                 for (int kk = 0; kk < BN / 16; ++kk)
-                    wg<T>::template ss64<1, 1>(dq, wg_desc_mn<BN>(cdS + c * BN * 64, kk), wg_desc_mn<BN>(sK, kk), kk > 0);
+                    wg<T>::template ss64<1, 1>(dq, wg_desc_mn<BN>(cdS + (BM == 128 ? c : 0) * BN * 64, kk),
+                                               wg_desc_mn<BN>(sK + (D == 128 ? c : 0) * BN * 64, kk), kk > 0);
                 wg_commit();
 #pragma unroll
                 for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dk, da[kk], wg_desc_mn<BM>(cQ, kk));
@@ -479,8 +523,9 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
                 fence_async_smem();
                 named_barrier<128>(2 + c);
                 if (wg_lead) {
-                    tma_reduce_add_4d(&tdq, rq, 0, m0 + 64 * c, h, b);
-                    tma_reduce_add_4d(&tdq, rq + WSB_BM * 32, 32, m0 + 64 * c, h, b);
+                    const int dq_row0 = m0 + (BM == 128 ? 64 * c : 0);
+                    tma_reduce_add_4d(&tdq, rq, dq_col0, dq_row0, h, b);
+                    tma_reduce_add_4d(&tdq, rq + WSB_BM * 32, dq_col0 + 32, dq_row0, h, b);
                     bulk_commit();
                 }
                 wg_wait<0>();
@@ -625,7 +670,8 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
      * atomics from the registers with 64-row tiles at D = 64 (masked calls): the faster way at
      * each on an H100 (gpu/NOTES.md, v7 measured, v8). =wsa: atomics everywhere, =ws: reduce-adds
      * everywhere (64-row tiles); =ws128: 128-row tiles at D = 64 with atomics */
-    const int mode = usp_ws_bwd_enabled();
+    int mode = usp_ws_bwd_enabled();
+    if (D == 64 && (mode == 7 || mode == 8)) mode = 1;   /* =wsx, =wsxv change D = 128 only */
     const bool atomics = mode == 3 || (D == 64 && (mode == 4 || ((mode == 1 || mode == 6) && BM == 64)));
     /* under a mask plan (maskplan.cu): a 1-d grid of key tiles by descending work */
     UspBwdParams q = p;
@@ -652,7 +698,7 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
     auto kern = atomics ? bwd_ws_kernel<T, D, false, BM> : bwd_ws_kernel<T, D, true, BM>;
     if constexpr (BM == 128)   /* by default and =ws64x: dK's products after dQ's, under the dQ
                                  * staging, P^T without a branch per element; =ws128r: v8's loop */
-        if (mode == 1 || mode == 6) kern = bwd_ws_kernel<T, D, true, BM, true>;
+        if (mode == 1 || mode == 6) kern = bwd_ws_kernel<T, D, true, BM, 1>;
     if constexpr (BM == 64) {
         constexpr bool A = D != 64;   /* the default dQ way of 64-row tiles: DQ_TMA at D = 128 */
         if (mm)
@@ -661,6 +707,11 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
                    : persist      ? bwd_ws_kernel<T, D, A, BM, false, false, true>
                                   : kern;
     }
+    if constexpr (D == 128)   /* =wsx: v9's loop on the 64-row tiles; =wsxv: with dV's products
+                               * before dP^T is waited for; per-row masks and the persistent grid
+                               * (USP_GPU_BWD_MASK=persist under a causal plan) keep their loops */
+        if (!p.mask_lo && !persist && (mode == 7 || mode == 8))
+            kern = mode == 7 ? bwd_ws_kernel<T, D, true, BM, 1> : bwd_ws_kernel<T, D, true, BM, 2>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid = ctas ? dim3(persist && nsm > 0 && nsm < ctas ? nsm : ctas)
                      : dim3((p.kv_len + WSB_BN - 1) / WSB_BN, p.hkv, p.b);
@@ -682,7 +733,7 @@ int usp_ws_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
      * USP_GPU_BWD=ws64x (dQ by TMA reduce-adds, dK after dQ), =ws128 (atomics), =ws128r (v8's
      * loop); =ws, =wsa: 64-row tiles */
     const int mode = usp_ws_bwd_enabled();
-    const bool big = p.d == 64 && (mode == 1 || mode == 4 || mode == 5 || mode == 6) && !p.mask_lo;
+    const bool big = p.d == 64 && (mode == 1 || mode >= 4) && !p.mask_lo;   /* =wsx, =wsxv: as unset */
     if (in == USP_BF16)
         return p.d == 128 ? wsb_launch<__nv_bfloat16, 128, 64>(p, in, st, why, why_len)
                : big      ? wsb_launch<__nv_bfloat16, 64, 128>(p, in, st, why, why_len)
@@ -725,5 +776,10 @@ int usp_ws_bwd_enabled(void) {
      * default there (ws64x, as unset; ws128r gives v8's loop); other head dims and per-row
      * masks as unset */
     if (e && !strcmp(e, "ws64x")) return 6;
+    /* D = 128 without per-row masks: v9's loop on the 64-row tiles, P^T packed while dP^T
+     * runs (wsx), and with dV's products issued before waiting for dP^T (wsxv); D = 64 and
+     * per-row masks as unset */
+    if (e && !strcmp(e, "wsx")) return 7;
+    if (e && !strcmp(e, "wsxv")) return 8;
     return 1;
 }

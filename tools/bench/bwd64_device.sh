@@ -12,8 +12,8 @@
 #           --reps $REPS (10): the default and --alt-env for each of ALT (default
 #           USP_GPU_BWD=ws128r) that did not fail its check, SDPA flash and cuDNN in the same
 #           process, errors against fp64
-# ncu       one launch of the default backward at D = 64 (non-causal), short sections,
-#           --clock-control none
+# ncu       one launch of the backward under NCU (default: "default") at NCU_SHAPE (default
+#           16384,64,0), short sections, --clock-control none
 # A failed or hung check of a setting keeps it out of the later steps (the default's: all).
 # Logs in $OUT, summary.txt last.
 set -u
@@ -27,6 +27,8 @@ CHECKS=${CHECKS:-default}
 SAN=${SAN:-default}
 ALT=${ALT:-USP_GPU_BWD=ws128r}
 SHAPES=${SHAPES:---shape 16384,64,0 --shape 16384,64,1}
+NCU=${NCU:-default}
+NCU_SHAPE=${NCU_SHAPE:-16384,64,0}
 PATH=$PATH:/usr/local/cuda/bin
 
 if "$KC" --help > /dev/null 2>&1 && python3 -c "import ctypes; ctypes.CDLL('$LIB')" 2> /dev/null; then
@@ -67,15 +69,15 @@ if has bench; then
   say "bench-gpu rc=$?"
   sed -n '/TFLOP/,$p' "$OUT/bench.txt" >> "$SUM"
 fi
-if has ncu; then
-  stamp "ncu, the default backward at D = 64"
-  timeout ${NCU_TIMEOUT:-40} ncu --clock-control none -k regex:bwd_ws_kernel --launch-count 1 \
+if has ncu && ok "$NCU"; then
+  stamp "ncu, the backward under $NCU at $NCU_SHAPE"
+  env $(envof "$NCU") timeout ${NCU_TIMEOUT:-40} ncu --clock-control none -k regex:bwd_ws_kernel --launch-count 1 \
     --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
-    python3 tools/bench-gpu --lib "$LIB" --reps 1 --no-errors --no-sdpa --shape 16384,64,0 \
-    > "$OUT/ncu_default.txt" 2>&1
+    python3 tools/bench-gpu --lib "$LIB" --reps 1 --no-errors --no-sdpa --shape $NCU_SHAPE \
+    > "$OUT/ncu_$(tag $NCU).txt" 2>&1
   say "ncu rc=$?"
   grep -E "bwd_ws_kernel<|Duration|SM Frequency|Compute \(SM\) Throughput|L2 Cache Throughput|No Eligible|Issued Warp|Warp Cycles Per Issued" \
-    "$OUT/ncu_default.txt" | head -12 >> "$SUM"
+    "$OUT/ncu_$(tag $NCU).txt" | head -12 >> "$SUM"
 fi
 stamp "done"
 echo "================ summary"
