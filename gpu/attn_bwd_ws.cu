@@ -58,9 +58,10 @@
  * products were done), and computes P^T without a branch per element (wsb_probs_rows;
  * ncu put half of v8's stall samples at D = 64 in wsb_probs, one exponential at a time);
  * =ws128r: v8's loop (wsb_probs, dQ staged after dK).
- * D = 128 without per-row masks (opt-in): USP_GPU_BWD=wsx runs that loop on the 64-row
+ * D = 128 without per-row masks: by default (and USP_GPU_BWD=wsx) that loop on the 64-row
  * tiles (dQ columns 64c.. per warpgroup; P^T packed while dP^T runs, as in v7's loop);
- * =wsxv also issues dV's products as soon as P^T is packed, under dP^T and dS^T. */
+ * =wsxv (opt-in) also issues dV's products as soon as P^T is packed, under dP^T and dS^T;
+ * =ws (reduce-adds) and =wsa (atomics) keep v7's loop there. */
 #include "kernels.h"
 #include "tma.cuh"
 #include "wgcommon.cuh"
@@ -433,13 +434,13 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
         if constexpr (LATE_DK) {
             /* dQ by reduce-adds, per tile dV's products, the 256-thread barrier, dQ's, then dK's,
              * so that the dQ staging runs while dK's products are on the tensor cores; P^T by
-             * wsb_probs_rows (no branch per element). BM = 128 at D = 64 (the default there
-             * without per-row masks; LATE_DK 1); BM = 64 at D = 128 without per-row masks
-             * (USP_GPU_BWD=wsx: LATE_DK 1; =wsxv: 2, dV's products issued as soon as P^T is
-             * packed, before waiting for dP^T). At BM = 64 P^T is packed while dP^T runs, as in
-             * v7's loop. (Waiting for dK only in the next tile, after its S^T products were
-             * issued, made ptxas serialize the wgmmas at D = 64: not enough registers with dK's
-             * accumulators and A fragments live across iterations.) */
+             * wsb_probs_rows (no branch per element). BM = 128 at D = 64 and BM = 64 at
+             * D = 128, each the default without per-row masks (LATE_DK 1); =wsxv at D = 128:
+             * LATE_DK 2, dV's products issued as soon as P^T is packed, before waiting for
+             * dP^T. At BM = 64 P^T is packed while dP^T runs, as in v7's loop. (Waiting for
+             * dK only in the next tile, after its S^T products were issued, made ptxas
+             * serialize the wgmmas at D = 64: not enough registers with dK's accumulators and
+             * A fragments live across iterations.) */
             constexpr bool EARLY_DV = LATE_DK == 2;
             static_assert(!EARLY_DV || PACK, "dV before dP^T: P^T packed under dP^T (BM = 64)");
             const int dq_col0 = D == 128 ? 64 * c : 0;   /* this warpgroup's dQ columns */
@@ -707,11 +708,13 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
                    : persist      ? bwd_ws_kernel<T, D, A, BM, false, false, true>
                                   : kern;
     }
-    if constexpr (D == 128)   /* =wsx: v9's loop on the 64-row tiles; =wsxv: with dV's products
-                               * before dP^T is waited for; per-row masks and the persistent grid
-                               * (USP_GPU_BWD_MASK=persist under a causal plan) keep their loops */
-        if (!p.mask_lo && !persist && (mode == 7 || mode == 8))
-            kern = mode == 7 ? bwd_ws_kernel<T, D, true, BM, 1> : bwd_ws_kernel<T, D, true, BM, 2>;
+    if constexpr (D == 128)   /* by default (and =wsx): v9's loop on the 64-row tiles (v11; 1.28x v7's
+                               * loop on an H100, gpu/NOTES.md); =wsxv: with dV's products before
+                               * dP^T is waited for; =ws, =wsa: v7's loop; per-row masks and the
+                               * persistent grid (USP_GPU_BWD_MASK=persist under a causal plan)
+                               * keep their loops */
+        if (!p.mask_lo && !persist && mode != 2 && mode != 3)
+            kern = mode == 8 ? bwd_ws_kernel<T, D, true, BM, 2> : bwd_ws_kernel<T, D, true, BM, 1>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid = ctas ? dim3(persist && nsm > 0 && nsm < ctas ? nsm : ctas)
                      : dim3((p.kv_len + WSB_BN - 1) / WSB_BN, p.hkv, p.b);
@@ -756,8 +759,9 @@ int usp_ws_bwd_mask_mode(void) {
 }
 
 int usp_ws_bwd_enabled(void) {
-    /* unset: this kernel (1; D = 128: dQ by TMA reduce-adds; D = 64: 128-row query tiles with
-     * reduce-adds, or under per-row masks 64-row tiles with atomics; the kernel of
+    /* unset: this kernel (1; D = 128: dQ by TMA reduce-adds, v9's loop without per-row masks;
+     * D = 64: 128-row query tiles with reduce-adds, or under per-row masks 64-row tiles with
+     * atomics; the kernel of
      * attn_bwd_wg.cu if the driver refuses the tensor maps); USP_GPU_BWD=wg:
      * attn_bwd_wg.cu's kernel (0); =ws: this one with TMA reduce-adds, no fallback (2);
      * =wsa: this one with dQ atomics, no fallback (3). Read at each call (a getenv beside
@@ -777,8 +781,8 @@ int usp_ws_bwd_enabled(void) {
      * masks as unset */
     if (e && !strcmp(e, "ws64x")) return 6;
     /* D = 128 without per-row masks: v9's loop on the 64-row tiles, P^T packed while dP^T
-     * runs (wsx), and with dV's products issued before waiting for dP^T (wsxv); D = 64 and
-     * per-row masks as unset */
+     * runs (wsx, the default there), and with dV's products issued before waiting for dP^T
+     * (wsxv); D = 64 and per-row masks as unset */
     if (e && !strcmp(e, "wsx")) return 7;
     if (e && !strcmp(e, "wsxv")) return 8;
     return 1;
