@@ -48,13 +48,7 @@
  * in two commit groups; once dV has completed, the warpgroup's dO atoms take
  * dQ's columns 64-127 (two reduce-adds) while dK still runs, and its Q atoms
  * the rest after. When the driver refuses dQ's tensor map, the default falls
- * back to the atomics (s8r, s8r2: an error instead).
- * CF (USP_GPU_BWD=s8r3): the split with staging stores free of bank conflicts
- * (w2_stage_dq). XBOX (USP_GPU_BWD=s8r4): s8r3 with dQ's columns 32-63 staged
- * as soon as the dQ product completed, under dV and dK, in the warpgroup's
- * half of the fp32 hand-over space (free after the middle CTA barrier; the
- * issuing thread waits for that box to have been read before the next tile's
- * top barrier, bulk_wait_read<2>, since the hand-over writes it again). */
+ * back to the atomics (s8r, s8r2: an error instead). */
 #include "kernels.h"
 #include "tma.cuh"
 #include "wgcommon.cuh"
@@ -157,27 +151,18 @@ __device__ __forceinline__ void w2_add_dq(const UspBwdParams &p, const float (&a
 /* DQ_TMA: the warp's dQ fragment (rows 16 warp + g, + 8 of the tile; the
  * warpgroup's columns 8j + 2t, J0 <= j < J1) times `mul` into fp32 TMA boxes
  * of 32 columns x 64 rows (box j / 4 at box[j / 4]), rows of 128 bytes whose
- * 16-byte chunk c sits at c ^ (row & 7). A half-warp's 8-byte stores cover
- * rows g of one parity of 4 and, for one j, chunks 2 (j & 3) + {0, 1}: after
- * the swizzle only 4 of a row's 8 chunks, two rows on each (two-way bank
- * conflicts). CF: lanes t = 2, 3 store group j ^ 2 while lanes t = 0, 1 store
- * j, so that the half-warp covers all 8 chunks (one wavefront of 128 bytes);
- * [J0, J1) must be whole groups of 4. */
-template <int J0, int J1, bool CF = false>
+ * 16-byte chunk c sits at c ^ (row & 7). */
+template <int J0, int J1>
 __device__ __forceinline__ void w2_stage_dq(const float (&acc)[64], float *const (&box)[4], int warp, float mul) {
-    static_assert(!CF || (J0 % 4 == 0 && J1 % 4 == 0), "CF pairs j with j ^ 2");
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int x = CF ? (t & 2) : 0;
 #pragma unroll
     for (int j = J0; j < J1; ++j)
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) {
             const int r = warp * 16 + g + hf * 8;
-            const int chunk = 2 * ((j ^ x) & 3) + (t >> 1);
-            const float v0 = CF && x ? acc[4 * (j ^ 2) + 2 * hf] : acc[4 * j + 2 * hf];
-            const float v1 = CF && x ? acc[4 * (j ^ 2) + 2 * hf + 1] : acc[4 * j + 2 * hf + 1];
+            const int chunk = 2 * (j & 3) + (t >> 1);
             float *dst = box[j >> 2] + r * 32 + ((chunk ^ (r & 7)) << 2) + 2 * (t & 1);
-            *reinterpret_cast<float2 *>(dst) = make_float2(v0 * mul, v1 * mul);
+            *reinterpret_cast<float2 *>(dst) = make_float2(acc[4 * j + 2 * hf] * mul, acc[4 * j + 2 * hf + 1] * mul);
         }
 }
 
@@ -205,12 +190,11 @@ __device__ __forceinline__ void w2_store_kv(const float (&acc)[64], float *g, in
  * (one a warpgroup, the same 16 keys) splitting the 64 queries: warpgroup 0
  * takes queries 0-31, warpgroup 1 queries 32-63; each hands the other the
  * half of its product the other needs (16 floats a thread each way). */
-template <typename T, bool S8, bool DQ_TMA, bool DQ_SPLIT = false, bool CF = false, bool XBOX = false>
+template <typename T, bool S8, bool DQ_TMA, bool DQ_SPLIT = false>
 __global__ void __launch_bounds__(W2_NTH, 1)
     bwd_wg256_kernel(const __grid_constant__ CUtensorMap tdq, const UspBwdParams p) {
     static_assert(S8 || !DQ_TMA, "dQ by reduce-adds with the eight-warp scores only");
     static_assert(DQ_TMA || !DQ_SPLIT, "the split staging is of the reduce-adds");
-    static_assert((DQ_SPLIT || !XBOX) && (DQ_TMA || !CF), "XBOX needs the split, CF the reduce-adds");
     constexpr int BM = W2_BM, BN = W2_BN, D = W2_D;
     extern __shared__ unsigned char smem_raw[];
     T *sK = reinterpret_cast<T *>(align1024(smem_raw));   /* BN x D */
@@ -274,7 +258,6 @@ __global__ void __launch_bounds__(W2_NTH, 1)
         const int stage = it & 1;
         cp_async_wait<0>();
         fence_async_smem();
-        if (XBOX && wg_lead) bulk_wait_read<2>();   /* the last tile's dQ box in sX has been read */
         __syncthreads();   /* tile `it` landed; the other stage, sP, sdS and sX are free */
         int h, m0;
         q_tile(it, h, m0);
@@ -364,27 +347,13 @@ __global__ void __launch_bounds__(W2_NTH, 1)
             w2_add_dq(p, dq, gdq, m0 + key_row, wgi * 128);
         }
         T *qa = const_cast<T *>(cQ) + half * BM, *da = const_cast<T *>(cdO) + half * BM;
-        float *const box[4] = {reinterpret_cast<float *>(qa),
-                               XBOX ? sX + wgi * (W2_XCH_FLOATS / 2) : reinterpret_cast<float *>(qa + BM * 64),
+        float *const box[4] = {reinterpret_cast<float *>(qa), reinterpret_cast<float *>(qa + BM * 64),
                                reinterpret_cast<float *>(da), reinterpret_cast<float *>(da + BM * 64)};
-        if (XBOX) {
-            /* dQ complete (dV, dK may run): the warpgroup's half of the hand-over space (free
-             * since the CTA barrier) takes dQ's columns 32-63 */
-            wg_wait<2>();
-            wg_fence_regs(dq);
-            w2_stage_dq<4, 8, CF>(dq, box, warp, p.scale);
-            fence_async_smem();
-            named_barrier<128>(5 + wgi);
-            if (wg_lead) {
-                tma_reduce_add_4d(&tdq, box[1], wgi * 128 + 32, m0, h, b);
-                bulk_commit();
-            }
-        }
         if (DQ_SPLIT) {
             /* dQ and dV complete (dK may run): the warpgroup's dO atoms take dQ's columns 64-127 */
             wg_wait<1>();
             wg_fence_regs(dq);
-            w2_stage_dq<8, 16, CF>(dq, box, warp, p.scale);
+            w2_stage_dq<8, 16>(dq, box, warp, p.scale);
             fence_async_smem();
             named_barrier<128>(5 + wgi);
             if (wg_lead) {
@@ -400,9 +369,9 @@ __global__ void __launch_bounds__(W2_NTH, 1)
             /* this warpgroup's wgmma reads of the stage are complete (S^T / dP^T before the
              * CTA barrier, dV / dK above): its atoms 2g, 2g + 1 of Q and dO take its dQ
              * (DQ_SPLIT: those of Q, the rest is on its way from dO's) */
-            constexpr int K1 = XBOX ? 1 : DQ_SPLIT ? 2 : 4;   /* boxes 0 .. K1 - 1 */
+            constexpr int K1 = DQ_SPLIT ? 2 : 4;   /* boxes 0 .. K1 - 1 */
             wg_fence_regs(dq);
-            w2_stage_dq<0, 4 * K1, CF>(dq, box, warp, p.scale);
+            w2_stage_dq<0, 4 * K1>(dq, box, warp, p.scale);
             fence_async_smem();   /* the staging stores -> the copy engine's reads */
             named_barrier<128>(5 + wgi);
             if (wg_lead) {
@@ -429,12 +398,10 @@ int w2_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len)
      * atomics on an H100, gpu/NOTES.md v10). USP_GPU_BWD=s8: dQ by atomics (v8's default); =s4:
      * scores on four warps and atomics, as v6; =s8r: reduce-adds staged after dV and dK; =s8r2:
      * the default's kernel, an error (not the atomics) when the driver refuses dQ's tensor map,
-     * as with s8r, s8r3 (conflict-free staging stores) and s8r4 (s8r3 with a quarter of dQ
-     * staged under dV and dK) */
+     * as with s8r */
     const char *e = getenv("USP_GPU_BWD");
     const bool s4 = e && !strcmp(e, "s4"), s8 = e && !strcmp(e, "s8"), s8r = e && !strcmp(e, "s8r");
-    const bool s8r3 = e && !strcmp(e, "s8r3"), s8r4 = e && !strcmp(e, "s8r4");
-    const bool forced = s8r || s8r3 || s8r4 || (e && !strcmp(e, "s8r2"));
+    const bool forced = s8r || (e && !strcmp(e, "s8r2"));
     CUtensorMap tdq;
     memset(&tdq, 0, sizeof tdq);   /* unused by the atomic kernels */
     const bool tma = !s4 && !s8 &&
@@ -446,9 +413,7 @@ int w2_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len)
     }
     auto kern = s4    ? bwd_wg256_kernel<T, false, false>
                 : !tma ? bwd_wg256_kernel<T, true, false>
-                : s8r  ? bwd_wg256_kernel<T, true, true>
-                : s8r3 ? bwd_wg256_kernel<T, true, true, true, true>
-                : s8r4 ? bwd_wg256_kernel<T, true, true, true, true, true> : bwd_wg256_kernel<T, true, true, true>;
+                : s8r  ? bwd_wg256_kernel<T, true, true> : bwd_wg256_kernel<T, true, true, true>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid((p.kv_len + W2_BN - 1) / W2_BN, p.hkv, p.b);
     kern<<<grid, W2_NTH, smem, st>>>(tdq, p);
