@@ -48,7 +48,13 @@
  * in two commit groups; once dV has completed, the warpgroup's dO atoms take
  * dQ's columns 64-127 (two reduce-adds) while dK still runs, and its Q atoms
  * the rest after. When the driver refuses dQ's tensor map, the default falls
- * back to the atomics (s8r, s8r2: an error instead). */
+ * back to the atomics (s8r, s8r2: an error instead).
+ * PT (USP_GPU_BWD=s8p, opt-in, not yet run on a GPU): DQ_SPLIT with the tile's LSE
+ * turned into LSE log2 e (+inf for rows past the block or without keys) once a row,
+ * by the thread whose cp.async staged it, and the mask a template argument of the
+ * P^T code (w2_scores_row_pt): unmasked tiles run 16 fma + exp2 a thread with no test
+ * per element, as the D = 64 and D = 128 backward (attn_bwd_ws.cu, wsb_probs_rows);
+ * masked tiles keep the per-element test. The same floats as DQ_SPLIT. */
 #include "kernels.h"
 #include "tma.cuh"
 #include "wgcommon.cuh"
@@ -132,6 +138,43 @@ __device__ __forceinline__ void w2_scores_row(const UspBwdParams &p, const float
     }
 }
 
+/* PT: the staged LSE of block-local query row r as bwd_prob uses it, LSE log2 e, or +inf for
+ * rows past the block and rows that saw no key (the same expression as bwd_prob's). */
+template <typename P>
+__device__ __forceinline__ float w2_lse2(const P &p, float lse, int r) {
+    return (r < p.q_len && lse != -INFINITY) ? lse * USP_LOG2E : INFINITY;
+}
+
+/* PT (USP_GPU_BWD=s8p): w2_scores_row with the tile's LSE already LSE log2 e (+inf past the
+ * block: w2_lse2, at staging) and the mask a template argument, so that an unmasked tile's
+ * P^T is 16 fma + exp2 in a row with no test; a MASKED tile keeps the per-element test of
+ * w2_p_ds. The same floats as w2_scores_row: exp2f(fmaf(s, sl2, -lse2)), then x (dP - DELTA). */
+template <typename T, bool MASKED>
+__device__ __forceinline__ void w2_scores_row_pt(const UspBwdParams &p, const float (&own)[32], const float (&oth)[16],
+                                                 const float *lse2, const float *dl, int b, int key_row, int hi,
+                                                 int n0, int m0, T *sP, T *sdS) {
+    const int t = threadIdx.x & 3, row = key_row + 8 * hi;
+    const float sl2 = p.scale * USP_LOG2E;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        const float2 l = *reinterpret_cast<const float2 *>(lse2 + 8 * j + 2 * t);
+        const float2 d = *reinterpret_cast<const float2 *>(dl + 8 * j + 2 * t);
+        float pr[2], ds[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const float mine = hi ? own[4 * j + 2 + e] : own[4 * j + e];
+            const float sv = hi ? oth[2 * j + e] : mine;
+            const float dv = hi ? mine : oth[2 * j + e];
+            float x = exp2f(fmaf(sv, sl2, -(e ? l.y : l.x)));
+            if (MASKED && !usp_key_visible(row_keys(p, b, m0 + 8 * j + 2 * t + e), n0 + row)) x = 0.0f;
+            pr[e] = x;
+            ds[e] = x * (dv - (e ? d.y : d.x));
+        }
+        *reinterpret_cast<uint32_t *>(sP + wsw<W2_BN>(row, j) + 2 * t) = elem<T>::pack2(pr[0], pr[1]);
+        *reinterpret_cast<uint32_t *>(sdS + wsw<W2_BN>(row, j) + 2 * t) = elem<T>::pack2(ds[0], ds[1]);
+    }
+}
+
 /* dQ rows (row0, row0 + 8), 128 columns from col0, += scale * acc (8-byte atomics). */
 __device__ __forceinline__ void w2_add_dq(const UspBwdParams &p, const float (&acc)[64], float *gdq, int row0,
                                           int col0) {
@@ -190,11 +233,12 @@ __device__ __forceinline__ void w2_store_kv(const float (&acc)[64], float *g, in
  * (one a warpgroup, the same 16 keys) splitting the 64 queries: warpgroup 0
  * takes queries 0-31, warpgroup 1 queries 32-63; each hands the other the
  * half of its product the other needs (16 floats a thread each way). */
-template <typename T, bool S8, bool DQ_TMA, bool DQ_SPLIT = false>
+template <typename T, bool S8, bool DQ_TMA, bool DQ_SPLIT = false, bool PT = false>
 __global__ void __launch_bounds__(W2_NTH, 1)
     bwd_wg256_kernel(const __grid_constant__ CUtensorMap tdq, const UspBwdParams p) {
     static_assert(S8 || !DQ_TMA, "dQ by reduce-adds with the eight-warp scores only");
     static_assert(DQ_TMA || !DQ_SPLIT, "the split staging is of the reduce-adds");
+    static_assert(S8 || !PT, "LSE log2 e staged with the eight-warp scores only");
     constexpr int BM = W2_BM, BN = W2_BN, D = W2_D;
     extern __shared__ unsigned char smem_raw[];
     T *sK = reinterpret_cast<T *>(align1024(smem_raw));   /* BN x D */
@@ -257,6 +301,14 @@ __global__ void __launch_bounds__(W2_NTH, 1)
     for (int it = 0; it < wk.iters; ++it) {
         const int stage = it & 1;
         cp_async_wait<0>();
+        if (PT && threadIdx.x < BM) {
+            /* the thread's own cp.async of LSE row threadIdx.x (prefetch) has completed:
+             * LSE log2 e in its place, +inf past the block (zero-filled there) or without keys */
+            int h2, m2;
+            q_tile(it, h2, m2);
+            float *l = sL + stage * BM + threadIdx.x;
+            *l = w2_lse2(p, *l, m2 + threadIdx.x);
+        }
         fence_async_smem();
         __syncthreads();   /* tile `it` landed; the other stage, sP, sdS and sX are free */
         int h, m0;
@@ -298,7 +350,15 @@ __global__ void __launch_bounds__(W2_NTH, 1)
             for (int j = 0; j < 8; ++j)
 #pragma unroll
                 for (int e = 0; e < 2; ++e) oth[2 * j + e] = slot[(4 * j + 2 * (1 - wgi) + e) * 32];
-            w2_scores_row<T>(p, s, oth, sL + stage * BM, sDl + stage * BM, b, key_row, wgi, n0, m0, masked, sP, sdS);
+            if (!PT)
+                w2_scores_row<T>(p, s, oth, sL + stage * BM, sDl + stage * BM, b, key_row, wgi, n0, m0, masked, sP,
+                                 sdS);
+            else if (masked)
+                w2_scores_row_pt<T, true>(p, s, oth, sL + stage * BM, sDl + stage * BM, b, key_row, wgi, n0, m0, sP,
+                                          sdS);
+            else
+                w2_scores_row_pt<T, false>(p, s, oth, sL + stage * BM, sDl + stage * BM, b, key_row, wgi, n0, m0, sP,
+                                           sdS);
         }
         float other[32];
         if (!S8 && !keep) {
@@ -398,10 +458,12 @@ int w2_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len)
      * atomics on an H100, gpu/NOTES.md v10). USP_GPU_BWD=s8: dQ by atomics (v8's default); =s4:
      * scores on four warps and atomics, as v6; =s8r: reduce-adds staged after dV and dK; =s8r2:
      * the default's kernel, an error (not the atomics) when the driver refuses dQ's tensor map,
-     * as with s8r */
+     * as with s8r; =s8p: s8r2 with P^T from LSE log2 e staged once a row and the mask a
+     * template argument (no test per element on unmasked tiles; gpu/NOTES.md v12) */
     const char *e = getenv("USP_GPU_BWD");
     const bool s4 = e && !strcmp(e, "s4"), s8 = e && !strcmp(e, "s8"), s8r = e && !strcmp(e, "s8r");
-    const bool forced = s8r || (e && !strcmp(e, "s8r2"));
+    const bool s8p = e && !strcmp(e, "s8p");
+    const bool forced = s8r || s8p || (e && !strcmp(e, "s8r2"));
     CUtensorMap tdq;
     memset(&tdq, 0, sizeof tdq);   /* unused by the atomic kernels */
     const bool tma = !s4 && !s8 &&
@@ -413,7 +475,8 @@ int w2_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len)
     }
     auto kern = s4    ? bwd_wg256_kernel<T, false, false>
                 : !tma ? bwd_wg256_kernel<T, true, false>
-                : s8r  ? bwd_wg256_kernel<T, true, true> : bwd_wg256_kernel<T, true, true, true>;
+                : s8r  ? bwd_wg256_kernel<T, true, true>
+                : s8p  ? bwd_wg256_kernel<T, true, true, true, true> : bwd_wg256_kernel<T, true, true, true>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid((p.kv_len + W2_BN - 1) / W2_BN, p.hkv, p.b);
     kern<<<grid, W2_NTH, smem, st>>>(tdq, p);
