@@ -30,8 +30,9 @@
  * Masked query tiles test each element against its row's interval: by default
  * (MREL) the producer writes each row's keys relative to the key tile, clipped to
  * it (rel_keys), and the test is one compare a side; with USP_GPU_BWD_MASK=elem,
- * usp_row_keys on the row's mask words per element (the way before, 12-16% slower
- * on masked calls at D = 128; gpu/NOTES.md).
+ * usp_row_keys on the row's mask words per element (the way before, 12-17% slower at
+ * D = 128 on masked calls and about as much on the causal one, whose diagonal tiles
+ * take the same test; gpu/NOTES.md).
  * USP_GPU_BWD_MASK=persist (PERSIST; under a mask plan, 64-row tiles; producer 56
  * registers, consumers 224): one CTA an SM
  * walks units (key tile, K/V head) of the plan's order, one a round of gridDim.x units,
@@ -750,7 +751,7 @@ int usp_ws_bwd_mask_mode(void) {
     /* Bit 0 (the default): masked query tiles of the 64-row kernels test keys against
      * intervals relative to the key tile (written by the producer, clipped: one compare a
      * side); USP_GPU_BWD_MASK=elem clears it (usp_row_keys on the mask words per element, the
-     * way before; 0.77-0.82 of causal against 0.89-0.94, gpu/NOTES.md). Words joined by ','
+     * way before; 12-17% slower, gpu/NOTES.md). Words joined by ','
      * or '+' add: "persist" (2), under a mask plan a persistent grid (slower, measured);
      * "red" (4), dK and dV added by reductions. Read at each call (tools/bench-gpu --alt-env). */
     const char *e = getenv("USP_GPU_BWD_MASK");
