@@ -269,6 +269,102 @@ __device__ __forceinline__ int ws_stage(int a) { return a % S; }
 template <int S>
 __device__ __forceinline__ uint32_t ws_phase(int a) { return (uint32_t)(a / S) & 1u; }
 
+/* Issues S = Q K^T of one tile (Q: the warpgroup's 64 rows at sQw; K: the stage at sKs) and commits it. */
+template <typename T, int D, int BN>
+__device__ __forceinline__ void ws_issue_s(float (&s)[BN / 2], const T *sQw, const T *sKs) {
+    wg_arrive();
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc)
+        ws_qk<T, BN>::mma(s, wg_desc_k<WS_BM>(sQw, kc), wg_desc_k<BN>(sKs, kc), kc > 0);
+    wg_commit();
+}
+
+/* Issues O += P V of one tile (V: the stage at sVs) and commits it; the caller has arrived. */
+template <typename T, int D, int BN>
+__device__ __forceinline__ void ws_issue_pv(float (&o)[D / 2], const uint32_t (&pa)[BN / 16][4], const T *sVs) {
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk)
+        rs_mma<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(sVs, kk));
+    wg_commit();
+}
+
+/* l and O scaled by the correction of the new maxima, l += the tile's row sums. */
+template <int D>
+__device__ __forceinline__ void ws_rescale(float (&o)[D / 2], float (&l)[2], const float (&corr)[2],
+                                           const float (&sum)[2]) {
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        l[hf] = l[hf] * corr[hf] + sum[hf];
+#pragma unroll
+        for (int jj = 0; jj < D / 8; ++jj) {
+            o[4 * jj + 2 * hf] *= corr[hf];
+            o[4 * jj + 2 * hf + 1] *= corr[hf];
+        }
+    }
+}
+
+/* A unit's turn 0: S_0 alone (K/V tile a of the CTA, the unit's key tile jt0), released,
+ * masked where the tile needs it, its softmax, l from its row sums and P_0 packed; emptyQ is
+ * arrived at when it is the unit's only tile (nt == 1). */
+template <typename T, int D, int BN, int S>
+__device__ __forceinline__ void ws_turn_first(float (&s)[BN / 2], uint32_t (&pa)[BN / 16][4], float (&mx)[2],
+                                              float (&l)[2], float (&sum)[2], float (&corr)[2], const T *sQw,
+                                              const T *sK, uint64_t *fullK, uint64_t *emptyK, uint64_t *emptyQ,
+                                              int a, int nt, int c, bool signal, const usp_key_range &kr,
+                                              const usp_key_interval (&riv)[2], int jt0, float sl2) {
+    const int st = ws_stage<S>(a);
+    mbar_wait(fullK + st, ws_phase<S>(a));
+    bar_sync256(1 + c);
+    ws_issue_s<T, D, BN>(s, sQw, sK + st * BN * D);
+    bar_arrive256(2 - c);
+    wg_wait<0>();
+    wg_fence_regs(s);
+    if (signal) {
+        mbar_arrive(emptyK + st);
+        if (nt == 1) mbar_arrive(emptyQ);
+    }
+    if (usp_tile_masked(kr, jt0 * BN, jt0 * BN + BN)) ws_mask<BN>(s, riv, jt0 * BN);
+    ws_softmax<BN>(s, mx, sum, corr, sl2);
+    l[0] = sum[0];
+    l[1] = sum[1];
+    ws_pack<T, BN>(s, pa);
+}
+
+/* A unit's turn n > 0: S_n (K/V tile a + n of the CTA, the unit's key tile jt0 + n)
+ * beside O += P_{n-1} V_{n-1} (tile a + n - 1), the stages released as their products
+ * complete, S_n masked where the tile needs it and its softmax run under the P V, then O and
+ * l rescaled and P_n packed; emptyQ is arrived at after the unit's last S (n == nlast). */
+template <typename T, int D, int BN, int S>
+__device__ __forceinline__ void ws_turn(float (&s)[BN / 2], float (&o)[D / 2], uint32_t (&pa)[BN / 16][4],
+                                        float (&mx)[2], float (&l)[2], float (&sum)[2], float (&corr)[2],
+                                        const T *sQw, const T *sK, const T *sV, uint64_t *fullK, uint64_t *fullV,
+                                        uint64_t *emptyK, uint64_t *emptyV, uint64_t *emptyQ, int a, int n, int nlast,
+                                        int c, bool signal, const usp_key_range &kr,
+                                        const usp_key_interval (&riv)[2], int jt0, float sl2) {
+    const int st = ws_stage<S>(a + n), pst = ws_stage<S>(a + n - 1);
+    mbar_wait(fullK + st, ws_phase<S>(a + n));
+    mbar_wait(fullV + pst, ws_phase<S>(a + n - 1));
+    bar_sync256(1 + c);
+    ws_issue_s<T, D, BN>(s, sQw, sK + st * BN * D);
+    wg_fence_regs(o);
+    ws_issue_pv<T, D, BN>(o, pa, sV + pst * BN * D);
+    bar_arrive256(2 - c);
+    wg_wait<1>();
+    wg_fence_regs(s);
+    if (signal) {
+        mbar_arrive(emptyK + st);
+        if (n == nlast) mbar_arrive(emptyQ);
+    }
+    const int n0 = (jt0 + n) * BN;
+    if (usp_tile_masked(kr, n0, n0 + BN)) ws_mask<BN>(s, riv, n0);
+    ws_softmax<BN>(s, mx, sum, corr, sl2);
+    wg_wait<0>();
+    wg_fence_regs(o);
+    if (signal) mbar_arrive(emptyV + pst);
+    ws_rescale<D>(o, l, corr, sum);
+    ws_pack<T, BN>(s, pa);
+}
+
 /* Fields of the unit descriptor a fetching producer publishes in shared memory. */
 enum { WSD_END, WSD_B, WSD_H, WSD_M0, WSD_JT0, WSD_NT, WSD_KR };
 
@@ -487,68 +583,12 @@ __global__ void __launch_bounds__(WS_NTH, 1)
             }
 
             /* turn 0: S_0 */
-            {
-                const int st = ws_stage<S>(a);
-                mbar_wait(fullK + st, ws_phase<S>(a));
-                bar_sync256(1 + c);
-                wg_arrive();
-#pragma unroll
-                for (int kc = 0; kc < D / 16; ++kc)
-                    ws_qk<T, BN>::mma(s, wg_desc_k<BM>(sQw, kc), wg_desc_k<BN>(sK + st * BN * D, kc), kc > 0);
-                wg_commit();
-                bar_arrive256(2 - c);
-                wg_wait<0>();
-                wg_fence_regs(s);
-                if (signal) {
-                    mbar_arrive(emptyK + st);
-                    if (ntiles == 1) mbar_arrive(emptyQ);
-                }
-                if (usp_tile_masked(u.kr, jt0 * BN, jt0 * BN + BN)) ws_mask<BN>(s, riv, jt0 * BN);
-                ws_softmax<BN>(s, mx, sum, corr, sl2);
-                l[0] = sum[0];
-                l[1] = sum[1];
-                ws_pack<T, BN>(s, pa);
-            }
+            ws_turn_first<T, D, BN, S>(s, pa, mx, l, sum, corr, sQw, sK, fullK, emptyK, emptyQ, a, ntiles, c, signal,
+                                       u.kr, riv, jt0, sl2);
 
-            for (int n = 1; n < ntiles; ++n) {
-                const int st = ws_stage<S>(a + n), pst = ws_stage<S>(a + n - 1);
-                mbar_wait(fullK + st, ws_phase<S>(a + n));
-                mbar_wait(fullV + pst, ws_phase<S>(a + n - 1));
-                bar_sync256(1 + c);
-                wg_arrive();
-#pragma unroll
-                for (int kc = 0; kc < D / 16; ++kc)
-                    ws_qk<T, BN>::mma(s, wg_desc_k<BM>(sQw, kc), wg_desc_k<BN>(sK + st * BN * D, kc), kc > 0);
-                wg_commit();
-                wg_fence_regs(o);
-#pragma unroll
-                for (int kk = 0; kk < BN / 16; ++kk)
-                    rs_mma<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(sV + pst * BN * D, kk));
-                wg_commit();
-                bar_arrive256(2 - c);
-                wg_wait<1>();
-                wg_fence_regs(s);
-                if (signal) {
-                    mbar_arrive(emptyK + st);
-                    if (n == ntiles - 1) mbar_arrive(emptyQ);
-                }
-                const int n0 = (jt0 + n) * BN;
-                if (usp_tile_masked(u.kr, n0, n0 + BN)) ws_mask<BN>(s, riv, n0);
-                ws_softmax<BN>(s, mx, sum, corr, sl2);
-                wg_wait<0>();
-                wg_fence_regs(o);
-                if (signal) mbar_arrive(emptyV + pst);
-#pragma unroll
-                for (int hf = 0; hf < 2; ++hf) {
-                    l[hf] = l[hf] * corr[hf] + sum[hf];
-#pragma unroll
-                    for (int jj = 0; jj < D / 8; ++jj) {
-                        o[4 * jj + 2 * hf] *= corr[hf];
-                        o[4 * jj + 2 * hf + 1] *= corr[hf];
-                    }
-                }
-                ws_pack<T, BN>(s, pa);
-            }
+            for (int n = 1; n < ntiles; ++n)
+                ws_turn<T, D, BN, S>(s, o, pa, mx, l, sum, corr, sQw, sK, sV, fullK, fullV, emptyK, emptyV, emptyQ, a,
+                                     n, ntiles - 1, c, signal, u.kr, riv, jt0, sl2);
 
             /* last turn: O += P V of the last tile */
             {
@@ -557,10 +597,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
                 bar_sync256(1 + c);
                 wg_fence_regs(o);
                 wg_arrive();
-#pragma unroll
-                for (int kk = 0; kk < BN / 16; ++kk)
-                    rs_mma<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(sV + pst * BN * D, kk));
-                wg_commit();
+                ws_issue_pv<T, D, BN>(o, pa, sV + pst * BN * D);
                 if (c == 0)
                     bar_arrive256(2);   /* consumer 1's last turn; consumer 0 has none left */
                 else if (FETCH)
@@ -802,72 +839,17 @@ __global__ void __launch_bounds__(WS_NTH, 1)
 
     /* the first unit's turn 0: S_0 */
     {
-        const int st = ws_stage<S>(0);
-        const T *sQw = sQ + c * 64 * 64;
         mbar_wait(fullQ, 0);
-        mbar_wait(fullK + st, ws_phase<S>(0));
-        bar_sync256(1 + c);
-        wg_arrive();
-#pragma unroll
-        for (int kc = 0; kc < D / 16; ++kc)
-            ws_qk<T, BN>::mma(s, wg_desc_k<BM>(sQw, kc), wg_desc_k<BN>(sK + st * BN * D, kc), kc > 0);
-        wg_commit();
-        bar_arrive256(2 - c);
-        wg_wait<0>();
-        wg_fence_regs(s);
-        if (signal) {
-            mbar_arrive(emptyK + st);
-            if (cu.nt == 1) mbar_arrive(emptyQ);
-        }
-        if (usp_tile_masked(cu.kr, cu.jt0 * BN, cu.jt0 * BN + BN)) ws_mask<BN>(s, cu.riv, cu.jt0 * BN);
-        ws_softmax<BN>(s, mx, sum, corr, sl2);
-        l[0] = sum[0];
-        l[1] = sum[1];
-        ws_pack<T, BN>(s, pa);
+        ws_turn_first<T, D, BN, S>(s, pa, mx, l, sum, corr, sQ + c * 64 * 64, sK, fullK, emptyK, emptyQ, 0, cu.nt, c,
+                                   signal, cu.kr, cu.riv, cu.jt0, sl2);
     }
 
     for (;;) {
         const int qb = qi & 1;
         const T *sQw = sQ + qb * BM * D + c * 64 * 64;
-        for (int n = 1; n < cu.nt; ++n) {
-            const int st = ws_stage<S>(a + n), pst = ws_stage<S>(a + n - 1);
-            mbar_wait(fullK + st, ws_phase<S>(a + n));
-            mbar_wait(fullV + pst, ws_phase<S>(a + n - 1));
-            bar_sync256(1 + c);
-            wg_arrive();
-#pragma unroll
-            for (int kc = 0; kc < D / 16; ++kc)
-                ws_qk<T, BN>::mma(s, wg_desc_k<BM>(sQw, kc), wg_desc_k<BN>(sK + st * BN * D, kc), kc > 0);
-            wg_commit();
-            wg_fence_regs(o);
-#pragma unroll
-            for (int kk = 0; kk < BN / 16; ++kk)
-                rs_mma<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(sV + pst * BN * D, kk));
-            wg_commit();
-            bar_arrive256(2 - c);
-            wg_wait<1>();
-            wg_fence_regs(s);
-            if (signal) {
-                mbar_arrive(emptyK + st);
-                if (n == cu.nt - 1) mbar_arrive(emptyQ + qb);
-            }
-            const int n0 = (cu.jt0 + n) * BN;
-            if (usp_tile_masked(cu.kr, n0, n0 + BN)) ws_mask<BN>(s, cu.riv, n0);
-            ws_softmax<BN>(s, mx, sum, corr, sl2);
-            wg_wait<0>();
-            wg_fence_regs(o);
-            if (signal) mbar_arrive(emptyV + pst);
-#pragma unroll
-            for (int hf = 0; hf < 2; ++hf) {
-                l[hf] = l[hf] * corr[hf] + sum[hf];
-#pragma unroll
-                for (int jj = 0; jj < D / 8; ++jj) {
-                    o[4 * jj + 2 * hf] *= corr[hf];
-                    o[4 * jj + 2 * hf + 1] *= corr[hf];
-                }
-            }
-            ws_pack<T, BN>(s, pa);
-        }
+        for (int n = 1; n < cu.nt; ++n)
+            ws_turn<T, D, BN, S>(s, o, pa, mx, l, sum, corr, sQw, sK, sV, fullK, fullV, emptyK, emptyV, emptyQ + qb, a,
+                                 n, cu.nt - 1, c, signal, cu.kr, cu.riv, cu.jt0, sl2);
 
         const WsFlowUnit nx = ws_flow_take(sDesc, sRiv, fullD, emptyD, k++, rloc);
         const int pst = ws_stage<S>(a + cu.nt - 1);
@@ -876,10 +858,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
             bar_sync256(1 + c);
             wg_fence_regs(o);
             wg_arrive();
-#pragma unroll
-            for (int kk = 0; kk < BN / 16; ++kk)
-                rs_mma<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(sV + pst * BN * D, kk));
-            wg_commit();
+            ws_issue_pv<T, D, BN>(o, pa, sV + pst * BN * D);
             if (c == 0) bar_arrive256(2);   /* consumer 1's last turn; consumer 0 has none left */
             wg_wait<0>();
             wg_fence_regs(o);
@@ -895,16 +874,9 @@ __global__ void __launch_bounds__(WS_NTH, 1)
         mbar_wait(fullK + st, ws_phase<S>(a + cu.nt));
         mbar_wait(fullV + pst, ws_phase<S>(a + cu.nt - 1));
         bar_sync256(1 + c);
-        wg_arrive();
-#pragma unroll
-        for (int kc = 0; kc < D / 16; ++kc)
-            ws_qk<T, BN>::mma(s, wg_desc_k<BM>(sQn, kc), wg_desc_k<BN>(sK + st * BN * D, kc), kc > 0);
-        wg_commit();
+        ws_issue_s<T, D, BN>(s, sQn, sK + st * BN * D);
         wg_fence_regs(o);
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk)
-            rs_mma<T, D>::mma(o, pa[kk], wg_desc_mn<BN>(sV + pst * BN * D, kk));
-        wg_commit();
+        ws_issue_pv<T, D, BN>(o, pa, sV + pst * BN * D);
         bar_arrive256(2 - c);
         wg_wait<1>();
         wg_fence_regs(s);
