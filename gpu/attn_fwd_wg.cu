@@ -177,20 +177,7 @@ __global__ void __launch_bounds__(WF_NTH, wf_cfg<D>::MINB) fwd_wg_kernel(const U
         __syncthreads();   /* this stage is refilled by the next iteration's prefetch */
     }
 
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-        float lt = quad_sum(l[hf]);
-        float inv = lt > 0.0f ? 1.0f / lt : 0.0f;
-        int r = r_base + hf * 8;
-        if (r >= p.q_len) continue;
-        int64_t grow = p.q_begin + r;
-        TO *orow = static_cast<TO *>(p.o) + b * p.o_sb + grow * p.o_sl + h * p.o_sh;
-#pragma unroll
-        for (int jj = 0; jj < D / 8; ++jj)
-            out2<TO>::store(orow + 8 * jj + (lane & 3) * 2, o[4 * jj + 2 * hf] * inv, o[4 * jj + 2 * hf + 1] * inv);
-        if ((lane & 3) == 0)
-            p.lse[b * p.lse_sb + h * p.lse_sh + grow] = lt > 0.0f ? (mx[hf] * sl2 + log2f(lt)) * USP_LN2 : -INFINITY;
-    }
+    wg_store_o<TO, D>(p, b, h, r_base, o, l, mx, sl2);
 }
 
 template <typename T, typename TO, int D>

@@ -607,22 +607,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
                 if (signal) mbar_arrive(emptyV + pst);
             }
 
-#pragma unroll
-            for (int hf = 0; hf < 2; ++hf) {
-                float lt = quad_sum(l[hf]);
-                float inv = lt > 0.0f ? 1.0f / lt : 0.0f;
-                int r = r_base + hf * 8;
-                if (r >= p.q_len) continue;
-                int64_t grow = p.q_begin + r;
-                TO *orow = static_cast<TO *>(p.o) + u.b * p.o_sb + grow * p.o_sl + u.h * p.o_sh;
-#pragma unroll
-                for (int jj = 0; jj < D / 8; ++jj)
-                    out2<TO>::store(orow + 8 * jj + (lane & 3) * 2, o[4 * jj + 2 * hf] * inv,
-                                    o[4 * jj + 2 * hf + 1] * inv);
-                if ((lane & 3) == 0)
-                    p.lse[u.b * p.lse_sb + u.h * p.lse_sh + grow] =
-                        lt > 0.0f ? (mx[hf] * sl2 + log2f(lt)) * USP_LN2 : -INFINITY;
-            }
+            wg_store_o<TO, D>(p, u.b, u.h, r_base, o, l, mx, sl2);
             a += ntiles;
             if constexpr (!FETCH) ++qi;
         }
@@ -687,27 +672,6 @@ __device__ __forceinline__ WsFlowUnit ws_flow_take(const int *sDesc, const int2 
     __syncwarp();
     if ((threadIdx.x & 31) == 0) mbar_arrive(emptyD + kb);
     return f;
-}
-
-/* O / l and the LSE of a consumer thread's two rows r_base, r_base + 8 of head h, batch b. */
-template <typename TO, int D>
-__device__ __forceinline__ void ws_store_o(const UspFwdParams &p, int b, int h, int r_base, const float (&o)[D / 2],
-                                           const float (&l)[2], const float (&mx)[2], float sl2) {
-    const int lane = threadIdx.x & 31;
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-        float lt = quad_sum(l[hf]);
-        float inv = lt > 0.0f ? 1.0f / lt : 0.0f;
-        int r = r_base + hf * 8;
-        if (r >= p.q_len) continue;
-        int64_t grow = p.q_begin + r;
-        TO *orow = static_cast<TO *>(p.o) + b * p.o_sb + grow * p.o_sl + h * p.o_sh;
-#pragma unroll
-        for (int jj = 0; jj < D / 8; ++jj)
-            out2<TO>::store(orow + 8 * jj + (lane & 3) * 2, o[4 * jj + 2 * hf] * inv, o[4 * jj + 2 * hf + 1] * inv);
-        if ((lane & 3) == 0)
-            p.lse[b * p.lse_sb + h * p.lse_sh + grow] = lt > 0.0f ? (mx[hf] * sl2 + log2f(lt)) * USP_LN2 : -INFINITY;
-    }
 }
 
 template <typename T, typename TO, int D>
@@ -863,7 +827,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
             wg_wait<0>();
             wg_fence_regs(o);
             if (signal) mbar_arrive(emptyV + pst);
-            ws_store_o<TO, D>(p, cu.b, cu.h, cu.m0 + rloc, o, l, mx, sl2);
+            wg_store_o<TO, D>(p, cu.b, cu.h, cu.m0 + rloc, o, l, mx, sl2);
             break;
         }
 
@@ -890,7 +854,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
         wg_wait<0>();
         wg_fence_regs(o);
         if (signal) mbar_arrive(emptyV + pst);
-        ws_store_o<TO, D>(p, cu.b, cu.h, cu.m0 + rloc, o, l, mx, sl2);
+        wg_store_o<TO, D>(p, cu.b, cu.h, cu.m0 + rloc, o, l, mx, sl2);
 #pragma unroll
         for (int i = 0; i < ND; ++i) o[i] = 0.0f;
 #pragma unroll

@@ -91,6 +91,28 @@ template <typename T> struct rs_mma<T, 64> {
     }
 };
 
+/* O / l and the LSE of a thread's two rows r_base, r_base + 8 of head h, batch b, from a
+ * warpgroup's O accumulator (D wide), its rows' sums l and maxima mx (of S, scaled by sl2 = scale log2 e). */
+template <typename TO, int D>
+__device__ __forceinline__ void wg_store_o(const UspFwdParams &p, int b, int h, int r_base, const float (&o)[D / 2],
+                                           const float (&l)[2], const float (&mx)[2], float sl2) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        float lt = quad_sum(l[hf]);
+        float inv = lt > 0.0f ? 1.0f / lt : 0.0f;
+        int r = r_base + hf * 8;
+        if (r >= p.q_len) continue;
+        int64_t grow = p.q_begin + r;
+        TO *orow = static_cast<TO *>(p.o) + b * p.o_sb + grow * p.o_sl + h * p.o_sh;
+#pragma unroll
+        for (int jj = 0; jj < D / 8; ++jj)
+            out2<TO>::store(orow + 8 * jj + (lane & 3) * 2, o[4 * jj + 2 * hf] * inv, o[4 * jj + 2 * hf + 1] * inv);
+        if ((lane & 3) == 0)
+            p.lse[b * p.lse_sb + h * p.lse_sh + grow] = lt > 0.0f ? (mx[hf] * sl2 + log2f(lt)) * USP_LN2 : -INFINITY;
+    }
+}
+
 /* Rounds a dynamic shared-memory base up to 1024 bytes (atoms must be aligned). */
 __device__ __forceinline__ unsigned char *align1024(unsigned char *p) {
     return p + ((1024 - (smem_u32(p) & 1023)) & 1023);
