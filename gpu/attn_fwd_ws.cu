@@ -269,6 +269,22 @@ __device__ __forceinline__ int ws_stage(int a) { return a % S; }
 template <int S>
 __device__ __forceinline__ uint32_t ws_phase(int a) { return (uint32_t)(a / S) & 1u; }
 
+/* The loading thread's K and V of one tile (keys from `key` of KV head hk, batch b) into stage
+ * st, each once the consumers have released the stage's previous tile (phase ph ^ 1). */
+template <typename T, int D, int BN>
+__device__ __forceinline__ void ws_load_kv(T *sK, T *sV, const CUtensorMap *tk, const CUtensorMap *tv,
+                                           uint64_t *fullK, uint64_t *fullV, uint64_t *emptyK, uint64_t *emptyV,
+                                           int st, uint32_t ph, int key, int hk, int b) {
+    mbar_wait(emptyK + st, ph ^ 1);
+    mbar_expect_tx(fullK + st, BN * D * 2);
+#pragma unroll
+    for (int c = 0; c < D / 64; ++c) tma_load4(sK + st * BN * D + c * BN * 64, tk, fullK + st, c * 64, key, hk, b);
+    mbar_wait(emptyV + st, ph ^ 1);
+    mbar_expect_tx(fullV + st, BN * D * 2);
+#pragma unroll
+    for (int c = 0; c < D / 64; ++c) tma_load4(sV + st * BN * D + c * BN * 64, tv, fullV + st, c * 64, key, hk, b);
+}
+
 /* Issues S = Q K^T of one tile (Q: the warpgroup's 64 rows at sQw; K: the stage at sKs) and commits it. */
 template <typename T, int D, int BN>
 __device__ __forceinline__ void ws_issue_s(float (&s)[BN / 2], const T *sQw, const T *sKs) {
@@ -453,16 +469,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
                 const int st = ws_stage<S>(a), b = d[WSD_B], hk = d[WSD_H] / (p.h / p.hkv);
                 const uint32_t ph = ws_phase<S>(a);
                 const int key = (d[WSD_JT0] + n) * BN;
-                mbar_wait(emptyK + st, ph ^ 1);
-                mbar_expect_tx(fullK + st, BN * D * 2);
-#pragma unroll
-                for (int c = 0; c < D / 64; ++c)
-                    tma_load4(sK + st * BN * D + c * BN * 64, &tk, fullK + st, c * 64, key, hk, b);
-                mbar_wait(emptyV + st, ph ^ 1);
-                mbar_expect_tx(fullV + st, BN * D * 2);
-#pragma unroll
-                for (int c = 0; c < D / 64; ++c)
-                    tma_load4(sV + st * BN * D + c * BN * 64, &tv, fullV + st, c * 64, key, hk, b);
+                ws_load_kv<T, D, BN>(sK, sV, &tk, &tv, fullK, fullV, emptyK, emptyV, st, ph, key, hk, b);
                 ++a;
             };
             fetch(0);
@@ -505,16 +512,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
                         const int st = ws_stage<S>(a);
                         const uint32_t ph = ws_phase<S>(a);
                         const int key = (u.jt0 + n) * BN;
-                        mbar_wait(emptyK + st, ph ^ 1);
-                        mbar_expect_tx(fullK + st, BN * D * 2);
-#pragma unroll
-                        for (int c = 0; c < D / 64; ++c)
-                            tma_load4(sK + st * BN * D + c * BN * 64, &tk, fullK + st, c * 64, key, hk, u.b);
-                        mbar_wait(emptyV + st, ph ^ 1);
-                        mbar_expect_tx(fullV + st, BN * D * 2);
-#pragma unroll
-                        for (int c = 0; c < D / 64; ++c)
-                            tma_load4(sV + st * BN * D + c * BN * 64, &tv, fullV + st, c * 64, key, hk, u.b);
+                        ws_load_kv<T, D, BN>(sK, sV, &tk, &tv, fullK, fullV, emptyK, emptyV, st, ph, key, hk, u.b);
                     }
                     ++qi;
                 }
@@ -767,16 +765,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
                     const int st = ws_stage<S>(a);
                     const uint32_t ph = ws_phase<S>(a);
                     const int key = (jt0 + n) * BN;
-                    mbar_wait(emptyK + st, ph ^ 1);
-                    mbar_expect_tx(fullK + st, BN * D * 2);
-#pragma unroll
-                    for (int c = 0; c < D / 64; ++c)
-                        tma_load4(sK + st * BN * D + c * BN * 64, &tk, fullK + st, c * 64, key, hk, b);
-                    mbar_wait(emptyV + st, ph ^ 1);
-                    mbar_expect_tx(fullV + st, BN * D * 2);
-#pragma unroll
-                    for (int c = 0; c < D / 64; ++c)
-                        tma_load4(sV + st * BN * D + c * BN * 64, &tv, fullV + st, c * 64, key, hk, b);
+                    ws_load_kv<T, D, BN>(sK, sV, &tk, &tv, fullK, fullV, emptyK, emptyV, st, ph, key, hk, b);
                 }
             }
         }
