@@ -384,6 +384,19 @@ __device__ __forceinline__ void ws_turn(float (&s)[BN / 2], float (&o)[D / 2], u
 /* Fields of the unit descriptor a fetching producer publishes in shared memory. */
 enum { WSD_END, WSD_B, WSD_H, WSD_M0, WSD_JT0, WSD_NT, WSD_KR };
 
+/* A unit's descriptor, all but WSD_END, as a publishing lane writes it into shared memory. */
+__device__ __forceinline__ void ws_put_desc(int *d, const WsUnit &u) {
+    d[WSD_B] = u.b;
+    d[WSD_H] = u.h;
+    d[WSD_M0] = u.m0;
+    d[WSD_JT0] = u.jt0;
+    d[WSD_NT] = u.ntiles;
+    d[WSD_KR + 0] = u.kr.any_lo;
+    d[WSD_KR + 1] = u.kr.any_hi;
+    d[WSD_KR + 2] = u.kr.all_lo;
+    d[WSD_KR + 3] = u.kr.all_hi;
+}
+
 /* FETCH (planned units only): warp 0 of the producer takes each next unit from
  * the call's counter (p.unit_next: units in the plan's order of descending
  * work, handed to whichever CTA asks first), and publishes its descriptor and
@@ -447,15 +460,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
                 int *d = sDesc + k * WS_DESC;
                 if (lane == 0) {
                     d[WSD_END] = !more;
-                    d[WSD_B] = u.b;
-                    d[WSD_H] = u.h;
-                    d[WSD_M0] = u.m0;
-                    d[WSD_JT0] = u.jt0;
-                    d[WSD_NT] = u.ntiles;
-                    d[WSD_KR + 0] = u.kr.any_lo;
-                    d[WSD_KR + 1] = u.kr.any_hi;
-                    d[WSD_KR + 2] = u.kr.all_lo;
-                    d[WSD_KR + 3] = u.kr.all_hi;
+                    ws_put_desc(d, u);
                 }
                 if (u.ntiles > 0)
                     for (int i = lane; i < BM; i += 32) {
@@ -726,17 +731,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
                 int *d = sDesc + kb * WS_DESC;
                 if (lane == 0) {
                     d[WSD_END] = !more;
-                    if (more) {
-                        d[WSD_B] = u.b;
-                        d[WSD_H] = u.h;
-                        d[WSD_M0] = u.m0;
-                        d[WSD_JT0] = u.jt0;
-                        d[WSD_NT] = u.ntiles;
-                        d[WSD_KR + 0] = u.kr.any_lo;
-                        d[WSD_KR + 1] = u.kr.any_hi;
-                        d[WSD_KR + 2] = u.kr.all_lo;
-                        d[WSD_KR + 3] = u.kr.all_hi;
-                    }
+                    if (more) ws_put_desc(d, u);
                 }
                 if (more)
                     for (int i = lane; i < BM; i += 32) {
