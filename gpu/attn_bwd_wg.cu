@@ -143,27 +143,6 @@ __device__ __forceinline__ bool wb_pair_dq(float (&acc)[32], float *xch, int wgi
     return keep;
 }
 
-/* dK or dV rows of the warpgroup += acc * mul (owned by this CTA: no atomics). */
-template <int D>
-__device__ __forceinline__ void wb_store_kv(const float (&acc)[D / 2], float *g, int64_t sl, int key_row0,
-                                            int kv_len, float mul) {
-    const int t = threadIdx.x & 3;
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-        int r = key_row0 + hf * 8;
-        if (r >= kv_len) continue;
-        float *row = g + (int64_t)r * sl + 2 * t;
-#pragma unroll
-        for (int j = 0; j < D / 8; ++j) {
-            float2 *q2 = reinterpret_cast<float2 *>(row + 8 * j);
-            float2 v = *q2;
-            v.x += acc[4 * j + 2 * hf] * mul;
-            v.y += acc[4 * j + 2 * hf + 1] * mul;
-            *q2 = v;
-        }
-    }
-}
-
 template <typename T, int D>
 __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p) {
     constexpr int BM = WB_BM, BN = WB_BN, ND = D / 2;
@@ -298,8 +277,8 @@ __global__ void __launch_bounds__(WB_NTH, 1) bwd_wg_kernel(const UspBwdParams p)
     const int krow = n0 + key_row;
     float *gdk = p.dk + b * p.dk_sb + (int64_t)p.kv_begin * p.dk_sl + hk * p.dk_sh;
     float *gdv = p.dv + b * p.dv_sb + (int64_t)p.kv_begin * p.dv_sl + hk * p.dv_sh;
-    wb_store_kv<D>(dk, gdk, p.dk_sl, krow, p.kv_len, p.scale);
-    wb_store_kv<D>(dv, gdv, p.dv_sl, krow, p.kv_len, 1.0f);
+    wg_add_kv<D>(dk, gdk, p.dk_sl, krow, p.kv_len, p.scale);
+    wg_add_kv<D>(dv, gdv, p.dv_sl, krow, p.kv_len, 1.0f);
 }
 
 template <typename T, int D>

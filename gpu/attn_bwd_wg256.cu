@@ -114,6 +114,15 @@ __device__ __forceinline__ void w2_scores(const UspBwdParams &p, const float (&s
     }
 }
 
+/* S8: S^T (sv) and dP^T (dv) of the thread's element 8j + 2t + e of row
+ * key_row + 8 hi, from `own` and `oth` as w2_scores_row below names them. */
+__device__ __forceinline__ void w2_row_sd(const float (&own)[32], const float (&oth)[16], int hi, int j, int e,
+                                          float &sv, float &dv) {
+    const float mine = hi ? own[4 * j + 2 + e] : own[4 * j + e];
+    sv = hi ? oth[2 * j + e] : mine;
+    dv = hi ? mine : oth[2 * j + e];
+}
+
 /* The same for one of the thread's two rows (S8): row key_row + 8 hi, all 64
  * queries; `own` is this warp's product (S^T if !hi, else dP^T, both rows),
  * `oth` the other product's 16 elements of that row from the paired warp. */
@@ -128,9 +137,8 @@ __device__ __forceinline__ void w2_scores_row(const UspBwdParams &p, const float
         float pr[2], ds[2];
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-            const float mine = hi ? own[4 * j + 2 + e] : own[4 * j + e];
-            const float sv = hi ? oth[2 * j + e] : mine;
-            const float dv = hi ? mine : oth[2 * j + e];
+            float sv, dv;
+            w2_row_sd(own, oth, hi, j, e, sv, dv);
             w2_p_ds(p, sv, dv, lse, dl, b, m0, 8 * j + 2 * t + e, n0 + row, masked, sl2, pr[e], ds[e]);
         }
         *reinterpret_cast<uint32_t *>(sP + wsw<W2_BN>(row, j) + 2 * t) = elem<T>::pack2(pr[0], pr[1]);
@@ -162,9 +170,8 @@ __device__ __forceinline__ void w2_scores_row_pt(const UspBwdParams &p, const fl
         float pr[2], ds[2];
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-            const float mine = hi ? own[4 * j + 2 + e] : own[4 * j + e];
-            const float sv = hi ? oth[2 * j + e] : mine;
-            const float dv = hi ? mine : oth[2 * j + e];
+            float sv, dv;
+            w2_row_sd(own, oth, hi, j, e, sv, dv);
             float x = exp2f(fmaf(sv, sl2, -(e ? l.y : l.x)));
             if (MASKED && !usp_key_visible(row_keys(p, b, m0 + 8 * j + 2 * t + e), n0 + row)) x = 0.0f;
             pr[e] = x;

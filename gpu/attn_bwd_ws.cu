@@ -41,7 +41,7 @@
  * passed the last dQ product of the unit before (mbarrier kvEmpty: the dQ products read
  * K), so K/V land under the dK/dV epilogue; it writes each tile's mask flag (the plan's
  * group range, usp_tile_masked) beside its LSE. USP_GPU_BWD_MASK=...,red (p.kv_red): the
- * dK/dV epilogue adds by fp32 reductions (wsb_red_kv) instead of loads and stores.
+ * dK/dV epilogue adds by fp32 reductions (wg_add_kv<D, true>) instead of loads and stores.
  * Named barriers: 1 (256 threads) once per tile between the dS^T stores and
  * the dQ products; 2, 3 (128) in each consumer around its dQ staging buffer.
  *
@@ -226,45 +226,6 @@ __device__ __forceinline__ void wsb_stage_dq(const float (&acc)[32], float *rq, 
             float *dst = rq + (j >> 2) * (WSB_BM * 32) + r * 32 + ((chunk ^ (r & 7)) << 2) + 2 * (t & 1);
             *reinterpret_cast<float2 *>(dst) = make_float2(acc[4 * j + 2 * hf] * mul, acc[4 * j + 2 * hf + 1] * mul);
         }
-}
-
-/* dK or dV rows of the warpgroup += acc * mul (owned by this CTA: no atomics). */
-template <int D>
-__device__ __forceinline__ void wsb_store_kv(const float (&acc)[D / 2], float *g, int64_t sl, int key_row0,
-                                             int kv_len, float mul) {
-    const int t = threadIdx.x & 3;
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-        int r = key_row0 + hf * 8;
-        if (r >= kv_len) continue;
-        float *row = g + (int64_t)r * sl + 2 * t;
-#pragma unroll
-        for (int j = 0; j < D / 8; ++j) {
-            float2 *q2 = reinterpret_cast<float2 *>(row + 8 * j);
-            float2 v = *q2;
-            v.x += acc[4 * j + 2 * hf] * mul;
-            v.y += acc[4 * j + 2 * hf + 1] * mul;
-            *q2 = v;
-        }
-    }
-}
-
-/* The same += by fp32 reductions in L2 (8-byte atomics whose value is not read):
- * the warps do not wait for the rows to come in (p.kv_red). */
-template <int D>
-__device__ __forceinline__ void wsb_red_kv(const float (&acc)[D / 2], float *g, int64_t sl, int key_row0,
-                                           int kv_len, float mul) {
-    const int t = threadIdx.x & 3;
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-        int r = key_row0 + hf * 8;
-        if (r >= kv_len) continue;
-        float *row = g + (int64_t)r * sl + 2 * t;
-#pragma unroll
-        for (int j = 0; j < D / 8; ++j)
-            atomicAdd(reinterpret_cast<float2 *>(row + 8 * j),
-                      make_float2(acc[4 * j + 2 * hf] * mul, acc[4 * j + 2 * hf + 1] * mul));
-    }
 }
 
 template <typename T, int D, bool DQ_TMA, int BM, int LATE_DK = 0, bool MREL = false, bool PERSIST = false>
@@ -636,11 +597,11 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
         float *gdk = p.dk + b * p.dk_sb + (int64_t)p.kv_begin * p.dk_sl + hk * p.dk_sh;
         float *gdv = p.dv + b * p.dv_sb + (int64_t)p.kv_begin * p.dv_sl + hk * p.dv_sh;
         if (p.kv_red) {
-            wsb_red_kv<D>(dk, gdk, p.dk_sl, krow, p.kv_len, p.scale);
-            wsb_red_kv<D>(dv, gdv, p.dv_sl, krow, p.kv_len, 1.0f);
+            wg_add_kv<D, true>(dk, gdk, p.dk_sl, krow, p.kv_len, p.scale);
+            wg_add_kv<D, true>(dv, gdv, p.dv_sl, krow, p.kv_len, 1.0f);
         } else {
-            wsb_store_kv<D>(dk, gdk, p.dk_sl, krow, p.kv_len, p.scale);
-            wsb_store_kv<D>(dv, gdv, p.dv_sl, krow, p.kv_len, 1.0f);
+            wg_add_kv<D>(dk, gdk, p.dk_sl, krow, p.kv_len, p.scale);
+            wg_add_kv<D>(dv, gdv, p.dv_sl, krow, p.kv_len, 1.0f);
         }
         ++nu;
     }

@@ -140,6 +140,26 @@ __device__ __forceinline__ void mp_sort(const MpArgs &a, int *hist, int *part, c
     }
 }
 
+/* Backward item `it` (a warp per key tile), from each lane's first and last
+ * group that sees one of its keys: the warp's min and max, then lane 0 writes
+ * the item's group rows and work (a.work[it], and work[it], the copy in
+ * shared memory, when sgroups) and counts it in the histogram. */
+__device__ __forceinline__ void mp_ktile_item(const MpArgs &a, int *hist, int *work, int sgroups, int it, int lane,
+                                              int first, int last) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        first = min(first, __shfl_xor_sync(0xffffffffu, first, o));
+        last = max(last, __shfl_xor_sync(0xffffffffu, last, o));
+    }
+    if (lane == 0) {
+        const int w = last >= 0 ? last - first + 1 : 0;
+        a.ktile_rows[it] = make_int2(last >= 0 ? first : 0, w);
+        a.work[it] = w;
+        if (sgroups) work[it] = w;
+        atomicAdd(&hist[min(w, MP_BUCKETS - 1)], 1);
+    }
+}
+
 __global__ void __launch_bounds__(MP_THREADS) mask_plan_kernel(const MpArgs a) {
     __shared__ int hist[MP_BUCKETS];
     __shared__ int part[MP_THREADS / 32];
@@ -189,17 +209,7 @@ __global__ void __launch_bounds__(MP_THREADS) mask_plan_kernel(const MpArgs a) {
                     last = max(last, g);
                 }
             }
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) {
-                first = min(first, __shfl_xor_sync(0xffffffffu, first, o));
-                last = max(last, __shfl_xor_sync(0xffffffffu, last, o));
-            }
-            if (lane == 0) {
-                const int w = last >= 0 ? last - first + 1 : 0;
-                a.ktile_rows[it] = make_int2(last >= 0 ? first : 0, w);
-                a.work[it] = w;
-                atomicAdd(&hist[min(w, MP_BUCKETS - 1)], 1);
-            }
+            mp_ktile_item(a, hist, a.work, 0, it, lane, first, last);
         }
     }
     mp_sort(a, hist, part, a.work);
@@ -302,18 +312,7 @@ __global__ void __launch_bounds__(MP_THREADS) mask_plan_fast_kernel(const MpArgs
                     last = max(last, g);
                 }
             }
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) {
-                first = min(first, __shfl_xor_sync(0xffffffffu, first, o));
-                last = max(last, __shfl_xor_sync(0xffffffffu, last, o));
-            }
-            if (lane == 0) {
-                const int w = last >= 0 ? last - first + 1 : 0;
-                a.ktile_rows[it] = make_int2(last >= 0 ? first : 0, w);
-                a.work[it] = w;
-                if (sgroups) work[it] = w;
-                atomicAdd(&hist[min(w, MP_BUCKETS - 1)], 1);
-            }
+            mp_ktile_item(a, hist, work, sgroups, it, lane, first, last);
         }
     }
     if (PROF) {

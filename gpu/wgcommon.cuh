@@ -113,6 +113,35 @@ __device__ __forceinline__ void wg_store_o(const UspFwdParams &p, int b, int h, 
     }
 }
 
+/* dK or dV rows of the warpgroup (the thread's rows key_row0, + 8 below kv_len;
+ * columns 8j + 2t) += acc * mul, owned by this CTA: no atomics. RED: the same +=
+ * by fp32 reductions in L2 (8-byte atomics whose value is not read): the warps
+ * do not wait for the rows to come in. */
+template <int D, bool RED = false>
+__device__ __forceinline__ void wg_add_kv(const float (&acc)[D / 2], float *g, int64_t sl, int key_row0, int kv_len,
+                                          float mul) {
+    const int t = threadIdx.x & 3;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        int r = key_row0 + hf * 8;
+        if (r >= kv_len) continue;
+        float *row = g + (int64_t)r * sl + 2 * t;
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j) {
+            if (RED) {
+                atomicAdd(reinterpret_cast<float2 *>(row + 8 * j),
+                          make_float2(acc[4 * j + 2 * hf] * mul, acc[4 * j + 2 * hf + 1] * mul));
+            } else {
+                float2 *q2 = reinterpret_cast<float2 *>(row + 8 * j);
+                float2 v = *q2;
+                v.x += acc[4 * j + 2 * hf] * mul;
+                v.y += acc[4 * j + 2 * hf + 1] * mul;
+                *q2 = v;
+            }
+        }
+    }
+}
+
 /* Rounds a dynamic shared-memory base up to 1024 bytes (atoms must be aligned). */
 __device__ __forceinline__ unsigned char *align1024(unsigned char *p) {
     return p + ((1024 - (smem_u32(p) & 1023)) & 1023);
