@@ -25,7 +25,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include "bootstrap.h"
+#include "transport/bootstrap.h"
 #include "usp/attention.h"
 #include "usp/compare.h"
 #include "usp/gpu_exec.h"

@@ -14,7 +14,7 @@
 #include "usp/json.h"
 #include "usp/validate.h"
 #ifdef USP_HAVE_GPU_EXEC
-#include "../../gpu/calibrate.h"
+#include "../../gpu/calibrate/calibrate.h"
 #endif
 
 /* Comm points below this are left out of the link fit: the schedules of the

@@ -23,7 +23,7 @@
 #include "usp/sim.h"
 #endif
 #ifdef USP_HAVE_GPU_EXEC
-#include "../../gpu/calibrate.h"
+#include "../../gpu/calibrate/calibrate.h"
 #endif
 
 /* The acceptance bars of the held-out cases on the calibrated 2x H200

@@ -5,8 +5,8 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include "executor_ctx.h"
-#include "executor_cuda.h"
+#include "executor/executor_ctx.h"
+#include "executor/executor_cuda.h"
 
 enum { OP_SENDRECV, OP_ALL_TO_ALL };
 static const char *const OP_NAMES[] = {"sendrecv", "all_to_all"};

@@ -5,8 +5,8 @@
 #include "calibrate.h"
 
 #include <string.h>
-#include "executor_ctx.h"
-#include "executor_cuda.h"
+#include "executor/executor_ctx.h"
+#include "executor/executor_cuda.h"
 
 typedef struct {
     usp_schedule sched;

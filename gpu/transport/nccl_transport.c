@@ -1,6 +1,6 @@
 /* nccl_transport.c: communication steps through NCCL (see nccl_transport.h). */
 #include "nccl_transport.h"
-#include "executor_cuda.h"
+#include "executor/executor_cuda.h"
 
 #include <string.h>
 #include "usp/layout.h"

@@ -11,8 +11,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "executor_ctx.h"
-#include "executor_cuda.h"
+#include "executor/executor_ctx.h"
+#include "executor/executor_cuda.h"
 #include "usp/gpu_pack.h"
 #include "usp/kernel.h"
 

@@ -3,8 +3,8 @@
 #ifndef USP_GPU_EXECUTOR_CTX_H
 #define USP_GPU_EXECUTOR_CTX_H
 
-#include "bootstrap.h"
-#include "nccl_transport.h"
+#include "transport/bootstrap.h"
+#include "transport/nccl_transport.h"
 #include "usp/gpu_exec.h"
 
 struct usp_gpu_ctx {
