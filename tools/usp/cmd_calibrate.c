@@ -40,7 +40,8 @@ static void help(void) {
            "memory_gbps gives each memory-bound kind its own GB/s, hbm_gbps all of them)\n"
            "and a SimGrid platform whose GPU-to-GPU link is the fitted NCCL latency and\n"
            "bandwidth (usp run --platform FILE.xml).\n\n"
-           "  --gpus N              measure with N ranks on this machine (GPU executor builds)\n"
+           "  --gpus N              measure with N ranks on this machine (GPU executor builds);\n"
+           "                        1: the kernels alone (no link, no platform written)\n"
            "  --quick               fewer kernel sizes, head dim 128 only\n"
            "  --measurements FILE   fit from measurements saved by an earlier run instead\n"
            "  --traces DIR          refine the profile from the step durations of the\n"
@@ -77,7 +78,7 @@ static int apply_option(int opt, const char *arg, void *ctx) {
     long v;
     switch (opt) {
     case OPT_GPUS:
-        if (usp_parse_int(arg, 2, 4096, &v)) return usp_cli_bad_input("calibrate", "--gpus '%s' is not 2..4096", arg);
+        if (usp_parse_int(arg, 1, 4096, &v)) return usp_cli_bad_input("calibrate", "--gpus '%s' is not 1..4096", arg);
         o->gpus = (int)v;
         return 0;
     case OPT_QUICK: o->quick = 1; return 0;
@@ -264,6 +265,11 @@ static usp_status measure(usp_gpu_ctx *ctx, const calibrate_options *o, usp_cali
     /* with --json, stdout carries the result alone */
     FILE *progress = usp_gpu_rank(ctx) != 0 ? NULL : o->json ? stderr : stdout;
     USP_TRY(usp_calib_measure_kernels(ctx, &g, m, progress));
+    if (usp_gpu_world(ctx) < 2) {   /* one GPU: the kernels alone, no link to measure */
+        m->gpus = 1;
+        if (progress) fprintf(progress, "one rank: no NCCL measurements, so no link fit and no platform\n");
+        return USP_OK;
+    }
     USP_TRY(usp_calib_measure_comm(ctx, sizes, nsizes, o->quick ? 3 : 7, m));
     if (progress) fflush(progress);
     return USP_OK;
