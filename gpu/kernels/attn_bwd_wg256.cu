@@ -44,17 +44,18 @@
  * behind each issuing thread's bulk_wait_read, instead of right after the S^T
  * issue: the load then runs under the dQ, dV and dK products (3/4 of a tile's
  * products). No extra shared memory.
- * DQ_SPLIT (the default; USP_GPU_BWD=s8r2 forces it): the same, with dV and dK
+ * DQ_SPLIT (USP_GPU_BWD=s8r2: v10's default): the same, with dV and dK
  * in two commit groups; once dV has completed, the warpgroup's dO atoms take
  * dQ's columns 64-127 (two reduce-adds) while dK still runs, and its Q atoms
- * the rest after. When the driver refuses dQ's tensor map, the default falls
- * back to the atomics (s8r, s8r2: an error instead).
- * PT (USP_GPU_BWD=s8p, opt-in, not yet run on a GPU): DQ_SPLIT with the tile's LSE
+ * the rest after.
+ * PT (the default; USP_GPU_BWD=s8p forces it): DQ_SPLIT with the tile's LSE
  * turned into LSE log2 e (+inf for rows past the block or without keys) once a row,
  * by the thread whose cp.async staged it, and the mask a template argument of the
  * P^T code (w2_scores_row_pt): unmasked tiles run 16 fma + exp2 a thread with no test
  * per element, as the D = 64 and D = 128 backward (attn_bwd_ws.cu, wsb_probs_rows);
- * masked tiles keep the per-element test. The same floats as DQ_SPLIT. */
+ * masked tiles keep the per-element test. The same floats as DQ_SPLIT. When the
+ * driver refuses dQ's tensor map, the default falls back to the atomics (s8r, s8r2,
+ * s8p: an error instead). */
 #include "kernels.h"
 #include "tma.cuh"
 #include "wgcommon.cuh"
@@ -153,7 +154,7 @@ __device__ __forceinline__ float w2_lse2(const P &p, float lse, int r) {
     return (r < p.q_len && lse != -INFINITY) ? lse * USP_LOG2E : INFINITY;
 }
 
-/* PT (USP_GPU_BWD=s8p): w2_scores_row with the tile's LSE already LSE log2 e (+inf past the
+/* PT (the default; USP_GPU_BWD=s8p): w2_scores_row with the tile's LSE already LSE log2 e (+inf past the
  * block: w2_lse2, at staging) and the mask a template argument, so that an unmasked tile's
  * P^T is 16 fma + exp2 in a row with no test; a MASKED tile keeps the per-element test of
  * w2_p_ds. The same floats as w2_scores_row: exp2f(fmaf(s, sl2, -lse2)), then x (dP - DELTA). */
@@ -461,16 +462,17 @@ template <typename T>
 int w2_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len) {
     constexpr int smem = w2_smem_bytes();
     /* P^T and dS^T on all eight warps (1.27-1.29x the four-warp kernel on an H100, gpu/NOTES.md
-     * v8), dQ by TMA reduce-adds with half of it staged while dK runs (the default: 1.07x the
-     * atomics on an H100, gpu/NOTES.md v10). USP_GPU_BWD=s8: dQ by atomics (v8's default); =s4:
-     * scores on four warps and atomics, as v6; =s8r: reduce-adds staged after dV and dK; =s8r2:
-     * the default's kernel, an error (not the atomics) when the driver refuses dQ's tensor map,
-     * as with s8r; =s8p: s8r2 with P^T from LSE log2 e staged once a row and the mask a
-     * template argument (no test per element on unmasked tiles; gpu/NOTES.md v12) */
+     * v8), dQ by TMA reduce-adds with half of it staged while dK runs (1.07x the atomics on an
+     * H100, gpu/NOTES.md v10), P^T from LSE log2 e staged once a row and the mask a template
+     * argument, no test per element on unmasked tiles (the default: 1.08x v10's kernel on an
+     * H200, gpu/NOTES.md v12). USP_GPU_BWD=s8: dQ by atomics (v8's default); =s4: scores on four
+     * warps and atomics, as v6; =s8r: reduce-adds staged after dV and dK; =s8r2: v10's kernel
+     * (P^T with a test per element); =s8p: the default's kernel; s8r, s8r2 and s8p are an error
+     * (not the atomics) when the driver refuses dQ's tensor map */
     const char *e = getenv("USP_GPU_BWD");
     const bool s4 = e && !strcmp(e, "s4"), s8 = e && !strcmp(e, "s8"), s8r = e && !strcmp(e, "s8r");
-    const bool s8p = e && !strcmp(e, "s8p");
-    const bool forced = s8r || s8p || (e && !strcmp(e, "s8r2"));
+    const bool s8r2 = e && !strcmp(e, "s8r2");
+    const bool forced = s8r || s8r2 || (e && !strcmp(e, "s8p"));
     CUtensorMap tdq;
     memset(&tdq, 0, sizeof tdq);   /* unused by the atomic kernels */
     const bool tma = !s4 && !s8 &&
@@ -483,7 +485,7 @@ int w2_launch(const UspBwdParams &p, cudaStream_t st, char *why, size_t why_len)
     auto kern = s4    ? bwd_wg256_kernel<T, false, false>
                 : !tma ? bwd_wg256_kernel<T, true, false>
                 : s8r  ? bwd_wg256_kernel<T, true, true>
-                : s8p  ? bwd_wg256_kernel<T, true, true, true, true> : bwd_wg256_kernel<T, true, true, true>;
+                : s8r2 ? bwd_wg256_kernel<T, true, true, true> : bwd_wg256_kernel<T, true, true, true, true>;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid((p.kv_len + W2_BN - 1) / W2_BN, p.hkv, p.b);
     kern<<<grid, W2_NTH, smem, st>>>(tdq, p);

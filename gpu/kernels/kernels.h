@@ -99,8 +99,9 @@ int usp_ws_bwd_enabled(void);
 int usp_ws_bwd_mask_mode(void);
 int usp_wg_bwd_tiles(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
 /* Backward at D = 256 (attn_bwd_wg256.cu): 64 keys a CTA, the warpgroups split the head dim;
- * P^T and dS^T on all eight warps, dQ by TMA reduce-adds (USP_GPU_BWD=s8: by atomics, v8's
- * kernel; =s4: scores on four warps, v6's; =s8r, =s8r2: the reduce-adds' two stagings). */
+ * P^T and dS^T on all eight warps, dQ by TMA reduce-adds, P^T without a test per element
+ * (USP_GPU_BWD=s8: by atomics, v8's kernel; =s4: scores on four warps, v6's; =s8r, =s8r2: the
+ * reduce-adds' two stagings with P^T tested per element; =s8p: the default's kernel). */
 int usp_wg_bwd256(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
 
 /* Simple kernels (one thread a row, fp32 math): any D <= 256, fp32 inputs too. */
