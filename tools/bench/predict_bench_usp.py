@@ -8,7 +8,11 @@ This predicts the same cases with `usp run --no-numerics` on the 2 x H200
 platform and the H200 kernel profile that traces/ was calibrated with, for
 the schedule of today (double-buffered dK/dV, 16-bit wire) and, beside it,
 for the schedule the recorded runs used (--dkv-serial --wire fp32), so a
-re-measurement has a prediction to meet. All times are simulated.
+re-measurement has a prediction to meet. Two more columns swap the profile's
+bf16 D-128 kernel rates: for the rates tools/bench-gpu measured for today's
+kernels on one H200, and for cuDNN's (what the schedule gives once the kernels
+reach cuDNN's speed); each 2-GPU row is set beside PyTorch context parallel's
+measured fwd+bwd on 2 x H200 over cuDNN (ANCHORS.md). All times are simulated.
 
   tools/bench/predict_bench_usp.py [--usp build/usp] [--seqs 32768,65536,131072] [--json]
 """
@@ -27,16 +31,22 @@ CASES = [("1gpu", 1, 1, "basic"), ("ring2-basic", 1, 2, "basic"), ("ring2-zigzag
 
 
 CUDNN_FWD, CUDNN_BWD = 625.0, 534.0  # TFLOP/s, ANCHORS.md: cuDNN, bf16, L 16384, D 128, non-causal
+# TFLOP/s of today's kernels, bf16, L 16384, D 128, non-causal: tools/bench-gpu on one NVIDIA H200,
+# 2026-12-07 (gpu/NOTES.md, "Not yet run on a GPU" has the call; the profile's 404.9 / 324.3 are
+# the kernels of the calibration traces, 2026-11-30)
+TODAY_FWD, TODAY_BWD = 634.0, 474.0
+# PyTorch context parallel, ring of 2 over SDPA cuDNN, fwd+bwd ms on 2 x H200 (ANCHORS.md)
+CP_CUDNN = {32768: 35.6, 65536: 126.8, 131072: 484.2}
 
 
-def cudnn_rate_profile(directory):
-    """A copy of the calibrated profile with the bf16 D-128 kernels at cuDNN's rates."""
+def rate_profile(directory, label, fwd, bwd):
+    """A copy of the calibrated profile with the bf16 D-128 kernels at fwd / bwd TFLOP/s."""
     with open(os.path.join(ROOT, "sim", "profiles", PROFILE + ".json")) as f:
         prof = json.load(f)
-    prof["name"] = PROFILE + "-at-cudnn-rates"
-    prof["attention_tflops"]["bf16"]["128"]["fwd"] = CUDNN_FWD
-    prof["attention_tflops"]["bf16"]["128"]["bwd"] = CUDNN_BWD
-    path = os.path.join(directory, "at-cudnn-rates.json")
+    prof["name"] = PROFILE + "-" + label
+    prof["attention_tflops"]["bf16"]["128"]["fwd"] = fwd
+    prof["attention_tflops"]["bf16"]["128"]["bwd"] = bwd
+    path = os.path.join(directory, label + ".json")
     with open(path, "w") as f:
         json.dump(prof, f)
     return path
@@ -63,27 +73,37 @@ def main():
     a = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        fast = cudnn_rate_profile(tmp)
+        fast = rate_profile(tmp, "at-cudnn-rates", CUDNN_FWD, CUDNN_BWD)
+        today = rate_profile(tmp, "at-todays-rates", TODAY_FWD, TODAY_BWD)
         for seq in [int(s) for s in a.seqs.split(",")]:
             for name, u, r, impl in CASES:
                 fwd, total = predict(a.usp, seq, u, r, impl, False)
                 ofwd, ototal = predict(a.usp, seq, u, r, impl, True)
+                tfwd, ttotal = predict(a.usp, seq, u, r, impl, False, today)
                 cfwd, ctotal = predict(a.usp, seq, u, r, impl, False, fast)
                 rows.append({"seq": seq, "case": name, "fwd_ms": fwd, "total_ms": total,
                              "older_fwd_ms": ofwd, "older_total_ms": ototal,
-                             "cudnn_rate_fwd_ms": cfwd, "cudnn_rate_total_ms": ctotal})
+                             "today_rate_fwd_ms": tfwd, "today_rate_total_ms": ttotal,
+                             "cudnn_rate_fwd_ms": cfwd, "cudnn_rate_total_ms": ctotal,
+                             "cp_cudnn_total_ms": None if name == "1gpu" else CP_CUDNN.get(seq)})
     if a.json:
-        print(json.dumps({"platform": PLATFORM, "profile": PROFILE, "rows": rows}, indent=1))
+        print(json.dumps({"platform": PLATFORM, "profile": PROFILE, "today_rates_tflops": [TODAY_FWD, TODAY_BWD],
+                          "cudnn_rates_tflops": [CUDNN_FWD, CUDNN_BWD], "rows": rows}, indent=1))
         return
     one = {row["seq"]: row["total_ms"] for row in rows if row["case"] == "1gpu"}
     print("simulated: %s, profile %s; causal bf16, B 1, H 32, D 128" % (PLATFORM, PROFILE))
-    print("%7s %-16s %9s %12s %9s %14s %20s" % ("L", "case", "fwd ms", "fwd+bwd ms", "scaling", "older fwd+bwd",
-                                               "at cuDNN rates fwd / fwd+bwd"))
+    print("today's rates: %.0f / %.0f TFLOP/s (fwd / bwd), cuDNN's: %.0f / %.0f; / CP: over PyTorch CP over cuDNN's "
+          "measured fwd+bwd" % (TODAY_FWD, TODAY_BWD, CUDNN_FWD, CUDNN_BWD))
+    print("%7s %-16s %9s %12s %9s %14s %22s %6s %22s %6s" % (
+        "L", "case", "fwd ms", "fwd+bwd ms", "scaling", "older fwd+bwd", "today fwd / fwd+bwd", "/ CP",
+        "cuDNN fwd / fwd+bwd", "/ CP"))
+    cp = lambda row, key: "%6.2f" % (row[key] / row["cp_cudnn_total_ms"]) if row["cp_cudnn_total_ms"] else "%6s" % ""
     for row in rows:
         scale = "" if row["case"] == "1gpu" else "%.1f%%" % (100 * one[row["seq"]] / (2 * row["total_ms"]))
-        print("%7d %-16s %9.2f %12.2f %9s %14.2f %12.2f / %.2f" % (
+        print("%7d %-16s %9.2f %12.2f %9s %14.2f %10.2f / %9.2f %s %10.2f / %9.2f %s" % (
             row["seq"], row["case"], row["fwd_ms"], row["total_ms"], scale, row["older_total_ms"],
-            row["cudnn_rate_fwd_ms"], row["cudnn_rate_total_ms"]))
+            row["today_rate_fwd_ms"], row["today_rate_total_ms"], cp(row, "today_rate_total_ms"),
+            row["cudnn_rate_fwd_ms"], row["cudnn_rate_total_ms"], cp(row, "cudnn_rate_total_ms")))
 
 
 if __name__ == "__main__":
