@@ -62,7 +62,13 @@
  * D = 128 without per-row masks: by default (and USP_GPU_BWD=wsx) that loop on the 64-row
  * tiles (dQ columns 64c.. per warpgroup; P^T packed while dP^T runs, as in v7's loop);
  * =wsxv (opt-in) also issues dV's products as soon as P^T is packed, under dP^T and dS^T;
- * =ws (reduce-adds) and =wsa (atomics) keep v7's loop there. */
+ * =ws (reduce-adds) and =wsa (atomics) keep v7's loop there.
+ * Per-row masks with USP_GPU_BWD_MASK=x (opt-in): the same loops, D = 128 the 64-row tiles
+ * (and =wsxv's), D = 64 the 128-row tiles (the plan's 64-row groups two a tile,
+ * bwd_work_planned), masked tiles by rel_keys (wsb_probs_rows<.., WSB_REL>: one compare a
+ * side, the mask a template argument chosen once a tile), the others without a test; =x64 at
+ * D = 64: that loop on 64-row tiles, each warpgroup the tile's dQ over its own 64 keys, both
+ * reduce-added. */
 #include "kernels.h"
 #include "tma.cuh"
 #include "wgcommon.cuh"
@@ -152,21 +158,31 @@ __device__ __forceinline__ float wsb_ex2(float x) {
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
     return y;
 }
-template <int BM, bool MASKED>
+/* MASK: WSB_UNMASKED; WSB_CAUSAL, the causal diagonal and keys past the block (usp_row_keys
+ * of the row, no per-row masks); WSB_REL, per-row masks by the rows' rel_keys words (rel, as
+ * the producer wrote them for MREL: one compare a side, the words of rows 2t, 2t + 1 by one
+ * 8-byte load, as LSE). */
+enum { WSB_UNMASKED = 0, WSB_CAUSAL = 1, WSB_REL = 2 };
+template <int BM, int MASK>
 __device__ __forceinline__ void wsb_probs_rows(const UspBwdParams &p, float (&s)[BM / 2], const float *lse2,
-                                               int key_row, int n0, int m0) {
+                                               const int *rel, int key_row, int n0, int m0) {
     const int t = threadIdx.x & 3;
     const float sl2 = p.scale * USP_LOG2E;
 #pragma unroll
     for (int j = 0; j < BM / 8; ++j) {
         const float2 l = *reinterpret_cast<const float2 *>(lse2 + 8 * j + 2 * t);
+        int2 w = make_int2(0, 0);
+        if (MASK == WSB_REL) w = *reinterpret_cast<const int2 *>(rel + 8 * j + 2 * t);
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             float x = wsb_ex2(fmaf(s[4 * j + e], sl2, -((e & 1) ? l.y : l.x)));
-            if (MASKED) {
+            if (MASK == WSB_CAUSAL) {
                 const int q = 8 * j + 2 * t + (e & 1);   /* query in the tile */
                 usp_key_interval iv = usp_row_keys(NULL, NULL, 0, 0, m0 + q, p.kv_len, p.causal, p.diag);
                 if (!usp_key_visible(iv, n0 + key_row + (e >> 1) * 8)) x = 0.0f;
+            } else if (MASK == WSB_REL) {   /* the row's keys relative to n0, clipped to [0, BN] */
+                const int kr = key_row + (e >> 1) * 8, wv = (e & 1) ? w.y : w.x;
+                if (kr < (wv & 0xffff) || kr >= (wv >> 16)) x = 0.0f;
             }
             s[4 * j + e] = x;
         }
@@ -175,10 +191,11 @@ __device__ __forceinline__ void wsb_probs_rows(const UspBwdParams &p, float (&s)
 
 /* wsb_probs_rows, then P^T packed as the A fragments of dV += P^T dO: the 64-row tiles at
  * D = 128 (USP_GPU_BWD=wsx, wsxv), where the packing runs while dP^T is on the tensor cores. */
-template <typename T, int BM, bool MASKED>
+template <typename T, int BM, int MASK>
 __device__ __forceinline__ void wsb_probs_rows_pack(const UspBwdParams &p, float (&s)[BM / 2], const float *lse2,
-                                                    int key_row, int n0, int m0, uint32_t (&pa)[BM / 16][4]) {
-    wsb_probs_rows<BM, MASKED>(p, s, lse2, key_row, n0, m0);
+                                                    const int *rel, int key_row, int n0, int m0,
+                                                    uint32_t (&pa)[BM / 16][4]) {
+    wsb_probs_rows<BM, MASK>(p, s, lse2, rel, key_row, n0, m0);
 #pragma unroll
     for (int j = 0; j < BM / 8; ++j) {
         const int kk = j >> 1, hi = (j & 1) * 2;
@@ -234,12 +251,14 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
                   const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
                   const __grid_constant__ CUtensorMap tdq, const UspBwdParams p) {
     static_assert(BM == 64 || (BM == 128 && D == 64), "128-row query tiles at D = 64 only");
-    static_assert(!LATE_DK || ((BM == 128 || D == 128) && DQ_TMA),
-                  "dK after dQ: 128-row tiles at D = 64 or D = 128, with reduce-adds only");
-    static_assert(!MREL || BM == 64, "relative intervals with 64-row query tiles");
+    static_assert(!LATE_DK || ((BM == 128 || D == 128 || MREL) && DQ_TMA),
+                  "dK after dQ: 128-row tiles at D = 64, D = 128, or 64-row tiles at D = 64 under "
+                  "per-row masks, with reduce-adds only");
+    static_assert(!MREL || BM == 64 || LATE_DK, "relative intervals with 64-row query tiles, or in the dK-after-dQ loop");
     static_assert(!PERSIST || BM == 64, "the persistent grid runs the plan's 64-row groups");
     /* BM = 128: the two warpgroups split each tile's dQ by rows (64 each), every tile;
-     * no per-row masks nor mask plan (the launcher sends those to BM = 64) */
+     * per-row masks and a mask plan only with MREL (USP_GPU_BWD_MASK=x; else the launcher
+     * sends those to BM = 64) */
     constexpr int BN = WSB_BN, S = wsb_cfg<D, BM>::STAGES, ND = D / 2;
     constexpr bool PACK = BM == 64;   /* P^T packed under dP^T (BM = 128: registers) */
     extern __shared__ unsigned char smem_raw[];
@@ -266,7 +285,7 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
     BwdWork wk;
     if constexpr (PERSIST)
         wk.iters = 0;
-    else if constexpr (BM == 64)
+    else if constexpr (BM == 64 || MREL)
         wk = bwd_work<BM, BN>(p, blockIdx.z, tile_flags, red);
     else
         wk = bwd_work_causal<BM, BN>(p, blockIdx.z);
@@ -406,6 +425,13 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
             constexpr bool EARLY_DV = LATE_DK == 2;
             static_assert(!EARLY_DV || PACK, "dV before dP^T: P^T packed under dP^T (BM = 64)");
             const int dq_col0 = D == 128 ? 64 * c : 0;   /* this warpgroup's dQ columns */
+            /* D = 64 with 64-row tiles (USP_GPU_BWD_MASK=x64): each warpgroup the tile's whole dQ
+             * over its own 64 keys (k-steps 4c..4c+3), both reduce-added (a branch around the dQ
+             * products, one warpgroup a tile as v7's loop, made ptxas serialize the wgmmas,
+             * C7520) */
+            constexpr bool KSPLIT = D == 64 && BM == 64;
+            constexpr int KQ = KSPLIT ? BN / 32 : BN / 16;
+            const int kq0 = KSPLIT ? 4 * c : 0;
             for (int it = 0; it < wk.iters; ++it) {
                 const int st = it % S;
                 const uint32_t ph = (it / S) & 1;
@@ -431,15 +457,19 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
                 uint32_t pa[BM / 16][4], da[BM / 16][4];
                 wg_wait<1>();
                 wg_fence_regs(s);
+                /* masked tiles: MREL (per-row masks) by the rows' relative intervals, else the
+                 * causal diagonal by usp_row_keys */
+                constexpr int MK = MREL ? WSB_REL : WSB_CAUSAL;
+                const int *rel = sLo + st * BM;
                 if constexpr (PACK) {
                     if (masked)
-                        wsb_probs_rows_pack<T, BM, true>(p, s, sL + st * BM, key_row, n0, m0, pa);
+                        wsb_probs_rows_pack<T, BM, MK>(p, s, sL + st * BM, rel, key_row, n0, m0, pa);
                     else
-                        wsb_probs_rows_pack<T, BM, false>(p, s, sL + st * BM, key_row, n0, m0, pa);
+                        wsb_probs_rows_pack<T, BM, WSB_UNMASKED>(p, s, sL + st * BM, rel, key_row, n0, m0, pa);
                 } else if (masked) {
-                    wsb_probs_rows<BM, true>(p, s, sL + st * BM, key_row, n0, m0);
+                    wsb_probs_rows<BM, MK>(p, s, sL + st * BM, rel, key_row, n0, m0);
                 } else {
-                    wsb_probs_rows<BM, false>(p, s, sL + st * BM, key_row, n0, m0);
+                    wsb_probs_rows<BM, WSB_UNMASKED>(p, s, sL + st * BM, rel, key_row, n0, m0);
                 }
                 if constexpr (EARLY_DV) {   /* =wsxv: dV's products under dP^T and dS^T */
                     wg_fence_regs(dv);
@@ -467,13 +497,14 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
                 fence_async_smem();   /* dS^T stores -> the dQ wgmma */
                 named_barrier<256>(1);
                 /* dQ over all 128 keys: D = 64, BM = 128 rows 64c.. (dS^T's column atom c);
-                 * D = 128 columns 64c.. (K's column atom c) */
+                 * D = 128 columns 64c.. (K's column atom c); D = 64, BM = 64 (KSPLIT) the whole
+                 * tile over keys 64c.. */
                 float dq[32];
                 wg_arrive();
 #pragma unroll
-                for (int kk = 0; kk < BN / 16; ++kk)
-                    wg<T>::template ss64<1, 1>(dq, wg_desc_mn<BN>(cdS + (BM == 128 ? c : 0) * BN * 64, kk),
-                                               wg_desc_mn<BN>(sK + (D == 128 ? c : 0) * BN * 64, kk), kk > 0);
+                for (int kk = 0; kk < KQ; ++kk)
+                    wg<T>::template ss64<1, 1>(dq, wg_desc_mn<BN>(cdS + (BM == 128 ? c : 0) * BN * 64, kq0 + kk),
+                                               wg_desc_mn<BN>(sK + (D == 128 ? c : 0) * BN * 64, kq0 + kk), kk > 0);
                 wg_commit();
 #pragma unroll
                 for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dk, da[kk], wg_desc_mn<BM>(cQ, kk));
@@ -640,7 +671,7 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
     UspBwdParams q = p;
     UspPlanMem plan;
     int ctas = 0;
-    if (BM == 64) {   /* BM = 128 runs without per-row masks and without a plan */
+    if (BM == 64 || p.mask_lo) {   /* BM = 128 runs per-row masks (=x) on the plan's groups, two a tile */
         int rc = usp_mask_plan_bwd(q, WSB_BN, st, &plan, &ctas, why, why_len);
         if (rc != USP_KERNEL_OK) return rc;
     }
@@ -659,9 +690,13 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
         USP_CUDA_TRY(cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev));
     }
     auto kern = atomics ? bwd_ws_kernel<T, D, false, BM> : bwd_ws_kernel<T, D, true, BM>;
-    if constexpr (BM == 128)   /* by default and =ws64x: dK's products after dQ's, under the dQ
-                                 * staging, P^T without a branch per element; =ws128r: v8's loop */
+    if constexpr (BM == 128) {   /* by default and =ws64x: dK's products after dQ's, under the dQ
+                                   * staging, P^T without a branch per element; =ws128r: v8's loop;
+                                   * per-row masks (usp_ws_bwd sends them here only with
+                                   * USP_GPU_BWD_MASK=x): that loop, masked tiles by rel_keys */
         if (mode == 1 || mode == 6) kern = bwd_ws_kernel<T, D, true, BM, 1>;
+        if (p.mask_lo) kern = bwd_ws_kernel<T, D, true, BM, 1, true, false>;
+    }
     if constexpr (BM == 64) {
         constexpr bool A = D != 64;   /* the default dQ way of 64-row tiles: DQ_TMA at D = 128 */
         if (mm)
@@ -669,14 +704,26 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
                    : mrel         ? bwd_ws_kernel<T, D, A, BM, false, true, false>
                    : persist      ? bwd_ws_kernel<T, D, A, BM, false, false, true>
                                   : kern;
+        /* D = 64, per-row masks, USP_GPU_BWD_MASK=x64: the loop of D = 128's default on the
+         * 64-row tiles (dK after dQ, masked tiles by rel_keys, unmasked ones without a test),
+         * dQ by reduce-adds, each warpgroup the whole tile's over its own 64 keys */
+        if constexpr (D == 64)
+            if (p.mask_lo && (mm & 17) == 17 && !persist) kern = bwd_ws_kernel<T, D, true, BM, 1, true, false>;
     }
     if constexpr (D == 128)   /* by default (and =wsx): v9's loop on the 64-row tiles (v11; 1.28x v7's
                                * loop on an H100, gpu/NOTES.md); =wsxv: with dV's products before
                                * dP^T is waited for; =ws, =wsa: v7's loop; per-row masks and the
                                * persistent grid (USP_GPU_BWD_MASK=persist under a causal plan)
                                * keep their loops */
-        if (!p.mask_lo && !persist && mode != 2 && mode != 3)
-            kern = mode == 8 ? bwd_ws_kernel<T, D, true, BM, 2> : bwd_ws_kernel<T, D, true, BM, 1>;
+        if (!persist && mode != 2 && mode != 3) {
+            if (!p.mask_lo)
+                kern = mode == 8 ? bwd_ws_kernel<T, D, true, BM, 2> : bwd_ws_kernel<T, D, true, BM, 1>;
+            else if ((mm & 9) == 9)   /* USP_GPU_BWD_MASK=x: that loop under per-row masks too,
+                                       * masked tiles by rel_keys (a compare a side), unmasked
+                                       * ones without a test */
+                kern = mode == 8 ? bwd_ws_kernel<T, D, true, BM, 2, true, false>
+                                 : bwd_ws_kernel<T, D, true, BM, 1, true, false>;
+        }
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid = ctas ? dim3(persist && nsm > 0 && nsm < ctas ? nsm : ctas)
                      : dim3((p.kv_len + WSB_BN - 1) / WSB_BN, p.hkv, p.b);
@@ -698,7 +745,10 @@ int usp_ws_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
      * USP_GPU_BWD=ws64x (dQ by TMA reduce-adds, dK after dQ), =ws128 (atomics), =ws128r (v8's
      * loop); =ws, =wsa: 64-row tiles */
     const int mode = usp_ws_bwd_enabled();
-    const bool big = p.d == 64 && (mode == 1 || mode >= 4) && !p.mask_lo;   /* =wsx, =wsxv: as unset */
+    /* per-row masks at D = 64 with USP_GPU_BWD_MASK=x (and the default dQ way): 128-row tiles
+     * too, in the ws64x loop with masked tiles by rel_keys */
+    const bool xm = (mode == 1 || mode >= 6) && (usp_ws_bwd_mask_mode() & 9) == 9;
+    const bool big = p.d == 64 && (mode == 1 || mode >= 4) && (!p.mask_lo || xm);   /* =wsx, =wsxv: as unset */
     if (in == USP_BF16)
         return p.d == 128 ? wsb_launch<__nv_bfloat16, 128, 64>(p, in, st, why, why_len)
                : big      ? wsb_launch<__nv_bfloat16, 64, 128>(p, in, st, why, why_len)
@@ -717,7 +767,18 @@ int usp_ws_bwd_mask_mode(void) {
      * "red" (4), dK and dV added by reductions. Read at each call (tools/bench-gpu --alt-env). */
     const char *e = getenv("USP_GPU_BWD_MASK");
     if (!e) return 1;
-    return (strstr(e, "elem") ? 0 : 1) | (strstr(e, "persist") ? 2 : 0) | (strstr(e, "red") ? 4 : 0);
+    /* "x" (8, a word of its own): per-row masks in the loops without a test per element of
+     * unmasked tiles (dK after dQ: the 64-row loop of D = 128, the 128-row loop of D = 64);
+     * with rel only (not with elem), and not with persist at D = 128 */
+    /* "x64" (16): at D = 64 that loop on the 64-row tiles instead (x: on 128-row tiles) */
+    int x = 0;
+    for (const char *w = e; *w;) {
+        const size_t n = strcspn(w, ",+");
+        if (n == 1 && w[0] == 'x') x |= 8;
+        if (n == 3 && !strncmp(w, "x64", 3)) x |= 16;
+        w += n + (w[n] != 0);
+    }
+    return (strstr(e, "elem") ? 0 : 1) | (strstr(e, "persist") ? 2 : 0) | (strstr(e, "red") ? 4 : 0) | x;
 }
 
 int usp_ws_bwd_enabled(void) {

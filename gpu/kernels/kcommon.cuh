@@ -313,18 +313,38 @@ __device__ __forceinline__ BwdWork bwd_unit_planned(const UspBwdParams &p, int u
     return w;
 }
 
+/* BM = R USP_PLAN_GROUP rows (R = 2: the 128-row tiles of D = 64): the query tiles that hold
+ * the plan's groups of the key tile; a tile needs the mask if one of its R groups does (a
+ * group whose rows see none of the tile's keys does, so tiles wider than the plan's range are
+ * masked where they pass it). */
 template <int BM, int BN>
 __device__ BwdWork bwd_work_planned(const UspBwdParams &p, uint32_t *flags) {
-    static_assert(BM == USP_PLAN_GROUP, "planned query tiles are the plan's 64-row groups");
-    const BwdWork w = bwd_unit_planned<BN>(p, blockIdx.x);
-    const int ng = (p.q_len + BM - 1) / BM;
+    static_assert(BM % USP_PLAN_GROUP == 0, "planned query tiles are whole 64-row groups of the plan");
+    constexpr int R = BM / USP_PLAN_GROUP;
+    BwdWork w = bwd_unit_planned<BN>(p, blockIdx.x);
+    if constexpr (R > 1) if (w.nm > 0) {
+        const int g_end = w.mt_first + w.nm;
+        w.mt_first /= R;
+        w.nm = (g_end - 1) / R - w.mt_first + 1;
+        w.iters = w.group * w.nm;
+    }
+    const int ng = (p.q_len + USP_PLAN_GROUP - 1) / USP_PLAN_GROUP;
     const int lane = threadIdx.x & 31;
     for (int t0 = (w.mt_first & ~31) + (int)(threadIdx.x & ~31u); t0 < w.mt_first + w.nm; t0 += (int)blockDim.x) {
         const int t = t0 + lane;
         bool masked = false;
-        if (t < w.mt_first + w.nm && t < ng) {
-            const int4 g = p.mask_groups[(int64_t)w.b * ng + t];
-            masked = usp_tile_masked(usp_key_range{g.x, g.y, g.z, g.w}, w.n0, w.n0 + BN);
+        if constexpr (R == 1) {
+            if (t < w.mt_first + w.nm && t < ng) {
+                const int4 g = p.mask_groups[(int64_t)w.b * ng + t];
+                masked = usp_tile_masked(usp_key_range{g.x, g.y, g.z, g.w}, w.n0, w.n0 + BN);
+            }
+        } else {
+#pragma unroll
+            for (int k = 0; k < R; ++k)
+                if (t < w.mt_first + w.nm && R * t + k < ng) {
+                    const int4 g = p.mask_groups[(int64_t)w.b * ng + R * t + k];
+                    if (usp_tile_masked(usp_key_range{g.x, g.y, g.z, g.w}, w.n0, w.n0 + BN)) masked = true;
+                }
         }
         const unsigned bits = __ballot_sync(0xffffffffu, masked);
         if (lane == 0 && (t0 >> 5) < BWD_FLAG_WORDS) flags[t0 >> 5] = bits;

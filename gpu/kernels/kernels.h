@@ -95,7 +95,10 @@ int usp_ws_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
 int usp_ws_bwd_enabled(void);
 /* USP_GPU_BWD_MASK of attn_bwd_ws.cu: bit 0 (default; cleared by "elem") masked tiles on
  * intervals relative to the key tile, bit 1 "persist" (a persistent grid over the mask plan's
- * units), bit 2 "red" (dK/dV by reductions). */
+ * units), bit 2 "red" (dK/dV by reductions), bit 3 "x" (per-row masks in the loops of the
+ * unmasked defaults: D = 128 v11's 64-row loop, D = 64 v9's 128-row loop; masked tiles by the
+ * relative intervals, unmasked ones without a test), bit 4 "x64" (D = 64: that loop on 64-row
+ * tiles, dQ split by keys). */
 int usp_ws_bwd_mask_mode(void);
 int usp_wg_bwd_tiles(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
 /* Backward at D = 256 (attn_bwd_wg256.cu): 64 keys a CTA, the warpgroups split the head dim;
