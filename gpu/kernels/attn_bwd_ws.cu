@@ -718,11 +718,12 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
         if (!persist && mode != 2 && mode != 3) {
             if (!p.mask_lo)
                 kern = mode == 8 ? bwd_ws_kernel<T, D, true, BM, 2> : bwd_ws_kernel<T, D, true, BM, 1>;
-            else if ((mm & 9) == 9)   /* USP_GPU_BWD_MASK=x: that loop under per-row masks too,
-                                       * masked tiles by rel_keys (a compare a side), unmasked
-                                       * ones without a test */
-                kern = mode == 8 ? bwd_ws_kernel<T, D, true, BM, 2, true, false>
-                                 : bwd_ws_kernel<T, D, true, BM, 1, true, false>;
+            else if ((mm & 9) == 9 || (mm & 33) == 33)   /* USP_GPU_BWD_MASK=x: that loop under per-row
+                                                          * masks too, masked tiles by rel_keys (a
+                                                          * compare a side), unmasked ones without a
+                                                          * test; =xv (or =wsxv): with dV early */
+                kern = mode == 8 || (mm & 32) ? bwd_ws_kernel<T, D, true, BM, 2, true, false>
+                                              : bwd_ws_kernel<T, D, true, BM, 1, true, false>;
         }
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid = ctas ? dim3(persist && nsm > 0 && nsm < ctas ? nsm : ctas)
@@ -770,12 +771,14 @@ int usp_ws_bwd_mask_mode(void) {
     /* "x" (8, a word of its own): per-row masks in the loops without a test per element of
      * unmasked tiles (dK after dQ: the 64-row loop of D = 128, the 128-row loop of D = 64);
      * with rel only (not with elem), and not with persist at D = 128 */
-    /* "x64" (16): at D = 64 that loop on the 64-row tiles instead (x: on 128-row tiles) */
+    /* "x64" (16): at D = 64 that loop on the 64-row tiles instead (x: on 128-row tiles);
+     * "xv" (32): at D = 128 x with =wsxv's loop (dV's products issued before dP^T is waited for) */
     int x = 0;
     for (const char *w = e; *w;) {
         const size_t n = strcspn(w, ",+");
         if (n == 1 && w[0] == 'x') x |= 8;
         if (n == 3 && !strncmp(w, "x64", 3)) x |= 16;
+        if (n == 2 && !strncmp(w, "xv", 2)) x |= 32;
         w += n + (w[n] != 0);
     }
     return (strstr(e, "elem") ? 0 : 1) | (strstr(e, "persist") ? 2 : 0) | (strstr(e, "red") ? 4 : 0) | x;
