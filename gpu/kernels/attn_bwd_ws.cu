@@ -439,6 +439,23 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
                 q_tile(it, h, m0);
                 const T *cQ = sQ + st * BM * D, *cdO = sdO + st * BM * D;
                 T *cdS = sdS + (it & 1) * BN * BM;
+                if (MREL && p.kv_pref && it == max(wk.iters - 2, 0)) {
+                    /* =xp: the epilogue's dK/dV rows into L2 two tiles before it: thread t of
+                     * a row quad its 128-byte line t of the rows key_row, key_row + 8 */
+                    const int t = lane & 3;
+                    if (t < D / 32)
+#pragma unroll
+                        for (int hf = 0; hf < 2; ++hf) {
+                            const int r = n0 + key_row + 8 * hf;
+                            if (r < p.kv_len) {
+                                const int64_t rk = (int64_t)(p.kv_begin + r);
+                                asm volatile("prefetch.global.L2 [%0];" ::"l"(
+                                    p.dk + b * p.dk_sb + rk * p.dk_sl + hk * p.dk_sh + 32 * t));
+                                asm volatile("prefetch.global.L2 [%0];" ::"l"(
+                                    p.dv + b * p.dv_sb + rk * p.dv_sl + hk * p.dv_sh + 32 * t));
+                            }
+                        }
+                }
                 mbar_wait_parity(full + st, ph);
 
                 float s[BM / 2], dp[BM / 2];
@@ -683,6 +700,7 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
     const int mm = BM == 64 && atomics == (D == 64) ? usp_ws_bwd_mask_mode() : 0;
     const bool mrel = mm & 1, persist = (mm & 2) && ctas > 0;
     q.kv_red = (mm & 4) != 0;
+    q.kv_pref = (usp_ws_bwd_mask_mode() & 64) != 0;
     int nsm = 0;
     if (persist) {
         int dev = 0;
@@ -772,13 +790,16 @@ int usp_ws_bwd_mask_mode(void) {
      * unmasked tiles (dK after dQ: the 64-row loop of D = 128, the 128-row loop of D = 64);
      * with rel only (not with elem), and not with persist at D = 128 */
     /* "x64" (16): at D = 64 that loop on the 64-row tiles instead (x: on 128-row tiles);
-     * "xv" (32): at D = 128 x with =wsxv's loop (dV's products issued before dP^T is waited for) */
+     * "xv" (32): at D = 128 x with =wsxv's loop (dV's products issued before dP^T is waited for);
+     * "xp" (64): with x, x64 or xv the CTA's dK/dV rows are prefetched into L2 two tiles
+     * before the end (for the epilogue's loads) */
     int x = 0;
     for (const char *w = e; *w;) {
         const size_t n = strcspn(w, ",+");
         if (n == 1 && w[0] == 'x') x |= 8;
         if (n == 3 && !strncmp(w, "x64", 3)) x |= 16;
         if (n == 2 && !strncmp(w, "xv", 2)) x |= 32;
+        if (n == 2 && !strncmp(w, "xp", 2)) x |= 64;
         w += n + (w[n] != 0);
     }
     return (strstr(e, "elem") ? 0 : 1) | (strstr(e, "persist") ? 2 : 0) | (strstr(e, "red") ? 4 : 0) | x;

@@ -68,6 +68,9 @@ struct UspBwdParams {
     /* attn_bwd_ws.cu (USP_GPU_BWD_MASK=...,red): dK and dV added by fp32 reductions in L2
      * (no value comes back) instead of loads and stores */
     int kv_red = 0;
+    /* attn_bwd_ws.cu (USP_GPU_BWD_MASK=x,xp and the like): the consumers of the masked
+     * dK-after-dQ loops prefetch the CTA's dK and dV rows into L2 two tiles before the epilogue */
+    int kv_pref = 0;
 };
 
 /* Tiled tensor-core kernels: bf16/fp16 inputs, D in {64, 128}; D = 256 on sm_90a only. */
@@ -98,7 +101,8 @@ int usp_ws_bwd_enabled(void);
  * units), bit 2 "red" (dK/dV by reductions), bit 3 "x" (per-row masks in the loops of the
  * unmasked defaults: D = 128 v11's 64-row loop, D = 64 v9's 128-row loop; masked tiles by the
  * relative intervals, unmasked ones without a test), bit 4 "x64" (D = 64: that loop on 64-row
- * tiles, dQ split by keys), bit 5 "xv" (D = 128: x in =wsxv's loop, dV issued early). */
+ * tiles, dQ split by keys), bit 5 "xv" (D = 128: x in =wsxv's loop, dV issued early), bit 6
+ * "xp" (with x, x64, xv: the dK/dV rows prefetched into L2 two tiles before the epilogue). */
 int usp_ws_bwd_mask_mode(void);
 int usp_wg_bwd_tiles(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
 /* Backward at D = 256 (attn_bwd_wg256.cu): 64 keys a CTA, the warpgroups split the head dim;
