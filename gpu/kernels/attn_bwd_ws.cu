@@ -83,6 +83,10 @@ using namespace uspk;
 constexpr int WSB_BM = 64;
 constexpr int WSB_BN = 128;
 constexpr int WSB_NTH = 384;
+/* Named barriers of the dQ writer warp (DQW) and consumer c: WSB_DQ_FULL + c, consumer c's dQ
+ * staged (128 arrive, the writer's 32 wait); WSB_DQ_EMPTY + c, the reduce-adds have read it
+ * (the writer's 32 arrive, consumer c's 128 wait). 1, 2, 3 are the consumers' own. */
+constexpr int WSB_DQ_FULL = 4, WSB_DQ_EMPTY = 6;
 
 /* Stages of Q / dO: by head dim and query tile rows (BM = 128 only at D = 64). */
 template <int D, int BM> struct wsb_cfg { static constexpr int STAGES = 2; };
@@ -256,6 +260,11 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
                   "per-row masks, with reduce-adds only");
     static_assert(!MREL || BM == 64 || LATE_DK, "relative intervals with 64-row query tiles, or in the dK-after-dQ loop");
     static_assert(!PERSIST || BM == 64, "the persistent grid runs the plan's 64-row groups");
+    /* LATE_DK 3, 4 (=wsxq, =wsxvq): LATE_DK 1, 2 with dQ's reduce-adds issued by warp 1 of the
+     * producer warpgroup (DQW) */
+    constexpr bool DQW = LATE_DK >= 3;
+    static_assert(!DQW || (D == 128 && BM == 64 && !PERSIST && !MREL),
+                  "the dQ writer warp: D = 128, 64-row tiles, no per-row masks");
     /* BM = 128: the two warpgroups split each tile's dQ by rows (64 each), every tile;
      * per-row masks and a mask plan only with MREL (USP_GPU_BWD_MASK=x; else the launcher
      * sends those to BM = 64) */
@@ -317,6 +326,37 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
     if (wgi == 0) {   /* producer */
         /* PERSIST: 56 registers (its unit loop spilled 76-164 bytes at 24), the consumers 224 */
         regs_dec<PERSIST ? 56 : 24>();
+        if constexpr (DQW) {
+            if (warp == 1) {   /* the dQ writer: adds each consumer's staged dQ by TMA reduce-adds */
+                int h = wk.hk * wk.group, mt = wk.mt_first;   /* q_tile(it), stepped */
+                for (int it = 0; it < wk.iters; ++it) {
+#pragma unroll
+                    for (int c = 0; c < 2; ++c) {
+                        named_barrier<160>(WSB_DQ_FULL + c);   /* consumer c staged the tile's dQ */
+                        if (lane == 0) {
+                            const float *rq = sdQ + c * WSB_BM * 64;
+                            tma_reduce_add_4d(&tdq, rq, 64 * c, mt * BM, h, wk.b);
+                            tma_reduce_add_4d(&tdq, rq + WSB_BM * 32, 64 * c + 32, mt * BM, h, wk.b);
+                            bulk_commit();
+                        }
+                    }
+                    if (it + 1 < wk.iters) {   /* no hand-back after the last tile: no arrival left over */
+                        if (lane == 0) bulk_wait_read<1>();   /* consumer 0's region read */
+                        __syncwarp();
+                        named_barrier_arrive<160>(WSB_DQ_EMPTY);
+                        if (lane == 0) bulk_wait_read<0>();
+                        __syncwarp();
+                        named_barrier_arrive<160>(WSB_DQ_EMPTY + 1);
+                    }
+                    if (++mt == wk.mt_first + wk.nm) {
+                        mt = wk.mt_first;
+                        ++h;
+                    }
+                }
+                if (lane == 0) bulk_wait<0>();   /* the reduce-adds are done before the CTA exits */
+                return;
+            }
+        }
         if (warp != 0) return;
         int itg = 0, nu = 0;   /* tiles and (non-empty) units so far */
         for (int round = 0;; ++round) {
@@ -418,11 +458,17 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
              * wsb_probs_rows (no branch per element). BM = 128 at D = 64 and BM = 64 at
              * D = 128, each the default without per-row masks (LATE_DK 1); =wsxv at D = 128:
              * LATE_DK 2, dV's products issued as soon as P^T is packed, before waiting for
-             * dP^T. At BM = 64 P^T is packed while dP^T runs, as in v7's loop. (Waiting for
+             * dP^T; =wsxq, =wsxvq: LATE_DK 3, 4, the same two loops with the reduce-adds
+             * issued by the dQ writer warp (DQW): consumer c waits only for the writer's
+             * hand-back of its staging region (named barrier WSB_DQ_EMPTY + c, arrived once
+             * the reduce-adds of the tile before have read it) and arrives, without waiting, at
+             * WSB_DQ_FULL + c once it has staged (v11's loop: a wait for the reduce-adds'
+             * reads in its lead thread and two 128-thread barriers a tile around the staging).
+             * At BM = 64 P^T is packed while dP^T runs, as in v7's loop. (Waiting for
              * dK only in the next tile, after its S^T products were issued, made ptxas
              * serialize the wgmmas at D = 64: not enough registers with dK's accumulators and
              * A fragments live across iterations.) */
-            constexpr bool EARLY_DV = LATE_DK == 2;
+            constexpr bool EARLY_DV = LATE_DK == 2 || LATE_DK == 4;
             static_assert(!EARLY_DV || PACK, "dV before dP^T: P^T packed under dP^T (BM = 64)");
             const int dq_col0 = D == 128 ? 64 * c : 0;   /* this warpgroup's dQ columns */
             /* D = 64 with 64-row tiles (USP_GPU_BWD_MASK=x64): each warpgroup the tile's whole dQ
@@ -526,18 +572,26 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
 #pragma unroll
                 for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dk, da[kk], wg_desc_mn<BM>(cQ, kk));
                 wg_commit();
-                if (wg_lead) bulk_wait_read<0>();   /* the last reduce-adds have read the staging region */
-                named_barrier<128>(2 + c);
+                if constexpr (DQW) {   /* the dQ writer warp issues the reduce-adds */
+                    if (it > 0) named_barrier<160>(WSB_DQ_EMPTY + c);   /* it has read tile it - 1's dQ */
+                } else {
+                    if (wg_lead) bulk_wait_read<0>();   /* the last reduce-adds have read the staging region */
+                    named_barrier<128>(2 + c);
+                }
                 wg_wait<1>();   /* dV, dQ done; dK on the tensor cores */
                 wg_fence_regs(dq);
                 wsb_stage_dq(dq, rq, warp, p.scale);
                 fence_async_smem();
-                named_barrier<128>(2 + c);
-                if (wg_lead) {
-                    const int dq_row0 = m0 + (BM == 128 ? 64 * c : 0);
-                    tma_reduce_add_4d(&tdq, rq, dq_col0, dq_row0, h, b);
-                    tma_reduce_add_4d(&tdq, rq + WSB_BM * 32, dq_col0 + 32, dq_row0, h, b);
-                    bulk_commit();
+                if constexpr (DQW) {
+                    named_barrier_arrive<160>(WSB_DQ_FULL + c);
+                } else {
+                    named_barrier<128>(2 + c);
+                    if (wg_lead) {
+                        const int dq_row0 = m0 + (BM == 128 ? 64 * c : 0);
+                        tma_reduce_add_4d(&tdq, rq, dq_col0, dq_row0, h, b);
+                        tma_reduce_add_4d(&tdq, rq + WSB_BM * 32, dq_col0 + 32, dq_row0, h, b);
+                        bulk_commit();
+                    }
                 }
                 wg_wait<0>();
                 wg_fence_regs(dv);
@@ -682,7 +736,7 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
      * each on an H100 (gpu/NOTES.md, v7 measured, v8). =wsa: atomics everywhere, =ws: reduce-adds
      * everywhere (64-row tiles); =ws128: 128-row tiles at D = 64 with atomics */
     int mode = usp_ws_bwd_enabled();
-    if (D == 64 && (mode == 7 || mode == 8)) mode = 1;   /* =wsx, =wsxv change D = 128 only */
+    if (D == 64 && mode >= 7) mode = 1;   /* =wsx, =wsxv, =wsxq, =wsxvq change D = 128 only */
     const bool atomics = mode == 3 || (D == 64 && (mode == 4 || ((mode == 1 || mode == 6) && BM == 64)));
     /* under a mask plan (maskplan.cu): a 1-d grid of key tiles by descending work */
     UspBwdParams q = p;
@@ -730,18 +784,23 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
     }
     if constexpr (D == 128)   /* by default (and =wsx): v9's loop on the 64-row tiles (v11; 1.28x v7's
                                * loop on an H100, gpu/NOTES.md); =wsxv: with dV's products before
-                               * dP^T is waited for; =ws, =wsa: v7's loop; per-row masks and the
+                               * dP^T is waited for; =wsxq, =wsxvq: wsx, wsxv with the dQ writer
+                               * warp (v13); =ws, =wsa: v7's loop; per-row masks and the
                                * persistent grid (USP_GPU_BWD_MASK=persist under a causal plan)
                                * keep their loops */
         if (!persist && mode != 2 && mode != 3) {
             if (!p.mask_lo)
-                kern = mode == 8 ? bwd_ws_kernel<T, D, true, BM, 2> : bwd_ws_kernel<T, D, true, BM, 1>;
+                kern = mode == 8    ? bwd_ws_kernel<T, D, true, BM, 2>
+                       : mode == 9  ? bwd_ws_kernel<T, D, true, BM, 3>
+                       : mode == 10 ? bwd_ws_kernel<T, D, true, BM, 4>
+                                    : bwd_ws_kernel<T, D, true, BM, 1>;
             else if ((mm & 9) == 9 || (mm & 33) == 33)   /* USP_GPU_BWD_MASK=x: that loop under per-row
                                                           * masks too, masked tiles by rel_keys (a
                                                           * compare a side), unmasked ones without a
-                                                          * test; =xv (or =wsxv): with dV early */
-                kern = mode == 8 || (mm & 32) ? bwd_ws_kernel<T, D, true, BM, 2, true, false>
-                                              : bwd_ws_kernel<T, D, true, BM, 1, true, false>;
+                                                          * test; =xv (or =wsxv): with dV early
+                                                          * (=wsxq, =wsxvq: as =wsx, =wsxv there) */
+                kern = mode == 8 || mode == 10 || (mm & 32) ? bwd_ws_kernel<T, D, true, BM, 2, true, false>
+                                                            : bwd_ws_kernel<T, D, true, BM, 1, true, false>;
         }
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid = ctas ? dim3(persist && nsm > 0 && nsm < ctas ? nsm : ctas)
@@ -767,7 +826,7 @@ int usp_ws_bwd(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
     /* per-row masks at D = 64 with USP_GPU_BWD_MASK=x (and the default dQ way): 128-row tiles
      * too, in the ws64x loop with masked tiles by rel_keys */
     const bool xm = (mode == 1 || mode >= 6) && (usp_ws_bwd_mask_mode() & 9) == 9;
-    const bool big = p.d == 64 && (mode == 1 || mode >= 4) && (!p.mask_lo || xm);   /* =wsx, =wsxv: as unset */
+    const bool big = p.d == 64 && (mode == 1 || mode >= 4) && (!p.mask_lo || xm);   /* =wsx.. (7-10): as unset */
     if (in == USP_BF16)
         return p.d == 128 ? wsb_launch<__nv_bfloat16, 128, 64>(p, in, st, why, why_len)
                : big      ? wsb_launch<__nv_bfloat16, 64, 128>(p, in, st, why, why_len)
@@ -832,5 +891,11 @@ int usp_ws_bwd_enabled(void) {
      * (wsxv); D = 64 and per-row masks as unset */
     if (e && !strcmp(e, "wsx")) return 7;
     if (e && !strcmp(e, "wsxv")) return 8;
+    /* D = 128 without per-row masks: wsx (9) and wsxv (10) with dQ's reduce-adds issued by a
+     * warp of the producer warpgroup, to which each consumer warpgroup hands its staged dQ by
+     * a named barrier (arrive, no wait), as FlashAttention-3's backward does; D = 64 and
+     * per-row masks as unset */
+    if (e && !strcmp(e, "wsxq")) return 9;
+    if (e && !strcmp(e, "wsxvq")) return 10;
     return 1;
 }

@@ -70,6 +70,12 @@ template <int THREADS>
 __device__ __forceinline__ void named_barrier(int id) {
     asm volatile("bar.sync %0, %1;\n" ::"r"(id), "n"(THREADS) : "memory");
 }
+/* Arrives at barrier id of THREADS threads without waiting (the writer's side of a
+ * hand-over: its shared-memory writes before it are seen by the threads of its bar.sync). */
+template <int THREADS>
+__device__ __forceinline__ void named_barrier_arrive(int id) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "n"(THREADS) : "memory");
+}
 
 /* Accumulates A (registers, 64 x 16) times a 16 x N shared tile into an
  * accumulator N wide: the products whose N is the head dim (O += P V,
