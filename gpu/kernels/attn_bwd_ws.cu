@@ -328,19 +328,21 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
         regs_dec<PERSIST ? 56 : 24>();
         if constexpr (DQW) {
             if (warp == 1) {   /* the dQ writer: adds each consumer's staged dQ by TMA reduce-adds */
-                int h = wk.hk * wk.group, mt = wk.mt_first;   /* q_tile(it), stepped */
-                for (int it = 0; it < wk.iters; ++it) {
-#pragma unroll
+                /* q_tile(it), stepped; few live values (24 registers) */
+                const int iters = wk.iters, nm = wk.nm, b = wk.b, m_first = wk.mt_first * BM;
+                int h = wk.hk * wk.group, m0 = m_first, k = 0;
+                for (int it = 0; it < iters; ++it) {
+#pragma unroll 1
                     for (int c = 0; c < 2; ++c) {
                         named_barrier<160>(WSB_DQ_FULL + c);   /* consumer c staged the tile's dQ */
                         if (lane == 0) {
                             const float *rq = sdQ + c * WSB_BM * 64;
-                            tma_reduce_add_4d(&tdq, rq, 64 * c, mt * BM, h, wk.b);
-                            tma_reduce_add_4d(&tdq, rq + WSB_BM * 32, 64 * c + 32, mt * BM, h, wk.b);
+                            tma_reduce_add_4d(&tdq, rq, 64 * c, m0, h, b);
+                            tma_reduce_add_4d(&tdq, rq + WSB_BM * 32, 64 * c + 32, m0, h, b);
                             bulk_commit();
                         }
                     }
-                    if (it + 1 < wk.iters) {   /* no hand-back after the last tile: no arrival left over */
+                    if (it + 1 < iters) {   /* no hand-back after the last tile: no arrival left over */
                         if (lane == 0) bulk_wait_read<1>();   /* consumer 0's region read */
                         __syncwarp();
                         named_barrier_arrive<160>(WSB_DQ_EMPTY);
@@ -348,8 +350,10 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
                         __syncwarp();
                         named_barrier_arrive<160>(WSB_DQ_EMPTY + 1);
                     }
-                    if (++mt == wk.mt_first + wk.nm) {
-                        mt = wk.mt_first;
+                    m0 += BM;
+                    if (++k == nm) {
+                        k = 0;
+                        m0 = m_first;
                         ++h;
                     }
                 }

@@ -9,7 +9,8 @@
 #           variables unset; others as NAME=VALUE)
 # sanitize  compute-sanitizer memcheck --quick, once per setting of SAN (default: "default")
 # bench     tools/bench-gpu on SHAPES (default L = 16384, D = 64, non-causal and causal),
-#           --reps $REPS (10): the default and --alt-env for each of ALT (default
+#           --reps $REPS (10) in --rounds $ROUNDS (bench-gpu's default unless set): the default
+#           and --alt-env for each of ALT (default
 #           USP_GPU_BWD=ws128r) that did not fail its check, SDPA flash and cuDNN in the same
 #           process, errors against fp64
 # ncu       one launch of the backward under NCU (default: "default") at NCU_SHAPE (default
@@ -65,7 +66,7 @@ if has bench; then
   alt=""; for v in $ALT; do ok "$v" && alt="$alt --alt-env $v"; done
   stamp "bench-gpu ($SHAPES;$alt)"
   timeout ${BENCH_TIMEOUT:-60} python3 tools/bench-gpu --lib "$LIB" $SHAPES \
-    --reps ${REPS:-10} $alt --json "$OUT/bench.json" > "$OUT/bench.txt" 2>&1
+    --reps ${REPS:-10} ${ROUNDS:+--rounds $ROUNDS} $alt --json "$OUT/bench.json" > "$OUT/bench.txt" 2>&1
   say "bench-gpu rc=$?"
   sed -n '/TFLOP/,$p' "$OUT/bench.txt" >> "$SUM"
 fi
