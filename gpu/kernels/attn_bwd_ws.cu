@@ -43,7 +43,8 @@
  * group range, usp_tile_masked) beside its LSE. USP_GPU_BWD_MASK=...,red (p.kv_red): the
  * dK/dV epilogue adds by fp32 reductions (wg_add_kv<D, true>) instead of loads and stores.
  * Named barriers: 1 (256 threads) once per tile between the dS^T stores and
- * the dQ products; 2, 3 (128) in each consumer around its dQ staging buffer.
+ * the dQ products; 2, 3 (128) in each consumer around its dQ staging buffer;
+ * with the dQ writer warp (=wsxq, =wsxvq) 4, 5 and 6, 7 (160: a consumer and the writer).
  *
  * Shared memory (D = 128, 2 stages): K, V 2 x 32 KB, Q, dO 2 x 2 x 16 KB,
  * dS^T 2 x 16 KB, dQ staging 32 KB, LSE / DELTA / intervals 2 KB: 195 KB.
@@ -62,6 +63,9 @@
  * D = 128 without per-row masks: by default (and USP_GPU_BWD=wsx) that loop on the 64-row
  * tiles (dQ columns 64c.. per warpgroup; P^T packed while dP^T runs, as in v7's loop);
  * =wsxv (opt-in) also issues dV's products as soon as P^T is packed, under dP^T and dS^T;
+ * =wsxq, =wsxvq (opt-in) are wsx, wsxv with dQ's reduce-adds issued by warp 1 of the
+ * producer warpgroup, to which each consumer hands its staged dQ by a named barrier that it
+ * arrives at without waiting (as FlashAttention-3's backward adds dQ; gpu/NOTES.md v14);
  * =ws (reduce-adds) and =wsa (atomics) keep v7's loop there.
  * Per-row masks with USP_GPU_BWD_MASK=x (opt-in): the same loops, D = 128 the 64-row tiles
  * (and =wsxv's), D = 64 the 128-row tiles (the plan's 64-row groups two a tile,
