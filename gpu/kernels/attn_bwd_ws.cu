@@ -345,6 +345,7 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
                             tma_reduce_add_4d(&tdq, rq + WSB_BM * 32, 64 * c + 32, m0, h, b);
                             bulk_commit();
                         }
+                        __syncwarp();   /* the warp whole at the next barrier */
                     }
                     if (it + 1 < iters) {   /* no hand-back after the last tile: no arrival left over */
                         if (lane == 0) bulk_wait_read<1>();   /* consumer 0's region read */
