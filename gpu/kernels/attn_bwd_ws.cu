@@ -794,7 +794,7 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
     if constexpr (D == 128)   /* by default (and =wsx): v9's loop on the 64-row tiles (v11; 1.28x v7's
                                * loop on an H100, gpu/NOTES.md); =wsxv: with dV's products before
                                * dP^T is waited for; =wsxq, =wsxvq: wsx, wsxv with the dQ writer
-                               * warp (v13); =ws, =wsa: v7's loop; per-row masks and the
+                               * warp (v14); =ws, =wsa: v7's loop; per-row masks and the
                                * persistent grid (USP_GPU_BWD_MASK=persist under a causal plan)
                                * keep their loops */
         if (!persist && mode != 2 && mode != 3) {

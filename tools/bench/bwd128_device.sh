@@ -1,6 +1,6 @@
 #!/bin/bash
 # bwd128_device.sh: one device call for the D = 128 backward of attn_bwd_ws.cu with the dQ writer
-# warp (USP_GPU_BWD=wsxq, =wsxvq; opt-in, gpu/NOTES.md v13) beside the default (v11's loop,
+# warp (USP_GPU_BWD=wsxq, =wsxvq; opt-in, gpu/NOTES.md v14) beside the default (v11's loop,
 # =wsx), =wsxv, SDPA flash and cuDNN, through tools/bench/bwd64_device.sh:
 #
 #   OUT=out tools/bench/bwd128_device.sh
