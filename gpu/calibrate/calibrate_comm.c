@@ -1,5 +1,6 @@
 /* calibrate_comm.c: NCCL send/recv and all-to-all between the ranks, through
- * the executor's own transport (usp_calib_measure_comm). */
+ * the executor's own transport (usp_calib_measure_comm); a world on the IPC
+ * transport (ranks sharing a GPU) is refused: it would not measure a network. */
 #define _POSIX_C_SOURCE 200809L
 #include "calibrate.h"
 
@@ -7,6 +8,7 @@
 #include <string.h>
 #include "executor/executor_ctx.h"
 #include "executor/executor_cuda.h"
+#include "transport/nccl_transport.h"
 
 enum { OP_SENDRECV, OP_ALL_TO_ALL };
 static const char *const OP_NAMES[] = {"sendrecv", "all_to_all"};
@@ -22,15 +24,15 @@ typedef struct {
  * events around the call on the comm stream. */
 static usp_status run_once(comm_bench *b, int op, size_t bytes, double *seconds) {
     usp_gpu_ctx *ctx = b->ctx;
-    usp_nccl *n = &ctx->nccl;
-    USP_TRY(usp_nccl_barrier(n, ctx->scratch, ctx->comm));
+    usp_transport *t = ctx->tr;
+    USP_TRY(t->ops->barrier(t, ctx->scratch, ctx->comm));
     USP_CUDA_CHECK(cudaEventRecord(b->start, ctx->comm));
     if (op == OP_SENDRECV) {
         size_t half = bytes / 2; /* K and V: two buffers, as a ring step sends them */
-        USP_TRY(usp_nccl_sendrecv(n, b->send, b->send + half, b->recv, b->recv + half, half, bytes - half, b->to,
+        USP_TRY(t->ops->sendrecv(t, b->send, b->send + half, b->recv, b->recv + half, half, bytes - half, b->to,
                                   b->from, ctx->comm));
     } else {
-        USP_TRY(usp_nccl_all_to_all(n, b->send, b->recv, bytes, ctx->comm));
+        USP_TRY(usp_transport_all_to_all(t, usp_gpu_world(ctx), b->send, b->recv, bytes, ctx->comm));
     }
     USP_CUDA_CHECK(cudaEventRecord(b->stop, ctx->comm));
     USP_CUDA_CHECK(cudaStreamSynchronize(ctx->comm));
@@ -66,7 +68,7 @@ static usp_status split_for(usp_gpu_ctx *ctx, int op) {
     c.heads = c.kv_heads = w;
     c.ulysses = op == OP_ALL_TO_ALL ? w : 1;
     c.ring = op == OP_ALL_TO_ALL ? 1 : w;
-    return usp_nccl_split(&ctx->nccl, &c);
+    return ctx->tr->ops->split(ctx->tr, &c);
 }
 
 static usp_status measure_op(comm_bench *b, int op, const double *sizes, int nsizes, int reps, usp_calib *m) {
@@ -122,6 +124,9 @@ usp_status usp_calib_measure_comm(usp_gpu_ctx *ctx, const double *sizes, int nsi
     int w = usp_gpu_world(ctx);
     if (w < 2) return usp_fail(USP_EINVAL, "measuring NCCL needs 2 or more ranks, this run has %d", w);
     if (reps < 1 || reps > MAX_REPS) return usp_fail(USP_EINVAL, "reps %d outside 1..%d", reps, MAX_REPS);
+    if (strcmp(ctx->tr->ops->name, "nccl"))
+        return usp_fail(USP_EINVAL, "measuring NCCL needs one rank per GPU; these ranks share a GPU (transport %s)",
+                        ctx->tr->ops->name);
     comm_bench b;
     /* the all-to-all stages one piece per rank */
     usp_status st = setup(&b, ctx, (size_t)largest(sizes, nsizes) * (size_t)w);

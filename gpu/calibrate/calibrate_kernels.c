@@ -313,7 +313,7 @@ static usp_status measure_memory(cudaStream_t s, const usp_calib_grid *g, usp_ca
     attn_bufs b;
     size_t elems = (size_t)MEM_TOKENS * MEM_HEADS * MEM_D;
     usp_status st = alloc_bufs(&b, elems, (size_t)MEM_TOKENS * MEM_HEADS, MEM_TOKENS);
-    mem_point p = {usp_kernel_builtin(), &b, {1, MEM_TOKENS, MEM_ULYSSES, MEM_HEADS, MEM_HEADS, MEM_D}, "", 0};
+    mem_point p = {usp_kernel_builtin(), &b, {1, MEM_TOKENS, MEM_ULYSSES, MEM_HEADS, MEM_HEADS, MEM_D, 0}, "", 0};
     if (st == USP_OK) st = usp_gpu_generate_shard(b.q, USP_BF16, &(usp_gpu_shard_desc){1, MEM_TOKENS, MEM_TOKENS,
                                                   MEM_HEADS, MEM_D, 1234, USP_TENSOR_Q}, b.tokens, s);
     for (int w = 0; w < MEM_KINDS && st == USP_OK; w++) {

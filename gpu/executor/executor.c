@@ -14,6 +14,14 @@
  * 16-bit dtype by default, fp32 with --wire fp32): the pack rounds them, the
  * unpack widens them back into the fp32 outputs.
  *
+ * Heads: each rank's own share (usp_rank_heads, usp_rank_kv_heads), even
+ * or not: the pack kernels cut per-peer pieces (usp/gpu_pack.h), the
+ * all-to-all is an all-to-all-v with each peer's byte count, and the kernels
+ * get the rank's head counts. Where the kernel ABI's GQA rule (local query
+ * head i uses K/V head i / (Hq / Hkv)) does not give the rank's mapping (an
+ * uneven split whose ranks hold parts of a K/V head's group), the attention
+ * runs once per K/V head over the query heads that use it (strided views).
+ *
  * Masks: an attention step with a mask layer (st->mask_layer >= 0) gets its
  * per-row key intervals from usp_step_row_mask, built and uploaded once per
  * run (lo then hi, [batch][q_len] int32 each) and handed to the kernel
@@ -27,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "executor_cuda.h"
+#include "usp/a2a.h"
 #include "usp/dispatch.h"
 #include "usp/gpu_pack.h"
 #include "usp/layout.h"
@@ -38,6 +47,8 @@ typedef struct {
     const usp_config *c;
     const usp_kernel *k;
     int rank;
+    int ulysses_rank;
+    int h0, hu, k0, hkvu;            /* this rank's query heads and K/V heads (usp/layout.h) */
     void *buf[USP_BUF_COUNT];        /* device memory, aliases resolved */
     usp_dtype dt[USP_BUF_COUNT];
     cudaEvent_t t0;                  /* the common start of a run */
@@ -205,23 +216,56 @@ static usp_status load_inputs(gpu_run *r, const usp_inputs *in) {
 /* (B, Lr, Hu, D): head-sharded queries and what is shaped like them. */
 static usp_ktensor query_tensor(const gpu_run *r, usp_buf b) {
     const usp_config *c = r->c;
-    return usp_ktensor_bshd(r->buf[b], r->dt[b], c->batch, c->seq / c->ring, usp_heads_per_rank(c),
-                            c->head_dim);
+    return usp_ktensor_bshd(r->buf[b], r->dt[b], c->batch, c->seq / c->ring, r->hu, c->head_dim);
 }
 
 /* Block `index` of a (R, B, Lr, Hkvu, D) or (B, Lr, Hkvu, D) K/V buffer. */
 static usp_ktensor kv_tensor(const gpu_run *r, usp_buf b, int index) {
     const usp_config *c = r->c;
-    int lr = c->seq / c->ring, hkvu = usp_kv_heads_per_rank(c);
-    size_t block = (size_t)c->batch * lr * hkvu * c->head_dim * elem_bytes(r, b);
-    return usp_ktensor_bshd((char *)r->buf[b] + (size_t)index * block, r->dt[b], c->batch, lr, hkvu,
+    int lr = c->seq / c->ring;
+    size_t block = (size_t)c->batch * lr * r->hkvu * c->head_dim * elem_bytes(r, b);
+    return usp_ktensor_bshd((char *)r->buf[b] + (size_t)index * block, r->dt[b], c->batch, lr, r->hkvu,
                             c->head_dim);
 }
 
 /* (B, Hu, Lr) fp32. */
 static usp_kstats stats_tensor(const gpu_run *r, usp_buf b) {
     const usp_config *c = r->c;
-    return usp_kstats_bhl(r->buf[b], c->batch, usp_heads_per_rank(c), c->seq / c->ring);
+    return usp_kstats_bhl(r->buf[b], c->batch, r->hu, c->seq / c->ring);
+}
+
+/* Heads [h0, h0 + n) of a (B, L, H, D) or (B, H, L) descriptor: same strides. */
+static usp_ktensor heads_of(usp_ktensor t, int h0, int n) {
+    t.ptr = (char *)t.ptr + (size_t)h0 * (size_t)t.sh * usp_dtype_size(t.dtype);
+    t.h = n;
+    return t;
+}
+
+static usp_kstats stat_heads_of(usp_kstats t, int h0, int n) {
+    t.ptr += (size_t)h0 * (size_t)t.sh;
+    t.h = n;
+    return t;
+}
+
+/* Whether the kernel ABI's GQA rule (local query head i uses local K/V head
+ * i / (Hu / Hkvu)) is this rank's mapping (global head h uses K/V head h / (H / Hkv)). */
+static int abi_maps_heads(const gpu_run *r) {
+    const usp_config *c = r->c;
+    if (r->hkvu < 1 || r->hu % r->hkvu != 0) return 0;
+    int group = c->heads / c->kv_heads, local = r->hu / r->hkvu;
+    for (int i = 0; i < r->hu; i++)
+        if ((r->h0 + i) / group - r->k0 != i / local) return 0;
+    return 1;
+}
+
+/* Local query heads [*q0, *q0 + *qn) that use local K/V head j. */
+static void run_of_kv_head(const gpu_run *r, int j, int *q0, int *qn) {
+    int group = r->c->heads / r->c->kv_heads, kh = r->k0 + j;
+    int first = kh * group, last = first + group; /* global query heads of kh */
+    if (first < r->h0) first = r->h0;
+    if (last > r->h0 + r->hu) last = r->h0 + r->hu;
+    *q0 = first - r->h0;
+    *qn = last > first ? last - first : 0;
 }
 
 static usp_status kernel_result(int rc, const gpu_run *r, const char *fn, const char *why) {
@@ -236,7 +280,20 @@ static usp_status attn_fwd(gpu_run *r, int i, const usp_step *st, cudaStream_t s
         .lse = stats_tensor(r, USP_BUF_LSE_BLK), .blk = st->blk, .scale = (float)usp_scale(r->c)};
     row_mask_of(r, i, st, &a.mask_lo, &a.mask_hi);
     char why[256] = "";
-    return kernel_result(r->k->forward(&a, s, why, sizeof why), r, "forward", why);
+    if (abi_maps_heads(r)) return kernel_result(r->k->forward(&a, s, why, sizeof why), r, "forward", why);
+    for (int j = 0; j < r->hkvu; j++) { /* one call per K/V head over the query heads using it */
+        int q0, qn;
+        run_of_kv_head(r, j, &q0, &qn);
+        if (qn == 0) continue;
+        usp_kfwd_args b = a;
+        b.q = heads_of(a.q, q0, qn);
+        b.o = heads_of(a.o, q0, qn);
+        b.lse = stat_heads_of(a.lse, q0, qn);
+        b.k = heads_of(a.k, j, 1);
+        b.v = heads_of(a.v, j, 1);
+        USP_TRY(kernel_result(r->k->forward(&b, s, why, sizeof why), r, "forward", why));
+    }
+    return USP_OK;
 }
 
 static usp_status merge(gpu_run *r, const usp_step *st, cudaStream_t s) {
@@ -264,7 +321,24 @@ static usp_status attn_bwd(gpu_run *r, int i, const usp_step *st, cudaStream_t s
         .dv = kv_tensor(r, st->dst[1], st->kv_block), .blk = st->blk, .scale = (float)usp_scale(r->c)};
     row_mask_of(r, i, st, &a.mask_lo, &a.mask_hi);
     char why[256] = "";
-    return kernel_result(r->k->backward(&a, s, why, sizeof why), r, "backward", why);
+    if (abi_maps_heads(r)) return kernel_result(r->k->backward(&a, s, why, sizeof why), r, "backward", why);
+    for (int j = 0; j < r->hkvu; j++) { /* as attn_fwd: dK, dV of head j add up over the calls */
+        int q0, qn;
+        run_of_kv_head(r, j, &q0, &qn);
+        if (qn == 0) continue;
+        usp_kbwd_args b = a;
+        b.q = heads_of(a.q, q0, qn);
+        b.dout = heads_of(a.dout, q0, qn);
+        b.dq = heads_of(a.dq, q0, qn);
+        b.lse = stat_heads_of(a.lse, q0, qn);
+        b.delta = stat_heads_of(a.delta, q0, qn);
+        b.k = heads_of(a.k, j, 1);
+        b.v = heads_of(a.v, j, 1);
+        b.dk = heads_of(a.dk, j, 1);
+        b.dv = heads_of(a.dv, j, 1);
+        USP_TRY(kernel_result(r->k->backward(&b, s, why, sizeof why), r, "backward", why));
+    }
+    return USP_OK;
 }
 
 /* ------------------------------------------------------------ steps */
@@ -287,7 +361,7 @@ static usp_dtype a2a_dtype(const usp_config *c, usp_a2a a) {
 }
 
 static usp_status run_compute(gpu_run *r, int i, const usp_step *st, cudaStream_t s) {
-    usp_a2a_dims dims = usp_a2a_dims_of(r->c);
+    usp_a2a_dims dims = usp_a2a_dims_rank(r->c, r->ulysses_rank);
     switch (st->kind) {
     case USP_STEP_PACK:
         return usp_gpu_a2a_pack_to(st->a2a, &dims, r->dt[st->src[0]], a2a_dtype(r->c, st->a2a), r->buf[st->src[0]],
@@ -312,33 +386,51 @@ static usp_status run_compute(gpu_run *r, int i, const usp_step *st, cudaStream_
 }
 
 
+/* A K/V block of this rank (the ring group's ranks share its ulysses rank, so its heads). */
 static size_t block_bytes(const gpu_run *r, usp_buf b) {
     const usp_config *c = r->c;
-    return (size_t)c->batch * (c->seq / c->ring) * usp_kv_heads_per_rank(c) * c->head_dim * elem_bytes(r, b);
+    return (size_t)c->batch * (c->seq / c->ring) * r->hkvu * c->head_dim * elem_bytes(r, b);
+}
+
+/* Each peer's piece of SEND and RECV, in bytes (usp/a2a.h's layout). */
+static usp_status all_to_all(gpu_run *r, const usp_step *st, cudaStream_t s) {
+    const usp_config *c = r->c;
+    int n = c->ulysses, u = r->ulysses_rank;
+    size_t elem = usp_dtype_size(a2a_dtype(c, st->a2a));
+    size_t *v = usp_calloc((size_t)4 * n, sizeof *v);
+    if (!v) return USP_EINTERNAL;
+    for (int p = 0; p < n; p++) {
+        v[p] = (size_t)usp_a2a_send_offset(c, st->a2a, u, p) * elem;
+        v[n + p] = (size_t)usp_a2a_send_elems(c, st->a2a, u, p) * elem;
+        v[2 * n + p] = (size_t)usp_a2a_recv_offset(c, st->a2a, u, p) * elem;
+        v[3 * n + p] = (size_t)usp_a2a_recv_elems(c, st->a2a, u, p) * elem;
+    }
+    usp_transport *t = r->ctx->tr;
+    usp_status rc = t->ops->all_to_all_v(t, n, r->buf[USP_BUF_SEND], v, v + n, r->buf[USP_BUF_RECV], v + 2 * n,
+                                         v + 3 * n, s);
+    free(v);
+    return rc;
 }
 
 static usp_status run_comm(gpu_run *r, const usp_step *st, cudaStream_t s) {
-    usp_nccl *n = &r->ctx->nccl;
+    usp_transport *t = r->ctx->tr;
     const usp_config *c = r->c;
     switch (st->kind) {
-    case USP_STEP_ALL_TO_ALL: {
-        size_t piece = (size_t)usp_a2a_piece_elems(c, st->a2a) * usp_dtype_size(a2a_dtype(c, st->a2a));
-        return usp_nccl_all_to_all(n, r->buf[USP_BUF_SEND], r->buf[USP_BUF_RECV], piece, s);
-    }
+    case USP_STEP_ALL_TO_ALL: return all_to_all(r, st, s);
     case USP_STEP_SENDRECV: {
         size_t b0 = (size_t)owner_elems(r, st->src[0]) * elem_bytes(r, st->src[0]);
         size_t b1 = (size_t)owner_elems(r, st->src[1]) * elem_bytes(r, st->src[1]);
         int to = usp_group_index(c, USP_GROUP_RING, usp_step_send_peer(c, r->rank, st));
         int from = usp_group_index(c, USP_GROUP_RING, usp_step_recv_peer(c, r->rank, st));
-        return usp_nccl_sendrecv(n, r->buf[st->src[0]], r->buf[st->src[1]], r->buf[st->dst[0]],
+        return t->ops->sendrecv(t, r->buf[st->src[0]], r->buf[st->src[1]], r->buf[st->dst[0]],
                                  r->buf[st->dst[1]], b0, b1, to, from, s);
     }
     case USP_STEP_ALLGATHER:
-        return usp_nccl_allgather(n, r->buf[st->src[0]], r->buf[st->src[1]], r->buf[st->dst[0]],
+        return t->ops->allgather(t, r->buf[st->src[0]], r->buf[st->src[1]], r->buf[st->dst[0]],
                                   r->buf[st->dst[1]], block_bytes(r, st->src[0]), s);
     case USP_STEP_REDUCE_SCATTER:
-        return usp_nccl_reduce_scatter(n, r->buf[st->src[0]], r->buf[st->src[1]], r->buf[st->dst[0]],
-                                       r->buf[st->dst[1]], block_bytes(r, st->dst[0]) / sizeof(float), 0, s);
+        return t->ops->reduce_scatter(t, r->buf[st->src[0]], r->buf[st->src[1]], r->buf[st->dst[0]],
+                                      r->buf[st->dst[1]], block_bytes(r, st->dst[0]) / sizeof(float), s);
     default: return usp_fail(USP_EINTERNAL, "step kind %s is not a comm step", usp_step_kind_name(st->kind));
     }
 }
@@ -403,7 +495,7 @@ static usp_status wait_steps(gpu_run *r) {
         int pending = next[0] < next[1] ? next[0] : next[1];
         const char *name = usp_rank_step(r->rs, pending)->name;
         if (moved) last_progress = usp_now_s();
-        if (usp_nccl_poll(&ctx->nccl) != USP_OK) {
+        if (ctx->tr->ops->poll(ctx->tr) != USP_OK) {
             usp_error_prefix("rank %d, step %d (%s): ", r->rank, pending, name);
             return USP_EINTERNAL;
         }
@@ -425,7 +517,7 @@ static usp_status wait_stream(gpu_run *r, cudaStream_t s, const char *what) {
         cudaError_t e = cudaEventQuery(ev);
         if (e == cudaSuccess) break;
         if (e != cudaErrorNotReady) { st = usp_fail(USP_EINTERNAL, "%s", cudaGetErrorString(e)); break; }
-        if ((st = usp_nccl_poll(&r->ctx->nccl)) != USP_OK) break;
+        if ((st = r->ctx->tr->ops->poll(r->ctx->tr)) != USP_OK) break;
         if ((st = usp_links_check(&r->ctx->links, 1)) != USP_OK) break;
         if (usp_now_s() > deadline) { st = usp_fail(USP_EINTERNAL, "not done within %.0f s", r->ctx->timeout_s); break; }
     }
@@ -470,7 +562,7 @@ static int one_step_at_a_time(void) {
 static usp_status run_once(gpu_run *r) {
     usp_gpu_ctx *ctx = r->ctx;
     int serial = one_step_at_a_time();
-    USP_TRY(usp_nccl_barrier(&ctx->nccl, ctx->scratch, ctx->comm));
+    USP_TRY(ctx->tr->ops->barrier(ctx->tr, ctx->scratch, ctx->comm));
     USP_CUDA_CHECK(cudaEventRecord(r->t0, ctx->comm));
     USP_CUDA_CHECK(cudaStreamWaitEvent(ctx->compute, r->t0, 0));
     for (int i = 0; i < r->rs->nsteps; i++) {
@@ -591,7 +683,7 @@ static usp_status gather_bytes(gpu_run *r, const void *mine, void *host, size_t 
     int is_root = r->rank == 0;
     size_t total = bytes * (size_t)r->s->world;
     if (is_root) USP_CUDA_CHECK(cudaMalloc(&root, total));
-    usp_status st = usp_nccl_gather(&r->ctx->nccl, mine, root, bytes, r->ctx->comm);
+    usp_status st = r->ctx->tr->ops->gather(r->ctx->tr, mine, root, bytes, r->ctx->comm);
     if (st == USP_OK) st = wait_stream(r, r->ctx->comm, "gathering to rank 0");
     if (st == USP_OK && is_root && cudaMemcpy(host, root, total, cudaMemcpyDeviceToHost) != cudaSuccess)
         st = usp_fail(USP_EINTERNAL, "gathering to rank 0: %s", cudaGetErrorString(cudaGetLastError()));
@@ -655,10 +747,6 @@ static usp_status check_run(const usp_schedule *s, const usp_gpu_options *o, con
     if (c->dtype == USP_F64)
         return usp_fail(USP_EINVAL, "dtype fp64: the GPU executor runs bf16, fp16 or fp32 "
                         "(fp64 runs on --backend ref)");
-    if (!usp_heads_even(c)) /* its pack kernels and kernel ABI take H/U heads on every rank */
-        return usp_fail(USP_EINVAL, "heads %d, kv_heads %d over ulysses %d split unevenly: the GPU "
-                        "executor runs even splits only (--backend ref or sim run this one)",
-                        c->heads, c->kv_heads, c->ulysses);
     if (!(k->dtypes & (1u << c->dtype)))
         return usp_fail(USP_EINVAL, "kernel '%s' does not take dtype %s", k->name ? k->name : "?",
                         usp_dtype_name(c->dtype));
@@ -672,7 +760,7 @@ static usp_status check_run(const usp_schedule *s, const usp_gpu_options *o, con
 
 static usp_status execute(gpu_run *r, const usp_inputs *in, const usp_gpu_options *o, usp_result *out,
                           usp_trace *trace) {
-    USP_TRY(usp_nccl_split(&r->ctx->nccl, r->c));
+    USP_TRY(r->ctx->tr->ops->split(r->ctx->tr, r->c));
     USP_TRY(alloc_buffers(r));
     USP_TRY(upload_row_masks(r));
     USP_TRY(load_inputs(r, in));
@@ -687,6 +775,7 @@ static usp_status execute(gpu_run *r, const usp_inputs *in, const usp_gpu_option
     }
     if (st == USP_OK) st = gather_timing(r, &t, rec, out, trace);
     if (st == USP_OK && o->gather_outputs) st = gather_outputs(r, out);
+    if (st == USP_OK) st = r->ctx->tr->ops->end_run(r->ctx->tr);
     free(rec);
     return st;
 }
@@ -698,6 +787,9 @@ usp_status usp_gpu_execute(const usp_schedule *s, const usp_inputs *in, const us
     usp_gpu_ctx *ctx = o->ctx;
     gpu_run r = {.ctx = ctx, .s = s, .rank = ctx->env.rank, .c = &s->cfg, .k = k};
     r.rs = &s->ranks[r.rank];
+    r.ulysses_rank = r.rs->ulysses_rank;
+    usp_rank_heads(r.c, r.ulysses_rank, &r.h0, &r.hu);
+    usp_rank_kv_heads(r.c, r.ulysses_rank, &r.k0, &r.hkvu);
     USP_CUDA_CHECK(cudaSetDevice(ctx->device));
     usp_status st = execute(&r, in, o, out, trace);
     if (st != USP_OK) {
@@ -705,7 +797,7 @@ usp_status usp_gpu_execute(const usp_schedule *s, const usp_inputs *in, const us
         /* Peers may be inside NCCL kernels that wait for this rank: tell
          * them, and end the communicators before freeing memory they use. */
         usp_links_fail(&ctx->links, usp_error());
-        usp_nccl_abort(&ctx->nccl);
+        ctx->tr->ops->abort(ctx->tr);
         ctx->failed = 1;
     } else {
         usp_result_count_schedule(out, s);

@@ -8,7 +8,8 @@ endif()
 message(STATUS "usp: NCCL from ${USP_NCCL_LIBRARY}")
 
 add_library(usp_gpu_exec STATIC
-  transport/bootstrap.c transport/launch.c transport/nccl_transport.c
+  transport/bootstrap.c transport/launch.c transport/transport.c transport/nccl_transport.c
+  transport/ipc_transport.c
   executor/executor_ctx.c executor/executor.c executor/executor_kernels.cu)
 target_include_directories(usp_gpu_exec
   PUBLIC ${PROJECT_SOURCE_DIR}/include ${USP_NCCL_INCLUDE_DIR}

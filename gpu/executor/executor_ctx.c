@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "executor_cuda.h"
+#include "transport/nccl_transport.h"
 
 int usp_gpu_device_count(void) {
     int n = 0;
@@ -45,15 +46,23 @@ static usp_status bind_device(usp_gpu_ctx *ctx) {
     return USP_OK;
 }
 
-/* Rank 0 makes the NCCL id; the links carry it to the others. */
+/* Rank 0 makes the NCCL id (unless USP_TRANSPORT=ipc); the links carry it
+ * to the others; then the ranks agree on a transport (transport.h). */
 static usp_status connect_ranks(usp_gpu_ctx *ctx) {
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
-    if (ctx->env.world > 1 && ctx->env.rank == 0) USP_NCCL_CHECK(ncclGetUniqueId(&id));
+    const char *setting = getenv("USP_TRANSPORT");
+    int ipc_only = setting && !strcmp(setting, "ipc");
+    if (ctx->env.world > 1 && ctx->env.rank == 0 && !ipc_only) USP_NCCL_CHECK(ncclGetUniqueId(&id));
     USP_TRY(usp_links_open(&ctx->links, &ctx->env, ctx->timeout_s, &id, sizeof id));
-    usp_status st = usp_nccl_open(&ctx->nccl, &ctx->links, ctx->env.rank, ctx->env.world, &id, ctx->timeout_s);
-    if (st != USP_OK) usp_error_prefix("rank %d: ", ctx->env.rank);
+    usp_transport_env e = {ctx->env.rank, ctx->env.world, ctx->device, &ctx->links, ctx->timeout_s, &id};
+    usp_status st = usp_transport_open(&e, &ctx->tr);
+    if (st != USP_OK && strncmp(usp_error(), "rank ", 5) != 0) usp_error_prefix("rank %d: ", ctx->env.rank);
     return st;
+}
+
+const char *usp_gpu_transport_name(const usp_gpu_ctx *ctx) {
+    return ctx && ctx->tr ? ctx->tr->ops->name : "none";
 }
 
 usp_status usp_gpu_open(const usp_gpu_env *env, double timeout_s, usp_gpu_ctx **out) {
@@ -91,7 +100,8 @@ void usp_gpu_close(usp_gpu_ctx *ctx) {
         usp_gpu_abort(ctx);
         return;
     }
-    usp_nccl_close(&ctx->nccl);
+    if (ctx->tr) ctx->tr->ops->close(ctx->tr);
+    ctx->tr = NULL;
     usp_links_close(&ctx->links, 1);
     free_device(ctx);
     free(ctx);
@@ -100,7 +110,11 @@ void usp_gpu_close(usp_gpu_ctx *ctx) {
 void usp_gpu_abort(usp_gpu_ctx *ctx) {
     if (!ctx) return;
     if (!ctx->failed) usp_links_fail(&ctx->links, usp_error());
-    usp_nccl_abort(&ctx->nccl);
+    if (ctx->tr) {
+        ctx->tr->ops->abort(ctx->tr);
+        ctx->tr->ops->close(ctx->tr);
+        ctx->tr = NULL;
+    }
     usp_links_close(&ctx->links, 0);
     free_device(ctx);
     free(ctx);

@@ -1,10 +1,11 @@
 /* executor_ctx.h: what one rank process holds for its whole life (inside
- * usp_gpu): its GPU, two streams, the TCP links and the NCCL communicators. */
+ * usp_gpu): its GPU, two streams, the TCP links and the transport (NCCL
+ * communicators or CUDA IPC, transport.h). */
 #ifndef USP_GPU_EXECUTOR_CTX_H
 #define USP_GPU_EXECUTOR_CTX_H
 
 #include "transport/bootstrap.h"
-#include "transport/nccl_transport.h"
+#include "transport/transport.h"
 #include "usp/gpu_exec.h"
 
 struct usp_gpu_ctx {
@@ -12,10 +13,10 @@ struct usp_gpu_ctx {
     int device;
     double timeout_s;
     usp_links links;
-    usp_nccl nccl;
+    usp_transport *tr;            /* NULL until opened */
     cudaStream_t compute, comm;   /* the schedule's two streams */
     float *scratch;               /* one float on the device, for barriers */
-    int failed;                   /* peers were told and NCCL aborted already */
+    int failed;                   /* peers were told and the transport aborted already */
 };
 
 #endif

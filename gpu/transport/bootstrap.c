@@ -20,7 +20,10 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { MSG_HELLO = 1, MSG_ID, MSG_BARRIER, MSG_FAIL, MSG_BYE };
+enum { MSG_HELLO = 1, MSG_ID, MSG_BARRIER, MSG_FAIL, MSG_BYE, MSG_NOTE };
+
+/* A note's body: destination rank and tag (network order), then the bytes. */
+enum { NOTE_HEAD = 8 };
 
 /* One message: type and rank in network order, then text or payload. */
 typedef struct {
@@ -320,8 +323,52 @@ static void relay_failure(usp_links *l, int origin) {
             send_msg(l->peers[i].fd, MSG_FAIL, origin, l->failure, strlen(l->failure) + 1);
 }
 
+/* The link that leads to rank `to`: its own on rank 0, rank 0's elsewhere. */
+static usp_link *link_to(usp_links *l, int to) {
+    if (l->rank != 0) return l->npeers > 0 ? &l->peers[0] : NULL;
+    return to >= 1 && to - 1 < l->npeers ? &l->peers[to - 1] : NULL;
+}
+
+static int send_note(usp_links *l, int origin, int to, unsigned tag, const void *body, size_t n) {
+    usp_link *k = link_to(l, to);
+    if (!k || k->fd < 0) return -1;
+    unsigned char buf[NOTE_HEAD + USP_LINK_NOTE_BYTES];
+    uint32_t head[2] = {htonl((uint32_t)to), htonl((uint32_t)tag)};
+    memcpy(buf, head, sizeof head);
+    if (n) memcpy(buf + NOTE_HEAD, body, n);
+    return send_msg(k->fd, MSG_NOTE, origin, buf, NOTE_HEAD + n);
+}
+
+/* A note for this rank is queued; rank 0 passes one for another rank on. */
+static void take_note(usp_links *l, link_msg *m) {
+    uint32_t head[2];
+    if (m->len < NOTE_HEAD || m->len > NOTE_HEAD + USP_LINK_NOTE_BYTES) return;
+    memcpy(head, m->body, sizeof head);
+    int to = (int)ntohl(head[0]);
+    unsigned tag = ntohl(head[1]);
+    size_t n = m->len - NOTE_HEAD;
+    if (to != l->rank) {
+        if (l->rank == 0 && send_note(l, (int)m->rank, to, tag, m->body + NOTE_HEAD, n)) {
+            char text[200];
+            snprintf(text, sizeof text, "rank 0: a note from rank %d to rank %d found no link", (int)m->rank, to);
+            note_failure(l, text);
+        }
+        return;
+    }
+    usp_link_note *note = usp_calloc(1, sizeof *note);
+    if (!note) { note_failure(l, "out of host memory for a note"); return; }
+    note->from = (int)m->rank;
+    note->tag = tag;
+    note->n = n;
+    memcpy(note->body, m->body + NOTE_HEAD, n);
+    if (!l->notes_end) l->notes_end = &l->notes;
+    *l->notes_end = note;
+    l->notes_end = &note->next;
+}
+
 static void handle(usp_links *l, usp_link *k, link_msg *m) {
     switch (m->type) {
+    case MSG_NOTE: take_note(l, m); break;
     case MSG_BARRIER: k->barriers++; break;
     case MSG_BYE: k->said_bye = 1; break;
     case MSG_FAIL:
@@ -403,6 +450,44 @@ usp_status usp_links_barrier(usp_links *l) {
     return USP_OK;
 }
 
+usp_status usp_links_send(usp_links *l, int to, unsigned tag, const void *body, size_t n) {
+    if (n > USP_LINK_NOTE_BYTES)
+        return usp_fail(USP_EINTERNAL, "rank %d: a note of %zu bytes (at most %d)", l->rank, n, USP_LINK_NOTE_BYTES);
+    if (to == l->rank || to < 0 || to >= l->world)
+        return usp_fail(USP_EINTERNAL, "rank %d: a note to rank %d", l->rank, to);
+    if (send_note(l, l->rank, to, tag, body, n))
+        return usp_fail(USP_EINTERNAL, "rank %d: a note to rank %d: the link broke", l->rank, to);
+    return USP_OK;
+}
+
+/* Removes and returns the first note from `from` with `tag`, or NULL. */
+static usp_link_note *find_note(usp_links *l, int from, unsigned tag) {
+    for (usp_link_note **p = &l->notes; *p; p = &(*p)->next) {
+        usp_link_note *note = *p;
+        if (note->from != from || note->tag != tag) continue;
+        *p = note->next;
+        if (!*p) l->notes_end = p;
+        return note;
+    }
+    return NULL;
+}
+
+usp_status usp_links_recv(usp_links *l, int from, unsigned tag, void *body, size_t n, const char *what) {
+    double deadline = usp_now_s() + l->timeout_s;
+    for (;;) {
+        usp_link_note *note = find_note(l, from, tag);
+        if (note) {
+            memcpy(body, note->body, n < note->n ? n : note->n);
+            free(note);
+            return USP_OK;
+        }
+        USP_TRY(usp_links_check(l, 1));
+        if (usp_now_s() > deadline)
+            return usp_fail(USP_EINTERNAL, "rank %d, %s: rank %d did not answer within %.0f s", l->rank, what, from,
+                            l->timeout_s);
+    }
+}
+
 void usp_links_fail(usp_links *l, const char *why) {
     if (l->peer_failed) return; /* the failure came from a peer: they know */
     for (int i = 0; i < l->npeers; i++)
@@ -418,4 +503,10 @@ void usp_links_close(usp_links *l, int finished) {
     free(l->peers);
     l->peers = NULL;
     l->npeers = 0;
+    while (l->notes) {
+        usp_link_note *next = l->notes->next;
+        free(l->notes);
+        l->notes = next;
+    }
+    l->notes_end = NULL;
 }

@@ -2,6 +2,7 @@
 #include "nccl_transport.h"
 #include "executor/executor_cuda.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include "usp/layout.h"
 #include "usp/schedule.h"
@@ -147,6 +148,20 @@ usp_status usp_nccl_all_to_all(usp_nccl *n, const void *send, void *recv, size_t
     return end_group(n, n->ulysses, "all-to-all");
 }
 
+usp_status usp_nccl_all_to_all_v(usp_nccl *n, const void *send, const size_t *send_off, const size_t *send_bytes,
+                                 void *recv, const size_t *recv_off, const size_t *recv_bytes, cudaStream_t st) {
+    int size;
+    USP_NCCL_CHECK(ncclCommCount(n->ulysses, &size));
+    USP_NCCL_CHECK(ncclGroupStart());
+    for (int i = 0; i < size; i++) {
+        if (send_bytes[i])
+            USP_NCCL_CHECK(ncclSend((const char *)send + send_off[i], send_bytes[i], ncclUint8, i, n->ulysses, st));
+        if (recv_bytes[i])
+            USP_NCCL_CHECK(ncclRecv((char *)recv + recv_off[i], recv_bytes[i], ncclUint8, i, n->ulysses, st));
+    }
+    return end_group(n, n->ulysses, "all-to-all");
+}
+
 usp_status usp_nccl_sendrecv(usp_nccl *n, const void *s0, const void *s1, void *d0, void *d1, size_t b0,
                              size_t b1, int to, int from, cudaStream_t st) {
     USP_NCCL_CHECK(ncclGroupStart());
@@ -192,4 +207,70 @@ usp_status usp_nccl_barrier(usp_nccl *n, float *scratch, cudaStream_t st) {
     if (n->world == 1) return USP_OK;
     USP_NCCL_CHECK(ncclAllReduce(scratch, scratch, 1, ncclFloat32, ncclSum, n->world_comm, st));
     return wait_ready(n, n->world_comm, "barrier");
+}
+
+/* ------------------------------------------------------------ the transport's operations */
+
+static usp_nccl *nccl_of(usp_transport *t) { return (usp_nccl *)t; }
+
+static usp_status op_split(usp_transport *t, const usp_config *c) { return usp_nccl_split(nccl_of(t), c); }
+
+static usp_status op_all_to_all_v(usp_transport *t, int n, const void *send, const size_t *send_off,
+                                  const size_t *send_bytes, void *recv, const size_t *recv_off,
+                                  const size_t *recv_bytes, cudaStream_t st) {
+    usp_nccl *x = nccl_of(t);
+    int size;
+    USP_NCCL_CHECK(ncclCommCount(x->ulysses, &size));
+    if (size != n) return usp_fail(USP_EINTERNAL, "all-to-all over %d ranks in a group of %d", n, size);
+    return usp_nccl_all_to_all_v(x, send, send_off, send_bytes, recv, recv_off, recv_bytes, st);
+}
+
+static usp_status op_sendrecv(usp_transport *t, const void *s0, const void *s1, void *d0, void *d1, size_t b0,
+                              size_t b1, int to, int from, cudaStream_t st) {
+    return usp_nccl_sendrecv(nccl_of(t), s0, s1, d0, d1, b0, b1, to, from, st);
+}
+
+static usp_status op_allgather(usp_transport *t, const void *s0, const void *s1, void *d0, void *d1, size_t bytes,
+                               cudaStream_t st) {
+    return usp_nccl_allgather(nccl_of(t), s0, s1, d0, d1, bytes, st);
+}
+
+static usp_status op_reduce_scatter(usp_transport *t, const void *s0, const void *s1, void *d0, void *d1,
+                                    size_t count, cudaStream_t st) {
+    return usp_nccl_reduce_scatter(nccl_of(t), s0, s1, d0, d1, count, 0, st);
+}
+
+static usp_status op_gather(usp_transport *t, const void *mine, void *root, size_t bytes, cudaStream_t st) {
+    return usp_nccl_gather(nccl_of(t), mine, root, bytes, st);
+}
+
+static usp_status op_barrier(usp_transport *t, float *scratch, cudaStream_t st) {
+    return usp_nccl_barrier(nccl_of(t), scratch, st);
+}
+
+static usp_status op_end_run(usp_transport *t) { (void)t; return USP_OK; }
+static usp_status op_poll(usp_transport *t) { return usp_nccl_poll(nccl_of(t)); }
+static void op_abort(usp_transport *t) { usp_nccl_abort(nccl_of(t)); }
+
+static void op_close(usp_transport *t) {
+    usp_nccl_close(nccl_of(t));
+    free(t);
+}
+
+static const usp_transport_ops nccl_ops = {
+    "nccl", op_split, op_all_to_all_v, op_sendrecv, op_allgather, op_reduce_scatter, op_gather, op_barrier,
+    op_end_run, op_poll, op_abort, op_close};
+
+usp_status usp_transport_open_nccl(const usp_transport_env *e, usp_transport **out) {
+    usp_nccl *n = usp_calloc(1, sizeof *n);
+    if (!n) return USP_EINTERNAL;
+    usp_status st = usp_nccl_open(n, e->links, e->rank, e->world, (const ncclUniqueId *)e->nccl_id, e->timeout_s);
+    n->base.ops = &nccl_ops;
+    if (st != USP_OK) {
+        usp_nccl_abort(n);
+        free(n);
+        return st;
+    }
+    *out = &n->base;
+    return USP_OK;
 }

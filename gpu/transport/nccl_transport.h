@@ -14,6 +14,7 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 #include "bootstrap.h"
+#include "transport.h"
 #include "usp/config.h"
 
 /* The one check of every NCCL call: ncclInProgress is not a failure on a
@@ -27,6 +28,7 @@
     } while (0)
 
 typedef struct {
+    usp_transport base;           /* ops: usp_transport_open_nccl's */
     int rank, world;
     ncclComm_t world_comm;
     ncclComm_t ulysses, ring;     /* NULL where the group has one rank */
@@ -49,6 +51,11 @@ void usp_nccl_close(usp_nccl *n);
 /* ALL_TO_ALL: piece i of send to ulysses rank i, piece j of recv from j. */
 usp_status usp_nccl_all_to_all(usp_nccl *n, const void *send, void *recv, size_t piece_bytes,
                                cudaStream_t st);
+/* ALL_TO_ALL_V: send_bytes[i] at send + send_off[i] to ulysses rank i,
+ * recv_bytes[j] from rank j to recv + recv_off[j] (grouped ncclSend/ncclRecv,
+ * each peer's own byte count; zero-byte pieces are skipped). */
+usp_status usp_nccl_all_to_all_v(usp_nccl *n, const void *send, const size_t *send_off, const size_t *send_bytes,
+                                 void *recv, const size_t *recv_off, const size_t *recv_bytes, cudaStream_t st);
 /* SENDRECV: (s0, s1) to ring rank `to`, (d0, d1) from ring rank `from`;
  * b0 and b1 are the bytes of each pair. */
 usp_status usp_nccl_sendrecv(usp_nccl *n, const void *s0, const void *s1, void *d0, void *d1, size_t b0,

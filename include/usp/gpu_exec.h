@@ -14,7 +14,9 @@
  * CUDA event of its `dep`; every step is timed by CUDA events. Transport is
  * NCCL: the all-to-all as grouped send/recv in the ulysses communicator, ring
  * K/V and dK/dV as send/recv in the ring communicator, all-gather and
- * reduce-scatter as NCCL collectives in the ring communicator. */
+ * reduce-scatter as NCCL collectives in the ring communicator; or, for ranks
+ * that share a GPU (NCCL takes one rank per GPU), CUDA IPC between the
+ * processes of one machine (gpu/transport.h). */
 #ifndef USP_GPU_EXEC_H
 #define USP_GPU_EXEC_H
 
@@ -95,6 +97,11 @@ typedef struct {
  * step at a time (no overlap), to tell a race from a wrong result. */
 usp_status usp_gpu_execute(const usp_schedule *s, const usp_inputs *in, const usp_gpu_options *o,
                            usp_result *out, usp_trace *trace);
+
+/* The transport the ranks agreed on: "nccl" or "ipc" (usp_gpu_open picks
+ * it: USP_TRANSPORT=nccl|ipc when set, else IPC when two ranks share a GPU of
+ * one machine, else NCCL; ranks sharing GPUs across machines are refused). */
+const char *usp_gpu_transport_name(const usp_gpu_ctx *ctx);
 
 /* The number of CUDA devices this process sees (0 when there is no driver). */
 int usp_gpu_device_count(void);

@@ -1,9 +1,9 @@
 /* usp/gpu_pack.h: the copies around the ulysses all-to-all, on the GPU.
  *
  * SEND and RECV hold U pieces back to back, piece u for (or from) ulysses
- * rank u, each usp_gpu_a2a_piece_elems() elements. With Hu = H/U query heads
- * per rank, Hkvu K/V heads per rank (Hkv/U, or 1 when Hkv < U, replicated),
- * kv0(u) = floor(u*Hkv/U) the first K/V head of rank u, and Lr = U*Ls:
+ * rank u. With Hu = H/U query heads per rank, Hkvu K/V heads per rank
+ * (Hkv/U, or 1 when Hkv < U, replicated), kv0(u) = floor(u*Hkv/U) the first
+ * K/V head of rank u, and Lr = U*Ls, an even split is:
  *
  *   pattern  pack: src -> SEND piece u              unpack: RECV piece u -> dst
  *   Q        (B,Ls,H,D) heads [u*Hu, +Hu)           (B,Lr,Hu,D) tokens [u*Ls, +Ls)
@@ -17,6 +17,12 @@
  *   DKV      (B,Lr,Hkvu,D) tokens [u*Ls, +Ls)       (B,Ls,Hkv,D): every K/V head is the
  *            piece (B,Ls,Hkvu,D)                    sum of the pieces that hold it, in
  *                                                   rank order (replicas when Hkv < U)
+ *
+ * An uneven split (H % U != 0, or neither of Hkv and U dividing the other;
+ * usp/layout.h) gives each rank its own head counts: the pieces then differ
+ * in size, lie one after the other at the offsets usp_gpu_a2a_send_offset /
+ * recv_offset give, and the packing rank is dims.rank (gpu/a2a_index.h has
+ * the arithmetic). The even split is the case where all pieces are alike.
  *
  * These are the layouts of usp/a2a.h (the host version) and its piece sizes
  * (usp_a2a_piece_elems). So pack(Q) -> all-to-all -> unpack gives each ulysses rank its heads of
@@ -42,13 +48,22 @@ typedef struct {
     int seq_shard;  /* Ls = L / (ulysses * ring): a rank's tokens before the all-to-all */
     int ulysses;    /* U */
     int heads, kv_heads, head_dim;   /* H, Hkv, D of the whole problem */
+    int rank;       /* the packing (unpacking) rank's ulysses rank, 0..U-1 */
 } usp_a2a_dims;
 
-/* The dims of a (validated) configuration. */
+/* The dims of a (validated) configuration, for ulysses rank 0 (any rank of an
+ * even split), and for ulysses rank u. */
 usp_a2a_dims usp_a2a_dims_of(const usp_config *c);
+usp_a2a_dims usp_a2a_dims_rank(const usp_config *c, int ulysses_rank);
 
-/* Elements of one piece of pattern a. */
+/* Elements of the first piece of pattern a (of every piece when the split is
+ * even); of the piece to (from) ulysses rank p, and where it lies in SEND
+ * (RECV), for rank g->rank. p = U gives the whole of SEND (RECV). */
 long usp_gpu_a2a_piece_elems(usp_a2a a, const usp_a2a_dims *g);
+long usp_gpu_a2a_send_elems(usp_a2a a, const usp_a2a_dims *g, int p);
+long usp_gpu_a2a_send_offset(usp_a2a a, const usp_a2a_dims *g, int p);
+long usp_gpu_a2a_recv_elems(usp_a2a a, const usp_a2a_dims *g, int p);
+long usp_gpu_a2a_recv_offset(usp_a2a a, const usp_a2a_dims *g, int p);
 
 /* Elements are of dtype dt (fp64, fp32, fp16, bf16); DKV sums in dt's
  * precision (fp32 for 16-bit), in rank order, as usp_a2a_unpack does on the
