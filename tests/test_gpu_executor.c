@@ -3,16 +3,22 @@
  * Host part (every machine): the launcher variables, and the TCP links
  * between rank processes (start, barrier, a failure report, a peer that
  * never comes, a peer that dies).
- * GPU part (2 GPUs or more, else exit 77 after the host part): the matrix
- * of world-2 shardings (ulysses 2, ring 2; every ring_impl and layout;
- * causal and not; kv_heads 8 and 1; bf16 and fp16; forward and backward),
- * run once by self-launched ranks and once by ranks started with RANK and
- * WORLD_SIZE as a launcher would; `usp run --backend gpu` both ways; and the
- * failure paths (a failing step, a dying rank, a missing peer) ending with
- * a message that names the rank and the step, well within the timeout.
+ * Also on the host: which transport a world gets (gpu/transport.h).
+ * GPU part (1 GPU or more, else exit 77 after the host part; ranks that
+ * share a GPU talk through the IPC transport): the matrix of world-2
+ * shardings (ulysses 2, ring 2; every ring_impl and layout; causal and not;
+ * kv_heads 8 and 1; bf16 and fp16; forward and backward), run once by
+ * self-launched ranks and once by ranks started with RANK and WORLD_SIZE as
+ * a launcher would; the uneven head splits on worlds of 2, 3 and 4 (heads 5
+ * over ulysses 2, 6 over 4, GQA whose K/V heads split unevenly, fp32 and
+ * bf16, a document mask); `usp run --backend gpu` both ways; and the failure
+ * paths (a failing step, a dying rank, a missing peer) ending with a message
+ * that names the rank and the step, well within the timeout.
  *
- *   test_gpu_executor            everything (ctest)
- *   test_gpu_executor --matrix   only the matrix, self-launched, one line per case */
+ *   test_gpu_executor                 everything (ctest)
+ *   test_gpu_executor --matrix [SET]  only a matrix (even, uneven2, uneven3,
+ *                                     uneven4; default even), self-launched,
+ *                                     one line per case */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "transport/bootstrap.h"
+#include "transport/transport.h"
 #include "usp/attention.h"
 #include "usp/compare.h"
 #include "usp/gpu_exec.h"
@@ -193,6 +200,76 @@ static void test_links_missing_peer(void **state) {
     assert_non_null(strstr(usp_error(), "rank 1: bootstrap: cannot reach rank 0 at 127.0.0.1"));
 }
 
+/* ---------------------------------------------------------------- transport choice */
+
+static int choose(int world, const char *const *hosts, const char *const *gpus, const char *setting, char *why) {
+    why[0] = '\0';
+    return usp_transport_choose(world, hosts, gpus, setting, why, 400);
+}
+
+static void test_transport_choice(void **state) {
+    (void)state;
+    char why[400];
+    const char *one_host[] = {"a", "a", "a", "a"}, *two_hosts[] = {"a", "a", "b", "b"};
+    const char *distinct[] = {"0000:01:00.0", "0000:02:00.0", "0000:03:00.0", "0000:04:00.0"};
+    const char *shared[] = {"0000:01:00.0", "0000:01:00.0", "0000:01:00.0", "0000:01:00.0"};
+    const char *per_host[] = {"0000:01:00.0", "0000:02:00.0", "0000:01:00.0", "0000:02:00.0"};
+    assert_int_equal(choose(4, one_host, distinct, NULL, why), 0);   /* NCCL: one rank per GPU */
+    assert_int_equal(choose(4, one_host, shared, NULL, why), 1);     /* IPC: ranks share a GPU */
+    assert_int_equal(choose(4, one_host, shared, "", why), 1);
+    assert_int_equal(choose(4, two_hosts, per_host, NULL, why), 0);  /* same bus id, other machine */
+    assert_int_equal(choose(4, one_host, distinct, "ipc", why), 1);
+    assert_int_equal(choose(4, one_host, shared, "ipc", why), 1);
+    assert_int_equal(choose(1, one_host, shared, NULL, why), 0);
+    assert_int_equal(choose(4, two_hosts, shared, NULL, why), -1);
+    assert_non_null(strstr(why, "ranks 0 and 1 share GPU 0000:01:00.0 on a and the ranks span several machines"));
+    assert_int_equal(choose(4, one_host, shared, "nccl", why), -1);
+    assert_non_null(strstr(why, "USP_TRANSPORT=nccl, but ranks 0 and 1 share GPU"));
+    assert_int_equal(choose(4, two_hosts, per_host, "ipc", why), -1);
+    assert_non_null(strstr(why, "USP_TRANSPORT=ipc, but the ranks are on several machines"));
+    assert_int_equal(choose(2, one_host, distinct, "shm", why), -1);
+    assert_string_equal(why, "USP_TRANSPORT='shm': nccl or ipc");
+}
+
+/* Notes between members relayed by rank 0, in any order of arrival. */
+static int note_member(int rank, int world, int port) {
+    usp_links l;
+    char payload[64] = "";
+    usp_gpu_env e = local_env(rank, world, port);
+    if (usp_links_open(&l, &e, 5, payload, sizeof payload)) return 11;
+    int other = rank == 1 ? 2 : 1, rc = 0;
+    char text[32], got[32] = "";
+    snprintf(text, sizeof text, "from %d", rank);
+    if (usp_links_send(&l, other, 7, text, strlen(text) + 1) || usp_links_send(&l, 0, 8, text, strlen(text) + 1))
+        rc = 12;
+    char want[32];
+    snprintf(want, sizeof want, "from %d", other);
+    if (!rc && (usp_links_recv(&l, other, 7, got, sizeof got, "test") || strcmp(got, want))) rc = 13;
+    if (!rc && usp_links_barrier(&l)) rc = 14;
+    usp_links_close(&l, 1);
+    return rc;
+}
+
+static void test_links_notes(void **state) {
+    (void)state;
+    int port = usp_free_port();
+    pid_t p[2];
+    fflush(NULL);
+    for (int r = 1; r <= 2; r++)
+        if ((p[r - 1] = fork()) == 0) _exit(note_member(r, 3, port));
+    usp_links l;
+    assert_int_equal(root_open(&l, 3, port, 5), USP_OK);
+    char got[32];
+    assert_int_equal(usp_links_recv(&l, 2, 8, got, sizeof got, "test"), USP_OK); /* rank 2's first */
+    assert_string_equal(got, "from 2");
+    assert_int_equal(usp_links_recv(&l, 1, 8, got, sizeof got, "test"), USP_OK);
+    assert_string_equal(got, "from 1");
+    assert_int_equal(usp_links_barrier(&l), USP_OK);
+    usp_links_close(&l, 1);
+    assert_int_equal(wait_code(p[0]), 0);
+    assert_int_equal(wait_code(p[1]), 0);
+}
+
 /* ================================================================ GPU part */
 
 typedef struct { int ulysses, ring; usp_ring_impl impl; int causal; } mesh;
@@ -226,6 +303,74 @@ static int matrix_case(int i, usp_config *c) {
     return 1;
 }
 
+/* Uneven head splits (and a few even ones on worlds of 3 and 4), by world. */
+typedef struct {
+    int world, heads, kv_heads, ulysses, ring;
+    usp_ring_impl impl;
+    int causal;
+    usp_dtype dtype;
+    int docs;        /* a mask of 3 packed documents */
+} uneven_case;
+
+static const uneven_case uneven_cases[] = {
+    {2, 5, 5, 2, 1, USP_RING_BASIC, 1, USP_BF16, 0},
+    {2, 5, 5, 2, 1, USP_RING_BASIC, 0, USP_F32, 0},
+    {2, 6, 3, 2, 1, USP_RING_ZIGZAG, 1, USP_BF16, 0},   /* K/V heads split 2 + 2 of 3: one call per K/V head */
+    {2, 5, 5, 2, 1, USP_RING_BASIC, 1, USP_BF16, 1},
+    {3, 8, 2, 3, 1, USP_RING_BASIC, 1, USP_BF16, 0},    /* 3, 3, 2 heads; rank 1 holds parts of both groups */
+    {3, 8, 8, 3, 1, USP_RING_STRIPE, 0, USP_F32, 0},
+    {4, 6, 6, 4, 1, USP_RING_ZIGZAG, 1, USP_BF16, 0},   /* 2, 2, 1, 1 heads */
+    {4, 6, 6, 4, 1, USP_RING_BASIC, 0, USP_F32, 0},
+    {4, 6, 2, 4, 1, USP_RING_BASIC, 1, USP_BF16, 0},    /* GQA: K/V heads 2 over ulysses 4, uneven */
+    {4, 5, 5, 2, 2, USP_RING_ZIGZAG, 1, USP_BF16, 0},
+    {4, 6, 6, 4, 1, USP_RING_BASIC, 1, USP_BF16, 1},
+    {4, 7, 7, 2, 2, USP_RING_ALLGATHER, 1, USP_F32, 1},
+    {4, 8, 2, 2, 2, USP_RING_ZIGZAG, 1, USP_BF16, 0},   /* even, world 4 */
+};
+
+static usp_mask *docs_mask(long seq) {
+    long cu[4] = {0, seq / 4, seq / 4 + seq / 2 + 8, seq};
+    usp_mask *m = NULL;
+    if (usp_mask_from_documents(seq, 1, 3, cu, 1, -1, -1, &m) != USP_OK) return NULL;
+    return m;
+}
+
+/* The i-th uneven case of `world`; 0 past the end. *mask: a docs mask to free, or NULL. */
+static int uneven_case_of(int world, int i, usp_config *c, usp_mask **mask) {
+    int seen = 0;
+    *mask = NULL;
+    for (size_t k = 0; k < sizeof uneven_cases / sizeof uneven_cases[0]; k++) {
+        const uneven_case *u = &uneven_cases[k];
+        if (u->world != world || seen++ != i) continue;
+        *c = usp_config_default();
+        c->batch = 1; c->head_dim = 128; c->dtype = u->dtype;
+        c->seq = world == 3 ? 384 : 512;
+        c->heads = u->heads; c->kv_heads = u->kv_heads; c->ulysses = u->ulysses; c->ring = u->ring;
+        c->ring_impl = u->impl; c->causal = u->causal;
+        if (u->docs) {
+            *mask = docs_mask(c->seq);
+            c->mask = *mask;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+typedef struct { const char *name; int world; } case_set;
+static const case_set sets[] = {{"even", 2}, {"uneven2", 2}, {"uneven3", 3}, {"uneven4", 4}};
+
+static const case_set *set_named(const char *name) {
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
+        if (!strcmp(sets[i].name, name)) return &sets[i];
+    return NULL;
+}
+
+static int set_case(const case_set *set, int i, usp_config *c, usp_mask **mask) {
+    *mask = NULL;
+    if (!strcmp(set->name, "even")) return matrix_case(i, c);
+    return uneven_case_of(set->world, i, c, mask);
+}
+
 typedef struct { double *t[5]; } tensors;
 
 static long tensor_elems(const usp_config *c, int t) {
@@ -243,10 +388,10 @@ static int check_case(int index, const usp_config *c, const usp_inputs *in, cons
     static const char *names[5] = {"o", "lse", "dq", "dk", "dv"};
     int pass = 1;
     char line[512];
-    int n = snprintf(line, sizeof line, "%3d  U%d x R%d %-9s %-13s %-10s kv=%d %-4s L=%d B=%d D=%d ", index,
+    int n = snprintf(line, sizeof line, "%3d  U%d x R%d %-9s %-13s %-10s H=%d kv=%d %-4s L=%d B=%d D=%d%s ", index,
                      c->ulysses, c->ring, usp_ring_impl_name(c->ring_impl), usp_layout_name(c->layout),
-                     c->causal ? "causal" : "non-causal", c->kv_heads, usp_dtype_name(c->dtype), c->seq,
-                     c->batch, c->head_dim);
+                     c->causal ? "causal" : "non-causal", c->heads, c->kv_heads, usp_dtype_name(c->dtype), c->seq,
+                     c->batch, c->head_dim, c->mask ? " docs" : "");
     for (int t = 0; t < 5; t++) {
         usp_error_stats e = usp_compare(got[t], ref.t[t], tensor_elems(c, t), usp_tolerance(c->dtype, t >= 2));
         pass &= e.pass;
@@ -278,8 +423,13 @@ static usp_status run_case(usp_gpu_ctx *ctx, int index, const usp_config *c, int
     return st;
 }
 
-/* One rank of the matrix (under a launcher's variables). Exit code: 0 all pass. */
-static int matrix_rank(void) {
+/* One rank of a matrix (under a launcher's variables). Exit code: 0 all pass. */
+static int matrix_rank(const char *set_name) {
+    const case_set *set = set_named(set_name ? set_name : "even");
+    if (!set) {
+        fprintf(stderr, "matrix: no case set '%s'\n", set_name);
+        return 3;
+    }
     usp_gpu_env env;
     int found, failed = 0, cases = 0;
     if (usp_gpu_env_read(&env, &found) != USP_OK || !found) return 3;
@@ -295,10 +445,13 @@ static int matrix_rank(void) {
         return 4;
     }
     usp_config c;
-    for (int i = 0; matrix_case(i, &c); i++) {
+    usp_mask *mask = NULL;
+    for (int i = 0; set_case(set, i, &c, &mask); i++) {
         int pass = 1;
-        if (run_case(ctx, i, &c, &pass) != USP_OK) {
-            fprintf(stderr, "matrix: case %d: %s\n", i, usp_error());
+        usp_status st = run_case(ctx, i, &c, &pass);
+        usp_mask_free(mask);
+        if (st != USP_OK) {
+            fprintf(stderr, "matrix %s: case %d: %s\n", set->name, i, usp_error());
             usp_gpu_abort(ctx);
             return 5;
         }
@@ -306,17 +459,23 @@ static int matrix_rank(void) {
         cases++;
     }
     if (env.rank == 0)
-        printf("matrix (%s, kernel %s): %d cases, %d failed\n", getenv("USP_TEST_PATH"),
+        printf("matrix %s (%s, world %d, transport %s, kernel %s): %d cases, %d failed\n", set->name,
+               getenv("USP_TEST_PATH"), env.world, usp_gpu_transport_name(ctx),
                kernel_path ? kernel_path : "built in", cases, failed);
     usp_gpu_close(ctx);
     if (plugin) usp_kernel_unload(plugin);
     return failed ? 1 : 0;
 }
 
-static int run_matrix_self_launched(void) {
+static int run_matrix_self_launched(const char *set_name) {
+    const case_set *set = set_named(set_name);
+    if (!set) {
+        fprintf(stderr, "no case set '%s' (even, uneven2, uneven3, uneven4)\n", set_name);
+        return 2;
+    }
     setenv("USP_TEST_PATH", "self-launch", 1);
-    char *argv[] = {"test_gpu_executor", "--matrix-rank", NULL};
-    return usp_gpu_launch_local(2, argv, 60);
+    char *argv[] = {"test_gpu_executor", "--matrix-rank", (char *)set->name, NULL};
+    return usp_gpu_launch_local(set->world, argv, 60);
 }
 
 /* Starts 2 ranks of `argv` as a launcher would (RANK, WORLD_SIZE, ...), with
@@ -346,13 +505,28 @@ static int launch_by_env(char *const *argv, const char *exe, const char *name, c
 
 static void test_matrix_self_launch(void **state) {
     (void)state;
-    assert_int_equal(run_matrix_self_launched(), 0);
+    assert_int_equal(run_matrix_self_launched("even"), 0);
+}
+
+static void test_uneven_world2(void **state) {
+    (void)state;
+    assert_int_equal(run_matrix_self_launched("uneven2"), 0);
+}
+
+static void test_uneven_world3(void **state) {
+    (void)state;
+    assert_int_equal(run_matrix_self_launched("uneven3"), 0);
+}
+
+static void test_uneven_world4(void **state) {
+    (void)state;
+    assert_int_equal(run_matrix_self_launched("uneven4"), 0);
 }
 
 static void test_matrix_env_bootstrap(void **state) {
     (void)state;
     setenv("USP_TEST_PATH", "environment", 1);
-    char *argv[] = {"test_gpu_executor", "--matrix-rank", NULL};
+    char *argv[] = {"test_gpu_executor", "--matrix-rank", "even", NULL};
     int other;
     assert_int_equal(launch_by_env(argv, "/proc/self/exe", NULL, NULL, &other), 0);
     assert_int_equal(other, 0);
@@ -386,6 +560,23 @@ static void test_cli_both_launch_paths(void **state) {
     int other;
     assert_int_equal(launch_by_env(argv, USP_BIN, NULL, NULL, &other), 0);
     assert_int_equal(other, 0);
+}
+
+/* Uneven heads and a mask through the command, 4 ranks; on one GPU, NCCL
+ * asked for by name is refused with one line. */
+static void test_cli_uneven_and_transport(void **state) {
+    (void)state;
+    char err[8192];
+    assert_int_equal(run_usp("run --backend gpu --dtype bf16 --seq 1024 --heads 6 --head-dim 128 --ulysses 4 "
+                             "--ring 1 --gpus 4 --json", err, sizeof err, NULL), 0);
+    assert_int_equal(run_usp("run --backend gpu --dtype bf16 --seq 1024 --heads 5 --head-dim 64 --ulysses 2 "
+                             "--ring 2 --ring-impl zigzag --seqlens 300,500,224", err, sizeof err, NULL), 0);
+    if (usp_gpu_device_count() != 1) return;
+    setenv("USP_TRANSPORT", "nccl", 1);
+    int rc = run_usp(CLI_PROBLEM " --ulysses 2 --ring 1 --timeout 20", err, sizeof err, NULL);
+    unsetenv("USP_TRANSPORT");
+    if (rc != 1 || !strstr(err, "USP_TRANSPORT=nccl, but ranks 0 and 1 share GPU"))
+        fail_msg("exit %d, stderr: %s", rc, err);
 }
 
 static void test_failing_step_names_rank_and_step(void **state) {
@@ -425,21 +616,25 @@ static void test_missing_peer_times_out(void **state) {
 /* ================================================================ main */
 
 int main(int argc, char **argv) {
-    if (argc > 1 && !strcmp(argv[1], "--matrix-rank")) return matrix_rank();
-    if (argc > 1 && !strcmp(argv[1], "--matrix")) return run_matrix_self_launched();
+    if (argc > 1 && !strcmp(argv[1], "--matrix-rank")) return matrix_rank(argc > 2 ? argv[2] : NULL);
+    if (argc > 1 && !strcmp(argv[1], "--matrix")) return run_matrix_self_launched(argc > 2 ? argv[2] : "even");
     const struct CMUnitTest host[] = {
         cmocka_unit_test(test_env_torchrun_style), cmocka_unit_test(test_env_mpi_and_slurm),
         cmocka_unit_test(test_links_barrier), cmocka_unit_test(test_links_failure_report),
-        cmocka_unit_test(test_links_dead_peer), cmocka_unit_test(test_links_missing_peer)};
+        cmocka_unit_test(test_links_dead_peer), cmocka_unit_test(test_links_missing_peer),
+        cmocka_unit_test(test_links_notes), cmocka_unit_test(test_transport_choice)};
     int failed = cmocka_run_group_tests_name("host", host, NULL, NULL);
     int gpus = usp_gpu_device_count();
-    if (gpus < 2) {
-        printf("skipped: the GPU tests need 2 GPUs, this machine has %d\n", gpus);
+    if (gpus < 1) {
+        printf("skipped: the GPU tests need a GPU, this machine has none\n");
         return failed ? 1 : 77;
     }
+    printf("%d GPU(s): ranks that share one talk through the IPC transport\n", gpus);
     const struct CMUnitTest gpu[] = {
-        cmocka_unit_test(test_matrix_self_launch), cmocka_unit_test(test_matrix_env_bootstrap),
-        cmocka_unit_test(test_cli_both_launch_paths), cmocka_unit_test(test_failing_step_names_rank_and_step),
+        cmocka_unit_test(test_matrix_self_launch), cmocka_unit_test(test_uneven_world2),
+        cmocka_unit_test(test_uneven_world3), cmocka_unit_test(test_uneven_world4),
+        cmocka_unit_test(test_matrix_env_bootstrap), cmocka_unit_test(test_cli_both_launch_paths),
+        cmocka_unit_test(test_cli_uneven_and_transport), cmocka_unit_test(test_failing_step_names_rank_and_step),
         cmocka_unit_test(test_dying_rank_is_reported), cmocka_unit_test(test_missing_peer_times_out)};
     return cmocka_run_group_tests_name("gpu", gpu, NULL, NULL) || failed;
 }

@@ -44,7 +44,12 @@ static void help(void) {
            "  --dump DIR        write o lse dq dk dv and ref_o ... ref_dv as .npy\n"
            "  --trace FILE      Chrome trace (Perfetto) of the last timed run, every rank\n"
            "  --forward-only    skip the backward pass\n"
-           "  --json            one JSON object instead of the text summary\n\n");
+           "  --json            one JSON object instead of the text summary\n\n"
+           "Transport: NCCL with one rank per GPU; ranks that share a GPU of one machine\n"
+           "(more ranks than GPUs here) talk through CUDA IPC instead, which NCCL does not\n"
+           "allow. USP_TRANSPORT=nccl or USP_TRANSPORT=ipc overrides the choice (IPC works\n"
+           "within one machine only). Head counts the ulysses degree does not divide run\n"
+           "too: each rank gets its own share (heads 6 over ulysses 4: 2, 2, 1, 1).\n\n");
     usp_cli_config_help(stdout);
 }
 
@@ -104,10 +109,6 @@ static int parse(int argc, char **argv, usp_config *cfg, gpu_options *o) {
     if (rc) return rc;
     if ((rc = usp_cli_config_finish("run", cfg))) return rc;
     if (usp_config_validate(cfg) != USP_OK) return usp_cli_report("run", USP_EINVAL);
-    if (!usp_heads_even(cfg)) /* refused before any process starts; the executor checks it too */
-        return usp_cli_bad_input("run", "heads %d, kv_heads %d over ulysses %d split unevenly: the GPU executor "
-                                 "runs even splits only (--backend ref or sim run this one)",
-                                 cfg->heads, cfg->kv_heads, cfg->ulysses);
     if (!o->check && (o->dump_dir || o->input_dir))
         return usp_cli_bad_input("run", "--no-check makes its inputs on the GPU: no --input or --dump");
     return 0;
