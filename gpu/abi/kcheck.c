@@ -118,7 +118,7 @@ static const usp_kcheck_case cases[] = {
     {"window.bf16.d256", USP_KC_BLOCK, USP_BF16, 1, 900, 900, 2, 2, 256, BLK(0, WHOLE, 0, WHOLE, 0, 0), 1, 0,
      "head dim 256, window 100 back inside documents, empty rows", {USP_KC_MASK_DOCS, "450,450", 1, 100, -1, 7, 0}},
     {"a2a.pack", USP_KC_PACK, USP_F32, 0, 0, 0, 0, 0, 0, BLK(0, 0, 0, 0, 0, 0), 0, 1,
-     "pack/unpack of every a2a pattern, bit-identical to the host's", NOMASK},
+     "pack/unpack of every a2a pattern, even and uneven head splits, bit-identical to the host's", NOMASK},
 };
 
 int usp_kcheck_count(void) { return (int)(sizeof cases / sizeof cases[0]); }
@@ -754,13 +754,67 @@ out:
     return st;
 }
 
+/* Uneven head splits (usp/layout.h): every ulysses rank's pack of its own
+ * source and unpack of a RECV of its own layout (pieces of different sizes),
+ * against usp_a2a_pack_rank / unpack_rank, byte for byte, fp32. */
+static usp_status run_pack_uneven(usp_kcheck_result *r) {
+    const int geo[4][4] = {{4, 6, 6, 1}, {2, 5, 5, 2}, {4, 6, 2, 1}, {3, 8, 2, 1}}; /* ulysses, heads, kv, ring */
+    usp_status st = USP_OK;
+    float *h = NULL, *g = NULL, *hout = NULL;
+    void *din = NULL, *dout = NULL;
+    for (int gi = 0; gi < 4 && st == USP_OK; gi++)
+        for (int u = 0; u < geo[gi][0] && st == USP_OK; u++)
+            for (usp_a2a a = USP_A2A_Q; a <= USP_A2A_DKV && st == USP_OK; a++)
+                for (int unpack = 0; unpack < 2 && st == USP_OK; unpack++) {
+                    usp_config c = usp_config_default();
+                    c.batch = 2; c.ulysses = geo[gi][0]; c.heads = geo[gi][1]; c.kv_heads = geo[gi][2];
+                    c.ring = geo[gi][3]; c.head_dim = 8; c.seq = 4 * c.ulysses * c.ring;
+                    long nin = unpack ? usp_a2a_recv_offset(&c, a, u, c.ulysses) : usp_a2a_src_elems_rank(&c, a, u);
+                    long nout = unpack ? usp_a2a_dst_elems_rank(&c, a, u) : usp_a2a_send_offset(&c, a, u, c.ulysses);
+                    h = malloc((size_t)nin * sizeof *h);
+                    g = malloc((size_t)nout * sizeof *g);
+                    hout = calloc((size_t)nout, sizeof *hout);
+                    if (!h || !g || !hout) { st = usp_fail(USP_EINTERNAL, "out of memory"); break; }
+                    for (long i = 0; i < nin; i++) h[i] = (float)usp_input_value(c.seed + (uint64_t)a, USP_TENSOR_K, (uint64_t)i);
+                    if (unpack) usp_a2a_unpack_rank(&c, u, a, h, hout, sizeof *h);
+                    else usp_a2a_pack_rank(&c, u, a, h, hout, sizeof *h);
+                    usp_a2a_dims dims = usp_a2a_dims_rank(&c, u);
+                    if (cudaMalloc(&din, (size_t)nin * sizeof *h) != cudaSuccess ||
+                        cudaMalloc(&dout, (size_t)nout * sizeof *h) != cudaSuccess ||
+                        cudaMemcpy(din, h, (size_t)nin * sizeof *h, cudaMemcpyHostToDevice) != cudaSuccess)
+                        st = usp_fail(USP_EINTERNAL, "a2a uneven: %s", cudaGetErrorString(cudaGetLastError()));
+                    if (st == USP_OK)
+                        st = unpack ? usp_gpu_a2a_unpack(a, &dims, USP_F32, din, dout, NULL)
+                                    : usp_gpu_a2a_pack(a, &dims, USP_F32, din, dout, NULL);
+                    if (st == USP_OK && cudaMemcpy(g, dout, (size_t)nout * sizeof *g, cudaMemcpyDeviceToHost) != cudaSuccess)
+                        st = usp_fail(USP_EINTERNAL, "a2a uneven: %s", cudaGetErrorString(cudaGetLastError()));
+                    if (st == USP_OK && memcmp(g, hout, (size_t)nout * sizeof *g) != 0) {
+                        r->pass = 0;
+                        note(r, "%s of pattern %d, heads %d kv %d over ulysses %d, rank %d: differs from the host",
+                             unpack ? "unpack" : "pack", (int)a, c.heads, c.kv_heads, c.ulysses, u);
+                    }
+                    free(h); free(g); free(hout);
+                    h = g = hout = NULL;
+                    if (din) cudaFree(din);
+                    if (dout) cudaFree(dout);
+                    din = dout = NULL;
+                }
+    free(h); free(g); free(hout);
+    if (din) cudaFree(din);
+    if (dout) cudaFree(dout);
+    return st;
+}
+
 usp_status usp_kcheck_run(const usp_kernel *k, const usp_kcheck_case *c, uint64_t seed, usp_kcheck_result *r) {
     memset(r, 0, sizeof *r);
     for (int i = 0; i < USP_KC_NERR; i++) r->err[i] = r->elem_err[i] = -1;
     r->tol_fwd = usp_tolerance(c->dtype, 0);
     r->tol_bwd = usp_tolerance(c->dtype, 1);
     r->pass = 1;
-    if (c->kind == USP_KC_PACK) return run_pack(r);
+    if (c->kind == USP_KC_PACK) {
+        usp_status st = run_pack(r);
+        return st == USP_OK ? run_pack_uneven(r) : st;
+    }
     if (!(k->dtypes & (1u << c->dtype))) {
         r->skipped = 1;
         snprintf(r->note, sizeof r->note, "the kernel does not take %s", usp_dtype_name(c->dtype));

@@ -55,6 +55,8 @@ typedef struct {
     cudaEvent_t *begin, *end;        /* [nsteps]: after the step's waits, after the step */
     int nevents;
     int32_t **rows;                  /* [nsteps]: device lo then hi of a masked ATTN step, or NULL */
+    double *timing;                  /* device copy of this rank's timing record (freed with the
+                                      * buffers: the IPC transport maps it until the run ends) */
 } gpu_run;
 
 static cudaStream_t stream_of(const gpu_run *r, const usp_step *st) {
@@ -97,6 +99,8 @@ static void free_buffers(gpu_run *r) {
     for (int b = 0; b < USP_BUF_COUNT; b++)
         if (r->rs->bufs[b].alias == USP_BUF_NONE && r->buf[b]) cudaFree(r->buf[b]);
     memset(r->buf, 0, sizeof r->buf);
+    if (r->timing) cudaFree(r->timing);
+    r->timing = NULL;
 }
 
 /* ------------------------------------------------------------ masks */
@@ -693,15 +697,15 @@ static usp_status gather_bytes(gpu_run *r, const void *mine, void *host, size_t 
 
 static usp_status gather_timing(gpu_run *r, const timing_layout *t, const double *rec, usp_result *out,
                                 usp_trace *trace) {
-    double *mine = NULL, *all = r->rank == 0 ? usp_malloc(t->len * r->s->world * sizeof *all) : NULL;
+    double *all = r->rank == 0 ? usp_malloc(t->len * r->s->world * sizeof *all) : NULL;
     if (r->rank == 0 && !all) return USP_EINTERNAL;
     usp_status st = USP_OK;
-    if (cudaMalloc((void **)&mine, t->len * sizeof *mine) != cudaSuccess ||
-        cudaMemcpyAsync(mine, rec, t->len * sizeof *mine, cudaMemcpyHostToDevice, r->ctx->comm) != cudaSuccess)
+    if (cudaMalloc((void **)&r->timing, t->len * sizeof *r->timing) != cudaSuccess ||
+        cudaMemcpyAsync(r->timing, rec, t->len * sizeof *r->timing, cudaMemcpyHostToDevice, r->ctx->comm) !=
+            cudaSuccess)
         st = usp_fail(USP_EINTERNAL, "rank %d: timing: %s", r->rank, cudaGetErrorString(cudaGetLastError()));
-    if (st == USP_OK) st = gather_bytes(r, mine, all, t->len * sizeof *mine);
+    if (st == USP_OK) st = gather_bytes(r, r->timing, all, t->len * sizeof *r->timing);
     if (st == USP_OK && r->rank == 0) st = publish_timing(r->s, t, all, out, trace);
-    if (mine) cudaFree(mine);
     free(all);
     return st;
 }

@@ -79,7 +79,7 @@ fi
 if has test && [ -x "$TGE" ]; then
   stamp "test_gpu_executor"
   run test_gpu_executor 240 $TGE
-  grep -E "^\[  (FAILED|PASSED)|FAILED\]|matrix |Error|fail" "$OUT/test_gpu_executor.txt" | head -30 | tee -a "$SUM"
+  grep -E "^\[  (FAILED|PASSED|ERROR)|matrix |GPU\(s\)|skipped" "$OUT/test_gpu_executor.txt" | head -30 | tee -a "$SUM"
 fi
 
 if has cli; then
