@@ -806,6 +806,7 @@ usp_status usp_gpu_execute(const usp_schedule *s, const usp_inputs *in, const us
     } else {
         usp_result_count_schedule(out, s);
     }
+    if (st != USP_OK && ctx->tr->ops->keep_memory_on_failure) return st; /* see transport.h */
     destroy_events(&r);
     free_row_masks(&r);
     free_buffers(&r);

@@ -110,12 +110,14 @@ void usp_gpu_close(usp_gpu_ctx *ctx) {
 void usp_gpu_abort(usp_gpu_ctx *ctx) {
     if (!ctx) return;
     if (!ctx->failed) usp_links_fail(&ctx->links, usp_error());
+    int keep = 0;
     if (ctx->tr) {
+        keep = ctx->tr->ops->keep_memory_on_failure;
         ctx->tr->ops->abort(ctx->tr);
-        ctx->tr->ops->close(ctx->tr);
+        if (!keep) ctx->tr->ops->close(ctx->tr); /* its events too may be waited on */
         ctx->tr = NULL;
     }
     usp_links_close(&ctx->links, 0);
-    free_device(ctx);
+    if (!keep) free_device(ctx);
     free(ctx);
 }

@@ -401,12 +401,15 @@ static void free_ipc(usp_ipc *x) {
     free(x);
 }
 
-static void op_abort(usp_transport *t) { unmap_all(ipc_of(t)); }
+/* Nothing: a copy in flight may still read a mapping, and a stream may wait
+ * on a peer's event that never comes; mappings and events stay until the
+ * process ends (keep_memory_on_failure). */
+static void op_abort(usp_transport *t) { (void)t; }
 
 static void op_close(usp_transport *t) { free_ipc(ipc_of(t)); }
 
 static const usp_transport_ops ipc_ops = {
-    "ipc", op_split, op_all_to_all_v, op_sendrecv, op_allgather, op_reduce_scatter, op_gather, op_barrier,
+    "ipc", 1, op_split, op_all_to_all_v, op_sendrecv, op_allgather, op_reduce_scatter, op_gather, op_barrier,
     op_end_run, op_poll, op_abort, op_close};
 
 /* Every rank's SENT and DONE events, opened in every other rank. */

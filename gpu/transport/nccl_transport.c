@@ -258,7 +258,7 @@ static void op_close(usp_transport *t) {
 }
 
 static const usp_transport_ops nccl_ops = {
-    "nccl", op_split, op_all_to_all_v, op_sendrecv, op_allgather, op_reduce_scatter, op_gather, op_barrier,
+    "nccl", 0, op_split, op_all_to_all_v, op_sendrecv, op_allgather, op_reduce_scatter, op_gather, op_barrier,
     op_end_run, op_poll, op_abort, op_close};
 
 usp_status usp_transport_open_nccl(const usp_transport_env *e, usp_transport **out) {

@@ -30,6 +30,10 @@ typedef struct usp_transport usp_transport;
 
 typedef struct {
     const char *name;   /* "nccl", "ipc" */
+    /* 1: after a failure this rank's streams may wait forever on a peer's
+     * event (nothing can abort them), so device memory is not freed (a free
+     * would wait for them too) and is left to the process's end. */
+    int keep_memory_on_failure;
     /* The ulysses and ring groups of configuration c (kept while c's mesh
      * and layout stay); collective over the world. */
     usp_status (*split)(usp_transport *t, const usp_config *c);
