@@ -575,7 +575,7 @@ static void test_cli_uneven_and_transport(void **state) {
     setenv("USP_TRANSPORT", "nccl", 1);
     int rc = run_usp(CLI_PROBLEM " --ulysses 2 --ring 1 --timeout 20", err, sizeof err, NULL);
     unsetenv("USP_TRANSPORT");
-    if (rc != 1 || !strstr(err, "USP_TRANSPORT=nccl, but ranks 0 and 1 share GPU"))
+    if (rc != 2 || !strstr(err, "USP_TRANSPORT=nccl, but ranks 0 and 1 share GPU"))
         fail_msg("exit %d, stderr: %s", rc, err);
 }
 
