@@ -5,8 +5,9 @@
 # they start already; test_gpu_executor needs cmocka: CMOCKA_DIR (a folder with cmocka.h
 # and libcmocka.so.0) where the machine has none.
 #
-#   STEPS=smoke,matrix,test,cli,sanitize tools/bench/ipc_device.sh
+#   STEPS=kcheck,smoke,matrix,test,cli,sanitize tools/bench/ipc_device.sh
 #
+# kcheck    usp kernel-check --case a2a: the pack/unpack kernels, even and uneven splits
 # smoke     usp run --backend gpu, world 2 (USP_TRANSPORT=ipc), then world 4 uneven; when the
 #           first fails, it runs again with USP_GPU_SYNC_STEPS=1 and nothing else runs
 # matrix    test_gpu_executor --matrix SET for MATRIX_SETS (default uneven2 uneven3 uneven4;
@@ -18,7 +19,7 @@
 # Logs in $OUT (default ./out), a summary last.
 set -u
 OUT=${OUT:-$PWD/out}
-STEPS=${STEPS:-smoke,matrix,test,cli,sanitize}
+STEPS=${STEPS:-kcheck,smoke,matrix,test,cli,sanitize}
 MATRIX_SETS=${MATRIX_SETS:-uneven2 uneven3 uneven4}
 BUILD=${BUILD:-build-dev}
 . "$(dirname "$0")/device_common.sh"
@@ -54,6 +55,11 @@ run() {
 }
 
 P="--dtype bf16 --head-dim 128 --timeout 30"
+if has kcheck; then
+  stamp "kernel-check a2a"
+  run kcheck_a2a 60 $USP kernel-check --case a2a
+fi
+
 if has smoke; then
   stamp "smoke"
   USP_TRANSPORT=ipc run smoke_w2_even 60 $USP run --backend gpu --gpus 2 $P --seq 1024 --heads 8 --ulysses 2 --ring 1
