@@ -39,7 +39,7 @@
 
 typedef struct {
     int peer;
-    cudaIpcMemHandle_t handle;
+    uint64_t base;   /* the allocation's address in the peer: stays for the run */
     void *ptr;
 } ipc_map;
 
@@ -60,7 +60,7 @@ typedef struct {
 /* One region a reader reads: where it lies in the sender's allocation. */
 typedef struct {
     cudaIpcMemHandle_t handle;
-    uint64_t offset, bytes;
+    uint64_t base, offset, bytes;
 } ipc_ref;
 
 typedef struct {
@@ -104,14 +104,16 @@ static usp_status ref_of(const void *ptr, size_t bytes, ipc_ref *r) {
     void *base = NULL;
     USP_TRY(address_range(ptr, &base));
     USP_CUDA_CHECK(cudaIpcGetMemHandle(&r->handle, base));
+    r->base = (uint64_t)(uintptr_t)base;
     r->offset = (uint64_t)((const char *)ptr - (const char *)base);
     return USP_OK;
 }
 
-/* The peer's allocation, mapped once per run. */
+/* The peer's allocation, mapped once per run (its buffers stay allocated
+ * until end_run, so its address names it). */
 static usp_status map_ref(usp_ipc *x, int peer, const ipc_ref *r, const char **ptr) {
     for (int i = 0; i < x->nmaps; i++)
-        if (x->maps[i].peer == peer && !memcmp(&x->maps[i].handle, &r->handle, sizeof r->handle)) {
+        if (x->maps[i].peer == peer && x->maps[i].base == r->base) {
             *ptr = (const char *)x->maps[i].ptr + r->offset;
             return USP_OK;
         }
@@ -126,7 +128,7 @@ static usp_status map_ref(usp_ipc *x, int peer, const ipc_ref *r, const char **p
     cudaError_t e = cudaIpcOpenMemHandle(&p, r->handle, cudaIpcMemLazyEnablePeerAccess);
     if (e != cudaSuccess)
         return usp_fail(USP_EINTERNAL, "IPC transport: mapping a buffer of rank %d: %s", peer, cudaGetErrorString(e));
-    x->maps[x->nmaps++] = (ipc_map){peer, r->handle, p};
+    x->maps[x->nmaps++] = (ipc_map){peer, r->base, p};
     *ptr = (const char *)p + r->offset;
     return USP_OK;
 }
