@@ -101,6 +101,7 @@ if has cli; then
     --ring-impl allgather --seqlens 500,900,648
   run cli_fp32_w3 90 $USP run --backend gpu --gpus 3 --dtype fp32 --head-dim 64 --timeout 30 --seq 768 --heads 8 \
     --kv-heads 2 --ulysses 3 --ring 1 --ring-impl basic
+  run cli_nccl_world1 60 $USP run --backend gpu --gpus 1 $P --seq 1024 --heads 6 --ulysses 1 --ring 1
   USP_TRANSPORT=nccl run cli_nccl_refused 60 $USP run --backend gpu --gpus 2 $P --seq 1024 --heads 8 --ulysses 2 --ring 1
 fi
 
