@@ -5,7 +5,7 @@
 # they start already; test_gpu_executor needs cmocka: CMOCKA_DIR (a folder with cmocka.h
 # and libcmocka.so.0) where the machine has none.
 #
-#   STEPS=kcheck,smoke,matrix,test,cli,sanitize tools/bench/ipc_device.sh
+#   STEPS=kcheck,smoke,test,cli,sanitize tools/bench/ipc_device.sh   (the default; matrix is extra)
 #
 # kcheck    usp kernel-check --case a2a: the pack/unpack kernels, even and uneven splits
 # smoke     usp run --backend gpu, world 2 (USP_TRANSPORT=ipc), then world 4 uneven; when the
@@ -19,7 +19,7 @@
 # Logs in $OUT (default ./out), a summary last.
 set -u
 OUT=${OUT:-$PWD/out}
-STEPS=${STEPS:-kcheck,smoke,matrix,test,cli,sanitize}
+STEPS=${STEPS:-kcheck,smoke,test,cli,sanitize}
 MATRIX_SETS=${MATRIX_SETS:-uneven2 uneven3 uneven4}
 BUILD=${BUILD:-build-dev}
 . "$(dirname "$0")/device_common.sh"
@@ -82,11 +82,6 @@ if has matrix && [ -x "$TGE" ]; then
   done
 fi
 
-if has test && [ -x "$TGE" ]; then
-  stamp "test_gpu_executor"
-  run test_gpu_executor 240 $TGE
-  grep -E "^\[  (FAILED|PASSED|ERROR)|matrix |GPU\(s\)|skipped" "$OUT/test_gpu_executor.txt" | head -30 | tee -a "$SUM"
-fi
 
 if has cli; then
   stamp "cli"
@@ -105,11 +100,18 @@ if has cli; then
   USP_TRANSPORT=nccl run cli_nccl_refused 60 $USP run --backend gpu --gpus 2 $P --seq 1024 --heads 8 --ulysses 2 --ring 1
 fi
 
+if has test && [ -x "$TGE" ]; then
+  stamp "test_gpu_executor"
+  run test_gpu_executor 240 $TGE
+  grep -E "^\[  (FAILED|PASSED|ERROR)|matrix |GPU\(s\)|skipped" "$OUT/test_gpu_executor.txt" | head -30 | tee -a "$SUM"
+fi
+
 if has sanitize; then
   SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   stamp "memcheck (world 2, uneven, every rank process)"
-  run memcheck_w2 240 "$SAN" --tool memcheck --target-processes all --error-exitcode 9 \
-    $USP run --backend gpu --gpus 2 --dtype bf16 --head-dim 64 --timeout 200 --seq 512 --heads 5 --ulysses 2 --ring 1
+  run memcheck_w2 150 "$SAN" --tool memcheck --target-processes all --error-exitcode 9 \
+    $USP run --backend gpu --gpus 2 --dtype bf16 --head-dim 64 --timeout 120 --seq 256 --heads 5 --ulysses 2 --ring 1 \
+    --ring-impl basic
   grep -E "ERROR SUMMARY|Invalid|error" "$OUT/memcheck_w2.txt" | sort | uniq -c | head -10 | tee -a "$SUM"
 fi
 stamp "done"
