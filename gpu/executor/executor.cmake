@@ -20,3 +20,5 @@ target_compile_options(usp_gpu_exec PRIVATE
 # linked by full path: a wheel's lib/ may have libnccl.so.2 and no libnccl.so
 target_link_libraries(usp_gpu_exec PUBLIC usp_gpu usp_core CUDA::cudart ${USP_NCCL_LIBRARY})
 set_target_properties(usp_gpu_exec PROPERTIES POSITION_INDEPENDENT_CODE ON)
+# tests/test_ipc_transport compiles the IPC transport against the toolkit's headers alone
+set_property(GLOBAL PROPERTY USP_CUDA_INCLUDE_DIRS ${CUDAToolkit_INCLUDE_DIRS})
