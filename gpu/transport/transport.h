@@ -7,9 +7,12 @@
  *                     several ranks may share one GPU, which NCCL refuses.
  *
  * usp_transport_open picks one: USP_TRANSPORT=nccl or ipc when set (rank
- * 0's setting holds for all), else IPC when two ranks report the same GPU
- * (PCI bus id on one host), else NCCL. Ranks on several machines that
- * repeat a GPU are refused with one line.
+ * 0's setting holds for all), else NCCL. The rule it is meant to follow
+ * (usp_transport_choose): IPC when two ranks report the same GPU (PCI bus id
+ * on one host), else NCCL; ranks on several machines that repeat a GPU are
+ * refused with one line. Until the IPC transport has run on a GPU
+ * (USP_IPC_AUTOMATIC 0 in transport.c), a world the rule would give IPC is
+ * refused unless USP_TRANSPORT=ipc asks for it.
  *
  * Every operation is enqueued on `st` (a CUDA stream of the calling rank)
  * and is collective over the group it names: every member calls it, in the

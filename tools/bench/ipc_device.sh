@@ -8,13 +8,17 @@
 #   STEPS=kcheck,smoke,test,cli,sanitize tools/bench/ipc_device.sh   (the default; matrix is extra)
 #
 # kcheck    usp kernel-check --case a2a: the pack/unpack kernels, even and uneven splits
-# smoke     usp run --backend gpu, world 2 (USP_TRANSPORT=ipc), then world 4 uneven; when the
-#           first fails, it runs again with USP_GPU_SYNC_STEPS=1 and nothing else runs
+# Both new paths are opt-in until a GPU run has checked them: this script sets USP_TRANSPORT=ipc
+# (ranks sharing the GPU) and USP_GPU_UNEVEN=1 (uneven head splits) where it needs them.
+#
+# smoke     usp run --backend gpu, world 2 even (ring, then ulysses), then world 4 uneven; when
+#           the first fails, it runs again with USP_GPU_SYNC_STEPS=1 and nothing else runs
 # matrix    test_gpu_executor --matrix SET for MATRIX_SETS (default uneven2 uneven3 uneven4;
 #           even is the fourth), one line a case
 # test      the whole test_gpu_executor (ctest's test), timeout 240
-# cli       usp run --backend gpu --gpus 4: uneven heads, a document mask, --json, with
-#           USP_TRANSPORT=ipc and the automatic choice; USP_TRANSPORT=nccl refused
+# cli       usp run --backend gpu --gpus 4: uneven heads, GQA, a document mask, --json, world 3
+#           fp32, world 1 on NCCL; without USP_TRANSPORT, and with USP_TRANSPORT=nccl, ranks
+#           sharing the GPU are refused with one line
 # sanitize  compute-sanitizer memcheck --target-processes all on a world-2 uneven run
 # Logs in $OUT (default ./out), a summary last.
 set -u
@@ -55,6 +59,7 @@ run() {
 }
 
 P="--dtype bf16 --head-dim 128 --timeout 30"
+export USP_TRANSPORT=ipc USP_GPU_UNEVEN=1
 if has kcheck; then
   stamp "kernel-check a2a"
   run kcheck_a2a 60 $USP kernel-check --case a2a
@@ -62,11 +67,11 @@ fi
 
 if has smoke; then
   stamp "smoke"
-  USP_TRANSPORT=ipc run smoke_w2_even 60 $USP run --backend gpu --gpus 2 $P --seq 1024 --heads 8 --ulysses 2 --ring 1
+  run smoke_w2_even 60 $USP run --backend gpu --gpus 2 $P --seq 1024 --heads 8 --ulysses 2 --ring 1
   run smoke_w2_ring 60 $USP run --backend gpu --gpus 2 $P --seq 1024 --heads 8 --ulysses 1 --ring 2 --ring-impl zigzag
   run smoke_w4_uneven 60 $USP run --backend gpu --gpus 4 $P --seq 1024 --heads 6 --ulysses 4 --ring 1
   if ! grep -q "PASS" "$OUT/smoke_w2_even.txt"; then
-    USP_GPU_SYNC_STEPS=1 USP_TRANSPORT=ipc run smoke_w2_even_sync 60 $USP run --backend gpu --gpus 2 $P --seq 1024 \
+    USP_GPU_SYNC_STEPS=1 run smoke_w2_even_sync 60 $USP run --backend gpu --gpus 2 $P --seq 1024 \
       --heads 8 --ulysses 2 --ring 1
     say "the world-2 smoke run did not pass: nothing more runs"
     stamp "done"
@@ -77,7 +82,7 @@ fi
 if has matrix && [ -x "$TGE" ]; then
   for set in $MATRIX_SETS; do
     stamp "matrix $set"
-    run "matrix_$set" 90 $TGE --matrix $set
+    run "matrix_$set" 90 env -u USP_TRANSPORT -u USP_GPU_UNEVEN $TGE --matrix $set
     grep -E "FAIL|matrix " "$OUT/matrix_$set.txt" | head -20 | tee -a "$SUM"
   done
 fi
@@ -86,8 +91,8 @@ fi
 if has cli; then
   stamp "cli"
   U="--seq 2048 --heads 6 --ulysses 4 --ring 1"
-  USP_TRANSPORT=ipc run cli_uneven_ipc 90 $USP run --backend gpu --gpus 4 $P $U
-  run cli_uneven_auto 90 $USP run --backend gpu --gpus 4 $P $U
+  run cli_uneven 90 $USP run --backend gpu --gpus 4 $P $U
+  USP_GPU_UNEVEN= run cli_uneven_refused 30 $USP run --backend gpu --gpus 4 $P $U
   run cli_uneven_gqa 90 $USP run --backend gpu --gpus 4 $P --seq 2048 --heads 6 --kv-heads 2 --ulysses 4 --ring 1
   run cli_uneven_json 90 $USP run --backend gpu --gpus 4 $P --seq 2048 --heads 5 --ulysses 2 --ring 2 \
     --ring-impl zigzag --json
@@ -96,13 +101,14 @@ if has cli; then
     --ring-impl allgather --seqlens 500,900,648
   run cli_fp32_w3 90 $USP run --backend gpu --gpus 3 --dtype fp32 --head-dim 64 --timeout 30 --seq 768 --heads 8 \
     --kv-heads 2 --ulysses 3 --ring 1 --ring-impl basic
-  run cli_nccl_world1 60 $USP run --backend gpu --gpus 1 $P --seq 1024 --heads 6 --ulysses 1 --ring 1
+  USP_TRANSPORT=nccl run cli_nccl_world1 60 $USP run --backend gpu --gpus 1 $P --seq 1024 --heads 6 --ulysses 1 --ring 1
+  USP_TRANSPORT= run cli_shared_refused 60 $USP run --backend gpu --gpus 2 $P --seq 1024 --heads 8 --ulysses 2 --ring 1
   USP_TRANSPORT=nccl run cli_nccl_refused 60 $USP run --backend gpu --gpus 2 $P --seq 1024 --heads 8 --ulysses 2 --ring 1
 fi
 
 if has test && [ -x "$TGE" ]; then
   stamp "test_gpu_executor"
-  run test_gpu_executor 240 $TGE
+  run test_gpu_executor 240 env -u USP_TRANSPORT -u USP_GPU_UNEVEN $TGE
   grep -E "^\[  (FAILED|PASSED|ERROR)|matrix |GPU\(s\)|skipped" "$OUT/test_gpu_executor.txt" | head -30 | tee -a "$SUM"
 fi
 
