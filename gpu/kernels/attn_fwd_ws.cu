@@ -47,6 +47,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <type_traits>
+#include <vector>
 
 namespace {
 
@@ -172,6 +174,71 @@ __device__ __forceinline__ void ws_pack(const float (&s)[BN / 2], uint32_t (&pa)
         pa[kk][1] = elem<T>::pack2(s[8 * kk + 2], s[8 * kk + 3]);
         pa[kk][2] = elem<T>::pack2(s[8 * kk + 4], s[8 * kk + 5]);
         pa[kk][3] = elem<T>::pack2(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+}
+
+/* ---- USP_GPU_FWD_PROF=1: per-CTA phase counters (measurement only) --------
+ *
+ * A PROF instantiation of a kernel (bf16 in and out, D = 128 only) records, per CTA,
+ * %globaltimer at entry and at each consumer's last store, the SM, and consumer
+ * warpgroup 0's clock64() cycles: in all, inside the turns n > 0 of its units (the
+ * steady state), waiting there for K/V tiles (fullK/fullV) and for the other
+ * consumer's turn (named barrier), up to its first S issued, and its units and tiles.
+ * The launcher prints one line "PHASES ..." a call (ws_prof_report). The clock reads
+ * slow the kernel a little: read proportions, not rates. The default kernels are the
+ * PROF = false instantiations, which hold none of it. */
+constexpr int WS_PROF_CTAS = 4096;
+enum { WSP_G0, WSP_END0, WSP_END1, WSP_SM, WSP_CYC, WSP_LOOP, WSP_TURNS, WSP_WKV, WSP_WTURN, WSP_FIRST, WSP_UNITS,
+       WSP_TILES, WSP_WORDS };
+__device__ unsigned long long g_ws_prof[WS_PROF_CTAS * WSP_WORDS];
+
+__device__ __forceinline__ unsigned long long ws_gtime() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+/* This CTA's record, or NULL past WS_PROF_CTAS. */
+__device__ __forceinline__ unsigned long long *ws_prof_rec() {
+    const unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    return cta < (unsigned)WS_PROF_CTAS ? g_ws_prof + (size_t)cta * WSP_WORDS : nullptr;
+}
+/* A consumer thread's counters (PROF). */
+struct WsProf {
+    long long t0, loop, wkv, wturn, first;
+    int turns, units, tiles;
+};
+/* Kernel entry (thread 0): the start time and the SM. */
+template <bool PROF>
+__device__ __forceinline__ void ws_prof_entry() {
+    if constexpr (PROF) {
+        if (threadIdx.x == 0) {
+            unsigned long long *r = ws_prof_rec();
+            unsigned sm;
+            asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+            if (r) {
+                r[WSP_G0] = ws_gtime();
+                r[WSP_SM] = sm;
+            }
+        }
+    }
+}
+/* A consumer's end: its time (thread 0 of each consumer warpgroup) and consumer 0's counters. */
+template <bool PROF>
+__device__ __forceinline__ void ws_prof_exit(const WsProf &pf, int c, bool signal) {
+    if constexpr (PROF) {
+        unsigned long long *r = ws_prof_rec();
+        if (!signal || !r) return;
+        r[WSP_END0 + c] = ws_gtime();
+        if (c == 0) {
+            r[WSP_CYC] = clock64() - pf.t0;
+            r[WSP_LOOP] = pf.loop;
+            r[WSP_TURNS] = pf.turns;
+            r[WSP_WKV] = pf.wkv;
+            r[WSP_WTURN] = pf.wturn;
+            r[WSP_FIRST] = pf.first;
+            r[WSP_UNITS] = pf.units;
+            r[WSP_TILES] = pf.tiles;
+        }
     }
 }
 
@@ -350,17 +417,25 @@ __device__ __forceinline__ void ws_turn_first(float (&s)[BN / 2], uint32_t (&pa)
  * beside O += P_{n-1} V_{n-1} (tile a + n - 1), the stages released as their products
  * complete, S_n masked where the tile needs it and its softmax run under the P V, then O and
  * l rescaled and P_n packed; emptyQ is arrived at after the unit's last S (n == nlast). */
-template <typename T, int D, int BN, int S>
+template <typename T, int D, int BN, int S, bool PROF = false>
 __device__ __forceinline__ void ws_turn(float (&s)[BN / 2], float (&o)[D / 2], uint32_t (&pa)[BN / 16][4],
                                         float (&mx)[2], float (&l)[2], float (&sum)[2], float (&corr)[2],
                                         const T *sQw, const T *sK, const T *sV, uint64_t *fullK, uint64_t *fullV,
                                         uint64_t *emptyK, uint64_t *emptyV, uint64_t *emptyQ, int a, int n, int nlast,
                                         int c, bool signal, const usp_key_range &kr,
-                                        const usp_key_interval (&riv)[2], int jt0, float sl2) {
+                                        const usp_key_interval (&riv)[2], int jt0, float sl2,
+                                        WsProf *pf = nullptr) {
     const int st = ws_stage<S>(a + n), pst = ws_stage<S>(a + n - 1);
+    long long c0 = 0, c1 = 0;
+    if constexpr (PROF) c0 = clock64();
     mbar_wait(fullK + st, ws_phase<S>(a + n));
     mbar_wait(fullV + pst, ws_phase<S>(a + n - 1));
+    if constexpr (PROF) c1 = clock64();
     bar_sync256(1 + c);
+    if constexpr (PROF) {
+        pf->wkv += c1 - c0;
+        pf->wturn += clock64() - c1;
+    }
     ws_issue_s<T, D, BN>(s, sQw, sK + st * BN * D);
     wg_fence_regs(o);
     ws_issue_pv<T, D, BN>(o, pa, sV + pst * BN * D);
@@ -408,11 +483,12 @@ __device__ __forceinline__ void ws_put_desc(int *d, const WsUnit &u) {
  * on barrier 1 once at the start and after each unit's last turn; consumer 0
  * consumes the last arrival at END), so one unit's epilogue runs under the
  * next unit's first products. Without FETCH: the units of ws_unit. */
-template <typename T, typename TO, int D, bool FETCH>
+template <typename T, typename TO, int D, bool FETCH, bool PROF = false>
 __global__ void __launch_bounds__(WS_NTH, 1)
     fwd_ws_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
-                  const __grid_constant__ CUtensorMap tv, const UspFwdParams p) {
+                  const __grid_constant__ CUtensorMap tv, const UspFwdParams p, int /* flags: FLOW only */) {
     constexpr int BM = WS_BM, BN = ws_cfg<D>::BN, S = ws_cfg<D>::STAGES, ND = D / 2;
+    ws_prof_entry<PROF>();
     extern __shared__ unsigned char smem_raw[];
     T *sQ = reinterpret_cast<T *>(align1024(smem_raw));   /* BM x D */
     T *sK = sQ + BM * D;                                    /* S x BN x D */
@@ -534,6 +610,8 @@ __global__ void __launch_bounds__(WS_NTH, 1)
     const float sl2 = p.scale * USP_LOG2E;
     const T *sQw = sQ + c * 64 * 64;
     int a = 0, qi = 0;   /* K/V tiles and Q tiles (FETCH: published units) consumed so far */
+    WsProf pf{};
+    if constexpr (PROF) pf.t0 = clock64();
     WsUnit u = u0;
     const int2 *rvp = sRiv;   /* FETCH: the current unit's rows' intervals */
     if (FETCH && c == 1) bar_arrive256(1);   /* consumer 0 takes the first turn */
@@ -588,10 +666,21 @@ __global__ void __launch_bounds__(WS_NTH, 1)
             /* turn 0: S_0 */
             ws_turn_first<T, D, BN, S>(s, pa, mx, l, sum, corr, sQw, sK, fullK, emptyK, emptyQ, a, ntiles, c, signal,
                                        u.kr, riv, jt0, sl2);
+            long long l0 = 0;
+            if constexpr (PROF) {
+                l0 = clock64();
+                if (pf.units == 0) pf.first = l0 - pf.t0;
+            }
 
             for (int n = 1; n < ntiles; ++n)
-                ws_turn<T, D, BN, S>(s, o, pa, mx, l, sum, corr, sQw, sK, sV, fullK, fullV, emptyK, emptyV, emptyQ, a,
-                                     n, ntiles - 1, c, signal, u.kr, riv, jt0, sl2);
+                ws_turn<T, D, BN, S, PROF>(s, o, pa, mx, l, sum, corr, sQw, sK, sV, fullK, fullV, emptyK, emptyV,
+                                           emptyQ, a, n, ntiles - 1, c, signal, u.kr, riv, jt0, sl2, &pf);
+            if constexpr (PROF) {
+                pf.loop += clock64() - l0;
+                pf.turns += ntiles - 1;
+                ++pf.units;
+                pf.tiles += ntiles;
+            }
 
             /* last turn: O += P V of the last tile */
             {
@@ -618,6 +707,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
             if (!ws_unit<BM, BN>(p, ++j, u, nullptr)) break;
         }
     }
+    ws_prof_exit<PROF>(pf, c, signal);
 }
 
 /* ---- FLOW: one pipeline over all the units of a CTA (planned, D <= 128: the default) ----
@@ -640,6 +730,33 @@ __global__ void __launch_bounds__(WS_NTH, 1)
  * stored with its LSE and the row state (O, m, l) restarts from S_0's. Only the
  * CTA's first and last units keep a turn of their own. */
 constexpr int WS_NDESC = 4;
+
+/* Run-time switches of the FLOW kernel (its last argument; USP_GPU_FWD_FLOW, ws_launch):
+ *   WSF_NAP  the descriptor warp sleeps (__nanosleep) between its tests of a free buffer,
+ *            so that its polling takes fewer issue slots of its scheduler (shared with two
+ *            consumer warps);
+ *   WSF_PDL  the kernel is launched as a programmatic dependent of the plan kernel (which
+ *            lets its dependents start at once): its CTAs start and set up while the plan is
+ *            made, and only the descriptor warp, the one reader of the plan, waits for it
+ *            (griddepcontrol.wait). Everything the kernel reads besides the plan was written
+ *            before the plan kernel started. */
+enum { WSF_NAP = 1, WSF_PDL = 2 };
+
+/* mbar_wait with a sleep of 128 ns between failed tests. */
+__device__ __forceinline__ void mbar_wait_nap(uint64_t *bar, uint32_t parity) {
+    for (;;) {
+        uint32_t ok;
+        asm volatile(
+            "{\n.reg .pred p;\n"
+            "mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+            "selp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(ok)
+            : "r"(smem_u32(bar)), "r"(parity)
+            : "memory");
+        if (ok) return;
+        __nanosleep(128);
+    }
+}
 
 template <int D>
 constexpr int ws_flow_smem_bytes() {
@@ -677,11 +794,12 @@ __device__ __forceinline__ WsFlowUnit ws_flow_take(const int *sDesc, const int2 
     return f;
 }
 
-template <typename T, typename TO, int D>
+template <typename T, typename TO, int D, bool PROF = false>
 __global__ void __launch_bounds__(WS_NTH, 1)
     fwd_ws_flow_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
-                       const __grid_constant__ CUtensorMap tv, const UspFwdParams p) {
+                       const __grid_constant__ CUtensorMap tv, const UspFwdParams p, int flags) {
     constexpr int BM = WS_BM, BN = ws_cfg<D>::BN, S = ws_cfg<D>::STAGES, ND = D / 2, NDS = WS_NDESC;
+    ws_prof_entry<PROF>();
     static_assert(4 + 4 * S + 2 * NDS <= 32, "barriers fit their 256 bytes");
     extern __shared__ unsigned char smem_raw[];
     T *sQ = reinterpret_cast<T *>(align1024(smem_raw));   /* 2 x BM x D */
@@ -716,6 +834,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
     if (wgi == 0) {
         setmaxnreg_dec<24>();
         if (warp == 1) {   /* descriptors */
+            if (flags & WSF_PDL) asm volatile("griddepcontrol.wait;\n" ::: "memory");   /* the plan is written */
             for (int j = 0, k = 0;; ++j) {
                 /* unit j of this CTA as ws_unit deals it (planned: the grid is persistent) */
                 const int G = gridDim.x, lin = j * G + ((j & 1) ? G - 1 - (int)blockIdx.x : (int)blockIdx.x);
@@ -727,7 +846,10 @@ __global__ void __launch_bounds__(WS_NTH, 1)
                     continue;
                 }
                 const int kb = k % NDS;
-                mbar_wait(emptyD + kb, ((uint32_t)(k / NDS) & 1u) ^ 1u);
+                if (flags & WSF_NAP)
+                    mbar_wait_nap(emptyD + kb, ((uint32_t)(k / NDS) & 1u) ^ 1u);
+                else
+                    mbar_wait(emptyD + kb, ((uint32_t)(k / NDS) & 1u) ^ 1u);
                 int *d = sDesc + kb * WS_DESC;
                 if (lane == 0) {
                     d[WSD_END] = !more;
@@ -774,8 +896,13 @@ __global__ void __launch_bounds__(WS_NTH, 1)
     const float sl2 = p.scale * USP_LOG2E;
     const int rloc = c * 64 + warp * 16 + (lane >> 2);   /* this thread's rows in a unit: rloc, rloc + 8 */
     int a = 0, qi = 0, k = 0;   /* K/V tiles of finished units, units started, descriptors read */
+    WsProf pf{};
+    if constexpr (PROF) pf.t0 = clock64();
     WsFlowUnit cu = ws_flow_take(sDesc, sRiv, fullD, emptyD, k++, rloc);
-    if (cu.end) return;
+    if (cu.end) {
+        ws_prof_exit<PROF>(pf, c, signal);
+        return;
+    }
     if (c == 1) bar_arrive256(1);   /* consumer 0 takes the first turn */
 
     float o[ND];
@@ -790,14 +917,23 @@ __global__ void __launch_bounds__(WS_NTH, 1)
         mbar_wait(fullQ, 0);
         ws_turn_first<T, D, BN, S>(s, pa, mx, l, sum, corr, sQ + c * 64 * 64, sK, fullK, emptyK, emptyQ, 0, cu.nt, c,
                                    signal, cu.kr, cu.riv, cu.jt0, sl2);
+        if constexpr (PROF) pf.first = clock64() - pf.t0;
     }
 
     for (;;) {
         const int qb = qi & 1;
         const T *sQw = sQ + qb * BM * D + c * 64 * 64;
+        long long l0 = 0;
+        if constexpr (PROF) l0 = clock64();
         for (int n = 1; n < cu.nt; ++n)
-            ws_turn<T, D, BN, S>(s, o, pa, mx, l, sum, corr, sQw, sK, sV, fullK, fullV, emptyK, emptyV, emptyQ + qb, a,
-                                 n, cu.nt - 1, c, signal, cu.kr, cu.riv, cu.jt0, sl2);
+            ws_turn<T, D, BN, S, PROF>(s, o, pa, mx, l, sum, corr, sQw, sK, sV, fullK, fullV, emptyK, emptyV,
+                                       emptyQ + qb, a, n, cu.nt - 1, c, signal, cu.kr, cu.riv, cu.jt0, sl2, &pf);
+        if constexpr (PROF) {
+            pf.loop += clock64() - l0;
+            pf.turns += cu.nt - 1;
+            ++pf.units;
+            pf.tiles += cu.nt;
+        }
 
         const WsFlowUnit nx = ws_flow_take(sDesc, sRiv, fullD, emptyD, k++, rloc);
         const int pst = ws_stage<S>(a + cu.nt - 1);
@@ -812,6 +948,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
             wg_fence_regs(o);
             if (signal) mbar_arrive(emptyV + pst);
             wg_store_o<TO, D>(p, cu.b, cu.h, cu.m0 + rloc, o, l, mx, sl2);
+            ws_prof_exit<PROF>(pf, c, signal);
             break;
         }
 
@@ -888,6 +1025,101 @@ bool ws_map(CUtensorMap *m, const void *base, usp_dtype dt, int d, int rows, int
     return r == CUDA_SUCCESS;
 }
 
+/* `word` is one of the comma-separated words of environment variable `name` (read at each
+ * call, so that tools/bench-gpu --alt-env times settings side by side). */
+bool env_word(const char *name, const char *word) {
+    const char *e = getenv(name);
+    const size_t n = strlen(word);
+    for (const char *s = e; s && *s;) {
+        const char *c = strchr(s, ',');
+        const size_t len = c ? (size_t)(c - s) : strlen(s);
+        if (len == n && !strncmp(s, word, n)) return true;
+        s = c ? c + 1 : nullptr;
+    }
+    return false;
+}
+
+bool ws_prof_on() {
+    const char *e = getenv("USP_GPU_FWD_PROF");
+    return e && !strcmp(e, "1");
+}
+
+/* USP_GPU_FWD_PROF=1: after a PROF kernel (nctas CTAs) launched on st after event ev0
+ * (recorded before the plan kernel), waits for it and prints on stderr one line: the call's
+ * time and the kernel's span (the difference is the plan kernel and the launches), how the
+ * SMs' time was spent (CTAs running; idle before an SM's first CTA, after its last, between
+ * CTAs), and consumer warpgroup 0's cycles: a steady turn (n > 0), the rest of a unit (its
+ * turn 0, last turn, the store and the hand-over), its first S, and its waits in steady turns.
+ * Then the records are zeroed for the next call. */
+void ws_prof_report(const char *kind, int flags, int nctas, cudaEvent_t ev0, cudaStream_t st) {
+    cudaEvent_t ev1 = nullptr;
+    float call_ms = -1.0f;
+    if (cudaEventCreate(&ev1) == cudaSuccess && cudaEventRecord(ev1, st) == cudaSuccess &&
+        cudaEventSynchronize(ev1) == cudaSuccess && ev0)
+        (void)cudaEventElapsedTime(&call_ms, ev0, ev1);
+    (void)cudaGetLastError();
+    if (ev1) (void)cudaEventDestroy(ev1);
+    if (ev0) (void)cudaEventDestroy(ev0);
+    const int n = nctas < WS_PROF_CTAS ? nctas : WS_PROF_CTAS;
+    std::vector<unsigned long long> r((size_t)n * WSP_WORDS);
+    void *addr = nullptr;
+    if (cudaStreamSynchronize(st) != cudaSuccess || cudaGetSymbolAddress(&addr, g_ws_prof) != cudaSuccess ||
+        cudaMemcpy(r.data(), addr, r.size() * 8, cudaMemcpyDeviceToHost) != cudaSuccess ||
+        cudaMemset(addr, 0, r.size() * 8) != cudaSuccess) {
+        (void)cudaGetLastError();
+        fprintf(stderr, "PHASES fwd %s: no records\n", kind);
+        return;
+    }
+    constexpr int NSM = 1024;
+    std::vector<unsigned long long> first(NSM, ~0ull), last(NSM, 0), busy(NSM, 0);
+    unsigned long long g0 = ~0ull, g1 = 0;
+    double cyc = 0, loop = 0, turns = 0, wkv = 0, wturn = 0, fst = 0, units = 0, tiles = 0;
+    int seen = 0;
+    for (int i = 0; i < n; ++i) {
+        const unsigned long long *x = &r[(size_t)i * WSP_WORDS];
+        const unsigned long long end = x[WSP_END0] > x[WSP_END1] ? x[WSP_END0] : x[WSP_END1];
+        if (!x[WSP_G0] || !end || x[WSP_SM] >= (unsigned long long)NSM) continue;
+        ++seen;
+        const int sm = (int)x[WSP_SM];
+        g0 = x[WSP_G0] < g0 ? x[WSP_G0] : g0;
+        g1 = end > g1 ? end : g1;
+        first[sm] = x[WSP_G0] < first[sm] ? x[WSP_G0] : first[sm];
+        last[sm] = end > last[sm] ? end : last[sm];
+        busy[sm] += end - x[WSP_G0];
+        cyc += (double)x[WSP_CYC];
+        loop += (double)x[WSP_LOOP];
+        turns += (double)x[WSP_TURNS];
+        wkv += (double)x[WSP_WKV];
+        wturn += (double)x[WSP_WTURN];
+        fst += (double)x[WSP_FIRST];
+        units += (double)x[WSP_UNITS];
+        tiles += (double)x[WSP_TILES];
+    }
+    if (!seen || g1 <= g0) {
+        fprintf(stderr, "PHASES fwd %s: no records\n", kind);
+        return;
+    }
+    double span = (double)(g1 - g0), sbusy = 0, shead = 0, stail = 0;
+    int nsm = 0;
+    for (int s = 0; s < NSM; ++s)
+        if (last[s]) {
+            ++nsm;
+            sbusy += (double)busy[s];
+            shead += (double)(first[s] - g0);
+            stail += (double)(g1 - last[s]);
+        }
+    const double all = span * nsm;
+    fprintf(stderr,
+            "PHASES fwd %s%s%s ctas %d sms %d units %.0f tiles %.0f | call %.1f us, kernel %.1f us | SM time: CTAs %.1f%%, "
+            "idle before the first %.1f%%, after the last %.1f%%, between %.1f%% | consumer 0 a CTA: %.0f cycles, "
+            "first S at %.0f; a steady turn %.0f cycles (%.0f of %.0f tiles), the rest %.0f cycles a unit; "
+            "steady turns' waits: K/V %.1f%%, turn %.1f%% of all cycles\n",
+            kind, flags & WSF_NAP ? ",nap" : "", flags & WSF_PDL ? ",pdl" : "", n, nsm, units, tiles,
+            call_ms * 1e3, span * 1e-3, 100.0 * sbusy / all, 100.0 * shead / all, 100.0 * stail / all,
+            100.0 * (all - sbusy - shead - stail) / all, cyc / seen, fst / seen, turns > 0 ? loop / turns : 0.0, turns,
+            tiles, units > 0 ? (cyc - loop) / units : 0.0, 100.0 * wkv / cyc, 100.0 * wturn / cyc);
+}
+
 template <typename T, typename TO, int D>
 int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len) {
     CUtensorMap tq, tk, tv;
@@ -914,19 +1146,60 @@ int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, s
     UspFwdParams q = p;
     UspPlanMem plan;
     int ctas = 0;
+    cudaEvent_t ev0 = nullptr;   /* USP_GPU_FWD_PROF: the call's start, before the plan */
+    if (ws_prof_on() && cudaEventCreate(&ev0) == cudaSuccess) (void)cudaEventRecord(ev0, st);
+    (void)cudaGetLastError();
     int rc = usp_mask_plan_fwd(q, WS_BM, ws_cfg<D>::BN, st, &plan, &ctas, why, why_len);
-    if (rc != USP_KERNEL_OK) return rc;
-    const char *units_env = getenv("USP_GPU_FWD_UNITS");
-    const bool fetch = ctas && q.unit_next && units_env && !strcmp(units_env, "fetch");
-    const bool flow = D <= 128 && ctas && !fetch && !(units_env && !strcmp(units_env, "static"));
-    auto kern = flow    ? fwd_ws_flow_kernel<T, TO, D == 256 ? 128 : D>
+    if (rc != USP_KERNEL_OK) {
+        if (ev0) (void)cudaEventDestroy(ev0);
+        return rc;
+    }
+    const bool fetch = ctas && q.unit_next && env_word("USP_GPU_FWD_UNITS", "fetch");
+    const bool flow = D <= 128 && ctas && !fetch && !env_word("USP_GPU_FWD_UNITS", "static");
+    /* USP_GPU_FWD_UNITS=static,pad: the per-unit kernel given the FLOW kernel's shared memory
+     * (the same L1 left), to time the two at equal shared memory */
+    const bool pad = D <= 128 && !flow && env_word("USP_GPU_FWD_UNITS", "pad");
+    const int flags = flow ? (env_word("USP_GPU_FWD_FLOW", "nap") ? WSF_NAP : 0) |
+                                 (env_word("USP_GPU_FWD_FLOW", "pdl") ? WSF_PDL : 0)
+                           : 0;
+    constexpr int DF = D == 256 ? 128 : D;   /* FLOW kernels exist at D <= 128 */
+    using Kern = void (*)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const UspFwdParams, int);
+    Kern kern = flow    ? fwd_ws_flow_kernel<T, TO, DF>
                 : fetch ? fwd_ws_kernel<T, TO, D, true>
                         : fwd_ws_kernel<T, TO, D, false>;
-    const int kern_smem = flow ? ws_flow_smem_bytes<D == 256 ? 128 : D>() : smem;
+    /* USP_GPU_FWD_PROF=1 (bf16, D = 128): the PROF instantiation and a line of phases */
+    constexpr bool prof_ok = std::is_same<T, __nv_bfloat16>::value && std::is_same<TO, T>::value && D == 128;
+    bool prof = false;
+    if constexpr (prof_ok) {
+        prof = !fetch && ws_prof_on();
+        if (prof) kern = flow ? fwd_ws_flow_kernel<T, TO, DF, true> : fwd_ws_kernel<T, TO, D, false, true>;
+    }
+    const int kern_smem = flow || pad ? ws_flow_smem_bytes<DF>() : smem;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, kern_smem));
     dim3 grid = ctas ? dim3(ctas) : dim3((p.q_len + WS_BM - 1) / WS_BM, p.h, p.b);
-    kern<<<grid, WS_NTH, kern_smem, st>>>(tq, tk, tv, q);
-    cudaError_t e = cudaGetLastError();
+    cudaError_t e;
+    if (flags & WSF_PDL) {   /* a programmatic dependent of the plan kernel */
+        cudaLaunchConfig_t cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.gridDim = grid;
+        cfg.blockDim = dim3(WS_NTH);
+        cfg.dynamicSmemBytes = kern_smem;
+        cfg.stream = st;
+        cudaLaunchAttribute at[1];
+        at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = at;
+        cfg.numAttrs = 1;
+        e = cudaLaunchKernelEx(&cfg, kern, tq, tk, tv, q, flags);
+    } else {
+        kern<<<grid, WS_NTH, kern_smem, st>>>(tq, tk, tv, q, flags);
+        e = cudaGetLastError();
+    }
+    if (prof && e == cudaSuccess)
+        ws_prof_report(flow ? "flow" : ctas ? (pad ? "static,pad" : "static") : "unplanned", flags,
+                       (int)(grid.x * grid.y * grid.z), ev0, st);
+    else if (ev0)
+        (void)cudaEventDestroy(ev0);
     usp_mask_plan_release(&plan, st);
     if (e != cudaSuccess) {
         snprintf(why, why_len, "fwd_ws_kernel launch failed: %s", cudaGetErrorString(e));

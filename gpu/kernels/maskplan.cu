@@ -235,6 +235,11 @@ template <bool PROF>
 __global__ void __launch_bounds__(MP_THREADS) mask_plan_fast_kernel(const MpArgs a, int sgroups) {
     unsigned long long t0 = 0, t1 = 0, t2 = 0;
     if (PROF) t0 = mp_now();
+#if __CUDA_ARCH__ >= 900
+    /* a kernel launched as this one's programmatic dependent (the FLOW forward with
+     * USP_GPU_FWD_FLOW=pdl) may start now; it waits for the plan before reading it */
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
     __shared__ int hist[MP_BUCKETS];
     __shared__ int part[MP_THREADS / 32];
     extern __shared__ int4 mp_dyn[];
