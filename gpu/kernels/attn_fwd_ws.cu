@@ -263,10 +263,16 @@ struct WsUnit {
  * work_order[lin / heads], head lin % heads; its key range from the plan's
  * 64-row groups (no row is read). */
 template <int BM, int BN>
-__device__ __forceinline__ void ws_unit_at(const UspFwdParams &p, int lin, WsUnit &u) {
-    const int item = p.work_order[lin / p.h];
-    const int nt = (p.q_len + BM - 1) / BM, ng = (p.q_len + USP_PLAN_GROUP - 1) / USP_PLAN_GROUP;
+__device__ __forceinline__ void ws_unit_at(const UspFwdParams &p, int lin, WsUnit &u, int hg = 0) {
+    int oi = lin / p.h;
     u.h = lin % p.h;
+    if (hg > 0) {   /* heads in groups of hg (the FLOW kernel's WSF_HG): group by group, items by work, heads */
+        const int per = p.plan_items * hg, grp = lin / per, hn = min(hg, p.h - grp * hg), r = lin - grp * per;
+        oi = r / hn;
+        u.h = grp * hg + r % hn;
+    }
+    const int item = p.work_order[oi];
+    const int nt = (p.q_len + BM - 1) / BM, ng = (p.q_len + USP_PLAN_GROUP - 1) / USP_PLAN_GROUP;
     u.b = item / nt;
     u.m0 = (item % nt) * BM;
     u.kr = usp_key_range_none();
@@ -739,8 +745,12 @@ constexpr int WS_NDESC = 4;
  *            lets its dependents start at once): its CTAs start and set up while the plan is
  *            made, and only the descriptor warp, the one reader of the plan, waits for it
  *            (griddepcontrol.wait). Everything the kernel reads besides the plan was written
- *            before the plan kernel started. */
-enum { WSF_NAP = 1, WSF_PDL = 2 };
+ *            before the plan kernel started;
+ *   flags >> WSF_HG_SHIFT = hg > 0: the units in another order: heads in groups of hg, the
+ *            units of a group (its heads x the items in the plan's order, heads side by side)
+ *            before the next group's, so that the CTAs running side by side share fewer
+ *            heads' K/V in L2 (item-major, the default, spreads a round over every head). */
+enum { WSF_NAP = 1, WSF_PDL = 2, WSF_HG_SHIFT = 8 };
 
 /* mbar_wait with a sleep of 128 ns between failed tests. */
 __device__ __forceinline__ void mbar_wait_nap(uint64_t *bar, uint32_t parity) {
@@ -840,7 +850,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
                 const int G = gridDim.x, lin = j * G + ((j & 1) ? G - 1 - (int)blockIdx.x : (int)blockIdx.x);
                 const bool more = lin < p.plan_items * p.h;
                 WsUnit u{};
-                if (more) ws_unit_at<BM, BN>(p, lin, u);
+                if (more) ws_unit_at<BM, BN>(p, lin, u, flags >> WSF_HG_SHIFT);
                 if (more && u.ntiles <= 0) {
                     ws_write_empty_rows<TO, D>(p, u, u.m0, min(BM, p.q_len - u.m0), lane, 32);
                     continue;
@@ -1110,11 +1120,11 @@ void ws_prof_report(const char *kind, int flags, int nctas, cudaEvent_t ev0, cud
         }
     const double all = span * nsm;
     fprintf(stderr,
-            "PHASES fwd %s%s%s ctas %d sms %d units %.0f tiles %.0f | call %.1f us, kernel %.1f us | SM time: CTAs %.1f%%, "
+            "PHASES fwd %s%s%s%s ctas %d sms %d units %.0f tiles %.0f | call %.1f us, kernel %.1f us | SM time: CTAs %.1f%%, "
             "idle before the first %.1f%%, after the last %.1f%%, between %.1f%% | consumer 0 a CTA: %.0f cycles, "
             "first S at %.0f; a steady turn %.0f cycles (%.0f of %.0f tiles), the rest %.0f cycles a unit; "
             "steady turns' waits: K/V %.1f%%, turn %.1f%% of all cycles\n",
-            kind, flags & WSF_NAP ? ",nap" : "", flags & WSF_PDL ? ",pdl" : "", n, nsm, units, tiles,
+            kind, flags & WSF_NAP ? ",nap" : "", flags & WSF_PDL ? ",pdl" : "", flags >> WSF_HG_SHIFT ? ",hg" : "", n, nsm, units, tiles,
             call_ms * 1e3, span * 1e-3, 100.0 * sbusy / all, 100.0 * shead / all, 100.0 * stail / all,
             100.0 * (all - sbusy - shead - stail) / all, cyc / seen, fst / seen, turns > 0 ? loop / turns : 0.0, turns,
             tiles, units > 0 ? (cyc - loop) / units : 0.0, 100.0 * wkv / cyc, 100.0 * wturn / cyc);
@@ -1159,9 +1169,15 @@ int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, s
     /* USP_GPU_FWD_UNITS=static,pad: the per-unit kernel given the FLOW kernel's shared memory
      * (the same L1 left), to time the two at equal shared memory */
     const bool pad = D <= 128 && !flow && env_word("USP_GPU_FWD_UNITS", "pad");
-    const int flags = flow ? (env_word("USP_GPU_FWD_FLOW", "nap") ? WSF_NAP : 0) |
-                                 (env_word("USP_GPU_FWD_FLOW", "pdl") ? WSF_PDL : 0)
-                           : 0;
+    int flags = 0;
+    if (flow) {
+        flags = (env_word("USP_GPU_FWD_FLOW", "nap") ? WSF_NAP : 0) | (env_word("USP_GPU_FWD_FLOW", "pdl") ? WSF_PDL : 0);
+        for (int hg : {1, 2, 4, 8}) {   /* USP_GPU_FWD_FLOW=hgN */
+            char w[8];
+            snprintf(w, sizeof w, "hg%d", hg);
+            if (env_word("USP_GPU_FWD_FLOW", w) && hg < p.h) flags |= hg << WSF_HG_SHIFT;
+        }
+    }
     constexpr int DF = D == 256 ? 128 : D;   /* FLOW kernels exist at D <= 128 */
     using Kern = void (*)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const UspFwdParams, int);
     Kern kern = flow    ? fwd_ws_flow_kernel<T, TO, DF>
@@ -1179,8 +1195,7 @@ int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, s
     dim3 grid = ctas ? dim3(ctas) : dim3((p.q_len + WS_BM - 1) / WS_BM, p.h, p.b);
     cudaError_t e;
     if (flags & WSF_PDL) {   /* a programmatic dependent of the plan kernel */
-        cudaLaunchConfig_t cfg;
-        memset(&cfg, 0, sizeof cfg);
+        cudaLaunchConfig_t cfg = {};
         cfg.gridDim = grid;
         cfg.blockDim = dim3(WS_NTH);
         cfg.dynamicSmemBytes = kern_smem;
