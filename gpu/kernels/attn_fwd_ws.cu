@@ -263,7 +263,8 @@ struct WsUnit {
  * work_order[lin / heads], head lin % heads; its key range from the plan's
  * 64-row groups (no row is read). */
 template <int BM, int BN>
-__device__ __forceinline__ void ws_unit_at(const UspFwdParams &p, int lin, WsUnit &u, int hg = 0) {
+__device__ __forceinline__ void ws_unit_at(const UspFwdParams &p, int lin, WsUnit &u, int hg = 0,
+                                           const int *order = nullptr, const int4 *groups = nullptr) {
     int oi = lin / p.h;
     u.h = lin % p.h;
     if (hg > 0) {   /* heads in groups of hg (the FLOW kernel's WSF_HG): group by group, items by work, heads */
@@ -271,7 +272,7 @@ __device__ __forceinline__ void ws_unit_at(const UspFwdParams &p, int lin, WsUni
         oi = r / hn;
         u.h = grp * hg + r % hn;
     }
-    const int item = p.work_order[oi];
+    const int item = (order ? order : p.work_order)[oi];
     const int nt = (p.q_len + BM - 1) / BM, ng = (p.q_len + USP_PLAN_GROUP - 1) / USP_PLAN_GROUP;
     u.b = item / nt;
     u.m0 = (item % nt) * BM;
@@ -280,7 +281,7 @@ __device__ __forceinline__ void ws_unit_at(const UspFwdParams &p, int lin, WsUni
     for (int k = 0; k < BM / USP_PLAN_GROUP; ++k) {
         const int gi = u.m0 / USP_PLAN_GROUP + k;
         if (gi < ng) {
-            const int4 g = p.mask_groups[u.b * ng + gi];
+            const int4 g = (groups ? groups : p.mask_groups)[u.b * ng + gi];
             u.kr = usp_key_range_merge(u.kr, usp_key_range{g.x, g.y, g.z, g.w});
         }
     }
@@ -746,11 +747,14 @@ constexpr int WS_NDESC = 4;
  *            made, and only the descriptor warp, the one reader of the plan, waits for it
  *            (griddepcontrol.wait). Everything the kernel reads besides the plan was written
  *            before the plan kernel started;
+ *   WSF_INPLAN  no plan kernel: every CTA makes the plan's forward part itself in shared
+ *            memory (ws_inplan) before its warps take their roles, and the descriptor warp
+ *            reads it there (p.plan_items set by the launcher, p.work_order NULL);
  *   flags >> WSF_HG_SHIFT = hg > 0: the units in another order: heads in groups of hg, the
  *            units of a group (its heads x the items in the plan's order, heads side by side)
  *            before the next group's, so that the CTAs running side by side share fewer
  *            heads' K/V in L2 (item-major, the default, spreads a round over every head). */
-enum { WSF_NAP = 1, WSF_PDL = 2, WSF_HG_SHIFT = 8 };
+enum { WSF_NAP = 1, WSF_PDL = 2, WSF_INPLAN = 4, WSF_HG_SHIFT = 8 };
 
 /* mbar_wait with a sleep of 128 ns between failed tests. */
 __device__ __forceinline__ void mbar_wait_nap(uint64_t *bar, uint32_t parity) {
@@ -804,6 +808,85 @@ __device__ __forceinline__ WsFlowUnit ws_flow_take(const int *sDesc, const int2 
     return f;
 }
 
+/* Shared memory of the in-kernel plan (WSF_INPLAN): the 64-row groups' key ranges (int4),
+ * then the items' work and their order (ints). */
+__host__ __device__ constexpr size_t ws_inplan_bytes(int ngroups, int items) {
+    return (size_t)ngroups * 16 + (size_t)items * 8;
+}
+
+/* WSF_INPLAN: what the plan kernel (maskplan.cu, forward) writes, made by all WS_NTH threads
+ * of a CTA into shared memory: sG[B][ng] each 64-row group's key range (a warp a group, the
+ * loads of WS_IPU groups issued together), sW[item] an item's key tiles (query tile of BM
+ * rows: the union of its groups), sO the items by descending work, equal work in index
+ * order (the plan kernel's stable counting sort, as a rank count: work < MP_BUCKETS there).
+ * Barriers inside; the caller's __syncthreads publishes the last pass. */
+constexpr int WS_IPU = 4;
+template <int BM, int BN>
+__device__ void ws_inplan(const UspFwdParams &p, int4 *sG, int *sW, int *sO) {
+    constexpr int NW = WS_NTH / 32, RPL = USP_PLAN_GROUP / 32;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int ng = (p.q_len + USP_PLAN_GROUP - 1) / USP_PLAN_GROUP, ngt = p.b * ng, items = p.plan_items;
+    const int nt = (p.q_len + BM - 1) / BM;
+    for (int g0 = warp; g0 < ngt; g0 += NW * WS_IPU) {
+        int32_t vlo[WS_IPU][RPL], vhi[WS_IPU][RPL];
+#pragma unroll
+        for (int u = 0; u < WS_IPU; ++u) {
+            const int g = g0 + NW * u, bb = g / ng, r0 = (g % ng) * USP_PLAN_GROUP;
+#pragma unroll
+            for (int k = 0; k < RPL; ++k) {
+                const int row = r0 + lane + 32 * k;
+                vlo[u][k] = vhi[u][k] = 0;
+                if (p.mask_lo && g < ngt && row < p.q_len) {
+                    const int64_t at = (int64_t)bb * p.q_len + row;
+                    vlo[u][k] = __ldg(p.mask_lo + at);
+                    vhi[u][k] = __ldg(p.mask_hi + at);
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < WS_IPU; ++u) {
+            const int g = g0 + NW * u, bb = g / ng, r0 = (g % ng) * USP_PLAN_GROUP;
+            if (g >= ngt) break;   /* the same g in every lane of the warp */
+            usp_key_range r = usp_key_range_none();
+#pragma unroll
+            for (int k = 0; k < RPL; ++k) {
+                const int row = r0 + lane + 32 * k;
+                if (row < p.q_len)
+                    r = usp_key_range_add(r, p.mask_lo ? usp_row_keys(&vlo[u][k], &vhi[u][k], 1, 0, 0, p.kv_len, p.causal, p.diag)
+                                                       : usp_row_keys(NULL, NULL, p.q_len, bb, row, p.kv_len, p.causal, p.diag));
+            }
+            r = warp_key_range(r);
+            if (lane == 0) sG[g] = make_int4(r.any_lo, r.any_hi, r.all_lo, r.all_hi);
+        }
+    }
+    __syncthreads();
+    for (int it = tid; it < items; it += WS_NTH) {
+        const int bb = it / nt, t = it % nt;
+        usp_key_range r = usp_key_range_none();
+#pragma unroll
+        for (int k = 0; k < BM / USP_PLAN_GROUP; ++k) {
+            const int gi = t * (BM / USP_PLAN_GROUP) + k;
+            if (gi < ng) {
+                const int4 v = sG[bb * ng + gi];
+                r = usp_key_range_merge(r, usp_key_range{v.x, v.y, v.z, v.w});
+            }
+        }
+        int first, end;
+        usp_tile_range(r, BN, &first, &end);
+        sW[it] = end > first ? end - first : 0;
+    }
+    __syncthreads();
+    for (int it = tid; it < items; it += WS_NTH) {
+        const int w = sW[it];
+        int rank = 0;
+        for (int j = 0; j < items; ++j) {
+            const int x = sW[j];
+            rank += x > w || (x == w && j < it);
+        }
+        sO[rank] = it;
+    }
+}
+
 template <typename T, typename TO, int D, bool PROF = false>
 __global__ void __launch_bounds__(WS_NTH, 1)
     fwd_ws_flow_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
@@ -820,8 +903,13 @@ __global__ void __launch_bounds__(WS_NTH, 1)
              *emptyV = emptyK + S, *fullD = emptyV + S, *emptyD = fullD + NDS;
     int *sDesc = reinterpret_cast<int *>(bars + 32);              /* NDS x WS_DESC ints */
     int2 *sRiv = reinterpret_cast<int2 *>(sDesc + NDS * WS_DESC);   /* NDS x BM rows' [lo, hi) */
+    /* WSF_INPLAN: the plan's groups, work and order (ws_inplan_bytes) */
+    int4 *sG = reinterpret_cast<int4 *>(sRiv + NDS * BM);
+    const int ngt = p.b * ((p.q_len + USP_PLAN_GROUP - 1) / USP_PLAN_GROUP);
+    int *sW = reinterpret_cast<int *>(sG + ngt), *sO = sW + p.plan_items;
 
     const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+    if (flags & WSF_INPLAN) ws_inplan<BM, BN>(p, sG, sW, sO);
     if (threadIdx.x == 0) {
         for (int i = 0; i < 2; ++i) {
             mbar_init(fullQ + i, 1);
@@ -850,7 +938,10 @@ __global__ void __launch_bounds__(WS_NTH, 1)
                 const int G = gridDim.x, lin = j * G + ((j & 1) ? G - 1 - (int)blockIdx.x : (int)blockIdx.x);
                 const bool more = lin < p.plan_items * p.h;
                 WsUnit u{};
-                if (more) ws_unit_at<BM, BN>(p, lin, u, flags >> WSF_HG_SHIFT);
+                if (more) {
+                    const bool in = flags & WSF_INPLAN;
+                    ws_unit_at<BM, BN>(p, lin, u, flags >> WSF_HG_SHIFT, in ? sO : nullptr, in ? sG : nullptr);
+                }
                 if (more && u.ntiles <= 0) {
                     ws_write_empty_rows<TO, D>(p, u, u.m0, min(BM, p.q_len - u.m0), lane, 32);
                     continue;
@@ -1120,11 +1211,12 @@ void ws_prof_report(const char *kind, int flags, int nctas, cudaEvent_t ev0, cud
         }
     const double all = span * nsm;
     fprintf(stderr,
-            "PHASES fwd %s%s%s%s ctas %d sms %d units %.0f tiles %.0f | call %.1f us, kernel %.1f us | SM time: CTAs %.1f%%, "
+            "PHASES fwd %s%s%s%s%s ctas %d sms %d units %.0f tiles %.0f | call %.1f us, kernel %.1f us | SM time: CTAs %.1f%%, "
             "idle before the first %.1f%%, after the last %.1f%%, between %.1f%% | consumer 0 a CTA: %.0f cycles, "
             "first S at %.0f; a steady turn %.0f cycles (%.0f of %.0f tiles), the rest %.0f cycles a unit; "
             "steady turns' waits: K/V %.1f%%, turn %.1f%% of all cycles\n",
-            kind, flags & WSF_NAP ? ",nap" : "", flags & WSF_PDL ? ",pdl" : "", flags >> WSF_HG_SHIFT ? ",hg" : "", n, nsm, units, tiles,
+            kind, flags & WSF_NAP ? ",nap" : "", flags & WSF_PDL ? ",pdl" : "", flags >> WSF_HG_SHIFT ? ",hg" : "",
+            flags & WSF_INPLAN ? ",inplan" : "", n, nsm, units, tiles,
             call_ms * 1e3, span * 1e-3, 100.0 * sbusy / all, 100.0 * shead / all, 100.0 * stail / all,
             100.0 * (all - sbusy - shead - stail) / all, cyc / seen, fst / seen, turns > 0 ? loop / turns : 0.0, turns,
             tiles, units > 0 ? (cyc - loop) / units : 0.0, 100.0 * wkv / cyc, 100.0 * wturn / cyc);
@@ -1159,7 +1251,24 @@ int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, s
     cudaEvent_t ev0 = nullptr;   /* USP_GPU_FWD_PROF: the call's start, before the plan */
     if (ws_prof_on() && cudaEventCreate(&ev0) == cudaSuccess) (void)cudaEventRecord(ev0, st);
     (void)cudaGetLastError();
-    int rc = usp_mask_plan_fwd(q, WS_BM, ws_cfg<D>::BN, st, &plan, &ctas, why, why_len);
+    constexpr int DF = D == 256 ? 128 : D;   /* FLOW kernels exist at D <= 128 */
+    /* USP_GPU_FWD_FLOW=inplan (D <= 128): no plan kernel; the FLOW kernel's CTAs make the plan
+     * in shared memory (WSF_INPLAN) when it fits there */
+    size_t inplan_smem = 0;
+    if (D <= 128 && env_word("USP_GPU_FWD_FLOW", "inplan") && !env_word("USP_GPU_FWD_UNITS", "static") &&
+        !env_word("USP_GPU_FWD_UNITS", "fetch")) {
+        int items = 0, c = 0, dev = 0, optin = 0;
+        const int ngt = p.b * ((p.q_len + USP_PLAN_GROUP - 1) / USP_PLAN_GROUP);
+        if (usp_mask_plan_fwd_shape(p, WS_BM, &items, &c) && cudaGetDevice(&dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
+            ws_flow_smem_bytes<DF>() + ws_inplan_bytes(ngt, items) <= (size_t)optin) {
+            inplan_smem = ws_inplan_bytes(ngt, items);
+            q.plan_items = items;
+            ctas = c;
+        }
+        (void)cudaGetLastError();
+    }
+    int rc = inplan_smem ? USP_KERNEL_OK : usp_mask_plan_fwd(q, WS_BM, ws_cfg<D>::BN, st, &plan, &ctas, why, why_len);
     if (rc != USP_KERNEL_OK) {
         if (ev0) (void)cudaEventDestroy(ev0);
         return rc;
@@ -1171,14 +1280,15 @@ int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, s
     const bool pad = D <= 128 && !flow && env_word("USP_GPU_FWD_UNITS", "pad");
     int flags = 0;
     if (flow) {
-        flags = (env_word("USP_GPU_FWD_FLOW", "nap") ? WSF_NAP : 0) | (env_word("USP_GPU_FWD_FLOW", "pdl") ? WSF_PDL : 0);
+        /* pdl depends on the plan kernel: none with inplan */
+        flags = (env_word("USP_GPU_FWD_FLOW", "nap") ? WSF_NAP : 0) |
+                (inplan_smem ? WSF_INPLAN : env_word("USP_GPU_FWD_FLOW", "pdl") ? WSF_PDL : 0);
         for (int hg : {1, 2, 4, 8}) {   /* USP_GPU_FWD_FLOW=hgN */
             char w[8];
             snprintf(w, sizeof w, "hg%d", hg);
             if (env_word("USP_GPU_FWD_FLOW", w) && hg < p.h) flags |= hg << WSF_HG_SHIFT;
         }
     }
-    constexpr int DF = D == 256 ? 128 : D;   /* FLOW kernels exist at D <= 128 */
     using Kern = void (*)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const UspFwdParams, int);
     Kern kern = flow    ? fwd_ws_flow_kernel<T, TO, DF>
                 : fetch ? fwd_ws_kernel<T, TO, D, true>
@@ -1190,7 +1300,7 @@ int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, s
         prof = !fetch && ws_prof_on();
         if (prof) kern = flow ? fwd_ws_flow_kernel<T, TO, DF, true> : fwd_ws_kernel<T, TO, D, false, true>;
     }
-    const int kern_smem = flow || pad ? ws_flow_smem_bytes<DF>() : smem;
+    const int kern_smem = flow || pad ? ws_flow_smem_bytes<DF>() + (int)inplan_smem : smem;
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, kern_smem));
     dim3 grid = ctas ? dim3(ctas) : dim3((p.q_len + WS_BM - 1) / WS_BM, p.h, p.b);
     cudaError_t e;

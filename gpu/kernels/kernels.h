@@ -135,6 +135,9 @@ struct UspPlanMem {
 };
 int usp_mask_plan_fwd(UspFwdParams &p, int bm, int bn, cudaStream_t st, UspPlanMem *mem, int *ctas, char *why,
                       size_t why_len);
+/* Whether usp_mask_plan_fwd would plan this call (1) and, then, its items (query tiles of bm
+ * rows of every batch) and persistent CTAs; makes no plan (a forward that plans inside itself). */
+int usp_mask_plan_fwd_shape(const UspFwdParams &p, int bm, int *items, int *ctas);
 int usp_mask_plan_bwd(UspBwdParams &p, int bn, cudaStream_t st, UspPlanMem *mem, int *ctas, char *why,
                       size_t why_len);
 void usp_mask_plan_release(UspPlanMem *mem, cudaStream_t st);

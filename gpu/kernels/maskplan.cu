@@ -567,6 +567,18 @@ int usp_mask_plan_fwd(UspFwdParams &p, int bm, int bn, cudaStream_t st, UspPlanM
     return USP_KERNEL_OK;
 }
 
+int usp_mask_plan_fwd_shape(const UspFwdParams &p, int bm, int *items, int *ctas) {
+    *items = *ctas = 0;
+    const int mode = plan_mode();
+    if (!mode || (!p.mask_lo && mode != 2) || p.q_len <= 0 || p.kv_len <= 0 || bm % USP_PLAN_GROUP) return 0;
+    const int nsm = sm_count();
+    const int64_t n = (int64_t)p.b * ((p.q_len + bm - 1) / bm), units = n * p.h;
+    if (nsm <= 0 || units >= INT32_MAX / 2) return 0;
+    *items = (int)n;
+    *ctas = (int)(units < nsm || mode == 3 ? units : nsm);
+    return 1;
+}
+
 int usp_mask_plan_bwd(UspBwdParams &p, int bn, cudaStream_t st, UspPlanMem *mem, int *ctas, char *why,
                       size_t why_len) {
     *ctas = 0;

@@ -5,7 +5,7 @@
 #   STEPS=check,sanitize,bench,phases,causal,plan tools/bench/mfwd_device.sh
 #
 # check     usp kernel-check, every case: defaults, then each setting of CHECK_ENVS
-#           (default USP_GPU_FWD_FLOW=nap,pdl,hg2: the FLOW kernel's opt-in switches)
+#           (default USP_GPU_FWD_FLOW=nap,pdl,hg2 and =inplan,hg2: the FLOW kernel's opt-in switches)
 # sanitize  compute-sanitizer memcheck --quick under each setting of SAN_ENVS (default the same)
 # bench     tools/bench-gpu --mask docs, window, D = 128, our kernels only, errors against fp64,
 #           the default beside each --alt-env of ALT_ENVS (contenders interleaved by round)
@@ -24,10 +24,10 @@ BUILD=${BUILD:-build-dev}
 KC="$BUILD/usp_kernel_check"
 LIB="$BUILD/libusp_bench_gpu.so"
 MASKS="--mask docs:8192,3000,1500,1000,700,600,500,400,300,184 --mask window:2048"
-CHECK_ENVS=${CHECK_ENVS:-USP_GPU_FWD_FLOW=nap,pdl,hg2}
+CHECK_ENVS=${CHECK_ENVS:-USP_GPU_FWD_FLOW=nap,pdl,hg2 USP_GPU_FWD_FLOW=inplan,hg2}
 SAN_ENVS=${SAN_ENVS:-$CHECK_ENVS}
-ALT_ENVS=${ALT_ENVS:-USP_GPU_FWD_FLOW=nap USP_GPU_FWD_FLOW=pdl USP_GPU_FWD_FLOW=hg1 USP_GPU_FWD_FLOW=hg4 USP_GPU_FWD_UNITS=static USP_GPU_FWD_PROF=1}
-PHASE_ALT_ENVS=${PHASE_ALT_ENVS:-USP_GPU_FWD_UNITS=static USP_GPU_FWD_FLOW=hg4 USP_GPU_FWD_FLOW=nap,pdl}
+ALT_ENVS=${ALT_ENVS:-USP_GPU_FWD_FLOW=nap USP_GPU_FWD_FLOW=pdl USP_GPU_FWD_FLOW=hg4 USP_GPU_FWD_FLOW=inplan USP_GPU_FWD_PROF=1}
+PHASE_ALT_ENVS=${PHASE_ALT_ENVS:-USP_GPU_FWD_UNITS=static USP_GPU_FWD_FLOW=hg4 USP_GPU_FWD_FLOW=inplan USP_GPU_FWD_FLOW=nap,pdl}
 CAUSAL_ALT_ENVS=${CAUSAL_ALT_ENVS:-USP_GPU_FWD_UNITS=static USP_GPU_FWD_UNITS=static,pad USP_GPU_FWD_FLOW=nap}
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 alts() { for v in "$@"; do printf -- ' --alt-env %s' "$v"; done; }
@@ -74,7 +74,7 @@ if has causal; then
   USP_GPU_MASK_PLAN=all timeout 60 python3 tools/bench-gpu --lib "$LIB" --reps ${REPS:-10} --no-errors \
     $(alts $CAUSAL_ALT_ENVS) --json "$OUT/bench_causal_all.json" --shape 16384,128,1 > "$OUT/bench_causal_all.txt" 2>&1
   say "bench causal plan=all rc=$?"
-  USP_GPU_MASK_PLAN=all USP_GPU_FWD_PROF=1 timeout 60 python3 tools/bench-gpu --lib "$LIB" --reps 2 --rounds 1 \
+  USP_GPU_MASK_PLAN=all USP_GPU_FWD_PROF=1 timeout 60 python3 tools/bench-gpu --lib "$LIB" --reps 1 --rounds 1 \
     --no-errors $(alts $CAUSAL_ALT_ENVS) --shape 16384,128,1 > "$OUT/phases_causal_all.txt" 2>&1
   say "phases causal plan=all rc=$?"
 fi
