@@ -263,11 +263,35 @@ struct WsUnit {
  * work_order[lin / heads], head lin % heads; its key range from the plan's
  * 64-row groups (no row is read). */
 template <int BM, int BN>
-__device__ __forceinline__ void ws_unit_at(const UspFwdParams &p, int lin, WsUnit &u, int hg = 0,
-                                           const int *order = nullptr, const int4 *groups = nullptr) {
+__device__ __forceinline__ void ws_unit_at(const UspFwdParams &p, int lin, WsUnit &u) {
+    const int item = p.work_order[lin / p.h];
+    const int nt = (p.q_len + BM - 1) / BM, ng = (p.q_len + USP_PLAN_GROUP - 1) / USP_PLAN_GROUP;
+    u.h = lin % p.h;
+    u.b = item / nt;
+    u.m0 = (item % nt) * BM;
+    u.kr = usp_key_range_none();
+#pragma unroll
+    for (int k = 0; k < BM / USP_PLAN_GROUP; ++k) {
+        const int gi = u.m0 / USP_PLAN_GROUP + k;
+        if (gi < ng) {
+            const int4 g = p.mask_groups[u.b * ng + gi];
+            u.kr = usp_key_range_merge(u.kr, usp_key_range{g.x, g.y, g.z, g.w});
+        }
+    }
+    int jt1;
+    usp_tile_range(u.kr, BN, &u.jt0, &jt1);
+    u.ntiles = jt1 - u.jt0;
+}
+
+/* ws_unit_at for the FLOW kernel's switches: hg > 0 takes the units with heads in groups of hg
+ * (group by group; in a group the items in the plan's order, its heads side by side), and
+ * order / groups, when not NULL, replace p.work_order / p.mask_groups (the in-kernel plan). */
+template <int BM, int BN>
+__device__ __forceinline__ void ws_unit_at_sw(const UspFwdParams &p, int lin, WsUnit &u, int hg, const int *order,
+                                              const int4 *groups) {
     int oi = lin / p.h;
     u.h = lin % p.h;
-    if (hg > 0) {   /* heads in groups of hg (the FLOW kernel's WSF_HG): group by group, items by work, heads */
+    if (hg > 0) {
         const int per = p.plan_items * hg, grp = lin / per, hn = min(hg, p.h - grp * hg), r = lin - grp * per;
         oi = r / hn;
         u.h = grp * hg + r % hn;
@@ -493,7 +517,7 @@ __device__ __forceinline__ void ws_put_desc(int *d, const WsUnit &u) {
 template <typename T, typename TO, int D, bool FETCH, bool PROF = false>
 __global__ void __launch_bounds__(WS_NTH, 1)
     fwd_ws_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
-                  const __grid_constant__ CUtensorMap tv, const UspFwdParams p, int /* flags: FLOW only */) {
+                  const __grid_constant__ CUtensorMap tv, const UspFwdParams p) {
     constexpr int BM = WS_BM, BN = ws_cfg<D>::BN, S = ws_cfg<D>::STAGES, ND = D / 2;
     ws_prof_entry<PROF>();
     extern __shared__ unsigned char smem_raw[];
@@ -887,10 +911,12 @@ __device__ void ws_inplan(const UspFwdParams &p, int4 *sG, int *sW, int *sO) {
     }
 }
 
-template <typename T, typename TO, int D, bool PROF = false>
-__global__ void __launch_bounds__(WS_NTH, 1)
-    fwd_ws_flow_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
-                       const __grid_constant__ CUtensorMap tv, const UspFwdParams p, int flags) {
+/* The FLOW kernel's body: fwd_ws_flow_kernel (the default: OPT false, no switch, the code of
+ * before the switches) and fwd_ws_flow_opt_kernel (OPT: the WSF_* switches of `flags`, and PROF). */
+template <typename T, typename TO, int D, bool PROF, bool OPT>
+__device__ __forceinline__ void ws_flow_body(const CUtensorMap &tq, const CUtensorMap &tk, const CUtensorMap &tv,
+                                             const UspFwdParams &p, int flags) {
+    if constexpr (!OPT) flags = 0;
     constexpr int BM = WS_BM, BN = ws_cfg<D>::BN, S = ws_cfg<D>::STAGES, ND = D / 2, NDS = WS_NDESC;
     ws_prof_entry<PROF>();
     static_assert(4 + 4 * S + 2 * NDS <= 32, "barriers fit their 256 bytes");
@@ -939,8 +965,12 @@ __global__ void __launch_bounds__(WS_NTH, 1)
                 const bool more = lin < p.plan_items * p.h;
                 WsUnit u{};
                 if (more) {
-                    const bool in = flags & WSF_INPLAN;
-                    ws_unit_at<BM, BN>(p, lin, u, flags >> WSF_HG_SHIFT, in ? sO : nullptr, in ? sG : nullptr);
+                    if constexpr (OPT) {
+                        const bool in = flags & WSF_INPLAN;
+                        ws_unit_at_sw<BM, BN>(p, lin, u, flags >> WSF_HG_SHIFT, in ? sO : nullptr, in ? sG : nullptr);
+                    } else {
+                        ws_unit_at<BM, BN>(p, lin, u);
+                    }
                 }
                 if (more && u.ntiles <= 0) {
                     ws_write_empty_rows<TO, D>(p, u, u.m0, min(BM, p.q_len - u.m0), lane, 32);
@@ -1089,6 +1119,21 @@ __global__ void __launch_bounds__(WS_NTH, 1)
         ++qi;
         cu = nx;
     }
+}
+
+template <typename T, typename TO, int D>
+__global__ void __launch_bounds__(WS_NTH, 1)
+    fwd_ws_flow_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                       const __grid_constant__ CUtensorMap tv, const UspFwdParams p) {
+    ws_flow_body<T, TO, D, false, false>(tq, tk, tv, p, 0);
+}
+
+/* The FLOW kernel with the switches of USP_GPU_FWD_FLOW (flags) or USP_GPU_FWD_PROF (PROF). */
+template <typename T, typename TO, int D, bool PROF>
+__global__ void __launch_bounds__(WS_NTH, 1)
+    fwd_ws_flow_opt_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                           const __grid_constant__ CUtensorMap tv, const UspFwdParams p, int flags) {
+    ws_flow_body<T, TO, D, PROF, true>(tq, tk, tv, p, flags);
 }
 
 /* ---- host: tensor maps ------------------------------------------------------ */
@@ -1289,19 +1334,27 @@ int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, s
             if (env_word("USP_GPU_FWD_FLOW", w) && hg < p.h) flags |= hg << WSF_HG_SHIFT;
         }
     }
-    using Kern = void (*)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const UspFwdParams, int);
+    using Kern = void (*)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const UspFwdParams);
+    using KernF = void (*)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const UspFwdParams, int);
     Kern kern = flow    ? fwd_ws_flow_kernel<T, TO, DF>
                 : fetch ? fwd_ws_kernel<T, TO, D, true>
                         : fwd_ws_kernel<T, TO, D, false>;
+    KernF kernf = flags ? fwd_ws_flow_opt_kernel<T, TO, DF, false> : nullptr;   /* FLOW with switches */
     /* USP_GPU_FWD_PROF=1 (bf16, D = 128): the PROF instantiation and a line of phases */
     constexpr bool prof_ok = std::is_same<T, __nv_bfloat16>::value && std::is_same<TO, T>::value && D == 128;
     bool prof = false;
     if constexpr (prof_ok) {
         prof = !fetch && ws_prof_on();
-        if (prof) kern = flow ? fwd_ws_flow_kernel<T, TO, DF, true> : fwd_ws_kernel<T, TO, D, false, true>;
+        if (prof && flow)
+            kernf = fwd_ws_flow_opt_kernel<T, TO, DF, true>;
+        else if (prof)
+            kern = fwd_ws_kernel<T, TO, D, false, true>;
     }
     const int kern_smem = flow || pad ? ws_flow_smem_bytes<DF>() + (int)inplan_smem : smem;
-    USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, kern_smem));
+    if (kernf)
+        USP_CUDA_TRY(cudaFuncSetAttribute(kernf, cudaFuncAttributeMaxDynamicSharedMemorySize, kern_smem));
+    else
+        USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, kern_smem));
     dim3 grid = ctas ? dim3(ctas) : dim3((p.q_len + WS_BM - 1) / WS_BM, p.h, p.b);
     cudaError_t e;
     if (flags & WSF_PDL) {   /* a programmatic dependent of the plan kernel */
@@ -1315,9 +1368,12 @@ int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, s
         at[0].val.programmaticStreamSerializationAllowed = 1;
         cfg.attrs = at;
         cfg.numAttrs = 1;
-        e = cudaLaunchKernelEx(&cfg, kern, tq, tk, tv, q, flags);
+        e = cudaLaunchKernelEx(&cfg, kernf, tq, tk, tv, q, flags);
+    } else if (kernf) {
+        kernf<<<grid, WS_NTH, kern_smem, st>>>(tq, tk, tv, q, flags);
+        e = cudaGetLastError();
     } else {
-        kern<<<grid, WS_NTH, kern_smem, st>>>(tq, tk, tv, q, flags);
+        kern<<<grid, WS_NTH, kern_smem, st>>>(tq, tk, tv, q);
         e = cudaGetLastError();
     }
     if (prof && e == cudaSuccess)

@@ -231,14 +231,14 @@ __device__ __forceinline__ unsigned long long mp_now() {
 
 /* PROF (USP_GPU_MASK_PLAN_PROF=1): thread 0 prints the nanoseconds of each pass
  * (globaltimer), to see where the kernel's time goes; the plan is the same. */
-template <bool PROF>
+template <bool PROF, bool PDL = false>
 __global__ void __launch_bounds__(MP_THREADS) mask_plan_fast_kernel(const MpArgs a, int sgroups) {
     unsigned long long t0 = 0, t1 = 0, t2 = 0;
     if (PROF) t0 = mp_now();
 #if __CUDA_ARCH__ >= 900
-    /* a kernel launched as this one's programmatic dependent (the FLOW forward with
+    /* PDL: a kernel launched as this one's programmatic dependent (the FLOW forward with
      * USP_GPU_FWD_FLOW=pdl) may start now; it waits for the plan before reading it */
-    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+    if constexpr (PDL) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
     __shared__ int hist[MP_BUCKETS];
     __shared__ int part[MP_THREADS / 32];
@@ -452,6 +452,19 @@ bool plan_check() {
     return e && strcmp(e, "0") && *e;
 }
 
+/* USP_GPU_FWD_FLOW has the word pdl (read at each call): the forward's plan kernel lets its
+ * programmatic dependent (attn_fwd_ws.cu's FLOW kernel, launched so) start at once. */
+bool plan_fwd_pdl() {
+    const char *e = getenv("USP_GPU_FWD_FLOW");
+    for (const char *s = e; s && *s;) {
+        const char *c = strchr(s, ',');
+        const size_t len = c ? (size_t)(c - s) : strlen(s);
+        if (len == 3 && !strncmp(s, "pdl", 3)) return true;
+        s = c ? c + 1 : nullptr;
+    }
+    return false;
+}
+
 /* The default plan kernel into a's scratch. */
 cudaError_t plan_launch(const MpArgs &a, bool old, cudaStream_t st) {
     if (old) {
@@ -462,7 +475,9 @@ cudaError_t plan_launch(const MpArgs &a, bool old, cudaStream_t st) {
     const int sgroups = need <= (size_t)MP_SMEM_MAX;
     const int dyn = sgroups ? (int)need : 0;
     const char *prof = getenv("USP_GPU_MASK_PLAN_PROF");
-    auto kern = prof && !strcmp(prof, "1") ? mask_plan_fast_kernel<true> : mask_plan_fast_kernel<false>;
+    auto kern = prof && !strcmp(prof, "1") ? mask_plan_fast_kernel<true>
+                : !a.bwd && plan_fwd_pdl()     ? mask_plan_fast_kernel<false, true>
+                                               : mask_plan_fast_kernel<false>;
     if (dyn > 48 * 1024 - (int)sizeof(int) * (MP_BUCKETS + MP_THREADS / 32)) {
         cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, MP_SMEM_MAX);
         if (e != cudaSuccess) return e;
