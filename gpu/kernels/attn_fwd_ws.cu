@@ -36,6 +36,12 @@
  * USP_GPU_FWD_UNITS=fetch (opt-in; fwd_ws_kernel<..., FETCH>): the producer takes the
  * units from a counter in the plan's order instead and hands their descriptors to the
  * consumers through shared memory (not faster on an H100: gpu/NOTES.md).
+ * USP_GPU_FWD_FLOW=... (opt-in, not yet run on a GPU; fwd_ws_flow_opt_kernel, the default
+ * FLOW kernel's body with the WSF_* switches): inplan (no plan kernel: each CTA makes the
+ * forward plan in shared memory, ws_inplan), hgN (heads in groups of N), pdl (launched as
+ * the plan kernel's programmatic dependent), nap (the descriptor warp sleeps between polls).
+ * USP_GPU_FWD_PROF=1 (bf16, D = 128): the PROF instantiations count each CTA's phases and
+ * the launcher prints a line "PHASES ..." a call (ws_prof_report).
  *
  * Shared memory at D = 128: Q 32 KB + 2 stages x (K 32 KB + V 32 KB) = 160 KB
  * and the barriers; flow: Q 2 x 32 KB, 192 KB, and 4 units' descriptors (4.3 KB). */
