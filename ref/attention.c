@@ -86,7 +86,6 @@ static inline long stat_offset(long b, int heads, int h, long rows, long i) {
 }
 
 static inline long min_long(long a, long b) { return a < b ? a : b; }
-static inline long max_long(long a, long b) { return a > b ? a : b; }
 static inline long ceil_div(long a, long b) { return (a + b - 1) / b; }
 
 /* ---- the mask ---------------------------------------------------------- *
