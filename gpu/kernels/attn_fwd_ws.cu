@@ -853,58 +853,15 @@ __host__ __device__ constexpr size_t ws_inplan_bytes(int ngroups, int items) {
 constexpr int WS_IPU = 4;
 template <int BM, int BN>
 __device__ void ws_inplan(const UspFwdParams &p, int4 *sG, int *sW, int *sO) {
-    constexpr int NW = WS_NTH / 32, RPL = USP_PLAN_GROUP / 32;
+    constexpr int NW = WS_NTH / 32;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int ng = (p.q_len + USP_PLAN_GROUP - 1) / USP_PLAN_GROUP, ngt = p.b * ng, items = p.plan_items;
+    const int ng = (p.q_len + USP_PLAN_GROUP - 1) / USP_PLAN_GROUP, items = p.plan_items;
     const int nt = (p.q_len + BM - 1) / BM;
-    for (int g0 = warp; g0 < ngt; g0 += NW * WS_IPU) {
-        int32_t vlo[WS_IPU][RPL], vhi[WS_IPU][RPL];
-#pragma unroll
-        for (int u = 0; u < WS_IPU; ++u) {
-            const int g = g0 + NW * u, bb = g / ng, r0 = (g % ng) * USP_PLAN_GROUP;
-#pragma unroll
-            for (int k = 0; k < RPL; ++k) {
-                const int row = r0 + lane + 32 * k;
-                vlo[u][k] = vhi[u][k] = 0;
-                if (p.mask_lo && g < ngt && row < p.q_len) {
-                    const int64_t at = (int64_t)bb * p.q_len + row;
-                    vlo[u][k] = __ldg(p.mask_lo + at);
-                    vhi[u][k] = __ldg(p.mask_hi + at);
-                }
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < WS_IPU; ++u) {
-            const int g = g0 + NW * u, bb = g / ng, r0 = (g % ng) * USP_PLAN_GROUP;
-            if (g >= ngt) break;   /* the same g in every lane of the warp */
-            usp_key_range r = usp_key_range_none();
-#pragma unroll
-            for (int k = 0; k < RPL; ++k) {
-                const int row = r0 + lane + 32 * k;
-                if (row < p.q_len)
-                    r = usp_key_range_add(r, p.mask_lo ? usp_row_keys(&vlo[u][k], &vhi[u][k], 1, 0, 0, p.kv_len, p.causal, p.diag)
-                                                       : usp_row_keys(NULL, NULL, p.q_len, bb, row, p.kv_len, p.causal, p.diag));
-            }
-            r = warp_key_range(r);
-            if (lane == 0) sG[g] = make_int4(r.any_lo, r.any_hi, r.all_lo, r.all_hi);
-        }
-    }
+    plan_group_ranges<NW, WS_IPU>(p.mask_lo, p.mask_hi, p.b, ng, p.q_len, p.kv_len, p.causal, p.diag, warp, lane,
+                                  [&](int g, usp_key_range r) { sG[g] = range_int4(r); });
     __syncthreads();
-    for (int it = tid; it < items; it += WS_NTH) {
-        const int bb = it / nt, t = it % nt;
-        usp_key_range r = usp_key_range_none();
-#pragma unroll
-        for (int k = 0; k < BM / USP_PLAN_GROUP; ++k) {
-            const int gi = t * (BM / USP_PLAN_GROUP) + k;
-            if (gi < ng) {
-                const int4 v = sG[bb * ng + gi];
-                r = usp_key_range_merge(r, usp_key_range{v.x, v.y, v.z, v.w});
-            }
-        }
-        int first, end;
-        usp_tile_range(r, BN, &first, &end);
-        sW[it] = end > first ? end - first : 0;
-    }
+    for (int it = tid; it < items; it += WS_NTH)
+        sW[it] = plan_fwd_tile_work(sG, ng, it / nt, it % nt, BM / USP_PLAN_GROUP, BN);
     __syncthreads();
     for (int it = tid; it < items; it += WS_NTH) {
         const int w = sW[it];

@@ -213,6 +213,74 @@ __device__ __forceinline__ usp_key_range warp_key_range(usp_key_range r) {
     return r;
 }
 
+/* A group's key range as the plan stores it (int4: any_lo, any_hi, all_lo, all_hi), and back. */
+__device__ __forceinline__ int4 range_int4(usp_key_range r) { return make_int4(r.any_lo, r.any_hi, r.all_lo, r.all_hi); }
+__device__ __forceinline__ usp_key_range int4_range(int4 v) {
+    usp_key_range r;
+    r.any_lo = v.x;
+    r.any_hi = v.y;
+    r.all_lo = v.z;
+    r.all_hi = v.w;
+    return r;
+}
+
+/* The mask plan's first pass (maskplan.cu's fast kernel, attn_fwd_ws.cu's in-kernel plan): the
+ * key range of every 64-row group g = warp, warp + NW, ... < b ng (ng groups a batch) of the
+ * rows' intervals lo/hi (NULL: the block's causal/diag mask), a warp a group, two rows a lane,
+ * the loads of UNROLL groups in flight before any is reduced; lane 0 of the group's warp calls
+ * put(g, range). */
+template <int NW, int UNROLL, typename Put>
+__device__ __forceinline__ void plan_group_ranges(const int32_t *lo, const int32_t *hi, int b, int ng, int q_len,
+                                                  int kv_len, int causal, int diag, int warp, int lane, Put put) {
+    constexpr int RPL = USP_PLAN_GROUP / 32;
+    const int ngt = b * ng;
+    for (int g0 = warp; g0 < ngt; g0 += NW * UNROLL) {
+        int32_t vlo[UNROLL][RPL], vhi[UNROLL][RPL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int g = g0 + NW * u, bb = g / ng, r0 = (g % ng) * USP_PLAN_GROUP;
+#pragma unroll
+            for (int k = 0; k < RPL; ++k) {
+                const int row = r0 + lane + 32 * k;
+                vlo[u][k] = vhi[u][k] = 0;
+                if (lo && g < ngt && row < q_len) {
+                    const int64_t at = (int64_t)bb * q_len + row;
+                    vlo[u][k] = __ldg(lo + at);
+                    vhi[u][k] = __ldg(hi + at);
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int g = g0 + NW * u, bb = g / ng, r0 = (g % ng) * USP_PLAN_GROUP;
+            if (g >= ngt) break;   /* the same g in every lane of the warp */
+            usp_key_range r = usp_key_range_none();
+#pragma unroll
+            for (int k = 0; k < RPL; ++k) {
+                const int row = r0 + lane + 32 * k;
+                if (row < q_len)   /* usp_row_keys on the loaded words: the same clipping */
+                    r = usp_key_range_add(r, lo ? usp_row_keys(&vlo[u][k], &vhi[u][k], 1, 0, 0, kv_len, causal, diag)
+                                                : usp_row_keys(NULL, NULL, q_len, bb, row, kv_len, causal, diag));
+            }
+            r = warp_key_range(r);
+            if (lane == 0) put(g, r);
+        }
+    }
+}
+
+/* The forward plan's work of query tile t of batch bb: the key tiles (of bn keys) of the union
+ * of its `per` groups' ranges (groups: ng a batch). */
+__device__ __forceinline__ int plan_fwd_tile_work(const int4 *groups, int ng, int bb, int t, int per, int bn) {
+    usp_key_range r = usp_key_range_none();
+    for (int k = 0; k < per; ++k) {
+        const int gi = t * per + k;
+        if (gi < ng) r = usp_key_range_merge(r, int4_range(groups[bb * ng + gi]));
+    }
+    int first, end;
+    usp_tile_range(r, bn, &first, &end);
+    return end > first ? end - first : 0;
+}
+
 /* Key range of rows [m0, m0 + rows) of batch b, the same in every thread of
  * the CTA (every thread must call it; red: 4 ints of shared memory). */
 template <typename P>

@@ -68,15 +68,6 @@ struct MpArgs {
     int *work, *order, *counter;
 };
 
-__device__ __forceinline__ int4 range_int4(usp_key_range r) { return make_int4(r.any_lo, r.any_hi, r.all_lo, r.all_hi); }
-__device__ __forceinline__ usp_key_range int4_range(int4 v) {
-    usp_key_range r;
-    r.any_lo = v.x;
-    r.any_hi = v.y;
-    r.all_lo = v.z;
-    r.all_hi = v.w;
-    return r;
-}
 
 /* The items by descending work into a.order, items of equal work in index order:
  * hist holds each bucket's count (every thread past a barrier); work: the items'
@@ -186,15 +177,7 @@ __global__ void __launch_bounds__(MP_THREADS) mask_plan_kernel(const MpArgs a) {
     if (!a.bwd) {   /* a thread per query tile: key tiles of its union */
         const int per = a.bm / USP_PLAN_GROUP;
         for (int it = tid; it < a.nitems; it += MP_THREADS) {
-            const int bb = it / a.per_batch, t = it % a.per_batch;
-            usp_key_range r = usp_key_range_none();
-            for (int k = 0; k < per; ++k) {
-                const int gi = t * per + k;
-                if (gi < a.ng) r = usp_key_range_merge(r, int4_range(a.groups[bb * a.ng + gi]));
-            }
-            int first, end;
-            usp_tile_range(r, a.bn, &first, &end);
-            const int w = end > first ? end - first : 0;
+            const int w = plan_fwd_tile_work(a.groups, a.ng, it / a.per_batch, it % a.per_batch, per, a.bn);
             a.work[it] = w;
             atomicAdd(&hist[min(w, MP_BUCKETS - 1)], 1);
         }
@@ -244,63 +227,25 @@ __global__ void __launch_bounds__(MP_THREADS) mask_plan_fast_kernel(const MpArgs
     __shared__ int part[MP_THREADS / 32];
     extern __shared__ int4 mp_dyn[];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    constexpr int NW = MP_THREADS / 32, RPL = USP_PLAN_GROUP / 32;
+    constexpr int NW = MP_THREADS / 32;
     const int ngt = a.b * a.ng;
     const int4 *groups = sgroups ? mp_dyn : a.groups;
     int *work = sgroups ? reinterpret_cast<int *>(mp_dyn + ngt) : a.work;
     for (int i = tid; i < MP_BUCKETS; i += MP_THREADS) hist[i] = 0;
     if (tid == 0) *a.counter = 0;
 
-    for (int g0 = warp; g0 < ngt; g0 += NW * MP_UNROLL) {
-        int32_t vlo[MP_UNROLL][RPL], vhi[MP_UNROLL][RPL];
-#pragma unroll
-        for (int u = 0; u < MP_UNROLL; ++u) {
-            const int g = g0 + NW * u, bb = g / a.ng, r0 = (g % a.ng) * USP_PLAN_GROUP;
-#pragma unroll
-            for (int k = 0; k < RPL; ++k) {
-                const int row = r0 + lane + 32 * k;
-                vlo[u][k] = vhi[u][k] = 0;
-                if (a.lo && g < ngt && row < a.q_len) {
-                    const int64_t at = (int64_t)bb * a.q_len + row;
-                    vlo[u][k] = __ldg(a.lo + at);
-                    vhi[u][k] = __ldg(a.hi + at);
-                }
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < MP_UNROLL; ++u) {
-            const int g = g0 + NW * u, bb = g / a.ng, r0 = (g % a.ng) * USP_PLAN_GROUP;
-            if (g >= ngt) break;   /* the same g in every lane of the warp */
-            usp_key_range r = usp_key_range_none();
-#pragma unroll
-            for (int k = 0; k < RPL; ++k) {
-                const int row = r0 + lane + 32 * k;
-                if (row < a.q_len)   /* usp_row_keys on the loaded words: the same clipping */
-                    r = usp_key_range_add(r, a.lo ? usp_row_keys(&vlo[u][k], &vhi[u][k], 1, 0, 0, a.kv_len, a.causal, a.diag)
-                                                  : usp_row_keys(NULL, NULL, a.q_len, bb, row, a.kv_len, a.causal, a.diag));
-            }
-            r = warp_key_range(r);
-            if (lane == 0) {
-                a.groups[g] = range_int4(r);
-                if (sgroups) mp_dyn[g] = range_int4(r);
-            }
-        }
-    }
+    plan_group_ranges<NW, MP_UNROLL>(a.lo, a.hi, a.b, a.ng, a.q_len, a.kv_len, a.causal, a.diag, warp, lane,
+                                     [&](int g, usp_key_range r) {
+                                         a.groups[g] = range_int4(r);
+                                         if (sgroups) mp_dyn[g] = range_int4(r);
+                                     });
     __syncthreads();
     if (PROF) t1 = mp_now();
 
     if (!a.bwd) {   /* a thread per query tile: key tiles of its union */
         const int per = a.bm / USP_PLAN_GROUP;
         for (int it = tid; it < a.nitems; it += MP_THREADS) {
-            const int bb = it / a.per_batch, t = it % a.per_batch;
-            usp_key_range r = usp_key_range_none();
-            for (int k = 0; k < per; ++k) {
-                const int gi = t * per + k;
-                if (gi < a.ng) r = usp_key_range_merge(r, int4_range(groups[bb * a.ng + gi]));
-            }
-            int first, end;
-            usp_tile_range(r, a.bn, &first, &end);
-            const int w = end > first ? end - first : 0;
+            const int w = plan_fwd_tile_work(groups, a.ng, it / a.per_batch, it % a.per_batch, per, a.bn);
             a.work[it] = w;
             if (sgroups) work[it] = w;
             atomicAdd(&hist[min(w, MP_BUCKETS - 1)], 1);
