@@ -32,7 +32,7 @@ NCU=${NCU:-default}
 NCU_SHAPE=${NCU_SHAPE:-16384,64,0}
 PATH=$PATH:/usr/local/cuda/bin
 
-if "$KC" --help > /dev/null 2>&1 && python3 -c "import ctypes; ctypes.CDLL('$LIB')" 2> /dev/null; then
+if kernel_tools_start; then
   say "prebuilt binaries start: no build"
 elif has build; then
   stamp "build"

@@ -20,8 +20,8 @@ BUILD=build-dev
 for a in "$@"; do
   [ -f "tools/bench/${a%%:*}" ] || { say "device_batch.sh: no tools/bench/${a%%:*}"; exit 2; }
 done
-stamp "build (kernel tools)"
-build_kernel_tools
+
+kernel_tools
 for a in "$@"; do
   s=${a%%:*} limit=150
   [[ $a == *:* ]] && limit=${a#*:}

@@ -4,7 +4,7 @@
 #   say TEXT     print TEXT and append it to $OUT/summary.txt
 #   has STEP     STEP is in the comma-separated $STEPS
 #   stamp TEXT   say TEXT after the seconds since the start ($t0)
-#   tag, build_kernel_tools, check_plugins: below (the last two use BUILD and KC)
+#   tag, build_kernel_tools, kernel_tools(_start), check_plugins: below (they use BUILD, and KC)
 mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 SUM=$OUT/summary.txt
@@ -29,6 +29,23 @@ build_kernel_tools() {
   cmake --build "$BUILD" -j16 --target usp_kernel_check usp_naive_plugin usp_naive_plugin_v1 \
     usp_bad_abi_plugin usp_bench_gpu >> "$OUT/build.log" 2>&1 \
     || { say "build FAILED"; tail -40 "$OUT/build.log"; exit 1; }
+}
+
+# kernel_tools_start: $BUILD's usp_kernel_check and libusp_bench_gpu.so are there and start
+# (another script of the same call may have built them)
+kernel_tools_start() {
+  "$BUILD/usp_kernel_check" --help > /dev/null 2>&1 &&
+    python3 -c "import ctypes; ctypes.CDLL('$BUILD/libusp_bench_gpu.so')" 2> /dev/null
+}
+
+# kernel_tools: build_kernel_tools unless kernel_tools_start
+kernel_tools() {
+  if kernel_tools_start; then
+    say "prebuilt binaries start: no build"
+  else
+    stamp "build"
+    build_kernel_tools
+  fi
 }
 
 # check_plugins: $KC on the example plugin (ABI 2) and its ABI-1 build, quick battery, and on

@@ -36,12 +36,7 @@ SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-san
 NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
 
 if has build; then
-  if "$KC" --help > /dev/null 2>&1 && python3 -c "import ctypes; ctypes.CDLL('$LIB')" 2> /dev/null; then
-    say "prebuilt binaries start: no build"
-  else
-    stamp "build"
-    build_kernel_tools
-  fi
+  kernel_tools
 fi
 
 # envs ENTRY: the assignments of one entry ('a=1+b=2' -> 'a=1 b=2'; 'default' -> none)

@@ -21,12 +21,7 @@ LIB="$BUILD/libusp_bench_gpu.so"
 SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 
 if has build; then
-  if "$KC" --help > /dev/null 2>&1 && python3 -c "import ctypes; ctypes.CDLL('$LIB')" 2> /dev/null; then
-    say "prebuilt binaries start: no build"
-  else
-    stamp "build"
-    build_kernel_tools
-  fi
+  kernel_tools
 fi
 bad=""
 if has check; then

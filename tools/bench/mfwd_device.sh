@@ -32,12 +32,7 @@ CAUSAL_ALT_ENVS=${CAUSAL_ALT_ENVS:-USP_GPU_FWD_UNITS=static USP_GPU_FWD_UNITS=st
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 alts() { for v in "$@"; do printf -- ' --alt-env %s' "$v"; done; }
 
-if "$KC" --help > /dev/null 2>&1 && python3 -c "import ctypes; ctypes.CDLL('$LIB')" 2> /dev/null; then
-  say "prebuilt binaries start: no build"
-else
-  stamp "build"
-  build_kernel_tools
-fi
+kernel_tools
 
 if has check; then
   for v in default $CHECK_ENVS; do

@@ -27,12 +27,7 @@ KC="$BUILD/usp_kernel_check"
 LIB="$BUILD/libusp_bench_gpu.so"
 T=${CHECK_TIMEOUT:-150}
 
-if "$KC" --help > /dev/null 2>&1 && python3 -c "import ctypes; ctypes.CDLL('$LIB')" 2> /dev/null; then
-  say "prebuilt binaries start: no build"
-else
-  stamp "build"
-  build_kernel_tools
-fi
+kernel_tools
 
 if has bwdcheck; then
   for v in ${BWD_CHECKS:-USP_GPU_BWD=ws USP_GPU_BWD=wsa USP_GPU_TILES=mma}; do
