@@ -109,6 +109,19 @@ static void test_calib_fit(void **state) {
     assert_true(reread->memory_gbps[USP_STEP_INIT] == 0);
     assert_true(fabs(usp_profile_rate_of(reread, USP_BF16, 128)->bwd_fixed_us - 10) < 0.05);
     free(reread);
+    /* a base whose kernel carries short-block lengths (the h100 profile's, fitted with another
+     * rate): the measured rates replace the base's and their lengths go with them, the affine
+     * fit's slope holding the short-block cost of the sizes measured; an unmeasured head dim
+     * keeps its own */
+    usp_profile_desc *base = calloc(1, sizeof *base);
+    assert_int_equal(usp_profile_desc_read(USP_TRACES_DIR "/../sim/profiles/h100.json", base), USP_OK);
+    assert_true(usp_profile_rate_of(base, USP_BF16, 128)->fwd_short_keys > 0);
+    assert_int_equal(usp_calib_fit_run(m, base, 1 << 20, NULL, &fit), USP_OK);
+    r = usp_profile_rate_of(&fit.profile, USP_BF16, 128);
+    assert_true(fabs(r->fwd_tflops - 400) < 1e-6 && r->fwd_short_keys == 0 && r->bwd_short_rows == 0);
+    assert_true(usp_profile_rate_of(&fit.profile, USP_BF16, 64)->fwd_short_keys ==
+                usp_profile_rate_of(base, USP_BF16, 64)->fwd_short_keys);
+    free(base);
     /* and the measurements read back the same */
     assert_int_equal(usp_calib_save(m, tmp_path("calibration.json")), USP_OK);
     usp_calib *back = calloc(1, sizeof *back);

@@ -135,9 +135,12 @@ static void fit_attention(const usp_calib *m, usp_profile_desc *p, FILE *r) {
             if (has_full) report_attn(r, dts[k], dims[k], bwd, 0, &full);
             if (has_causal) report_attn(r, dts[k], dims[k], bwd, 1, &causal);
             if (!has_full) continue;
+            /* the affine fit's slope already holds the short-block cost of the sizes measured:
+             * a short-block length the base profile carried (fitted with another rate) would
+             * count it twice, so it goes with the rate it was fitted with */
             double rate = 1e-12 / full.slope, fixed = fmax(0.0, full.intercept * 1e6);
-            if (bwd) { pr->bwd_tflops = rate; pr->bwd_fixed_us = fixed; }
-            else { pr->fwd_tflops = rate; pr->fwd_fixed_us = fixed; }
+            if (bwd) { pr->bwd_tflops = rate; pr->bwd_fixed_us = fixed; pr->bwd_short_rows = 0; }
+            else { pr->fwd_tflops = rate; pr->fwd_fixed_us = fixed; pr->fwd_short_keys = 0; }
             if (has_causal) { eff_sum[bwd] += full.slope / causal.slope; eff_n[bwd]++; }
         }
     }
