@@ -5,9 +5,9 @@
  * never comes, a peer that dies).
  * Also on the host: which transport a world gets (gpu/transport.h).
  * GPU part (1 GPU or more, else exit 77 after the host part; ranks that
- * share a GPU talk through the IPC transport, which this test asks for with
- * USP_TRANSPORT=ipc, and the uneven splits run with USP_GPU_UNEVEN=1: both
- * are opt-in until they have run on a GPU): the matrix of world-2
+ * share a GPU get the IPC transport without USP_TRANSPORT, and a
+ * USP_TRANSPORT in the environment holds for every run but the ones that
+ * test the choice): the matrix of world-2
  * shardings (ulysses 2, ring 2; every ring_impl and layout; causal and not;
  * kv_heads 8 and 1; bf16 and fp16; forward and backward), run once by
  * self-launched ranks and once by ranks started with RANK and WORLD_SIZE as
@@ -226,7 +226,8 @@ static void test_transport_choice(void **state) {
     assert_int_equal(choose(4, two_hosts, shared, NULL, why), -1);
     assert_non_null(strstr(why, "ranks 0 and 1 share GPU 0000:01:00.0 on a and the ranks span several machines"));
     assert_int_equal(choose(4, one_host, shared, "nccl", why), -1);
-    assert_non_null(strstr(why, "USP_TRANSPORT=nccl, but ranks 0 and 1 share GPU"));
+    assert_string_equal(why, "USP_TRANSPORT=nccl, but ranks 0 and 1 share GPU 0000:01:00.0 on a: NCCL takes one "
+                        "rank per GPU (USP_TRANSPORT=ipc, or no USP_TRANSPORT, runs them through CUDA IPC)");
     assert_int_equal(choose(4, two_hosts, per_host, "ipc", why), -1);
     assert_non_null(strstr(why, "USP_TRANSPORT=ipc, but the ranks are on several machines"));
     assert_int_equal(choose(2, one_host, distinct, "shm", why), -1);
@@ -469,11 +470,6 @@ static int matrix_rank(const char *set_name) {
     return failed ? 1 : 0;
 }
 
-/* USP_TRANSPORT=ipc where the world has more ranks than the machine has GPUs. */
-static void ask_ipc_if_shared(int world) {
-    if (world > usp_gpu_device_count()) setenv("USP_TRANSPORT", "ipc", 1);
-}
-
 static int run_matrix_self_launched(const char *set_name) {
     const case_set *set = set_named(set_name);
     if (!set) {
@@ -481,16 +477,8 @@ static int run_matrix_self_launched(const char *set_name) {
         return 2;
     }
     setenv("USP_TEST_PATH", "self-launch", 1);
-    char *old = getenv("USP_TRANSPORT") ? strdup(getenv("USP_TRANSPORT")) : NULL;
-    ask_ipc_if_shared(set->world);
-    if (strcmp(set->name, "even")) setenv("USP_GPU_UNEVEN", "1", 1);
     char *argv[] = {"test_gpu_executor", "--matrix-rank", (char *)set->name, NULL};
-    int rc = usp_gpu_launch_local(set->world, argv, 60);
-    unsetenv("USP_GPU_UNEVEN");
-    if (old) setenv("USP_TRANSPORT", old, 1);
-    else unsetenv("USP_TRANSPORT");
-    free(old);
-    return rc;
+    return usp_gpu_launch_local(set->world, argv, 60);
 }
 
 /* Starts 2 ranks of `argv` as a launcher would (RANK, WORLD_SIZE, ...), with
@@ -577,38 +565,34 @@ static void test_cli_both_launch_paths(void **state) {
     assert_int_equal(other, 0);
 }
 
-/* Uneven heads and a mask through the command, 4 ranks (refused without
- * USP_GPU_UNEVEN=1); on one GPU, ranks sharing it are refused with one line
- * unless USP_TRANSPORT=ipc, and NCCL asked for by name is refused too. */
+/* Uneven heads and a mask through the command, 4 ranks, without
+ * USP_TRANSPORT: ranks that share a GPU get the IPC transport by themselves.
+ * On one GPU, NCCL asked for by name is refused (exit 2, a line that says
+ * why and what runs them), and world 2 without the setting runs. */
 static void test_cli_uneven_and_transport(void **state) {
     (void)state;
-    char err[8192];
+    char err[8192], failure[8400] = "";
     char *old = getenv("USP_TRANSPORT") ? strdup(getenv("USP_TRANSPORT")) : NULL;
-    const char *uneven = "run --backend gpu --dtype bf16 --seq 1024 --heads 6 --head-dim 128 --ulysses 4 --ring 1 "
-                         "--gpus 4 --json";
-    if (run_usp(uneven, err, sizeof err, NULL) != 2 || !strstr(err, "USP_GPU_UNEVEN=1"))
-        fail_msg("uneven heads without USP_GPU_UNEVEN=1: %s", err);
-    ask_ipc_if_shared(4);
-    setenv("USP_GPU_UNEVEN", "1", 1);
-    int rc1 = run_usp(uneven, err, sizeof err, NULL);
-    int rc2 = rc1 ? rc1 : run_usp("run --backend gpu --dtype bf16 --seq 1024 --heads 5 --head-dim 64 --ulysses 2 "
-                                  "--ring 2 --ring-impl zigzag --seqlens 300,500,224", err, sizeof err, NULL);
-    unsetenv("USP_GPU_UNEVEN");
-    if (rc1 || rc2) fail_msg("uneven heads: exit %d, stderr: %s", rc1 ? rc1 : rc2, err);
-    int rc = 0;
-    if (usp_gpu_device_count() == 1) {
+    unsetenv("USP_TRANSPORT");
+    int rc = run_usp("run --backend gpu --dtype bf16 --seq 1024 --heads 6 --head-dim 128 --ulysses 4 --ring 1 "
+                     "--gpus 4 --json", err, sizeof err, NULL);
+    if (rc == 0)
+        rc = run_usp("run --backend gpu --dtype bf16 --seq 1024 --heads 5 --head-dim 64 --ulysses 2 --ring 2 "
+                     "--ring-impl zigzag --seqlens 300,500,224", err, sizeof err, NULL);
+    if (rc) snprintf(failure, sizeof failure, "uneven heads: exit %d, stderr: %s", rc, err);
+    if (!failure[0] && usp_gpu_device_count() == 1) {
         setenv("USP_TRANSPORT", "nccl", 1);
         rc = run_usp(CLI_PROBLEM " --ulysses 2 --ring 1 --timeout 20", err, sizeof err, NULL);
-        if (rc != 2 || !strstr(err, "USP_TRANSPORT=nccl, but ranks 0 and 1 share GPU"))
-            fail_msg("USP_TRANSPORT=nccl: exit %d, stderr: %s", rc, err);
         unsetenv("USP_TRANSPORT");
-        rc = run_usp(CLI_PROBLEM " --ulysses 2 --ring 1 --timeout 20", err, sizeof err, NULL);
-        if (rc != 2 || !strstr(err, "ranks 0 and 1 share GPU") || !strstr(err, "USP_TRANSPORT=ipc"))
-            fail_msg("no USP_TRANSPORT: exit %d, stderr: %s", rc, err);
+        if (rc != 2 || !strstr(err, "USP_TRANSPORT=nccl, but ranks 0 and 1 share GPU") ||
+            !strstr(err, "USP_TRANSPORT=ipc, or no USP_TRANSPORT"))
+            snprintf(failure, sizeof failure, "USP_TRANSPORT=nccl: exit %d, stderr: %s", rc, err);
+        else if ((rc = run_usp(CLI_PROBLEM " --ulysses 2 --ring 1 --timeout 20", err, sizeof err, NULL)) != 0)
+            snprintf(failure, sizeof failure, "no USP_TRANSPORT: exit %d, stderr: %s", rc, err);
     }
     if (old) setenv("USP_TRANSPORT", old, 1);
-    else unsetenv("USP_TRANSPORT");
     free(old);
+    if (failure[0]) fail_msg("%s", failure);
 }
 
 static void test_failing_step_names_rank_and_step(void **state) {
@@ -661,9 +645,10 @@ int main(int argc, char **argv) {
         printf("skipped: the GPU tests need a GPU, this machine has none\n");
         return failed ? 1 : 77;
     }
-    /* world-2 runs on one GPU: its two ranks share it */
-    if (gpus < 2) setenv("USP_TRANSPORT", "ipc", 1);
-    printf("%d GPU(s)%s\n", gpus, gpus < 2 ? ": world-2 runs through the IPC transport (USP_TRANSPORT=ipc)" : "");
+    /* worlds larger than the GPUs share them: the IPC transport unless USP_TRANSPORT says otherwise */
+    const char *transport = getenv("USP_TRANSPORT");
+    printf("%d GPU(s), USP_TRANSPORT %s\n", gpus,
+           transport && *transport ? transport : "unset (ranks that share a GPU talk through IPC)");
     const struct CMUnitTest gpu[] = {
         cmocka_unit_test(test_matrix_self_launch), cmocka_unit_test(test_uneven_world2),
         cmocka_unit_test(test_uneven_world3), cmocka_unit_test(test_uneven_world4),

@@ -15,8 +15,7 @@
  * unpack widens them back into the fp32 outputs.
  *
  * Heads: each rank's own share (usp_rank_heads, usp_rank_kv_heads), even
- * or not (uneven splits only with USP_GPU_UNEVEN=1 until they have run on a
- * GPU): the pack kernels cut per-peer pieces (usp/gpu_pack.h), the
+ * or not: the pack kernels cut per-peer pieces (usp/gpu_pack.h), the
  * all-to-all is an all-to-all-v with each peer's byte count, and the kernels
  * get the rank's head counts. Where the kernel ABI's GQA rule (local query
  * head i uses K/V head i / (Hq / Hkv)) does not give the rank's mapping (an
@@ -743,11 +742,6 @@ static usp_status gather_outputs(gpu_run *r, usp_result *out) {
 
 /* ------------------------------------------------------------ entry */
 
-int usp_gpu_uneven_enabled(void) {
-    const char *e = getenv("USP_GPU_UNEVEN");
-    return e && !strcmp(e, "1");
-}
-
 static usp_status check_run(const usp_schedule *s, const usp_gpu_options *o, const usp_kernel *k) {
     const usp_config *c = &s->cfg;
     if (!o->ctx) return usp_fail(USP_EINVAL, "GPU executor: no context (usp_gpu_open)");
@@ -757,10 +751,6 @@ static usp_status check_run(const usp_schedule *s, const usp_gpu_options *o, con
     if (c->dtype == USP_F64)
         return usp_fail(USP_EINVAL, "dtype fp64: the GPU executor runs bf16, fp16 or fp32 "
                         "(fp64 runs on --backend ref)");
-    if (!usp_heads_even(c) && !usp_gpu_uneven_enabled())
-        return usp_fail(USP_EINVAL, "heads %d, kv_heads %d over ulysses %d split unevenly: the GPU executor runs "
-                        "even splits only (USP_GPU_UNEVEN=1 runs its uneven path, not yet run on a GPU; "
-                        "--backend ref or sim run this one)", c->heads, c->kv_heads, c->ulysses);
     if (!(k->dtypes & (1u << c->dtype)))
         return usp_fail(USP_EINVAL, "kernel '%s' does not take dtype %s", k->name ? k->name : "?",
                         usp_dtype_name(c->dtype));

@@ -47,7 +47,8 @@ static usp_status bind_device(usp_gpu_ctx *ctx) {
 }
 
 /* Rank 0 makes the NCCL id (unless USP_TRANSPORT=ipc); the links carry it
- * to the others; then the ranks agree on a transport (transport.h). */
+ * to the others; then the ranks agree on a transport (transport.h), so the
+ * id is made, and left unused, where ranks sharing a GPU then get IPC. */
 static usp_status connect_ranks(usp_gpu_ctx *ctx) {
     ncclUniqueId id;
     memset(&id, 0, sizeof id);

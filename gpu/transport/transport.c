@@ -1,9 +1,5 @@
 /* transport.c: which transport a world uses (see transport.h), and the even
  * all-to-all on top of all_to_all_v. */
-
-/* 1 once the IPC transport has run on a GPU (gpu/NOTES.md): ranks that share
- * a GPU then get it without USP_TRANSPORT=ipc. */
-#define USP_IPC_AUTOMATIC 0
 #define _POSIX_C_SOURCE 200809L /* gethostname */
 #include "transport.h"
 
@@ -38,8 +34,8 @@ int usp_transport_choose(int world, const char *const *host_ids, const char *con
     if (shared_a < 0) return 0;
     if (setting && !strcmp(setting, "nccl")) {
         snprintf(why, why_len, "USP_TRANSPORT=nccl, but ranks %d and %d share GPU %s on %s: NCCL takes one rank per "
-                 "GPU (USP_TRANSPORT=ipc runs several on one)", shared_a, shared_b, gpu_ids[shared_a],
-                 host_ids[shared_a]);
+                 "GPU (USP_TRANSPORT=ipc, or no USP_TRANSPORT, runs them through CUDA IPC)", shared_a, shared_b,
+                 gpu_ids[shared_a], host_ids[shared_a]);
         return -1;
     }
     if (one_host) return 1;
@@ -94,19 +90,6 @@ static usp_status agree(const usp_transport_env *e, choice_note *out) {
             gpus[g] = all[g].gpu;
         }
         out->choice = usp_transport_choose(e->world, hosts, gpus, mine.setting, out->why, sizeof out->why);
-        if (out->choice == 1 && !USP_IPC_AUTOMATIC && strcmp(mine.setting, "ipc")) {
-            int a = -1, b = -1; /* the first two ranks on one GPU, for the message */
-            for (int x = 0; x < e->world && a < 0; x++)
-                for (int y = x + 1; y < e->world && a < 0; y++)
-                    if (!strcmp(hosts[x], hosts[y]) && !strcmp(gpus[x], gpus[y])) {
-                        a = x;
-                        b = y;
-                    }
-            if (a < 0) a = b = 0; /* not reached: choice 1 means a shared GPU */
-            out->choice = -1;
-            snprintf(out->why, sizeof out->why, "ranks %d and %d share GPU %s: NCCL takes one rank per GPU "
-                     "(USP_TRANSPORT=ipc runs them through CUDA IPC, not yet run on a GPU)", a, b, gpus[a]);
-        }
         for (int g = 1; g < e->world && st == USP_OK; g++)
             st = usp_links_send(e->links, g, TAG_CHOICE, out, sizeof *out);
     }

@@ -6,13 +6,12 @@
  *   ipc_transport.c   CUDA IPC between the rank processes of one machine:
  *                     several ranks may share one GPU, which NCCL refuses.
  *
- * usp_transport_open picks one: USP_TRANSPORT=nccl or ipc when set (rank
- * 0's setting holds for all), else NCCL. The rule it is meant to follow
- * (usp_transport_choose): IPC when two ranks report the same GPU (PCI bus id
- * on one host), else NCCL; ranks on several machines that repeat a GPU are
- * refused with one line. Until the IPC transport has run on a GPU
- * (USP_IPC_AUTOMATIC 0 in transport.c), a world the rule would give IPC is
- * refused unless USP_TRANSPORT=ipc asks for it.
+ * usp_transport_open picks one (usp_transport_choose; rank 0's
+ * USP_TRANSPORT holds for all): without USP_TRANSPORT, IPC when two ranks
+ * report the same GPU (PCI bus id on one host), else NCCL; ranks on several
+ * machines that repeat a GPU are refused with one line. USP_TRANSPORT=ipc
+ * takes IPC for any world on one machine; USP_TRANSPORT=nccl takes NCCL,
+ * and ranks that share a GPU are then refused with one line.
  *
  * Every operation is enqueued on `st` (a CUDA stream of the calling rank)
  * and is collective over the group it names: every member calls it, in the

@@ -99,15 +99,9 @@ usp_status usp_gpu_execute(const usp_schedule *s, const usp_inputs *in, const us
                            usp_result *out, usp_trace *trace);
 
 /* The transport the ranks agreed on: "nccl" or "ipc" (usp_gpu_open picks
- * it, gpu/transport/transport.h: USP_TRANSPORT=nccl|ipc when set, else NCCL;
- * ranks that share a GPU are refused with a line that names
- * USP_TRANSPORT=ipc, which has not run on a GPU yet). */
+ * it, gpu/transport/transport.h: USP_TRANSPORT=nccl|ipc when set, else IPC
+ * where ranks share a GPU and NCCL otherwise). */
 const char *usp_gpu_transport_name(const usp_gpu_ctx *ctx);
-
-/* Uneven head splits (H % U != 0, or neither of Hkv and U dividing the
- * other) run only with USP_GPU_UNEVEN=1 until a GPU run has checked them;
- * without it usp_gpu_execute refuses them (USP_EINVAL). */
-int usp_gpu_uneven_enabled(void);
 
 /* The number of CUDA devices this process sees (0 when there is no driver). */
 int usp_gpu_device_count(void);

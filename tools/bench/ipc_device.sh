@@ -1,24 +1,24 @@
 #!/bin/bash
 # ipc_device.sh: one device call over the GPU executor on ONE GPU: several ranks share it
 # through the IPC transport (gpu/transport/ipc_transport.c), even and uneven ulysses head
-# splits, against the fp64 reference. Builds usp and test_gpu_executor in $BUILD unless
-# they start already; test_gpu_executor needs cmocka: CMOCKA_DIR (a folder with cmocka.h
-# and libcmocka.so.0) where the machine has none.
+# splits, against the fp64 reference. Everything runs with the defaults (USP_TRANSPORT is
+# unset, so ranks sharing the GPU get IPC by themselves, and uneven splits need no setting)
+# except the steps that name USP_TRANSPORT. Builds usp and test_gpu_executor in $BUILD
+# unless they start already; test_gpu_executor needs cmocka: CMOCKA_DIR (a folder with
+# cmocka.h and libcmocka.so.0) where the machine has none.
 #
 #   STEPS=kcheck,smoke,test,cli,sanitize tools/bench/ipc_device.sh   (the default; matrix is extra)
 #
 # kcheck    usp kernel-check --case a2a: the pack/unpack kernels, even and uneven splits
-# Both new paths are opt-in until a GPU run has checked them: this script sets USP_TRANSPORT=ipc
-# (ranks sharing the GPU) and USP_GPU_UNEVEN=1 (uneven head splits) where it needs them.
-#
 # smoke     usp run --backend gpu, world 2 even (ring, then ulysses), then world 4 uneven; when
 #           the first fails, it runs again with USP_GPU_SYNC_STEPS=1 and nothing else runs
 # matrix    test_gpu_executor --matrix SET for MATRIX_SETS (default uneven2 uneven3 uneven4;
 #           even is the fourth), one line a case
 # test      the whole test_gpu_executor (ctest's test), timeout 240
 # cli       usp run --backend gpu --gpus 4: uneven heads, GQA, a document mask, --json, world 3
-#           fp32, world 1 on NCCL; without USP_TRANSPORT, and with USP_TRANSPORT=nccl, ranks
-#           sharing the GPU are refused with one line
+#           fp32, world 1 on NCCL; world 2 sharing the GPU with USP_TRANSPORT=ipc (the transport
+#           it gets without the setting too), and with USP_TRANSPORT=nccl, which must refuse it
+#           (exit 2, one line from each rank saying why)
 # sanitize  compute-sanitizer memcheck --target-processes all on a world-2 uneven run
 # Logs in $OUT (default ./out), a summary last.
 set -u
@@ -59,7 +59,7 @@ run() {
 }
 
 P="--dtype bf16 --head-dim 128 --timeout 30"
-export USP_TRANSPORT=ipc USP_GPU_UNEVEN=1
+unset USP_TRANSPORT
 if has kcheck; then
   stamp "kernel-check a2a"
   run kcheck_a2a 60 $USP kernel-check --case a2a
@@ -82,7 +82,7 @@ fi
 if has matrix && [ -x "$TGE" ]; then
   for set in $MATRIX_SETS; do
     stamp "matrix $set"
-    run "matrix_$set" 90 env -u USP_TRANSPORT -u USP_GPU_UNEVEN $TGE --matrix $set
+    run "matrix_$set" 90 $TGE --matrix $set
     grep -E "FAIL|matrix " "$OUT/matrix_$set.txt" | head -20 | tee -a "$SUM"
   done
 fi
@@ -92,7 +92,6 @@ if has cli; then
   stamp "cli"
   U="--seq 2048 --heads 6 --ulysses 4 --ring 1"
   run cli_uneven 90 $USP run --backend gpu --gpus 4 $P $U
-  USP_GPU_UNEVEN= run cli_uneven_refused 30 $USP run --backend gpu --gpus 4 $P $U
   run cli_uneven_gqa 90 $USP run --backend gpu --gpus 4 $P --seq 2048 --heads 6 --kv-heads 2 --ulysses 4 --ring 1
   run cli_uneven_json 90 $USP run --backend gpu --gpus 4 $P --seq 2048 --heads 5 --ulysses 2 --ring 2 \
     --ring-impl zigzag --json
@@ -102,13 +101,15 @@ if has cli; then
   run cli_fp32_w3 90 $USP run --backend gpu --gpus 3 --dtype fp32 --head-dim 64 --timeout 30 --seq 768 --heads 8 \
     --kv-heads 2 --ulysses 3 --ring 1 --ring-impl basic
   USP_TRANSPORT=nccl run cli_nccl_world1 60 $USP run --backend gpu --gpus 1 $P --seq 1024 --heads 6 --ulysses 1 --ring 1
-  USP_TRANSPORT= run cli_shared_refused 60 $USP run --backend gpu --gpus 2 $P --seq 1024 --heads 8 --ulysses 2 --ring 1
+  USP_TRANSPORT=ipc run cli_shared_ipc 60 $USP run --backend gpu --gpus 2 $P --seq 1024 --heads 8 --ulysses 2 --ring 1
   USP_TRANSPORT=nccl run cli_nccl_refused 60 $USP run --backend gpu --gpus 2 $P --seq 1024 --heads 8 --ulysses 2 --ring 1
+  rc=$?
+  [ $rc -eq 2 ] || say "cli_nccl_refused: exit $rc, but USP_TRANSPORT=nccl with ranks sharing the GPU must exit 2"
 fi
 
 if has test && [ -x "$TGE" ]; then
   stamp "test_gpu_executor"
-  run test_gpu_executor 240 env -u USP_TRANSPORT -u USP_GPU_UNEVEN $TGE
+  run test_gpu_executor 240 $TGE
   grep -E "^\[  (FAILED|PASSED|ERROR)|matrix |GPU\(s\)|skipped" "$OUT/test_gpu_executor.txt" | head -30 | tee -a "$SUM"
 fi
 

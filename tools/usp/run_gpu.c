@@ -45,13 +45,12 @@ static void help(void) {
            "  --trace FILE      Chrome trace (Perfetto) of the last timed run, every rank\n"
            "  --forward-only    skip the backward pass\n"
            "  --json            one JSON object instead of the text summary\n\n"
-           "Transport: NCCL, one rank per GPU. USP_TRANSPORT=ipc runs ranks that share a\n"
-           "GPU of one machine (more ranks than GPUs here, which NCCL refuses) through\n"
-           "CUDA IPC; without it such ranks are refused with one line. USP_GPU_UNEVEN=1\n"
-           "runs head counts the ulysses degree does not divide, each rank its own share\n"
-           "(heads 6 over ulysses 4: 2, 2, 1, 1); without it they are refused. Both are\n"
-           "new and have not run on a GPU yet; times of ranks sharing a GPU are not those\n"
-           "of separate GPUs.\n\n");
+           "Transport: NCCL, one rank per GPU; ranks that share a GPU of one machine\n"
+           "(more ranks than GPUs here, which NCCL refuses) talk through CUDA IPC\n"
+           "instead. USP_TRANSPORT=nccl or ipc forces one (with nccl, ranks sharing a\n"
+           "GPU are refused, exit 2). Times of ranks sharing a GPU are not those of\n"
+           "separate GPUs. Head counts the ulysses degree does not divide run too, each\n"
+           "rank its own share (heads 6 over ulysses 4: 2, 2, 1, 1).\n\n");
     usp_cli_config_help(stdout);
 }
 
@@ -111,11 +110,6 @@ static int parse(int argc, char **argv, usp_config *cfg, gpu_options *o) {
     if (rc) return rc;
     if ((rc = usp_cli_config_finish("run", cfg))) return rc;
     if (usp_config_validate(cfg) != USP_OK) return usp_cli_report("run", USP_EINVAL);
-    if (!usp_heads_even(cfg) && !usp_gpu_uneven_enabled()) /* before any process starts; the executor checks too */
-        return usp_cli_bad_input("run", "heads %d, kv_heads %d over ulysses %d split unevenly: the GPU executor "
-                                 "runs even splits only (USP_GPU_UNEVEN=1 runs its uneven path, not yet run on "
-                                 "a GPU; --backend ref or sim run this one)", cfg->heads, cfg->kv_heads,
-                                 cfg->ulysses);
     if (!o->check && (o->dump_dir || o->input_dir))
         return usp_cli_bad_input("run", "--no-check makes its inputs on the GPU: no --input or --dump");
     return 0;
