@@ -9,12 +9,12 @@ platform and the H200 kernel profile that traces/ was calibrated with, for
 the schedule of today (double-buffered dK/dV, 16-bit wire) and, beside it,
 for the schedule the recorded runs used (--dkv-serial --wire fp32), so a
 re-measurement has a prediction to meet. Two more columns swap the profile's
-bf16 D-128 kernel rates: for the rates tools/bench-gpu measured for today's
-kernels on one H200, and for cuDNN's (what the schedule gives once the kernels
+bf16 D-128 kernel rates: for today's kernels as `usp calibrate --gpus 1`
+measured them (--kernels, default sim/profiles/h100-calibrated.json), and for cuDNN's (what the schedule gives once the kernels
 reach cuDNN's speed); each 2-GPU row is set beside PyTorch context parallel's
 measured fwd+bwd on 2 x H200 over cuDNN (ANCHORS.md). All times are simulated.
 
-  tools/bench/predict_bench_usp.py [--usp build/usp] [--seqs 32768,65536,131072] [--json]
+  tools/bench/predict_bench_usp.py [--usp build/usp] [--seqs 32768,65536,131072] [--kernels PROFILE.json] [--json]
 """
 import argparse
 import json
@@ -31,21 +31,30 @@ CASES = [("1gpu", 1, 1, "basic"), ("ring2-basic", 1, 2, "basic"), ("ring2-zigzag
 
 
 CUDNN_FWD, CUDNN_BWD = 625.0, 534.0  # TFLOP/s, ANCHORS.md: cuDNN, bf16, L 16384, D 128, non-causal
-# TFLOP/s of today's kernels, bf16, L 16384, D 128, non-causal: tools/bench-gpu on one NVIDIA H200,
-# 2026-12-07 (gpu/NOTES.md, "Not yet run on a GPU" has the call; the profile's 404.9 / 324.3 are
-# the kernels of the calibration traces, 2026-11-30)
-TODAY_FWD, TODAY_BWD = 634.0, 474.0
+# Today's kernels: the bf16 D-128 rates (and fixed times) of a profile `usp calibrate --gpus 1`
+# measured, and their masked-block efficiencies, by default sim/profiles/h100-calibrated.json
+# (one H100, 2026-12-07; the calibrated
+# H200 profile's 404.9 / 324.3 TFLOP/s are the kernels of the calibration traces, 2026-11-30).
+# An H100's rates stand for the H200's: the same kernels measured on both the same day ran
+# within the few percent a card drifts within one process (gpu/NOTES.md, v15).
+KERNELS = os.path.join(ROOT, "sim", "profiles", "h100-calibrated.json")
 # PyTorch context parallel, ring of 2 over SDPA cuDNN, fwd+bwd ms on 2 x H200 (ANCHORS.md)
 CP_CUDNN = {32768: 35.6, 65536: 126.8, 131072: 484.2}
 
 
-def rate_profile(directory, label, fwd, bwd):
-    """A copy of the calibrated profile with the bf16 D-128 kernels at fwd / bwd TFLOP/s."""
+def rate_profile(directory, label, fwd, bwd, fixed=None, masked=None):
+    """A copy of the calibrated profile with the bf16 D-128 kernels at fwd / bwd TFLOP/s (and
+    fixed = (fwd_fixed_us, bwd_fixed_us), masked = the masked-block efficiencies, where given)."""
     with open(os.path.join(ROOT, "sim", "profiles", PROFILE + ".json")) as f:
         prof = json.load(f)
     prof["name"] = PROFILE + "-" + label
     prof["attention_tflops"]["bf16"]["128"]["fwd"] = fwd
     prof["attention_tflops"]["bf16"]["128"]["bwd"] = bwd
+    if fixed:
+        prof["attention_tflops"]["bf16"]["128"]["fwd_fixed_us"] = fixed[0]
+        prof["attention_tflops"]["bf16"]["128"]["bwd_fixed_us"] = fixed[1]
+    if masked:
+        prof["masked_block_efficiency"] = masked
     path = os.path.join(directory, label + ".json")
     with open(path, "w") as f:
         json.dump(prof, f)
@@ -70,11 +79,24 @@ def main():
     p.add_argument("--usp", default=os.path.join(ROOT, "build", "usp"))
     p.add_argument("--seqs", default="32768,65536,131072")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--kernels", default=KERNELS,
+                   help="profile whose bf16 D-128 kernel rates are today's (default "
+                        "sim/profiles/h100-calibrated.json)")
     a = p.parse_args()
+    try:
+        with open(a.kernels) as f:
+            kp = json.load(f)
+        k = kp["attention_tflops"]["bf16"]["128"]
+        today_fwd, today_bwd = float(k["fwd"]), float(k["bwd"])
+        today_fixed = (float(k.get("fwd_fixed_us", 0)), float(k.get("bwd_fixed_us", 0)))
+        today_masked = kp.get("masked_block_efficiency")   # the causal diagonal's, of the same kernels
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print("predict_bench_usp: --kernels %s: no bf16 D-128 rates (%s)" % (a.kernels, e), file=sys.stderr)
+        sys.exit(2)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         fast = rate_profile(tmp, "at-cudnn-rates", CUDNN_FWD, CUDNN_BWD)
-        today = rate_profile(tmp, "at-todays-rates", TODAY_FWD, TODAY_BWD)
+        today = rate_profile(tmp, "at-todays-rates", today_fwd, today_bwd, today_fixed, today_masked)
         for seq in [int(s) for s in a.seqs.split(",")]:
             for name, u, r, impl in CASES:
                 fwd, total = predict(a.usp, seq, u, r, impl, False)
@@ -87,13 +109,15 @@ def main():
                              "cudnn_rate_fwd_ms": cfwd, "cudnn_rate_total_ms": ctotal,
                              "cp_cudnn_total_ms": None if name == "1gpu" else CP_CUDNN.get(seq)})
     if a.json:
-        print(json.dumps({"platform": PLATFORM, "profile": PROFILE, "today_rates_tflops": [TODAY_FWD, TODAY_BWD],
+        print(json.dumps({"platform": PLATFORM, "profile": PROFILE, "kernels": a.kernels,
+                          "today_rates_tflops": [today_fwd, today_bwd], "today_fixed_us": list(today_fixed),
+                          "today_masked_block_efficiency": today_masked,
                           "cudnn_rates_tflops": [CUDNN_FWD, CUDNN_BWD], "rows": rows}, indent=1))
         return
     one = {row["seq"]: row["total_ms"] for row in rows if row["case"] == "1gpu"}
     print("simulated: %s, profile %s; causal bf16, B 1, H 32, D 128" % (PLATFORM, PROFILE))
-    print("today's rates: %.0f / %.0f TFLOP/s (fwd / bwd), cuDNN's: %.0f / %.0f; / CP: over PyTorch CP over cuDNN's "
-          "measured fwd+bwd" % (TODAY_FWD, TODAY_BWD, CUDNN_FWD, CUDNN_BWD))
+    print("today's rates: %.0f / %.0f TFLOP/s (fwd / bwd, %s), cuDNN's: %.0f / %.0f; / CP: over PyTorch CP over "
+          "cuDNN's measured fwd+bwd" % (today_fwd, today_bwd, os.path.relpath(a.kernels, ROOT), CUDNN_FWD, CUDNN_BWD))
     print("%7s %-16s %9s %12s %9s %14s %22s %6s %22s %6s" % (
         "L", "case", "fwd ms", "fwd+bwd ms", "scaling", "older fwd+bwd", "today fwd / fwd+bwd", "/ CP",
         "cuDNN fwd / fwd+bwd", "/ CP"))
