@@ -60,18 +60,19 @@
  * products were done), and computes P^T without a branch per element (wsb_probs_rows;
  * ncu put half of v8's stall samples at D = 64 in wsb_probs, one exponential at a time);
  * =ws128r: v8's loop (wsb_probs, dQ staged after dK).
- * D = 128 without per-row masks: by default (and USP_GPU_BWD=wsx) that loop on the 64-row
- * tiles (dQ columns 64c.. per warpgroup; P^T packed while dP^T runs, as in v7's loop);
- * =wsxv (opt-in) also issues dV's products as soon as P^T is packed, under dP^T and dS^T;
- * =wsxq, =wsxvq (opt-in) are wsx, wsxv with dQ's reduce-adds issued by warp 1 of the
- * producer warpgroup, to which each consumer hands its staged dQ by a named barrier that it
- * arrives at without waiting (as FlashAttention-3's backward adds dQ; gpu/NOTES.md v14);
- * =ws (reduce-adds) and =wsa (atomics) keep v7's loop there.
- * Per-row masks with USP_GPU_BWD_MASK=x (opt-in): the same loops, D = 128 the 64-row tiles
- * (and =wsxv's), D = 64 the 128-row tiles (the plan's 64-row groups two a tile,
- * bwd_work_planned), masked tiles by rel_keys (wsb_probs_rows<.., WSB_REL>: one compare a
- * side, the mask a template argument chosen once a tile), the others without a test; =x64 at
- * D = 64: that loop on 64-row tiles, each warpgroup the tile's dQ over its own 64 keys, both
+ * D = 128: by default (and USP_GPU_BWD=wsxq) that loop on the 64-row tiles (dQ columns 64c..
+ * per warpgroup; P^T packed while dP^T runs, as in v7's loop) with dQ's reduce-adds issued by
+ * warp 1 of the producer warpgroup, to which each consumer hands its staged dQ by a named
+ * barrier that it arrives at without waiting (as FlashAttention-3's backward adds dQ;
+ * gpu/NOTES.md v14); =wsx: the same loop with the consumers' lead thread adding dQ (v11);
+ * =wsxv, =wsxvq: wsx, wsxq also issuing dV's products as soon as P^T is packed, under dP^T
+ * and dS^T; =ws (reduce-adds) and =wsa (atomics) keep v7's loop there.
+ * Per-row masks: by default at D = 128 (USP_GPU_BWD_MASK=xv) the same loop as =wsxvq (=wsxv
+ * under USP_GPU_BWD=wsx or wsxv), masked tiles by rel_keys (wsb_probs_rows<.., WSB_REL>: one
+ * compare a side, the mask a template argument chosen once a tile), the others without a
+ * test; =x: without dV early; =rel: v7's 64-row loop (the default before v15). D = 64 with
+ * =x (opt-in): v9's 128-row loop (the plan's 64-row groups two a tile, bwd_work_planned);
+ * =x64: that loop on 64-row tiles, each warpgroup the tile's dQ over its own 64 keys, both
  * reduce-added. */
 #include "kernels.h"
 #include "tma.cuh"
@@ -267,8 +268,8 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
     /* LATE_DK 3, 4 (=wsxq, =wsxvq): LATE_DK 1, 2 with dQ's reduce-adds issued by warp 1 of the
      * producer warpgroup (DQW) */
     constexpr bool DQW = LATE_DK >= 3;
-    static_assert(!DQW || (D == 128 && BM == 64 && !PERSIST && !MREL),
-                  "the dQ writer warp: D = 128, 64-row tiles, no per-row masks");
+    static_assert(!DQW || (D == 128 && BM == 64 && !PERSIST),
+                  "the dQ writer warp: D = 128, 64-row tiles, not the persistent grid");
     /* BM = 128: the two warpgroups split each tile's dQ by rows (64 each), every tile;
      * per-row masks and a mask plan only with MREL (USP_GPU_BWD_MASK=x; else the launcher
      * sends those to BM = 64) */
@@ -791,26 +792,30 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
         if constexpr (D == 64)
             if (p.mask_lo && (mm & 17) == 17 && !persist) kern = bwd_ws_kernel<T, D, true, BM, 1, true, false>;
     }
-    if constexpr (D == 128)   /* by default (and =wsx): v9's loop on the 64-row tiles (v11; 1.28x v7's
-                               * loop on an H100, gpu/NOTES.md); =wsxv: with dV's products before
-                               * dP^T is waited for; =wsxq, =wsxvq: wsx, wsxv with the dQ writer
-                               * warp (v14); =ws, =wsa: v7's loop; per-row masks and the
-                               * persistent grid (USP_GPU_BWD_MASK=persist under a causal plan)
-                               * keep their loops */
+    if constexpr (D == 128) {   /* by default (and =wsxq): v9's loop on the 64-row tiles with the dQ
+                                 * writer warp (v14, 1.07 / 1.14x v11's loop on an H100,
+                                 * gpu/NOTES.md); =wsx: v11's loop (the lead thread adds dQ);
+                                 * =wsxv, =wsxvq: wsx, wsxq with dV's products before dP^T is
+                                 * waited for; =ws, =wsa: v7's loop; per-row masks: the same
+                                 * loops (by default as =xv: dV early, with the writer warp
+                                 * unless =wsx or =wsxv), masked tiles by rel_keys (a compare a
+                                 * side), unmasked ones without a test; USP_GPU_BWD_MASK=rel
+                                 * (or elem, persist) keeps v7's loop for them */
+        const bool dqw = mode == 1 || mode == 9 || mode == 10;
         if (!persist && mode != 2 && mode != 3) {
-            if (!p.mask_lo)
-                kern = mode == 8    ? bwd_ws_kernel<T, D, true, BM, 2>
-                       : mode == 9  ? bwd_ws_kernel<T, D, true, BM, 3>
-                       : mode == 10 ? bwd_ws_kernel<T, D, true, BM, 4>
-                                    : bwd_ws_kernel<T, D, true, BM, 1>;
-            else if ((mm & 9) == 9 || (mm & 33) == 33)   /* USP_GPU_BWD_MASK=x: that loop under per-row
-                                                          * masks too, masked tiles by rel_keys (a
-                                                          * compare a side), unmasked ones without a
-                                                          * test; =xv (or =wsxv): with dV early
-                                                          * (=wsxq, =wsxvq: as =wsx, =wsxv there) */
-                kern = mode == 8 || mode == 10 || (mm & 32) ? bwd_ws_kernel<T, D, true, BM, 2, true, false>
-                                                            : bwd_ws_kernel<T, D, true, BM, 1, true, false>;
+            const bool early_dv = mode == 8 || mode == 10 || (p.mask_lo && (mm & 32));
+            if (!p.mask_lo || (mm & 9) == 9 || (mm & 33) == 33) {
+                if (p.mask_lo)
+                    kern = early_dv ? (dqw ? bwd_ws_kernel<T, D, true, BM, 4, true, false>
+                                           : bwd_ws_kernel<T, D, true, BM, 2, true, false>)
+                                    : (dqw ? bwd_ws_kernel<T, D, true, BM, 3, true, false>
+                                           : bwd_ws_kernel<T, D, true, BM, 1, true, false>);
+                else
+                    kern = early_dv ? (dqw ? bwd_ws_kernel<T, D, true, BM, 4> : bwd_ws_kernel<T, D, true, BM, 2>)
+                                    : (dqw ? bwd_ws_kernel<T, D, true, BM, 3> : bwd_ws_kernel<T, D, true, BM, 1>);
+            }
         }
+    }
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid = ctas ? dim3(persist && nsm > 0 && nsm < ctas ? nsm : ctas)
                      : dim3((p.kv_len + WSB_BN - 1) / WSB_BN, p.hkv, p.b);
@@ -853,7 +858,7 @@ int usp_ws_bwd_mask_mode(void) {
      * or '+' add: "persist" (2), under a mask plan a persistent grid (slower, measured);
      * "red" (4), dK and dV added by reductions. Read at each call (tools/bench-gpu --alt-env). */
     const char *e = getenv("USP_GPU_BWD_MASK");
-    if (!e) return 1;
+    if (!e) return 33;   /* rel and xv: D = 128 per-row masks in the unmasked default's loop */
     /* "x" (8, a word of its own): per-row masks in the loops without a test per element of
      * unmasked tiles (dK after dQ: the 64-row loop of D = 128, the 128-row loop of D = 64);
      * with rel only (not with elem), and not with persist at D = 128 */
@@ -874,7 +879,8 @@ int usp_ws_bwd_mask_mode(void) {
 }
 
 int usp_ws_bwd_enabled(void) {
-    /* unset: this kernel (1; D = 128: dQ by TMA reduce-adds, v9's loop without per-row masks;
+    /* unset: this kernel (1; D = 128: dQ by TMA reduce-adds issued by the dQ writer warp in
+     * v9's loop, as =wsxq, per-row masks too (as =wsxvq, USP_GPU_BWD_MASK's default xv);
      * D = 64: 128-row query tiles with reduce-adds, or under per-row masks 64-row tiles with
      * atomics; the kernel of
      * attn_bwd_wg.cu if the driver refuses the tensor maps); USP_GPU_BWD=wg:
@@ -895,15 +901,14 @@ int usp_ws_bwd_enabled(void) {
      * default there (ws64x, as unset; ws128r gives v8's loop); other head dims and per-row
      * masks as unset */
     if (e && !strcmp(e, "ws64x")) return 6;
-    /* D = 128 without per-row masks: v9's loop on the 64-row tiles, P^T packed while dP^T
-     * runs (wsx, the default there), and with dV's products issued before waiting for dP^T
-     * (wsxv); D = 64 and per-row masks as unset */
+    /* D = 128: v9's loop on the 64-row tiles, P^T packed while dP^T runs, the consumers'
+     * lead thread adding dQ (wsx, v11, the default before v15), and with dV's products issued
+     * before waiting for dP^T (wsxv); D = 64 as unset */
     if (e && !strcmp(e, "wsx")) return 7;
     if (e && !strcmp(e, "wsxv")) return 8;
-    /* D = 128 without per-row masks: wsx (9) and wsxv (10) with dQ's reduce-adds issued by a
-     * warp of the producer warpgroup, to which each consumer warpgroup hands its staged dQ by
-     * a named barrier (arrive, no wait), as FlashAttention-3's backward does; D = 64 and
-     * per-row masks as unset */
+    /* D = 128: wsxq (9, as unset) and wsxvq (10): wsx, wsxv with dQ's reduce-adds issued by a warp of the
+     * producer warpgroup, to which each consumer warpgroup hands its staged dQ by a named
+     * barrier (arrive, no wait), as FlashAttention-3's backward does; D = 64 as unset */
     if (e && !strcmp(e, "wsxq")) return 9;
     if (e && !strcmp(e, "wsxvq")) return 10;
     return 1;

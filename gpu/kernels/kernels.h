@@ -101,8 +101,9 @@ int usp_ws_bwd_enabled(void);
  * units), bit 2 "red" (dK/dV by reductions), bit 3 "x" (per-row masks in the loops of the
  * unmasked defaults: D = 128 v11's 64-row loop, D = 64 v9's 128-row loop; masked tiles by the
  * relative intervals, unmasked ones without a test), bit 4 "x64" (D = 64: that loop on 64-row
- * tiles, dQ split by keys), bit 5 "xv" (D = 128: x in =wsxv's loop, dV issued early), bit 6
- * "xp" (with x, x64, xv: the dK/dV rows prefetched into L2 two tiles before the epilogue). */
+ * tiles, dQ split by keys), bit 5 "xv" (D = 128: x with dV issued early; with bit 0 the
+ * default, 33), bit 6 "xp" (with x, x64, xv: the dK/dV rows prefetched into L2 two tiles
+ * before the epilogue). "rel" alone (1) gives the default of before v15 (D = 128: v7's loop). */
 int usp_ws_bwd_mask_mode(void);
 int usp_wg_bwd_tiles(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, size_t why_len);
 /* Backward at D = 256 (attn_bwd_wg256.cu): 64 keys a CTA, the warpgroups split the head dim;
