@@ -3,6 +3,7 @@
  * (see usp/dispatch.h). */
 #include "usp/dispatch.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include "usp/layout.h"
@@ -295,9 +296,39 @@ static void map_rows(const usp_mask *m, const int32_t *tokens, long n, int r, in
     }
 }
 
-/* Bounding box, pairs and kind of one block from its rows in every list
- * (rows[list] = lo, rows[list] + n = hi). */
-static usp_mask_block summarize(int32_t *const *rows, int lists, long n) {
+void usp_tile_work_add(const int32_t *lo, const int32_t *hi, long q0, long q1, long k0, int *scratch,
+                       long nkt, usp_tile_work *fwd, usp_tile_work *bwd) {
+    /* forward: each tile of USP_TILE_FWD_ROWS rows visits the key tiles of its rows' union */
+    for (long t = q0; t < q1; t += USP_TILE_FWD_ROWS) {
+        long a = LONG_MAX, b = LONG_MIN;
+        for (long i = t; i < q1 && i < t + USP_TILE_FWD_ROWS; i++)
+            if (lo[i] < hi[i]) { if (lo[i] < a) a = lo[i]; if (hi[i] > b) b = hi[i]; }
+        if (a >= b) continue;
+        long tiles = (b - k0 + USP_TILE_FWD_KEYS - 1) / USP_TILE_FWD_KEYS - (a - k0) / USP_TILE_FWD_KEYS;
+        fwd->tile_pairs += (double)tiles * USP_TILE_FWD_ROWS * USP_TILE_FWD_KEYS;
+        fwd->units += 1;
+    }
+    /* backward: each tile of USP_TILE_BWD_KEYS keys visits the query tiles of
+     * USP_TILE_BWD_ROWS rows that see any of its keys */
+    memset(scratch, 0, (size_t)nkt * sizeof *scratch);
+    for (long t = q0; t < q1; t += USP_TILE_BWD_ROWS) {
+        long a = LONG_MAX, b = LONG_MIN;
+        for (long i = t; i < q1 && i < t + USP_TILE_BWD_ROWS; i++)
+            if (lo[i] < hi[i]) { if (lo[i] < a) a = lo[i]; if (hi[i] > b) b = hi[i]; }
+        if (a >= b) continue;
+        long last = (b - k0 + USP_TILE_BWD_KEYS - 1) / USP_TILE_BWD_KEYS;
+        for (long kt = (a - k0) / USP_TILE_BWD_KEYS; kt < last && kt < nkt; kt++) scratch[kt]++;
+    }
+    for (long kt = 0; kt < nkt; kt++)
+        if (scratch[kt]) {
+            bwd->tile_pairs += (double)scratch[kt] * USP_TILE_BWD_ROWS * USP_TILE_BWD_KEYS;
+            bwd->units += 1;
+        }
+}
+
+/* Bounding box, pairs, kind and tile work of one block from its rows in every
+ * list (rows[list] = lo, rows[list] + n = hi); scratch: n / USP_TILE_BWD_KEYS + 1 ints. */
+static usp_mask_block summarize(int32_t *const *rows, int lists, long n, int *scratch) {
     usp_mask_block mb;
     memset(&mb, 0, sizeof mb);
     long q0 = -1, q1 = 0, k0 = 0, k1 = 0;
@@ -325,6 +356,8 @@ static usp_mask_block summarize(int32_t *const *rows, int lists, long n) {
             if (lo[i] != k0 || hi[i] != k0 + want) causal = 0;
         }
     }
+    for (int b = 0; b < lists; b++)
+        usp_tile_work_add(rows[b], rows[b] + n, q0, q1, k0, scratch, n / USP_TILE_BWD_KEYS + 1, &mb.fwd, &mb.bwd);
     if (full) {
         mb.kind = USP_MBLK_FULL;
     } else if (causal) {
@@ -343,16 +376,21 @@ static usp_status compute_blocks(const usp_mask *m, dispatch_entry *e) {
     usp_mask_block *blocks = usp_calloc((size_t)R * R * layers, sizeof *blocks);
     int32_t *mem = usp_malloc((size_t)lists * 2 * n * sizeof *mem);
     int32_t **rows = usp_malloc((size_t)lists * sizeof *rows);
-    if (!blocks || !mem || !rows) { free(blocks); free(mem); free(rows); return USP_EINTERNAL; }
+    int *scratch = usp_malloc((size_t)(n / USP_TILE_BWD_KEYS + 1) * sizeof *scratch);
+    if (!blocks || !mem || !rows || !scratch) {
+        free(blocks); free(mem); free(rows); free(scratch);
+        return USP_EINTERNAL;
+    }
     for (int b = 0; b < lists; b++) rows[b] = mem + (size_t)b * 2 * n;
     for (int r = 0; r < R; r++)
         for (int j = 0; j < R; j++)
             for (int l = 0; l < layers; l++) {
                 for (int b = 0; b < lists; b++) map_rows(m, e->tokens, n, r, j, l, b, rows[b], rows[b] + n);
-                blocks[((size_t)r * R + j) * layers + l] = summarize(rows, lists, n);
+                blocks[((size_t)r * R + j) * layers + l] = summarize(rows, lists, n, scratch);
             }
     free(mem);
     free(rows);
+    free(scratch);
     e->blocks = blocks;
     return USP_OK;
 }
@@ -371,6 +409,14 @@ usp_status usp_mask_block_of(const usp_config *c, int r, int j, int layer, usp_m
 
 double usp_mask_block_pairs(const usp_config *c, const usp_mask_block *mb) {
     return mb->pairs * (usp_mask_lists(c->mask) == 1 ? c->batch : 1);
+}
+
+usp_tile_work usp_mask_block_tiles(const usp_config *c, const usp_mask_block *mb, int bwd) {
+    usp_tile_work w = bwd ? mb->bwd : mb->fwd;
+    double times = usp_mask_lists(c->mask) == 1 ? c->batch : 1;
+    w.tile_pairs *= times;
+    w.units *= times;
+    return w;
 }
 
 usp_status usp_mask_block_rows(const usp_config *c, int r, int j, int layer, int b, int32_t *lo,

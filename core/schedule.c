@@ -350,8 +350,8 @@ static usp_status emit_sendrecv(builder *bd, usp_phase ph, const char *name, int
  * that something is visible in: up to 2 without a mask (ring_blocks), one
  * per mask layer with one. pairs[i] counts the whole batch; layer[i] is -1
  * when blks[i] says it all. Returns how many. */
-static usp_status attention_parts(const usp_config *c, int r, int j, usp_block *blks, double *pairs,
-                                  int *layer, int *n) {
+static usp_status attention_parts(const usp_config *c, int r, int j, int bwd, usp_block *blks, double *pairs,
+                                  int *layer, usp_tile_work *tiles, int *n) {
     *n = 0;
     if (!c->mask) {
         *n = ring_blocks(c, r, j, blks);
@@ -365,9 +365,21 @@ static usp_status attention_parts(const usp_config *c, int r, int j, usp_block *
         blks[*n] = mb.blk;
         pairs[*n] = usp_mask_block_pairs(c, &mb);
         layer[*n] = mb.kind == USP_MBLK_ROWS ? l : -1;
+        tiles[*n] = usp_mask_block_tiles(c, &mb, bwd);
         (*n)++;
     }
     return USP_OK;
+}
+
+/* The room attention_parts needs for cap parts, in one allocation: blks, then
+ * pairs, layer and tiles (parts_of). */
+static usp_block *parts_new(int cap) {
+    return usp_malloc((size_t)cap * (sizeof(usp_block) + sizeof(double) + sizeof(usp_tile_work) + sizeof(int)));
+}
+static void parts_of(usp_block *blks, int cap, double **pairs, usp_tile_work **tiles, int **layer) {
+    *pairs = (double *)(blks + cap);
+    *tiles = (usp_tile_work *)(*pairs + cap);
+    *layer = (int *)(*tiles + cap);
 }
 
 /* Attention of the local queries against the K/V block of ring rank j, held
@@ -375,12 +387,14 @@ static usp_status attention_parts(const usp_config *c, int r, int j, usp_block *
 static usp_status emit_attention(builder *bd, usp_phase ph, const char *prefix, int s, int j,
                                  usp_buf k, usp_buf v, int kv_block, usp_buf dk, usp_buf dv) {
     const usp_config *c = bd->c;
-    int cap = c->mask ? usp_mask_layers(c->mask) : 2;
-    usp_block *blks = usp_malloc((size_t)cap * (sizeof *blks + sizeof(double) + sizeof(int)));
+    int cap = c->mask ? usp_mask_layers(c->mask) : 2, n = 0;
+    usp_block *blks = parts_new(cap);
     if (!blks) return USP_EINTERNAL;
-    double *pairs = (double *)(blks + cap);
-    int *layer = (int *)(pairs + cap), n = 0;
-    usp_status status = attention_parts(c, bd->rs->ring_rank, j, blks, pairs, layer, &n);
+    double *pairs;
+    usp_tile_work *tiles;
+    int *layer;
+    parts_of(blks, cap, &pairs, &tiles, &layer);
+    usp_status status = attention_parts(c, bd->rs->ring_rank, j, ph != USP_PHASE_FWD, blks, pairs, layer, tiles, &n);
     int h0, hu;
     usp_rank_heads(c, bd->rs->ulysses_rank, &h0, &hu);
     double per_pair = (ph == USP_PHASE_FWD ? 4.0 : 10.0) * c->head_dim * hu;
@@ -393,6 +407,11 @@ static usp_status emit_attention(builder *bd, usp_phase ph, const char *prefix, 
         st.heads = hu;
         st.src[0] = k; st.src[1] = v;
         st.flops = per_pair * pairs[i];
+        if (layer[i] >= 0) { /* per-row masks: the kernel's tiles and units (usp/dispatch.h) */
+            st.tile_flops = per_pair * tiles[i].tile_pairs;
+            st.loop_flops = per_pair * tiles[i].units *
+                            (ph == USP_PHASE_FWD ? USP_TILE_FWD_ROWS : USP_TILE_BWD_KEYS);
+        }
         if (ph == USP_PHASE_FWD) {
             st.dst[0] = USP_BUF_O_BLK; st.dst[1] = USP_BUF_LSE_BLK;
             status = emit(bd, st, set_of(3, USP_BUF_Q, k, v), set_of(2, USP_BUF_O_BLK, USP_BUF_LSE_BLK));
@@ -512,11 +531,13 @@ static usp_status emit_accum(builder *bd, int R, int s) {
 static usp_status attention_count(builder *bd, int j, int *n) {
     const usp_config *c = bd->c;
     int cap = c->mask ? usp_mask_layers(c->mask) : 2;
-    usp_block *blks = usp_malloc((size_t)cap * (sizeof *blks + sizeof(double) + sizeof(int)));
+    usp_block *blks = parts_new(cap);
     if (!blks) return USP_EINTERNAL;
-    double *pairs = (double *)(blks + cap);
-    int *layer = (int *)(pairs + cap);
-    usp_status st = attention_parts(c, bd->rs->ring_rank, j, blks, pairs, layer, n);
+    double *pairs;
+    usp_tile_work *tiles;
+    int *layer;
+    parts_of(blks, cap, &pairs, &tiles, &layer);
+    usp_status st = attention_parts(c, bd->rs->ring_rank, j, 0, blks, pairs, layer, tiles, n);
     free(blks);
     return st;
 }

@@ -479,6 +479,50 @@ static void test_schedule_covers_exactly_the_visible_pairs(void **state) {
     }
 }
 
+/* ---- the kernels' tiles (the simulator's time of masked blocks) ------------ */
+
+static void test_tile_work_counts_the_kernels_tiles(void **state) {
+    (void)state;
+    /* 300 causal rows: forward query tiles of 128 see 1, 2 and 3 key tiles of 128;
+     * backward 64-row tiles see key tile 0 five times, 1 three times, 2 once */
+    int32_t lo[300], hi[300];
+    for (int i = 0; i < 300; i++) { lo[i] = 0; hi[i] = i + 1; }
+    int scratch[4];
+    usp_tile_work f = {0, 0}, b = {0, 0};
+    usp_tile_work_add(lo, hi, 0, 300, 0, scratch, 4, &f, &b);
+    assert_true(f.tile_pairs == 6.0 * USP_TILE_FWD_ROWS * USP_TILE_FWD_KEYS && f.units == 3);
+    assert_true(b.tile_pairs == 9.0 * USP_TILE_BWD_ROWS * USP_TILE_BWD_KEYS && b.units == 3);
+    /* two documents [0, 100) and [100, 300), the block starting at row 10, key 10: tiles
+     * from there; rows that see nothing count nothing */
+    for (int i = 0; i < 300; i++) { lo[i] = i < 100 ? 0 : 100; hi[i] = i + 1; }
+    for (int i = 0; i < 10; i++) lo[i] = hi[i] = 0;
+    f = b = (usp_tile_work){0, 0};
+    usp_tile_work_add(lo, hi, 10, 300, 0, scratch, 4, &f, &b);
+    /* forward: rows 10-137 see keys [0, 138): 2 tiles; 138-265 [100, 266): 3; 266-299 [100, 300): 3 */
+    assert_true(f.tile_pairs == 8.0 * USP_TILE_FWD_ROWS * USP_TILE_FWD_KEYS && f.units == 3);
+    /* the schedule's masked steps carry the tiles: never fewer pairs than they see */
+    usp_mask_spec spec = {.seqlens = "3000,1000,96", .causal = 1};
+    usp_mask *m = NULL;
+    assert_int_equal(usp_mask_build(&spec, 4096, 1, &m), USP_OK);
+    usp_config c = usp_config_default();
+    c.ring = 2; c.seq = 4096; c.heads = c.kv_heads = 2; c.head_dim = 8; c.mask = m;
+    c.ring_impl = USP_RING_ZIGZAG;
+    usp_schedule s;
+    assert_int_equal(usp_schedule_build(&c, 1, &s), USP_OK);
+    int masked = 0;
+    for (int r = 0; r < s.world; r++)
+        for (int i = 0; i < s.ranks[r].nsteps; i++) {
+            const usp_step *st = usp_rank_step(&s.ranks[r], i);
+            if (st->kind != USP_STEP_ATTN_FWD && st->kind != USP_STEP_ATTN_BWD) continue;
+            if (st->mask_layer < 0) { assert_true(st->tile_flops == 0 && st->loop_flops == 0); continue; }
+            masked++;
+            assert_true(st->tile_flops >= st->flops && st->loop_flops > 0);
+        }
+    assert_true(masked > 0);
+    usp_schedule_free(&s);
+    usp_mask_free(m);
+}
+
 /* ---- executor ----------------------------------------------------------- */
 
 static void executor_case(usp_config c) {
@@ -587,6 +631,7 @@ int main(void) {
         cmocka_unit_test(test_bad_masks_are_refused),
         cmocka_unit_test(test_reference_matches_naive),
         cmocka_unit_test(test_schedule_covers_exactly_the_visible_pairs),
+        cmocka_unit_test(test_tile_work_counts_the_kernels_tiles),
         cmocka_unit_test(test_executor_with_masks),
         cmocka_unit_test(test_balanced_dispatch_of_a_long_tailed_pack),
     };

@@ -89,7 +89,7 @@ static void test_calib_fit(void **state) {
     m->mem[m->nmem++] = (usp_calib_mem){"merge", 3e9, 1e-3};
     for (double b = 1 << 20; b <= (1 << 30); b *= 4) m->comm[m->ncomm++] = (usp_calib_comm){"sendrecv", b, 15e-6 + b / 250e9};
     usp_calib_fit fit;
-    assert_int_equal(usp_calib_fit_run(m, NULL, 1 << 20, NULL, &fit), USP_OK);
+    assert_int_equal(usp_calib_fit_run(m, NULL, 1 << 20, 0, NULL, &fit), USP_OK);
     usp_profile_rate *r = usp_profile_rate_of(&fit.profile, USP_BF16, 128);
     assert_true(fabs(r->fwd_tflops - 400) < 1e-6 && fabs(r->bwd_tflops - 200) < 1e-6);
     assert_true(fabs(r->fwd_fixed_us - 10) < 1e-6 && fabs(r->bwd_fixed_us - 10) < 1e-6);
@@ -116,12 +116,27 @@ static void test_calib_fit(void **state) {
     usp_profile_desc *base = calloc(1, sizeof *base);
     assert_int_equal(usp_profile_desc_read(USP_TRACES_DIR "/../sim/profiles/h100.json", base), USP_OK);
     assert_true(usp_profile_rate_of(base, USP_BF16, 128)->fwd_short_keys > 0);
-    assert_int_equal(usp_calib_fit_run(m, base, 1 << 20, NULL, &fit), USP_OK);
+    assert_int_equal(usp_calib_fit_run(m, base, 1 << 20, 0, NULL, &fit), USP_OK);
     r = usp_profile_rate_of(&fit.profile, USP_BF16, 128);
     assert_true(fabs(r->fwd_tflops - 400) < 1e-6 && r->fwd_short_keys == 0 && r->bwd_short_rows == 0);
     assert_true(usp_profile_rate_of(&fit.profile, USP_BF16, 64)->fwd_short_keys ==
                 usp_profile_rate_of(base, USP_BF16, 64)->fwd_short_keys);
     free(base);
+    /* --short-blocks: full blocks timed by the short-block model give its rate, fixed time and
+     * length back (forward: 300 keys; backward: 150 rows) */
+    for (int i = 0; i < m->nattn; i++) {
+        usp_calib_attn *a = &m->attn[i];
+        double shrt = a->backward ? 150 : 300, rate = a->backward ? 200e12 : 400e12;
+        double l = a->seq / 4096.0;
+        a->flops = 1e12 * l * l; /* square blocks: the FLOPs grow as the length squared */
+        if (!a->causal) a->seconds = 5e-6 + a->flops / rate * (1 + shrt / a->seq);
+    }
+    assert_int_equal(usp_calib_fit_run(m, NULL, 1 << 20, 1, NULL, &fit), USP_OK);
+    r = usp_profile_rate_of(&fit.profile, USP_BF16, 128);
+    assert_true(fabs(r->fwd_tflops - 400) < 1e-3 && fabs(r->bwd_tflops - 200) < 1e-3);
+    assert_true(fabs(r->fwd_short_keys - 300) < 1e-3 && fabs(r->bwd_short_rows - 150) < 1e-3);
+    assert_true(fabs(r->fwd_fixed_us - 5) < 1e-3 && fabs(r->bwd_fixed_us - 5) < 1e-3);
+    assert_non_null(strstr(fit.profile.source, "short-block fit"));
     /* and the measurements read back the same */
     assert_int_equal(usp_calib_save(m, tmp_path("calibration.json")), USP_OK);
     usp_calib *back = calloc(1, sizeof *back);

@@ -40,10 +40,24 @@ typedef enum {
     USP_MBLK_ROWS     /* anything else: per-row intervals (usp_mask_block_rows) */
 } usp_mblk_kind;
 
+/* The tiles usp's attention kernels work in (gpu/kernels: query rows x keys), for the
+ * simulator's time of a block under per-row masks: the forward takes a tile of query rows
+ * and loops over the key tiles that any of its rows sees, the backward a tile of keys and
+ * loops over the query tiles that see any of them. */
+enum { USP_TILE_FWD_ROWS = 128, USP_TILE_FWD_KEYS = 128, USP_TILE_BWD_ROWS = 64, USP_TILE_BWD_KEYS = 128 };
+
+/* A kernel's work on one block: the pairs of the tiles it visits (whole tiles, seen or not)
+ * and its units (forward: query tiles that see a key; backward: key tiles that a row sees),
+ * each of which pays its loop's setup. */
+typedef struct {
+    double tile_pairs, units;
+} usp_tile_work;
+
 typedef struct {
     usp_block blk;    /* bounding rows and keys; causal/diag for USP_MBLK_CAUSAL */
     usp_mblk_kind kind;
     double pairs;     /* visible pairs, summed over the mask's lists */
+    usp_tile_work fwd, bwd; /* the kernels' tiles from blk's first row and key, summed over the lists */
 } usp_mask_block;
 
 /* Layer `layer` of the block (queries of ring rank r, keys of ring rank j).
@@ -51,6 +65,15 @@ typedef struct {
  * list (usp_mask_block_pairs does). */
 usp_status usp_mask_block_of(const usp_config *c, int r, int j, int layer, usp_mask_block *out);
 double usp_mask_block_pairs(const usp_config *c, const usp_mask_block *mb);
+/* mb's tile work of the forward (bwd 0) or backward (1), over the whole batch as
+ * usp_mask_block_pairs counts its pairs. */
+usp_tile_work usp_mask_block_tiles(const usp_config *c, const usp_mask_block *mb, int bwd);
+
+/* The tile work of per-row intervals lo, hi [n] (keys relative to k0, rows from q0; rows
+ * outside [q0, q1) ignored), added to *fwd and *bwd; scratch holds one int per key tile
+ * (ceil(n / USP_TILE_BWD_KEYS) + 1). */
+void usp_tile_work_add(const int32_t *lo, const int32_t *hi, long q0, long q1, long k0, int *scratch,
+                       long nkt, usp_tile_work *fwd, usp_tile_work *bwd);
 
 /* The per-row form of that block for batch element b: lo, hi [L/R], query
  * row i of ring rank r sees keys [lo[i], hi[i]) of ring rank j's block. */

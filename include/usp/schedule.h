@@ -133,6 +133,10 @@ typedef struct {
     double bytes_sent;       /* bytes this rank puts on links */
     double bytes_mem;        /* bytes read + written in device memory (memory-bound steps) */
     double flops;            /* attention FLOPs: 4*D per visible pair fwd, 10*D bwd, x B*Hu */
+    double tile_flops;       /* ATTN with mask_layer >= 0: the FLOPs of the kernel's tiles that
+                              * see a pair, counted whole (usp/dispatch.h, usp_tile_work); 0 else */
+    double loop_flops;       /* with tile_flops: the FLOPs of one token of loop in every unit of
+                              * the kernel (x a profile's short length: the units' setup) */
     char name[40];           /* "fwd.a2a.q", "fwd.ring1.attn", ... */
 } usp_step;
 

@@ -270,9 +270,11 @@ typedef struct {
  * them, hbm_gbps (bytes over time, summed); the
  * launch overhead; the link from every comm point of at least min_bytes.
  * `base` (may be NULL) supplies what was not measured (fp64 figures, peaks).
+ * short_blocks: each full-block rate from the short-block fit (rate, fixed time,
+ * short length) where it converges, instead of the affine fit.
  * `report` (may be NULL) gets the tables with the fits' residuals. */
 usp_status usp_calib_fit_run(const usp_calib *m, const usp_profile_desc *base, double min_bytes,
-                             FILE *report, usp_calib_fit *out);
+                             int short_blocks, FILE *report, usp_calib_fit *out);
 
 /* Refits, from the calibration cases among `cases`, the attention rates of
  * the (dtype, head dim) keys they use, the masked efficiencies, the memory

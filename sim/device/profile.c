@@ -278,15 +278,22 @@ static const sim_attention_rate *rate_for(const sim_profile *p, const usp_config
  * short blocks: the forward kernel loops over the block's keys for each tile
  * of query rows, the backward over its query rows for each tile of keys, and
  * each loop pays a setup (load, rescale, write) that a short loop does not
- * amortize: n / (n + short) of the rate for a loop of n tokens. */
+ * amortize: n / (n + short) of the rate for a loop of n tokens. Under per-row
+ * masks (packed documents, windows, slices) the kernel's own work instead: the
+ * tiles it visits, whole, and each unit's loop setup, short tokens of loop at
+ * the rate (the same model on a full block; on one H100 it predicts masked
+ * kernels within 3% forward, 7-13% backward, where visible pairs at the masked
+ * efficiency were 16-20% fast: gpu/NOTES.md v15). */
 static double attention_seconds(const sim_profile *p, const usp_config *c, const usp_step *st) {
     const sim_attention_rate *r = rate_for(p, c);
     int fwd = st->kind == USP_STEP_ATTN_FWD;
-    double rate = fwd ? r->fwd_flops : r->bwd_flops;
+    double rate = fwd ? r->fwd_flops : r->bwd_flops, shrt = fwd ? r->fwd_short : r->bwd_short;
+    double fixed = fwd ? r->fwd_fixed_s : r->bwd_fixed_s;
+    if (st->tile_flops > 0) return fixed + (st->tile_flops + shrt * st->loop_flops) / rate;
     if (usp_step_partial(c, st)) rate *= fwd ? p->masked_fwd : p->masked_bwd;
-    double loop = fwd ? st->blk.kv_len : st->blk.q_len, shrt = fwd ? r->fwd_short : r->bwd_short;
+    double loop = fwd ? st->blk.kv_len : st->blk.q_len;
     if (shrt > 0 && loop > 0) rate *= loop / (loop + shrt);
-    return (fwd ? r->fwd_fixed_s : r->bwd_fixed_s) + st->flops / rate;
+    return fixed + st->flops / rate;
 }
 
 double sim_step_seconds(const sim_profile *p, const usp_config *c, const usp_step *st) {

@@ -83,7 +83,7 @@ static int fit_attn_group(const usp_calib *m, usp_dtype dt, int d, int bwd, int 
  * the affine fit: the length the kernel loops over is the measured square
  * block's side. Written into no profile here: sim/SOURCES.md says which
  * profiles carry it. */
-static void report_short(const usp_calib *m, usp_dtype dt, int d, int bwd, int causal, FILE *r) {
+static int fit_short(const usp_calib *m, usp_dtype dt, int d, int bwd, int causal, usp_short_fit *f) {
     double len[USP_CALIB_MAX], x[USP_CALIB_MAX], t[USP_CALIB_MAX];
     int n = 0;
     for (int i = 0; i < m->nattn; i++) {
@@ -94,8 +94,12 @@ static void report_short(const usp_calib *m, usp_dtype dt, int d, int bwd, int c
             t[n++] = a->seconds;
         }
     }
+    return n >= 3 && usp_fit_short_block(len, x, t, n, f) == USP_OK;
+}
+
+static void report_short(const usp_calib *m, usp_dtype dt, int d, int bwd, int causal, FILE *r) {
     usp_short_fit f;
-    if (!r || n < 3 || usp_fit_short_block(len, x, t, n, &f) != USP_OK) return;
+    if (!r || !fit_short(m, dt, d, bwd, causal, &f)) return;
     fprintf(r, "  %-5s D=%-4d %-3s %-6s  %7.1f TFLOP/s  fixed %7.1f us  short %5.0f %s  rms %5.2f%% max %+6.2f%%\n",
             dtype_key(dt), d, bwd ? "bwd" : "fwd", causal ? "causal" : "full", f.rate * 1e-12, f.fixed_s * 1e6,
             f.short_len, bwd ? "rows" : "keys", f.rms_pct, f.max_pct);
@@ -119,9 +123,11 @@ static void report_attn(FILE *r, usp_dtype dt, int d, int bwd, int causal, const
             f->intercept * 1e6, f->rms_pct, f->max_pct, f->points);
 }
 
-/* Rates of the full blocks into the profile; the causal/full ratio into
- * the masked efficiencies (mean over the keys that have both). */
-static void fit_attention(const usp_calib *m, usp_profile_desc *p, FILE *r) {
+/* Rates of the full blocks into the profile (with short_blocks, the
+ * short-block fit's rate, fixed time and length where it converges); the
+ * causal/full ratio of the affine fits into the masked efficiencies (mean
+ * over the keys that have both). */
+static void fit_attention(const usp_calib *m, usp_profile_desc *p, int short_blocks, FILE *r) {
     usp_dtype dts[USP_PROFILE_MAX_RATES];
     int dims[USP_PROFILE_MAX_RATES], nkeys = attn_keys(m, dts, dims);
     double eff_sum[2] = {0, 0};
@@ -140,8 +146,15 @@ static void fit_attention(const usp_calib *m, usp_profile_desc *p, FILE *r) {
              * a short-block length the base profile carried (fitted with another rate) would
              * count it twice, so it goes with the rate it was fitted with */
             double rate = 1e-12 / full.slope, fixed = fmax(0.0, full.intercept * 1e6);
-            if (bwd) { pr->bwd_tflops = rate; pr->bwd_fixed_us = fixed; pr->bwd_short_rows = 0; }
-            else { pr->fwd_tflops = rate; pr->fwd_fixed_us = fixed; pr->fwd_short_keys = 0; }
+            double shrt = 0;
+            usp_short_fit sf;
+            if (short_blocks && fit_short(m, dts[k], dims[k], bwd, 0, &sf)) {
+                rate = sf.rate * 1e-12;
+                fixed = fmax(0.0, sf.fixed_s * 1e6);
+                shrt = sf.short_len;
+            }
+            if (bwd) { pr->bwd_tflops = rate; pr->bwd_fixed_us = fixed; pr->bwd_short_rows = shrt; }
+            else { pr->fwd_tflops = rate; pr->fwd_fixed_us = fixed; pr->fwd_short_keys = shrt; }
             if (has_causal) { eff_sum[bwd] += full.slope / causal.slope; eff_n[bwd]++; }
         }
     }
@@ -246,13 +259,17 @@ static void profile_defaults(const usp_calib *m, const usp_profile_desc *base, u
 }
 
 /* The profile's "source": what was measured, how it was fitted, what was not. */
-static void describe_sources(const usp_calib *m, usp_profile_desc *p) {
+static void describe_sources(const usp_calib *m, int short_blocks, usp_profile_desc *p) {
     char *s = p->source;
     size_t n = sizeof p->source, len;
     snprintf(s, n, "usp calibrate on %s%s%s%s.", m->device, m->source[0] ? " (" : "", m->source,
              m->source[0] ? ")" : "");
     len = strlen(s);
-    if (m->nattn)
+    if (m->nattn && short_blocks)
+        snprintf(s + len, n - len, " Attention TFLOP/s, fixed times and short lengths: the short-block fit "
+                 "(time = fixed + FLOPs / rate x (1 + short / loop length)) of full blocks over block sizes; "
+                 "masked efficiency: causal-diagonal over full rate of the affine fits.");
+    else if (m->nattn)
         snprintf(s + len, n - len, " Attention TFLOP/s: slope of time against FLOPs of full blocks over block "
                  "sizes; masked efficiency: causal-diagonal over full rate.");
     len = strlen(s);
@@ -265,15 +282,15 @@ static void describe_sources(const usp_calib *m, usp_profile_desc *p) {
              m->nattn ? "" : "attention rates, ", m->nmem ? "" : "memory bandwidth, launch, ");
 }
 
-usp_status usp_calib_fit_run(const usp_calib *m, const usp_profile_desc *base, double min_bytes, FILE *report,
-                             usp_calib_fit *out) {
+usp_status usp_calib_fit_run(const usp_calib *m, const usp_profile_desc *base, double min_bytes, int short_blocks,
+                             FILE *report, usp_calib_fit *out) {
     memset(out, 0, sizeof *out);
     profile_defaults(m, base, &out->profile);
-    if (m->nattn) fit_attention(m, &out->profile, report);
+    if (m->nattn) fit_attention(m, &out->profile, short_blocks, report);
     if (m->nmem) fit_memory(m, &out->profile, report);
     if (report && m->nmem) fprintf(report, "launch overhead (an almost empty kernel): %.2f us\n", m->launch_us);
     if (m->ncomm) USP_TRY(fit_link(m, min_bytes, out, report));
-    describe_sources(m, &out->profile);
+    describe_sources(m, short_blocks, &out->profile);
     return USP_OK;
 }
 
@@ -293,6 +310,7 @@ typedef struct {
     int head_dim, bwd, partial;
     double flops, seconds, overlap_s;
     double loop;   /* tokens the kernel loops over: keys (fwd), query rows (bwd) */
+    double tile_flops, loop_flops;   /* per-row masks: the step's (usp_step) */
 } attn_obs;
 
 typedef struct {
@@ -387,9 +405,11 @@ static usp_status rank_sums(const usp_schedule *sch, const usp_rank_schedule *rs
             s->kind_steps[st->kind]++;
         }
         if (st->kind != USP_STEP_ATTN_FWD && st->kind != USP_STEP_ATTN_BWD) continue;
-        attn_obs o = {sch->cfg.dtype, sch->cfg.head_dim, st->kind == USP_STEP_ATTN_BWD, usp_step_partial(&sch->cfg, st),
-                      st->flops, sec, comm_overlap(rs, ev, i),
-                      st->kind == USP_STEP_ATTN_BWD ? st->blk.q_len : st->blk.kv_len};
+        /* per-row masks: timed by their tiles, not at the masked-block efficiency */
+        attn_obs o = {sch->cfg.dtype, sch->cfg.head_dim, st->kind == USP_STEP_ATTN_BWD,
+                      usp_step_partial(&sch->cfg, st) && !(st->tile_flops > 0), st->flops, sec,
+                      comm_overlap(rs, ev, i), st->kind == USP_STEP_ATTN_BWD ? st->blk.q_len : st->blk.kv_len,
+                      st->tile_flops, st->loop_flops};
         USP_TRY(add_obs(s, o));
     }
     return rank_gaps(rs, ev, s);
@@ -427,10 +447,12 @@ static double fixed_seconds(const usp_profile_desc *p, const attn_obs *o) {
 }
 
 /* The step's FLOPs as the profile's rate sees them: raised by the short-block
- * factor (1 + short / loop) when the profile has one (sim/device/profile.c). */
+ * factor (1 + short / loop) when the profile has one, or under per-row masks
+ * the kernel's tiles and units' setup (sim/device/profile.c). */
 static double rated_flops(const usp_profile_desc *p, const attn_obs *o) {
     const usp_profile_rate *pr = usp_profile_rate_find(p, o->dtype, o->head_dim);
     double shrt = pr ? (o->bwd ? pr->bwd_short_rows : pr->fwd_short_keys) : 0;
+    if (o->tile_flops > 0) return o->tile_flops + shrt * o->loop_flops;
     return shrt > 0 && o->loop > 0 ? o->flops * (1 + shrt / o->loop) : o->flops;
 }
 

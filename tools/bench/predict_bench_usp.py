@@ -31,8 +31,8 @@ CASES = [("1gpu", 1, 1, "basic"), ("ring2-basic", 1, 2, "basic"), ("ring2-zigzag
 
 
 CUDNN_FWD, CUDNN_BWD = 625.0, 534.0  # TFLOP/s, ANCHORS.md: cuDNN, bf16, L 16384, D 128, non-causal
-# Today's kernels: the bf16 D-128 rates (and fixed times) of a profile `usp calibrate --gpus 1`
-# measured, and their masked-block efficiencies, by default sim/profiles/h100-calibrated.json
+# Today's kernels: the bf16 D-128 rates (fixed times, short lengths) of a profile `usp calibrate
+# --gpus 1` measured, and their masked-block efficiencies, by default sim/profiles/h100-calibrated.json
 # (one H100, 2026-12-07; the calibrated
 # H200 profile's 404.9 / 324.3 TFLOP/s are the kernels of the calibration traces, 2026-11-30).
 # An H100's rates stand for the H200's: the same kernels measured on both the same day ran
@@ -42,9 +42,10 @@ KERNELS = os.path.join(ROOT, "sim", "profiles", "h100-calibrated.json")
 CP_CUDNN = {32768: 35.6, 65536: 126.8, 131072: 484.2}
 
 
-def rate_profile(directory, label, fwd, bwd, fixed=None, masked=None):
+def rate_profile(directory, label, fwd, bwd, fixed=None, masked=None, shorts=None):
     """A copy of the calibrated profile with the bf16 D-128 kernels at fwd / bwd TFLOP/s (and
-    fixed = (fwd_fixed_us, bwd_fixed_us), masked = the masked-block efficiencies, where given)."""
+    fixed = (fwd_fixed_us, bwd_fixed_us), masked = the masked-block efficiencies, shorts =
+    (fwd_short_keys, bwd_short_rows), where given)."""
     with open(os.path.join(ROOT, "sim", "profiles", PROFILE + ".json")) as f:
         prof = json.load(f)
     prof["name"] = PROFILE + "-" + label
@@ -53,6 +54,9 @@ def rate_profile(directory, label, fwd, bwd, fixed=None, masked=None):
     if fixed:
         prof["attention_tflops"]["bf16"]["128"]["fwd_fixed_us"] = fixed[0]
         prof["attention_tflops"]["bf16"]["128"]["bwd_fixed_us"] = fixed[1]
+    if shorts:
+        prof["attention_tflops"]["bf16"]["128"]["fwd_short_keys"] = shorts[0]
+        prof["attention_tflops"]["bf16"]["128"]["bwd_short_rows"] = shorts[1]
     if masked:
         prof["masked_block_efficiency"] = masked
     path = os.path.join(directory, label + ".json")
@@ -90,13 +94,14 @@ def main():
         today_fwd, today_bwd = float(k["fwd"]), float(k["bwd"])
         today_fixed = (float(k.get("fwd_fixed_us", 0)), float(k.get("bwd_fixed_us", 0)))
         today_masked = kp.get("masked_block_efficiency")   # the causal diagonal's, of the same kernels
+        today_shorts = (float(k.get("fwd_short_keys", 0)), float(k.get("bwd_short_rows", 0)))
     except (OSError, ValueError, KeyError, TypeError) as e:
         print("predict_bench_usp: --kernels %s: no bf16 D-128 rates (%s)" % (a.kernels, e), file=sys.stderr)
         sys.exit(2)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         fast = rate_profile(tmp, "at-cudnn-rates", CUDNN_FWD, CUDNN_BWD)
-        today = rate_profile(tmp, "at-todays-rates", today_fwd, today_bwd, today_fixed, today_masked)
+        today = rate_profile(tmp, "at-todays-rates", today_fwd, today_bwd, today_fixed, today_masked, today_shorts)
         for seq in [int(s) for s in a.seqs.split(",")]:
             for name, u, r, impl in CASES:
                 fwd, total = predict(a.usp, seq, u, r, impl, False)
@@ -111,7 +116,7 @@ def main():
     if a.json:
         print(json.dumps({"platform": PLATFORM, "profile": PROFILE, "kernels": a.kernels,
                           "today_rates_tflops": [today_fwd, today_bwd], "today_fixed_us": list(today_fixed),
-                          "today_masked_block_efficiency": today_masked,
+                          "today_masked_block_efficiency": today_masked, "today_short_lengths": list(today_shorts),
                           "cudnn_rates_tflops": [CUDNN_FWD, CUDNN_BWD], "rows": rows}, indent=1))
         return
     one = {row["seq"]: row["total_ms"] for row in rows if row["case"] == "1gpu"}

@@ -23,7 +23,7 @@
 
 typedef struct {
     const char *measurements, *traces, *base, *profile_out, *platform_out, *measurements_out;
-    int gpus, quick, json, link_from_traces;
+    int gpus, quick, json, link_from_traces, short_blocks;
     double min_bytes, timeout_s;
 } calibrate_options;
 
@@ -51,6 +51,11 @@ static void help(void) {
            "  --link-from-traces    without NCCL measurements, fit the platform's link to the\n"
            "                        calibration traces' transfers (few points: a fallback)\n"
            "  --base PROFILE.json   figures not measured (fp64, dense peaks) come from it\n"
+           "  --short-blocks        write each full-block fit of the short-block model (rate,\n"
+           "                        fixed time and the loop length a unit's setup costs,\n"
+           "                        printed beside the affine fits) instead of the affine fit:\n"
+           "                        the simulator then times blocks under per-row masks by the\n"
+           "                        kernels' tiles and units (sim/README.md)\n"
            "  --min-bytes B         smallest message of the link fit (default %.0f)\n"
            "  --profile-out FILE    the profile (default profile-calibrated.json)\n"
            "  --platform-out FILE   the platform (default platform-calibrated.xml)\n"
@@ -64,7 +69,7 @@ static void help(void) {
 
 enum {
     OPT_GPUS = USP_OPT_CMD_FIRST, OPT_QUICK, OPT_MEAS, OPT_TRACES, OPT_BASE, OPT_MIN_BYTES, OPT_PROFILE_OUT,
-    OPT_PLATFORM_OUT, OPT_MEAS_OUT, OPT_TIMEOUT, OPT_JSON, OPT_LINK_TRACES, OPT_HELP
+    OPT_PLATFORM_OUT, OPT_MEAS_OUT, OPT_TIMEOUT, OPT_JSON, OPT_LINK_TRACES, OPT_SHORT, OPT_HELP
 };
 
 static int number_arg(const char *name, const char *arg, double lo, double *out) {
@@ -92,6 +97,7 @@ static int apply_option(int opt, const char *arg, void *ctx) {
     case OPT_TIMEOUT: return number_arg("timeout", arg, 1, &o->timeout_s);
     case OPT_JSON: o->json = 1; return 0;
     case OPT_LINK_TRACES: o->link_from_traces = 1; return 0;
+    case OPT_SHORT: o->short_blocks = 1; return 0;
     default: return usp_cli_bad_input("calibrate", "unknown option or missing value (usp calibrate --help)");
     }
 }
@@ -117,6 +123,7 @@ static int parse(int argc, char **argv, calibrate_options *o) {
         {"profile-out", required_argument, 0, OPT_PROFILE_OUT}, {"platform-out", required_argument, 0, OPT_PLATFORM_OUT},
         {"measurements-out", required_argument, 0, OPT_MEAS_OUT}, {"timeout", required_argument, 0, OPT_TIMEOUT},
         {"json", no_argument, 0, OPT_JSON}, {"link-from-traces", no_argument, 0, OPT_LINK_TRACES},
+        {"short-blocks", no_argument, 0, OPT_SHORT},
         {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
     opterr = 0; /* getopt's own message off: a refusal stays one line */
     int rc = usp_cli_parse("calibrate", argc, argv, opts, OPT_HELP, help, apply_option, o);
@@ -215,7 +222,7 @@ static int fit_and_write(const calibrate_options *o, const usp_calib *m) {
     FILE *report = o->json ? NULL : stdout;
     int has_base = 0, trace_gpus = 0, has_link = m && m->ncomm > 0;
     usp_status st = base && fit ? load_base(o, base, &has_base) : USP_EINTERNAL;
-    if (st == USP_OK && m) st = usp_calib_fit_run(m, has_base ? base : NULL, o->min_bytes, report, fit);
+    if (st == USP_OK && m) st = usp_calib_fit_run(m, has_base ? base : NULL, o->min_bytes, o->short_blocks, report, fit);
     if (st == USP_OK && !m) fit->profile = *base;
     if (st == USP_OK && o->traces) st = refine(o, fit, !has_link && o->link_from_traces, &trace_gpus, report);
     has_link = has_link || trace_gpus >= 2;
