@@ -386,6 +386,49 @@ static void simulate_masked(const usp_mask_spec *spec, usp_trace *t, usp_result 
     usp_mask_free(m);
 }
 
+/* The simulator's attention steps under per-row masks against usp's kernels measured on one
+ * H100 (gpu/NOTES.md v15: tools/bench-gpu --mask, bf16, L 16384, H 16, D 128, causal inside):
+ * held out from that card's calibration (sim/profiles/h100-calibrated.json: full and causal
+ * blocks only). Measured ms: forward call; backward kernel (bench-gpu's DELTA + kernel, less
+ * the 0.111 ms DELTA). Bounds: the errors the tile model gave when written (forward -2.5% and
+ * +3.6%, backward -13% and -7%) with a little room; the visible-pairs model of before gave
+ * -14%/-13% and -19%/-17%. */
+static void test_masked_kernels_against_an_h100(void **state) {
+    (void)state;
+    static const struct {
+        const char *seqlens, *window;
+        double fwd_ms, bwd_ms, fwd_bound, bwd_bound;
+    } cases[] = {
+        {"8192,3000,1500,1000,700,600,500,400,300,184,8", NULL, 0.648, 2.062, 0.05, 0.16},
+        {NULL, "2048,0", 0.505, 1.569, 0.06, 0.10},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        usp_mask_spec spec = {.seqlens = cases[i].seqlens, .window = cases[i].window, .causal = 1};
+        usp_mask *m;
+        assert_int_equal(usp_mask_build(&spec, 16384, 1, &m), USP_OK);
+        usp_config c = usp_config_default();
+        c.dtype = USP_BF16; c.head_dim = 128; c.seq = 16384; c.heads = c.kv_heads = 16; c.causal = 1;
+        c.ulysses = c.ring = 1;
+        c.mask = m;
+        usp_trace t;
+        usp_result r;
+        if (simulate(&c, 1, "h100x8", "h100-calibrated", &t, &r) != USP_OK) fail_msg("%s", usp_error());
+        double fwd = 0, bwd = 0;
+        for (long e = 0; e < t.count; e++) {
+            if (t.events[e].kind == USP_STEP_ATTN_FWD) fwd += t.events[e].dur_us * 1e-3;
+            if (t.events[e].kind == USP_STEP_ATTN_BWD) bwd += t.events[e].dur_us * 1e-3;
+        }
+        double ef = fwd / cases[i].fwd_ms - 1, eb = bwd / cases[i].bwd_ms - 1;
+        printf("  %-14s simulated fwd %.3f ms (%+.1f%%), bwd %.3f ms (%+.1f%%) against one H100\n",
+               cases[i].seqlens ? "documents" : "window 2048", fwd, 100 * ef, bwd, 100 * eb);
+        if (!(fabs(ef) <= cases[i].fwd_bound && fabs(eb) <= cases[i].bwd_bound))
+            fail_msg("masked kernels off the H100's: fwd %+.1f%%, bwd %+.1f%%", 100 * ef, 100 * eb);
+        usp_result_free(&r);
+        usp_trace_free(&t);
+        usp_mask_free(m);
+    }
+}
+
 /* Sidecars carry packed documents, slices, a cu_seqlens file and a window;
  * each is read, re-simulated with its mask (a trace simulated with the mask
  * agrees phase by phase; measured times of the unmasked problem do not),
@@ -538,6 +581,7 @@ int main(void) {
         cmocka_unit_test(test_mismatched_trace),
         cmocka_unit_test(test_bad_sidecars),
         cmocka_unit_test(test_masked_cases),
+        cmocka_unit_test(test_masked_kernels_against_an_h100),
         cmocka_unit_test(test_recorded_gpu_cases),
     };
     return cmocka_run_group_tests(tests, make_tmp_dir, remove_tmp_dir);
