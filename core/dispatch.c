@@ -3,10 +3,10 @@
  * (see usp/dispatch.h). */
 #include "usp/dispatch.h"
 
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include "usp/layout.h"
+#include "usp/rowmask.h"
 #include "mask_internal.h"
 
 /* ---- the cache ---------------------------------------------------------- */
@@ -296,28 +296,31 @@ static void map_rows(const usp_mask *m, const int32_t *tokens, long n, int r, in
     }
 }
 
+/* The keys that rows [t, t + rows) of [t, q1) see, relative to k0: the union
+ * the kernels load key tiles for (usp/rowmask.h). */
+static usp_key_range row_tile_keys(const int32_t *lo, const int32_t *hi, long t, long rows, long q1, long k0) {
+    usp_key_range r = usp_key_range_none();
+    for (long i = t; i < q1 && i < t + rows; i++)
+        r = usp_key_range_add(r, (usp_key_interval){(int)(lo[i] - k0), (int)(hi[i] - k0)});
+    return r;
+}
+
 void usp_tile_work_add(const int32_t *lo, const int32_t *hi, long q0, long q1, long k0, int *scratch,
                        long nkt, usp_tile_work *fwd, usp_tile_work *bwd) {
+    int first, end;
     /* forward: each tile of USP_TILE_FWD_ROWS rows visits the key tiles of its rows' union */
     for (long t = q0; t < q1; t += USP_TILE_FWD_ROWS) {
-        long a = LONG_MAX, b = LONG_MIN;
-        for (long i = t; i < q1 && i < t + USP_TILE_FWD_ROWS; i++)
-            if (lo[i] < hi[i]) { if (lo[i] < a) a = lo[i]; if (hi[i] > b) b = hi[i]; }
-        if (a >= b) continue;
-        long tiles = (b - k0 + USP_TILE_FWD_KEYS - 1) / USP_TILE_FWD_KEYS - (a - k0) / USP_TILE_FWD_KEYS;
-        fwd->tile_pairs += (double)tiles * USP_TILE_FWD_ROWS * USP_TILE_FWD_KEYS;
+        usp_tile_range(row_tile_keys(lo, hi, t, USP_TILE_FWD_ROWS, q1, k0), USP_TILE_FWD_KEYS, &first, &end);
+        if (first >= end) continue;
+        fwd->tile_pairs += (double)(end - first) * USP_TILE_FWD_ROWS * USP_TILE_FWD_KEYS;
         fwd->units += 1;
     }
     /* backward: each tile of USP_TILE_BWD_KEYS keys visits the query tiles of
      * USP_TILE_BWD_ROWS rows that see any of its keys */
     memset(scratch, 0, (size_t)nkt * sizeof *scratch);
     for (long t = q0; t < q1; t += USP_TILE_BWD_ROWS) {
-        long a = LONG_MAX, b = LONG_MIN;
-        for (long i = t; i < q1 && i < t + USP_TILE_BWD_ROWS; i++)
-            if (lo[i] < hi[i]) { if (lo[i] < a) a = lo[i]; if (hi[i] > b) b = hi[i]; }
-        if (a >= b) continue;
-        long last = (b - k0 + USP_TILE_BWD_KEYS - 1) / USP_TILE_BWD_KEYS;
-        for (long kt = (a - k0) / USP_TILE_BWD_KEYS; kt < last && kt < nkt; kt++) scratch[kt]++;
+        usp_tile_range(row_tile_keys(lo, hi, t, USP_TILE_BWD_ROWS, q1, k0), USP_TILE_BWD_KEYS, &first, &end);
+        for (long kt = first; kt < end && kt < nkt; kt++) scratch[kt]++;
     }
     for (long kt = 0; kt < nkt; kt++)
         if (scratch[kt]) {
@@ -326,8 +329,9 @@ void usp_tile_work_add(const int32_t *lo, const int32_t *hi, long q0, long q1, l
         }
 }
 
-/* Bounding box, pairs, kind and tile work of one block from its rows in every
- * list (rows[list] = lo, rows[list] + n = hi); scratch: n / USP_TILE_BWD_KEYS + 1 ints. */
+/* Bounding box, pairs and kind of one block from its rows in every list
+ * (rows[list] = lo, rows[list] + n = hi), and its tile work when it has
+ * per-row masks (USP_MBLK_ROWS); scratch: n / USP_TILE_BWD_KEYS + 1 ints. */
 static usp_mask_block summarize(int32_t *const *rows, int lists, long n, int *scratch) {
     usp_mask_block mb;
     memset(&mb, 0, sizeof mb);
@@ -356,8 +360,6 @@ static usp_mask_block summarize(int32_t *const *rows, int lists, long n, int *sc
             if (lo[i] != k0 || hi[i] != k0 + want) causal = 0;
         }
     }
-    for (int b = 0; b < lists; b++)
-        usp_tile_work_add(rows[b], rows[b] + n, q0, q1, k0, scratch, n / USP_TILE_BWD_KEYS + 1, &mb.fwd, &mb.bwd);
     if (full) {
         mb.kind = USP_MBLK_FULL;
     } else if (causal) {
@@ -366,6 +368,8 @@ static usp_mask_block summarize(int32_t *const *rows, int lists, long n, int *sc
         mb.blk.diag = (int)diag;
     } else {
         mb.kind = USP_MBLK_ROWS;
+        for (int b = 0; b < lists; b++)
+            usp_tile_work_add(rows[b], rows[b] + n, q0, q1, k0, scratch, n / USP_TILE_BWD_KEYS + 1, &mb.fwd, &mb.bwd);
     }
     return mb;
 }
@@ -407,15 +411,15 @@ usp_status usp_mask_block_of(const usp_config *c, int r, int j, int layer, usp_m
     return st;
 }
 
-double usp_mask_block_pairs(const usp_config *c, const usp_mask_block *mb) {
-    return mb->pairs * (usp_mask_lists(c->mask) == 1 ? c->batch : 1);
-}
+/* A block's sums are over the mask's lists: a mask of one list serves every batch element. */
+static double batch_times(const usp_config *c) { return usp_mask_lists(c->mask) == 1 ? c->batch : 1; }
+
+double usp_mask_block_pairs(const usp_config *c, const usp_mask_block *mb) { return mb->pairs * batch_times(c); }
 
 usp_tile_work usp_mask_block_tiles(const usp_config *c, const usp_mask_block *mb, int bwd) {
     usp_tile_work w = bwd ? mb->bwd : mb->fwd;
-    double times = usp_mask_lists(c->mask) == 1 ? c->batch : 1;
-    w.tile_pairs *= times;
-    w.units *= times;
+    w.tile_pairs *= batch_times(c);
+    w.units *= batch_times(c);
     return w;
 }
 

@@ -57,7 +57,7 @@ typedef struct {
     usp_block blk;    /* bounding rows and keys; causal/diag for USP_MBLK_CAUSAL */
     usp_mblk_kind kind;
     double pairs;     /* visible pairs, summed over the mask's lists */
-    usp_tile_work fwd, bwd; /* the kernels' tiles from blk's first row and key, summed over the lists */
+    usp_tile_work fwd, bwd; /* USP_MBLK_ROWS: the kernels' tiles from blk's first row and key, summed over the lists */
 } usp_mask_block;
 
 /* Layer `layer` of the block (queries of ring rank r, keys of ring rank j).
