@@ -42,21 +42,14 @@ KERNELS = os.path.join(ROOT, "sim", "profiles", "h100-calibrated.json")
 CP_CUDNN = {32768: 35.6, 65536: 126.8, 131072: 484.2}
 
 
-def rate_profile(directory, label, fwd, bwd, fixed=None, masked=None, shorts=None):
-    """A copy of the calibrated profile with the bf16 D-128 kernels at fwd / bwd TFLOP/s (and
-    fixed = (fwd_fixed_us, bwd_fixed_us), masked = the masked-block efficiencies, shorts =
-    (fwd_short_keys, bwd_short_rows), where given)."""
+def rate_profile(directory, label, kernel, masked=None):
+    """A copy of the calibrated profile with its bf16 D-128 kernel entry updated by `kernel`
+    (fwd, bwd and any of fixed times and short lengths) and, where given, its masked-block
+    efficiencies."""
     with open(os.path.join(ROOT, "sim", "profiles", PROFILE + ".json")) as f:
         prof = json.load(f)
     prof["name"] = PROFILE + "-" + label
-    prof["attention_tflops"]["bf16"]["128"]["fwd"] = fwd
-    prof["attention_tflops"]["bf16"]["128"]["bwd"] = bwd
-    if fixed:
-        prof["attention_tflops"]["bf16"]["128"]["fwd_fixed_us"] = fixed[0]
-        prof["attention_tflops"]["bf16"]["128"]["bwd_fixed_us"] = fixed[1]
-    if shorts:
-        prof["attention_tflops"]["bf16"]["128"]["fwd_short_keys"] = shorts[0]
-        prof["attention_tflops"]["bf16"]["128"]["bwd_short_rows"] = shorts[1]
+    prof["attention_tflops"]["bf16"]["128"].update(kernel)
     if masked:
         prof["masked_block_efficiency"] = masked
     path = os.path.join(directory, label + ".json")
@@ -91,22 +84,23 @@ def main():
         with open(a.kernels) as f:
             kp = json.load(f)
         k = kp["attention_tflops"]["bf16"]["128"]
-        today_fwd, today_bwd = float(k["fwd"]), float(k["bwd"])
-        today_fixed = (float(k.get("fwd_fixed_us", 0)), float(k.get("bwd_fixed_us", 0)))
-        today_masked = kp.get("masked_block_efficiency")   # the causal diagonal's, of the same kernels
-        today_shorts = (float(k.get("fwd_short_keys", 0)), float(k.get("bwd_short_rows", 0)))
+        # the whole entry (a field it lacks is 0, as in a profile), and the causal diagonal's
+        # efficiencies of the same kernels
+        today = {f: float(k.get(f, 0)) for f in ("fwd_fixed_us", "bwd_fixed_us", "fwd_short_keys", "bwd_short_rows")}
+        today.update(fwd=float(k["fwd"]), bwd=float(k["bwd"]))
+        today_masked = kp.get("masked_block_efficiency")
     except (OSError, ValueError, KeyError, TypeError) as e:
         print("predict_bench_usp: --kernels %s: no bf16 D-128 rates (%s)" % (a.kernels, e), file=sys.stderr)
         sys.exit(2)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        fast = rate_profile(tmp, "at-cudnn-rates", CUDNN_FWD, CUDNN_BWD)
-        today = rate_profile(tmp, "at-todays-rates", today_fwd, today_bwd, today_fixed, today_masked, today_shorts)
+        fast = rate_profile(tmp, "at-cudnn-rates", {"fwd": CUDNN_FWD, "bwd": CUDNN_BWD})
+        today_path = rate_profile(tmp, "at-todays-rates", today, today_masked)
         for seq in [int(s) for s in a.seqs.split(",")]:
             for name, u, r, impl in CASES:
                 fwd, total = predict(a.usp, seq, u, r, impl, False)
                 ofwd, ototal = predict(a.usp, seq, u, r, impl, True)
-                tfwd, ttotal = predict(a.usp, seq, u, r, impl, False, today)
+                tfwd, ttotal = predict(a.usp, seq, u, r, impl, False, today_path)
                 cfwd, ctotal = predict(a.usp, seq, u, r, impl, False, fast)
                 rows.append({"seq": seq, "case": name, "fwd_ms": fwd, "total_ms": total,
                              "older_fwd_ms": ofwd, "older_total_ms": ototal,
@@ -115,14 +109,16 @@ def main():
                              "cp_cudnn_total_ms": None if name == "1gpu" else CP_CUDNN.get(seq)})
     if a.json:
         print(json.dumps({"platform": PLATFORM, "profile": PROFILE, "kernels": a.kernels,
-                          "today_rates_tflops": [today_fwd, today_bwd], "today_fixed_us": list(today_fixed),
-                          "today_masked_block_efficiency": today_masked, "today_short_lengths": list(today_shorts),
+                          "today_rates_tflops": [today["fwd"], today["bwd"]],
+                          "today_fixed_us": [today["fwd_fixed_us"], today["bwd_fixed_us"]],
+                          "today_masked_block_efficiency": today_masked,
+                          "today_short_lengths": [today["fwd_short_keys"], today["bwd_short_rows"]],
                           "cudnn_rates_tflops": [CUDNN_FWD, CUDNN_BWD], "rows": rows}, indent=1))
         return
     one = {row["seq"]: row["total_ms"] for row in rows if row["case"] == "1gpu"}
     print("simulated: %s, profile %s; causal bf16, B 1, H 32, D 128" % (PLATFORM, PROFILE))
     print("today's rates: %.0f / %.0f TFLOP/s (fwd / bwd, %s), cuDNN's: %.0f / %.0f; / CP: over PyTorch CP over "
-          "cuDNN's measured fwd+bwd" % (today_fwd, today_bwd, os.path.relpath(a.kernels, ROOT), CUDNN_FWD, CUDNN_BWD))
+          "cuDNN's measured fwd+bwd" % (today["fwd"], today["bwd"], os.path.relpath(a.kernels, ROOT), CUDNN_FWD, CUDNN_BWD))
     print("%7s %-16s %9s %12s %9s %14s %22s %6s %22s %6s" % (
         "L", "case", "fwd ms", "fwd+bwd ms", "scaling", "older fwd+bwd", "today fwd / fwd+bwd", "/ CP",
         "cuDNN fwd / fwd+bwd", "/ CP"))
