@@ -21,6 +21,11 @@ typedef struct {
                                       or n query rows (backward) runs at
                                       n / (n + short) of the rate: the per-tile
                                       setup of the kernel over a short loop */
+    double fwd_rowmask, bwd_rowmask; /* ('fwd_rowmask_efficiency', ..., optional, 1):
+                                        blocks under per-row masks run at this
+                                        fraction of the rate their tiles and units
+                                        give (usp calibrate fits it on packed
+                                        documents of equal length) */
 } sim_attention_rate;
 
 typedef struct {

@@ -159,6 +159,12 @@ static void profile_overlap_and_fixed_times(void **state) {
     expect_refusal(&o, "line 3: 'comm_overlap_slowdown' must be a number in [0, 1)");
     o.profile = profile_with("{\"fwd\": 1, \"bwd\": 1, \"bwd_fixed_us\": -3}", "");
     expect_refusal(&o, "line 1: 'bwd_fixed_us' is -3, outside the physical range [0, 100000] us");
+    /* the per-row-mask efficiencies: in the masked-block range, named by their path */
+    assert_int_equal(usp_profile_check(profile_with("{\"fwd\": 1, \"bwd\": 1, \"fwd_rowmask_efficiency\": 0.9, "
+                                                    "\"bwd_rowmask_efficiency\": 0.8}", "")),
+                     USP_OK);
+    o.profile = profile_with("{\"fwd\": 1, \"bwd\": 1, \"bwd_rowmask_efficiency\": 0}", "");
+    expect_refusal(&o, "'attention_tflops.fp64.64.bwd_rowmask_efficiency' is 0, outside the physical range [0.01, 10]");
 }
 
 /* Two ranks, one SENDRECV each, with the given tags; rank 1 may have none. */

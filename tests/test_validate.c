@@ -82,8 +82,9 @@ static void test_calib_fit(void **state) {
         for (int causal = 0; causal < 2; causal++)
             for (int l = 1; l <= 4; l++) {
                 double flops = 1e12 * l, rate = (bwd ? 200e12 : 400e12) * (causal ? 0.8 : 1);
-                m->attn[m->nattn++] = (usp_calib_attn){USP_BF16, 128, 4096 * l, 16, bwd, causal, flops,
-                                                       10e-6 + flops / rate};
+                m->attn[m->nattn++] = (usp_calib_attn){.dtype = USP_BF16, .head_dim = 128, .seq = 4096 * l,
+                                                       .heads = 16, .backward = bwd, .causal = causal,
+                                                       .flops = flops, .seconds = 10e-6 + flops / rate};
             }
     m->mem[m->nmem++] = (usp_calib_mem){"pack", 1e9, 1e-3};
     m->mem[m->nmem++] = (usp_calib_mem){"merge", 3e9, 1e-3};
@@ -137,6 +138,30 @@ static void test_calib_fit(void **state) {
     assert_true(fabs(r->fwd_short_keys - 300) < 1e-3 && fabs(r->bwd_short_rows - 150) < 1e-3);
     assert_true(fabs(r->fwd_fixed_us - 5) < 1e-3 && fabs(r->bwd_fixed_us - 5) < 1e-3);
     assert_non_null(strstr(fit.profile.source, "short-block fit"));
+    assert_true(r->fwd_rowmask_eff == 0 && r->bwd_rowmask_eff == 0);   /* no document points */
+    /* packed-document points that run at 0.9 (forward) and 0.8 (backward) of what their tiles
+     * and units give at the fitted rates: those efficiencies come back, and the full-block
+     * fits do not move */
+    int nfull = m->nattn;
+    for (int bwd = 0; bwd < 2; bwd++)
+        for (int doc = 512; doc <= 2048; doc *= 4) {
+            double shrt = bwd ? 150 : 300, rate = bwd ? 200e12 : 400e12, tiles = 4e11 * (1 + 512.0 / doc);
+            double loop = 1e9 * 16384 / doc;
+            m->attn[m->nattn++] = (usp_calib_attn){.dtype = USP_BF16, .head_dim = 128, .seq = 16384, .heads = 16,
+                                                   .backward = bwd, .causal = 1, .flops = 0.9 * tiles,
+                                                   .seconds = (5e-6 + (tiles + shrt * loop) / rate) / (bwd ? 0.8 : 0.9),
+                                                   .doc = doc, .tile_flops = tiles, .loop_flops = loop};
+        }
+    assert_int_equal(usp_calib_fit_run(m, NULL, 1 << 20, 1, NULL, &fit), USP_OK);
+    r = usp_profile_rate_of(&fit.profile, USP_BF16, 128);
+    assert_true(fabs(r->fwd_tflops - 400) < 1e-3 && fabs(r->bwd_short_rows - 150) < 1e-3);
+    assert_true(fabs(r->fwd_rowmask_eff - 0.9) < 1e-6 && fabs(r->bwd_rowmask_eff - 0.8) < 1e-6);
+    assert_int_equal(usp_profile_desc_save(&fit.profile, tmp_path("rowmask.json")), USP_OK);
+    assert_int_equal(usp_profile_check(tmp_path("rowmask.json")), USP_OK);
+    reread = calloc(1, sizeof *reread);
+    assert_int_equal(usp_profile_desc_read(tmp_path("rowmask.json"), reread), USP_OK);
+    assert_true(fabs(usp_profile_rate_of(reread, USP_BF16, 128)->bwd_rowmask_eff - 0.8) < 1e-3);
+    free(reread);
     /* and the measurements read back the same */
     assert_int_equal(usp_calib_save(m, tmp_path("calibration.json")), USP_OK);
     usp_calib *back = calloc(1, sizeof *back);
@@ -144,6 +169,9 @@ static void test_calib_fit(void **state) {
     assert_int_equal(back->nattn, m->nattn);
     assert_int_equal(back->ncomm, m->ncomm);
     assert_true(fabs(back->attn[5].seconds / m->attn[5].seconds - 1) < 1e-6);
+    assert_true(back->attn[nfull].doc == 512 && back->attn[nfull].causal == 1);
+    assert_true(fabs(back->attn[nfull].tile_flops / m->attn[nfull].tile_flops - 1) < 1e-6);
+    assert_true(fabs(back->attn[nfull + 1].loop_flops / m->attn[nfull + 1].loop_flops - 1) < 1e-6);
     free(back);
     free(m);
 }

@@ -14,7 +14,9 @@
 #include "executor/executor_ctx.h"
 #include "executor/executor_cuda.h"
 #include "usp/gpu_pack.h"
+#include "usp/dispatch.h"
 #include "usp/kernel.h"
+#include "usp/mask.h"
 
 enum { MAX_REPS = 64 };
 
@@ -116,6 +118,12 @@ typedef struct {
     usp_dtype dt;
     int seq, heads, head_dim, causal;
     char why[256];
+    /* doc > 0: packed documents of doc tokens, causal inside, as per-row key intervals
+     * (lo, hi on the device; pairs the visible pairs, tiles the kernels' work: host) */
+    int doc;
+    const int32_t *lo, *hi;
+    double pairs;
+    usp_tile_work tiles[2];   /* forward, backward */
 } attn_point;
 
 static usp_kfwd_args fwd_args(const attn_point *p) {
@@ -128,6 +136,8 @@ static usp_kfwd_args fwd_args(const attn_point *p) {
     a.lse = usp_kstats_bhl(p->b->lse, 1, p->heads, p->seq);
     a.blk = (usp_block){0, p->seq, 0, p->seq, p->causal, 0};
     a.scale = (float)(1.0 / sqrt((double)p->head_dim));
+    a.mask_lo = p->doc > 0 ? p->lo : NULL;
+    a.mask_hi = p->doc > 0 ? p->hi : NULL;
     return a;
 }
 
@@ -165,6 +175,8 @@ static usp_status run_backward(void *arg, cudaStream_t s) {
     a.dv = usp_ktensor_bshd(p->b->dv, USP_F32, 1, p->seq, p->heads, p->head_dim);
     a.blk = f.blk;
     a.scale = f.scale;
+    a.mask_lo = f.mask_lo;
+    a.mask_hi = f.mask_hi;
     return kernel_rc(p->k->backward(&a, s, p->why, sizeof p->why), p, "backward");
 }
 
@@ -190,17 +202,29 @@ static usp_status prepare_point(attn_point *p, cudaStream_t s) {
  * the schedule's FLOP count. */
 static double point_flops(const attn_point *p, int backward) {
     usp_block blk = {0, p->seq, 0, p->seq, p->causal, 0};
-    return (backward ? 10.0 : 4.0) * p->head_dim * p->heads * usp_block_pairs(&blk);
+    double pairs = p->doc > 0 ? p->pairs : usp_block_pairs(&blk);
+    return (backward ? 10.0 : 4.0) * p->head_dim * p->heads * pairs;
 }
 
 static usp_status add_attn(usp_calib *m, const attn_point *p, int backward, double seconds, FILE *progress) {
     if (m->nattn == USP_CALIB_MAX) return usp_fail(USP_EINTERNAL, "too many kernel measurements");
     usp_calib_attn *a = &m->attn[m->nattn++];
-    *a = (usp_calib_attn){p->dt, p->head_dim, p->seq, p->heads, backward, p->causal, point_flops(p, backward), seconds};
+    *a = (usp_calib_attn){.dtype = p->dt, .head_dim = p->head_dim, .seq = p->seq, .heads = p->heads,
+                          .backward = backward, .causal = p->causal, .flops = point_flops(p, backward),
+                          .seconds = seconds};
+    char mask[32];
+    snprintf(mask, sizeof mask, "%s", p->causal ? "causal" : "full");
+    if (p->doc > 0) {   /* the kernels' tiles and units' loop, as the schedule counts them (usp_step) */
+        double per_pair = (backward ? 10.0 : 4.0) * p->head_dim * p->heads;
+        a->doc = p->doc;
+        a->tile_flops = per_pair * p->tiles[backward].tile_pairs;
+        a->loop_flops = per_pair * p->tiles[backward].units * (backward ? USP_TILE_BWD_KEYS : USP_TILE_FWD_ROWS);
+        snprintf(mask, sizeof mask, "docs:%d", p->doc);
+    }
     if (progress)
-        fprintf(progress, "  %-5s D=%-4d L=%-6d H=%-3d %s %-6s %9.3f ms %7.1f TFLOP/s\n", usp_dtype_name(p->dt),
-                p->head_dim, p->seq, p->heads, backward ? "bwd" : "fwd", p->causal ? "causal" : "full",
-                seconds * 1e3, a->flops / seconds / 1e12);
+        fprintf(progress, "  %-5s D=%-4d L=%-6d H=%-3d %s %-10s %9.3f ms %7.1f TFLOP/s\n", usp_dtype_name(p->dt),
+                p->head_dim, p->seq, p->heads, backward ? "bwd" : "fwd", mask, seconds * 1e3,
+                a->flops / seconds / 1e12);
     return USP_OK;
 }
 
@@ -223,21 +247,81 @@ static int grid_max(const int *v, int n) {
     return m;
 }
 
+/* Packed documents of `doc` tokens over seq (the last one shorter), causal inside: its rows'
+ * key intervals copied to the device (lo, hi: seq int32 each), its visible pairs and the
+ * kernels' tiles, into p. */
+static usp_status doc_mask(attn_point *p, int doc, int32_t *lo, int32_t *hi) {
+    long n = (p->seq + doc - 1) / doc, *cu = usp_malloc((size_t)(n + 1) * sizeof *cu);
+    if (!cu) return USP_EINTERNAL;
+    for (long i = 0; i <= n; i++) cu[i] = i < n ? i * doc : p->seq;
+    usp_mask *mk;
+    usp_status st = usp_mask_from_documents(p->seq, 1, (int)n, cu, 1, -1, -1, &mk);
+    free(cu);
+    if (st != USP_OK) return st;
+    const int32_t *hlo, *hhi;
+    usp_mask_layer_rows(mk, 0, 0, &hlo, &hhi);
+    long nkt = (p->seq + USP_TILE_BWD_KEYS - 1) / USP_TILE_BWD_KEYS;
+    int *scratch = usp_malloc((size_t)(nkt + 1) * sizeof *scratch);
+    if (!scratch) st = USP_EINTERNAL;
+    if (st == USP_OK) {
+        memset(p->tiles, 0, sizeof p->tiles);
+        usp_tile_work_add(hlo, hhi, 0, p->seq, 0, scratch, nkt, &p->tiles[0], &p->tiles[1]);
+        p->pairs = usp_mask_pairs(mk, 0);
+        p->doc = doc;
+        p->lo = lo;
+        p->hi = hi;
+        if (cudaMemcpy(lo, hlo, (size_t)p->seq * sizeof *lo, cudaMemcpyHostToDevice) != cudaSuccess ||
+            cudaMemcpy(hi, hhi, (size_t)p->seq * sizeof *hi, cudaMemcpyHostToDevice) != cudaSuccess)
+            st = usp_fail(USP_EINTERNAL, "cudaMemcpy: %s", cudaGetErrorString(cudaGetLastError()));
+    }
+    free(scratch);
+    usp_mask_free(mk);
+    return st;
+}
+
+/* Documents of the per-row-mask points: from a few tiles to a quarter of the largest block,
+ * so that units of the kernels range from short to long (usp calibrate fits one efficiency
+ * over them; tools/bench-gpu's long-tailed documents and windows are the held-out check). */
+static const int CALIB_DOCS[] = {512, 2048};
+
+/* Per-row-mask points of one (dtype, head dim): CALIB_DOCS over the largest block. */
+static usp_status measure_docs(const usp_kernel *k, attn_bufs *b, usp_dtype dt, int head_dim, const usp_calib_grid *g,
+                               int32_t *lo, int32_t *hi, cudaStream_t s, usp_calib *m, FILE *progress) {
+    int seq = grid_max(g->seqs, g->nseqs);
+    for (size_t i = 0; i < sizeof CALIB_DOCS / sizeof CALIB_DOCS[0]; i++) {
+        if (CALIB_DOCS[i] * 4 > seq) continue;
+        attn_point p = {.k = k, .b = b, .dt = dt, .seq = seq, .heads = g->heads, .head_dim = head_dim, .causal = 1};
+        USP_TRY(doc_mask(&p, CALIB_DOCS[i], lo, hi));
+        USP_TRY(measure_point(&p, g, s, m, progress));
+    }
+    return USP_OK;
+}
+
 static usp_status measure_attention(cudaStream_t s, const usp_calib_grid *g, usp_calib *m, FILE *progress) {
     const usp_kernel *k = usp_kernel_builtin();
     static const usp_dtype dtypes[] = {USP_BF16, USP_F16};
     int max_seq = grid_max(g->seqs, g->nseqs), max_d = grid_max(g->head_dims, g->nhead_dims);
     attn_bufs b;
+    int32_t *lo = NULL, *hi = NULL;   /* per-row key intervals of the document points */
     usp_status st = alloc_bufs(&b, (size_t)max_seq * g->heads * max_d, (size_t)max_seq * g->heads, max_seq);
+    if (st == USP_OK) st = alloc_one((void **)&lo, (size_t)max_seq * sizeof *lo);
+    if (st == USP_OK) st = alloc_one((void **)&hi, (size_t)max_seq * sizeof *hi);
+    /* kernels without per-row masks (ABI 1) have no document points */
+    int rows = k->abi_version >= 2;
     for (size_t t = 0; t < sizeof dtypes / sizeof dtypes[0] && st == USP_OK; t++) {
         if (!(k->dtypes & (1u << dtypes[t]))) continue;
-        for (int d = 0; d < g->nhead_dims && st == USP_OK; d++)
+        for (int d = 0; d < g->nhead_dims && st == USP_OK; d++) {
             for (int l = 0; l < g->nseqs && st == USP_OK; l++)
                 for (int causal = 0; causal < 2 && st == USP_OK; causal++) {
-                    attn_point p = {k, &b, dtypes[t], g->seqs[l], g->heads, g->head_dims[d], causal, ""};
+                    attn_point p = {.k = k, .b = &b, .dt = dtypes[t], .seq = g->seqs[l], .heads = g->heads,
+                                    .head_dim = g->head_dims[d], .causal = causal};
                     st = measure_point(&p, g, s, m, progress);
                 }
+            if (st == USP_OK && rows) st = measure_docs(k, &b, dtypes[t], g->head_dims[d], g, lo, hi, s, m, progress);
+        }
     }
+    if (lo) cudaFree(lo);
+    if (hi) cudaFree(hi);
     free_bufs(&b);
     return st;
 }

@@ -185,6 +185,9 @@ typedef struct {
     double fwd_tflops, bwd_tflops;
     double fwd_fixed_us, bwd_fixed_us;   /* per kernel, besides FLOPs / rate; 0: none */
     double fwd_short_keys, bwd_short_rows; /* short-block lengths (tokens); 0: none */
+    /* blocks under per-row masks: the kernels' rate over the tile model's (fitted on packed
+     * documents of equal length); 0: none, taken as 1 */
+    double fwd_rowmask_eff, bwd_rowmask_eff;
 } usp_profile_rate;
 
 /* A device profile as sim/profiles/<gpu>.json holds it. */
@@ -222,6 +225,11 @@ typedef struct {
     int head_dim, seq, heads;
     int backward, causal;          /* causal: the block's own causal mask (diagonal) */
     double flops, seconds;
+    /* doc > 0: the block packs documents of doc tokens (the last one shorter), causal inside,
+     * run with per-row masks; tile_flops, loop_flops: the kernels' tiles and units' loop of it
+     * (usp/dispatch.h, as the schedule counts them: usp_step) */
+    int doc;
+    double tile_flops, loop_flops;
 } usp_calib_attn;
 
 typedef struct {

@@ -83,8 +83,14 @@ static usp_status short_len(const usp_json *obj, const char *key, double *tokens
     return USP_OK;
 }
 
+/* Optional, 1 when absent: a per-row-mask efficiency, in the masked-block range. */
+static usp_status rowmask_eff(const usp_json *obj, const char *key, const char *name, double *eff) {
+    *eff = 1.0;
+    return usp_json_get(obj, key) ? ranged_as(obj, key, name, &MASKED_RANGE, eff) : USP_OK;
+}
+
 /* "128": {"fwd": 352, "bwd": 304} (and optionally "fwd_fixed_us", "bwd_fixed_us",
- * "fwd_short_keys", "bwd_short_rows") */
+ * "fwd_short_keys", "bwd_short_rows", "fwd_rowmask_efficiency", "bwd_rowmask_efficiency") */
 static usp_status load_head_dims(const usp_json *by_dim, sim_profile *p, int d) {
     if (by_dim->count == 0 || by_dim->count > SIM_MAX_HEAD_DIMS)
         return usp_fail(USP_EINVAL, "line %d: 1 to %d head dims per dtype", by_dim->line, SIM_MAX_HEAD_DIMS);
@@ -106,6 +112,10 @@ static usp_status load_head_dims(const usp_json *by_dim, sim_profile *p, int d) 
         USP_TRY(fixed_time(&by_dim->items[i], "bwd_fixed_us", &r->bwd_fixed_s));
         USP_TRY(short_len(&by_dim->items[i], "fwd_short_keys", &r->fwd_short));
         USP_TRY(short_len(&by_dim->items[i], "bwd_short_rows", &r->bwd_short));
+        snprintf(name[0], sizeof name[0], "attention_tflops.%s.%ld.fwd_rowmask_efficiency", DTYPE_KEYS[d], hd);
+        snprintf(name[1], sizeof name[1], "attention_tflops.%s.%ld.bwd_rowmask_efficiency", DTYPE_KEYS[d], hd);
+        USP_TRY(rowmask_eff(&by_dim->items[i], "fwd_rowmask_efficiency", name[0], &r->fwd_rowmask));
+        USP_TRY(rowmask_eff(&by_dim->items[i], "bwd_rowmask_efficiency", name[1], &r->bwd_rowmask));
     }
     p->nrates[d] = (int)by_dim->count;
     return USP_OK;
@@ -283,13 +293,16 @@ static const sim_attention_rate *rate_for(const sim_profile *p, const usp_config
  * tiles it visits, whole, and each unit's loop setup, short tokens of loop at
  * the rate (the same model on a full block; on one H100 it predicts masked
  * kernels within 3% forward, 7-13% backward, where visible pairs at the masked
- * efficiency were 16-20% fast: gpu/NOTES.md v15). */
+ * efficiency were 16-20% fast: gpu/NOTES.md v15), at the profile's per-row-mask
+ * efficiency (usp calibrate measures it on packed documents: the kernels that run
+ * per-row masks are not always those of full blocks). */
 static double attention_seconds(const sim_profile *p, const usp_config *c, const usp_step *st) {
     const sim_attention_rate *r = rate_for(p, c);
     int fwd = st->kind == USP_STEP_ATTN_FWD;
     double rate = fwd ? r->fwd_flops : r->bwd_flops, shrt = fwd ? r->fwd_short : r->bwd_short;
     double fixed = fwd ? r->fwd_fixed_s : r->bwd_fixed_s;
-    if (st->tile_flops > 0) return fixed + (st->tile_flops + shrt * st->loop_flops) / rate;
+    if (st->tile_flops > 0)
+        return fixed + (st->tile_flops + shrt * st->loop_flops) / (rate * (fwd ? r->fwd_rowmask : r->bwd_rowmask));
     if (usp_step_partial(c, st)) rate *= fwd ? p->masked_fwd : p->masked_bwd;
     double loop = fwd ? st->blk.kv_len : st->blk.q_len;
     if (shrt > 0 && loop > 0) rate *= loop / (loop + shrt);

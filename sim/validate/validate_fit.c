@@ -71,7 +71,7 @@ static int fit_attn_group(const usp_calib *m, usp_dtype dt, int d, int bwd, int 
     int n = 0;
     for (int i = 0; i < m->nattn; i++) {
         const usp_calib_attn *a = &m->attn[i];
-        if (a->dtype == dt && a->head_dim == d && a->backward == bwd && a->causal == causal) {
+        if (a->dtype == dt && a->head_dim == d && a->backward == bwd && a->causal == causal && a->doc == 0) {
             x[n] = a->flops;
             t[n++] = a->seconds;
         }
@@ -88,7 +88,7 @@ static int fit_short(const usp_calib *m, usp_dtype dt, int d, int bwd, int causa
     int n = 0;
     for (int i = 0; i < m->nattn; i++) {
         const usp_calib_attn *a = &m->attn[i];
-        if (a->dtype == dt && a->head_dim == d && a->backward == bwd && a->causal == causal) {
+        if (a->dtype == dt && a->head_dim == d && a->backward == bwd && a->causal == causal && a->doc == 0) {
             len[n] = a->seq;
             x[n] = a->flops;
             t[n++] = a->seconds;
@@ -121,6 +121,28 @@ static void report_attn(FILE *r, usp_dtype dt, int d, int bwd, int causal, const
     fprintf(r, "  %-5s D=%-4d %-3s %-6s  %7.1f TFLOP/s  fixed %7.1f us  residual rms %5.1f%% max %+6.1f%% (%d sizes)\n",
             dtype_key(dt), d, bwd ? "bwd" : "fwd", causal ? "causal" : "full", 1e-12 / f->slope,
             f->intercept * 1e6, f->rms_pct, f->max_pct, f->points);
+}
+
+/* The per-row-mask efficiency of (dtype, head dim, direction): the time the tile model gives
+ * the packed-document points at the rate, fixed time and short length just fitted (pr), over
+ * the time they took, summed over the points; 0 without such points. Reported point by
+ * point. */
+static double fit_rowmask(const usp_calib *m, const usp_profile_rate *pr, int bwd, FILE *r) {
+    double rate = (bwd ? pr->bwd_tflops : pr->fwd_tflops) * 1e12;
+    double fixed = (bwd ? pr->bwd_fixed_us : pr->fwd_fixed_us) * 1e-6;
+    double shrt = bwd ? pr->bwd_short_rows : pr->fwd_short_keys, model = 0, measured = 0;
+    for (int i = 0; i < m->nattn; i++) {
+        const usp_calib_attn *a = &m->attn[i];
+        if (a->doc <= 0 || a->dtype != pr->dtype || a->head_dim != pr->head_dim || a->backward != bwd) continue;
+        double t = fixed + (a->tile_flops + shrt * a->loop_flops) / rate;
+        model += t;
+        measured += a->seconds;
+        if (r)
+            fprintf(r, "  %-5s D=%-4d %-3s docs of %-5d L=%-6d  %8.3f ms, tiles and units give %8.3f ms (%+.1f%%)\n",
+                    dtype_key(a->dtype), a->head_dim, bwd ? "bwd" : "fwd", a->doc, a->seq, a->seconds * 1e3,
+                    t * 1e3, 100 * (t / a->seconds - 1));
+    }
+    return measured > 0 ? model / measured : 0;
 }
 
 /* Rates of the full blocks into the profile (with short_blocks, the
@@ -156,6 +178,24 @@ static void fit_attention(const usp_calib *m, usp_profile_desc *p, int short_blo
             if (bwd) { pr->bwd_tflops = rate; pr->bwd_fixed_us = fixed; pr->bwd_short_rows = shrt; }
             else { pr->fwd_tflops = rate; pr->fwd_fixed_us = fixed; pr->fwd_short_keys = shrt; }
             if (has_causal) { eff_sum[bwd] += full.slope / causal.slope; eff_n[bwd]++; }
+        }
+    }
+    /* blocks under per-row masks: at the rates just written, what the kernels that run them
+     * achieve (an efficiency the base profile carried goes with the rates it was fitted to) */
+    int docs = 0;
+    for (int i = 0; i < m->nattn; i++) docs += m->attn[i].doc > 0;
+    if (r && docs)
+        fprintf(r, "attention kernels under per-row masks (packed documents, causal inside): time against the "
+                   "tile model (fixed + (tile FLOPs + short x loop FLOPs) / rate)\n");
+    for (int k = 0; k < nkeys; k++) {
+        usp_profile_rate *pr = usp_profile_rate_of(p, dts[k], dims[k]);
+        for (int bwd = 0; bwd < 2 && pr; bwd++) {
+            double eff = fit_rowmask(m, pr, bwd, r);
+            if (bwd) pr->bwd_rowmask_eff = eff;
+            else pr->fwd_rowmask_eff = eff;
+            if (r && eff > 0)
+                fprintf(r, "  %-5s D=%-4d %-3s per-row-mask efficiency %.3f\n", dtype_key(dts[k]), dims[k],
+                        bwd ? "bwd" : "fwd", eff);
         }
     }
     if (r) fprintf(r, "attention kernels, short-block model: time = fixed + FLOPs / rate x (1 + short / n), "
@@ -452,7 +492,10 @@ static double fixed_seconds(const usp_profile_desc *p, const attn_obs *o) {
 static double rated_flops(const usp_profile_desc *p, const attn_obs *o) {
     const usp_profile_rate *pr = usp_profile_rate_find(p, o->dtype, o->head_dim);
     double shrt = pr ? (o->bwd ? pr->bwd_short_rows : pr->fwd_short_keys) : 0;
-    if (o->tile_flops > 0) return o->tile_flops + shrt * o->loop_flops;
+    if (o->tile_flops > 0) {
+        double eff = pr ? (o->bwd ? pr->bwd_rowmask_eff : pr->fwd_rowmask_eff) : 0;
+        return (o->tile_flops + shrt * o->loop_flops) / (eff > 0 ? eff : 1.0);
+    }
     return shrt > 0 && o->loop > 0 ? o->flops * (1 + shrt / o->loop) : o->flops;
 }
 

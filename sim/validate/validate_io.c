@@ -28,7 +28,7 @@ usp_profile_rate *usp_profile_rate_of(usp_profile_desc *p, usp_dtype dt, int hea
     if (found) return &p->rates[found - p->rates];
     if (p->nrates == USP_PROFILE_MAX_RATES) return NULL;
     usp_profile_rate *r = &p->rates[p->nrates++];
-    *r = (usp_profile_rate){dt, head_dim, 0, 0, 0, 0, 0, 0};
+    *r = (usp_profile_rate){dt, head_dim, 0, 0, 0, 0, 0, 0, 0, 0};
     return r;
 }
 
@@ -51,6 +51,14 @@ static usp_status read_head_dims(const usp_json *by_dim, usp_dtype dt, usp_profi
         if (!(r->fwd_fixed_us >= 0 && r->bwd_fixed_us >= 0 && r->fwd_short_keys >= 0 && r->bwd_short_rows >= 0))
             return usp_fail(USP_EINVAL, "line %d: fixed times and short-block lengths must not be negative",
                             by_dim->items[i].line);
+        static const char *const eff_keys[2] = {"fwd_rowmask_efficiency", "bwd_rowmask_efficiency"};
+        double *effs[2] = {&r->fwd_rowmask_eff, &r->bwd_rowmask_eff};
+        for (int k = 0; k < 2; k++) {
+            if (!usp_json_get(&by_dim->items[i], eff_keys[k])) continue;
+            USP_TRY(usp_json_get_number(&by_dim->items[i], eff_keys[k], effs[k]));
+            if (!(*effs[k] > 0))
+                return usp_fail(USP_EINVAL, "line %d: '%s' must be positive", by_dim->items[i].line, eff_keys[k]);
+        }
     }
     return USP_OK;
 }
@@ -154,6 +162,10 @@ static void write_dtype_rates(FILE *f, const usp_profile_desc *p, usp_dtype dt) 
         if (sorted[i].fwd_short_keys > 0 || sorted[i].bwd_short_rows > 0)
             fprintf(f, ", \"fwd_short_keys\": %.0f, \"bwd_short_rows\": %.0f", sorted[i].fwd_short_keys,
                     sorted[i].bwd_short_rows);
+        if (sorted[i].fwd_rowmask_eff > 0 || sorted[i].bwd_rowmask_eff > 0)   /* 0: none, 1 */
+            fprintf(f, ", \"fwd_rowmask_efficiency\": %.3f, \"bwd_rowmask_efficiency\": %.3f",
+                    sorted[i].fwd_rowmask_eff > 0 ? sorted[i].fwd_rowmask_eff : 1.0,
+                    sorted[i].bwd_rowmask_eff > 0 ? sorted[i].bwd_rowmask_eff : 1.0);
         fprintf(f, "}");
     }
     fprintf(f, "}");
@@ -276,11 +288,20 @@ usp_status usp_platform_write_fitted(FILE *f, const char *id, int gpus, double l
 
 /* ----------------------------------------------- measurements: writing */
 
+/* mask: "full", "causal" or "docs:N" (packed documents of N tokens, with the kernels' tile
+ * and loop FLOPs) */
 static void write_attn(FILE *f, const usp_calib_attn *a, int last) {
+    char mask[32];
+    if (a->doc > 0)
+        snprintf(mask, sizeof mask, "docs:%d", a->doc);
+    else
+        snprintf(mask, sizeof mask, "%s", a->causal ? "causal" : "full");
     fprintf(f, "    {\"dtype\": \"%s\", \"head_dim\": %d, \"seq\": %d, \"heads\": %d, \"dir\": \"%s\", "
-               "\"mask\": \"%s\", \"flops\": %.6e, \"seconds\": %.6e}%s\n",
-            DTYPE_KEYS[a->dtype], a->head_dim, a->seq, a->heads, a->backward ? "bwd" : "fwd",
-            a->causal ? "causal" : "full", a->flops, a->seconds, last ? "" : ",");
+               "\"mask\": \"%s\", \"flops\": %.6e, \"seconds\": %.6e",
+            DTYPE_KEYS[a->dtype], a->head_dim, a->seq, a->heads, a->backward ? "bwd" : "fwd", mask, a->flops,
+            a->seconds);
+    if (a->doc > 0) fprintf(f, ", \"tile_flops\": %.6e, \"loop_flops\": %.6e", a->tile_flops, a->loop_flops);
+    fprintf(f, "}%s\n", last ? "" : ",");
 }
 
 usp_status usp_calib_write(const usp_calib *m, FILE *f) {
@@ -334,6 +355,22 @@ static usp_status read_attn_entry(const usp_json *e, usp_calib_attn *a) {
     USP_TRY(usp_json_get_number(e, "seconds", &a->seconds));
     a->backward = !strcmp(dir, "bwd");
     a->causal = !strcmp(mask, "causal");
+    a->doc = 0;
+    a->tile_flops = a->loop_flops = 0;
+    if (!strncmp(mask, "docs:", 5)) {   /* packed documents: the kernels' tiles and loop too */
+        char *end;
+        long n = strtol(mask + 5, &end, 10);
+        if (*end || n < 1 || n > a->seq)
+            return usp_fail(USP_EINVAL, "line %d: mask '%s' (docs:N, 1 <= N <= seq)", e->line, mask);
+        a->doc = (int)n;
+        a->causal = 1;
+        USP_TRY(usp_json_get_number(e, "tile_flops", &a->tile_flops));
+        USP_TRY(usp_json_get_number(e, "loop_flops", &a->loop_flops));
+        if (!(a->tile_flops > 0 && a->loop_flops >= 0))
+            return usp_fail(USP_EINVAL, "line %d: tile_flops must be positive, loop_flops not negative", e->line);
+    } else if (strcmp(mask, "full") && strcmp(mask, "causal")) {
+        return usp_fail(USP_EINVAL, "line %d: mask '%s' (full, causal or docs:N)", e->line, mask);
+    }
     return USP_OK;
 }
 
