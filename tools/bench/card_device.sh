@@ -1,0 +1,45 @@
+#!/bin/bash
+# card_device.sh: one device call that calibrates the simulator's kernel figures on this card
+# and measures what they are checked against, every log packed into $OUT/all.tgz.
+#
+#   BASE=sim/profiles/h200-calibrated.json tools/bench/card_device.sh
+#
+# calibrate  usp calibrate --gpus 1 --short-blocks --base $BASE: full and causal blocks, and
+#            packed documents of 512 and 2048 tokens (the per-row-mask efficiency); writes
+#            $OUT/profile.json and the measurements $OUT/calibration.json
+# bench      tools/bench-gpu, D = 128, L = 16384, causal and not, SDPA flash and cuDNN beside
+# maskbench  tools/bench-gpu --mask: long-tailed documents and a 2048-token window, D = 128 and
+#            64, beside our causal kernel (held out from the calibration's documents)
+set -u
+OUT=${OUT:-$PWD/out}
+STEPS=${STEPS:-calibrate,bench,maskbench}
+BUILD=${BUILD:-build-dev}
+. "$(dirname "$0")/device_common.sh"
+LIB="$BUILD/libusp_bench_gpu.so"
+
+if ! "$BUILD/usp" --help > /dev/null 2>&1 || ! kernel_tools_start; then
+  stamp "build"
+  build_kernel_tools
+  cmake --build "$BUILD" -j16 --target usp >> "$OUT/build.log" 2>&1 || { say "build of usp FAILED"; tail -40 "$OUT/build.log"; exit 1; }
+fi
+if has calibrate; then
+  stamp "usp calibrate"
+  timeout ${CAL_TIMEOUT:-300} "$BUILD/usp" calibrate --gpus 1 --short-blocks --base "${BASE:-sim/profiles/h100-calibrated.json}" \
+    --profile-out "$OUT/profile.json" --measurements-out "$OUT/calibration.json" > "$OUT/calibrate.txt" 2>&1
+  say "calibrate rc=$?"
+fi
+if has bench; then
+  stamp "bench-gpu D = 128"
+  timeout ${BENCH_TIMEOUT:-200} python3 tools/bench-gpu --lib "$LIB" --reps ${REPS:-30} --rounds ${ROUNDS:-10} \
+    --json "$OUT/bench_d128.json" --shape 16384,128,0 --shape 16384,128,1 > "$OUT/bench_d128.txt" 2>&1
+  say "bench rc=$?"
+fi
+if has maskbench; then
+  stamp "bench-gpu --mask"
+  timeout ${BENCH_TIMEOUT:-200} python3 tools/bench-gpu --lib "$LIB" --reps ${MASK_REPS:-20} --rounds 5 \
+    --json "$OUT/bench_mask.json" --mask docs:8192,3000,1500,1000,700,600,500,400,300,184 --mask window:2048 \
+    --shape 16384,128,1 --shape 16384,64,1 > "$OUT/bench_mask.txt" 2>&1
+  say "bench --mask rc=$?"
+fi
+stamp "done"
+(cd "$OUT" && tar czf /tmp/card_all.tgz --exclude=all.tgz . && mv /tmp/card_all.tgz all.tgz)
