@@ -457,6 +457,41 @@ static void test_masked_kernels_against_an_h100(void **state) {
     }
 }
 
+/* A profile's per-row-mask efficiency divides the time of the blocks under per-row masks
+ * (their fixed time aside) and leaves the blocks without them alone. */
+static void test_rowmask_efficiency(void **state) {
+    (void)state;
+    usp_profile_desc *p = calloc(1, sizeof *p);
+    assert_int_equal(usp_profile_desc_read(USP_TRACES_DIR "/../sim/profiles/h100-calibrated.json", p), USP_OK);
+    usp_profile_rate_of(p, USP_BF16, 128)->bwd_rowmask_eff = 0.5;
+    assert_int_equal(usp_profile_desc_save(p, tmp_path("half.json")), USP_OK);
+    free(p);
+    usp_mask_spec spec = {.seqlens = "3000,1096,4096", .causal = 1};
+    usp_mask *m;
+    assert_int_equal(usp_mask_build(&spec, 8192, 1, &m), USP_OK);
+    double fwd[2], bwd[2];
+    for (int k = 0; k < 2; k++) {
+        usp_config c = usp_config_default();
+        c.dtype = USP_BF16; c.head_dim = 128; c.seq = 8192; c.heads = c.kv_heads = 16; c.causal = 1;
+        c.ulysses = c.ring = 1;
+        c.mask = m;
+        usp_trace t;
+        usp_result r;
+        if (simulate(&c, 1, "h100x8", k ? tmp_path("half.json") : "h100-calibrated", &t, &r) != USP_OK)
+            fail_msg("%s", usp_error());
+        fwd[k] = bwd[k] = 0;
+        for (long e = 0; e < t.count; e++) {
+            if (t.events[e].kind == USP_STEP_ATTN_FWD) fwd[k] += t.events[e].dur_us;
+            if (t.events[e].kind == USP_STEP_ATTN_BWD) bwd[k] += t.events[e].dur_us;
+        }
+        usp_result_free(&r);
+        usp_trace_free(&t);
+    }
+    usp_mask_free(m);
+    assert_true(fabs(fwd[1] / fwd[0] - 1) < 1e-9);
+    assert_true(bwd[1] / bwd[0] > 1.9 && bwd[1] / bwd[0] <= 2.0);
+}
+
 /* Sidecars carry packed documents, slices, a cu_seqlens file and a window;
  * each is read, re-simulated with its mask (a trace simulated with the mask
  * agrees phase by phase; measured times of the unmasked problem do not),
@@ -610,6 +645,7 @@ int main(void) {
         cmocka_unit_test(test_bad_sidecars),
         cmocka_unit_test(test_masked_cases),
         cmocka_unit_test(test_masked_kernels_against_an_h100),
+        cmocka_unit_test(test_rowmask_efficiency),
         cmocka_unit_test(test_recorded_gpu_cases),
     };
     return cmocka_run_group_tests(tests, make_tmp_dir, remove_tmp_dir);
