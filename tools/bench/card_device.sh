@@ -4,6 +4,8 @@
 #
 #   BASE=sim/profiles/h200-calibrated.json tools/bench/card_device.sh
 #
+# check      usp kernel-check, every case, with the defaults
+# sanitize   compute-sanitizer memcheck on the quick battery
 # calibrate  usp calibrate --gpus 1 --short-blocks --base $BASE: full and causal blocks, and
 #            packed documents of 512 and 2048 tokens (the per-row-mask efficiency); writes
 #            $OUT/profile.json and the measurements $OUT/calibration.json
@@ -12,15 +14,21 @@
 #            64, beside our causal kernel (held out from the calibration's documents)
 set -u
 OUT=${OUT:-$PWD/out}
-STEPS=${STEPS:-calibrate,bench,maskbench}
+STEPS=${STEPS:-check,calibrate,bench,maskbench,sanitize}
 BUILD=${BUILD:-build-dev}
 . "$(dirname "$0")/device_common.sh"
 LIB="$BUILD/libusp_bench_gpu.so"
+KC="$BUILD/usp_kernel_check"
 
 if ! "$BUILD/usp" --help > /dev/null 2>&1 || ! kernel_tools_start; then
   stamp "build"
   build_kernel_tools
   cmake --build "$BUILD" -j16 --target usp >> "$OUT/build.log" 2>&1 || { say "build of usp FAILED"; tail -40 "$OUT/build.log"; exit 1; }
+fi
+if has check; then
+  stamp "kernel-check"
+  timeout ${CHECK_TIMEOUT:-150} $KC > "$OUT/kc.txt" 2>&1
+  say "kernel-check rc=$?: $(tail -1 "$OUT/kc.txt")"
 fi
 if has calibrate; then
   stamp "usp calibrate"
@@ -31,7 +39,7 @@ fi
 if has bench; then
   stamp "bench-gpu D = 128"
   timeout ${BENCH_TIMEOUT:-200} python3 tools/bench-gpu --lib "$LIB" --reps ${REPS:-30} --rounds ${ROUNDS:-10} \
-    --json "$OUT/bench_d128.json" --shape 16384,128,0 --shape 16384,128,1 > "$OUT/bench_d128.txt" 2>&1
+    --json "$OUT/bench_d128.json" --shape 16384,128,0 --shape 16384,128,1 ${BENCH_ALT:-} > "$OUT/bench_d128.txt" 2>&1
   say "bench rc=$?"
 fi
 if has maskbench; then
@@ -40,6 +48,12 @@ if has maskbench; then
     --json "$OUT/bench_mask.json" --mask docs:8192,3000,1500,1000,700,600,500,400,300,184 --mask window:2048 \
     --shape 16384,128,1 --shape 16384,64,1 > "$OUT/bench_mask.txt" 2>&1
   say "bench --mask rc=$?"
+fi
+if has sanitize; then
+  stamp "compute-sanitizer memcheck --quick"
+  SAN=/usr/local/cuda/bin/compute-sanitizer; [ -x "$SAN" ] || SAN=compute-sanitizer
+  timeout ${SAN_TIMEOUT:-150} $SAN --tool memcheck --error-exitcode 9 $KC --quick > "$OUT/memcheck.txt" 2>&1
+  say "memcheck rc=$?: $(grep -E 'ERROR SUMMARY|passed' "$OUT/memcheck.txt" | tail -2 | tr '\n' ' ')"
 fi
 stamp "done"
 (cd "$OUT" && tar czf /tmp/card_all.tgz --exclude=all.tgz . && mv /tmp/card_all.tgz all.tgz)
