@@ -46,7 +46,7 @@ if has maskbench; then
   stamp "bench-gpu --mask"
   timeout ${BENCH_TIMEOUT:-200} python3 tools/bench-gpu --lib "$LIB" --reps ${MASK_REPS:-20} --rounds 5 \
     --json "$OUT/bench_mask.json" --mask docs:8192,3000,1500,1000,700,600,500,400,300,184 --mask window:2048 \
-    --shape 16384,128,1 --shape 16384,64,1 > "$OUT/bench_mask.txt" 2>&1
+    --shape 16384,128,1 --shape 16384,64,1 ${MASK_ARGS:-} > "$OUT/bench_mask.txt" 2>&1
   say "bench --mask rc=$?"
 fi
 if has sanitize; then
