@@ -2,15 +2,16 @@
  *
  * bwd_prep: DELTA = rowsum(O * dO), read once, coalesced along D. Where D is a power of
  *           two from 8 to 256 and every row starts on 16 bytes (the layouts of usp's
- *           executor and of PyTorch's contiguous tensors), D / 8 lanes a row and 8
- *           elements a lane, in 16-byte loads (prep_vec_kernel); else one warp a row,
- *           an element a lane at a time.
+ *           executor and of PyTorch's contiguous tensors), with USP_GPU_PREP_VEC=1:
+ *           D / 8 lanes a row and 8 elements a lane, in 16-byte loads
+ *           (prep_vec_kernel); else one warp a row, an element a lane at a time.
  * merge:    (O, LSE) <- the union of (O, LSE) and (O_blk, LSE_blk),
  *           overflow-safe: lse = max + log1p(exp(-|lse - lse_blk|)).
  * Both are memory-bound; O, O_blk may be fp32 or 16-bit. */
 #include "kernels.h"
 #include "plugins/naive_kernels.cuh"
 #include <stdlib.h>
+#include <string.h>
 
 namespace {
 
@@ -141,7 +142,8 @@ __global__ void merge_kernel(const usp_kmerge_args a) {
 int usp_prep_launch(const usp_kprep_args *a, cudaStream_t st, char *why, size_t why_len) {
     int64_t rows = (int64_t)a->o.l * a->o.h;
     if (rows <= 0) return USP_KERNEL_OK;
-    if (!getenv("USP_GPU_PREP_SCALAR") && prep_vec(a, rows, st)) {   /* the 16-byte kernel */
+    const char *vec = getenv("USP_GPU_PREP_VEC");   /* =1: the 16-byte kernel (opt-in until run) */
+    if (vec && !strcmp(vec, "1") && prep_vec(a, rows, st)) {
         USP_CUDA_LAUNCHED();
         return USP_KERNEL_OK;
     }

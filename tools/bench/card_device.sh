@@ -4,7 +4,7 @@
 #
 #   BASE=sim/profiles/h200-calibrated.json tools/bench/card_device.sh
 #
-# check      usp kernel-check, every case, with the defaults
+# check      usp kernel-check, every case, with the defaults (and again under CHECK_ENV)
 # sanitize   compute-sanitizer memcheck on the quick battery
 # calibrate  usp calibrate --gpus 1 --short-blocks --base $BASE: full and causal blocks, and
 #            packed documents of 512 and 2048 tokens (the per-row-mask efficiency); writes
@@ -29,6 +29,10 @@ if has check; then
   stamp "kernel-check"
   timeout ${CHECK_TIMEOUT:-150} $KC > "$OUT/kc.txt" 2>&1
   say "kernel-check rc=$?: $(tail -1 "$OUT/kc.txt")"
+  if [ -n "${CHECK_ENV:-}" ]; then
+    env $CHECK_ENV timeout ${CHECK_TIMEOUT:-150} $KC > "$OUT/kc_env.txt" 2>&1
+    say "kernel-check $CHECK_ENV rc=$?: $(tail -1 "$OUT/kc_env.txt")"
+  fi
 fi
 if has calibrate; then
   stamp "usp calibrate"
