@@ -423,19 +423,27 @@ static void simulate_masked(const usp_mask_spec *spec, usp_trace *t, usp_result 
  * -14%/-13% and -19%/-17%. */
 static void test_masked_kernels_against_an_h100(void **state) {
     (void)state;
+    /* D = 64 from v15's TFLOP/s on visible pairs (forward 370 / 363, backward kernel with DELTA
+     * 260 / 263, less DELTA's 0.111 ms). Its masked backward is not the kernel calibrate timed
+     * (64-row tiles and atomics against 128-row tiles: gpu/NOTES.md v13), and no per-row-mask
+     * efficiency was fitted then: the bounds hold today's error, not a target */
     static const struct {
         const char *seqlens, *window;
+        int head_dim;
         double fwd_ms, bwd_ms, fwd_bound, bwd_bound;
     } cases[] = {
-        {"8192,3000,1500,1000,700,600,500,400,300,184,8", NULL, 0.648, 2.062, 0.05, 0.16},
-        {NULL, "2048,0", 0.505, 1.569, 0.06, 0.10},
+        {"8192,3000,1500,1000,700,600,500,400,300,184,8", NULL, 128, 0.648, 2.062, 0.05, 0.16},
+        {NULL, "2048,0", 128, 0.505, 1.569, 0.06, 0.10},
+        {"8192,3000,1500,1000,700,600,500,400,300,184,8", NULL, 64, 0.894, 3.070, 0.12, 0.28},
+        {NULL, "2048,0", 64, 0.710, 2.340, 0.16, 0.21},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         usp_mask_spec spec = {.seqlens = cases[i].seqlens, .window = cases[i].window, .causal = 1};
         usp_mask *m;
         assert_int_equal(usp_mask_build(&spec, 16384, 1, &m), USP_OK);
         usp_config c = usp_config_default();
-        c.dtype = USP_BF16; c.head_dim = 128; c.seq = 16384; c.heads = c.kv_heads = 16; c.causal = 1;
+        c.dtype = USP_BF16; c.head_dim = cases[i].head_dim; c.seq = 16384; c.causal = 1;
+        c.heads = c.kv_heads = 2048 / cases[i].head_dim;
         c.ulysses = c.ring = 1;
         c.mask = m;
         usp_trace t;
@@ -447,8 +455,8 @@ static void test_masked_kernels_against_an_h100(void **state) {
             if (t.events[e].kind == USP_STEP_ATTN_BWD) bwd += t.events[e].dur_us * 1e-3;
         }
         double ef = fwd / cases[i].fwd_ms - 1, eb = bwd / cases[i].bwd_ms - 1;
-        printf("  %-14s simulated fwd %.3f ms (%+.1f%%), bwd %.3f ms (%+.1f%%) against one H100\n",
-               cases[i].seqlens ? "documents" : "window 2048", fwd, 100 * ef, bwd, 100 * eb);
+        printf("  %-14s D=%-3d simulated fwd %.3f ms (%+.1f%%), bwd %.3f ms (%+.1f%%) against one H100\n",
+               cases[i].seqlens ? "documents" : "window 2048", cases[i].head_dim, fwd, 100 * ef, bwd, 100 * eb);
         if (!(fabs(ef) <= cases[i].fwd_bound && fabs(eb) <= cases[i].bwd_bound))
             fail_msg("masked kernels off the H100's: fwd %+.1f%%, bwd %+.1f%%", 100 * ef, 100 * eb);
         usp_result_free(&r);
