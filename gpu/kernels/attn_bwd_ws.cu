@@ -73,13 +73,19 @@
  * test; =x: without dV early; =rel: v7's 64-row loop (the default before v15). D = 64 with
  * =x (opt-in): v9's 128-row loop (the plan's 64-row groups two a tile, bwd_work_planned);
  * =x64: that loop on 64-row tiles, each warpgroup the tile's dQ over its own 64 keys, both
- * reduce-added. */
+ * reduce-added.
+ * USP_GPU_BWD_PROF=1 (bf16, D = 128's two default kernels): the PROF instantiations count
+ * each CTA's phases and the launcher prints a line "PHASES bwd ..." a call (wsb_prof_report). */
 #include "kernels.h"
+#include "prof.cuh"
 #include "tma.cuh"
 #include "wgcommon.cuh"
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <type_traits>
+#include <vector>
 
 namespace {
 
@@ -254,7 +260,44 @@ __device__ __forceinline__ void wsb_stage_dq(const float (&acc)[32], float *rq, 
         }
 }
 
-template <typename T, int D, bool DQ_TMA, int BM, int LATE_DK = 0, bool MREL = false, bool PERSIST = false>
+/* ---- USP_GPU_BWD_PROF=1: per-CTA phase counters (measurement only) --------
+ *
+ * The PROF instantiations of the D = 128 default kernels (bf16; without and with per-row
+ * masks: the writer-warp loop, LATE_DK 3 and 4) record, per CTA, %globaltimer at entry and at
+ * each consumer warpgroup's end, the SM, and consumer warpgroup 0's clock64() cycles: in all;
+ * its prologue (up to its first tile's Q/dO landed: K/V, the first stage, the CTA's work);
+ * waiting for later stages; at barrier 1 (the other consumer's dS^T); for the dQ writer's
+ * hand-back; in masked tiles (from the stage landed to the stage handed back); in the dK/dV
+ * epilogue; and its tiles and masked tiles. The launcher prints one line "PHASES bwd ..." a
+ * call (wsb_prof_report). The clock reads slow the kernel a little: read proportions, not
+ * rates. The default kernels are the PROF = false instantiations, which hold none of it. */
+constexpr int WSB_PROF_CTAS = 4096;
+/* A record's words: the times and the SM, then consumer 0's counters (WBP_CYC on, as WsbProf) */
+enum { WBP_G0 = PROF_G0, WBP_END0 = PROF_END0, WBP_END1 = PROF_END1, WBP_SM = PROF_SM, WBP_CYC = PROF_COUNTERS,
+       WBP_PRO, WBP_WFULL, WBP_WB1, WBP_WDQ, WBP_MCYC, WBP_EPI, WBP_TILES, WBP_MTILES, WBP_WORDS };
+__device__ unsigned long long g_wsb_prof[WSB_PROF_CTAS * WBP_WORDS];
+
+/* A consumer thread's counters (PROF; kept by every thread, written by the lead of each),
+ * by the record's words: v[WBP_CYC] holds the clock at the start until the end. */
+struct WsbProf {
+    long long v[WBP_WORDS];
+};
+
+/* A consumer's end: its time (the lead of each consumer warpgroup) and consumer 0's counters. */
+template <bool PROF>
+__device__ __forceinline__ void wsb_prof_exit(WsbProf &pf, int c) {
+    if constexpr (PROF) {
+        unsigned long long *r = prof_record(g_wsb_prof, WBP_WORDS, WSB_PROF_CTAS);
+        if ((threadIdx.x & 127) != 0 || !r) return;
+        r[WBP_END0 + c] = prof_gtime();
+        pf.v[WBP_CYC] = clock64() - pf.v[WBP_CYC];
+        if (c == 0)
+            for (int w = WBP_CYC; w < WBP_WORDS; ++w) r[w] = (unsigned long long)pf.v[w];
+    }
+}
+
+template <typename T, int D, bool DQ_TMA, int BM, int LATE_DK = 0, bool MREL = false, bool PERSIST = false,
+          bool PROF = false>
 __global__ void __launch_bounds__(WSB_NTH, 1)
     bwd_ws_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                   const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
@@ -270,6 +313,8 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
     constexpr bool DQW = LATE_DK >= 3;
     static_assert(!DQW || (D == 128 && BM == 64 && !PERSIST),
                   "the dQ writer warp: D = 128, 64-row tiles, not the persistent grid");
+    static_assert(!PROF || DQW, "phase counters: the writer-warp loop (D = 128's defaults)");
+    if constexpr (PROF) prof_entry(prof_record(g_wsb_prof, WBP_WORDS, WSB_PROF_CTAS), WBP_G0, WBP_SM);
     /* BM = 128: the two warpgroups split each tile's dQ by rows (64 each), every tile;
      * per-row masks and a mask plan only with MREL (USP_GPU_BWD_MASK=x; else the launcher
      * sends those to BM = 64) */
@@ -442,6 +487,8 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
 
     /* consumers */
     regs_inc<PERSIST ? 224 : 240>();
+    WsbProf pf{};
+    if constexpr (PROF) pf.v[WBP_CYC] = clock64();
     const int c = wgi - 1;
     const int key_row = c * 64 + warp * 16 + (lane >> 2);   /* tile key of e>>1 = 0 */
     const bool warp_lead = lane == 0, wg_lead = (threadIdx.x & 127) == 0;
@@ -512,7 +559,15 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
                             }
                         }
                 }
+                long long pc = 0;   /* PROF: the clock before the wait, then at the stage's landing */
+                if constexpr (PROF) pc = clock64();
                 mbar_wait_parity(full + st, ph);
+                if constexpr (PROF) {
+                    const long long now = clock64();
+                    if (it == 0 && nu == 0) pf.v[WBP_PRO] = now - pf.v[WBP_CYC];
+                    else pf.v[WBP_WFULL] += now - pc;
+                    pc = now;
+                }
 
                 float s[BM / 2], dp[BM / 2];
                 wg_arrive();
@@ -568,7 +623,10 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
                     wg_commit();
                 }
                 fence_async_smem();   /* dS^T stores -> the dQ wgmma */
+                long long pb = 0;
+                if constexpr (PROF) pb = clock64();
                 named_barrier<256>(1);
+                if constexpr (PROF) pf.v[WBP_WB1] += clock64() - pb;
                 /* dQ over all 128 keys: D = 64, BM = 128 rows 64c.. (dS^T's column atom c);
                  * D = 128 columns 64c.. (K's column atom c); D = 64, BM = 64 (KSPLIT) the whole
                  * tile over keys 64c.. */
@@ -583,7 +641,9 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
                 for (int kk = 0; kk < BM / 16; ++kk) rs_mma<T, D>::mma(dk, da[kk], wg_desc_mn<BM>(cQ, kk));
                 wg_commit();
                 if constexpr (DQW) {   /* the dQ writer warp issues the reduce-adds */
+                    if constexpr (PROF) pb = clock64();
                     if (it > 0) named_barrier<160>(WSB_DQ_EMPTY + c);   /* it has read tile it - 1's dQ */
+                    if constexpr (PROF) pf.v[WBP_WDQ] += clock64() - pb;
                 } else {
                     if (wg_lead) bulk_wait_read<0>();   /* the last reduce-adds have read the staging region */
                     named_barrier<128>(2 + c);
@@ -607,6 +667,13 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
                 wg_fence_regs(dv);
                 wg_fence_regs(dk);
                 if (warp_lead) mbar_arrive1(empty + st);   /* Q, dO, LSE, DELTA of this stage read */
+                if constexpr (PROF) {
+                    ++pf.v[WBP_TILES];
+                    if (masked) {
+                        ++pf.v[WBP_MTILES];
+                        pf.v[WBP_MCYC] += clock64() - pc;
+                    }
+                }
             }
         }
         /* the loop of every other variant (none under LATE_DK) */
@@ -708,6 +775,8 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
         const int krow = n0 + key_row;
         float *gdk = p.dk + b * p.dk_sb + (int64_t)p.kv_begin * p.dk_sl + hk * p.dk_sh;
         float *gdv = p.dv + b * p.dv_sb + (int64_t)p.kv_begin * p.dv_sl + hk * p.dv_sh;
+        long long pe = 0;
+        if constexpr (PROF) pe = clock64();
         if (p.kv_red) {
             wg_add_kv<D, true>(dk, gdk, p.dk_sl, krow, p.kv_len, p.scale);
             wg_add_kv<D, true>(dv, gdv, p.dv_sl, krow, p.kv_len, 1.0f);
@@ -715,9 +784,39 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
             wg_add_kv<D>(dk, gdk, p.dk_sl, krow, p.kv_len, p.scale);
             wg_add_kv<D>(dv, gdv, p.dv_sl, krow, p.kv_len, 1.0f);
         }
+        if constexpr (PROF) pf.v[WBP_EPI] += clock64() - pe;
         ++nu;
     }
     if (DQ_TMA && wg_lead) bulk_wait<0>();
+    wsb_prof_exit<PROF>(pf, c);
+}
+
+bool wsb_prof_on() {
+    const char *e = getenv("USP_GPU_BWD_PROF");
+    return e && !strcmp(e, "1");
+}
+
+/* USP_GPU_BWD_PROF=1: after a PROF kernel (nctas CTAs) launched on st after event ev0
+ * (recorded before the mask plan), waits for it and prints on stderr one line: the call's
+ * time and the kernel's span (the difference is the plan kernel and the launches), how the
+ * SMs' time was spent, and consumer warpgroup 0's cycles a CTA: its prologue, a tile
+ * (unmasked, masked), its dK/dV epilogue, and its waits in the loop. */
+void wsb_prof_report(const char *kind, int nctas, cudaEvent_t ev0, cudaStream_t st) {
+    ProfCall c;
+    if (!prof_collect(g_wsb_prof, WBP_WORDS, nctas, WSB_PROF_CTAS, ev0, st, "bwd", &c)) return;
+    const std::vector<double> &sum = c.sum;
+    const ProfSmTime &t = c.t;
+    const double cyc = sum[WBP_CYC], tiles = sum[WBP_TILES], mt = sum[WBP_MTILES];
+    const double loop = cyc - sum[WBP_PRO] - sum[WBP_EPI];   /* the tiles, waits included */
+    fprintf(stderr,
+            "PHASES bwd %s ctas %d sms %d tiles %.0f masked %.0f | call %.1f us, kernel %.1f us | SM time: CTAs %.1f%%, "
+            "idle before the first %.1f%%, after the last %.1f%%, between %.1f%% | consumer 0 a CTA: %.0f cycles, "
+            "prologue %.0f, epilogue %.0f; a tile %.0f cycles (unmasked %.0f, masked %.0f); waits in the loop: "
+            "stage %.1f%%, barrier 1 %.1f%%, dQ hand-back %.1f%% of all cycles\n",
+            kind, c.n, t.sms, tiles, mt, c.call_ms * 1e3, t.span_ns * 1e-3, t.busy, t.head, t.tail, t.between,
+            cyc / c.seen, sum[WBP_PRO] / c.seen, sum[WBP_EPI] / c.seen, tiles > 0 ? loop / tiles : 0.0,
+            tiles > mt ? (loop - sum[WBP_MCYC]) / (tiles - mt) : 0.0, mt > 0 ? sum[WBP_MCYC] / mt : 0.0,
+            100.0 * sum[WBP_WFULL] / cyc, 100.0 * sum[WBP_WB1] / cyc, 100.0 * sum[WBP_WDQ] / cyc);
 }
 
 template <typename T, int D, int BM>
@@ -749,12 +848,20 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
     if (D == 64 && mode >= 7) mode = 1;   /* =wsx, =wsxv, =wsxq, =wsxvq change D = 128 only */
     const bool atomics = mode == 3 || (D == 64 && (mode == 4 || ((mode == 1 || mode == 6) && BM == 64)));
     /* under a mask plan (maskplan.cu): a 1-d grid of key tiles by descending work */
+    /* USP_GPU_BWD_PROF=1 (bf16, D = 128, the writer-warp defaults): the PROF instantiation
+     * and a line of phases; ev0 marks the call's start, before the mask plan */
+    constexpr bool prof_ok = std::is_same<T, __nv_bfloat16>::value && D == 128 && BM == 64;
+    cudaEvent_t ev0 = nullptr;
+    if (prof_ok && wsb_prof_on() && cudaEventCreate(&ev0) == cudaSuccess) (void)cudaEventRecord(ev0, st);
     UspBwdParams q = p;
     UspPlanMem plan;
     int ctas = 0;
     if (BM == 64 || p.mask_lo) {   /* BM = 128 runs per-row masks (=x) on the plan's groups, two a tile */
         int rc = usp_mask_plan_bwd(q, WSB_BN, st, &plan, &ctas, why, why_len);
-        if (rc != USP_KERNEL_OK) return rc;
+        if (rc != USP_KERNEL_OK) {
+            if (ev0) (void)cudaEventDestroy(ev0);
+            return rc;
+        }
     }
     /* USP_GPU_BWD_MASK (usp_ws_bwd_mask_mode), with 64-row tiles and the default way of adding
      * dQ there (reduce-adds at D = 128, atomics at D = 64; other ways take elem): masked query
@@ -816,11 +923,28 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
             }
         }
     }
+    const char *prof = nullptr;   /* USP_GPU_BWD_PROF: the kind of kernel whose phases are counted */
+    if constexpr (prof_ok) {
+        if (ev0 && kern == bwd_ws_kernel<T, D, true, BM, 3>) {
+            kern = bwd_ws_kernel<T, D, true, BM, 3, false, false, true>;
+            prof = "causal-or-full";
+        } else if (ev0 && kern == bwd_ws_kernel<T, D, true, BM, 4, true, false>) {
+            kern = bwd_ws_kernel<T, D, true, BM, 4, true, false, true>;
+            prof = "per-row-masks";
+        }
+    }
+    if (ev0 && !prof) {
+        fprintf(stderr, "PHASES bwd: not counted (USP_GPU_BWD_PROF counts D = 128's default kernels, bf16)\n");
+        (void)cudaEventDestroy(ev0);
+        ev0 = nullptr;
+    }
     USP_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid = ctas ? dim3(persist && nsm > 0 && nsm < ctas ? nsm : ctas)
                      : dim3((p.kv_len + WSB_BN - 1) / WSB_BN, p.hkv, p.b);
     kern<<<grid, WSB_NTH, smem, st>>>(tq, tk, tv, tdo, tdq, q);
     cudaError_t e = cudaGetLastError();
+    if (prof && e == cudaSuccess) wsb_prof_report(prof, (int)(grid.x * grid.y * grid.z), ev0, st);
+    else if (ev0) (void)cudaEventDestroy(ev0);
     usp_mask_plan_release(&plan, st);
     if (e != cudaSuccess) {
         snprintf(why, why_len, "bwd_ws_kernel launch failed: %s", cudaGetErrorString(e));

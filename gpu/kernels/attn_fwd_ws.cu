@@ -46,6 +46,7 @@
  * Shared memory at D = 128: Q 32 KB + 2 stages x (K 32 KB + V 32 KB) = 160 KB
  * and the barriers; flow: Q 2 x 32 KB, 192 KB, and 4 units' descriptors (4.3 KB). */
 #include "kernels.h"
+#include "prof.cuh"
 #include "wgcommon.cuh"
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -194,20 +195,12 @@ __device__ __forceinline__ void ws_pack(const float (&s)[BN / 2], uint32_t (&pa)
  * slow the kernel a little: read proportions, not rates. The default kernels are the
  * PROF = false instantiations, which hold none of it. */
 constexpr int WS_PROF_CTAS = 4096;
-enum { WSP_G0, WSP_END0, WSP_END1, WSP_SM, WSP_CYC, WSP_LOOP, WSP_TURNS, WSP_WKV, WSP_WTURN, WSP_FIRST, WSP_UNITS,
-       WSP_TILES, WSP_WORDS };
+enum { WSP_G0 = PROF_G0, WSP_END0 = PROF_END0, WSP_END1 = PROF_END1, WSP_SM = PROF_SM, WSP_CYC = PROF_COUNTERS,
+       WSP_LOOP, WSP_TURNS, WSP_WKV, WSP_WTURN, WSP_FIRST, WSP_UNITS, WSP_TILES, WSP_WORDS };
 __device__ unsigned long long g_ws_prof[WS_PROF_CTAS * WSP_WORDS];
 
-__device__ __forceinline__ unsigned long long ws_gtime() {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    return t;
-}
 /* This CTA's record, or NULL past WS_PROF_CTAS. */
-__device__ __forceinline__ unsigned long long *ws_prof_rec() {
-    const unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
-    return cta < (unsigned)WS_PROF_CTAS ? g_ws_prof + (size_t)cta * WSP_WORDS : nullptr;
-}
+__device__ __forceinline__ unsigned long long *ws_prof_rec() { return prof_record(g_ws_prof, WSP_WORDS, WS_PROF_CTAS); }
 /* A consumer thread's counters (PROF). */
 struct WsProf {
     long long t0, loop, wkv, wturn, first;
@@ -216,17 +209,7 @@ struct WsProf {
 /* Kernel entry (thread 0): the start time and the SM. */
 template <bool PROF>
 __device__ __forceinline__ void ws_prof_entry() {
-    if constexpr (PROF) {
-        if (threadIdx.x == 0) {
-            unsigned long long *r = ws_prof_rec();
-            unsigned sm;
-            asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-            if (r) {
-                r[WSP_G0] = ws_gtime();
-                r[WSP_SM] = sm;
-            }
-        }
-    }
+    if constexpr (PROF) prof_entry(ws_prof_rec(), WSP_G0, WSP_SM);
 }
 /* A consumer's end: its time (thread 0 of each consumer warpgroup) and consumer 0's counters. */
 template <bool PROF>
@@ -234,7 +217,7 @@ __device__ __forceinline__ void ws_prof_exit(const WsProf &pf, int c, bool signa
     if constexpr (PROF) {
         unsigned long long *r = ws_prof_rec();
         if (!signal || !r) return;
-        r[WSP_END0 + c] = ws_gtime();
+        r[WSP_END0 + c] = prof_gtime();
         if (c == 0) {
             r[WSP_CYC] = clock64() - pf.t0;
             r[WSP_LOOP] = pf.loop;
@@ -1161,73 +1144,21 @@ bool ws_prof_on() {
  * turn 0, last turn, the store and the hand-over), its first S, and its waits in steady turns.
  * Then the records are zeroed for the next call. */
 void ws_prof_report(const char *kind, int flags, int nctas, cudaEvent_t ev0, cudaStream_t st) {
-    cudaEvent_t ev1 = nullptr;
-    float call_ms = -1.0f;
-    if (cudaEventCreate(&ev1) == cudaSuccess && cudaEventRecord(ev1, st) == cudaSuccess &&
-        cudaEventSynchronize(ev1) == cudaSuccess && ev0)
-        (void)cudaEventElapsedTime(&call_ms, ev0, ev1);
-    (void)cudaGetLastError();
-    if (ev1) (void)cudaEventDestroy(ev1);
-    if (ev0) (void)cudaEventDestroy(ev0);
-    const int n = nctas < WS_PROF_CTAS ? nctas : WS_PROF_CTAS;
-    std::vector<unsigned long long> r((size_t)n * WSP_WORDS);
-    void *addr = nullptr;
-    if (cudaStreamSynchronize(st) != cudaSuccess || cudaGetSymbolAddress(&addr, g_ws_prof) != cudaSuccess ||
-        cudaMemcpy(r.data(), addr, r.size() * 8, cudaMemcpyDeviceToHost) != cudaSuccess ||
-        cudaMemset(addr, 0, r.size() * 8) != cudaSuccess) {
-        (void)cudaGetLastError();
-        fprintf(stderr, "PHASES fwd %s: no records\n", kind);
-        return;
-    }
-    constexpr int NSM = 1024;
-    std::vector<unsigned long long> first(NSM, ~0ull), last(NSM, 0), busy(NSM, 0);
-    unsigned long long g0 = ~0ull, g1 = 0;
-    double cyc = 0, loop = 0, turns = 0, wkv = 0, wturn = 0, fst = 0, units = 0, tiles = 0;
-    int seen = 0;
-    for (int i = 0; i < n; ++i) {
-        const unsigned long long *x = &r[(size_t)i * WSP_WORDS];
-        const unsigned long long end = x[WSP_END0] > x[WSP_END1] ? x[WSP_END0] : x[WSP_END1];
-        if (!x[WSP_G0] || !end || x[WSP_SM] >= (unsigned long long)NSM) continue;
-        ++seen;
-        const int sm = (int)x[WSP_SM];
-        g0 = x[WSP_G0] < g0 ? x[WSP_G0] : g0;
-        g1 = end > g1 ? end : g1;
-        first[sm] = x[WSP_G0] < first[sm] ? x[WSP_G0] : first[sm];
-        last[sm] = end > last[sm] ? end : last[sm];
-        busy[sm] += end - x[WSP_G0];
-        cyc += (double)x[WSP_CYC];
-        loop += (double)x[WSP_LOOP];
-        turns += (double)x[WSP_TURNS];
-        wkv += (double)x[WSP_WKV];
-        wturn += (double)x[WSP_WTURN];
-        fst += (double)x[WSP_FIRST];
-        units += (double)x[WSP_UNITS];
-        tiles += (double)x[WSP_TILES];
-    }
-    if (!seen || g1 <= g0) {
-        fprintf(stderr, "PHASES fwd %s: no records\n", kind);
-        return;
-    }
-    double span = (double)(g1 - g0), sbusy = 0, shead = 0, stail = 0;
-    int nsm = 0;
-    for (int s = 0; s < NSM; ++s)
-        if (last[s]) {
-            ++nsm;
-            sbusy += (double)busy[s];
-            shead += (double)(first[s] - g0);
-            stail += (double)(g1 - last[s]);
-        }
-    const double all = span * nsm;
+    ProfCall c;
+    if (!prof_collect(g_ws_prof, WSP_WORDS, nctas, WS_PROF_CTAS, ev0, st, "fwd", &c)) return;
+    const std::vector<double> &sum = c.sum;
+    const ProfSmTime &t = c.t;
+    const double cyc = sum[WSP_CYC], loop = sum[WSP_LOOP], turns = sum[WSP_TURNS], wkv = sum[WSP_WKV],
+                 wturn = sum[WSP_WTURN], fst = sum[WSP_FIRST], units = sum[WSP_UNITS], tiles = sum[WSP_TILES];
     fprintf(stderr,
             "PHASES fwd %s%s%s%s%s ctas %d sms %d units %.0f tiles %.0f | call %.1f us, kernel %.1f us | SM time: CTAs %.1f%%, "
             "idle before the first %.1f%%, after the last %.1f%%, between %.1f%% | consumer 0 a CTA: %.0f cycles, "
             "first S at %.0f; a steady turn %.0f cycles (%.0f of %.0f tiles), the rest %.0f cycles a unit; "
             "steady turns' waits: K/V %.1f%%, turn %.1f%% of all cycles\n",
             kind, flags & WSF_NAP ? ",nap" : "", flags & WSF_PDL ? ",pdl" : "", flags >> WSF_HG_SHIFT ? ",hg" : "",
-            flags & WSF_INPLAN ? ",inplan" : "", n, nsm, units, tiles,
-            call_ms * 1e3, span * 1e-3, 100.0 * sbusy / all, 100.0 * shead / all, 100.0 * stail / all,
-            100.0 * (all - sbusy - shead - stail) / all, cyc / seen, fst / seen, turns > 0 ? loop / turns : 0.0, turns,
-            tiles, units > 0 ? (cyc - loop) / units : 0.0, 100.0 * wkv / cyc, 100.0 * wturn / cyc);
+            flags & WSF_INPLAN ? ",inplan" : "", c.n, t.sms, units, tiles, c.call_ms * 1e3, t.span_ns * 1e-3, t.busy,
+            t.head, t.tail, t.between, cyc / c.seen, fst / c.seen, turns > 0 ? loop / turns : 0.0, turns, tiles,
+            units > 0 ? (cyc - loop) / units : 0.0, 100.0 * wkv / cyc, 100.0 * wturn / cyc);
 }
 
 template <typename T, typename TO, int D>

@@ -5,6 +5,8 @@
 #   BASE=sim/profiles/h200-calibrated.json tools/bench/card_device.sh
 #
 # check      usp kernel-check, every case, with the defaults (and again under CHECK_ENV)
+# phases     the masks again (D = 128, 3 calls each) with USP_GPU_FWD_PROF=1 and
+#            USP_GPU_BWD_PROF=1: the kernels' PHASES lines (phases.txt), causal anchor included
 # sanitize   compute-sanitizer memcheck on the quick battery
 # calibrate  usp calibrate --gpus 1 --short-blocks --base $BASE: full and causal blocks, and
 #            packed documents of 512 and 2048 tokens (the per-row-mask efficiency); writes
@@ -52,6 +54,13 @@ if has maskbench; then
     --json "$OUT/bench_mask.json" --mask docs:8192,3000,1500,1000,700,600,500,400,300,184 --mask window:2048 \
     --shape 16384,128,1 --shape 16384,64,1 ${MASK_ARGS:-} > "$OUT/bench_mask.txt" 2>&1
   say "bench --mask rc=$?"
+fi
+if has phases; then
+  stamp "phase counters"
+  USP_GPU_FWD_PROF=1 USP_GPU_BWD_PROF=1 timeout ${PHASE_TIMEOUT:-120} python3 tools/bench-gpu --lib "$LIB" --reps 3 \
+    --rounds 1 --no-sdpa --no-errors --mask docs:8192,3000,1500,1000,700,600,500,400,300,184 --mask window:2048 \
+    --shape 16384,128,1 > "$OUT/phases.txt" 2>&1
+  say "phases rc=$?: $(grep -c '^PHASES' "$OUT/phases.txt") lines"
 fi
 if has sanitize; then
   stamp "compute-sanitizer memcheck --quick"
