@@ -16,7 +16,7 @@
 #            64, beside our causal kernel (held out from the calibration's documents)
 set -u
 OUT=${OUT:-$PWD/out}
-STEPS=${STEPS:-check,calibrate,bench,maskbench,sanitize}
+STEPS=${STEPS:-check,calibrate,bench,maskbench,phases,sanitize}
 BUILD=${BUILD:-build-dev}
 . "$(dirname "$0")/device_common.sh"
 LIB="$BUILD/libusp_bench_gpu.so"
