@@ -329,6 +329,11 @@ void usp_tile_work_add(const int32_t *lo, const int32_t *hi, long q0, long q1, l
         }
 }
 
+void usp_tile_work_flops(usp_tile_work w, int bwd, double per_pair, double *tile_flops, double *loop_flops) {
+    *tile_flops = per_pair * w.tile_pairs;
+    *loop_flops = per_pair * w.units * (bwd ? USP_TILE_BWD_KEYS : USP_TILE_FWD_ROWS);
+}
+
 /* Bounding box, pairs and kind of one block from its rows in every list
  * (rows[list] = lo, rows[list] + n = hi), and its tile work when it has
  * per-row masks (USP_MBLK_ROWS); scratch: n / USP_TILE_BWD_KEYS + 1 ints. */

@@ -407,11 +407,8 @@ static usp_status emit_attention(builder *bd, usp_phase ph, const char *prefix, 
         st.heads = hu;
         st.src[0] = k; st.src[1] = v;
         st.flops = per_pair * pairs[i];
-        if (layer[i] >= 0) { /* per-row masks: the kernel's tiles and units (usp/dispatch.h) */
-            st.tile_flops = per_pair * tiles[i].tile_pairs;
-            st.loop_flops = per_pair * tiles[i].units *
-                            (ph == USP_PHASE_FWD ? USP_TILE_FWD_ROWS : USP_TILE_BWD_KEYS);
-        }
+        if (layer[i] >= 0) /* per-row masks: the kernel's tiles and units (usp/dispatch.h) */
+            usp_tile_work_flops(tiles[i], ph != USP_PHASE_FWD, per_pair, &st.tile_flops, &st.loop_flops);
         if (ph == USP_PHASE_FWD) {
             st.dst[0] = USP_BUF_O_BLK; st.dst[1] = USP_BUF_LSE_BLK;
             status = emit(bd, st, set_of(3, USP_BUF_Q, k, v), set_of(2, USP_BUF_O_BLK, USP_BUF_LSE_BLK));

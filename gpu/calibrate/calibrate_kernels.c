@@ -198,27 +198,25 @@ static usp_status prepare_point(attn_point *p, cudaStream_t s) {
     return USP_OK;
 }
 
-/* Visible (query, key) pairs of the block, times heads, times 4*D or 10*D:
- * the schedule's FLOP count. */
-static double point_flops(const attn_point *p, int backward) {
+/* The FLOPs of a visible (query, key) pair over the heads, 4*D or 10*D a head, as the
+ * schedule counts them; and the block's visible pairs. */
+static double point_per_pair(const attn_point *p, int backward) { return (backward ? 10.0 : 4.0) * p->head_dim * p->heads; }
+static double point_pairs(const attn_point *p) {
     usp_block blk = {0, p->seq, 0, p->seq, p->causal, 0};
-    double pairs = p->doc > 0 ? p->pairs : usp_block_pairs(&blk);
-    return (backward ? 10.0 : 4.0) * p->head_dim * p->heads * pairs;
+    return p->doc > 0 ? p->pairs : usp_block_pairs(&blk);
 }
 
 static usp_status add_attn(usp_calib *m, const attn_point *p, int backward, double seconds, FILE *progress) {
     if (m->nattn == USP_CALIB_MAX) return usp_fail(USP_EINTERNAL, "too many kernel measurements");
     usp_calib_attn *a = &m->attn[m->nattn++];
     *a = (usp_calib_attn){.dtype = p->dt, .head_dim = p->head_dim, .seq = p->seq, .heads = p->heads,
-                          .backward = backward, .causal = p->causal, .flops = point_flops(p, backward),
-                          .seconds = seconds};
+                          .backward = backward, .causal = p->causal,
+                          .flops = point_per_pair(p, backward) * point_pairs(p), .seconds = seconds};
     char mask[32];
     snprintf(mask, sizeof mask, "%s", p->causal ? "causal" : "full");
     if (p->doc > 0) {   /* the kernels' tiles and units' loop, as the schedule counts them (usp_step) */
-        double per_pair = (backward ? 10.0 : 4.0) * p->head_dim * p->heads;
         a->doc = p->doc;
-        a->tile_flops = per_pair * p->tiles[backward].tile_pairs;
-        a->loop_flops = per_pair * p->tiles[backward].units * (backward ? USP_TILE_BWD_KEYS : USP_TILE_FWD_ROWS);
+        usp_tile_work_flops(p->tiles[backward], backward, point_per_pair(p, backward), &a->tile_flops, &a->loop_flops);
         snprintf(mask, sizeof mask, "docs:%d", p->doc);
     }
     if (progress)

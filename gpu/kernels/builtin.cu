@@ -63,11 +63,6 @@ int check_mask(const int32_t *lo, const int32_t *hi, char *why, size_t why_len) 
     return USP_KERNEL_OK;
 }
 
-/* 16-byte rows: what cp.async and the 16-byte loads of the tiled kernels need. */
-bool rows_aligned(const usp_ktensor &t) {
-    return (reinterpret_cast<uintptr_t>(t.ptr) & 15) == 0 && t.sb % 8 == 0 && t.sl % 8 == 0 && t.sh % 8 == 0;
-}
-
 #define USP_CHECK(x)                       \
     do {                                   \
         int rc_ = (x);                     \
@@ -123,8 +118,8 @@ int builtin_forward(const usp_kfwd_args *a, void *stream, char *why, size_t why_
     if (!(a->scale > 0.0f)) return refuse(why, why_len, "scale %g is not positive", (double)a->scale);
     USP_CHECK(check_mask(a->mask_lo, a->mask_hi, why, why_len));
     cudaStream_t st = static_cast<cudaStream_t>(stream);
-    bool tc = usp_tc_supports(a->q.dtype, a->q.d) && rows_aligned(a->q) && rows_aligned(a->k) &&
-              rows_aligned(a->v) && (reinterpret_cast<uintptr_t>(a->o.ptr) & 7) == 0 && a->o.sl % 2 == 0 &&
+    bool tc = usp_tc_supports(a->q.dtype, a->q.d) && usp_rows16(a->q) && usp_rows16(a->k) &&
+              usp_rows16(a->v) && (reinterpret_cast<uintptr_t>(a->o.ptr) & 7) == 0 && a->o.sl % 2 == 0 &&
               a->o.sh % 2 == 0 && a->o.sb % 2 == 0;
     if (tc) return usp_tc_fwd(fwd_params(a), a->q.dtype, a->o.dtype, st, why, why_len);
     return naive::launch_fwd(a, st, why, why_len);
@@ -151,8 +146,8 @@ int builtin_backward(const usp_kbwd_args *a, void *stream, char *why, size_t why
     if (!(a->scale > 0.0f)) return refuse(why, why_len, "scale %g is not positive", (double)a->scale);
     USP_CHECK(check_mask(a->mask_lo, a->mask_hi, why, why_len));
     cudaStream_t st = static_cast<cudaStream_t>(stream);
-    bool tc = usp_tc_supports(a->q.dtype, a->q.d) && rows_aligned(a->q) && rows_aligned(a->k) &&
-              rows_aligned(a->v) && rows_aligned(a->dout) && a->dq.sl % 2 == 0 && a->dq.sh % 2 == 0 &&
+    bool tc = usp_tc_supports(a->q.dtype, a->q.d) && usp_rows16(a->q) && usp_rows16(a->k) &&
+              usp_rows16(a->v) && usp_rows16(a->dout) && a->dq.sl % 2 == 0 && a->dq.sh % 2 == 0 &&
               a->dq.sb % 2 == 0 && (reinterpret_cast<uintptr_t>(a->dq.ptr) & 7) == 0 &&
               (reinterpret_cast<uintptr_t>(a->dk.ptr) & 7) == 0 && (reinterpret_cast<uintptr_t>(a->dv.ptr) & 7) == 0 &&
               a->dk.sl % 2 == 0 && a->dv.sl % 2 == 0 && a->dk.sh % 2 == 0 && a->dv.sh % 2 == 0 &&

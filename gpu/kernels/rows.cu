@@ -73,14 +73,6 @@ __global__ void prep_vec_kernel(const usp_kprep_args a) {
     }
 }
 
-/* Rows of t start on 16 bytes: the pointer and every stride (elements of `size` bytes). */
-bool rows16(const usp_ktensor &t, size_t size) {
-    return (reinterpret_cast<uintptr_t>(t.ptr) & 15) == 0 && (t.sl * size) % 16 == 0 && (t.sh * size) % 16 == 0 &&
-           (t.sb * size) % 16 == 0;
-}
-
-size_t dtype_size(usp_dtype dt) { return dt == USP_F32 ? 4 : dt == USP_F64 ? 8 : 2; }
-
 template <typename TO, typename TD, int G>
 void prep_vec_launch(const usp_kprep_args *a, int64_t rows, cudaStream_t st) {
     constexpr int ROWS_A_BLOCK = ROW_WARPS * (32 / G);
@@ -104,7 +96,7 @@ bool prep_vec_d(const usp_kprep_args *a, int64_t rows, cudaStream_t st) {
 
 bool prep_vec(const usp_kprep_args *a, int64_t rows, cudaStream_t st) {
     const usp_dtype o = a->o.dtype, d = a->dout.dtype;
-    if (o == USP_F64 || d == USP_F64 || !rows16(a->o, dtype_size(o)) || !rows16(a->dout, dtype_size(d))) return false;
+    if (o == USP_F64 || d == USP_F64 || !usp_rows16(a->o) || !usp_rows16(a->dout)) return false;
     if (d == USP_BF16 && o == USP_F32) return prep_vec_d<float, __nv_bfloat16>(a, rows, st);
     if (d == USP_BF16 && o == USP_BF16) return prep_vec_d<__nv_bfloat16, __nv_bfloat16>(a, rows, st);
     if (d == USP_F16 && o == USP_F32) return prep_vec_d<float, __half>(a, rows, st);

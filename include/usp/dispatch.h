@@ -74,6 +74,10 @@ usp_tile_work usp_mask_block_tiles(const usp_config *c, const usp_mask_block *mb
  * (ceil(n / USP_TILE_BWD_KEYS) + 1). */
 void usp_tile_work_add(const int32_t *lo, const int32_t *hi, long q0, long q1, long k0, int *scratch,
                        long nkt, usp_tile_work *fwd, usp_tile_work *bwd);
+/* w in FLOPs at per_pair FLOPs a pair: its tiles' (usp_step.tile_flops) and one token of loop
+ * in each of its units, the forward's looping over keys for a tile of USP_TILE_FWD_ROWS rows,
+ * the backward's over rows for a tile of USP_TILE_BWD_KEYS keys (usp_step.loop_flops). */
+void usp_tile_work_flops(usp_tile_work w, int bwd, double per_pair, double *tile_flops, double *loop_flops);
 
 /* The per-row form of that block for batch element b: lo, hi [L/R], query
  * row i of ring rank r sees keys [lo[i], hi[i]) of ring rank j's block. */

@@ -123,18 +123,24 @@ static void report_attn(FILE *r, usp_dtype dt, int d, int bwd, int causal, const
             f->intercept * 1e6, f->rms_pct, f->max_pct, f->points);
 }
 
+/* The FLOPs of a block under per-row masks as the tile model rates them (sim/device/profile.c):
+ * its tiles' and short tokens of loop in each unit, pr's short length (none without pr). */
+static double tile_model_flops(const usp_profile_rate *pr, int bwd, double tile_flops, double loop_flops) {
+    double shrt = pr ? (bwd ? pr->bwd_short_rows : pr->fwd_short_keys) : 0;
+    return tile_flops + shrt * loop_flops;
+}
+
 /* The per-row-mask efficiency of (dtype, head dim, direction): the time the tile model gives
  * the packed-document points at the rate, fixed time and short length just fitted (pr), over
  * the time they took, summed over the points; 0 without such points. Reported point by
  * point. */
 static double fit_rowmask(const usp_calib *m, const usp_profile_rate *pr, int bwd, FILE *r) {
     double rate = (bwd ? pr->bwd_tflops : pr->fwd_tflops) * 1e12;
-    double fixed = (bwd ? pr->bwd_fixed_us : pr->fwd_fixed_us) * 1e-6;
-    double shrt = bwd ? pr->bwd_short_rows : pr->fwd_short_keys, model = 0, measured = 0;
+    double fixed = (bwd ? pr->bwd_fixed_us : pr->fwd_fixed_us) * 1e-6, model = 0, measured = 0;
     for (int i = 0; i < m->nattn; i++) {
         const usp_calib_attn *a = &m->attn[i];
         if (a->doc <= 0 || a->dtype != pr->dtype || a->head_dim != pr->head_dim || a->backward != bwd) continue;
-        double t = fixed + (a->tile_flops + shrt * a->loop_flops) / rate;
+        double t = fixed + tile_model_flops(pr, bwd, a->tile_flops, a->loop_flops) / rate;
         model += t;
         measured += a->seconds;
         if (r)
@@ -494,7 +500,7 @@ static double rated_flops(const usp_profile_desc *p, const attn_obs *o) {
     double shrt = pr ? (o->bwd ? pr->bwd_short_rows : pr->fwd_short_keys) : 0;
     if (o->tile_flops > 0) {
         double eff = pr ? (o->bwd ? pr->bwd_rowmask_eff : pr->fwd_rowmask_eff) : 0;
-        return (o->tile_flops + shrt * o->loop_flops) / (eff > 0 ? eff : 1.0);
+        return tile_model_flops(pr, o->bwd, o->tile_flops, o->loop_flops) / (eff > 0 ? eff : 1.0);
     }
     return shrt > 0 && o->loop > 0 ? o->flops * (1 + shrt / o->loop) : o->flops;
 }
