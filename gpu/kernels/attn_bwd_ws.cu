@@ -791,11 +791,6 @@ __global__ void __launch_bounds__(WSB_NTH, 1)
     wsb_prof_exit<PROF>(pf, c);
 }
 
-bool wsb_prof_on() {
-    const char *e = getenv("USP_GPU_BWD_PROF");
-    return e && !strcmp(e, "1");
-}
-
 /* USP_GPU_BWD_PROF=1: after a PROF kernel (nctas CTAs) launched on st after event ev0
  * (recorded before the mask plan), waits for it and prints on stderr one line: the call's
  * time and the kernel's span (the difference is the plan kernel and the launches), how the
@@ -847,12 +842,13 @@ int wsb_launch(const UspBwdParams &p, usp_dtype in, cudaStream_t st, char *why, 
     int mode = usp_ws_bwd_enabled();
     if (D == 64 && mode >= 7) mode = 1;   /* =wsx, =wsxv, =wsxq, =wsxvq change D = 128 only */
     const bool atomics = mode == 3 || (D == 64 && (mode == 4 || ((mode == 1 || mode == 6) && BM == 64)));
-    /* under a mask plan (maskplan.cu): a 1-d grid of key tiles by descending work */
     /* USP_GPU_BWD_PROF=1 (bf16, D = 128, the writer-warp defaults): the PROF instantiation
      * and a line of phases; ev0 marks the call's start, before the mask plan */
     constexpr bool prof_ok = std::is_same<T, __nv_bfloat16>::value && D == 128 && BM == 64;
     cudaEvent_t ev0 = nullptr;
-    if (prof_ok && wsb_prof_on() && cudaEventCreate(&ev0) == cudaSuccess) (void)cudaEventRecord(ev0, st);
+    if (prof_ok && prof_env_on("USP_GPU_BWD_PROF") && cudaEventCreate(&ev0) == cudaSuccess)
+        (void)cudaEventRecord(ev0, st);
+    /* under a mask plan (maskplan.cu): a 1-d grid of key tiles by descending work */
     UspBwdParams q = p;
     UspPlanMem plan;
     int ctas = 0;

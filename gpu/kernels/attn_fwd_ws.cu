@@ -1131,11 +1131,6 @@ bool env_word(const char *name, const char *word) {
     return false;
 }
 
-bool ws_prof_on() {
-    const char *e = getenv("USP_GPU_FWD_PROF");
-    return e && !strcmp(e, "1");
-}
-
 /* USP_GPU_FWD_PROF=1: after a PROF kernel (nctas CTAs) launched on st after event ev0
  * (recorded before the plan kernel), waits for it and prints on stderr one line: the call's
  * time and the kernel's span (the difference is the plan kernel and the launches), how the
@@ -1188,7 +1183,7 @@ int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, s
     UspPlanMem plan;
     int ctas = 0;
     cudaEvent_t ev0 = nullptr;   /* USP_GPU_FWD_PROF: the call's start, before the plan */
-    if (ws_prof_on() && cudaEventCreate(&ev0) == cudaSuccess) (void)cudaEventRecord(ev0, st);
+    if (prof_env_on("USP_GPU_FWD_PROF") && cudaEventCreate(&ev0) == cudaSuccess) (void)cudaEventRecord(ev0, st);
     (void)cudaGetLastError();
     constexpr int DF = D == 256 ? 128 : D;   /* FLOW kernels exist at D <= 128 */
     /* USP_GPU_FWD_FLOW=inplan (D <= 128): no plan kernel; the FLOW kernel's CTAs make the plan
@@ -1238,7 +1233,7 @@ int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, s
     constexpr bool prof_ok = std::is_same<T, __nv_bfloat16>::value && std::is_same<TO, T>::value && D == 128;
     bool prof = false;
     if constexpr (prof_ok) {
-        prof = !fetch && ws_prof_on();
+        prof = !fetch && prof_env_on("USP_GPU_FWD_PROF");
         if (prof && flow)
             kernf = fwd_ws_flow_opt_kernel<T, TO, DF, true>;
         else if (prof)

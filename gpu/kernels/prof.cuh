@@ -12,6 +12,8 @@
 #define USP_GPU_PROF_CUH
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <vector>
 
 namespace uspk {
@@ -46,6 +48,12 @@ __device__ __forceinline__ void prof_entry(unsigned long long *r, int g0, int sm
         r[g0] = prof_gtime();
         r[sm] = prof_smid();
     }
+}
+
+/* The environment variable `name` (USP_GPU_FWD_PROF, USP_GPU_BWD_PROF) is "1": count phases. */
+inline bool prof_env_on(const char *name) {
+    const char *e = getenv(name);
+    return e && !strcmp(e, "1");
 }
 
 /* After a PROF kernel launched on st after event ev0 (recorded where the call began): waits
