@@ -90,8 +90,8 @@ typedef struct {
 } table_bound;
 
 static const table_bound BOUNDS[] = {
-    {"ring-flash-attention-a100x8", 16, 11, 29},
-    {"ring-flash-attention-h800x8", 16, 12, 25},
+    {"ring-flash-attention-a100x8", 16, 10, 29},
+    {"ring-flash-attention-h800x8", 16, 11, 25},
     {"usp-paper-a100x8-attention", 16, 10, 27},
     {"usp-paper-a800x16-llama3-8b", 26, 18, 66},
     {"usp-paper-a800x16-llama3-8b-long", 5, 5, 10},
@@ -314,6 +314,57 @@ static void test_bad_tables(void **state) {
     write_text(path, text);
     assert_int_equal(usp_pub_table_read(path, &t), USP_EINVAL);
     assert_non_null(strstr(usp_error(), "'micro_batch' must be an integer >= 1"));
+    /* a kernel-only row is one GPU's call */
+    write_text(path, "{\"table\": \"t\", \"title\": \"x\", \"kind\": \"attention\", \"metric\": \"iters_per_s\",\n"
+                     " \"hardware\": \"h\", \"platform\": \"a100x8\", \"profile\": \"a100\",\n"
+                     " \"source\": {\"paper\": \"p\", \"url\": \"u\", \"table\": \"T1\"},\n"
+                     " \"problem\": {\"batch\": 1, \"heads\": 8, \"kv_heads\": 8, \"head_dim\": 128, \"dtype\": \"bf16\",\n"
+                     "  \"causal\": true, \"backward\": false, \"layout\": \"ulysses-inner\"},\n"
+                     " \"rows\": [{\"seq\": 65536, \"ulysses\": 1, \"ring\": 8, \"ring_impl\": \"basic\",\n"
+                     "  \"column\": \"c\", \"kernel_only\": true, \"measured\": 1}]}\n");
+    assert_int_equal(usp_pub_table_read(path, &t), USP_EINVAL);
+    assert_non_null(strstr(usp_error(), "'kernel_only' is a row of one GPU"));
+    remove_tmp_dir(NULL);
+}
+
+/* A kernel-only row (flash_attn_func on one GPU) is the kernel time of its
+ * attention steps: the ring-1 schedule's time less its init and merge (and,
+ * with the backward, DELTA and the zeroed accumulators), each a memory-bound
+ * step of its own. */
+static void test_kernel_only(void **state) {
+    (void)state;
+    assert_int_equal(tmp_dir_make("usp_test_published"), 0);
+    const char *path = tmp_path("kernel.json");
+    const char *row = "  {\"seq\": 8192, \"ulysses\": 1, \"ring\": 1, \"ring_impl\": \"basic\", \"column\": \"%s\",%s\n"
+                      "   \"backward\": %s, \"measured\": 100}";
+    char rows[4][256];
+    const char *cols[4] = {"call", "kernel", "call fb", "kernel fb"};
+    for (int i = 0; i < 4; i++)
+        snprintf(rows[i], sizeof rows[i], row, cols[i], i % 2 ? " \"kernel_only\": true," : "", i / 2 ? "true" : "false");
+    char text[4096];
+    snprintf(text, sizeof text,
+             "{\"table\": \"t\", \"title\": \"x\", \"kind\": \"attention\", \"metric\": \"iters_per_s\",\n"
+             " \"hardware\": \"h\", \"platform\": \"a100x8\", \"profile\": \"a100\",\n"
+             " \"source\": {\"paper\": \"p\", \"url\": \"u\", \"table\": \"T1\"},\n"
+             " \"problem\": {\"batch\": 1, \"heads\": 32, \"kv_heads\": 8, \"head_dim\": 128, \"dtype\": \"bf16\",\n"
+             "  \"causal\": true, \"backward\": false, \"layout\": \"ulysses-inner\"},\n"
+             " \"rows\": [\n%s,\n%s,\n%s,\n%s]}\n", rows[0], rows[1], rows[2], rows[3]);
+    write_text(path, text);
+    usp_pub_table t;
+    assert_int_equal(usp_pub_table_read(path, &t), USP_OK);
+    assert_int_equal(usp_pub_predict(&t, NULL, NULL, NULL), USP_OK);
+    for (int i = 0; i < 4; i++) assert_int_equal(t.rows[i].status, USP_OK);
+    assert_true(t.rows[1].kernel_only && !t.rows[0].kernel_only);
+    assert_false(usp_pub_same_program(&t, &t.rows[0], &t.rows[1])); /* another program */
+    /* the call's time less its memory-bound steps, each at least a launch */
+    for (int i = 0; i < 4; i += 2) {
+        double call = t.rows[i].predicted_s, kernel = t.rows[i + 1].predicted_s;
+        assert_true(kernel < call && kernel > 0.5 * call);
+        print_message("%-10s call %.4f ms  kernel only %.4f ms\n", cols[i], 1e3 * call, 1e3 * kernel);
+    }
+    /* the forward kernel alone: the same kernel in both, the backward adds its own */
+    assert_true(t.rows[3].predicted_s > 2 * t.rows[1].predicted_s);
+    usp_pub_table_free(&t);
     remove_tmp_dir(NULL);
 }
 
@@ -596,6 +647,7 @@ int main(void) {
         cmocka_unit_test(test_noise_floor_closed_forms),
         cmocka_unit_test(readme_table_noise_floor),
         cmocka_unit_test(test_bad_tables),
+        cmocka_unit_test(test_kernel_only),
         cmocka_unit_test(test_published_tables),
         cmocka_unit_test(l20_table_p2p_through_the_cpu),
         cmocka_unit_test(varlen_masks_against_brute_force),

@@ -29,6 +29,11 @@
  *   "ring", "zigzag" or "llama3", how its function reads them
  *   (usp_pub_varlen_mask); predicted: 1 / the mean of the simulated times
  *   of one call with each list.
+ * A row of one GPU (ulysses and ring 1) may set "kernel_only": true: it
+ *   times the attention function alone (flash_attn_func), which zeroes
+ *   nothing and merges nothing, so it is predicted as the kernel time of the
+ *   schedule's attention steps, without usp's init, merge, DELTA and
+ *   accumulation steps around them.
  * Any row may carry "skip": "why": a row the source reports that the
  *   simulator cannot take (a mask it lacks); printed with the reason, left
  *   out of the statistics.
@@ -81,6 +86,7 @@ typedef struct {
     usp_config cfg;        /* attention */
     int backward;          /* attention: forward + backward timed */
     int qkv_packed;        /* attention: Q, K, V packed in one tensor ("qkv_packed"; harness only) */
+    int kernel_only;       /* attention: one GPU's attention call alone ("kernel_only") */
     double sim_s;          /* attention: the simulated time alone (GPU-bound) */
     double host_s;         /* attention: the harness's host time of one call (0: none) */
     double delay_s;        /* attention: a synchronized harness's prefix beyond the simulated

@@ -168,6 +168,11 @@ static usp_status read_attention_row(const usp_json *r, const usp_config *base, 
     }
     USP_TRY(usp_json_get_int(r, "ulysses", &row->cfg.ulysses));
     USP_TRY(usp_json_get_int(r, "ring", &row->cfg.ring));
+    if (usp_json_get(r, "kernel_only")) {
+        USP_TRY(usp_json_get_bool(r, "kernel_only", &row->kernel_only));
+        if (row->kernel_only && row->cfg.ulysses * row->cfg.ring != 1)
+            return usp_fail(USP_EINVAL, "line %d: 'kernel_only' is a row of one GPU (ulysses 1, ring 1)", r->line);
+    }
     USP_TRY(usp_json_get_string(r, "ring_impl", &impl));
     USP_TRY(usp_json_get_string(r, "column", &column));
     USP_TRY(read_measured(r, row->skip, &row->measured));
@@ -411,6 +416,16 @@ static double first_attention_s(const usp_trace *tr, int world) {
     return latest * 1e-6;
 }
 
+/* The seconds of a one-rank trace's attention steps, forward and backward:
+ * a kernel-only row's time (usp/published.h). */
+static double attention_s(const usp_trace *tr) {
+    double us = 0;
+    for (long i = 0; i < tr->count; i++)
+        if (tr->events[i].kind == USP_STEP_ATTN_FWD || tr->events[i].kind == USP_STEP_ATTN_BWD)
+            us += tr->events[i].dur_us;
+    return us * 1e-6;
+}
+
 /* One call of cfg (row's, or one of a varlen row's): sets row's times and
  * prediction, or its reason. */
 static usp_status predict_one(const usp_pub_table *t, const char *platform, const char *profile,
@@ -421,17 +436,19 @@ static usp_status predict_one(const usp_pub_table *t, const char *platform, cons
     usp_sim_options o = {.platform = platform ? platform : t->platform, .profile = profile ? profile : t->profile};
     usp_result r;
     /* a harness that synchronizes after every call: the trace gives the
-     * simulated start of the first attention */
+     * simulated start of the first attention; a kernel-only row, the
+     * attention steps' times */
     int synced = !row->backward && usp_pub_harness_synced(t->harness, row->qkv_packed);
+    int traced = synced || row->kernel_only;
     usp_trace tr;
     usp_trace_init(&tr, "sim", cfg);
     usp_status st = usp_result_init(&r, &s, 0);
     if (st == USP_OK) {
-        st = usp_sim_execute(&s, NULL, &o, &r, synced ? &tr : NULL);
+        st = usp_sim_execute(&s, NULL, &o, &r, traced ? &tr : NULL);
         if (st == USP_OK) {
             /* the GPU-bound time (delayed by a synchronized harness's prefix),
              * or the harness's host-bound one, the longer */
-            row->sim_s = r.time_fwd_s + (row->backward ? r.time_bwd_s : 0);
+            row->sim_s = row->kernel_only ? attention_s(&tr) : r.time_fwd_s + (row->backward ? r.time_bwd_s : 0);
             row->host_s = row->backward ? 0 : usp_pub_harness_host_s(t->harness, &row->cfg, row->qkv_packed, NULL, NULL);
             row->delay_s = 0;
             if (synced) {

@@ -23,7 +23,7 @@
  * attention rows the simulated configuration (tokens run, batch, heads,
  * K/V heads, head dim, dtype, causal, layout, ulysses, ring, and the ring
  * variant only where the ring has more than one rank), forward or backward,
- * QKV packing and the varlen reading; for training rows the sequence, global
+ * QKV packing, the kernel-only call and the varlen reading; for training rows the sequence, global
  * batch, micro-batch and the mix. Rows marked "skip" are left out. */
 #include "usp/published.h"
 
@@ -38,7 +38,7 @@ static int same_attention(const usp_pub_row *a, const usp_pub_row *b) {
            x->head_dim == y->head_dim && x->dtype == y->dtype && x->causal == y->causal && x->layout == y->layout &&
            x->ulysses == y->ulysses && x->ring == y->ring && (x->ring == 1 || x->ring_impl == y->ring_impl) &&
            x->contiguous == y->contiguous && a->backward == b->backward && a->qkv_packed == b->qkv_packed &&
-           a->varlen == b->varlen;
+           a->kernel_only == b->kernel_only && a->varlen == b->varlen;
 }
 
 static int same_training(const usp_pub_row *a, const usp_pub_row *b) {

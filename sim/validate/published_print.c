@@ -116,8 +116,8 @@ static void row_json(FILE *f, const usp_pub_table *t, const usp_pub_row *r) {
     usp_json_write_string(f, r->label);
     fprintf(f, ",\"seq\":%d", r->seq);
     if (t->kind == USP_PUB_ATTENTION)
-        fprintf(f, ",\"seq_run\":%d,\"ulysses\":%d,\"ring\":%d,\"ring_impl\":\"%s\"", r->cfg.seq, r->cfg.ulysses,
-                r->cfg.ring, usp_ring_impl_name(r->cfg.ring_impl));
+        fprintf(f, ",\"seq_run\":%d,\"ulysses\":%d,\"ring\":%d,\"ring_impl\":\"%s\",\"kernel_only\":%s", r->cfg.seq,
+                r->cfg.ulysses, r->cfg.ring, usp_ring_impl_name(r->cfg.ring_impl), r->kernel_only ? "true" : "false");
     else
         fprintf(f, ",\"global_batch\":%d,\"micro_batch\":%d,\"dp\":%d,\"tp\":%d,\"ulysses\":%d,\"ring\":%d,\"oom\":%s",
                 r->global_batch, r->micro_batch > 0 ? r->micro_batch : r->global_batch / (r->mix.dp > 0 ? r->mix.dp : 1),
