@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""The row tables of traces/README.md and sim/plan/README.md against `usp validate --published`:
+every row those pages print (found by its measured value) shows today's prediction, so a change
+to the simulator that moves a published row cannot leave the pages behind.
+
+    test_published_docs.py USP SOURCE_DIR
+"""
+import json
+import subprocess
+import sys
+
+usp, root = sys.argv[1], sys.argv[2]
+out = subprocess.run([usp, "validate", "--published", f"{root}/traces/published", "--quiet", "--json"],
+                     check=True, capture_output=True, text=True).stdout
+tables = json.loads(out)["tables"]
+rows = [line for page in ("traces/README.md", "sim/plan/README.md")
+        for line in open(f"{root}/{page}", encoding="utf-8") if line.startswith("| ")]
+
+stale, found = [], 0
+for t in tables:
+    attention = t["metric"] == "iters_per_s"
+    for r in t["rows"]:
+        if r["predicted"] is None:
+            continue
+        # attention rows print "| measured | predicted |", training rows "| measured (MFU) | later | predicted"
+        measured = f"| {r['measured']:.3f} |" if attention else f"| {r['measured']:.1f} ("
+        predicted = f"| {r['predicted']:.3f} |" if attention else f"| {r['predicted']:.1f}"
+        lines = [line for line in rows if measured in line]
+        if not lines:
+            continue  # a row these pages do not print
+        found += 1
+        if not any(predicted in line and f"{r['error_pct']:+.1f}%" in line for line in lines):
+            stale.append(f"{t['table']}: {r['label']}: measured {r['measured']}, predicted today "
+                         f"{r['predicted']:.3f} ({r['error_pct']:+.1f}%); the page: {lines[0].strip()}")
+print(f"{found} published rows printed in the pages, {len(stale)} stale")
+for s in stale:
+    print("stale:", s)
+sys.exit(1 if stale or found == 0 else 0)
