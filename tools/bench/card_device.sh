@@ -14,9 +14,12 @@
 # bench      tools/bench-gpu, D = 128, L = 16384, causal and not, SDPA flash and cuDNN beside
 # maskbench  tools/bench-gpu --mask: long-tailed documents and a 2048-token window, D = 128 and
 #            64, beside our causal kernel (held out from the calibration's documents)
+# merge      tools/bench/published_merge.py: the published Python rings' per-step merge (PyTorch
+#            element-wise operations, eager and TorchScript) and SDPA flash at their step shapes,
+#            for ring-flash-attention's table rows (traces/README.md)
 set -u
 OUT=${OUT:-$PWD/out}
-STEPS=${STEPS:-check,calibrate,bench,maskbench,phases,sanitize}
+STEPS=${STEPS:-check,calibrate,bench,maskbench,phases,merge,sanitize}
 BUILD=${BUILD:-build-dev}
 . "$(dirname "$0")/device_common.sh"
 LIB="$BUILD/libusp_bench_gpu.so"
@@ -61,6 +64,11 @@ if has phases; then
     --rounds 1 --no-sdpa --no-errors --mask docs:8192,3000,1500,1000,700,600,500,400,300,184 --mask window:2048 \
     --shape 16384,128,1 > "$OUT/phases.txt" 2>&1
   say "phases rc=$?: $(grep -c '^PHASES' "$OUT/phases.txt") lines"
+fi
+if has merge; then
+  stamp "published rings' merge"
+  timeout ${MERGE_TIMEOUT:-120} python3 tools/bench/published_merge.py --json "$OUT/merge.json" > "$OUT/merge.txt" 2>&1
+  say "merge rc=$?"
 fi
 if has sanitize; then
   stamp "compute-sanitizer memcheck --quick"
