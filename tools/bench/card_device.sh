@@ -13,7 +13,9 @@
 #            $OUT/profile.json and the measurements $OUT/calibration.json
 # bench      tools/bench-gpu, D = 128, L = 16384, causal and not, SDPA flash and cuDNN beside
 # maskbench  tools/bench-gpu --mask: long-tailed documents and a 2048-token window, D = 128 and
-#            64, beside our causal kernel (held out from the calibration's documents)
+#            64, beside our causal kernel (held out from the calibration's documents); afterwards,
+#            where the simulator is built: tools/bench/predict_masks.py bench_mask.json
+#            --profile profile.json
 # merge      tools/bench/published_merge.py: the published Python rings' per-step merge (PyTorch
 #            element-wise operations, eager and TorchScript) and SDPA flash at their step shapes,
 #            for ring-flash-attention's table rows (traces/README.md)
