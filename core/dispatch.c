@@ -334,6 +334,11 @@ void usp_tile_work_flops(usp_tile_work w, int bwd, double per_pair, double *tile
     *loop_flops = per_pair * w.units * (bwd ? USP_TILE_BWD_KEYS : USP_TILE_FWD_ROWS);
 }
 
+double usp_rated_flops(double flops, double loop, double tile_flops, double loop_flops, double shrt, double rowmask) {
+    if (tile_flops > 0) return (tile_flops + shrt * loop_flops) / (rowmask > 0 ? rowmask : 1.0);
+    return shrt > 0 && loop > 0 ? flops * (1 + shrt / loop) : flops;
+}
+
 /* Bounding box, pairs and kind of one block from its rows in every list
  * (rows[list] = lo, rows[list] + n = hi), and its tile work when it has
  * per-row masks (USP_MBLK_ROWS); scratch: n / USP_TILE_BWD_KEYS + 1 ints. */

@@ -78,6 +78,14 @@ void usp_tile_work_add(const int32_t *lo, const int32_t *hi, long q0, long q1, l
  * in each of its units, the forward's looping over keys for a tile of USP_TILE_FWD_ROWS rows,
  * the backward's over rows for a tile of USP_TILE_BWD_KEYS keys (usp_step.loop_flops). */
 void usp_tile_work_flops(usp_tile_work w, int bwd, double per_pair, double *tile_flops, double *loop_flops);
+/* An attention step's FLOPs as a kernel's full-block rate sees them (the one time model of
+ * the simulator, sim/device/profile.c, and of the calibration's fits, sim/validate/
+ * validate_fit.c): under per-row masks (tile_flops > 0) its tiles and `shrt` tokens of
+ * loop a unit (loop_flops is one token a unit), over the per-row-mask efficiency rowmask
+ * (<= 0: 1); else its FLOPs raised by the short-loop factor 1 + shrt / loop, the loop the
+ * keys (forward) or rows (backward) a tile walks. The masked-block efficiency of partial
+ * blocks, the rate and the fixed time are the caller's. */
+double usp_rated_flops(double flops, double loop, double tile_flops, double loop_flops, double shrt, double rowmask);
 
 /* The per-row form of that block for batch element b: lo, hi [L/R], query
  * row i of ring rank r sees keys [lo[i], hi[i]) of ring rank j's block. */

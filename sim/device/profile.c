@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "usp/dispatch.h"
 #include "usp/json.h"
 
 /* -------------------------------------------------------------- loading */
@@ -299,14 +300,11 @@ static const sim_attention_rate *rate_for(const sim_profile *p, const usp_config
 static double attention_seconds(const sim_profile *p, const usp_config *c, const usp_step *st) {
     const sim_attention_rate *r = rate_for(p, c);
     int fwd = st->kind == USP_STEP_ATTN_FWD;
-    double rate = fwd ? r->fwd_flops : r->bwd_flops, shrt = fwd ? r->fwd_short : r->bwd_short;
-    double fixed = fwd ? r->fwd_fixed_s : r->bwd_fixed_s;
-    if (st->tile_flops > 0)
-        return fixed + (st->tile_flops + shrt * st->loop_flops) / (rate * (fwd ? r->fwd_rowmask : r->bwd_rowmask));
-    if (usp_step_partial(c, st)) rate *= fwd ? p->masked_fwd : p->masked_bwd;
-    double loop = fwd ? st->blk.kv_len : st->blk.q_len;
-    if (shrt > 0 && loop > 0) rate *= loop / (loop + shrt);
-    return fixed + st->flops / rate;
+    double rate = fwd ? r->fwd_flops : r->bwd_flops;
+    if (st->tile_flops <= 0 && usp_step_partial(c, st)) rate *= fwd ? p->masked_fwd : p->masked_bwd;
+    double flops = usp_rated_flops(st->flops, fwd ? st->blk.kv_len : st->blk.q_len, st->tile_flops, st->loop_flops,
+                                   fwd ? r->fwd_short : r->bwd_short, fwd ? r->fwd_rowmask : r->bwd_rowmask);
+    return (fwd ? r->fwd_fixed_s : r->bwd_fixed_s) + flops / rate;
 }
 
 double sim_step_seconds(const sim_profile *p, const usp_config *c, const usp_step *st) {

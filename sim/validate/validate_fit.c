@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "usp/dispatch.h"
 #include "usp/trace_read.h"
 
 /* ------------------------------------------------------------ affine fit */
@@ -123,11 +124,9 @@ static void report_attn(FILE *r, usp_dtype dt, int d, int bwd, int causal, const
             f->intercept * 1e6, f->rms_pct, f->max_pct, f->points);
 }
 
-/* The FLOPs of a block under per-row masks as the tile model rates them (sim/device/profile.c):
- * its tiles' and short tokens of loop in each unit, pr's short length (none without pr). */
-static double tile_model_flops(const usp_profile_rate *pr, int bwd, double tile_flops, double loop_flops) {
-    double shrt = pr ? (bwd ? pr->bwd_short_rows : pr->fwd_short_keys) : 0;
-    return tile_flops + shrt * loop_flops;
+/* pr's short length of the direction (none without pr): usp_rated_flops's shrt. */
+static double short_of(const usp_profile_rate *pr, int bwd) {
+    return pr ? (bwd ? pr->bwd_short_rows : pr->fwd_short_keys) : 0;
 }
 
 /* The per-row-mask efficiency of (dtype, head dim, direction): the time the tile model gives
@@ -140,7 +139,7 @@ static double fit_rowmask(const usp_calib *m, const usp_profile_rate *pr, int bw
     for (int i = 0; i < m->nattn; i++) {
         const usp_calib_attn *a = &m->attn[i];
         if (a->doc <= 0 || a->dtype != pr->dtype || a->head_dim != pr->head_dim || a->backward != bwd) continue;
-        double t = fixed + tile_model_flops(pr, bwd, a->tile_flops, a->loop_flops) / rate;
+        double t = fixed + usp_rated_flops(0, 0, a->tile_flops, a->loop_flops, short_of(pr, bwd), 1) / rate;
         model += t;
         measured += a->seconds;
         if (r)
@@ -492,17 +491,11 @@ static double fixed_seconds(const usp_profile_desc *p, const attn_obs *o) {
     return pr ? (o->bwd ? pr->bwd_fixed_us : pr->fwd_fixed_us) * 1e-6 : 0;
 }
 
-/* The step's FLOPs as the profile's rate sees them: raised by the short-block
- * factor (1 + short / loop) when the profile has one, or under per-row masks
- * the kernel's tiles and units' setup (sim/device/profile.c). */
+/* The step's FLOPs as the profile's rate sees them (usp_rated_flops, the simulator's model). */
 static double rated_flops(const usp_profile_desc *p, const attn_obs *o) {
     const usp_profile_rate *pr = usp_profile_rate_find(p, o->dtype, o->head_dim);
-    double shrt = pr ? (o->bwd ? pr->bwd_short_rows : pr->fwd_short_keys) : 0;
-    if (o->tile_flops > 0) {
-        double eff = pr ? (o->bwd ? pr->bwd_rowmask_eff : pr->fwd_rowmask_eff) : 0;
-        return tile_model_flops(pr, o->bwd, o->tile_flops, o->loop_flops) / (eff > 0 ? eff : 1.0);
-    }
-    return shrt > 0 && o->loop > 0 ? o->flops * (1 + shrt / o->loop) : o->flops;
+    return usp_rated_flops(o->flops, o->loop, o->tile_flops, o->loop_flops, short_of(pr, o->bwd),
+                           pr ? (o->bwd ? pr->bwd_rowmask_eff : pr->fwd_rowmask_eff) : 0);
 }
 
 /* The attention steps summed by (dtype, head dim, direction, partial), each
