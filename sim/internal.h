@@ -30,6 +30,7 @@ typedef struct {
 
 typedef struct {
     char name[64];
+    char kernel[96];          /* the attention kernel its rates are of ('kernel', optional) */
     sim_attention_rate rates[SIM_NDTYPES][SIM_MAX_HEAD_DIMS]; /* by usp_dtype */
     int nrates[SIM_NDTYPES];
     double peak_flops[SIM_NDTYPES];

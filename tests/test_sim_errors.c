@@ -165,6 +165,10 @@ static void profile_overlap_and_fixed_times(void **state) {
                      USP_OK);
     o.profile = profile_with("{\"fwd\": 1, \"bwd\": 1, \"bwd_rowmask_efficiency\": 0}", "");
     expect_refusal(&o, "'attention_tflops.fp64.64.bwd_rowmask_efficiency' is 0, outside the physical range [0.01, 10]");
+    /* the kernel the rates are of: a name, when given */
+    assert_int_equal(usp_profile_check(profile_with("{\"fwd\": 1, \"bwd\": 1}", "\"kernel\": \"k\",")), USP_OK);
+    o.profile = profile_with("{\"fwd\": 1, \"bwd\": 1}", "\"kernel\": 2,");
+    expect_refusal(&o, "line 3: 'kernel' must be a string");
 }
 
 /* Two ranks, one SENDRECV each, with the given tags; rank 1 may have none. */

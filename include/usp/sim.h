@@ -75,6 +75,8 @@ usp_status usp_sim_check_memory(const usp_config *cfg, int backward);
 typedef struct {
     char platform[128];        /* spec as given, or the file */
     char gpu[64];              /* device profile name, "NVIDIA H200 SXM" */
+    char profile[128];         /* the profile as named (built-in name or file) */
+    char kernel[96];           /* the attention kernel its rates are of ("" unnamed) */
     int numerics;
     double time_fwd_s, time_bwd_s, time_total_s;
     double flops_per_gpu;      /* forward + backward, mean over ranks */

@@ -211,6 +211,11 @@ static usp_status load_tree(const usp_json *root, sim_profile *p) {
     if (root->type != USP_JSON_OBJECT) return usp_fail(USP_EINVAL, "line %d: a profile is a JSON object", root->line);
     USP_TRY(usp_json_get_string(root, "name", &name));
     snprintf(p->name, sizeof p->name, "%s", name);
+    const usp_json *kernel = usp_json_get(root, "kernel");
+    if (kernel && kernel->type != USP_JSON_STRING)
+        return usp_fail(USP_EINVAL, "line %d: 'kernel' must be a string (the attention kernel the rates are of)",
+                        kernel->line);
+    if (kernel) snprintf(p->kernel, sizeof p->kernel, "%s", kernel->string);
     USP_TRY(load_rates(root, p));
     USP_TRY(member(root, "masked_block_efficiency", USP_JSON_OBJECT, &masked));
     USP_TRY(ranged_as(masked, "fwd", "masked_block_efficiency.fwd", &MASKED_RANGE, &p->masked_fwd));

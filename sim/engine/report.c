@@ -11,6 +11,8 @@ usp_status usp_sim_report_make(const usp_schedule *s, const usp_result *r, const
     memset(rep, 0, sizeof *rep);
     snprintf(rep->platform, sizeof rep->platform, "%s", o && o->platform ? o->platform : "h200x8");
     snprintf(rep->gpu, sizeof rep->gpu, "%s", prof.name);
+    snprintf(rep->profile, sizeof rep->profile, "%s", sim_profile_for(o));
+    snprintf(rep->kernel, sizeof rep->kernel, "%s", prof.kernel);
     rep->numerics = o ? o->numerics : 0;
     rep->time_fwd_s = r->time_fwd_s;
     rep->time_bwd_s = r->time_bwd_s;
@@ -51,6 +53,7 @@ void usp_sim_report_print(FILE *f, const usp_sim_report *rep) {
                 rep->ranks_simulated, rep->world, rep->ulysses);
     else if (rep->not_folded[0])
         fprintf(f, "  not folded       %s\n", rep->not_folded);
+    fprintf(f, "  kernel rates     profile %s%s%s\n", rep->profile, rep->kernel[0] ? ": " : "", rep->kernel);
     fprintf(f, "  predicted time   fwd %.3f ms  bwd %.3f ms  total %.3f ms\n", rep->time_fwd_s * 1e3,
             rep->time_bwd_s * 1e3, rep->time_total_s * 1e3);
     fprintf(f, "  per GPU          %.1f TFLOP/s, MFU %.1f%% of %.0f TFLOP/s peak\n", rep->tflops_per_gpu,
@@ -75,6 +78,10 @@ void usp_sim_report_json(FILE *f, const usp_sim_report *rep) {
     usp_json_write_string(f, rep->platform);
     fputs(", \"gpu\": ", f);
     usp_json_write_string(f, rep->gpu);
+    fputs(", \"profile\": ", f);
+    usp_json_write_string(f, rep->profile);
+    fputs(", \"kernel\": ", f);
+    usp_json_write_string(f, rep->kernel);
     fprintf(f, ", \"numerics\": %s, \"oom\": %s, ", rep->numerics ? "true" : "false", rep->oom ? "true" : "false");
     member(f, "time_fwd_s", rep->time_fwd_s, 0);
     member(f, "time_bwd_s", rep->time_bwd_s, 0);
