@@ -47,6 +47,7 @@
  * and the barriers; flow: Q 2 x 32 KB, 192 KB, and 4 units' descriptors (4.3 KB). */
 #include "kernels.h"
 #include "prof.cuh"
+#include "tma.cuh"
 #include "wgcommon.cuh"
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -91,45 +92,6 @@ template <typename T> struct ws_qk<T, 64> {
         wg<T>::template ss64<0, 0>(s, da, db, acc);
     }
 };
-
-/* ---- mbarriers and the tensor copy engine (PTX) ---------------------------- */
-
-__device__ __forceinline__ void mbar_init(uint64_t *bar, int count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count));
-}
-__device__ __forceinline__ void mbar_expect_tx(uint64_t *bar, uint32_t bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
-                 : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t *bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
-}
-/* Waits until the phase of parity `parity` has completed. */
-__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
-    asm volatile(
-        "{\n.reg .pred p;\n"
-        "WS_WAIT_%=:\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
-        "@!p bra WS_WAIT_%=;\n}\n" ::"r"(smem_u32(bar)),
-        "r"(parity)
-        : "memory");
-}
-/* A box of the 4-d map (columns, rows, heads, batch) at (c0, c1, c2, c3) into dst. */
-__device__ __forceinline__ void tma_load4(void *dst, const CUtensorMap *map, uint64_t *bar, int c0, int c1, int c2,
-                                          int c3) {
-    asm volatile(
-        "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, %6}], "
-        "[%2];\n" ::"r"(smem_u32(dst)),
-        "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_u32(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
-        : "memory");
-}
-template <int N>
-__device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
-template <int N>
-__device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
-/* Named barrier of 256 threads: one warpgroup waits, the other arrives. */
-__device__ __forceinline__ void bar_sync256(int id) { asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory"); }
-__device__ __forceinline__ void bar_arrive256(int id) { asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory"); }
 
 /* Scores that the mask hides become -inf (as wf_mask): riv[e>>1] is the key
  * interval of row r_base + (e>>1)*8 (usp/rowmask.h). */
@@ -362,14 +324,14 @@ template <typename T, int D, int BN>
 __device__ __forceinline__ void ws_load_kv(T *sK, T *sV, const CUtensorMap *tk, const CUtensorMap *tv,
                                            uint64_t *fullK, uint64_t *fullV, uint64_t *emptyK, uint64_t *emptyV,
                                            int st, uint32_t ph, int key, int hk, int b) {
-    mbar_wait(emptyK + st, ph ^ 1);
-    mbar_expect_tx(fullK + st, BN * D * 2);
+    mbar_wait_parity(emptyK + st, ph ^ 1);
+    mbar_arrive_tx(fullK + st, BN * D * 2);
 #pragma unroll
-    for (int c = 0; c < D / 64; ++c) tma_load4(sK + st * BN * D + c * BN * 64, tk, fullK + st, c * 64, key, hk, b);
-    mbar_wait(emptyV + st, ph ^ 1);
-    mbar_expect_tx(fullV + st, BN * D * 2);
+    for (int c = 0; c < D / 64; ++c) tma_load_4d(sK + st * BN * D + c * BN * 64, tk, fullK + st, c * 64, key, hk, b);
+    mbar_wait_parity(emptyV + st, ph ^ 1);
+    mbar_arrive_tx(fullV + st, BN * D * 2);
 #pragma unroll
-    for (int c = 0; c < D / 64; ++c) tma_load4(sV + st * BN * D + c * BN * 64, tv, fullV + st, c * 64, key, hk, b);
+    for (int c = 0; c < D / 64; ++c) tma_load_4d(sV + st * BN * D + c * BN * 64, tv, fullV + st, c * 64, key, hk, b);
 }
 
 /* Issues S = Q K^T of one tile (Q: the warpgroup's 64 rows at sQw; K: the stage at sKs) and commits it. */
@@ -416,15 +378,15 @@ __device__ __forceinline__ void ws_turn_first(float (&s)[BN / 2], uint32_t (&pa)
                                               int a, int nt, int c, bool signal, const usp_key_range &kr,
                                               const usp_key_interval (&riv)[2], int jt0, float sl2) {
     const int st = ws_stage<S>(a);
-    mbar_wait(fullK + st, ws_phase<S>(a));
-    bar_sync256(1 + c);
+    mbar_wait_parity(fullK + st, ws_phase<S>(a));
+    named_barrier<256>(1 + c);
     ws_issue_s<T, D, BN>(s, sQw, sK + st * BN * D);
-    bar_arrive256(2 - c);
+    named_barrier_arrive<256>(2 - c);
     wg_wait<0>();
     wg_fence_regs(s);
     if (signal) {
-        mbar_arrive(emptyK + st);
-        if (nt == 1) mbar_arrive(emptyQ);
+        mbar_arrive1(emptyK + st);
+        if (nt == 1) mbar_arrive1(emptyQ);
     }
     if (usp_tile_masked(kr, jt0 * BN, jt0 * BN + BN)) ws_mask<BN>(s, riv, jt0 * BN);
     ws_softmax<BN>(s, mx, sum, corr, sl2);
@@ -448,10 +410,10 @@ __device__ __forceinline__ void ws_turn(float (&s)[BN / 2], float (&o)[D / 2], u
     const int st = ws_stage<S>(a + n), pst = ws_stage<S>(a + n - 1);
     long long c0 = 0, c1 = 0;
     if constexpr (PROF) c0 = clock64();
-    mbar_wait(fullK + st, ws_phase<S>(a + n));
-    mbar_wait(fullV + pst, ws_phase<S>(a + n - 1));
+    mbar_wait_parity(fullK + st, ws_phase<S>(a + n));
+    mbar_wait_parity(fullV + pst, ws_phase<S>(a + n - 1));
     if constexpr (PROF) c1 = clock64();
-    bar_sync256(1 + c);
+    named_barrier<256>(1 + c);
     if constexpr (PROF) {
         pf->wkv += c1 - c0;
         pf->wturn += clock64() - c1;
@@ -459,19 +421,19 @@ __device__ __forceinline__ void ws_turn(float (&s)[BN / 2], float (&o)[D / 2], u
     ws_issue_s<T, D, BN>(s, sQw, sK + st * BN * D);
     wg_fence_regs(o);
     ws_issue_pv<T, D, BN>(o, pa, sV + pst * BN * D);
-    bar_arrive256(2 - c);
+    named_barrier_arrive<256>(2 - c);
     wg_wait<1>();
     wg_fence_regs(s);
     if (signal) {
-        mbar_arrive(emptyK + st);
-        if (n == nlast) mbar_arrive(emptyQ);
+        mbar_arrive1(emptyK + st);
+        if (n == nlast) mbar_arrive1(emptyQ);
     }
     const int n0 = (jt0 + n) * BN;
     if (usp_tile_masked(kr, n0, n0 + BN)) ws_mask<BN>(s, riv, n0);
     ws_softmax<BN>(s, mx, sum, corr, sl2);
     wg_wait<0>();
     wg_fence_regs(o);
-    if (signal) mbar_arrive(emptyV + pst);
+    if (signal) mbar_arrive1(emptyV + pst);
     ws_rescale<D>(o, l, corr, sum);
     ws_pack<T, BN>(s, pa);
 }
@@ -539,7 +501,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
     __syncthreads();
 
     if (wgi == 0) {   /* producer: Q of each unit once its predecessor's last S is done, K/V through the stages */
-        setmaxnreg_dec<24>();
+        regs_dec<24>();
         if constexpr (FETCH) {
             if (warp != 0) return;
             const int units = p.plan_items * p.h;
@@ -580,14 +542,14 @@ __global__ void __launch_bounds__(WS_NTH, 1)
                 const int *d = sDesc + (qi & 1) * WS_DESC;
                 const bool more = !d[WSD_END];
                 const int nt = d[WSD_NT];
-                mbar_wait(emptyQ, (qi & 1) ^ 1);   /* the consumers are past the last S of unit qi - 1 */
+                mbar_wait_parity(emptyQ, (qi & 1) ^ 1);   /* the consumers are past the last S of unit qi - 1 */
                 if (lane == 0 && nt > 0) {
-                    mbar_expect_tx(barQ, BM * D * 2);
+                    mbar_arrive_tx(barQ, BM * D * 2);
 #pragma unroll
                     for (int c = 0; c < D / 64; ++c)
-                        tma_load4(sQ + c * BM * 64, &tq, barQ, c * 64, d[WSD_M0], d[WSD_H], d[WSD_B]);
+                        tma_load_4d(sQ + c * BM * 64, &tq, barQ, c * 64, d[WSD_M0], d[WSD_H], d[WSD_B]);
                 } else {
-                    mbar_arrive(barQ);
+                    mbar_arrive1(barQ);
                 }
                 if (!more) break;
                 if (lane == 0 && nt > 0) load_kv(d, 0);
@@ -605,10 +567,10 @@ __global__ void __launch_bounds__(WS_NTH, 1)
             for (int j = 0;;) {
                 if (u.ntiles > 0) {
                     const int hk = u.h / (p.h / p.hkv);
-                    mbar_wait(emptyQ, (qi & 1) ^ 1);
-                    mbar_expect_tx(barQ, BM * D * 2);
+                    mbar_wait_parity(emptyQ, (qi & 1) ^ 1);
+                    mbar_arrive_tx(barQ, BM * D * 2);
 #pragma unroll
-                    for (int c = 0; c < D / 64; ++c) tma_load4(sQ + c * BM * 64, &tq, barQ, c * 64, u.m0, u.h, u.b);
+                    for (int c = 0; c < D / 64; ++c) tma_load_4d(sQ + c * BM * 64, &tq, barQ, c * 64, u.m0, u.h, u.b);
                     for (int n = 0; n < u.ntiles; ++n, ++a) {
                         const int st = ws_stage<S>(a);
                         const uint32_t ph = ws_phase<S>(a);
@@ -624,7 +586,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
     }
 
     /* consumers */
-    setmaxnreg_inc<240>();
+    regs_inc<240>();
     const int c = wgi - 1;
     const bool signal = (threadIdx.x & 127) == 0;   /* releases stages for its warpgroup */
     const float sl2 = p.scale * USP_LOG2E;
@@ -634,15 +596,15 @@ __global__ void __launch_bounds__(WS_NTH, 1)
     if constexpr (PROF) pf.t0 = clock64();
     WsUnit u = u0;
     const int2 *rvp = sRiv;   /* FETCH: the current unit's rows' intervals */
-    if (FETCH && c == 1) bar_arrive256(1);   /* consumer 0 takes the first turn */
+    if (FETCH && c == 1) named_barrier_arrive<256>(1);   /* consumer 0 takes the first turn */
     for (int j = 0;;) {
         if constexpr (FETCH) {
-            mbar_wait(barQ, qi & 1);
+            mbar_wait_parity(barQ, qi & 1);
             const int *d = sDesc + (qi & 1) * WS_DESC;
             const int2 *rv = sRiv + (qi & 1) * BM;
             ++qi;
             if (d[WSD_END]) {
-                if (c == 0) bar_sync256(1);   /* consumer 1's last hand-over */
+                if (c == 0) named_barrier<256>(1);   /* consumer 1's last hand-over */
                 break;
             }
             u.b = d[WSD_B];
@@ -654,7 +616,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
             rvp = rv;
             if (u.ntiles <= 0) {
                 asm volatile("bar.sync %0, 128;\n" ::"r"(3 + c) : "memory");   /* the warpgroup read it */
-                if (signal) mbar_arrive(emptyQ);
+                if (signal) mbar_arrive1(emptyQ);
             }
         }
         if (u.ntiles <= 0) {
@@ -679,8 +641,8 @@ __global__ void __launch_bounds__(WS_NTH, 1)
             }
 
             if constexpr (!FETCH) {
-                if (c == 1) bar_arrive256(1);   /* consumer 0 takes the first turn */
-                mbar_wait(barQ, qi & 1);
+                if (c == 1) named_barrier_arrive<256>(1);   /* consumer 0 takes the first turn */
+                mbar_wait_parity(barQ, qi & 1);
             }
 
             /* turn 0: S_0 */
@@ -705,18 +667,18 @@ __global__ void __launch_bounds__(WS_NTH, 1)
             /* last turn: O += P V of the last tile */
             {
                 const int pst = ws_stage<S>(a + ntiles - 1);
-                mbar_wait(fullV + pst, ws_phase<S>(a + ntiles - 1));
-                bar_sync256(1 + c);
+                mbar_wait_parity(fullV + pst, ws_phase<S>(a + ntiles - 1));
+                named_barrier<256>(1 + c);
                 wg_fence_regs(o);
                 wg_arrive();
                 ws_issue_pv<T, D, BN>(o, pa, sV + pst * BN * D);
                 if (c == 0)
-                    bar_arrive256(2);   /* consumer 1's last turn; consumer 0 has none left */
+                    named_barrier_arrive<256>(2);   /* consumer 1's last turn; consumer 0 has none left */
                 else if (FETCH)
-                    bar_arrive256(1);   /* consumer 0's first turn of its next unit */
+                    named_barrier_arrive<256>(1);   /* consumer 0's first turn of its next unit */
                 wg_wait<0>();
                 wg_fence_regs(o);
-                if (signal) mbar_arrive(emptyV + pst);
+                if (signal) mbar_arrive1(emptyV + pst);
             }
 
             wg_store_o<TO, D>(p, u.b, u.h, r_base, o, l, mx, sl2);
@@ -803,7 +765,7 @@ struct WsFlowUnit {
 __device__ __forceinline__ WsFlowUnit ws_flow_take(const int *sDesc, const int2 *sRiv, uint64_t *fullD,
                                                    uint64_t *emptyD, int k, int rloc) {
     const int kb = k % WS_NDESC;
-    mbar_wait(fullD + kb, (uint32_t)(k / WS_NDESC) & 1u);
+    mbar_wait_parity(fullD + kb, (uint32_t)(k / WS_NDESC) & 1u);
     const int *d = sDesc + kb * WS_DESC;
     WsFlowUnit f;
     f.end = d[WSD_END];
@@ -817,7 +779,7 @@ __device__ __forceinline__ WsFlowUnit ws_flow_take(const int *sDesc, const int2 
     f.riv[0] = usp_key_interval{r0.x, r0.y};
     f.riv[1] = usp_key_interval{r1.x, r1.y};
     __syncwarp();
-    if ((threadIdx.x & 31) == 0) mbar_arrive(emptyD + kb);
+    if ((threadIdx.x & 31) == 0) mbar_arrive1(emptyD + kb);
     return f;
 }
 
@@ -902,7 +864,7 @@ __device__ __forceinline__ void ws_flow_body(const CUtensorMap &tq, const CUtens
     __syncthreads();
 
     if (wgi == 0) {
-        setmaxnreg_dec<24>();
+        regs_dec<24>();
         if (warp == 1) {   /* descriptors */
             if (flags & WSF_PDL) asm volatile("griddepcontrol.wait;\n" ::: "memory");   /* the plan is written */
             for (int j = 0, k = 0;; ++j) {
@@ -926,7 +888,7 @@ __device__ __forceinline__ void ws_flow_body(const CUtensorMap &tq, const CUtens
                 if (flags & WSF_NAP)
                     mbar_wait_nap(emptyD + kb, ((uint32_t)(k / NDS) & 1u) ^ 1u);
                 else
-                    mbar_wait(emptyD + kb, ((uint32_t)(k / NDS) & 1u) ^ 1u);
+                    mbar_wait_parity(emptyD + kb, ((uint32_t)(k / NDS) & 1u) ^ 1u);
                 int *d = sDesc + kb * WS_DESC;
                 if (lane == 0) {
                     d[WSD_END] = !more;
@@ -937,24 +899,24 @@ __device__ __forceinline__ void ws_flow_body(const CUtensorMap &tq, const CUtens
                         const usp_key_interval iv = row_keys(p, u.b, u.m0 + i);
                         sRiv[kb * BM + i] = make_int2(iv.lo, iv.hi);
                     }
-                mbar_arrive(fullD + kb);   /* releases this lane's writes */
+                mbar_arrive1(fullD + kb);   /* releases this lane's writes */
                 ++k;
                 if (!more) break;
             }
         } else if (warp == 0 && lane == 0) {   /* loads */
             for (int k = 0, a = 0, qi = 0;; ++k, ++qi) {
                 const int kb = k % NDS;
-                mbar_wait(fullD + kb, (uint32_t)(k / NDS) & 1u);
+                mbar_wait_parity(fullD + kb, (uint32_t)(k / NDS) & 1u);
                 const int *d = sDesc + kb * WS_DESC;
                 const int end = d[WSD_END], b = d[WSD_B], h = d[WSD_H], m0 = d[WSD_M0], jt0 = d[WSD_JT0],
                           nt = d[WSD_NT];
-                mbar_arrive(emptyD + kb);
+                mbar_arrive1(emptyD + kb);
                 if (end) break;
                 const int qb = qi & 1, hk = h / (p.h / p.hkv);
-                mbar_wait(emptyQ + qb, ((uint32_t)(qi >> 1) & 1u) ^ 1u);
-                mbar_expect_tx(fullQ + qb, BM * D * 2);
+                mbar_wait_parity(emptyQ + qb, ((uint32_t)(qi >> 1) & 1u) ^ 1u);
+                mbar_arrive_tx(fullQ + qb, BM * D * 2);
 #pragma unroll
-                for (int c = 0; c < D / 64; ++c) tma_load4(sQ + qb * BM * D + c * BM * 64, &tq, fullQ + qb, c * 64, m0, h, b);
+                for (int c = 0; c < D / 64; ++c) tma_load_4d(sQ + qb * BM * D + c * BM * 64, &tq, fullQ + qb, c * 64, m0, h, b);
                 for (int n = 0; n < nt; ++n, ++a) {
                     const int st = ws_stage<S>(a);
                     const uint32_t ph = ws_phase<S>(a);
@@ -967,7 +929,7 @@ __device__ __forceinline__ void ws_flow_body(const CUtensorMap &tq, const CUtens
     }
 
     /* consumers */
-    setmaxnreg_inc<240>();
+    regs_inc<240>();
     const int c = wgi - 1;
     const bool signal = (threadIdx.x & 127) == 0;   /* releases stages for its warpgroup */
     const float sl2 = p.scale * USP_LOG2E;
@@ -980,7 +942,7 @@ __device__ __forceinline__ void ws_flow_body(const CUtensorMap &tq, const CUtens
         ws_prof_exit<PROF>(pf, c, signal);
         return;
     }
-    if (c == 1) bar_arrive256(1);   /* consumer 0 takes the first turn */
+    if (c == 1) named_barrier_arrive<256>(1);   /* consumer 0 takes the first turn */
 
     float o[ND];
 #pragma unroll
@@ -991,7 +953,7 @@ __device__ __forceinline__ void ws_flow_body(const CUtensorMap &tq, const CUtens
 
     /* the first unit's turn 0: S_0 */
     {
-        mbar_wait(fullQ, 0);
+        mbar_wait_parity(fullQ, 0);
         ws_turn_first<T, D, BN, S>(s, pa, mx, l, sum, corr, sQ + c * 64 * 64, sK, fullK, emptyK, emptyQ, 0, cu.nt, c,
                                    signal, cu.kr, cu.riv, cu.jt0, sl2);
         if constexpr (PROF) pf.first = clock64() - pf.t0;
@@ -1015,15 +977,15 @@ __device__ __forceinline__ void ws_flow_body(const CUtensorMap &tq, const CUtens
         const WsFlowUnit nx = ws_flow_take(sDesc, sRiv, fullD, emptyD, k++, rloc);
         const int pst = ws_stage<S>(a + cu.nt - 1);
         if (nx.end) {   /* the CTA's last turn: O += P V of the last tile */
-            mbar_wait(fullV + pst, ws_phase<S>(a + cu.nt - 1));
-            bar_sync256(1 + c);
+            mbar_wait_parity(fullV + pst, ws_phase<S>(a + cu.nt - 1));
+            named_barrier<256>(1 + c);
             wg_fence_regs(o);
             wg_arrive();
             ws_issue_pv<T, D, BN>(o, pa, sV + pst * BN * D);
-            if (c == 0) bar_arrive256(2);   /* consumer 1's last turn; consumer 0 has none left */
+            if (c == 0) named_barrier_arrive<256>(2);   /* consumer 1's last turn; consumer 0 has none left */
             wg_wait<0>();
             wg_fence_regs(o);
-            if (signal) mbar_arrive(emptyV + pst);
+            if (signal) mbar_arrive1(emptyV + pst);
             wg_store_o<TO, D>(p, cu.b, cu.h, cu.m0 + rloc, o, l, mx, sl2);
             ws_prof_exit<PROF>(pf, c, signal);
             break;
@@ -1032,26 +994,26 @@ __device__ __forceinline__ void ws_flow_body(const CUtensorMap &tq, const CUtens
         /* S_0 of the next unit (the other Q buffer) beside the last P V of this one */
         const int st = ws_stage<S>(a + cu.nt), nqb = qb ^ 1;
         const T *sQn = sQ + nqb * BM * D + c * 64 * 64;
-        mbar_wait(fullQ + nqb, (uint32_t)((qi + 1) >> 1) & 1u);
-        mbar_wait(fullK + st, ws_phase<S>(a + cu.nt));
-        mbar_wait(fullV + pst, ws_phase<S>(a + cu.nt - 1));
-        bar_sync256(1 + c);
+        mbar_wait_parity(fullQ + nqb, (uint32_t)((qi + 1) >> 1) & 1u);
+        mbar_wait_parity(fullK + st, ws_phase<S>(a + cu.nt));
+        mbar_wait_parity(fullV + pst, ws_phase<S>(a + cu.nt - 1));
+        named_barrier<256>(1 + c);
         ws_issue_s<T, D, BN>(s, sQn, sK + st * BN * D);
         wg_fence_regs(o);
         ws_issue_pv<T, D, BN>(o, pa, sV + pst * BN * D);
-        bar_arrive256(2 - c);
+        named_barrier_arrive<256>(2 - c);
         wg_wait<1>();
         wg_fence_regs(s);
         if (signal) {
-            mbar_arrive(emptyK + st);
-            if (nx.nt == 1) mbar_arrive(emptyQ + nqb);
+            mbar_arrive1(emptyK + st);
+            if (nx.nt == 1) mbar_arrive1(emptyQ + nqb);
         }
         if (usp_tile_masked(nx.kr, nx.jt0 * BN, nx.jt0 * BN + BN)) ws_mask<BN>(s, nx.riv, nx.jt0 * BN);
         float mx2[2] = {-INFINITY, -INFINITY};
         ws_softmax<BN>(s, mx2, sum, corr, sl2);
         wg_wait<0>();
         wg_fence_regs(o);
-        if (signal) mbar_arrive(emptyV + pst);
+        if (signal) mbar_arrive1(emptyV + pst);
         wg_store_o<TO, D>(p, cu.b, cu.h, cu.m0 + rloc, o, l, mx, sl2);
 #pragma unroll
         for (int i = 0; i < ND; ++i) o[i] = 0.0f;
@@ -1082,40 +1044,7 @@ __global__ void __launch_bounds__(WS_NTH, 1)
     ws_flow_body<T, TO, D, PROF, true>(tq, tk, tv, p, flags);
 }
 
-/* ---- host: tensor maps ------------------------------------------------------ */
-
-PFN_cuTensorMapEncodeTiled_v12000 ws_encode_fn() {
-    static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
-    static bool tried = false;
-    if (!tried) {
-        tried = true;
-        void *f = nullptr;
-        cudaDriverEntryPointQueryResult q;
-        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) ==
-                cudaSuccess &&
-            q == cudaDriverEntryPointSuccess)
-            fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
-        else
-            (void)cudaGetLastError();
-    }
-    return fn;
-}
-
-/* 4-d map (D columns, rows, heads, batch) of a 16-bit tensor whose row 0 is
- * `base`; boxes of 64 columns x box_rows rows, 128-byte swizzle. */
-bool ws_map(CUtensorMap *m, const void *base, usp_dtype dt, int d, int rows, int heads, int batch, int64_t sl,
-            int64_t sh, int64_t sb, int box_rows) {
-    PFN_cuTensorMapEncodeTiled_v12000 enc = ws_encode_fn();
-    if (!enc) return false;
-    cuuint64_t dims[4] = {(cuuint64_t)d, (cuuint64_t)rows, (cuuint64_t)heads, (cuuint64_t)batch};
-    cuuint64_t strides[3] = {(cuuint64_t)sl * 2, (cuuint64_t)sh * 2, (cuuint64_t)sb * 2};
-    cuuint32_t box[4] = {64, (cuuint32_t)box_rows, 1, 1};
-    cuuint32_t estr[4] = {1, 1, 1, 1};
-    CUresult r = enc(m, dt == USP_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
-                     const_cast<void *>(base), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                     CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    return r == CUDA_SUCCESS;
-}
+/* ---- host: settings, phase report, launch ---------------------------------- */
 
 /* `word` is one of the comma-separated words of environment variable `name` (read at each
  * call, so that tools/bench-gpu --alt-env times settings side by side). */
@@ -1163,9 +1092,9 @@ int ws_launch(const UspFwdParams &p, usp_dtype in, cudaStream_t st, char *why, s
     const T *k0 = static_cast<const T *>(p.k) + (int64_t)p.kv_begin * p.k_sl;
     const T *v0 = static_cast<const T *>(p.v) + (int64_t)p.kv_begin * p.v_sl;
     if (p.kv_len <= 0) return usp_wg_fwd(p, in, sizeof(TO) == 4 ? USP_F32 : in, st, why, why_len);   /* O = 0 */
-    bool ok = ws_map(&tq, q0, in, D, p.q_len, p.h, p.b, p.q_sl, p.q_sh, p.q_sb, WS_BM) &&
-              ws_map(&tk, k0, in, D, p.kv_len, p.hkv, p.b, p.k_sl, p.k_sh, p.k_sb, ws_cfg<D>::BN) &&
-              ws_map(&tv, v0, in, D, p.kv_len, p.hkv, p.b, p.v_sl, p.v_sh, p.v_sb, ws_cfg<D>::BN);
+    bool ok = tma_map_4d(&tq, q0, in, D, p.q_len, p.h, p.b, p.q_sl, p.q_sh, p.q_sb, WS_BM) &&
+              tma_map_4d(&tk, k0, in, D, p.kv_len, p.hkv, p.b, p.k_sl, p.k_sh, p.k_sb, ws_cfg<D>::BN) &&
+              tma_map_4d(&tv, v0, in, D, p.kv_len, p.hkv, p.b, p.v_sl, p.v_sh, p.v_sb, ws_cfg<D>::BN);
     if (!ok) {
         if (usp_ws_fwd_enabled() == 2) {   /* USP_GPU_FWD=ws: this kernel or a failure */
             snprintf(why, why_len, "attn_fwd_ws: cuTensorMapEncodeTiled refused the block's tensor maps");
