@@ -90,6 +90,10 @@ typedef struct {
 } table_bound;
 
 static const table_bound BOUNDS[] = {
+    /* PyTorch context parallel on the 2 x H200 the h200x2 preset and the h200 / h200-cudnn
+     * kernel rates were measured on (sim/SOURCES.md): usp's schedule stands for its ring */
+    {"pytorch-cp-h200x2-cudnn", 12, 8, 16},
+    {"pytorch-cp-h200x2-flash", 12, 7, 10},
     {"ring-flash-attention-a100x8", 16, 10, 29},
     {"ring-flash-attention-h800x8", 16, 11, 25},
     {"usp-paper-a100x8-attention", 16, 10, 27},
