@@ -17,8 +17,9 @@
 #            where the simulator is built: tools/bench/predict_masks.py bench_mask.json
 #            --profile profile.json
 # merge      tools/bench/published_merge.py: the published Python rings' per-step merge (PyTorch
-#            element-wise operations, eager and TorchScript) and SDPA flash at their step shapes,
-#            for ring-flash-attention's table rows (traces/README.md)
+#            element-wise operations, eager and TorchScript) and SDPA flash and cuDNN at their step
+#            shapes, at ring-flash-attention's 8K a rank and context parallel's 32K (the ring rows of
+#            traces/README.md's ring-flash-attention and pytorch-cp tables)
 set -u
 OUT=${OUT:-$PWD/out}
 STEPS=${STEPS:-check,calibrate,bench,maskbench,phases,merge,sanitize}
@@ -70,7 +71,10 @@ fi
 if has merge; then
   stamp "published rings' merge"
   timeout ${MERGE_TIMEOUT:-120} python3 tools/bench/published_merge.py --json "$OUT/merge.json" > "$OUT/merge.txt" 2>&1
-  say "merge rc=$?"
+  say "merge (ring-flash-attention's 8K a rank) rc=$?"
+  timeout ${MERGE_TIMEOUT:-120} python3 tools/bench/published_merge.py --seq 32768 --json "$OUT/merge_cp.json" \
+    > "$OUT/merge_cp.txt" 2>&1
+  say "merge (context parallel's 32K a rank, 64K on 2 GPUs) rc=$?"
 fi
 if has sanitize; then
   stamp "compute-sanitizer memcheck --quick"

@@ -10,12 +10,13 @@ fuser has had its warm-up calls, in the two forms the codes have had (the sigmoi
 ring-flash-attention since 2024-04 and yunchang since 2024-08; the exp/log form before), for
 a whole block and for half the rows merged into a slice and copied back (zigzag's half-query
 steps, stripe's steps past the diagonal); beside it a device-to-device fp32 copy of the
-output (the bandwidth anchor) and SDPA's flash kernel at the ring step's shapes, even and odd
-(stripe's 8191-row calls). Bytes an element = time x the copy's bandwidth / elements: 12 is
+output (the bandwidth anchor) and SDPA's flash and cuDNN kernels at the ring step's shapes, even
+and odd (stripe's 8191-row calls): the kernels' rates on the pieces a ring step runs, against
+the profiles' rates of whole 16K blocks. Bytes an element = time x the copy's bandwidth / elements: 12 is
 usp's model, about 10 a fused merge, about 38 (sigmoid) or 34 (exp) the operations unfused.
 
     python3 tools/bench/published_merge.py [--seq 8192] [--heads 32] [--head-dim 128]
-        [--iters 50] [--json FILE]
+        [--iters 50] [--backends flash,cudnn] [--json FILE]
 """
 import argparse
 import json
@@ -24,9 +25,8 @@ import sys
 try:
     import torch
     import torch.nn.functional as F
-except ImportError:
-    print("published_merge.py: needs PyTorch", file=sys.stderr)
-    sys.exit(2)
+except ImportError:   # --help works without it; a run says what is missing
+    torch = F = None
 
 
 def merge_sigmoid(out, lse, block_out, block_lse):
@@ -76,14 +76,21 @@ def main():
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--backends", default="flash,cudnn",
+                    help="SDPA backends timed at the step shapes, comma-separated (default flash,cudnn)")
     ap.add_argument("--json", help="write the figures here as one JSON object")
     a = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("published_merge.py: no CUDA device", file=sys.stderr)
-        sys.exit(2)
     if a.seq < 4 or a.seq % 2 or a.heads < 1 or a.head_dim % 8 or not 8 <= a.head_dim <= 256 or a.iters < 1:
         print("published_merge.py: --seq even >= 4, --heads >= 1, --head-dim a multiple of 8 up to 256, "
               "--iters >= 1", file=sys.stderr)
+        sys.exit(2)
+    backends = {"flash": "FLASH_ATTENTION", "cudnn": "CUDNN_ATTENTION"}
+    chosen = [b for b in a.backends.split(",") if b]
+    if not chosen or any(b not in backends for b in chosen):
+        print("published_merge.py: --backends takes flash and/or cudnn", file=sys.stderr)
+        sys.exit(2)
+    if torch is None or not torch.cuda.is_available():
+        print("published_merge.py: needs PyTorch with a CUDA device", file=sys.stderr)
         sys.exit(2)
     dev, S, H, D = "cuda", a.seq, a.heads, a.head_dim
     n = S * H * D
@@ -129,8 +136,8 @@ def main():
     rows.append({"what": "last: out.to(bf16)", "us": us, "kernels": kernels_per_call(last),
                  "bytes_per_elem": us * gbps * 1e3 / n})
 
-    # SDPA's flash kernel at the ring step's shapes (H heads for K/V too: the FLOPs of grouped heads)
-    flash = []
+    # SDPA's kernels at the ring step's shapes (H heads for K/V too: the FLOPs of grouped heads)
+    kernels = []
     q = torch.randn(1, H, S, D, device=dev, dtype=torch.bfloat16, generator=g)
     k = torch.randn(1, H, S, D, device=dev, dtype=torch.bfloat16, generator=g)
     v = torch.randn(1, H, S, D, device=dev, dtype=torch.bfloat16, generator=g)
@@ -138,25 +145,28 @@ def main():
               ("half the queries, all keys", S // 2, S, False), ("causal block", S, S, True),
               (f"causal block of {S - 1} (stripe)", S - 1, S - 1, True)]
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    for name, lq, lk, causal in shapes:
-        qs, ks, vs = q[:, :, :lq], k[:, :, :lk], v[:, :, :lk]
-        try:
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                call = lambda: F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal)
-                us = timed(call, a.iters)
-        except RuntimeError as e:
-            flash.append({"what": name, "error": str(e).splitlines()[0]})
-            continue
-        flops = 4.0 * lq * lk * H * D * (0.5 if causal else 1.0)
-        flash.append({"what": name, "q": lq, "k": lk, "causal": causal, "us": us, "tflops": flops / us * 1e-6})
+    for backend in chosen:
+        for name, lq, lk, causal in shapes:
+            qs, ks, vs = q[:, :, :lq], k[:, :, :lk], v[:, :, :lk]
+            what = f"{backend}: {name}"
+            try:
+                with sdpa_kernel(getattr(SDPBackend, backends[backend])):
+                    call = lambda: F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal)
+                    us = timed(call, a.iters)
+            except RuntimeError as e:
+                kernels.append({"what": what, "error": str(e).splitlines()[0]})
+                continue
+            flops = 4.0 * lq * lk * H * D * (0.5 if causal else 1.0)
+            kernels.append({"what": what, "backend": backend, "q": lq, "k": lk, "causal": causal, "us": us,
+                          "tflops": flops / us * 1e-6})
 
     print(f"# {torch.cuda.get_device_name()}, PyTorch {torch.__version__}: S {S}, H {H}, D {D}, "
           f"{a.iters} calls each; copy anchor {gbps:.0f} GB/s")
     print(f"{'what':<52} {'us':>9} {'kernels':>8} {'B/elem':>7}")
     for r in rows:
         print(f"{r['what']:<52} {r['us']:9.1f} {r['kernels']:8.1f} {r['bytes_per_elem']:7.1f}")
-    print(f"{'SDPA flash':<52} {'us':>9} {'TFLOP/s':>8}")
-    for r in flash:
+    print(f"{'SDPA at the step shapes':<52} {'us':>9} {'TFLOP/s':>8}")
+    for r in kernels:
         if "error" in r:
             print(f"{r['what']:<52} refused: {r['error']}")
         else:
@@ -164,7 +174,7 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "seq": S, "heads": H,
-                       "head_dim": D, "copy_gbps": gbps, "merge": rows, "flash": flash}, f, indent=1)
+                       "head_dim": D, "copy_gbps": gbps, "merge": rows, "kernels": kernels}, f, indent=1)
 
 
 if __name__ == "__main__":
