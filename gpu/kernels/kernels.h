@@ -143,9 +143,6 @@ int usp_mask_plan_bwd(UspBwdParams &p, int bn, cudaStream_t st, UspPlanMem *mem,
                       size_t why_len);
 void usp_mask_plan_release(UspPlanMem *mem, cudaStream_t st);
 
-/* Row kernels: DELTA and the LSE merge. */
-int usp_prep_launch(const usp_kprep_args *a, cudaStream_t st, char *why, size_t why_len);
-
 /* Every row of t starts on 16 bytes: the pointer and each stride, in bytes of t's dtype (the
  * vector loads of the tensor-core kernels and of bwd_prep's 16-byte kernel). */
 static inline bool usp_rows16(const usp_ktensor &t) {
@@ -153,6 +150,9 @@ static inline bool usp_rows16(const usp_ktensor &t) {
     return (reinterpret_cast<uintptr_t>(t.ptr) & 15) == 0 && (t.sb * e) % 16 == 0 && (t.sl * e) % 16 == 0 &&
            (t.sh * e) % 16 == 0;
 }
+
+/* Row kernels: DELTA and the LSE merge. */
+int usp_prep_launch(const usp_kprep_args *a, cudaStream_t st, char *why, size_t why_len);
 int usp_merge_launch(const usp_kmerge_args *a, cudaStream_t st, char *why, size_t why_len);
 
 #endif
