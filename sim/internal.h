@@ -4,11 +4,12 @@
 
 #include <stdio.h>
 #include <sys/types.h>
+#include "usp/profile.h"
 #include "usp/sim.h"
 
 /* ------------------------------------------------------ device profiles */
 
-enum { SIM_NDTYPES = 4, SIM_MAX_HEAD_DIMS = 8 };
+enum { SIM_NDTYPES = 4, SIM_MAX_HEAD_DIMS = USP_PROFILE_MAX_HEAD_DIMS };
 
 typedef struct {
     int head_dim;
@@ -48,9 +49,8 @@ typedef struct {
     double comm_slowdown;
 } sim_profile;
 
-/* Loads a built-in profile ("h200") or a JSON file; every field is required
- * but 'memory_gbps', 'comm_overlap_slowdown' and the rates' fixed times
- * (and one of 'memory_mib' / 'memory_gb'). */
+/* Loads a built-in profile ("h200") or a JSON file (usp/profile.h: the
+ * fields, which are optional, and the ranges each figure must lie in). */
 usp_status sim_profile_load(const char *name_or_file, sim_profile *p);
 /* USP_EINVAL when the profile has no attention figures for the config's dtype. */
 usp_status sim_profile_supports(const sim_profile *p, const usp_config *c);

@@ -215,6 +215,25 @@ static void test_masks(void **state) {
                              err, sizeof err), 0);
 }
 
+/* Every command refuses an option it does not know, one without its value
+ * and a value given to a switch in one line that names the option and where
+ * its help is (getopt's own messages are off). */
+static void test_unknown_options(void **state) {
+    (void)state;
+    static const char *const commands[] = {"run", "schedule", "verify", "platform", "nccl", "sweep", "kernel-check",
+                                           "calibrate", "validate", "plan", "costs", "trace diff", "trace svg"};
+    char args[256], message[256];
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        snprintf(args, sizeof args, "%s --bogus", commands[i]);
+        snprintf(message, sizeof message, "unknown option '--bogus' (usp %s --help)", commands[i]);
+        expect_refusal(args, message);
+    }
+    expect_refusal("run --seq", "option '--seq' needs a value (usp run --help)");
+    expect_refusal("nccl -b", "option '-b' needs a value (usp nccl --help)");
+    expect_refusal("nccl -x", "unknown option '-x' (usp nccl --help)");
+    expect_refusal("sweep --json=1", "option '--json' takes no value (usp sweep --help)");
+}
+
 static void test_help_and_json(void **state) {
     (void)state;
     char cmd[1024];
@@ -234,6 +253,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_bad_configurations),
         cmocka_unit_test(test_malformed_npy_inputs),
         cmocka_unit_test(test_masks),
+        cmocka_unit_test(test_unknown_options),
         cmocka_unit_test(test_help_and_json),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

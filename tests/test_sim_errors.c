@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "usp/executor.h"
+#include "usp/profile.h"
 #include "usp/sim.h"
 
 static char *temp_file(const char *text, const char *suffix) {
@@ -171,6 +172,42 @@ static void profile_overlap_and_fixed_times(void **state) {
     expect_refusal(&o, "line 3: 'kernel' must be a string");
 }
 
+/* The simulator and `usp calibrate` (which refines a --base profile) read
+ * profiles with one reader: each file below is refused by both, for the same
+ * reason, and a profile written back is read as it was. */
+static void profile_one_reader(void **state) {
+    (void)state;
+    static const struct { const char *rate, *extra, *reason; } bad[] = {
+        {"{\"fwd\": 3.5e14, \"bwd\": 1}", "", "'attention_tflops.fp64.64.fwd' is 3.5e+14, outside the physical range"},
+        {"{\"fwd\": 1, \"bwd\": 1, \"fwd_rowmask_efficiency\": 20}", "",
+         "'attention_tflops.fp64.64.fwd_rowmask_efficiency' is 20, outside the physical range [0.01, 10]"},
+        {"{\"fwd\": 1, \"bwd\": 1}", "\"memory_mib\": 81920,", "give 'memory_mib' or 'memory_gb', not both"},
+        {"{\"fwd\": 1, \"bwd\": 1}", "\"source\": [1],", "line 3: 'source' must be a string"},
+        {"{\"fwd\": 1, \"bwd\": 1}, \"064\": {\"fwd\": 2, \"bwd\": 2}", "", "line 1: head dim 64 is given twice"},
+        {"{\"fwd\": 1, \"bwd\": 1}, \"64x\": {\"fwd\": 2, \"bwd\": 2}", "", "head dim '64x' is not a positive integer"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *path = profile_with(bad[i].rate, bad[i].extra);
+        usp_profile_desc d;
+        assert_int_equal(usp_profile_check(path), USP_EINVAL);
+        if (!strstr(usp_error(), bad[i].reason)) fail_msg("simulator: '%s' does not say '%s'", usp_error(), bad[i].reason);
+        assert_int_equal(usp_profile_desc_read(path, &d), USP_EINVAL);
+        if (!strstr(usp_error(), bad[i].reason)) fail_msg("calibration: '%s' does not say '%s'", usp_error(), bad[i].reason);
+    }
+    /* written back: the same figures (to the writer's digits), the card's memory as GB */
+    usp_profile_desc in, out;
+    assert_int_equal(usp_profile_desc_read(profile_with("{\"fwd\": 1.5, \"bwd\": 2.5, \"fwd_rowmask_efficiency\": 0.8}",
+                                                        "\"comm_overlap_slowdown\": 0.25,"), &in), USP_OK);
+    const char *copy = temp_file("", ".json");
+    assert_int_equal(usp_profile_desc_save(&in, copy), USP_OK);
+    assert_int_equal(usp_profile_desc_read(copy, &out), USP_OK);
+    assert_int_equal(out.nrates, 1);
+    assert_true(out.rates[0].fwd_tflops == 1.5 && out.rates[0].bwd_tflops == 2.5);
+    assert_true(out.rates[0].fwd_rowmask_eff == 0.8 && out.rates[0].bwd_rowmask_eff == 1.0);
+    assert_true(out.memory_bytes == 80e9 && out.comm_slowdown == 0.25 && out.peak_tflops[USP_F64] == 67);
+    assert_int_equal(usp_profile_check(copy), USP_OK);
+}
+
 /* Two ranks, one SENDRECV each, with the given tags; rank 1 may have none. */
 static void broken_schedule(usp_schedule *s, int tag0, int tag1, int rank1_steps) {
     usp_config c = usp_config_default();
@@ -246,6 +283,7 @@ int main(void) {
         cmocka_unit_test(profile_missing_a_field),
         cmocka_unit_test(profile_memory_rates),
         cmocka_unit_test(profile_overlap_and_fixed_times),
+        cmocka_unit_test(profile_one_reader),
         cmocka_unit_test(broken_schedules),
         cmocka_unit_test(commands_exit_2),
     };

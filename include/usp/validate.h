@@ -40,6 +40,7 @@
 #define USP_VALIDATE_H
 
 #include <stdio.h>
+#include "usp/profile.h"
 #include "usp/schedule.h"
 #include "usp/trace.h"
 
@@ -175,40 +176,7 @@ typedef struct {
 usp_status usp_fit_short_block(const double *len, const double *flops, const double *t, int n,
                                usp_short_fit *out);
 
-/* ----------------------------------------------- profiles and platforms */
-
-enum { USP_PROFILE_MAX_RATES = 16 };
-
-typedef struct {
-    usp_dtype dtype;
-    int head_dim;
-    double fwd_tflops, bwd_tflops;
-    double fwd_fixed_us, bwd_fixed_us;   /* per kernel, besides FLOPs / rate; 0: none */
-    double fwd_short_keys, bwd_short_rows; /* short-block lengths (tokens); 0: none */
-    /* blocks under per-row masks: the kernels' rate over the tile model's (fitted on packed
-     * documents of equal length); 0: none, taken as 1 */
-    double fwd_rowmask_eff, bwd_rowmask_eff;
-} usp_profile_rate;
-
-/* A device profile as sim/profiles/<gpu>.json holds it. */
-typedef struct {
-    char name[128], kernel[128], source[2048];
-    usp_profile_rate rates[USP_PROFILE_MAX_RATES];
-    int nrates;
-    double masked_fwd, masked_bwd;
-    double hbm_gbps, launch_us, memory_gb;
-    double memory_gbps[USP_STEP_KIND_COUNT]; /* by memory-bound step kind; 0: hbm_gbps */
-    double peak_tflops[4];          /* by usp_dtype; every dtype with rates needs one */
-    double comm_slowdown;           /* attention rate lost while a transfer runs; 0: none */
-} usp_profile_desc;
-
-usp_status usp_profile_desc_read(const char *path, usp_profile_desc *p);
-usp_status usp_profile_desc_write(const usp_profile_desc *p, FILE *f);
-usp_status usp_profile_desc_save(const usp_profile_desc *p, const char *path);
-/* The rate entry of (dtype, head_dim), added when absent; NULL when full. */
-usp_profile_rate *usp_profile_rate_of(usp_profile_desc *p, usp_dtype dt, int head_dim);
-/* The rate entry of (dtype, head_dim); NULL when absent. */
-const usp_profile_rate *usp_profile_rate_find(const usp_profile_desc *p, usp_dtype dt, int head_dim);
+/* ------------------------------------- fitted platforms (profiles: usp/profile.h) */
 
 /* A platform of `gpus` GPUs whose every GPU-to-GPU transfer takes
  * lat_us + bytes / (gbps * 1e9): two GPUs on one split-duplex link, more on

@@ -299,7 +299,7 @@ static void profile_defaults(const usp_calib *m, const usp_profile_desc *base, u
     if (!(p->masked_bwd > 0)) p->masked_bwd = 1;
     snprintf(p->name, sizeof p->name, "%s, usp kernels (usp calibrate)", m->device[0] ? m->device : "GPU");
     snprintf(p->kernel, sizeof p->kernel, "usp built-in attention kernels (kernel ABI v%u)", USP_KERNEL_ABI_VERSION);
-    if (m->memory_gb > 0) p->memory_gb = m->memory_gb;
+    if (m->memory_gb > 0) p->memory_bytes = m->memory_gb * 1e9;
     if (m->nmem) p->launch_us = m->launch_us;
 }
 

@@ -54,11 +54,39 @@ int usp_cli_seconds_option(const char *cmd, const char *name, const char *arg, d
     return 0;
 }
 
+int usp_cli_getopt(const char *cmd, const char *help_cmd, int argc, char **argv, const char *shorts,
+                   const struct option *opts) {
+    char optstring[32];
+    snprintf(optstring, sizeof optstring, ":%s", shorts); /* ':' first: a missing value is ':' */
+    opterr = 0;
+    int prev = optind;
+    int opt = getopt_long(argc, argv, optstring, opts, NULL);
+    if (opt != '?' && opt != ':') return opt;
+    /* the word refused: the one getopt stepped over (a short option inside a cluster stays current) */
+    const char *word = optind > prev ? argv[optind - 1] : argv[prev];
+    char shown[8];
+    if (optopt && (word[0] != '-' || word[1] != '-')) { snprintf(shown, sizeof shown, "-%c", optopt); word = shown; }
+    if (opt == ':') {
+        usp_cli_bad_input(cmd, "option '%s' needs a value (usp %s --help)", word, help_cmd);
+        return '?';
+    }
+    const char *eq = strchr(word, '=');
+    for (int i = 0; eq && word[0] == '-' && word[1] == '-' && opts[i].name; i++)
+        if (opts[i].has_arg == no_argument && strlen(opts[i].name) == (size_t)(eq - word - 2) &&
+            strncmp(opts[i].name, word + 2, (size_t)(eq - word - 2)) == 0) {
+            usp_cli_bad_input(cmd, "option '--%s' takes no value (usp %s --help)", opts[i].name, help_cmd);
+            return '?';
+        }
+    usp_cli_bad_input(cmd, "unknown option '%s' (usp %s --help)", word, help_cmd);
+    return '?';
+}
+
 int usp_cli_parse(const char *cmd, int argc, char **argv, const struct option *opts, int help_opt,
                   void (*help)(void), usp_cli_apply_fn apply, void *ctx) {
     int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((opt = usp_cli_getopt(cmd, cmd, argc, argv, "", opts)) != -1) {
+        if (opt == '?') return 2;
         if (opt == help_opt) { help(); return -1; }
         int rc = apply(opt, optarg, ctx);
         if (rc) return rc;

@@ -77,6 +77,13 @@ int usp_cli_int_option(const char *cmd, const char *name, const char *arg, long 
  * saying why not. */
 int usp_cli_seconds_option(const char *cmd, const char *name, const char *arg, double *out);
 
+/* getopt_long over `shorts` and `opts` with getopt's own messages off: an
+ * unknown option, or one without its value, is refused in one line ("usp:
+ * <cmd>: unknown option '--x' (usp <help_cmd> --help)", "...: option '--seq'
+ * needs a value ...") and '?' is returned; else what getopt_long returns. */
+int usp_cli_getopt(const char *cmd, const char *help_cmd, int argc, char **argv, const char *shorts,
+                   const struct option *opts);
+
 /* Applies one option of a command to its settings (ctx): 0, or the exit
  * code of a refusal (already printed). */
 typedef int (*usp_cli_apply_fn)(int opt, const char *arg, void *ctx);

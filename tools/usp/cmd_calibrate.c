@@ -127,7 +127,6 @@ static int parse(int argc, char **argv, calibrate_options *o) {
         {"json", no_argument, 0, OPT_JSON}, {"link-from-traces", no_argument, 0, OPT_LINK_TRACES},
         {"short-blocks", no_argument, 0, OPT_SHORT},
         {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
-    opterr = 0; /* getopt's own message off: a refusal stays one line */
     int rc = usp_cli_parse("calibrate", argc, argv, opts, OPT_HELP, help, apply_option, o);
     return rc ? rc : check_modes(o);
 }

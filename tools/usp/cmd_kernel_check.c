@@ -119,8 +119,9 @@ static int parse(int argc, char **argv, kc_opts *o) {
     long v;
     int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((opt = usp_cli_getopt("kernel-check", "kernel-check", argc, argv, "", opts)) != -1) {
         switch (opt) {
+        case '?': return 2;
         case OPT_KERNEL: o->kernel_path = optarg; break;
         case OPT_QUICK: o->quick = 1; break;
         case OPT_CASE: o->filter = optarg; break;

@@ -84,11 +84,9 @@ int cmd_nccl(int argc, char **argv) {
     nccl_args a = {.o = {.min_bytes = 8, .max_bytes = 128.0 * 1024 * 1024, .factor = 2}};
     int opt;
     optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, "hb:e:f:", opts, NULL)) != -1) {
+    while ((opt = usp_cli_getopt("nccl", "nccl", argc, argv, "hb:e:f:", opts)) != -1) {
         if (opt == 'h' || opt == OPT_HELP) { usage(); return 0; }
-        if (opt == '?') return usp_cli_bad_input("nccl", "unknown option or missing value '%s' (see usp nccl --help)",
-                                                 argv[optind - 1]);
+        if (opt == '?') return 2;
         int rc = apply(opt, optarg, &a);
         if (rc) return rc;
     }

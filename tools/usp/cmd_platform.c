@@ -179,7 +179,7 @@ int cmd_platform(int argc, char **argv) {
     a.p.lat_us = -1;
     int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
+    while ((opt = usp_cli_getopt("platform", "platform", argc, argv, "ho:", opts)) != -1) {
         if (opt == 'h') { usage(stdout); return 0; }
         if (opt == '?') return 2;
         if (parse_option(opt, optarg, &a) != 0) return 2;

@@ -59,7 +59,8 @@ int cmd_schedule(int argc, char **argv) {
     long rank = 0;
     int backward = 1, json = 0, opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((opt = usp_cli_getopt("schedule", "schedule", argc, argv, "", opts)) != -1) {
+        if (opt == '?') return 2;
         int r = usp_cli_config_option("schedule", opt, optarg, &cfg);
         if (r < 0) return 2;
         if (r > 0) continue;

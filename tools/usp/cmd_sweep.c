@@ -76,7 +76,7 @@ static int parse_args(int argc, char **argv, sweep_args *a) {
         {"quiet", no_argument, 0, OPT_QUIET}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((opt = usp_cli_getopt("sweep", "sweep", argc, argv, "h", opts)) != -1) {
         if (opt == 'h') { usage(stdout); return -1; }
         if (opt == '?') return 2;
         if (parse_option(opt, optarg, a) != 0) return 2;

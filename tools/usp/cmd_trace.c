@@ -45,12 +45,6 @@ static void help_svg(void) {
            USP_TRACE_SVG_MAX_RANKS);
 }
 
-/* getopt's own message is off (opterr = 0) so that a refusal stays one line. */
-static int bad_option(const char *verb, const char *arg) {
-    return usp_cli_bad_input("trace", "%s: unknown option or missing value '%s' (usp trace %s --help)",
-                             verb, arg, verb);
-}
-
 /* Reads a trace; a file that holds no step at all is refused too. */
 static int load_trace(const char *path, usp_trace *t) {
     usp_status st = usp_trace_read(path, t);
@@ -102,8 +96,7 @@ static int trace_diff(int argc, char **argv) {
     long top = TRACE_DEFAULT_TOP;
     int json = 0, opt;
     optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((opt = usp_cli_getopt("trace", "trace diff", argc, argv, "", opts)) != -1) {
         switch (opt) {
         case OPT_TOP:
             if (usp_parse_int(optarg, 0, 1L << 30, &top) != 0)
@@ -111,7 +104,7 @@ static int trace_diff(int argc, char **argv) {
             break;
         case OPT_JSON: json = 1; break;
         case OPT_HELP: help_diff(); return 0;
-        default: return bad_option("diff", argv[optind - 1]);
+        default: return 2; /* refused by usp_cli_getopt */
         }
     }
     if (argc - optind != 2)
@@ -177,14 +170,13 @@ static int trace_svg(int argc, char **argv) {
     const char *out = NULL, *title = NULL;
     int opt, json = 0;
     optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
+    while ((opt = usp_cli_getopt("trace", "trace svg", argc, argv, "o:", opts)) != -1) {
         switch (opt) {
         case 'o': out = optarg; break;
         case OPT_TITLE: title = optarg; break;
         case OPT_JSON: json = 1; break;
         case OPT_HELP: help_svg(); return 0;
-        default: return bad_option("svg", argv[optind - 1]);
+        default: return 2; /* refused by usp_cli_getopt */
         }
     }
     int count = argc - optind;

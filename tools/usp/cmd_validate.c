@@ -173,7 +173,6 @@ static int parse(int argc, char **argv, validate_options *o) {
         {"case-platform", required_argument, 0, OPT_CASE_PLATFORM}, {"timeout", required_argument, 0, OPT_TIMEOUT},
         {"published", optional_argument, 0, OPT_PUBLISHED}, {"quiet", no_argument, 0, OPT_QUIET},
         {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
-    opterr = 0; /* getopt's own message off: a refusal stays one line */
     int rc = usp_cli_parse("validate", argc, argv, opts, OPT_HELP, help, apply_option, o);
     return rc ? rc : check_modes(o);
 }

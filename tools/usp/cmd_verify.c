@@ -275,8 +275,9 @@ int cmd_verify(int argc, char **argv) {
     int quick = 0, masks_only = 0, wire_errors = 0, dtype_given = 0, shape_given = 0, opt;
     usp_wire wire = USP_WIRE_DTYPE;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((opt = usp_cli_getopt("verify", "verify", argc, argv, "", opts)) != -1) {
         switch (opt) {
+        case '?': return 2;
         case OPT_DTYPE:
             if (usp_parse_dtype(optarg, &t.dtype) != USP_OK) return usp_cli_report("verify", USP_EINVAL);
             dtype_given = 1;
