@@ -163,7 +163,7 @@ static void expect_point(const json_t *pt, const char *const *keys, const char *
 
 static void plan_and_costs_shape(void **state) {
     (void)state;
-    static const char *const point_keys[] = {POINT_KEYS, NULL};
+    static const char *const point_keys[] = {POINT_KEYS, "caveat", NULL};   /* the row under a caveat */
     static const char *const explain_keys[] = {POINT_KEYS, "bytes_per_layer", "bytes_edges",
                                                "bytes_accumulating_micro_batch", "bytes_per_step",
                                                "simulated_bytes_per_step", NULL};
@@ -174,6 +174,7 @@ static void plan_and_costs_shape(void **state) {
     const json_t *mixes = json_object_get(doc, "mixes"), *refused = json_object_get(doc, "refused");
     assert_true(json_is_array(mixes) && json_array_size(mixes) > 1);
     assert_true(json_is_array(refused) && json_array_size(refused) > 0);
+    assert_true(json_is_null(json_object_get(doc, "caveat")));   /* NVSwitch: none */
     size_t i;
     json_t *e;
     json_int_t last_rank = 0;

@@ -576,6 +576,41 @@ static void l20_table_p2p_through_the_cpu(void **state) {
     usp_pub_tables_free(tables, n);
 }
 
+/* What usp run, sweep and plan print on a platform whose all-to-alls go
+ * through host memory (usp_platform_caveat, sim/network/platform.c) is read off
+ * the two 8 x L20 tables on l20x8: measured time over simulated 1.4-7x at
+ * ulysses 8, at most 3x at ulysses 4. A change of the model or of the tables
+ * that moves them outside fails here, and the text must be changed with it. */
+static void l20_caveat_figures(void **state) {
+    (void)state;
+    usp_pub_table *tables;
+    int n, found = 0;
+    double lo[9], hi[9];   /* by ulysses degree: the time ratio, measured over simulated */
+    for (int u = 0; u < 9; u++) lo[u] = INFINITY, hi[u] = -INFINITY;
+    assert_int_equal(usp_pub_tables_read(USP_PUBLISHED_DIR, &tables, &n), USP_OK);
+    for (int i = 0; i < n; i++) {
+        usp_pub_table *t = &tables[i];
+        if (strcmp(t->name, "usp-paper-l20x8-attention") && strcmp(t->name, "usp-readme-l20x8-attention")) continue;
+        found++;
+        assert_int_equal(usp_pub_predict(t, NULL, NULL, NULL), USP_OK);
+        for (int r = 0; r < t->nrows; r++) {
+            const usp_pub_row *row = &t->rows[r];
+            assert_true(isfinite(row->error_pct));
+            const double ratio = row->predicted / row->measured;   /* throughputs: time measured / simulated */
+            const int u = row->cfg.ulysses;
+            if (ratio < lo[u]) lo[u] = ratio;
+            if (ratio > hi[u]) hi[u] = ratio;
+        }
+    }
+    assert_int_equal(found, 2);
+    for (int u = 1; u <= 8; u *= 2)
+        print_message("l20x8, ulysses %d: measured time / simulated %.2f-%.2fx\n", u, lo[u], hi[u]);
+    assert_true(lo[8] >= 1.4 && hi[8] <= 7.0);
+    assert_true(hi[4] <= 3.0 && hi[4] > 2.0);
+    assert_true(usp_platform_caveat("l20x8", &(usp_config){.ulysses = 8, .ring = 1}) != NULL);
+    usp_pub_tables_free(tables, n);
+}
+
 /* The technical report's statements about memory (section 5.4), held out
  * like its throughputs: every mix it says ran out of memory is over the
  * usable share of an A800 (81920 MiB x USP_MEMORY_USABLE_FRACTION) in the
@@ -654,6 +689,7 @@ int main(void) {
         cmocka_unit_test(test_kernel_only),
         cmocka_unit_test(test_published_tables),
         cmocka_unit_test(l20_table_p2p_through_the_cpu),
+        cmocka_unit_test(l20_caveat_figures),
         cmocka_unit_test(varlen_masks_against_brute_force),
         cmocka_unit_test(paper_memory_statements),
     };

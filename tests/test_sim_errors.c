@@ -208,6 +208,40 @@ static void profile_one_reader(void **state) {
     assert_int_equal(usp_profile_check(copy), USP_OK);
 }
 
+/* The caveat of all-to-alls through host memory: printed where a ulysses
+ * group holds two GPUs that NCCL joins by SHM on the preset's drawing, and
+ * nowhere else (NVSwitch, one PCIe switch, P2P through the CPU, XML files). */
+static void platform_caveats(void **state) {
+    (void)state;
+    usp_config c = usp_config_default();
+    struct { const char *spec; int ulysses, ring; usp_layout layout; int expect; } cases[] = {
+        {"l20x8", 8, 1, USP_LAYOUT_ULYSSES_INNER, 1},
+        {"l20x8", 4, 2, USP_LAYOUT_ULYSSES_INNER, 1},   /* two switches of one socket */
+        {"l20x8", 2, 4, USP_LAYOUT_ULYSSES_INNER, 0},   /* one PCIe switch: P2P */
+        {"l20x8", 2, 4, USP_LAYOUT_RING_INNER, 1},      /* ranks 0 and 4: the other socket */
+        {"l20x8", 1, 8, USP_LAYOUT_ULYSSES_INNER, 0},   /* no all-to-all */
+        {"l20x8:p2p=sys", 8, 1, USP_LAYOUT_ULYSSES_INNER, 0},
+        {"rtx4090x4", 2, 2, USP_LAYOUT_ULYSSES_INNER, 1},
+        {"pcie:gpus=8,per-switch=8,sockets=1", 8, 1, USP_LAYOUT_ULYSSES_INNER, 0},
+        {"pcie:gpus=8,per-switch=-1,sockets=1", 2, 4, USP_LAYOUT_ULYSSES_INNER, 1},
+        {"h100x8", 8, 1, USP_LAYOUT_ULYSSES_INNER, 0},
+        {"h100-fattree", 8, 4, USP_LAYOUT_RING_INNER, 0},   /* across nodes: the network, not SHM */
+        {"h200x2", 2, 1, USP_LAYOUT_ULYSSES_INNER, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        c.ulysses = cases[i].ulysses;
+        c.ring = cases[i].ring;
+        c.layout = cases[i].layout;
+        const char *why = usp_platform_caveat(cases[i].spec, &c);
+        if ((why != NULL) != cases[i].expect)
+            fail_msg("%s, ulysses %d x ring %d: caveat %s", cases[i].spec, c.ulysses, c.ring, why ? why : "none");
+    }
+    const char *xml = temp_file(TWO_HOSTS, ".xml");
+    c.ulysses = 2;
+    c.ring = 1;
+    assert_null(usp_platform_caveat(xml, &c));
+}
+
 /* Two ranks, one SENDRECV each, with the given tags; rank 1 may have none. */
 static void broken_schedule(usp_schedule *s, int tag0, int tag1, int rank1_steps) {
     usp_config c = usp_config_default();
@@ -284,6 +318,7 @@ int main(void) {
         cmocka_unit_test(profile_memory_rates),
         cmocka_unit_test(profile_overlap_and_fixed_times),
         cmocka_unit_test(profile_one_reader),
+        cmocka_unit_test(platform_caveats),
         cmocka_unit_test(broken_schedules),
         cmocka_unit_test(commands_exit_2),
     };

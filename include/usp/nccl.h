@@ -79,13 +79,15 @@ typedef struct {
     int nrows;
     int counted;
     double mean_abs_error, max_abs_error; /* over counted rows */
+    int held_out;       /* "held_out": true: no figure of the network model was fitted to it */
 } usp_nccl_comparison;
 
 usp_status usp_nccl_compare(const char *file, usp_nccl_comparison *c);
 /* The bar of the published comparison: the |error| of every counted row, all
  * sizes, of each topology class (pcie-shm, pcie-p2p, nvswitch, multi-node). */
 #define USP_NCCL_BAR 0.25
-/* Per class: files, counted rows, mean and max |error|, rows within the bar. */
+/* Per class, the held-out files apart from those the model was fitted to:
+ * files, counted rows, mean and max |error|, rows within the bar. */
 void usp_nccl_compare_summary(FILE *f, const usp_nccl_comparison *c, int n, int json);
 void usp_nccl_comparison_free(usp_nccl_comparison *c);
 void usp_nccl_compare_print(FILE *f, const usp_nccl_comparison *c);

@@ -93,6 +93,7 @@ typedef struct {
     int world, ranks_simulated; /* fewer when folded: one rank per ulysses group */
     int ulysses;
     char not_folded[160];      /* timing only, ulysses > 1, not folded: why */
+    char caveat[640];          /* usp_platform_caveat of the run ("" none; not with a host map) */
 } usp_sim_report;
 
 /* Derives the report of a finished run (loads the profile named by o). */
@@ -102,6 +103,9 @@ usp_status usp_sim_report_make(const usp_schedule *s, const usp_result *r, const
  * object (no trailing newline) to place as the value of a "sim" member. */
 void usp_sim_report_print(FILE *f, const usp_sim_report *rep);
 void usp_sim_report_json(FILE *f, const usp_sim_report *rep);
+/* `prefix`, then `text` in lines of at most 100 columns (a longer word alone),
+ * the lines after the first indented as wide as the prefix. */
+void usp_print_wrapped(FILE *f, const char *prefix, const char *text);
 
 /* ------------------------------------------------------------ platforms */
 
@@ -152,6 +156,17 @@ int usp_platform_is_preset(const char *spec);
 /* The built-in device profile a preset's GPUs use ("h200"), or NULL. */
 const char *usp_platform_gpu(const char *name);
 
+/* Where published end-to-end measurements of a machine like the platform
+ * `spec` put the model far off for the run `c` (its ulysses groups, ranks on
+ * the hosts in order): NULL, or one clause naming the evidence and where it is
+ * written up. Today: all-to-alls through host memory (SHM) on a machine
+ * preset. usp run, sweep and plan print it beside their predictions. */
+const char *usp_platform_caveat(const char *spec, const usp_config *c);
+/* The same for any all-to-all groups of `size` ranks among `world`: rank g's
+ * group is g + k * stride (k < size) from the rank whose (g / stride) % size
+ * is 0 (usp_platform_caveat: stride 1 with ulysses inside, ring outside). */
+const char *usp_platform_caveat_a2a(const char *spec, int world, int size, int stride);
+
 /* Preset names, NULL-terminated, and a one-line description of each. */
 const char *const *usp_platform_presets(void);
 const char *usp_platform_describe(const char *name);
@@ -174,6 +189,7 @@ typedef struct {
     double peak_bytes;
     int oom;
     double mfu;
+    const char *caveat;       /* usp_platform_caveat of the point (NULL: none; not with a host map) */
 } usp_sweep_point;
 
 typedef struct {

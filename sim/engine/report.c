@@ -38,6 +38,9 @@ usp_status usp_sim_report_make(const usp_schedule *s, const usp_result *r, const
     rep->world = r->world;
     rep->ulysses = s->cfg.ulysses;
     rep->ranks_simulated = r->sim_ranks_simulated > 0 ? r->sim_ranks_simulated : r->world;
+    const char *caveat = o && o->hostmap ? NULL : usp_platform_caveat(o && o->platform ? o->platform : "h200x8",
+                                                                         &s->cfg);
+    if (caveat) snprintf(rep->caveat, sizeof rep->caveat, "%s", caveat);
     if (!rep->numerics && rep->ulysses > 1 && rep->ranks_simulated == rep->world)
         snprintf(rep->not_folded, sizeof rep->not_folded, "%s", r->sim_mode);
     return USP_OK;
@@ -64,6 +67,34 @@ void usp_sim_report_print(FILE *f, const usp_sim_report *rep) {
     fprintf(f, "  peak activations %.2f GiB on rank %d of %.1f GiB usable (%.0f%% of %.1f GiB): %s\n",
             rep->peak_bytes_max / GiB, rep->peak_rank, rep->usable_bytes / GiB, 100 * USP_MEMORY_USABLE_FRACTION,
             rep->capacity_bytes / GiB, rep->oom ? "OUT OF MEMORY" : "fits");
+    if (rep->caveat[0]) {
+        char line[800];
+        snprintf(line, sizeof line, "on %s, %s", rep->platform, rep->caveat);
+        usp_print_wrapped(f, "  caveat           ", line);
+    }
+}
+
+void usp_print_wrapped(FILE *f, const char *prefix, const char *text) {
+    enum { WIDTH = 100 };
+    const int indent = (int)strlen(prefix);
+    fputs(prefix, f);
+    int col = indent;
+    for (const char *w = text; *w;) {
+        while (*w == ' ') w++;
+        const int len = (int)strcspn(w, " ");
+        if (!len) break;
+        if (col > indent && col + 1 + len > WIDTH) {
+            fprintf(f, "\n%*s", indent, "");
+            col = indent;
+        } else if (col > indent) {
+            fputc(' ', f);
+            col++;
+        }
+        fwrite(w, 1, (size_t)len, f);
+        col += len;
+        w += len;
+    }
+    fputc('\n', f);
 }
 
 static void member(FILE *f, const char *key, double v, int last) {
@@ -98,6 +129,9 @@ void usp_sim_report_json(FILE *f, const usp_sim_report *rep) {
     member(f, "peak_rank", rep->peak_rank, 0);
     member(f, "capacity_bytes", rep->capacity_bytes, 0);
     member(f, "usable_bytes", rep->usable_bytes, 0);
-    member(f, "ranks_simulated", rep->ranks_simulated, 1);
+    member(f, "ranks_simulated", rep->ranks_simulated, 0);
+    fputs("\"caveat\": ", f);
+    if (rep->caveat[0]) usp_json_write_string(f, rep->caveat);
+    else fputs("null", f);
     fputc('}', f);
 }

@@ -113,6 +113,8 @@ usp_status usp_sweep_run(const usp_config *base, int world, const usp_sim_option
         int sim_failed = 0;
         pt->status = usp_config_validate(&pt->cfg);
         if (pt->status == USP_OK) pt->status = time_point(pt, o, &sim_failed);
+        if (pt->status == USP_OK && !(o && o->hostmap))
+            pt->caveat = usp_platform_caveat(o && o->platform ? o->platform : "h200x8", &pt->cfg);
         if (pt->status == USP_OK) out->ran++;
         else sim_copy_str(pt->why, sizeof pt->why, usp_error());
         if (sim_failed || pt->status == USP_EINTERNAL) st = pt->status; /* no point can run: stop */
@@ -147,16 +149,23 @@ void usp_sweep_print_table(FILE *f, const usp_sweep *sw) {
                     usp_ring_impl_name(c->ring_impl), usp_layout_name(c->layout), p->why);
             continue;
         }
-        fprintf(f, "%4d %7d %5d %-9s %-13s %9.2f %9.2f %9.2f %9.2f %9.2f %5.1f%% %7.2f%s\n", i + 1, c->ulysses,
+        fprintf(f, "%4d %7d %5d %-9s %-13s %9.2f %9.2f %9.2f %9.2f %9.2f %5.1f%% %7.2f%s%s\n", i + 1, c->ulysses,
                 c->ring, usp_ring_impl_name(c->ring_impl), usp_layout_name(c->layout), p->time_fwd_s * 1e3,
                 p->time_bwd_s * 1e3, p->time_total_s * 1e3, p->compute_s * 1e3, p->exposed_comm_s * 1e3,
-                p->mfu * 100, p->peak_bytes / GiB, p->oom ? " OOM" : "");
+                p->mfu * 100, p->peak_bytes / GiB, p->oom ? " OOM" : "", p->caveat ? " *" : "");
     }
+    for (int i = 0; i < sw->count; i++)   /* one text: the platform's */
+        if (sw->points[i].caveat) {
+            char line[800];
+            snprintf(line, sizeof line, "on this platform, %s", sw->points[i].caveat);
+            usp_print_wrapped(f, "* ", line);
+            break;
+        }
 }
 
 void usp_sweep_print_csv(FILE *f, const usp_sweep *sw) {
     fprintf(f, "rank,ulysses,ring,ring_impl,layout,time_fwd_s,time_bwd_s,time_total_s,compute_s,"
-               "exposed_comm_s,mfu,peak_bytes,oom,refused\n");
+               "exposed_comm_s,mfu,peak_bytes,oom,refused,caveat\n");
     for (int i = 0; i < sw->count; i++) {
         const usp_sweep_point *p = &sw->points[i];
         const usp_config *c = &p->cfg;
@@ -165,11 +174,11 @@ void usp_sweep_print_csv(FILE *f, const usp_sweep *sw) {
         if (p->status != USP_OK) {
             fputs(",,,,,,,,\"", f);
             for (const char *q = p->why; *q; q++) fputs(*q == '"' ? "\"\"" : (char[2]){*q, 0}, f);
-            fputs("\"\n", f);
+            fputs("\",0\n", f);
             continue;
         }
-        fprintf(f, "%.9g,%.9g,%.9g,%.9g,%.9g,%.6g,%.0f,%d,\n", p->time_fwd_s, p->time_bwd_s, p->time_total_s,
-                p->compute_s, p->exposed_comm_s, p->mfu, p->peak_bytes, p->oom);
+        fprintf(f, "%.9g,%.9g,%.9g,%.9g,%.9g,%.6g,%.0f,%d,,%d\n", p->time_fwd_s, p->time_bwd_s, p->time_total_s,
+                p->compute_s, p->exposed_comm_s, p->mfu, p->peak_bytes, p->oom, p->caveat != NULL);
     }
 }
 
@@ -201,9 +210,14 @@ void usp_sweep_print_json(FILE *f, const usp_sweep *sw, const char *platform) {
         json_num(f, "exposed_comm_s", p->exposed_comm_s);
         json_num(f, "mfu", p->mfu);
         json_num(f, "peak_bytes", p->peak_bytes);
-        fprintf(f, ", \"oom\": %s}", p->oom ? "true" : "false");
+        fprintf(f, ", \"oom\": %s, \"caveat\": %s}", p->oom ? "true" : "false", p->caveat ? "true" : "false");
     }
-    fputs("\n]}\n", f);
+    const char *caveat = NULL;
+    for (int i = 0; i < sw->count && !caveat; i++) caveat = sw->points[i].caveat;
+    fputs("\n], \"caveat\": ", f);
+    if (caveat) usp_json_write_string(f, caveat);
+    else fputs("null", f);
+    fputs("}\n", f);
 }
 
 /* ----------------------------------------------------------------- SVG */

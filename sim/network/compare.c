@@ -191,6 +191,10 @@ usp_status usp_nccl_compare(const char *file, usp_nccl_comparison *c) {
         const char *s;
         st = usp_json_get_string(root, need[i], &s);
     }
+    const usp_json *held = usp_json_get(root, "held_out");
+    if (st == USP_OK && held && held->type != USP_JSON_BOOL)
+        st = usp_fail(USP_EINVAL, "line %d: 'held_out' must be true or false", held->line);
+    c->held_out = held && held->boolean;
     const usp_json *tables = usp_json_get(root, "tables");
     if (st == USP_OK && (!tables || tables->type != USP_JSON_ARRAY || tables->count == 0))
         st = usp_fail(USP_EINVAL, "'tables' must be a non-empty array");
@@ -230,7 +234,8 @@ void usp_nccl_comparison_free(usp_nccl_comparison *c) {
 void usp_nccl_compare_print(FILE *f, const usp_nccl_comparison *c) {
     fprintf(f, "# %s\n# published: %s\n# hardware:  %s\n# software:  %s\n", c->file, c->source, c->hardware,
             c->software);
-    fprintf(f, "# class %s; predicted (SIMULATED) on platform %s\n", c->cls, c->platform);
+    fprintf(f, "# class %s; predicted (SIMULATED) on platform %s; %s\n", c->cls, c->platform,
+            c->held_out ? "held out (no figure of the model was fitted to it)" : "the model's figures are fitted to it");
     fprintf(f, "#%-13s %5s %7s %12s %10s %10s %10s %10s %8s  %s\n", "op", "ranks", "kind", "size (B)", "time us",
             "sim us", "busbw", "sim busbw", "error", "counted");
     for (int i = 0; i < c->nrows; i++) {
@@ -261,7 +266,8 @@ void usp_nccl_compare_json(FILE *f, const usp_nccl_comparison *c) {
     usp_json_write_string(f, c->cls);
     fputs(", \"platform\": ", f);
     usp_json_write_string(f, c->platform);
-    fprintf(f, ", \"simulated\": true, \"counted\": %d, \"mean_abs_error\": ", c->counted);
+    fprintf(f, ", \"simulated\": true, \"held_out\": %s, \"counted\": %d, \"mean_abs_error\": ",
+            c->held_out ? "true" : "false", c->counted);
     usp_json_write_number(f, c->mean_abs_error);
     fputs(", \"max_abs_error\": ", f);
     usp_json_write_number(f, c->max_abs_error);
@@ -292,20 +298,23 @@ void usp_nccl_compare_json(FILE *f, const usp_nccl_comparison *c) {
     fputs("]}\n", f);
 }
 
-/* Per topology class, over every counted row of the files. */
+/* Per topology class, over every counted row of the files; held-out files
+ * apart from those the model is fitted to. */
 typedef struct {
     char cls[32];
+    int held_out;
     int files, rows, within;
     double sum, max;
 } class_stat;
 
-static int class_slot(class_stat *st, int *k, int cap, const char *cls) {
+static int class_slot(class_stat *st, int *k, int cap, const char *cls, int held_out) {
     int j = 0;
-    while (j < *k && strcmp(st[j].cls, cls)) j++;
+    while (j < *k && (strcmp(st[j].cls, cls) || st[j].held_out != held_out)) j++;
     if (j < *k) return j;
     if (*k == cap) return -1;
     memset(&st[j], 0, sizeof st[j]);
     snprintf(st[j].cls, sizeof st[j].cls, "%s", cls);
+    st[j].held_out = held_out;
     (*k)++;
     return j;
 }
@@ -315,11 +324,11 @@ static int class_slot(class_stat *st, int *k, int cap, const char *cls) {
 static int class_stats(const usp_nccl_comparison *c, int n, class_stat *st, int cap) {
     int k = 0;
     for (int i = 0; i < n; i++) {
-        int f = class_slot(st, &k, cap, c[i].cls);
+        int f = class_slot(st, &k, cap, c[i].cls, c[i].held_out);
         if (f >= 0) st[f].files++;
         for (int r = 0; r < c[i].nrows; r++) {
             if (!c[i].rows[r].counted) continue;
-            int j = class_slot(st, &k, cap, c[i].rows[r].cls);
+            int j = class_slot(st, &k, cap, c[i].rows[r].cls, c[i].held_out);
             if (j < 0) continue;
             double e = fabs(c[i].rows[r].error);
             st[j].rows++;
@@ -342,23 +351,24 @@ void usp_nccl_compare_summary(FILE *f, const usp_nccl_comparison *c, int n, int 
         fprintf(f, "# per topology class, every counted row, all sizes (SIMULATED against published; bar: every row's\n"
                    "# |error| <= %.0f%%; the error is of busbw, from the times where a row gives them)\n",
                 100 * USP_NCCL_BAR);
-        fprintf(f, "#%-13s %5s %5s %11s %9s %13s  %s\n", "class", "files", "rows", "mean |err|", "max |err|",
-                "rows <= bar", "meets the bar");
+        fprintf(f, "#%-13s %-8s %5s %5s %11s %9s %13s  %s\n", "class", "data", "files", "rows", "mean |err|",
+                "max |err|", "rows <= bar", "meets the bar");
     }
     for (int j = 0; j < k; j++) {
         double mean = st[j].rows ? st[j].sum / st[j].rows : 0;
         if (json) {
             fputs(j ? ", {\"class\": " : "{\"class\": ", f);
             usp_json_write_string(f, st[j].cls);
-            fprintf(f, ", \"files\": %d, \"rows\": %d, \"rows_within_bar\": %d, \"mean_abs_error\": ", st[j].files,
-                    st[j].rows, st[j].within);
+            fprintf(f, ", \"held_out\": %s, \"files\": %d, \"rows\": %d, \"rows_within_bar\": %d, \"mean_abs_error\": ",
+                    st[j].held_out ? "true" : "false", st[j].files, st[j].rows, st[j].within);
             usp_json_write_number(f, mean);
             fputs(", \"max_abs_error\": ", f);
             usp_json_write_number(f, st[j].max);
             fprintf(f, ", \"meets_bar\": %s}", st[j].rows && st[j].within == st[j].rows ? "true" : "false");
         } else {
-            fprintf(f, " %-13s %5d %5d %10.1f%% %8.1f%% %6d of %-4d  %s\n", st[j].cls, st[j].files, st[j].rows,
-                    100 * mean, 100 * st[j].max, st[j].within, st[j].rows,
+            fprintf(f, " %-13s %-8s %5d %5d %10.1f%% %8.1f%% %6d of %-4d  %s\n", st[j].cls,
+                    st[j].held_out ? "held out" : "fitted", st[j].files, st[j].rows, 100 * mean, 100 * st[j].max,
+                    st[j].within, st[j].rows,
                     st[j].rows && st[j].within == st[j].rows ? "yes" : "NO");
         }
     }

@@ -35,11 +35,18 @@ static void print_header(FILE *f, const usp_plan *p) {
             p->flops.total / 1e15, p->flops.linear / 1e15, p->flops.attention / 1e15);
 }
 
-static void print_row(FILE *f, int rank, const usp_plan_point *pt) {
+/* Where published runs put the model of the platform far off for this mix's
+ * all-to-alls (usp_platform_caveat_a2a: the ulysses groups, TP innermost). */
+static const char *mix_caveat(const usp_plan *p, const usp_mix *x) {
+    return usp_platform_caveat_a2a(p->platform, p->gpus, x->ulysses, x->tp);
+}
+
+static void print_row(FILE *f, int rank, const usp_plan *p, const usp_plan_point *pt) {
     const usp_mix *x = &pt->mix;
-    fprintf(f, "%4d  %3d %3d %3d %4d %4d %3s %9.3f %9.1f %6.1f%% %8.1f%s %7.0f%%\n", rank, x->dp, x->tp, x->ulysses,
-            x->ring, x->zero, x->recompute ? "yes" : "-", pt->step_s, pt->tflops_per_gpu, 100 * pt->mfu,
-            pt->mem.total / 1e9, pt->oom ? " OOM" : "    ", 100 * pt->exposed_s / pt->step_s);
+    fprintf(f, "%4d  %3d %3d %3d %4d %4d %3s %9.3f %9.1f %6.1f%% %8.1f%s %7.0f%%%s\n", rank, x->dp, x->tp,
+            x->ulysses, x->ring, x->zero, x->recompute ? "yes" : "-", pt->step_s, pt->tflops_per_gpu, 100 * pt->mfu,
+            pt->mem.total / 1e9, pt->oom ? " OOM" : "    ", 100 * pt->exposed_s / pt->step_s,
+            mix_caveat(p, x) ? " *" : "");
 }
 
 static int same_degrees(const usp_mix *a, const usp_mix *b) {
@@ -80,17 +87,24 @@ void usp_plan_print(FILE *f, const usp_plan *p, int top, int refused, int distin
     print_header(f, p);
     fprintf(f, "rank   dp  tp uly ring zero  rc    step s TFLOP/s/GPU   MFU   mem GB        exposed\n");
     int shown = 0, candidates = 0;
+    const char *caveat = NULL;
     for (int i = 0; i < p->count; i++) {
         if (!shown_point(p, i, distinct)) continue;
         candidates++;
         if (top > 0 && shown >= top) continue;
-        print_row(f, i + 1, &p->points[i]);
+        print_row(f, i + 1, p, &p->points[i]);
+        if (!caveat) caveat = mix_caveat(p, &p->points[i].mix);
         shown++;
     }
     if (shown < candidates) fprintf(f, "... %d more (--top 0 shows all)\n", candidates - shown);
     if (p->pruned)
         fprintf(f, "%d mixes not simulated: over memory, or a lower bound on their step is slower than the %d best "
                    "(--top 0 simulates all)\n", p->pruned, top);
+    if (caveat) {
+        char line[800];
+        snprintf(line, sizeof line, "on this platform, %s", caveat);
+        usp_print_wrapped(f, "* ", line);
+    }
     print_refused(f, p, refused);
 }
 
@@ -191,15 +205,20 @@ void usp_plan_print_json(FILE *f, const usp_plan *p, int top, int refused, int d
     json_header(f, p);
     fputs(", \"mixes\": [", f);
     int shown = 0;
+    const char *caveat = NULL;
     for (int i = 0; i < p->count; i++) {
         if (!shown_point(p, i, distinct) || (top > 0 && shown >= top)) continue;
         fputs(shown ? ",\n  " : "\n  ", f);
         fprintf(f, "{\"rank\": %d, ", i + 1);
         json_point(f, &p->points[i]);
-        fputs("}", f);
+        const char *c = mix_caveat(p, &p->points[i].mix);
+        fprintf(f, ", \"caveat\": %s}", c ? "true" : "false");
+        if (!caveat) caveat = c;
         shown++;
     }
-    fputs("]", f);
+    fputs("], \"caveat\": ", f);
+    if (caveat) usp_json_write_string(f, caveat);
+    else fputs("null", f);
     if (p->pruned) fprintf(f, ", \"not_simulated\": %d", p->pruned);
     if (refused) {
         fputs(", \"refused\": [", f);
