@@ -36,7 +36,7 @@
  * - all-reduce, besides the ring: between nodes the tree (NCCL_ALGO_TREE: a
  *   double binary tree of nodes, a chain inside each; each GPU moves the
  *   buffer once each way inside its node, each node once each way over its
- *   NICs), and on one NVSwitch node with NVLink SHARP (nccl.nvls_eff > 0,
+ *   NICs between two nodes and twice beyond: tree_net_bw), and on one NVSwitch node with NVLink SHARP (nccl.nvls_eff > 0,
  *   H100 and later) NVLS, the switch reducing (each GPU's traffic (n-1)/n of
  *   the buffer each way, at nvls_eff of the link); between NVLS nodes the tree
  *   runs NVLS inside each node (NVLSTree). Where the network plugin forces
@@ -393,6 +393,15 @@ static double nvls_lat(const sim_net *net, const shape *sh, int plugin) {
  *   node's network share). That fill, one chunk through all hops but the
  *   slowest, is *fill_s; the flows carry the rest at the slowest hop's rate. */
 enum { TREE_CHANNELS = 16 };
+/* The network rate of a tree all-reduce, per node and direction: between two
+ * nodes the two trees of NCCL's double binary tree are one chain, run both
+ * ways, and a node's NICs carry the buffer once each way, at twice their rate
+ * in all; beyond two nodes every node is inside one of the trees, where it
+ * takes its two children's halves and hands its parent's half down to both,
+ * and its NICs carry the buffer twice each way (NCCL's estimate, tuning.cc:
+ * NVLSTree's network bandwidth is doubled for two nodes only). */
+static double tree_net_bw(const shape *sh) { return sh->nodes > 2 ? sh->net_bw : 2 * sh->net_bw; }
+
 static void tree_pipe(const sim_net *net, const shape *sh, int p, double size, double intra_bw, int nvls,
                       double fac, double *fill_s, double *frac) {
     int ncmax = net->costs.channels > 0 ? net->costs.channels : TREE_CHANNELS;
@@ -417,14 +426,15 @@ static void tree_pipe(const sim_net *net, const shape *sh, int p, double size, d
     /* inside a node every channel follows the same chain, so a hop's link is
      * shared by all of them; between nodes the two trees of NCCL's double
      * binary tree run opposite ways, half the channels each way */
-    double through = (sh->max_local > 1 ? intra_hops / intra_bw : 0) + net_hops / (2 * sh->net_bw);
-    double slowest_hop = sh->max_local > 1 && intra_bw < 2 * sh->net_bw ? 1 / intra_bw : 1 / (2 * sh->net_bw);
+    const double net_rate = tree_net_bw(sh);
+    double through = (sh->max_local > 1 ? intra_hops / intra_bw : 0) + net_hops / net_rate;
+    double slowest_hop = sh->max_local > 1 && intra_bw < net_rate ? 1 / intra_bw : 1 / net_rate;
     *fill_s = chunk * ncmax * (through - slowest_hop) / fac;
     *frac = nc / ncmax;
     /* a network message per chunk and hop: a channel's network rate is
      * chunk / (message cost + chunk / its share of the network) */
     double tau = net->costs.net_msg_s;
-    if (tau > 0) *frac *= chunk / (chunk + tau * 2 * sh->net_bw / ncmax);
+    if (tau > 0) *frac *= chunk / (chunk + tau * net_rate / ncmax);
 }
 
 /* NCCL's cap on LL's bus bandwidth in its estimate (tuning.cc llMaxBws,
@@ -472,7 +482,7 @@ static choice choose(const sim_net *net, sim_coll op, const shape *sh, double si
     if (multi) {
         int nvls_tree = nvls > 0 && sh->all_nvlink;
         double intra = nvls_tree ? sh->intra_bw * nvls * sh->max_local / fmax(sh->max_local - 1, 1) : sh->intra_bw;
-        double bus = fmin(intra, sh->net_bw) * TREE_BW_FACTOR;
+        double bus = fmin(intra, tree_net_bw(sh) / 2) * TREE_BW_FACTOR;
         for (int p = 0; p < SIM_PROTO_COUNT; p++) {
             if (p == SIM_PROTO_LL128 && !sh->all_nvlink) continue;
             if (simple_only && p != SIM_PROTO_SIMPLE) continue;
@@ -538,7 +548,8 @@ static void flows_nvls(const shape *sh, int g, int me, double size, double eff, 
 /* Tree (NCCL's double binary tree between nodes, a chain inside each): each
  * GPU moves the buffer once each way inside its node (half along each of the
  * two trees' chains, or NVLS where the switch reduces) and a node moves it
- * once each way over its NICs, GPU k to GPU k of the neighbouring nodes. */
+ * over its NICs once each way between two nodes, twice beyond (tree_net_bw),
+ * GPU k to GPU k of the neighbouring nodes. */
 static void flows_tree(const sim_net *net, const shape *sh, int me, double size, double fac, sink *o) {
     int g, k;
     locate(sh, me, &g, &k);
@@ -550,9 +561,11 @@ static void flows_tree(const sim_net *net, const shape *sh, int me, double size,
             sink_add(o, local_member(sh, g, k + m - 1), size / 2 / fac);
         }
     }
+    /* the buffer once each way between two nodes, twice beyond (tree_net_bw) */
+    const double over_net = (sh->nodes > 2 ? 2.0 : 1.0) * size / m / fac;
     int next = (g + 1) % sh->nodes, prev = (g + sh->nodes - 1) % sh->nodes;
-    sink_add(o, local_member(sh, next, k), size / (2.0 * m) / fac);
-    sink_add(o, local_member(sh, prev, k), size / (2.0 * m) / fac);
+    sink_add(o, local_member(sh, next, k), over_net / 2);
+    sink_add(o, local_member(sh, prev, k), over_net / 2);
 }
 
 /* Member me's flows of a ring, tree or NVLS call (the shape and choice made). */
