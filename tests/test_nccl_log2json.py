@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """tools/nccl-log2json on nccl-tests output: two tests of one log (the ranks
-counted from their "#  Rank" lines, every out-of-place row, a warning between
+counted from their "#  Rank" lines, and per node from their hosts; every
+out-of-place row, a warning between
 rows skipped), read back by `usp nccl --compare` with the same rows; a log
 without a table, an unknown collective and a bad --table-platform refused with
 exit 2 and one line.
@@ -77,6 +78,8 @@ def main():
             fail(f"rows {t[0]['rows']}")
         if not doc.get("held_out") or t[0]["columns"] != ["size", "time_us", "busbw"]:
             fail("held_out or columns missing")
+        if t[0].get("per_node") != 8:   # 16 ranks on two hosts
+            fail(f"per_node {t[0].get('per_node')}, want 8")
         out = os.path.join(d, "run.json")
         with open(out, "w") as f:
             f.write(p.stdout)
@@ -84,7 +87,8 @@ def main():
         if q.returncode != 0:
             fail(f"usp nccl --compare: exit {q.returncode}: {q.stderr}")
         cmp = json.loads(q.stdout)
-        if not cmp["held_out"] or len(cmp["rows"]) != 4 or cmp["rows"][0]["published_busbw"] != 45.88:
+        if (not cmp["held_out"] or len(cmp["rows"]) != 4 or cmp["rows"][0]["published_busbw"] != 45.88
+                or cmp["rows"][0]["per_node"] != 8):
             fail(f"usp nccl --compare read back {cmp}")
         empty = os.path.join(d, "empty.log")
         with open(empty, "w") as f:

@@ -208,9 +208,10 @@ static void profile_one_reader(void **state) {
     assert_int_equal(usp_profile_check(copy), USP_OK);
 }
 
-/* The caveat of all-to-alls through host memory: printed where a ulysses
- * group holds two GPUs that NCCL joins by SHM on the preset's drawing, and
- * nowhere else (NVSwitch, one PCIe switch, P2P through the CPU, XML files). */
+/* The caveats: all-to-alls through host memory, printed where a ulysses group
+ * holds two GPUs that NCCL joins by SHM on the preset's drawing, and nowhere
+ * else (NVSwitch, one PCIe switch, P2P through the CPU, XML files); rings whose
+ * members span more than two nodes. */
 static void platform_caveats(void **state) {
     (void)state;
     usp_config c = usp_config_default();
@@ -227,6 +228,12 @@ static void platform_caveats(void **state) {
         {"h100x8", 8, 1, USP_LAYOUT_ULYSSES_INNER, 0},
         {"h100-fattree", 8, 4, USP_LAYOUT_RING_INNER, 0},   /* across nodes: the network, not SHM */
         {"h200x2", 2, 1, USP_LAYOUT_ULYSSES_INNER, 0},
+        /* rings across nodes: more than two nodes only */
+        {"h100-fattree", 8, 3, USP_LAYOUT_ULYSSES_INNER, 1},
+        {"h100-fattree", 8, 2, USP_LAYOUT_ULYSSES_INNER, 0},
+        {"h100-fattree", 4, 4, USP_LAYOUT_ULYSSES_INNER, 0},   /* 16 ranks: two nodes */
+        {"h100-fattree", 2, 12, USP_LAYOUT_RING_INNER, 0},     /* each ring of 12 on nodes 0-1 or 1-2 */
+        {"a800-2n", 2, 8, USP_LAYOUT_ULYSSES_INNER, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         c.ulysses = cases[i].ulysses;

@@ -23,6 +23,8 @@ typedef struct {
     const char *platform;   /* preset spec or SimGrid XML; NULL: h200x8 */
     const char *op;         /* alltoall, sendrecv, allgather, reducescatter, allreduce */
     int ranks;              /* 0: every GPU of the platform (its preset size) */
+    int per_node;           /* 0: ranks on the GPUs in order; G: on the first G GPUs of each node
+                               (mpirun -N G), which needs a platform whose hosts name their node */
     double min_bytes, max_bytes, factor; /* nccl-tests' -b -e -f */
     const double *sizes;    /* when not NULL: these sizes instead of -b/-e/-f */
     int nsizes;
@@ -62,6 +64,7 @@ void usp_nccl_json(FILE *f, const usp_nccl_table *t);
 typedef struct {
     char op[16], kind[8];   /* kind: "sweep", "peak", "average" */
     int ranks;
+    int per_node;           /* the table's "per_node": ranks on the first G GPUs of each node; 0: in order */
     double size;            /* bytes (sweep rows), 0 for a peak or average */
     double published_busbw, predicted_busbw, error; /* error: predicted / published busbw - 1
                                                        (published / predicted time - 1 where

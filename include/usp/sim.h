@@ -159,13 +159,18 @@ const char *usp_platform_gpu(const char *name);
 /* Where published end-to-end measurements of a machine like the platform
  * `spec` put the model far off for the run `c` (its ulysses groups, ranks on
  * the hosts in order): NULL, or one clause naming the evidence and where it is
- * written up. Today: all-to-alls through host memory (SHM) on a machine
- * preset. usp run, sweep and plan print it beside their predictions. */
+ * written up. Today: all-to-alls through host memory (SHM), and rings across
+ * more than two nodes, on a machine preset. usp run, sweep and plan print it
+ * beside their predictions. */
 const char *usp_platform_caveat(const char *spec, const usp_config *c);
-/* The same for any all-to-all groups of `size` ranks among `world`: rank g's
- * group is g + k * stride (k < size) from the rank whose (g / stride) % size
- * is 0 (usp_platform_caveat: stride 1 with ulysses inside, ring outside). */
-const char *usp_platform_caveat_a2a(const char *spec, int world, int size, int stride);
+/* Groups of ranks that talk together: rank g's group is g + k * stride
+ * (k < size) from the rank whose (g / stride) % size is 0. */
+typedef struct { int size, stride; } usp_platform_group;
+/* The same for any all-to-all groups and ring groups among `world` ranks
+ * (either may be NULL; usp_platform_caveat: ulysses inside, stride 1, and the
+ * ring outside, stride ulysses, or the other way round). */
+const char *usp_platform_caveat_groups(const char *spec, int world, const usp_platform_group *a2a,
+                                       const usp_platform_group *ring);
 
 /* Preset names, NULL-terminated, and a one-line description of each. */
 const char *const *usp_platform_presets(void);

@@ -12,7 +12,9 @@
  * A table may name its own "platform" and "class" (a run with a transport
  * forced by an environment variable is another platform: p2p=sys for
  * NCCL_P2P_LEVEL=SYS; a run on other hardware another preset or XML).
- * A sweep row is re-predicted at its size; a peak or average figure is the
+ * A table may give "per_node": G when its run put G ranks on each node
+ * (mpirun -N G, fewer than the node's GPUs): its ranks go on the first G GPUs
+ * of each node. A sweep row is re-predicted at its size; a peak or average figure is the
  * peak or mean busbw of the simulated sweep over the same sizes (nccl-tests'
  * -b -e -f). The error is the predicted busbw over the published one, less 1;
  * where the row gives its time (a "time_us" column) it is the published time
@@ -79,8 +81,8 @@ static usp_status sweep_table(const usp_json *t, const char *platform, int count
     }
     usp_nccl_table sim = {0};
     if (st == USP_OK && counted != -1) {
-        usp_nccl_options o = {.platform = platform, .op = tmpl->op, .ranks = tmpl->ranks, .sizes = sizes,
-                              .nsizes = (int)rows->count};
+        usp_nccl_options o = {.platform = platform, .op = tmpl->op, .ranks = tmpl->ranks,
+                              .per_node = tmpl->per_node, .sizes = sizes, .nsizes = (int)rows->count};
         st = usp_nccl_simulate(&o, &sim);
     }
     for (size_t r = 0; r < rows->count && st == USP_OK; r++) {
@@ -114,7 +116,7 @@ static usp_status summary_table(const usp_json *t, const char *platform, int cou
     x.published_busbw = busbw;
     if (counted != -1) {
         usp_nccl_options o = {.platform = platform, .op = tmpl->op, .ranks = tmpl->ranks,
-                              .min_bytes = sw->items[0].number, .max_bytes = sw->items[1].number,
+                              .per_node = tmpl->per_node, .min_bytes = sw->items[0].number, .max_bytes = sw->items[1].number,
                               .factor = sw->items[2].number};
         usp_nccl_table sim;
         USP_TRY(usp_nccl_simulate(&o, &sim));
@@ -153,6 +155,10 @@ static usp_status one_table(const char *file, const usp_json *t, const char *pla
     USP_TRY(usp_json_get_string(t, "op", &op));
     USP_TRY(usp_json_get_string(t, "kind", &kind));
     USP_TRY(usp_json_get_int(t, "ranks", &tmpl.ranks));
+    if (usp_json_get(t, "per_node")) {   /* mpirun -N G: the first G GPUs of each node */
+        USP_TRY(usp_json_get_int(t, "per_node", &tmpl.per_node));
+        if (tmpl.per_node < 1) return usp_fail(USP_EINVAL, "line %d: 'per_node' must be 1 or more", t->line);
+    }
     snprintf(tmpl.op, sizeof tmpl.op, "%s", op);
     snprintf(tmpl.kind, sizeof tmpl.kind, "%s", kind);
     const usp_json *cv = usp_json_get(t, "counted");
@@ -278,7 +284,7 @@ void usp_nccl_compare_json(FILE *f, const usp_nccl_comparison *c) {
         usp_json_write_string(f, r->op);
         fputs(", \"kind\": ", f);
         usp_json_write_string(f, r->kind);
-        fprintf(f, ", \"ranks\": %d, \"size\": ", r->ranks);
+        fprintf(f, ", \"ranks\": %d, \"per_node\": %d, \"size\": ", r->ranks, r->per_node);
         usp_json_write_number(f, r->size);
         fputs(", \"published_busbw\": ", f);
         usp_json_write_number(f, r->published_busbw);

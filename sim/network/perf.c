@@ -128,7 +128,31 @@ typedef struct {
     sim_coll op;
     int ranks, nsizes, align;
     const double *sizes;
+    int per_node;
 } child_arg;
+
+/* The first `per` hosts of each node, in order, n of them in all (hosts sorted
+ * by name, so that a node's GPUs come together): 0, or -1 with the reason. */
+static int hosts_per_node(sg_host_t *hosts, size_t nhosts, int per, int n, char *reason, size_t rn) {
+    int kept = 0, local = 0;
+    const char *last = NULL;
+    for (size_t i = 0; i < nhosts && kept < n; i++) {
+        const char *node = sg_host_get_property_value(hosts[i], "node");
+        if (!node) {
+            snprintf(reason, rn, "--per-node: host %s does not say its node (a preset or usp platform --from-topo "
+                     "XML does)", sg_host_get_name(hosts[i]));
+            return -1;
+        }
+        local = last && strcmp(node, last) == 0 ? local + 1 : 0;
+        last = node;
+        if (local < per) hosts[kept++] = hosts[i];
+    }
+    if (kept < n) {
+        snprintf(reason, rn, "--per-node %d: the platform holds %d such GPUs, fewer than the %d ranks", per, kept, n);
+        return -1;
+    }
+    return 0;
+}
 
 /* Writes: loaded (int), status (int), reason[256], ranks (int), then the rows. */
 static void child_main(int fd, const void *argp) {
@@ -151,6 +175,10 @@ static void child_main(int fd, const void *argp) {
     if (status == USP_OK) {
         g_perf.hosts = sg_host_list();
         qsort(g_perf.hosts, nhosts, sizeof *g_perf.hosts, cmp_host_names);
+        if (a->per_node > 0 && hosts_per_node(g_perf.hosts, nhosts, a->per_node, n, reason, sizeof reason) != 0)
+            status = USP_EINVAL;
+    }
+    if (status == USP_OK) {
         g_perf.op = a->op;
         g_perf.n = n;
         g_perf.nsizes = a->nsizes;
@@ -230,6 +258,8 @@ usp_status usp_nccl_simulate(const usp_nccl_options *o, usp_nccl_table *t) {
         return usp_fail(USP_EINVAL, "sizes: need 0 < min <= max and factor >= 1 (got %g, %g, %g)", o->min_bytes,
                         o->max_bytes, o->factor);
     if (o->ranks < 0 || o->ranks == 1) return usp_fail(USP_EINVAL, "--ranks %d: a collective needs 2 or more", o->ranks);
+    if (o->per_node < 0 || (o->per_node > 0 && o->ranks == 0))
+        return usp_fail(USP_EINVAL, "--per-node %d: a positive count, with --ranks", o->per_node);
     const char *spec = o->platform ? o->platform : "h200x8";
     char path[4096];
     int temp = usp_platform_is_preset(spec);
@@ -248,7 +278,7 @@ usp_status usp_nccl_simulate(const usp_nccl_options *o, usp_nccl_table *t) {
     if (o->sizes) memcpy(sizes, o->sizes, (size_t)nsizes * sizeof *sizes);
     t->rows = calloc((size_t)(nsizes > 0 ? nsizes : 1), sizeof *t->rows);
     if (!t->rows) { free(sizes); if (temp) unlink(path); return usp_fail(USP_EINTERNAL, "out of memory"); }
-    child_arg a = {path, op, o->ranks, nsizes, o->sizes == NULL, sizes};
+    child_arg a = {path, op, o->ranks, nsizes, o->sizes == NULL, sizes, o->per_node};
     int ranks = 0;
     usp_status st = run_child(&a, spec, t->rows, &ranks);
     if (temp) unlink(path);

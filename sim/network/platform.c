@@ -502,6 +502,17 @@ static const char SHM_A2A_CAVEAT[] =
     "sequences, so splits with a large ulysses degree rank too high here (traces/README.md, "
     "'The 8 x L20 table')";
 
+/* A send/recv ring across more than two nodes: on the one published cluster of
+ * such rings (10 nodes of 8 H100, nccl-tests' sendrecv_perf) it ran at 24.8-26.2
+ * GB/s a GPU with 1-4 GPUs a node and 15.2 with 8, against the 48 simulated; pairs
+ * of nodes at 40-46, within 20% of the model (traces/README.md, "Published
+ * nccl-tests results"). tests/test_nccl.c holds the figures to the file. */
+static const char RING_NODES_CAVEAT[] =
+    "its ring crosses more than two nodes: on the one published cluster of such rings (nccl-tests on "
+    "10 nodes of 8 H100) a send/recv ring across the nodes ran at 0.3-0.6 of the rate simulated here, "
+    "while pairs of nodes ran within 20% of it, so the ring's hops between nodes may take up to 3x "
+    "the simulated time (traces/README.md, 'Published nccl-tests results')";
+
 /* 1 if GPUs a and b (numbered across nodes) talk through host memory: the
  * rule of sim_net_transport (transport.c) on the machine's drawing. */
 static int pair_shm(const sim_machine *m, int a, int b) {
@@ -512,29 +523,52 @@ static int pair_shm(const sim_machine *m, int a, int b) {
              m->gpu_socket[ga] == m->gpu_socket[gb]);
 }
 
-const char *usp_platform_caveat_a2a(const char *spec, int world, int size, int stride) {
+/* The groups of `size` ranks g + k * stride (k < size) from each rank whose
+ * (g / stride) % size is 0: 1 when one holds a pair on SHM (shm), or spans more
+ * than two nodes (!shm). */
+static int groups_hit(const sim_machine *m, int world, const usp_platform_group *grp, int shm) {
+    if (grp->size < 2 || grp->stride < 1) return 0;
+    for (int g = 0; g < world; g++) {
+        if ((g / grp->stride) % grp->size != 0) continue;
+        int nodes[3], nn = 0;
+        for (int a = 0; a < grp->size && g + a * grp->stride < world; a++) {
+            const int ra = g + a * grp->stride;
+            if (shm) {
+                for (int b = a + 1; b < grp->size; b++)
+                    if (g + b * grp->stride < world && pair_shm(m, ra, g + b * grp->stride)) return 1;
+                continue;
+            }
+            int node = ra / m->gpus, seen = 0;
+            for (int k = 0; k < nn; k++) seen |= nodes[k] == node;
+            if (!seen) {
+                if (nn == 2) return 1;
+                nodes[nn++] = node;
+            }
+        }
+    }
+    return 0;
+}
+
+const char *usp_platform_caveat_groups(const char *spec, int world, const usp_platform_group *a2a,
+                                       const usp_platform_group *ring) {
     char name[64];
     usp_platform_params p;
-    if (!spec || size < 2 || stride < 1 || !usp_platform_is_preset(spec) ||
-        usp_platform_parse_spec(spec, name, sizeof name, &p) != USP_OK)
+    if (!spec || !usp_platform_is_preset(spec) || usp_platform_parse_spec(spec, name, sizeof name, &p) != USP_OK)
         return NULL;
     const preset *ps = find_preset(name);
     if (!ps->machine || size_for_world(ps, &p, world) != USP_OK) return NULL;
     sim_machine m;
     ps->machine(&m, &p, p.nodes ? p.nodes : ps->default_nodes);
     if (p.p2p_level) m.p2p_sys = p.p2p_level == 2;
-    for (int g = 0; g < world; g++) {   /* each group's first rank, then its pairs */
-        if ((g / stride) % size != 0) continue;
-        for (int a = 0; a < size; a++)
-            for (int b = a + 1; b < size; b++)
-                if (g + b * stride < world && pair_shm(&m, g + a * stride, g + b * stride)) return SHM_A2A_CAVEAT;
-    }
+    if (a2a && groups_hit(&m, world, a2a, 1)) return SHM_A2A_CAVEAT;
+    if (ring && groups_hit(&m, world, ring, 0)) return RING_NODES_CAVEAT;
     return NULL;
 }
 
 const char *usp_platform_caveat(const char *spec, const usp_config *c) {
-    return usp_platform_caveat_a2a(spec, c->ulysses * c->ring, c->ulysses,
-                                   c->layout == USP_LAYOUT_ULYSSES_INNER ? 1 : c->ring);
+    const int inner = c->layout == USP_LAYOUT_ULYSSES_INNER;
+    const usp_platform_group a2a = {c->ulysses, inner ? 1 : c->ring}, ring = {c->ring, inner ? c->ulysses : 1};
+    return usp_platform_caveat_groups(spec, c->ulysses * c->ring, &a2a, &ring);
 }
 
 /* ---------------------------------------------------------------- specs */

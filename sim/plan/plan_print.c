@@ -36,9 +36,11 @@ static void print_header(FILE *f, const usp_plan *p) {
 }
 
 /* Where published runs put the model of the platform far off for this mix's
- * all-to-alls (usp_platform_caveat_a2a: the ulysses groups, TP innermost). */
+ * all-to-alls or rings (usp_platform_caveat_groups; TP innermost, then ulysses,
+ * ring, dp: plan_rank_of). */
 static const char *mix_caveat(const usp_plan *p, const usp_mix *x) {
-    return usp_platform_caveat_a2a(p->platform, p->gpus, x->ulysses, x->tp);
+    const usp_platform_group a2a = {x->ulysses, x->tp}, ring = {x->ring, x->tp * x->ulysses};
+    return usp_platform_caveat_groups(p->platform, p->gpus, &a2a, &ring);
 }
 
 static void print_row(FILE *f, int rank, const usp_plan *p, const usp_plan_point *pt) {

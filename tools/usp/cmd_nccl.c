@@ -7,10 +7,10 @@
 #include "cli.h"
 #include "usp/nccl.h"
 
-enum { OPT_PLATFORM = USP_OPT_CMD_FIRST, OPT_OP, OPT_RANKS, OPT_COMPARE, OPT_JSON, OPT_HELP };
+enum { OPT_PLATFORM = USP_OPT_CMD_FIRST, OPT_OP, OPT_RANKS, OPT_PER_NODE, OPT_COMPARE, OPT_JSON, OPT_HELP };
 
 static void usage(void) {
-    printf("usage: usp nccl --platform P --op OP [--ranks N] [-b MIN -e MAX -f FACTOR] [--json]\n"
+    printf("usage: usp nccl --platform P --op OP [--ranks N [--per-node G]] [-b MIN -e MAX -f FACTOR] [--json]\n"
            "       usp nccl --compare FILE [FILE...] [--json]\n"
            "Prints the table nccl-tests prints (size, count, type, time, algbw, busbw) for one\n"
            "collective, SIMULATED by usp's NCCL model (transport per GPU pair, ring/direct\n"
@@ -18,6 +18,7 @@ static void usage(void) {
            "  --platform P     a preset (usp platform --list) or a SimGrid XML file (default h200x8)\n"
            "  --op OP          alltoall, sendrecv, allgather, reducescatter, allreduce\n"
            "  --ranks N        GPUs taking part (default: every GPU of the platform)\n"
+           "  --per-node G     the ranks on the first G GPUs of each node (mpirun -N G); needs --ranks\n"
            "  -b, --minbytes   smallest size, e.g. 8, 1K, 32M (default 8)\n"
            "  -e, --maxbytes   largest size (default 128M)\n"
            "  -f, --stepfactor multiply the size by this from one row to the next (default 2)\n"
@@ -61,6 +62,7 @@ static int apply(int opt, const char *arg, void *ctx) {
     case OPT_PLATFORM: a->o.platform = arg; return 0;
     case OPT_OP: a->o.op = arg; return 0;
     case OPT_RANKS: return usp_cli_int_option("nccl", "ranks", arg, 2, 100000, &a->o.ranks);
+    case OPT_PER_NODE: return usp_cli_int_option("nccl", "per-node", arg, 1, 4096, &a->o.per_node);
     case 'b': return parse_bytes("minbytes", arg, &a->o.min_bytes);
     case 'e': return parse_bytes("maxbytes", arg, &a->o.max_bytes);
     case 'f':
@@ -76,7 +78,8 @@ static int apply(int opt, const char *arg, void *ctx) {
 int cmd_nccl(int argc, char **argv) {
     static const struct option opts[] = {
         {"platform", required_argument, 0, OPT_PLATFORM}, {"op", required_argument, 0, OPT_OP},
-        {"ranks", required_argument, 0, OPT_RANKS}, {"minbytes", required_argument, 0, 'b'},
+        {"ranks", required_argument, 0, OPT_RANKS}, {"per-node", required_argument, 0, OPT_PER_NODE},
+        {"minbytes", required_argument, 0, 'b'},
         {"maxbytes", required_argument, 0, 'e'}, {"stepfactor", required_argument, 0, 'f'},
         {"compare", required_argument, 0, OPT_COMPARE}, {"json", no_argument, 0, OPT_JSON},
         {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
