@@ -7,9 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Profile files name dtypes so. */
-static const char *const DTYPE_KEYS[4] = {[USP_F64] = "fp64", [USP_F32] = "fp32", [USP_F16] = "fp16",
-                                          [USP_BF16] = "bf16"};
 /* The order the built-in profiles list them in. */
 static const usp_dtype DTYPE_ORDER[4] = {USP_BF16, USP_F16, USP_F32, USP_F64};
 
@@ -113,16 +110,16 @@ static usp_status read_head_dims(const usp_json *by_dim, usp_dtype dt, usp_profi
             return usp_fail(USP_EINVAL, "line %d: head dim %ld is given twice", e->line, hd);
         usp_profile_rate *r = usp_profile_rate_of(p, dt, (int)hd); /* room: checked above */
         char name[2][96];
-        snprintf(name[0], sizeof name[0], "attention_tflops.%s.%ld.fwd", DTYPE_KEYS[dt], hd);
-        snprintf(name[1], sizeof name[1], "attention_tflops.%s.%ld.bwd", DTYPE_KEYS[dt], hd);
+        snprintf(name[0], sizeof name[0], "attention_tflops.%s.%ld.fwd", usp_dtype_name(dt), hd);
+        snprintf(name[1], sizeof name[1], "attention_tflops.%s.%ld.bwd", usp_dtype_name(dt), hd);
         USP_TRY(ranged_as(e, "fwd", name[0], &TFLOPS_RANGE, &r->fwd_tflops));
         USP_TRY(ranged_as(e, "bwd", name[1], &TFLOPS_RANGE, &r->bwd_tflops));
         USP_TRY(fixed_us(e, "fwd_fixed_us", &r->fwd_fixed_us));
         USP_TRY(fixed_us(e, "bwd_fixed_us", &r->bwd_fixed_us));
         USP_TRY(short_len(e, "fwd_short_keys", &r->fwd_short_keys));
         USP_TRY(short_len(e, "bwd_short_rows", &r->bwd_short_rows));
-        snprintf(name[0], sizeof name[0], "attention_tflops.%s.%ld.fwd_rowmask_efficiency", DTYPE_KEYS[dt], hd);
-        snprintf(name[1], sizeof name[1], "attention_tflops.%s.%ld.bwd_rowmask_efficiency", DTYPE_KEYS[dt], hd);
+        snprintf(name[0], sizeof name[0], "attention_tflops.%s.%ld.fwd_rowmask_efficiency", usp_dtype_name(dt), hd);
+        snprintf(name[1], sizeof name[1], "attention_tflops.%s.%ld.bwd_rowmask_efficiency", usp_dtype_name(dt), hd);
         USP_TRY(rowmask_eff(e, "fwd_rowmask_efficiency", name[0], &r->fwd_rowmask_eff));
         USP_TRY(rowmask_eff(e, "bwd_rowmask_efficiency", name[1], &r->bwd_rowmask_eff));
     }
@@ -144,8 +141,8 @@ static usp_status read_rates(const usp_json *root, usp_profile_desc *p) {
                             att->items[i].line, att->keys[i]);
         USP_TRY(read_head_dims(&att->items[i], dt, p));
         char name[64];
-        snprintf(name, sizeof name, "peak_dense_tflops.%s", DTYPE_KEYS[dt]);
-        USP_TRY(ranged_as(peak, DTYPE_KEYS[dt], name, &TFLOPS_RANGE, &p->peak_tflops[dt]));
+        snprintf(name, sizeof name, "peak_dense_tflops.%s", usp_dtype_name(dt));
+        USP_TRY(ranged_as(peak, usp_dtype_name(dt), name, &TFLOPS_RANGE, &p->peak_tflops[dt]));
     }
     return USP_OK;
 }
@@ -265,7 +262,7 @@ static void write_dtype_rates(FILE *f, const usp_profile_desc *p, usp_dtype dt) 
     for (int i = 0; i < p->nrates; i++)
         if (p->rates[i].dtype == dt) sorted[n++] = p->rates[i];
     qsort(sorted, (size_t)n, sizeof *sorted, by_head_dim);
-    fprintf(f, "    \"%s\": {", DTYPE_KEYS[dt]);
+    fprintf(f, "    \"%s\": {", usp_dtype_name(dt));
     for (int i = 0; i < n; i++) {
         fprintf(f, "%s\"%d\": {\"fwd\": %.1f, \"bwd\": %.1f", i ? ", " : "", sorted[i].head_dim,
                 sorted[i].fwd_tflops, sorted[i].bwd_tflops);
@@ -290,7 +287,7 @@ static usp_status check_writable(const usp_profile_desc *p) {
     for (int i = 0; i < p->nrates; i++)
         if (!(p->rates[i].fwd_tflops > 0 && p->rates[i].bwd_tflops > 0 && p->peak_tflops[p->rates[i].dtype] > 0))
             return usp_fail(USP_EINVAL, "profile %s: %s D=%d needs positive rates and a peak", p->name,
-                            DTYPE_KEYS[p->rates[i].dtype], p->rates[i].head_dim);
+                            usp_dtype_name(p->rates[i].dtype), p->rates[i].head_dim);
     if (!(p->masked_fwd > 0 && p->masked_bwd > 0 && p->hbm_gbps > 0 && p->launch_us >= 0 && p->memory_bytes > 0))
         return usp_fail(USP_EINVAL, "profile %s: efficiencies, bandwidth and memory must be positive", p->name);
     return USP_OK;
@@ -334,7 +331,7 @@ usp_status usp_profile_desc_write(const usp_profile_desc *p, FILE *f) {
     first = 1;
     for (int k = 0; k < 4; k++) {
         if (!has_dtype(p, DTYPE_ORDER[k])) continue;
-        fprintf(f, "%s\"%s\": %.0f", first ? "" : ", ", DTYPE_KEYS[DTYPE_ORDER[k]], p->peak_tflops[DTYPE_ORDER[k]]);
+        fprintf(f, "%s\"%s\": %.0f", first ? "" : ", ", usp_dtype_name(DTYPE_ORDER[k]), p->peak_tflops[DTYPE_ORDER[k]]);
         first = 0;
     }
     fprintf(f, "}\n}\n");

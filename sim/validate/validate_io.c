@@ -10,9 +10,6 @@
 #include <string.h>
 #include "usp/json.h"
 
-/* Measurement files name dtypes as the profiles do. */
-static const char *const DTYPE_KEYS[4] = {[USP_F64] = "fp64", [USP_F32] = "fp32", [USP_F16] = "fp16",
-                                          [USP_BF16] = "bf16"};
 
 /* ------------------------------------------------------------ platform */
 
@@ -77,7 +74,7 @@ static void write_attn(FILE *f, const usp_calib_attn *a, int last) {
         snprintf(mask, sizeof mask, "%s", a->causal ? "causal" : "full");
     fprintf(f, "    {\"dtype\": \"%s\", \"head_dim\": %d, \"seq\": %d, \"heads\": %d, \"dir\": \"%s\", "
                "\"mask\": \"%s\", \"flops\": %.6e, \"seconds\": %.6e",
-            DTYPE_KEYS[a->dtype], a->head_dim, a->seq, a->heads, a->backward ? "bwd" : "fwd", mask, a->flops,
+            usp_dtype_name(a->dtype), a->head_dim, a->seq, a->heads, a->backward ? "bwd" : "fwd", mask, a->flops,
             a->seconds);
     if (a->doc > 0) fprintf(f, ", \"tile_flops\": %.6e, \"loop_flops\": %.6e", a->tile_flops, a->loop_flops);
     fprintf(f, "}%s\n", last ? "" : ",");
