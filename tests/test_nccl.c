@@ -486,6 +486,24 @@ static void cli(void **state) {
                          err, sizeof err), 0);
     expect_refusal("nccl", "--op is required");
     expect_refusal("nccl --compare /nonexistent.json", "nonexistent");
+    static const struct { const char *rows, *why; } bad[] = {
+        {"[[-5, 1]]", "a row's size must be 1 to 2^50 bytes"},
+        {"[[1e30, 1]]", "a row's size must be 1 to 2^50 bytes"},
+        {"[[1048576, -1]]", "its busbw not negative"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char path[] = "/tmp/usp-test-nccl-bad-XXXXXX", args[128];
+        int fd = mkstemp(path);
+        assert_true(fd >= 0);
+        FILE *f = fdopen(fd, "w");
+        fprintf(f, "{\"source\": \"s\", \"hardware\": \"h\", \"software\": \"w\", \"class\": \"multi-node\", "
+                   "\"platform\": \"h100-fattree:nodes=2\", \"tables\": [{\"op\": \"alltoall\", \"ranks\": 16, "
+                   "\"kind\": \"sweep\", \"columns\": [\"size\", \"busbw\"], \"rows\": %s}]}\n", bad[i].rows);
+        fclose(f);
+        snprintf(args, sizeof args, "nccl --compare %s", path);
+        expect_refusal(args, bad[i].why);
+        unlink(path);
+    }
     expect_refusal("platform --from-topo /nonexistent", "cannot read");
     expect_refusal("platform --from-topo " USP_SOURCE_DIR "/tests/data/topo/SOURCES.md", "not nvidia-smi topo -m");
     expect_refusal("platform --preset pcie:gen=7", "gen");

@@ -33,6 +33,10 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The largest size a row may give: 1 PiB, far beyond any GPU's memory (nccl-tests
+ * prints up to tens of GiB); beyond it a figure is a typo, not a measurement. */
+#define MAX_ROW_BYTES 1125899906842624.0
+
 static int column(const usp_json *cols, const char *name) {
     for (size_t i = 0; cols && i < cols->count; i++)
         if (cols->items[i].type == USP_JSON_STRING && strcmp(cols->items[i].string, name) == 0) return (int)i;
@@ -77,6 +81,11 @@ static usp_status sweep_table(const usp_json *t, const char *platform, int count
         const usp_json *row = &rows->items[r];
         if (row->type != USP_JSON_ARRAY || !isfinite(number_at(row, isize)) || !isfinite(number_at(row, ibus)))
             st = usp_fail(USP_EINVAL, "line %d: a row needs numbers for size and busbw", row->line);
+        else if (!(number_at(row, isize) >= 1 && number_at(row, isize) <= MAX_ROW_BYTES) ||
+                 !(number_at(row, ibus) >= 0) ||
+                 (isfinite(number_at(row, itime)) && !(number_at(row, itime) > 0)))   /* null: no time */
+            st = usp_fail(USP_EINVAL, "line %d: a row's size must be 1 to 2^50 bytes, its busbw not negative and "
+                          "its time positive", row->line);
         else sizes[r] = number_at(row, isize);
     }
     usp_nccl_table sim = {0};
@@ -112,6 +121,8 @@ static usp_status summary_table(const usp_json *t, const char *platform, int cou
     if (!sw || sw->type != USP_JSON_ARRAY || sw->count != 3 || sw->items[0].type != USP_JSON_NUMBER ||
         sw->items[1].type != USP_JSON_NUMBER || sw->items[2].type != USP_JSON_NUMBER)
         return usp_fail(USP_EINVAL, "line %d: 'sweep' must be [min bytes, max bytes, factor]", t->line);
+    if (!(sw->items[0].number >= 1 && sw->items[1].number <= MAX_ROW_BYTES && busbw >= 0))
+        return usp_fail(USP_EINVAL, "line %d: 'sweep' sizes must be 1 to 2^50 bytes and 'busbw' not negative", t->line);
     usp_nccl_compare_row x = *tmpl;
     x.published_busbw = busbw;
     if (counted != -1) {
