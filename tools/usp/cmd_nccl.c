@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "usp/nccl.h"
+#include "usp/progress.h"
 
 enum { OPT_PLATFORM = USP_OPT_CMD_FIRST, OPT_OP, OPT_RANKS, OPT_PER_NODE, OPT_COMPARE, OPT_JSON, OPT_HELP };
 
@@ -102,9 +103,11 @@ int cmd_nccl(int argc, char **argv) {
         int rc = 0, done = 0;
         for (int i = 0; i < n && rc == 0; i++, done++) {
             const char *file = i == 0 ? a.compare : argv[optind + i - 1];
+            usp_progress(stderr, "usp nccl --compare: file %d of %d, %s", i + 1, n, file);
             usp_status st = usp_nccl_compare(file, &c[i]);
             if (st != USP_OK) { rc = usp_cli_report("nccl", st); break; }
         }
+        usp_progress_end(stderr, 0);
         if (rc == 0 && a.json && n == 1) usp_nccl_compare_json(stdout, &c[0]);
         else if (rc == 0 && a.json) {
             fputs("{\"files\": [", stdout);
