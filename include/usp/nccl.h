@@ -86,6 +86,8 @@ typedef struct {
 } usp_nccl_comparison;
 
 usp_status usp_nccl_compare(const char *file, usp_nccl_comparison *c);
+/* Reads and checks the file without simulating (its reasons as usp_nccl_compare's). */
+usp_status usp_nccl_compare_check(const char *file);
 /* The bar of the published comparison: the |error| of every counted row, all
  * sizes, of each topology class (pcie-shm, pcie-p2p, nvswitch, multi-node). */
 #define USP_NCCL_BAR 0.25

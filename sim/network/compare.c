@@ -68,7 +68,7 @@ static void finish_row(usp_nccl_compare_row *r, int counted) {
 
 /* One "sweep" table: every row at its size. */
 static usp_status sweep_table(const usp_json *t, const char *platform, int counted, usp_nccl_compare_row *tmpl,
-                              usp_nccl_comparison *c) {
+                              int dry, usp_nccl_comparison *c) {
     const usp_json *cols = usp_json_get(t, "columns"), *rows = usp_json_get(t, "rows");
     int isize = column(cols, "size"), ibus = column(cols, "busbw"), itime = column(cols, "time_us");
     if (isize < 0 || ibus < 0) return usp_fail(USP_EINVAL, "line %d: 'columns' must name size and busbw", t->line);
@@ -89,7 +89,7 @@ static usp_status sweep_table(const usp_json *t, const char *platform, int count
         else sizes[r] = number_at(row, isize);
     }
     usp_nccl_table sim = {0};
-    if (st == USP_OK && counted != -1) {
+    if (st == USP_OK && counted != -1 && !dry) {
         usp_nccl_options o = {.platform = platform, .op = tmpl->op, .ranks = tmpl->ranks,
                               .per_node = tmpl->per_node, .sizes = sizes, .nsizes = (int)rows->count};
         st = usp_nccl_simulate(&o, &sim);
@@ -114,18 +114,20 @@ static usp_status sweep_table(const usp_json *t, const char *platform, int count
 
 /* A "peak" or "average" figure over a sweep. */
 static usp_status summary_table(const usp_json *t, const char *platform, int counted, usp_nccl_compare_row *tmpl,
-                                usp_nccl_comparison *c) {
+                                int dry, usp_nccl_comparison *c) {
     const usp_json *sw = usp_json_get(t, "sweep");
     double busbw;
     USP_TRY(usp_json_get_number(t, "busbw", &busbw));
     if (!sw || sw->type != USP_JSON_ARRAY || sw->count != 3 || sw->items[0].type != USP_JSON_NUMBER ||
         sw->items[1].type != USP_JSON_NUMBER || sw->items[2].type != USP_JSON_NUMBER)
         return usp_fail(USP_EINVAL, "line %d: 'sweep' must be [min bytes, max bytes, factor]", t->line);
-    if (!(sw->items[0].number >= 1 && sw->items[1].number <= MAX_ROW_BYTES && busbw >= 0))
-        return usp_fail(USP_EINVAL, "line %d: 'sweep' sizes must be 1 to 2^50 bytes and 'busbw' not negative", t->line);
+    if (!(sw->items[0].number >= 1 && sw->items[1].number <= MAX_ROW_BYTES && sw->items[1].number >= sw->items[0].number &&
+          sw->items[2].number >= 1 && busbw >= 0))
+        return usp_fail(USP_EINVAL, "line %d: 'sweep' must be [min, max, factor] with 1 <= min <= max <= 2^50 bytes and "
+                        "factor >= 1, and 'busbw' not negative", t->line);
     usp_nccl_compare_row x = *tmpl;
     x.published_busbw = busbw;
-    if (counted != -1) {
+    if (counted != -1 && !dry) {
         usp_nccl_options o = {.platform = platform, .op = tmpl->op, .ranks = tmpl->ranks,
                               .per_node = tmpl->per_node, .min_bytes = sw->items[0].number, .max_bytes = sw->items[1].number,
                               .factor = sw->items[2].number};
@@ -151,7 +153,8 @@ static int is_modelled(const char *op) {
 
 static void resolve_platform(const char *file, const char *spec, char *out, size_t n);
 
-static usp_status one_table(const char *file, const usp_json *t, const char *platform, usp_nccl_comparison *c) {
+static usp_status one_table(const char *file, const usp_json *t, const char *platform, int dry,
+                            usp_nccl_comparison *c) {
     usp_nccl_compare_row tmpl = {0};
     snprintf(tmpl.cls, sizeof tmpl.cls, "%s", c->cls);
     const usp_json *own = usp_json_get(t, "platform"), *cls = usp_json_get(t, "class");
@@ -166,6 +169,8 @@ static usp_status one_table(const char *file, const usp_json *t, const char *pla
     USP_TRY(usp_json_get_string(t, "op", &op));
     USP_TRY(usp_json_get_string(t, "kind", &kind));
     USP_TRY(usp_json_get_int(t, "ranks", &tmpl.ranks));
+    if (tmpl.ranks < 2 || tmpl.ranks > 100000)
+        return usp_fail(USP_EINVAL, "line %d: 'ranks' must be 2 to 100000", t->line);
     if (usp_json_get(t, "per_node")) {   /* mpirun -N G: the first G GPUs of each node */
         USP_TRY(usp_json_get_int(t, "per_node", &tmpl.per_node));
         if (tmpl.per_node < 1) return usp_fail(USP_EINVAL, "line %d: 'per_node' must be 1 or more", t->line);
@@ -180,8 +185,9 @@ static usp_status one_table(const char *file, const usp_json *t, const char *pla
         counted = -1;
         if (!tmpl.note[0]) snprintf(tmpl.note, sizeof tmpl.note, "%s is not modelled", op);
     }
-    if (strcmp(kind, "sweep") == 0) return sweep_table(t, platform, counted, &tmpl, c);
-    if (strcmp(kind, "peak") == 0 || strcmp(kind, "average") == 0) return summary_table(t, platform, counted, &tmpl, c);
+    if (strcmp(kind, "sweep") == 0) return sweep_table(t, platform, counted, &tmpl, dry, c);
+    if (strcmp(kind, "peak") == 0 || strcmp(kind, "average") == 0)
+        return summary_table(t, platform, counted, &tmpl, dry, c);
     return usp_fail(USP_EINVAL, "line %d: kind '%s' is not sweep, peak or average", t->line, kind);
 }
 
@@ -197,7 +203,9 @@ static void resolve_platform(const char *file, const char *spec, char *out, size
     if (access(beside, R_OK) == 0) snprintf(out, n, "%s", beside);
 }
 
-usp_status usp_nccl_compare(const char *file, usp_nccl_comparison *c) {
+/* Reads the file and every table; dry: checks them without simulating (no
+ * prediction in the rows). */
+static usp_status compare(const char *file, int dry, usp_nccl_comparison *c) {
     memset(c, 0, sizeof *c);
     snprintf(c->file, sizeof c->file, "%s", file);
     usp_json *root;
@@ -224,7 +232,8 @@ usp_status usp_nccl_compare(const char *file, usp_nccl_comparison *c) {
         copy_str(root, "platform", c->platform, sizeof c->platform);
         resolve_platform(file, c->platform, platform, sizeof platform);
     }
-    for (size_t i = 0; st == USP_OK && i < tables->count; i++) st = one_table(file, &tables->items[i], platform, c);
+    for (size_t i = 0; st == USP_OK && i < tables->count; i++)
+        st = one_table(file, &tables->items[i], platform, dry, c);
     usp_json_free(root);
     if (st != USP_OK) {
         usp_error_prefix("%s: ", file);
@@ -240,6 +249,20 @@ usp_status usp_nccl_compare(const char *file, usp_nccl_comparison *c) {
     }
     if (c->counted) c->mean_abs_error /= c->counted;
     return USP_OK;
+}
+
+usp_status usp_nccl_compare_check(const char *file) {
+    usp_nccl_comparison c;
+    usp_status st = compare(file, 1, &c);
+    if (st == USP_OK) usp_nccl_comparison_free(&c);
+    return st;
+}
+
+/* Every table is checked before any is simulated: a malformed one is refused
+ * at once, not after the simulations of those before it. */
+usp_status usp_nccl_compare(const char *file, usp_nccl_comparison *c) {
+    USP_TRY(usp_nccl_compare_check(file));
+    return compare(file, 0, c);
 }
 
 void usp_nccl_comparison_free(usp_nccl_comparison *c) {
