@@ -224,8 +224,12 @@ static void test_unknown_options(void **state) {
                                            "calibrate", "validate", "plan", "costs", "trace diff", "trace svg"};
     char args[256], message[256];
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        char err[4096];
+        snprintf(args, sizeof args, "%s --help", commands[i]);
+        int built = run_usp(args, err, sizeof err) == 0;   /* else this usp lacks its backend (missing.c) */
         snprintf(args, sizeof args, "%s --bogus", commands[i]);
-        snprintf(message, sizeof message, "unknown option '--bogus' (usp %s --help)", commands[i]);
+        if (built) snprintf(message, sizeof message, "unknown option '--bogus' (usp %s --help)", commands[i]);
+        else snprintf(message, sizeof message, "this usp was built without");
         expect_refusal(args, message);
     }
     expect_refusal("run --seq", "option '--seq' needs a value (usp run --help)");
