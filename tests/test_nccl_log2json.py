@@ -99,7 +99,8 @@ def main():
             f.write(log("all_reduce_perf", 2).replace("all_reduce_perf", "gather_perf"))
         refused(convert([odd]), "unknown collective 'gather_perf'")
         refused(convert([a], "--table-platform", "nolog"), "is not LOG=SPEC")
-    print("test_nccl_log2json: 2 tests of one log converted and read back; 3 refusals")
+        refused(subprocess.run([sys.executable, SCRIPT, a], capture_output=True, text=True), "required")
+    print("test_nccl_log2json: 2 tests of one log converted and read back; 4 refusals")
     return 0
 
 
