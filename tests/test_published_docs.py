@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The row tables of traces/README.md and sim/plan/README.md against `usp validate --published`:
 every row those pages print (found by its measured value) shows today's prediction, so a change
-to the simulator that moves a published row cannot leave the pages behind.
+to the simulator that moves a published row cannot leave the pages behind. The same for the
+held-out nccl-tests files (`usp nccl --compare`): each file's row in traces/README.md and each
+held-out class's row in sim/README.md show today's mean and largest |error|.
 
     test_published_docs.py USP SOURCE_DIR
 """
@@ -32,6 +34,36 @@ for t in tables:
         if not any(predicted in line and f"{r['error_pct']:+.1f}%" in line for line in lines):
             stale.append(f"{t['table']}: {r['label']}: measured {r['measured']}, predicted today "
                          f"{r['predicted']:.3f} ({r['error_pct']:+.1f}%); the page: {lines[0].strip()}")
+
+# held-out nccl-tests files: "| `FILE` | ... | rows | mean% | max% |" in traces/README.md
+nccl_dir = f"{root}/traces/published/nccl"
+import glob
+import os
+held = []
+for path in sorted(glob.glob(f"{nccl_dir}/*.json")):
+    with open(path, encoding="utf-8") as f:
+        if not json.load(f).get("held_out"):
+            continue
+    c = json.loads(subprocess.run([usp, "nccl", "--compare", path, "--json"], check=True, capture_output=True,
+                                  text=True).stdout)
+    held.append(path)
+    name = os.path.basename(path)
+    want = f"| {c['counted']} | {100 * c['mean_abs_error']:.1f}% | {100 * c['max_abs_error']:.1f}% |"
+    lines = [line for line in rows if f"| `{name}` |" in line]
+    found += 1
+    if not lines or not any(want in line for line in lines):
+        stale.append(f"traces/README.md: {name}: today {want.strip()}; the page: "
+                     f"{lines[0].strip() if lines else 'no row'}")
+if held:
+    summary = json.loads(subprocess.run([usp, "nccl", "--compare", *held, "--json"], check=True,
+                                        capture_output=True, text=True).stdout)["summary"]["classes"]
+    sim_rows = [line for line in open(f"{root}/sim/README.md", encoding="utf-8") if line.startswith("| ")]
+    for k in summary:
+        want = f"| {k['rows']} | {100 * k['mean_abs_error']:.1f}% | {100 * k['max_abs_error']:.1f}% | " \
+               f"{k['rows_within_bar']} of {k['rows']} |"
+        found += 1
+        if not any(want in line for line in sim_rows):
+            stale.append(f"sim/README.md: held-out {k['class']}: today {want}")
 print(f"{found} published rows printed in the pages, {len(stale)} stale")
 for s in stale:
     print("stale:", s)
