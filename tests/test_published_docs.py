@@ -7,7 +7,9 @@ held-out class's row in sim/README.md show today's mean and largest |error|.
 
     test_published_docs.py USP SOURCE_DIR
 """
+import glob
 import json
+import os
 import subprocess
 import sys
 
@@ -37,8 +39,6 @@ for t in tables:
 
 # held-out nccl-tests files: "| `FILE` | ... | rows | mean% | max% |" in traces/README.md
 nccl_dir = f"{root}/traces/published/nccl"
-import glob
-import os
 held = []
 for path in sorted(glob.glob(f"{nccl_dir}/*.json")):
     with open(path, encoding="utf-8") as f:
