@@ -203,9 +203,10 @@ static void resolve_platform(const char *file, const char *spec, char *out, size
     if (access(beside, R_OK) == 0) snprintf(out, n, "%s", beside);
 }
 
-/* Reads the file and every table; dry: checks them without simulating (no
- * prediction in the rows). */
-static usp_status compare(const char *file, int dry, usp_nccl_comparison *c) {
+/* Reads the file and checks every table without simulating (no prediction in
+ * the rows); then, with `simulate`, predicts them: a malformed table is refused
+ * at once, not after the simulations of those before it. */
+static usp_status compare(const char *file, int simulate, usp_nccl_comparison *c) {
     memset(c, 0, sizeof *c);
     snprintf(c->file, sizeof c->file, "%s", file);
     usp_json *root;
@@ -232,8 +233,11 @@ static usp_status compare(const char *file, int dry, usp_nccl_comparison *c) {
         copy_str(root, "platform", c->platform, sizeof c->platform);
         resolve_platform(file, c->platform, platform, sizeof platform);
     }
-    for (size_t i = 0; st == USP_OK && i < tables->count; i++)
-        st = one_table(file, &tables->items[i], platform, dry, c);
+    for (int pass = 0; pass < (simulate ? 2 : 1) && st == USP_OK; pass++) {   /* check, then predict */
+        c->nrows = 0;   /* the checking pass's rows give way to the predicted ones */
+        for (size_t i = 0; st == USP_OK && i < tables->count; i++)
+            st = one_table(file, &tables->items[i], platform, pass == 0, c);
+    }
     usp_json_free(root);
     if (st != USP_OK) {
         usp_error_prefix("%s: ", file);
@@ -253,17 +257,12 @@ static usp_status compare(const char *file, int dry, usp_nccl_comparison *c) {
 
 usp_status usp_nccl_compare_check(const char *file) {
     usp_nccl_comparison c;
-    usp_status st = compare(file, 1, &c);
+    usp_status st = compare(file, 0, &c);
     if (st == USP_OK) usp_nccl_comparison_free(&c);
     return st;
 }
 
-/* Every table is checked before any is simulated: a malformed one is refused
- * at once, not after the simulations of those before it. */
-usp_status usp_nccl_compare(const char *file, usp_nccl_comparison *c) {
-    USP_TRY(usp_nccl_compare_check(file));
-    return compare(file, 0, c);
-}
+usp_status usp_nccl_compare(const char *file, usp_nccl_comparison *c) { return compare(file, 1, c); }
 
 void usp_nccl_comparison_free(usp_nccl_comparison *c) {
     free(c->rows);
