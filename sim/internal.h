@@ -58,6 +58,9 @@ usp_status sim_profile_supports(const sim_profile *p, const usp_config *c);
 double sim_step_seconds(const sim_profile *p, const usp_config *c, const usp_step *st);
 /* The profile the options name: o->profile, else the preset's GPU, else h200. */
 const char *sim_profile_for(const usp_sim_options *o);
+/* usp_platform_caveat of a run with these options: of o->platform (h200x8 by
+ * default), NULL with a host map (its ranks are not on the hosts in order). */
+const char *sim_caveat_for(const usp_sim_options *o, const usp_config *c);
 
 /* Built-in profile texts, generated from sim/profiles/<gpu>.json. */
 typedef struct { const char *name, *json; } sim_embedded_profile;

@@ -103,9 +103,10 @@ usp_status usp_sim_report_make(const usp_schedule *s, const usp_result *r, const
  * object (no trailing newline) to place as the value of a "sim" member. */
 void usp_sim_report_print(FILE *f, const usp_sim_report *rep);
 void usp_sim_report_json(FILE *f, const usp_sim_report *rep);
-/* `prefix`, then `text` in lines of at most 100 columns (a longer word alone),
- * the lines after the first indented as wide as the prefix. */
-void usp_print_wrapped(FILE *f, const char *prefix, const char *text);
+/* `prefix`, then "on PLATFORM, CAVEAT" (usp_platform_caveat's text) in lines of
+ * at most 100 columns, the lines after the first indented as wide as the prefix:
+ * usp run's caveat line, and the footnote of usp sweep's and plan's tables. */
+void usp_caveat_print(FILE *f, const char *prefix, const char *platform, const char *caveat);
 
 /* ------------------------------------------------------------ platforms */
 

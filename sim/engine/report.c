@@ -38,8 +38,7 @@ usp_status usp_sim_report_make(const usp_schedule *s, const usp_result *r, const
     rep->world = r->world;
     rep->ulysses = s->cfg.ulysses;
     rep->ranks_simulated = r->sim_ranks_simulated > 0 ? r->sim_ranks_simulated : r->world;
-    const char *caveat = o && o->hostmap ? NULL : usp_platform_caveat(o && o->platform ? o->platform : "h200x8",
-                                                                         &s->cfg);
+    const char *caveat = sim_caveat_for(o, &s->cfg);
     if (caveat) snprintf(rep->caveat, sizeof rep->caveat, "%s", caveat);
     if (!rep->numerics && rep->ulysses > 1 && rep->ranks_simulated == rep->world)
         snprintf(rep->not_folded, sizeof rep->not_folded, "%s", r->sim_mode);
@@ -67,14 +66,17 @@ void usp_sim_report_print(FILE *f, const usp_sim_report *rep) {
     fprintf(f, "  peak activations %.2f GiB on rank %d of %.1f GiB usable (%.0f%% of %.1f GiB): %s\n",
             rep->peak_bytes_max / GiB, rep->peak_rank, rep->usable_bytes / GiB, 100 * USP_MEMORY_USABLE_FRACTION,
             rep->capacity_bytes / GiB, rep->oom ? "OUT OF MEMORY" : "fits");
-    if (rep->caveat[0]) {
-        char line[800];
-        snprintf(line, sizeof line, "on %s, %s", rep->platform, rep->caveat);
-        usp_print_wrapped(f, "  caveat           ", line);
-    }
+    if (rep->caveat[0]) usp_caveat_print(f, "  caveat           ", rep->platform, rep->caveat);
 }
 
-void usp_print_wrapped(FILE *f, const char *prefix, const char *text) {
+const char *sim_caveat_for(const usp_sim_options *o, const usp_config *c) {
+    if (o && o->hostmap) return NULL;   /* its ranks are not on the hosts in order */
+    return usp_platform_caveat(o && o->platform ? o->platform : "h200x8", c);
+}
+
+/* prefix, then text in lines of at most 100 columns (a longer word alone), the
+ * lines after the first indented as wide as the prefix. */
+static void print_wrapped(FILE *f, const char *prefix, const char *text) {
     enum { WIDTH = 100 };
     const int indent = (int)strlen(prefix);
     fputs(prefix, f);
@@ -95,6 +97,12 @@ void usp_print_wrapped(FILE *f, const char *prefix, const char *text) {
         w += len;
     }
     fputc('\n', f);
+}
+
+void usp_caveat_print(FILE *f, const char *prefix, const char *platform, const char *caveat) {
+    char line[800];
+    snprintf(line, sizeof line, "on %s, %s", platform, caveat);
+    print_wrapped(f, prefix, line);
 }
 
 static void member(FILE *f, const char *key, double v, int last) {

@@ -113,8 +113,7 @@ usp_status usp_sweep_run(const usp_config *base, int world, const usp_sim_option
         int sim_failed = 0;
         pt->status = usp_config_validate(&pt->cfg);
         if (pt->status == USP_OK) pt->status = time_point(pt, o, &sim_failed);
-        if (pt->status == USP_OK && !(o && o->hostmap))
-            pt->caveat = usp_platform_caveat(o && o->platform ? o->platform : "h200x8", &pt->cfg);
+        if (pt->status == USP_OK) pt->caveat = sim_caveat_for(o, &pt->cfg);
         if (pt->status == USP_OK) out->ran++;
         else sim_copy_str(pt->why, sizeof pt->why, usp_error());
         if (sim_failed || pt->status == USP_EINTERNAL) st = pt->status; /* no point can run: stop */
@@ -156,9 +155,7 @@ void usp_sweep_print_table(FILE *f, const usp_sweep *sw) {
     }
     for (int i = 0; i < sw->count; i++)   /* one text: the platform's */
         if (sw->points[i].caveat) {
-            char line[800];
-            snprintf(line, sizeof line, "on this platform, %s", sw->points[i].caveat);
-            usp_print_wrapped(f, "* ", line);
+            usp_caveat_print(f, "* ", "this platform", sw->points[i].caveat);
             break;
         }
 }

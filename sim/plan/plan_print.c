@@ -43,12 +43,11 @@ static const char *mix_caveat(const usp_plan *p, const usp_mix *x) {
     return usp_platform_caveat_groups(p->platform, p->gpus, &a2a, &ring);
 }
 
-static void print_row(FILE *f, int rank, const usp_plan *p, const usp_plan_point *pt) {
+static void print_row(FILE *f, int rank, const usp_plan_point *pt, const char *caveat) {
     const usp_mix *x = &pt->mix;
     fprintf(f, "%4d  %3d %3d %3d %4d %4d %3s %9.3f %9.1f %6.1f%% %8.1f%s %7.0f%%%s\n", rank, x->dp, x->tp,
             x->ulysses, x->ring, x->zero, x->recompute ? "yes" : "-", pt->step_s, pt->tflops_per_gpu, 100 * pt->mfu,
-            pt->mem.total / 1e9, pt->oom ? " OOM" : "    ", 100 * pt->exposed_s / pt->step_s,
-            mix_caveat(p, x) ? " *" : "");
+            pt->mem.total / 1e9, pt->oom ? " OOM" : "    ", 100 * pt->exposed_s / pt->step_s, caveat ? " *" : "");
 }
 
 static int same_degrees(const usp_mix *a, const usp_mix *b) {
@@ -94,19 +93,16 @@ void usp_plan_print(FILE *f, const usp_plan *p, int top, int refused, int distin
         if (!shown_point(p, i, distinct)) continue;
         candidates++;
         if (top > 0 && shown >= top) continue;
-        print_row(f, i + 1, p, &p->points[i]);
-        if (!caveat) caveat = mix_caveat(p, &p->points[i].mix);
+        const char *c = mix_caveat(p, &p->points[i].mix);
+        print_row(f, i + 1, &p->points[i], c);
+        if (!caveat) caveat = c;
         shown++;
     }
     if (shown < candidates) fprintf(f, "... %d more (--top 0 shows all)\n", candidates - shown);
     if (p->pruned)
         fprintf(f, "%d mixes not simulated: over memory, or a lower bound on their step is slower than the %d best "
                    "(--top 0 simulates all)\n", p->pruned, top);
-    if (caveat) {
-        char line[800];
-        snprintf(line, sizeof line, "on this platform, %s", caveat);
-        usp_print_wrapped(f, "* ", line);
-    }
+    if (caveat) usp_caveat_print(f, "* ", "this platform", caveat);
     print_refused(f, p, refused);
 }
 
