@@ -36,8 +36,8 @@
  * - all-reduce, besides the ring: between nodes the tree (NCCL_ALGO_TREE: a
  *   double binary tree of nodes, a chain inside each; each GPU moves the
  *   buffer once each way inside its node, each node once each way over its
- *   NICs between two nodes and twice beyond: tree_net_bw), and on one NVSwitch node with NVLink SHARP (nccl.nvls_eff > 0,
- *   H100 and later) NVLS, the switch reducing (each GPU's traffic (n-1)/n of
+ *   NICs between two nodes and twice beyond: tree_net_passes), and on one
+ *   NVSwitch node with NVLink SHARP (nccl.nvls_eff > 0, H100 and later) NVLS, the switch reducing (each GPU's traffic (n-1)/n of
  *   the buffer each way, at nvls_eff of the link); between NVLS nodes the tree
  *   runs NVLS inside each node (NVLSTree). Where the network plugin forces
  *   Simple (nccl.net_simple: EFA without ordered 128-byte writes) only Simple
@@ -393,14 +393,16 @@ static double nvls_lat(const sim_net *net, const shape *sh, int plugin) {
  *   node's network share). That fill, one chunk through all hops but the
  *   slowest, is *fill_s; the flows carry the rest at the slowest hop's rate. */
 enum { TREE_CHANNELS = 16 };
-/* The network rate of a tree all-reduce, per node and direction: between two
- * nodes the two trees of NCCL's double binary tree are one chain, run both
- * ways, and a node's NICs carry the buffer once each way, at twice their rate
- * in all; beyond two nodes every node is inside one of the trees, where it
- * takes its two children's halves and hands its parent's half down to both,
- * and its NICs carry the buffer twice each way (NCCL's estimate, tuning.cc:
- * NVLSTree's network bandwidth is doubled for two nodes only). */
-static double tree_net_bw(const shape *sh) { return sh->nodes > 2 ? sh->net_bw : 2 * sh->net_bw; }
+/* The times a node's NICs carry the buffer each way in a tree all-reduce:
+ * between two nodes the two trees of NCCL's double binary tree are one chain,
+ * run both ways, and carry it once; beyond two nodes every node is inside one
+ * of the trees, where it takes its two children's halves and hands its
+ * parent's half down to both: twice (NCCL's estimate, tuning.cc: NVLSTree's
+ * network bandwidth is doubled for two nodes only). */
+static double tree_net_passes(const shape *sh) { return sh->nodes > 2 ? 2 : 1; }
+/* The tree's network rate per node and direction: both trees' halves of the
+ * NICs, over the passes. */
+static double tree_net_bw(const shape *sh) { return 2 * sh->net_bw / tree_net_passes(sh); }
 
 static void tree_pipe(const sim_net *net, const shape *sh, int p, double size, double intra_bw, int nvls,
                       double fac, double *fill_s, double *frac) {
@@ -548,7 +550,7 @@ static void flows_nvls(const shape *sh, int g, int me, double size, double eff, 
 /* Tree (NCCL's double binary tree between nodes, a chain inside each): each
  * GPU moves the buffer once each way inside its node (half along each of the
  * two trees' chains, or NVLS where the switch reduces) and a node moves it
- * over its NICs once each way between two nodes, twice beyond (tree_net_bw),
+ * over its NICs once each way between two nodes, twice beyond (tree_net_passes),
  * GPU k to GPU k of the neighbouring nodes. */
 static void flows_tree(const sim_net *net, const shape *sh, int me, double size, double fac, sink *o) {
     int g, k;
@@ -561,8 +563,7 @@ static void flows_tree(const sim_net *net, const shape *sh, int me, double size,
             sink_add(o, local_member(sh, g, k + m - 1), size / 2 / fac);
         }
     }
-    /* the buffer once each way between two nodes, twice beyond (tree_net_bw) */
-    const double over_net = (sh->nodes > 2 ? 2.0 : 1.0) * size / m / fac;
+    const double over_net = tree_net_passes(sh) * size / m / fac;
     int next = (g + 1) % sh->nodes, prev = (g + sh->nodes - 1) % sh->nodes;
     sink_add(o, local_member(sh, next, k), over_net / 2);
     sink_add(o, local_member(sh, prev, k), over_net / 2);
